@@ -1,0 +1,73 @@
+"""Queue configuration: one frozen dataclass, validated once; environment variables read here only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+from .pickling import PickleRules
+
+ENV_HOME = "JOBQ_HOME"
+ENV_SECRET_KEY = "JOBQ_SECRET_KEY"
+DEFAULT_DIR = ".jobq"
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueConfig:
+    """Everything a :class:`~jobq.Queue` needs to know about its directory and defaults.
+
+    ``fsync=False`` trades durability for speed: an enqueue returns before its record reaches
+    stable storage, so a power cut (not a process crash) can lose the last jobs enqueued.
+    """
+
+    path: str
+    fsync: bool = True
+    secret_key: bytes | None = None
+    rules: PickleRules = field(default_factory=PickleRules.build)
+    segment_size: int = 64 * MiB
+    max_record_size: int = 16 * MiB
+    default_max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fsync, bool):
+            raise ConfigError(f"fsync must be True or False, not {self.fsync!r}")
+        if self.secret_key is not None and (not isinstance(self.secret_key, bytes)
+                                            or len(self.secret_key) < 16):
+            raise ConfigError("secret_key must be at least 16 bytes")
+        for name in ("segment_size", "max_record_size", "default_max_attempts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        if self.max_record_size > 0xFFFF_FFFF:
+            raise ConfigError("max_record_size must fit in 32 bits (4 GiB)")
+
+
+def build(path: str | os.PathLike[str] | None = None, *, secret_key: str | bytes | None = None,
+          allowed_modules: Iterable[str] | None = None, remap: Mapping[str, str] | None = None,
+          **options: object) -> QueueConfig:
+    """Make a :class:`QueueConfig`, filling the directory and key from the environment."""
+    if path is None:
+        path = os.environ.get(ENV_HOME) or DEFAULT_DIR
+    try:
+        path = os.fspath(path)
+    except TypeError as exc:
+        raise ConfigError(f"queue path must be a string or path, not {type(path).__name__}") from exc
+    if not path:
+        raise ConfigError("queue path is empty")
+    if secret_key is None:
+        secret_key = os.environ.get(ENV_SECRET_KEY) or None
+    if isinstance(secret_key, str):
+        secret_key = secret_key.encode()
+    try:
+        rules = PickleRules.build(remap=remap, allowed_modules=allowed_modules)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"bad remap or allowed_modules: {exc}") from exc
+    try:
+        return QueueConfig(path=os.path.abspath(path), secret_key=secret_key, rules=rules,
+                           **options)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc

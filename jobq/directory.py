@@ -1,0 +1,117 @@
+"""The queue directory: its layout, its format file, and the checks made before anything is read.
+
+Layout::
+
+    <queue>/jobq.json        on-disk format version and whether records are signed (written once)
+    <queue>/log/             append-only segment files (jobq.log) and append.lock
+    <queue>/state.sqlite3    job state snapshots (shelve), the index and the covered log offset
+    <queue>/state.lock       serialises write transactions on state.sqlite3
+    <queue>/quarantine/      damaged or torn log bytes, copied aside before they are skipped or cut
+
+The directory and everything in it are owner-only (0700 / 0600): pickle runs code, so who may write
+here may run code in every worker unless records are signed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+
+from . import durable
+from .errors import IncompatibleFormat, NotAQueue, StorageError, WrongSecretKey
+
+FORMAT = 1
+FORMAT_FILE = "jobq.json"
+
+
+@dataclass(frozen=True)
+class QueueDir:
+    """Paths inside one checked queue directory."""
+
+    root: str
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.root, "log")
+
+    @property
+    def state_db(self) -> str:
+        return os.path.join(self.root, "state.sqlite3")
+
+    @property
+    def state_lock(self) -> str:
+        return os.path.join(self.root, "state.lock")
+
+    @property
+    def quarantine(self) -> str:
+        return os.path.join(self.root, "quarantine")
+
+
+def key_check(key: bytes | None) -> str | None:
+    """A fingerprint that tells whether a key matches, without revealing it."""
+    return None if key is None else hmac.new(key, b"jobq key check", hashlib.sha256).hexdigest()[:32]
+
+
+def open_dir(path: str, secret_key: bytes | None) -> QueueDir:
+    """Create the queue directory if needed, then check its format and key."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotAQueue(f"{path} exists and is not a directory", path=path)
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        durable.make_dir(path)
+        qdir = QueueDir(path)
+        info = _read_format(qdir)
+        if info is None:
+            leftovers = set(os.listdir(path)) - {"log", "quarantine", "state.sqlite3", "state.lock"}
+            if leftovers:
+                raise NotAQueue(f"{path} is not empty and holds no {FORMAT_FILE}: refusing to turn"
+                                " it into a queue (choose an empty or new directory)", path=path)
+            wanted = {"format": FORMAT, "signed": secret_key is not None,
+                      "key_check": key_check(secret_key)}
+            durable.atomic_write(os.path.join(path, FORMAT_FILE),
+                                 json.dumps(wanted, indent=1).encode() + b"\n", exclusive=True)
+            info = _read_format(qdir)
+            assert info is not None
+        _check_format(path, info, secret_key)
+        durable.make_dir(qdir.log)
+        durable.make_dir(qdir.quarantine)
+    except PermissionError as exc:
+        raise StorageError(f"no permission to use queue directory {path}: {exc.strerror}",
+                           path=path) from exc
+    return qdir
+
+
+def _read_format(qdir: QueueDir) -> dict[str, object] | None:
+    file = os.path.join(qdir.root, FORMAT_FILE)
+    try:
+        with open(file, "rb") as f:
+            info = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NotAQueue(f"{file} is not a jobq format file: {exc}", path=qdir.root) from exc
+    if not isinstance(info, dict):
+        raise NotAQueue(f"{file} is not a jobq format file", path=qdir.root)
+    return info
+
+
+def _check_format(path: str, info: dict[str, object], secret_key: bytes | None) -> None:
+    version = info.get("format")
+    if not isinstance(version, int) or version < 1:
+        raise NotAQueue(f"{path}/{FORMAT_FILE} has no valid format version", path=path)
+    if version > FORMAT:
+        raise IncompatibleFormat(
+            f"{path} was written by on-disk format {version}; this jobq reads format {FORMAT}:"
+            " upgrade jobq to open it", path=path, found=version, supported=FORMAT)
+    if info.get("signed") and secret_key is None:
+        raise WrongSecretKey(f"{path} holds signed records: open it with its secret_key"
+                             " (or set JOBQ_SECRET_KEY)", path=path)
+    if not info.get("signed") and secret_key is not None:
+        raise WrongSecretKey(f"{path} was created without a secret key; its records are not"
+                             " signed, so it cannot be opened with one", path=path)
+    if secret_key is not None and not hmac.compare_digest(str(info.get("key_check")),
+                                                          str(key_check(secret_key))):
+        raise WrongSecretKey(f"{path} was written with a different secret key", path=path)

@@ -1,0 +1,137 @@
+"""Every error jobq raises, in one hierarchy rooted at :class:`JobqError`.
+
+Errors keep their fields as attributes and survive pickling, so a worker child can send one to its
+supervisor intact. Where a builtin reads naturally, an error also subclasses it
+(``JobNotFound`` is a ``KeyError``) so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+__all__ = [
+    "JobqError",
+    "ConfigError",
+    "InvalidArgument",
+    "InvalidJob",
+    "InvalidTask",
+    "NotPicklable",
+    "RecordTooLarge",
+    "JobNotFound",
+    "JobFailed",
+    "JobCancelled",
+    "WaitTimeout",
+    "StaleClaim",
+    "NoCurrentJob",
+    "StorageError",
+    "NotAQueue",
+    "IncompatibleFormat",
+    "WrongSecretKey",
+    "CorruptRecord",
+    "SchemaVersionError",
+    "UnpicklingForbidden",
+    "LoadError",
+]
+
+
+def _rebuild(cls: type, message: str, fields: dict[str, Any]) -> JobqError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(fields)
+    return err
+
+
+class JobqError(Exception):
+    """Root of every jobq error. ``str(err)`` is the message; extra keyword fields become attributes."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.__dict__.update(fields)
+
+    def __str__(self) -> str:
+        # KeyError's own __str__ would quote the message; ours is always the plain sentence.
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
+
+
+class ConfigError(JobqError, ValueError):
+    """A queue or worker was configured with a value it cannot use."""
+
+
+class InvalidArgument(JobqError, ValueError):
+    """A public call was given an argument it cannot use; nothing was changed."""
+
+
+class InvalidJob(InvalidArgument):
+    """An enqueue was refused before anything was written: bad options or arguments."""
+
+
+class InvalidTask(InvalidJob):
+    """The task is not a module-level function that a worker can import by reference."""
+
+
+class NotPicklable(InvalidJob):
+    """The job's arguments cannot be pickled."""
+
+
+class RecordTooLarge(InvalidJob):
+    """The pickled job is larger than the queue's ``max_record_size``."""
+
+
+class JobNotFound(JobqError, KeyError):
+    """No job with this id exists in the queue."""
+
+
+class JobFailed(JobqError):
+    """The job ended without a result; ``error`` holds the last error text."""
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled before it produced a result."""
+
+
+class WaitTimeout(JobqError, TimeoutError):
+    """``wait``/``result`` gave up before the job finished."""
+
+
+class StaleClaim(JobqError):
+    """A state write carried a claim token that is no longer current (another attempt owns the job)."""
+
+
+class NoCurrentJob(JobqError, RuntimeError):
+    """``current_job()`` was called outside a running job."""
+
+
+class StorageError(JobqError, OSError):
+    """The queue directory cannot be read or written as expected."""
+
+
+class NotAQueue(StorageError):
+    """The directory exists and holds files, but is not a jobq queue."""
+
+
+class IncompatibleFormat(StorageError):
+    """The queue directory was written by an on-disk format this jobq does not know."""
+
+
+class WrongSecretKey(StorageError):
+    """The queue was opened with a secret key other than the one it was written with (or none)."""
+
+
+class CorruptRecord(StorageError):
+    """A log record or state snapshot failed its checksum or signature, or is malformed."""
+
+
+class SchemaVersionError(JobqError):
+    """A pickled object carries a schema version this code cannot migrate from."""
+
+
+class UnpicklingForbidden(JobqError, pickle.UnpicklingError):
+    """A pickle referred to a global outside the queue's allow-list; it was not loaded."""
+
+
+class LoadError(JobqError):
+    """A stored object could not be unpickled (a missing module, a removed class, ...)."""

@@ -1,0 +1,77 @@
+"""The body of a job record (kind 1): routing fields in the clear, then the pickled JobPayload.
+
+The index needs a job's id, task, priority and times, but must not unpickle to get them: an
+indexing process (a monitoring CLI, a producer) may not be able to import the classes in a job's
+arguments, and should never run code from the log. So those fields are repeated in front of the
+pickle, in a fixed layout (little-endian)::
+
+    offset  size  field
+         0     8  priority      i64
+         8     8  run_at        f64, epoch seconds
+        16     8  created_at    f64, epoch seconds
+        24     4  max_attempts  i32
+        28     2  job id length n
+        30     2  task length   m
+        32     n  job id        UTF-8
+      32+n     m  task          UTF-8
+    32+n+m     .  pickled JobPayload (protocol 5); its own fields must match the ones above
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from . import pickling
+from .errors import CorruptRecord
+from .payload import JobPayload
+
+_META = struct.Struct("<qddiHH")
+assert _META.size == 32
+MAX_TEXT: Final = 0xFFFF  # longest job id or task reference, in UTF-8 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JobMeta:
+    """The fields of a job that the index needs, read without unpickling."""
+
+    job_id: str
+    task: str
+    priority: int
+    run_at: float
+    created_at: float
+    max_attempts: int
+
+
+def encode(payload: JobPayload, pickled: bytes) -> bytes:
+    job_id = payload.job_id.encode()
+    task = payload.task.encode()
+    head = _META.pack(payload.priority, payload.run_at, payload.created_at, payload.max_attempts,
+                      len(job_id), len(task))
+    return b"".join((head, job_id, task, pickled))
+
+
+def decode_meta(body: bytes) -> tuple[JobMeta, int]:
+    """Return the routing fields and the offset at which the pickle starts."""
+    try:
+        priority, run_at, created_at, max_attempts, id_len, task_len = _META.unpack_from(body, 0)
+        start = _META.size
+        job_id = body[start:start + id_len].decode()
+        task = body[start + id_len:start + id_len + task_len].decode()
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise CorruptRecord(f"malformed job record: {exc}") from exc
+    end = start + id_len + task_len
+    if len(job_id.encode()) != id_len or end > len(body):
+        raise CorruptRecord("malformed job record: truncated job id or task")
+    return JobMeta(job_id, task, priority, run_at, created_at, max_attempts), end
+
+
+def load_payload(body: bytes, rules: pickling.PickleRules) -> JobPayload:
+    """Unpickle the JobPayload of a verified record and check it against the routing fields."""
+    meta, start = decode_meta(body)
+    payload = pickling.loads(body[start:], rules)
+    if not isinstance(payload, JobPayload) or payload.job_id != meta.job_id:
+        raise CorruptRecord(f"job record {meta.job_id!r} does not hold its own JobPayload",
+                            job_id=meta.job_id)
+    return payload

@@ -1,0 +1,376 @@
+"""The append-only job log: segment files of framed records under ``<queue>/log/``.
+
+Appending: a record (or a batch) is one ``write`` under a short inter-process lock, so records of
+concurrent producers never interleave; the fsync happens after the lock is released, so producers
+never wait behind one another's fsyncs (the kernel merges concurrent flushes of one file). A write
+that fails part-way is cut back before the lock is released, so no partial record survives it.
+
+Reading: :func:`Log.scan` walks records from a position and reports three things: whole verified
+records, damaged byte ranges followed by more records (quarantined and skipped by the index), and an
+incomplete tail. An incomplete tail may be a write in progress; only :meth:`Log.repair_tail`, which
+holds the append lock so that no write can be in progress, treats it as torn and cuts it, after
+copying the bytes aside. A segment is read in chunks, never whole.
+
+Segments are named by number (``000000000001.log``); a writer moves to the next one when the
+current one has reached ``segment_size``. Once a later segment exists, earlier ones never change.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import structlog
+
+from . import durable, record
+from ._flock import ProcessLock
+from .errors import CorruptRecord, StorageError
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 1 << 20
+_SEGMENT_RE = re.compile(r"^(\d{12})\.log$")
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    """A byte position in the log: segment number and offset within it."""
+
+    segment: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A whole, verified record."""
+
+    pos: Position
+    frame: record.Frame
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """Bytes ``[pos.offset, end)`` of one segment are not records, and records follow them."""
+
+    pos: Position
+    end: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """Segment ``pos.segment`` was read to its end and a later one exists: go on at ``next``."""
+
+    pos: Position
+    next: Position
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    """The last segment ends in an incomplete record at ``pos``: a write in progress, or torn."""
+
+    pos: Position
+    reason: str
+
+
+ScanItem = Entry | Damage | Sealed | Tail
+
+
+def segment_name(number: int) -> str:
+    return f"{number:012d}.log"
+
+
+class Log:
+    """Appends framed records durably and scans them back."""
+
+    def __init__(self, directory: str, *, key: bytes | None, max_body: int, segment_size: int,
+                 fsync: bool = True, quarantine_dir: str) -> None:
+        self.directory = directory
+        self.quarantine_dir = quarantine_dir
+        self._key = key
+        self._max_body = max_body
+        self._segment_size = segment_size
+        self._fsync = fsync
+        self._lock = ProcessLock(os.path.join(directory, "append.lock"))
+        self._write_fd = -1
+        self._write_segment = -1
+        self._write_pid = -1
+        self._read_fds: dict[int, int] = {}
+        self._read_lock = threading.Lock()
+
+    # -- segments ---------------------------------------------------------------------------
+
+    def path(self, segment: int) -> str:
+        return os.path.join(self.directory, segment_name(segment))
+
+    def segments(self) -> list[int]:
+        """Numbers of the segment files present, oldest first."""
+        found = (_SEGMENT_RE.match(name) for name in os.listdir(self.directory))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def end(self) -> Position:
+        """Where the log ends now (a snapshot; producers may append right after)."""
+        segments = self.segments()
+        if not segments:
+            return Position(1, 0)
+        return Position(segments[-1], os.stat(self.path(segments[-1])).st_size)
+
+    def has_more(self, pos: Position) -> bool:
+        """Cheap check: is there anything in the log past ``pos``?"""
+        try:
+            if os.stat(self.path(pos.segment)).st_size > pos.offset:
+                return True
+        except FileNotFoundError:
+            pass
+        return any(s > pos.segment for s in self.segments())
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def encode(self, kind: int, body: bytes) -> bytes:
+        return record.encode(kind, body, self._key)
+
+    def append(self, frames: list[bytes]) -> Position:
+        """Write framed records as one contiguous run; return where the first one starts.
+
+        Returns once the records are on stable storage, unless the log was opened with
+        ``fsync=False``.
+        """
+        data = b"".join(frames)
+        with self._lock:
+            fd, segment, created = self._writable_segment()
+            offset = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError as exc:
+                # ENOSPC, EFBIG, EIO...: cut the partial run so no torn record is left behind.
+                os.ftruncate(fd, offset)
+                raise StorageError(f"cannot append to {self.path(segment)}: {exc.strerror or exc}",
+                                   path=self.path(segment), errno=exc.errno) from exc
+        if self._fsync:
+            try:
+                durable.sync_file(fd)
+                if created:
+                    durable.sync_dir(self.directory)
+            except OSError as exc:
+                raise StorageError(f"cannot fsync {self.path(segment)}: {exc}",
+                                   path=self.path(segment), errno=exc.errno) from exc
+        return Position(segment, offset)
+
+    def _writable_segment(self) -> tuple[int, int, bool]:
+        """Under the append lock: the descriptor of the newest segment with room, rolling over."""
+        if self._write_pid != os.getpid():
+            self._write_fd, self._write_segment, self._write_pid = -1, -1, os.getpid()
+        created = False
+        if self._write_fd < 0:
+            segments = self.segments()
+            created = self._open_for_write(segments[-1] if segments else 1)
+        while os.fstat(self._write_fd).st_size >= self._segment_size:
+            os.close(self._write_fd)
+            created = self._open_for_write(self._write_segment + 1) or created
+        return self._write_fd, self._write_segment, created
+
+    def _open_for_write(self, segment: int) -> bool:
+        path = self.path(segment)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        try:
+            fd, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, durable.FILE_MODE), True
+        except FileExistsError:
+            fd, created = os.open(path, flags), False
+        self._write_fd, self._write_segment = fd, segment
+        return created
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def read(self, pos: Position) -> record.Frame:
+        """Read and verify the single record at ``pos`` (to load one job's payload)."""
+        fd = self._read_fd(pos.segment)
+        data = os.pread(fd, 4096, pos.offset)
+        try:
+            try:
+                return record.decode(data, 0, key=self._key, max_body=self._max_body)
+            except record.Incomplete as exc:
+                if exc.needed is None:
+                    raise
+                data = os.pread(fd, exc.needed, pos.offset)
+                return record.decode(data, 0, key=self._key, max_body=self._max_body)
+        except (record.Damaged, record.Incomplete) as exc:
+            raise CorruptRecord(f"record at {self.path(pos.segment)}:{pos.offset} is unreadable:"
+                                f" {exc or 'truncated'}", path=self.path(pos.segment),
+                                offset=pos.offset) from exc
+
+    def _read_fd(self, segment: int) -> int:
+        with self._read_lock:
+            fd = self._read_fds.get(segment)
+            if fd is None:
+                if len(self._read_fds) >= 8:
+                    os.close(self._read_fds.pop(next(iter(self._read_fds))))
+                try:
+                    fd = os.open(self.path(segment), os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError as exc:
+                    raise CorruptRecord(f"log segment {self.path(segment)} is missing",
+                                        path=self.path(segment)) from exc
+                self._read_fds[segment] = fd
+            return fd
+
+    def scan(self, start: Position) -> Iterator[ScanItem]:
+        """Yield every record, damaged range and (last) incomplete tail from ``start`` on."""
+        segment, offset = start.segment, start.offset
+        while True:
+            later = [s for s in self.segments() if s > segment]  # listed before the size is read
+            try:
+                reader = _SegmentReader(self.path(segment), self._max_body, self._key)
+            except FileNotFoundError:
+                if not later:
+                    return
+                segment, offset = later[0], 0
+                continue
+            with reader:
+                if offset > reader.size:
+                    raise CorruptRecord(
+                        f"the index covers {self.path(segment)} up to byte {offset}, but the file"
+                        f" has only {reader.size}: the log was truncated or replaced",
+                        path=self.path(segment), offset=offset)
+                for item in reader.items(segment, offset, sealed=bool(later)):
+                    yield item
+                    if isinstance(item, Tail):
+                        return
+            if not later:
+                return
+            yield Sealed(Position(segment, reader.size), Position(later[0], 0))
+            segment, offset = later[0], 0
+
+    # -- repair ------------------------------------------------------------------------------
+
+    def repair_tail(self, tail: Position) -> bool:
+        """Cut a torn tail found at ``tail``; return True if bytes were cut.
+
+        Holds the append lock, so no write is in progress: an incomplete record still there is
+        torn (its writer died or the machine lost power). The bytes are copied aside first.
+        """
+        with self._lock:
+            if self.segments()[-1:] != [tail.segment]:
+                return False
+            with _SegmentReader(self.path(tail.segment), self._max_body, self._key) as reader:
+                found = [i for i in reader.items(tail.segment, tail.offset, sealed=False)
+                         if isinstance(i, Tail)]
+                if not found or found[0].pos != tail:
+                    return False  # the tail completed, or moved on, since it was seen
+                size = reader.size
+                torn = os.pread(reader.fd, size - tail.offset, tail.offset)
+            saved = self.save_aside(tail, torn, "torn")
+            fd = os.open(self.path(tail.segment), os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.ftruncate(fd, tail.offset)
+                durable.sync_file(fd)
+            finally:
+                os.close(fd)
+        log.warning("log.tail_truncated", segment=tail.segment, offset=tail.offset,
+                    bytes=len(torn), reason=found[0].reason, saved_to=saved)
+        return True
+
+    def read_range(self, segment: int, start: int, end: int) -> bytes:
+        fd = os.open(self.path(segment), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
+
+    def save_aside(self, pos: Position, data: bytes, what: str) -> str:
+        """Copy damaged or torn bytes to the quarantine directory (idempotent per position)."""
+        path = os.path.join(self.quarantine_dir, f"{pos.segment:012d}-{pos.offset:012d}.{what}")
+        durable.atomic_write(path, data, exclusive=True)
+        return path
+
+    def close(self) -> None:
+        if self._write_fd >= 0 and self._write_pid == os.getpid():
+            os.close(self._write_fd)
+        self._write_fd = -1
+        with self._read_lock:
+            for fd in self._read_fds.values():
+                os.close(fd)
+            self._read_fds.clear()
+        self._lock.close()
+
+
+class _SegmentReader:
+    """Reads one segment file in chunks, keeping only a window of it in memory."""
+
+    def __init__(self, path: str, max_body: int, key: bytes | None) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.size = os.fstat(self.fd).st_size
+        self._max_body = max_body
+        self._key = key
+        self._buf = b""
+        self._base = 0
+
+    def __enter__(self) -> _SegmentReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+    def _window(self, pos: int, need: int) -> int:
+        """Make the buffer start at or before ``pos`` and hold ``need`` bytes from it if the file
+        has them; return ``pos``'s index in the buffer."""
+        end = min(self.size, pos + max(need, 1))
+        if pos < self._base or end > self._base + len(self._buf):
+            length = min(self.size, max(end, pos + CHUNK)) - pos
+            self._buf = os.pread(self.fd, length, pos)
+            self._base = pos
+            if len(self._buf) < length:  # the file shrank under us (a tail was cut): stop there
+                self.size = pos + len(self._buf)
+        return pos - self._base
+
+    def items(self, segment: int, offset: int, *, sealed: bool) -> Iterator[ScanItem]:
+        pos = offset
+        while pos < self.size:
+            i = self._window(pos, record.HEADER_SIZE + record.MAC_SIZE)
+            try:
+                frame = record.decode(self._buf, i, key=self._key, max_body=self._max_body)
+            except record.Incomplete as exc:
+                need = exc.needed or record.HEADER_SIZE
+                if pos + need <= self.size and len(self._buf) - i < need:
+                    self._window(pos, need)
+                    continue
+                reason = "incomplete record at the end of the segment"
+                if sealed:
+                    yield Damage(Position(segment, pos), self.size, reason)
+                    return
+                yield Tail(Position(segment, pos), reason)
+                return
+            except record.Damaged as exc:
+                nxt = self._resync(pos + 1)
+                if nxt is None and not sealed:
+                    yield Tail(Position(segment, pos), str(exc))
+                    return
+                yield Damage(Position(segment, pos), self.size if nxt is None else nxt, str(exc))
+                if nxt is None:
+                    return
+                pos = nxt
+                continue
+            yield Entry(Position(segment, pos), frame)
+            pos += frame.size
+
+    def _resync(self, start: int) -> int | None:
+        """The first position at or after ``start`` holding a genuine header (or the start of one
+        cut off by the end of the file), or None."""
+        pos = start
+        while pos < self.size:
+            i = self._window(pos, CHUNK)
+            hit = self._buf.find(record.MAGIC, i)
+            if hit < 0:
+                # Keep the last byte: it may be the first half of a magic split across windows.
+                pos = max(pos + 1, self._base + len(self._buf) - 1)
+                continue
+            candidate = self._base + hit
+            j = self._window(candidate, record.HEADER_SIZE)
+            verdict = record.probe(self._buf, j, max_body=self._max_body)
+            if verdict or (verdict is None and candidate + record.HEADER_SIZE > self.size):
+                return candidate
+            pos = candidate + 1
+        return None

@@ -1,0 +1,248 @@
+"""``Queue``: the producer's API. Enqueue is one append and one fsync; everything else reads the store."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+from . import config as config_mod
+from . import job_record, pickling, record, tasks
+from .directory import open_dir
+from .errors import (InvalidArgument, InvalidJob, JobCancelled, JobFailed, RecordTooLarge,
+                     WaitTimeout)
+from .log import Log
+from .payload import JobPayload
+from .state import JobState, Status
+from .store import Store
+
+MAX_JOB_ID = 200
+_I32 = 2**31 - 1
+_I64 = 2**63 - 1
+
+
+class Queue:
+    """A persistent job queue in a directory: ``Queue(path)``; default ``$JOBQ_HOME``, else ``./.jobq``.
+
+    ``fsync=False`` makes enqueue faster by not waiting for stable storage: a crash of the machine
+    (not of the process) may then lose the jobs enqueued in its last seconds.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, fsync: bool = True,
+                 secret_key: str | bytes | None = None,
+                 allowed_modules: Iterable[str] | None = None,
+                 remap: Mapping[str, str] | None = None, segment_size: int | None = None,
+                 max_record_size: int | None = None, default_max_attempts: int | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        options = {k: v for k, v in {"segment_size": segment_size, "max_record_size": max_record_size,
+                                     "default_max_attempts": default_max_attempts}.items()
+                   if v is not None}
+        self.config = config_mod.build(path, secret_key=secret_key, allowed_modules=allowed_modules,
+                                       remap=remap, fsync=fsync, **options)
+        cfg = self.config
+        self._clock = clock
+        qdir = open_dir(cfg.path, cfg.secret_key)
+        self.log = Log(qdir.log, key=cfg.secret_key, max_body=cfg.max_record_size,
+                       segment_size=cfg.segment_size, fsync=cfg.fsync,
+                       quarantine_dir=qdir.quarantine)
+        try:
+            self.store = Store(qdir, self.log, rules=cfg.rules, secret_key=cfg.secret_key,
+                               clock=clock)
+            self.store.catch_up()  # recovery: cut a torn tail, quarantine damage, index new records
+        except BaseException:
+            self.log.close()
+            raise
+
+    @property
+    def path(self) -> str:
+        return self.config.path
+
+    def __repr__(self) -> str:
+        return f"Queue({self.path!r})"
+
+    # -- producing -----------------------------------------------------------------------------
+
+    def enqueue(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
+        """Enqueue ``fn(*args, **kwargs)``; return the job id once it is durable."""
+        return self.enqueue_call(fn, args=args, kwargs=kwargs)
+
+    def enqueue_call(self, fn: Callable[..., Any] | str, args: Iterable[Any] = (),
+                     kwargs: Mapping[str, Any] | None = None, *, job_id: str | None = None,
+                     priority: int = 0, delay: float | None = None,
+                     max_attempts: int | None = None, timeout: float | None = None) -> str:
+        """Enqueue with options. A ``job_id`` that already exists is returned without a new job."""
+        if job_id is not None:
+            _check_job_id(job_id)
+            self.store.catch_up()
+            if self.store.exists(job_id):
+                return job_id
+        payload, frame = self._frame(fn, args, kwargs, job_id=job_id, priority=priority,
+                                     delay=delay, max_attempts=max_attempts, timeout=timeout)
+        self.log.append([frame])
+        return payload.job_id
+
+    def enqueue_many(self, fn: Callable[..., Any] | str, args_list: Iterable[Iterable[Any]], *,
+                     priority: int = 0, delay: float | None = None,
+                     max_attempts: int | None = None, timeout: float | None = None) -> list[str]:
+        """Enqueue ``fn(*args)`` for each tuple of ``args_list`` in one durable write and fsync."""
+        if isinstance(args_list, (str, bytes)):
+            raise InvalidJob("args_list must be an iterable of argument tuples")
+        task = tasks.reference(fn)
+        ids, frames = [], []
+        for i, args in enumerate(args_list):
+            if not isinstance(args, (tuple, list)):
+                raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
+                                 f" {type(args).__name__}")
+            payload, frame = self._frame(task, args, None, job_id=None, priority=priority,
+                                         delay=delay, max_attempts=max_attempts, timeout=timeout)
+            ids.append(payload.job_id)
+            frames.append(frame)
+        if frames:
+            self.log.append(frames)
+        return ids
+
+    def _frame(self, fn: Callable[..., Any] | str, args: Iterable[Any],
+               kwargs: Mapping[str, Any] | None, *, job_id: str | None, priority: int,
+               delay: float | None, max_attempts: int | None,
+               timeout: float | None) -> tuple[JobPayload, bytes]:
+        """Validate everything and build the record; raises before anything is written."""
+        task = tasks.reference(fn)
+        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+            raise InvalidJob(f"args must be a tuple or list, not {type(args).__name__}")
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise InvalidJob(f"kwargs must be a mapping, not {type(kwargs).__name__}")
+        if kwargs and not all(isinstance(k, str) for k in kwargs):
+            raise InvalidJob("kwargs keys must be strings")
+        if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > _I64:
+            raise InvalidJob(f"priority must be an integer, not {priority!r}")
+        if delay is not None and (not _is_number(delay) or not math.isfinite(delay) or delay < 0):
+            raise InvalidJob(f"delay must be a finite number of seconds >= 0, not {delay!r}")
+        if max_attempts is None:
+            max_attempts = self.config.default_max_attempts
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) \
+                or not 1 <= max_attempts <= _I32:
+            raise InvalidJob(f"max_attempts must be an integer >= 1, not {max_attempts!r}")
+        if timeout is not None and (not _is_number(timeout) or not math.isfinite(timeout)
+                                    or timeout <= 0):
+            raise InvalidJob(f"timeout must be a positive number of seconds, not {timeout!r}")
+        now = self._clock()
+        payload = JobPayload(job_id=job_id or uuid.uuid4().hex, task=task, args=tuple(args),
+                             kwargs=dict(kwargs or {}), priority=priority,
+                             max_attempts=max_attempts,
+                             timeout=None if timeout is None else float(timeout),
+                             run_at=now + (delay or 0.0), created_at=now)
+        body = job_record.encode(payload, pickling.dumps(payload))
+        if len(body) > self.config.max_record_size:
+            raise RecordTooLarge(f"job {payload.job_id} pickles to {len(body)} bytes, over the"
+                                 f" queue's max_record_size of {self.config.max_record_size}",
+                                 size=len(body), limit=self.config.max_record_size)
+        return payload, self.log.encode(record.KIND_JOB, body)
+
+    # -- observing -----------------------------------------------------------------------------
+
+    def state(self, job_id: str) -> JobState:
+        """The job's current snapshot; JobNotFound if no such job was enqueued."""
+        _check_job_id(job_id)
+        self.store.catch_up()
+        return self.store.get(job_id)
+
+    def payload(self, job_id: str) -> JobPayload:
+        """The job as it was enqueued, read back from the log."""
+        _check_job_id(job_id)
+        self.store.catch_up()
+        frame = self.log.read(self.store.payload_position(job_id))
+        return job_record.load_payload(frame.body, self.config.rules)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobState:
+        """Block until the job succeeded, died or was cancelled; WaitTimeout after ``timeout`` s."""
+        _check_job_id(job_id)
+        if timeout is not None and (not _is_number(timeout) or timeout < 0):
+            raise InvalidArgument(f"timeout must be a number of seconds >= 0, not {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            self.store.catch_up()
+            if self.store.status(job_id).finished:
+                return self.store.get(job_id)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(f"job {job_id} did not finish within {timeout} s",
+                                      job_id=job_id, timeout=timeout)
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.1)
+
+    def result(self, job_id: str, timeout: float | None = None) -> Any:
+        """Wait for the job and return its result; JobFailed (or JobCancelled) if it has none."""
+        state = self.wait(job_id, timeout)
+        if state.status is Status.SUCCEEDED:
+            return state.result
+        if state.status is Status.CANCELLED:
+            raise JobCancelled(f"job {job_id} was cancelled", job_id=job_id, error=state.error)
+        raise JobFailed(f"job {job_id} failed after {state.attempts} attempt(s): "
+                        f"{_last_line(state.error)}", job_id=job_id, error=state.error)
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs in each status (every status is present, zero or not)."""
+        self.store.catch_up()
+        return self.store.counts()
+
+    def jobs(self, status: Status | str | None = None) -> Iterator[JobState]:
+        """Every job's state in enqueue order, optionally of one status; read lazily."""
+        wanted = _parse_status(status)
+        self.store.catch_up()
+        for job_id in self.store.job_ids(wanted):
+            yield self.store.get(job_id)
+
+    # -- acting --------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting job, or ask a running one to stop. False if it had already finished."""
+        _check_job_id(job_id)
+        return self.store.cancel(job_id)
+
+    def retry(self, job_id: str) -> bool:
+        """Re-queue a dead (or cancelled) job with a fresh budget of attempts."""
+        _check_job_id(job_id)
+        return self.store.requeue(job_id)
+
+    def close(self) -> None:
+        self.store.close()
+        self.log.close()
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_job_id(job_id: object) -> None:
+    if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID \
+            or not job_id.isprintable():
+        raise InvalidJob(f"job id must be 1 to {MAX_JOB_ID} printable characters, not {job_id!r}")
+
+
+def _parse_status(status: Status | str | None) -> Status | None:
+    if status is None:
+        return None
+    try:
+        return Status(status)
+    except ValueError:
+        choices = ", ".join(s.value for s in Status)
+        raise InvalidArgument(f"unknown status {status!r}; choose one of {choices}") from None
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else "no error text"

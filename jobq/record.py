@@ -1,0 +1,143 @@
+"""The log's record frame: a small fixed header checked before a byte of the body is trusted.
+
+Layout (little-endian), defined here and nowhere else::
+
+    offset  size  field
+         0     2  magic          b"JQ"
+         2     1  format version 1
+         3     1  kind           1 = job (body layout: jobq.job_record)
+         4     1  flags          bit 0: a 32-byte HMAC-SHA256 follows the header
+         5     3  reserved       zero
+         8     4  body length    bytes of body that follow (after the HMAC, if any)
+        12     4  body CRC-32    zlib.crc32 of the body
+        16     4  header CRC-32  zlib.crc32 of bytes 0..15; a header that passes is genuine, so its
+                                 length can be trusted when resynchronising after damage
+        20    32  HMAC-SHA256    only with flag bit 0: over bytes 0..15 and the body, keyed by the
+                                 queue's secret key
+    20 or 52   n  body
+
+Encode and decode are pure (no I/O): the log module owns files, this module owns bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+MAGIC: Final = b"JQ"
+FORMAT_VERSION: Final = 1
+KIND_JOB: Final = 1
+KINDS: Final = frozenset({KIND_JOB})
+FLAG_SIGNED: Final = 0x01
+
+_HEAD = struct.Struct("<2sBBB3xII")  # magic, version, kind, flags, body length, body crc
+_HEAD_CRC = struct.Struct("<I")
+HEADER_SIZE: Final = _HEAD.size + _HEAD_CRC.size
+MAC_SIZE: Final = hashlib.sha256().digest_size
+assert _HEAD.size == 16 and HEADER_SIZE == 20 and MAC_SIZE == 32
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A record whose header, checksum and (if signed) signature all verified."""
+
+    kind: int
+    body: bytes
+    size: int  # bytes the whole frame occupies in the log
+
+
+class Damaged(Exception):
+    """The bytes at this position are not a valid frame (internal to the log scanner)."""
+
+
+class Incomplete(Exception):
+    """The buffer ends before the frame does; ``needed`` is the whole frame's size if known."""
+
+    def __init__(self, needed: int | None) -> None:
+        super().__init__(needed)
+        self.needed = needed
+
+
+def frame_overhead(key: bytes | None) -> int:
+    return HEADER_SIZE + (MAC_SIZE if key else 0)
+
+
+def _mac(key: bytes, head: bytes | memoryview, body: bytes | memoryview) -> bytes:
+    h = hmac.new(key, head, hashlib.sha256)
+    h.update(body)
+    return h.digest()
+
+
+def encode(kind: int, body: bytes, key: bytes | None = None) -> bytes:
+    """Frame ``body``; with ``key`` the frame is signed with HMAC-SHA256."""
+    flags = FLAG_SIGNED if key else 0
+    head = _HEAD.pack(MAGIC, FORMAT_VERSION, kind, flags, len(body), zlib.crc32(body))
+    parts = [head, _HEAD_CRC.pack(zlib.crc32(head))]
+    if key:
+        parts.append(_mac(key, head, body))
+    parts.append(body)
+    return b"".join(parts)
+
+
+def probe(buf: bytes | memoryview, pos: int, *, max_body: int) -> bool | None:
+    """Is there a genuine frame header at ``pos``? None if ``buf`` ends inside the header.
+
+    Used to resynchronise after damage: a header whose CRC matches was written as a header.
+    """
+    if len(buf) - pos < HEADER_SIZE:
+        return None
+    head = buf[pos:pos + _HEAD.size]
+    magic, version, kind, flags, length, _ = _HEAD.unpack(head)
+    (head_crc,) = _HEAD_CRC.unpack_from(buf, pos + _HEAD.size)
+    return (magic == MAGIC and zlib.crc32(head) == head_crc and version == FORMAT_VERSION
+            and kind in KINDS and not flags & ~FLAG_SIGNED and length <= max_body)
+
+
+def decode(buf: bytes | memoryview, pos: int, *, key: bytes | None, max_body: int) -> Frame:
+    """Verify and return the frame at ``buf[pos:]``.
+
+    Raises :class:`Incomplete` when ``buf`` ends first, :class:`Damaged` when the bytes are not a
+    valid frame: bad magic or header CRC, an unknown version or kind, a body longer than
+    ``max_body``, a bad body CRC, a missing or wrong signature.
+    """
+    available = len(buf) - pos
+    if available < HEADER_SIZE:
+        if bytes(buf[pos:pos + 2]) != MAGIC[:max(0, min(2, available))]:
+            raise Damaged("bad magic")
+        raise Incomplete(None)
+    head = buf[pos:pos + _HEAD.size]
+    magic, version, kind, flags, length, body_crc = _HEAD.unpack(head)
+    if magic != MAGIC:
+        raise Damaged("bad magic")
+    (head_crc,) = _HEAD_CRC.unpack_from(buf, pos + _HEAD.size)
+    if zlib.crc32(head) != head_crc:
+        raise Damaged("header checksum mismatch")
+    if version != FORMAT_VERSION:
+        raise Damaged(f"record format version {version}, expected {FORMAT_VERSION}")
+    if kind not in KINDS:
+        raise Damaged(f"unknown record kind {kind}")
+    signed = bool(flags & FLAG_SIGNED)
+    if flags & ~FLAG_SIGNED:
+        raise Damaged(f"unknown record flags {flags:#x}")
+    if length > max_body:
+        raise Damaged(f"record body of {length} bytes exceeds the limit of {max_body}")
+    start = pos + HEADER_SIZE + (MAC_SIZE if signed else 0)
+    end = start + length
+    if end > len(buf):
+        raise Incomplete(end - pos)
+    body = buf[start:end]
+    if zlib.crc32(body) != body_crc:
+        raise Damaged("body checksum mismatch")
+    if key is not None:
+        if not signed:
+            raise Damaged("record is not signed, but the queue requires signatures")
+        mac = buf[pos + HEADER_SIZE:start]
+        if not hmac.compare_digest(_mac(key, head, body), mac):
+            raise Damaged("signature mismatch")
+    elif signed:
+        raise Damaged("record is signed, but the queue was opened without a secret key")
+    return Frame(kind, bytes(body), end - pos)

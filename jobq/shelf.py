@@ -1,0 +1,70 @@
+"""``shelve.Shelf`` over :mod:`jobq.sqlite_dbm`, loading through jobq's unpickler and signer.
+
+``shelve.Shelf`` unpickles with a bare ``pickle.Unpickler``; the state store must instead apply the
+queue's module remap and allow-list, and verify a snapshot's signature before unpickling it. Without
+a secret key a value is a plain pickle, so the file stays readable by a stock ``shelve`` on
+Python 3.13 (``shelve.Shelf(dbm.sqlite3.open(path))``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import shelve
+from typing import Any
+
+from . import pickling
+from .errors import CorruptRecord
+from .sqlite_dbm import SqliteDbm
+
+SIGNED_MAGIC = b"JQS1"
+_MAC_SIZE = hashlib.sha256().digest_size
+
+
+class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
+    """A shelf whose values are pickled by :mod:`jobq.pickling`, signed when a key is given."""
+
+    def __init__(self, mapping: SqliteDbm, *, rules: pickling.PickleRules = pickling.DEFAULT_RULES,
+                 secret_key: bytes | None = None) -> None:
+        super().__init__(mapping, protocol=pickling.PROTOCOL, writeback=False, keyencoding="utf-8")
+        self._rules = rules
+        self._key = secret_key
+
+    def encode(self, key: str, value: Any) -> bytes:
+        data = pickling.dumps(value)
+        if self._key is None:
+            return data
+        return SIGNED_MAGIC + self._mac(key, data) + data
+
+    def decode(self, key: str, raw: bytes) -> Any:
+        """Verify then unpickle one stored value; a bad signature is never unpickled."""
+        if self._key is not None:
+            if raw[:4] != SIGNED_MAGIC:
+                raise CorruptRecord(f"state snapshot {key!r} is not signed, but the queue requires"
+                                    " signatures", job_id=key)
+            mac, data = raw[4:4 + _MAC_SIZE], raw[4 + _MAC_SIZE:]
+            if not hmac.compare_digest(mac, self._mac(key, data)):
+                raise CorruptRecord(f"state snapshot {key!r} failed its signature check", job_id=key)
+        elif raw[:4] == SIGNED_MAGIC:
+            raise CorruptRecord(f"state snapshot {key!r} is signed, but the queue was opened"
+                                " without a secret key", job_id=key)
+        else:
+            data = raw
+        return pickling.loads(data, self._rules)
+
+    def _mac(self, key: str, data: bytes) -> bytes:
+        # The key is bound into the MAC so a valid snapshot cannot be copied onto another job.
+        assert self._key is not None
+        h = hmac.new(self._key, key.encode(), hashlib.sha256)
+        h.update(b"\0")
+        h.update(data)
+        return h.digest()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.decode(key, self.dict[key.encode(self.keyencoding)])
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.dict[key.encode(self.keyencoding)] = self.encode(key, value)
+
+    def raw(self, key: str) -> bytes:
+        return self.dict[key.encode(self.keyencoding)]

@@ -1,0 +1,116 @@
+"""A crash-safe ``dbm``-style mapping on SQLite in WAL mode, for ``shelve.Shelf``.
+
+Python here has neither ``dbm.gnu`` nor ``dbm.ndbm``, so a bare ``shelve.open()`` falls back to
+``dbm.dumb``, which can lose or corrupt data on a crash and is unsafe with several processes. This
+is the equivalent of the standard ``dbm.sqlite3`` of Python 3.13 (same ``Dict`` table, so either
+can read the other's file), with two differences the queue needs: it can live on a connection that
+other tables share, so a snapshot and the index rows that go with it commit in one transaction; and
+it commits with ``synchronous=FULL``, so a write that returned survives a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator, MutableMapping
+
+from .durable import FILE_MODE
+
+TABLE_SQL = "CREATE TABLE IF NOT EXISTS Dict (key BLOB UNIQUE NOT NULL, value BLOB NOT NULL)"
+_GET = "SELECT value FROM Dict WHERE key = CAST(? AS BLOB)"
+_PUT = "REPLACE INTO Dict (key, value) VALUES (CAST(? AS BLOB), CAST(? AS BLOB))"
+_DEL = "DELETE FROM Dict WHERE key = CAST(? AS BLOB)"
+_LEN = "SELECT COUNT(key) FROM Dict"
+_KEYS = "SELECT key FROM Dict"
+
+BUSY_TIMEOUT_MS = 60_000
+
+
+def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
+    """Open ``path`` with the settings every jobq connection uses: WAL, FULL sync, autocommit."""
+    path = os.fspath(path)
+    if not readonly and not os.path.exists(path):
+        # Create the file ourselves, owner-only; SQLite gives its -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+    uri = f"file:{path}?mode={'ro' if readonly else 'rw'}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                           timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly:
+        mode = conn.execute("PRAGMA journal_mode = wal").fetchone()[0]
+        if mode != "wal":
+            conn.close()
+            raise sqlite3.OperationalError(f"{path}: cannot switch to WAL mode (got {mode!r})")
+    # In WAL mode NORMAL may lose the last commits on power loss; FULL fsyncs the WAL on commit.
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+class SqliteDbm(MutableMapping[bytes, bytes]):
+    """``bytes -> bytes`` mapping in table ``Dict``; each write outside a transaction commits at once."""
+
+    def __init__(self, conn: sqlite3.Connection, *, owns_connection: bool = False,
+                 create: bool = True) -> None:
+        self._conn: sqlite3.Connection | None = conn
+        self._owns = owns_connection
+        if create:
+            conn.execute(TABLE_SQL)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ValueError("the mapping has been closed")
+        return self._conn
+
+    def __getitem__(self, key: bytes) -> bytes:
+        row = self.conn.execute(_GET, (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return row[0]
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.conn.execute(_PUT, (key, value))
+
+    def __delitem__(self, key: bytes) -> None:
+        if self.conn.execute(_DEL, (key,)).rowcount == 0:
+            raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return self.conn.execute(_GET, (key,)).fetchone() is not None
+
+    def __iter__(self) -> Iterator[bytes]:
+        for (key,) in self.conn.execute(_KEYS):
+            yield key
+
+    def __len__(self) -> int:
+        return self.conn.execute(_LEN).fetchone()[0]
+
+    def sync(self) -> None:
+        """Nothing to flush: every committed write is already durable."""
+
+    def close(self) -> None:
+        if self._conn is not None and self._owns:
+            self._conn.close()
+        self._conn = None
+
+    def __enter__(self) -> SqliteDbm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open(path: str | os.PathLike[str], flag: str = "c") -> SqliteDbm:  # noqa: A001 - dbm's name
+    """Open a standalone mapping like ``dbm.open``: flag ``r`` (read-only), ``w``, ``c`` or ``n``."""
+    if flag not in ("r", "w", "c", "n"):
+        raise ValueError(f"flag must be one of 'r', 'w', 'c' or 'n', not {flag!r}")
+    path = os.fspath(path)
+    if flag == "n":
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(path + suffix)
+            except FileNotFoundError:
+                pass
+    if flag in ("r", "w") and not os.path.exists(path):
+        raise FileNotFoundError(path)
+    return SqliteDbm(connect(path, readonly=flag == "r"), owns_connection=True, create=flag != "r")

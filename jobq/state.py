@@ -1,0 +1,85 @@
+"""``JobState``: the mutable snapshot of one job, kept in the state store and updated by workers."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .versioning import Migration, Versioned
+
+
+class Status(str, enum.Enum):
+    """Where a job is in its life. ``str`` so it compares equal to, and prints as, its value."""
+
+    QUEUED = "queued"  # waiting to run (possibly delayed until ``run_at``)
+    RUNNING = "running"  # claimed by a worker
+    FAILED = "failed"  # an attempt failed; a retry is scheduled for ``run_at``
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"  # attempts exhausted; ``q.retry`` brings it back
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({Status.SUCCEEDED, Status.DEAD, Status.CANCELLED})
+WAITING = frozenset({Status.QUEUED, Status.FAILED})
+
+
+def _v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
+    # Version 1 kept only the last error, had no progress, crash count, run-at time or cancel flag.
+    error = state.get("error")
+    state["errors"] = [error] if error else []
+    state["progress"] = 1.0 if state.get("status") == Status.SUCCEEDED.value else 0.0
+    state["crashes"] = 0
+    state["run_at"] = state.get("enqueued_at") or 0.0
+    state["cancel_requested"] = False
+    return state
+
+
+@dataclass(kw_only=True)
+class JobState(Versioned):
+    """A job's status, attempts, progress, checkpoint, result and errors.
+
+    ``attempts`` counts every attempt started, crashed ones included; ``crashes`` counts those that
+    ended because the process running them died. ``errors`` keeps one text per failed attempt.
+
+    Version history: 1 = single ``error``, no progress; 2 = adds ``progress``, ``errors``,
+    ``crashes``, ``run_at`` and ``cancel_requested``.
+    """
+
+    SCHEMA_VERSION: ClassVar[int] = 2
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {1: _v1_to_v2}
+
+    job_id: str
+    task: str
+    status: Status = Status.QUEUED
+    attempts: int = 0
+    crashes: int = 0
+    progress: float = 0.0  # 0..1, never goes backwards
+    checkpoint: Any = None  # the last object the task saved with ctx.save()
+    result: Any = None
+    error: str | None = None  # the last error text
+    errors: list[str] = field(default_factory=list)
+    enqueued_at: float = 0.0
+    run_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = 0.0
+    cancel_requested: bool = False
+
+    def _pack(self, state: dict[str, Any]) -> dict[str, Any]:
+        # Store the status as its string so a pickle names no enum class and survives its renames.
+        state["status"] = Status(state["status"]).value
+        state["errors"] = list(state["errors"])
+        return state
+
+    @classmethod
+    def _unpack(cls, state: dict[str, Any]) -> dict[str, Any]:
+        state["status"] = Status(state["status"])
+        return state

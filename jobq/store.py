@@ -1,0 +1,462 @@
+"""The state store: job snapshots (``shelve``) and the index that finds the next job to run.
+
+Both live in one SQLite file in WAL mode, so a snapshot and the index rows that go with it commit
+in one transaction. Tables::
+
+    Dict        shelve's mapping (jobq.sqlite_dbm): job id -> pickled JobState
+    jobs        one row per job: status, priority, arrival order (seq), run_at, attempts, the claim
+                token, and where its payload lies in the log
+    ready       (-priority, seq) of jobs that may run now: the next job is its first row
+    scheduled   (run_at, seq) of jobs waiting for a time; moved to ready when due
+    quarantine  damaged log ranges that were copied aside and skipped
+    meta        the log position the index covers
+
+The log is the truth and the index a cache of it: enqueue never touches this file; the index
+catches up from the covered position when it is next read (:meth:`Store.catch_up`). Finding the
+next job is an index seek, whatever the number of queued or delayed jobs.
+
+Write transactions take a blocking ``flock`` first, then ``BEGIN IMMEDIATE``: SQLite's own busy
+handler sleeps in growing steps and was measured to starve one of two workers; the OS lock queues
+them fairly.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from . import job_record, transitions
+from ._flock import ProcessLock
+from .directory import QueueDir
+from .errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
+from .log import Damage, Entry, Log, Position, Sealed, Tail
+from .pickling import PickleRules
+from .shelf import StateShelf
+from .sqlite_dbm import SqliteDbm, connect
+from .state import JobState, Status
+
+log = structlog.get_logger(__name__)
+
+STORE_SCHEMA = 1
+CATCH_UP_BATCH = 5_000
+PROMOTE_BATCH = 1_000
+_SEQ_SHIFT = 40  # seq = segment << 40 | offset: arrival order, unique per record
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    seq INTEGER NOT NULL UNIQUE,
+    run_at REAL NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    token INTEGER NOT NULL DEFAULT 0,
+    progress REAL NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    lease_expires REAL,
+    enqueued_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS ready (
+    neg_priority INTEGER NOT NULL, seq INTEGER NOT NULL, job_id TEXT NOT NULL,
+    PRIMARY KEY (neg_priority, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scheduled (
+    run_at REAL NOT NULL, seq INTEGER NOT NULL, job_id TEXT NOT NULL,
+    PRIMARY KEY (run_at, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    segment INTEGER NOT NULL, offset INTEGER NOT NULL, end_offset INTEGER NOT NULL,
+    reason TEXT NOT NULL, saved_to TEXT NOT NULL, found_at REAL NOT NULL,
+    PRIMARY KEY (segment, offset)) WITHOUT ROWID;
+"""
+
+
+def seq_of(pos: Position) -> int:
+    return pos.segment << _SEQ_SHIFT | pos.offset
+
+
+def position_of(seq: int) -> Position:
+    return Position(seq >> _SEQ_SHIFT, seq & ((1 << _SEQ_SHIFT) - 1))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One job handed to a worker: its fencing ``token`` must accompany every later write."""
+
+    job_id: str
+    token: int
+    state: JobState
+    payload_pos: Position
+
+
+class Store:
+    """Job snapshots and the ready index of one queue directory."""
+
+    def __init__(self, qdir: QueueDir, log_: Log, *, rules: PickleRules, secret_key: bytes | None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._qdir = qdir
+        self._log = log_
+        self._rules = rules
+        self._key = secret_key
+        self._clock = clock
+        self._lock = ProcessLock(qdir.state_lock)
+        self._mutex = threading.RLock()  # one connection per process, shared by its threads
+        self._pid = -1
+        self._conn: sqlite3.Connection | None = None
+        self._shelf: StateShelf | None = None
+        self._open()
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        # A SQLite connection must never be used across fork(): a child opens its own.
+        try:
+            conn = connect(self._qdir.state_db)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open state database {self._qdir.state_db}: {exc}",
+                               path=self._qdir.state_db) from exc
+        self._conn, self._pid = conn, os.getpid()
+        self._shelf = StateShelf(SqliteDbm(conn, create=False), rules=self._rules,
+                                 secret_key=self._key)
+        with self._write():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > STORE_SCHEMA:
+                raise StorageError(
+                    f"{self._qdir.state_db} has store schema {version}; this jobq knows"
+                    f" {STORE_SCHEMA}: upgrade jobq", path=self._qdir.state_db)
+            conn.execute("CREATE TABLE IF NOT EXISTS Dict (key BLOB UNIQUE NOT NULL,"
+                         " value BLOB NOT NULL)")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {STORE_SCHEMA}")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._open()
+        assert self._conn is not None
+        return self._conn
+
+    @property
+    def shelf(self) -> StateShelf:
+        if self._pid != os.getpid():
+            self._open()
+        assert self._shelf is not None
+        return self._shelf
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, serialised across threads and processes."""
+        with self._mutex, self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = self._shelf = None
+            self._pid = -1
+            self._lock.close()
+
+    # -- catching up with the log --------------------------------------------------------------
+
+    def covered(self) -> Position:
+        """The log position up to which the index is complete."""
+        with self._mutex:
+            return self._covered_in(self.conn)
+
+    def catch_up(self) -> int:
+        """Index every record appended since the covered position; return how many.
+
+        Damaged ranges are copied aside and skipped; a torn tail is cut (see Log.repair_tail).
+        """
+        total = 0
+        while self._log.has_more(self.covered()):
+            indexed, moved, tail = self._index_batch()
+            total += indexed
+            repaired = tail is not None and self._log.repair_tail(tail)
+            if not (moved or repaired) and (tail is None or not self._log.has_more(tail)):
+                break  # nothing to index now; an incomplete tail was completed meanwhile or is gone
+        return total
+
+    def _index_batch(self) -> tuple[int, bool, Position | None]:
+        """Index up to CATCH_UP_BATCH records in one transaction: (indexed, moved, tail seen)."""
+        indexed, tail = 0, None
+        with self._write() as conn:
+            start = covered = self._covered_in(conn)
+            for item in self._log.scan(covered):
+                if isinstance(item, Entry):
+                    covered = Position(item.pos.segment, item.pos.offset + item.frame.size)
+                    indexed += self._index_entry(conn, item)
+                elif isinstance(item, Damage):
+                    self._quarantine(conn, item)
+                    covered = Position(item.pos.segment, item.end)
+                elif isinstance(item, Sealed):
+                    covered = item.next
+                else:
+                    tail = item.pos
+                    break
+                if indexed >= CATCH_UP_BATCH:
+                    break
+            if covered != start:
+                conn.executemany("REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 [("covered_segment", covered.segment),
+                                  ("covered_offset", covered.offset)])
+        return indexed, covered != start, tail
+
+    @staticmethod
+    def _covered_in(conn: sqlite3.Connection) -> Position:
+        rows = dict(conn.execute(
+            "SELECT key, value FROM meta WHERE key IN ('covered_segment', 'covered_offset')"))
+        return Position(rows.get("covered_segment", 1), rows.get("covered_offset", 0))
+
+    def _index_entry(self, conn: sqlite3.Connection, entry: Entry) -> bool:
+        try:
+            meta, _ = job_record.decode_meta(entry.frame.body)
+        except CorruptRecord as exc:
+            self._quarantine(conn, Damage(entry.pos, entry.pos.offset + entry.frame.size, str(exc)))
+            return False
+        seq = seq_of(entry.pos)
+        status = Status.QUEUED.value
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts,"
+            " enqueued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (meta.job_id, meta.task, status, meta.priority, seq, meta.run_at, meta.max_attempts,
+             meta.created_at, meta.created_at)).rowcount
+        if not inserted:
+            return False  # a second record for an existing job id: the first one wins
+        self._enqueue_index(conn, meta.job_id, meta.priority, seq, meta.run_at)
+        self.shelf[meta.job_id] = JobState(job_id=meta.job_id, task=meta.task,
+                                           enqueued_at=meta.created_at, run_at=meta.run_at,
+                                           updated_at=meta.created_at)
+        return True
+
+    def _enqueue_index(self, conn: sqlite3.Connection, job_id: str, priority: int, seq: int,
+                       run_at: float) -> None:
+        if run_at > self._clock():
+            conn.execute("INSERT INTO scheduled (run_at, seq, job_id) VALUES (?, ?, ?)",
+                         (run_at, seq, job_id))
+        else:
+            conn.execute("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)",
+                         (-priority, seq, job_id))
+
+    def _quarantine(self, conn: sqlite3.Connection, damage: Damage) -> None:
+        data = self._log.read_range(damage.pos.segment, damage.pos.offset, damage.end)
+        saved = self._log.save_aside(damage.pos, data, "bad")
+        conn.execute("INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",
+                     (damage.pos.segment, damage.pos.offset, damage.end, damage.reason, saved,
+                      self._clock()))
+        log.warning("log.record_quarantined", segment=damage.pos.segment, offset=damage.pos.offset,
+                    bytes=damage.end - damage.pos.offset, reason=damage.reason, saved_to=saved)
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        with self._mutex:
+            cur = self.conn.execute("SELECT segment, offset, end_offset, reason, saved_to, found_at"
+                                    " FROM quarantine ORDER BY segment, offset")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur]
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def exists(self, job_id: str) -> bool:
+        with self._mutex:
+            return self.conn.execute("SELECT 1 FROM jobs WHERE job_id = ?",
+                                     (job_id,)).fetchone() is not None
+
+    def status(self, job_id: str) -> Status:
+        with self._mutex:
+            row = self.conn.execute("SELECT status FROM jobs WHERE job_id = ?",
+                                    (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        return Status(row[0])
+
+    def get(self, job_id: str) -> JobState:
+        with self._mutex:
+            try:
+                return self.shelf[job_id]
+            except KeyError:
+                raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id) from None
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Cheap check for a running task polling ``ctx.cancelled``."""
+        with self._mutex:
+            row = self.conn.execute("SELECT cancel_requested FROM jobs WHERE job_id = ?",
+                                    (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def payload_position(self, job_id: str) -> Position:
+        with self._mutex:
+            row = self.conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        return position_of(row[0])
+
+    def counts(self) -> dict[str, int]:
+        counts = {status.value: 0 for status in Status}
+        with self._mutex:
+            for status, n in self.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+                counts[status] = n
+        return counts
+
+    def job_ids(self, status: Status | None = None, page: int = 500) -> Iterator[str]:
+        """Job ids in arrival order, read page by page (never all at once)."""
+        after = -1
+        while True:
+            with self._mutex:
+                if status is None:
+                    rows = self.conn.execute("SELECT seq, job_id FROM jobs WHERE seq > ?"
+                                             " ORDER BY seq LIMIT ?", (after, page)).fetchall()
+                else:
+                    rows = self.conn.execute("SELECT seq, job_id FROM jobs WHERE status = ?"
+                                             " AND seq > ? ORDER BY seq LIMIT ?",
+                                             (status.value, after, page)).fetchall()
+            yield from (job_id for _, job_id in rows)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    # -- claiming and finishing ----------------------------------------------------------------
+
+    def claim(self, owner: str, limit: int = 1, *, lease_seconds: float = 60.0) -> list[Claim]:
+        """Take up to ``limit`` ready jobs, highest priority then oldest first, as ``owner``."""
+        self.catch_up()
+        now = self._clock()
+        claims: list[Claim] = []
+        with self._write() as conn:
+            self._promote_due(conn, now)
+            rows = conn.execute("SELECT neg_priority, seq, job_id FROM ready"
+                                " ORDER BY neg_priority, seq LIMIT ?", (limit,)).fetchall()
+            for neg_priority, seq, job_id in rows:
+                conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?",
+                             (neg_priority, seq))
+                state = transitions.claimed(self._load_for_update(job_id), now)
+                token = conn.execute(
+                    "UPDATE jobs SET status = ?, attempts = ?, token = token + 1, owner = ?,"
+                    " lease_expires = ?, updated_at = ? WHERE job_id = ? RETURNING token",
+                    (state.status.value, state.attempts, owner, now + lease_seconds, now,
+                     job_id)).fetchone()[0]
+                self.shelf[job_id] = state
+                claims.append(Claim(job_id, token, state, position_of(seq)))
+        return claims
+
+    def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
+        due = conn.execute("SELECT s.run_at, s.seq, s.job_id, j.priority FROM scheduled s"
+                           " JOIN jobs j ON j.job_id = s.job_id WHERE s.run_at <= ?"
+                           " ORDER BY s.run_at, s.seq LIMIT ?", (now, PROMOTE_BATCH)).fetchall()
+        for run_at, seq, job_id, priority in due:
+            conn.execute("DELETE FROM scheduled WHERE run_at = ? AND seq = ?", (run_at, seq))
+            conn.execute("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)",
+                         (-priority, seq, job_id))
+
+    def _load_for_update(self, job_id: str) -> JobState:
+        try:
+            return self.shelf[job_id]
+        except KeyError:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id) from None
+        except (LoadError, CorruptRecord) as exc:
+            raise StorageError(f"state snapshot of job {job_id!r} cannot be loaded: {exc}",
+                               job_id=job_id) from exc
+
+    def _check_token(self, conn: sqlite3.Connection, job_id: str, token: int) -> tuple[int, float]:
+        row = conn.execute("SELECT status, token, max_attempts, priority FROM jobs"
+                           " WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        status, current, max_attempts, priority = row
+        if status != Status.RUNNING.value or current != token:
+            raise StaleClaim(f"job {job_id!r}: claim {token} is no longer current (status"
+                             f" {status}, claim {current})", job_id=job_id, token=token)
+        return max_attempts, priority
+
+    def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
+                        progress: float | None) -> JobState:
+        """Durably record a running job's checkpoint; StaleClaim if the claim is not current."""
+        now = self._clock()
+        with self._write() as conn:
+            self._check_token(conn, job_id, token)
+            state = transitions.checkpointed(self._load_for_update(job_id), checkpoint, progress, now)
+            self.shelf[job_id] = state
+            conn.execute("UPDATE jobs SET progress = ?, updated_at = ? WHERE job_id = ?",
+                         (state.progress, now, job_id))
+        return state
+
+    def finish(self, job_id: str, token: int,
+               change: Callable[[JobState, float, int], JobState]) -> JobState:
+        """Apply an end-of-attempt transition ``change(state, now, max_attempts)`` under the claim."""
+        now = self._clock()
+        with self._write() as conn:
+            max_attempts, priority = self._check_token(conn, job_id, token)
+            state = change(self._load_for_update(job_id), now, max_attempts)
+            self._store_transition(conn, state, priority, now)
+        return state
+
+    def _store_transition(self, conn: sqlite3.Connection, state: JobState, priority: int,
+                          now: float) -> None:
+        conn.execute("UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?,"
+                     " cancel_requested = ?, owner = NULL, lease_expires = NULL, updated_at = ?"
+                     " WHERE job_id = ?",
+                     (state.status.value, state.attempts, state.progress, state.run_at,
+                      int(state.cancel_requested), now, state.job_id))
+        if state.status in (Status.QUEUED, Status.FAILED):
+            seq = conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (state.job_id,)).fetchone()[0]
+            self._enqueue_index(conn, state.job_id, priority, seq, state.run_at)
+        self.shelf[state.job_id] = state
+
+    # -- operator actions ----------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting job now, or ask a running one to stop. False if already finished."""
+        self.catch_up()
+        now = self._clock()
+        with self._write() as conn:
+            row = conn.execute("SELECT status, priority, seq, run_at FROM jobs WHERE job_id = ?",
+                               (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+            status, priority, seq, run_at = Status(row[0]), row[1], row[2], row[3]
+            state = self._load_for_update(job_id)
+            if status is Status.RUNNING:
+                self.shelf[job_id] = transitions.cancel_requested(state, now)
+                conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
+                return True
+            if status.finished:
+                return False
+            conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?", (-priority, seq))
+            conn.execute("DELETE FROM scheduled WHERE run_at = ? AND seq = ?", (run_at, seq))
+            self._store_transition(conn, transitions.cancelled(state, now), priority, now)
+        return True
+
+    def requeue(self, job_id: str) -> bool:
+        """Bring a dead or cancelled job back to the queue. False for any other status."""
+        self.catch_up()
+        now = self._clock()
+        with self._write() as conn:
+            row = conn.execute("SELECT priority FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+            state = self._load_for_update(job_id)
+            if not transitions.can_requeue(state):
+                return False
+            self._store_transition(conn, transitions.requeued(state, now), row[0], now)
+        return True

@@ -1,0 +1,65 @@
+"""Task references: ``"package.module:function"`` strings that a worker imports to run a job.
+
+A job names its function instead of pickling it, so the code a worker runs is the code deployed
+where the worker runs. Only module-level callables have such a name: a lambda, a nested function or
+a function defined in ``__main__`` cannot be found again by another process, so they are refused
+at enqueue time rather than failing later in a worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from .errors import InvalidTask
+
+TaskRef = str
+
+
+def reference(task: Callable[..., Any] | str) -> TaskRef:
+    """Return the reference of ``task`` after checking that it imports back to a callable."""
+    if isinstance(task, str):
+        resolve(task)
+        return task
+    if not callable(task):
+        raise InvalidTask(f"task must be a function or a 'module:function' string, not"
+                          f" {type(task).__name__}")
+    module = getattr(task, "__module__", None)
+    qualname = getattr(task, "__qualname__", None)
+    if not module or not qualname:
+        raise InvalidTask(f"{task!r} has no module-level name; pass a 'module:function' string")
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        raise InvalidTask(f"{module}.{qualname} is a lambda or nested function; workers can only"
+                          " import module-level functions")
+    if module == "__main__":
+        raise InvalidTask(f"{qualname} is defined in __main__, which a worker cannot import; move it"
+                          " to a module and enqueue it from there")
+    ref = f"{module}:{qualname}"
+    if resolve(ref) is not task:
+        raise InvalidTask(f"{ref} does not import back to the function given")
+    return ref
+
+
+def resolve(ref: TaskRef) -> Callable[..., Any]:
+    """Import and return the callable named by ``ref``."""
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        raise InvalidTask(f"task reference must look like 'package.module:function', not {ref!r}")
+    module_name, _, attr_path = ref.partition(":")
+    if not module_name or not attr_path:
+        raise InvalidTask(f"task reference must look like 'package.module:function', not {ref!r}")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidTask(f"cannot import module {module_name!r} of task {ref}: {exc}") from exc
+    except Exception as exc:  # the module itself raised while importing
+        raise InvalidTask(f"importing {module_name!r} for task {ref} raised"
+                          f" {type(exc).__name__}: {exc}") from exc
+    for attr in attr_path.split("."):
+        try:
+            target = getattr(target, attr)
+        except AttributeError as exc:
+            raise InvalidTask(f"task {ref}: {module_name} has no attribute {attr_path!r}") from exc
+    if not callable(target):
+        raise InvalidTask(f"task {ref} is not callable")
+    return target

@@ -1,0 +1,40 @@
+"""Helpers for tests, ours and our users': a throwaway queue and an in-process burst runner.
+
+``run_burst`` runs jobs in the calling process through the same code path as a worker child
+(:func:`jobq.execution.run_claim`), so a task's checkpoints, retries and results behave as in
+production, without processes to manage.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .execution import RetryDelay, run_claim
+from .queue import Queue
+
+
+@contextmanager
+def temporary_queue(**options: Any) -> Iterator[Queue]:
+    """A queue in a fresh temporary directory, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="jobq-") as tmp:
+        with Queue(f"{tmp}/queue", **options) as queue:
+            yield queue
+
+
+def run_burst(queue: Queue, *, max_jobs: int | None = None, owner: str = "burst",
+              retry_delay: RetryDelay = lambda attempt: 0.0) -> int:
+    """Run ready jobs in this process until none is ready; return how many attempts ran.
+
+    Retries are due at once by default (``retry_delay``), so a failing job runs until it is dead.
+    """
+    ran = 0
+    while max_jobs is None or ran < max_jobs:
+        claims = queue.store.claim(owner, 1)
+        if not claims:
+            return ran
+        run_claim(queue.store, queue.log, claims[0], queue.config.rules, retry_delay=retry_delay)
+        ran += 1
+    return ran

@@ -1,0 +1,78 @@
+"""How a job's state changes, as pure functions: the store applies them, tests call them directly.
+
+Each takes the current :class:`JobState` and the time, and returns a new one; none does I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from typing import Any
+
+from .state import FINISHED, JobState, Status
+
+
+def claimed(state: JobState, now: float) -> JobState:
+    """A worker starts a new attempt."""
+    return dataclasses.replace(state, status=Status.RUNNING, attempts=state.attempts + 1,
+                               started_at=now, updated_at=now)
+
+
+def checkpointed(state: JobState, checkpoint: Any, progress: float | None, now: float) -> JobState:
+    """The task saved a checkpoint; progress never goes backwards."""
+    new_progress = state.progress if progress is None else max(state.progress, progress)
+    return dataclasses.replace(state, checkpoint=checkpoint, progress=new_progress, updated_at=now)
+
+
+def succeeded(state: JobState, result: Any, now: float) -> JobState:
+    return dataclasses.replace(state, status=Status.SUCCEEDED, result=result, progress=1.0,
+                               finished_at=now, updated_at=now)
+
+
+def failed(state: JobState, error: str, now: float, *, max_attempts: int,
+           retry_delay: float) -> JobState:
+    """An attempt raised: retry after ``retry_delay`` seconds, or dead once attempts are spent."""
+    errors = [*state.errors, error]
+    if state.attempts >= max_attempts:
+        return dataclasses.replace(state, status=Status.DEAD, error=error, errors=errors,
+                                   finished_at=now, updated_at=now)
+    return dataclasses.replace(state, status=Status.FAILED, error=error, errors=errors,
+                               run_at=now + retry_delay, updated_at=now)
+
+
+def cancel_requested(state: JobState, now: float) -> JobState:
+    """A running job is asked to stop; it ends cancelled when its worker sees the flag."""
+    return dataclasses.replace(state, cancel_requested=True, updated_at=now)
+
+
+def cancelled(state: JobState, now: float) -> JobState:
+    return dataclasses.replace(state, status=Status.CANCELLED, cancel_requested=True,
+                               finished_at=now, updated_at=now)
+
+
+def requeued(state: JobState, now: float) -> JobState:
+    """``q.retry`` of a dead or cancelled job: a fresh budget of attempts, its history kept."""
+    return dataclasses.replace(state, status=Status.QUEUED, attempts=0, crashes=0,
+                               cancel_requested=False, run_at=now, finished_at=None, updated_at=now)
+
+
+def can_requeue(state: JobState) -> bool:
+    return state.status in (Status.DEAD, Status.CANCELLED)
+
+
+def is_finished(state: JobState) -> bool:
+    return state.status in FINISHED
+
+
+def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0,
+            rand: Callable[[], float] = random.random) -> float:
+    """Seconds before retry number ``attempt`` (1-based): exponential, capped, full jitter.
+
+    Full jitter (a uniform draw up to the exponential bound) spreads the retries of jobs that
+    failed together, so a recovering dependency is not hit by all of them at once.
+    """
+    if base <= 0:
+        return 0.0
+    bound = min(cap, base * 2 ** min(attempt - 1, 62))
+    return bound * (0.5 + 0.5 * rand())

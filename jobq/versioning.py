@@ -1,0 +1,73 @@
+"""Versioned pickling for persisted dataclasses: the schema version is part of the data contract.
+
+A persisted class mixes in :class:`Versioned`, sets ``SCHEMA_VERSION`` and gives one migration
+function per step in ``MIGRATIONS`` (``{1: v1_to_v2, ...}``). ``__getstate__`` writes the version
+beside the fields; ``__setstate__`` upgrades an old state one step at a time and refuses a version
+newer than the code with an error that names both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from .errors import SchemaVersionError
+
+SCHEMA_KEY = "schema"
+
+Migration = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def migrate(name: str, state: dict[str, Any], current: int, steps: dict[int, Migration]) -> dict[str, Any]:
+    """Upgrade ``state`` to version ``current`` step by step; return a new dict."""
+    if not isinstance(state, dict):
+        raise SchemaVersionError(f"{name}: pickled state is a {type(state).__name__}, not a dict")
+    version = state.get(SCHEMA_KEY)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise SchemaVersionError(f"{name}: pickled state has no valid schema version ({version!r})",
+                                 found=version, supported=current)
+    if version > current:
+        raise SchemaVersionError(
+            f"{name} schema version {version} is newer than this jobq understands (version {current});"
+            " upgrade jobq to read it", found=version, supported=current)
+    state = dict(state)
+    while version < current:
+        state = steps[version](state)
+        version += 1
+        state[SCHEMA_KEY] = version
+    return state
+
+
+class Versioned:
+    """Mixin for dataclasses persisted by pickle: writes and migrates a schema version."""
+
+    SCHEMA_VERSION: ClassVar[int]
+    MIGRATIONS: ClassVar[dict[int, Migration]]
+
+    def _pack(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Turn field values into plain data before pickling (for example enums into strings)."""
+        return state
+
+    @classmethod
+    def _unpack(cls, state: dict[str, Any]) -> dict[str, Any]:
+        """Inverse of :meth:`_pack`, applied after migration."""
+        return state
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        state = self._pack(state)
+        state[SCHEMA_KEY] = self.SCHEMA_VERSION
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        name = type(self).__name__
+        state = migrate(name, state, self.SCHEMA_VERSION, self.MIGRATIONS)
+        del state[SCHEMA_KEY]
+        names = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        if set(state) != names:
+            raise SchemaVersionError(
+                f"{name}: pickled fields {sorted(set(state) ^ names)} do not match schema version"
+                f" {self.SCHEMA_VERSION}", found=self.SCHEMA_VERSION, supported=self.SCHEMA_VERSION)
+        for key, value in self._unpack(state).items():
+            object.__setattr__(self, key, value)  # works for frozen dataclasses too
