@@ -78,9 +78,11 @@ def open_dir(path: str, secret_key: bytes | None) -> QueueDir:
         _check_format(path, info, secret_key)
         durable.make_dir(qdir.log)
         durable.make_dir(qdir.quarantine)
-    except PermissionError as exc:
-        raise StorageError(f"no permission to use queue directory {path}: {exc.strerror}",
-                           path=path) from exc
+    except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
+        raise StorageError(f"cannot use queue directory {path}: {exc.strerror or exc}",
+                           path=path, errno=exc.errno) from exc
     return qdir
 
 

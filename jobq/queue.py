@@ -52,7 +52,10 @@ class Queue:
         try:
             self.store = Store(qdir, self.log, rules=cfg.rules, secret_key=cfg.secret_key,
                                clock=clock)
-            self.store.catch_up()  # recovery: cut a torn tail, quarantine damage, index new records
+            # Recovery: check the index against the log, then cut a torn tail, quarantine damage
+            # and index what was appended since; only the log after the covered offset is read.
+            self.store.check_covered()
+            self.store.catch_up()
         except BaseException:
             self.log.close()
             raise

@@ -11,6 +11,7 @@ it commits with ``synchronous=FULL``, so a write that returned survives a power 
 from __future__ import annotations
 
 import os
+import pathlib
 import sqlite3
 from collections.abc import Iterator, MutableMapping
 
@@ -32,7 +33,8 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
     if not readonly and not os.path.exists(path):
         # Create the file ourselves, owner-only; SQLite gives its -wal and -shm files the same mode.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
-    uri = f"file:{path}?mode={'ro' if readonly else 'rw'}"
+    # Percent-encode the path ('?' and '#' in a directory name would otherwise end the path).
+    uri = f"{pathlib.Path(path).absolute().as_uri()}?mode={'ro' if readonly else 'rw'}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
                            timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

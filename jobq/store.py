@@ -185,6 +185,24 @@ class Store:
         with self._mutex:
             return self._covered_in(self.conn)
 
+    def check_covered(self) -> None:
+        """Doubt the index if the log no longer reaches the position it claims to cover."""
+        covered = self.covered()
+        if covered == Position(1, 0):
+            return
+        path = self._log.path(covered.segment)
+        try:
+            size: int | None = os.stat(path).st_size
+        except FileNotFoundError:
+            size = None
+        if size is None or size < covered.offset:
+            found = "is missing" if size is None else f"has only {size} bytes"
+            raise StorageError(
+                f"the index in {self._qdir.state_db} covers {path} up to byte {covered.offset},"
+                f" but the file {found}: the log was truncated or replaced. Restore the log, or"
+                " move state.sqlite3 aside to rebuild the index from the log (finished jobs"
+                " would then run again)", path=path, offset=covered.offset)
+
     def catch_up(self) -> int:
         """Index every record appended since the covered position; return how many.
 

@@ -1,0 +1,152 @@
+"""The log: durable appends, segment roll-over, torn tails and damage found on open."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from jobq import Queue
+from jobq.log import Damage, Entry, Position, Sealed, Tail
+
+from jobtasks import add
+
+
+def _segments(qpath: Path) -> list[Path]:
+    return sorted((qpath / "log").glob("*.log"))
+
+
+def _record_offsets(q: Queue) -> list[Position]:
+    return [item.pos for item in q.log.scan(Position(1, 0)) if isinstance(item, Entry)]
+
+
+def _enqueue_n(qpath: Path, n: int) -> list[str]:
+    with Queue(qpath) as q:
+        return [q.enqueue(add, i, i) for i in range(n)]
+
+
+def test_append_and_scan_back(queue):
+    """Records come back in order, whole and verified."""
+    ids = [queue.enqueue(add, i, 1) for i in range(5)]
+    entries = [i for i in queue.log.scan(Position(1, 0)) if isinstance(i, Entry)]
+    assert len(entries) == 5
+    assert [queue.payload(j).args for j in ids] == [(i, 1) for i in range(5)]
+
+
+def test_segments_roll_over_and_scan_across(qpath):
+    """Small segments roll over; scanning and the index cross segment boundaries."""
+    with Queue(qpath, segment_size=1024) as q:
+        ids = [q.enqueue(add, i, i) for i in range(40)]
+        assert len(_segments(qpath)) > 3
+        assert all(os.path.getsize(p) < 1024 + 400 for p in _segments(qpath))
+        items = list(q.log.scan(Position(1, 0)))
+        assert sum(isinstance(i, Entry) for i in items) == 40
+        assert sum(isinstance(i, Sealed) for i in items) == len(_segments(qpath)) - 1
+        assert q.counts()["queued"] == 40
+        assert [q.payload(j).args for j in ids] == [(i, i) for i in range(40)]
+
+
+def test_torn_tail_cut_at_every_offset_keeps_earlier_records(tmp_path):
+    """A crash at any byte of the last record's write leaves every earlier record readable."""
+    source = tmp_path / "source"
+    ids = _enqueue_n(source, 4)
+    segment = _segments(source)[0]
+    data = segment.read_bytes()
+    with Queue(source) as q:
+        last = _record_offsets(q)[-1].offset
+    for cut in range(last, len(data)):
+        qpath = tmp_path / f"cut{cut}"
+        qpath.mkdir()
+        (qpath / "jobq.json").write_bytes((source / "jobq.json").read_bytes())
+        (qpath / "log").mkdir()
+        (qpath / "log" / segment.name).write_bytes(data[:cut])
+        with capture_logs() as events, Queue(qpath) as q:
+            assert [s.job_id for s in q.jobs()] == ids[:3], f"cut={cut}"
+            assert os.path.getsize(qpath / "log" / segment.name) == last
+            # The queue keeps working after the cut: a new record lands right after the last good one.
+            new = q.enqueue(add, 9, 9)
+            assert q.state(new).status == "queued"
+        if cut > last:
+            torn = [e for e in events if e["event"] == "log.tail_truncated"]
+            assert len(torn) == 1 and torn[0]["bytes"] == cut - last
+            assert Path(torn[0]["saved_to"]).read_bytes() == data[last:cut]
+
+
+def test_flipped_byte_mid_log_is_quarantined_and_the_rest_loads(tmp_path):
+    """A record that fails its checksum is copied aside and skipped; every other record stays."""
+    qpath = tmp_path / "q"
+    ids = _enqueue_n(qpath, 10)
+    with Queue(qpath) as q:
+        offsets = _record_offsets(q)
+    segment = _segments(qpath)[0]
+    shutil_copy = segment.read_bytes()
+    for victim in (0, 4, 9):
+        for where in ("header", "body"):
+            case = tmp_path / f"v{victim}{where}"
+            case.mkdir()
+            (case / "jobq.json").write_bytes((qpath / "jobq.json").read_bytes())
+            (case / "log").mkdir()
+            data = bytearray(shutil_copy)
+            start = offsets[victim].offset
+            data[start + (5 if where == "header" else 60)] ^= 0xFF
+            (case / "log" / segment.name).write_bytes(bytes(data))
+            with capture_logs() as events, Queue(case) as q:
+                expected = ids[:victim] + ids[victim + 1:]
+                if victim == 9:
+                    expected = ids[:9]  # damage at the very end is a torn tail: cut, not skipped
+                assert [s.job_id for s in q.jobs()] == expected, (victim, where)
+                if victim != 9:
+                    bad = q.store.quarantined()
+                    assert len(bad) == 1 and bad[0]["offset"] == start
+                    assert Path(bad[0]["saved_to"]).read_bytes() == bytes(
+                        data[start:offsets[victim + 1].offset])
+                    assert any(e["event"] == "log.record_quarantined" for e in events)
+
+
+def test_garbage_from_a_crashed_writer_between_records_is_skipped(tmp_path):
+    """Half a record followed by whole ones (a writer killed mid-write) costs only that half."""
+    qpath = tmp_path / "q"
+    first = _enqueue_n(qpath, 3)
+    segment = _segments(qpath)[0]
+    whole = segment.read_bytes()
+    with Queue(qpath) as writer:  # a producer that is already running when another one dies
+        offsets = _record_offsets(writer)
+        half = whole[offsets[1].offset:offsets[1].offset + 30]
+        with open(segment, "ab") as f:
+            f.write(half)  # the dead producer's partial write
+        later = writer.enqueue(add, 7, 7)
+    with capture_logs() as events, Queue(qpath) as q:
+        assert [s.job_id for s in q.jobs()] == [*first, later]
+        items = list(q.log.scan(offsets[2]))
+        assert [type(i).__name__ for i in items] == ["Entry", "Damage", "Entry"]
+        damage = items[1]
+        assert isinstance(damage, Damage) and damage.end - damage.pos.offset == len(half)
+        assert [e["event"] for e in events] == ["log.record_quarantined"]
+
+
+def test_incomplete_tail_is_reported_not_cut_by_a_plain_scan(queue, qpath):
+    """scan() reports an incomplete tail without touching it: it may be a write in progress."""
+    queue.enqueue(add, 1, 2)
+    segment = _segments(qpath)[0]
+    size = segment.stat().st_size
+    with open(segment, "ab") as f:
+        f.write(b"JQ\x01")
+    items = list(queue.log.scan(Position(1, 0)))
+    assert isinstance(items[-1], Tail) and items[-1].pos == Position(1, size)
+    assert segment.stat().st_size == size + 3
+    assert queue.log.repair_tail(items[-1].pos) is True
+    assert segment.stat().st_size == size
+
+
+def test_index_offset_beyond_the_log_fails_clearly(qpath):
+    """A log shorter than the offset the index covers is an error that names the file."""
+    _enqueue_n(qpath, 3)
+    with Queue(qpath) as q:
+        assert q.counts()["queued"] == 3  # the index now covers all three records
+    segment = _segments(qpath)[0]
+    os.truncate(segment, 10)
+    with pytest.raises(Exception, match="truncated or replaced") as info:
+        Queue(qpath)
+    assert str(segment) in str(info.value)

@@ -1,0 +1,111 @@
+"""The state store: claim order, fencing, the index catching up from several processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from jobq import Queue, Status, transitions
+from jobq.errors import StaleClaim
+
+from jobtasks import add
+
+
+def test_claim_takes_priority_then_age_and_marks_running(queue):
+    """Claims come out highest priority first, oldest first within it, each running and fenced."""
+    ids = [queue.enqueue_call(add, args=(i, i), priority=p) for i, p in enumerate([0, 2, 1, 2])]
+    claims = queue.store.claim("w1", limit=10)
+    assert [c.job_id for c in claims] == [ids[1], ids[3], ids[2], ids[0]]
+    assert all(c.state.status is Status.RUNNING and c.state.attempts == 1 for c in claims)
+    assert queue.counts()["running"] == 4 and queue.store.claim("w2") == []
+
+
+def test_stale_claim_cannot_write(queue):
+    """After a job is re-claimed, the old claim's token is refused for checkpoints and results."""
+    jid = queue.enqueue(add, 1, 2)
+    old = queue.store.claim("w1")[0]
+    # Put the job back (as lease expiry will in the worker runtime) and claim it again.
+    queue.store.finish(jid, old.token, lambda s, now, m: transitions.failed(
+        s, "lost", now, max_attempts=m, retry_delay=0))
+    new = queue.store.claim("w2")[0]
+    assert new.token > old.token and new.state.attempts == 2
+    with pytest.raises(StaleClaim):
+        queue.store.save_checkpoint(jid, old.token, "late", 0.5)
+    with pytest.raises(StaleClaim):
+        queue.store.finish(jid, old.token, lambda s, now, m: transitions.succeeded(s, 1, now))
+    queue.store.finish(jid, new.token, lambda s, now, m: transitions.succeeded(s, 3, now))
+    assert queue.result(jid) == 3
+    with pytest.raises(StaleClaim):  # a finished job takes no more writes from anyone
+        queue.store.finish(jid, new.token, lambda s, now, m: transitions.succeeded(s, 4, now))
+
+
+def test_checkpoint_is_durable_and_progress_never_goes_back(queue):
+    """save_checkpoint stores the object and keeps the highest progress seen."""
+    jid = queue.enqueue(add, 1, 2)
+    claim = queue.store.claim("w")[0]
+    queue.store.save_checkpoint(jid, claim.token, {"row": 10}, 0.5)
+    queue.store.save_checkpoint(jid, claim.token, {"row": 11}, 0.3)
+    with Queue(queue.path) as other:  # another process's view, through a fresh connection
+        state = other.state(jid)
+    assert state.checkpoint == {"row": 11} and state.progress == 0.5
+
+
+def test_cancelling_a_running_job_sets_the_flag(queue):
+    """Cancel of a running job asks it to stop; it stays running until its worker ends it."""
+    jid = queue.enqueue(add, 1, 2)
+    queue.store.claim("w")
+    assert queue.cancel(jid) is True
+    assert queue.state(jid).status is Status.RUNNING and queue.state(jid).cancel_requested
+    assert queue.store.cancel_requested(jid)
+
+
+def test_due_jobs_are_promoted_in_run_at_order(qpath):
+    """Delayed jobs become claimable when due, earliest first, whatever their number."""
+    now = [100.0]
+    with Queue(qpath, clock=lambda: now[0]) as q:
+        ids = [q.enqueue_call(add, args=(i, 0), delay=d) for i, d in enumerate([30, 10, 20])]
+        q.enqueue_many(add, [(0, 0)] * 500, delay=1000)
+        assert q.store.claim("w", 10) == []
+        now[0] += 25
+        assert [c.job_id for c in q.store.claim("w", 10)] == [ids[1], ids[2]]
+        now[0] += 10
+        assert [c.job_id for c in q.store.claim("w", 10)] == [ids[0]]
+
+
+def test_ready_lookup_uses_the_index_not_a_scan(queue):
+    """The next-job query is an index seek on ready, never a scan of jobs (cost does not grow)."""
+    conn = queue.store.conn
+    plan = " ".join(row[-1] for row in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT neg_priority, seq, job_id FROM ready"
+        " ORDER BY neg_priority, seq LIMIT 32"))
+    assert "SCAN ready" in plan and "TEMP B-TREE" not in plan  # walks the primary key in order
+    plan = " ".join(row[-1] for row in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT run_at, seq FROM scheduled WHERE run_at <= 5"
+        " ORDER BY run_at, seq LIMIT 10"))
+    assert "SEARCH scheduled USING PRIMARY KEY (run_at<?)" in plan
+
+
+def test_several_indexers_at_once_index_each_record_once(queue, children):
+    """Processes that all catch up the index while producers append agree on every job."""
+    producer = ("import sys, json; from jobq import Queue; q = Queue(sys.argv[1]);"
+                "print(json.dumps([q.enqueue('jobtasks:add', 1, i) for i in range(500)]))")
+    reader = ("import sys; from jobq import Queue; q = Queue(sys.argv[1]);"
+              "[q.counts() for _ in range(300)]; print(q.counts()['queued'])")
+    procs = [children.start(producer, queue.path) for _ in range(2)]
+    readers = [children.start(reader, queue.path) for _ in range(3)]
+    ids = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        ids += json.loads(out)
+    for proc in readers:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert queue.counts()["queued"] == 1000
+    assert sorted(s.job_id for s in queue.jobs()) == sorted(ids)
+    conn = sqlite3.connect(f"file:{queue.store._qdir.state_db}?mode=ro", uri=True)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT COUNT(*) FROM ready").fetchone()[0] == 1000
+    conn.close()

@@ -1,0 +1,78 @@
+"""Task references: what can be enqueued by name, and the errors for what cannot."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from jobq import tasks
+from jobq.errors import InvalidTask
+
+import jobtasks
+
+
+def _decorated(fn):
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        return fn(*a, **k)
+    return wrapper
+
+
+decorated_add = _decorated(jobtasks.add)
+
+
+class Holder:
+    @staticmethod
+    def method(x):
+        return x
+
+
+def test_reference_of_module_level_function_and_back():
+    """A module-level function's reference imports back to the same function."""
+    assert tasks.reference(jobtasks.add) == "jobtasks:add"
+    assert tasks.resolve("jobtasks:add") is jobtasks.add
+    assert tasks.resolve("os.path:join") is __import__("os").path.join
+
+
+def test_class_attributes_resolve_by_dotted_path():
+    """'module:Class.method' resolves through attributes."""
+    assert tasks.resolve(f"{__name__}:Holder.method")(3) == 3
+
+
+@pytest.mark.parametrize("ref,message", [
+    ("jobtasks", "must look like"), ("jobtasks:", "must look like"), (":add", "must look like"),
+    ("a:b:c", "must look like"), ("nonexistent_mod_q:f", "cannot import"),
+    ("jobtasks:nope", "no attribute"), ("jobtasks:CALLS", "not callable"),
+], ids=["no-colon", "no-attr", "no-module", "two-colons", "missing-module", "missing-attr",
+        "not-callable"])
+def test_bad_references(ref, message):
+    """Malformed and unresolvable references raise InvalidTask with the reason."""
+    with pytest.raises(InvalidTask, match=message):
+        tasks.reference(ref)
+
+
+def test_functions_a_worker_cannot_import_are_refused():
+    """Lambdas, nested functions, __main__ functions and non-callables are refused."""
+    def nested():
+        return 1
+    main_fn = type(jobtasks.add)(jobtasks.add.__code__, {}, "in_main")
+    main_fn.__module__ = "__main__"
+    for fn, message in [(lambda: 1, "lambda"), (nested, "nested"), (main_fn, "__main__"),
+                        (3, "not int")]:
+        with pytest.raises(InvalidTask, match=message if message != "not int" else "function or"):
+            tasks.reference(fn)
+
+
+def test_decorated_task_is_referenced_by_its_wrapped_name():
+    """A functools.wraps decorator keeps a name that imports back to the decorated object."""
+    with pytest.raises(InvalidTask, match="does not import back"):
+        tasks.reference(decorated_add)  # its name says jobtasks:add, which is not this object
+
+
+def test_module_that_raises_on_import(tmp_path, monkeypatch):
+    """A module that raises while importing gives InvalidTask naming the exception."""
+    (tmp_path / "explodes_q.py").write_text("raise RuntimeError('bad deploy')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(InvalidTask, match="RuntimeError: bad deploy"):
+        tasks.resolve("explodes_q:f")

@@ -1,0 +1,64 @@
+"""The pure state transitions and the retry backoff."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobq import transitions
+from jobq.state import JobState, Status
+
+
+def _state(**kw) -> JobState:
+    return JobState(job_id="j", task="m:f", **kw)
+
+
+def test_claim_counts_attempts_and_fails_until_the_budget_is_spent():
+    """Each claim adds an attempt; failures retry until attempts reach max_attempts, then dead."""
+    s = _state()
+    for attempt in (1, 2, 3):
+        s = transitions.claimed(s, now=10.0 * attempt)
+        assert (s.status, s.attempts, s.started_at) == (Status.RUNNING, attempt, 10.0 * attempt)
+        s = transitions.failed(s, f"e{attempt}", now=11.0 * attempt, max_attempts=3, retry_delay=5)
+    assert s.status is Status.DEAD and s.errors == ["e1", "e2", "e3"] and s.error == "e3"
+    assert s.finished_at == 33.0
+
+
+def test_failed_schedules_the_retry():
+    """A failure with attempts left is FAILED with run_at = now + delay."""
+    s = transitions.failed(transitions.claimed(_state(), 1.0), "x", 2.0, max_attempts=2,
+                           retry_delay=7.5)
+    assert s.status is Status.FAILED and s.run_at == 9.5 and s.finished_at is None
+
+
+def test_progress_never_goes_backwards():
+    """checkpointed keeps the highest progress; None leaves it alone."""
+    s = transitions.checkpointed(_state(progress=0.4), "c1", 0.2, 1.0)
+    assert (s.checkpoint, s.progress) == ("c1", 0.4)
+    s = transitions.checkpointed(s, "c2", None, 2.0)
+    assert (s.checkpoint, s.progress) == ("c2", 0.4)
+    assert transitions.checkpointed(s, "c3", 0.9, 3.0).progress == 0.9
+
+
+def test_requeue_resets_the_budget_but_keeps_history():
+    """requeued gives a dead job zero attempts and keeps its errors and checkpoint."""
+    dead = _state(status=Status.DEAD, attempts=3, crashes=1, errors=["a"], checkpoint=5)
+    s = transitions.requeued(dead, 50.0)
+    assert (s.status, s.attempts, s.crashes, s.errors, s.checkpoint, s.run_at) == (
+        Status.QUEUED, 0, 0, ["a"], 5, 50.0)
+    assert transitions.can_requeue(dead) and not transitions.can_requeue(_state())
+
+
+def test_inputs_are_not_mutated():
+    """Transitions return new states and leave their input as it was."""
+    s = _state(errors=["a"])
+    transitions.failed(transitions.claimed(s, 1), "b", 2, max_attempts=1, retry_delay=0)
+    assert s.errors == ["a"] and s.status is Status.QUEUED
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 5, 20, 200], ids=lambda a: f"attempt={a}")
+def test_backoff_is_exponential_capped_and_jittered(attempt):
+    """Delays lie in [bound/2, bound] with bound = min(cap, base * 2**(attempt-1))."""
+    bound = min(300.0, 2.0 ** (attempt - 1))
+    assert transitions.backoff(attempt, rand=lambda: 0.0) == bound / 2
+    assert transitions.backoff(attempt, rand=lambda: 1.0) == bound
+    assert transitions.backoff(attempt, base=0) == 0.0
