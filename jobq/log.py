@@ -2,7 +2,9 @@
 
 Appending: a record (or a batch) is one ``write`` under a short inter-process lock, so records of
 concurrent producers never interleave; the fsync happens after the lock is released, so producers
-never wait behind one another's fsyncs (the kernel merges concurrent flushes of one file). A write
+never wait behind one another's fsyncs and the disk can run several flushes at once. Measured here
+(``scripts/bench_enqueue.py``, figure 7), that beat a user-space group commit, which allows one
+flush at a time, by 1.4-1.9x with four producers. A write
 that fails part-way is cut back before the lock is released, so no partial record survives it.
 
 Reading: :func:`Log.scan` walks records from a position and reports three things: whole verified

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import config as config_mod
 from . import job_record, pickling, record, tasks
@@ -52,12 +51,16 @@ class Queue:
         try:
             self.store = Store(qdir, self.log, rules=cfg.rules, secret_key=cfg.secret_key,
                                clock=clock)
+        except BaseException:
+            self.log.close()
+            raise
+        try:
             # Recovery: check the index against the log, then cut a torn tail, quarantine damage
             # and index what was appended since; only the log after the covered offset is read.
             self.store.check_covered()
             self.store.catch_up()
         except BaseException:
-            self.log.close()
+            self.close()
             raise
 
     @property
@@ -78,13 +81,14 @@ class Queue:
                      priority: int = 0, delay: float | None = None,
                      max_attempts: int | None = None, timeout: float | None = None) -> str:
         """Enqueue with options. A ``job_id`` that already exists is returned without a new job."""
+        task = tasks.reference(fn)
+        options = self._options(priority, delay, max_attempts, timeout)
         if job_id is not None:
             _check_job_id(job_id)
             self.store.catch_up()
             if self.store.exists(job_id):
                 return job_id
-        payload, frame = self._frame(fn, args, kwargs, job_id=job_id, priority=priority,
-                                     delay=delay, max_attempts=max_attempts, timeout=timeout)
+        payload, frame = self._frame(task, _args(args), _kwargs(kwargs), job_id, options)
         self.log.append([frame])
         return payload.job_id
 
@@ -92,34 +96,25 @@ class Queue:
                      priority: int = 0, delay: float | None = None,
                      max_attempts: int | None = None, timeout: float | None = None) -> list[str]:
         """Enqueue ``fn(*args)`` for each tuple of ``args_list`` in one durable write and fsync."""
-        if isinstance(args_list, (str, bytes)):
+        if isinstance(args_list, (str, bytes)) or not isinstance(args_list, Iterable):
             raise InvalidJob("args_list must be an iterable of argument tuples")
         task = tasks.reference(fn)
+        options = self._options(priority, delay, max_attempts, timeout)
         ids, frames = [], []
         for i, args in enumerate(args_list):
             if not isinstance(args, (tuple, list)):
                 raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
                                  f" {type(args).__name__}")
-            payload, frame = self._frame(task, args, None, job_id=None, priority=priority,
-                                         delay=delay, max_attempts=max_attempts, timeout=timeout)
+            payload, frame = self._frame(task, tuple(args), {}, None, options)
             ids.append(payload.job_id)
             frames.append(frame)
         if frames:
             self.log.append(frames)
         return ids
 
-    def _frame(self, fn: Callable[..., Any] | str, args: Iterable[Any],
-               kwargs: Mapping[str, Any] | None, *, job_id: str | None, priority: int,
-               delay: float | None, max_attempts: int | None,
-               timeout: float | None) -> tuple[JobPayload, bytes]:
-        """Validate everything and build the record; raises before anything is written."""
-        task = tasks.reference(fn)
-        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
-            raise InvalidJob(f"args must be a tuple or list, not {type(args).__name__}")
-        if kwargs is not None and not isinstance(kwargs, Mapping):
-            raise InvalidJob(f"kwargs must be a mapping, not {type(kwargs).__name__}")
-        if kwargs and not all(isinstance(k, str) for k in kwargs):
-            raise InvalidJob("kwargs keys must be strings")
+    def _options(self, priority: int, delay: float | None, max_attempts: int | None,
+                 timeout: float | None) -> _Options:
+        """Validate the per-job options once per call."""
         if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > _I64:
             raise InvalidJob(f"priority must be an integer, not {priority!r}")
         if delay is not None and (not _is_number(delay) or not math.isfinite(delay) or delay < 0):
@@ -132,12 +127,17 @@ class Queue:
         if timeout is not None and (not _is_number(timeout) or not math.isfinite(timeout)
                                     or timeout <= 0):
             raise InvalidJob(f"timeout must be a positive number of seconds, not {timeout!r}")
+        return _Options(priority, float(delay or 0.0), max_attempts,
+                        None if timeout is None else float(timeout))
+
+    def _frame(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+               job_id: str | None, options: _Options) -> tuple[JobPayload, bytes]:
+        """Build one job's record; raises before anything is written."""
         now = self._clock()
-        payload = JobPayload(job_id=job_id or uuid.uuid4().hex, task=task, args=tuple(args),
-                             kwargs=dict(kwargs or {}), priority=priority,
-                             max_attempts=max_attempts,
-                             timeout=None if timeout is None else float(timeout),
-                             run_at=now + (delay or 0.0), created_at=now)
+        payload = JobPayload(job_id=job_id or os.urandom(16).hex(), task=task, args=args,
+                             kwargs=kwargs, priority=options.priority,
+                             max_attempts=options.max_attempts, timeout=options.timeout,
+                             run_at=now + options.delay, created_at=now)
         body = job_record.encode(payload, pickling.dumps(payload))
         if len(body) > self.config.max_record_size:
             raise RecordTooLarge(f"job {payload.job_id} pickles to {len(body)} bytes, over the"
@@ -224,6 +224,29 @@ class Queue:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class _Options(NamedTuple):
+    priority: int
+    delay: float
+    max_attempts: int
+    timeout: float | None
+
+
+def _args(args: Iterable[Any]) -> tuple[Any, ...]:
+    if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+        raise InvalidJob(f"args must be a tuple or list, not {type(args).__name__}")
+    return tuple(args)
+
+
+def _kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise InvalidJob(f"kwargs must be a mapping, not {type(kwargs).__name__}")
+    if not all(isinstance(k, str) for k in kwargs):
+        raise InvalidJob("kwargs keys must be strings")
+    return dict(kwargs)
 
 
 def _is_number(value: object) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import shelve
+import struct
 from typing import Any
 
 from . import pickling
@@ -53,10 +54,12 @@ class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
         return pickling.loads(data, self._rules)
 
     def _mac(self, key: str, data: bytes) -> bytes:
-        # The key is bound into the MAC so a valid snapshot cannot be copied onto another job.
+        # The key is bound into the MAC so a valid snapshot cannot be copied onto another job;
+        # its length comes first so no (key, value) pair can sign like another one.
         assert self._key is not None
-        h = hmac.new(self._key, key.encode(), hashlib.sha256)
-        h.update(b"\0")
+        name = key.encode()
+        h = hmac.new(self._key, struct.pack("<I", len(name)), hashlib.sha256)
+        h.update(name)
         h.update(data)
         return h.digest()
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import pathlib
 import sqlite3
-from collections.abc import Iterator, MutableMapping
+import time
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import TypeVar
 
 from .durable import FILE_MODE
 
@@ -39,13 +41,35 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
                            timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not readonly:
-        mode = conn.execute("PRAGMA journal_mode = wal").fetchone()[0]
+        mode = retry_locked(lambda: conn.execute("PRAGMA journal_mode = wal").fetchone()[0])
         if mode != "wal":
             conn.close()
             raise sqlite3.OperationalError(f"{path}: cannot switch to WAL mode (got {mode!r})")
     # In WAL mode NORMAL may lose the last commits on power loss; FULL fsyncs the WAL on commit.
     conn.execute("PRAGMA synchronous = FULL")
     return conn
+
+
+T = TypeVar("T")
+
+
+def retry_locked(operation: Callable[[], T], timeout: float = BUSY_TIMEOUT_MS / 1000) -> T:
+    """Run ``operation``, retrying while SQLite reports the database locked.
+
+    When several processes open a new database at once, switching it to WAL (or creating its
+    tables) can fail with "database is locked" at once, without SQLite's busy handler waiting:
+    SQLite refuses rather than risk a deadlock between two connections upgrading their locks.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            return operation()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 class SqliteDbm(MutableMapping[bytes, bytes]):
@@ -56,7 +80,7 @@ class SqliteDbm(MutableMapping[bytes, bytes]):
         self._conn: sqlite3.Connection | None = conn
         self._owns = owns_connection
         if create:
-            conn.execute(TABLE_SQL)
+            retry_locked(lambda: conn.execute(TABLE_SQL))
 
     @property
     def conn(self) -> sqlite3.Connection:

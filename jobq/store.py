@@ -12,8 +12,9 @@ in one transaction. Tables::
     meta        the log position the index covers
 
 The log is the truth and the index a cache of it: enqueue never touches this file; the index
-catches up from the covered position when it is next read (:meth:`Store.catch_up`). Finding the
-next job is an index seek, whatever the number of queued or delayed jobs.
+catches up from the covered position when it is next read (:meth:`Store.catch_up`, with the work
+in :mod:`jobq.index`). Finding the next job is an index seek, whatever the number of queued or
+delayed jobs.
 
 Write transactions take a blocking ``flock`` first, then ``BEGIN IMMEDIATE``: SQLite's own busy
 handler sleeps in growing steps and was measured to starve one of two workers; the OS lock queues
@@ -31,24 +32,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
-from . import job_record, transitions
+from . import index, transitions
 from ._flock import ProcessLock
 from .directory import QueueDir
 from .errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
-from .log import Damage, Entry, Log, Position, Sealed, Tail
+from .log import Log, Position
 from .pickling import PickleRules
 from .shelf import StateShelf
-from .sqlite_dbm import SqliteDbm, connect
+from .sqlite_dbm import TABLE_SQL, SqliteDbm, connect
 from .state import JobState, Status
 
-log = structlog.get_logger(__name__)
-
 STORE_SCHEMA = 1
-CATCH_UP_BATCH = 5_000
 PROMOTE_BATCH = 1_000
-_SEQ_SHIFT = 40  # seq = segment << 40 | offset: arrival order, unique per record
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -81,14 +76,6 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL, saved_to TEXT NOT NULL, found_at REAL NOT NULL,
     PRIMARY KEY (segment, offset)) WITHOUT ROWID;
 """
-
-
-def seq_of(pos: Position) -> int:
-    return pos.segment << _SEQ_SHIFT | pos.offset
-
-
-def position_of(seq: int) -> Position:
-    return Position(seq >> _SEQ_SHIFT, seq & ((1 << _SEQ_SHIFT) - 1))
 
 
 @dataclass(frozen=True)
@@ -130,14 +117,20 @@ class Store:
         self._conn, self._pid = conn, os.getpid()
         self._shelf = StateShelf(SqliteDbm(conn, create=False), rules=self._rules,
                                  secret_key=self._key)
+        try:
+            self._create_schema(conn)
+        except BaseException:
+            self.close()
+            raise
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
         with self._write():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > STORE_SCHEMA:
                 raise StorageError(
                     f"{self._qdir.state_db} has store schema {version}; this jobq knows"
                     f" {STORE_SCHEMA}: upgrade jobq", path=self._qdir.state_db)
-            conn.execute("CREATE TABLE IF NOT EXISTS Dict (key BLOB UNIQUE NOT NULL,"
-                         " value BLOB NOT NULL)")
+            conn.execute(TABLE_SQL)  # shelve's mapping, created with the index tables
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -183,25 +176,12 @@ class Store:
     def covered(self) -> Position:
         """The log position up to which the index is complete."""
         with self._mutex:
-            return self._covered_in(self.conn)
+            return index.covered(self.conn)
 
     def check_covered(self) -> None:
-        """Doubt the index if the log no longer reaches the position it claims to cover."""
-        covered = self.covered()
-        if covered == Position(1, 0):
-            return
-        path = self._log.path(covered.segment)
-        try:
-            size: int | None = os.stat(path).st_size
-        except FileNotFoundError:
-            size = None
-        if size is None or size < covered.offset:
-            found = "is missing" if size is None else f"has only {size} bytes"
-            raise StorageError(
-                f"the index in {self._qdir.state_db} covers {path} up to byte {covered.offset},"
-                f" but the file {found}: the log was truncated or replaced. Restore the log, or"
-                " move state.sqlite3 aside to rebuild the index from the log (finished jobs"
-                " would then run again)", path=path, offset=covered.offset)
+        """Raise StorageError if the log no longer reaches the position the index covers."""
+        with self._mutex:
+            index.check_covered(self.conn, self._log, self._qdir.state_db)
 
     def catch_up(self) -> int:
         """Index every record appended since the covered position; return how many.
@@ -210,82 +190,13 @@ class Store:
         """
         total = 0
         while self._log.has_more(self.covered()):
-            indexed, moved, tail = self._index_batch()
+            with self._write() as conn:
+                indexed, moved, tail = index.index_batch(conn, self.shelf, self._log, self._clock)
             total += indexed
             repaired = tail is not None and self._log.repair_tail(tail)
             if not (moved or repaired) and (tail is None or not self._log.has_more(tail)):
                 break  # nothing to index now; an incomplete tail was completed meanwhile or is gone
         return total
-
-    def _index_batch(self) -> tuple[int, bool, Position | None]:
-        """Index up to CATCH_UP_BATCH records in one transaction: (indexed, moved, tail seen)."""
-        indexed, tail = 0, None
-        with self._write() as conn:
-            start = covered = self._covered_in(conn)
-            for item in self._log.scan(covered):
-                if isinstance(item, Entry):
-                    covered = Position(item.pos.segment, item.pos.offset + item.frame.size)
-                    indexed += self._index_entry(conn, item)
-                elif isinstance(item, Damage):
-                    self._quarantine(conn, item)
-                    covered = Position(item.pos.segment, item.end)
-                elif isinstance(item, Sealed):
-                    covered = item.next
-                else:
-                    tail = item.pos
-                    break
-                if indexed >= CATCH_UP_BATCH:
-                    break
-            if covered != start:
-                conn.executemany("REPLACE INTO meta (key, value) VALUES (?, ?)",
-                                 [("covered_segment", covered.segment),
-                                  ("covered_offset", covered.offset)])
-        return indexed, covered != start, tail
-
-    @staticmethod
-    def _covered_in(conn: sqlite3.Connection) -> Position:
-        rows = dict(conn.execute(
-            "SELECT key, value FROM meta WHERE key IN ('covered_segment', 'covered_offset')"))
-        return Position(rows.get("covered_segment", 1), rows.get("covered_offset", 0))
-
-    def _index_entry(self, conn: sqlite3.Connection, entry: Entry) -> bool:
-        try:
-            meta, _ = job_record.decode_meta(entry.frame.body)
-        except CorruptRecord as exc:
-            self._quarantine(conn, Damage(entry.pos, entry.pos.offset + entry.frame.size, str(exc)))
-            return False
-        seq = seq_of(entry.pos)
-        status = Status.QUEUED.value
-        inserted = conn.execute(
-            "INSERT OR IGNORE INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts,"
-            " enqueued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (meta.job_id, meta.task, status, meta.priority, seq, meta.run_at, meta.max_attempts,
-             meta.created_at, meta.created_at)).rowcount
-        if not inserted:
-            return False  # a second record for an existing job id: the first one wins
-        self._enqueue_index(conn, meta.job_id, meta.priority, seq, meta.run_at)
-        self.shelf[meta.job_id] = JobState(job_id=meta.job_id, task=meta.task,
-                                           enqueued_at=meta.created_at, run_at=meta.run_at,
-                                           updated_at=meta.created_at)
-        return True
-
-    def _enqueue_index(self, conn: sqlite3.Connection, job_id: str, priority: int, seq: int,
-                       run_at: float) -> None:
-        if run_at > self._clock():
-            conn.execute("INSERT INTO scheduled (run_at, seq, job_id) VALUES (?, ?, ?)",
-                         (run_at, seq, job_id))
-        else:
-            conn.execute("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)",
-                         (-priority, seq, job_id))
-
-    def _quarantine(self, conn: sqlite3.Connection, damage: Damage) -> None:
-        data = self._log.read_range(damage.pos.segment, damage.pos.offset, damage.end)
-        saved = self._log.save_aside(damage.pos, data, "bad")
-        conn.execute("INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",
-                     (damage.pos.segment, damage.pos.offset, damage.end, damage.reason, saved,
-                      self._clock()))
-        log.warning("log.record_quarantined", segment=damage.pos.segment, offset=damage.pos.offset,
-                    bytes=damage.end - damage.pos.offset, reason=damage.reason, saved_to=saved)
 
     def quarantined(self) -> list[dict[str, Any]]:
         with self._mutex:
@@ -328,7 +239,7 @@ class Store:
             row = self.conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
-        return position_of(row[0])
+        return index.position_of(row[0])
 
     def counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in Status}
@@ -375,7 +286,7 @@ class Store:
                     (state.status.value, state.attempts, owner, now + lease_seconds, now,
                      job_id)).fetchone()[0]
                 self.shelf[job_id] = state
-                claims.append(Claim(job_id, token, state, position_of(seq)))
+                claims.append(Claim(job_id, token, state, index.position_of(seq)))
         return claims
 
     def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
@@ -438,7 +349,7 @@ class Store:
                       int(state.cancel_requested), now, state.job_id))
         if state.status in (Status.QUEUED, Status.FAILED):
             seq = conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (state.job_id,)).fetchone()[0]
-            self._enqueue_index(conn, state.job_id, priority, seq, state.run_at)
+            index.add_waiting(conn, state.job_id, priority, seq, state.run_at, now)
         self.shelf[state.job_id] = state
 
     # -- operator actions ----------------------------------------------------------------------

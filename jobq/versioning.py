@@ -9,6 +9,7 @@ newer than the code with an error that names both.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -39,6 +40,12 @@ def migrate(name: str, state: dict[str, Any], current: int, steps: dict[int, Mig
     return state
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    # dataclasses.fields() rebuilds its tuple on every call; pickling a job calls this once per job.
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 class Versioned:
     """Mixin for dataclasses persisted by pickle: writes and migrates a schema version."""
 
@@ -55,7 +62,7 @@ class Versioned:
         return state
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        state = {name: getattr(self, name) for name in _field_names(type(self))}
         state = self._pack(state)
         state[SCHEMA_KEY] = self.SCHEMA_VERSION
         return state
@@ -64,7 +71,7 @@ class Versioned:
         name = type(self).__name__
         state = migrate(name, state, self.SCHEMA_VERSION, self.MIGRATIONS)
         del state[SCHEMA_KEY]
-        names = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        names = set(_field_names(type(self)))
         if set(state) != names:
             raise SchemaVersionError(
                 f"{name}: pickled fields {sorted(set(state) ^ names)} do not match schema version"

@@ -87,8 +87,7 @@ def test_racing_duplicate_job_ids_make_one_job(qpath):
     with Queue(qpath) as a, Queue(qpath) as b:
         first = a.enqueue_call(add, args=(1, 1), job_id="dup")
         # b's index has not seen a's record yet; write the duplicate the way a racing b would.
-        _, frame = b._frame(add, (2, 2), None, job_id="dup", priority=0, delay=None,
-                            max_attempts=None, timeout=None)
+        _, frame = b._frame("jobtasks:add", (2, 2), {}, "dup", b._options(0, None, None, None))
         b.log.append([frame])
         assert first == "dup" and b.counts()["queued"] == 1 and b.payload("dup").args == (1, 1)
 
@@ -231,8 +230,8 @@ def test_specific_error_types(queue):
         queue.enqueue(lambda: 1)
     with pytest.raises(NotPicklable):
         queue.enqueue(add, lambda: 1)
-    with pytest.raises(RecordTooLarge):
-        Queue(queue.path, max_record_size=1000).enqueue(add, "x" * 2000, 1)
+    with Queue(queue.path, max_record_size=1000) as small, pytest.raises(RecordTooLarge):
+        small.enqueue(add, "x" * 2000, 1)
 
 
 def test_four_producer_processes_lose_and_duplicate_nothing(queue, children):

@@ -1,0 +1,132 @@
+"""Deriving the index from the log: the index is a cache of the log, rebuilt from it on doubt.
+
+Enqueue only appends to the log. Whoever reads the queue next calls :meth:`Store.catch_up`, which
+runs :func:`index_batch` in a write transaction: it reads the log from the covered position, adds
+each new job to ``jobs`` and to ``ready`` or ``scheduled``, writes its first snapshot, copies
+damaged ranges aside, and moves the covered position forward in the same transaction. Nothing
+here unpickles: the fields the index needs are read from the record's clear header
+(:mod:`jobq.job_record`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+
+import structlog
+
+from . import job_record
+from .errors import CorruptRecord, StorageError
+from .log import Damage, Entry, Log, Position, Sealed
+from .shelf import StateShelf
+from .state import JobState, Status
+
+log = structlog.get_logger(__name__)
+
+CATCH_UP_BATCH = 5_000
+_SEQ_SHIFT = 40  # seq = segment << 40 | offset: arrival order, unique per record
+
+
+def seq_of(pos: Position) -> int:
+    return pos.segment << _SEQ_SHIFT | pos.offset
+
+
+def position_of(seq: int) -> Position:
+    return Position(seq >> _SEQ_SHIFT, seq & ((1 << _SEQ_SHIFT) - 1))
+
+
+def covered(conn: sqlite3.Connection) -> Position:
+    """The log position up to which the index is complete."""
+    rows = dict(conn.execute(
+        "SELECT key, value FROM meta WHERE key IN ('covered_segment', 'covered_offset')"))
+    return Position(rows.get("covered_segment", 1), rows.get("covered_offset", 0))
+
+
+def check_covered(conn: sqlite3.Connection, log_: Log, db_path: str) -> None:
+    """Doubt the index if the log no longer reaches the position it claims to cover."""
+    pos = covered(conn)
+    if pos == Position(1, 0):
+        return
+    path = log_.path(pos.segment)
+    try:
+        size: int | None = os.stat(path).st_size
+    except FileNotFoundError:
+        size = None
+    if size is None or size < pos.offset:
+        found = "is missing" if size is None else f"has only {size} bytes"
+        raise StorageError(
+            f"the index in {db_path} covers {path} up to byte {pos.offset}, but the file {found}:"
+            " the log was truncated or replaced. Restore the log, or move state.sqlite3 aside to"
+            " rebuild the index from the log (finished jobs would then run again)",
+            path=path, offset=pos.offset)
+
+
+def index_batch(conn: sqlite3.Connection, shelf: StateShelf, log_: Log,
+                now: Callable[[], float]) -> tuple[int, bool, Position | None]:
+    """Index up to CATCH_UP_BATCH new records inside the caller's write transaction.
+
+    Returns (jobs indexed, whether the covered position moved, an incomplete tail seen or None).
+    """
+    indexed, tail = 0, None
+    start = pos = covered(conn)
+    for item in log_.scan(start):
+        if isinstance(item, Entry):
+            pos = Position(item.pos.segment, item.pos.offset + item.frame.size)
+            indexed += _index_entry(conn, shelf, log_, item, now)
+        elif isinstance(item, Damage):
+            _quarantine(conn, log_, item, now())
+            pos = Position(item.pos.segment, item.end)
+        elif isinstance(item, Sealed):
+            pos = item.next
+        else:
+            tail = item.pos
+            break
+        if indexed >= CATCH_UP_BATCH:
+            break
+    if pos != start:
+        conn.executemany("REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         [("covered_segment", pos.segment), ("covered_offset", pos.offset)])
+    return indexed, pos != start, tail
+
+
+def _index_entry(conn: sqlite3.Connection, shelf: StateShelf, log_: Log, entry: Entry,
+                 now: Callable[[], float]) -> bool:
+    try:
+        meta, _ = job_record.decode_meta(entry.frame.body)
+    except CorruptRecord as exc:
+        _quarantine(conn, log_, Damage(entry.pos, entry.pos.offset + entry.frame.size, str(exc)),
+                    now())
+        return False
+    seq = seq_of(entry.pos)
+    inserted = conn.execute(
+        "INSERT OR IGNORE INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts,"
+        " enqueued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (meta.job_id, meta.task, Status.QUEUED.value, meta.priority, seq, meta.run_at,
+         meta.max_attempts, meta.created_at, meta.created_at)).rowcount
+    if not inserted:
+        return False  # a second record for an existing job id: the first one wins
+    add_waiting(conn, meta.job_id, meta.priority, seq, meta.run_at, now())
+    shelf[meta.job_id] = JobState(job_id=meta.job_id, task=meta.task, enqueued_at=meta.created_at,
+                                  run_at=meta.run_at, updated_at=meta.created_at)
+    return True
+
+
+def add_waiting(conn: sqlite3.Connection, job_id: str, priority: int, seq: int, run_at: float,
+                now: float) -> None:
+    """Put a waiting job in ``ready``, or in ``scheduled`` until its run-at time."""
+    if run_at > now:
+        conn.execute("INSERT INTO scheduled (run_at, seq, job_id) VALUES (?, ?, ?)",
+                     (run_at, seq, job_id))
+    else:
+        conn.execute("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)",
+                     (-priority, seq, job_id))
+
+
+def _quarantine(conn: sqlite3.Connection, log_: Log, damage: Damage, now: float) -> None:
+    data = log_.read_range(damage.pos.segment, damage.pos.offset, damage.end)
+    saved = log_.save_aside(damage.pos, data, "bad")
+    conn.execute("INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",
+                 (damage.pos.segment, damage.pos.offset, damage.end, damage.reason, saved, now))
+    log.warning("log.record_quarantined", segment=damage.pos.segment, offset=damage.pos.offset,
+                bytes=damage.end - damage.pos.offset, reason=damage.reason, saved_to=saved)
