@@ -81,6 +81,21 @@ class Tail:
 ScanItem = Entry | Damage | Sealed | Tail
 
 
+class _WriteHandle:
+    """An append descriptor of one segment, closed only once no fsync on it is still to come.
+
+    A thread fsyncs after releasing the append lock; meanwhile another thread may roll over to a
+    new segment. Closing the old descriptor then would make the first thread's fsync fail, or
+    worse, flush an unrelated file that reused the descriptor number, and report a record durable
+    that is not.
+    """
+
+    __slots__ = ("fd", "segment", "pending", "retired")
+
+    def __init__(self, fd: int, segment: int) -> None:
+        self.fd, self.segment, self.pending, self.retired = fd, segment, 0, False
+
+
 def segment_name(number: int) -> str:
     return f"{number:012d}.log"
 
@@ -97,9 +112,9 @@ class Log:
         self._segment_size = segment_size
         self._fsync = fsync
         self._lock = ProcessLock(os.path.join(directory, "append.lock"))
-        self._write_fd = -1
-        self._write_segment = -1
-        self._write_pid = -1
+        self._handle: _WriteHandle | None = None
+        self._handle_pid = -1
+        self._pending_lock = threading.Lock()  # guards _WriteHandle.pending and .retired
         self._read_fds: dict[int, int] = {}
         self._read_lock = threading.Lock()
 
@@ -142,8 +157,8 @@ class Log:
         """
         data = b"".join(frames)
         with self._lock:
-            fd, segment, created = self._writable_segment()
-            offset = os.fstat(fd).st_size
+            handle, offset, created = self._writable_segment()
+            fd, segment = handle.fd, handle.segment
             try:
                 view = memoryview(data)
                 while view:
@@ -153,59 +168,74 @@ class Log:
                 os.ftruncate(fd, offset)
                 raise StorageError(f"cannot append to {self.path(segment)}: {exc.strerror or exc}",
                                    path=self.path(segment), errno=exc.errno) from exc
-        if self._fsync:
-            try:
+            with self._pending_lock:
+                handle.pending += 1
+        try:
+            if self._fsync:
                 durable.sync_file(fd)
                 if created:
                     durable.sync_dir(self.directory)
-            except OSError as exc:
-                raise StorageError(f"cannot fsync {self.path(segment)}: {exc}",
-                                   path=self.path(segment), errno=exc.errno) from exc
+        except OSError as exc:
+            raise StorageError(f"cannot fsync {self.path(segment)}: {exc}",
+                               path=self.path(segment), errno=exc.errno) from exc
+        finally:
+            with self._pending_lock:
+                handle.pending -= 1
+                if handle.retired and handle.pending == 0:
+                    os.close(fd)
         return Position(segment, offset)
 
-    def _writable_segment(self) -> tuple[int, int, bool]:
-        """Under the append lock: the descriptor of the newest segment with room, rolling over."""
-        if self._write_pid != os.getpid():
-            self._write_fd, self._write_segment, self._write_pid = -1, -1, os.getpid()
+    def _writable_segment(self) -> tuple[_WriteHandle, int, bool]:
+        """Under the append lock: the newest segment with room (rolling over), its size, and
+        whether this call created it."""
+        if self._handle_pid != os.getpid():
+            self._handle, self._handle_pid = None, os.getpid()  # a forked child opens its own
         created = False
-        if self._write_fd < 0:
+        if self._handle is None:
             segments = self.segments()
-            created = self._open_for_write(segments[-1] if segments else 1)
-        while os.fstat(self._write_fd).st_size >= self._segment_size:
-            os.close(self._write_fd)
-            created = self._open_for_write(self._write_segment + 1) or created
-        return self._write_fd, self._write_segment, created
+            self._handle, created = self._open_for_write(segments[-1] if segments else 1)
+        while (size := os.fstat(self._handle.fd).st_size) >= self._segment_size:
+            old = self._handle
+            self._handle, now_created = self._open_for_write(old.segment + 1)
+            created = created or now_created
+            self._retire(old)
+        return self._handle, size, created
 
-    def _open_for_write(self, segment: int) -> bool:
+    def _retire(self, handle: _WriteHandle) -> None:
+        with self._pending_lock:
+            handle.retired = True
+            if handle.pending == 0:
+                os.close(handle.fd)
+
+    def _open_for_write(self, segment: int) -> tuple[_WriteHandle, bool]:
         path = self.path(segment)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
         try:
             fd, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, durable.FILE_MODE), True
         except FileExistsError:
             fd, created = os.open(path, flags), False
-        self._write_fd, self._write_segment = fd, segment
-        return created
+        return _WriteHandle(fd, segment), created
 
     # -- reading -----------------------------------------------------------------------------
 
     def read(self, pos: Position) -> record.Frame:
         """Read and verify the single record at ``pos`` (to load one job's payload)."""
-        fd = self._read_fd(pos.segment)
-        data = os.pread(fd, 4096, pos.offset)
         try:
+            data = self._pread(pos.segment, 4096, pos.offset)
             try:
                 return record.decode(data, 0, key=self._key, max_body=self._max_body)
             except record.Incomplete as exc:
                 if exc.needed is None:
                     raise
-                data = os.pread(fd, exc.needed, pos.offset)
+                data = self._pread(pos.segment, exc.needed, pos.offset)
                 return record.decode(data, 0, key=self._key, max_body=self._max_body)
         except (record.Damaged, record.Incomplete) as exc:
             raise CorruptRecord(f"record at {self.path(pos.segment)}:{pos.offset} is unreadable:"
                                 f" {exc or 'truncated'}", path=self.path(pos.segment),
                                 offset=pos.offset) from exc
 
-    def _read_fd(self, segment: int) -> int:
+    def _pread(self, segment: int, size: int, offset: int) -> bytes:
+        # Under the lock: another thread may evict and close a cached descriptor otherwise.
         with self._read_lock:
             fd = self._read_fds.get(segment)
             if fd is None:
@@ -217,7 +247,7 @@ class Log:
                     raise CorruptRecord(f"log segment {self.path(segment)} is missing",
                                         path=self.path(segment)) from exc
                 self._read_fds[segment] = fd
-            return fd
+            return os.pread(fd, size, offset)
 
     def scan(self, start: Position) -> Iterator[ScanItem]:
         """Yield every record, damaged range and (last) incomplete tail from ``start`` on."""
@@ -289,9 +319,9 @@ class Log:
         return path
 
     def close(self) -> None:
-        if self._write_fd >= 0 and self._write_pid == os.getpid():
-            os.close(self._write_fd)
-        self._write_fd = -1
+        if self._handle is not None and self._handle_pid == os.getpid():
+            self._retire(self._handle)
+        self._handle = None
         with self._read_lock:
             for fd in self._read_fds.values():
                 os.close(fd)

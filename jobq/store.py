@@ -158,10 +158,12 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # Also after a failed COMMIT (disk full, I/O error), which can leave it open.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def close(self) -> None:
         with self._mutex:
@@ -307,7 +309,7 @@ class Store:
             raise StorageError(f"state snapshot of job {job_id!r} cannot be loaded: {exc}",
                                job_id=job_id) from exc
 
-    def _check_token(self, conn: sqlite3.Connection, job_id: str, token: int) -> tuple[int, float]:
+    def _check_token(self, conn: sqlite3.Connection, job_id: str, token: int) -> tuple[int, int]:
         row = conn.execute("SELECT status, token, max_attempts, priority FROM jobs"
                            " WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:

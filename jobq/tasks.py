@@ -17,10 +17,16 @@ from .errors import InvalidTask
 TaskRef = str
 
 
+# References already checked in this process: enqueueing the same task again needs no import.
+_checked: set[TaskRef] = set()
+
+
 def reference(task: Callable[..., Any] | str) -> TaskRef:
     """Return the reference of ``task`` after checking that it imports back to a callable."""
     if isinstance(task, str):
-        resolve(task)
+        if task not in _checked:
+            resolve(task)
+            _checked.add(task)
         return task
     if not callable(task):
         raise InvalidTask(f"task must be a function or a 'module:function' string, not"

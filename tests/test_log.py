@@ -150,3 +150,28 @@ def test_index_offset_beyond_the_log_fails_clearly(qpath):
     with pytest.raises(Exception, match="truncated or replaced") as info:
         Queue(qpath)
     assert str(segment) in str(info.value)
+
+
+def test_threads_appending_across_rollovers_lose_nothing(qpath):
+    """Threads that enqueue while others roll segments over all get durable, readable records."""
+    import threading
+    with Queue(qpath, segment_size=2048) as q:
+        ids: list[str] = []
+        errors: list[BaseException] = []
+
+        def produce(n: int) -> None:
+            try:
+                mine = [q.enqueue(add, n, i) for i in range(150)]
+                ids.extend(mine)
+            except BaseException as exc:  # reported below; a thread cannot fail the test itself
+                errors.append(exc)
+
+        threads = [threading.Thread(target=produce, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == [] and len(ids) == 900
+        assert len(_segments(qpath)) > 20
+        assert sorted(s.job_id for s in q.jobs()) == sorted(ids)
+        assert q.store.quarantined() == []
