@@ -1,7 +1,9 @@
-"""Running one claimed job in this process: load it, call its task, record the outcome.
+"""Running one claimed job in this process, and recording how its attempt ended.
 
-Worker children and :mod:`jobq.testing` both run jobs through :func:`run_claim`, so a job behaves
-the same in a test as in production.
+:func:`execute` runs the task (its checkpoints are written as it goes) and returns an
+:class:`Outcome` without recording it; :func:`record` applies an outcome to the store. A worker
+child executes and its supervisor records (in batches); :mod:`jobq.testing` does both in one
+process. Either way a job runs through the same code.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import structlog
 
-from . import job_record, tasks, transitions
+from . import job_record, pickling, tasks, transitions
 from .context import JobContext, running
 from .errors import JobqError, NotPicklable
 from .log import Log
@@ -23,6 +27,18 @@ from .store import Claim, Store
 log = structlog.get_logger(__name__)
 
 RetryDelay = Callable[[int], float]
+Kind = Literal["succeeded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended, as the code that ran it saw it."""
+
+    kind: Kind
+    result: Any = None
+    error: str | None = None
+    duration: float = 0.0
+    timeout: float | None = None  # the job's own limit, learnt when its payload was loaded
 
 
 def format_error(exc: BaseException) -> str:
@@ -30,53 +46,90 @@ def format_error(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
 
 
-def run_claim(store: Store, log_: Log, claim: Claim, rules: PickleRules, *,
-              retry_delay: RetryDelay = lambda attempt: transitions.backoff(attempt)) -> JobState:
-    """Run ``claim`` to the end of its attempt and return the recorded state."""
-    started = time.monotonic()
-    job_id, token, attempt = claim.job_id, claim.token, claim.state.attempts
-    try:
-        payload = job_record.load_payload(log_.read(claim.payload_pos).body, rules)
-        fn = tasks.resolve(payload.task)
-    except JobqError as exc:
-        return _record_failure(store, claim, f"cannot load job: {exc}", retry_delay, started)
+def load(log_: Log, claim: Claim, rules: PickleRules) -> tuple[Any, Any]:
+    """The claimed job's payload and its task function; JobqError if either cannot be loaded."""
+    payload = job_record.load_payload(log_.read(claim.payload_pos).body, rules)
+    return payload, tasks.resolve(payload.task)
 
-    ctx = JobContext(job_id=job_id, attempt=attempt, checkpoint=claim.state.checkpoint,
+
+def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
+            *, cancelled: Callable[[], bool] | None = None) -> Outcome:
+    """Call the task with its context; never raises for what the task does."""
+    started = time.monotonic()
+    job_id, token = claim.job_id, claim.token
+    is_cancelled = cancelled or (lambda: store.cancel_requested(job_id))
+    ctx = JobContext(job_id=job_id, attempt=claim.state.attempts, checkpoint=claim.state.checkpoint,
                      progress=claim.state.progress,
                      save=lambda obj, progress: store.save_checkpoint(job_id, token, obj, progress),
-                     cancelled=lambda: store.cancel_requested(job_id))
+                     cancelled=is_cancelled)
     try:
         with running(ctx):
             result = fn(*payload.args, **payload.kwargs)
     except Exception as exc:
-        if store.cancel_requested(job_id):
-            return _record(store, claim, lambda s, now, _: transitions.cancelled(s, now), started)
-        return _record_failure(store, claim, format_error(exc), retry_delay, started)
-    if store.cancel_requested(job_id):
-        return _record(store, claim, lambda s, now, _: transitions.cancelled(s, now), started)
+        kind: Kind = "cancelled" if is_cancelled() else "failed"
+        return Outcome(kind, error=format_error(exc), duration=time.monotonic() - started,
+                       timeout=payload.timeout)
+    kind = "cancelled" if is_cancelled() else "succeeded"
+    return Outcome(kind, result=result if kind == "succeeded" else None,
+                   duration=time.monotonic() - started, timeout=payload.timeout)
+
+
+def failure(error: str, duration: float = 0.0) -> Outcome:
+    return Outcome("failed", error=error, duration=duration)
+
+
+def change_for(outcome: Outcome, retry_delay: RetryDelay
+               ) -> Callable[[JobState, float, int], JobState]:
+    """The store transition that records ``outcome``."""
+    if outcome.kind == "succeeded":
+        return lambda s, now, _: transitions.succeeded(s, outcome.result, now)
+    if outcome.kind == "cancelled":
+        return lambda s, now, _: transitions.cancelled(s, now)
+    error = outcome.error or "failed"
+    return lambda s, now, max_attempts: transitions.failed(
+        s, error, now, max_attempts=max_attempts, retry_delay=retry_delay(s.attempts))
+
+
+def record(store: Store, claim: Claim, outcome: Outcome, *, retry_delay: RetryDelay) -> JobState:
+    """Record an outcome under its claim; a result that cannot be pickled fails the attempt."""
     try:
-        return _record(store, claim, lambda s, now, _: transitions.succeeded(s, result, now),
-                       started)
+        state = store.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
     except NotPicklable as exc:
-        return _record_failure(store, claim, f"the task's return value cannot be stored: {exc}",
-                               retry_delay, started)
-
-
-def _record_failure(store: Store, claim: Claim, error: str, retry_delay: RetryDelay,
-                    started: float) -> JobState:
-    def change(state: JobState, now: float, max_attempts: int) -> JobState:
-        return transitions.failed(state, error, now, max_attempts=max_attempts,
-                                  retry_delay=retry_delay(state.attempts))
-    return _record(store, claim, change, started)
-
-
-def _record(store: Store, claim: Claim, change: Callable[[JobState, float, int], JobState],
-            started: float) -> JobState:
-    state = store.finish(claim.job_id, claim.token, change)
-    event = {Status.SUCCEEDED: "job.succeeded", Status.FAILED: "job.failed",
-             Status.DEAD: "job.dead", Status.CANCELLED: "job.cancelled"}[state.status]
-    log.info(event, job_id=state.job_id, task=state.task, attempt=state.attempts,
-             status=state.status.value, duration=round(time.monotonic() - started, 6))
+        outcome = failure(f"the task's return value cannot be stored: {exc}", outcome.duration)
+        state = store.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
+    log_transition(state, outcome.duration)
     return state
 
 
+EVENTS = {Status.SUCCEEDED: "job.succeeded", Status.FAILED: "job.failed", Status.DEAD: "job.dead",
+          Status.CANCELLED: "job.cancelled", Status.QUEUED: "job.released",
+          Status.RUNNING: "job.claimed"}
+
+
+def log_transition(state: JobState, duration: float | None = None, **extra: Any) -> None:
+    """One structured event per job transition."""
+    fields = {"job_id": state.job_id, "task": state.task, "attempt": state.attempts,
+              "status": state.status.value, **extra}
+    if duration is not None:
+        fields["duration"] = round(duration, 6)
+    log.info(EVENTS[state.status], **fields)
+
+
+def run_claim(store: Store, log_: Log, claim: Claim, rules: PickleRules, *,
+              retry_delay: RetryDelay = lambda attempt: transitions.backoff(attempt)) -> JobState:
+    """Load, execute and record one claim in this process."""
+    try:
+        payload, fn = load(log_, claim, rules)
+    except JobqError as exc:
+        return record(store, claim, failure(f"cannot load job: {exc}"), retry_delay=retry_delay)
+    outcome = execute(store, claim, payload, fn)
+    return record(store, claim, outcome, retry_delay=retry_delay)
+
+
+def picklable(outcome: Outcome) -> Outcome:
+    """``outcome`` if it can cross a process boundary, else a failure saying why."""
+    try:
+        pickling.dumps(outcome.result)
+    except NotPicklable as exc:
+        return failure(f"the task's return value cannot be stored: {exc}", outcome.duration)
+    return outcome

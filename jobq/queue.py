@@ -40,9 +40,11 @@ class Queue:
         options = {k: v for k, v in {"segment_size": segment_size, "max_record_size": max_record_size,
                                      "default_max_attempts": default_max_attempts}.items()
                    if v is not None}
-        self.config = config_mod.build(path, secret_key=secret_key, allowed_modules=allowed_modules,
-                                       remap=remap, fsync=fsync, **options)
-        cfg = self.config
+        self._open(config_mod.build(path, secret_key=secret_key, allowed_modules=allowed_modules,
+                                    remap=remap, fsync=fsync, **options), clock)
+
+    def _open(self, cfg: config_mod.QueueConfig, clock: Callable[[], float]) -> None:
+        self.config = cfg
         self._clock = clock
         qdir = open_dir(cfg.path, cfg.secret_key)
         self.log = Log(qdir.log, key=cfg.secret_key, max_body=cfg.max_record_size,
@@ -62,6 +64,16 @@ class Queue:
         except BaseException:
             self.close()
             raise
+
+    def reopen(self) -> Queue:
+        """A new Queue on the same directory and settings, with its own files and connection.
+
+        A process forked from one that holds a Queue must use its own: SQLite connections and
+        locks must not be shared across a fork.
+        """
+        fresh = Queue.__new__(Queue)
+        fresh._open(self.config, self._clock)
+        return fresh
 
     @property
     def path(self) -> str:

@@ -78,6 +78,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
 """
 
 
+Change = Callable[[JobState, float, int], JobState]  # (state, now, max_attempts) -> new state
+
+
 @dataclass(frozen=True)
 class Claim:
     """One job handed to a worker: its fencing ``token`` must accompany every later write."""
@@ -271,24 +274,47 @@ class Store:
 
     def claim(self, owner: str, limit: int = 1, *, lease_seconds: float = 60.0) -> list[Claim]:
         """Take up to ``limit`` ready jobs, highest priority then oldest first, as ``owner``."""
-        self.catch_up()
+        return self.settle([], owner, limit, lease_seconds=lease_seconds)[1]
+
+    def settle(self, finished: list[tuple[str, int, Change]], owner: str, limit: int, *,
+               lease_seconds: float = 60.0) -> tuple[list[JobState | None], list[Claim]]:
+        """Record ended attempts and claim up to ``limit`` new jobs, in one transaction.
+
+        One commit (one fsync) for a whole batch is what lets a worker drain thousands of short
+        jobs a second. A finished claim that is no longer current records nothing (its entry in
+        the returned list is None): another attempt owns the job now.
+        """
+        if limit > 0:
+            self.catch_up()
         now = self._clock()
+        states: list[JobState | None] = []
         claims: list[Claim] = []
         with self._write() as conn:
-            self._promote_due(conn, now)
-            rows = conn.execute("SELECT neg_priority, seq, job_id FROM ready"
-                                " ORDER BY neg_priority, seq LIMIT ?", (limit,)).fetchall()
-            for neg_priority, seq, job_id in rows:
-                conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?",
-                             (neg_priority, seq))
-                state = transitions.claimed(self._load_for_update(job_id), now)
-                token = conn.execute(
-                    "UPDATE jobs SET status = ?, attempts = ?, token = token + 1, owner = ?,"
-                    " lease_expires = ?, updated_at = ? WHERE job_id = ? RETURNING token",
-                    (state.status.value, state.attempts, owner, now + lease_seconds, now,
-                     job_id)).fetchone()[0]
-                self.shelf[job_id] = state
-                claims.append(Claim(job_id, token, state, index.position_of(seq)))
+            for job_id, token, change in finished:
+                try:
+                    states.append(self._finish_in(conn, job_id, token, change, now))
+                except StaleClaim:
+                    states.append(None)
+            if limit > 0:
+                claims = self._claim_in(conn, owner, limit, now + lease_seconds, now)
+        return states, claims
+
+    def _claim_in(self, conn: sqlite3.Connection, owner: str, limit: int, lease_expires: float,
+                  now: float) -> list[Claim]:
+        self._promote_due(conn, now)
+        claims = []
+        rows = conn.execute("SELECT neg_priority, seq, job_id FROM ready"
+                            " ORDER BY neg_priority, seq LIMIT ?", (limit,)).fetchall()
+        for neg_priority, seq, job_id in rows:
+            conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?", (neg_priority, seq))
+            state = transitions.claimed(self._load_for_update(job_id), now)
+            token = conn.execute(
+                "UPDATE jobs SET status = ?, attempts = ?, token = token + 1, owner = ?,"
+                " lease_expires = ?, updated_at = ? WHERE job_id = ? RETURNING token",
+                (state.status.value, state.attempts, owner, lease_expires, now,
+                 job_id)).fetchone()[0]
+            self.shelf[job_id] = state
+            claims.append(Claim(job_id, token, state, index.position_of(seq)))
         return claims
 
     def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
@@ -332,15 +358,52 @@ class Store:
                          (state.progress, now, job_id))
         return state
 
-    def finish(self, job_id: str, token: int,
-               change: Callable[[JobState, float, int], JobState]) -> JobState:
+    def finish(self, job_id: str, token: int, change: Change) -> JobState:
         """Apply an end-of-attempt transition ``change(state, now, max_attempts)`` under the claim."""
         now = self._clock()
         with self._write() as conn:
-            max_attempts, priority = self._check_token(conn, job_id, token)
-            state = change(self._load_for_update(job_id), now, max_attempts)
-            self._store_transition(conn, state, priority, now)
+            return self._finish_in(conn, job_id, token, change, now)
+
+    def _finish_in(self, conn: sqlite3.Connection, job_id: str, token: int, change: Change,
+                   now: float) -> JobState:
+        max_attempts, priority = self._check_token(conn, job_id, token)
+        state = change(self._load_for_update(job_id), now, max_attempts)
+        self._store_transition(conn, state, priority, now)
         return state
+
+    # -- leases and liveness (for the worker runtime) ------------------------------------------
+
+    def renew(self, owner: str, lease_seconds: float) -> int:
+        """Extend the lease of every job ``owner`` is running; return how many."""
+        now = self._clock()
+        with self._write() as conn:
+            return conn.execute("UPDATE jobs SET lease_expires = ? WHERE status = ? AND owner = ?",
+                                (now + lease_seconds, Status.RUNNING.value, owner)).rowcount
+
+    def running(self, owner: str | None = None) -> list[tuple[str, int, str, float]]:
+        """(job id, claim token, owner, lease expiry) of running jobs, of one owner or all."""
+        with self._mutex:
+            sql = "SELECT job_id, token, owner, lease_expires FROM jobs WHERE status = ?"
+            args: tuple[Any, ...] = (Status.RUNNING.value,)
+            if owner is not None:
+                sql, args = sql + " AND owner = ?", (*args, owner)
+            return self.conn.execute(sql, args).fetchall()
+
+    def cancelling(self, owner: str) -> list[str]:
+        """Ids of the jobs ``owner`` is running that were asked to cancel."""
+        with self._mutex:
+            return [r[0] for r in self.conn.execute(
+                "SELECT job_id FROM jobs WHERE status = ? AND owner = ? AND cancel_requested = 1",
+                (Status.RUNNING.value, owner))]
+
+    def has_ready(self) -> bool:
+        """Is a job claimable now (ready, due, or not yet indexed)? Cheap enough to poll."""
+        with self._mutex:
+            if self.conn.execute("SELECT 1 FROM ready LIMIT 1").fetchone():
+                return True
+            due = self.conn.execute("SELECT 1 FROM scheduled WHERE run_at <= ? LIMIT 1",
+                                    (self._clock(),)).fetchone()
+        return due is not None or self._log.has_more(self.covered())
 
     def _store_transition(self, conn: sqlite3.Connection, state: JobState, priority: int,
                           now: float) -> None:

@@ -76,3 +76,29 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0,
         return 0.0
     bound = min(cap, base * 2 ** min(attempt - 1, 62))
     return bound * (0.5 + 0.5 * rand())
+
+
+def interrupted(state: JobState, cause: str, now: float, *, max_attempts: int,
+                max_crashes: int) -> JobState:
+    """The process running an attempt died (a crash is not an exception raised by the task).
+
+    The attempt still counts, and so does the crash: a job that kills every worker it touches is
+    set aside as dead once it reaches ``max_crashes`` (or its attempts run out), with the cause.
+    Otherwise it is due again at once, to resume from its last checkpoint.
+    """
+    crashes = state.crashes + 1
+    error = f"attempt {state.attempts} interrupted: {cause}"
+    errors = [*state.errors, error]
+    if crashes >= max_crashes:
+        error = f"set aside after {crashes} crashed attempts; last: {cause}"
+    if crashes >= max_crashes or state.attempts >= max_attempts:
+        return dataclasses.replace(state, status=Status.DEAD, crashes=crashes, error=error,
+                                   errors=errors, finished_at=now, updated_at=now)
+    return dataclasses.replace(state, status=Status.FAILED, crashes=crashes, error=error,
+                               errors=errors, run_at=now, updated_at=now)
+
+
+def released(state: JobState, now: float) -> JobState:
+    """A worker shutting down gives a running job back; the attempt is not charged."""
+    return dataclasses.replace(state, status=Status.QUEUED, attempts=max(0, state.attempts - 1),
+                               run_at=now, updated_at=now)

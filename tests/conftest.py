@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -71,3 +71,82 @@ def queue(qpath: Path) -> Iterator[Queue]:
 @pytest.fixture(autouse=True)
 def _tasks_importable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(TESTS_DIR))
+
+
+def jobq_command() -> list[str]:
+    """The installed ``jobq`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "jobq"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "jobq.cli"]
+
+
+class WorkerProcess:
+    """A real ``jobq worker`` in its own session, so a test can kill it with its children."""
+
+    def __init__(self, queue_dir: str, *args: str, log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [*jobq_command(), "--log-format", "json", "worker", "--dir", queue_dir, *args],
+            env=child_env(), stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def events(self, name: str | None = None) -> list[dict]:
+        """Every JSON event this worker wrote so far (optionally only those named ``name``)."""
+        import json
+        found = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                event = json.loads(line)
+                if name is None or event["event"] == name:
+                    found.append(event)
+        return found
+
+    def kill_all(self) -> None:
+        """SIGKILL the supervisor and all its children at once (as a power cut would)."""
+        import signal
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=30)
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill_all()
+        self._log.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes; every one is killed and reaped after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(queue_dir: str, *args: str) -> WorkerProcess:
+        w = WorkerProcess(str(queue_dir), *args, log_path=tmp_path / f"worker{len(started)}.log")
+        started.append(w)
+        return w
+
+    try:
+        yield start
+    finally:
+        for w in started:
+            w.close()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.01) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)

@@ -63,3 +63,62 @@ def fail_unless_exists(path: str) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(path)
     return "fixed"
+
+
+def slow_steps(n: int, step_seconds: float, marker_dir: str) -> dict[str, int]:
+    """Checkpoints after each of ``n`` steps; leaves ``step-<attempt>-<i>`` files behind.
+
+    Returns the step this attempt resumed from and the attempt number, so tests can see a resume.
+    """
+    import os
+    import time
+    ctx = current_job()
+    start = ctx.checkpoint or 0
+    for i in range(start + 1, n + 1):
+        time.sleep(step_seconds)
+        ctx.save(i, progress=i / n)
+        open(os.path.join(marker_dir, f"step-{ctx.attempt}-{i}"), "w").close()
+    return {"resumed_from": start, "attempt": ctx.attempt}
+
+
+def kill_own_process() -> None:
+    """A poison job: kills the process running it, every time."""
+    import os
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def sleep_for(seconds: float) -> float:
+    import time
+    time.sleep(seconds)
+    return seconds
+
+
+def ignore_cancel(seconds: float) -> str:
+    """Runs to the end whatever ctx.cancelled says."""
+    import time
+    time.sleep(seconds)
+    return "ignored"
+
+
+def stop_when_cancelled(limit: float) -> str:
+    """Polls ctx.cancelled and stops early when asked."""
+    import time
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if current_job().cancelled:
+            return "stopped early"
+        time.sleep(0.01)
+    return "ran to the end"
+
+
+def pid_then_sleep(path: str, seconds: float) -> int:
+    """Writes the running process's pid to ``path`` (after a checkpoint), then sleeps."""
+    import os
+    import time
+    current_job().save("started", progress=0.1)
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(seconds)
+    return os.getpid()

@@ -1,0 +1,145 @@
+"""The worker runtime with real processes: crashes, resume from checkpoints, many workers at once."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import time
+from pathlib import Path
+
+from conftest import wait_until
+
+from jobq import Queue, Status
+from workers import Worker
+
+
+def _running(queue: Queue, jid: str, attempt: int) -> bool:
+    state = queue.state(jid)
+    return state.status is Status.RUNNING and state.attempts == attempt
+
+
+def _checkpoint_at_least(queue: Queue, jid: str, step: int) -> bool:
+    return (queue.state(jid).checkpoint or 0) >= step
+
+
+def test_burst_runs_everything_and_returns(queue):
+    """An in-process burst worker runs every job (results, failures, retries) and returns."""
+    ok = queue.enqueue_many("jobtasks:add", [(i, i) for i in range(30)])
+    bad = queue.enqueue_call("jobtasks:boom", max_attempts=2)
+    processed = Worker(queue, concurrency=2, retry_base=0.01).run(burst=True)
+    assert processed == 32
+    assert [queue.result(j) for j in ok] == [2 * i for i in range(30)]
+    assert queue.state(bad).status is Status.DEAD and len(queue.state(bad).errors) == 2
+
+
+def test_killed_worker_job_resumes_from_checkpoint_in_a_fresh_worker(queue, workers, tmp_path):
+    """SIGKILL of a worker and its children mid-job: a new worker resumes from the checkpoint
+    within 2 s of starting, and the progress never goes back."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    jid = queue.enqueue("jobtasks:slow_steps", 40, 0.05, str(markers))
+    first = workers(queue.path)
+    wait_until(lambda: _checkpoint_at_least(queue, jid, 5))
+    first.kill_all()
+    saved = queue.state(jid)
+    assert saved.status is Status.RUNNING and saved.attempts == 1
+
+    started = time.monotonic()
+    workers(queue.path)
+    wait_until(lambda: queue.state(jid).attempts == 2, timeout=10)
+    assert time.monotonic() - started < 2.0
+    state = queue.wait(jid, timeout=30)
+    result = queue.result(jid)
+    assert state.status is Status.SUCCEEDED and result == {"resumed_from": saved.checkpoint,
+                                                           "attempt": 2}
+    assert state.crashes == 1 and "interrupted" in state.errors[0] and "died" in state.errors[0]
+    second_attempt = sorted(int(p.name.split("-")[2]) for p in markers.glob("step-2-*"))
+    assert second_attempt == list(range(saved.checkpoint + 1, 41))  # nothing before it was redone
+
+
+def test_killed_child_is_replaced_and_the_job_retried_by_the_same_worker(queue, workers, tmp_path):
+    """A child killed by a signal is recorded as a crash with its cause; the job runs again."""
+    pidfile = tmp_path / "pid"
+    jid = queue.enqueue("jobtasks:pid_then_sleep", str(pidfile), 0.5)
+    workers(queue.path, "-c", "2")
+    wait_until(pidfile.exists)
+    first_pid = int(pidfile.read_text())
+    pidfile.unlink()
+    os.kill(first_pid, signal.SIGKILL)
+    state = queue.wait(jid, timeout=30)
+    assert state.status is Status.SUCCEEDED and state.attempts == 2 and state.crashes == 1
+    assert "killed by SIGKILL" in state.errors[0]
+    assert queue.result(jid) != first_pid
+
+
+def test_supervisor_killed_with_children_then_new_worker_resumes_every_job(queue, workers,
+                                                                          tmp_path):
+    """All jobs running when a whole worker was SIGKILLed are resumed by the next worker."""
+    markers = tmp_path / "m"
+    markers.mkdir()
+    ids = [queue.enqueue("jobtasks:slow_steps", 30, 0.05, str(markers)) for _ in range(3)]
+    first = workers(queue.path, "-c", "3")
+    wait_until(lambda: all(_checkpoint_at_least(queue, j, 3) for j in ids))
+    first.kill_all()
+    checkpoints = {j: queue.state(j).checkpoint for j in ids}
+    workers(queue.path, "-c", "3")
+    for jid in ids:
+        assert queue.wait(jid, timeout=30).status is Status.SUCCEEDED
+        assert queue.result(jid)["resumed_from"] >= checkpoints[jid] > 0
+
+
+def test_live_worker_takes_over_a_dead_workers_job_within_two_seconds(queue, workers, tmp_path):
+    """A worker already running notices another one died (its lock came free) and takes its job."""
+    markers = tmp_path / "m"
+    markers.mkdir()
+    doomed = workers(queue.path)
+    jid = queue.enqueue("jobtasks:slow_steps", 30, 0.05, str(markers))
+    wait_until(lambda: _checkpoint_at_least(queue, jid, 2))
+    survivor = workers(queue.path)
+    wait_until(lambda: survivor.events("worker.started"))
+    doomed.kill_all()
+    killed_at = time.monotonic()
+    wait_until(lambda: queue.state(jid).attempts == 2, timeout=10)
+    assert time.monotonic() - killed_at < 2.0
+    assert queue.wait(jid, timeout=30).status is Status.SUCCEEDED
+    reaped = [e for e in survivor.events("job.failed") if e["job_id"] == jid]
+    assert reaped and "died" in reaped[0]["cause"]
+
+
+def test_orphaned_child_dies_with_its_supervisor(queue, workers, tmp_path):
+    """Killing only the supervisor takes its children down too, so its lock is seen free."""
+    pidfile = tmp_path / "pid"
+    jid = queue.enqueue("jobtasks:pid_then_sleep", str(pidfile), 30)
+    first = workers(queue.path)
+    wait_until(pidfile.exists)
+    child_pid = int(pidfile.read_text())
+    os.kill(first.pid, signal.SIGKILL)  # the supervisor alone, not its process group
+    first.wait()
+    wait_until(lambda: not _alive(child_pid), timeout=5)
+    pidfile.unlink()
+    workers(queue.path)
+    wait_until(lambda: queue.state(jid).attempts == 2, timeout=10)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers signal 0; it is dead for our purposes.
+    status = Path(f"/proc/{pid}/stat")
+    return not status.exists() or status.read_text().split()[2] != "Z"
+
+
+def test_three_workers_two_children_each_run_every_job_exactly_once(queue, workers):
+    """3 workers x 2 children on 3,000 jobs: each job succeeds, with exactly one success record."""
+    ids = queue.enqueue_many("jobtasks:add", [(i, 1) for i in range(3000)])
+    procs = [workers(queue.path, "-c", "2", "--burst") for _ in range(3)]
+    for w in procs:
+        assert w.wait(timeout=120) == 0
+    assert queue.counts()["succeeded"] == 3000
+    successes = collections.Counter(e["job_id"] for w in procs for e in w.events("job.succeeded"))
+    assert set(successes) == set(ids) and set(successes.values()) == {1}
+    assert all(w.events("job.succeeded") for w in procs), "every worker took a share"
+    assert [queue.result(j) for j in ids[:5]] == [1, 2, 3, 4, 5]

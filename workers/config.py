@@ -1,0 +1,47 @@
+"""Worker configuration: one frozen dataclass, validated when it is made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobq.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """How a worker runs jobs. Times are in seconds.
+
+    ``lease_seconds`` only matters for a worker that is alive but stuck: a worker that dies is
+    detected through its liveness lock within ``reap_interval``, whatever the lease.
+    """
+
+    concurrency: int = 1  # child processes, each running one job at a time
+    imports: tuple[str, ...] = ()  # modules imported before children start (tasks, signals...)
+    lease_seconds: float = 60.0  # renewed every third of it while jobs run
+    poll_interval: float = 0.02  # idle: how often to look for new jobs
+    reap_interval: float = 0.1  # how often to look for dead workers and cancelled jobs
+    shutdown_grace: float = 30.0  # on SIGTERM/SIGINT: time running jobs get to finish
+    cancel_grace: float = 10.0  # a running job asked to cancel is killed after this
+    max_crashes: int = 3  # crashed attempts before a job is set aside as dead
+    retry_base: float = 1.0  # backoff of the first retry (then doubling, with jitter)
+    retry_cap: float = 300.0  # longest backoff
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "max_crashes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, not {value!r}")
+        for name in ("lease_seconds", "poll_interval", "reap_interval"):
+            value = getattr(self, name)
+            if not _number(value) or value <= 0:
+                raise ConfigError(f"{name} must be a number of seconds > 0, not {value!r}")
+        for name in ("shutdown_grace", "cancel_grace", "retry_base", "retry_cap"):
+            value = getattr(self, name)
+            if not _number(value) or value < 0:
+                raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        if isinstance(self.imports, str) or not all(isinstance(m, str) for m in self.imports):
+            raise ConfigError("imports must be a list of module names")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value

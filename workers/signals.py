@@ -1,0 +1,53 @@
+"""SIGTERM and SIGINT: the first asks for a graceful stop, the second for an immediate one."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class StopRequests:
+    """Counts stop requests; the worker loop reads it between steps (handlers only set flags)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @property
+    def graceful(self) -> bool:
+        return self.count >= 1
+
+    @property
+    def immediate(self) -> bool:
+        return self.count >= 2
+
+    def request(self, reason: str = "asked") -> None:
+        self.count += 1
+        log.warning("worker.stopping", reason=reason,
+                    mode="immediately" if self.immediate else "gracefully")
+
+
+@contextmanager
+def handled(stops: StopRequests) -> Iterator[None]:
+    """Route SIGTERM and SIGINT to ``stops`` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals are delivered to the main thread; its owner handles them
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stops.request(signal.Signals(signum).name)
+
+    previous: dict[int, Callable[..., object] | int | None] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
