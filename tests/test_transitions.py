@@ -62,3 +62,34 @@ def test_backoff_is_exponential_capped_and_jittered(attempt):
     assert transitions.backoff(attempt, rand=lambda: 0.0) == bound / 2
     assert transitions.backoff(attempt, rand=lambda: 1.0) == bound
     assert transitions.backoff(attempt, base=0) == 0.0
+
+
+def test_interrupted_counts_the_attempt_and_the_crash_and_is_due_at_once():
+    """A crash keeps the attempt, adds a crash, records the cause and is due again now."""
+    s = transitions.interrupted(transitions.claimed(_state(), 1.0), "killed by SIGKILL", 5.0,
+                                max_attempts=5, max_crashes=3)
+    assert (s.status, s.attempts, s.crashes, s.run_at) == (Status.FAILED, 1, 1, 5.0)
+    assert s.errors == ["attempt 1 interrupted: killed by SIGKILL"]
+
+
+def test_crash_cap_sets_a_poison_job_aside_with_its_cause():
+    """The third crash makes the job dead even with attempts left, naming the cause."""
+    s = _state()
+    for _ in range(3):
+        s = transitions.interrupted(transitions.claimed(s, 1.0), "killed by SIGSEGV", 2.0,
+                                    max_attempts=10, max_crashes=3)
+    assert s.status is Status.DEAD and s.crashes == 3 and s.attempts == 3
+    assert s.error == "set aside after 3 crashed attempts; last: killed by SIGSEGV"
+
+
+def test_crash_on_the_last_attempt_is_dead():
+    """A crash on the final allowed attempt ends the job dead."""
+    s = transitions.interrupted(transitions.claimed(_state(), 1.0), "x", 2.0, max_attempts=1,
+                                max_crashes=3)
+    assert s.status is Status.DEAD
+
+
+def test_released_gives_the_attempt_back():
+    """A job released at shutdown is queued again without the attempt it was charged."""
+    s = transitions.released(transitions.claimed(_state(checkpoint=4), 1.0), 3.0)
+    assert (s.status, s.attempts, s.checkpoint, s.run_at) == (Status.QUEUED, 0, 4, 3.0)

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from jobq import Queue, transitions
+from jobq.errors import ConfigError
 from jobq.execution import Outcome, change_for, failure, log_transition
 from jobq.state import Status
 from jobq.store import Change, Claim
@@ -49,7 +50,10 @@ class Worker:
 
     def __init__(self, queue: Queue, *, concurrency: int = 1, **options: Any) -> None:
         self.queue = queue
-        self.config = WorkerConfig(concurrency=concurrency, **options)
+        try:
+            self.config = WorkerConfig(concurrency=concurrency, **options)
+        except TypeError as exc:  # an unknown option name
+            raise ConfigError(f"bad worker option: {exc}") from exc
         self.id = liveness.new_worker_id()
         self.stops = StopRequests()
         self.processed = 0
@@ -97,6 +101,7 @@ class Worker:
         return self._should_stop(burst, now)
 
     def _should_stop(self, burst: bool, now: float) -> bool:
+        self.stops.log_requests()
         busy = any(s.busy for s in self._slots)
         if self.stops.immediate or (self.stops.graceful and not busy):
             return True
@@ -231,8 +236,9 @@ class Worker:
             lease_seconds=self.config.lease_seconds)
         for ended, state in zip(finished, states):
             if state is None:
-                log.warning("job.stale_result", job_id=ended.job_id, token=ended.token,
-                            worker=self.id, **ended.extra)
+                if "reaped_from" not in ended.extra:  # else another worker reaped it first
+                    log.warning("job.stale_result", job_id=ended.job_id, token=ended.token,
+                                worker=self.id, **ended.extra)
                 continue
             self.processed += 1
             if state.status in (Status.FAILED, Status.QUEUED):
@@ -266,6 +272,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         """Kill what still runs, release its jobs at once, record everything, reap children."""
+        self.stops.log_requests()
         for slot in self._slots:
             if slot.busy:
                 slot.kill("shutdown")

@@ -1,0 +1,32 @@
+"""WorkerConfig: every bad setting is refused with a clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobq.errors import ConfigError
+from workers import WorkerConfig
+
+
+@pytest.mark.parametrize("field,value", [
+    ("concurrency", 0), ("concurrency", 1.5), ("concurrency", True), ("max_crashes", 0),
+    ("lease_seconds", 0), ("poll_interval", -1), ("reap_interval", float("nan")),
+    ("shutdown_grace", -0.1), ("cancel_grace", "10"), ("retry_base", None), ("imports", "myapp"),
+], ids=lambda v: repr(v))
+def test_bad_settings_are_config_errors(field, value):
+    """Out-of-range or wrongly typed settings raise ConfigError naming the setting."""
+    with pytest.raises(ConfigError, match=field):
+        WorkerConfig(**{field: value})
+
+
+def test_defaults_are_valid():
+    """The defaults describe a working configuration."""
+    config = WorkerConfig()
+    assert config.concurrency == 1 and config.max_crashes == 3 and config.lease_seconds == 60
+
+
+def test_unknown_worker_option_is_a_config_error(queue):
+    """A misspelt option is refused by name instead of being ignored."""
+    from workers import Worker
+    with pytest.raises(ConfigError, match="lease_secs"):
+        Worker(queue, lease_secs=5)
