@@ -18,6 +18,8 @@ class StopRequests:
 
     def __init__(self) -> None:
         self.count = 0
+        self._reasons: list[str] = []
+        self._logged = 0
 
     @property
     def graceful(self) -> bool:
@@ -28,9 +30,17 @@ class StopRequests:
         return self.count >= 2
 
     def request(self, reason: str = "asked") -> None:
+        # No logging here: a signal handler that logs while the interrupted code holds the log's
+        # lock (a blocked write to stderr) would wait for itself forever. log_requests() logs.
+        self._reasons.append(reason)
         self.count += 1
-        log.warning("worker.stopping", reason=reason,
-                    mode="immediately" if self.immediate else "gracefully")
+
+    def log_requests(self) -> None:
+        """Log the requests not logged yet; called by the worker loop, never by a handler."""
+        while self._logged < len(self._reasons):
+            self._logged += 1
+            log.warning("worker.stopping", reason=self._reasons[self._logged - 1],
+                        mode="immediately" if self._logged >= 2 else "gracefully")
 
 
 @contextmanager
