@@ -41,8 +41,9 @@ class Slot:
         self.conn.send(claim)
 
     def clear(self) -> None:
+        # kill_reason stays: a child killed just after it reported its job is an expected death.
         self.claim = None
-        self.timeout = self.cancel_seen_at = self.kill_reason = None
+        self.timeout = self.cancel_seen_at = None
 
     def kill(self, reason: str) -> None:
         """SIGKILL the child; its death is handled like any other, knowing it was us."""

@@ -274,6 +274,8 @@ class Worker:
         """Kill what still runs, release its jobs at once, record everything, reap children."""
         self.stops.log_requests()
         for slot in self._slots:
+            while slot.conn.poll() and self._receive(slot):  # results already sent still count
+                pass
             if slot.busy:
                 slot.kill("shutdown")
         for slot in self._slots:
