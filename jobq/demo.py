@@ -1,28 +1,35 @@
-"""``jobq demo``: resumable jobs on a real queue directory, from enqueue to result.
+"""``jobq demo``: resumable jobs, real workers, one killed hard mid-job, and the job resuming.
 
-Until the worker runtime lands, the demo runs its jobs in this process (``jobq.testing.run_burst``),
-through the same code path a worker child uses. One job is interrupted half-way on its first
-attempt and resumes from its last checkpoint on the second.
+It enqueues a batch of jobs that checkpoint after every step, starts two workers, SIGKILLs one of
+them (with its children) in the middle of a job, starts a third, and shows the interrupted job
+carrying on from its last checkpoint while every job finishes.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import TextIO
 
 from . import current_job
 from .queue import Queue
 from .state import Status
-from .testing import run_burst
 
 STEPS = 20
+STEP_SECONDS = 0.1
+JOBS = 4
 
 
-def resumable_sum(n: int, interrupt_at: int | None = None) -> dict[str, int]:
+def resumable_sum(n: int, step_seconds: float = 0.0) -> dict[str, int]:
     """Adds 1..n one step at a time, checkpointing after each step.
 
-    Returns the sum and the step the successful attempt started from (0 unless it resumed).
+    Returns the sum and the step this attempt started from (0 unless it resumed).
     """
     ctx = current_job()
     step, total = ctx.checkpoint or (0, 0)
@@ -30,37 +37,104 @@ def resumable_sum(n: int, interrupt_at: int | None = None) -> dict[str, int]:
     while step < n:
         step += 1
         total += step
-        time.sleep(0.005)  # stands in for real work
+        time.sleep(step_seconds)  # stands in for real work
         ctx.save((step, total), progress=step / n)
-        if step == interrupt_at and ctx.attempt == 1:
-            raise RuntimeError(f"simulated crash after step {step}")
-    return {"sum": total, "resumed_from": resumed_from}
+    return {"sum": total, "resumed_from": resumed_from, "attempt": ctx.attempt}
 
 
-def run(queue: Queue, out: TextIO) -> int:
-    run_id = uuid.uuid4().hex[:8]
-    say = lambda text: print(text, file=out)  # noqa: E731
+class _Worker:
+    """A ``jobq worker`` process in its own session, so it can be killed with its children."""
+
+    def __init__(self, name: str, queue: Queue, log_dir: str, *args: str) -> None:
+        script = Path(sys.executable).parent / "jobq"
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "jobq.cli"]
+        self.name = name
+        self._log = open(os.path.join(log_dir, f"{name}.log"), "wb")
+        self.proc = subprocess.Popen([*command, "worker", "--dir", queue.path, *args],
+                                     stdout=subprocess.DEVNULL, stderr=self._log,
+                                     start_new_session=True)
+
+    def owns(self, owner: str | None) -> bool:
+        return bool(owner) and f"-{self.proc.pid}-" in str(owner)
+
+    def kill_hard(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill_hard()
+        self._log.close()
+
+
+def _wait_for(predicate, timeout: float):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise TimeoutError("the demo waited too long; see the worker logs")
+
+
+def main(directory: str | None, out: TextIO) -> int:
+    with Queue(directory) as queue, tempfile.TemporaryDirectory(prefix="jobq-demo-") as logs:
+        return run(queue, logs, out)
+
+
+def run(queue: Queue, logs: str, out: TextIO) -> int:
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
+
+    run_id = uuid.uuid4().hex[:6]
+    ids = [queue.enqueue_call(resumable_sum, args=(STEPS, STEP_SECONDS), job_id=f"demo-{run_id}-{i}")
+           for i in range(JOBS)]
     say(f"Queue directory: {queue.path}")
-    ids = [queue.enqueue_call(resumable_sum, args=(STEPS,), job_id=f"demo-{run_id}-{i}")
-           for i in range(4)]
-    flaky = queue.enqueue_call(resumable_sum, args=(STEPS, STEPS // 2), job_id=f"demo-{run_id}-4")
-    ids.append(flaky)
-    say(f"Enqueued {len(ids)} resumable jobs, each adding 1..{STEPS} with a checkpoint per step.")
-    say(f"Job {flaky} will fail half-way through its first attempt.")
-    ran = run_burst(queue, retry_delay=lambda attempt: 0.0)
-    say(f"Ran {ran} attempts in this process.")
-    flaky_state = queue.state(flaky)
-    first_error = (flaky_state.errors or ["none"])[0].strip().splitlines()[-1]
-    say(f"Job {flaky}: attempt 1 failed ({first_error});")
-    resumed_from = queue.result(flaky)["resumed_from"]
-    say(f"  attempt {flaky_state.attempts} resumed from its checkpoint at step {resumed_from}"
-        f" of {STEPS} instead of starting over, and {flaky_state.status.value}.")
+    say(f"Enqueued {JOBS} jobs; each adds 1..{STEPS}, one step every {STEP_SECONDS:g} s, and"
+        " saves a checkpoint after every step.")
+    a, b = _Worker("worker-a", queue, logs, "-c", "2"), _Worker("worker-b", queue, logs)
+    started = [a, b]
+    try:
+        say(f"Started worker A (pid {a.proc.pid}, 2 children) and worker B (pid {b.proc.pid}).")
+
+        def victim():  # type: ignore[no-untyped-def]
+            return next((r for r in queue.store.rows(Status.RUNNING)
+                         if a.owns(r["owner"]) and r["progress"] >= 0.3), None)
+        row = _wait_for(victim, 60)
+        job, step = row["job_id"], (queue.state(row["job_id"]).checkpoint or (0, 0))[0]
+        a.kill_hard()
+        say(f"Killed worker A and its children with SIGKILL while job {job} was at step {step}"
+            f" of {STEPS}.")
+        c = _Worker("worker-c", queue, logs)
+        started.append(c)
+        say(f"Started worker C (pid {c.proc.pid}).")
+        _wait_for(lambda: all(queue.store.status(j).finished for j in ids), 120)
+    finally:
+        for w in started:
+            w.stop()
+    return _report(queue, ids, job, step, say)
+
+
+def _report(queue: Queue, ids: list[str], job: str, step: int, say) -> int:  # type: ignore[no-untyped-def]
     expected = STEPS * (STEPS + 1) // 2
-    sums = {jid: queue.result(jid)["sum"] for jid in ids}
-    good = all(value == expected for value in sums.values()) and resumed_from == STEPS // 2
-    say(f"Sums: {sorted(set(sums.values()))} (expected {expected} for every job).")
-    counts = {k: v for k, v in queue.counts().items() if v}
-    say(f"Queue now holds: {counts}")
-    ok = good and all(queue.state(j).status is Status.SUCCEEDED for j in ids)
-    say("Demo finished: every job succeeded." if ok else "Demo FAILED: see the states above.")
-    return 0 if ok else 1
+    good = True
+    say("")
+    for jid in ids:
+        state = queue.state(jid)
+        result = state.result or {}
+        good &= state.status is Status.SUCCEEDED and result.get("sum") == expected
+        note = ""
+        if jid == job:
+            good &= result.get("resumed_from", 0) >= step > 0
+            note = (f"  <- interrupted at step {step}; attempt {result.get('attempt')} resumed from"
+                    f" step {result.get('resumed_from')} instead of starting over")
+        say(f"  {jid}  {state.status.value:<9}  sum {result.get('sum')}  attempts"
+            f" {state.attempts}{note}")
+    say("")
+    say(f"Every job finished with the right sum ({expected}), and the killed job lost only the"
+        " work after its last checkpoint." if good else "Demo FAILED: see the states above.")
+    return 0 if good else 1

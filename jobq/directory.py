@@ -29,9 +29,10 @@ FORMAT_FILE = "jobq.json"
 
 @dataclass(frozen=True)
 class QueueDir:
-    """Paths inside one checked queue directory."""
+    """Paths inside one checked queue directory, and the settings every opener must share."""
 
     root: str
+    segment_size: int | None = None  # None: a directory from before it was recorded
 
     @property
     def log(self) -> str:
@@ -55,8 +56,12 @@ def key_check(key: bytes | None) -> str | None:
     return None if key is None else hmac.new(key, b"jobq key check", hashlib.sha256).hexdigest()[:32]
 
 
-def open_dir(path: str, secret_key: bytes | None) -> QueueDir:
-    """Create the queue directory if needed, then check its format and key."""
+def open_dir(path: str, secret_key: bytes | None, segment_size: int) -> QueueDir:
+    """Create the queue directory if needed, then check its format and key.
+
+    The segment size is recorded at creation: producers that rolled segments at different sizes
+    would append to a segment the index has already passed, and those jobs would never run.
+    """
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotAQueue(f"{path} exists and is not a directory", path=path)
     try:
@@ -70,12 +75,14 @@ def open_dir(path: str, secret_key: bytes | None) -> QueueDir:
                 raise NotAQueue(f"{path} is not empty and holds no {FORMAT_FILE}: refusing to turn"
                                 " it into a queue (choose an empty or new directory)", path=path)
             wanted = {"format": FORMAT, "signed": secret_key is not None,
-                      "key_check": key_check(secret_key)}
+                      "key_check": key_check(secret_key), "segment_size": segment_size}
             durable.atomic_write(os.path.join(path, FORMAT_FILE),
                                  json.dumps(wanted, indent=1).encode() + b"\n", exclusive=True)
             info = _read_format(qdir)
             assert info is not None
         _check_format(path, info, secret_key)
+        stored = info.get("segment_size")
+        qdir = QueueDir(path, stored if isinstance(stored, int) and stored > 0 else None)
         durable.make_dir(qdir.log)
         durable.make_dir(qdir.quarantine)
     except OSError as exc:

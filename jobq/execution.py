@@ -48,7 +48,7 @@ def format_error(exc: BaseException) -> str:
 
 def load(log_: Log, claim: Claim, rules: PickleRules) -> tuple[Any, Any]:
     """The claimed job's payload and its task function; JobqError if either cannot be loaded."""
-    payload = job_record.load_payload(log_.read(claim.payload_pos).body, rules)
+    payload = job_record.load_payload(log_.read(claim.payload_pos).body, rules, claim.job_id)
     return payload, tasks.resolve(payload.task)
 
 

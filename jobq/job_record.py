@@ -67,9 +67,16 @@ def decode_meta(body: bytes) -> tuple[JobMeta, int]:
     return JobMeta(job_id, task, priority, run_at, created_at, max_attempts), end
 
 
-def load_payload(body: bytes, rules: pickling.PickleRules) -> JobPayload:
-    """Unpickle the JobPayload of a verified record and check it against the routing fields."""
+def load_payload(body: bytes, rules: pickling.PickleRules, job_id: str | None = None) -> JobPayload:
+    """Unpickle the JobPayload of a verified record and check it against the routing fields.
+
+    With ``job_id``, also check that the record is that job's: a position read from the index
+    just before compaction moved the record would otherwise find another job there.
+    """
     meta, start = decode_meta(body)
+    if job_id is not None and meta.job_id != job_id:
+        raise CorruptRecord(f"the record indexed for job {job_id!r} holds job {meta.job_id!r}"
+                            " (it moved, or the index is stale)", job_id=job_id)
     payload = pickling.loads(body[start:], rules)
     if not isinstance(payload, JobPayload) or payload.job_id != meta.job_id:
         raise CorruptRecord(f"job record {meta.job_id!r} does not hold its own JobPayload",

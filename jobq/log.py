@@ -194,9 +194,14 @@ class Log:
         if self._handle is None:
             segments = self.segments()
             self._handle, created = self._open_for_write(segments[-1] if segments else 1)
-        while (size := os.fstat(self._handle.fd).st_size) >= self._segment_size:
+        # Full, or passed by another writer (one stat): either way, move to the newest segment.
+        while (size := os.fstat(self._handle.fd).st_size) >= self._segment_size \
+                or os.path.exists(self.path(self._handle.segment + 1)):
             old = self._handle
-            self._handle, now_created = self._open_for_write(old.segment + 1)
+            # The newest segment, not old + 1: compaction may have shrunk or removed the ones
+            # between, and a record appended to a segment the index has passed is never indexed.
+            newest = max([old.segment + 1, *self.segments()[-1:]])
+            self._handle, now_created = self._open_for_write(newest)
             created = created or now_created
             self._retire(old)
         return self._handle, size, created
@@ -238,6 +243,10 @@ class Log:
         # Under the lock: another thread may evict and close a cached descriptor otherwise.
         with self._read_lock:
             fd = self._read_fds.get(segment)
+            if fd is not None and not _same_file(fd, self.path(segment)):
+                # Compaction replaced the segment: its records moved, the old file is stale.
+                os.close(self._read_fds.pop(segment))
+                fd = None
             if fd is None:
                 if len(self._read_fds) >= 8:
                     os.close(self._read_fds.pop(next(iter(self._read_fds))))
@@ -327,6 +336,13 @@ class Log:
                 os.close(fd)
             self._read_fds.clear()
         self._lock.close()
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 class _SegmentReader:

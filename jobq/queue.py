@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -10,10 +11,10 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
-from . import job_record, pickling, record, tasks
+from . import job_record, maintenance, pickling, record, tasks
 from .directory import open_dir
-from .errors import (InvalidArgument, InvalidJob, JobCancelled, JobFailed, RecordTooLarge,
-                     WaitTimeout)
+from .errors import (ConfigError, InvalidArgument, InvalidJob, JobCancelled, JobFailed,
+                     RecordTooLarge, WaitTimeout)
 from .log import Log
 from .payload import JobPayload
 from .state import JobState, Status
@@ -41,12 +42,19 @@ class Queue:
                                      "default_max_attempts": default_max_attempts}.items()
                    if v is not None}
         self._open(config_mod.build(path, secret_key=secret_key, allowed_modules=allowed_modules,
-                                    remap=remap, fsync=fsync, **options), clock)
+                                    remap=remap, fsync=fsync, **options), clock,
+                   segment_size_given=segment_size is not None)
 
-    def _open(self, cfg: config_mod.QueueConfig, clock: Callable[[], float]) -> None:
+    def _open(self, cfg: config_mod.QueueConfig, clock: Callable[[], float], *,
+              segment_size_given: bool = False) -> None:
+        qdir = open_dir(cfg.path, cfg.secret_key, cfg.segment_size)
+        if qdir.segment_size is not None and qdir.segment_size != cfg.segment_size:
+            if segment_size_given:
+                raise ConfigError(f"{cfg.path} was created with segment_size={qdir.segment_size};"
+                                  " every producer must use it (omit segment_size)")
+            cfg = dataclasses.replace(cfg, segment_size=qdir.segment_size)
         self.config = cfg
         self._clock = clock
-        qdir = open_dir(cfg.path, cfg.secret_key)
         self.log = Log(qdir.log, key=cfg.secret_key, max_body=cfg.max_record_size,
                        segment_size=cfg.segment_size, fsync=cfg.fsync,
                        quarantine_dir=qdir.quarantine)
@@ -60,6 +68,7 @@ class Queue:
             # Recovery: check the index against the log, then cut a torn tail, quarantine damage
             # and index what was appended since; only the log after the covered offset is read.
             self.store.check_covered()
+            maintenance.finish_interrupted_compaction(self)
             self.store.catch_up()
         except BaseException:
             self.close()
@@ -170,7 +179,7 @@ class Queue:
         _check_job_id(job_id)
         self.store.catch_up()
         frame = self.log.read(self.store.payload_position(job_id))
-        return job_record.load_payload(frame.body, self.config.rules)
+        return job_record.load_payload(frame.body, self.config.rules, job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobState:
         """Block until the job succeeded, died or was cancelled; WaitTimeout after ``timeout`` s."""

@@ -258,6 +258,38 @@ class Store:
                 counts[status] = n
         return counts
 
+    def rows(self, status: Status | None = None, limit: int = 100,
+             newest_first: bool = True) -> list[dict[str, Any]]:
+        """Index columns of jobs, for listings: nothing is unpickled, so any process can list."""
+        where, args = ("WHERE status = ?", [status.value]) if status else ("", [])
+        order = "DESC" if newest_first else "ASC"
+        with self._mutex:
+            cur = self.conn.execute(
+                "SELECT job_id, task, status, priority, attempts, progress, run_at, enqueued_at,"
+                f" updated_at, owner FROM jobs {where} ORDER BY seq {order} LIMIT ?",
+                (*args, limit))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur]
+
+    def row(self, job_id: str) -> dict[str, Any]:
+        """One job's index columns (status, progress...), without unpickling its snapshot."""
+        with self._mutex:
+            cur = self.conn.execute(
+                "SELECT job_id, task, status, priority, attempts, progress, run_at, enqueued_at,"
+                " updated_at, owner FROM jobs WHERE job_id = ?", (job_id,))
+            row = cur.fetchone()
+            names = [d[0] for d in cur.description]
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        return dict(zip(names, row))
+
+    def oldest_waiting(self) -> float | None:
+        """Enqueue time of the oldest job still waiting to run, or None."""
+        with self._mutex:
+            row = self.conn.execute("SELECT MIN(enqueued_at) FROM jobs WHERE status IN (?, ?)",
+                                    (Status.QUEUED.value, Status.FAILED.value)).fetchone()
+        return row[0]
+
     def job_ids(self, status: Status | None = None, page: int = 500) -> Iterator[str]:
         """Job ids in arrival order, read page by page (never all at once)."""
         after = -1
@@ -298,7 +330,7 @@ class Store:
             for job_id, token, change in finished:
                 try:
                     states.append(self._finish_in(conn, job_id, token, change, now))
-                except StaleClaim:
+                except (StaleClaim, JobNotFound):  # re-claimed, or purged, meanwhile
                     states.append(None)
             if limit > 0:
                 claims = self._claim_in(conn, owner, limit, now + lease_seconds, now)

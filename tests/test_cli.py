@@ -1,57 +1,224 @@
-"""The jobq console script, run for real in a subprocess."""
+"""The jobq console script, run for real in subprocesses (and under a pseudo-terminal)."""
 
 from __future__ import annotations
 
-import shutil
+import json
+import os
+import pty
 import subprocess
-import sys
+import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import child_env, jobq_command
+
+from jobq import Queue, Status
+from workers import Worker
 
 
-def _jobq() -> list[str]:
-    script = Path(sys.executable).parent / "jobq"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("jobq")
-    return [found] if found else [sys.executable, "-m", "jobq.cli"]
+def jobq(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+         timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    base = child_env()
+    base.pop("JOBQ_HOME", None)
+    return subprocess.run([*jobq_command(), *args], cwd=cwd, env={**base, **(env or {})},
+                          text=True, capture_output=True, timeout=timeout)
 
 
-def _run(*args: str, cwd: Path, env_home: str | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-    env = {k: v for k, v in os.environ.items() if k != "JOBQ_HOME"}
-    if env_home:
-        env["JOBQ_HOME"] = env_home
-    return subprocess.run([*_jobq(), *args], cwd=cwd, env=env, text=True, capture_output=True,
-                          timeout=120)
+def ok(*args: str, **kw) -> str:  # type: ignore[no-untyped-def]
+    done = jobq(*args, **kw)
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
 
 
-def test_demo_runs_on_the_default_directory(tmp_path):
-    """`jobq demo` in an empty directory uses ./.jobq, resumes a job and exits 0."""
-    done = _run("demo", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "resumed from its checkpoint at step 10 of 20" in done.stdout
-    assert "Demo finished: every job succeeded." in done.stdout
-    assert done.stderr == ""
+def test_demo_kills_a_worker_and_the_job_resumes(tmp_path):
+    """`jobq demo` in an empty directory uses ./.jobq, kills a worker mid-job, and every job ends."""
+    done = jobq("demo", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Killed worker A and its children with SIGKILL" in done.stdout
+    assert "instead of starting over" in done.stdout
+    assert "Every job finished with the right sum (210)" in done.stdout
     assert (tmp_path / ".jobq" / "jobq.json").exists()
 
 
-def test_demo_honours_jobq_home_and_dir(tmp_path):
-    """$JOBQ_HOME and --dir choose the queue directory."""
-    assert _run("demo", cwd=tmp_path, env_home=str(tmp_path / "home")).returncode == 0
-    assert (tmp_path / "home" / "jobq.json").exists()
-    assert _run("demo", "--dir", str(tmp_path / "explicit"), cwd=tmp_path).returncode == 0
-    assert (tmp_path / "explicit" / "jobq.json").exists()
+def test_enqueue_parses_json_args_and_options(qpath):
+    """ARGs are JSON when they parse, else strings; --kwargs, --priority, --id and the rest apply."""
+    jid = ok("enqueue", "--dir", str(qpath), "jobtasks:echo", "1", "[2, 3]", "plain", '"4"',
+             "--kwargs", '{"k": null}', "--priority", "7", "--max-attempts", "2",
+             "--timeout", "9", "--delay", "0", "--id", "job-1").strip()
+    assert jid == "job-1"
+    with Queue(qpath) as q:
+        p = q.payload(jid)
+        assert (p.args, p.kwargs, p.priority, p.max_attempts, p.timeout) == (
+            (1, [2, 3], "plain", "4"), {"k": None}, 7, 2, 9.0)
+    assert ok("enqueue", "--dir", str(qpath), "jobtasks:echo", "--id", "job-1").strip() == "job-1"
+
+
+def test_status_list_show_wait_on_a_real_run(qpath):
+    """The read commands describe what a worker did, in tables and in JSON."""
+    with Queue(qpath) as q:
+        good = q.enqueue("jobtasks:add", 2, 3)
+        bad = q.enqueue_call("jobtasks:boom", args=("broken input",), max_attempts=1)
+        waiting = q.enqueue_call("jobtasks:add", args=(0, 0), delay=3600)
+        Worker(q).run(burst=True)
+    status = ok("status", "--dir", str(qpath))
+    shown_counts = {line.split()[0]: int(line.split()[1]) for line in status.splitlines()[1:7]}
+    assert shown_counts == {"queued": 1, "running": 0, "failed": 0, "succeeded": 1, "dead": 1,
+                            "cancelled": 0}
+    assert "oldest waiting since" in status
+    counts = json.loads(ok("status", "--dir", str(qpath), "--json"))["counts"]
+    assert counts == {"queued": 1, "running": 0, "failed": 0, "succeeded": 1, "dead": 1,
+                      "cancelled": 0}
+    listing = ok("list", "--dir", str(qpath)).splitlines()
+    assert listing[0].split() == ["JOB", "ID", "STATUS", "TASK", "ATTEMPTS", "PROGRESS",
+                                  "ENQUEUED", "UPDATED"]
+    assert [line.split()[0] for line in listing[1:]] == [waiting, bad, good]  # newest first
+    assert [r["job_id"] for r in json.loads(ok("list", "--dir", str(qpath), "--status", "dead",
+                                               "--json"))] == [bad]
+    shown = ok("show", "--dir", str(qpath), bad)
+    assert "status       dead (attempt 1, 0 crashes)" in shown
+    assert "ValueError: broken input" in shown and "Traceback" in shown
+    assert json.loads(ok("show", "--dir", str(qpath), good, "--json"))["state"]["result"] == 5
+    assert ok("wait", "--dir", str(qpath), good).strip() == f"{good} succeeded: result 5"
+    failed_wait = jobq("wait", "--dir", str(qpath), bad)
+    assert failed_wait.returncode == 1 and "ValueError: broken input" in failed_wait.stdout
+    timed_out = jobq("wait", "--dir", str(qpath), waiting, "--timeout", "0.2")
+    assert timed_out.returncode == 124 and "did not finish within 0.2 s" in timed_out.stderr
+
+
+def test_retry_and_cancel(qpath):
+    """retry re-queues dead jobs (one or all); cancel stops waiting jobs; mistakes are errors."""
+    with Queue(qpath) as q:
+        dead = [q.enqueue_call("jobtasks:boom", max_attempts=1) for _ in range(2)]
+        Worker(q).run(burst=True)
+        waiting = q.enqueue_call("jobtasks:add", args=(1, 1), delay=3600)
+    assert ok("retry", "--dir", str(qpath), dead[0]).strip() == f"requeued {dead[0]}"
+    assert ok("retry", "--dir", str(qpath), "--all-dead").strip() == "requeued 1 dead job"
+    again = jobq("retry", "--dir", str(qpath), dead[0])
+    assert again.returncode == 1 and "only dead or cancelled" in again.stderr
+    assert ok("cancel", "--dir", str(qpath), waiting).strip() == f"cancelled {waiting}"
+    twice = jobq("cancel", "--dir", str(qpath), waiting)
+    assert twice.returncode == 1 and "already finished (cancelled)" in twice.stderr
+    with Queue(qpath) as q:
+        assert q.state(waiting).status is Status.CANCELLED
+        assert [q.state(j).status for j in dead] == [Status.QUEUED, Status.QUEUED]
+
+
+def test_wait_draws_a_live_progress_bar_on_a_terminal(qpath, tmp_path):
+    """Under a pseudo-terminal, wait redraws a bar fed by ctx.save(progress=...)."""
+    markers = tmp_path / "m"
+    markers.mkdir()
+    with Queue(qpath) as q:
+        jid = q.enqueue("jobtasks:slow_steps", 10, 0.1, str(markers))
+    master, slave = pty.openpty()
+    waiter = subprocess.Popen([*jobq_command(), "wait", "--dir", str(qpath), jid],
+                              stdout=slave, stderr=subprocess.DEVNULL, env=child_env())
+    os.close(slave)
+    worker = subprocess.Popen([*jobq_command(), "worker", "--dir", str(qpath), "--burst"],
+                              stderr=subprocess.DEVNULL, env=child_env())
+    try:
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the waiter closed its terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+        assert waiter.wait(timeout=60) == 0
+    finally:
+        for proc in (waiter, worker):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
+        os.close(master)
+    text = screen.decode()
+    frames = [f for f in text.split("\r") if f.startswith("[")]
+    assert len(frames) >= 3, text  # several redraws as the job advanced
+    assert any("#" in f and "running" in f for f in frames)
+    assert "[" + "#" * 30 + "] 100%  succeeded" in text
+    assert f"{jid} succeeded" in text
+
+
+def test_verify_reports_records_that_no_longer_load(qpath, tmp_path, monkeypatch):
+    """verify exits 1 and names the cause when a job's argument class can no longer be imported."""
+    (tmp_path / "gone_models.py").write_text(textwrap.dedent("""
+        class Order:
+            def __init__(self, n): self.n = n
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gone_models
+    with Queue(qpath) as q:
+        q.enqueue("jobtasks:echo", gone_models.Order(1))
+        q.enqueue("jobtasks:add", 1, 2)
+        q.counts()
+    (tmp_path / "gone_models.py").unlink()
+    done = jobq("verify", "--dir", str(qpath))
+    assert done.returncode == 1
+    assert "log records         1 ok       1 failed" in done.stdout
+    assert "No module named 'gone_models'" in done.stdout and "verify: FAILED" in done.stdout
+    report = json.loads(jobq("verify", "--dir", str(qpath), "--json").stdout)
+    assert (report["ok"], report["records_failed"], report["snapshots_ok"]) == (False, 1, 2)
+    (tmp_path / "gone_models.py").write_text("class Order:\n    pass\n")  # the fix is deployed
+    assert ok("verify", "--dir", str(qpath), env={"PYTHONPATH": f"{tmp_path}{os.pathsep}"
+                                                  f"{child_env()['PYTHONPATH']}"}).endswith(
+        "verify: OK\n")
+
+
+def test_purge_and_compact_reclaim_space(qpath):
+    """purge removes old finished jobs; compact then gives their log space back."""
+    with Queue(qpath, segment_size=4096) as q:
+        q.enqueue_many("jobtasks:add", [(i, i) for i in range(300)])
+        Worker(q, concurrency=2).run(burst=True)
+        keep = q.enqueue_call("jobtasks:add", args=(1, 1), delay=3600)
+    assert ok("purge", "--dir", str(qpath), "--status", "succeeded",
+              "--older-than", "0s").strip() == "purged 300 jobs"
+    out = ok("compact", "--dir", str(qpath))
+    assert out.startswith("reclaimed ") and "segments rewritten" in out
+    assert int(out.split()[1].replace(",", "")) > 0
+    with Queue(qpath) as q:
+        assert q.counts()["succeeded"] == 0 and q.state(keep).status is Status.QUEUED
+        assert q.payload(keep).args == (1, 1)
 
 
 @pytest.mark.parametrize("args,code,message", [
-    (("demo", "--dir", "/etc/passwd"), 1, "jobq: error: /etc/passwd exists and is not a directory"),
+    (("status", "--dir", "/nonexistent/queue"), 1, "jobq: error: no queue at /nonexistent/queue"),
+    (("--dir", "/etc/passwd", "enqueue", "jobtasks:add"), 1, "exists and is not a directory"),
+    (("show", "no-such-job"), 1, "jobq: error: no job with id 'no-such-job'"),
+    (("enqueue", "jobtasks:add", "--kwargs", "{bad"), 1, "--kwargs is not valid JSON"),
+    (("enqueue", "jobtasks:add", "--kwargs", "[1]"), 1, "--kwargs must be a JSON object"),
+    (("enqueue", "no_such_module_q:f"), 1, "cannot import module 'no_such_module_q'"),
+    (("enqueue", "jobtasks:add", "--delay", "-5"), 1, "delay must be"),
+    (("purge", "--status", "succeeded", "--older-than", "soon"), 1, "not a duration"),
+    (("purge", "--status", "queued", "--older-than", "1d"), 2, "invalid choice"),
+    (("worker", "-c", "0"), 1, "concurrency must be an integer >= 1"),
+    (("worker", "--import", "no_such_module_q"), 1, "cannot import no_such_module_q"),
+    (("list", "--status", "bogus"), 2, "invalid choice"),
     (("demo", "--bogus"), 2, "unrecognized arguments"),
     ((), 2, "required"),
-], ids=["file-as-dir", "unknown-flag", "no-command"])
-def test_errors_are_one_line_and_non_zero(tmp_path, args, code, message):
+], ids=["missing-dir", "file-as-dir", "unknown-job", "bad-json", "kwargs-not-object",
+        "unimportable-task", "negative-delay", "bad-duration", "purge-unfinished", "zero-workers",
+        "bad-import", "bad-status", "unknown-flag", "no-command"])
+def test_mistakes_are_one_line_and_non_zero(tmp_path, args, code, message):
     """User mistakes print one clear line on stderr, no traceback, and exit non-zero."""
-    done = _run(*args, cwd=tmp_path)
-    assert done.returncode == code
+    (tmp_path / ".jobq").mkdir()
+    Queue(tmp_path / ".jobq").close()
+    done = jobq(*args, cwd=tmp_path)
+    assert done.returncode == code, done.stderr
     assert message in done.stderr and "Traceback" not in done.stderr
+    if code == 1:
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_mistakes_leave_stored_data_untouched(qpath):
+    """A refused command changes nothing on disk."""
+    with Queue(qpath) as q:
+        q.enqueue("jobtasks:add", 1, 1)
+        q.counts()
+    before = {p: p.read_bytes() for p in qpath.rglob("*") if p.is_file() and "lock" not in p.name}
+    for args in (("enqueue", "jobtasks:add", "--kwargs", "{bad"), ("cancel", "nope"),
+                 ("retry", "nope"), ("enqueue", "jobtasks:add", "--max-attempts", "0")):
+        assert jobq("--dir", str(qpath), *args).returncode == 1
+    after = {p: p.read_bytes() for p in qpath.rglob("*") if p.is_file() and "lock" not in p.name}
+    assert {p for p in after if p.suffix == ".log"} == {p for p in before if p.suffix == ".log"}
+    assert all(after[p] == before[p] for p in before if p.suffix == ".log")

@@ -290,3 +290,37 @@ def test_default_directory_comes_from_jobq_home(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with Queue() as q:
         assert q.path == str(tmp_path / ".jobq") and os.path.isdir(tmp_path / ".jobq" / "log")
+
+
+def test_segment_size_is_fixed_when_the_queue_is_created(qpath):
+    """Later openers use the recorded segment size; asking for another one is refused."""
+    from jobq.errors import ConfigError
+    with Queue(qpath, segment_size=4096) as first:
+        first.enqueue(add, 1, 1)
+    with Queue(qpath) as again:
+        assert again.config.segment_size == 4096
+    with pytest.raises(ConfigError, match="segment_size=4096"):
+        Queue(qpath, segment_size=1 << 20)
+
+
+def test_a_producer_on_a_passed_segment_moves_to_the_newest(qpath):
+    """A writer whose segment another writer has moved past appends to the newest one."""
+    with Queue(qpath, segment_size=2048) as a, Queue(qpath) as b:
+        a.enqueue(add, 0, 0)  # both now write to segment 1
+        b.enqueue(add, 0, 1)
+        ids = [a.enqueue(add, 1, i) for i in range(40)]  # a rolls on to later segments
+        assert len(list((qpath / "log").glob("*.log"))) > 3
+        ids.append(b.enqueue(add, 2, 0))  # b's handle is still on segment 1
+        assert all(a.state(j).status is Status.QUEUED for j in ids)
+
+
+def test_payload_checks_the_record_belongs_to_the_job(queue):
+    """A position that points at another job's record is an error, not that job's payload."""
+    from jobq.errors import CorruptRecord
+    first, second = queue.enqueue(add, 1, 1), queue.enqueue(add, 2, 2)
+    queue.store.catch_up()
+    pos = queue.store.payload_position(first)
+    frame = queue.log.read(pos)
+    from jobq import job_record
+    with pytest.raises(CorruptRecord, match="holds job"):
+        job_record.load_payload(frame.body, queue.config.rules, second)

@@ -109,3 +109,17 @@ def test_several_indexers_at_once_index_each_record_once(queue, children):
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("SELECT COUNT(*) FROM ready").fetchone()[0] == 1000
     conn.close()
+
+
+def test_a_late_result_for_a_purged_job_does_not_lose_the_batch(queue):
+    """settle records the other results of a batch when one job was purged meanwhile."""
+    from jobq.maintenance import purge
+    a, b = queue.enqueue(add, 1, 1), queue.enqueue(add, 2, 2)
+    claims = {c.job_id: c for c in queue.store.claim("w", 2)}
+    queue.store.finish(a, claims[a].token, lambda s, now, m: transitions.succeeded(s, 2, now))
+    assert purge(queue, statuses=[Status.SUCCEEDED], older_than=0, now=queue.store._clock() + 1) == 1
+    states, _ = queue.store.settle(
+        [(a, claims[a].token, lambda s, now, m: transitions.succeeded(s, 2, now)),
+         (b, claims[b].token, lambda s, now, m: transitions.succeeded(s, 4, now))], "w", 0)
+    assert states[0] is None and states[1].status is Status.SUCCEEDED
+    assert queue.result(b) == 4

@@ -1,0 +1,154 @@
+"""The ``jobq`` command line. Errors are one line on stderr and a non-zero exit, never a traceback.
+
+Exit status: 0 success; 1 an error (unknown job, bad input, a job that failed, verify found
+problems); 2 a usage error; 124 ``wait`` timed out; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from .. import __version__
+from ..errors import JobqError
+from ..state import Status
+from . import commands
+
+USAGE_ERROR = 2
+STATUSES = [s.value for s in Status]
+FINISHED = [s.value for s in Status if s.finished]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobq", description="A persistent job queue that needs"
+                                     " no server.")
+    parser.add_argument("--version", action="version", version=f"jobq {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every job transition (to stderr)")
+    parser.add_argument("--log-format", choices=("console", "json"), default="console",
+                        help="how events are written to stderr (json: one object per line)")
+    dir_help = "queue directory (default: $JOBQ_HOME, else ./.jobq)"
+    parser.add_argument("--dir", default=None, help=dir_help)
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand without --dir keeps the one given before it (jobq --dir D status).
+    common.add_argument("--dir", default=argparse.SUPPRESS, help=dir_help)
+    reads = argparse.ArgumentParser(add_help=False, parents=[common])
+    reads.add_argument("--json", action="store_true", help="print JSON for scripts")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("enqueue", parents=[common], help="enqueue a job; prints its id")
+    p.add_argument("task", help="the task, as 'package.module:function'")
+    p.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON if they parse)")
+    p.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
+    p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    p.add_argument("--delay", type=float, default=None, metavar="S", help="run after S seconds")
+    p.add_argument("--max-attempts", type=int, default=None, metavar="N")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="kill an attempt after S seconds")
+    p.add_argument("--id", default=None, help="job id (an existing id enqueues nothing)")
+
+    p = sub.add_parser("worker", parents=[common], help="run jobs until SIGTERM or SIGINT")
+    p.add_argument("-c", "--concurrency", type=int, default=1,
+                   help="child processes running jobs (default 1)")
+    p.add_argument("--burst", action="store_true",
+                   help="exit once nothing is ready, running or due to be retried")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (repeatable)")
+    p.add_argument("--shutdown-grace", type=float, default=30.0, metavar="S",
+                   help="on SIGTERM/SIGINT, seconds running jobs get to finish (default 30)")
+    p.add_argument("--max-crashes", type=int, default=3, metavar="N",
+                   help="crashed attempts before a job is set aside as dead (default 3)")
+
+    p = sub.add_parser("status", parents=[reads], help="counts by status and running jobs")
+    p.add_argument("--limit", type=int, default=20, help="running jobs to show (default 20)")
+    p = sub.add_parser("list", parents=[reads], help="jobs, newest first")
+    p.add_argument("--status", choices=STATUSES)
+    p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    p = sub.add_parser("show", parents=[reads], help="one job: payload, state, errors")
+    p.add_argument("job_id")
+    p = sub.add_parser("wait", parents=[reads], help="wait for a job, with a progress bar")
+    p.add_argument("job_id")
+    p.add_argument("--timeout", type=float, default=None, metavar="S")
+    p = sub.add_parser("retry", parents=[common], help="re-queue a dead job (or all of them)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("job_id", nargs="?")
+    target.add_argument("--all-dead", action="store_true")
+    p = sub.add_parser("cancel", parents=[common], help="cancel a waiting or running job")
+    p.add_argument("job_id")
+    p = sub.add_parser("purge", parents=[common], help="delete finished jobs older than a time")
+    p.add_argument("--status", action="append", required=True, choices=FINISHED,
+                   help="status to purge (repeatable)")
+    p.add_argument("--older-than", required=True, metavar="DURATION",
+                   help="e.g. 90s, 15m, 12h, 7d")
+    sub.add_parser("verify", parents=[reads],
+                   help="load every record and snapshot with today's classes")
+    sub.add_parser("compact", parents=[reads], help="rewrite the log without purged jobs")
+    sub.add_parser("demo", parents=[common],
+                   help="run resumable jobs, kill a worker mid-job, watch the job resume")
+    return parser
+
+
+def configure_logging(verbose: bool, fmt: str = "console") -> None:
+    """Events go to stderr, so stdout stays for output a script can read."""
+    level = logging.INFO if verbose else logging.WARNING
+    renderer = (structlog.processors.JSONRenderer() if fmt == "json"
+                else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso"), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from workers import Worker  # the worker runtime is only loaded by the command that runs it
+
+    commands.importable_cwd()
+    for name in args.imports:
+        try:
+            __import__(name)
+        except Exception as exc:
+            raise JobqError(f"cannot import {name}: {type(exc).__name__}: {exc}") from exc
+    with commands.open_queue(args, create=True) as queue:
+        Worker(queue, concurrency=args.concurrency, imports=tuple(args.imports),
+               shutdown_grace=args.shutdown_grace,
+               max_crashes=args.max_crashes).run(burst=args.burst)
+    return 0
+
+
+RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": commands.list_jobs,
+           "show": commands.show, "wait": commands.wait, "retry": commands.retry,
+           "cancel": commands.cancel, "purge": commands.purge, "verify": commands.verify,
+           "compact": commands.compact}
+CREATES = {"enqueue"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # A worker's events are its log: info by default; other commands keep stderr quiet.
+    configure_logging(args.verbose or args.command == "worker", args.log_format)
+    try:
+        if args.command == "worker":
+            return _worker(args)
+        if args.command == "demo":
+            from .. import demo
+            return demo.main(args.dir, sys.stdout)
+        with commands.open_queue(args, create=args.command in CREATES) as queue:
+            return RUNNERS[args.command](queue, args, sys.stdout)
+    except JobqError as exc:
+        print(f"jobq: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("jobq: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `jobq list | head`: the reader left; that is not an error
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

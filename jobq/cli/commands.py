@@ -1,0 +1,265 @@
+"""What each ``jobq`` subcommand does. Each takes the parsed arguments and returns an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from typing import Any, TextIO
+
+from .. import config as config_mod
+from ..directory import FORMAT_FILE
+from ..errors import InvalidArgument, JobqError, NotAQueue
+from ..queue import Queue
+from ..state import Status
+from . import render
+
+TIMEOUT_EXIT = 124  # like coreutils timeout(1)
+
+
+def open_queue(args: argparse.Namespace, *, create: bool) -> Queue:
+    """The queue named by --dir; read-only commands refuse to create one by accident."""
+    path = config_mod.build(args.dir).path
+    if not create and not os.path.exists(os.path.join(path, FORMAT_FILE)):
+        raise NotAQueue(f"no queue at {path} (set --dir or $JOBQ_HOME)", path=path)
+    return Queue(args.dir)
+
+
+def importable_cwd() -> None:
+    """Tasks of the project the command runs in are importable, as in RQ and Celery."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+def parse_arg(text: str) -> Any:
+    """An ARG is JSON when it parses as JSON, else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '15m', '12h', '7d', '2w' -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise InvalidArgument(f"not a duration: {text!r} (use e.g. 90s, 15m, 12h, 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    importable_cwd()
+    kwargs = None
+    if args.kwargs is not None:
+        try:
+            kwargs = json.loads(args.kwargs)
+        except ValueError as exc:
+            raise InvalidArgument(f"--kwargs is not valid JSON: {exc}") from exc
+        if not isinstance(kwargs, dict):
+            raise InvalidArgument("--kwargs must be a JSON object, like '{\"key\": 1}'")
+    jid = q.enqueue_call(args.task, args=[parse_arg(a) for a in args.args], kwargs=kwargs,
+                         job_id=args.id, priority=args.priority, delay=args.delay,
+                         max_attempts=args.max_attempts, timeout=args.timeout)
+    print(jid, file=out)
+    return 0
+
+
+def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    counts = q.counts()
+    oldest = q.store.oldest_waiting()
+    running = q.store.rows(Status.RUNNING, limit=args.limit)
+    if args.json:
+        render.as_json({"path": q.path, "counts": counts, "running": running,
+                        "oldest_waiting_age": None if oldest is None else time.time() - oldest},
+                       out)
+        return 0
+    print(f"queue {q.path}", file=out)
+    for name, n in counts.items():
+        note = f"  oldest waiting since {render.ago(oldest)}" if name == "queued" and oldest else ""
+        print(f"  {name:<10} {n:>8}{note}", file=out)
+    if running:
+        print("\nrunning:", file=out)
+        render.table(["JOB ID", "TASK", "ATTEMPT", "PROGRESS", "UPDATED", "WORKER"],
+                     [(r["job_id"], r["task"], r["attempts"], render.percent(r["progress"]),
+                       render.ago(r["updated_at"]), r["owner"] or "-") for r in running], out)
+    return 0
+
+
+def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    wanted = Status(args.status) if args.status else None
+    q.store.catch_up()
+    rows = q.store.rows(wanted, limit=args.limit)
+    if args.json:
+        render.as_json(rows, out)
+        return 0
+    render.table(["JOB ID", "STATUS", "TASK", "ATTEMPTS", "PROGRESS", "ENQUEUED", "UPDATED"],
+                 [(r["job_id"], r["status"], r["task"], r["attempts"], render.percent(r["progress"]),
+                   render.ago(r["enqueued_at"]), render.ago(r["updated_at"])) for r in rows], out)
+    if not rows:
+        print("(no jobs)", file=out)
+    return 0
+
+
+def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    importable_cwd()
+    jid = args.job_id
+    state, payload, problems = None, None, []
+    try:
+        state = q.state(jid)  # JobNotFound propagates: an unknown id is an error
+    except JobqError as exc:
+        if isinstance(exc, KeyError):
+            raise
+        problems.append(f"state: cannot load: {exc}")
+    try:
+        payload = q.payload(jid)
+    except JobqError as exc:
+        problems.append(f"payload: cannot load: {exc}")
+    if args.json:
+        render.as_json({"job_id": jid, "state": state and state.__getstate__(),
+                        "payload": payload and payload.__getstate__(), "problems": problems}, out)
+        return 0
+    lines: list[tuple[str, Any]] = [("job", jid)]
+    if state is not None:
+        lines += [("task", state.task),
+                  ("status", f"{state.status.value} (attempt {state.attempts}, "
+                             f"{state.crashes} crash{'es' if state.crashes != 1 else ''})"),
+                  ("progress", render.percent(state.progress)),
+                  ("enqueued", render.ago(state.enqueued_at)), ("run at", render.ago(state.run_at)),
+                  ("started", render.ago(state.started_at)),
+                  ("finished", render.ago(state.finished_at)),
+                  ("checkpoint", _summary(state.checkpoint)), ("result", _summary(state.result))]
+        if state.cancel_requested and not state.status.finished:
+            lines.append(("cancel", "requested"))
+    if payload is not None:
+        lines += [("args", render.short(payload.args)), ("kwargs", render.short(payload.kwargs)),
+                  ("priority", payload.priority), ("max attempts", payload.max_attempts),
+                  ("timeout", "-" if payload.timeout is None else f"{payload.timeout:g} s")]
+    for key, value in lines:
+        print(f"{key:<13}{value}", file=out)
+    for problem in problems:
+        print(f"{'problem':<13}{problem}", file=out)
+    for i, error in enumerate(state.errors if state else [], 1):
+        print(f"\nerror {i}:", file=out)
+        print("\n".join("  " + line for line in error.splitlines()), file=out)
+    return 0
+
+
+def _summary(value: Any) -> str:
+    return "-" if value is None else f"{type(value).__name__} {render.short(value, 70)}"
+
+
+def wait(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    """Wait for a job, drawing a live progress bar on a terminal."""
+    jid, live = args.job_id, out.isatty() and not args.json
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    shown = None
+    while True:
+        q.store.catch_up()
+        row = q.store.row(jid)
+        if live and (row["status"], row["progress"]) != shown:
+            shown = (row["status"], row["progress"])
+            print(f"\r{render.bar(row['progress'])} {render.percent(row['progress']):>4}"
+                  f"  {row['status']:<9}", end="", file=out, flush=True)
+        if Status(row["status"]).finished:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            if live:
+                print(file=out)
+            print(f"jobq: error: job {jid} did not finish within {args.timeout:g} s",
+                  file=sys.stderr)
+            return TIMEOUT_EXIT
+        time.sleep(0.05)
+    if live:
+        print(file=out)
+    state = q.state(jid)
+    if args.json:
+        render.as_json({"job_id": jid, "status": state.status.value, "result": state.result,
+                        "error": state.error}, out)
+    else:
+        detail = (f"result {render.short(state.result)}" if state.status is Status.SUCCEEDED
+                  else (state.error or "").strip().splitlines()[-1:] or [""])
+        print(f"{jid} {state.status.value}: {detail if isinstance(detail, str) else detail[0]}",
+              file=out)
+    return 0 if state.status is Status.SUCCEEDED else 1
+
+
+def retry(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    if args.all_dead:
+        q.store.catch_up()
+        count = sum(q.retry(j) for j in list(q.store.job_ids(Status.DEAD)))
+        print(f"requeued {count} dead job{'s' if count != 1 else ''}", file=out)
+        return 0
+    if not q.retry(args.job_id):
+        current = q.store.status(args.job_id).value
+        raise InvalidArgument(f"job {args.job_id} is {current}; only dead or cancelled jobs can be"
+                              " retried")
+    print(f"requeued {args.job_id}", file=out)
+    return 0
+
+
+def cancel(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    if not q.cancel(args.job_id):
+        current = q.store.status(args.job_id).value
+        raise InvalidArgument(f"job {args.job_id} already finished ({current})")
+    if q.store.status(args.job_id) is Status.RUNNING:
+        print(f"cancellation requested: {args.job_id} is running; it ends cancelled when it stops"
+              " (or is killed after the grace period)", file=out)
+    else:
+        print(f"cancelled {args.job_id}", file=out)
+    return 0
+
+
+def purge(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    older_than = parse_duration(args.older_than)
+    from ..maintenance import purge as purge_jobs
+    count = purge_jobs(q, statuses=[Status(s) for s in args.status], older_than=older_than)
+    print(f"purged {count} job{'s' if count != 1 else ''}", file=out)
+    return 0
+
+
+def compact(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    from ..maintenance import compact as compact_log
+    report = compact_log(q)
+    if args.json:
+        render.as_json(report.__dict__ if hasattr(report, "__dict__") else report, out)
+        return 0
+    print(f"reclaimed {report.bytes_reclaimed:,} bytes ({report.bytes_before:,} ->"
+          f" {report.bytes_after:,}); segments rewritten {report.segments_rewritten}, deleted"
+          f" {report.segments_deleted}, skipped {report.segments_skipped} (jobs still to run)",
+          file=out)
+    return 0
+
+
+def verify(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    importable_cwd()
+    from ..verify import verify as verify_queue
+    report = verify_queue(q)
+    if args.json:
+        render.as_json({"ok": report.ok, "records_ok": report.records_ok,
+                        "records_failed": report.records_failed,
+                        "snapshots_ok": report.snapshots_ok,
+                        "snapshots_failed": report.snapshots_failed,
+                        "damaged_ranges": report.damaged_ranges, "torn_tail": report.torn_tail,
+                        "causes": dict(report.causes), "examples": report.examples}, out)
+        return 0 if report.ok else 1
+    print(f"log records  {report.records_ok:>8} ok  {report.records_failed:>6} failed", file=out)
+    print(f"snapshots    {report.snapshots_ok:>8} ok  {report.snapshots_failed:>6} failed", file=out)
+    if report.damaged_ranges or report.torn_tail:
+        print(f"damaged log ranges {report.damaged_ranges}"
+              f"{', and a torn tail' if report.torn_tail else ''} (skipped by the index)", file=out)
+    if report.causes:
+        print("\nfailures by cause:", file=out)
+        for cause, n in report.causes.most_common():
+            print(f"  {n:>6}  {cause}", file=out)
+        print("\nexamples:", file=out)
+        for example in report.examples[:5]:
+            print(f"  {example['where']}: {example['error'].splitlines()[0]}", file=out)
+    print("verify: OK" if report.ok else "verify: FAILED", file=out)
+    return 0 if report.ok else 1

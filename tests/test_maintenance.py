@@ -1,0 +1,426 @@
+"""Purge and compact: what they delete, what they keep, and that a crash or a busy queue loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+from structlog.testing import capture_logs
+
+from jobq import Queue, Status, maintenance, transitions
+from jobq.errors import InvalidArgument, JobNotFound
+from jobq.maintenance import compact, purge
+from jobq.state import FINISHED
+from jobq.testing import run_burst
+
+ADD, BOOM = "jobtasks:add", "jobtasks:boom"
+SMALL = 4096  # segment size: a dozen records per segment
+
+
+def enqueue_each(q: Queue, task: str, args_list: list[tuple], **options) -> list[str]:
+    """One append per job, so segments roll over between jobs (enqueue_many writes one run)."""
+    return [q.enqueue_call(task, args=args, **options) for args in args_list]
+
+
+def tree_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def payloads(q: Queue, ids: list[str]) -> dict[str, tuple]:
+    return {j: (p.task, p.args, p.kwargs) for j in ids for p in [q.payload(j)]}
+
+
+def order(q: Queue) -> list[str]:
+    return [s.job_id for s in q.jobs()]
+
+
+def segment_of(q: Queue, job_id: str) -> int:
+    return q.store.payload_position(job_id).segment
+
+
+def marker(q: Queue) -> int | None:
+    row = q.store.conn.execute("SELECT value FROM meta WHERE key = 'compacting'").fetchone()
+    return None if row is None else row[0]
+
+
+def copies(qpath: Path) -> list[str]:
+    return sorted(p.name for p in (qpath / "log").glob("*.compact"))
+
+
+def purge_succeeded(q: Queue) -> int:
+    return purge(q, statuses=[Status.SUCCEEDED], older_than=0, now=time.time() + 1)
+
+
+def build_layout(q: Queue) -> dict[str, list[str]]:
+    """Segments of purgeable jobs only, of purgeable and dead jobs mixed, then of queued jobs."""
+    gone = enqueue_each(q, ADD, [(i, i) for i in range(30)])
+    mixed = [q.enqueue_call(BOOM, args=(f"no {i}",), max_attempts=1) if i % 3 == 0
+             else q.enqueue_call(ADD, args=(i, 1)) for i in range(30)]
+    run_burst(q)
+    queued = enqueue_each(q, ADD, [(i, 100) for i in range(40)])
+    dead = [j for j in mixed if q.state(j).status is Status.DEAD]
+    return {"gone": gone + [j for j in mixed if j not in dead], "dead": dead, "queued": queued}
+
+
+# -- purge ------------------------------------------------------------------------------------
+
+def test_purge_deletes_only_finished_jobs_finished_long_enough_ago(qpath):
+    """Old succeeded, dead and cancelled jobs go; recent, waiting and failed ones stay."""
+    clock = [1000.0]
+    with Queue(qpath, clock=lambda: clock[0]) as q:
+        old = enqueue_each(q, ADD, [(i, i) for i in range(4)])
+        old += enqueue_each(q, BOOM, [()] * 3, max_attempts=1)
+        cancelled = enqueue_each(q, ADD, [(9, 9)] * 2)
+        for jid in cancelled:
+            q.cancel(jid)
+        waiting = enqueue_each(q, ADD, [(3, 4)] * 2, delay=10_000)
+        failing = q.enqueue_call(BOOM, max_attempts=3)
+        run_burst(q, retry_delay=lambda attempt: 10_000.0)
+        clock[0] = 2000.0
+        recent = enqueue_each(q, ADD, [(1, 2)] * 3)
+        run_burst(q)
+        before = order(q)
+        assert q.state(failing).status is Status.FAILED
+
+        with capture_logs() as events:
+            assert purge(q, statuses=FINISHED, older_than=500) == 9
+        assert [e["count"] for e in events if e["event"] == "maintenance.purged"] == [9]
+        purged = old + cancelled
+        assert order(q) == [j for j in before if j not in purged]
+        assert q.counts() == {"queued": 2, "running": 0, "failed": 1, "succeeded": 3, "dead": 0,
+                              "cancelled": 0}
+        for jid in purged:
+            with pytest.raises(JobNotFound):
+                q.state(jid)
+            with pytest.raises(JobNotFound):
+                q.payload(jid)
+        snapshots = q.store.conn.execute("SELECT COUNT(*) FROM Dict").fetchone()[0]
+        assert snapshots == len(waiting) + 1 + len(recent)
+
+        # "More than older_than seconds ago": a job finished exactly at the cutoff stays.
+        assert purge(q, statuses=["succeeded"], older_than=0) == 0
+        assert purge(q, statuses=["succeeded"], older_than=0, now=2000.5) == 3
+        assert q.store.get(failing).status is Status.FAILED
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"statuses": [Status.QUEUED], "older_than": 0},
+    {"statuses": ["running"], "older_than": 0},
+    {"statuses": ["succeeded", "failed"], "older_than": 0},
+    {"statuses": [], "older_than": 0},
+    {"statuses": ["bogus"], "older_than": 0},
+    {"statuses": ["succeeded"], "older_than": -1},
+    {"statuses": ["succeeded"], "older_than": float("nan")},
+    {"statuses": ["succeeded"], "older_than": "1"},
+], ids=["queued", "running", "with_failed", "none", "unknown", "negative_age", "nan_age",
+        "str_age"])
+def test_purge_refuses_what_it_must_not_delete_and_changes_nothing(queue, kwargs):
+    """Unfinished statuses and ages below zero raise InvalidArgument before anything is deleted."""
+    enqueue_each(queue, ADD, [(1, 1)] * 3)
+    run_burst(queue)
+    enqueue_each(queue, ADD, [(2, 2)] * 2)
+    counts, ids = queue.counts(), order(queue)
+    with pytest.raises(InvalidArgument, match="statuses|finished|older_than"):
+        purge(queue, now=time.time() + 10, **kwargs)
+    assert queue.counts() == counts and order(queue) == ids
+
+
+def test_purge_works_in_short_transactions(queue, monkeypatch):
+    """A purge larger than one batch commits batch by batch and deletes every job."""
+    monkeypatch.setattr(maintenance, "PURGE_BATCH", 7)
+    transactions = []
+    real = queue.store.transaction
+    monkeypatch.setattr(queue.store, "transaction", lambda: transactions.append(1) or real())
+    queue.enqueue_many(ADD, [(i, i) for i in range(30)])
+    run_burst(queue)
+    assert purge_succeeded(queue) == 30
+    assert len(transactions) == 5 and order(queue) == []
+
+
+# -- compact ----------------------------------------------------------------------------------
+
+def test_compact_deletes_purged_segments_rewrites_mixed_ones_and_skips_waiting_ones(qpath):
+    """The log loses exactly the purged records; every kept job loads, in its order, and runs."""
+    with Queue(qpath, segment_size=SMALL) as q:
+        jobs = build_layout(q)
+        old_segment = {j: segment_of(q, j) for j in jobs["gone"] + jobs["dead"]}
+        assert purge_succeeded(q) == len(jobs["gone"])
+        kept = jobs["dead"] + jobs["queued"]
+        expected, ids = payloads(q, kept), order(q)  # also caches read descriptors (see below)
+        sizes = {s: os.path.getsize(q.log.path(s)) for s in q.log.segments()}
+        before = tree_size(qpath)
+
+        with capture_logs() as events:
+            report = compact(q)
+        deleted = [e["segment"] for e in events if e["event"] == "maintenance.segment_deleted"]
+        rewritten = [e["segment"] for e in events if e["event"] == "maintenance.segment_rewritten"]
+        assert report.segments_deleted == len(deleted) >= 2
+        assert report.segments_rewritten == len(rewritten) >= 2
+        assert report.segments_skipped >= 2  # the queued jobs' segments
+        assert report.records_dropped == sum(old_segment[j] in deleted + rewritten
+                                             for j in jobs["gone"])
+        assert [e for e in events if e["event"] == "maintenance.compacted"]
+        assert not set(deleted) & set(q.log.segments())
+        for s in rewritten:
+            assert 0 < os.path.getsize(q.log.path(s)) < sizes[s]
+        after = tree_size(qpath)
+        assert report.bytes_before == before and report.bytes_after == after
+        assert report.bytes_reclaimed == before - after > 0
+        again = compact(q)
+        assert (again.segments_rewritten, again.segments_deleted, again.records_dropped,
+                again.bytes_reclaimed) == (0, 0, 0, 0)
+
+        # The same Queue read these payloads before: its cached descriptors must not be stale.
+        assert payloads(q, kept) == expected and order(q) == ids
+        with Queue(qpath) as fresh:
+            assert payloads(fresh, kept) == expected and order(fresh) == ids
+        run_burst(q)
+        assert [q.result(j) for j in jobs["queued"]] == [i + 100 for i in range(40)]
+        assert all(q.state(j).status is Status.DEAD for j in jobs["dead"])
+
+
+def test_moved_records_land_on_offsets_that_earlier_live_records_held(qpath):
+    """seq is UNIQUE and moves within the segment; updating in ascending order never collides."""
+    clock = [1000.0]
+    with Queue(qpath, segment_size=SMALL, clock=lambda: clock[0]) as q:
+        first = q.enqueue_call(BOOM, max_attempts=1)  # same task and arguments: same record size
+        rest = enqueue_each(q, BOOM, [()] * 5, max_attempts=1)
+        run_burst(q, max_jobs=1)
+        clock[0] = 2000.0
+        while len(q.log.segments()) < 2:  # seal the segment
+            q.enqueue(ADD, 0, 0)
+        run_burst(q)
+        old = [q.store.payload_position(j) for j in [first, *rest]]
+        expected = payloads(q, rest)
+        assert purge(q, statuses=["dead"], older_than=500) == 1
+        assert compact(q).segments_rewritten == 1
+        new = [q.store.payload_position(j) for j in rest]
+        assert new == old[:-1]  # each record moved exactly onto its predecessor's old offset
+        assert payloads(q, rest) == expected
+
+
+def test_the_directory_shrinks_to_the_last_segment(qpath):
+    """20,000 finished jobs purged and compacted: the log keeps only the segment being appended."""
+    with Queue(qpath, segment_size=64 * 1024, fsync=False) as q:
+        for batch in range(1000):
+            q.enqueue_many(ADD, [(batch, i) for i in range(20)])
+        claims = q.store.claim("fast", 1000)
+        while claims:  # finish them without running them: this is about sizes
+            done = [(c.job_id, c.token, lambda s, now, _: transitions.succeeded(s, None, now))
+                    for c in claims]
+            claims = q.store.settle(done, "fast", 1000)[1]
+        assert q.counts()["succeeded"] == 20_000
+        last = q.log.segments()[-1]
+        before = tree_size(qpath)
+        assert purge_succeeded(q) == 20_000
+        report = compact(q)
+        assert q.log.segments() == [last]
+        assert report.bytes_after == tree_size(qpath) < before * 0.05
+        assert q.counts()["succeeded"] == 0 and q.enqueue(ADD, 1, 2)
+
+
+def test_segments_stay_when_the_index_points_at_bytes_that_are_no_record(qpath):
+    """A live record damaged since it was indexed: the segment is left alone, not half-dropped."""
+    with Queue(qpath, segment_size=SMALL) as q:
+        jobs = build_layout(q)
+        purge_succeeded(q)
+        victim = q.store.payload_position(jobs["dead"][0])
+        with open(q.log.path(victim.segment), "r+b") as f:
+            f.seek(victim.offset + 30)
+            byte = f.read(1)[0]
+            f.seek(victim.offset + 30)
+            f.write(bytes([byte ^ 0xFF]))  # flipped, whatever it was
+        with capture_logs() as events:
+            compact(q)
+        skipped = [e for e in events if e["event"] == "maintenance.segment_skipped"]
+        assert [e["segment"] for e in skipped] == [victim.segment]
+        assert q.store.payload_position(jobs["dead"][0]) == victim
+        assert payloads(q, jobs["dead"][1:])  # the others load
+
+
+@pytest.mark.parametrize("keep_some", [False, True], ids=["segments_deleted", "segments_shrunk"])
+def test_a_producer_idle_since_an_early_segment_appends_to_the_newest(qpath, keep_some):
+    """A producer whose append handle is on a compacted segment does not write into the
+    segments compaction removed or shrank (the index has passed them: the job would be lost)."""
+    with Queue(qpath, segment_size=SMALL) as idle, Queue(qpath, segment_size=SMALL) as busy:
+        idle.enqueue(ADD, 0, 0)  # idle's handle now sits on segment 1
+        for i in range(60):
+            if keep_some and i % 5 == 0:
+                busy.enqueue_call(BOOM, max_attempts=1)
+            else:
+                busy.enqueue(ADD, i, i)
+        run_burst(busy)
+        purge_succeeded(busy)
+        report = compact(busy)
+        assert (report.segments_rewritten if keep_some else report.segments_deleted) >= 3
+        segments = busy.log.segments()
+        jid = idle.enqueue(ADD, 20, 22)
+        assert busy.state(jid).status is Status.QUEUED
+        assert busy.log.segments()[:len(segments)] == segments  # nothing came back
+        assert segment_of(busy, jid) >= segments[-1]
+        run_burst(busy)
+        assert busy.result(jid) == 42
+
+
+# -- crashes ----------------------------------------------------------------------------------
+
+CRASHING_COMPACT = """
+import os, sys
+from jobq import Queue
+from jobq.maintenance import compact
+q = Queue(sys.argv[1])
+os.environ["JOBQ_TEST_CRASH_AT"] = sys.argv[2]
+compact(q)
+print("no crash")
+"""
+
+
+@pytest.mark.parametrize("crash_at", ["copied", "committed", "renamed"])
+def test_compaction_killed_at_each_step_loses_nothing(qpath, children, crash_at):
+    """SIGKILL after the copy, after the seq transaction, after the rename: reopening (and
+    compacting again) leaves every kept job loadable, in order, and runnable."""
+    with Queue(qpath, segment_size=SMALL) as q:
+        jobs = build_layout(q)
+        purge_succeeded(q)
+        kept = jobs["dead"] + jobs["queued"]
+        expected, ids = payloads(q, kept), order(q)
+
+        done = children.run(CRASHING_COMPACT, str(qpath), crash_at)
+        assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
+        on_disk = {"copied": (False, 1), "committed": (True, 1), "renamed": (True, 0)}[crash_at]
+        assert (marker(q) is not None, len(copies(qpath))) == on_disk
+
+        with capture_logs() as events, Queue(qpath) as reopened:
+            assert marker(reopened) is None
+            assert payloads(reopened, kept) == expected and order(reopened) == ids
+        finished = [e for e in events if e["event"] == "maintenance.compaction_finished"]
+        assert len(finished) == (crash_at != "copied")
+        assert payloads(q, kept) == expected  # the Queue open throughout, too
+
+        report = compact(q)
+        assert copies(qpath) == [] and marker(q) is None
+        assert report.segments_rewritten + report.segments_deleted >= 1
+        assert payloads(q, kept) == expected and order(q) == ids
+        run_burst(q)
+        assert [q.result(j) for j in jobs["queued"]] == [i + 100 for i in range(40)]
+
+
+HOLD_COMPACT_LOCK = """
+import os, sys, time
+from filelock import FileLock
+with FileLock(os.path.join(sys.argv[1], "compact.lock")):
+    print("held", flush=True)
+    while not os.path.exists(sys.argv[2]):
+        time.sleep(0.01)
+    time.sleep(0.2)
+    open(sys.argv[3], "w").close()
+"""
+
+
+def test_a_running_compaction_is_neither_recovered_nor_overlapped(qpath, tmp_path, children):
+    """While a compaction holds its lock, opening the queue leaves its marker and copy alone, and
+    a second compaction waits for it to end."""
+    with Queue(qpath, segment_size=SMALL) as q:
+        jobs = build_layout(q)
+        purge_succeeded(q)
+        expected = payloads(q, jobs["dead"])
+    done = children.run(CRASHING_COMPACT, str(qpath), "committed")
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    go, released = tmp_path / "go", tmp_path / "released"
+    holder = children.start(HOLD_COMPACT_LOCK, str(qpath), str(go), str(released))
+    assert holder.stdout.readline() == "held\n"
+    with Queue(qpath) as q:
+        assert marker(q) is not None and len(copies(qpath)) == 1  # "alive": not touched
+        go.touch()
+        compact(q)
+        assert released.exists()  # compact waited for the holder to let go
+        assert holder.wait(timeout=10) == 0
+        assert marker(q) is None and copies(qpath) == []
+        assert payloads(q, jobs["dead"]) == expected
+
+
+# -- concurrency ------------------------------------------------------------------------------
+
+PRODUCER = """
+import json, os, sys, time
+from jobq import Queue
+q = Queue(sys.argv[1], segment_size=8192)
+n, go = int(sys.argv[2]), sys.argv[3]
+for i in range(300):
+    if i == 150:
+        print("half", flush=True)
+        while not os.path.exists(go):
+            time.sleep(0.01)
+    if i % 4 == 0:
+        print(json.dumps(["boom", q.enqueue_call("jobtasks:boom", max_attempts=1)]), flush=True)
+    else:
+        print(json.dumps(["add", q.enqueue("jobtasks:add", n, i), n, i]), flush=True)
+"""
+
+
+def _read_until_half(proc) -> list:
+    acknowledged = []
+    while (line := proc.stdout.readline()) != "half\n":
+        assert line, proc.stderr.read()
+        acknowledged.append(json.loads(line))
+    return acknowledged
+
+
+def test_compaction_alongside_producers_and_a_worker_loses_nothing(qpath, tmp_path, children,
+                                                                  workers):
+    """3 producer processes and a 2-child worker run while purge and compact loop: every
+    acknowledged job ends succeeded with its result, nothing is quarantined, the store is sound."""
+    go = tmp_path / "go"
+    with Queue(qpath, segment_size=8192) as q:
+        workers(str(qpath), "-c", "2")
+        producers = [children.start(PRODUCER, str(qpath), str(n), str(go)) for n in range(3)]
+        acknowledged = [a for p in producers for a in _read_until_half(p)]
+        wait_until(lambda: q.counts()["succeeded"] + q.counts()["dead"] == len(acknowledged))
+        purge(q, statuses=["dead"], older_than=0)
+        reports = [compact(q)]  # producers and worker alive; nothing waits in sealed segments
+        assert reports[0].segments_rewritten >= 3
+        go.touch()
+        while any(p.poll() is None for p in producers):
+            purge(q, statuses=["dead"], older_than=0)
+            reports.append(compact(q))
+        for p in producers:
+            out, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+            acknowledged += [json.loads(line) for line in out.splitlines()]
+        adds = [a for a in acknowledged if a[0] == "add"]
+        assert len(acknowledged) == 900 and len(adds) == 675
+        for _, jid, n, i in adds:
+            assert q.result(jid, timeout=60) == n + i
+        wait_until(lambda: q.counts()["queued"] + q.counts()["running"] == 0)
+        purge(q, statuses=["dead"], older_than=0)
+        reports.append(compact(q))
+        assert q.store.quarantined() == []
+        assert q.counts()["succeeded"] == 675 and q.counts()["dead"] == 0
+        for _, jid, n, i in adds:
+            assert q.payload(jid).args == (n, i)
+        assert q.store.conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_a_worker_runs_a_retried_job_from_its_moved_record(qpath, workers, tmp_path):
+    """A worker child that read a segment before compaction rewrote it reads the moved record,
+    not whatever the old file holds at the new offset."""
+    fixed = tmp_path / "fixed"
+    with Queue(qpath, segment_size=SMALL) as q:
+        workers(str(qpath), "-c", "1")
+        ids = [q.enqueue_call("jobtasks:fail_unless_exists", args=(str(fixed),), max_attempts=1)
+               if i % 3 == 0 else q.enqueue(ADD, i, 1000) for i in range(45)]
+        for jid in ids:
+            q.wait(jid, timeout=60)
+        dead = [j for j in ids if q.state(j).status is Status.DEAD]
+        assert len(dead) == 15
+        purge_succeeded(q)
+        assert compact(q).segments_rewritten >= 2
+        fixed.touch()
+        for jid in dead:
+            assert q.retry(jid)
+        assert [q.result(j, timeout=60) for j in dead] == ["fixed"] * 15
