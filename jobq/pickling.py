@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,8 +110,38 @@ def dumps(obj: Any) -> bytes:
         raise NotPicklable(f"cannot pickle {type(obj).__name__}: {exc}") from exc
 
 
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _check_memo(data: bytes) -> None:
+    """Refuse memo indices a pickle of this size cannot need: each one makes the C unpickler
+    grow its memo to that size, so ``LONG_BINPUT 4294967295`` asks for tens of gigabytes.
+
+    Found by tests/reliability/test_fuzz.py. Only restricted mode pays for this pre-scan.
+    """
+    bad = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # odd escapes in protocol-0 strings warn while parsing
+        try:
+            for opcode, arg, _ in pickletools.genops(data):
+                if opcode.name in _MEMO_PUTS and not 0 <= int(arg) <= len(data):
+                    bad = arg
+                    break
+        except Exception:  # not a well-formed pickle: load() reports that with its own words
+            pass
+    if bad is not None:
+        raise UnpicklingForbidden(f"refused to load a pickle that asks for memo slot {bad} in"
+                                  f" {len(data)} bytes", module="", name="")
+
+
 def loads(data: bytes, rules: PickleRules = DEFAULT_RULES) -> Any:
-    """Unpickle ``data`` under ``rules``; failures other than jobq's own become LoadError."""
+    """Unpickle ``data`` under ``rules``; failures other than jobq's own become LoadError.
+
+    In restricted mode (an allow-list) the opcodes are checked first, so a hostile pickle can
+    neither name a forbidden global nor make the unpickler allocate without bound.
+    """
+    if rules.allowed_modules is not None:
+        _check_memo(data)
     try:
         return JobqUnpickler(io.BytesIO(data), rules).load()
     except JobqError:

@@ -1,0 +1,145 @@
+"""A queue directory is a trust boundary: forged records must not run code where defences are on.
+
+Each test forges what an attacker who can write the directory (but does not know the secret key)
+could write: a job record whose pickled payload calls ``os.system``. A control test shows the
+forgery is real, i.e. that it does run its command when no defence is on.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from jobq import Queue, Status, job_record, record
+from jobq.errors import UnpicklingForbidden
+from jobq.payload import JobPayload
+from workers import Worker
+
+KEY = "a secret key that is long enough"
+
+
+class _Shell:
+    """Pickles as a call to os.system(command): what a hostile record would carry."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def _forged_body(job_id: str, marker: Path) -> bytes:
+    """A job record body whose payload runs ``touch marker`` when unpickled."""
+    meta = JobPayload(job_id=job_id, task="jobtasks:echo", max_attempts=1)
+    payload = pickle.dumps(JobPayload(job_id=job_id, task="jobtasks:echo",
+                                      args=(_Shell(f"touch {marker}"),), max_attempts=1), 5)
+    return job_record.encode(meta, payload)
+
+
+def _append_raw(qpath: Path, frame: bytes) -> None:
+    segments = sorted((qpath / "log").glob("*.log"))
+    segment = segments[-1] if segments else qpath / "log" / "000000000001.log"
+    with open(segment, "ab") as f:
+        f.write(frame)
+
+
+def test_control_a_forged_record_runs_code_when_no_defence_is_on(qpath, tmp_path):
+    """Without a key or an allow-list, a forged record runs its command in the worker (the risk)."""
+    marker = tmp_path / "pwned"
+    with Queue(qpath) as q:
+        q.enqueue("jobtasks:add", 1, 1)
+        _append_raw(qpath, record.encode(record.KIND_JOB, _forged_body("forged", marker)))
+        Worker(q).run(burst=True)
+    assert marker.exists()
+
+
+def test_signed_queue_quarantines_a_forged_record_and_never_unpickles_it(qpath, tmp_path):
+    """With a secret key, a record without a valid signature is quarantined and never loaded."""
+    marker = tmp_path / "pwned"
+    with Queue(qpath, secret_key=KEY) as q:
+        good = q.enqueue("jobtasks:add", 2, 3)
+    for forged in (record.encode(record.KIND_JOB, _forged_body("unsigned", marker)),
+                   record.encode(record.KIND_JOB, _forged_body("wrong-key", marker),
+                                 b"not the queue's key at all!")):
+        _append_raw(qpath, forged)
+    with capture_logs() as events, Queue(qpath, secret_key=KEY) as q:
+        later = q.enqueue("jobtasks:add", 4, 5)  # the queue keeps working after the forgeries
+        Worker(q).run(burst=True)
+        assert q.result(good) == 5 and q.result(later) == 9
+        reasons = [r["reason"] for r in q.store.quarantined()]
+        assert q.counts()["succeeded"] == 2 and sum(q.counts().values()) == 2
+    assert not marker.exists()
+    # The last forgery ends the log, so recovery sees it as a torn tail: cut after being copied
+    # aside, with the reason in the event. Either way it is reported and never unpickled.
+    reasons += [e["reason"] for e in events if e["event"] == "log.tail_truncated"]
+    assert len(reasons) == 2, reasons
+    assert any("not signed" in r for r in reasons) and any("signature mismatch" in r for r in reasons)
+    assert len(list((qpath / "quarantine").iterdir())) == 2
+
+
+def test_tampered_signed_record_is_never_unpickled(qpath, tmp_path):
+    """Changing one byte of a signed job (even one whose own args are harmless) quarantines it."""
+    with Queue(qpath, secret_key=KEY) as q:
+        jid = q.enqueue("jobtasks:add", 2, 3)
+        other = q.enqueue("jobtasks:add", 1, 1)
+    segment = sorted((qpath / "log").glob("*.log"))[0]
+    data = bytearray(segment.read_bytes())
+    data[record.HEADER_SIZE + record.MAC_SIZE + 40] ^= 0x01  # a byte of the first body
+    segment.write_bytes(bytes(data))
+    with Queue(qpath, secret_key=KEY) as q:
+        assert [s.job_id for s in q.jobs()] == [other]
+        assert "checksum" in q.store.quarantined()[0]["reason"]
+    del jid
+
+
+def test_allow_list_refuses_a_forged_record_in_the_worker(qpath, tmp_path):
+    """With allowed_modules, the worker refuses the forged payload: the job dies, nothing runs."""
+    marker = tmp_path / "pwned"
+    with Queue(qpath, allowed_modules=["jobtasks"]) as q:
+        good = q.enqueue("jobtasks:add", 2, 3)
+        _append_raw(qpath, record.encode(record.KIND_JOB, _forged_body("forged", marker)))
+        Worker(q).run(burst=True)
+        assert q.result(good) == 5
+        forged = q.state("forged")
+    assert not marker.exists()
+    assert forged.status is Status.DEAD
+    assert "refused to load posix.system" in forged.error and "allowed_modules" in forged.error
+
+
+def test_allow_list_also_guards_payload_reads(qpath, tmp_path):
+    """Queue.payload() of a forged job raises UnpicklingForbidden under an allow-list."""
+    marker = tmp_path / "pwned"
+    with Queue(qpath, allowed_modules=["jobtasks"]) as q:
+        _append_raw(qpath, record.encode(record.KIND_JOB, _forged_body("forged", marker)))
+        q.counts()
+        with pytest.raises(UnpicklingForbidden):
+            q.payload("forged")
+    assert not marker.exists()
+
+
+def test_listing_and_counting_never_unpickle_arguments(qpath, tmp_path):
+    """Indexing, counts, list and status read no pickle: a forged record runs nothing there."""
+    marker = tmp_path / "pwned"
+    with Queue(qpath) as q:
+        _append_raw(qpath, record.encode(record.KIND_JOB, _forged_body("forged", marker)))
+        assert q.counts()["queued"] == 1
+        assert [r["job_id"] for r in q.store.rows()] == ["forged"]
+        assert q.state("forged").status is Status.QUEUED  # the snapshot holds no arguments
+    assert not marker.exists()
+
+
+def test_secret_key_signs_state_snapshots_too(qpath):
+    """Snapshots in the state store carry a signature and fail loudly when altered."""
+    from jobq.errors import CorruptRecord
+    with Queue(qpath, secret_key=KEY) as q:
+        jid = q.enqueue("jobtasks:add", 1, 1)
+        q.counts()
+        raw = q.store.shelf.dict[jid.encode()]
+        assert raw.startswith(b"JQS1")
+        q.store.shelf.dict[jid.encode()] = raw[:-1] + bytes([raw[-1] ^ 1])
+        with pytest.raises(CorruptRecord, match="signature"):
+            q.state(jid)
