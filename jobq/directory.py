@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import durable
 from .errors import IncompatibleFormat, NotAQueue, StorageError, WrongSecretKey
@@ -32,7 +32,7 @@ class QueueDir:
     """Paths inside one checked queue directory, and the settings every opener must share."""
 
     root: str
-    segment_size: int | None = None  # None: a directory from before it was recorded
+    fixed: dict[str, int] = field(default_factory=dict)  # FIXED_SETTINGS recorded at creation
 
     @property
     def log(self) -> str:
@@ -56,11 +56,18 @@ def key_check(key: bytes | None) -> str | None:
     return None if key is None else hmac.new(key, b"jobq key check", hashlib.sha256).hexdigest()[:32]
 
 
-def open_dir(path: str, secret_key: bytes | None, segment_size: int) -> QueueDir:
+# Settings every process opening a queue must share, so they are recorded when it is created:
+# - segment_size: producers that rolled segments at different sizes would append to a segment
+#   the index has already passed, and those jobs would never run;
+# - max_record_size: a reader with a smaller limit would quarantine valid jobs and skip them.
+FIXED_SETTINGS = ("segment_size", "max_record_size")
+
+
+def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> QueueDir:
     """Create the queue directory if needed, then check its format and key.
 
-    The segment size is recorded at creation: producers that rolled segments at different sizes
-    would append to a segment the index has already passed, and those jobs would never run.
+    ``settings`` are recorded if the queue is new; the returned QueueDir says which values the
+    queue was created with (a directory from before a setting was recorded lacks it).
     """
     if os.path.exists(path) and not os.path.isdir(path):
         raise NotAQueue(f"{path} exists and is not a directory", path=path)
@@ -75,14 +82,15 @@ def open_dir(path: str, secret_key: bytes | None, segment_size: int) -> QueueDir
                 raise NotAQueue(f"{path} is not empty and holds no {FORMAT_FILE}: refusing to turn"
                                 " it into a queue (choose an empty or new directory)", path=path)
             wanted = {"format": FORMAT, "signed": secret_key is not None,
-                      "key_check": key_check(secret_key), "segment_size": segment_size}
+                      "key_check": key_check(secret_key),
+                      **{k: settings[k] for k in FIXED_SETTINGS}}
             durable.atomic_write(os.path.join(path, FORMAT_FILE),
                                  json.dumps(wanted, indent=1).encode() + b"\n", exclusive=True)
             info = _read_format(qdir)
             assert info is not None
         _check_format(path, info, secret_key)
-        stored = info.get("segment_size")
-        qdir = QueueDir(path, stored if isinstance(stored, int) and stored > 0 else None)
+        qdir = QueueDir(path, {k: v for k in FIXED_SETTINGS
+                               if isinstance(v := info.get(k), int) and v > 0})
         durable.make_dir(qdir.log)
         durable.make_dir(qdir.quarantine)
     except OSError as exc:

@@ -29,6 +29,7 @@ __all__ = [
     "IncompatibleFormat",
     "WrongSecretKey",
     "CorruptRecord",
+    "CorruptStore",
     "SchemaVersionError",
     "UnpicklingForbidden",
     "LoadError",
@@ -38,8 +39,15 @@ __all__ = [
 def _rebuild(cls: type, message: str, fields: dict[str, Any]) -> JobqError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
-    err.__dict__.update(fields)
+    _set_fields(err, fields)
     return err
+
+
+def _set_fields(err: BaseException, fields: dict[str, Any]) -> None:
+    # setattr, not __dict__.update: OSError keeps ``errno`` in a slot that a same-named
+    # instance-dict entry cannot reach, so StorageError(errno=...) read back errno None.
+    for name, value in fields.items():
+        setattr(err, name, value)
 
 
 class JobqError(Exception):
@@ -47,14 +55,17 @@ class JobqError(Exception):
 
     def __init__(self, message: str, **fields: Any) -> None:
         super().__init__(message)
-        self.__dict__.update(fields)
+        _set_fields(self, fields)
 
     def __str__(self) -> str:
         # KeyError's own __str__ would quote the message; ours is always the plain sentence.
         return str(self.args[0]) if self.args else ""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
+        fields = dict(self.__dict__)
+        if isinstance(self, OSError) and self.errno is not None:
+            fields["errno"] = self.errno
+        return (_rebuild, (type(self), str(self), fields))
 
 
 class ConfigError(JobqError, ValueError):
@@ -123,6 +134,10 @@ class WrongSecretKey(StorageError):
 
 class CorruptRecord(StorageError):
     """A log record or state snapshot failed its checksum or signature, or is malformed."""
+
+
+class CorruptStore(StorageError):
+    """The state database (``state.sqlite3``) is damaged; the message says how to recover."""
 
 
 class SchemaVersionError(JobqError):

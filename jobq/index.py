@@ -75,7 +75,7 @@ def index_batch(conn: sqlite3.Connection, shelf: StateShelf, log_: Log,
             pos = Position(item.pos.segment, item.pos.offset + item.frame.size)
             indexed += _index_entry(conn, shelf, log_, item, now)
         elif isinstance(item, Damage):
-            _quarantine(conn, log_, item, now())
+            quarantine(conn, log_, item, now())
             pos = Position(item.pos.segment, item.end)
         elif isinstance(item, Sealed):
             pos = item.next
@@ -95,21 +95,32 @@ def _index_entry(conn: sqlite3.Connection, shelf: StateShelf, log_: Log, entry: 
     try:
         meta, _ = job_record.decode_meta(entry.frame.body)
     except CorruptRecord as exc:
-        _quarantine(conn, log_, Damage(entry.pos, entry.pos.offset + entry.frame.size, str(exc)),
-                    now())
+        quarantine(conn, log_, Damage(entry.pos, entry.pos.offset + entry.frame.size, str(exc)),
+                   now())
         return False
     seq = seq_of(entry.pos)
+    at = now()
+    run_at = run_at_of(meta, at)
     inserted = conn.execute(
         "INSERT OR IGNORE INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts,"
         " enqueued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (meta.job_id, meta.task, Status.QUEUED.value, meta.priority, seq, meta.run_at,
+        (meta.job_id, meta.task, Status.QUEUED.value, meta.priority, seq, run_at,
          meta.max_attempts, meta.created_at, meta.created_at)).rowcount
     if not inserted:
         return False  # a second record for an existing job id: the first one wins
-    add_waiting(conn, meta.job_id, meta.priority, seq, meta.run_at, now())
+    add_waiting(conn, meta.job_id, meta.priority, seq, run_at, at)
     shelf[meta.job_id] = JobState(job_id=meta.job_id, task=meta.task, enqueued_at=meta.created_at,
-                                  run_at=meta.run_at, updated_at=meta.created_at)
+                                  run_at=run_at, updated_at=meta.created_at)
     return True
+
+
+def run_at_of(meta: job_record.JobMeta, now: float) -> float:
+    """When a new job may run: its run-at time, but never later than its delay from ``now``.
+
+    A clock that went back after the enqueue (or a producer whose clock ran ahead) would
+    otherwise hold even an undelayed job until the clock caught up again.
+    """
+    return min(meta.run_at, now + max(0.0, meta.run_at - meta.created_at))
 
 
 def add_waiting(conn: sqlite3.Connection, job_id: str, priority: int, seq: int, run_at: float,
@@ -123,7 +134,7 @@ def add_waiting(conn: sqlite3.Connection, job_id: str, priority: int, seq: int, 
                      (-priority, seq, job_id))
 
 
-def _quarantine(conn: sqlite3.Connection, log_: Log, damage: Damage, now: float) -> None:
+def quarantine(conn: sqlite3.Connection, log_: Log, damage: Damage, now: float) -> None:
     data = log_.read_range(damage.pos.segment, damage.pos.offset, damage.end)
     saved = log_.save_aside(damage.pos, data, "bad")
     conn.execute("INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",

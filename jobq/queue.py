@@ -7,12 +7,12 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
 from . import job_record, maintenance, pickling, record, tasks
-from .directory import open_dir
+from .directory import FIXED_SETTINGS, open_dir
 from .errors import (ConfigError, InvalidArgument, InvalidJob, JobCancelled, JobFailed,
                      RecordTooLarge, WaitTimeout)
 from .log import Log
@@ -42,17 +42,17 @@ class Queue:
                                      "default_max_attempts": default_max_attempts}.items()
                    if v is not None}
         self._open(config_mod.build(path, secret_key=secret_key, allowed_modules=allowed_modules,
-                                    remap=remap, fsync=fsync, **options), clock,
-                   segment_size_given=segment_size is not None)
+                                    remap=remap, fsync=fsync, **options), clock, given=options)
 
     def _open(self, cfg: config_mod.QueueConfig, clock: Callable[[], float], *,
-              segment_size_given: bool = False) -> None:
-        qdir = open_dir(cfg.path, cfg.secret_key, cfg.segment_size)
-        if qdir.segment_size is not None and qdir.segment_size != cfg.segment_size:
-            if segment_size_given:
-                raise ConfigError(f"{cfg.path} was created with segment_size={qdir.segment_size};"
-                                  " every producer must use it (omit segment_size)")
-            cfg = dataclasses.replace(cfg, segment_size=qdir.segment_size)
+              given: Mapping[str, object] = MappingProxyType({})) -> None:
+        qdir = open_dir(cfg.path, cfg.secret_key, {k: getattr(cfg, k) for k in FIXED_SETTINGS})
+        for name, value in qdir.fixed.items():
+            if getattr(cfg, name) != value:
+                if name in given:
+                    raise ConfigError(f"{cfg.path} was created with {name}={value}; every"
+                                      f" process must use it (omit {name})")
+                cfg = dataclasses.replace(cfg, **{name: value})
         self.config = cfg
         self._clock = clock
         self.log = Log(qdir.log, key=cfg.secret_key, max_body=cfg.max_record_size,
@@ -69,6 +69,7 @@ class Queue:
             # and index what was appended since; only the log after the covered offset is read.
             self.store.check_covered()
             maintenance.finish_interrupted_compaction(self)
+            self.store.ensure_index()  # after the compaction's rename: seqs must match the files
             self.store.catch_up()
         except BaseException:
             self.close()

@@ -33,15 +33,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from . import index, transitions
+import structlog
+
+from . import index, rebuild, transitions
 from ._flock import ProcessLock
 from .directory import QueueDir
-from .errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
+from .errors import CorruptRecord, CorruptStore, JobNotFound, LoadError, StaleClaim, StorageError
 from .log import Log, Position
 from .pickling import PickleRules
 from .shelf import StateShelf
 from .sqlite_dbm import TABLE_SQL, SqliteDbm, connect
 from .state import JobState, Status
+
+log = structlog.get_logger(__name__)
 
 STORE_SCHEMA = 1
 PROMOTE_BATCH = 1_000
@@ -81,6 +85,45 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 Change = Callable[[JobState, float, int], JobState]  # (state, now, max_attempts) -> new state
 
+# Errors of the caller, not of the file: never translated into StorageError.
+_BUGS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.NotSupportedError,
+         sqlite3.DataError)
+
+
+def storage_error(exc: sqlite3.Error, path: str) -> StorageError:
+    """The StorageError for a SQLite failure on the state database: the file and what to do."""
+    code = getattr(exc, "sqlite_errorname", "")  # Python 3.11+; else judged by the message
+    text = str(exc)
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) \
+            or "malformed" in text or "not a database" in text:
+        return damaged(path, text)
+    if code.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or "disk" in text:
+        return StorageError(
+            f"cannot use state database {path}: {text}. Free disk space (or raise the file size"
+            " limit) and retry: the failed change was rolled back, nothing stored was lost",
+            path=path)
+    return StorageError(f"cannot use state database {path}: {text}", path=path)
+
+
+def damaged(path: str, what: str) -> CorruptStore:
+    """The error for a damaged state database, with the two ways out."""
+    return CorruptStore(
+        f"state database {path} is damaged ({what}). Stop the workers, then restore it from a"
+        " backup, or move it aside with its -wal and -shm files and open the queue again: the"
+        " index is rebuilt from the log with every job, but finished jobs run again and saved"
+        " checkpoints and results are lost", path=path)
+
+
+@contextmanager
+def translated(path: str) -> Iterator[None]:
+    """Raise a SQLite failure on ``path`` as StorageError (see :func:`storage_error`)."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, _BUGS):
+            raise
+        raise storage_error(exc, path) from exc
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -116,20 +159,36 @@ class Store:
         try:
             conn = connect(self._qdir.state_db)
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open state database {self._qdir.state_db}: {exc}",
-                               path=self._qdir.state_db) from exc
+            raise storage_error(exc, self._qdir.state_db) from exc
         self._conn, self._pid = conn, os.getpid()
         self._shelf = StateShelf(SqliteDbm(conn, create=False), rules=self._rules,
                                  secret_key=self._key)
         try:
+            self._check_size(conn)
             self._create_schema(conn)
         except BaseException:
             self.close()
             raise
 
+    def _check_size(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file cut inside a page: SQLite reads the missing bytes as zeros, so the rows
+        of that last page would come back silently wrong. (SQLite writes whole pages only.)"""
+        with translated(self._qdir.state_db):
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+        size = os.stat(self._qdir.state_db).st_size
+        if size % page:
+            raise damaged(self._qdir.state_db, f"truncated: {size} bytes is not a whole number"
+                                               f" of {page}-byte pages")
+
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         with self._write():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and self._log.has_more(Position(1, 0)):
+                # Under the write lock: no producer can have enqueued into a queue this new.
+                log.warning("store.index_rebuilt", path=self._qdir.state_db,
+                            reason="state database missing or empty",
+                            consequence="every job in the log is queued again; finished jobs"
+                                        " run again")
             if version > STORE_SCHEMA:
                 raise StorageError(
                     f"{self._qdir.state_db} has store schema {version}; this jobq knows"
@@ -155,9 +214,15 @@ class Store:
         return self._shelf
 
     @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Hold the connection for reads; SQLite failures become StorageError naming the file."""
+        with self._mutex, translated(self._qdir.state_db):
+            yield
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, serialised across threads and processes."""
-        with self._mutex, self._lock:
+        with self._mutex, self._lock, translated(self._qdir.state_db):
             conn = self.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -185,13 +250,37 @@ class Store:
 
     def covered(self) -> Position:
         """The log position up to which the index is complete."""
-        with self._mutex:
+        with self._reading():
             return index.covered(self.conn)
 
     def check_covered(self) -> None:
         """Raise StorageError if the log no longer reaches the position the index covers."""
-        with self._mutex:
+        with self._reading():
             index.check_covered(self.conn, self._log, self._qdir.state_db)
+
+    def ensure_index(self) -> bool:
+        """On open: rebuild the index if it was lost while job snapshots survive; True if rebuilt.
+
+        Costs a few index seeks when the index is whole.
+        """
+        with self._reading():
+            if not rebuild.index_lost(self.conn):
+                return False
+        with self._write() as conn:
+            if not rebuild.index_lost(conn):
+                return False  # another process rebuilt it meanwhile
+            rebuild.rebuild(conn, self.shelf, self._log, self._clock(),
+                            reason="index tables missing or empty")
+        return True
+
+    def rebuild_index(self) -> int:
+        """Rebuild the index from the log and the surviving snapshots; return how many jobs.
+
+        For an index that lost rows in a way :meth:`ensure_index` cannot see. Jobs running now
+        are queued again, and the results of their current attempts will not count.
+        """
+        with self._write() as conn:
+            return rebuild.rebuild(conn, self.shelf, self._log, self._clock(), reason="requested")
 
     def catch_up(self) -> int:
         """Index every record appended since the covered position; return how many.
@@ -209,7 +298,7 @@ class Store:
         return total
 
     def quarantined(self) -> list[dict[str, Any]]:
-        with self._mutex:
+        with self._reading():
             cur = self.conn.execute("SELECT segment, offset, end_offset, reason, saved_to, found_at"
                                     " FROM quarantine ORDER BY segment, offset")
             names = [d[0] for d in cur.description]
@@ -218,12 +307,12 @@ class Store:
     # -- reading -------------------------------------------------------------------------------
 
     def exists(self, job_id: str) -> bool:
-        with self._mutex:
+        with self._reading():
             return self.conn.execute("SELECT 1 FROM jobs WHERE job_id = ?",
                                      (job_id,)).fetchone() is not None
 
     def status(self, job_id: str) -> Status:
-        with self._mutex:
+        with self._reading():
             row = self.conn.execute("SELECT status FROM jobs WHERE job_id = ?",
                                     (job_id,)).fetchone()
         if row is None:
@@ -231,7 +320,7 @@ class Store:
         return Status(row[0])
 
     def get(self, job_id: str) -> JobState:
-        with self._mutex:
+        with self._reading():
             try:
                 return self.shelf[job_id]
             except KeyError:
@@ -239,13 +328,13 @@ class Store:
 
     def cancel_requested(self, job_id: str) -> bool:
         """Cheap check for a running task polling ``ctx.cancelled``."""
-        with self._mutex:
+        with self._reading():
             row = self.conn.execute("SELECT cancel_requested FROM jobs WHERE job_id = ?",
                                     (job_id,)).fetchone()
         return bool(row and row[0])
 
     def payload_position(self, job_id: str) -> Position:
-        with self._mutex:
+        with self._reading():
             row = self.conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
@@ -253,7 +342,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in Status}
-        with self._mutex:
+        with self._reading():
             for status, n in self.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
                 counts[status] = n
         return counts
@@ -263,7 +352,7 @@ class Store:
         """Index columns of jobs, for listings: nothing is unpickled, so any process can list."""
         where, args = ("WHERE status = ?", [status.value]) if status else ("", [])
         order = "DESC" if newest_first else "ASC"
-        with self._mutex:
+        with self._reading():
             cur = self.conn.execute(
                 "SELECT job_id, task, status, priority, attempts, progress, run_at, enqueued_at,"
                 f" updated_at, owner FROM jobs {where} ORDER BY seq {order} LIMIT ?",
@@ -273,7 +362,7 @@ class Store:
 
     def row(self, job_id: str) -> dict[str, Any]:
         """One job's index columns (status, progress...), without unpickling its snapshot."""
-        with self._mutex:
+        with self._reading():
             cur = self.conn.execute(
                 "SELECT job_id, task, status, priority, attempts, progress, run_at, enqueued_at,"
                 " updated_at, owner FROM jobs WHERE job_id = ?", (job_id,))
@@ -285,7 +374,7 @@ class Store:
 
     def oldest_waiting(self) -> float | None:
         """Enqueue time of the oldest job still waiting to run, or None."""
-        with self._mutex:
+        with self._reading():
             row = self.conn.execute("SELECT MIN(enqueued_at) FROM jobs WHERE status IN (?, ?)",
                                     (Status.QUEUED.value, Status.FAILED.value)).fetchone()
         return row[0]
@@ -294,7 +383,7 @@ class Store:
         """Job ids in arrival order, read page by page (never all at once)."""
         after = -1
         while True:
-            with self._mutex:
+            with self._reading():
                 if status is None:
                     rows = self.conn.execute("SELECT seq, job_id FROM jobs WHERE seq > ?"
                                              " ORDER BY seq LIMIT ?", (after, page)).fetchall()
@@ -419,7 +508,7 @@ class Store:
 
     def running(self, owner: str | None = None) -> list[tuple[str, int, str, float]]:
         """(job id, claim token, owner, lease expiry) of running jobs, of one owner or all."""
-        with self._mutex:
+        with self._reading():
             sql = "SELECT job_id, token, owner, lease_expires FROM jobs WHERE status = ?"
             args: tuple[Any, ...] = (Status.RUNNING.value,)
             if owner is not None:
@@ -428,14 +517,14 @@ class Store:
 
     def cancelling(self, owner: str) -> list[str]:
         """Ids of the jobs ``owner`` is running that were asked to cancel."""
-        with self._mutex:
+        with self._reading():
             return [r[0] for r in self.conn.execute(
                 "SELECT job_id FROM jobs WHERE status = ? AND owner = ? AND cancel_requested = 1",
                 (Status.RUNNING.value, owner))]
 
     def has_ready(self) -> bool:
         """Is a job claimable now (ready, due, or not yet indexed)? Cheap enough to poll."""
-        with self._mutex:
+        with self._reading():
             if self.conn.execute("SELECT 1 FROM ready LIMIT 1").fetchone():
                 return True
             due = self.conn.execute("SELECT 1 FROM scheduled WHERE run_at <= ? LIMIT 1",

@@ -230,7 +230,8 @@ def test_specific_error_types(queue):
         queue.enqueue(lambda: 1)
     with pytest.raises(NotPicklable):
         queue.enqueue(add, lambda: 1)
-    with Queue(queue.path, max_record_size=1000) as small, pytest.raises(RecordTooLarge):
+    with Queue(queue.path + "-small", max_record_size=1000) as small, \
+            pytest.raises(RecordTooLarge):
         small.enqueue(add, "x" * 2000, 1)
 
 
@@ -324,3 +325,15 @@ def test_payload_checks_the_record_belongs_to_the_job(queue):
     from jobq import job_record
     with pytest.raises(CorruptRecord, match="holds job"):
         job_record.load_payload(frame.body, queue.config.rules, second)
+
+
+def test_max_record_size_is_fixed_when_the_queue_is_created(qpath):
+    """A reader cannot open with a smaller record limit and quarantine valid jobs."""
+    from jobq.errors import ConfigError
+    with Queue(qpath, max_record_size=1 << 20) as first:
+        big = first.enqueue(add, "x" * 100_000, "")
+    with pytest.raises(ConfigError, match="max_record_size=1048576"):
+        Queue(qpath, max_record_size=10_000)
+    with Queue(qpath) as again:
+        assert again.config.max_record_size == 1 << 20
+        assert again.state(big).status is Status.QUEUED and again.store.quarantined() == []

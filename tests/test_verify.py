@@ -7,7 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from jobq import JobState, Queue
+from jobq import JobState
 from jobq.testing import run_burst
 from jobq.verify import verify
 
