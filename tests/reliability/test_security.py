@@ -143,3 +143,18 @@ def test_secret_key_signs_state_snapshots_too(qpath):
         q.store.shelf.dict[jid.encode()] = raw[:-1] + bytes([raw[-1] ^ 1])
         with pytest.raises(CorruptRecord, match="signature"):
             q.state(jid)
+
+
+def test_oversized_record_in_the_log_is_skipped_with_an_error(qpath):
+    """A record larger than the queue's max_record_size is quarantined on read, never loaded."""
+    with Queue(qpath, max_record_size=4096) as q:
+        before = q.enqueue("jobtasks:add", 1, 1)
+        meta = JobPayload(job_id="huge", task="jobtasks:add")
+        body = job_record.encode(meta, pickle.dumps(JobPayload(job_id="huge", task="jobtasks:add",
+                                                               args=("x" * 10_000,)), 5))
+        _append_raw(qpath, record.encode(record.KIND_JOB, body))
+        after = q.enqueue("jobtasks:add", 2, 2)
+    with capture_logs() as events, Queue(qpath) as q:
+        assert [s.job_id for s in q.jobs()] == [before, after]
+        assert "exceeds the limit of 4096" in q.store.quarantined()[0]["reason"]
+    assert any(e["event"] == "log.record_quarantined" for e in events)
