@@ -39,14 +39,17 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
     uri = f"{pathlib.Path(path).absolute().as_uri()}?mode={'ro' if readonly else 'rw'}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
                            timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    if not readonly:
-        mode = retry_locked(lambda: conn.execute("PRAGMA journal_mode = wal").fetchone()[0])
-        if mode != "wal":
-            conn.close()
-            raise sqlite3.OperationalError(f"{path}: cannot switch to WAL mode (got {mode!r})")
-    # In WAL mode NORMAL may lose the last commits on power loss; FULL fsyncs the WAL on commit.
-    conn.execute("PRAGMA synchronous = FULL")
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if not readonly:
+            mode = retry_locked(lambda: conn.execute("PRAGMA journal_mode = wal").fetchone()[0])
+            if mode != "wal":
+                raise sqlite3.OperationalError(f"{path}: cannot switch to WAL mode (got {mode!r})")
+        # In WAL mode NORMAL may lose the last commits on power loss; FULL fsyncs the WAL on commit.
+        conn.execute("PRAGMA synchronous = FULL")
+    except BaseException:
+        conn.close()  # a damaged file fails here: do not leak the connection
+        raise
     return conn
 
 
