@@ -222,3 +222,20 @@ def test_mistakes_leave_stored_data_untouched(qpath):
     after = {p: p.read_bytes() for p in qpath.rglob("*") if p.is_file() and "lock" not in p.name}
     assert {p for p in after if p.suffix == ".log"} == {p for p in before if p.suffix == ".log"}
     assert all(after[p] == before[p] for p in before if p.suffix == ".log")
+
+
+def test_status_warns_about_quarantined_log_ranges(qpath):
+    """status says when damaged log bytes were skipped, and where they were copied."""
+    with Queue(qpath) as q:
+        q.enqueue_many("jobtasks:add", [(1, 1), (2, 2), (3, 3)])
+    segment = next((qpath / "log").glob("*.log"))
+    data = bytearray(segment.read_bytes())
+    data[40] ^= 0xFF  # inside the first record's body
+    segment.write_bytes(bytes(data))
+    out = ok("status", "--dir", str(qpath))
+    assert "warning: 1 damaged log range(s) were skipped" in out
+    assert str(qpath / "quarantine") in out and "checksum" in out
+    assert len(json.loads(ok("status", "--dir", str(qpath), "--json"))["quarantined"]) == 1
+    healthy = qpath.parent / "healthy"
+    Queue(healthy).close()
+    assert "warning" not in ok("status", "--dir", str(healthy))

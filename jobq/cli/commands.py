@@ -75,15 +75,20 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     counts = q.counts()
     oldest = q.store.oldest_waiting()
     running = q.store.rows(Status.RUNNING, limit=args.limit)
+    quarantined = q.store.quarantined()
     if args.json:
         render.as_json({"path": q.path, "counts": counts, "running": running,
-                        "oldest_waiting_age": None if oldest is None else time.time() - oldest},
-                       out)
+                        "oldest_waiting_age": None if oldest is None else time.time() - oldest,
+                        "quarantined": quarantined}, out)
         return 0
     print(f"queue {q.path}", file=out)
     for name, n in counts.items():
         note = f"  oldest waiting since {render.ago(oldest)}" if name == "queued" and oldest else ""
         print(f"  {name:<10} {n:>8}{note}", file=out)
+    if quarantined:
+        print(f"\nwarning: {len(quarantined)} damaged log range(s) were skipped and copied to"
+              f" {os.path.join(q.path, 'quarantine')} (last: {quarantined[-1]['reason']})",
+              file=out)
     if running:
         print("\nrunning:", file=out)
         render.table(["JOB ID", "TASK", "ATTEMPT", "PROGRESS", "UPDATED", "WORKER"],
