@@ -210,7 +210,7 @@ class Queue:
         if state.status is Status.CANCELLED:
             raise JobCancelled(f"job {job_id} was cancelled", job_id=job_id, error=state.error)
         raise JobFailed(f"job {job_id} failed after {state.attempts} attempt(s): "
-                        f"{_last_line(state.error)}", job_id=job_id, error=state.error)
+                        f"{last_line(state.error)}", job_id=job_id, error=state.error)
 
     def counts(self) -> dict[str, int]:
         """Number of jobs in each status (every status is present, zero or not)."""
@@ -291,6 +291,7 @@ def _parse_status(status: Status | str | None) -> Status | None:
         raise InvalidArgument(f"unknown status {status!r}; choose one of {choices}") from None
 
 
-def _last_line(text: str | None) -> str:
+def last_line(text: str | None) -> str:
+    """The last line of an error text (the exception's type and message)."""
     lines = (text or "").strip().splitlines()
     return lines[-1] if lines else "no error text"

@@ -30,3 +30,17 @@ def test_unknown_worker_option_is_a_config_error(queue):
     from workers import Worker
     with pytest.raises(ConfigError, match="lease_secs"):
         Worker(queue, lease_secs=5)
+
+
+def test_configured_imports_are_imported_by_the_worker(queue, tmp_path, monkeypatch):
+    """Worker(imports=...) imports its modules before starting children; a bad one is refused."""
+    import sys
+
+    from workers import Worker
+    (tmp_path / "preloaded_mod_q.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "preloaded_mod_q", raising=False)
+    Worker(queue, imports=("preloaded_mod_q",)).run(burst=True)
+    assert sys.modules["preloaded_mod_q"].LOADED
+    with pytest.raises(ConfigError, match="cannot import no_such_mod_q: ModuleNotFoundError"):
+        Worker(queue, imports=("no_such_mod_q",)).run(burst=True)

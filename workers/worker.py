@@ -9,6 +9,7 @@ children in one transaction. Execution is at least once: a job whose worker dies
 
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -72,6 +73,7 @@ class Worker:
 
     def run(self, burst: bool = False) -> int:
         """Run jobs until stopped (or, with ``burst``, until there is nothing left to do)."""
+        self._import_modules()  # before forking, so every child has them already
         self._lock = liveness.LivenessLock(self.queue.path, self.id)
         try:
             with handled(self.stops):
@@ -100,6 +102,13 @@ class Worker:
         self._settle()
         return self._should_stop(burst, now)
 
+    def _import_modules(self) -> None:
+        for name in self.config.imports:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # the module itself may raise anything while importing
+                raise ConfigError(f"cannot import {name}: {type(exc).__name__}: {exc}") from exc
+
     def _should_stop(self, burst: bool, now: float) -> bool:
         self.stops.log_requests()
         busy = any(s.busy for s in self._slots)
@@ -116,9 +125,7 @@ class Worker:
     def _retries_pending(self) -> bool:
         waiting = {Status.QUEUED, Status.FAILED}
         self._retrying = {j for j in self._retrying if self.queue.store.status(j) in waiting}
-        if self._retrying:
-            time.sleep(self.config.poll_interval)
-        return bool(self._retrying)
+        return bool(self._retrying)  # the next turn's _collect waits poll_interval: no spin
 
     # -- children --------------------------------------------------------------------------------
 

@@ -109,11 +109,6 @@ def _worker(args: argparse.Namespace) -> int:
     from workers import Worker  # the worker runtime is only loaded by the command that runs it
 
     commands.importable_cwd()
-    for name in args.imports:
-        try:
-            __import__(name)
-        except Exception as exc:
-            raise JobqError(f"cannot import {name}: {type(exc).__name__}: {exc}") from exc
     with commands.open_queue(args, create=True) as queue:
         Worker(queue, concurrency=args.concurrency, imports=tuple(args.imports),
                shutdown_grace=args.shutdown_grace,

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from .. import config as config_mod
 from ..directory import FORMAT_FILE
 from ..errors import InvalidArgument, JobqError, NotAQueue
-from ..queue import Queue
+from ..queue import Queue, last_line
 from ..state import Status
 from . import render
 
@@ -189,9 +189,8 @@ def wait(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                         "error": state.error}, out)
     else:
         detail = (f"result {render.short(state.result)}" if state.status is Status.SUCCEEDED
-                  else (state.error or "").strip().splitlines()[-1:] or [""])
-        print(f"{jid} {state.status.value}: {detail if isinstance(detail, str) else detail[0]}",
-              file=out)
+                  else last_line(state.error) if state.error else "")
+        print(f"{jid} {state.status.value}: {detail}", file=out)
     return 0 if state.status is Status.SUCCEEDED else 1
 
 
