@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import structlog
 
-from . import job_record, pickling, tasks, transitions
+from . import job_record, tasks, transitions
 from .context import JobContext, running
 from .errors import JobqError, NotPicklable
 from .log import Log
@@ -124,12 +124,3 @@ def run_claim(store: Store, log_: Log, claim: Claim, rules: PickleRules, *,
         return record(store, claim, failure(f"cannot load job: {exc}"), retry_delay=retry_delay)
     outcome = execute(store, claim, payload, fn)
     return record(store, claim, outcome, retry_delay=retry_delay)
-
-
-def picklable(outcome: Outcome) -> Outcome:
-    """``outcome`` if it can cross a process boundary, else a failure saying why."""
-    try:
-        pickling.dumps(outcome.result)
-    except NotPicklable as exc:
-        return failure(f"the task's return value cannot be stored: {exc}", outcome.duration)
-    return outcome

@@ -143,3 +143,13 @@ def test_three_workers_two_children_each_run_every_job_exactly_once(queue, worke
     assert set(successes) == set(ids) and set(successes.values()) == {1}
     assert all(w.events("job.succeeded") for w in procs), "every worker took a share"
     assert [queue.result(j) for j in ids[:5]] == [1, 2, 3, 4, 5]
+
+
+def test_unpicklable_result_in_a_child_fails_the_attempt_clearly(queue):
+    """A return value that cannot cross to the supervisor fails the attempt with the reason."""
+    jid = queue.enqueue_call("jobtasks:unpicklable_result", max_attempts=1)
+    after = queue.enqueue("jobtasks:add", 1, 2)
+    Worker(queue).run(burst=True)
+    state = queue.state(jid)
+    assert state.status is Status.DEAD and "return value cannot be stored" in state.error
+    assert queue.result(after) == 3  # the child is still healthy

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pickle
 import signal
 import sys
 from multiprocessing.connection import Connection
 
 from jobq import Queue
 from jobq.errors import JobqError
-from jobq.execution import execute, failure, load, picklable
+from jobq.execution import execute, failure, load
 
 PR_SET_PDEATHSIG = 1
 
@@ -57,6 +58,11 @@ def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[in
                 continue
             conn.send(("started", claim.job_id, payload.timeout))
             outcome = execute(own.store, claim, payload, fn)
-            conn.send(("done", claim.job_id, claim.token, picklable(outcome)))
+            try:
+                conn.send(("done", claim.job_id, claim.token, outcome))
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:
+                # send() pickles the whole message before writing a byte: nothing half-sent.
+                conn.send(("done", claim.job_id, claim.token, failure(
+                    f"the task's return value cannot be stored: {exc}", outcome.duration)))
     finally:
         own.close()
