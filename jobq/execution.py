@@ -54,7 +54,11 @@ def load(log_: Log, claim: Claim, rules: PickleRules) -> tuple[Any, Any]:
 
 def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
             *, cancelled: Callable[[], bool] | None = None) -> Outcome:
-    """Call the task with its context; never raises for what the task does."""
+    """Call the task with its context; never raises for what the task does.
+
+    Whether the job was asked to cancel is read only when the task asks (``ctx.cancelled``); the
+    recorded outcome is decided by :func:`change_for` from the flag in the store.
+    """
     started = time.monotonic()
     job_id, token = claim.job_id, claim.token
     is_cancelled = cancelled or (lambda: store.cancel_requested(job_id))
@@ -66,12 +70,10 @@ def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
         with running(ctx):
             result = fn(*payload.args, **payload.kwargs)
     except Exception as exc:
-        kind: Kind = "cancelled" if is_cancelled() else "failed"
-        return Outcome(kind, error=format_error(exc), duration=time.monotonic() - started,
+        return Outcome("failed", error=format_error(exc), duration=time.monotonic() - started,
                        timeout=payload.timeout)
-    kind = "cancelled" if is_cancelled() else "succeeded"
-    return Outcome(kind, result=result if kind == "succeeded" else None,
-                   duration=time.monotonic() - started, timeout=payload.timeout)
+    return Outcome("succeeded", result=result, duration=time.monotonic() - started,
+                   timeout=payload.timeout)
 
 
 def failure(error: str, duration: float = 0.0) -> Outcome:
@@ -80,14 +82,19 @@ def failure(error: str, duration: float = 0.0) -> Outcome:
 
 def change_for(outcome: Outcome, retry_delay: RetryDelay
                ) -> Callable[[JobState, float, int], JobState]:
-    """The store transition that records ``outcome``."""
-    if outcome.kind == "succeeded":
-        return lambda s, now, _: transitions.succeeded(s, outcome.result, now)
-    if outcome.kind == "cancelled":
-        return lambda s, now, _: transitions.cancelled(s, now)
-    error = outcome.error or "failed"
-    return lambda s, now, max_attempts: transitions.failed(
-        s, error, now, max_attempts=max_attempts, retry_delay=retry_delay(s.attempts))
+    """The store transition that records ``outcome``.
+
+    A job asked to cancel while it ran ends cancelled, however its attempt ended: the flag is read
+    from the store in the transaction that records it, so a late request is not missed.
+    """
+    def change(s: JobState, now: float, max_attempts: int) -> JobState:
+        if outcome.kind == "cancelled" or s.cancel_requested:
+            return transitions.cancelled(s, now)
+        if outcome.kind == "succeeded":
+            return transitions.succeeded(s, outcome.result, now)
+        return transitions.failed(s, outcome.error or "failed", now, max_attempts=max_attempts,
+                                  retry_delay=retry_delay(s.attempts))
+    return change
 
 
 def record(store: Store, claim: Claim, outcome: Outcome, *, retry_delay: RetryDelay) -> JobState:
@@ -106,13 +113,21 @@ EVENTS = {Status.SUCCEEDED: "job.succeeded", Status.FAILED: "job.failed", Status
           Status.RUNNING: "job.claimed"}
 
 
-def log_transition(state: JobState, duration: float | None = None, **extra: Any) -> None:
-    """One structured event per job transition."""
+def log_transition(state: JobState, duration: float | None = None, *, logger: Any = None,
+                   **extra: Any) -> None:
+    """One structured event per job transition (a claim's at debug level: thousands a second).
+
+    A worker passes its own logger, bound once, so an event costs no per-call logger set-up.
+    """
     fields = {"job_id": state.job_id, "task": state.task, "attempt": state.attempts,
               "status": state.status.value, **extra}
     if duration is not None:
         fields["duration"] = round(duration, 6)
-    log.info(EVENTS[state.status], **fields)
+    logger = log if logger is None else logger
+    if state.status is Status.RUNNING:
+        logger.debug(EVENTS[state.status], **fields)
+    else:
+        logger.info(EVENTS[state.status], **fields)
 
 
 def run_claim(store: Store, log_: Log, claim: Claim, rules: PickleRules, *,

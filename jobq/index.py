@@ -2,8 +2,8 @@
 
 Enqueue only appends to the log. Whoever reads the queue next calls :meth:`Store.catch_up`, which
 runs :func:`index_batch` in a write transaction: it reads the log from the covered position, adds
-each new job to ``jobs`` and to ``ready`` or ``scheduled``, writes its first snapshot, copies
-damaged ranges aside, and moves the covered position forward in the same transaction. Nothing
+each new job to ``jobs`` and to ``ready`` or ``scheduled`` (a few statements per batch, not per
+job), gives it its snapshot marker (:mod:`jobq.snapshots`), copies damaged ranges aside, and moves the covered position forward in the same transaction. Nothing
 here unpickles: the fields the index needs are read from the record's clear header
 (:mod:`jobq.job_record`).
 """
@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 import structlog
 
-from . import job_record
+from . import job_record, snapshots
 from .errors import CorruptRecord, StorageError
 from .log import Damage, Entry, Log, Position, Sealed
 from .shelf import StateShelf
-from .state import JobState, Status
+from .state import Status
 
 log = structlog.get_logger(__name__)
 
@@ -68,12 +68,18 @@ def index_batch(conn: sqlite3.Connection, shelf: StateShelf, log_: Log,
 
     Returns (jobs indexed, whether the covered position moved, an incomplete tail seen or None).
     """
-    indexed, tail = 0, None
+    tail = None
     start = pos = covered(conn)
+    found: dict[str, tuple[job_record.JobMeta, int]] = {}  # job id -> (meta, seq): first wins
     for item in log_.scan(start):
         if isinstance(item, Entry):
             pos = Position(item.pos.segment, item.pos.offset + item.frame.size)
-            indexed += _index_entry(conn, shelf, log_, item, now)
+            try:
+                meta, _ = job_record.decode_meta(item.frame.body)
+            except CorruptRecord as exc:
+                quarantine(conn, log_, Damage(item.pos, pos.offset, str(exc)), now())
+                continue
+            found.setdefault(meta.job_id, (meta, seq_of(item.pos)))
         elif isinstance(item, Damage):
             quarantine(conn, log_, item, now())
             pos = Position(item.pos.segment, item.end)
@@ -82,36 +88,39 @@ def index_batch(conn: sqlite3.Connection, shelf: StateShelf, log_: Log,
         else:
             tail = item.pos
             break
-        if indexed >= CATCH_UP_BATCH:
+        if len(found) >= CATCH_UP_BATCH:
             break
+    indexed = _insert_new(conn, shelf, found, now())
     if pos != start:
         conn.executemany("REPLACE INTO meta (key, value) VALUES (?, ?)",
                          [("covered_segment", pos.segment), ("covered_offset", pos.offset)])
     return indexed, pos != start, tail
 
 
-def _index_entry(conn: sqlite3.Connection, shelf: StateShelf, log_: Log, entry: Entry,
-                 now: Callable[[], float]) -> bool:
-    try:
-        meta, _ = job_record.decode_meta(entry.frame.body)
-    except CorruptRecord as exc:
-        quarantine(conn, log_, Damage(entry.pos, entry.pos.offset + entry.frame.size, str(exc)),
-                   now())
-        return False
-    seq = seq_of(entry.pos)
-    at = now()
-    run_at = run_at_of(meta, at)
-    inserted = conn.execute(
-        "INSERT OR IGNORE INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts,"
-        " enqueued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (meta.job_id, meta.task, Status.QUEUED.value, meta.priority, seq, run_at,
-         meta.max_attempts, meta.created_at, meta.created_at)).rowcount
-    if not inserted:
-        return False  # a second record for an existing job id: the first one wins
-    add_waiting(conn, meta.job_id, meta.priority, seq, run_at, at)
-    shelf[meta.job_id] = JobState(job_id=meta.job_id, task=meta.task, enqueued_at=meta.created_at,
-                                  run_at=run_at, updated_at=meta.created_at)
-    return True
+def _insert_new(conn: sqlite3.Connection, shelf: StateShelf,
+                found: dict[str, tuple[job_record.JobMeta, int]], at: float) -> int:
+    """Add the jobs of ``found`` not indexed before (a later record of a known id is ignored)."""
+    ids = list(found)
+    for part in snapshots.chunks(ids):
+        for (known,) in conn.execute(
+                f"SELECT job_id FROM jobs WHERE job_id IN ({snapshots.marks(len(part))})", part):
+            del found[known]
+    jobs, ready, scheduled = [], [], []
+    for job_id, (meta, seq) in found.items():
+        run_at = run_at_of(meta, at)
+        jobs.append((job_id, meta.task, Status.QUEUED.value, meta.priority, seq, run_at,
+                     meta.max_attempts, meta.created_at, meta.created_at))
+        if run_at > at:
+            scheduled.append((run_at, seq, job_id))
+        else:
+            ready.append((-meta.priority, seq, job_id))
+    conn.executemany(
+        "INSERT INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts,"
+        " enqueued_at, updated_at, snap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)", jobs)
+    conn.executemany("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)", ready)
+    conn.executemany("INSERT INTO scheduled (run_at, seq, job_id) VALUES (?, ?, ?)", scheduled)
+    snapshots.mark_indexed(conn, shelf, found)
+    return len(found)
 
 
 def run_at_of(meta: job_record.JobMeta, now: float) -> float:

@@ -156,7 +156,7 @@ class Queue:
                job_id: str | None, options: _Options) -> tuple[JobPayload, bytes]:
         """Build one job's record; raises before anything is written."""
         now = self._clock()
-        payload = JobPayload(job_id=job_id or os.urandom(16).hex(), task=task, args=args,
+        payload = JobPayload(job_id=job_id or new_job_id(), task=task, args=args,
                              kwargs=kwargs, priority=options.priority,
                              max_attempts=options.max_attempts, timeout=options.timeout,
                              run_at=now + options.delay, created_at=now)
@@ -253,6 +253,16 @@ class _Options(NamedTuple):
     delay: float
     max_attempts: int
     timeout: float | None
+
+
+def new_job_id() -> str:
+    """A new job id: 32 hex digits, the wall clock in nanoseconds then 64 random bits.
+
+    Ids made later sort later, so the jobs a worker claims together sit side by side in the state
+    database's indexes: a commit of a hundred finished jobs writes a few pages, not a hundred
+    scattered ones. The random half keeps ids unique across processes and machines.
+    """
+    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
 
 
 def _args(args: Iterable[Any]) -> tuple[Any, ...]:

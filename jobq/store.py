@@ -3,9 +3,10 @@
 Both live in one SQLite file in WAL mode, so a snapshot and the index rows that go with it commit
 in one transaction. Tables::
 
-    Dict        shelve's mapping (jobq.sqlite_dbm): job id -> pickled JobState
+    Dict        shelve's mapping (jobq.sqlite_dbm): job id -> pickled JobState (or a marker)
     jobs        one row per job: status, priority, arrival order (seq), run_at, attempts, the claim
-                token, and where its payload lies in the log
+                token, and where its payload lies in the log; its scalars win over the snapshot's
+                (see jobq.snapshots: a claim writes only this row)
     ready       (-priority, seq) of jobs that may run now: the next job is its first row
     scheduled   (run_at, seq) of jobs waiting for a time; moved to ready when due
     quarantine  damaged log ranges that were copied aside and skipped
@@ -27,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from . import index, rebuild, transitions
+from . import index, rebuild, snapshots, transitions
 from ._flock import ProcessLock
 from .directory import QueueDir
 from .errors import CorruptRecord, CorruptStore, JobNotFound, LoadError, StaleClaim, StorageError
@@ -43,11 +44,11 @@ from .log import Log, Position
 from .pickling import PickleRules
 from .shelf import StateShelf
 from .sqlite_dbm import TABLE_SQL, SqliteDbm, connect
-from .state import JobState, Status
+from .state import WAITING, JobState, Status
 
 log = structlog.get_logger(__name__)
 
-STORE_SCHEMA = 1
+STORE_SCHEMA = 2  # 2: jobs gained snap, started_at and prefetched
 PROMOTE_BATCH = 1_000
 
 _SCHEMA = """
@@ -67,7 +68,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT,
     lease_expires REAL,
     enqueued_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    snap INTEGER NOT NULL DEFAULT 1,
+    started_at REAL,
+    prefetched INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 CREATE TABLE IF NOT EXISTS ready (
@@ -82,6 +86,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
     PRIMARY KEY (segment, offset)) WITHOUT ROWID;
 """
 
+# Schema 1 rows have full snapshots (snap = 1) and no start time in the row (NULL: the snapshot's).
+_ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",
+               "prefetched INTEGER NOT NULL DEFAULT 0")
 
 Change = Callable[[JobState, float, int], JobState]  # (state, now, max_attempts) -> new state
 
@@ -134,6 +141,20 @@ class Claim:
     state: JobState
     payload_pos: Position
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent to worker children by the thousand: only what running the job needs, not the
+        # whole versioned snapshot (whose __setstate__ costs more than the rest of the claim).
+        s = self.state
+        return (_running_claim, (self.job_id, self.token, s.task, s.attempts, s.progress,
+                                 s.checkpoint, self.payload_pos.segment, self.payload_pos.offset))
+
+
+def _running_claim(job_id: str, token: int, task: str, attempts: int, progress: float,
+                   checkpoint: Any, segment: int, offset: int) -> Claim:
+    state = JobState(job_id=job_id, task=task, status=Status.RUNNING, attempts=attempts,
+                     progress=progress, checkpoint=checkpoint)
+    return Claim(job_id, token, state, Position(segment, offset))
+
 
 class Store:
     """Job snapshots and the ready index of one queue directory."""
@@ -176,7 +197,13 @@ class Store:
         with translated(self._qdir.state_db):
             page = conn.execute("PRAGMA page_size").fetchone()[0]
         size = os.stat(self._qdir.state_db).st_size
-        if size % page:
+        try:
+            wal = os.stat(self._qdir.state_db + "-wal").st_size
+        except FileNotFoundError:
+            wal = 0
+        # With a WAL, a partial last page is a checkpoint that failed part-way (a full disk): the
+        # WAL still holds every page it was copying, and the next checkpoint rewrites them.
+        if size % page and not wal:
             raise damaged(self._qdir.state_db, f"truncated: {size} bytes is not a whole number"
                                                f" of {page}-byte pages")
 
@@ -197,6 +224,10 @@ class Store:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for column in _ADDED_IN_2:  # a schema 1 file: rows keep their meaning (see above)
+                if column.split()[0] not in have:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
             conn.execute(f"PRAGMA user_version = {STORE_SCHEMA}")
 
     @property
@@ -320,11 +351,9 @@ class Store:
         return Status(row[0])
 
     def get(self, job_id: str) -> JobState:
+        """The job's state: its row over its snapshot (see :mod:`jobq.snapshots`)."""
         with self._reading():
-            try:
-                return self.shelf[job_id]
-            except KeyError:
-                raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id) from None
+            return self._load(self.conn, job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
         """Cheap check for a running task polling ``ctx.cancelled``."""
@@ -403,63 +432,89 @@ class Store:
         return self.settle([], owner, limit, lease_seconds=lease_seconds)[1]
 
     def settle(self, finished: list[tuple[str, int, Change]], owner: str, limit: int, *,
-               lease_seconds: float = 60.0) -> tuple[list[JobState | None], list[Claim]]:
-        """Record ended attempts and claim up to ``limit`` new jobs, in one transaction.
+               lease_seconds: float = 60.0, prefetch: int = 0,
+               started: Sequence[tuple[str, int]] = ()
+               ) -> tuple[list[JobState | None], list[Claim]]:
+        """Record ended attempts and claim up to ``limit`` + ``prefetch`` new jobs, in one
+        transaction.
 
         One commit (one fsync) for a whole batch is what lets a worker drain thousands of short
         jobs a second. A finished claim that is no longer current records nothing (its entry in
         the returned list is None): another attempt owns the job now.
+
+        The last ``prefetch`` claims are marked as not started yet: if ``owner`` dies before a
+        later ``settle`` lists them in ``started`` (job id, token), they are given back without
+        charging an attempt (see :meth:`running`).
         """
-        if limit > 0:
+        if limit + prefetch > 0:
             self.catch_up()
         now = self._clock()
-        states: list[JobState | None] = []
         claims: list[Claim] = []
         with self._write() as conn:
-            for job_id, token, change in finished:
-                try:
-                    states.append(self._finish_in(conn, job_id, token, change, now))
-                except (StaleClaim, JobNotFound):  # re-claimed, or purged, meanwhile
-                    states.append(None)
-            if limit > 0:
-                claims = self._claim_in(conn, owner, limit, now + lease_seconds, now)
+            states = self._finish_in(conn, finished, now) if finished else []
+            if started:
+                conn.executemany("UPDATE jobs SET prefetched = 0 WHERE job_id = ? AND token = ?",
+                                 started)
+            if limit + prefetch > 0:
+                claims = self._claim_in(conn, owner, limit, prefetch, now + lease_seconds, now)
         return states, claims
 
-    def _claim_in(self, conn: sqlite3.Connection, owner: str, limit: int, lease_expires: float,
-                  now: float) -> list[Claim]:
+    def _claim_in(self, conn: sqlite3.Connection, owner: str, limit: int, prefetch: int,
+                  lease_expires: float, now: float) -> list[Claim]:
+        """Claim in two statements per batch; only jobs that have a real snapshot are unpickled."""
         self._promote_due(conn, now)
-        claims = []
-        rows = conn.execute("SELECT neg_priority, seq, job_id FROM ready"
-                            " ORDER BY neg_priority, seq LIMIT ?", (limit,)).fetchall()
-        for neg_priority, seq, job_id in rows:
-            conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?", (neg_priority, seq))
-            state = transitions.claimed(self._load_for_update(job_id), now)
-            token = conn.execute(
-                "UPDATE jobs SET status = ?, attempts = ?, token = token + 1, owner = ?,"
-                " lease_expires = ?, updated_at = ? WHERE job_id = ? RETURNING token",
-                (state.status.value, state.attempts, owner, lease_expires, now,
-                 job_id)).fetchone()[0]
-            self.shelf[job_id] = state
-            claims.append(Claim(job_id, token, state, index.position_of(seq)))
-        return claims
+        taken = conn.execute(
+            "DELETE FROM ready WHERE (neg_priority, seq) IN (SELECT neg_priority, seq FROM ready"
+            " ORDER BY neg_priority, seq LIMIT ?) RETURNING neg_priority, seq, job_id",
+            (limit + prefetch,)).fetchall()
+        taken.sort()
+        rows = []
+        for part in snapshots.chunks([job_id for _, _, job_id in taken]):
+            rows += conn.execute(
+                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1,"
+                f" owner = ?, lease_expires = ?, started_at = ?, updated_at = ?, prefetched = 0"
+                f" WHERE job_id IN ({snapshots.marks(len(part))})"
+                f" RETURNING {snapshots.ROW}, token, seq", (owner, lease_expires, now, now, *part)
+            ).fetchall()
+        order = {job_id: i for i, (_, _, job_id) in enumerate(taken)}
+        rows.sort(key=lambda r: order[r[0]])
+        with self._loading():
+            states = snapshots.states(conn, self.shelf, [r[:11] for r in rows])
+        if prefetch and len(rows) > limit:
+            conn.executemany("UPDATE jobs SET prefetched = 1 WHERE job_id = ?",
+                             [(r[0],) for r in rows[limit:]])
+        return [Claim(r[0], r[11], state, index.position_of(r[12]))
+                for r, state in zip(rows, states)]
 
     def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
         due = conn.execute("SELECT s.run_at, s.seq, s.job_id, j.priority FROM scheduled s"
                            " JOIN jobs j ON j.job_id = s.job_id WHERE s.run_at <= ?"
                            " ORDER BY s.run_at, s.seq LIMIT ?", (now, PROMOTE_BATCH)).fetchall()
-        for run_at, seq, job_id, priority in due:
-            conn.execute("DELETE FROM scheduled WHERE run_at = ? AND seq = ?", (run_at, seq))
-            conn.execute("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)",
-                         (-priority, seq, job_id))
+        conn.executemany("DELETE FROM scheduled WHERE run_at = ? AND seq = ?",
+                         [(run_at, seq) for run_at, seq, _, _ in due])
+        conn.executemany("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)",
+                         [(-priority, seq, job_id) for _, seq, job_id, priority in due])
 
-    def _load_for_update(self, job_id: str) -> JobState:
+    @contextmanager
+    def _loading(self) -> Iterator[None]:
+        """A snapshot a write needs but cannot load is a StorageError naming the job."""
         try:
-            return self.shelf[job_id]
-        except KeyError:
-            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id) from None
+            yield
         except (LoadError, CorruptRecord) as exc:
+            job_id = getattr(exc, "job_id", None)
             raise StorageError(f"state snapshot of job {job_id!r} cannot be loaded: {exc}",
                                job_id=job_id) from exc
+
+    def _load(self, conn: sqlite3.Connection, job_id: str) -> JobState:
+        row = conn.execute(f"SELECT {snapshots.ROW} FROM jobs WHERE job_id = ?",
+                           (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        return snapshots.states(conn, self.shelf, [row])[0]
+
+    def _load_for_update(self, conn: sqlite3.Connection, job_id: str) -> JobState:
+        with self._loading():
+            return self._load(conn, job_id)
 
     def _check_token(self, conn: sqlite3.Connection, job_id: str, token: int) -> tuple[int, int]:
         row = conn.execute("SELECT status, token, max_attempts, priority FROM jobs"
@@ -478,9 +533,10 @@ class Store:
         now = self._clock()
         with self._write() as conn:
             self._check_token(conn, job_id, token)
-            state = transitions.checkpointed(self._load_for_update(job_id), checkpoint, progress, now)
-            self.shelf[job_id] = state
-            conn.execute("UPDATE jobs SET progress = ?, updated_at = ? WHERE job_id = ?",
+            state = transitions.checkpointed(self._load_for_update(conn, job_id), checkpoint,
+                                             progress, now)
+            snapshots.store_many(conn, self.shelf, [state])
+            conn.execute("UPDATE jobs SET progress = ?, updated_at = ?, snap = 1 WHERE job_id = ?",
                          (state.progress, now, job_id))
         return state
 
@@ -488,16 +544,43 @@ class Store:
         """Apply an end-of-attempt transition ``change(state, now, max_attempts)`` under the claim."""
         now = self._clock()
         with self._write() as conn:
-            return self._finish_in(conn, job_id, token, change, now)
-
-    def _finish_in(self, conn: sqlite3.Connection, job_id: str, token: int, change: Change,
-                   now: float) -> JobState:
-        max_attempts, priority = self._check_token(conn, job_id, token)
-        state = change(self._load_for_update(job_id), now, max_attempts)
-        self._store_transition(conn, state, priority, now)
+            state = self._finish_in(conn, [(job_id, token, change)], now)[0]
+        if state is None:
+            with self._reading():
+                self._check_token(self.conn, job_id, token)  # raises JobNotFound or StaleClaim
+            raise StaleClaim(f"job {job_id!r}: claim {token} is no longer current",
+                             job_id=job_id, token=token)  # raced: current again meanwhile
         return state
 
-    # -- leases and liveness (for the worker runtime) ------------------------------------------
+    def _finish_in(self, conn: sqlite3.Connection, finished: list[tuple[str, int, Change]],
+                   now: float) -> list[JobState | None]:
+        """Apply each change under its claim; None for a claim no longer current (or purged)."""
+        rows: dict[str, Sequence[Any]] = {}
+        for part in snapshots.chunks([job_id for job_id, _, _ in finished]):
+            for row in conn.execute(
+                    f"SELECT {snapshots.ROW}, token, max_attempts, priority, seq FROM jobs"
+                    f" WHERE job_id IN ({snapshots.marks(len(part))}) AND status = 'running'",
+                    part):
+                rows[row[0]] = row
+        current = [rows[job_id] for job_id, token, _ in finished
+                   if job_id in rows and rows[job_id][11] == token]
+        with self._loading():
+            loaded = dict(zip([r[0] for r in current],
+                              snapshots.states(conn, self.shelf, [r[:11] for r in current])))
+        results: list[JobState | None] = []
+        new: list[tuple[JobState, Sequence[Any]]] = []
+        for job_id, token, change in finished:
+            state = loaded.pop(job_id, None)  # pop: a job listed twice is recorded once
+            if state is None or rows[job_id][11] != token:
+                results.append(None)
+                continue
+            state = change(state, now, rows[job_id][12])
+            results.append(state)
+            new.append((state, rows[job_id]))
+        self._store_transitions(conn, new, now)
+        return results
+
+        # -- leases and liveness (for the worker runtime) ------------------------------------------
 
     def renew(self, owner: str, lease_seconds: float) -> int:
         """Extend the lease of every job ``owner`` is running; return how many."""
@@ -515,6 +598,17 @@ class Store:
                 sql, args = sql + " AND owner = ?", (*args, owner)
             return self.conn.execute(sql, args).fetchall()
 
+    def running_claims(self) -> list[tuple[str, int, str, float, bool]]:
+        """(job id, claim token, owner, lease expiry, started) of every running job.
+
+        ``started`` is False for a prefetched claim its owner has not reported started: if the
+        owner died, that job never ran and is given back without charging an attempt.
+        """
+        with self._reading():
+            return [(*row[:4], not row[4]) for row in self.conn.execute(
+                "SELECT job_id, token, owner, lease_expires, prefetched FROM jobs"
+                " WHERE status = 'running'")]
+
     def cancelling(self, owner: str) -> list[str]:
         """Ids of the jobs ``owner`` is running that were asked to cancel."""
         with self._reading():
@@ -531,17 +625,23 @@ class Store:
                                     (self._clock(),)).fetchone()
         return due is not None or self._log.has_more(self.covered())
 
-    def _store_transition(self, conn: sqlite3.Connection, state: JobState, priority: int,
-                          now: float) -> None:
-        conn.execute("UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?,"
-                     " cancel_requested = ?, owner = NULL, lease_expires = NULL, updated_at = ?"
-                     " WHERE job_id = ?",
-                     (state.status.value, state.attempts, state.progress, state.run_at,
-                      int(state.cancel_requested), now, state.job_id))
-        if state.status in (Status.QUEUED, Status.FAILED):
-            seq = conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (state.job_id,)).fetchone()[0]
-            index.add_waiting(conn, state.job_id, priority, seq, state.run_at, now)
-        self.shelf[state.job_id] = state
+    def _store_transitions(self, conn: sqlite3.Connection,
+                           new: list[tuple[JobState, Sequence[Any]]], now: float) -> None:
+        """Write ended or changed jobs: their rows, their snapshots, and waiting ones' index rows.
+
+        ``new`` pairs each new state with its row as read (``job_id`` first, ``priority`` and
+        ``seq`` last).
+        """
+        conn.executemany(
+            "UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?,"
+            " cancel_requested = ?, owner = NULL, lease_expires = NULL, updated_at = ?, snap = 1,"
+            " prefetched = 0 WHERE job_id = ?",
+            [(st.status.value, st.attempts, st.progress, st.run_at, int(st.cancel_requested),
+              now, st.job_id) for st, _ in new])
+        for state, row in new:
+            if state.status in WAITING:
+                index.add_waiting(conn, state.job_id, row[-2], row[-1], state.run_at, now)
+        snapshots.store_many(conn, self.shelf, [state for state, _ in new])
 
     # -- operator actions ----------------------------------------------------------------------
 
@@ -555,16 +655,16 @@ class Store:
             if row is None:
                 raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
             status, priority, seq, run_at = Status(row[0]), row[1], row[2], row[3]
-            state = self._load_for_update(job_id)
-            if status is Status.RUNNING:
-                self.shelf[job_id] = transitions.cancel_requested(state, now)
+            if status is Status.RUNNING:  # the flag lives in the row: no snapshot to rewrite
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
                 return True
             if status.finished:
                 return False
+            state = self._load_for_update(conn, job_id)
             conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?", (-priority, seq))
             conn.execute("DELETE FROM scheduled WHERE run_at = ? AND seq = ?", (run_at, seq))
-            self._store_transition(conn, transitions.cancelled(state, now), priority, now)
+            self._store_transitions(conn, [(transitions.cancelled(state, now), (priority, seq))],
+                                    now)
         return True
 
     def requeue(self, job_id: str) -> bool:
@@ -572,11 +672,12 @@ class Store:
         self.catch_up()
         now = self._clock()
         with self._write() as conn:
-            row = conn.execute("SELECT priority FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            row = conn.execute("SELECT priority, seq FROM jobs WHERE job_id = ?",
+                               (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
-            state = self._load_for_update(job_id)
+            state = self._load_for_update(conn, job_id)
             if not transitions.can_requeue(state):
                 return False
-            self._store_transition(conn, transitions.requeued(state, now), row[0], now)
+            self._store_transitions(conn, [(transitions.requeued(state, now), row)], now)
         return True

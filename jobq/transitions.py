@@ -5,7 +5,6 @@ Each takes the current :class:`JobState` and the time, and returns a new one; no
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import Callable
 from typing import Any
@@ -13,20 +12,29 @@ from typing import Any
 from .state import FINISHED, JobState, Status
 
 
+def _evolve(state: JobState, **changes: Any) -> JobState:
+    """A copy of ``state`` with ``changes``: ``dataclasses.replace`` without re-running
+    ``__init__`` over every field, which cost more than the rest of recording a finished job."""
+    new = object.__new__(JobState)
+    new.__dict__.update(state.__dict__)
+    new.__dict__.update(changes)
+    return new
+
+
 def claimed(state: JobState, now: float) -> JobState:
     """A worker starts a new attempt."""
-    return dataclasses.replace(state, status=Status.RUNNING, attempts=state.attempts + 1,
+    return _evolve(state, status=Status.RUNNING, attempts=state.attempts + 1,
                                started_at=now, updated_at=now)
 
 
 def checkpointed(state: JobState, checkpoint: Any, progress: float | None, now: float) -> JobState:
     """The task saved a checkpoint; progress never goes backwards."""
     new_progress = state.progress if progress is None else max(state.progress, progress)
-    return dataclasses.replace(state, checkpoint=checkpoint, progress=new_progress, updated_at=now)
+    return _evolve(state, checkpoint=checkpoint, progress=new_progress, updated_at=now)
 
 
 def succeeded(state: JobState, result: Any, now: float) -> JobState:
-    return dataclasses.replace(state, status=Status.SUCCEEDED, result=result, progress=1.0,
+    return _evolve(state, status=Status.SUCCEEDED, result=result, progress=1.0,
                                finished_at=now, updated_at=now)
 
 
@@ -35,25 +43,25 @@ def failed(state: JobState, error: str, now: float, *, max_attempts: int,
     """An attempt raised: retry after ``retry_delay`` seconds, or dead once attempts are spent."""
     errors = [*state.errors, error]
     if state.attempts >= max_attempts:
-        return dataclasses.replace(state, status=Status.DEAD, error=error, errors=errors,
+        return _evolve(state, status=Status.DEAD, error=error, errors=errors,
                                    finished_at=now, updated_at=now)
-    return dataclasses.replace(state, status=Status.FAILED, error=error, errors=errors,
+    return _evolve(state, status=Status.FAILED, error=error, errors=errors,
                                run_at=now + retry_delay, updated_at=now)
 
 
 def cancel_requested(state: JobState, now: float) -> JobState:
     """A running job is asked to stop; it ends cancelled when its worker sees the flag."""
-    return dataclasses.replace(state, cancel_requested=True, updated_at=now)
+    return _evolve(state, cancel_requested=True, updated_at=now)
 
 
 def cancelled(state: JobState, now: float) -> JobState:
-    return dataclasses.replace(state, status=Status.CANCELLED, cancel_requested=True,
+    return _evolve(state, status=Status.CANCELLED, cancel_requested=True,
                                finished_at=now, updated_at=now)
 
 
 def requeued(state: JobState, now: float) -> JobState:
     """``q.retry`` of a dead or cancelled job: a fresh budget of attempts, its history kept."""
-    return dataclasses.replace(state, status=Status.QUEUED, attempts=0, crashes=0,
+    return _evolve(state, status=Status.QUEUED, attempts=0, crashes=0,
                                cancel_requested=False, run_at=now, finished_at=None, updated_at=now)
 
 
@@ -92,13 +100,13 @@ def interrupted(state: JobState, cause: str, now: float, *, max_attempts: int,
     if crashes >= max_crashes:
         error = f"set aside after {crashes} crashed attempts; last: {cause}"
     if crashes >= max_crashes or state.attempts >= max_attempts:
-        return dataclasses.replace(state, status=Status.DEAD, crashes=crashes, error=error,
+        return _evolve(state, status=Status.DEAD, crashes=crashes, error=error,
                                    errors=errors, finished_at=now, updated_at=now)
-    return dataclasses.replace(state, status=Status.FAILED, crashes=crashes, error=error,
+    return _evolve(state, status=Status.FAILED, crashes=crashes, error=error,
                                errors=errors, run_at=now, updated_at=now)
 
 
 def released(state: JobState, now: float) -> JobState:
     """A worker shutting down gives a running job back; the attempt is not charged."""
-    return dataclasses.replace(state, status=Status.QUEUED, attempts=max(0, state.attempts - 1),
+    return _evolve(state, status=Status.QUEUED, attempts=max(0, state.attempts - 1),
                                run_at=now, updated_at=now)

@@ -79,7 +79,7 @@ def _verify_snapshots(queue: Queue, report: VerifyReport) -> None:
         key = raw_key.decode("utf-8", "replace")
         try:
             state = shelf.decode(key, shelf.dict[raw_key])
-            if not isinstance(state, JobState):
+            if state is not None and not isinstance(state, JobState):  # None: a new job's marker
                 raise JobqError(f"snapshot holds a {type(state).__name__}, not a JobState")
         except JobqError as exc:
             report.snapshots_failed += 1

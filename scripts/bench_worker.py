@@ -4,8 +4,8 @@
     python scripts/bench_worker.py [--quick] [--runs N]
 
 1. Drain: N no-op jobs enqueued first, then ``jobq worker --burst`` processes started together;
-   throughput from the first claim to the last recorded completion (read from the workers' JSON
-   events), for 1 worker x 1 child, 1 worker x 2 children and 2 workers x 1 child.
+   throughput from the first ``worker.started`` event (children forked, before any claim) to
+   the last recorded completion (read from the workers' JSON events), for 1 worker x 1 child, 1 worker x 2 children and 2 workers x 1 child.
 2. ``ctx.save`` latency (a durable checkpoint, timed inside a running task) against one raw
    ``write`` + ``fdatasync`` of a small record in the same directory.
 3. Takeover: a job whose worker is SIGKILLed (with its children) runs again on a live worker; the
@@ -66,7 +66,7 @@ def _ts(event: dict[str, object]) -> float:
 
 
 def drain(tmp: Path, jobs: int, workers: int, children: int) -> float:
-    """Jobs per second from the first claim to the last success."""
+    """Jobs per second from the first worker's start (its children forked) to the last success."""
     qdir = tmp / f"drain-{workers}x{children}-{time.monotonic_ns()}"
     with Queue(qdir) as q:
         q.enqueue_many(f"{TASKS}:noop", [()] * jobs)
@@ -77,11 +77,11 @@ def drain(tmp: Path, jobs: int, workers: int, children: int) -> float:
         if p.wait(timeout=600) != 0:
             raise RuntimeError(f"worker exited with {p.returncode}: see {logs}")
     events = [e for log in logs for e in _events(log)]
-    claims = [_ts(e) for e in events if e["event"] == "job.claimed"]
+    starts = [_ts(e) for e in events if e["event"] == "worker.started"]
     done = [_ts(e) for e in events if e["event"] == "job.succeeded"]
     if len(done) != jobs:
         raise RuntimeError(f"{len(done)} of {jobs} jobs succeeded")
-    return jobs / (max(done) - min(claims))
+    return jobs / (max(done) - min(starts))
 
 
 def save_latency(tmp: Path, saves: int) -> float:

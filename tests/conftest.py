@@ -86,7 +86,8 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [*jobq_command(), "--log-format", "json", "worker", "--dir", queue_dir, *args],
+            [*jobq_command(), "--log-format", "json", "--log-level", "debug", "worker", "--dir",
+             queue_dir, *args],
             env=child_env(), stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True)
 
     @property

@@ -337,3 +337,13 @@ def test_max_record_size_is_fixed_when_the_queue_is_created(qpath):
     with Queue(qpath) as again:
         assert again.config.max_record_size == 1 << 20
         assert again.state(big).status is Status.QUEUED and again.store.quarantined() == []
+
+
+def test_generated_job_ids_sort_in_the_order_they_were_made(queue):
+    """Later ids sort later (claims then sit side by side in the state database's indexes),
+    and they stay unique across a batch and single calls."""
+    ids = [queue.enqueue(add, 1, 1) for _ in range(50)] + queue.enqueue_many(add, [(1, 1)] * 500)
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    singles = ids[:50]
+    assert singles == sorted(singles)

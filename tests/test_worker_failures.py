@@ -27,7 +27,7 @@ import sys
 from jobq import Queue
 from jobq.cli import configure_logging
 from workers import Worker
-configure_logging(verbose=True, fmt="json")
+configure_logging(fmt="json", level=10)  # debug: claims too
 with Queue(sys.argv[1]) as q:
     Worker(q, cancel_grace=0.5).run(burst=True)
 """

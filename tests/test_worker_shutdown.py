@@ -33,7 +33,7 @@ sys.stderr = open(sys.argv[2], "a", buffering=1)
 from jobq import Queue
 from jobq.cli import configure_logging
 from workers import Worker
-configure_logging(verbose=True, fmt="json")
+configure_logging(fmt="json", level=10)  # debug: claims too
 with Queue(sys.argv[1]) as q:
     Worker(q, lease_seconds=1, reap_interval=0.1).run()
 """
@@ -42,7 +42,7 @@ with Queue(sys.argv[1]) as q:
 PIPED_WORKER = """
 import sys
 from jobq.cli import main
-sys.exit(main(["--log-format", "json", "worker", "--dir", sys.argv[1]]))
+sys.exit(main(["--log-format", "json", "--log-level", "debug", "worker", "--dir", sys.argv[1]]))
 """
 
 

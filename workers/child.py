@@ -1,4 +1,4 @@
-"""A worker child: runs one job at a time, sent by its supervisor over a pipe.
+"""A worker child: runs the jobs its supervisor sends over a pipe, one at a time, in order.
 
 A child is forked, so tasks imported by the supervisor are already loaded. It ties its life to
 its supervisor's (the kernel kills it if the supervisor dies), lets go of the supervisor's
@@ -6,8 +6,10 @@ liveness lock, ignores SIGINT and SIGTERM (its supervisor decides when it stops)
 queue connection. Checkpoints are written by the child itself, durably, before ``ctx.save``
 returns; the outcome of an attempt goes back to the supervisor, which records it.
 
-Messages: supervisor -> child: a :class:`jobq.store.Claim`, or None to stop.
-child -> supervisor: ``("started", job_id, timeout)``, then ``("done", job_id, token, Outcome)``.
+Messages: supervisor -> child: a list of :class:`jobq.store.Claim`, run in order (the first
+ones to arrive first), or None to stop once they have run. child -> supervisor, per claim:
+``("started", job_id, timeout)`` when the job has a time limit, then
+``("done", job_id, token, Outcome)``. The job after a reported one is the one running.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from multiprocessing.connection import Connection
 from jobq import Queue
 from jobq.errors import JobqError
 from jobq.execution import execute, failure, load
+from jobq.store import Claim
 
 PR_SET_PDEATHSIG = 1
 
@@ -46,23 +49,30 @@ def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[in
     try:
         while True:
             try:
-                claim = conn.recv()
+                claims = conn.recv()
             except EOFError:
                 return
-            if claim is None:
+            if claims is None:
                 return
-            try:
-                payload, fn = load(own.log, claim, own.config.rules)
-            except JobqError as exc:
-                conn.send(("done", claim.job_id, claim.token, failure(f"cannot load job: {exc}")))
-                continue
-            conn.send(("started", claim.job_id, payload.timeout))
-            outcome = execute(own.store, claim, payload, fn)
-            try:
-                conn.send(("done", claim.job_id, claim.token, outcome))
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                # send() pickles the whole message before writing a byte: nothing half-sent.
-                conn.send(("done", claim.job_id, claim.token, failure(
-                    f"the task's return value cannot be stored: {exc}", outcome.duration)))
+            for claim in claims:
+                run(conn, own, claim)
     finally:
         own.close()
+
+
+def run(conn: Connection, own: Queue, claim: Claim) -> None:
+    """Run one claim and report how it ended (and, first, its time limit if it has one)."""
+    try:
+        payload, fn = load(own.log, claim, own.config.rules)
+    except JobqError as exc:
+        conn.send(("done", claim.job_id, claim.token, failure(f"cannot load job: {exc}")))
+        return
+    if payload.timeout is not None:
+        conn.send(("started", claim.job_id, payload.timeout))
+    outcome = execute(own.store, claim, payload, fn)
+    try:
+        conn.send(("done", claim.job_id, claim.token, outcome))
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        # send() pickles the whole message before writing a byte: nothing half-sent.
+        conn.send(("done", claim.job_id, claim.token, failure(
+            f"the task's return value cannot be stored: {exc}", outcome.duration)))

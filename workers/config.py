@@ -16,6 +16,7 @@ class WorkerConfig:
     """
 
     concurrency: int = 1  # child processes, each running one job at a time
+    prefetch: int = 100  # most claims a child holds (1: no prefetching; see workers.slots)
     imports: tuple[str, ...] = ()  # modules imported before children start (tasks, signals...)
     lease_seconds: float = 60.0  # renewed every third of it while jobs run
     poll_interval: float = 0.02  # idle: how often to look for new jobs
@@ -27,7 +28,7 @@ class WorkerConfig:
     retry_cap: float = 300.0  # longest backoff
 
     def __post_init__(self) -> None:
-        for name in ("concurrency", "max_crashes"):
+        for name in ("concurrency", "max_crashes", "prefetch"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, not {value!r}")

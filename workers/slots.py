@@ -6,7 +6,8 @@ import multiprocessing
 import os
 import signal
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
@@ -18,32 +19,65 @@ from . import child
 _FORK = multiprocessing.get_context("fork")
 
 
+# A child holds at most this much expected work beyond the job it runs: enough to stay busy
+# through the supervisor's commit (a few ms), little enough that a job which suddenly runs long
+# keeps few others waiting behind it.
+PREFETCH_WINDOW = 0.02
+
+
 @dataclass
 class Slot:
-    """A child process and what it is doing. ``kill_reason`` says why we killed it, if we did."""
+    """A child process and the claims it holds, in the order it runs them.
+
+    The first claim is running (or about to); the others were prefetched and have not started.
+    ``kill_reason`` says why we killed the child, if we did.
+    """
 
     process: BaseProcess
     conn: Connection
-    claim: Claim | None = None
-    sent_at: float = 0.0
+    claims: deque[Claim] = field(default_factory=deque)
+    started_at: float = 0.0  # when the first claim started running
     timeout: float | None = None
     cancel_seen_at: float | None = None
     kill_reason: str | None = None
+    not_started: set[str] = field(default_factory=set)  # prefetched claims marked so in the store
+    average: float | None = None  # moving average of job durations, to size prefetching
 
     @property
     def busy(self) -> bool:
-        return self.claim is not None
+        return bool(self.claims)
 
-    def send(self, claim: Claim) -> None:
-        # Hold the claim before sending: if sending fails, the caller releases it from here.
-        self.claim, self.sent_at, self.timeout = claim, time.monotonic(), None
-        self.cancel_seen_at = self.kill_reason = None
-        self.conn.send(claim)
+    @property
+    def claim(self) -> Claim | None:
+        """The claim the child is running (or about to)."""
+        return self.claims[0] if self.claims else None
 
-    def clear(self) -> None:
-        # kill_reason stays: a child killed just after it reported its job is an expected death.
-        self.claim = None
-        self.timeout = self.cancel_seen_at = None
+    def wanted(self, prefetch: int) -> int:
+        """How many more claims to send: none until half of what the child holds has run."""
+        if self.average is None:
+            limit = 1  # no prefetching before we know the jobs are short
+        else:
+            limit = max(1, min(prefetch, int(PREFETCH_WINDOW / max(self.average, 1e-6))))
+        held = len(self.claims)
+        return limit - held if held <= limit // 2 else 0
+
+    def send(self, claims: list[Claim], not_started: set[str]) -> None:
+        # Hold the claims before sending: if sending fails, the caller releases them from here.
+        if not self.claims:
+            self.started_at, self.timeout = time.monotonic(), None
+            self.cancel_seen_at = self.kill_reason = None
+        self.claims.extend(claims)
+        self.not_started |= not_started
+        self.conn.send(claims)
+
+    def finished(self, job_id: str, duration: float) -> Claim | None:
+        """The child reports its first claim done; return it, or None if that is not the one."""
+        if not self.claims or self.claims[0].job_id != job_id:
+            return None
+        self.average = duration if self.average is None else 0.8 * self.average + 0.2 * duration
+        claim = self.claims.popleft()
+        self.started_at, self.timeout, self.cancel_seen_at = time.monotonic(), None, None
+        return claim
 
     def kill(self, reason: str) -> None:
         """SIGKILL the child; its death is handled like any other, knowing it was us."""

@@ -10,6 +10,8 @@ children in one transaction. Execution is at least once: a job whose worker dies
 from __future__ import annotations
 
 import importlib
+import itertools
+from logging import DEBUG
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -29,6 +31,8 @@ from .signals import StopRequests, handled
 from .slots import Slot
 
 log = structlog.get_logger(__name__)
+
+GATHER_PAUSE = 0.001  # seconds; far below any job's latency that matters
 
 
 
@@ -58,8 +62,11 @@ class Worker:
         self.id = liveness.new_worker_id()
         self.stops = StopRequests()
         self.processed = 0
+        self._log: Any = log
+        self._log_claims = True
         self._slots: list[Slot] = []
         self._finished: list[Ended] = []
+        self._started: list[tuple[str, int]] = []  # prefetched claims now running, to record
         self._retrying: set[str] = set()
         self._lock: liveness.LivenessLock | None = None
         self._next_reap = self._next_renew = 0.0
@@ -74,6 +81,10 @@ class Worker:
     def run(self, burst: bool = False) -> int:
         """Run jobs until stopped (or, with ``burst``, until there is nothing left to do)."""
         self._import_modules()  # before forking, so every child has them already
+        # Bound once: per-job events then cost only their formatting (claims: nothing at all,
+        # unless debug events are wanted).
+        self._log = log.bind(worker=self.id)
+        self._log_claims = getattr(self._log, "is_enabled_for", lambda level: True)(DEBUG)
         self._lock = liveness.LivenessLock(self.queue.path, self.id)
         try:
             with handled(self.stops):
@@ -135,6 +146,10 @@ class Worker:
 
     def _collect(self, timeout: float) -> None:
         """Receive children's messages and notice children that died."""
+        if self._slots and all(len(s.claims) > 1 for s in self._slots):
+            # Every child has prefetched work to go on with: let reports gather rather than
+            # waking up (and making a child wait on the pipe) for each one.
+            time.sleep(GATHER_PAUSE)
         conns = {s.conn: s for s in self._slots}
         sentinels = {s.process.sentinel: s for s in self._slots}
         for ready in wait([*conns, *sentinels], timeout):
@@ -157,12 +172,18 @@ class Worker:
         except (EOFError, OSError):
             return False
         if message[0] == "started":
-            slot.timeout = message[2]
-        elif message[0] == "done" and slot.claim is not None:
+            if slot.claim is not None and slot.claim.job_id == message[1]:
+                slot.started_at, slot.timeout = time.monotonic(), message[2]
+        elif message[0] == "done":
             outcome: Outcome = message[3]
-            self._finish(slot.claim, change_for(outcome, self._retry_delay),
-                         duration=outcome.duration)
-            slot.clear()
+            claim = slot.finished(message[1], outcome.duration)
+            if claim is None:
+                return True  # never: a child reports only what it was sent, in order
+            self._finish(claim, change_for(outcome, self._retry_delay), duration=outcome.duration)
+            head = slot.claim
+            if head is not None and head.job_id in slot.not_started:  # prefetched, running now
+                slot.not_started.discard(head.job_id)
+                self._started.append((head.job_id, head.token))
         return True
 
     def _child_died(self, slot: Slot) -> None:
@@ -174,7 +195,12 @@ class Worker:
                 log.warning("worker.child_died", worker=self.id,
                             cause=slots.death_cause(slot.process.exitcode))
             return
-        elapsed = time.monotonic() - slot.sent_at
+        slot.claims.popleft()
+        for waiting in slot.claims:  # prefetched, never started: given back, attempt not charged
+            self._finish(waiting, lambda s, now, _: transitions.released(s, now),
+                         cause="not started: the process holding it ended")
+        slot.claims.clear()
+        elapsed = time.monotonic() - slot.started_at
         if reason == "timeout":
             outcome = failure(f"timed out after {slot.timeout} s: the process running it was"
                               " killed", elapsed)
@@ -193,7 +219,7 @@ class Worker:
     def _enforce_limits(self, now: float) -> None:
         for slot in self._slots:
             if slot.busy and slot.kill_reason is None and slot.timeout is not None \
-                    and now - slot.sent_at > slot.timeout:
+                    and now - slot.started_at > slot.timeout:
                 slot.kill("timeout")
 
     def _watch_cancellations(self, now: float) -> None:
@@ -222,25 +248,47 @@ class Worker:
         self._finished.append(Ended(claim.job_id, claim.token, change, extra))
 
     def _settle(self) -> None:
-        """Record ended attempts and claim for idle children, in one transaction."""
-        idle = [s for s in self._slots if not s.busy and s.process.is_alive()]
-        want = 0 if self.stops.graceful else len(idle)
-        if not self._finished and (not want or not self.queue.store.has_ready()):
+        """Record ended attempts and claim for children, in one transaction.
+
+        An idle child gets a first claim that starts at once; a child whose recent jobs were short
+        also gets prefetched ones (see :meth:`Slot.wanted`), so it never waits for this commit.
+        """
+        alive = [s for s in self._slots if s.process.is_alive() and s.kill_reason is None]
+        wanted = {id(s): 0 if self.stops.graceful else s.wanted(self.config.prefetch)
+                  for s in alive}
+        idle = [s for s in alive if not s.busy and wanted[id(s)]]
+        extra = sum(wanted.values()) - len(idle)
+        if not self._finished and not self._started \
+                and (not idle and not extra or not self.queue.store.has_ready()):
             return
-        claims = self._record(want)
+        claims = self._record(len(idle), extra)
+        batches: dict[int, list[Claim]] = {id(s): [] for s in alive}
         for slot, claim in zip(idle, claims):
+            batches[id(slot)].append(claim)
+            wanted[id(slot)] -= 1
+        rest = iter(claims[len(idle):])
+        for slot in alive:
+            batches[id(slot)].extend(itertools.islice(rest, wanted[id(slot)]))
+        for slot in alive:
+            batch = batches[id(slot)]
+            if not batch:
+                continue
+            first = 1 if any(slot is s for s in idle) else 0  # the rest were prefetched
             try:
-                slot.send(claim)
-            except (OSError, ValueError):  # the child died just now; give the job back
+                slot.send(batch, {c.job_id for c in batch[first:]})
+            except (OSError, ValueError):  # the child died just now; its jobs are given back
                 slot.kill("undelivered")
                 continue
-            log_transition(claim.state, worker=self.id)
+            if self._log_claims:
+                for claim in batch:
+                    log_transition(claim.state, logger=self._log)
 
-    def _record(self, claim_limit: int = 0) -> list[Claim]:
+    def _record(self, claim_limit: int = 0, prefetch: int = 0) -> list[Claim]:
         finished, self._finished = self._finished, []
+        started, self._started = self._started, []
         states, claims = self.queue.store.settle(
             [(e.job_id, e.token, e.change) for e in finished], self.id, claim_limit,
-            lease_seconds=self.config.lease_seconds)
+            lease_seconds=self.config.lease_seconds, prefetch=prefetch, started=started)
         for ended, state in zip(finished, states):
             if state is None:
                 if "reaped_from" not in ended.extra:  # else another worker reaped it first
@@ -250,7 +298,7 @@ class Worker:
             self.processed += 1
             if state.status in (Status.FAILED, Status.QUEUED):
                 self._retrying.add(state.job_id)
-            log_transition(state, worker=self.id, **ended.extra)
+            log_transition(state, logger=self._log, **ended.extra)
         return claims
 
     # -- other workers -----------------------------------------------------------------------
@@ -261,7 +309,7 @@ class Worker:
         self._lock.check()
         now = time.time()
         dead: dict[str, bool] = {}
-        for job_id, token, owner, lease_expires in self.queue.store.running():
+        for job_id, token, owner, lease_expires, started in self.queue.store.running_claims():
             if owner == self.id:
                 continue
             if owner not in dead:
@@ -272,7 +320,9 @@ class Worker:
                 cause = f"lease expired: worker {owner} stopped renewing it"
             else:
                 continue
-            self._finished.append(Ended(job_id, token, self._crash(cause),
+            change = self._crash(cause) if started else \
+                (lambda s, now, _: transitions.released(s, now))  # prefetched, never started
+            self._finished.append(Ended(job_id, token, change,
                                         {"cause": cause, "reaped_from": owner}))
 
     # -- stopping ----------------------------------------------------------------------------

@@ -133,16 +133,22 @@ def test_listing_and_counting_never_unpickle_arguments(qpath, tmp_path):
 
 
 def test_secret_key_signs_state_snapshots_too(qpath):
-    """Snapshots in the state store carry a signature and fail loudly when altered."""
+    """Snapshots in the state store carry a signature and fail loudly when altered; so do the
+    markers of new jobs, which are never unpickled by the queue but are checked by verify."""
     from jobq.errors import CorruptRecord
+    from jobq.verify import verify
     with Queue(qpath, secret_key=KEY) as q:
-        jid = q.enqueue("jobtasks:add", 1, 1)
-        q.counts()
-        raw = q.store.shelf.dict[jid.encode()]
-        assert raw.startswith(b"JQS1")
-        q.store.shelf.dict[jid.encode()] = raw[:-1] + bytes([raw[-1] ^ 1])
+        jid, fresh = q.enqueue("jobtasks:add", 1, 1), q.enqueue("jobtasks:add", 2, 2)
+        q.cancel(jid)  # a transition that writes a whole snapshot
+        for job_id in (jid, fresh):
+            raw = q.store.shelf.dict[job_id.encode()]
+            assert raw.startswith(b"JQS1")
+            q.store.shelf.dict[job_id.encode()] = raw[:-1] + bytes([raw[-1] ^ 1])
         with pytest.raises(CorruptRecord, match="signature"):
             q.state(jid)
+        assert q.state(fresh).status is Status.QUEUED  # its row is the state; marker unread
+        report = verify(q)
+        assert report.snapshots_failed == 2 and not report.ok
 
 
 def test_oversized_record_in_the_log_is_skipped_with_an_error(qpath):

@@ -1,0 +1,93 @@
+"""Job snapshots in batches: the ``jobs`` row holds a job's scalars, the shelf its objects.
+
+Claiming a job changes only its row (status, attempts, claim token, start time), so a worker can
+claim a hundred jobs with two statements and no pickling. Whatever changes a job's objects (an
+ended attempt, a checkpoint, an operator's retry) writes its whole snapshot. Reading a job lays the
+row over its snapshot: the row wins for the fields it holds, so a snapshot written before the last
+claim is never read stale.
+
+A job just indexed gets a marker (a pickled ``None``) instead of a snapshot: one small row, but
+enough for a rebuild after the index tables are lost to tell a job that was indexed (and is still
+waiting) from one that was purged. The row's ``snap`` column says whether a real snapshot exists,
+so a fresh job is never looked up in the shelf at all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .shelf import StateShelf
+from .state import JobState, Status
+
+# The row columns a JobState is built from, in this order (see overlay()).
+ROW = ("job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at,"
+       " updated_at, started_at, snap")
+CHUNK = 500  # SQLite's limit on bound parameters is 999 in older builds
+
+_PUT = "REPLACE INTO Dict (key, value) VALUES (?, ?)"
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def marks(count: int) -> str:
+    """``?, ?, ...`` for an ``IN`` list of ``count`` values."""
+    return ", ".join("?" * count)
+
+
+def overlay(row: Sequence[Any], snapshot: JobState | None) -> JobState:
+    """The job's state: its row's scalars over its snapshot (or over a fresh state)."""
+    (job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at, updated_at,
+     started_at, _snap) = row
+    state = snapshot if snapshot is not None else JobState(job_id=job_id, task=task)
+    state.status = Status(status)
+    state.attempts = attempts
+    state.progress = progress
+    state.run_at = run_at
+    state.cancel_requested = bool(cancel_requested)
+    state.enqueued_at = enqueued_at
+    state.updated_at = updated_at
+    if started_at is not None:  # None in rows written by store schema 1: the snapshot has it
+        state.started_at = started_at
+    return state
+
+
+def load_many(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Sequence[str]
+              ) -> dict[str, JobState]:
+    """The snapshots of ``job_ids`` that exist (markers and missing ones are left out).
+
+    Raises what the shelf raises for a snapshot that cannot be loaded (LoadError, CorruptRecord,
+    SchemaVersionError...).
+    """
+    found: dict[str, JobState] = {}
+    for part in chunks(job_ids):
+        rows = conn.execute(f"SELECT key, value FROM Dict WHERE key IN ({marks(len(part))})",
+                            [j.encode() for j in part]).fetchall()
+        for raw_key, raw in rows:
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            state = shelf.decode(key, raw)
+            if state is not None:
+                found[key] = state
+    return found
+
+
+def states(conn: sqlite3.Connection, shelf: StateShelf, rows: Sequence[Sequence[Any]]
+           ) -> list[JobState]:
+    """The states of ``rows`` (each in :data:`ROW` order), loading only real snapshots."""
+    with_snapshot = [row[0] for row in rows if row[10]]
+    loaded = load_many(conn, shelf, with_snapshot) if with_snapshot else {}
+    return [overlay(row, loaded.get(row[0])) for row in rows]
+
+
+def store_many(conn: sqlite3.Connection, shelf: StateShelf, new: Iterable[JobState]) -> None:
+    """Write whole snapshots. The caller sets ``snap = 1`` in the same rows' own update."""
+    conn.executemany(_PUT, [(s.job_id.encode(), shelf.encode(s.job_id, s)) for s in new])
+
+
+def mark_indexed(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Iterable[str]) -> None:
+    """Give newly indexed jobs their marker (see the module docstring)."""
+    conn.executemany(_PUT, [(j.encode(), shelf.encode(j, None)) for j in job_ids])
