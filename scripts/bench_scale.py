@@ -14,8 +14,9 @@ default, 100,000 with ``--quick``), and measured alike:
 1. Enqueue with ``Queue.enqueue_many`` in chunks of 10,000 (durable), then the first open, which
    indexes every record (the catch-up), timed on its own: claims are timed only afterwards.
 2. Claim cost: ``Store.claim(owner, 1)`` and ``Store.claim(owner, 100)`` (per job), median of many,
-   rounds alternating between the queues so that a drift of the machine hits both alike. Each
-   queue is topped up first, so it holds at least its size in queued jobs throughout.
+   rounds alternating between the queues so that a drift of the machine hits both alike; also the
+   ``Store.settle`` that records the batch's 100 successes (per job). Each queue is topped up
+   first, so it holds at least its size in queued jobs throughout.
 3. Open: ``Queue(path)`` of a queue whose records are all indexed; then, on separate opens, the
    first claim and the first ``counts()``. Median of several opens.
 4. Worker memory: a real ``jobq worker -c 1`` runs until it has finished WORKER_JOBS jobs (or
@@ -186,7 +187,10 @@ def measure_claims(sides: Sequence[Side]) -> None:
                 finish_claims(q, time_claims(q, side, 1, SINGLE_PER_ROUND, "claim1"))
         for _ in range(BATCH_ROUNDS):
             for q, side in zip(queues, sides):
-                finish_claims(q, time_claims(q, side, BATCH, 1, "claim_batch"))
+                claims = time_claims(q, side, BATCH, 1, "claim_batch")
+                start = time.perf_counter()
+                finish_claims(q, claims)
+                side.add("settle_batch", (time.perf_counter() - start) / BATCH)
     finally:
         for q in queues:
             q.close()
@@ -381,6 +385,7 @@ def print_table(small: Side, big: Side) -> None:
                           b.figures["catch_up"] / b.jobs, lambda v: f"{v * 1e6:.1f} us"))
     for key, label in (("claim1", "claim(owner, 1), median"),
                        ("claim_batch", f"claim(owner, {BATCH}), per job, median"),
+                       ("settle_batch", f"  settle {BATCH} successes, per job, median"),
                        ("open", "Queue(path) open, median"),
                        ("first_claim", "  first claim after open, median"),
                        ("first_counts", "  first counts() after open, median")):
