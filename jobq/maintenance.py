@@ -147,16 +147,16 @@ def _seal_newest(queue: Queue) -> bool:
     segment that is wholly indexed and whose jobs have all finished: sealing one with jobs still
     to run would only start a new segment, and compaction would skip this one anyway.
     """
-    newest = queue.log.segments()[-1:]
-    if not newest or queue.store.covered() != queue.log.end() or queue.log.end().offset == 0:
+    end = queue.log.end()
+    if end.offset == 0 or queue.store.covered() != end:
         return False  # empty, or producers appended since the catch-up: next time
     with queue.store.transaction() as conn:
-        rows = _live(conn, newest[0])
+        rows = _live(conn, end.segment)
     if any(Status(status) not in FINISHED for _, _, status, _, _ in rows):
         return False
-    if rows and _whole_records(queue.log, newest[0]) == len(rows):
+    if rows and _whole_records(queue.log, end.segment) == len(rows):
         return False  # nothing to drop: it would be kept as it is
-    return queue.log.seal(newest[0])
+    return queue.log.seal(end.segment)
 
 
 def _whole_records(log_: Log, segment: int) -> int | None:
