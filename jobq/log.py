@@ -14,13 +14,18 @@ holds the append lock so that no write can be in progress, treats it as torn and
 copying the bytes aside. A segment is read in chunks, never whole.
 
 Segments are named by number (``000000000001.log``); a writer moves to the next one when the
-current one has reached ``segment_size``. Once a later segment exists, earlier ones never change.
+current one has reached ``segment_size``, or when :meth:`Log.seal` sealed it early (compaction does,
+so that the segment being appended to can be compacted too). Once a later segment exists, earlier
+ones never change. A segment sealed early is made read-only: a writer idle on it since before the
+seal sees that from its own descriptor, even once the segments after it are gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,8 +199,8 @@ class Log:
         if self._handle is None:
             segments = self.segments()
             self._handle, created = self._open_for_write(segments[-1] if segments else 1)
-        # Full, or passed by another writer (one stat): either way, move to the newest segment.
-        while (size := os.fstat(self._handle.fd).st_size) >= self._segment_size \
+        # Full, sealed, or passed by another writer (one stat): move to the newest segment.
+        while (size := _size_if_open(os.fstat(self._handle.fd), self._segment_size)) is None \
                 or os.path.exists(self.path(self._handle.segment + 1)):
             old = self._handle
             # The newest segment, not old + 1: compaction may have shrunk or removed the ones
@@ -204,7 +209,42 @@ class Log:
             self._handle, now_created = self._open_for_write(newest)
             created = created or now_created
             self._retire(old)
+        assert size is not None
         return self._handle, size, created
+
+    def seal(self, segment: int) -> bool:
+        """End ``segment`` early if it is still the newest and not empty; True if sealed.
+
+        Under the append lock, so no write is in progress: the next append goes to a new segment.
+        The new segment is created (durably: the index may soon cover it) before the sealed one
+        is made read-only, so the newest segment is always writable.
+        """
+        with self._lock:
+            self._seal_stragglers()
+            if self.segments()[-1:] != [segment] or not os.stat(self.path(segment)).st_size:
+                return False
+            os.close(os.open(self.path(segment + 1), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | os.O_CLOEXEC, durable.FILE_MODE))
+            durable.sync_dir(self.directory)
+            _make_read_only(self.path(segment))
+        log.info("log.segment_sealed", segment=segment, next=segment + 1)
+        return True
+
+    def seal_stragglers(self) -> None:
+        """Make read-only every earlier segment a seal left writable (it died between its steps).
+
+        Compaction calls it before it deletes anything: a writer idle on a short segment must
+        learn it was sealed from that segment itself once the next one is gone.
+        """
+        with self._lock:
+            self._seal_stragglers()
+
+    def _seal_stragglers(self) -> None:
+        for segment in self.segments()[:-1]:
+            with contextlib.suppress(FileNotFoundError):  # compaction may delete it meanwhile
+                st = os.stat(self.path(segment))
+                if _size_if_open(st, self._segment_size) is not None:
+                    _make_read_only(self.path(segment))
 
     def _retire(self, handle: _WriteHandle) -> None:
         with self._pending_lock:
@@ -336,6 +376,17 @@ class Log:
                 os.close(fd)
             self._read_fds.clear()
         self._lock.close()
+
+
+def _size_if_open(st: os.stat_result, segment_size: int) -> int | None:
+    """A segment's size if writers may still append to it; None once full or sealed."""
+    if st.st_size >= segment_size or not st.st_mode & stat.S_IWUSR:
+        return None
+    return st.st_size
+
+
+def _make_read_only(path: str) -> None:
+    os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~0o222)
 
 
 def _same_file(fd: int, path: str) -> bool:

@@ -2,9 +2,11 @@
 
 :func:`purge` deletes finished jobs (index row and state snapshot) in short transactions, so a
 large purge never holds the write lock for long. :func:`compact` rewrites the log without the
-records no job points to (purged jobs, later duplicates of a job id, damaged ranges). It touches
-only segments that a later one follows and the index has passed (producers never write them) and
-whose jobs have all finished (no worker reads them), one at a time:
+records no job points to (purged jobs, later duplicates of a job id, damaged ranges). It first
+seals the segment producers append to if all its jobs have finished and some of its records are
+dead (:meth:`Log.seal`), so that a purged queue shrinks to almost nothing. It touches only segments
+that a later one follows and the index has passed (producers never write them) and whose jobs have
+all finished (no worker reads them), one at a time:
 
     (a) copy the live frames, byte for byte and in order, to ``log/<N>.compact``; fsync it
     (b) one transaction: move each live job's ``seq`` to its new offset; meta ``compacting = N``
@@ -119,7 +121,10 @@ def compact(queue: Queue) -> CompactReport:
         _redo(queue)
         _remove_stale_copies(queue.log)
         before = _tree_size(queue.path)
+        queue.log.seal_stragglers()  # before anything is deleted: see Log.seal
         queue.store.catch_up()
+        if _seal_newest(queue):
+            queue.store.catch_up()  # indexes past the seal, so the sealed segment is compacted
         covered = queue.store.covered()
         tally: Counter[str] = Counter()
         for segment in queue.log.segments()[:-1]:  # producers append to the last one
@@ -133,6 +138,35 @@ def compact(queue: Queue) -> CompactReport:
                            tally["dropped"], before, after, max(0, before - after))
     log.info("maintenance.compacted", **dataclasses.asdict(report))
     return report
+
+
+def _seal_newest(queue: Queue) -> bool:
+    """Seal the segment producers append to when compacting it would drop records; True if so.
+
+    Otherwise up to a whole segment (64 MiB by default) of purged jobs would stay. Only a
+    segment that is wholly indexed and whose jobs have all finished: sealing one with jobs still
+    to run would only start a new segment, and compaction would skip this one anyway.
+    """
+    end = queue.log.end()
+    if end.offset == 0 or queue.store.covered() != end:
+        return False  # empty, or producers appended since the catch-up: next time
+    with queue.store.transaction() as conn:
+        rows = _live(conn, end.segment)
+    if any(Status(status) not in FINISHED for _, _, status, _, _ in rows):
+        return False
+    if rows and _whole_records(queue.log, end.segment) == len(rows):
+        return False  # nothing to drop: it would be kept as it is
+    return queue.log.seal(end.segment)
+
+
+def _whole_records(log_: Log, segment: int) -> int | None:
+    """How many whole records the newest segment holds; None if damaged bytes lie between them."""
+    count = 0
+    for item in log_.scan(Position(segment, 0)):
+        if isinstance(item, Damage):
+            return None
+        count += isinstance(item, Entry) and item.pos.segment == segment
+    return count
 
 
 def _compact_segment(queue: Queue, segment: int) -> tuple[str, int]:

@@ -175,3 +175,41 @@ def test_threads_appending_across_rollovers_lose_nothing(qpath):
         assert len(_segments(qpath)) > 20
         assert sorted(s.job_id for s in q.jobs()) == sorted(ids)
         assert q.store.quarantined() == []
+
+
+def test_seal_starts_a_new_segment_and_makes_the_old_one_read_only(queue, qpath):
+    """Only the newest, non-empty segment is sealed; the next append goes to the new one."""
+    first = queue.enqueue(add, 1, 2)
+    assert not queue.log.seal(2)  # not a segment that exists
+    assert queue.log.seal(1)
+    assert [p.name for p in _segments(qpath)] == ["000000000001.log", "000000000002.log"]
+    assert not os.stat(queue.log.path(1)).st_mode & 0o222
+    assert not queue.log.seal(2)  # empty: nothing to seal
+    second = queue.enqueue(add, 3, 4)
+    assert [queue.payload(j).args for j in (first, second)] == [(1, 2), (3, 4)]
+    assert queue.store.payload_position(second).segment == 2
+
+
+def test_a_writer_idle_on_a_sealed_segment_never_writes_to_it_once_the_next_is_gone(qpath):
+    """A producer that appended to segment 1 before it was sealed learns of the seal from the
+    file itself: the segment after it may have been compacted away (a record written to segment 1
+    then would never be indexed, as the index has passed it)."""
+    with Queue(qpath) as idle, Queue(qpath) as busy:
+        idle.enqueue(add, 0, 0)  # idle's append handle now sits on segment 1
+        assert busy.log.seal(1)
+        busy.enqueue(add, 1, 1)
+        assert busy.log.seal(2)
+        os.unlink(busy.log.path(2))  # as compaction deletes a sealed segment once purged
+        size = os.path.getsize(idle.log.path(1))
+        idle.enqueue(add, 2, 2)
+        assert os.path.getsize(idle.log.path(1)) == size
+        assert os.path.getsize(idle.log.path(3)) > 0
+
+
+def test_seal_stragglers_finishes_a_seal_that_died_before_the_read_only_step(queue, qpath):
+    """The new segment exists but the sealed one is still writable: made read-only, and only it."""
+    queue.enqueue(add, 1, 2)
+    open(queue.log.path(2), "wb").close()  # a seal killed between its two steps
+    queue.log.seal_stragglers()
+    assert not os.stat(queue.log.path(1)).st_mode & 0o222
+    assert os.stat(queue.log.path(2)).st_mode & 0o200  # the newest stays writable

@@ -204,8 +204,9 @@ def test_moved_records_land_on_offsets_that_earlier_live_records_held(qpath):
         assert payloads(q, rest) == expected
 
 
-def test_the_directory_shrinks_to_the_last_segment(qpath):
-    """20,000 finished jobs purged and compacted: the log keeps only the segment being appended."""
+def test_the_directory_shrinks_to_an_empty_segment(qpath):
+    """20,000 finished jobs purged and compacted: even the segment being appended to goes; the log
+    keeps only the empty segment that sealing it started."""
     with Queue(qpath, segment_size=64 * 1024, fsync=False) as q:
         for batch in range(1000):
             q.enqueue_many(ADD, [(batch, i) for i in range(20)])
@@ -219,9 +220,40 @@ def test_the_directory_shrinks_to_the_last_segment(qpath):
         before = tree_size(qpath)
         assert purge_succeeded(q) == 20_000
         report = compact(q)
-        assert q.log.segments() == [last]
-        assert report.bytes_after == tree_size(qpath) < before * 0.05
+        assert q.log.segments() == [last + 1]
+        assert os.path.getsize(q.log.path(last + 1)) == 0
+        assert report.bytes_after == tree_size(qpath) < before * 0.01
         assert q.counts()["succeeded"] == 0 and q.enqueue(ADD, 1, 2)
+
+
+@pytest.mark.parametrize("left", ["nothing", "one_queued", "all_finished_none_purged"])
+def test_compact_seals_the_segment_being_appended_only_when_it_frees_something(qpath, left):
+    """The newest segment is sealed and compacted once its jobs have finished and some are purged;
+    a producer idle on it since before then appends to the new segment, and its job runs."""
+    with Queue(qpath) as idle, Queue(qpath) as q:
+        idle.enqueue(ADD, 0, 0)  # idle's append handle sits on segment 1
+        ids = q.enqueue_many(ADD, [(i, i) for i in range(50)])
+        run_burst(q)
+        if left == "one_queued":
+            q.enqueue(ADD, 1, 1)
+        if left != "all_finished_none_purged":
+            assert purge_succeeded(q) == 51
+        with capture_logs() as events:
+            report = compact(q)
+        sealed = [e for e in events if e["event"] == "log.segment_sealed"]
+        if left == "nothing":
+            assert sealed and report.segments_deleted == 1
+            assert q.log.segments() == [2] and tree_size(qpath / "log") == 0
+        else:
+            assert not sealed and q.log.segments() == [1]
+            assert report.segments_deleted == report.segments_rewritten == 0
+        jid = idle.enqueue(ADD, 20, 22)
+        assert q.state(jid).status is Status.QUEUED
+        assert segment_of(q, jid) == q.log.segments()[-1]
+        run_burst(q)
+        assert q.result(jid) == 42
+        if left == "all_finished_none_purged":
+            assert [q.result(j) for j in ids] == [2 * i for i in range(50)]
 
 
 def test_segments_stay_when_the_index_points_at_bytes_that_are_no_record(qpath):
