@@ -89,6 +89,14 @@ CREATE TABLE IF NOT EXISTS quarantine (
 # Schema 1 rows have full snapshots (snap = 1) and no start time in the row (NULL: the snapshot's).
 _ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",
                "prefetched INTEGER NOT NULL DEFAULT 0")
+# Claims of a worker's children are owned by "<worker id>/<n>": this matches a worker's own claims
+# and its children's with one index range.
+_OWNED = "(owner = ? OR (owner >= ? AND owner < ?))"
+
+
+def _owned(owner: str) -> tuple[str, str, str]:
+    return owner, owner + "/", owner + "0"  # "0" is the character after "/"
+
 
 Change = Callable[[JobState, float, int], JobState]  # (state, now, max_attempts) -> new state
 
@@ -583,11 +591,12 @@ class Store:
         # -- leases and liveness (for the worker runtime) ------------------------------------------
 
     def renew(self, owner: str, lease_seconds: float) -> int:
-        """Extend the lease of every job ``owner`` is running; return how many."""
+        """Extend the lease of every job ``owner`` (or its children) runs; return how many."""
         now = self._clock()
         with self._write() as conn:
-            return conn.execute("UPDATE jobs SET lease_expires = ? WHERE status = ? AND owner = ?",
-                                (now + lease_seconds, Status.RUNNING.value, owner)).rowcount
+            return conn.execute(f"UPDATE jobs SET lease_expires = ? WHERE status = ? AND {_OWNED}",
+                                (now + lease_seconds, Status.RUNNING.value, *_owned(owner))
+                                ).rowcount
 
     def running(self, owner: str | None = None) -> list[tuple[str, int, str, float]]:
         """(job id, claim token, owner, lease expiry) of running jobs, of one owner or all."""
@@ -610,11 +619,11 @@ class Store:
                 " WHERE status = 'running'")]
 
     def cancelling(self, owner: str) -> list[str]:
-        """Ids of the jobs ``owner`` is running that were asked to cancel."""
+        """Ids of the jobs ``owner`` (or its children) runs that were asked to cancel."""
         with self._reading():
             return [r[0] for r in self.conn.execute(
-                "SELECT job_id FROM jobs WHERE status = ? AND owner = ? AND cancel_requested = 1",
-                (Status.RUNNING.value, owner))]
+                f"SELECT job_id FROM jobs WHERE status = ? AND {_OWNED} AND cancel_requested = 1",
+                (Status.RUNNING.value, *_owned(owner)))]
 
     def has_ready(self) -> bool:
         """Is a job claimable now (ready, due, or not yet indexed)? Cheap enough to poll."""

@@ -146,7 +146,7 @@ def test_three_workers_two_children_each_run_every_job_exactly_once(queue, worke
 
 
 def test_unpicklable_result_in_a_child_fails_the_attempt_clearly(queue):
-    """A return value that cannot cross to the supervisor fails the attempt with the reason."""
+    """A return value that cannot be pickled into the snapshot fails the attempt with the reason."""
     jid = queue.enqueue_call("jobtasks:unpicklable_result", max_attempts=1)
     after = queue.enqueue("jobtasks:add", 1, 2)
     Worker(queue).run(burst=True)

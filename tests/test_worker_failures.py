@@ -10,13 +10,13 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jobtasks_extra
 import pytest
 import structlog
 from conftest import wait_until
-from structlog.testing import capture_logs
 
 from jobq.state import Status
 from workers import Worker
@@ -38,16 +38,31 @@ def _stamp(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+class _Events:
+    """Events written as JSON lines to a file, read back when iterated."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(_json_events(self.path.read_text()))
+
+
 @pytest.fixture
-def logged() -> Iterator[list[dict[str, Any]]]:
-    """Events logged in this process while the test runs, each stamped with ``time.monotonic()``."""
+def logged(tmp_path: Path) -> Iterator[_Events]:
+    """Events logged while the test runs, by this process and the worker children it forks (which
+    log their own jobs), each stamped with ``time.monotonic()``."""
     saved = structlog.get_config()
-    structlog.reset_defaults()  # whatever level an earlier test configured, capture every event
-    try:
-        with capture_logs(processors=[_stamp]) as entries:
-            yield entries
-    finally:
-        structlog.configure(**saved)
+    path = tmp_path / "events.jsonl"
+    with open(path, "a", buffering=1) as out:  # line-buffered: each event one write
+        structlog.configure(processors=[_stamp, structlog.processors.JSONRenderer()],
+                            wrapper_class=structlog.make_filtering_bound_logger(0),
+                            logger_factory=structlog.WriteLoggerFactory(out),
+                            cache_logger_on_first_use=False)
+        try:
+            yield _Events(path)
+        finally:
+            structlog.configure(**saved)
 
 
 def _json_events(text: str) -> list[dict[str, Any]]:

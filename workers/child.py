@@ -1,15 +1,20 @@
-"""A worker child: runs the jobs its supervisor sends over a pipe, one at a time, in order.
+"""A worker child: claims a batch of jobs, runs them one at a time, and records how they ended
+together with its next claim, in one transaction (one fsync for the whole batch).
 
 A child is forked, so tasks imported by the supervisor are already loaded. It ties its life to
 its supervisor's (the kernel kills it if the supervisor dies), lets go of the supervisor's
 liveness lock, ignores SIGINT and SIGTERM (its supervisor decides when it stops), and opens its own
-queue connection. Checkpoints are written by the child itself, durably, before ``ctx.save``
-returns; the outcome of an attempt goes back to the supervisor, which records it.
+queue connection. Its claims are made as ``<worker id>/<n>``, one owner per child, so that when
+it dies its supervisor finds the claims it held. What it is running is on its :mod:`board`.
 
-Messages: supervisor -> child: a list of :class:`jobq.store.Claim`, run in order (the first
-ones to arrive first), or None to stop once they have run. child -> supervisor, per claim:
-``("started", job_id, timeout)`` when the job has a time limit, then
-``("done", job_id, token, Outcome)``. The job after a reported one is the one running.
+A batch is as many jobs as about 20 ms of work, from the recent durations (one job until they are
+known; at most ``prefetch``): enough that the commit is shared by many short jobs, little enough
+that a job which runs long keeps few others waiting. Claims after the first are marked not
+started; should the whole worker die, they are given back without charging an attempt.
+
+Messages to the supervisor: ``("recorded", count, ids_to_retry)`` after each commit, ``("idle",)``
+when nothing was ready and ``("busy",)`` when it claims again after that, ``("error", exc)`` before exiting on a storage error. From it: ``None``
+(with the board's stop flag) to stop after the current job.
 """
 
 from __future__ import annotations
@@ -19,14 +24,21 @@ import os
 import pickle
 import signal
 import sys
+from logging import DEBUG
 from multiprocessing.connection import Connection
+from typing import Any
 
-from jobq import Queue
+from jobq import Queue, transitions
 from jobq.errors import JobqError
-from jobq.execution import execute, failure, load
-from jobq.store import Claim
+from jobq.execution import Outcome, change_for, execute, failure, load, log_transition
+from jobq.state import WAITING
+from jobq.store import Change, Claim
+
+from .board import Board
+from .config import WorkerConfig
 
 PR_SET_PDEATHSIG = 1
+BATCH_WINDOW = 0.02  # seconds of expected work a child claims at once
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -38,7 +50,8 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[int]) -> None:
+def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[int], board: Board,
+         owner: str, config: WorkerConfig, logger: Any) -> None:
     """Entry point of a forked child; returns when told to stop or when the pipe closes."""
     die_with_parent(parent_pid)
     for fd in inherited_fds:  # the supervisor's liveness lock, above all
@@ -47,32 +60,125 @@ def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[in
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     own = queue.reopen()
     try:
-        while True:
-            try:
-                claims = conn.recv()
-            except EOFError:
-                return
-            if claims is None:
-                return
-            for claim in claims:
-                run(conn, own, claim)
+        Runner(conn, own, board, owner, config, logger).loop()
+    except JobqError as exc:  # a storage error: the supervisor stops with it
+        conn.send(("error", exc))
     finally:
         own.close()
 
 
-def run(conn: Connection, own: Queue, claim: Claim) -> None:
-    """Run one claim and report how it ended (and, first, its time limit if it has one)."""
+def batch_size(average: float | None, prefetch: int) -> int:
+    """Jobs to claim at once, given the moving average of their durations."""
+    if average is None:
+        return 1
+    return max(1, min(prefetch, int(BATCH_WINDOW / max(average, 1e-6))))
+
+
+class Runner:
+    """The child's loop: settle (record the last batch, claim the next), run, repeat."""
+
+    def __init__(self, conn: Connection, queue: Queue, board: Board, owner: str,
+                 config: WorkerConfig, logger: Any) -> None:
+        self.conn, self.queue, self.board, self.owner = conn, queue, board, owner
+        self.config, self.log = config, logger
+        self.log_claims = getattr(logger, "is_enabled_for", lambda level: True)(DEBUG)
+        self.average: float | None = None
+        self.idle = False
+        self.finished: list[tuple[str, int, Change]] = []
+        self.durations: dict[str, float] = {}
+
+    def loop(self) -> None:
+        while True:
+            stopping = self.board.stop_requested()
+            if not stopping and not self.finished and not self.queue.store.has_ready():
+                self._set_idle(True)
+                if self._wait(self.config.poll_interval):
+                    return
+                continue
+            size = 0 if stopping else batch_size(self.average, self.config.prefetch)
+            claims = self._settle(size)
+            if stopping:
+                return
+            self._set_idle(not claims)
+            self._run_batch(claims)
+
+    def _set_idle(self, idle: bool) -> None:
+        """Tell the supervisor when we run out of work, and when we find some again."""
+        if idle != self.idle:
+            self.idle = idle
+            self.conn.send(("idle",) if idle else ("busy",))
+
+    def _wait(self, timeout: float) -> bool:
+        """Sleep until a message or ``timeout``; True if told to stop (or the pipe closed)."""
+        try:
+            if self.conn.poll(timeout):
+                return self.conn.recv() is None
+        except (EOFError, OSError):
+            return True
+        return self.board.stop_requested()
+
+    def _settle(self, size: int) -> list[Claim]:
+        finished, self.finished = self.finished, []
+        states, claims = self.queue.store.settle(
+            finished, self.owner, min(size, 1), prefetch=max(size - 1, 0),
+            lease_seconds=self.config.lease_seconds)
+        retrying = []
+        for (job_id, token, _), state in zip(finished, states):
+            duration = self.durations.pop(job_id, None)
+            if state is None:  # reclaimed meanwhile (our lease ran out): another attempt owns it
+                self.log.warning("job.stale_result", job_id=job_id, token=token)
+                continue
+            if state.status in WAITING:
+                retrying.append(job_id)
+            log_transition(state, duration, logger=self.log)
+        if finished:
+            self.conn.send(("recorded", len(finished), retrying))
+        if self.log_claims:  # debug level: one event per claim
+            for claim in claims:
+                log_transition(claim.state, logger=self.log)
+        return claims
+
+    def _run_batch(self, claims: list[Claim]) -> None:
+        for index, claim in enumerate(claims):
+            if index and self.board.stop_requested():  # give back the ones not started
+                self.finished += [(c.job_id, c.token, _released) for c in claims[index:]]
+                return
+            outcome = self._run(claim)
+            self.finished.append((claim.job_id, claim.token,
+                                  change_for(outcome, self._retry_delay)))
+            self.durations[claim.job_id] = outcome.duration
+            self.average = outcome.duration if self.average is None \
+                else 0.8 * self.average + 0.2 * outcome.duration
+
+    def _run(self, claim: Claim) -> Outcome:
+        self.board.running(claim.job_id, claim.token)
+        try:
+            try:
+                payload, fn = load(self.queue.log, claim, self.queue.config.rules)
+            except JobqError as exc:
+                return failure(f"cannot load job: {exc}")
+            if payload.timeout is not None:
+                self.board.time_limit(claim.job_id, claim.token, payload.timeout)
+            return storable(execute(self.queue.store, claim, payload, fn))
+        finally:
+            self.board.idle()
+
+    def _retry_delay(self, attempt: int) -> float:
+        return transitions.backoff(attempt, base=self.config.retry_base,
+                                   cap=self.config.retry_cap)
+
+
+def _released(state: Any, now: float, _max_attempts: int) -> Any:
+    return transitions.released(state, now)
+
+
+def storable(outcome: Outcome) -> Outcome:
+    """The outcome, or a failure if its result cannot be pickled into the job's snapshot."""
+    if outcome.kind != "succeeded" or outcome.result is None:
+        return outcome
     try:
-        payload, fn = load(own.log, claim, own.config.rules)
-    except JobqError as exc:
-        conn.send(("done", claim.job_id, claim.token, failure(f"cannot load job: {exc}")))
-        return
-    if payload.timeout is not None:
-        conn.send(("started", claim.job_id, payload.timeout))
-    outcome = execute(own.store, claim, payload, fn)
-    try:
-        conn.send(("done", claim.job_id, claim.token, outcome))
-    except (pickle.PicklingError, TypeError, AttributeError) as exc:
-        # send() pickles the whole message before writing a byte: nothing half-sent.
-        conn.send(("done", claim.job_id, claim.token, failure(
-            f"the task's return value cannot be stored: {exc}", outcome.duration)))
+        pickle.dumps(outcome.result, protocol=5)
+    except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
+        return failure(f"the task's return value cannot be stored: {exc}", outcome.duration)
+    return outcome
+

@@ -30,6 +30,11 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
+def worker_of(owner: str) -> str:
+    """The worker id in a claim's owner (``<worker id>/<child>``; older claims: the id alone)."""
+    return owner.split("/", 1)[0]
+
+
 def _path(queue_root: str, worker_id: str) -> str:
     return os.path.join(queue_root, DIR, f"{worker_id}.lock")
 

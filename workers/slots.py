@@ -1,83 +1,39 @@
-"""One child process and the job it is running, as the supervisor keeps track of them."""
+"""One child process, as its supervisor keeps track of it."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import signal
-import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 from jobq import Queue
-from jobq.store import Claim
 
 from . import child
+from .board import Board
+from .config import WorkerConfig
 
 _FORK = multiprocessing.get_context("fork")
 
 
-# A child holds at most this much expected work beyond the job it runs: enough to stay busy
-# through the supervisor's commit (a few ms), little enough that a job which suddenly runs long
-# keeps few others waiting behind it.
-PREFETCH_WINDOW = 0.02
-
-
-@dataclass
+@dataclass(eq=False)
 class Slot:
-    """A child process and the claims it holds, in the order it runs them.
+    """A child process, the owner name its claims carry, and its board.
 
-    The first claim is running (or about to); the others were prefetched and have not started.
+    ``cancel_seen_at`` is when the supervisor first saw the running job asked to cancel;
     ``kill_reason`` says why we killed the child, if we did.
     """
 
     process: BaseProcess
     conn: Connection
-    claims: deque[Claim] = field(default_factory=deque)
-    started_at: float = 0.0  # when the first claim started running
-    timeout: float | None = None
-    cancel_seen_at: float | None = None
+    board: Board
+    owner: str
+    idle: bool = False
+    cancel_seen: tuple[str, float] | None = None
     kill_reason: str | None = None
-    not_started: set[str] = field(default_factory=set)  # prefetched claims marked so in the store
-    average: float | None = None  # moving average of job durations, to size prefetching
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.claims)
-
-    @property
-    def claim(self) -> Claim | None:
-        """The claim the child is running (or about to)."""
-        return self.claims[0] if self.claims else None
-
-    def wanted(self, prefetch: int) -> int:
-        """How many more claims to send: none until half of what the child holds has run."""
-        if self.average is None:
-            limit = 1  # no prefetching before we know the jobs are short
-        else:
-            limit = max(1, min(prefetch, int(PREFETCH_WINDOW / max(self.average, 1e-6))))
-        held = len(self.claims)
-        return limit - held if held <= limit // 2 else 0
-
-    def send(self, claims: list[Claim], not_started: set[str]) -> None:
-        # Hold the claims before sending: if sending fails, the caller releases them from here.
-        if not self.claims:
-            self.started_at, self.timeout = time.monotonic(), None
-            self.cancel_seen_at = self.kill_reason = None
-        self.claims.extend(claims)
-        self.not_started |= not_started
-        self.conn.send(claims)
-
-    def finished(self, job_id: str, duration: float) -> Claim | None:
-        """The child reports its first claim done; return it, or None if that is not the one."""
-        if not self.claims or self.claims[0].job_id != job_id:
-            return None
-        self.average = duration if self.average is None else 0.8 * self.average + 0.2 * duration
-        claim = self.claims.popleft()
-        self.started_at, self.timeout, self.cancel_seen_at = time.monotonic(), None, None
-        return claim
 
     def kill(self, reason: str) -> None:
         """SIGKILL the child; its death is handled like any other, knowing it was us."""
@@ -85,15 +41,26 @@ class Slot:
         if self.process.pid is not None and self.process.is_alive():
             os.kill(self.process.pid, signal.SIGKILL)
 
+    def request_stop(self) -> None:
+        """Stop after the job running now; claims not started are given back."""
+        self.board.request_stop()
+        try:
+            self.conn.send(None)  # wakes a child waiting for work
+        except (OSError, ValueError):
+            pass
 
-def start(queue: Queue, inherited_fds: list[int]) -> Slot:
-    """Fork a child ready to take jobs."""
+
+def start(queue: Queue, inherited_fds: list[int], owner: str, config: WorkerConfig,
+          logger: Any) -> Slot:
+    """Fork a child that claims jobs as ``owner``."""
     parent_end, child_end = _FORK.Pipe()
+    board = Board()
     process = _FORK.Process(target=child.main, name="jobq-child", daemon=True,
-                            args=(child_end, queue, os.getpid(), inherited_fds))
+                            args=(child_end, queue, os.getpid(), inherited_fds, board, owner,
+                                  config, logger))
     process.start()
     child_end.close()
-    return Slot(process, parent_end)
+    return Slot(process, parent_end, board, owner)
 
 
 def death_cause(exitcode: int | None) -> str:
@@ -110,12 +77,10 @@ def death_cause(exitcode: int | None) -> str:
 
 def stop(slot: Slot, timeout: float = 5.0) -> None:
     """Ask a child to stop, then make sure it has, and reap it."""
-    try:
-        slot.conn.send(None)
-    except (OSError, ValueError):
-        pass
+    slot.request_stop()
     slot.process.join(timeout)
     if slot.process.is_alive():
         slot.kill("stopping")
         slot.process.join(5)
     slot.conn.close()
+    slot.board.close()

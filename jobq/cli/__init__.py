@@ -29,8 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jobq {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every job transition (to stderr)")
-    parser.add_argument("--log-format", choices=("console", "json"), default="console",
-                        help="how events are written to stderr (json: one object per line)")
+    parser.add_argument("--log-format", choices=("auto", "console", "json"), default="auto",
+                        help="how events are written to stderr (json: one object per line;"
+                             " auto, the default: console on a terminal, else json)")
     parser.add_argument("--log-level", choices=tuple(LEVELS), default=None,
                         help="least severe events written (default: info for a worker, which"
                              " logs how each attempt ended; debug adds every claim)")
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="on SIGTERM/SIGINT, seconds running jobs get to finish (default 30)")
     p.add_argument("--max-crashes", type=int, default=3, metavar="N",
                    help="crashed attempts before a job is set aside as dead (default 3)")
+    p.add_argument("--prefetch", type=int, default=None, metavar="N",
+                   help="most jobs a child claims at once when its jobs are short (default 50;"
+                        " 1: one at a time)")
 
     p = sub.add_parser("status", parents=[reads], help="counts by status and running jobs")
     p.add_argument("--limit", type=int, default=20, help="running jobs to show (default 20)")
@@ -99,22 +103,28 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
           "error": logging.ERROR}
 
 
-def configure_logging(verbose: bool = False, fmt: str = "console", level: int | None = None
+def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | None = None
                       ) -> None:
     """Events go to stderr, so stdout stays for output a script can read.
 
     Events below ``level`` cost almost nothing (a filtering logger drops them before any
-    formatting), which matters for a worker running thousands of jobs a second.
+    formatting), which matters for a worker running thousands of jobs a second. ``auto`` writes
+    for people on a terminal and JSON to files and log collectors, as structlog recommends; JSON
+    also costs half as much per event (10 against 20 µs here).
     """
     if level is None:
         level = logging.INFO if verbose else logging.WARNING
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
     renderer = (structlog.processors.JSONRenderer() if fmt == "json"
                 else structlog.dev.ConsoleRenderer(colors=False))
     structlog.configure(
         processors=[structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso"), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One write() per event (message and newline together): the children of a worker share
+        # its stderr, and events written in two pieces could interleave.
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False)
 
 
@@ -125,7 +135,9 @@ def _worker(args: argparse.Namespace) -> int:
     with commands.open_queue(args, create=True) as queue:
         Worker(queue, concurrency=args.concurrency, imports=tuple(args.imports),
                shutdown_grace=args.shutdown_grace,
-               max_crashes=args.max_crashes).run(burst=args.burst)
+               max_crashes=args.max_crashes,
+               **({} if args.prefetch is None else {"prefetch": args.prefetch})
+               ).run(burst=args.burst)
     return 0
 
 
