@@ -11,7 +11,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
-from . import job_record, maintenance, pickling, record, tasks
+from . import job_record, maintenance, record, tasks
 from .directory import FIXED_SETTINGS, open_dir
 from .errors import (ConfigError, InvalidArgument, InvalidJob, JobCancelled, JobFailed,
                      RecordTooLarge, WaitTimeout)
@@ -55,6 +55,11 @@ class Queue:
                 cfg = dataclasses.replace(cfg, **{name: value})
         self.config = cfg
         self._clock = clock
+        self._default_options: _Options | None = None  # the usual options, once validated
+        try:
+            self._default_options = self._options(0, None, None, None)
+        except InvalidJob:
+            pass  # a default_max_attempts out of range: every enqueue reports it
         self.log = Log(qdir.log, key=cfg.secret_key, max_body=cfg.max_record_size,
                        segment_size=cfg.segment_size, fsync=cfg.fsync,
                        quarantine_dir=qdir.quarantine)
@@ -96,7 +101,9 @@ class Queue:
 
     def enqueue(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
         """Enqueue ``fn(*args, **kwargs)``; return the job id once it is durable."""
-        return self.enqueue_call(fn, args=args, kwargs=kwargs)
+        # args is a tuple and kwargs a fresh dict with str keys: nothing to check or copy.
+        options = self._default_options or self._options(0, None, None, None)
+        return self._enqueue_one(tasks.reference(fn), args, kwargs, None, options)
 
     def enqueue_call(self, fn: Callable[..., Any] | str, args: Iterable[Any] = (),
                      kwargs: Mapping[str, Any] | None = None, *, job_id: str | None = None,
@@ -110,9 +117,15 @@ class Queue:
             self.store.catch_up()
             if self.store.exists(job_id):
                 return job_id
-        payload, frame = self._frame(task, _args(args), _kwargs(kwargs), job_id, options)
-        self.log.append([frame])
-        return payload.job_id
+        return self._enqueue_one(task, _args(args), _kwargs(kwargs), job_id, options)
+
+    def _enqueue_one(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     job_id: str | None, options: _Options) -> str:
+        """Append one job whose every input is validated; return its id once it is durable."""
+        if job_id is None:
+            job_id = os.urandom(16).hex()
+        self.log.append([self._frame(task, args, kwargs, job_id, options)])
+        return job_id
 
     def enqueue_many(self, fn: Callable[..., Any] | str, args_list: Iterable[Iterable[Any]], *,
                      priority: int = 0, delay: float | None = None,
@@ -127,9 +140,9 @@ class Queue:
             if not isinstance(args, (tuple, list)):
                 raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
                                  f" {type(args).__name__}")
-            payload, frame = self._frame(task, tuple(args), {}, None, options)
-            ids.append(payload.job_id)
-            frames.append(frame)
+            job_id = os.urandom(16).hex()
+            frames.append(self._frame(task, tuple(args), {}, job_id, options))
+            ids.append(job_id)
         if frames:
             self.log.append(frames)
         return ids
@@ -137,6 +150,9 @@ class Queue:
     def _options(self, priority: int, delay: float | None, max_attempts: int | None,
                  timeout: float | None) -> _Options:
         """Validate the per-job options once per call."""
+        if type(priority) is int and priority == 0 and delay is None and max_attempts is None \
+                and timeout is None and self._default_options is not None:
+            return self._default_options  # the usual call: validated when the queue opened
         if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > _I64:
             raise InvalidJob(f"priority must be an integer, not {priority!r}")
         if delay is not None and (not _is_number(delay) or not math.isfinite(delay) or delay < 0):
@@ -152,20 +168,18 @@ class Queue:
         return _Options(priority, float(delay or 0.0), max_attempts,
                         None if timeout is None else float(timeout))
 
-    def _frame(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-               job_id: str | None, options: _Options) -> tuple[JobPayload, bytes]:
+    def _frame(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str,
+               options: _Options) -> bytes:
         """Build one job's record; raises before anything is written."""
         now = self._clock()
-        payload = JobPayload(job_id=job_id or os.urandom(16).hex(), task=task, args=args,
-                             kwargs=kwargs, priority=options.priority,
-                             max_attempts=options.max_attempts, timeout=options.timeout,
-                             run_at=now + options.delay, created_at=now)
-        body = job_record.encode(payload, pickling.dumps(payload))
+        body = job_record.encode_fields(job_id, task, args, kwargs, options.priority,
+                                        options.max_attempts, options.timeout,
+                                        now + options.delay, now)
         if len(body) > self.config.max_record_size:
-            raise RecordTooLarge(f"job {payload.job_id} pickles to {len(body)} bytes, over the"
+            raise RecordTooLarge(f"job {job_id} pickles to {len(body)} bytes, over the"
                                  f" queue's max_record_size of {self.config.max_record_size}",
                                  size=len(body), limit=self.config.max_record_size)
-        return payload, self.log.encode(record.KIND_JOB, body)
+        return self.log.encode(record.KIND_JOB, body)
 
     # -- observing -----------------------------------------------------------------------------
 

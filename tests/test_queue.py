@@ -87,7 +87,7 @@ def test_racing_duplicate_job_ids_make_one_job(qpath):
     with Queue(qpath) as a, Queue(qpath) as b:
         first = a.enqueue_call(add, args=(1, 1), job_id="dup")
         # b's index has not seen a's record yet; write the duplicate the way a racing b would.
-        _, frame = b._frame("jobtasks:add", (2, 2), {}, "dup", b._options(0, None, None, None))
+        frame = b._frame("jobtasks:add", (2, 2), {}, "dup", b._options(0, None, None, None))
         b.log.append([frame])
         assert first == "dup" and b.counts()["queued"] == 1 and b.payload("dup").args == (1, 1)
 
@@ -216,6 +216,20 @@ def test_bad_input_fails_at_enqueue_and_writes_nothing(qpath, call):
         with pytest.raises(InvalidJob):
             call(q)
         assert _log_bytes(qpath) == before and q.counts()["queued"] == 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda q: q.enqueue(add, 1, 2),
+    lambda q: q.enqueue_call(add, args=(1, 2)),
+    lambda q: q.enqueue_many(add, [(1, 2)]),
+], ids=["enqueue", "enqueue_call", "enqueue_many"])
+def test_default_max_attempts_out_of_range_fails_each_enqueue(qpath, call):
+    """A default_max_attempts the record cannot hold is refused by every enqueue, as before the
+    default options were validated once per queue."""
+    with Queue(qpath, default_max_attempts=2**31) as q:
+        with pytest.raises(InvalidJob, match="max_attempts"):
+            call(q)
+        assert q.counts()["queued"] == 0
 
 
 def _nested_holder():
