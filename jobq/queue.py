@@ -123,7 +123,7 @@ class Queue:
                      job_id: str | None, options: _Options) -> str:
         """Append one job whose every input is validated; return its id once it is durable."""
         if job_id is None:
-            job_id = os.urandom(16).hex()
+            job_id = _job_ids.next()
         self.log.append([self._frame(task, args, kwargs, job_id, options)])
         return job_id
 
@@ -140,7 +140,7 @@ class Queue:
             if not isinstance(args, (tuple, list)):
                 raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
                                  f" {type(args).__name__}")
-            job_id = os.urandom(16).hex()
+            job_id = _job_ids.next()
             frames.append(self._frame(task, tuple(args), {}, job_id, options))
             ids.append(job_id)
         if frames:
@@ -260,6 +260,34 @@ class Queue:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class _JobIds:
+    """Random job ids, 32 hex digits (128 bits from ``os.urandom``), drawn a batch at a time.
+
+    One ``os.urandom`` per job is one system call per enqueue. ``list.pop`` is atomic, so threads
+    never get the same id; a forked child drops the ids it inherited, which its parent still holds.
+    """
+
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+
+    def next(self) -> str:
+        while True:
+            try:
+                return self._ids.pop()
+            except IndexError:  # used up (another thread may refill it first: no matter)
+                digits = os.urandom(16 * self.BATCH).hex()
+                self._ids = [digits[i:i + 32] for i in range(0, len(digits), 32)]
+
+    def drop(self) -> None:
+        self._ids = []
+
+
+_job_ids = _JobIds()
+os.register_at_fork(after_in_child=_job_ids.drop)
 
 
 class _Options(NamedTuple):

@@ -351,3 +351,25 @@ def test_max_record_size_is_fixed_when_the_queue_is_created(qpath):
     with Queue(qpath) as again:
         assert again.config.max_record_size == 1 << 20
         assert again.state(big).status is Status.QUEUED and again.store.quarantined() == []
+
+
+def test_job_ids_are_random_hex_and_a_forked_child_draws_its_own():
+    """Ids are 32 hex digits; a child forked while its parent holds unused ids never reuses them."""
+    from jobq.queue import _job_ids
+    first = _job_ids.next()  # the parent now holds a batch of unused ids
+    assert len(first) == 32 and int(first, 16) >= 0
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id, then leave without running pytest's teardown
+        try:
+            os.write(write_end, _job_ids.next().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        child_id = os.read(read_end, 64).decode()
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    parent_ids = {_job_ids.next() for _ in range(_job_ids.BATCH)}
+    assert len(child_id) == 32 and child_id not in parent_ids and first not in parent_ids
