@@ -150,6 +150,10 @@ class Log:
     def encode(self, kind: int, body: bytes) -> bytes:
         return record.encode(kind, body, self._key)
 
+    def frame_header(self, kind: int, body: bytes) -> bytes:
+        """What :meth:`encode` puts in front of ``body``."""
+        return record.header(kind, body, self._key)
+
     def append(self, frames: list[bytes]) -> Position:
         """Write framed records as one contiguous run; return where the first one starts.
 

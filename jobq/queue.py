@@ -135,16 +135,28 @@ class Queue:
             raise InvalidJob("args_list must be an iterable of argument tuples")
         task = tasks.reference(fn)
         options = self._options(priority, delay, max_attempts, timeout)
-        ids, frames = [], []
+        prio, delay_s, attempts, timeout_s = options
+        now = self._clock()  # one batch, one time: every job of it is enqueued at once
+        run_at, limit = now + delay_s, self.config.max_record_size
+        encode_fields, frame_header, next_id = (job_record.encode_fields, self.log.frame_header,
+                                                _job_ids.next)
+        ids: list[str] = []
+        parts: list[bytes] = []  # header, body, header, body...: joined once by the log
         for i, args in enumerate(args_list):
-            if not isinstance(args, (tuple, list)):
-                raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
-                                 f" {type(args).__name__}")
-            job_id = _job_ids.next()
-            frames.append(self._frame(task, tuple(args), {}, job_id, options))
+            if type(args) is not tuple:
+                if not isinstance(args, (tuple, list)):
+                    raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
+                                     f" {type(args).__name__}")
+                args = tuple(args)
+            job_id = next_id()
+            body = encode_fields(job_id, task, args, {}, prio, attempts, timeout_s, run_at,
+                                 now)
+            if len(body) > limit:
+                raise self._too_large(job_id, len(body))
+            parts += (frame_header(record.KIND_JOB, body), body)
             ids.append(job_id)
-        if frames:
-            self.log.append(frames)
+        if parts:
+            self.log.append(parts)
         return ids
 
     def _options(self, priority: int, delay: float | None, max_attempts: int | None,
@@ -176,10 +188,13 @@ class Queue:
                                         options.max_attempts, options.timeout,
                                         now + options.delay, now)
         if len(body) > self.config.max_record_size:
-            raise RecordTooLarge(f"job {job_id} pickles to {len(body)} bytes, over the"
-                                 f" queue's max_record_size of {self.config.max_record_size}",
-                                 size=len(body), limit=self.config.max_record_size)
+            raise self._too_large(job_id, len(body))
         return self.log.encode(record.KIND_JOB, body)
+
+    def _too_large(self, job_id: str, size: int) -> RecordTooLarge:
+        limit = self.config.max_record_size
+        return RecordTooLarge(f"job {job_id} pickles to {size} bytes, over the queue's"
+                              f" max_record_size of {limit}", size=size, limit=limit)
 
     # -- observing -----------------------------------------------------------------------------
 
