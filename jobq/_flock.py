@@ -53,7 +53,8 @@ class ProcessLock:
             self._thread_lock = threading.Lock()
 
     def acquire(self) -> None:
-        self._ensure_open()
+        if self._generation != _fork_generation:
+            self._ensure_open()
         self._thread_lock.acquire()
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)

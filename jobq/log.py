@@ -162,7 +162,9 @@ class Log:
         """
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         fsync = self._fsync
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: two Python calls fewer on the path of every record
+        try:
             handle, offset, created = self._writable_segment()
             fd = handle.fd
             try:
@@ -180,6 +182,8 @@ class Log:
             if fsync:
                 with self._pending_lock:
                     handle.pending += 1
+        finally:
+            lock.release()
         if fsync:
             self._sync(handle, created)
         return Position(handle.segment, offset)
@@ -208,7 +212,8 @@ class Log:
         if handle is not None and self._handle_generation == fork_generation():
             # The common case, two system calls: the segment has room and none follows it.
             size = os.fstat(handle.fd).st_size
-            if size < self._segment_size and not _exists(handle.next_path):
+            if size < self._segment_size \
+                    and not os.access(handle.next_path, os.F_OK, effective_ids=True):
                 return handle, size, False
         return self._move_to_newest_segment()
 
@@ -366,7 +371,8 @@ class Log:
 
 def _exists(path: str) -> bool:
     # os.path.exists() raises and catches a FileNotFoundError when the answer is no, the usual
-    # answer on the append path; access() just returns False: 0.8 µs instead of 2.
+    # answer on the append path; access() just returns False: 0.8 µs instead of 2. (Written out
+    # in _writable_segment's common case.)
     return os.access(path, os.F_OK, effective_ids=True)
 
 
