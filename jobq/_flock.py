@@ -17,12 +17,29 @@ import threading
 from types import TracebackType
 
 
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def fork_generation() -> int:
+    """A number that changes in a forked child: cheaper than comparing ``os.getpid()``, a system
+    call (about 0.35 µs here) that the append path would otherwise make three times per record."""
+    return _fork_generation
+
+
 class ProcessLock:
     """An exclusive lock shared by threads of this process and by other processes, via ``flock``."""
 
     def __init__(self, path: str) -> None:
         self._path = path
-        self._pid = -1
+        self._generation = -1
         self._fd = -1
         self._thread_lock = threading.Lock()
         self._ensure_open()
@@ -30,13 +47,14 @@ class ProcessLock:
     def _ensure_open(self) -> None:
         # flock belongs to the open file description, which a forked child shares with its parent:
         # the child must open its own, or parent and child would both "hold" the lock at once.
-        if self._pid != os.getpid():
+        if self._generation != _fork_generation:
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._pid = os.getpid()
+            self._generation = _fork_generation
             self._thread_lock = threading.Lock()
 
     def acquire(self) -> None:
-        self._ensure_open()
+        if self._generation != _fork_generation:
+            self._ensure_open()
         self._thread_lock.acquire()
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -60,7 +78,7 @@ class ProcessLock:
         self.release()
 
     def close(self) -> None:
-        if self._fd >= 0 and self._pid == os.getpid():
+        if self._fd >= 0 and self._generation == _fork_generation:
             os.close(self._fd)
         self._fd = -1
-        self._pid = -1
+        self._generation = -1

@@ -12,10 +12,13 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
+# fdatasync also flushes the file size when it changed, which is all an append needs.
+_datasync = getattr(os, "fdatasync", None) or os.fsync
+
+
 def sync_file(fd: int) -> None:
     """Flush a file's data (and the size needed to read it back) to stable storage."""
-    # fdatasync also flushes the file size when it changed, which is all an append needs.
-    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+    _datasync(fd)
 
 
 def sync_dir(path: str | os.PathLike[str]) -> None:

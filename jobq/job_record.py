@@ -23,9 +23,11 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from typing import Any
+
 from . import pickling
 from .errors import CorruptRecord
-from .payload import JobPayload
+from .payload import JobPayload, dumps_fields
 
 _META = struct.Struct("<qddiHH")
 assert _META.size == 32
@@ -50,6 +52,23 @@ def encode(payload: JobPayload, pickled: bytes) -> bytes:
     head = _META.pack(payload.priority, payload.run_at, payload.created_at, payload.max_attempts,
                       len(job_id), len(task))
     return b"".join((head, job_id, task, pickled))
+
+
+def encode_fields(job_id: str, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  priority: int, max_attempts: int, timeout: float | None, run_at: float,
+                  created_at: float) -> bytes:
+    """The body of the record of a JobPayload of these fields, built without the JobPayload.
+
+    The same bytes as ``encode(payload, ...)`` up to the pickle, which loads to the same payload:
+    the enqueue path's encoder.
+    """
+    job_id_utf8 = job_id.encode()
+    task_utf8 = task.encode()
+    head = _META.pack(priority, run_at, created_at, max_attempts, len(job_id_utf8),
+                      len(task_utf8))
+    return b"".join((head, job_id_utf8, task_utf8,
+                     dumps_fields(job_id, task, args, kwargs, priority, max_attempts, timeout,
+                                  run_at, created_at)))
 
 
 def decode_meta(body: bytes) -> tuple[JobMeta, int]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import structlog
 
 from . import durable, record
-from ._flock import ProcessLock
+from ._flock import ProcessLock, fork_generation
 from .errors import CorruptRecord, StorageError
 
 log = structlog.get_logger(__name__)
@@ -95,10 +95,11 @@ class _WriteHandle:
     that is not.
     """
 
-    __slots__ = ("fd", "segment", "pending", "retired")
+    __slots__ = ("fd", "segment", "next_path", "pending", "retired")
 
-    def __init__(self, fd: int, segment: int) -> None:
+    def __init__(self, fd: int, segment: int, next_path: str) -> None:
         self.fd, self.segment, self.pending, self.retired = fd, segment, 0, False
+        self.next_path = next_path  # the segment after this one: its existence means "move on"
 
 
 def segment_name(number: int) -> str:
@@ -118,7 +119,7 @@ class Log:
         self._fsync = fsync
         self._lock = ProcessLock(os.path.join(directory, "append.lock"))
         self._handle: _WriteHandle | None = None
-        self._handle_pid = -1
+        self._handle_generation = -1  # the fork generation that opened _handle
         self._pending_lock = threading.Lock()  # guards _WriteHandle.pending and .retired
         self._read_fds: dict[int, int] = {}
         self._read_lock = threading.Lock()
@@ -154,54 +155,85 @@ class Log:
     def encode(self, kind: int, body: bytes) -> bytes:
         return record.encode(kind, body, self._key)
 
+    def frame_header(self, kind: int, body: bytes) -> bytes:
+        """What :meth:`encode` puts in front of ``body``."""
+        return record.header(kind, body, self._key)
+
     def append(self, frames: list[bytes]) -> Position:
         """Write framed records as one contiguous run; return where the first one starts.
 
         Returns once the records are on stable storage, unless the log was opened with
         ``fsync=False``.
         """
-        data = b"".join(frames)
-        with self._lock:
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        fsync = self._fsync
+        lock = self._lock
+        lock.acquire()  # not ``with``: two Python calls fewer on the path of every record
+        try:
             handle, offset, created = self._writable_segment()
-            fd, segment = handle.fd, handle.segment
+            fd = handle.fd
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
+                written = os.write(fd, data)
+                if written < len(data):  # a short write (a signal, a nearly full disk): go on
+                    view = memoryview(data)[written:]
+                    while view:
+                        view = view[os.write(fd, view):]
             except OSError as exc:
                 # ENOSPC, EFBIG, EIO...: cut the partial run so no torn record is left behind.
                 os.ftruncate(fd, offset)
-                raise StorageError(f"cannot append to {self.path(segment)}: {exc.strerror or exc}",
-                                   path=self.path(segment), errno=exc.errno) from exc
-            with self._pending_lock:
-                handle.pending += 1
+                path = self.path(handle.segment)
+                raise StorageError(f"cannot append to {path}: {exc.strerror or exc}",
+                                   path=path, errno=exc.errno) from exc
+            if fsync:
+                with self._pending_lock:
+                    handle.pending += 1
+        finally:
+            lock.release()
+        if fsync:
+            self._sync(handle, created)
+        return Position(handle.segment, offset)
+
+    def _sync(self, handle: _WriteHandle, created: bool) -> None:
+        """After the append lock is released: fsync what this thread wrote (and a new segment's
+        directory entry), then close the handle if it was retired meanwhile."""
         try:
-            if self._fsync:
-                durable.sync_file(fd)
-                if created:
-                    durable.sync_dir(self.directory)
+            durable.sync_file(handle.fd)
+            if created:
+                durable.sync_dir(self.directory)
         except OSError as exc:
-            raise StorageError(f"cannot fsync {self.path(segment)}: {exc}",
-                               path=self.path(segment), errno=exc.errno) from exc
+            path = self.path(handle.segment)
+            raise StorageError(f"cannot fsync {path}: {exc}", path=path,
+                               errno=exc.errno) from exc
         finally:
             with self._pending_lock:
                 handle.pending -= 1
                 if handle.retired and handle.pending == 0:
-                    os.close(fd)
-        return Position(segment, offset)
+                    os.close(handle.fd)
 
     def _writable_segment(self) -> tuple[_WriteHandle, int, bool]:
         """Under the append lock: the newest segment with room (rolling over), its size, and
         whether this call created it."""
-        if self._handle_pid != os.getpid():
-            self._handle, self._handle_pid = None, os.getpid()  # a forked child opens its own
+        handle = self._handle
+        if handle is not None and self._handle_generation == fork_generation():
+            # The common case, two system calls: the segment has room, is not sealed (fstat's
+            # mode: a writer idle on a sealed segment must move on even if the segments after it
+            # were compacted away), and none follows it.
+            size = _size_if_open(os.fstat(handle.fd), self._segment_size)
+            if size is not None and not _exists(handle.next_path):
+                return handle, size, False
+        return self._move_to_newest_segment()
+
+    def _move_to_newest_segment(self) -> tuple[_WriteHandle, int, bool]:
+        if self._handle_generation != fork_generation():
+            # A forked child opens its own descriptor (the parent's may be closed under it).
+            self._handle, self._handle_generation = None, fork_generation()
         created = False
         if self._handle is None:
             segments = self.segments()
             self._handle, created = self._open_for_write(segments[-1] if segments else 1)
         # Full, sealed, or passed by another writer (one stat): move to the newest segment.
         while (size := _size_if_open(os.fstat(self._handle.fd), self._segment_size)) is None \
-                or os.path.exists(self.path(self._handle.segment + 1)):
+                or _exists(self._handle.next_path):
             old = self._handle
             # The newest segment, not old + 1: compaction may have shrunk or removed the ones
             # between, and a record appended to a segment the index has passed is never indexed.
@@ -259,7 +291,7 @@ class Log:
             fd, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, durable.FILE_MODE), True
         except FileExistsError:
             fd, created = os.open(path, flags), False
-        return _WriteHandle(fd, segment), created
+        return _WriteHandle(fd, segment, self.path(segment + 1)), created
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -368,7 +400,7 @@ class Log:
         return path
 
     def close(self) -> None:
-        if self._handle is not None and self._handle_pid == os.getpid():
+        if self._handle is not None and self._handle_generation == fork_generation():
             self._retire(self._handle)
         self._handle = None
         with self._read_lock:
@@ -387,6 +419,12 @@ def _size_if_open(st: os.stat_result, segment_size: int) -> int | None:
 
 def _make_read_only(path: str) -> None:
     os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~0o222)
+
+
+def _exists(path: str) -> bool:
+    # os.path.exists() raises and catches a FileNotFoundError when the answer is no, the usual
+    # answer on the append path; access() just returns False: 0.8 µs instead of 2.
+    return os.access(path, os.F_OK, effective_ids=True)
 
 
 def _same_file(fd: int, path: str) -> bool:

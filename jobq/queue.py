@@ -11,7 +11,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
-from . import job_record, maintenance, pickling, record, tasks
+from . import job_record, maintenance, record, tasks
 from .directory import FIXED_SETTINGS, open_dir
 from .errors import (ConfigError, InvalidArgument, InvalidJob, JobCancelled, JobFailed,
                      RecordTooLarge, WaitTimeout)
@@ -55,6 +55,11 @@ class Queue:
                 cfg = dataclasses.replace(cfg, **{name: value})
         self.config = cfg
         self._clock = clock
+        self._default_options: _Options | None = None  # the usual options, once validated
+        try:
+            self._default_options = self._options(0, None, None, None)
+        except InvalidJob:
+            pass  # a default_max_attempts out of range: every enqueue reports it
         self.log = Log(qdir.log, key=cfg.secret_key, max_body=cfg.max_record_size,
                        segment_size=cfg.segment_size, fsync=cfg.fsync,
                        quarantine_dir=qdir.quarantine)
@@ -96,7 +101,9 @@ class Queue:
 
     def enqueue(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
         """Enqueue ``fn(*args, **kwargs)``; return the job id once it is durable."""
-        return self.enqueue_call(fn, args=args, kwargs=kwargs)
+        # args is a tuple and kwargs a fresh dict with str keys: nothing to check or copy.
+        options = self._default_options or self._options(0, None, None, None)
+        return self._enqueue_one(tasks.reference(fn), args, kwargs, None, options)
 
     def enqueue_call(self, fn: Callable[..., Any] | str, args: Iterable[Any] = (),
                      kwargs: Mapping[str, Any] | None = None, *, job_id: str | None = None,
@@ -110,9 +117,15 @@ class Queue:
             self.store.catch_up()
             if self.store.exists(job_id):
                 return job_id
-        payload, frame = self._frame(task, _args(args), _kwargs(kwargs), job_id, options)
-        self.log.append([frame])
-        return payload.job_id
+        return self._enqueue_one(task, _args(args), _kwargs(kwargs), job_id, options)
+
+    def _enqueue_one(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     job_id: str | None, options: _Options) -> str:
+        """Append one job whose every input is validated; return its id once it is durable."""
+        if job_id is None:
+            job_id = _job_ids.next()
+        self.log.append([self._frame(task, args, kwargs, job_id, options)])
+        return job_id
 
     def enqueue_many(self, fn: Callable[..., Any] | str, args_list: Iterable[Iterable[Any]], *,
                      priority: int = 0, delay: float | None = None,
@@ -122,21 +135,36 @@ class Queue:
             raise InvalidJob("args_list must be an iterable of argument tuples")
         task = tasks.reference(fn)
         options = self._options(priority, delay, max_attempts, timeout)
-        ids, frames = [], []
+        prio, delay_s, attempts, timeout_s = options
+        now = self._clock()  # one batch, one time: every job of it is enqueued at once
+        run_at, limit = now + delay_s, self.config.max_record_size
+        encode_fields, frame_header, next_id = (job_record.encode_fields, self.log.frame_header,
+                                                _job_ids.next)
+        ids: list[str] = []
+        parts: list[bytes] = []  # header, body, header, body...: joined once by the log
         for i, args in enumerate(args_list):
-            if not isinstance(args, (tuple, list)):
-                raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
-                                 f" {type(args).__name__}")
-            payload, frame = self._frame(task, tuple(args), {}, None, options)
-            ids.append(payload.job_id)
-            frames.append(frame)
-        if frames:
-            self.log.append(frames)
+            if type(args) is not tuple:
+                if not isinstance(args, (tuple, list)):
+                    raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
+                                     f" {type(args).__name__}")
+                args = tuple(args)
+            job_id = next_id()
+            body = encode_fields(job_id, task, args, {}, prio, attempts, timeout_s, run_at,
+                                 now)
+            if len(body) > limit:
+                raise self._too_large(job_id, len(body))
+            parts += (frame_header(record.KIND_JOB, body), body)
+            ids.append(job_id)
+        if parts:
+            self.log.append(parts)
         return ids
 
     def _options(self, priority: int, delay: float | None, max_attempts: int | None,
                  timeout: float | None) -> _Options:
         """Validate the per-job options once per call."""
+        if type(priority) is int and priority == 0 and delay is None and max_attempts is None \
+                and timeout is None and self._default_options is not None:
+            return self._default_options  # the usual call: validated when the queue opened
         if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > _I64:
             raise InvalidJob(f"priority must be an integer, not {priority!r}")
         if delay is not None and (not _is_number(delay) or not math.isfinite(delay) or delay < 0):
@@ -152,20 +180,21 @@ class Queue:
         return _Options(priority, float(delay or 0.0), max_attempts,
                         None if timeout is None else float(timeout))
 
-    def _frame(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-               job_id: str | None, options: _Options) -> tuple[JobPayload, bytes]:
+    def _frame(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str,
+               options: _Options) -> bytes:
         """Build one job's record; raises before anything is written."""
         now = self._clock()
-        payload = JobPayload(job_id=job_id or new_job_id(), task=task, args=args,
-                             kwargs=kwargs, priority=options.priority,
-                             max_attempts=options.max_attempts, timeout=options.timeout,
-                             run_at=now + options.delay, created_at=now)
-        body = job_record.encode(payload, pickling.dumps(payload))
+        body = job_record.encode_fields(job_id, task, args, kwargs, options.priority,
+                                        options.max_attempts, options.timeout,
+                                        now + options.delay, now)
         if len(body) > self.config.max_record_size:
-            raise RecordTooLarge(f"job {payload.job_id} pickles to {len(body)} bytes, over the"
-                                 f" queue's max_record_size of {self.config.max_record_size}",
-                                 size=len(body), limit=self.config.max_record_size)
-        return payload, self.log.encode(record.KIND_JOB, body)
+            raise self._too_large(job_id, len(body))
+        return self.log.encode(record.KIND_JOB, body)
+
+    def _too_large(self, job_id: str, size: int) -> RecordTooLarge:
+        limit = self.config.max_record_size
+        return RecordTooLarge(f"job {job_id} pickles to {size} bytes, over the queue's"
+                              f" max_record_size of {limit}", size=size, limit=limit)
 
     # -- observing -----------------------------------------------------------------------------
 
@@ -248,21 +277,43 @@ class Queue:
         self.close()
 
 
+class _JobIds:
+    """New job ids: 32 hex digits, the wall clock in nanoseconds then 64 random bits.
+
+    Ids made later sort later, so the jobs a worker claims together sit side by side in the state
+    database's indexes: a commit of a hundred finished jobs writes a few pages, not a hundred
+    scattered ones. The random half keeps ids unique across processes and machines; it is drawn
+    256 at a time (one ``os.urandom`` per job is one system call per enqueue). ``list.pop`` is
+    atomic, so threads never get the same bits; a forked child drops the ones it inherited,
+    which its parent still holds.
+    """
+
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._random: list[str] = []
+
+    def next(self) -> str:
+        while True:
+            try:
+                return f"{time.time_ns():016x}{self._random.pop()}"
+            except IndexError:  # used up (another thread may refill it first: no matter)
+                digits = os.urandom(8 * self.BATCH).hex()
+                self._random = [digits[i:i + 16] for i in range(0, len(digits), 16)]
+
+    def drop(self) -> None:
+        self._random = []
+
+
+_job_ids = _JobIds()
+os.register_at_fork(after_in_child=_job_ids.drop)
+
+
 class _Options(NamedTuple):
     priority: int
     delay: float
     max_attempts: int
     timeout: float | None
-
-
-def new_job_id() -> str:
-    """A new job id: 32 hex digits, the wall clock in nanoseconds then 64 random bits.
-
-    Ids made later sort later, so the jobs a worker claims together sit side by side in the state
-    database's indexes: a commit of a hundred finished jobs writes a few pages, not a hundred
-    scattered ones. The random half keeps ids unique across processes and machines.
-    """
-    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
 
 
 def _args(args: Iterable[Any]) -> tuple[Any, ...]:

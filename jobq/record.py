@@ -74,13 +74,23 @@ def _mac(key: bytes, head: bytes | memoryview, body: bytes | memoryview) -> byte
 
 def encode(kind: int, body: bytes, key: bytes | None = None) -> bytes:
     """Frame ``body``; with ``key`` the frame is signed with HMAC-SHA256."""
-    flags = FLAG_SIGNED if key else 0
-    head = _HEAD.pack(MAGIC, FORMAT_VERSION, kind, flags, len(body), zlib.crc32(body))
-    parts = [head, _HEAD_CRC.pack(zlib.crc32(head))]
     if key:
-        parts.append(_mac(key, head, body))
-    parts.append(body)
-    return b"".join(parts)
+        return header(kind, body, key) + body
+    # Unsigned, the common case, written out: one call fewer per enqueued job.
+    head = _HEAD.pack(MAGIC, FORMAT_VERSION, kind, 0, len(body), zlib.crc32(body))
+    return b"".join((head, _HEAD_CRC.pack(zlib.crc32(head)), body))
+
+
+def header(kind: int, body: bytes, key: bytes | None = None) -> bytes:
+    """The frame of ``body`` up to the body itself: header, header CRC and (with ``key``) HMAC.
+
+    A batch is framed as header, body, header, body... joined once, not copied twice.
+    """
+    head = _HEAD.pack(MAGIC, FORMAT_VERSION, kind, FLAG_SIGNED if key else 0, len(body),
+                      zlib.crc32(body))
+    if key:
+        return head + _HEAD_CRC.pack(zlib.crc32(head)) + _mac(key, head, body)
+    return head + _HEAD_CRC.pack(zlib.crc32(head))
 
 
 def probe(buf: bytes | memoryview, pos: int, *, max_body: int) -> bool | None:

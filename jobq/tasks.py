@@ -9,6 +9,7 @@ at enqueue time rather than failing later in a worker.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,13 @@ TaskRef = str
 # References already checked in this process: enqueueing the same task again needs no import.
 _checked: set[TaskRef] = set()
 
+# Callables already referenced: callable -> (reference, module name, attribute path). A hit is
+# checked again on every use by walking sys.modules (no import, no string building), so a
+# function redefined since (a reload, a monkeypatch) is not served the reference of its
+# replacement, and is refused as it would be without the cache.
+_known: dict[Any, tuple[TaskRef, str, tuple[str, ...]]] = {}
+_KNOWN_MAX = 1024  # a program that makes module-level functions on the fly must not grow it forever
+
 
 def reference(task: Callable[..., Any] | str) -> TaskRef:
     """Return the reference of ``task`` after checking that it imports back to a callable."""
@@ -28,6 +36,33 @@ def reference(task: Callable[..., Any] | str) -> TaskRef:
             resolve(task)
             _checked.add(task)
         return task
+    try:
+        known = _known.get(task)
+    except TypeError:  # an unhashable callable object
+        known = None
+    if known is not None:
+        ref, module_name, attrs = known
+        target = sys.modules.get(module_name)
+        for attr in attrs:
+            target = getattr(target, attr, None)
+        if target is task:
+            return ref
+    ref = _reference_of_callable(task)
+    if len(_known) >= _KNOWN_MAX:
+        _known.clear()
+    try:
+        _known[task] = (ref, *_split(ref))
+    except TypeError:
+        pass
+    return ref
+
+
+def _split(ref: TaskRef) -> tuple[str, tuple[str, ...]]:
+    module_name, _, attr_path = ref.partition(":")
+    return module_name, tuple(attr_path.split("."))
+
+
+def _reference_of_callable(task: Callable[..., Any]) -> TaskRef:
     if not callable(task):
         raise InvalidTask(f"task must be a function or a 'module:function' string, not"
                           f" {type(task).__name__}")

@@ -87,7 +87,7 @@ def test_racing_duplicate_job_ids_make_one_job(qpath):
     with Queue(qpath) as a, Queue(qpath) as b:
         first = a.enqueue_call(add, args=(1, 1), job_id="dup")
         # b's index has not seen a's record yet; write the duplicate the way a racing b would.
-        _, frame = b._frame("jobtasks:add", (2, 2), {}, "dup", b._options(0, None, None, None))
+        frame = b._frame("jobtasks:add", (2, 2), {}, "dup", b._options(0, None, None, None))
         b.log.append([frame])
         assert first == "dup" and b.counts()["queued"] == 1 and b.payload("dup").args == (1, 1)
 
@@ -216,6 +216,20 @@ def test_bad_input_fails_at_enqueue_and_writes_nothing(qpath, call):
         with pytest.raises(InvalidJob):
             call(q)
         assert _log_bytes(qpath) == before and q.counts()["queued"] == 1
+
+
+@pytest.mark.parametrize("call", [
+    lambda q: q.enqueue(add, 1, 2),
+    lambda q: q.enqueue_call(add, args=(1, 2)),
+    lambda q: q.enqueue_many(add, [(1, 2)]),
+], ids=["enqueue", "enqueue_call", "enqueue_many"])
+def test_default_max_attempts_out_of_range_fails_each_enqueue(qpath, call):
+    """A default_max_attempts the record cannot hold is refused by every enqueue, as before the
+    default options were validated once per queue."""
+    with Queue(qpath, default_max_attempts=2**31) as q:
+        with pytest.raises(InvalidJob, match="max_attempts"):
+            call(q)
+        assert q.counts()["queued"] == 0
 
 
 def _nested_holder():
@@ -347,3 +361,28 @@ def test_generated_job_ids_sort_in_the_order_they_were_made(queue):
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     singles = ids[:50]
     assert singles == sorted(singles)
+
+
+def test_job_ids_are_random_hex_and_a_forked_child_draws_its_own():
+    """Ids are 32 hex digits; a child forked while its parent holds unused random bits never
+    reuses them."""
+    from jobq.queue import _job_ids
+    first = _job_ids.next()  # the parent now holds a batch of unused ids
+    assert len(first) == 32 and int(first, 16) >= 0
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id, then leave without running pytest's teardown
+        try:
+            os.write(write_end, _job_ids.next().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        child_id = os.read(read_end, 64).decode()
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    # The random halves: the clock halves differ anyway.
+    parent_bits = {_job_ids.next()[16:] for _ in range(_job_ids.BATCH)}
+    assert len(child_id) == 32 and child_id[16:] not in parent_bits
+    assert first[16:] not in parent_bits

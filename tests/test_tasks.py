@@ -76,3 +76,50 @@ def test_module_that_raises_on_import(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(InvalidTask, match="RuntimeError: bad deploy"):
         tasks.resolve("explodes_q:f")
+
+
+def _write_module(tmp_path, name: str, body: str) -> None:
+    (tmp_path / f"{name}.py").write_text(body)
+
+
+def test_cached_reference_is_refused_once_the_function_is_redefined(tmp_path, monkeypatch):
+    """A reference served from the cache is checked again: a replaced or reloaded function's old
+    object is refused, as it would be without the cache, and the new one is accepted."""
+    import importlib
+    import sys
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _write_module(tmp_path, "redefined_q", "def f():\n    return 1\n")
+    try:
+        redefined_q = importlib.import_module("redefined_q")
+        old = redefined_q.f
+        assert tasks.reference(old) == tasks.reference(old) == "redefined_q:f"
+
+        def f():
+            return 2
+        f.__module__, f.__qualname__ = "redefined_q", "f"
+        monkeypatch.setattr(redefined_q, "f", f)
+        with pytest.raises(InvalidTask, match="does not import back"):
+            tasks.reference(old)
+        assert tasks.reference(f) == "redefined_q:f"
+
+        _write_module(tmp_path, "redefined_q", "def f():\n    return 3\n\n\ndef g():\n    return 4\n")
+        importlib.invalidate_caches()
+        importlib.reload(redefined_q)
+        with pytest.raises(InvalidTask, match="does not import back"):
+            tasks.reference(f)
+        assert tasks.reference(redefined_q.f) == "redefined_q:f"
+    finally:
+        sys.modules.pop("redefined_q", None)
+
+
+def test_cached_reference_of_a_method_and_of_a_removed_module(monkeypatch):
+    """A dotted attribute path is walked on a hit; a module gone from sys.modules is imported
+    again by the full check."""
+    import sys
+    assert tasks.reference(Holder.method) == f"{__name__}:Holder.method"
+    assert tasks.reference(Holder.method) == f"{__name__}:Holder.method"
+    assert tasks.reference(jobtasks.add) == "jobtasks:add"
+    monkeypatch.delitem(sys.modules, "jobtasks")
+    with pytest.raises(InvalidTask, match="does not import back"):
+        tasks.reference(jobtasks.add)  # the module imported again holds a new function
+    assert tasks.reference(sys.modules["jobtasks"].add) == "jobtasks:add"

@@ -1,0 +1,91 @@
+"""The enqueue path's payload pickler: what it writes loads exactly as a pickled JobPayload."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import pickletools
+
+import pytest
+
+from jobq import job_record, pickling
+from jobq.errors import NotPicklable
+from jobq.payload import JobPayload, dumps_fields
+
+SHARED = ["shared"]
+FIELDS = dict(job_id="a" * 32, task="jobtasks:add", args=(1, 2), kwargs={}, priority=0,
+              max_attempts=3, timeout=None, run_at=1_700_000_060.5, created_at=1_700_000_000.5)
+CASES = {
+    "plain": {},
+    "kwargs-and-options": dict(kwargs={"width": 100, "name": "é"}, priority=-7, max_attempts=9,
+                               timeout=2.5),
+    # The same object twice is pickled once and fetched from the memo the second time; strings
+    # equal to the state's own keys are the same (interned) objects as those keys.
+    "shared-objects": dict(args=(SHARED, SHARED, "args", "task"), kwargs={"job_id": "kwargs"}),
+    # Over 64 KiB, pickle splits the stream into several frames.
+    "several-frames": dict(args=("x" * 200_000, b"y" * 300_000, list(range(50_000)))),
+    "empty-args": dict(args=()),
+}
+
+
+def _fields(case: str) -> dict:
+    return {**FIELDS, **CASES[case]}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_loads_equal_to_the_dataclass_pickle(case):
+    """C and pure-Python unpicklers, plain and restricted, load the same JobPayload from both."""
+    fields = _fields(case)
+    data = dumps_fields(**fields)
+    expected = JobPayload(**fields)
+    assert pickle.loads(pickling.dumps(expected)) == expected
+    assert pickling.loads(data) == expected
+    assert pickle._Unpickler(io.BytesIO(data)).load() == expected  # the pure-Python unpickler
+    restricted = pickling.PickleRules.build(allowed_modules=["jobtasks"])
+    assert pickling.loads(data, restricted) == expected  # pre-scans the opcodes with genops
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_state_matches_getstate(case):
+    """The state written is JobPayload.__getstate__(), keys in the same order."""
+    fields = _fields(case)
+    states = []
+
+    class Capture(pickle.Unpickler):
+        def find_class(self, module, name):
+            cls = super().find_class(module, name)
+            assert cls is JobPayload
+            return type("Probe", (), {"__setstate__": lambda self, s: states.append(s)})
+
+    Capture(io.BytesIO(dumps_fields(**fields))).load()
+    assert list(states[0].items()) == list(JobPayload(**fields).__getstate__().items())
+
+
+def test_same_opcodes_as_pickling_the_dataclass():
+    """Only framing and memo bookkeeping differ from pickle.dumps(JobPayload(...))."""
+    bookkeeping = {"FRAME", "MEMOIZE", "BINGET", "LONG_BINGET"}
+
+    def ops(data: bytes) -> list[tuple[str, object]]:
+        return [(op.name, arg) for op, arg, _ in pickletools.genops(data)
+                if op.name not in bookkeeping]
+
+    fields = _fields("kwargs-and-options")
+    assert ops(dumps_fields(**fields)) == ops(pickling.dumps(JobPayload(**fields)))
+
+
+def test_unpicklable_argument_raises_not_picklable():
+    """An argument pickle cannot handle raises NotPicklable naming the payload, as before."""
+    with pytest.raises(NotPicklable, match="cannot pickle JobPayload"):
+        dumps_fields(**{**FIELDS, "args": (lambda: None,)})
+
+
+def test_record_body_matches_encode():
+    """encode_fields writes the routing header encode() writes, and the payload loads back."""
+    fields = _fields("kwargs-and-options")
+    payload = JobPayload(**fields)
+    fast = job_record.encode_fields(**fields)
+    slow = job_record.encode(payload, pickling.dumps(payload))
+    fast_meta, fast_start = job_record.decode_meta(fast)
+    slow_meta, slow_start = job_record.decode_meta(slow)
+    assert (fast_meta, fast[:fast_start]) == (slow_meta, slow[:slow_start])
+    assert job_record.load_payload(fast, pickling.DEFAULT_RULES, payload.job_id) == payload
