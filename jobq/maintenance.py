@@ -30,7 +30,6 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import filelock
 import structlog
 
 from . import durable
@@ -41,6 +40,8 @@ from .state import FINISHED, Status
 from .store import Store
 
 if TYPE_CHECKING:
+    import filelock  # imported where used: only compaction needs it, not every start-up
+
     from .queue import Queue
 
 __all__ = ["CompactReport", "compact", "finish_interrupted_compaction", "purge"]
@@ -306,6 +307,8 @@ def finish_interrupted_compaction(queue: Queue) -> bool:
     # Called from Queue._open, before any other thread can use this queue's connection.
     if queue.store.conn.execute("SELECT 1 FROM meta WHERE key = ?", (_MARKER,)).fetchone() is None:
         return False
+    import filelock  # every queue open reaches this function, almost never this line
+
     try:
         with _compact_lock(queue.path, timeout=0):
             return _redo(queue)
@@ -339,6 +342,8 @@ def _remove_stale_copies(log_: Log) -> None:
 # -- helpers ----------------------------------------------------------------------------------
 
 def _compact_lock(root: str, timeout: float = -1) -> filelock.FileLock:
+    import filelock
+
     return filelock.FileLock(os.path.join(root, "compact.lock"), timeout=timeout,
                              mode=durable.FILE_MODE)
 

@@ -88,6 +88,14 @@ def store_many(conn: sqlite3.Connection, shelf: StateShelf, new: Iterable[JobSta
     conn.executemany(_PUT, [(s.job_id.encode(), shelf.encode(s.job_id, s)) for s in new])
 
 
+def store_one(conn: sqlite3.Connection, shelf: StateShelf, state: JobState) -> None:
+    """Write one job's snapshot in place: an UPDATE keeps the row and its key's index entry
+    where they are, so a checkpoint's commit writes one page of ``Dict``, not three."""
+    key, value = state.job_id.encode(), shelf.encode(state.job_id, state)
+    if not conn.execute("UPDATE Dict SET value = ? WHERE key = ?", (value, key)).rowcount:
+        conn.execute(_PUT, (key, value))
+
+
 def mark_indexed(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Iterable[str]) -> None:
     """Give newly indexed jobs their marker (see the module docstring)."""
     conn.executemany(_PUT, [(j.encode(), shelf.encode(j, None)) for j in job_ids])

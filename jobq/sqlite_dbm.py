@@ -11,7 +11,7 @@ it commits with ``synchronous=FULL``, so a write that returned survives a power 
 from __future__ import annotations
 
 import os
-import pathlib
+import urllib.parse
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, MutableMapping
@@ -36,7 +36,9 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
         # Create the file ourselves, owner-only; SQLite gives its -wal and -shm files the same mode.
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
     # Percent-encode the path ('?' and '#' in a directory name would otherwise end the path).
-    uri = f"{pathlib.Path(path).absolute().as_uri()}?mode={'ro' if readonly else 'rw'}"
+    # What pathlib's as_uri() gives, without importing pathlib on every start-up.
+    where = urllib.parse.quote_from_bytes(os.fsencode(os.path.abspath(path)))
+    uri = f"file://{where}?mode={'ro' if readonly else 'rw'}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
                            timeout=BUSY_TIMEOUT_MS / 1000)
     try:

@@ -543,7 +543,7 @@ class Store:
             self._check_token(conn, job_id, token)
             state = transitions.checkpointed(self._load_for_update(conn, job_id), checkpoint,
                                              progress, now)
-            snapshots.store_many(conn, self.shelf, [state])
+            snapshots.store_one(conn, self.shelf, state)
             conn.execute("UPDATE jobs SET progress = ?, updated_at = ?, snap = 1 WHERE job_id = ?",
                          (state.progress, now, job_id))
         return state
