@@ -3,7 +3,7 @@
 
 Usage::
 
-    python scripts/bench_enqueue.py [--quick] [--runs N]
+    python scripts/bench_enqueue.py [--quick] [--runs N] [--json PATH]
 
 Every figure is the median of N runs (default 3). The runs are interleaved (round 1 measures every
 figure, then round 2...), so that a drift of the disk's speed hits all figures alike. A ratio is a
@@ -28,6 +28,8 @@ figure's median over its baseline's median. Figures:
 
 Linux only (fdatasync, /proc/mounts). Files are written under ``.bench-tmp/`` at the repository root,
 so on the project's disk (never a tmpfs), and removed at the end, also after Ctrl-C or SIGTERM.
+``--json PATH`` also writes the target figures (2, 5 and 6) with their baselines to PATH, for
+scripts/bench.py.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import fcntl
+import json
 import mmap
 import multiprocessing as mp
 import os
@@ -485,6 +488,16 @@ def print_verdicts(medians: dict[str, float]) -> None:
           f" {group:,.0f}/s: {faster} is faster, by {ratio:.2f}x.")
 
 
+def write_json(path: Path, medians: dict[str, float]) -> None:
+    """The issue's targets 1-3, each a median rate beside its baseline's, for scripts/bench.py."""
+    def pair(key: str, baseline: str) -> dict[str, float | str]:
+        value, base = medians[key], medians[baseline]
+        return {"value": value, "baseline": base, "ratio": value / base, "unit": "jobs/s"}
+    figures = {"enqueue": pair("jobq", "A"), "enqueue_4": pair("jobq4", "R4"),
+               "enqueue_many": pair("jobq-many", "B")}
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -498,6 +511,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="small workloads: the whole run takes well under a minute")
     parser.add_argument("--runs", type=int, default=3, metavar="N",
                         help="runs per figure; the median is reported (default 3)")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="also write the target figures and their baselines to PATH as JSON")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -516,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = measure_all(figs, args.runs, root)
         medians = print_table(figs, results)
         print_verdicts(medians)
+        if args.json:
+            write_json(args.json, medians)
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

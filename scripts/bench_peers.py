@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """jobq against its peers (Huey, diskcache, RQ): the same workloads, same machine, same run.
 
-    python scripts/bench_peers.py [--quick] [--runs N] [--systems jobq,huey,...]
+    python scripts/bench_peers.py [--quick] [--runs N] [--systems jobq,huey,...] [--json PATH]
 
 Workloads, for every system, on no-op jobs referenced by module path (``peers.tasks.noop``):
 
@@ -24,6 +24,8 @@ are compared with queues that fsync. Figures are medians of N runs (3); the runs
 (round 1 measures every figure, then round 2...) because the machine is shared. Every ratio is
 jobq's median over the peer's. Files go under ``.bench-tmp/`` at the repository root (the
 project's disk, not a tmpfs) and are removed at the end, also on Ctrl-C or SIGTERM.
+``--json PATH`` also writes the 2-process drain figures and target 4's ratios to PATH, for
+scripts/bench.py.
 """
 
 from __future__ import annotations
@@ -417,6 +419,21 @@ def print_targets(results: Results) -> None:
         print(f"  {goal}: jobq {jobq:,.0f}/s vs {peer:,.0f}/s = {jobq / peer:.2f}x -> {verdict}")
 
 
+def write_json(path: Path, columns: list[Column], results: Results, sizes: Sizes) -> None:
+    """Every system's 2-process drain and jobq's ratios to Huey and diskcache, for bench.py."""
+    drain2 = {c.key: {"value": results.median(c.key, "drain2"), "unit": "jobs/s",
+                      "jobs": sizes.of(c, "drain2"), "durability": results.short.get(c.key)}
+              for c in columns}
+    jobq = results.median("jobq", "drain2")
+    figures: dict[str, object] = {"drain2": drain2}
+    for key in ("huey", "diskcache"):
+        peer = results.median(key, "drain2")
+        if jobq is not None and peer is not None:
+            figures[f"vs_{key}"] = {"value": jobq, "baseline": peer, "ratio": jobq / peer,
+                                    "unit": "jobs/s"}
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -433,6 +450,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="comma-separated columns to measure (default: all)")
     parser.add_argument("--no-apt", action="store_true",
                         help="never apt-get install redis-server (RQ is skipped without one)")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="also write the 2-process drain figures and ratios to PATH as JSON")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -461,6 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_table(columns, results)
         print_markdown(columns, results, sizes, args.runs)
         print_targets(results)
+        if args.json:
+            write_json(args.json, columns, results, sizes)
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

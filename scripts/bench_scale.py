@@ -3,7 +3,7 @@
 
 Usage::
 
-    python scripts/bench_scale.py [--quick] [--jobs N]
+    python scripts/bench_scale.py [--quick] [--jobs N] [--json PATH]
 
 Target 7 of the issue asks that with 1,000,000 jobs queued a claim and a worker's memory cost at
 most 1.5x what they cost with 1,000 queued, that opening a queue whose log holds a million records
@@ -28,11 +28,13 @@ default, 100,000 with ``--quick``), and measured alike:
 
 Timings are wall-clock on a warm page cache. Files go under ``.bench-tmp/`` at the repository root
 (the project's disk, never a tmpfs) and are removed at the end, also after Ctrl-C or SIGTERM.
+``--json PATH`` also writes target 7's figures, with their baselines, to PATH for scripts/bench.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import shutil
@@ -444,6 +446,23 @@ def print_verdicts(small: Side, big: Side) -> None:
         print(f"(the target is stated for {FULL_JOBS:,} jobs; this run used {n})")
 
 
+def write_json(path: Path, small: Side, big: Side) -> None:
+    """Target 7's figures, each ratio against the SMALL queue's, for scripts/bench.py."""
+    def pair(value: float, baseline: float, unit: str) -> dict[str, float | str]:
+        return {"value": value, "baseline": baseline, "ratio": value / baseline, "unit": unit}
+    figures: dict[str, object] = {"jobs": big.jobs, "small_jobs": small.jobs}
+    for key in ("claim1", "claim_batch"):
+        figures[key] = pair(big.median(key), small.median(key), "s")
+    for role in ("supervisor", "child"):
+        for mem in ("rss", "hwm"):
+            key = f"{role}_{mem}"
+            figures[key] = pair(big.figures[key], small.figures[key], "bytes")
+    figures["open"] = {"value": big.median("open"), "unit": "s"}
+    figures["compacted_size"] = {"value": big.sizes["compacted"]["total"], "unit": "bytes"}
+    figures["catch_up"] = {"value": big.figures["catch_up"], "unit": "s"}
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -459,6 +478,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="jobs in the big queue (overrides --quick)")
     parser.add_argument("--segment-size", type=float, metavar="MIB",
                         help="log segment size of both queues in MiB (default: jobq's, 64)")
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="also write target 7's figures and their baselines to PATH as JSON")
     args = parser.parse_args(argv)
     if args.segment_size is not None:
         SEGMENT_SIZE["segment_size"] = int(args.segment_size * 1024 * 1024)
@@ -501,6 +522,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             purge_and_compact(side)
         print_table(small, big)
         print_verdicts(small, big)
+        if args.json:
+            write_json(args.json, small, big)
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """End-to-end worker figures, each next to a baseline measured in the same run.
 
-    python scripts/bench_worker.py [--quick] [--runs N]
+    python scripts/bench_worker.py [--quick] [--runs N] [--json PATH]
 
 1. Drain: N no-op jobs enqueued first, then ``jobq worker --burst`` processes started together;
    throughput from the first ``worker.started`` event (children forked, before any claim) to
@@ -13,6 +13,7 @@
 4. Start-up: from starting ``jobq worker`` to its first job running.
 
 Medians of N runs (3 by default). Files go under ``.bench-tmp/`` on the project's disk.
+``--json PATH`` also writes these figures to PATH, for scripts/bench.py.
 """
 
 from __future__ import annotations
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small workloads (under a minute)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, metavar="PATH",
+                        help="also write the figures to PATH as JSON")
     args = parser.parse_args(argv)
     jobs = 2_000 if args.quick else 10_000
     saves = 100 if args.quick else 400
@@ -161,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
           f" {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; {jobs:,} no-op jobs per drain)")
     try:
         rows = []
+        figures: dict[str, dict[str, float | str]] = {}
         for workers, children in ((1, 1), (1, 2), (2, 1)):
             rate = statistics.median(drain(tmp, jobs, workers, children) for _ in range(args.runs))
             rows.append((f"drain, {workers} worker(s) x {children} child(ren)", f"{rate:,.0f} jobs/s",
                          ""))
+            figures[f"drain_{workers}x{children}"] = {"value": rate, "unit": "jobs/s", "jobs": jobs}
         raw = statistics.median(raw_fsync_latency(tmp, saves) for _ in range(args.runs))
         save = statistics.median(save_latency(tmp, saves) for _ in range(args.runs))
         rows.append(("raw write+fdatasync latency (baseline)", f"{raw * 1e6:,.0f} us", ""))
@@ -176,9 +181,16 @@ def main(argv: list[str] | None = None) -> int:
         starts = [startup(tmp) for _ in range(args.runs)]
         rows.append(("worker start to first job running", f"{statistics.median(starts) * 1e3:,.0f} ms",
                      "includes interpreter start-up"))
+        figures["save"] = {"value": save * 1e6, "baseline": raw * 1e6, "ratio": save / raw,
+                           "unit": "us"}
+        figures["takeover"] = {"median": statistics.median(kills) * 1e3, "max": max(kills) * 1e3,
+                               "runs": len(kills), "unit": "ms"}
+        figures["startup"] = {"value": statistics.median(starts) * 1e3, "unit": "ms"}
         width = max(len(r[0]) for r in rows)
         for name, value, note in rows:
             print(f"  {name:<{width}}  {value:>14}  {note}")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
