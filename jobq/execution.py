@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import structlog
 
 from . import job_record, tasks, transitions
 from .context import JobContext, running
@@ -23,8 +22,9 @@ from .log import Log
 from .pickling import PickleRules
 from .state import JobState, Status
 from .store import Claim, Store
+from ._logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 RetryDelay = Callable[[int], float]
 Kind = Literal["succeeded", "failed", "cancelled"]

@@ -14,15 +14,15 @@ import os
 import sqlite3
 from collections.abc import Callable
 
-import structlog
 
 from . import job_record, snapshots
 from .errors import CorruptRecord, StorageError
 from .log import Damage, Entry, Log, Position, Sealed
 from .shelf import StateShelf
 from .state import Status
+from ._logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CATCH_UP_BATCH = 5_000
 _SEQ_SHIFT = 40  # seq = segment << 40 | offset: arrival order, unique per record

@@ -30,13 +30,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import structlog
 
 from . import durable, record
 from ._flock import ProcessLock, fork_generation
 from .errors import CorruptRecord, StorageError
+from ._logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CHUNK = 1 << 20
 _SEGMENT_RE = re.compile(r"^(\d{12})\.log$")

@@ -30,7 +30,6 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import structlog
 
 from . import durable
 from .errors import InvalidArgument
@@ -38,6 +37,7 @@ from .index import seq_of
 from .log import CHUNK, Damage, Entry, Log, Position, Sealed
 from .state import FINISHED, Status
 from .store import Store
+from ._logging import get_logger
 
 if TYPE_CHECKING:
     import filelock  # imported where used: only compaction needs it, not every start-up
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompactReport", "compact", "finish_interrupted_compaction", "purge"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PURGE_BATCH = 1_000
 VACUUM_FREE_RATIO = 0.1  # VACUUM rewrites the whole file: worth it once a tenth of it is free

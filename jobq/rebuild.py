@@ -14,15 +14,15 @@ from __future__ import annotations
 import sqlite3
 import time
 
-import structlog
 
 from . import index, job_record, transitions
 from .errors import CorruptRecord, JobqError, StorageError
 from .log import Damage, Entry, Log, Position, Sealed
 from .shelf import StateShelf
 from .state import WAITING, JobState, Status
+from ._logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def index_lost(conn: sqlite3.Connection) -> bool:

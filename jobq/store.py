@@ -34,7 +34,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 
 from . import index, rebuild, snapshots, transitions
 from ._flock import ProcessLock
@@ -45,8 +44,9 @@ from .pickling import PickleRules
 from .shelf import StateShelf
 from .sqlite_dbm import TABLE_SQL, SqliteDbm, connect
 from .state import WAITING, JobState, Status
+from ._logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 STORE_SCHEMA = 2  # 2: jobs gained snap, started_at and prefetched
 PROMOTE_BATCH = 1_000
@@ -85,6 +85,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason TEXT NOT NULL, saved_to TEXT NOT NULL, found_at REAL NOT NULL,
     PRIMARY KEY (segment, offset)) WITHOUT ROWID;
 """
+
+_TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine"}
 
 # Schema 1 rows have full snapshots (snap = 1) and no start time in the row (NULL: the snapshot's).
 _ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",
@@ -216,6 +218,12 @@ class Store:
                                                f" of {page}-byte pages")
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
+        with self._reading():  # the usual case, read-only: no write transaction, no fsync
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version == STORE_SCHEMA and _TABLES <= tables:
+            return
         with self._write():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0 and self._log.has_more(Position(1, 0)):

@@ -17,11 +17,11 @@ import fcntl
 import os
 import socket
 
-import structlog
 
 from jobq import durable
+from jobq._logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DIR = "workers"
 

@@ -7,10 +7,10 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from jobq._logging import get_logger
 
-import structlog
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class StopRequests:

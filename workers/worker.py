@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
-import structlog
 
 from jobq import Queue, transitions
 from jobq.errors import ConfigError, JobqError
@@ -28,8 +27,9 @@ from . import liveness, slots
 from .config import WorkerConfig
 from .signals import StopRequests, handled
 from .slots import Slot
+from jobq._logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import structlog
-
-from .. import __version__
+from .. import __version__, _logging
 from ..errors import JobqError
 from ..state import Status
 from . import commands
@@ -116,16 +114,24 @@ def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | Non
         level = logging.INFO if verbose else logging.WARNING
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
-    renderer = (structlog.processors.JSONRenderer() if fmt == "json"
-                else structlog.dev.ConsoleRenderer(colors=False))
-    structlog.configure(
-        processors=[structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso"), renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        # One write() per event (message and newline together): the children of a worker share
-        # its stderr, and events written in two pieces could interleave.
-        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False)
+    stderr, least = sys.stderr, level
+
+    def apply() -> None:
+        import structlog
+
+        renderer = (structlog.processors.JSONRenderer() if fmt == "json"
+                    else structlog.dev.ConsoleRenderer(colors=False))
+        structlog.configure(
+            processors=[structlog.processors.add_log_level,
+                        structlog.processors.TimeStamper(fmt="iso"), renderer],
+            wrapper_class=structlog.make_filtering_bound_logger(least),
+            # One write() per event (message and newline together): the children of a worker
+            # share its stderr, and events written in two pieces could interleave.
+            logger_factory=structlog.WriteLoggerFactory(stderr),
+            cache_logger_on_first_use=False)
+
+    # Applied when the first event is logged: a worker's first job need not wait for structlog.
+    _logging.configure_when_used(apply, level)
 
 
 def _worker(args: argparse.Namespace) -> int:
