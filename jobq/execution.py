@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from . import job_record, tasks, transitions
 from .context import JobContext, running
-from .errors import JobqError, NotPicklable
+from .errors import CorruptRecord, JobqError, NotPicklable
 from .log import Log
 from .pickling import PickleRules
 from .state import JobState, Status
@@ -48,7 +48,13 @@ def format_error(exc: BaseException) -> str:
 
 def load(log_: Log, claim: Claim, rules: PickleRules) -> tuple[Any, Any]:
     """The claimed job's payload and its task function; JobqError if either cannot be loaded."""
-    payload = job_record.load_payload(log_.read(claim.payload_pos).body, rules, claim.job_id)
+    try:
+        # The cached descriptor, unchecked: a record that moved since (compaction) is not this
+        # job's, which load_payload sees; then read again, through the segment's current file.
+        frame = log_.read(claim.payload_pos, recheck=False)
+        payload = job_record.load_payload(frame.body, rules, claim.job_id)
+    except CorruptRecord:
+        payload = job_record.load_payload(log_.read(claim.payload_pos).body, rules, claim.job_id)
     return payload, tasks.resolve(payload.task)
 
 

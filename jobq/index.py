@@ -24,7 +24,7 @@ from ._logging import get_logger
 
 log = get_logger(__name__)
 
-CATCH_UP_BATCH = 5_000
+CATCH_UP_BATCH = 2_000
 _SEQ_SHIFT = 40  # seq = segment << 40 | offset: arrival order, unique per record
 
 

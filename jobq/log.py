@@ -295,27 +295,32 @@ class Log:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def read(self, pos: Position) -> record.Frame:
-        """Read and verify the single record at ``pos`` (to load one job's payload)."""
+    def read(self, pos: Position, *, recheck: bool = True) -> record.Frame:
+        """Read and verify the single record at ``pos`` (to load one job's payload).
+
+        ``recheck=False`` skips making sure a cached descriptor still names the segment's file
+        (one stat per read): for a caller that can tell a record that moved (compaction renames
+        a rewritten segment over the old one) and then reads again with the check.
+        """
         try:
-            data = self._pread(pos.segment, 4096, pos.offset)
+            data = self._pread(pos.segment, 4096, pos.offset, recheck)
             try:
                 return record.decode(data, 0, key=self._key, max_body=self._max_body)
             except record.Incomplete as exc:
                 if exc.needed is None:
                     raise
-                data = self._pread(pos.segment, exc.needed, pos.offset)
+                data = self._pread(pos.segment, exc.needed, pos.offset, recheck)
                 return record.decode(data, 0, key=self._key, max_body=self._max_body)
         except (record.Damaged, record.Incomplete) as exc:
             raise CorruptRecord(f"record at {self.path(pos.segment)}:{pos.offset} is unreadable:"
                                 f" {exc or 'truncated'}", path=self.path(pos.segment),
                                 offset=pos.offset) from exc
 
-    def _pread(self, segment: int, size: int, offset: int) -> bytes:
+    def _pread(self, segment: int, size: int, offset: int, recheck: bool = True) -> bytes:
         # Under the lock: another thread may evict and close a cached descriptor otherwise.
         with self._read_lock:
             fd = self._read_fds.get(segment)
-            if fd is not None and not _same_file(fd, self.path(segment)):
+            if fd is not None and recheck and not _same_file(fd, self.path(segment)):
                 # Compaction replaced the segment: its records moved, the old file is stale.
                 os.close(self._read_fds.pop(segment))
                 fd = None

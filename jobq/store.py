@@ -329,13 +329,15 @@ class Store:
         with self._write() as conn:
             return rebuild.rebuild(conn, self.shelf, self._log, self._clock(), reason="requested")
 
-    def catch_up(self) -> int:
-        """Index every record appended since the covered position; return how many.
+    def catch_up(self, batches: int | None = None) -> int:
+        """Index the records appended since the covered position (all of them, or ``batches``
+        transactions' worth); return how many jobs.
 
         Damaged ranges are copied aside and skipped; a torn tail is cut (see Log.repair_tail).
         """
         total = 0
-        while self._log.has_more(self.covered()):
+        while self._log.has_more(self.covered()) and batches != 0:
+            batches = None if batches is None else batches - 1
             with self._write() as conn:
                 indexed, moved, tail = index.index_batch(conn, self.shelf, self._log, self._clock)
             total += indexed
@@ -463,7 +465,9 @@ class Store:
         charging an attempt (see :meth:`running`).
         """
         if limit + prefetch > 0:
-            self.catch_up()
+            # One batch, not the whole backlog: a worker starts on indexed jobs at once, and
+            # several workers take turns indexing a large backlog while the others run jobs.
+            self.catch_up(batches=1)
         now = self._clock()
         claims: list[Claim] = []
         with self._write() as conn:

@@ -12,8 +12,8 @@ import pytest
 from conftest import wait_until
 from structlog.testing import capture_logs
 
-from jobq import Queue, Status, maintenance, transitions
-from jobq.errors import InvalidArgument, JobNotFound
+from jobq import Queue, Status, job_record, maintenance, transitions
+from jobq.errors import CorruptRecord, InvalidArgument, JobNotFound
 from jobq.maintenance import compact, purge
 from jobq.state import FINISHED
 from jobq.testing import run_burst
@@ -202,6 +202,38 @@ def test_moved_records_land_on_offsets_that_earlier_live_records_held(qpath):
         new = [q.store.payload_position(j) for j in rest]
         assert new == old[:-1]  # each record moved exactly onto its predecessor's old offset
         assert payloads(q, rest) == expected
+
+
+def test_a_cached_descriptor_on_a_rewritten_segment_is_noticed_when_loading_a_job(qpath):
+    """A reader that skips the per-read stat (execution.load) still gets the moved record: the
+    stale file holds another job at the new offset, which load_payload refuses, and load reads
+    again through the segment's current file."""
+    from jobq.execution import load
+    from jobq.store import Claim
+
+    clock = [1000.0]
+    with Queue(qpath, segment_size=SMALL, clock=lambda: clock[0]) as q, Queue(qpath) as reader:
+        q.enqueue_call(BOOM, max_attempts=1)  # ends dead, is purged: the records after it move
+        rest = enqueue_each(q, ADD, [(i, 1) for i in range(5)])
+        while len(q.log.segments()) < 2:  # seal the segment
+            q.enqueue(ADD, 0, 0)
+        run_burst(q)  # the first job ends dead, the rest succeed (compaction keeps them)
+        state = q.state(rest[0])
+        old = Claim(rest[0], 0, state, reader.store.payload_position(rest[0]))
+        load(reader.log, old, reader.config.rules)  # the reader now caches the old file
+        clock[0] = 2000.0
+        assert purge(q, statuses=["dead"], older_than=500) == 1
+        assert compact(q).segments_rewritten == 1
+        moved = q.store.payload_position(rest[1])
+        assert moved.offset < old.payload_pos.offset + 200  # moved back, over the purged record
+        try:  # the old file, read at the new offset: not rest[1]'s record
+            stale = reader.log.read(moved, recheck=False)
+            assert job_record.decode_meta(stale.body)[0].job_id != rest[1]
+        except CorruptRecord:
+            pass
+        claim = Claim(rest[1], 0, q.state(rest[1]), moved)
+        payload, _ = load(reader.log, claim, reader.config.rules)
+        assert (payload.job_id, payload.args) == (rest[1], (1, 1))
 
 
 def test_the_directory_shrinks_to_an_empty_segment(qpath):
