@@ -619,6 +619,12 @@ class Store:
                 sql, args = sql + " AND owner = ?", (*args, owner)
             return self.conn.execute(sql, args).fetchall()
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database now (SQLite's passive checkpoint: it never waits for
+        writers), so that workers committing batches do not have to stop for it themselves."""
+        with self._reading():
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def running_claims(self) -> list[tuple[str, int, str, float, bool]]:
         """(job id, claim token, owner, lease expiry, started) of every running job.
 

@@ -46,6 +46,11 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
+@functools.cache
+def _field_set(cls: type) -> frozenset[str]:
+    return frozenset(_field_names(cls))
+
+
 class Versioned:
     """Mixin for dataclasses persisted by pickle: writes and migrates a schema version."""
 
@@ -62,7 +67,9 @@ class Versioned:
         return state
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {name: getattr(self, name) for name in _field_names(type(self))}
+        state = dict(self.__dict__)  # a C-level copy: this runs once per finished job
+        if state.keys() != _field_set(type(self)):  # an attribute beyond the fields, or missing
+            state = {name: getattr(self, name) for name in _field_names(type(self))}
         state = self._pack(state)
         state[SCHEMA_KEY] = self.SCHEMA_VERSION
         return state

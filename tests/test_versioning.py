@@ -60,3 +60,15 @@ def test_frozen_payload_round_trips_through_pickle():
     p = JobPayload(job_id="j", task="m:f", args=(1, [2]), kwargs={"k": {3}}, priority=-4,
                    max_attempts=9, timeout=1.5, run_at=2.0, created_at=1.0)
     assert pickle.loads(pickle.dumps(p, protocol=5)) == p
+
+
+def test_pickled_state_holds_exactly_the_fields_even_with_an_extra_attribute():
+    """__getstate__ copies the instance dict when it holds exactly the fields, else picks them."""
+    import pickle
+
+    from jobq.state import JobState
+    state = JobState(job_id="j", task="m:f")
+    object.__setattr__(state, "stray", 1)  # not a field: must not be pickled
+    packed = state.__getstate__()
+    assert "stray" not in packed and packed["job_id"] == "j"
+    assert pickle.loads(pickle.dumps(state)).job_id == "j"

@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from jobq import Queue, transitions
+from jobq._logging import batched
 from jobq.errors import JobqError
 from jobq.execution import Outcome, change_for, execute, failure, load, log_transition
 from jobq.state import WAITING
@@ -123,6 +124,17 @@ class Runner:
             finished, self.owner, min(size, 1), prefetch=max(size - 1, 0),
             lease_seconds=self.config.lease_seconds)
         retrying = []
+        with batched():  # one write for the batch's events
+            self._log_finished(finished, states, retrying)
+        if finished:
+            self.conn.send(("recorded", len(finished), retrying))
+        if self.log_claims:  # debug level: one event per claim
+            for claim in claims:
+                log_transition(claim.state, logger=self.log)
+        return claims
+
+    def _log_finished(self, finished: list[tuple[str, int, Change]],
+                      states: list[Any], retrying: list[str]) -> None:
         for (job_id, token, _), state in zip(finished, states):
             duration = self.durations.pop(job_id, None)
             if state is None:  # reclaimed meanwhile (our lease ran out): another attempt owns it
@@ -131,12 +143,6 @@ class Runner:
             if state.status in WAITING:
                 retrying.append(job_id)
             log_transition(state, duration, logger=self.log)
-        if finished:
-            self.conn.send(("recorded", len(finished), retrying))
-        if self.log_claims:  # debug level: one event per claim
-            for claim in claims:
-                log_transition(claim.state, logger=self.log)
-        return claims
 
     def _run_batch(self, claims: list[Claim]) -> None:
         for index, claim in enumerate(claims):

@@ -16,7 +16,7 @@ class WorkerConfig:
     """
 
     concurrency: int = 1  # child processes, each running one job at a time
-    prefetch: int = 50  # most jobs a child claims at once (1: one at a time; see workers.child)
+    prefetch: int = 100  # most jobs a child claims at once (1: one at a time; see workers.child)
     imports: tuple[str, ...] = ()  # modules imported before children start (tasks, signals...)
     lease_seconds: float = 60.0  # renewed every third of it while jobs run
     poll_interval: float = 0.02  # idle: how often to look for new jobs

@@ -107,6 +107,10 @@ class Worker:
             self._next_reap = now + self.config.reap_interval
             self._reap_dead_workers()
             self._watch_cancellations(now)
+            if not all(s.idle for s in self._slots):
+                # The supervisor is idle while its children work: it checkpoints the WAL, which
+                # a child committing a batch would otherwise do itself, now and then, for long.
+                self.queue.store.checkpoint()
         if now >= self._next_renew:
             self._next_renew = now + self.config.lease_seconds / 3
             self.queue.store.renew(self.id, self.config.lease_seconds)

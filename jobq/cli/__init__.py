@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-crashes", type=int, default=3, metavar="N",
                    help="crashed attempts before a job is set aside as dead (default 3)")
     p.add_argument("--prefetch", type=int, default=None, metavar="N",
-                   help="most jobs a child claims at once when its jobs are short (default 50;"
+                   help="most jobs a child claims at once when its jobs are short (default 100;"
                         " 1: one at a time)")
 
     p = sub.add_parser("status", parents=[reads], help="counts by status and running jobs")
@@ -127,7 +127,7 @@ def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | Non
             wrapper_class=structlog.make_filtering_bound_logger(least),
             # One write() per event (message and newline together): the children of a worker
             # share its stderr, and events written in two pieces could interleave.
-            logger_factory=structlog.WriteLoggerFactory(stderr),
+            logger_factory=_logging.writer_factory(stderr),
             cache_logger_on_first_use=False)
 
     # Applied when the first event is logged: a worker's first job need not wait for structlog.
