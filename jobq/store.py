@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-from . import index, rebuild, snapshots, transitions
+from . import index, rebuild, snapshots, transitions, wal
 from ._flock import ProcessLock
 from .directory import QueueDir
 from .errors import CorruptRecord, CorruptStore, JobNotFound, LoadError, StaleClaim, StorageError
@@ -181,6 +181,7 @@ class Store:
         self._pid = -1
         self._conn: sqlite3.Connection | None = None
         self._shelf: StateShelf | None = None
+        self._wal_size: int | None = None  # see presize_wal
         self._open()
 
     # -- connection ----------------------------------------------------------------------------
@@ -552,9 +553,16 @@ class Store:
         """Durably record a running job's checkpoint; StaleClaim if the claim is not current."""
         now = self._clock()
         with self._write() as conn:
-            self._check_token(conn, job_id, token)
-            state = transitions.checkpointed(self._load_for_update(conn, job_id), checkpoint,
-                                             progress, now)
+            row = conn.execute(f"SELECT {snapshots.ROW}, token FROM jobs WHERE job_id = ?",
+                               (job_id,)).fetchone()  # the claim check and the load in one query
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+            if row[2] != Status.RUNNING.value or row[11] != token:
+                raise StaleClaim(f"job {job_id!r}: claim {token} is no longer current (status"
+                                 f" {row[2]}, claim {row[11]})", job_id=job_id, token=token)
+            with self._loading():
+                current = snapshots.states(conn, self.shelf, [row[:11]])[0]
+            state = transitions.checkpointed(current, checkpoint, progress, now)
             snapshots.store_one(conn, self.shelf, state)
             conn.execute("UPDATE jobs SET progress = ?, updated_at = ?, snap = 1 WHERE job_id = ?",
                          (state.progress, now, job_id))
@@ -624,6 +632,29 @@ class Store:
         writers), so that workers committing batches do not have to stop for it themselves."""
         with self._reading():
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def presize_wal(self) -> int:
+        """Give the WAL its working size now (see :mod:`jobq.wal`); return the bytes added.
+
+        A worker's supervisor calls it while its children run jobs: every commit after it
+        (a checkpoint, a batch of claims and completions) overwrites instead of appending. It only
+        saves time, so a failure (a full disk) is logged and leaves everything as it was.
+        """
+        db_path = self._qdir.state_db
+        if self._wal_size is None:
+            with self._reading():
+                self._wal_size = wal.working_size(self.conn)
+        if not wal.needs_presize(db_path, self._wal_size):
+            return 0
+        try:
+            with self._write():
+                added = wal.presize(db_path, self._wal_size)
+        except (OSError, StorageError) as exc:
+            log.warning("store.wal_presize_failed", path=wal.path_of(db_path), error=str(exc))
+            return 0
+        if added:
+            log.debug("store.wal_presized", bytes=added, size=self._wal_size)
+        return added
 
     def running_claims(self) -> list[tuple[str, int, str, float, bool]]:
         """(job id, claim token, owner, lease expiry, started) of every running job.

@@ -89,6 +89,7 @@ class Worker:
                 self._slots = [self._start_child() for _ in range(self.config.concurrency)]
                 self._log.info("worker.started", concurrency=self.config.concurrency,
                                burst=burst)
+                self.queue.store.presize_wal()  # while the children claim: see jobq.wal
                 while not self._step(burst):
                     pass
         finally:
@@ -107,6 +108,7 @@ class Worker:
             self._next_reap = now + self.config.reap_interval
             self._reap_dead_workers()
             self._watch_cancellations(now)
+            self.queue.store.presize_wal()  # again if SQLite removed it: one stat if not
             if not all(s.idle for s in self._slots):
                 # The supervisor is idle while its children work: it checkpoints the WAL, which
                 # a child committing a batch would otherwise do itself, now and then, for long.

@@ -1,0 +1,65 @@
+"""Give SQLite's write-ahead log its working size at once, so that commits overwrite, not append.
+
+A commit that appends frames to the ``-wal`` file makes its fdatasync allocate blocks and journal
+the file's new size; a commit that writes over bytes the file already holds does neither. Measured
+here (the closing note of issue 6): one checkpoint (two 4 KiB frames) costs about 340 µs while the
+WAL grows and about 230 µs once it overwrites, against about 125 µs for a small append + fdatasync.
+SQLite starts again from the front of its WAL after a checkpoint and never shrinks it (we set no
+``journal_size_limit``), so a queue reaches the cheap case by itself, but only after about a thousand
+commits, and again each time the last connection closes and SQLite removes the file.
+
+Zeros past the last frame are safe: SQLite reads a WAL only up to the first frame whose salt and
+checksum do not follow from the header (that is how it ignores the stale frames of a reused WAL),
+and a zero frame never does. The zeros are written while holding the write transaction, so no
+connection appends frames meanwhile; readers never look past the last committed frame.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from . import durable
+
+WAL_HEADER = 32
+FRAME_HEADER = 24
+_CHUNK = b"\0" * (1 << 20)
+
+
+def path_of(db_path: str) -> str:
+    return db_path + "-wal"
+
+
+def working_size(conn: sqlite3.Connection) -> int:
+    """The size the WAL reaches before SQLite checkpoints it by itself (``wal_autocheckpoint``)."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    frames = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    return WAL_HEADER + max(frames, 0) * (page_size + FRAME_HEADER)
+
+
+def needs_presize(db_path: str, size: int) -> bool:
+    """One stat: is the WAL there (SQLite made it) and smaller than ``size``?"""
+    try:
+        return os.stat(path_of(db_path)).st_size < size
+    except FileNotFoundError:
+        return False  # SQLite creates it; we never do
+
+
+def presize(db_path: str, size: int) -> int:
+    """Extend the WAL with zeros to ``size`` bytes and make them durable; return bytes added.
+
+    Call it inside a write transaction on the database (see the module docstring).
+    """
+    try:
+        fd = os.open(path_of(db_path), os.O_WRONLY | os.O_CLOEXEC)  # no O_CREAT: SQLite's or none
+    except FileNotFoundError:
+        return 0
+    try:
+        start = offset = os.fstat(fd).st_size
+        while offset < size:
+            offset += os.pwrite(fd, _CHUNK[:size - offset], offset)
+        if offset > start:
+            durable.sync_file(fd)
+        return offset - start
+    finally:
+        os.close(fd)
