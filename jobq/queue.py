@@ -44,8 +44,17 @@ class Queue:
         self._open(config_mod.build(path, secret_key=secret_key, allowed_modules=allowed_modules,
                                     remap=remap, fsync=fsync, **options), clock, given=options)
 
+    @classmethod
+    def _for_worker(cls, path: str | os.PathLike[str] | None) -> Queue:
+        """Open without indexing the backlog first: a worker's children index it one batch at a
+        time while they run the jobs already indexed (Store.settle), so the first job starts at
+        once however many records were appended since the index was last read."""
+        queue = cls.__new__(cls)
+        queue._open(config_mod.build(path), time.time, catch_up=False)
+        return queue
+
     def _open(self, cfg: config_mod.QueueConfig, clock: Callable[[], float], *,
-              given: Mapping[str, object] = MappingProxyType({})) -> None:
+              given: Mapping[str, object] = MappingProxyType({}), catch_up: bool = True) -> None:
         qdir = open_dir(cfg.path, cfg.secret_key, {k: getattr(cfg, k) for k in FIXED_SETTINGS})
         for name, value in qdir.fixed.items():
             if getattr(cfg, name) != value:
@@ -75,19 +84,20 @@ class Queue:
             self.store.check_covered()
             maintenance.finish_interrupted_compaction(self)
             self.store.ensure_index()  # after the compaction's rename: seqs must match the files
-            self.store.catch_up()
+            if catch_up:
+                self.store.catch_up()
         except BaseException:
             self.close()
             raise
 
-    def reopen(self) -> Queue:
+    def reopen(self, *, catch_up: bool = True) -> Queue:
         """A new Queue on the same directory and settings, with its own files and connection.
 
         A process forked from one that holds a Queue must use its own: SQLite connections and
-        locks must not be shared across a fork.
+        locks must not be shared across a fork. ``catch_up=False``: see :meth:`_for_worker`.
         """
         fresh = Queue.__new__(Queue)
-        fresh._open(self.config, self._clock)
+        fresh._open(self.config, self._clock, catch_up=catch_up)
         return fresh
 
     @property

@@ -386,3 +386,21 @@ def test_job_ids_are_random_hex_and_a_forked_child_draws_its_own():
     parent_bits = {_job_ids.next()[16:] for _ in range(_job_ids.BATCH)}
     assert len(child_id) == 32 and child_id[16:] not in parent_bits
     assert first[16:] not in parent_bits
+
+
+def test_a_worker_opens_a_backlog_without_indexing_it_and_claims_index_a_batch(qpath):
+    """A queue opened for a worker costs the same whatever the backlog; each claim indexes one
+    batch, so the first job runs at once; an ordinary open indexes everything first."""
+    from jobq import index
+    from jobq.log import Position
+
+    with Queue(qpath, fsync=False) as q:
+        q.enqueue_many("jobtasks:add", [(i, i) for i in range(2 * index.CATCH_UP_BATCH + 10)])
+    with Queue._for_worker(qpath) as q:
+        assert q.store.covered() == Position(1, 0)  # nothing indexed by opening
+        assert q.store.has_ready()  # yet a worker knows there is work
+        _, claims = q.store.settle([], "w/1", 1)
+        assert len(claims) == 1
+        assert q.store.counts()["queued"] == index.CATCH_UP_BATCH - 1  # one batch, one claimed
+    with Queue(qpath) as q:
+        assert q.store.counts()["queued"] == 2 * index.CATCH_UP_BATCH + 10 - 1

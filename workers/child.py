@@ -59,7 +59,7 @@ def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[in
         os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    own = queue.reopen()
+    own = queue.reopen(catch_up=False)  # claims index the backlog a batch at a time
     try:
         Runner(conn, own, board, owner, config, logger).loop()
     except JobqError as exc:  # a storage error: the supervisor stops with it

@@ -138,7 +138,7 @@ def _worker(args: argparse.Namespace) -> int:
     from workers import Worker  # the worker runtime is only loaded by the command that runs it
 
     commands.importable_cwd()
-    with commands.open_queue(args, create=True) as queue:
+    with commands.open_queue(args, create=True, for_worker=True) as queue:
         Worker(queue, concurrency=args.concurrency, imports=tuple(args.imports),
                shutdown_grace=args.shutdown_grace,
                max_crashes=args.max_crashes,

@@ -20,12 +20,12 @@ from . import render
 TIMEOUT_EXIT = 124  # like coreutils timeout(1)
 
 
-def open_queue(args: argparse.Namespace, *, create: bool) -> Queue:
+def open_queue(args: argparse.Namespace, *, create: bool, for_worker: bool = False) -> Queue:
     """The queue named by --dir; read-only commands refuse to create one by accident."""
     path = config_mod.build(args.dir).path
     if not create and not os.path.exists(os.path.join(path, FORMAT_FILE)):
         raise NotAQueue(f"no queue at {path} (set --dir or $JOBQ_HOME)", path=path)
-    return Queue(args.dir)
+    return Queue._for_worker(args.dir) if for_worker else Queue(args.dir)
 
 
 def importable_cwd() -> None:
