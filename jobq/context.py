@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from .errors import ConfigError, NoCurrentJob
@@ -57,11 +56,7 @@ def current_job() -> JobContext:
     return ctx
 
 
-@contextmanager
-def running(ctx: JobContext) -> Iterator[JobContext]:
-    """Make ``ctx`` the current job for the duration of the block (used by job runners)."""
+def current_set(ctx: JobContext) -> Callable[[], None]:
+    """Make ``ctx`` the current job; return the function that undoes it."""
     token = _current.set(ctx)
-    try:
-        yield ctx
-    finally:
-        _current.reset(token)
+    return lambda: _current.reset(token)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 
 from . import job_record, tasks, transitions
-from .context import JobContext, running
+from .context import JobContext, current_set
 from .errors import CorruptRecord, JobqError, NotPicklable
 from .log import Log
 from .pickling import PickleRules
@@ -72,12 +72,14 @@ def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
                      progress=claim.state.progress,
                      save=lambda obj, progress: store.save_checkpoint(job_id, token, obj, progress),
                      cancelled=is_cancelled)
+    reset = current_set(ctx)
     try:
-        with running(ctx):
-            result = fn(*payload.args, **payload.kwargs)
+        result = fn(*payload.args, **payload.kwargs)
     except Exception as exc:
         return Outcome("failed", error=format_error(exc), duration=time.monotonic() - started,
                        timeout=payload.timeout)
+    finally:
+        reset()
     return Outcome("succeeded", result=result, duration=time.monotonic() - started,
                    timeout=payload.timeout)
 

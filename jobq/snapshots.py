@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .shelf import StateShelf
-from .state import JobState, Status
+from .state import JobState, status_of
 
 # The row columns a JobState is built from, in this order (see overlay()).
 ROW = ("job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at,"
@@ -44,7 +44,7 @@ def overlay(row: Sequence[Any], snapshot: JobState | None) -> JobState:
     (job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at, updated_at,
      started_at, _snap) = row
     state = snapshot if snapshot is not None else JobState(job_id=job_id, task=task)
-    state.status = Status(status)
+    state.status = status_of(status)
     state.attempts = attempts
     state.progress = progress
     state.run_at = run_at

@@ -82,8 +82,29 @@ def _reference_of_callable(task: Callable[..., Any]) -> TaskRef:
     return ref
 
 
+# References resolved before: ref -> (module name, attribute path). A worker resolves the task of
+# every job it runs; a hit walks sys.modules (no import machinery), so a reload or a monkeypatch
+# since is seen, and a module no longer loaded takes the full path.
+_resolved: dict[TaskRef, tuple[str, tuple[str, ...]]] = {}
+
+
 def resolve(ref: TaskRef) -> Callable[..., Any]:
     """Import and return the callable named by ``ref``."""
+    parsed = _resolved.get(ref) if type(ref) is str else None
+    if parsed is not None:
+        target: Any = sys.modules.get(parsed[0])
+        for attr in parsed[1]:
+            target = getattr(target, attr, None)
+        if target is not None and callable(target):
+            return target
+    target = _import(ref)
+    if len(_resolved) >= _KNOWN_MAX:
+        _resolved.clear()
+    _resolved[ref] = _split(ref)
+    return target
+
+
+def _import(ref: TaskRef) -> Callable[..., Any]:
     if not isinstance(ref, str) or ref.count(":") != 1:
         raise InvalidTask(f"task reference must look like 'package.module:function', not {ref!r}")
     module_name, _, attr_path = ref.partition(":")

@@ -75,13 +75,18 @@ class Versioned:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        name = type(self).__name__
-        state = migrate(name, state, self.SCHEMA_VERSION, self.MIGRATIONS)
+        cls = type(self)
+        version = state.get(SCHEMA_KEY) if type(state) is dict else None
+        if type(version) is int and version == cls.SCHEMA_VERSION:
+            state = dict(state)  # the current version, as every job a worker runs: no migration
+        else:
+            state = migrate(cls.__name__, state, cls.SCHEMA_VERSION, cls.MIGRATIONS)
         del state[SCHEMA_KEY]
-        names = set(_field_names(type(self)))
-        if set(state) != names:
+        names = _field_set(cls)
+        if state.keys() != names:
             raise SchemaVersionError(
-                f"{name}: pickled fields {sorted(set(state) ^ names)} do not match schema version"
-                f" {self.SCHEMA_VERSION}", found=self.SCHEMA_VERSION, supported=self.SCHEMA_VERSION)
-        for key, value in self._unpack(state).items():
-            object.__setattr__(self, key, value)  # works for frozen dataclasses too
+                f"{cls.__name__}: pickled fields {sorted(set(state) ^ names)} do not match schema"
+                f" version {cls.SCHEMA_VERSION}", found=cls.SCHEMA_VERSION,
+                supported=cls.SCHEMA_VERSION)
+        # Straight into __dict__: no __setattr__, so frozen dataclasses too.
+        self.__dict__.update(self._unpack(state))

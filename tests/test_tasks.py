@@ -123,3 +123,26 @@ def test_cached_reference_of_a_method_and_of_a_removed_module(monkeypatch):
     with pytest.raises(InvalidTask, match="does not import back"):
         tasks.reference(jobtasks.add)  # the module imported again holds a new function
     assert tasks.reference(sys.modules["jobtasks"].add) == "jobtasks:add"
+
+
+def test_resolved_task_follows_a_monkeypatch_and_a_removal(tmp_path, monkeypatch):
+    """resolve() remembers where a task lives, not the function: a replaced function is what the
+    next resolve returns, and one removed since is an InvalidTask again."""
+    import importlib
+    import sys
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _write_module(tmp_path, "resolved_q", "def f():\n    return 1\n")
+    try:
+        module = importlib.import_module("resolved_q")
+        assert tasks.resolve("resolved_q:f")() == tasks.resolve("resolved_q:f")() == 1
+
+        monkeypatch.setattr(module, "f", lambda: 2)
+        assert tasks.resolve("resolved_q:f")() == 2
+        monkeypatch.delattr(module, "f")
+        with pytest.raises(InvalidTask, match="has no attribute"):
+            tasks.resolve("resolved_q:f")
+        monkeypatch.setattr(module, "f", 3, raising=False)  # not callable any more
+        with pytest.raises(InvalidTask, match="not callable"):
+            tasks.resolve("resolved_q:f")
+    finally:
+        sys.modules.pop("resolved_q", None)

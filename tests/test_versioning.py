@@ -72,3 +72,11 @@ def test_pickled_state_holds_exactly_the_fields_even_with_an_extra_attribute():
     packed = state.__getstate__()
     assert "stray" not in packed and packed["job_id"] == "j"
     assert pickle.loads(pickle.dumps(state)).job_id == "j"
+
+
+def test_status_of_is_status_by_value():
+    from jobq.state import status_of
+    assert all(status_of(s.value) is s and status_of(s) is s for s in Status)
+    for bad in ("nope", 3, None):
+        with pytest.raises(ValueError):
+            status_of(bad)
