@@ -182,6 +182,8 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._shelf: StateShelf | None = None
         self._wal_size: int | None = None  # see presize_wal
+        # (job id, claim token, updated_at, state) of the last checkpoint this process saved.
+        self._last_checkpoint: tuple[str, int, float, JobState] | None = None
         self._open()
 
     # -- connection ----------------------------------------------------------------------------
@@ -543,9 +545,7 @@ class Store:
         if row is None:
             raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
         status, current, max_attempts, priority = row
-        if status != Status.RUNNING.value or current != token:
-            raise StaleClaim(f"job {job_id!r}: claim {token} is no longer current (status"
-                             f" {status}, claim {current})", job_id=job_id, token=token)
+        _require_claim(job_id, token, status, current)
         return max_attempts, priority
 
     def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
@@ -557,15 +557,20 @@ class Store:
                                (job_id,)).fetchone()  # the claim check and the load in one query
             if row is None:
                 raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
-            if row[2] != Status.RUNNING.value or row[11] != token:
-                raise StaleClaim(f"job {job_id!r}: claim {token} is no longer current (status"
-                                 f" {row[2]}, claim {row[11]})", job_id=job_id, token=token)
-            with self._loading():
-                current = snapshots.states(conn, self.shelf, [row[:11]])[0]
+            _require_claim(job_id, token, row[2], row[11])
+            last = self._last_checkpoint
+            if last is not None and last[:3] == (job_id, token, row[8]) and row[10]:
+                # The snapshot is still the one this process wrote last (every write of a
+                # snapshot also sets updated_at): no need to read and unpickle it again.
+                current = snapshots.overlay(row[:11], last[3])
+            else:
+                with self._loading():
+                    current = snapshots.states(conn, self.shelf, [row[:11]])[0]
             state = transitions.checkpointed(current, checkpoint, progress, now)
             snapshots.store_one(conn, self.shelf, state)
             conn.execute("UPDATE jobs SET progress = ?, updated_at = ?, snap = 1 WHERE job_id = ?",
                          (state.progress, now, job_id))
+        self._last_checkpoint = (job_id, token, now, state)
         return state
 
     def finish(self, job_id: str, token: int, change: Change) -> JobState:
@@ -739,3 +744,10 @@ class Store:
                 return False
             self._store_transitions(conn, [(transitions.requeued(state, now), row)], now)
         return True
+
+
+def _require_claim(job_id: str, token: int, status: str, current: int) -> None:
+    """StaleClaim unless the job runs under claim ``token``."""
+    if status != Status.RUNNING.value or current != token:
+        raise StaleClaim(f"job {job_id!r}: claim {token} is no longer current (status {status},"
+                         f" claim {current})", job_id=job_id, token=token)

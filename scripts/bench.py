@@ -252,8 +252,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def missing_modules() -> list[str]:
+    """jobq's own dependencies, if this interpreter lacks them: every script would fail."""
+    import importlib.util
+    return [name for name in ("jobq", "structlog", "filelock")
+            if importlib.util.find_spec(name) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    missing = missing_modules()
+    if missing:
+        print(f"bench.py: {sys.executable} cannot import {', '.join(missing)}: run it with the"
+              " project's environment (pip install -e '.[test]', see the README)", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, _terminate)  # stop the running script as on Ctrl-C
     # Started in the background, a process ignores SIGINT, and so would the scripts it starts:
     # a handler here (reset to the default in them by exec) lets them take the SIGINT of stop().

@@ -123,3 +123,25 @@ def test_a_late_result_for_a_purged_job_does_not_lose_the_batch(queue):
          (b, claims[b].token, lambda s, now, m: transitions.succeeded(s, 4, now))], "w", 0)
     assert states[0] is None and states[1].status is Status.SUCCEEDED
     assert queue.result(b) == 4
+
+
+def test_a_checkpoint_builds_on_a_snapshot_another_process_wrote_since(queue):
+    """A process remembers the snapshot of its last checkpoint, but uses it only while the job's
+    row says nobody wrote another since (same claim, same updated_at)."""
+    from jobq import snapshots
+
+    jid = queue.enqueue("jobtasks:add", 1, 2)
+    claim = queue.store.claim("w/1", 1)[0]
+    queue.store.save_checkpoint(jid, claim.token, "first", 0.25)
+    queue.store.save_checkpoint(jid, claim.token, "second", None)  # from the remembered one
+    assert (queue.state(jid).checkpoint, queue.state(jid).progress) == ("second", 0.25)
+    with Queue(queue.path) as other:
+        elsewhere = other.state(jid)
+        elsewhere.errors = ["written elsewhere"]
+        with other.store.transaction() as conn:
+            snapshots.store_one(conn, other.store.shelf, elsewhere)
+            conn.execute("UPDATE jobs SET updated_at = updated_at + 1 WHERE job_id = ?", (jid,))
+    queue.store.save_checkpoint(jid, claim.token, "third", 0.5)
+    state = queue.state(jid)
+    assert (state.checkpoint, state.progress, state.errors) == ("third", 0.5, ["written elsewhere"])
+    assert state.attempts == 1 and state.status.value == "running"
