@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from bench_machine import filesystem_of
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 BENCH_ROOT = REPO / ".bench-tmp"
@@ -297,29 +299,6 @@ def measure_all(columns: list[Column], sizes: Sizes, runs: int, root: Path, peer
 
 
 # -- reporting ---------------------------------------------------------------------------------
-
-
-def _unescape_mount_field(field: str) -> str:
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def filesystem_of(path: Path) -> str:
-    """The type, device and options of the mount holding ``path``, from /proc/mounts."""
-    target = os.path.realpath(path)
-    best: tuple[str, str, str, str] | None = None
-    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as mounts:
-        for line in mounts:
-            device, mount, fstype, options = line.split()[:4]
-            mount = _unescape_mount_field(mount)
-            if (target == mount or target.startswith(mount.rstrip("/") + "/")) and (
-                    best is None or len(mount) >= len(best[1])):
-                best = (device, mount, fstype, options)
-    if best is None:
-        return "unknown"
-    device, mount, fstype, options = best
-    return f"{fstype} on {device}, mounted at {mount} ({options})"
 
 
 def _jobq_origin() -> str:

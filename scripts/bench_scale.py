@@ -120,21 +120,22 @@ def first_open(path: Path) -> float:
     return time.perf_counter() - start
 
 
-def queued(path: Path) -> int:
-    """Jobs waiting in the ready index, counted read-only (an index range, not a table scan)."""
+def _count(path: Path, sql: str) -> int:
+    """One COUNT query on the queue's state database, opened read-only."""
     conn = sqlite3.connect(f"file:{path / 'state.sqlite3'}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT COUNT(*) FROM ready").fetchone()[0]
+        return conn.execute(sql).fetchone()[0]
     finally:
         conn.close()
+
+
+def queued(path: Path) -> int:
+    """Jobs waiting in the ready index, counted read-only (an index range, not a table scan)."""
+    return _count(path, "SELECT COUNT(*) FROM ready")
 
 
 def succeeded(path: Path) -> int:
-    conn = sqlite3.connect(f"file:{path / 'state.sqlite3'}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'").fetchone()[0]
-    finally:
-        conn.close()
+    return _count(path, "SELECT COUNT(*) FROM jobs WHERE status = 'succeeded'")
 
 
 def top_up(side: Side, extra: int = 0) -> None:
