@@ -4,16 +4,23 @@ structlog, with the asyncio it imports, is about half of a worker's start-up (so
 and a worker's first job needs none of it. Every jobq module takes its logger from here; the
 command line's configuration (:func:`configure_when_used`) is applied when structlog is first
 imported, and its level answers ``is_enabled_for`` until then.
+
+Used as a library by an application that has not configured structlog, jobq logs info and above
+to stderr (:func:`_unconfigured`). structlog's own default prints every event, debug included, to
+stdout: a worker would write a line per claimed job into the application's output. Once the
+application configures structlog, jobq's events follow its configuration.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 _configure: Callable[[], None] | None = None
 _level: int | None = None  # least level the configuration lets through, once configured
+_default: Any = None  # jobq's own logger while structlog is unconfigured (see _unconfigured)
 
 
 def configure_when_used(configure: Callable[[], None], level: int) -> None:
@@ -37,15 +44,51 @@ def _structlog() -> Any:
     return structlog
 
 
+def processors(fmt: str) -> list[Any]:
+    """structlog processors writing ``fmt`` ("json" or "console") lines with level and time."""
+    import json
+
+    import structlog
+
+    if fmt == "json":
+        # One encoder made once: json.dumps with structlog's ``default=`` builds a new
+        # JSONEncoder for every event (a microsecond of the 8 one costs here).
+        encode = json.JSONEncoder(default=repr).encode
+        renderer: Any = structlog.processors.JSONRenderer(serializer=lambda obj, **_: encode(obj))
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    return [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
+            renderer]
+
+
+def auto_format(file: Any) -> str:
+    """For people on a terminal, JSON lines for files and log collectors (structlog's advice)."""
+    isatty = getattr(file, "isatty", None)
+    return "console" if isatty is not None and isatty() else "json"
+
+
+def _unconfigured(structlog: Any) -> Any:
+    """jobq's logger while the application has not configured structlog: info and above, to
+    whatever ``sys.stderr`` is when an event is written. It leaves structlog's global
+    configuration alone, so the application's own structlog use is unchanged."""
+    global _default
+    if _default is None:
+        _default = structlog.wrap_logger(
+            BatchingWriter(None), processors=processors(auto_format(sys.stderr)),
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    return _default
+
+
 class Logger:
     """A structlog logger made on first use; ``bind`` and ``is_enabled_for`` stay lazy."""
 
-    __slots__ = ("_name", "_context", "_logger")
+    __slots__ = ("_name", "_context", "_logger", "_unconfigured")
 
     def __init__(self, name: str, context: dict[str, Any] | None = None) -> None:
         self._name = name
         self._context = context or {}
         self._logger: Any = None
+        self._unconfigured: Any = None  # this logger over _unconfigured(), once used
 
     def bind(self, **context: Any) -> Logger:
         return Logger(self._name, {**self._context, **context})
@@ -61,9 +104,14 @@ class Logger:
 
     def _real(self) -> Any:
         if self._logger is None:
+            structlog = _structlog()
+            if not structlog.is_configured():  # asked at every event: configuring comes later
+                if self._unconfigured is None:
+                    self._unconfigured = _unconfigured(structlog).bind(**self._context)
+                return self._unconfigured
             # Unbound: structlog's lazy proxy, which reads the configuration at every event (so
             # structlog.testing.capture_logs sees it). Bound: made once, as structlog's bind does.
-            logger = _structlog().get_logger(self._name)
+            logger = structlog.get_logger(self._name)
             self._logger = logger.bind(**self._context) if self._context else logger
         return self._logger
 
@@ -75,33 +123,41 @@ def get_logger(name: str) -> Logger:
 class BatchingWriter:
     """A structlog logger writing each event with one ``write()`` (so processes sharing a
     stderr never interleave their lines), or, inside :func:`batched`, all of a batch's events
-    with one: a worker child logs a hundred finished jobs after each commit."""
+    with one: a worker child logs a hundred finished jobs after each commit.
+
+    ``file`` None writes to the ``sys.stderr`` of the moment (a test may swap it).
+    """
 
     def __init__(self, file: Any) -> None:
         self._file = file
 
+    @property
+    def file(self) -> Any:
+        return sys.stderr if self._file is None else self._file
+
     def msg(self, message: str) -> None:
+        global _batch_writer
         if _pending is not None:
             _pending.append(message)
+            _batch_writer = self
             return
-        self._file.write(message + "\n")
-        self._file.flush()
+        file = self.file
+        file.write(message + "\n")
+        file.flush()
 
     log = debug = info = warn = warning = error = critical = exception = fatal = failure = msg
     err = msg
 
     def flush(self) -> None:
-        self._file.flush()
+        self.file.flush()
 
 
 _pending: list[str] | None = None
-_batch_file: Any = None
+_batch_writer: BatchingWriter | None = None  # the one that kept the batch's events
 
 
 def writer_factory(file: Any) -> Callable[..., BatchingWriter]:
     """structlog's ``logger_factory`` for :class:`BatchingWriter` on ``file``."""
-    global _batch_file
-    _batch_file = file
     writer = BatchingWriter(file)
     return lambda *args: writer
 
@@ -116,7 +172,7 @@ class batched:  # noqa: N801 - used as a context manager, like contextlib's
     def __exit__(self, *exc: object) -> None:
         global _pending
         lines, _pending = _pending, None
-        if not lines or _batch_file is None:
+        if not lines or _batch_writer is None:
             return
         # Whole lines, at most PIPE_BUF bytes per write: a write to a pipe (a service manager's,
         # a container's) is atomic only up to that size, and other processes share the pipe.
@@ -135,5 +191,7 @@ _ATOMIC = 4096  # PIPE_BUF on Linux
 
 
 def _write(lines: list[str]) -> None:
-    _batch_file.write("\n".join(lines) + "\n")
-    _batch_file.flush()
+    assert _batch_writer is not None
+    file = _batch_writer.file
+    file.write("\n".join(lines) + "\n")
+    file.flush()

@@ -60,3 +60,76 @@ def test_a_batch_of_events_is_written_in_whole_lines_of_at_most_pipe_buf_per_wri
     assert all(w.endswith("\n") and len(w) <= 4096 for w in out.writes)
     writer.msg("single")
     assert out.writes[-1] == "single\n"
+
+
+LIBRARY_WORKER = """
+import sys
+{configure}
+from jobq import Queue
+from workers import Worker
+q = Queue(sys.argv[1])
+q.enqueue("jobtasks:add", 1, 2)
+assert Worker(q).run(burst=True) == 1
+"""
+
+APP_CONFIGURED = """
+import logging, structlog
+structlog.configure(processors=[structlog.processors.add_log_level,
+                                structlog.processors.JSONRenderer()],
+                    wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+                    logger_factory=structlog.PrintLoggerFactory(sys.stdout))
+"""
+
+
+def _run_library_worker(tmp_path, configure: str) -> subprocess.CompletedProcess[str]:
+    script = LIBRARY_WORKER.format(configure=configure)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "q")], env=child_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_a_library_worker_with_structlog_unconfigured_logs_info_and_above_to_stderr(tmp_path):
+    """structlog's own default would print every event, a debug line per claim included, into
+    the application's stdout."""
+    result = _run_library_worker(tmp_path, configure="")
+    assert result.stdout == ""
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # not a tty: JSON
+    names = [e["event"] for e in events]
+    assert names == ["worker.started", "job.succeeded", "worker.stopped"]
+    assert {e["level"] for e in events} == {"info"}
+    assert all("timestamp" in e for e in events)
+
+
+def test_a_library_worker_follows_the_applications_structlog_configuration(tmp_path):
+    result = _run_library_worker(tmp_path, configure=APP_CONFIGURED)
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    names = [e["event"] for e in events]
+    assert "job.claimed" in names and "job.succeeded" in names  # debug let through, to stdout
+    assert result.stderr == ""
+
+
+LATE_CONFIGURATION = """
+import io, sys
+from jobq import _logging
+from structlog.testing import capture_logs
+logger = _logging.get_logger("jobq.test").bind(worker="w")
+logger.debug("dropped")
+sys.stderr = io.StringIO()  # the default writes to the sys.stderr of the moment
+logger.info("default.event", n=1)
+written = sys.stderr.getvalue()
+sys.stderr = sys.__stderr__
+assert '"default.event"' in written and "dropped" not in written, written
+with capture_logs() as captured:
+    logger.debug("captured.event", n=2)
+assert [(e["event"], e["worker"], e["log_level"]) for e in captured] == \
+    [("captured.event", "w", "debug")], captured
+"""
+
+
+def test_jobq_events_follow_a_configuration_made_after_the_first_event():
+    """The unconfigured default is asked for at every event, so configuring later takes over."""
+    result = subprocess.run([sys.executable, "-c", LATE_CONFIGURATION], env=child_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == result.stderr == ""

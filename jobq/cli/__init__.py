@@ -7,7 +7,6 @@ problems); 2 a usage error; 124 ``wait`` timed out; 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -114,20 +113,14 @@ def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | Non
     if level is None:
         level = logging.INFO if verbose else logging.WARNING
     if fmt == "auto":
-        fmt = "console" if sys.stderr.isatty() else "json"
+        fmt = _logging.auto_format(sys.stderr)
     stderr, least = sys.stderr, level
 
     def apply() -> None:
         import structlog
 
-        # One encoder made once: json.dumps with structlog's ``default=`` builds a new
-        # JSONEncoder for every event (a microsecond of the 8 one costs here).
-        encode = json.JSONEncoder(default=repr).encode
-        renderer = (structlog.processors.JSONRenderer(serializer=lambda obj, **_: encode(obj))
-                    if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False))
         structlog.configure(
-            processors=[structlog.processors.add_log_level,
-                        structlog.processors.TimeStamper(fmt="iso"), renderer],
+            processors=_logging.processors(fmt),
             wrapper_class=structlog.make_filtering_bound_logger(least),
             # One write() per event (message and newline together): the children of a worker
             # share its stderr, and events written in two pieces could interleave.
