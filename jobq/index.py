@@ -106,9 +106,10 @@ def _insert_new(conn: sqlite3.Connection, shelf: StateShelf,
                 f"SELECT job_id FROM jobs WHERE job_id IN ({snapshots.marks(len(part))})", part):
             del found[known]
     jobs, ready, scheduled = [], [], []
+    queued = Status.QUEUED.value
     for job_id, (meta, seq) in found.items():
         run_at = run_at_of(meta, at)
-        jobs.append((job_id, meta.task, Status.QUEUED.value, meta.priority, seq, run_at,
+        jobs.append((job_id, meta.task, queued, meta.priority, seq, run_at,
                      meta.max_attempts, meta.created_at, meta.created_at))
         if run_at > at:
             scheduled.append((run_at, seq, job_id))

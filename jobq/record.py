@@ -25,8 +25,7 @@ import hashlib
 import hmac
 import struct
 import zlib
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 MAGIC: Final = b"JQ"
 FORMAT_VERSION: Final = 1
@@ -41,8 +40,7 @@ MAC_SIZE: Final = hashlib.sha256().digest_size
 assert _HEAD.size == 16 and HEADER_SIZE == 20 and MAC_SIZE == 32
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     """A record whose header, checksum and (if signed) signature all verified."""
 
     kind: int

@@ -20,6 +20,7 @@ from .sqlite_dbm import SqliteDbm
 
 SIGNED_MAGIC = b"JQS1"
 _MAC_SIZE = hashlib.sha256().digest_size
+_MARKER = pickling.dumps(None)
 
 
 class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
@@ -36,6 +37,13 @@ class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
         if self._key is None:
             return data
         return SIGNED_MAGIC + self._mac(key, data) + data
+
+    def encode_marker(self, key: str) -> bytes:
+        """``encode(key, None)``: the marker of a job just indexed (see :mod:`jobq.snapshots`).
+
+        Unsigned it is the same bytes for every job, pickled once instead of once per job.
+        """
+        return _MARKER if self._key is None else self.encode(key, None)
 
     def decode(self, key: str, raw: bytes) -> Any:
         """Verify then unpickle one stored value; a bad signature is never unpickled."""

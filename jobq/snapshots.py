@@ -98,4 +98,4 @@ def store_one(conn: sqlite3.Connection, shelf: StateShelf, state: JobState) -> N
 
 def mark_indexed(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Iterable[str]) -> None:
     """Give newly indexed jobs their marker (see the module docstring)."""
-    conn.executemany(_PUT, [(j.encode(), shelf.encode(j, None)) for j in job_ids])
+    conn.executemany(_PUT, [(j.encode(), shelf.encode_marker(j)) for j in job_ids])

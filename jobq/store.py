@@ -491,21 +491,23 @@ class Store:
             " ORDER BY neg_priority, seq LIMIT ?) RETURNING neg_priority, seq, job_id",
             (limit + prefetch,)).fetchall()
         taken.sort()
+        ids = [job_id for _, _, job_id in taken]
         rows = []
-        for part in snapshots.chunks([job_id for _, _, job_id in taken]):
-            rows += conn.execute(
-                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1,"
-                f" owner = ?, lease_expires = ?, started_at = ?, updated_at = ?, prefetched = 0"
-                f" WHERE job_id IN ({snapshots.marks(len(part))})"
-                f" RETURNING {snapshots.ROW}, token, seq", (owner, lease_expires, now, now, *part)
-            ).fetchall()
-        order = {job_id: i for i, (_, _, job_id) in enumerate(taken)}
+        # The first ``limit`` start now; the rest are prefetched (one statement per kind, not
+        # one per prefetched job).
+        for prefetched, kind in ((0, ids[:limit]), (1, ids[limit:])):
+            for part in snapshots.chunks(kind):
+                rows += conn.execute(
+                    f"UPDATE jobs SET status = 'running', attempts = attempts + 1,"
+                    f" token = token + 1, owner = ?, lease_expires = ?, started_at = ?,"
+                    f" updated_at = ?, prefetched = ?"
+                    f" WHERE job_id IN ({snapshots.marks(len(part))})"
+                    f" RETURNING {snapshots.ROW}, token, seq",
+                    (owner, lease_expires, now, now, prefetched, *part)).fetchall()
+        order = {job_id: i for i, job_id in enumerate(ids)}
         rows.sort(key=lambda r: order[r[0]])
         with self._loading():
             states = snapshots.states(conn, self.shelf, [r[:11] for r in rows])
-        if prefetch and len(rows) > limit:
-            conn.executemany("UPDATE jobs SET prefetched = 1 WHERE job_id = ?",
-                             [(r[0],) for r in rows[limit:]])
         return [Claim(r[0], r[11], state, index.position_of(r[12]))
                 for r, state in zip(rows, states)]
 

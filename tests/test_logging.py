@@ -133,3 +133,36 @@ def test_jobq_events_follow_a_configuration_made_after_the_first_event():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout == result.stderr == ""
+
+
+def test_the_json_encoder_writes_what_json_dumps_with_repr_as_default_writes():
+    from jobq import _logging
+
+    encode = _logging.json_encoder()
+    events = [
+        {"event": "job.succeeded", "job_id": "18eaf", "attempt": 1, "duration": 3.4e-05,
+         "ok": True, "none": None, "nan": float("nan"), "inf": float("-inf")},
+        {"event": "x", "nested": {"a": [1, 2.5, "é", {"b": None}]}, 3: "int key", "t": (1, 2)},
+        {"event": "odd", "obj": object(), "bytes": b"\x00\xff", "set": {1}},
+        {"event": "quotes \" and \\ and \n newline", "ünïcode": "日本"},
+    ]
+    for event in events:
+        assert encode(event) == json.dumps(event, default=repr)
+
+
+def test_the_iso_time_stamper_writes_utc_with_microseconds():
+    import re
+    import time
+    from datetime import datetime, timezone
+
+    from jobq import _logging
+
+    stamper = _logging.IsoTimeStamper()
+    for _ in range(3):  # the second is cached: a later call must still read the clock
+        before = time.time()
+        stamp = stamper(None, "info", {})["timestamp"]
+        after = time.time()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+        at = datetime.fromisoformat(stamp[:-1]).replace(tzinfo=timezone.utc).timestamp()
+        assert before - 1e-6 <= at <= after + 1e-6
+        time.sleep(0.6)
