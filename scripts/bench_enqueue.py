@@ -44,8 +44,6 @@ import os
 import pickle
 import platform
 import queue
-import shutil
-import signal
 import statistics
 import struct
 import sys
@@ -54,18 +52,17 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from multiprocessing.queues import Queue as ProcessQueue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from types import FrameType
 
 from bench_machine import filesystem_of  # scripts/ is on sys.path: this file runs from there
+from bench_scratch import scratch_dir
 from jobq import Queue
 
 REPO = Path(__file__).resolve().parent.parent
-BENCH_ROOT = REPO / ".bench-tmp"
 TASK = "operator:add"
 RECORD = b"r" * 249 + b"\n"  # baseline A's record: 250 bytes
 PRODUCERS = 4
@@ -475,10 +472,6 @@ def write_json(path: Path, medians: dict[str, float]) -> None:
 # -- main --------------------------------------------------------------------------------------
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -496,25 +489,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    signal.signal(signal.SIGTERM, _interrupt)  # clean up on SIGTERM as on Ctrl-C
-    BENCH_ROOT.mkdir(exist_ok=True)
-    root = Path(tempfile.mkdtemp(dir=BENCH_ROOT, prefix="run-"))
     try:
-        print_header(args, sizes, root)
-        figs = figures(sizes)
-        results = measure_all(figs, args.runs, root)
-        medians = print_table(figs, results)
-        print_verdicts(medians)
-        if args.json:
-            write_json(args.json, medians)
+        with scratch_dir("run-") as root:
+            print_header(args, sizes, root)
+            figs = figures(sizes)
+            results = measure_all(figs, args.runs, root)
+            medians = print_table(figs, results)
+            print_verdicts(medians)
+            if args.json:
+                write_json(args.json, medians)
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        with suppress(OSError):
-            BENCH_ROOT.rmdir()  # only if no other run is using it
 
 
 if __name__ == "__main__":

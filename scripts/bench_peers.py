@@ -41,18 +41,16 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from bench_machine import filesystem_of
+from bench_scratch import BENCH_ROOT, scratch_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
-BENCH_ROOT = REPO / ".bench-tmp"
 VENV = BENCH_ROOT / "peers-venv"
 # The versions measured; change them here (the venv is rebuilt when they change).
 PINS = {"huey": "3.5.4", "diskcache": "5.6.3", "rq": "3.0.0", "redis": "8.1.0"}
@@ -422,10 +420,6 @@ def write_json(path: Path, columns: list[Column], results: Results, sizes: Sizes
 # -- main --------------------------------------------------------------------------------------
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small workloads (about 2 minutes)")
@@ -449,24 +443,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = QUICK if args.quick else FULL
-    signal.signal(signal.SIGTERM, _interrupt)  # clean up on SIGTERM as on Ctrl-C
-    BENCH_ROOT.mkdir(exist_ok=True)
-    root = Path(tempfile.mkdtemp(dir=BENCH_ROOT, prefix="peers-"))
     try:
-        columns = [c for c in COLUMNS if c.key in args.systems.split(",")]
-        peers_python = str(ensure_venv())
-        redis, redis_how = find_redis(allow_apt=not args.no_apt)
-        if redis is None:
-            print(f"RQ skipped: {redis_how}", file=sys.stderr)
-            columns = [c for c in columns if not c.appendfsync]
-            redis_how = f"none, RQ skipped: {redis_how}"
-        print_header(args, sizes, root, peer_versions(Path(peers_python)), redis_how)
-        results = measure_all(columns, sizes, args.runs, root, peers_python, redis)
-        print_table(columns, results)
-        print_markdown(columns, results, sizes, args.runs)
-        print_targets(results)
-        if args.json:
-            write_json(args.json, columns, results, sizes)
+        with scratch_dir("peers-") as root:
+            columns = [c for c in COLUMNS if c.key in args.systems.split(",")]
+            peers_python = str(ensure_venv())
+            redis, redis_how = find_redis(allow_apt=not args.no_apt)
+            if redis is None:
+                print(f"RQ skipped: {redis_how}", file=sys.stderr)
+                columns = [c for c in columns if not c.appendfsync]
+                redis_how = f"none, RQ skipped: {redis_how}"
+            print_header(args, sizes, root, peer_versions(Path(peers_python)), redis_how)
+            results = measure_all(columns, sizes, args.runs, root, peers_python, redis)
+            print_table(columns, results)
+            print_markdown(columns, results, sizes, args.runs)
+            print_targets(results)
+            if args.json:
+                write_json(args.json, columns, results, sizes)
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -474,8 +466,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except subprocess.CalledProcessError as exc:  # venv set-up, or jobq not importable
         print(f"failed: {' '.join(map(str, exc.cmd))}\n{exc.stderr}", file=sys.stderr)
         return 1
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -42,22 +42,20 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's jobq, also for the commands run below
 
+from bench_scratch import scratch_dir  # noqa: E402 - scripts/ is on sys.path: run from there
 from jobq import Queue  # noqa: E402
 from jobq.execution import Outcome, change_for  # noqa: E402
 from jobq.store import Claim  # noqa: E402
 
-BENCH_ROOT = REPO / ".bench-tmp"
 TASK = "operator:add"  # importable everywhere, costs nothing to run
 SMALL = 1_000
 FULL_JOBS = 1_000_000
@@ -467,10 +465,6 @@ def write_json(path: Path, small: Side, big: Side) -> None:
 # -- main --------------------------------------------------------------------------------------
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -504,35 +498,29 @@ def print_header(args: argparse.Namespace, root: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # clean up on SIGTERM as on Ctrl-C
-    BENCH_ROOT.mkdir(exist_ok=True)
-    root = Path(tempfile.mkdtemp(dir=BENCH_ROOT, prefix="scale-"))
-    small = Side("small", SMALL, root / "small")
-    big = Side("big", args.jobs, root / "big")
     try:
-        print_header(args, root)
-        for side in (small, big):
-            build(side)
-        measure_claims((small, big))
-        progress("claims measured")
-        measure_opens((small, big))
-        progress("opens measured")
-        for side in (small, big):
-            run_worker(side)
-        for side in (small, big):
-            purge_and_compact(side)
-        print_table(small, big)
-        print_verdicts(small, big)
-        if args.json:
-            write_json(args.json, small, big)
+        with scratch_dir("scale-") as root:
+            small = Side("small", SMALL, root / "small")
+            big = Side("big", args.jobs, root / "big")
+            print_header(args, root)
+            for side in (small, big):
+                build(side)
+            measure_claims((small, big))
+            progress("claims measured")
+            measure_opens((small, big))
+            progress("opens measured")
+            for side in (small, big):
+                run_worker(side)
+            for side in (small, big):
+                purge_and_compact(side)
+            print_table(small, big)
+            print_verdicts(small, big)
+            if args.json:
+                write_json(args.json, small, big)
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-        with suppress(OSError):
-            BENCH_ROOT.rmdir()  # only if no other run is using it
 
 
 if __name__ == "__main__":

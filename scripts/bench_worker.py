@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from bench_scratch import scratch_dir  # noqa: E402
 from jobq import Queue  # noqa: E402
 
 TASKS = "bench_tasks"  # scripts/bench_tasks.py, importable by the workers through PYTHONPATH
@@ -164,43 +163,48 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     jobs = 2_000 if args.quick else 10_000
     saves = 100 if args.quick else 400
-    (ROOT / ".bench-tmp").mkdir(exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=ROOT / ".bench-tmp", prefix="workers-"))
     print(f"jobq worker benchmark ({'quick' if args.quick else 'full'}; medians of {args.runs} runs;"
           f" {os.cpu_count()} CPUs; Python {sys.version.split()[0]}; {jobs:,} no-op jobs per drain)")
     try:
-        rows = []
-        figures: dict[str, dict[str, float | str]] = {}
-        for workers, children in ((1, 1), (1, 2), (2, 1)):
-            rate = statistics.median(drain(tmp, jobs, workers, children) for _ in range(args.runs))
-            rows.append((f"drain, {workers} worker(s) x {children} child(ren)", f"{rate:,.0f} jobs/s",
-                         ""))
-            figures[f"drain_{workers}x{children}"] = {"value": rate, "unit": "jobs/s", "jobs": jobs}
-        raw = statistics.median(raw_fsync_latency(tmp, saves) for _ in range(args.runs))
-        save = statistics.median(save_latency(tmp, saves) for _ in range(args.runs))
-        rows.append(("raw write+fdatasync latency (baseline)", f"{raw * 1e6:,.0f} us", ""))
-        rows.append(("ctx.save latency (durable checkpoint)", f"{save * 1e6:,.0f} us",
-                     f"{save / raw:.2f}x the raw fdatasync"))
-        kills = [takeover(tmp) for _ in range(max(3, args.runs))]
-        rows.append(("SIGKILLed job running again elsewhere", f"{statistics.median(kills) * 1e3:,.0f} ms",
-                     f"max {max(kills) * 1e3:,.0f} ms over {len(kills)}"))
-        startup(tmp)  # warm-up: writes the bytecode caches a real installation already has
-        starts = [startup(tmp) for _ in range(args.runs)]
-        rows.append(("worker start to first job running", f"{statistics.median(starts) * 1e3:,.0f} ms",
-                     "includes interpreter start-up"))
-        figures["save"] = {"value": save * 1e6, "baseline": raw * 1e6, "ratio": save / raw,
-                           "unit": "us"}
-        figures["takeover"] = {"median": statistics.median(kills) * 1e3, "max": max(kills) * 1e3,
-                               "runs": len(kills), "unit": "ms"}
-        figures["startup"] = {"value": statistics.median(starts) * 1e3, "unit": "ms"}
-        width = max(len(r[0]) for r in rows)
-        for name, value, note in rows:
-            print(f"  {name:<{width}}  {value:>14}  {note}")
-        if args.json:
-            args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with scratch_dir("workers-") as tmp:
+            _measure(args, tmp, jobs, saves)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
+
+
+def _measure(args: argparse.Namespace, tmp: Path, jobs: int, saves: int) -> None:
+    """Every figure of this script, printed (and written to ``--json``)."""
+    rows = []
+    figures: dict[str, dict[str, float | str]] = {}
+    for workers, children in ((1, 1), (1, 2), (2, 1)):
+        rate = statistics.median(drain(tmp, jobs, workers, children) for _ in range(args.runs))
+        rows.append((f"drain, {workers} worker(s) x {children} child(ren)", f"{rate:,.0f} jobs/s",
+                     ""))
+        figures[f"drain_{workers}x{children}"] = {"value": rate, "unit": "jobs/s", "jobs": jobs}
+    raw = statistics.median(raw_fsync_latency(tmp, saves) for _ in range(args.runs))
+    save = statistics.median(save_latency(tmp, saves) for _ in range(args.runs))
+    rows.append(("raw write+fdatasync latency (baseline)", f"{raw * 1e6:,.0f} us", ""))
+    rows.append(("ctx.save latency (durable checkpoint)", f"{save * 1e6:,.0f} us",
+                 f"{save / raw:.2f}x the raw fdatasync"))
+    kills = [takeover(tmp) for _ in range(max(3, args.runs))]
+    rows.append(("SIGKILLed job running again elsewhere", f"{statistics.median(kills) * 1e3:,.0f} ms",
+                 f"max {max(kills) * 1e3:,.0f} ms over {len(kills)}"))
+    startup(tmp)  # warm-up: writes the bytecode caches a real installation already has
+    starts = [startup(tmp) for _ in range(args.runs)]
+    rows.append(("worker start to first job running", f"{statistics.median(starts) * 1e3:,.0f} ms",
+                 "includes interpreter start-up"))
+    figures["save"] = {"value": save * 1e6, "baseline": raw * 1e6, "ratio": save / raw,
+                       "unit": "us"}
+    figures["takeover"] = {"median": statistics.median(kills) * 1e3, "max": max(kills) * 1e3,
+                           "runs": len(kills), "unit": "ms"}
+    figures["startup"] = {"value": statistics.median(starts) * 1e3, "unit": "ms"}
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"  {name:<{width}}  {value:>14}  {note}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":
