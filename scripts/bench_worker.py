@@ -4,7 +4,7 @@
     python scripts/bench_worker.py [--quick] [--runs N] [--json PATH]
 
 1. Drain: N no-op jobs enqueued first, then ``jobq worker --burst`` processes started together;
-   throughput from the first ``worker.started`` event (children forked, before any claim) to
+   throughput from the first ``worker.started`` event (logged just before the children fork) to
    the last recorded completion (read from the workers' JSON events), for 1 worker x 1 child, 1 worker x 2 children and 2 workers x 1 child.
 2. ``ctx.save`` latency (a durable checkpoint, timed inside a running task) against one raw
    ``write`` + ``fdatasync`` of a small record in the same directory.
