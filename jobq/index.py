@@ -63,8 +63,9 @@ def check_covered(conn: sqlite3.Connection, log_: Log, db_path: str) -> None:
 
 
 def index_batch(conn: sqlite3.Connection, shelf: StateShelf, log_: Log,
-                now: Callable[[], float]) -> tuple[int, bool, Position | None]:
-    """Index up to CATCH_UP_BATCH new records inside the caller's write transaction.
+                now: Callable[[], float], limit: int = CATCH_UP_BATCH
+                ) -> tuple[int, bool, Position | None]:
+    """Index up to ``limit`` new records inside the caller's write transaction.
 
     Returns (jobs indexed, whether the covered position moved, an incomplete tail seen or None).
     """
@@ -88,7 +89,7 @@ def index_batch(conn: sqlite3.Connection, shelf: StateShelf, log_: Log,
         else:
             tail = item.pos
             break
-        if len(found) >= CATCH_UP_BATCH:
+        if len(found) >= limit:
             break
     indexed = _insert_new(conn, shelf, found, now())
     if pos != start:

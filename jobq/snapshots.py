@@ -24,6 +24,11 @@ from .state import JobState, status_of
 # The row columns a JobState is built from, in this order (see overlay()).
 ROW = ("job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at,"
        " updated_at, started_at, snap")
+# The same, for ``RETURNING``: SQLite returns a REAL column's whole-number value there as an
+# integer (1000 for 1000.0), which would then be pickled as one.
+ROW_RETURNED = ("job_id, task, status, attempts, CAST(progress AS REAL), CAST(run_at AS REAL),"
+                " cancel_requested, CAST(enqueued_at AS REAL), CAST(updated_at AS REAL),"
+                " CAST(started_at AS REAL), snap")
 CHUNK = 500  # SQLite's limit on bound parameters is 999 in older builds
 
 _PUT = "REPLACE INTO Dict (key, value) VALUES (?, ?)"
@@ -83,9 +88,12 @@ def states(conn: sqlite3.Connection, shelf: StateShelf, rows: Sequence[Sequence[
     return [overlay(row, loaded.get(row[0])) for row in rows]
 
 
-def store_many(conn: sqlite3.Connection, shelf: StateShelf, new: Iterable[JobState]) -> None:
-    """Write whole snapshots. The caller sets ``snap = 1`` in the same rows' own update."""
-    conn.executemany(_PUT, [(s.job_id.encode(), shelf.encode(s.job_id, s)) for s in new])
+def store_many(conn: sqlite3.Connection, shelf: StateShelf,
+               new: Iterable[tuple[JobState, bytes | None]]) -> None:
+    """Write whole snapshots, each given with its encoding if already made (else None). The
+    caller sets ``snap = 1`` in the same rows' own update."""
+    conn.executemany(_PUT, [(s.job_id.encode(), shelf.encode(s.job_id, s) if b is None else b)
+                            for s, b in new])
 
 
 def store_one(conn: sqlite3.Connection, shelf: StateShelf, state: JobState) -> None:

@@ -20,6 +20,16 @@ delayed jobs.
 Write transactions take a blocking ``flock`` first, then ``BEGIN IMMEDIATE``: SQLite's own busy
 handler sleeps in growing steps and was measured to starve one of two workers; the OS lock queues
 them fairly.
+
+Group commit: a transaction commits with ``synchronous=NORMAL`` (SQLite writes its frames to the
+WAL without an fsync) and the WAL is fdatasynced once both locks are released, before the call
+returns. So a write is durable when its call returns, as with ``synchronous=FULL``, but the next
+writer does not wait behind this one's fsync, and one fsync covers every commit before it: the WAL
+is written in order, and SQLite's recovery keeps every frame up to the last whole commit. (A
+checkpoint that copies frames into the database and restarts the WAL fsyncs both files first.)
+What changes: another process may see a change up to one fsync before it is durable, so a power
+cut in that instant can take back a change that was seen but not yet returned; for a finished job
+this means it runs again, as after a worker that dies before recording it.
 """
 
 from __future__ import annotations
@@ -32,10 +42,10 @@ from collections.abc import Callable, Iterator, Sequence
 import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-from . import index, rebuild, snapshots, transitions, wal
+from . import durable, index, rebuild, snapshots, transitions, wal
 from ._flock import ProcessLock
 from .directory import QueueDir
 from .errors import CorruptRecord, CorruptStore, JobNotFound, LoadError, StaleClaim, StorageError
@@ -50,6 +60,8 @@ log = get_logger(__name__)
 
 STORE_SCHEMA = 2  # 2: jobs gained snap, started_at and prefetched
 PROMOTE_BATCH = 1_000
+FRESH_CLAIMS_KEPT = 10_000  # see Store._claims
+INDEX_PER_CLAIM_MIN = 200  # see Store.settle
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -142,6 +154,15 @@ def translated(path: str) -> Iterator[None]:
         raise storage_error(exc, path) from exc
 
 
+class Prepared(NamedTuple):
+    """A finished job's new state and snapshot, made before the write transaction from ``row``
+    (its ``jobs`` row as claimed: the ROW columns, token and max_attempts)."""
+
+    row: tuple[Any, ...]
+    state: JobState
+    blob: bytes
+
+
 @dataclass(frozen=True)
 class Claim:
     """One job handed to a worker: its fencing ``token`` must accompany every later write."""
@@ -184,6 +205,9 @@ class Store:
         self._wal_size: int | None = None  # see presize_wal
         # (job id, claim token, updated_at, state) of the last checkpoint this process saved.
         self._last_checkpoint: tuple[str, int, float, JobState] | None = None
+        # (job id, token) -> (row, max_attempts) of jobs this process claimed without a snapshot:
+        # their new states can be made before the write lock is taken (see _prepare).
+        self._fresh_claims: dict[tuple[str, int], tuple[tuple[Any, ...], int]] = {}
         self._open()
 
     # -- connection ----------------------------------------------------------------------------
@@ -193,6 +217,13 @@ class Store:
         try:
             conn = connect(self._qdir.state_db)
         except sqlite3.Error as exc:
+            raise storage_error(exc, self._qdir.state_db) from exc
+        try:
+            # Group commit (see the module docstring): every write transaction syncs the WAL
+            # itself once it has released the write lock.
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            conn.close()
             raise storage_error(exc, self._qdir.state_db) from exc
         self._conn, self._pid = conn, os.getpid()
         self._shelf = StateShelf(SqliteDbm(conn, create=False), rules=self._rules,
@@ -227,7 +258,7 @@ class Store:
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
         if version == STORE_SCHEMA and _TABLES <= tables:
             return
-        with self._write():
+        with self._write(always_sync=True):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0 and self._log.has_more(Position(1, 0)):
                 # Under the write lock: no producer can have enqueued into a queue this new.
@@ -270,23 +301,49 @@ class Store:
             yield
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, serialised across threads and processes."""
-        with self._mutex, self._lock, translated(self._qdir.state_db):
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
+    def _write(self, *, always_sync: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction, serialised across threads and processes; durable once the
+        ``with`` block is left (the WAL is synced after the locks are released: see the module
+        docstring). Without ``always_sync`` the sync is skipped if no row changed, which is
+        wrong for a transaction that changes only the schema (or VACUUMs)."""
+        with self._mutex:
+            with self._lock, translated(self._qdir.state_db):
+                conn = self.conn
+                before = conn.total_changes
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # Also after a failed COMMIT (disk full, I/O error), which can leave it open.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                changed = conn.total_changes != before
+            if changed or always_sync:
+                self._sync_wal()
+
+    def _sync_wal(self) -> None:
+        """fdatasync the WAL: every commit written to it so far becomes durable.
+
+        Opened anew each time (two system calls beside an fsync's hundred microseconds), so a
+        descriptor can never outlive the file it names.
+        """
+        path = wal.path_of(self._qdir.state_db)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                # Also after a failed COMMIT (disk full, I/O error), which can leave it open.
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                durable.sync_file(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StorageError(f"cannot fsync {path}: {exc.strerror or exc}; the last change to"
+                               " the state database may not survive a power cut", path=path,
+                               errno=exc.errno) from exc
 
     def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A write transaction on the store's connection, for maintenance (purge, compact)."""
-        return self._write()
+        return self._write(always_sync=True)
 
     def close(self) -> None:
         with self._mutex:
@@ -467,24 +524,35 @@ class Store:
         later ``settle`` lists them in ``started`` (job id, token), they are given back without
         charging an attempt (see :meth:`running`).
         """
-        if limit + prefetch > 0:
-            # One batch, not the whole backlog: a worker starts on indexed jobs at once, and
-            # several workers take turns indexing a large backlog while the others run jobs.
-            self.catch_up(batches=1)
         now = self._clock()
-        claims: list[Claim] = []
+        prepared = self._prepare(finished, now)
+        taken: tuple[list[Any], dict[str, JobState]] = ([], {})
+        tail = None
         with self._write() as conn:
-            states = self._finish_in(conn, finished, now) if finished else []
+            if limit + prefetch > 0 and self._log.has_more(index.covered(conn)):
+                # A few claims' worth of the backlog, in the same transaction, not the whole
+                # backlog: a worker starts on indexed jobs at once, and workers index a large
+                # backlog a little at each claim while the others run jobs, instead of waiting
+                # behind one another's long indexing transactions.
+                _, _, tail = index.index_batch(
+                    conn, self.shelf, self._log, self._clock,
+                    limit=max(INDEX_PER_CLAIM_MIN, 2 * (limit + prefetch)))
+            states = self._finish_in(conn, finished, now, prepared) if finished else []
             if started:
                 conn.executemany("UPDATE jobs SET prefetched = 0 WHERE job_id = ? AND token = ?",
                                  started)
             if limit + prefetch > 0:
-                claims = self._claim_in(conn, owner, limit, prefetch, now + lease_seconds, now)
-        return states, claims
+                taken = self._claim_in(conn, owner, limit, prefetch, now + lease_seconds, now)
+        if tail is not None:
+            self._log.repair_tail(tail)  # a torn tail (a write in progress is left alone)
+        return states, self._claims(*taken)
 
     def _claim_in(self, conn: sqlite3.Connection, owner: str, limit: int, prefetch: int,
-                  lease_expires: float, now: float) -> list[Claim]:
-        """Claim in two statements per batch; only jobs that have a real snapshot are unpickled."""
+                  lease_expires: float, now: float
+                  ) -> tuple[list[Any], dict[str, JobState]]:
+        """Claim in two statements per batch: the claimed rows, and the snapshots of those that
+        have one (the only ones unpickled). :meth:`_claims` makes the claims of them once the
+        write lock is released."""
         self._promote_due(conn, now)
         taken = conn.execute(
             "DELETE FROM ready WHERE (neg_priority, seq) IN (SELECT neg_priority, seq FROM ready"
@@ -502,14 +570,49 @@ class Store:
                     f" token = token + 1, owner = ?, lease_expires = ?, started_at = ?,"
                     f" updated_at = ?, prefetched = ?"
                     f" WHERE job_id IN ({snapshots.marks(len(part))})"
-                    f" RETURNING {snapshots.ROW}, token, seq",
+                    f" RETURNING {snapshots.ROW_RETURNED}, token, seq, max_attempts",
                     (owner, lease_expires, now, now, prefetched, *part)).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
         rows.sort(key=lambda r: order[r[0]])
         with self._loading():
-            states = snapshots.states(conn, self.shelf, [r[:11] for r in rows])
-        return [Claim(r[0], r[11], state, index.position_of(r[12]))
-                for r, state in zip(rows, states)]
+            with_snapshot = [r[0] for r in rows if r[10]]
+            loaded = snapshots.load_many(conn, self.shelf, with_snapshot) if with_snapshot else {}
+        return rows, loaded
+
+    def _claims(self, rows: list[Any], loaded: dict[str, JobState]) -> list[Claim]:
+        """Claims of rows returned by :meth:`_claim_in`; remembers those without a snapshot."""
+        fresh = self._fresh_claims
+        if len(fresh) > FRESH_CLAIMS_KEPT:  # claims finished elsewhere or never: forget them
+            fresh.clear()
+        claims = []
+        for r in rows:
+            row = r[:11]
+            if not r[10]:
+                fresh[r[0], r[11]] = (row, r[13])
+            claims.append(Claim(r[0], r[11], snapshots.overlay(row, loaded.get(r[0])),
+                                index.position_of(r[12])))
+        return claims
+
+    def _prepare(self, finished: list[tuple[str, int, Change]], now: float
+                 ) -> dict[str, Prepared]:
+        """Before the write lock: the new state and the pickled snapshot of each finished job
+        that this process claimed when it had no snapshot (the common case, a job's first
+        attempt). Its state then was its row alone, so if the row is still the same in the
+        transaction (see _finish_in), the state made here is the one the transaction would make;
+        and pickling it, the dearest step of recording a job, is not done under the lock."""
+        prepared: dict[str, Prepared] = {}
+        for job_id, token, change in finished:
+            basis = self._fresh_claims.pop((job_id, token), None)
+            if basis is None:
+                continue
+            row, max_attempts = basis
+            try:
+                state = change(snapshots.overlay(row, None), now, max_attempts)
+                blob = self.shelf.encode(job_id, state)
+            except Exception:  # noqa: BLE001 - made again in the transaction, which raises it
+                continue
+            prepared[job_id] = Prepared((*row, token, max_attempts), state, blob)
+        return prepared
 
     def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
         due = conn.execute("SELECT s.run_at, s.seq, s.job_id, j.priority FROM scheduled s"
@@ -569,6 +672,7 @@ class Store:
                 with self._loading():
                     current = snapshots.states(conn, self.shelf, [row[:11]])[0]
             state = transitions.checkpointed(current, checkpoint, progress, now)
+            self._fresh_claims.pop((job_id, token), None)  # it has a snapshot now
             snapshots.store_one(conn, self.shelf, state)
             conn.execute("UPDATE jobs SET progress = ?, updated_at = ?, snap = 1 WHERE job_id = ?",
                          (state.progress, now, job_id))
@@ -578,8 +682,9 @@ class Store:
     def finish(self, job_id: str, token: int, change: Change) -> JobState:
         """Apply an end-of-attempt transition ``change(state, now, max_attempts)`` under the claim."""
         now = self._clock()
+        prepared = self._prepare([(job_id, token, change)], now)
         with self._write() as conn:
-            state = self._finish_in(conn, [(job_id, token, change)], now)[0]
+            state = self._finish_in(conn, [(job_id, token, change)], now, prepared)[0]
         if state is None:
             with self._reading():
                 self._check_token(self.conn, job_id, token)  # raises JobNotFound or StaleClaim
@@ -588,8 +693,14 @@ class Store:
         return state
 
     def _finish_in(self, conn: sqlite3.Connection, finished: list[tuple[str, int, Change]],
-                   now: float) -> list[JobState | None]:
-        """Apply each change under its claim; None for a claim no longer current (or purged)."""
+                   now: float, prepared: dict[str, Prepared] | None = None
+                   ) -> list[JobState | None]:
+        """Apply each change under its claim; None for a claim no longer current (or purged).
+
+        A job in ``prepared`` whose row is still the one its state was made from (see _prepare)
+        gets that state and snapshot as they are.
+        """
+        prepared = prepared or {}
         rows: dict[str, Sequence[Any]] = {}
         for part in snapshots.chunks([job_id for job_id, _, _ in finished]):
             for row in conn.execute(
@@ -597,21 +708,35 @@ class Store:
                     f" WHERE job_id IN ({snapshots.marks(len(part))}) AND status = 'running'",
                     part):
                 rows[row[0]] = row
-        current = [rows[job_id] for job_id, token, _ in finished
-                   if job_id in rows and rows[job_id][11] == token]
+        made: dict[str, Prepared] = {}
+        current = []
+        for job_id, token, _ in finished:
+            row = rows.get(job_id)
+            if row is None or row[11] != token:
+                continue
+            ready = prepared.get(job_id)
+            if ready is not None and ready.row == row[:13]:
+                made[job_id] = ready
+            else:
+                current.append(row)
         with self._loading():
             loaded = dict(zip([r[0] for r in current],
                               snapshots.states(conn, self.shelf, [r[:11] for r in current])))
         results: list[JobState | None] = []
-        new: list[tuple[JobState, Sequence[Any]]] = []
+        new: list[tuple[JobState, Sequence[Any], bytes | None]] = []
         for job_id, token, change in finished:
-            state = loaded.pop(job_id, None)  # pop: a job listed twice is recorded once
+            ready = made.pop(job_id, None)  # pop: a job listed twice is recorded once
+            if ready is not None:
+                results.append(ready.state)
+                new.append((ready.state, rows[job_id], ready.blob))
+                continue
+            state = loaded.pop(job_id, None)
             if state is None or rows[job_id][11] != token:
                 results.append(None)
                 continue
             state = change(state, now, rows[job_id][12])
             results.append(state)
-            new.append((state, rows[job_id]))
+            new.append((state, rows[job_id], None))
         self._store_transitions(conn, new, now)
         return results
 
@@ -691,22 +816,23 @@ class Store:
         return due is not None or self._log.has_more(self.covered())
 
     def _store_transitions(self, conn: sqlite3.Connection,
-                           new: list[tuple[JobState, Sequence[Any]]], now: float) -> None:
+                           new: list[tuple[JobState, Sequence[Any], bytes | None]],
+                           now: float) -> None:
         """Write ended or changed jobs: their rows, their snapshots, and waiting ones' index rows.
 
-        ``new`` pairs each new state with its row as read (``job_id`` first, ``priority`` and
-        ``seq`` last).
+        ``new`` holds each new state with its row as read (``job_id`` first, ``priority`` and
+        ``seq`` last) and its snapshot if already pickled (else None).
         """
         conn.executemany(
             "UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?,"
             " cancel_requested = ?, owner = NULL, lease_expires = NULL, updated_at = ?, snap = 1,"
             " prefetched = 0 WHERE job_id = ?",
             [(st.status.value, st.attempts, st.progress, st.run_at, int(st.cancel_requested),
-              now, st.job_id) for st, _ in new])
-        for state, row in new:
+              now, st.job_id) for st, _, _ in new])
+        for state, row, _ in new:
             if state.status in WAITING:
                 index.add_waiting(conn, state.job_id, row[-2], row[-1], state.run_at, now)
-        snapshots.store_many(conn, self.shelf, [state for state, _ in new])
+        snapshots.store_many(conn, self.shelf, [(state, blob) for state, _, blob in new])
 
     # -- operator actions ----------------------------------------------------------------------
 
@@ -728,8 +854,8 @@ class Store:
             state = self._load_for_update(conn, job_id)
             conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?", (-priority, seq))
             conn.execute("DELETE FROM scheduled WHERE run_at = ? AND seq = ?", (run_at, seq))
-            self._store_transitions(conn, [(transitions.cancelled(state, now), (priority, seq))],
-                                    now)
+            self._store_transitions(
+                conn, [(transitions.cancelled(state, now), (priority, seq), None)], now)
         return True
 
     def requeue(self, job_id: str) -> bool:
@@ -744,7 +870,7 @@ class Store:
             state = self._load_for_update(conn, job_id)
             if not transitions.can_requeue(state):
                 return False
-            self._store_transitions(conn, [(transitions.requeued(state, now), row)], now)
+            self._store_transitions(conn, [(transitions.requeued(state, now), row, None)], now)
         return True
 
 

@@ -389,10 +389,12 @@ def test_job_ids_are_random_hex_and_a_forked_child_draws_its_own():
 
 
 def test_a_worker_opens_a_backlog_without_indexing_it_and_claims_index_a_batch(qpath):
-    """A queue opened for a worker costs the same whatever the backlog; each claim indexes one
-    batch, so the first job runs at once; an ordinary open indexes everything first."""
+    """A queue opened for a worker costs the same whatever the backlog; each claim indexes a
+    few claims' worth of it, so the first job runs at once; an ordinary open indexes everything
+    first."""
     from jobq import index
     from jobq.log import Position
+    from jobq.store import INDEX_PER_CLAIM_MIN
 
     with Queue(qpath, fsync=False) as q:
         q.enqueue_many("jobtasks:add", [(i, i) for i in range(2 * index.CATCH_UP_BATCH + 10)])
@@ -401,6 +403,10 @@ def test_a_worker_opens_a_backlog_without_indexing_it_and_claims_index_a_batch(q
         assert q.store.has_ready()  # yet a worker knows there is work
         _, claims = q.store.settle([], "w/1", 1)
         assert len(claims) == 1
-        assert q.store.counts()["queued"] == index.CATCH_UP_BATCH - 1  # one batch, one claimed
+        assert q.store.counts()["queued"] == INDEX_PER_CLAIM_MIN - 1  # one batch, one claimed
+        # A bigger claim indexes twice what it takes, so the index stays ahead of the claims.
+        _, claims = q.store.settle([], "w/1", 1, prefetch=299)
+        assert len(claims) == 300
+        assert q.store.counts()["queued"] == INDEX_PER_CLAIM_MIN - 1 + 600 - 300
     with Queue(qpath) as q:
-        assert q.store.counts()["queued"] == 2 * index.CATCH_UP_BATCH + 10 - 1
+        assert q.store.counts()["queued"] == 2 * index.CATCH_UP_BATCH + 10 - 301

@@ -145,3 +145,143 @@ def test_a_checkpoint_builds_on_a_snapshot_another_process_wrote_since(queue):
     state = queue.state(jid)
     assert (state.checkpoint, state.progress, state.errors) == ("third", 0.5, ["written elsewhere"])
     assert state.attempts == 1 and state.status.value == "running"
+
+
+# -- finished jobs prepared before the write lock (Store._prepare) -----------------------------
+
+
+def _succeeded(result=None):
+    return lambda s, now, m: transitions.succeeded(s, result, now)
+
+
+def _snapshot_bytes(queue, job_id):
+    return queue.store.shelf.raw(job_id)
+
+
+def test_a_prepared_finish_stores_what_the_transaction_would_have(qpath, tmp_path):
+    """A job finished by the process that claimed it (its state and snapshot made before the
+    lock) ends with the same state and the same snapshot bytes as one recorded the long way."""
+    states = []
+    for name, forget in (("prepared", False), ("in_transaction", True)):
+        with Queue(tmp_path / name, clock=lambda: 1000.0) as q:
+            q.enqueue_call(add, args=(1, 2), job_id="job-1")
+            claim = q.store.claim("w")[0]
+            if forget:
+                q.store._fresh_claims.clear()
+            else:
+                assert (claim.job_id, claim.token) in q.store._fresh_claims
+            finished, _ = q.store.settle([(claim.job_id, claim.token, _succeeded(3))], "w", 0)
+            assert not q.store._fresh_claims
+            states.append((finished[0], q.state("job-1"), _snapshot_bytes(q, "job-1")))
+    assert states[0] == states[1]
+    assert states[0][1].status is Status.SUCCEEDED and states[0][1].result == 3
+
+
+def test_a_prepared_finish_is_dropped_when_the_row_changed_meanwhile(queue):
+    """A cancel asked while the job ran changes its row: the finish is made again in the
+    transaction from the row as it is, and the job ends cancelled, not succeeded."""
+    from jobq.execution import Outcome, change_for
+
+    jid = queue.enqueue(add, 1, 2)
+    claim = queue.store.claim("w")[0]
+    assert (jid, claim.token) in queue.store._fresh_claims  # so the finish is prepared
+    assert queue.cancel(jid) is True
+    change = change_for(Outcome("succeeded", result=3), lambda attempt: 0.0)
+    states, _ = queue.store.settle([(jid, claim.token, change)], "w", 0)
+    assert states[0].status is Status.CANCELLED
+    assert queue.state(jid).status is Status.CANCELLED
+
+
+def test_a_checkpoint_forgets_the_prepared_basis_even_on_a_frozen_clock(qpath):
+    """A job that saved a checkpoint has a snapshot: its finish loads it (even when the clock did
+    not move, so the row's updated_at cannot tell), and the checkpoint is kept."""
+    with Queue(qpath, clock=lambda: 500.0) as q:
+        jid = q.enqueue(add, 1, 2)
+        claim = q.store.claim("w")[0]
+        q.store.save_checkpoint(jid, claim.token, {"step": 7}, None)
+        assert (jid, claim.token) not in q.store._fresh_claims
+        q.store.finish(jid, claim.token, _succeeded())
+        state = q.state(jid)
+    assert state.status is Status.SUCCEEDED and state.checkpoint == {"step": 7}
+
+
+def test_a_prepared_finish_of_a_stale_claim_records_nothing(queue):
+    """The claim check comes first: a prepared finish whose claim was taken over records nothing
+    and leaves the new attempt alone."""
+    jid = queue.enqueue(add, 1, 2)
+    old = queue.store.claim("w1")[0]
+    with queue.store.transaction() as conn:  # its lease ran out and another worker took it
+        conn.execute("UPDATE jobs SET status = 'queued' WHERE job_id = ?", (jid,))
+        conn.execute("INSERT INTO ready SELECT -priority, seq, job_id FROM jobs WHERE job_id = ?",
+                     (jid,))
+    new = queue.store.claim("w2")[0]
+    states, _ = queue.store.settle([(jid, old.token, _succeeded(1))], "w1", 0)
+    assert states == [None]
+    assert queue.state(jid).status is Status.RUNNING and queue.store.row(jid)["owner"] == "w2"
+    queue.store.finish(jid, new.token, _succeeded(2))
+    assert queue.result(jid) == 2
+
+
+def test_a_prepared_finish_that_cannot_be_pickled_fails_as_before(queue):
+    """An unpicklable result is refused by the transaction, as without the preparation."""
+    from jobq.errors import NotPicklable
+
+    jid = queue.enqueue(add, 1, 2)
+    claim = queue.store.claim("w")[0]
+    with pytest.raises(NotPicklable):
+        queue.store.finish(jid, claim.token, _succeeded(lambda: None))
+    assert queue.state(jid).status is Status.RUNNING  # nothing was recorded
+    queue.store.finish(jid, claim.token, _succeeded(5))
+    assert queue.result(jid) == 5
+
+
+# -- group commit: the WAL is synced after the write lock is released --------------------------
+
+
+def test_writes_sync_the_wal_after_releasing_the_lock(queue, monkeypatch):
+    """Each write that changes something syncs the WAL once, with the state lock already free
+    (so the next writer does not wait behind this one's fsync); one that changes nothing does
+    not sync. The connection itself commits without syncing (synchronous=NORMAL)."""
+    import fcntl
+    import os
+
+    from jobq import durable, store as store_mod
+
+    assert queue.store.conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    lock_path = queue.store._qdir.state_lock
+    synced: list[tuple[str, bool]] = []
+    real_sync = durable.sync_file
+
+    def spying_sync(fd: int) -> None:
+        probe = os.open(lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the lock is held
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            free = True
+        except BlockingIOError:
+            free = False
+        finally:
+            os.close(probe)
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), free))
+        real_sync(fd)
+
+    monkeypatch.setattr(store_mod.durable, "sync_file", spying_sync)
+    jid = queue.enqueue(add, 1, 2)
+    claim = queue.store.claim("w")[0]  # indexes and claims: one transaction
+    queue.store.save_checkpoint(jid, claim.token, "half", 0.5)
+    queue.store.finish(jid, claim.token, _succeeded(3))
+    assert queue.store.claim("w") == []  # nothing to claim: no row changed, no sync
+    with queue.store.transaction():  # maintenance (VACUUM, schema) syncs even without rows
+        pass
+    wal_path = str(queue.store._qdir.state_db) + "-wal"
+    assert [entry for entry in synced if entry[0] == wal_path] == [(wal_path, True)] * 4
+
+
+def test_a_write_is_on_disk_in_the_wal_when_it_returns(queue):
+    """The changes of a returned write are in the WAL file (read back through another
+    descriptor, not SQLite), not only in SQLite's memory."""
+    jid = queue.enqueue(add, 1, 2)
+    claim = queue.store.claim("w")[0]
+    queue.store.save_checkpoint(jid, claim.token, "marker-4f1c9e", 0.5)
+    with open(str(queue.store._qdir.state_db) + "-wal", "rb") as f:
+        assert b"marker-4f1c9e" in f.read()
