@@ -39,7 +39,8 @@ from ._logging import get_logger
 
 log = get_logger(__name__)
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # the most a segment reader reads at once
+FIRST_CHUNK = 1 << 16  # its first read; each next one doubles, up to CHUNK
 _SEGMENT_RE = re.compile(r"^(\d{12})\.log$")
 
 
@@ -452,6 +453,9 @@ class _SegmentReader:
         self._key = key
         self._buf = b""
         self._base = 0
+        # A scan that stops after a few records (a claim indexes a couple of hundred) reads a
+        # little; a long one soon reads CHUNK at a time.
+        self._chunk = FIRST_CHUNK
 
     def __enter__(self) -> _SegmentReader:
         return self
@@ -464,7 +468,8 @@ class _SegmentReader:
         has them; return ``pos``'s index in the buffer."""
         end = min(self.size, pos + max(need, 1))
         if pos < self._base or end > self._base + len(self._buf):
-            length = min(self.size, max(end, pos + CHUNK)) - pos
+            length = min(self.size, max(end, pos + self._chunk)) - pos
+            self._chunk = min(CHUNK, self._chunk * 2)
             self._buf = os.pread(self.fd, length, pos)
             self._base = pos
             if len(self._buf) < length:  # the file shrank under us (a tail was cut): stop there

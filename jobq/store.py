@@ -205,9 +205,9 @@ class Store:
         self._wal_size: int | None = None  # see presize_wal
         # (job id, claim token, updated_at, state) of the last checkpoint this process saved.
         self._last_checkpoint: tuple[str, int, float, JobState] | None = None
-        # (job id, token) -> (row, max_attempts) of jobs this process claimed without a snapshot:
-        # their new states can be made before the write lock is taken (see _prepare).
-        self._fresh_claims: dict[tuple[str, int], tuple[tuple[Any, ...], int]] = {}
+        # (job id, token) -> row as claimed (Prepared.row) of jobs this process claimed without a
+        # snapshot: their new states can be made before the write lock is taken (see _prepare).
+        self._fresh_claims: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._open()
 
     # -- connection ----------------------------------------------------------------------------
@@ -570,7 +570,7 @@ class Store:
                     f" token = token + 1, owner = ?, lease_expires = ?, started_at = ?,"
                     f" updated_at = ?, prefetched = ?"
                     f" WHERE job_id IN ({snapshots.marks(len(part))})"
-                    f" RETURNING {snapshots.ROW_RETURNED}, token, seq, max_attempts",
+                    f" RETURNING {snapshots.ROW_RETURNED}, token, max_attempts, seq",
                     (owner, lease_expires, now, now, prefetched, *part)).fetchall()
         order = {job_id: i for i, job_id in enumerate(ids)}
         rows.sort(key=lambda r: order[r[0]])
@@ -585,12 +585,11 @@ class Store:
         if len(fresh) > FRESH_CLAIMS_KEPT:  # claims finished elsewhere or never: forget them
             fresh.clear()
         claims = []
-        for r in rows:
-            row = r[:11]
+        for r in rows:  # the ROW columns, token, max_attempts, seq
             if not r[10]:
-                fresh[r[0], r[11]] = (row, r[13])
-            claims.append(Claim(r[0], r[11], snapshots.overlay(row, loaded.get(r[0])),
-                                index.position_of(r[12])))
+                fresh[r[0], r[11]] = r[:13]
+            claims.append(Claim(r[0], r[11], snapshots.overlay(r[:11], loaded.get(r[0])),
+                                index.position_of(r[13])))
         return claims
 
     def _prepare(self, finished: list[tuple[str, int, Change]], now: float
@@ -602,16 +601,15 @@ class Store:
         and pickling it, the dearest step of recording a job, is not done under the lock."""
         prepared: dict[str, Prepared] = {}
         for job_id, token, change in finished:
-            basis = self._fresh_claims.pop((job_id, token), None)
-            if basis is None:
+            row = self._fresh_claims.pop((job_id, token), None)
+            if row is None:
                 continue
-            row, max_attempts = basis
             try:
-                state = change(snapshots.overlay(row, None), now, max_attempts)
+                state = change(snapshots.overlay(row[:11], None), now, row[12])
                 blob = self.shelf.encode(job_id, state)
             except Exception:  # noqa: BLE001 - made again in the transaction, which raises it
                 continue
-            prepared[job_id] = Prepared((*row, token, max_attempts), state, blob)
+            prepared[job_id] = Prepared(row, state, blob)
         return prepared
 
     def _promote_due(self, conn: sqlite3.Connection, now: float) -> None:
