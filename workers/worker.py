@@ -86,10 +86,9 @@ class Worker:
         self._lock = liveness.LivenessLock(self.queue.path, self.id)
         try:
             with handled(self.stops):
-                # Before the children start: their first job's events must not come first.
+                self._slots = [self._start_child() for _ in range(self.config.concurrency)]
                 self._log.info("worker.started", concurrency=self.config.concurrency,
                                burst=burst)
-                self._slots = [self._start_child() for _ in range(self.config.concurrency)]
                 self.queue.store.presize_wal()  # while the children claim: see jobq.wal
                 while not self._step(burst):
                     pass
