@@ -5,7 +5,9 @@ Python here has neither ``dbm.gnu`` nor ``dbm.ndbm``, so a bare ``shelve.open()`
 is the equivalent of the standard ``dbm.sqlite3`` of Python 3.13 (same ``Dict`` table, so either
 can read the other's file), with two differences the queue needs: it can live on a connection that
 other tables share, so a snapshot and the index rows that go with it commit in one transaction; and
-it commits with ``synchronous=FULL``, so a write that returned survives a power cut.
+its connections commit with ``synchronous=FULL``, so a write that returned survives a power cut.
+(The state store switches its own connection to ``NORMAL`` and syncs the WAL itself after each
+write transaction, outside the write lock: see :mod:`jobq.store`.)
 """
 
 from __future__ import annotations
