@@ -27,6 +27,14 @@ def _enqueue_n(qpath: Path, n: int) -> list[str]:
         return [q.enqueue(add, i, i) for i in range(n)]
 
 
+def _queue_with_segment(source: Path, qpath: Path, segment: Path, data: bytes) -> None:
+    """A copy of queue ``source`` (settings only) whose one log segment holds ``data``."""
+    qpath.mkdir()
+    (qpath / "jobq.json").write_bytes((source / "jobq.json").read_bytes())
+    (qpath / "log").mkdir()
+    (qpath / "log" / segment.name).write_bytes(data)
+
+
 def test_append_and_scan_back(queue):
     """Records come back in order, whole and verified."""
     ids = [queue.enqueue(add, i, 1) for i in range(5)]
@@ -58,10 +66,7 @@ def test_torn_tail_cut_at_every_offset_keeps_earlier_records(tmp_path):
         last = _record_offsets(q)[-1].offset
     for cut in range(last, len(data)):
         qpath = tmp_path / f"cut{cut}"
-        qpath.mkdir()
-        (qpath / "jobq.json").write_bytes((source / "jobq.json").read_bytes())
-        (qpath / "log").mkdir()
-        (qpath / "log" / segment.name).write_bytes(data[:cut])
+        _queue_with_segment(source, qpath, segment, data[:cut])
         with capture_logs() as events, Queue(qpath) as q:
             assert [s.job_id for s in q.jobs()] == ids[:3], f"cut={cut}"
             assert os.path.getsize(qpath / "log" / segment.name) == last
@@ -213,3 +218,25 @@ def test_seal_stragglers_finishes_a_seal_that_died_before_the_read_only_step(que
     queue.log.seal_stragglers()
     assert not os.stat(queue.log.path(1)).st_mode & 0o222
     assert os.stat(queue.log.path(2)).st_mode & 0o200  # the newest stays writable
+
+
+def test_a_workers_claim_cuts_a_torn_tail_and_claims_the_records_before_it(tmp_path):
+    """A worker's queue does not index on open: its claims index the backlog in their own
+    transactions, and one that meets a torn tail cuts it (copied aside) once the claim commits."""
+    source = tmp_path / "source"
+    ids = _enqueue_n(source, 4)
+    segment = _segments(source)[0]
+    data = segment.read_bytes()
+    with Queue(source) as q:
+        last = _record_offsets(q)[-1].offset
+    qpath = tmp_path / "q"
+    _queue_with_segment(source, qpath, segment, data[:last + 7])  # the 4th record cut short
+    with capture_logs() as events, Queue._for_worker(qpath) as q:
+        _, claims = q.store.settle([], "w/1", 1, prefetch=9)
+        assert [c.job_id for c in claims] == ids[:3]
+        assert os.path.getsize(qpath / "log" / segment.name) == last
+        new = q.enqueue(add, 9, 9)  # lands right after the last whole record
+        _, claims = q.store.settle([], "w/1", 1)
+        assert [c.job_id for c in claims] == [new]
+    torn = [e for e in events if e["event"] == "log.tail_truncated"]
+    assert len(torn) == 1 and Path(torn[0]["saved_to"]).read_bytes() == data[last:last + 7]
