@@ -158,7 +158,7 @@ def _snapshot_bytes(queue, job_id):
     return queue.store.shelf.raw(job_id)
 
 
-def test_a_prepared_finish_stores_what_the_transaction_would_have(qpath, tmp_path):
+def test_a_prepared_finish_stores_what_the_transaction_would_have(tmp_path):
     """A job finished by the process that claimed it (its state and snapshot made before the
     lock) ends with the same state and the same snapshot bytes as one recorded the long way."""
     states = []
