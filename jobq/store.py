@@ -17,26 +17,12 @@ catches up from the covered position when it is next read (:meth:`Store.catch_up
 in :mod:`jobq.index`). Finding the next job is an index seek, whatever the number of queued or
 delayed jobs.
 
-Write transactions take a blocking ``flock`` first, then ``BEGIN IMMEDIATE``: SQLite's own busy
-handler sleeps in growing steps and was measured to starve one of two workers; the OS lock queues
-them fairly.
-
-Group commit: a transaction commits with ``synchronous=NORMAL`` (SQLite writes its frames to the
-WAL without an fsync) and the WAL is fdatasynced once both locks are released, before the call
-returns. So a write is durable when its call returns, as with ``synchronous=FULL``, but the next
-writer does not wait behind this one's fsync, and one fsync covers every commit before it: the WAL
-is written in order, and SQLite's recovery keeps every frame up to the last whole commit. (A
-checkpoint that copies frames into the database and restarts the WAL fsyncs both files first.)
-What changes: another process may see a change up to one fsync before it is durable, so a power
-cut in that instant can take back a change that was seen but not yet returned; for a finished job
-this means it runs again, as after a worker that dies before recording it.
+Write transactions, and how they are made durable (group commit), are :mod:`jobq.state_db`'s.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 import contextlib
@@ -45,64 +31,22 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 
-from . import durable, index, rebuild, snapshots, transitions, wal
-from ._flock import ProcessLock
+from . import index, rebuild, snapshots, transitions, wal
 from .directory import QueueDir
-from .errors import CorruptRecord, CorruptStore, JobNotFound, LoadError, StaleClaim, StorageError
+from .errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from .log import Log, Position
 from .pickling import PickleRules
 from .shelf import StateShelf
-from .sqlite_dbm import TABLE_SQL, SqliteDbm, connect
 from .state import WAITING, JobState, Status
+from .state_db import StateDB
 from ._logging import get_logger
 
 log = get_logger(__name__)
 
-STORE_SCHEMA = 2  # 2: jobs gained snap, started_at and prefetched
 PROMOTE_BATCH = 1_000
 FRESH_CLAIMS_KEPT = 10_000  # see Store._claims
 INDEX_PER_CLAIM_MIN = 200  # see Store.settle
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    task TEXT NOT NULL,
-    status TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    seq INTEGER NOT NULL UNIQUE,
-    run_at REAL NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    token INTEGER NOT NULL DEFAULT 0,
-    progress REAL NOT NULL DEFAULT 0,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    owner TEXT,
-    lease_expires REAL,
-    enqueued_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    snap INTEGER NOT NULL DEFAULT 1,
-    started_at REAL,
-    prefetched INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
-CREATE TABLE IF NOT EXISTS ready (
-    neg_priority INTEGER NOT NULL, seq INTEGER NOT NULL, job_id TEXT NOT NULL,
-    PRIMARY KEY (neg_priority, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS scheduled (
-    run_at REAL NOT NULL, seq INTEGER NOT NULL, job_id TEXT NOT NULL,
-    PRIMARY KEY (run_at, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS quarantine (
-    segment INTEGER NOT NULL, offset INTEGER NOT NULL, end_offset INTEGER NOT NULL,
-    reason TEXT NOT NULL, saved_to TEXT NOT NULL, found_at REAL NOT NULL,
-    PRIMARY KEY (segment, offset)) WITHOUT ROWID;
-"""
-
-_TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine"}
-
-# Schema 1 rows have full snapshots (snap = 1) and no start time in the row (NULL: the snapshot's).
-_ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",
-               "prefetched INTEGER NOT NULL DEFAULT 0")
 # Claims of a worker's children are owned by "<worker id>/<n>": this matches a worker's own claims
 # and its children's with one index range.
 _OWNED = "(owner = ? OR (owner >= ? AND owner < ?))"
@@ -113,45 +57,6 @@ def _owned(owner: str) -> tuple[str, str, str]:
 
 
 Change = Callable[[JobState, float, int], JobState]  # (state, now, max_attempts) -> new state
-
-# Errors of the caller, not of the file: never translated into StorageError.
-_BUGS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.NotSupportedError,
-         sqlite3.DataError)
-
-
-def storage_error(exc: sqlite3.Error, path: str) -> StorageError:
-    """The StorageError for a SQLite failure on the state database: the file and what to do."""
-    code = getattr(exc, "sqlite_errorname", "")  # Python 3.11+; else judged by the message
-    text = str(exc)
-    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) \
-            or "malformed" in text or "not a database" in text:
-        return damaged(path, text)
-    if code.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or "disk" in text:
-        return StorageError(
-            f"cannot use state database {path}: {text}. Free disk space (or raise the file size"
-            " limit) and retry: the failed change was rolled back, nothing stored was lost",
-            path=path)
-    return StorageError(f"cannot use state database {path}: {text}", path=path)
-
-
-def damaged(path: str, what: str) -> CorruptStore:
-    """The error for a damaged state database, with the two ways out."""
-    return CorruptStore(
-        f"state database {path} is damaged ({what}). Stop the workers, then restore it from a"
-        " backup, or move it aside with its -wal and -shm files and open the queue again: the"
-        " index is rebuilt from the log with every job, but finished jobs run again and saved"
-        " checkpoints and results are lost", path=path)
-
-
-@contextmanager
-def translated(path: str) -> Iterator[None]:
-    """Raise a SQLite failure on ``path`` as StorageError (see :func:`storage_error`)."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, _BUGS):
-            raise
-        raise storage_error(exc, path) from exc
 
 
 class Prepared(NamedTuple):
@@ -194,175 +99,40 @@ class Store:
                  clock: Callable[[], float] = time.time) -> None:
         self._qdir = qdir
         self._log = log_
-        self._rules = rules
-        self._key = secret_key
         self._clock = clock
-        self._lock = ProcessLock(qdir.state_lock)
-        self._mutex = threading.RLock()  # one connection per process, shared by its threads
-        self._pid = -1
-        self._conn: sqlite3.Connection | None = None
-        self._shelf: StateShelf | None = None
         self._wal_size: int | None = None  # see presize_wal
         # (job id, claim token, updated_at, state) of the last checkpoint this process saved.
         self._last_checkpoint: tuple[str, int, float, JobState] | None = None
         # (job id, token) -> row as claimed (Prepared.row) of jobs this process claimed without a
         # snapshot: their new states can be made before the write lock is taken (see _prepare).
         self._fresh_claims: dict[tuple[str, int], tuple[Any, ...]] = {}
-        self._open()
-
-    # -- connection ----------------------------------------------------------------------------
-
-    def _open(self) -> None:
-        # A SQLite connection must never be used across fork(): a child opens its own.
-        try:
-            conn = connect(self._qdir.state_db)
-        except sqlite3.Error as exc:
-            raise storage_error(exc, self._qdir.state_db) from exc
-        try:
-            # Group commit (see the module docstring): every write transaction syncs the WAL
-            # itself once it has released the write lock.
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise storage_error(exc, self._qdir.state_db) from exc
-        self._conn, self._pid = conn, os.getpid()
-        self._shelf = StateShelf(SqliteDbm(conn, create=False), rules=self._rules,
-                                 secret_key=self._key)
-        try:
-            self._check_size(conn)
-            self._create_schema(conn)
-        except BaseException:
-            self.close()
-            raise
-
-    def _check_size(self, conn: sqlite3.Connection) -> None:
-        """Refuse a file cut inside a page: SQLite reads the missing bytes as zeros, so the rows
-        of that last page would come back silently wrong. (SQLite writes whole pages only.)"""
-        with translated(self._qdir.state_db):
-            page = conn.execute("PRAGMA page_size").fetchone()[0]
-        size = os.stat(self._qdir.state_db).st_size
-        try:
-            wal = os.stat(self._qdir.state_db + "-wal").st_size
-        except FileNotFoundError:
-            wal = 0
-        # With a WAL, a partial last page is a checkpoint that failed part-way (a full disk): the
-        # WAL still holds every page it was copying, and the next checkpoint rewrites them.
-        if size % page and not wal:
-            raise damaged(self._qdir.state_db, f"truncated: {size} bytes is not a whole number"
-                                               f" of {page}-byte pages")
-
-    def _create_schema(self, conn: sqlite3.Connection) -> None:
-        with self._reading():  # the usual case, read-only: no write transaction, no fsync
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version == STORE_SCHEMA and _TABLES <= tables:
-            return
-        with self._write(always_sync=True):
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0 and self._log.has_more(Position(1, 0)):
-                # Under the write lock: no producer can have enqueued into a queue this new.
-                log.warning("store.index_rebuilt", path=self._qdir.state_db,
-                            reason="state database missing or empty",
-                            consequence="every job in the log is queued again; finished jobs"
-                                        " run again")
-            if version > STORE_SCHEMA:
-                raise StorageError(
-                    f"{self._qdir.state_db} has store schema {version}; this jobq knows"
-                    f" {STORE_SCHEMA}: upgrade jobq", path=self._qdir.state_db)
-            conn.execute(TABLE_SQL)  # shelve's mapping, created with the index tables
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-            for column in _ADDED_IN_2:  # a schema 1 file: rows keep their meaning (see above)
-                if column.split()[0] not in have:
-                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
-            conn.execute(f"PRAGMA user_version = {STORE_SCHEMA}")
+        self._db = StateDB(qdir, log_, rules=rules, secret_key=secret_key)
 
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():
-            self._open()
-        assert self._conn is not None
-        return self._conn
+        return self._db.conn
 
     @property
     def shelf(self) -> StateShelf:
-        if self._pid != os.getpid():
-            self._open()
-        assert self._shelf is not None
-        return self._shelf
-
-    @contextmanager
-    def _reading(self) -> Iterator[None]:
-        """Hold the connection for reads; SQLite failures become StorageError naming the file."""
-        with self._mutex, translated(self._qdir.state_db):
-            yield
-
-    @contextmanager
-    def _write(self, *, always_sync: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction, serialised across threads and processes; durable once the
-        ``with`` block is left (the WAL is synced after the locks are released: see the module
-        docstring). Without ``always_sync`` the sync is skipped if no row changed, which is
-        wrong for a transaction that changes only the schema (or VACUUMs)."""
-        with self._mutex:
-            with self._lock, translated(self._qdir.state_db):
-                conn = self.conn
-                before = conn.total_changes
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    # Also after a failed COMMIT (disk full, I/O error), which can leave it open.
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                changed = conn.total_changes != before
-            if changed or always_sync:
-                self._sync_wal()
-
-    def _sync_wal(self) -> None:
-        """fdatasync the WAL: every commit written to it so far becomes durable.
-
-        Opened anew each time (two system calls beside an fsync's hundred microseconds), so a
-        descriptor can never outlive the file it names.
-        """
-        path = wal.path_of(self._qdir.state_db)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                durable.sync_file(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise StorageError(f"cannot fsync {path}: {exc.strerror or exc}; the last change to"
-                               " the state database may not survive a power cut", path=path,
-                               errno=exc.errno) from exc
+        return self._db.shelf
 
     def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A write transaction on the store's connection, for maintenance (purge, compact)."""
-        return self._write(always_sync=True)
+        return self._db.write(always_sync=True)
 
     def close(self) -> None:
-        with self._mutex:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = self._shelf = None
-            self._pid = -1
-            self._lock.close()
+        self._db.close()
 
     # -- catching up with the log --------------------------------------------------------------
 
     def covered(self) -> Position:
         """The log position up to which the index is complete."""
-        with self._reading():
+        with self._db.reading():
             return index.covered(self.conn)
 
     def check_covered(self) -> None:
         """Raise StorageError if the log no longer reaches the position the index covers."""
-        with self._reading():
+        with self._db.reading():
             index.check_covered(self.conn, self._log, self._qdir.state_db)
 
     def ensure_index(self) -> bool:
@@ -370,10 +140,10 @@ class Store:
 
         Costs a few index seeks when the index is whole.
         """
-        with self._reading():
+        with self._db.reading():
             if not rebuild.index_lost(self.conn):
                 return False
-        with self._write() as conn:
+        with self._db.write() as conn:
             if not rebuild.index_lost(conn):
                 return False  # another process rebuilt it meanwhile
             rebuild.rebuild(conn, self.shelf, self._log, self._clock(),
@@ -386,7 +156,7 @@ class Store:
         For an index that lost rows in a way :meth:`ensure_index` cannot see. Jobs running now
         are queued again, and the results of their current attempts will not count.
         """
-        with self._write() as conn:
+        with self._db.write() as conn:
             return rebuild.rebuild(conn, self.shelf, self._log, self._clock(), reason="requested")
 
     def catch_up(self, batches: int | None = None) -> int:
@@ -398,7 +168,7 @@ class Store:
         total = 0
         while self._log.has_more(self.covered()) and batches != 0:
             batches = None if batches is None else batches - 1
-            with self._write() as conn:
+            with self._db.write() as conn:
                 indexed, moved, tail = index.index_batch(conn, self.shelf, self._log, self._clock)
             total += indexed
             repaired = tail is not None and self._log.repair_tail(tail)
@@ -407,7 +177,7 @@ class Store:
         return total
 
     def quarantined(self) -> list[dict[str, Any]]:
-        with self._reading():
+        with self._db.reading():
             cur = self.conn.execute("SELECT segment, offset, end_offset, reason, saved_to, found_at"
                                     " FROM quarantine ORDER BY segment, offset")
             names = [d[0] for d in cur.description]
@@ -416,12 +186,12 @@ class Store:
     # -- reading -------------------------------------------------------------------------------
 
     def exists(self, job_id: str) -> bool:
-        with self._reading():
+        with self._db.reading():
             return self.conn.execute("SELECT 1 FROM jobs WHERE job_id = ?",
                                      (job_id,)).fetchone() is not None
 
     def status(self, job_id: str) -> Status:
-        with self._reading():
+        with self._db.reading():
             row = self.conn.execute("SELECT status FROM jobs WHERE job_id = ?",
                                     (job_id,)).fetchone()
         if row is None:
@@ -430,18 +200,18 @@ class Store:
 
     def get(self, job_id: str) -> JobState:
         """The job's state: its row over its snapshot (see :mod:`jobq.snapshots`)."""
-        with self._reading():
+        with self._db.reading():
             return self._load(self.conn, job_id)
 
     def cancel_requested(self, job_id: str) -> bool:
         """Cheap check for a running task polling ``ctx.cancelled``."""
-        with self._reading():
+        with self._db.reading():
             row = self.conn.execute("SELECT cancel_requested FROM jobs WHERE job_id = ?",
                                     (job_id,)).fetchone()
         return bool(row and row[0])
 
     def payload_position(self, job_id: str) -> Position:
-        with self._reading():
+        with self._db.reading():
             row = self.conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         if row is None:
             raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
@@ -449,7 +219,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         counts = {status.value: 0 for status in Status}
-        with self._reading():
+        with self._db.reading():
             for status, n in self.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
                 counts[status] = n
         return counts
@@ -459,7 +229,7 @@ class Store:
         """Index columns of jobs, for listings: nothing is unpickled, so any process can list."""
         where, args = ("WHERE status = ?", [status.value]) if status else ("", [])
         order = "DESC" if newest_first else "ASC"
-        with self._reading():
+        with self._db.reading():
             cur = self.conn.execute(
                 "SELECT job_id, task, status, priority, attempts, progress, run_at, enqueued_at,"
                 f" updated_at, owner FROM jobs {where} ORDER BY seq {order} LIMIT ?",
@@ -469,7 +239,7 @@ class Store:
 
     def row(self, job_id: str) -> dict[str, Any]:
         """One job's index columns (status, progress...), without unpickling its snapshot."""
-        with self._reading():
+        with self._db.reading():
             cur = self.conn.execute(
                 "SELECT job_id, task, status, priority, attempts, progress, run_at, enqueued_at,"
                 " updated_at, owner FROM jobs WHERE job_id = ?", (job_id,))
@@ -481,7 +251,7 @@ class Store:
 
     def oldest_waiting(self) -> float | None:
         """Enqueue time of the oldest job still waiting to run, or None."""
-        with self._reading():
+        with self._db.reading():
             row = self.conn.execute("SELECT MIN(enqueued_at) FROM jobs WHERE status IN (?, ?)",
                                     (Status.QUEUED.value, Status.FAILED.value)).fetchone()
         return row[0]
@@ -490,7 +260,7 @@ class Store:
         """Job ids in arrival order, read page by page (never all at once)."""
         after = -1
         while True:
-            with self._reading():
+            with self._db.reading():
                 if status is None:
                     rows = self.conn.execute("SELECT seq, job_id FROM jobs WHERE seq > ?"
                                              " ORDER BY seq LIMIT ?", (after, page)).fetchall()
@@ -528,7 +298,7 @@ class Store:
         prepared = self._prepare(finished, now)
         taken: tuple[list[Any], dict[str, JobState]] = ([], {})
         tail = None
-        with self._write() as conn:
+        with self._db.write() as conn:
             if limit + prefetch > 0 and self._log.has_more(index.covered(conn)):
                 # A few claims' worth of the backlog, in the same transaction, not the whole
                 # backlog: a worker starts on indexed jobs at once, and workers index a large
@@ -655,7 +425,7 @@ class Store:
                         progress: float | None) -> JobState:
         """Durably record a running job's checkpoint; StaleClaim if the claim is not current."""
         now = self._clock()
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute(f"SELECT {snapshots.ROW}, token FROM jobs WHERE job_id = ?",
                                (job_id,)).fetchone()  # the claim check and the load in one query
             if row is None:
@@ -681,10 +451,10 @@ class Store:
         """Apply an end-of-attempt transition ``change(state, now, max_attempts)`` under the claim."""
         now = self._clock()
         prepared = self._prepare([(job_id, token, change)], now)
-        with self._write() as conn:
+        with self._db.write() as conn:
             state = self._finish_in(conn, [(job_id, token, change)], now, prepared)[0]
         if state is None:
-            with self._reading():
+            with self._db.reading():
                 self._check_token(self.conn, job_id, token)  # raises JobNotFound or StaleClaim
             raise StaleClaim(f"job {job_id!r}: claim {token} is no longer current",
                              job_id=job_id, token=token)  # raced: current again meanwhile
@@ -743,14 +513,14 @@ class Store:
     def renew(self, owner: str, lease_seconds: float) -> int:
         """Extend the lease of every job ``owner`` (or its children) runs; return how many."""
         now = self._clock()
-        with self._write() as conn:
+        with self._db.write() as conn:
             return conn.execute(f"UPDATE jobs SET lease_expires = ? WHERE status = ? AND {_OWNED}",
                                 (now + lease_seconds, Status.RUNNING.value, *_owned(owner))
                                 ).rowcount
 
     def running(self, owner: str | None = None) -> list[tuple[str, int, str, float]]:
         """(job id, claim token, owner, lease expiry) of running jobs, of one owner or all."""
-        with self._reading():
+        with self._db.reading():
             sql = "SELECT job_id, token, owner, lease_expires FROM jobs WHERE status = ?"
             args: tuple[Any, ...] = (Status.RUNNING.value,)
             if owner is not None:
@@ -760,7 +530,7 @@ class Store:
     def checkpoint(self) -> None:
         """Copy the WAL into the database now (SQLite's passive checkpoint: it never waits for
         writers), so that workers committing batches do not have to stop for it themselves."""
-        with self._reading():
+        with self._db.reading():
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def presize_wal(self) -> int:
@@ -772,12 +542,12 @@ class Store:
         """
         db_path = self._qdir.state_db
         if self._wal_size is None:
-            with self._reading():
+            with self._db.reading():
                 self._wal_size = wal.working_size(self.conn)
         if not wal.needs_presize(db_path, self._wal_size):
             return 0
         try:
-            with self._write():
+            with self._db.write():
                 added = wal.presize(db_path, self._wal_size)
         except (OSError, StorageError) as exc:
             log.warning("store.wal_presize_failed", path=wal.path_of(db_path), error=str(exc))
@@ -792,21 +562,21 @@ class Store:
         ``started`` is False for a prefetched claim its owner has not reported started: if the
         owner died, that job never ran and is given back without charging an attempt.
         """
-        with self._reading():
+        with self._db.reading():
             return [(*row[:4], not row[4]) for row in self.conn.execute(
                 "SELECT job_id, token, owner, lease_expires, prefetched FROM jobs"
                 " WHERE status = 'running'")]
 
     def cancelling(self, owner: str) -> list[str]:
         """Ids of the jobs ``owner`` (or its children) runs that were asked to cancel."""
-        with self._reading():
+        with self._db.reading():
             return [r[0] for r in self.conn.execute(
                 f"SELECT job_id FROM jobs WHERE status = ? AND {_OWNED} AND cancel_requested = 1",
                 (Status.RUNNING.value, *_owned(owner)))]
 
     def has_ready(self) -> bool:
         """Is a job claimable now (ready, due, or not yet indexed)? Cheap enough to poll."""
-        with self._reading():
+        with self._db.reading():
             if self.conn.execute("SELECT 1 FROM ready LIMIT 1").fetchone():
                 return True
             due = self.conn.execute("SELECT 1 FROM scheduled WHERE run_at <= ? LIMIT 1",
@@ -838,7 +608,7 @@ class Store:
         """Cancel a waiting job now, or ask a running one to stop. False if already finished."""
         self.catch_up()
         now = self._clock()
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute("SELECT status, priority, seq, run_at FROM jobs WHERE job_id = ?",
                                (job_id,)).fetchone()
             if row is None:
@@ -860,7 +630,7 @@ class Store:
         """Bring a dead or cancelled job back to the queue. False for any other status."""
         self.catch_up()
         now = self._clock()
-        with self._write() as conn:
+        with self._db.write() as conn:
             row = conn.execute("SELECT priority, seq FROM jobs WHERE job_id = ?",
                                (job_id,)).fetchone()
             if row is None:

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from jobq import Queue, Status
-from jobq.store import STORE_SCHEMA
+from jobq.state_db import STORE_SCHEMA
 from workers import Worker
 
 GOLDEN = Path(__file__).parent / "golden" / "queue_store1"

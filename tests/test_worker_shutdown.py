@@ -164,7 +164,7 @@ def test_stuck_worker_loses_its_job_at_lease_expiry_and_its_late_result_is_refus
 
     # Stop A's supervisor (not its child) outside any write transaction: holding the state lock
     # while it stops, A cannot be frozen with the lock in hand, which would wedge every worker.
-    lock = queue.store._lock
+    lock = queue.store._db.lock
     with lock:
         os.kill(a.pid, signal.SIGSTOP)
         wait_until(lambda: _process_state(a.pid) == "T")

@@ -1,0 +1,275 @@
+"""The state database: one SQLite file in WAL mode, its connection and its write transactions.
+
+What its tables hold, and how the index and the snapshots use them, is :mod:`jobq.store`'s.
+
+Write transactions take a blocking ``flock`` first, then ``BEGIN IMMEDIATE``: SQLite's own busy
+handler sleeps in growing steps and was measured to starve one of two workers; the OS lock queues
+them fairly.
+
+Group commit: a transaction commits with ``synchronous=NORMAL`` (SQLite writes its frames to the
+WAL without an fsync) and the WAL is fdatasynced once both locks are released, before the call
+returns. So a write is durable when its call returns, as with ``synchronous=FULL``, but the next
+writer does not wait behind this one's fsync, and one fsync covers every commit before it: the WAL
+is written in order, and SQLite's recovery keeps every frame up to the last whole commit. (A
+checkpoint that copies frames into the database and restarts the WAL fsyncs both files first.)
+What changes: another process may see a change up to one fsync before it is durable, so a power
+cut in that instant can take back a change that was seen but not yet returned; for a finished job
+this means it runs again, as after a worker that dies before recording it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from . import durable, wal
+from ._flock import ProcessLock
+from ._logging import get_logger
+from .directory import QueueDir
+from .errors import CorruptStore, StorageError
+from .log import Log, Position
+from .pickling import PickleRules
+from .shelf import StateShelf
+from .sqlite_dbm import TABLE_SQL, SqliteDbm, connect
+
+log = get_logger(__name__)
+
+STORE_SCHEMA = 2  # 2: jobs gained snap, started_at and prefetched
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    seq INTEGER NOT NULL UNIQUE,
+    run_at REAL NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    token INTEGER NOT NULL DEFAULT 0,
+    progress REAL NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    lease_expires REAL,
+    enqueued_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    snap INTEGER NOT NULL DEFAULT 1,
+    started_at REAL,
+    prefetched INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE TABLE IF NOT EXISTS ready (
+    neg_priority INTEGER NOT NULL, seq INTEGER NOT NULL, job_id TEXT NOT NULL,
+    PRIMARY KEY (neg_priority, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scheduled (
+    run_at REAL NOT NULL, seq INTEGER NOT NULL, job_id TEXT NOT NULL,
+    PRIMARY KEY (run_at, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    segment INTEGER NOT NULL, offset INTEGER NOT NULL, end_offset INTEGER NOT NULL,
+    reason TEXT NOT NULL, saved_to TEXT NOT NULL, found_at REAL NOT NULL,
+    PRIMARY KEY (segment, offset)) WITHOUT ROWID;
+"""
+
+_TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine"}
+
+# Schema 1 rows have full snapshots (snap = 1) and no start time in the row (NULL: the snapshot's).
+_ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",
+               "prefetched INTEGER NOT NULL DEFAULT 0")
+
+# Errors of the caller, not of the file: never translated into StorageError.
+_BUGS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.NotSupportedError,
+         sqlite3.DataError)
+
+
+def storage_error(exc: sqlite3.Error, path: str) -> StorageError:
+    """The StorageError for a SQLite failure on the state database: the file and what to do."""
+    code = getattr(exc, "sqlite_errorname", "")  # Python 3.11+; else judged by the message
+    text = str(exc)
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) \
+            or "malformed" in text or "not a database" in text:
+        return damaged(path, text)
+    if code.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or "disk" in text:
+        return StorageError(
+            f"cannot use state database {path}: {text}. Free disk space (or raise the file size"
+            " limit) and retry: the failed change was rolled back, nothing stored was lost",
+            path=path)
+    return StorageError(f"cannot use state database {path}: {text}", path=path)
+
+
+def damaged(path: str, what: str) -> CorruptStore:
+    """The error for a damaged state database, with the two ways out."""
+    return CorruptStore(
+        f"state database {path} is damaged ({what}). Stop the workers, then restore it from a"
+        " backup, or move it aside with its -wal and -shm files and open the queue again: the"
+        " index is rebuilt from the log with every job, but finished jobs run again and saved"
+        " checkpoints and results are lost", path=path)
+
+
+@contextmanager
+def translated(path: str) -> Iterator[None]:
+    """Raise a SQLite failure on ``path`` as StorageError (see :func:`storage_error`)."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, _BUGS):
+            raise
+        raise storage_error(exc, path) from exc
+
+
+class StateDB:
+    """The state database of one queue directory: a connection per process (reopened after a
+    fork), read and write transactions, and the schema."""
+
+    def __init__(self, qdir: QueueDir, log_: Log, *, rules: PickleRules,
+                 secret_key: bytes | None) -> None:
+        self._qdir = qdir
+        self._log = log_  # only to warn, when the file is new, that the log's jobs are queued again
+        self._rules = rules
+        self._key = secret_key
+        self.lock = ProcessLock(qdir.state_lock)
+        self._mutex = threading.RLock()  # one connection per process, shared by its threads
+        self._pid = -1
+        self._conn: sqlite3.Connection | None = None
+        self._shelf: StateShelf | None = None
+        self._open()
+
+    def _open(self) -> None:
+        # A SQLite connection must never be used across fork(): a child opens its own.
+        try:
+            conn = connect(self._qdir.state_db)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self._qdir.state_db) from exc
+        try:
+            # Group commit (see the module docstring): every write transaction syncs the WAL
+            # itself once it has released the write lock.
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise storage_error(exc, self._qdir.state_db) from exc
+        self._conn, self._pid = conn, os.getpid()
+        self._shelf = StateShelf(SqliteDbm(conn, create=False), rules=self._rules,
+                                 secret_key=self._key)
+        try:
+            self._check_size(conn)
+            self._create_schema(conn)
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_size(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file cut inside a page: SQLite reads the missing bytes as zeros, so the rows
+        of that last page would come back silently wrong. (SQLite writes whole pages only.)"""
+        with translated(self._qdir.state_db):
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+        size = os.stat(self._qdir.state_db).st_size
+        try:
+            wal_size = os.stat(wal.path_of(self._qdir.state_db)).st_size
+        except FileNotFoundError:
+            wal_size = 0
+        # With a WAL, a partial last page is a checkpoint that failed part-way (a full disk): the
+        # WAL still holds every page it was copying, and the next checkpoint rewrites them.
+        if size % page and not wal_size:
+            raise damaged(self._qdir.state_db, f"truncated: {size} bytes is not a whole number"
+                                               f" of {page}-byte pages")
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        with self.reading():  # the usual case, read-only: no write transaction, no fsync
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if version == STORE_SCHEMA and _TABLES <= tables:
+            return
+        with self.write(always_sync=True):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0 and self._log.has_more(Position(1, 0)):
+                # Under the write lock: no producer can have enqueued into a queue this new.
+                log.warning("store.index_rebuilt", path=self._qdir.state_db,
+                            reason="state database missing or empty",
+                            consequence="every job in the log is queued again; finished jobs"
+                                        " run again")
+            if version > STORE_SCHEMA:
+                raise StorageError(
+                    f"{self._qdir.state_db} has store schema {version}; this jobq knows"
+                    f" {STORE_SCHEMA}: upgrade jobq", path=self._qdir.state_db)
+            conn.execute(TABLE_SQL)  # shelve's mapping, created with the index tables
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            have = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for column in _ADDED_IN_2:  # a schema 1 file: rows keep their meaning (see above)
+                if column.split()[0] not in have:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
+            conn.execute(f"PRAGMA user_version = {STORE_SCHEMA}")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._pid != os.getpid():
+            self._open()
+        assert self._conn is not None
+        return self._conn
+
+    @property
+    def shelf(self) -> StateShelf:
+        if self._pid != os.getpid():
+            self._open()
+        assert self._shelf is not None
+        return self._shelf
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold the connection for reads; SQLite failures become StorageError naming the file."""
+        with self._mutex, translated(self._qdir.state_db):
+            yield
+
+    @contextmanager
+    def write(self, *, always_sync: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction, serialised across threads and processes; durable once the
+        ``with`` block is left (the WAL is synced after the locks are released: see the module
+        docstring). Without ``always_sync`` the sync is skipped if no row changed, which is
+        wrong for a transaction that changes only the schema (or VACUUMs)."""
+        with self._mutex:
+            with self.lock, translated(self._qdir.state_db):
+                conn = self.conn
+                before = conn.total_changes
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    # Also after a failed COMMIT (disk full, I/O error), which can leave it open.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                changed = conn.total_changes != before
+            if changed or always_sync:
+                self.sync_wal()
+
+    def sync_wal(self) -> None:
+        """fdatasync the WAL: every commit written to it so far becomes durable.
+
+        Opened anew each time (two system calls beside an fsync's hundred microseconds), so a
+        descriptor can never outlive the file it names.
+        """
+        path = wal.path_of(self._qdir.state_db)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                durable.sync_file(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StorageError(f"cannot fsync {path}: {exc.strerror or exc}; the last change to"
+                               " the state database may not survive a power cut", path=path,
+                               errno=exc.errno) from exc
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = self._shelf = None
+            self._pid = -1
+            self.lock.close()
