@@ -26,9 +26,9 @@ ROW = ("job_id, task, status, attempts, progress, run_at, cancel_requested, enqu
        " updated_at, started_at, snap")
 # The same, for ``RETURNING``: SQLite returns a REAL column's whole-number value there as an
 # integer (1000 for 1000.0), which would then be pickled as one.
-ROW_RETURNED = ("job_id, task, status, attempts, CAST(progress AS REAL), CAST(run_at AS REAL),"
-                " cancel_requested, CAST(enqueued_at AS REAL), CAST(updated_at AS REAL),"
-                " CAST(started_at AS REAL), snap")
+_REAL = frozenset({"progress", "run_at", "enqueued_at", "updated_at", "started_at"})
+ROW_RETURNED = ", ".join(f"CAST({column} AS REAL)" if column in _REAL else column
+                         for column in ROW.split(", "))
 CHUNK = 500  # SQLite's limit on bound parameters is 999 in older builds
 
 _PUT = "REPLACE INTO Dict (key, value) VALUES (?, ?)"
