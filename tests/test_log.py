@@ -27,6 +27,16 @@ def _enqueue_n(qpath: Path, n: int) -> list[str]:
         return [q.enqueue(add, i, i) for i in range(n)]
 
 
+def _four_jobs(source: Path) -> tuple[list[str], Path, bytes, int]:
+    """A queue of four jobs: their ids, its one segment, the segment's bytes, and the offset of
+    the last record."""
+    ids = _enqueue_n(source, 4)
+    segment = _segments(source)[0]
+    with Queue(source) as q:
+        last = _record_offsets(q)[-1].offset
+    return ids, segment, segment.read_bytes(), last
+
+
 def _queue_with_segment(source: Path, qpath: Path, segment: Path, data: bytes) -> None:
     """A copy of queue ``source`` (settings only) whose one log segment holds ``data``."""
     qpath.mkdir()
@@ -59,11 +69,7 @@ def test_segments_roll_over_and_scan_across(qpath):
 def test_torn_tail_cut_at_every_offset_keeps_earlier_records(tmp_path):
     """A crash at any byte of the last record's write leaves every earlier record readable."""
     source = tmp_path / "source"
-    ids = _enqueue_n(source, 4)
-    segment = _segments(source)[0]
-    data = segment.read_bytes()
-    with Queue(source) as q:
-        last = _record_offsets(q)[-1].offset
+    ids, segment, data, last = _four_jobs(source)
     for cut in range(last, len(data)):
         qpath = tmp_path / f"cut{cut}"
         _queue_with_segment(source, qpath, segment, data[:cut])
@@ -224,11 +230,7 @@ def test_a_workers_claim_cuts_a_torn_tail_and_claims_the_records_before_it(tmp_p
     """A worker's queue does not index on open: its claims index the backlog in their own
     transactions, and one that meets a torn tail cuts it (copied aside) once the claim commits."""
     source = tmp_path / "source"
-    ids = _enqueue_n(source, 4)
-    segment = _segments(source)[0]
-    data = segment.read_bytes()
-    with Queue(source) as q:
-        last = _record_offsets(q)[-1].offset
+    ids, segment, data, last = _four_jobs(source)
     qpath = tmp_path / "q"
     _queue_with_segment(source, qpath, segment, data[:last + 7])  # the 4th record cut short
     with capture_logs() as events, Queue._for_worker(qpath) as q:
