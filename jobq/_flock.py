@@ -68,6 +68,19 @@ class ProcessLock:
         finally:
             self._thread_lock.release()
 
+    def counter(self) -> int:
+        """A number kept in the lock file itself, for holders to tell one another that something
+        changed; read it while holding the lock. Reading a file does not touch the files the lock
+        guards (a stat of those would: see jobq.log)."""
+        if self._generation != _fork_generation:
+            self._ensure_open()
+        return int.from_bytes(os.pread(self._fd, 8, 0), "little")
+
+    def bump_counter(self) -> None:
+        """Change :meth:`counter`, while holding the lock (not durable: it matters only to
+        processes alive together)."""
+        os.pwrite(self._fd, ((self.counter() + 1) % (1 << 64)).to_bytes(8, "little"), 0)
+
     def __enter__(self) -> ProcessLock:
         self.acquire()
         return self

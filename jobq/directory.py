@@ -21,9 +21,12 @@ import os
 from dataclasses import dataclass, field
 
 from . import durable
+from ._logging import get_logger
 from .errors import IncompatibleFormat, NotAQueue, StorageError, WrongSecretKey
 
-FORMAT = 1
+log = get_logger(__name__)
+
+FORMAT = 2  # 2: log segments may end in zero fill (jobq.log), which format 1 read as torn
 FORMAT_FILE = "jobq.json"
 
 
@@ -89,6 +92,8 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
             info = _read_format(qdir)
             assert info is not None
         _check_format(path, info, secret_key)
+        if info["format"] != FORMAT:
+            _upgrade_format(qdir, info)
         qdir = QueueDir(path, {k: v for k in FIXED_SETTINGS
                                if isinstance(v := info.get(k), int) and v > 0})
         durable.make_dir(qdir.log)
@@ -113,6 +118,18 @@ def _read_format(qdir: QueueDir) -> dict[str, object] | None:
     if not isinstance(info, dict):
         raise NotAQueue(f"{file} is not a jobq format file", path=qdir.root)
     return info
+
+
+def _upgrade_format(qdir: QueueDir, info: dict[str, object]) -> None:
+    """Record that this directory now holds the current format, so that an older jobq, which
+    would take the zero fill after the records for a torn write, refuses it instead.
+
+    Format 1 is read as it is: its segments are format 2 segments without zero fill.
+    """
+    upgraded = {**info, "format": FORMAT}
+    durable.atomic_write(os.path.join(qdir.root, FORMAT_FILE),
+                         json.dumps(upgraded, indent=1).encode() + b"\n")
+    log.info("queue.format_upgraded", path=qdir.root, found=info["format"], now=FORMAT)
 
 
 def _check_format(path: str, info: dict[str, object], secret_key: bytes | None) -> None:

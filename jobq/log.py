@@ -1,11 +1,19 @@
 """The append-only job log: segment files of framed records under ``<queue>/log/``.
 
-Appending: a record (or a batch) is one ``write`` under a short inter-process lock, so records of
+Appending: a record (or a batch) is one write under a short inter-process lock, so records of
 concurrent producers never interleave; the fsync happens after the lock is released, so producers
 never wait behind one another's fsyncs and the disk can run several flushes at once. Measured here
 (``scripts/bench_enqueue.py``, figure 7), that beat a user-space group commit, which allows one
 flush at a time, by 1.4-1.9x with four producers. A write
-that fails part-way is cut back before the lock is released, so no partial record survives it.
+that fails part-way is undone before the lock is released, so no partial record survives it.
+
+Zero fill: a write that extends a segment also writes RESERVE zero bytes after its records, and
+the next records overwrite them. The fdatasync of an append must also commit the file's new size
+(a journal commit on ext4); the fdatasync of an overwrite flushes only the data. Measured here
+(``scripts/bench.py``, target 1), that makes a durable enqueue about 1.3x faster than appending.
+A segment's records end at its last non-zero byte: a frame never ends in a zero byte
+(``jobq.record``). A writer checks that the bytes it overwrites are zero fill, so it never
+overwrites a record, whatever a crash or an older writer left behind.
 
 Reading: :func:`Log.scan` walks records from a position and reports three things: whole verified
 records, damaged byte ranges followed by more records (quarantined and skipped by the index), and an
@@ -17,12 +25,15 @@ Segments are named by number (``000000000001.log``); a writer moves to the next 
 current one has reached ``segment_size``, or when :meth:`Log.seal` sealed it early (compaction does,
 so that the segment being appended to can be compacted too). Once a later segment exists, earlier
 ones never change. A segment sealed early is made read-only: a writer idle on it since before the
-seal sees that from its own descriptor, even once the segments after it are gone.
+seal sees that from its own descriptor, even once the segments after it are gone. It looks
+because whatever creates, seals or cuts a segment first changes a counter kept in the append
+lock file, which every append reads: a writer whose counter is stale looks at its segment anew.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -41,6 +52,9 @@ log = get_logger(__name__)
 
 CHUNK = 1 << 20  # the most a segment reader reads at once
 FIRST_CHUNK = 1 << 16  # its first read; each next one doubles, up to CHUNK
+RESERVE = 1 << 16  # zero fill written past the records whenever a write extends a segment
+_ZEROS = bytes(RESERVE)  # compared with, sliced: never longer than this
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 _SEGMENT_RE = re.compile(r"^(\d{12})\.log$")
 
 
@@ -99,11 +113,13 @@ class _WriteHandle:
     that is not.
     """
 
-    __slots__ = ("fd", "segment", "next_path", "pending", "retired")
+    __slots__ = ("fd", "segment", "next_path", "pending", "retired", "end", "layout")
 
     def __init__(self, fd: int, segment: int, next_path: str) -> None:
         self.fd, self.segment, self.pending, self.retired = fd, segment, 0, False
         self.next_path = next_path  # the segment after this one: its existence means "move on"
+        self.end = 0  # where the records end, as this process last saw it
+        self.layout = -1  # the append lock's counter then; -1: look at the segment first
 
 
 def segment_name(number: int) -> str:
@@ -139,17 +155,27 @@ class Log:
         return sorted(int(m.group(1)) for m in found if m)
 
     def end(self) -> Position:
-        """Where the log ends now (a snapshot; producers may append right after)."""
+        """Where the log's records end now (a snapshot; producers may append right after)."""
         segments = self.segments()
         if not segments:
             return Position(1, 0)
-        return Position(segments[-1], os.stat(self.path(segments[-1])).st_size)
+        fd = os.open(self.path(segments[-1]), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return Position(segments[-1], _data_end(fd, os.fstat(fd).st_size))
+        finally:
+            os.close(fd)
 
     def has_more(self, pos: Position) -> bool:
-        """Cheap check: is there anything in the log past ``pos``?"""
+        """Cheap check: is there anything in the log past ``pos``?
+
+        One pread when a record (or part of one) is there; when zero fill is, a read of the
+        rest of it (at most RESERVE bytes, unless power was lost during a large write).
+        """
         try:
-            if os.stat(self.path(pos.segment)).st_size > pos.offset:
-                return True
+            with self._read_lock:
+                fd = self._read_fd(pos.segment, recheck=True)
+                if not _zeros_only(fd, pos.offset):
+                    return True
         except FileNotFoundError:
             pass
         return any(s > pos.segment for s in self.segments())
@@ -174,20 +200,8 @@ class Log:
         lock = self._lock
         lock.acquire()  # not ``with``: two Python calls fewer on the path of every record
         try:
-            handle, offset, created = self._writable_segment()
-            fd = handle.fd
-            try:
-                written = os.write(fd, data)
-                if written < len(data):  # a short write (a signal, a nearly full disk): go on
-                    view = memoryview(data)[written:]
-                    while view:
-                        view = view[os.write(fd, view):]
-            except OSError as exc:
-                # ENOSPC, EFBIG, EIO...: cut the partial run so no torn record is left behind.
-                os.ftruncate(fd, offset)
-                path = self.path(handle.segment)
-                raise StorageError(f"cannot append to {path}: {exc.strerror or exc}",
-                                   path=path, errno=exc.errno) from exc
+            handle, offset, size, created = self._writable_segment(len(data))
+            self._write(handle, data, offset, size)
             if fsync:
                 with self._pending_lock:
                     handle.pending += 1
@@ -196,6 +210,29 @@ class Log:
         if fsync:
             self._sync(handle, created)
         return Position(handle.segment, offset)
+
+    def _write(self, handle: _WriteHandle, data: bytes, offset: int, size: int) -> None:
+        """Under the append lock: write ``data`` at ``offset``, where the file holds only zeros
+        (or ends), and zero fill past it when the write extends the file."""
+        fd, end = handle.fd, offset + len(data)
+        fill = min(RESERVE, max(0, self._segment_size - end)) if end > size else 0
+        try:
+            try:
+                _pwrite_all(fd, [data, _ZEROS[:fill]] if fill else [data], offset)
+            except OSError as exc:
+                if not fill or exc.errno not in _NO_SPACE:
+                    raise
+                # The zero fill did not fit, the record alone may: write it without.
+                _undo_write(fd, offset, end + fill, size)
+                _pwrite_all(fd, [data], offset)
+        except OSError as exc:
+            # ENOSPC, EFBIG, EIO...: put the zeros back so no torn record is left behind.
+            _undo_write(fd, offset, end + fill, size)
+            handle.layout = -1  # the undo may have failed too: look at the segment next time
+            path = self.path(handle.segment)
+            raise StorageError(f"cannot append to {path}: {exc.strerror or exc}",
+                               path=path, errno=exc.errno) from exc
+        handle.end = end
 
     def _sync(self, handle: _WriteHandle, created: bool) -> None:
         """After the append lock is released: fsync what this thread wrote (and a new segment's
@@ -214,39 +251,68 @@ class Log:
                 if handle.retired and handle.pending == 0:
                     os.close(handle.fd)
 
-    def _writable_segment(self) -> tuple[_WriteHandle, int, bool]:
-        """Under the append lock: the newest segment with room (rolling over), its size, and
-        whether this call created it."""
+    def _writable_segment(self, need: int) -> tuple[_WriteHandle, int, int, bool]:
+        """Under the append lock: the newest segment with room (rolling over), where its records
+        end, its file size (or at least ``offset + need``), and whether this call created it."""
         handle = self._handle
-        if handle is not None and self._handle_generation == fork_generation():
-            # The common case, two system calls: the segment has room, is not sealed (fstat's
-            # mode: a writer idle on a sealed segment must move on even if the segments after it
-            # were compacted away), and none follows it.
-            size = _size_if_open(os.fstat(handle.fd), self._segment_size)
-            if size is not None and not _exists(handle.next_path):
-                return handle, size, False
-        return self._move_to_newest_segment()
+        if handle is not None and handle.layout == self._lock.counter() \
+                and self._handle_generation == fork_generation():
+            # The common case, two preads and no stat (a stat of the segment would make the
+            # next write update its change time, and the fdatasync after it commit the inode:
+            # about 1.4x slower here). The counter in the lock file shows that no segment was
+            # created, sealed or cut since this process last looked: only records were added.
+            found = self._records_end(handle, need)
+            if found is not None and found[0] < self._segment_size:
+                return handle, found[0], found[1], False
+        return self._move_to_newest_segment(need)
 
-    def _move_to_newest_segment(self) -> tuple[_WriteHandle, int, bool]:
+    def _records_end(self, handle: _WriteHandle, need: int) -> tuple[int, int] | None:
+        """Where the records of the segment end, and the file size or at least that plus
+        ``need``; None if only a look at the whole segment can tell.
+
+        Usually where this process wrote last: one pread shows the byte before is not zero (a
+        frame's last byte never is) and the ``need`` bytes from there are zero fill. If other
+        processes appended since, their frames are stepped over.
+        """
+        fd, end = handle.fd, handle.end
+        size = _ends_at(fd, end, need)
+        if size is None:
+            walked = _walk_frames(fd, end, self._max_body)
+            if walked is None or (size := _ends_at(fd, walked, need)) is None:
+                return None  # torn bytes (a writer killed mid-write): _data_end decides
+            handle.end = end = walked
+        return end, size
+
+    def _move_to_newest_segment(self, need: int) -> tuple[_WriteHandle, int, int, bool]:
+        """The slow path: check the segment itself, and move to the newest one if it is full,
+        sealed (its mode: a writer idle on it must move on even if the segments after it were
+        compacted away) or passed by another writer."""
         if self._handle_generation != fork_generation():
             # A forked child opens its own descriptor (the parent's may be closed under it).
             self._handle, self._handle_generation = None, fork_generation()
         created = False
         if self._handle is None:
             segments = self.segments()
+            if not segments:
+                self._lock.bump_counter()
             self._handle, created = self._open_for_write(segments[-1] if segments else 1)
-        # Full, sealed, or passed by another writer (one stat): move to the newest segment.
-        while (size := _size_if_open(os.fstat(self._handle.fd), self._segment_size)) is None \
-                or _exists(self._handle.next_path):
-            old = self._handle
+        while True:
+            handle = self._handle
+            st = os.fstat(handle.fd)
+            if st.st_mode & stat.S_IWUSR and not _exists(handle.next_path):
+                # After the last non-zero byte: where the records end, or after torn bytes
+                # (which then lie between records, and are skipped as damage).
+                end = _data_end(handle.fd, st.st_size)
+                if end < self._segment_size:
+                    handle.end, handle.layout = end, self._lock.counter()
+                    return handle, end, st.st_size, created
             # The newest segment, not old + 1: compaction may have shrunk or removed the ones
             # between, and a record appended to a segment the index has passed is never indexed.
-            newest = max([old.segment + 1, *self.segments()[-1:]])
+            newest = max([handle.segment + 1, *self.segments()[-1:]])
+            self._lock.bump_counter()  # before the new segment exists: see Log.seal
             self._handle, now_created = self._open_for_write(newest)
             created = created or now_created
-            self._retire(old)
-        assert size is not None
-        return self._handle, size, created
+            self._retire(handle)
 
     def seal(self, segment: int) -> bool:
         """End ``segment`` early if it is still the newest and not empty; True if sealed.
@@ -257,11 +323,21 @@ class Log:
         """
         with self._lock:
             self._seal_stragglers()
-            if self.segments()[-1:] != [segment] or not os.stat(self.path(segment)).st_size:
+            if self.segments()[-1:] != [segment]:
                 return False
-            os.close(os.open(self.path(segment + 1), os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                             | os.O_CLOEXEC, durable.FILE_MODE))
-            durable.sync_dir(self.directory)
+            fd = os.open(self.path(segment), os.O_RDWR | os.O_CLOEXEC)
+            try:
+                end = _data_end(fd, os.fstat(fd).st_size)
+                if not end:
+                    return False
+                # First: a seal killed part-way must still send every writer to the slow path.
+                self._lock.bump_counter()
+                os.close(os.open(self.path(segment + 1), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                                 | os.O_CLOEXEC, durable.FILE_MODE))
+                durable.sync_dir(self.directory)
+                os.ftruncate(fd, end)  # no record will follow: the zero fill is waste
+            finally:
+                os.close(fd)
             _make_read_only(self.path(segment))
         log.info("log.segment_sealed", segment=segment, next=segment + 1)
         return True
@@ -278,8 +354,7 @@ class Log:
     def _seal_stragglers(self) -> None:
         for segment in self.segments()[:-1]:
             with contextlib.suppress(FileNotFoundError):  # compaction may delete it meanwhile
-                st = os.stat(self.path(segment))
-                if _size_if_open(st, self._segment_size) is not None:
+                if os.stat(self.path(segment)).st_mode & stat.S_IWUSR:
                     _make_read_only(self.path(segment))
 
     def _retire(self, handle: _WriteHandle) -> None:
@@ -290,7 +365,7 @@ class Log:
 
     def _open_for_write(self, segment: int) -> tuple[_WriteHandle, bool]:
         path = self.path(segment)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CLOEXEC  # read too: a writer checks what it would overwrite
         try:
             fd, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, durable.FILE_MODE), True
         except FileExistsError:
@@ -323,21 +398,26 @@ class Log:
     def _pread(self, segment: int, size: int, offset: int, recheck: bool = True) -> bytes:
         # Under the lock: another thread may evict and close a cached descriptor otherwise.
         with self._read_lock:
-            fd = self._read_fds.get(segment)
-            if fd is not None and recheck and not _same_file(fd, self.path(segment)):
-                # Compaction replaced the segment: its records moved, the old file is stale.
-                os.close(self._read_fds.pop(segment))
-                fd = None
-            if fd is None:
-                if len(self._read_fds) >= 8:
-                    os.close(self._read_fds.pop(next(iter(self._read_fds))))
-                try:
-                    fd = os.open(self.path(segment), os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError as exc:
-                    raise CorruptRecord(f"log segment {self.path(segment)} is missing",
-                                        path=self.path(segment)) from exc
-                self._read_fds[segment] = fd
+            try:
+                fd = self._read_fd(segment, recheck)
+            except FileNotFoundError as exc:
+                raise CorruptRecord(f"log segment {self.path(segment)} is missing",
+                                    path=self.path(segment)) from exc
             return os.pread(fd, size, offset)
+
+    def _read_fd(self, segment: int, recheck: bool) -> int:
+        """A cached read descriptor of ``segment`` (under ``_read_lock``)."""
+        fd = self._read_fds.get(segment)
+        if fd is not None and recheck and not _same_file(fd, self.path(segment)):
+            # Compaction replaced the segment: its records moved, the old file is stale.
+            os.close(self._read_fds.pop(segment))
+            fd = None
+        if fd is None:
+            if len(self._read_fds) >= 8:
+                os.close(self._read_fds.pop(next(iter(self._read_fds))))
+            fd = os.open(self.path(segment), os.O_RDONLY | os.O_CLOEXEC)
+            self._read_fds[segment] = fd
+        return fd
 
     def scan(self, start: Position) -> Iterator[ScanItem]:
         """Yield every record, damaged range and (last) incomplete tail from ``start`` on."""
@@ -385,6 +465,7 @@ class Log:
                 size = reader.size
                 torn = os.pread(reader.fd, size - tail.offset, tail.offset)
             saved = self.save_aside(tail, torn, "torn")
+            self._lock.bump_counter()  # writers must not trust where they last saw the end
             fd = os.open(self.path(tail.segment), os.O_WRONLY | os.O_CLOEXEC)
             try:
                 os.ftruncate(fd, tail.offset)
@@ -419,11 +500,93 @@ class Log:
         self._lock.close()
 
 
-def _size_if_open(st: os.stat_result, segment_size: int) -> int | None:
-    """A segment's size if writers may still append to it; None once full or sealed."""
-    if st.st_size >= segment_size or not st.st_mode & stat.S_IWUSR:
-        return None
-    return st.st_size
+def _pwrite_all(fd: int, buffers: list[bytes], offset: int) -> None:
+    """Write every byte of ``buffers`` at ``offset`` (a short write, a signal, goes on)."""
+    while True:
+        written = os.pwritev(fd, buffers, offset)
+        offset += written
+        while buffers and written >= len(buffers[0]):
+            written -= len(buffers[0])
+            buffers = buffers[1:]
+        if not buffers:
+            return
+        if written:
+            buffers = [buffers[0][written:], *buffers[1:]]
+
+
+def _undo_write(fd: int, offset: int, end: int, size: int) -> None:
+    """After a failed write of bytes ``[offset, end)`` to a file of ``size`` bytes: zero what it
+    overwrote and cut what it added, so no part of a record is left (best effort: a write that
+    failed may leave nothing else to do, and a torn tail left anyway is cut by the next scan)."""
+    with contextlib.suppress(OSError):
+        if end > size:
+            os.ftruncate(fd, max(size, offset))
+        if offset < size:
+            _pwrite_all(fd, [bytes(min(end, size) - offset)], offset)
+
+
+def _ends_at(fd: int, offset: int, need: int) -> int | None:
+    """May ``need`` bytes be written at ``offset``? Only where the records end: the byte before
+    is a frame's last (never zero) or ``offset`` is 0, and the file holds nothing but zero fill
+    in ``[offset, offset + need)``. Returns the file's size, or ``offset + need`` if it is at
+    least that; None if not, or if that is more than one pread of RESERVE bytes can tell."""
+    start = offset - 1 if offset else 0
+    want = min(need, len(_ZEROS))
+    got = os.pread(fd, offset + want - start, start)
+    size = start + len(got)
+    if want < need and size == offset + want:
+        return None  # the file goes on past what was read: the slow path looks at it all
+    if offset:
+        if not got or not got[0]:
+            return None
+        got = got[1:]
+    return size if got == _ZEROS[:len(got)] else None
+
+
+def _zeros_only(fd: int, start: int) -> bool:
+    """Does the file hold only zeros from ``start`` to its end? Reads a page first: usually
+    the answer is no and the first bytes tell. No stat: see Log._writable_segment."""
+    step = 1 << 12
+    while True:
+        got = os.pread(fd, step, start)
+        if got != _ZEROS[:len(got)]:
+            return False
+        if len(got) < step:
+            return True
+        start, step = start + len(got), min(step * 4, len(_ZEROS))
+
+
+def _walk_frames(fd: int, offset: int, max_body: int) -> int | None:
+    """From a frame boundary, step over genuine frame headers to the first zero one (or the end
+    of the file); None where the bytes are neither (torn or damaged)."""
+    while True:
+        head = os.pread(fd, record.HEADER_SIZE, offset)
+        if head == _ZEROS[:len(head)]:
+            return offset
+        frame = record.frame_size(head, 0, max_body=max_body)
+        if frame is None:
+            return None
+        offset += frame
+
+
+def _data_end(fd: int, size: int) -> int:
+    """One past the last byte that is not zero: where a segment's records end (a frame's last
+    byte is never zero), or its torn tail does."""
+    end, step = size, RESERVE
+    while end > 0:
+        start = max(0, end - step)
+        block = os.pread(fd, end - start, start)
+        # Compare whole pieces with zeros first (memcmp): rstrip walks byte by byte.
+        cut = len(block)
+        for piece in (1 << 14, 1 << 9):
+            while cut >= piece and block[cut - piece:cut] == _ZEROS[:piece]:
+                cut -= piece
+        low = max(0, cut - (1 << 9))
+        cut = low + len(block[low:cut].rstrip(b"\0"))
+        if cut:
+            return start + cut
+        end, step = start, min(step * 4, CHUNK)
+    return 0
 
 
 def _make_read_only(path: str) -> None:
@@ -448,7 +611,11 @@ class _SegmentReader:
 
     def __init__(self, path: str, max_body: int, key: bytes | None) -> None:
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self.size = os.fstat(self.fd).st_size
+        try:
+            self.size = _data_end(self.fd, os.fstat(self.fd).st_size)  # the zero fill is not read
+        except BaseException:
+            os.close(self.fd)
+            raise
         self._max_body = max_body
         self._key = key
         self._buf = b""

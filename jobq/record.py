@@ -16,6 +16,10 @@ Layout (little-endian), defined here and nowhere else::
                                  queue's secret key
     20 or 52   n  body
 
+A body never ends in a zero byte (a job's ends in its pickle's STOP opcode; ``encode`` refuses
+one that does), so neither does a frame: the log tells where its records end from the zero fill
+written ahead of them, by finding the last non-zero byte.
+
 Encode and decode are pure (no I/O): the log module owns files, this module owns bytes.
 """
 
@@ -72,6 +76,8 @@ def _mac(key: bytes, head: bytes | memoryview, body: bytes | memoryview) -> byte
 
 def encode(kind: int, body: bytes, key: bytes | None = None) -> bytes:
     """Frame ``body``; with ``key`` the frame is signed with HMAC-SHA256."""
+    if not body or not body[-1]:
+        raise ValueError("a record body must end in a non-zero byte")
     if key:
         return header(kind, body, key) + body
     # Unsigned, the common case, written out: one call fewer per enqueued job.
@@ -84,6 +90,8 @@ def header(kind: int, body: bytes, key: bytes | None = None) -> bytes:
 
     A batch is framed as header, body, header, body... joined once, not copied twice.
     """
+    if not body or not body[-1]:
+        raise ValueError("a record body must end in a non-zero byte")
     head = _HEAD.pack(MAGIC, FORMAT_VERSION, kind, FLAG_SIGNED if key else 0, len(body),
                       zlib.crc32(body))
     if key:
@@ -98,11 +106,24 @@ def probe(buf: bytes | memoryview, pos: int, *, max_body: int) -> bool | None:
     """
     if len(buf) - pos < HEADER_SIZE:
         return None
-    head = buf[pos:pos + _HEAD.size]
+    return frame_size(buf, pos, max_body=max_body) is not None
+
+
+def frame_size(buf: bytes | memoryview, pos: int, *, max_body: int) -> int | None:
+    """The size of the frame whose genuine header is at ``buf[pos:]``; None if none is there.
+
+    Only the header is checked: the body may be torn. A writer looking for the end of the
+    records uses it to step over the frames other processes appended.
+    """
+    head = bytes(buf[pos:pos + _HEAD.size])
+    if len(head) < _HEAD.size or len(buf) - pos < HEADER_SIZE:
+        return None
     magic, version, kind, flags, length, _ = _HEAD.unpack(head)
     (head_crc,) = _HEAD_CRC.unpack_from(buf, pos + _HEAD.size)
-    return (magic == MAGIC and zlib.crc32(head) == head_crc and version == FORMAT_VERSION
-            and kind in KINDS and not flags & ~FLAG_SIGNED and length <= max_body)
+    if not (magic == MAGIC and zlib.crc32(head) == head_crc and version == FORMAT_VERSION
+            and kind in KINDS and not flags & ~FLAG_SIGNED and length <= max_body):
+        return None
+    return HEADER_SIZE + (MAC_SIZE if flags & FLAG_SIGNED else 0) + length
 
 
 def decode(buf: bytes | memoryview, pos: int, *, key: bytes | None, max_body: int) -> Frame:

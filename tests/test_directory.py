@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 
 import pytest
+from structlog.testing import capture_logs
 
 from jobq import Queue
 from jobq.errors import IncompatibleFormat, NotAQueue, StorageError, WrongSecretKey
@@ -33,10 +35,29 @@ def test_newer_on_disk_format_is_refused(qpath):
     """A directory written by a newer format raises IncompatibleFormat naming both formats."""
     Queue(qpath).close()
     info = json.loads((qpath / "jobq.json").read_text())
-    (qpath / "jobq.json").write_text(json.dumps({**info, "format": 2}))
-    with pytest.raises(IncompatibleFormat, match="format 2.*format 1") as err:
+    (qpath / "jobq.json").write_text(json.dumps({**info, "format": 3}))
+    with pytest.raises(IncompatibleFormat, match="format 3.*format 2") as err:
         Queue(qpath)
-    assert (err.value.found, err.value.supported) == (2, 1)
+    assert (err.value.found, err.value.supported) == (3, 2)
+
+
+def test_a_format_1_directory_is_read_and_upgraded_in_place(qpath):
+    """Format 1 segments end at their last record, without zero fill: read as they are. The
+    format file then says 2, so that a jobq of format 1 refuses the zero fill it cannot read."""
+    with Queue(qpath) as q:
+        old = [q.enqueue(add, i, i) for i in range(3)]
+        end = q.log.end()
+    segment = qpath / "log" / f"{end.segment:012d}.log"
+    os.truncate(segment, end.offset)  # as format 1 wrote it
+    info = json.loads((qpath / "jobq.json").read_text())
+    (qpath / "jobq.json").write_text(json.dumps({**info, "format": 1}))
+    with capture_logs() as events, Queue(qpath) as q:
+        assert json.loads((qpath / "jobq.json").read_text()) == {**info, "format": 2}
+        assert [e["found"] for e in events if e["event"] == "queue.format_upgraded"] == [1]
+        new = q.enqueue(add, 9, 9)
+        assert [s.job_id for s in q.jobs()] == [*old, new]
+        assert q.store.quarantined() == []
+        assert segment.stat().st_size > q.log.end().offset  # zero fill after the new record
 
 
 def test_non_queue_directory_is_not_taken_over(tmp_path):

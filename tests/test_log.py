@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from jobq import Queue
+from jobq import Queue, log
 from jobq.log import Damage, Entry, Position, Sealed, Tail
 
 from jobtasks import add
@@ -34,7 +34,20 @@ def _four_jobs(source: Path) -> tuple[list[str], Path, bytes, int]:
     segment = _segments(source)[0]
     with Queue(source) as q:
         last = _record_offsets(q)[-1].offset
-    return ids, segment, segment.read_bytes(), last
+        end = q.log.end().offset
+    data = segment.read_bytes()
+    assert not any(data[end:]) and data[end - 1]  # the records, then their zero fill
+    return ids, segment, data[:end], last
+
+
+def _write_at_end(q: Queue, data: bytes) -> Position:
+    """Write ``data`` where the log's records end, over the zero fill: what a writer killed
+    part-way through its write leaves behind."""
+    end = q.log.end()
+    with open(q.log.path(end.segment), "r+b") as f:
+        f.seek(end.offset)
+        f.write(data)
+    return end
 
 
 def _queue_with_segment(source: Path, qpath: Path, segment: Path, data: bytes) -> None:
@@ -67,12 +80,13 @@ def test_segments_roll_over_and_scan_across(qpath):
 
 
 def test_torn_tail_cut_at_every_offset_keeps_earlier_records(tmp_path):
-    """A crash at any byte of the last record's write leaves every earlier record readable."""
+    """A crash at any byte of the last record's write leaves every earlier record readable,
+    whether the write extended the file or overwrote zero fill."""
     source = tmp_path / "source"
     ids, segment, data, last = _four_jobs(source)
     for cut in range(last, len(data)):
         qpath = tmp_path / f"cut{cut}"
-        _queue_with_segment(source, qpath, segment, data[:cut])
+        _queue_with_segment(source, qpath, segment, data[:cut] + bytes(4096 * (cut % 2)))
         with capture_logs() as events, Queue(qpath) as q:
             assert [s.job_id for s in q.jobs()] == ids[:3], f"cut={cut}"
             assert os.path.getsize(qpath / "log" / segment.name) == last
@@ -80,9 +94,11 @@ def test_torn_tail_cut_at_every_offset_keeps_earlier_records(tmp_path):
             new = q.enqueue(add, 9, 9)
             assert q.state(new).status == "queued"
         if cut > last:
+            # The torn record's zero bytes at its end look like zero fill: only the rest is cut.
             torn = [e for e in events if e["event"] == "log.tail_truncated"]
-            assert len(torn) == 1 and torn[0]["bytes"] == cut - last
-            assert Path(torn[0]["saved_to"]).read_bytes() == data[last:cut]
+            kept = data[last:cut].rstrip(b"\0")
+            assert len(torn) == 1 and torn[0]["bytes"] == len(kept)
+            assert Path(torn[0]["saved_to"]).read_bytes() == kept
 
 
 def test_flipped_byte_mid_log_is_quarantined_and_the_rest_loads(tmp_path):
@@ -125,15 +141,16 @@ def test_garbage_from_a_crashed_writer_between_records_is_skipped(tmp_path):
     with Queue(qpath) as writer:  # a producer that is already running when another one dies
         offsets = _record_offsets(writer)
         half = whole[offsets[1].offset:offsets[1].offset + 30]
-        with open(segment, "ab") as f:
-            f.write(half)  # the dead producer's partial write
+        torn = _write_at_end(writer, half)  # the dead producer's partial write
         later = writer.enqueue(add, 7, 7)
     with capture_logs() as events, Queue(qpath) as q:
         assert [s.job_id for s in q.jobs()] == [*first, later]
         items = list(q.log.scan(offsets[2]))
         assert [type(i).__name__ for i in items] == ["Entry", "Damage", "Entry"]
         damage = items[1]
-        assert isinstance(damage, Damage) and damage.end - damage.pos.offset == len(half)
+        # The new record starts after the last non-zero byte of the torn one: none overwritten.
+        assert isinstance(damage, Damage) and damage.pos == torn
+        assert damage.end - torn.offset == len(half.rstrip(b"\0"))
         assert [e["event"] for e in events] == ["log.record_quarantined"]
 
 
@@ -141,14 +158,13 @@ def test_incomplete_tail_is_reported_not_cut_by_a_plain_scan(queue, qpath):
     """scan() reports an incomplete tail without touching it: it may be a write in progress."""
     queue.enqueue(add, 1, 2)
     segment = _segments(qpath)[0]
-    size = segment.stat().st_size
-    with open(segment, "ab") as f:
-        f.write(b"JQ\x01")
+    end = _write_at_end(queue, b"JQ\x01")
+    before = segment.read_bytes()
     items = list(queue.log.scan(Position(1, 0)))
-    assert isinstance(items[-1], Tail) and items[-1].pos == Position(1, size)
-    assert segment.stat().st_size == size + 3
+    assert isinstance(items[-1], Tail) and items[-1].pos == end
+    assert segment.read_bytes() == before
     assert queue.log.repair_tail(items[-1].pos) is True
-    assert segment.stat().st_size == size
+    assert segment.stat().st_size == end.offset  # the torn bytes cut, with the zero fill
 
 
 def test_index_offset_beyond_the_log_fails_clearly(qpath):
@@ -241,4 +257,65 @@ def test_a_workers_claim_cuts_a_torn_tail_and_claims_the_records_before_it(tmp_p
         _, claims = q.store.settle([], "w/1", 1)
         assert [c.job_id for c in claims] == [new]
     torn = [e for e in events if e["event"] == "log.tail_truncated"]
-    assert len(torn) == 1 and Path(torn[0]["saved_to"]).read_bytes() == data[last:last + 7]
+    assert len(torn) == 1
+    assert Path(torn[0]["saved_to"]).read_bytes() == data[last:last + 7].rstrip(b"\0")
+
+
+@pytest.mark.parametrize("records", [0, 1, 511, 512, 513, 20_000, 300_000])
+def test_data_end_is_one_past_the_last_non_zero_byte(tmp_path, records):
+    """Where the records end, whatever the lengths of the zero runs inside and after them."""
+    inner = os.urandom(records // 2) + bytes(records // 3)  # zeros inside a record are data
+    data = (inner + os.urandom(max(0, records - len(inner) - 1)) + b"\x01")[:records]
+    path = tmp_path / "segment"
+    for fill in (0, 1, 511, 512, 513, 16_384, 16_385, log.RESERVE, log.RESERVE + 1, 300_000):
+        path.write_bytes(data + bytes(fill))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert log._data_end(fd, len(data) + fill) == len(data), fill
+        finally:
+            os.close(fd)
+
+
+def test_records_overwrite_the_zero_fill_and_a_seal_drops_it(queue, qpath):
+    """A write that extends a segment adds RESERVE zero bytes; the next records overwrite them,
+    scans and has_more() stop where the records end, and a sealed segment loses its fill."""
+    segment = qpath / "log" / "000000000001.log"
+    queue.enqueue(add, 1, 2)
+    end = queue.log.end()
+    assert segment.stat().st_size == end.offset + log.RESERVE
+    assert not queue.log.has_more(end) and queue.log.has_more(Position(1, end.offset - 1))
+    queue.enqueue(add, 3, 4)
+    assert segment.stat().st_size == end.offset + log.RESERVE  # overwritten, not grown
+    assert queue.log.has_more(end) and queue.log.end().offset > end.offset
+    ids = queue.enqueue_many(add, [(i, "x" * 1000) for i in range(100)])  # past the fill
+    assert segment.stat().st_size == queue.log.end().offset + log.RESERVE
+    assert [type(i) for i in queue.log.scan(Position(1, 0))] == [Entry] * 102
+    records = queue.log.end().offset
+    assert queue.log.seal(1)
+    assert segment.stat().st_size == records
+    assert [queue.payload(j).args for j in ids[-1:]] == [(99, "x" * 1000)]
+
+
+def test_a_writer_never_overwrites_bytes_past_the_end_of_the_records(tmp_path):
+    """Bytes after a run of zero fill (a power cut that kept a later page of an unfinished
+    write, or a writer of format 1 appending after the fill) are never written over: a write
+    that fits before them goes there, a longer one after them, and every record stays."""
+    with Queue(tmp_path / "elsewhere") as other:
+        foreign = other.enqueue(add, 7, 7)
+        frame = (tmp_path / "elsewhere" / "log" / "000000000001.log").read_bytes()
+        frame = frame[:other.log.end().offset]
+    qpath = tmp_path / "q"
+    with Queue(qpath) as q:
+        first = q.enqueue(add, 1, 1)
+        segment = Path(q.log.path(1))
+        at = segment.stat().st_size
+        with open(segment, "ab") as f:
+            f.write(frame)  # after the zero fill
+        small = q.enqueue(add, 2, 2)  # fits in the zero run before the frame
+        big = q.enqueue_many(add, [(i, "x" * 1000) for i in range(100)])  # does not
+        assert segment.read_bytes()[at:at + len(frame)] == frame
+    with Queue(qpath) as q:
+        assert [s.job_id for s in q.jobs()] == [first, small, foreign, *big]
+        gaps = q.store.quarantined()
+        assert len(gaps) == 1 and gaps[0]["end_offset"] == at
+        assert not any(Path(gaps[0]["saved_to"]).read_bytes())  # only zero fill set aside

@@ -269,6 +269,34 @@ def test_four_producer_processes_lose_and_duplicate_nothing(queue, children):
         assert mine == [(n, i) for i in range(2000)]
 
 
+def test_four_producer_processes_across_small_segments_lose_nothing(qpath, children):
+    """Producers that step over one another's records in the zero fill, roll over together
+    every few records and mix single and batch appends: every acknowledged job, in order."""
+    with Queue(qpath, segment_size=4096):
+        pass
+    code = ("import sys, json; from jobq import Queue; q = Queue(sys.argv[1]); n = int(sys.argv[2])\n"
+            "ids = []\n"
+            "for i in range(150):\n"
+            "    ids.append(q.enqueue('jobtasks:add', n, 2 * i))\n"
+            "    ids += q.enqueue_many('jobtasks:add', [(n, 2 * i + 1)] * (i % 3))\n"
+            "print(json.dumps(ids))")
+    procs = [children.start(code, str(qpath), str(n)) for n in range(4)]
+    acknowledged = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        acknowledged += json.loads(out)
+    with Queue(qpath) as q:
+        listed = [s.job_id for s in q.jobs()]
+        assert len(listed) == len(set(listed)) == len(acknowledged) == 4 * 300
+        assert set(listed) == set(acknowledged)
+        assert q.store.quarantined() == []
+        assert len(q.log.segments()) > 50
+        for n in range(4):
+            mine = [q.payload(j).args[1] for j in listed if q.payload(j).args[0] == n]
+            assert mine == sorted(mine)
+
+
 def test_restart_does_not_replay_the_log(qpath):
     """Reopening reads only the log after the covered offset, however long the log is."""
     with Queue(qpath) as q:

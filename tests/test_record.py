@@ -74,3 +74,31 @@ def test_probe_finds_genuine_headers_only():
     assert record.probe(data, 0, max_body=100) is True
     assert record.probe(b"JQ" + b"\0" * 30, 0, max_body=100) is False
     assert record.probe(data[:10], 0, max_body=100) is None
+
+
+def test_a_body_ending_in_a_zero_byte_is_refused():
+    """The log tells where its records end by the last non-zero byte: no frame may end in one."""
+    for key in (None, KEY):
+        for body in (b"", b"ends in zero\0"):
+            with pytest.raises(ValueError, match="non-zero byte"):
+                record.encode(record.KIND_JOB, body, key)
+            with pytest.raises(ValueError, match="non-zero byte"):
+                record.header(record.KIND_JOB, body, key)
+
+
+def test_frame_size_trusts_the_header_alone_and_only_a_genuine_one():
+    """A writer steps over other writers' frames by their headers: a torn body does not matter,
+    a damaged or cut-off header, or one over the limit, gives no size."""
+    for key in (None, KEY):
+        data = record.encode(record.KIND_JOB, b"x" * 40, key)
+        head = len(data) - 40
+        assert record.frame_size(data, 0, max_body=40) == len(data)
+        assert record.frame_size(data[:head] + bytes(40), 0, max_body=40) == len(data)
+        assert record.frame_size(b"pad" + data, 3, max_body=40) == len(data)
+        assert record.frame_size(data[:record.HEADER_SIZE - 1], 0, max_body=40) is None
+        assert record.frame_size(data, 0, max_body=39) is None
+        assert record.frame_size(bytes(64), 0, max_body=40) is None
+        for i in range(record.HEADER_SIZE):
+            bad = bytearray(data)
+            bad[i] ^= 0x01
+            assert record.frame_size(bytes(bad), 0, max_body=40) is None, i

@@ -41,9 +41,13 @@ def _forged_body(job_id: str, marker: Path) -> bytes:
 
 
 def _append_raw(qpath: Path, frame: bytes) -> None:
+    """Write ``frame`` where the records of the newest segment end, over the zero fill after
+    them, as a producer would (a forger may write anywhere, but there it is read soonest)."""
     segments = sorted((qpath / "log").glob("*.log"))
     segment = segments[-1] if segments else qpath / "log" / "000000000001.log"
-    with open(segment, "ab") as f:
+    segment.touch()
+    with open(segment, "r+b") as f:
+        f.seek(len(f.read().rstrip(b"\0")))
         f.write(frame)
 
 
