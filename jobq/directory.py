@@ -80,10 +80,17 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
         qdir = QueueDir(path)
         info = _read_format(qdir)
         if info is None:
-            leftovers = set(os.listdir(path)) - {"log", "quarantine", "state.sqlite3", "state.lock"}
+            # Another process creating this queue at the same moment may have its temporary
+            # format file here, or its format file since the read above: the first to link
+            # its file wins, and the others read that one.
+            leftovers = {name for name in os.listdir(path)
+                         if not name.startswith(f"{FORMAT_FILE}.tmp.")} \
+                - {"log", "quarantine", "state.sqlite3", "state.lock", FORMAT_FILE}
             if leftovers:
-                raise NotAQueue(f"{path} is not empty and holds no {FORMAT_FILE}: refusing to turn"
-                                " it into a queue (choose an empty or new directory)", path=path)
+                found = ", ".join(sorted(leftovers)[:3]) + (", ..." if len(leftovers) > 3 else "")
+                raise NotAQueue(f"{path} is not empty ({found}) and holds no {FORMAT_FILE}:"
+                                " refusing to turn it into a queue (choose an empty or new"
+                                " directory)", path=path)
             wanted = {"format": FORMAT, "signed": secret_key is not None,
                       "key_check": key_check(secret_key),
                       **{k: settings[k] for k in FIXED_SETTINGS}}

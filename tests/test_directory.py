@@ -120,3 +120,19 @@ def test_uncreatable_directory_is_a_storage_error(tmp_path):
     with pytest.raises(StorageError, match="cannot use queue directory") as info:
         Queue(tmp_path / "plainfile" / "q")
     assert info.value.path == str(tmp_path / "plainfile" / "q")
+
+
+def test_processes_creating_the_same_queue_at_once_all_open_it(tmp_path, children):
+    """Workers and producers started together on a new directory: the first to write the
+    format file wins, the others read it (each once saw the others' temporary files)."""
+    import time
+    code = ("import sys, time; from jobq import Queue; t = float(sys.argv[2])\n"
+            "time.sleep(max(0.0, t - time.time())); Queue(sys.argv[1]).close()")
+    for attempt in range(3):
+        qpath, start = tmp_path / f"q{attempt}", time.time() + 1.0
+        procs = [children.start(code, str(qpath), str(start)) for _ in range(6)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+        assert json.loads((qpath / "jobq.json").read_text())["format"] == 2
+        assert not [p.name for p in qpath.iterdir() if ".tmp." in p.name]
