@@ -68,18 +68,18 @@ class ProcessLock:
         finally:
             self._thread_lock.release()
 
-    def counter(self) -> int:
-        """A number kept in the lock file itself, for holders to tell one another that something
-        changed; read it while holding the lock. Reading a file does not touch the files the lock
-        guards (a stat of those would: see jobq.log)."""
+    def shared(self, size: int) -> bytes:
+        """The first ``size`` bytes of the lock file itself (zeros past its end): a place for
+        holders to tell one another things. Read and change them only while holding the lock;
+        they are not durable, and matter only to processes alive together."""
         if self._generation != _fork_generation:
             self._ensure_open()
-        return int.from_bytes(os.pread(self._fd, 8, 0), "little")
+        got = os.pread(self._fd, size, 0)
+        return got if len(got) == size else got.ljust(size, b"\0")
 
-    def bump_counter(self) -> None:
-        """Change :meth:`counter`, while holding the lock (not durable: it matters only to
-        processes alive together)."""
-        os.pwrite(self._fd, ((self.counter() + 1) % (1 << 64)).to_bytes(8, "little"), 0)
+    def set_shared(self, data: bytes, at: int = 0) -> None:
+        """Change bytes of :meth:`shared`, while holding the lock."""
+        os.pwrite(self._fd, data, at)
 
     def __enter__(self) -> ProcessLock:
         self.acquire()

@@ -37,6 +37,7 @@ import errno
 import os
 import re
 import stat
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,6 +56,12 @@ FIRST_CHUNK = 1 << 16  # its first read; each next one doubles, up to CHUNK
 RESERVE = 1 << 16  # zero fill written past the records whenever a write extends a segment
 _ZEROS = bytes(RESERVE)  # compared with, sliced: never longer than this
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+# Kept in append.lock (ProcessLock.shared): a counter changed before a segment is created,
+# sealed or cut; then the segment and offset where the last write ended, a hint that saves a
+# writer stepping over the records other producers appended since its own last write.
+_SHARED = struct.Struct("<QQQ")
+_HINT = struct.Struct("<QQ")
+_HINT_AT = 8
 _SEGMENT_RE = re.compile(r"^(\d{12})\.log$")
 
 
@@ -218,7 +225,10 @@ class Log:
         fill = min(RESERVE, max(0, self._segment_size - end)) if end > size else 0
         try:
             try:
-                _pwrite_all(fd, [data, _ZEROS[:fill]] if fill else [data], offset)
+                if fill:
+                    _pwrite_all(fd, [data, _ZEROS[:fill]], offset)
+                elif (written := os.pwrite(fd, data, offset)) < len(data):
+                    _pwrite_all(fd, [data[written:]], offset + written)  # a short write: go on
             except OSError as exc:
                 if not fill or exc.errno not in _NO_SPACE:
                     raise
@@ -233,6 +243,15 @@ class Log:
             raise StorageError(f"cannot append to {path}: {exc.strerror or exc}",
                                path=path, errno=exc.errno) from exc
         handle.end = end
+        self._lock.set_shared(_HINT.pack(handle.segment, end), _HINT_AT)
+
+    def _layout(self) -> int:
+        return _SHARED.unpack(self._lock.shared(_SHARED.size))[0]
+
+    def _bump_layout(self) -> None:
+        """Under the append lock, before a segment is created, sealed or cut: every writer's
+        next append then looks at its segment anew (Log._move_to_newest_segment)."""
+        self._lock.set_shared(((self._layout() + 1) % (1 << 64)).to_bytes(8, "little"))
 
     def _sync(self, handle: _WriteHandle, created: bool) -> None:
         """After the append lock is released: fsync what this thread wrote (and a new segment's
@@ -255,12 +274,16 @@ class Log:
         """Under the append lock: the newest segment with room (rolling over), where its records
         end, its file size (or at least ``offset + need``), and whether this call created it."""
         handle = self._handle
-        if handle is not None and handle.layout == self._lock.counter() \
+        layout, segment, hint = _SHARED.unpack(self._lock.shared(_SHARED.size))
+        if handle is not None and handle.layout == layout \
                 and self._handle_generation == fork_generation():
-            # The common case, two preads and no stat (a stat of the segment would make the
-            # next write update its change time, and the fdatasync after it commit the inode:
-            # about 1.4x slower here). The counter in the lock file shows that no segment was
-            # created, sealed or cut since this process last looked: only records were added.
+            # The common case, a pread of the lock file and one of the segment, and no stat (a
+            # stat of the segment would make the next write update its change time, and the
+            # fdatasync after it commit the inode: about 1.4x slower here). The counter in the
+            # lock file shows that no segment was created, sealed or cut since this process
+            # last looked: only records were added, and the hint says where they end.
+            if segment == handle.segment and hint > handle.end:
+                handle.end = hint  # checked like our own: by what lies before and after it
             found = self._records_end(handle, need)
             if found is not None and found[0] < self._segment_size:
                 return handle, found[0], found[1], False
@@ -294,7 +317,7 @@ class Log:
         if self._handle is None:
             segments = self.segments()
             if not segments:
-                self._lock.bump_counter()
+                self._bump_layout()
             self._handle, created = self._open_for_write(segments[-1] if segments else 1)
         while True:
             handle = self._handle
@@ -304,12 +327,13 @@ class Log:
                 # (which then lie between records, and are skipped as damage).
                 end = _data_end(handle.fd, st.st_size)
                 if end < self._segment_size:
-                    handle.end, handle.layout = end, self._lock.counter()
+                    handle.end, handle.layout = end, self._layout()
+                    self._lock.set_shared(_HINT.pack(handle.segment, end), _HINT_AT)
                     return handle, end, st.st_size, created
             # The newest segment, not old + 1: compaction may have shrunk or removed the ones
             # between, and a record appended to a segment the index has passed is never indexed.
             newest = max([handle.segment + 1, *self.segments()[-1:]])
-            self._lock.bump_counter()  # before the new segment exists: see Log.seal
+            self._bump_layout()  # before the new segment exists: see Log.seal
             self._handle, now_created = self._open_for_write(newest)
             created = created or now_created
             self._retire(handle)
@@ -331,7 +355,7 @@ class Log:
                 if not end:
                     return False
                 # First: a seal killed part-way must still send every writer to the slow path.
-                self._lock.bump_counter()
+                self._bump_layout()
                 os.close(os.open(self.path(segment + 1), os.O_WRONLY | os.O_CREAT | os.O_EXCL
                                  | os.O_CLOEXEC, durable.FILE_MODE))
                 durable.sync_dir(self.directory)
@@ -465,7 +489,7 @@ class Log:
                 size = reader.size
                 torn = os.pread(reader.fd, size - tail.offset, tail.offset)
             saved = self.save_aside(tail, torn, "torn")
-            self._lock.bump_counter()  # writers must not trust where they last saw the end
+            self._bump_layout()  # writers must not trust where they last saw the end
             fd = os.open(self.path(tail.segment), os.O_WRONLY | os.O_CLOEXEC)
             try:
                 os.ftruncate(fd, tail.offset)

@@ -319,3 +319,22 @@ def test_a_writer_never_overwrites_bytes_past_the_end_of_the_records(tmp_path):
         gaps = q.store.quarantined()
         assert len(gaps) == 1 and gaps[0]["end_offset"] == at
         assert not any(Path(gaps[0]["saved_to"]).read_bytes())  # only zero fill set aside
+
+
+def test_a_stale_hint_in_the_lock_file_is_checked_not_trusted(queue, qpath):
+    """append.lock says where the last write ended, to spare writers a walk over the records
+    others appended. One left over from before a power cut points past the records: the
+    writer sees zeros before it, looks at the segment, and writes right after the records."""
+    first = queue.enqueue(add, 1, 1)
+    end = queue.log.end()
+    lock = qpath / "log" / "append.lock"
+    shared = bytearray(lock.read_bytes())
+    shared[8:24] = log._HINT.pack(end.segment, end.offset + 5000)
+    lock.write_bytes(bytes(shared))
+    second = queue.enqueue(add, 2, 2)
+    assert _record_offsets(queue)[-1] == end
+    shared[8:24] = log._HINT.pack(end.segment + 7, 3)  # another segment's: ignored
+    lock.write_bytes(bytes(shared))
+    third = queue.enqueue(add, 3, 3)
+    assert [s.job_id for s in queue.jobs()] == [first, second, third]
+    assert queue.store.quarantined() == []
