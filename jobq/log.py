@@ -168,7 +168,7 @@ class Log:
             return Position(1, 0)
         fd = os.open(self.path(segments[-1]), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return Position(segments[-1], _data_end(fd, os.fstat(fd).st_size))
+            return Position(segments[-1], _data_end(fd, _size(fd)))
         finally:
             os.close(fd)
 
@@ -180,7 +180,9 @@ class Log:
         """
         try:
             with self._read_lock:
-                fd = self._read_fd(pos.segment, recheck=True)
+                # No recheck (a stat): compaction replaces only sealed segments, and after one
+                # of those a later segment exists, so the answer is True either way.
+                fd = self._read_fd(pos.segment, recheck=False)
                 if not _zeros_only(fd, pos.offset):
                     return True
         except FileNotFoundError:
@@ -351,7 +353,7 @@ class Log:
                 return False
             fd = os.open(self.path(segment), os.O_RDWR | os.O_CLOEXEC)
             try:
-                end = _data_end(fd, os.fstat(fd).st_size)
+                end = _data_end(fd, _size(fd))
                 if not end:
                     return False
                 # First: a seal killed part-way must still send every writer to the slow path.
@@ -613,6 +615,12 @@ def _data_end(fd: int, size: int) -> int:
     return 0
 
 
+def _size(fd: int) -> int:
+    """A file's size, without a stat: a stat of a segment would make its next write update its
+    change time, and the fdatasync after that write commit the inode (Log._writable_segment)."""
+    return os.lseek(fd, 0, os.SEEK_END)
+
+
 def _make_read_only(path: str) -> None:
     os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~0o222)
 
@@ -636,7 +644,7 @@ class _SegmentReader:
     def __init__(self, path: str, max_body: int, key: bytes | None) -> None:
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            self.size = _data_end(self.fd, os.fstat(self.fd).st_size)  # the zero fill is not read
+            self.size = _data_end(self.fd, _size(self.fd))  # the zero fill is not read
         except BaseException:
             os.close(self.fd)
             raise
