@@ -271,7 +271,8 @@ def _group_commit_loop(log: SharedLog, count: int) -> int:
 
 @contextmanager
 def own_sync_producer(directory: Path, count: int) -> Iterator[Run]:
-    """Write under the flock, then fdatasync for oneself (what jobq's Log.append does)."""
+    """Write under the flock, then fdatasync for oneself (as jobq's Log.append does, though it
+    overwrites zero fill instead of appending)."""
     log = SharedLog(directory)
     try:
         yield lambda: _own_sync_loop(log, count)
