@@ -209,7 +209,14 @@ class Log:
         lock = self._lock
         lock.acquire()  # not ``with``: two Python calls fewer on the path of every record
         try:
-            handle, offset, size, created = self._writable_segment(len(data))
+            try:
+                handle, offset, size, created = self._writable_segment(len(data))
+            except OSError as exc:
+                if isinstance(exc, StorageError):
+                    raise
+                # Creating the next segment, or a look at this one, failed: nothing written.
+                raise StorageError(f"cannot append to {self.directory}: {exc.strerror or exc}",
+                                   path=self.directory, errno=exc.errno) from exc
             self._write(handle, data, offset, size)
             if fsync:
                 with self._pending_lock:
@@ -245,7 +252,11 @@ class Log:
             raise StorageError(f"cannot append to {path}: {exc.strerror or exc}",
                                path=path, errno=exc.errno) from exc
         handle.end = end
-        self._lock.set_shared(_HINT.pack(handle.segment, end), _HINT_AT)
+        self._set_hint(handle.segment, end)
+
+    def _set_hint(self, segment: int, end: int) -> None:
+        with contextlib.suppress(OSError):  # only a hint: without it, writers walk
+            self._lock.set_shared(_HINT.pack(segment, end), _HINT_AT)
 
     def _layout(self) -> int:
         return _SHARED.unpack(self._lock.shared(_SHARED.size))[0]
@@ -330,7 +341,7 @@ class Log:
                 end = _data_end(handle.fd, st.st_size)
                 if end < self._segment_size:
                     handle.end, handle.layout = end, self._layout()
-                    self._lock.set_shared(_HINT.pack(handle.segment, end), _HINT_AT)
+                    self._set_hint(handle.segment, end)
                     return handle, end, st.st_size, created
             # The newest segment, not old + 1: compaction may have shrunk or removed the ones
             # between, and a record appended to a segment the index has passed is never indexed.
