@@ -166,11 +166,8 @@ class Log:
         segments = self.segments()
         if not segments:
             return Position(1, 0)
-        fd = os.open(self.path(segments[-1]), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            return Position(segments[-1], _data_end(fd, _size(fd)))
-        finally:
-            os.close(fd)
+        with _SegmentReader(self.path(segments[-1]), self._max_body, self._key) as reader:
+            return Position(segments[-1], reader.size)
 
     def has_more(self, pos: Position) -> bool:
         """Cheap check: is there anything in the log past ``pos``?
@@ -211,9 +208,9 @@ class Log:
         try:
             try:
                 handle, offset, size, created = self._writable_segment(len(data))
+            except StorageError:
+                raise
             except OSError as exc:
-                if isinstance(exc, StorageError):
-                    raise
                 # Creating the next segment, or a look at this one, failed: nothing written.
                 raise StorageError(f"cannot append to {self.directory}: {exc.strerror or exc}",
                                    path=self.directory, errno=exc.errno) from exc

@@ -115,9 +115,9 @@ def frame_size(buf: bytes | memoryview, pos: int, *, max_body: int) -> int | Non
     Only the header is checked: the body may be torn. A writer looking for the end of the
     records uses it to step over the frames other processes appended.
     """
-    head = bytes(buf[pos:pos + _HEAD.size])
-    if len(head) < _HEAD.size or len(buf) - pos < HEADER_SIZE:
+    if len(buf) - pos < HEADER_SIZE:
         return None
+    head = buf[pos:pos + _HEAD.size]
     magic, version, kind, flags, length, _ = _HEAD.unpack(head)
     (head_crc,) = _HEAD_CRC.unpack_from(buf, pos + _HEAD.size)
     if not (magic == MAGIC and zlib.crc32(head) == head_crc and version == FORMAT_VERSION
