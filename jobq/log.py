@@ -12,12 +12,14 @@ the next records overwrite them. The fdatasync of an append must also commit the
 (a journal commit on ext4); the fdatasync of an overwrite flushes only the data. Measured here
 (``scripts/bench.py``, target 1), that makes a durable enqueue about 1.3x faster than appending.
 A segment's records end at its last non-zero byte: a frame never ends in a zero byte
-(``jobq.record``). A writer checks that the bytes it overwrites are zero fill, so it never
-overwrites a record, whatever a crash or an older writer left behind.
+(``jobq.record``). A writer writes only there, where nothing but zeros follows to the end of the
+file: it never overwrites a record, whatever a crash or an older writer left behind, and never
+writes before bytes that a reader may already have passed (which the index would never read).
 
 Reading: :func:`Log.scan` walks records from a position and reports three things: whole verified
 records, damaged byte ranges followed by more records (quarantined and skipped by the index), and an
-incomplete tail. An incomplete tail may be a write in progress; only :meth:`Log.repair_tail`, which
+incomplete tail: in the newest segment, everything from the first bad byte that no whole record
+follows. An incomplete tail may be a write in progress; only :meth:`Log.repair_tail`, which
 holds the append lock so that no write can be in progress, treats it as torn and cuts it, after
 copying the bytes aside. A segment is read in chunks, never whole.
 
@@ -57,11 +59,13 @@ RESERVE = 1 << 16  # zero fill written past the records whenever a write extends
 _ZEROS = bytes(RESERVE)  # compared with, sliced: never longer than this
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 # Kept in append.lock (ProcessLock.shared): a counter changed before a segment is created,
-# sealed or cut; then the segment and offset where the last write ended, a hint that saves a
-# writer stepping over the records other producers appended since its own last write.
-_SHARED = struct.Struct("<QQQ")
-_HINT = struct.Struct("<QQ")
+# sealed or cut; then where the last write left the newest segment: its number, where its last
+# frame starts, where that frame ends, and the file's size. A writer checks all of it (the frame's
+# header, the zeros after it, the size) before it writes there: see Log._writable_segment.
+_SHARED = struct.Struct("<QQQQQ")
+_HINT = struct.Struct("<QQQQ")
 _HINT_AT = 8
+_CHECK_IN_ONE_READ = 4096  # a last frame up to this size is checked in the same pread as the zeros
 _SEGMENT_RE = re.compile(r"^(\d{12})\.log$")
 
 
@@ -120,13 +124,12 @@ class _WriteHandle:
     that is not.
     """
 
-    __slots__ = ("fd", "segment", "next_path", "pending", "retired", "end", "layout")
+    __slots__ = ("fd", "segment", "next_path", "pending", "retired", "layout")
 
     def __init__(self, fd: int, segment: int, next_path: str) -> None:
         self.fd, self.segment, self.pending, self.retired = fd, segment, 0, False
         self.next_path = next_path  # the segment after this one: its existence means "move on"
-        self.end = 0  # where the records end, as this process last saw it
-        self.layout = -1  # the append lock's counter then; -1: look at the segment first
+        self.layout = -1  # the append lock's counter when last looked at; -1: look first
 
 
 def segment_name(number: int) -> str:
@@ -195,11 +198,12 @@ class Log:
         """What :meth:`encode` puts in front of ``body``."""
         return record.header(kind, body, self._key)
 
-    def append(self, frames: list[bytes]) -> Position:
+    def append(self, frames: list[bytes], last: int | None = None) -> Position:
         """Write framed records as one contiguous run; return where the first one starts.
 
-        Returns once the records are on stable storage, unless the log was opened with
-        ``fsync=False``.
+        ``frames`` are whole frames, or pieces of them (headers and bodies) in order; ``last``
+        is the size of the last frame, if it is not the last piece. Returns once the records
+        are on stable storage, unless the log was opened with ``fsync=False``.
         """
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         fsync = self._fsync
@@ -214,7 +218,7 @@ class Log:
                 # Creating the next segment, or a look at this one, failed: nothing written.
                 raise StorageError(f"cannot append to {self.directory}: {exc.strerror or exc}",
                                    path=self.directory, errno=exc.errno) from exc
-            self._write(handle, data, offset, size)
+            self._write(handle, data, offset, size, last or len(frames[-1]))
             if fsync:
                 with self._pending_lock:
                     handle.pending += 1
@@ -224,9 +228,11 @@ class Log:
             self._sync(handle, created)
         return Position(handle.segment, offset)
 
-    def _write(self, handle: _WriteHandle, data: bytes, offset: int, size: int) -> None:
-        """Under the append lock: write ``data`` at ``offset``, where the file holds only zeros
-        (or ends), and zero fill past it when the write extends the file."""
+    def _write(self, handle: _WriteHandle, data: bytes, offset: int, size: int,
+               last: int) -> None:
+        """Under the append lock: write ``data`` (its last frame ``last`` bytes long) at
+        ``offset``, where the records end and only zeros follow, and zero fill past it when the
+        write extends the file."""
         fd, end = handle.fd, offset + len(data)
         fill = min(RESERVE, max(0, self._segment_size - end)) if end > size else 0
         try:
@@ -240,6 +246,7 @@ class Log:
                     raise
                 # The zero fill did not fit, the record alone may: write it without.
                 _undo_write(fd, offset, end + fill, size)
+                fill = 0
                 _pwrite_all(fd, [data], offset)
         except OSError as exc:
             # ENOSPC, EFBIG, EIO...: put the zeros back so no torn record is left behind.
@@ -248,12 +255,11 @@ class Log:
             path = self.path(handle.segment)
             raise StorageError(f"cannot append to {path}: {exc.strerror or exc}",
                                path=path, errno=exc.errno) from exc
-        handle.end = end
-        self._set_hint(handle.segment, end)
+        self._set_hint(handle.segment, end - last, end, max(size, end + fill))
 
-    def _set_hint(self, segment: int, end: int) -> None:
-        with contextlib.suppress(OSError):  # only a hint: without it, writers walk
-            self._lock.set_shared(_HINT.pack(segment, end), _HINT_AT)
+    def _set_hint(self, segment: int, last: int, end: int, size: int) -> None:
+        with contextlib.suppress(OSError):  # only a hint: without it, writers take the slow path
+            self._lock.set_shared(_HINT.pack(segment, last, end, size), _HINT_AT)
 
     def _layout(self) -> int:
         return _SHARED.unpack(self._lock.shared(_SHARED.size))[0]
@@ -282,39 +288,26 @@ class Log:
 
     def _writable_segment(self, need: int) -> tuple[_WriteHandle, int, int, bool]:
         """Under the append lock: the newest segment with room (rolling over), where its records
-        end, its file size (or at least ``offset + need``), and whether this call created it."""
-        handle = self._handle
-        layout, segment, hint = _SHARED.unpack(self._lock.shared(_SHARED.size))
-        if handle is not None and handle.layout == layout \
-                and self._handle_generation == fork_generation():
-            # The common case, a pread of the lock file and one of the segment, and no stat (a
-            # stat of the segment would make the next write update its change time, and the
-            # fdatasync after it commit the inode: about 1.4x slower here). The counter in the
-            # lock file shows that no segment was created, sealed or cut since this process
-            # last looked: only records were added, and the hint says where they end.
-            if segment == handle.segment and hint > handle.end:
-                handle.end = hint  # checked like our own: by what lies before and after it
-            found = self._records_end(handle, need)
-            if found is not None and found[0] < self._segment_size:
-                return handle, found[0], found[1], False
-        return self._move_to_newest_segment(need)
+        end, its file size, and whether this call created it.
 
-    def _records_end(self, handle: _WriteHandle, need: int) -> tuple[int, int] | None:
-        """Where the records of the segment end, and the file size or at least that plus
-        ``need``; None if only a look at the whole segment can tell.
-
-        Usually where this process wrote last: one pread shows the byte before is not zero (a
-        frame's last byte never is) and the ``need`` bytes from there are zero fill. If other
-        processes appended since, their frames are stepped over.
+        The rule that keeps every acknowledged record readable: a record is written only where
+        the records end and nothing but zeros follows, up to the end of the file. The index
+        never covers more than the records and the damage between them (Log.scan), so a record
+        written there is one the index reads. Bytes past a run of zeros (a writer of format 1
+        appending after the fill, a power cut that kept a later page) are never written before.
         """
-        fd, end = handle.fd, handle.end
-        size = _ends_at(fd, end, need)
-        if size is None:
-            walked = _walk_frames(fd, end, self._max_body)
-            if walked is None or (size := _ends_at(fd, walked, need)) is None:
-                return None  # torn bytes (a writer killed mid-write): _data_end decides
-            handle.end = end = walked
-        return end, size
+        handle = self._handle
+        layout, segment, last, end, size = _SHARED.unpack(self._lock.shared(_SHARED.size))
+        if handle is not None and handle.layout == layout and segment == handle.segment \
+                and end < self._segment_size and self._handle_generation == fork_generation() \
+                and _at_end(handle.fd, last, end, size, need, self._max_body):
+            # The common case: a pread of the lock file, an lseek and one pread of the segment,
+            # and no stat (a stat of the segment would make the next write update its change
+            # time, and the fdatasync after it commit the inode: about 1.4x slower here). The
+            # counter shows no segment was created, sealed or cut since this process last
+            # looked; the hint, checked, says where the last write (of any process) ended.
+            return handle, end, size, False
+        return self._move_to_newest_segment(need)
 
     def _move_to_newest_segment(self, need: int) -> tuple[_WriteHandle, int, int, bool]:
         """The slow path: check the segment itself, and move to the newest one if it is full,
@@ -337,8 +330,7 @@ class Log:
                 # (which then lie between records, and are skipped as damage).
                 end = _data_end(handle.fd, st.st_size)
                 if end < self._segment_size:
-                    handle.end, handle.layout = end, self._layout()
-                    self._set_hint(handle.segment, end)
+                    handle.layout = self._layout()
                     return handle, end, st.st_size, created
             # The newest segment, not old + 1: compaction may have shrunk or removed the ones
             # between, and a record appended to a segment the index has passed is never indexed.
@@ -559,22 +551,27 @@ def _undo_write(fd: int, offset: int, end: int, size: int) -> None:
             _pwrite_all(fd, [bytes(min(end, size) - offset)], offset)
 
 
-def _ends_at(fd: int, offset: int, need: int) -> int | None:
-    """May ``need`` bytes be written at ``offset``? Only where the records end: the byte before
-    is a frame's last (never zero) or ``offset`` is 0, and the file holds nothing but zero fill
-    in ``[offset, offset + need)``. Returns the file's size, or ``offset + need`` if it is at
-    least that; None if not, or if that is more than one pread of RESERVE bytes can tell."""
-    start = offset - 1 if offset else 0
-    want = min(need, len(_ZEROS))
-    got = os.pread(fd, offset + want - start, start)
-    size = start + len(got)
-    if want < need and size == offset + want:
-        return None  # the file goes on past what was read: the slow path looks at it all
-    if offset:
-        if not got or not got[0]:
-            return None
-        got = got[1:]
-    return size if got == _ZEROS[:len(got)] else None
+def _at_end(fd: int, last: int, end: int, size: int, need: int, max_body: int) -> bool:
+    """Does the hint in the append lock hold? A genuine frame header at ``last`` says the frame
+    ends at ``end`` (``end`` is a frame boundary: 0, or a frame's end, never inside one); the file
+    is still ``size`` bytes long (nobody appended past the zero fill); and the ``need`` bytes
+    from ``end`` (or up to the end of the file) are zeros (no record was written there since)."""
+    if end > size or os.lseek(fd, 0, os.SEEK_END) != size:
+        return False
+    want = min(need, size - end, len(_ZEROS))
+    frame = end - last
+    if frame <= 0:
+        if end or last:
+            return False
+        head, zeros = b"", os.pread(fd, want, 0)
+    elif frame <= _CHECK_IN_ONE_READ:
+        got = os.pread(fd, frame + want, last)
+        head, zeros = got[:record.HEADER_SIZE], got[frame:]
+    else:
+        head, zeros = os.pread(fd, record.HEADER_SIZE, last), os.pread(fd, want, end)
+    if frame > 0 and record.frame_size(head, 0, max_body=max_body) != frame:
+        return False
+    return len(zeros) == want and zeros == _ZEROS[:want]
 
 
 def _zeros_only(fd: int, start: int) -> bool:
@@ -588,19 +585,6 @@ def _zeros_only(fd: int, start: int) -> bool:
         if len(got) < step:
             return True
         start, step = start + len(got), min(step * 4, len(_ZEROS))
-
-
-def _walk_frames(fd: int, offset: int, max_body: int) -> int | None:
-    """From a frame boundary, step over genuine frame headers to the first zero one (or the end
-    of the file); None where the bytes are neither (torn or damaged)."""
-    while True:
-        head = os.pread(fd, record.HEADER_SIZE, offset)
-        if head == _ZEROS[:len(head)]:
-            return offset
-        frame = record.frame_size(head, 0, max_body=max_body)
-        if frame is None:
-            return None
-        offset += frame
 
 
 def _data_end(fd: int, size: int) -> int:
@@ -684,8 +668,16 @@ class _SegmentReader:
         return pos - self._base
 
     def items(self, segment: int, offset: int, *, sealed: bool) -> Iterator[ScanItem]:
+        """Records from ``offset``; damage only once a whole record follows it.
+
+        In the newest segment, bad bytes that no whole record follows (zeros, then a frame that
+        fails its checksum, say) are all the tail, from the first of them: the index never covers
+        them, and a writer, which writes after the last non-zero byte, never writes before what
+        the index covers (Log._writable_segment).
+        """
         pos = offset
         least = record.HEADER_SIZE + record.MAC_SIZE
+        pending: list[Damage] = []  # damaged ranges not yet followed by a whole record
         while pos < self.size:
             i = pos - self._base
             if i < 0 or i + least > len(self._buf):  # inline: most records are in the window
@@ -697,24 +689,35 @@ class _SegmentReader:
                 if pos + need <= self.size and len(self._buf) - i < need:
                     self._window(pos, need)
                     continue
-                reason = "incomplete record at the end of the segment"
-                if sealed:
-                    yield Damage(Position(segment, pos), self.size, reason)
-                    return
-                yield Tail(Position(segment, pos), reason)
+                yield from self._ending(Position(segment, pos), pending, sealed,
+                                        "incomplete record at the end of the segment")
                 return
             except record.Damaged as exc:
                 nxt = self._resync(pos + 1)
-                if nxt is None and not sealed:
-                    yield Tail(Position(segment, pos), str(exc))
-                    return
-                yield Damage(Position(segment, pos), self.size if nxt is None else nxt, str(exc))
                 if nxt is None:
+                    yield from self._ending(Position(segment, pos), pending, sealed, str(exc))
                     return
+                pending.append(Damage(Position(segment, pos), nxt, str(exc)))
                 pos = nxt
                 continue
+            if pending:
+                yield from pending
+                pending.clear()
             yield Entry(Position(segment, pos), frame)
             pos += frame.size
+
+    def _ending(self, pos: Position, pending: list[Damage], sealed: bool,
+                reason: str) -> Iterator[ScanItem]:
+        """What bad bytes from ``pos`` to the end of the segment are, after ``pending`` damage."""
+        if sealed:  # nothing is ever written to it again: damage, all of it
+            yield from pending
+            yield Damage(pos, self.size, reason)
+        elif pending:
+            first = pending[0]
+            yield Tail(first.pos, f"{first.reason} at byte {first.pos.offset}, and no whole"
+                                  f" record after it ({reason} at byte {pos.offset})")
+        else:
+            yield Tail(pos, reason)
 
     def _resync(self, start: int) -> int | None:
         """The first position at or after ``start`` holding a genuine header (or the start of one

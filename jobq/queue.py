@@ -166,7 +166,7 @@ class Queue:
             parts += (frame_header(record.KIND_JOB, body), body)
             ids.append(job_id)
         if parts:
-            self.log.append(parts)
+            self.log.append(parts, len(parts[-2]) + len(parts[-1]))
         return ids
 
     def _options(self, priority: int, delay: float | None, max_attempts: int | None,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from jobq import Queue, log
+from jobq import Queue, Status, log
 from jobq.log import Damage, Entry, Position, Sealed, Tail
 
 from jobtasks import add
@@ -296,10 +296,11 @@ def test_records_overwrite_the_zero_fill_and_a_seal_drops_it(queue, qpath):
     assert [queue.payload(j).args for j in ids[-1:]] == [(99, "x" * 1000)]
 
 
-def test_a_writer_never_overwrites_bytes_past_the_end_of_the_records(tmp_path):
+def test_a_writer_never_writes_before_bytes_past_the_end_of_the_records(tmp_path):
     """Bytes after a run of zero fill (a power cut that kept a later page of an unfinished
-    write, or a writer of format 1 appending after the fill) are never written over: a write
-    that fits before them goes there, a longer one after them, and every record stays."""
+    write, or a writer of format 1 appending after the fill) are never written over, nor
+    before: an index may already have covered the zero run as damage, and a record written
+    there would never be read. Every write goes after them, and every record stays."""
     with Queue(tmp_path / "elsewhere") as other:
         foreign = other.enqueue(add, 7, 7)
         frame = (tmp_path / "elsewhere" / "log" / "000000000001.log").read_bytes()
@@ -311,30 +312,60 @@ def test_a_writer_never_overwrites_bytes_past_the_end_of_the_records(tmp_path):
         at = segment.stat().st_size
         with open(segment, "ab") as f:
             f.write(frame)  # after the zero fill
-        small = q.enqueue(add, 2, 2)  # fits in the zero run before the frame
-        big = q.enqueue_many(add, [(i, "x" * 1000) for i in range(100)])  # does not
+        with Queue(qpath) as reader:  # indexes the zero run as damage, and the frame after it
+            assert reader.state(foreign).status is Status.QUEUED
+        small = q.enqueue(add, 2, 2)  # would fit in the zero run: must not go there
+        big = q.enqueue_many(add, [(i, "x" * 1000) for i in range(100)])
         assert segment.read_bytes()[at:at + len(frame)] == frame
+        assert q.state(small).status is Status.QUEUED
     with Queue(qpath) as q:
-        assert [s.job_id for s in q.jobs()] == [first, small, foreign, *big]
+        assert [s.job_id for s in q.jobs()] == [first, foreign, small, *big]
         gaps = q.store.quarantined()
         assert len(gaps) == 1 and gaps[0]["end_offset"] == at
         assert not any(Path(gaps[0]["saved_to"]).read_bytes())  # only zero fill set aside
 
 
-def test_a_stale_hint_in_the_lock_file_is_checked_not_trusted(queue, qpath):
-    """append.lock says where the last write ended, to spare writers a walk over the records
-    others appended. One left over from before a power cut points past the records: the
-    writer sees zeros before it, looks at the segment, and writes right after the records."""
+@pytest.mark.parametrize("wrong", ["past-the-end", "inside-a-record", "other-segment",
+                                   "size-changed", "no-frame-before"])
+def test_a_wrong_hint_in_the_lock_file_is_checked_not_trusted(queue, qpath, wrong):
+    """append.lock says where the last write ended, so that writers need not look at the
+    segment. A wrong one (left by a power cut, or a corrupted lock file) is checked, not trusted:
+    the frame header before it, its size and the zeros after it. The writer then looks at the
+    segment and writes right after the records, overwriting nothing."""
     first = queue.enqueue(add, 1, 1)
+    zeros = queue.enqueue(add, bytes(3000), b"")  # a record with a long run of zeros inside
     end = queue.log.end()
+    start = _record_offsets(queue)[-1].offset
+    segment = qpath / "log" / "000000000001.log"
+    before = segment.read_bytes()[:end.offset]
+    size = segment.stat().st_size
+    hints = {
+        "past-the-end": (1, start, end.offset + 5000, size),
+        # just after a non-zero byte of the record, before 3000 of its zero bytes
+        "inside-a-record": (1, start, before.index(bytes(3000), start), size),
+        "other-segment": (8, start, end.offset, size),
+        "size-changed": (1, start, end.offset, size + 1),
+        "no-frame-before": (1, start + 1, end.offset, size),
+    }
     lock = qpath / "log" / "append.lock"
     shared = bytearray(lock.read_bytes())
-    shared[8:24] = log._HINT.pack(end.segment, end.offset + 5000)
-    lock.write_bytes(bytes(shared))
-    second = queue.enqueue(add, 2, 2)
-    assert _record_offsets(queue)[-1] == end
-    shared[8:24] = log._HINT.pack(end.segment + 7, 3)  # another segment's: ignored
+    shared[8:40] = log._HINT.pack(*hints[wrong])
     lock.write_bytes(bytes(shared))
     third = queue.enqueue(add, 3, 3)
-    assert [s.job_id for s in queue.jobs()] == [first, second, third]
+    assert _record_offsets(queue)[-1] == end
+    assert segment.read_bytes()[:end.offset] == before
+    assert [s.job_id for s in queue.jobs()] == [first, zeros, third]
+    assert queue.payload(zeros).args == (bytes(3000), b"")
     assert queue.store.quarantined() == []
+
+
+def test_the_hint_is_written_by_every_append_and_checked_by_the_next(queue, qpath):
+    """After any write, the hint names the last frame exactly, so the next writer in another
+    process takes the fast path (its checks pass) and writes right after it."""
+    queue.enqueue(add, 1, 1)
+    queue.enqueue_many(add, [(i, i) for i in range(3)])
+    end = queue.log.end()
+    last = _record_offsets(queue)[-1].offset
+    shared = (qpath / "log" / "append.lock").read_bytes()
+    size = (qpath / "log" / "000000000001.log").stat().st_size
+    assert log._HINT.unpack(shared[8:40]) == (1, last, end.offset, size)
