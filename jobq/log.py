@@ -693,11 +693,14 @@ class _SegmentReader:
                                         "incomplete record at the end of the segment")
                 return
             except record.Damaged as exc:
+                reason = str(exc)
+                if not any(self._buf[i:i + record.HEADER_SIZE]):
+                    reason = "zero bytes where a record should start"  # a lost or foreign write
                 nxt = self._resync(pos + 1)
                 if nxt is None:
-                    yield from self._ending(Position(segment, pos), pending, sealed, str(exc))
+                    yield from self._ending(Position(segment, pos), pending, sealed, reason)
                     return
-                pending.append(Damage(Position(segment, pos), nxt, str(exc)))
+                pending.append(Damage(Position(segment, pos), nxt, reason))
                 pos = nxt
                 continue
             if pending:

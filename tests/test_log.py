@@ -369,3 +369,20 @@ def test_the_hint_is_written_by_every_append_and_checked_by_the_next(queue, qpat
     shared = (qpath / "log" / "append.lock").read_bytes()
     size = (qpath / "log" / "000000000001.log").stat().st_size
     assert log._HINT.unpack(shared[8:40]) == (1, last, end.offset, size)
+
+
+def test_zero_bytes_between_records_are_named_as_such(tmp_path):
+    """A run of zeros between records (a power cut that lost a page, a writer of format 1 that
+    appended after the fill) is quarantined with a reason an operator can read."""
+    with Queue(tmp_path / "elsewhere") as other:
+        other.enqueue(add, 7, 7)
+        frame = (tmp_path / "elsewhere" / "log" / "000000000001.log").read_bytes()
+        frame = frame[:other.log.end().offset]
+    qpath = tmp_path / "q"
+    with Queue(qpath) as q:
+        q.enqueue(add, 1, 1)
+        with open(q.log.path(1), "ab") as f:
+            f.write(frame)  # after the zero fill
+    with Queue(qpath) as q:
+        assert [g["reason"] for g in q.store.quarantined()] == [
+            "zero bytes where a record should start"]
