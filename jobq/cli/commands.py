@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from .. import config as config_mod
 from ..directory import FORMAT_FILE
-from ..errors import InvalidArgument, JobqError, NotAQueue
+from ..errors import DamagedRecord, InvalidArgument, JobqError, NotAQueue, StorageError
 from ..queue import Queue, last_line
 from ..state import Status
 from . import render
@@ -122,13 +122,18 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         if isinstance(exc, KeyError):
             raise
         problems.append(f"state: cannot load: {exc}")
+    damaged = None
     try:
         payload = q.payload(jid)
+    except DamagedRecord as exc:
+        damaged = _set_aside(q, jid, exc)
+        problems.append(damaged["problem"])
     except JobqError as exc:
         problems.append(f"payload: cannot load: {exc}")
     if args.json:
         render.as_json({"job_id": jid, "state": state and state.__getstate__(),
-                        "payload": payload and payload.__getstate__(), "problems": problems}, out)
+                        "payload": payload and payload.__getstate__(), "problems": problems,
+                        "damaged": damaged}, out)
         return 0
     lines: list[tuple[str, Any]] = [("job", jid)]
     if state is not None:
@@ -154,6 +159,20 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         print(f"\nerror {i}:", file=out)
         print("\n".join("  " + line for line in error.splitlines()), file=out)
     return 0
+
+
+def _set_aside(q: Queue, jid: str, exc: DamagedRecord) -> dict[str, Any]:
+    """A damaged record is copied aside (once, as a worker would) for the operator to look at."""
+    from .. import damage
+    found = {"file": exc.path, "offset": exc.offset, "reason": exc.reason, "saved_to": None}
+    try:
+        found["saved_to"] = damage.set_aside(q.store, q.log, q.store.payload_position(jid), exc)
+    except StorageError as err:
+        found["problem"] = (f"payload record damaged at {exc.path}:{exc.offset}: {exc.reason};"
+                            f" cannot copy it aside: {err}")
+    else:
+        found["problem"] = damage.reason(exc, found["saved_to"])
+    return found
 
 
 def _summary(value: Any) -> str:
