@@ -116,10 +116,10 @@ def change_for(outcome: Outcome, retry_delay: RetryDelay
     def change(s: JobState, now: float, max_attempts: int) -> JobState:
         if outcome.kind == "cancelled" or s.cancel_requested:
             return transitions.cancelled(s, now)
-        if outcome.kind == "damaged":
-            return transitions.damaged(s, outcome.error or "payload record damaged", now)
         if outcome.kind == "succeeded":
             return transitions.succeeded(s, outcome.result, now)
+        if outcome.kind == "damaged":
+            return transitions.damaged(s, outcome.error or "payload record damaged", now)
         return transitions.failed(s, outcome.error or "failed", now, max_attempts=max_attempts,
                                   retry_delay=retry_delay(s.attempts))
     return change

@@ -3,6 +3,7 @@ damage and the quarantined copy named, without spending its attempts or waiting 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -115,3 +116,21 @@ def test_show_names_the_damage_and_the_quarantined_copy(queue, qpath):
     assert "status       dead" in after
     assert f"record damaged at {path}:{offset}: body checksum mismatch" in after
     assert f"copy at {copy}" in after
+
+
+def test_jobs_of_a_cut_segment_are_set_aside_at_once(qpath):
+    """A record cut short, and records past the cut, are damage too: dead at once, each named."""
+    with Queue(qpath, segment_size=1200) as q:
+        ids = q.enqueue_many("jobtasks:add", [(i, i) for i in range(4)])
+        q.enqueue_many("jobtasks:add", [(9, 9)])  # segment 2: segment 1 is sealed
+        q.counts()
+        cut = q.store.payload_position(ids[2]).offset + 30
+        os.truncate(q.log.path(1), cut)
+        assert run_burst(q) == 5
+        states = [q.state(j) for j in ids]
+        assert [s.status for s in states] == [Status.SUCCEEDED, Status.SUCCEEDED, Status.DEAD,
+                                              Status.DEAD]
+        assert [s.attempts for s in states[2:]] == [0, 0]
+        assert all(": truncated; copy at " in s.error for s in states[2:])
+        copies = {r["offset"]: r["saved_to"] for r in q.store.quarantined()}
+        assert Path(copies[cut - 30]).read_bytes() == Path(q.log.path(1)).read_bytes()[cut - 30:]
