@@ -17,9 +17,6 @@ from . import index
 from .errors import CorruptRecord, DamagedRecord, StorageError
 from .log import Damage, Entry, Log, Position, Tail
 from .store import Store
-from ._logging import get_logger
-
-log = get_logger(__name__)
 
 _SAVED_TO = "SELECT saved_to FROM quarantine WHERE segment = ? AND offset = ?"
 

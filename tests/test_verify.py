@@ -158,3 +158,19 @@ def test_jobs_in_a_cut_segment_are_each_named(qpath):
         "incomplete record at the end of the segment", "no record starts there",
         "no record starts there"]
     assert (report.damaged_ranges, report.ranges_under_jobs) == (1, 1)
+
+
+def test_running_and_failed_jobs_depend_on_their_records_too(queue):
+    """Every status that is not finished is checked; a finished job's damage passes."""
+    running = queue.enqueue("jobtasks:add", 1, 1)
+    failed = queue.enqueue_call("jobtasks:boom", max_attempts=3)
+    succeeded = queue.enqueue("jobtasks:add", 2, 2)
+    queue.enqueue("jobtasks:add", 3, 3)  # so that the damage above is not the log's tail
+    assert [c.job_id for c in queue.store.claim("elsewhere", 1)] == [running]
+    run_burst(queue, retry_delay=lambda attempt: 3600.0)  # the failed job waits for its retry
+    for jid in (running, failed, succeeded):
+        flip_byte_in_record(queue, jid)
+    report = verify(queue)
+    assert [(j["job_id"], j["status"]) for j in report.unreadable] == [
+        (running, "running"), (failed, "failed")]
+    assert (report.jobs_checked, report.damaged_ranges, report.ranges_under_jobs) == (2, 3, 2)
