@@ -116,6 +116,7 @@ class _Pending:
             yield job
 
     def rest(self) -> Iterator[Job]:
+        """Take every job left."""
         while self._next is not None:
             job, self._next = self._next, self._advance()
             yield job
@@ -142,7 +143,8 @@ def _verify_log(queue: Queue, report: VerifyReport) -> None:
         return count
 
     for item in log_.scan(Position(1, 0)):
-        unread(pending.before(item.pos), NO_RECORD)  # jobs pointing into the last record
+        # Positions inside the previous record: the index and the log disagree.
+        unread(pending.before(item.pos), NO_RECORD)
         if isinstance(item, Entry):
             job = pending.at(item.pos)
             if job is not None:
