@@ -29,6 +29,7 @@ __all__ = [
     "IncompatibleFormat",
     "WrongSecretKey",
     "CorruptRecord",
+    "DamagedRecord",
     "CorruptStore",
     "SchemaVersionError",
     "UnpicklingForbidden",
@@ -134,6 +135,11 @@ class WrongSecretKey(StorageError):
 
 class CorruptRecord(StorageError):
     """A log record or state snapshot failed its checksum or signature, or is malformed."""
+
+
+class DamagedRecord(CorruptRecord):
+    """A log record's bytes fail their checksum or signature, or stop short: no later read of
+    them can succeed. ``path`` and ``offset`` say where; ``reason`` says what failed."""
 
 
 class CorruptStore(StorageError):

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 
-from . import job_record, tasks, transitions
+from . import damage, job_record, tasks, transitions
 from .context import JobContext, current_set
-from .errors import CorruptRecord, JobqError, NotPicklable
+from .errors import CorruptRecord, DamagedRecord, JobqError, NotPicklable, StorageError
 from .log import Log
 from .pickling import PickleRules
 from .state import JobState, Status
@@ -27,7 +27,7 @@ from ._logging import get_logger
 log = get_logger(__name__)
 
 RetryDelay = Callable[[int], float]
-Kind = Literal["succeeded", "failed", "cancelled"]
+Kind = Literal["succeeded", "failed", "cancelled", "damaged"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,24 @@ def load(log_: Log, claim: Claim, rules: PickleRules) -> tuple[Any, Any]:
     except CorruptRecord:
         payload = job_record.load_payload(log_.read(claim.payload_pos).body, rules, claim.job_id)
     return payload, tasks.resolve(payload.task)
+
+
+def unloadable(store: Store, log_: Log, claim: Claim, exc: JobqError) -> Outcome:
+    """The outcome of an attempt whose job :func:`load` refused with ``exc``.
+
+    A damaged record reads the same on every attempt: it is copied aside and the job ends dead
+    at once (see :mod:`jobq.damage`). Anything else, an unknown class say, fails the attempt as
+    usual: a deploy may fix it before the next one.
+    """
+    if isinstance(exc, DamagedRecord):
+        try:
+            saved_to = damage.set_aside(store, log_, claim.payload_pos, exc)
+        except StorageError as err:  # a full disk: fail the attempt, copy at the next one
+            return failure(f"cannot load job: {exc}; copying the record aside failed: {err}")
+        log.warning("job.record_damaged", job_id=claim.job_id, path=exc.path, offset=exc.offset,
+                    reason=exc.reason, saved_to=saved_to)
+        return Outcome("damaged", error=damage.reason(exc, saved_to))
+    return failure(f"cannot load job: {exc}")
 
 
 def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
@@ -100,6 +118,8 @@ def change_for(outcome: Outcome, retry_delay: RetryDelay
             return transitions.cancelled(s, now)
         if outcome.kind == "succeeded":
             return transitions.succeeded(s, outcome.result, now)
+        if outcome.kind == "damaged":
+            return transitions.damaged(s, outcome.error or "payload record damaged", now)
         return transitions.failed(s, outcome.error or "failed", now, max_attempts=max_attempts,
                                   retry_delay=retry_delay(s.attempts))
     return change
@@ -144,6 +164,6 @@ def run_claim(store: Store, log_: Log, claim: Claim, rules: PickleRules, *,
     try:
         payload, fn = load(log_, claim, rules)
     except JobqError as exc:
-        return record(store, claim, failure(f"cannot load job: {exc}"), retry_delay=retry_delay)
+        return record(store, claim, unloadable(store, log_, claim, exc), retry_delay=retry_delay)
     outcome = execute(store, claim, payload, fn)
     return record(store, claim, outcome, retry_delay=retry_delay)

@@ -48,7 +48,7 @@ from typing import NamedTuple
 
 from . import durable, record
 from ._flock import ProcessLock, fork_generation
-from .errors import CorruptRecord, StorageError
+from .errors import CorruptRecord, DamagedRecord, StorageError
 from ._logging import get_logger
 
 log = get_logger(__name__)
@@ -417,9 +417,10 @@ class Log:
                 data = self._pread(pos.segment, exc.needed, pos.offset, recheck)
                 return record.decode(data, 0, key=self._key, max_body=self._max_body)
         except (record.Damaged, record.Incomplete) as exc:
-            raise CorruptRecord(f"record at {self.path(pos.segment)}:{pos.offset} is unreadable:"
-                                f" {exc or 'truncated'}", path=self.path(pos.segment),
-                                offset=pos.offset) from exc
+            reason = str(exc) if isinstance(exc, record.Damaged) else "truncated"
+            raise DamagedRecord(f"record at {self.path(pos.segment)}:{pos.offset} is unreadable:"
+                                f" {reason}", path=self.path(pos.segment), offset=pos.offset,
+                                reason=reason) from exc
 
     def _pread(self, segment: int, size: int, offset: int, recheck: bool = True) -> bytes:
         # Under the lock: another thread may evict and close a cached descriptor otherwise.

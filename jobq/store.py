@@ -22,9 +22,10 @@ Write transactions, and how they are made durable (group commit), are :mod:`jobq
 
 from __future__ import annotations
 
+import heapq
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -269,6 +270,25 @@ class Store:
                                              " AND seq > ? ORDER BY seq LIMIT ?",
                                              (status.value, after, page)).fetchall()
             yield from (job_id for _, job_id in rows)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def positions(self, statuses: Iterable[Status], page: int = 500
+                  ) -> Iterator[tuple[Position, str, Status]]:
+        """(payload position, job id, status) of the jobs in ``statuses``, in log order, read
+        page by page from the status index (never all at once). A job whose status changes
+        meanwhile may be listed twice, or not at all."""
+        return heapq.merge(*(self._positions(status, page) for status in statuses))
+
+    def _positions(self, status: Status, page: int) -> Iterator[tuple[Position, str, Status]]:
+        after = -1
+        while True:
+            with self._db.reading():
+                rows = self.conn.execute("SELECT seq, job_id FROM jobs WHERE status = ?"
+                                         " AND seq > ? ORDER BY seq LIMIT ?",
+                                         (status.value, after, page)).fetchall()
+            yield from ((index.position_of(seq), job_id, status) for seq, job_id in rows)
             if len(rows) < page:
                 return
             after = rows[-1][0]

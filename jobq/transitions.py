@@ -49,6 +49,13 @@ def failed(state: JobState, error: str, now: float, *, max_attempts: int,
                                run_at=now + retry_delay, updated_at=now)
 
 
+def damaged(state: JobState, reason: str, now: float) -> JobState:
+    """The job's record cannot be read, so no attempt can ever run it: dead at once, with the
+    reason. The attempt that found out never ran the task and is not counted; no retry is due."""
+    return _evolve(state, status=Status.DEAD, attempts=max(0, state.attempts - 1), error=reason,
+                   errors=[*state.errors, reason], finished_at=now, updated_at=now)
+
+
 def cancel_requested(state: JobState, now: float) -> JobState:
     """A running job is asked to stop; it ends cancelled when its worker sees the flag."""
     return _evolve(state, cancel_requested=True, updated_at=now)

@@ -1,22 +1,35 @@
-"""``verify``: load every log record and every state snapshot with today's classes.
+"""``verify``: can every job still to run be read, and does every record and snapshot load?
 
-This is the check to run before a deploy that changes a job class (or moves one): a record that
-no longer unpickles or migrates is reported with its cause, counted, and the exit status says so.
-It only reads: nothing is quarantined, cut or rewritten.
+Run it before a deploy that changes a job class (or moves one): a record that no longer unpickles
+or migrates is reported with its cause. Run it too when a disk or a copy gives reason to doubt the
+files: a job that has not finished but whose record is damaged (or that points where no record
+starts) can never run, and is named with its file and offset. Damage that no such job depends on
+(quarantined when it was indexed, or under finished or purged jobs) is reported, and passes.
+
+The log is read once, in order, alongside the jobs that have not finished, which the index gives
+page by page in the same order: the cost grows with the log, and the memory does not. It only
+reads: nothing is quarantined, cut or rewritten.
 """
 
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from . import job_record
-from .errors import JobqError
-from .log import Damage, Entry, Position, Tail
+from . import damage, job_record
+from .errors import CorruptRecord, JobqError
+from .log import Damage, Entry, Log, Position, Sealed, Tail
 from .queue import Queue
-from .state import JobState
+from .state import JobState, Status
 
 MAX_EXAMPLES = 20
+MAX_LISTED = 1_000  # unreadable jobs and damaged ranges listed one by one (all are counted)
+UNFINISHED = tuple(s for s in Status if not s.finished)
+NO_RECORD = "no record starts there"
+
+Job = tuple[Position, str, Status]  # payload position, job id, status
 
 
 @dataclass
@@ -27,20 +40,40 @@ class VerifyReport:
     records_failed: int = 0
     snapshots_ok: int = 0
     snapshots_failed: int = 0
+    jobs_checked: int = 0  # jobs not finished whose record was looked for
+    jobs_unreadable: int = 0  # of those, the ones whose record cannot be read
+    unreadable: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_LISTED
     damaged_ranges: int = 0  # bytes in the log that are not records (already quarantined or not)
+    ranges_under_jobs: int = 0  # of those, the ones a job not finished points into
+    ranges: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_LISTED
     torn_tail: bool = False
     causes: collections.Counter[str] = field(default_factory=collections.Counter)
     examples: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.records_failed or self.snapshots_failed)
+        return not (self.records_failed or self.snapshots_failed or self.jobs_unreadable)
 
     def failed(self, kind: str, where: str, exc: BaseException) -> None:
         cause = f"{kind}: {_first_line(exc)}"
         self.causes[cause] += 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append({"kind": kind, "where": where, "error": str(exc)})
+
+    def cannot_read(self, job: Job, file: str, reason: str, saved_to: str | None) -> None:
+        self.jobs_unreadable += 1
+        if len(self.unreadable) < MAX_LISTED:
+            pos, job_id, status = job
+            self.unreadable.append({"job_id": job_id, "status": status.value, "file": file,
+                                    "offset": pos.offset, "reason": reason, "saved_to": saved_to})
+
+    def damaged(self, item: Damage | Tail, file: str, end: int | None, jobs: int,
+                saved_to: str | None) -> None:
+        self.damaged_ranges += 1
+        self.ranges_under_jobs += bool(jobs)
+        if len(self.ranges) < MAX_LISTED:
+            self.ranges.append({"file": file, "offset": item.pos.offset, "end": end,
+                                "reason": item.reason, "jobs": jobs, "saved_to": saved_to})
 
 
 def _first_line(exc: BaseException) -> str:
@@ -55,34 +88,129 @@ def verify(queue: Queue) -> VerifyReport:
     return report
 
 
+class _Pending:
+    """The jobs not finished, in log order, taken as the scan of the log passes their positions.
+
+    Jobs indexed after ``limit`` (the position the index covered when verify started) are left
+    for the next run: the scan may have ended before their records were appended.
+    """
+
+    def __init__(self, jobs: Iterator[Job], limit: Position) -> None:
+        self._jobs, self._limit = jobs, limit
+        self._last: Position | None = None
+        self._next = self._advance()
+
+    def _advance(self) -> Job | None:
+        for job in self._jobs:
+            if job[0] >= self._limit:
+                return None
+            if job[0] != self._last:  # listed twice: its status changed between two pages
+                self._last = job[0]
+                return job
+        return None
+
+    def before(self, pos: Position) -> Iterator[Job]:
+        """Take every job whose record starts before ``pos``."""
+        while self._next is not None and self._next[0] < pos:
+            job, self._next = self._next, self._advance()
+            yield job
+
+    def rest(self) -> Iterator[Job]:
+        """Take every job left."""
+        while self._next is not None:
+            job, self._next = self._next, self._advance()
+            yield job
+
+    def at(self, pos: Position) -> Job | None:
+        """Take the job whose record starts at ``pos``, if there is one."""
+        if self._next is None or self._next[0] != pos:
+            return None
+        job, self._next = self._next, self._advance()
+        return job
+
+
 def _verify_log(queue: Queue, report: VerifyReport) -> None:
-    rules = queue.config.rules
-    for item in queue.log.scan(Position(1, 0)):
+    log_, rules = queue.log, queue.config.rules
+    copies = damage.copies(queue.store)
+    pending = _Pending(queue.store.positions(UNFINISHED), queue.store.covered())
+
+    def unread(jobs: Iterator[Job], reason: str) -> int:
+        count = 0
+        for job in jobs:
+            report.jobs_checked += 1
+            report.cannot_read(job, log_.path(job[0].segment), reason, copies.get(job[0]))
+            count += 1
+        return count
+
+    for item in log_.scan(Position(1, 0)):
+        # Positions inside the previous record: the index and the log disagree.
+        unread(pending.before(item.pos), NO_RECORD)
         if isinstance(item, Entry):
-            where = f"{queue.log.path(item.pos.segment)}:{item.pos.offset}"
-            try:
-                job_record.load_payload(item.frame.body, rules)
-            except JobqError as exc:
-                report.records_failed += 1
-                report.failed("record", where, exc)
-            else:
-                report.records_ok += 1
+            job = pending.at(item.pos)
+            if job is not None:
+                report.jobs_checked += 1
+                holds = _job_id_of(item.frame.body)
+                if holds != job[1]:
+                    report.cannot_read(job, log_.path(job[0].segment),
+                                       f"the record there is job {holds!r}'s", None)
+            _load(log_, item, rules, report)
         elif isinstance(item, Damage):
-            report.damaged_ranges += 1
+            jobs = unread(pending.before(Position(item.pos.segment, item.end)), item.reason)
+            report.damaged(item, log_.path(item.pos.segment), item.end, jobs,
+                           copies.get(item.pos))
+        elif isinstance(item, Sealed):
+            unread(pending.before(item.next), NO_RECORD)  # past the end of the segment
         elif isinstance(item, Tail):
             report.torn_tail = True
+            jobs = unread(pending.before(Position(item.pos.segment + 1, 0)), item.reason)
+            if jobs:  # a tail no job depends on may be a write in progress: not damage yet
+                report.damaged(item, log_.path(item.pos.segment), None, jobs,
+                               copies.get(item.pos))
+    unread(pending.rest(), NO_RECORD)  # the log ends before their records
+
+
+def _job_id_of(body: bytes) -> str | None:
+    try:
+        return job_record.decode_meta(body)[0].job_id
+    except CorruptRecord:
+        return None
+
+
+def _load(log_: Log, item: Entry, rules: Any, report: VerifyReport) -> None:
+    try:
+        job_record.load_payload(item.frame.body, rules)
+    except JobqError as exc:
+        report.records_failed += 1
+        report.failed("record", f"{log_.path(item.pos.segment)}:{item.pos.offset}", exc)
+    else:
+        report.records_ok += 1
+
+
+SNAPSHOT_PAGE = 500
 
 
 def _verify_snapshots(queue: Queue, report: VerifyReport) -> None:
     shelf = queue.store.shelf
-    for raw_key in list(shelf.dict.keys()):
-        key = raw_key.decode("utf-8", "replace")
-        try:
-            state = shelf.decode(key, shelf.dict[raw_key])
-            if state is not None and not isinstance(state, JobState):  # None: a new job's marker
-                raise JobqError(f"snapshot holds a {type(state).__name__}, not a JobState")
-        except JobqError as exc:
-            report.snapshots_failed += 1
-            report.failed("snapshot", f"job {key}", exc)
-        else:
-            report.snapshots_ok += 1
+    after = b""
+    while True:  # page by page, in key order: never every key in memory at once
+        rows = shelf.dict.conn.execute(
+            "SELECT key, value FROM Dict WHERE key > CAST(? AS BLOB) ORDER BY key LIMIT ?",
+            (after, SNAPSHOT_PAGE)).fetchall()
+        for raw_key, raw in rows:
+            _check_snapshot(shelf, raw_key, raw, report)
+        if len(rows) < SNAPSHOT_PAGE:
+            return
+        after = rows[-1][0]
+
+
+def _check_snapshot(shelf: Any, raw_key: bytes, raw: bytes, report: VerifyReport) -> None:
+    key = raw_key.decode("utf-8", "replace")
+    try:
+        state = shelf.decode(key, raw)
+        if state is not None and not isinstance(state, JobState):  # None: a new job's marker
+            raise JobqError(f"snapshot holds a {type(state).__name__}, not a JobState")
+    except JobqError as exc:
+        report.snapshots_failed += 1
+        report.failed("snapshot", f"job {key}", exc)
+    else:
+        report.snapshots_ok += 1

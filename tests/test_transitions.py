@@ -93,3 +93,11 @@ def test_released_gives_the_attempt_back():
     """A job released at shutdown is queued again without the attempt it was charged."""
     s = transitions.released(transitions.claimed(_state(checkpoint=4), 1.0), 3.0)
     assert (s.status, s.attempts, s.checkpoint, s.run_at) == (Status.QUEUED, 0, 4, 3.0)
+
+
+def test_damaged_is_dead_at_once_with_the_reason_and_the_attempt_given_back():
+    """A job whose record cannot be read is not retried, and the attempt that found out is free."""
+    s = transitions.claimed(_state(), 10.0)
+    s = transitions.damaged(s, "payload record damaged at f:0: x; copy at q", 11.0)
+    assert (s.status, s.attempts, s.finished_at) == (Status.DEAD, 0, 11.0)
+    assert s.error == "payload record damaged at f:0: x; copy at q" and s.errors == [s.error]

@@ -31,7 +31,8 @@ from typing import Any
 from jobq import Queue, transitions
 from jobq._logging import batched
 from jobq.errors import JobqError
-from jobq.execution import Outcome, change_for, execute, failure, load, log_transition
+from jobq.execution import (Outcome, change_for, execute, failure, load, log_transition,
+                            unloadable)
 from jobq.state import WAITING
 from jobq.store import Change, Claim
 
@@ -162,7 +163,7 @@ class Runner:
             try:
                 payload, fn = load(self.queue.log, claim, self.queue.config.rules)
             except JobqError as exc:
-                return failure(f"cannot load job: {exc}")
+                return unloadable(self.queue.store, self.queue.log, claim, exc)
             if payload.timeout is not None:
                 self.board.time_limit(claim.job_id, claim.token, payload.timeout)
             return storable(execute(self.queue.store, claim, payload, fn))

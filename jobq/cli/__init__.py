@@ -1,7 +1,8 @@
 """The ``jobq`` command line. Errors are one line on stderr and a non-zero exit, never a traceback.
 
 Exit status: 0 success; 1 an error (unknown job, bad input, a job that failed, verify found
-problems); 2 a usage error; 124 ``wait`` timed out; 130 interrupted.
+problems); 2 a usage error (and for ``verify``, any error that kept it from checking);
+124 ``wait`` timed out; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", required=True, metavar="DURATION",
                    help="e.g. 90s, 15m, 12h, 7d")
     sub.add_parser("verify", parents=[reads],
-                   help="load every record and snapshot with today's classes")
+                   help="check every job to run can be read; load every record and snapshot",
+                   epilog=commands.VERIFY_EPILOG,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_parser("compact", parents=[reads], help="rewrite the log without purged jobs")
     sub.add_parser("demo", parents=[common],
                    help="run resumable jobs, kill a worker mid-job, watch the job resume")
@@ -166,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return RUNNERS[args.command](queue, args, sys.stdout)
     except JobqError as exc:
         print(f"jobq: error: {exc}", file=sys.stderr)
-        return 1
+        return commands.VERIFY_CANNOT_RUN if args.command == "verify" else 1
     except KeyboardInterrupt:
         print("jobq: interrupted", file=sys.stderr)
         return 130

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from .. import config as config_mod
 from ..directory import FORMAT_FILE
-from ..errors import InvalidArgument, JobqError, NotAQueue
+from ..errors import DamagedRecord, InvalidArgument, JobqError, NotAQueue, StorageError
 from ..queue import Queue, last_line
 from ..state import Status
 from . import render
@@ -122,13 +122,18 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         if isinstance(exc, KeyError):
             raise
         problems.append(f"state: cannot load: {exc}")
+    damaged = None
     try:
         payload = q.payload(jid)
+    except DamagedRecord as exc:
+        damaged = _set_aside(q, jid, exc)
+        problems.append(damaged["problem"])
     except JobqError as exc:
         problems.append(f"payload: cannot load: {exc}")
     if args.json:
         render.as_json({"job_id": jid, "state": state and state.__getstate__(),
-                        "payload": payload and payload.__getstate__(), "problems": problems}, out)
+                        "payload": payload and payload.__getstate__(), "problems": problems,
+                        "damaged": damaged}, out)
         return 0
     lines: list[tuple[str, Any]] = [("job", jid)]
     if state is not None:
@@ -154,6 +159,20 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         print(f"\nerror {i}:", file=out)
         print("\n".join("  " + line for line in error.splitlines()), file=out)
     return 0
+
+
+def _set_aside(q: Queue, jid: str, exc: DamagedRecord) -> dict[str, Any]:
+    """A damaged record is copied aside (once, as a worker would) for the operator to look at."""
+    from .. import damage
+    found = {"file": exc.path, "offset": exc.offset, "reason": exc.reason, "saved_to": None}
+    try:
+        found["saved_to"] = damage.set_aside(q.store, q.log, q.store.payload_position(jid), exc)
+    except StorageError as err:
+        found["problem"] = (f"payload record damaged at {exc.path}:{exc.offset}: {exc.reason};"
+                            f" cannot copy it aside: {err}")
+    else:
+        found["problem"] = damage.reason(exc, found["saved_to"])
+    return found
 
 
 def _summary(value: Any) -> str:
@@ -241,6 +260,19 @@ def compact(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+VERIFY_EPILOG = """\
+exit status:
+  0  every job that has not finished can be read, and every record and snapshot loads;
+     damage that no such job depends on (quarantined, or under finished or purged jobs)
+     is reported and does not fail the run
+  1  a job that has not finished cannot be read (each is named, with its file and
+     offset; a worker sets it aside as dead), or a record or snapshot no longer loads
+     with today's classes
+  2  usage error, or the queue cannot be opened or read
+"""
+VERIFY_CANNOT_RUN = 2
+
+
 def verify(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     importable_cwd()
     from ..verify import verify as verify_queue
@@ -250,14 +282,38 @@ def verify(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                         "records_failed": report.records_failed,
                         "snapshots_ok": report.snapshots_ok,
                         "snapshots_failed": report.snapshots_failed,
-                        "damaged_ranges": report.damaged_ranges, "torn_tail": report.torn_tail,
+                        "jobs_checked": report.jobs_checked,
+                        "jobs_unreadable": report.jobs_unreadable,
+                        "unreadable_jobs": report.unreadable,
+                        "damaged_ranges": report.damaged_ranges, "ranges": report.ranges,
+                        "torn_tail": report.torn_tail,
                         "causes": dict(report.causes), "examples": report.examples}, out)
         return 0 if report.ok else 1
+    readable = report.jobs_checked - report.jobs_unreadable
     print(f"log records  {report.records_ok:>8} ok  {report.records_failed:>6} failed", file=out)
     print(f"snapshots    {report.snapshots_ok:>8} ok  {report.snapshots_failed:>6} failed", file=out)
+    print(f"jobs to run  {readable:>8} ok  {report.jobs_unreadable:>6} unreadable", file=out)
     if report.damaged_ranges or report.torn_tail:
-        print(f"damaged log ranges {report.damaged_ranges}"
-              f"{', and a torn tail' if report.torn_tail else ''} (skipped by the index)", file=out)
+        under = report.ranges_under_jobs
+        print(f"damaged log ranges {report.damaged_ranges},"
+              f" {under or 'none'} under a job that is not finished"
+              f"{'; and a torn tail' if report.torn_tail else ''}", file=out)
+    if report.unreadable:
+        print("\njobs that have not finished and cannot be read (a worker sets each aside as"
+              " dead):", file=out)
+        for job in report.unreadable:
+            copy = f"  copy at {job['saved_to']}" if job["saved_to"] else ""
+            print(f"  {job['job_id']}  {job['status']}  {job['file']}:{job['offset']}"
+                  f"  {job['reason']}{copy}", file=out)
+        _more(report.jobs_unreadable, len(report.unreadable), out)
+    if report.ranges:
+        print("\ndamaged log ranges:", file=out)
+        for r in report.ranges:
+            span = f"{r['offset']}-{r['end']}" if r["end"] is not None else f"{r['offset']}-"
+            jobs = f"{r['jobs']} job(s) not finished" if r["jobs"] else "no job to run"
+            copy = f"copy at {r['saved_to']}" if r["saved_to"] else "not copied aside"
+            print(f"  {r['file']}:{span}  {r['reason']}  ({jobs}; {copy})", file=out)
+        _more(report.damaged_ranges, len(report.ranges), out)
     if report.causes:
         print("\nfailures by cause:", file=out)
         for cause, n in report.causes.most_common():
@@ -267,3 +323,8 @@ def verify(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
             print(f"  {example['where']}: {example['error'].splitlines()[0]}", file=out)
     print("verify: OK" if report.ok else "verify: FAILED", file=out)
     return 0 if report.ok else 1
+
+
+def _more(total: int, shown: int, out: TextIO) -> None:
+    if total > shown:
+        print(f"  ... and {total - shown} more", file=out)

@@ -181,8 +181,8 @@ def test_sealed_segment_torn_before_a_later_one_loses_only_the_torn_record(tmp_p
 
 
 def test_bit_rot_in_an_indexed_record_ends_its_job_dead_and_spares_the_others(tmp_path):
-    """A record damaged after it was indexed ends its job dead with an error naming the segment,
-    and every other job runs."""
+    """A record damaged after it was indexed ends its job dead at once (one claim, no attempt
+    spent) with an error naming the segment, and every other job runs."""
     root = tmp_path / "q"
     with Queue(root) as q:
         ids = [q.enqueue_call(add, (i, i), max_attempts=2) for i in range(5)]
@@ -195,9 +195,10 @@ def test_bit_rot_in_an_indexed_record_ends_its_job_dead_and_spares_the_others(tm
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xFF]))
     with Queue(root) as q:
-        assert run_burst(q) == 4 + 2
+        assert run_burst(q) == 4 + 1
         dead = q.state(ids[2])
         assert dead.status is Status.DEAD and str(segment) in dead.error
+        assert dead.attempts == 0 and len(dead.errors) == 1
         assert all(q.state(j).status is Status.SUCCEEDED for j in ids if j != ids[2])
 
 
