@@ -96,7 +96,9 @@ _COUNTS = (
     END""",
 )
 
-_TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine", "job_counts"}
+# Tables and triggers: one missing (a damaged or hand-edited file) is made again on open.
+_TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine", "job_counts",
+           "job_counts_insert", "job_counts_delete", "job_counts_update"}
 
 # Schema 1 rows have full snapshots (snap = 1) and no start time in the row (NULL: the snapshot's).
 _ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",
@@ -143,13 +145,16 @@ def translated(path: str) -> Iterator[None]:
 
 
 def _create_counts(conn: sqlite3.Connection) -> None:
-    """Inside the schema's write transaction: the counts table, its triggers, and (for a new
-    table: a new file, or one of schema 2 or older) the counts of the jobs already there."""
-    new = not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
-                           " AND name = 'job_counts'").fetchone()
+    """Inside the schema's write transaction: the counts table and its triggers, and the counts
+    of the jobs already there if any of them was missing (a file of schema 2 or older, or one
+    whose ``jobs`` table was dropped, and its triggers with it)."""
+    have = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE name IN"
+                                           " ('job_counts', 'job_counts_insert',"
+                                           " 'job_counts_delete', 'job_counts_update')")}
     for statement in _COUNTS:
         conn.execute(statement)
-    if new:  # once: later changes are counted by the triggers
+    if len(have) < len(_COUNTS):  # counted once here; every later change by the triggers
+        conn.execute("DELETE FROM job_counts")
         conn.execute("INSERT INTO job_counts (status, n)"
                      " SELECT status, COUNT(*) FROM jobs GROUP BY status")
 
@@ -214,7 +219,7 @@ class StateDB:
         with self.reading():  # the usual case, read-only: no write transaction, no fsync
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")}
         if version == STORE_SCHEMA and _TABLES <= tables:
             return
         with self.write(always_sync=True):

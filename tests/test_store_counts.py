@@ -148,3 +148,22 @@ def test_the_schema_1_golden_store_gets_its_counts_too(tmp_path):
         names = {row[0] for row in q.store.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'trigger'")}
         assert {"job_counts_insert", "job_counts_delete", "job_counts_update"} <= names
+
+
+@pytest.mark.parametrize("lost", ["DROP TABLE jobs", "DELETE FROM jobs", "DROP TABLE job_counts",
+                                  "DROP TRIGGER job_counts_update"],
+                         ids=["jobs-dropped", "jobs-emptied", "counts-dropped", "trigger-dropped"])
+def test_counts_are_right_after_the_index_is_lost_and_rebuilt(qpath, lost):
+    """A lost jobs table (and its triggers with it), counts table or trigger is made again on
+    open, and the counts computed anew."""
+    with Queue(qpath) as q:
+        q.enqueue_many(add, [(i, i) for i in range(10)])
+        run_burst(q, max_jobs=4)
+        q.enqueue(add, 1, 1)
+        expected = q.counts()
+    with sqlite3.connect(qpath / "state.sqlite3") as conn:
+        conn.execute(lost)
+    with Queue(qpath) as q:
+        assert q.counts() == counted(q) == expected
+        run_burst(q)
+        assert q.counts() == counted(q)
