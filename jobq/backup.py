@@ -104,7 +104,8 @@ def backup(queue: Queue, dest: str | os.PathLike[str]) -> BackupReport:
 
 def _check_dest(dest: str, root: str) -> None:
     """Refuse a destination that holds anything, or lies inside the queue itself."""
-    if os.path.commonpath([dest, os.path.abspath(root)]) == os.path.abspath(root):
+    real, queue_root = os.path.realpath(dest), os.path.realpath(root)
+    if os.path.commonpath([real, queue_root]) == queue_root:
         raise InvalidArgument(f"backup destination {dest} is inside the queue directory {root}:"
                               " choose a path outside it")
     if os.path.lexists(dest) and not (os.path.isdir(dest) and not os.listdir(dest)):
@@ -143,7 +144,11 @@ def _copy_state(source: str, target: str) -> int:
 
 def _copy_file(source: str, target: str, length: int | None = None) -> None:
     """Copy ``source`` (its first ``length`` bytes, if given) to the new file ``target``, synced;
-    a read-only (sealed) segment stays read-only."""
+    a read-only (sealed) segment stays read-only.
+
+    A segment may end before ``length`` by the time it is read: a torn tail was cut meanwhile
+    (Log.repair_tail). Nothing the copied state points at lay in those bytes.
+    """
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
         mode = stat.S_IMODE(os.fstat(src).st_mode) & durable.FILE_MODE
@@ -160,9 +165,6 @@ def _copy_file(source: str, target: str, length: int | None = None) -> None:
                 while view:
                     view = view[os.write(dst, view):]
                 offset += len(data)
-            if length is not None and offset < length:
-                raise StorageError(f"{source} ended at byte {offset} while being copied, before"
-                                   f" byte {length}", path=source)
             durable.sync_file(dst)
             os.fchmod(dst, mode)
         finally:
@@ -186,7 +188,7 @@ def _publish(tmp: str, dest: str) -> None:
 def _sync(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
+        durable.sync_file(fd)
     finally:
         os.close(fd)
 

@@ -122,6 +122,32 @@ def test_a_backup_after_a_compaction_that_died_copies_the_rewritten_segment(qpat
         assert all(b.state(j).status is Status.DEAD for j in kept)
 
 
+HOLD_COMPACT_LOCK = """
+import os, sys, time
+from filelock import FileLock
+with FileLock(os.path.join(sys.argv[1], "compact.lock")):
+    print("held", flush=True)
+    while not os.path.exists(sys.argv[2]):
+        time.sleep(0.01)
+    time.sleep(0.2)
+    open(sys.argv[3], "w").close()
+"""
+
+
+def test_a_backup_waits_for_a_running_compaction(qpath, tmp_path, children):
+    """A compaction in progress (its lock held by another process) ends before the backup
+    copies anything: it may replace the segments the state points into."""
+    with Queue(qpath) as q:
+        q.enqueue(ADD, 1, 2)
+        go, released = tmp_path / "go", tmp_path / "released"
+        holder = children.start(HOLD_COMPACT_LOCK, str(qpath), str(go), str(released))
+        assert holder.stdout.readline() == "held\n"
+        go.touch()
+        backup(q, tmp_path / "copy")
+        assert released.exists()  # the backup waited for the holder to let go
+        assert holder.wait(timeout=10) == 0
+
+
 PRODUCER = """
 import os, sys
 from jobq import Queue
