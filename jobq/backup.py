@@ -77,11 +77,7 @@ def backup(queue: Queue, dest: str | os.PathLike[str]) -> BackupReport:
         with _compact_lock(queue.path):  # compaction would replace segments the state points into
             _redo(queue)  # one that died after moving seqs: its rename first, or they mismatch
             jobs = _copy_state(src.state_db, copy.state_db)
-            end = queue.log.end()  # after the state copy: the state points at nothing beyond it
-            segments = [s for s in queue.log.segments() if s <= end.segment]
-            for segment in segments:
-                _copy_file(queue.log.path(segment), os.path.join(copy.log, segment_name(segment)),
-                           end.offset if segment == end.segment else None)
+            end, segments = _copy_log(queue, copy)  # the order that makes the copy consistent
         _copy_file(os.path.join(src.root, FORMAT_FILE), os.path.join(tmp, FORMAT_FILE))
         for name in sorted(os.listdir(src.quarantine)):
             path = os.path.join(src.quarantine, name)
@@ -97,7 +93,7 @@ def backup(queue: Queue, dest: str | os.PathLike[str]) -> BackupReport:
         if isinstance(exc, OSError) and not isinstance(exc, StorageError):
             raise _error(f"cannot back up {queue.path} to {dest}", exc, dest) from exc
         raise
-    report = BackupReport(dest, jobs, end, len(segments), size)
+    report = BackupReport(dest, jobs, end, segments, size)
     log.info("queue.backed_up", source=queue.path, **dataclasses.asdict(report))
     return report
 
@@ -140,6 +136,17 @@ def _copy_state(source: str, target: str) -> int:
         src.close()
     _sync(target)
     return jobs
+
+
+def _copy_log(queue: Queue, copy: QueueDir) -> tuple[Position, int]:
+    """Copy the log up to where it ends now, after the state was copied (the state points at
+    nothing beyond it); return that end and how many segments were copied."""
+    end = queue.log.end()
+    segments = [s for s in queue.log.segments() if s <= end.segment]
+    for segment in segments:  # earlier ones are sealed: whole; the last one up to the end
+        _copy_file(queue.log.path(segment), os.path.join(copy.log, segment_name(segment)),
+                   end.offset if segment == end.segment else None)
+    return end, len(segments)
 
 
 def _copy_file(source: str, target: str, length: int | None = None) -> None:
