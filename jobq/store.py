@@ -10,6 +10,7 @@ in one transaction. Tables::
     ready       (-priority, seq) of jobs that may run now: the next job is its first row
     scheduled   (run_at, seq) of jobs waiting for a time; moved to ready when due
     quarantine  damaged log ranges that were copied aside and skipped
+    job_counts  jobs per status, kept by triggers on ``jobs`` (see jobq.state_db)
     meta        the log position the index covers
 
 The log is the truth and the index a cache of it: enqueue never touches this file; the index
@@ -219,10 +220,10 @@ class Store:
         return index.position_of(row[0])
 
     def counts(self) -> dict[str, int]:
+        """Jobs per status, from the counts the store keeps (not a count of every job kept)."""
         counts = {status.value: 0 for status in Status}
         with self._db.reading():
-            for status, n in self.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
-                counts[status] = n
+            counts.update(self.conn.execute("SELECT status, n FROM job_counts"))
         return counts
 
     def rows(self, status: Status | None = None, limit: int = 100,

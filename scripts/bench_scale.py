@@ -25,6 +25,11 @@ default, 100,000 with ``--quick``), and measured alike:
    for a success (``Store.settle`` in batches), then ``jobq purge --status succeeded --older-than
    0s`` and ``jobq compact`` run as commands; the directory's size (every file, the SQLite WAL
    included) is reported after each step.
+6. Status with every job finished and kept (before the purge in 5): ``jobq status`` (the
+   command's function, run in this process on an open queue; also with the open), median of
+   several, next to the count it made before the store kept counts (``SELECT status, COUNT(*)
+   FROM jobs GROUP BY status``), timed on the same queue. Issue 14 asks for under 50 ms with
+   1,000,000 finished jobs. ``--status-only`` builds only the big queue and measures only this.
 
 Timings are wall-clock on a warm page cache. Files go under ``.bench-tmp/`` at the repository root
 (the project's disk, never a tmpfs) and are removed at the end, also after Ctrl-C or SIGTERM.
@@ -34,6 +39,7 @@ Timings are wall-clock on a warm page cache. Files go under ``.bench-tmp/`` at t
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import signal
@@ -53,6 +59,7 @@ sys.path.insert(0, str(REPO))  # this checkout's jobq, also for the commands run
 
 from bench_scratch import scratch_dir  # noqa: E402 - scripts/ is on sys.path: run from there
 from jobq import Queue  # noqa: E402
+from jobq.cli import commands  # noqa: E402
 from jobq.execution import Outcome, change_for  # noqa: E402
 from jobq.store import Claim  # noqa: E402
 
@@ -71,6 +78,8 @@ FINISH_BATCH = 1_000
 MAX_RATIO = 1.5
 MAX_OPEN = 1.0
 MAX_SIZE = 10 * 1024 * 1024
+STATUS_RUNS = 7
+MAX_STATUS = 0.050
 OWNER = "bench-scale"
 
 
@@ -339,10 +348,28 @@ def run_command(*args: str) -> float:
     return elapsed
 
 
+def measure_status(side: Side) -> None:
+    """``jobq status`` on the queue as it is (every job finished), and the old count of it."""
+    args = argparse.Namespace(json=False, limit=20)
+    for _ in range(STATUS_RUNS):
+        start = time.perf_counter()
+        with Queue(side.path) as q:
+            opened = time.perf_counter()
+            commands.status(q, args, io.StringIO())
+            side.add("status", time.perf_counter() - opened)
+            side.add("open_status", time.perf_counter() - start)
+            start = time.perf_counter()
+            q.store.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+            side.add("status_group_by", time.perf_counter() - start)
+    progress(f"{side.name}: jobq status {ms(side.median('status'))} with"
+             f" {side.jobs:,} finished jobs kept; COUNT GROUP BY {ms(side.median('status_group_by'))}")
+
+
 def purge_and_compact(side: Side) -> None:
     side.figures["finish_all"] = finish_everything(side)
     side.sizes["finished"] = directory_sizes(side.path)
     progress(f"{side.name}: finished every job in {side.figures['finish_all']:.1f} s")
+    measure_status(side)
     side.figures["purge"] = run_command("purge", "--dir", str(side.path), "--status",
                                         "succeeded", "--older-than", "0s")
     side.sizes["purged"] = directory_sizes(side.path)
@@ -400,6 +427,10 @@ def print_table(small: Side, big: Side) -> None:
                           b.figures["worker_rate"], lambda v: f"{v:,.0f}"))
     rows.append(ratio_row("finish every job in-process (s)", s.figures["finish_all"],
                           b.figures["finish_all"], lambda v: f"{v:.1f} s"))
+    for key, label in (("status", "jobq status, all finished, median"),
+                       ("open_status", "  open + jobq status, median"),
+                       ("status_group_by", "  COUNT GROUP BY (before job_counts)")):
+        rows.append(ratio_row(label, s.median(key), b.median(key), ms))
     rows.append(ratio_row("jobq purge (s)", s.figures["purge"], b.figures["purge"],
                           lambda v: f"{v:.1f} s"))
     rows.append(ratio_row("jobq compact (s)", s.figures["compact"], b.figures["compact"],
@@ -436,6 +467,7 @@ def print_verdicts(small: Side, big: Side) -> None:
           f" {opened * 1000:.1f} ms (target <= {MAX_OPEN:.0f} s); open + first claim"
           f" {(opened + big.median('first_claim')) * 1000:.1f} ms, open + first counts()"
           f" {(opened + big.median('first_counts')) * 1000:.1f} ms")
+    print_status_verdict(big)
     size = big.sizes["compacted"]["total"]
     print(f"{verdict(size < MAX_SIZE)}: after {n} jobs finished, purge and compact the directory"
           f" holds {mib(size)} (target < {mib(MAX_SIZE)}); log {mib(big.sizes['compacted']['log'])}"
@@ -443,6 +475,30 @@ def print_verdicts(small: Side, big: Side) -> None:
           f" {mib(big.sizes['compacted']['sqlite'])} + WAL {mib(big.sizes['compacted']['wal'])}")
     if big.jobs != FULL_JOBS:
         print(f"(the target is stated for {FULL_JOBS:,} jobs; this run used {n})")
+
+
+def print_status_verdict(big: Side) -> None:
+    status, old = big.median("status"), big.median("status_group_by")
+    print(f"{verdict(status < MAX_STATUS)}: jobq status with {big.jobs:,} finished jobs kept"
+          f" answers in {ms(status)} (target < {MAX_STATUS * 1000:.0f} ms; open + status"
+          f" {ms(big.median('open_status'))}); the COUNT GROUP BY it ran before job_counts takes"
+          f" {ms(old)} on the same queue ({old / status:.0f}x)")
+
+
+def status_only(big: Side) -> None:
+    """Build the big queue, finish every job, time status: the rest of the benchmark skipped."""
+    build(big)
+    big.figures["finish_all"] = finish_everything(big)
+    progress(f"{big.name}: finished every job in {big.figures['finish_all']:.1f} s")
+    measure_status(big)
+    rows: list[tuple[str, ...]] = [("figure", f"{big.jobs:,} finished jobs kept")]
+    for key, label in (("status", "jobq status, median"),
+                       ("open_status", "  open + jobq status, median"),
+                       ("status_group_by", "  COUNT GROUP BY (before job_counts), median")):
+        rows.append((label, ms(big.median(key))))
+    print_rows(rows)
+    print()
+    print_status_verdict(big)
 
 
 def write_json(path: Path, small: Side, big: Side) -> None:
@@ -475,6 +531,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="log segment size of both queues in MiB (default: jobq's, 64)")
     parser.add_argument("--json", type=Path, metavar="PATH",
                         help="also write target 7's figures and their baselines to PATH as JSON")
+    parser.add_argument("--status-only", action="store_true",
+                        help="only build the big queue, finish every job and time jobq status")
     args = parser.parse_args(argv)
     if args.segment_size is not None:
         SEGMENT_SIZE["segment_size"] = int(args.segment_size * 1024 * 1024)
@@ -503,6 +561,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             small = Side("small", SMALL, root / "small")
             big = Side("big", args.jobs, root / "big")
             print_header(args, root)
+            if args.status_only:
+                status_only(big)
+                return 0
             for side in (small, big):
                 build(side)
             measure_claims((small, big))

@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from .. import __version__, _logging
 from ..errors import JobqError
@@ -22,24 +23,42 @@ STATUSES = [s.value for s in Status]
 FINISHED = [s.value for s in Status if s.finished]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jobq", description="A persistent job queue that needs"
-                                     " no server.")
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line too (and exit 2), like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Options of every command: given before the subcommand or after it (``jobq worker -v``).
+
+    The subcommands' copies (``suppress``) default to SUPPRESS: else the subcommand's default
+    would overwrite a value given before the subcommand.
+    """
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
     parser.add_argument("--version", action="version", version=f"jobq {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
+    parser.add_argument("-v", "--verbose", action="store_true", default=default(False),
                         help="log every job transition (to stderr)")
-    parser.add_argument("--log-format", choices=("auto", "console", "json"), default="auto",
+    parser.add_argument("--log-format", choices=("auto", "console", "json"),
+                        default=default("auto"),
                         help="how events are written to stderr (json: one object per line;"
                              " auto, the default: console on a terminal, else json)")
-    parser.add_argument("--log-level", choices=tuple(LEVELS), default=None,
+    parser.add_argument("--log-level", choices=tuple(LEVELS), default=default(None),
                         help="least severe events written (default: info for a worker, which"
                              " logs how each attempt ended; debug adds every claim)")
-    dir_help = "queue directory (default: $JOBQ_HOME, else ./.jobq)"
-    parser.add_argument("--dir", default=None, help=dir_help)
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: a subcommand without --dir keeps the one given before it (jobq --dir D status).
-    common.add_argument("--dir", default=argparse.SUPPRESS, help=dir_help)
-    reads = argparse.ArgumentParser(add_help=False, parents=[common])
+    parser.add_argument("--dir", default=default(None),
+                        help="queue directory (default: $JOBQ_HOME, else ./.jobq)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jobq", description="A persistent job queue that needs no server.")
+    _global_options(parser, suppress=False)
+    common = _Parser(add_help=False)
+    _global_options(common, suppress=True)
+    reads = _Parser(add_help=False, parents=[common])
     reads.add_argument("--json", action="store_true", help="print JSON for scripts")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -95,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
                    epilog=commands.VERIFY_EPILOG,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_parser("compact", parents=[reads], help="rewrite the log without purged jobs")
+    p = sub.add_parser("backup", parents=[reads],
+                       help="copy the queue, consistently, while it is in use")
+    p.add_argument("dest", metavar="DEST", help="a new (or empty) directory for the copy")
     sub.add_parser("demo", parents=[common],
                    help="run resumable jobs, kill a worker mid-job, watch the job resume")
     return parser
@@ -150,7 +172,7 @@ def _worker(args: argparse.Namespace) -> int:
 RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": commands.list_jobs,
            "show": commands.show, "wait": commands.wait, "retry": commands.retry,
            "cancel": commands.cancel, "purge": commands.purge, "verify": commands.verify,
-           "compact": commands.compact}
+           "compact": commands.compact, "backup": commands.backup}
 CREATES = {"enqueue"}
 
 

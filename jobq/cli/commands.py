@@ -260,6 +260,18 @@ def compact(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def backup(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    from ..backup import backup as backup_queue
+    report = backup_queue(q, args.dest)
+    if args.json:
+        render.as_json(report.__dict__, out)
+        return 0
+    print(f"backed up {report.jobs:,} job{'s' if report.jobs != 1 else ''} to {report.path}"
+          f" ({report.segments} log segment{'s' if report.segments != 1 else ''},"
+          f" {report.bytes:,} bytes); check it with: jobq verify --dir {report.path}", file=out)
+    return 0
+
+
 VERIFY_EPILOG = """\
 exit status:
   0  every job that has not finished can be read, and every record and snapshot loads;

@@ -390,7 +390,10 @@ def test_torn_or_damaged_wal_opens_to_a_consistent_state_with_every_job(tmp_path
             assert list(states) == ids, (kind, at)
             run_burst(q)
             left = [j for j in ids if not q.store.status(j).finished]
-            assert [q.store.row(j)["owner"] for j in left] in ([], ["a-worker-that-died"]), (kind, at)
+            # Left running: the dead worker's claim, or one of the child's own run_burst whose
+            # finish was in the transactions the damage dropped.
+            owners = [q.store.row(j)["owner"] for j in left]
+            assert owners in ([], ["a-worker-that-died"], ["burst"]), (kind, at)
         cases += 1
     assert cases == 9 and lost == 0
 
