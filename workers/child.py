@@ -160,7 +160,8 @@ class Runner:
         self.board.running(claim.job_id, claim.token)
         try:
             try:
-                payload, fn = load(self.queue.log, claim, self.queue.config.rules)
+                payload, fn = load(self.queue.log, claim, self.queue.config.rules,
+                                   self.queue.store)
             except JobqError as exc:
                 return failure(f"cannot load job: {exc}")
             if payload.timeout is not None:

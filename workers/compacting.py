@@ -1,0 +1,65 @@
+"""Automatic compaction by a worker's supervisor, once purges have left enough dead log bytes.
+
+The supervisor calls :meth:`AutoCompactor.step` every ``reap_interval``. A step is one bounded
+piece of work: a look at the count of records purged since the last compaction (one read); when
+it changed, an estimate of the dead bytes (:func:`jobq.compaction.dead_bytes`); during a
+compaction, one segment (:func:`jobq.compaction.compaction_steps`). So the supervisor is never
+away from its children for longer than one segment takes, and the children keep draining
+meanwhile: they wait only while a segment's seqs are repointed and its file renamed. Only one
+compaction runs at a time across processes; a worker that finds another one running tries again
+at the next purge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from jobq import Queue
+from jobq.compaction import compaction_steps, dead_bytes, purged_since
+from jobq.errors import JobqError
+
+
+class AutoCompactor:
+    """Compacts ``queue`` a segment at a time once about ``threshold`` bytes of it are dead."""
+
+    def __init__(self, queue: Queue, threshold: int, logger: Any) -> None:
+        self.queue, self.threshold, self.log = queue, threshold, logger
+        self._steps: Iterator[None] | None = None
+        self._seen = 0  # the purged count last estimated: a new estimate only when it changes
+
+    @property
+    def busy(self) -> bool:
+        """Is a compaction under way?"""
+        return self._steps is not None
+
+    def step(self) -> None:
+        """Do one bounded piece of work; errors are logged, never raised (jobs come first)."""
+        try:
+            if self._steps is None and not self._start():
+                return
+            assert self._steps is not None
+            next(self._steps)
+        except StopIteration:
+            self._steps = None
+        except (JobqError, OSError) as exc:
+            self.log.warning("worker.compaction_failed", error=str(exc))
+            self.close()
+
+    def _start(self) -> bool:
+        purged = purged_since(self.queue)
+        if purged == self._seen:
+            return False
+        self._seen = purged
+        dead = dead_bytes(self.queue) if purged else 0
+        if dead < self.threshold:
+            return False
+        self.log.info("worker.compaction_started", dead_bytes=dead, threshold=self.threshold)
+        self._steps = compaction_steps(self.queue)
+        return True
+
+    def close(self) -> None:
+        """Stop a compaction part-way (it lets go of its lock; what it did stays done)."""
+        if self._steps is not None:
+            self._steps.close()
+            self._steps = None
