@@ -242,7 +242,8 @@ class _Run:
             return "skipped", 0, 0
         after = _size(self.log.path(segment))
         log.info("maintenance.segment_rewritten", segment=segment, records_kept=len(keep),
-                 records_dropped=dropped, bytes_after=after)
+                 records_dropped=dropped, bytes_after=after,
+                 unfinished=sum(not Status(r[2]).finished for r in rows))
         return "rewritten", dropped, size - after
 
     def _delete(self, segment: int) -> bool:
