@@ -78,20 +78,24 @@ def compact(queue: Queue) -> CompactReport:
     """Rewrite sealed segments without dead records, delete empty ones, shrink the store."""
     with _compact_lock(queue.path):  # two compactions never overlap
         queue.store.checkpoint()  # so that the database file's size before counts its WAL pages
-        run = _Run(queue, catch_up=None)
+        run = _Run(queue, catch_up=None, min_dead_share=0.0)
         for _ in run.steps():
             pass
         run.shrink_store()
     return run.finish()
 
 
-def compaction_steps(queue: Queue, *, catch_up: int = 4) -> Iterator[None]:
+def compaction_steps(queue: Queue, *, catch_up: int = 4, min_dead_share: float = 0.0
+                     ) -> Iterator[None]:
     """A compaction that yields after each segment; nothing at all if another one runs.
 
     For a worker's supervisor: it indexes at most ``catch_up`` batches of new records (its
     children index the rest as they claim) and leaves the database file as it is (VACUUM would
     hold the write lock for as long as it takes to rewrite the file; the free pages are reused).
-    Closing the generator part-way releases the lock; the segments done so far stay done.
+    A segment is rewritten only if at least ``min_dead_share`` of its bytes are dead: the write
+    lock is held while its live jobs are repointed (about 10 µs each), so a worker leaves a
+    segment of many live jobs and few dead ones for later. Closing the generator part-way
+    releases the lock; the segments done so far stay done.
     """
     import filelock
 
@@ -101,7 +105,7 @@ def compaction_steps(queue: Queue, *, catch_up: int = 4) -> Iterator[None]:
     except filelock.Timeout:
         return
     try:
-        run = _Run(queue, catch_up=catch_up)
+        run = _Run(queue, catch_up=catch_up, min_dead_share=min_dead_share)
         yield from run.steps()
         run.finish()
     finally:
@@ -130,9 +134,9 @@ def dead_bytes(queue: Queue) -> int:
 class _Run:
     """One compaction, under the compaction lock."""
 
-    def __init__(self, queue: Queue, *, catch_up: int | None) -> None:
+    def __init__(self, queue: Queue, *, catch_up: int | None, min_dead_share: float) -> None:
         self.queue, self.store, self.log = queue, queue.store, queue.log
-        self.catch_up = catch_up
+        self.catch_up, self.min_dead_share = catch_up, min_dead_share
         self.tally: Counter[str] = Counter()
         self.purged = 0  # PURGED_KEY when this run started: what its end forgets
         self.before = 0
@@ -200,16 +204,19 @@ class _Run:
         if covered.offset == 0 or self.log.segments()[-1:] != [covered.segment]:
             return False
         with self.store.reading():
-            rows = len(_live(self.store.conn, covered.segment))
-        records, damaged = 0, False
+            live = {row[1] for row in _live(self.store.conn, covered.segment)}
+        kept = 0
         for item in self.log.scan(Position(covered.segment, 0)):
             if isinstance(item, (Sealed, Tail)) or item.pos.offset >= covered.offset:
                 break
-            records += isinstance(item, Entry)
-            damaged = damaged or isinstance(item, Damage)
-        if records == rows and not damaged:
-            return False  # nothing to drop: sealing would only start a new segment
+            if isinstance(item, Entry) and seq_of(item.pos) in live:
+                kept += item.frame.size
+        if not self._worth_it(covered.offset - kept, covered.offset):
+            return False  # sealing would only start a new segment
         return self.log.seal(covered.segment)
+
+    def _worth_it(self, dead: int, size: int) -> bool:
+        return dead > 0 and dead >= size * self.min_dead_share
 
     # -- one sealed segment ---------------------------------------------------------------------
 
@@ -227,14 +234,14 @@ class _Run:
             return "skipped", 0, 0
         dropped = len(entries) - len(keep)
         size = _size(self.log.path(segment))
+        if keep and not self._worth_it(size - sum(e.frame.size for e in keep), size):
+            return "kept", 0, 0  # nothing dead (damaged bytes are dead too), or too little
         if not keep:
             if not self._delete(segment):
                 return "skipped", 0, 0
             log.info("maintenance.segment_deleted", segment=segment, records_dropped=dropped,
                      bytes=size)
             return "deleted", dropped, size
-        if not dropped and not damaged:
-            return "kept", 0, 0
         moves = _write_copy(self.log, segment, keep)
         _crash_point("copied")
         if not self._commit(segment, moves):
