@@ -23,7 +23,9 @@ next compaction; a crash after (b) leaves the marker, and whoever next holds the
 open, a compaction, a locked read) redoes the rename if the copy is still there
 (:func:`redo_interrupted`), then clears the marker.
 
-Only one compaction runs at a time (``compact.lock``). :func:`compact` does everything at once;
+A segment left with no dead byte is remembered with its count of jobs (meta
+``clean_segment:N``) and not read again until one of its jobs is purged, so a compaction reads
+only the segments where records died. Only one compaction runs at a time (``compact.lock``). :func:`compact` does everything at once;
 :func:`compaction_steps` yields after each segment, for a worker that compacts between its
 other duties (:mod:`workers.compacting`).
 """
@@ -225,6 +227,10 @@ class _Run:
         bytes freed)."""
         with self.store.reading():
             rows = _live(self.store.conn, segment)
+            clean = self.store.conn.execute("SELECT value FROM meta WHERE key = ?",
+                                            (_clean_key(segment),)).fetchone()
+        if clean is not None and clean[0] == len(rows):
+            return "kept", 0, 0  # no job of it was purged since it was found without dead bytes
         entries, damaged = _scan(self.log, segment)
         live = {row[1] for row in rows}
         keep = [e for e in entries if seq_of(e.pos) in live]
@@ -234,8 +240,13 @@ class _Run:
             return "skipped", 0, 0
         dropped = len(entries) - len(keep)
         size = _size(self.log.path(segment))
-        if keep and not self._worth_it(size - sum(e.frame.size for e in keep), size):
-            return "kept", 0, 0  # nothing dead (damaged bytes are dead too), or too little
+        dead = size - sum(e.frame.size for e in keep)  # damaged bytes are dead too
+        if keep and not self._worth_it(dead, size):
+            if not dead:  # the next compactions skip it until one of its jobs is purged
+                with self.store.transaction() as conn:
+                    conn.execute("REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 (_clean_key(segment), len(keep)))
+            return "kept", 0, 0
         if not keep:
             if not self._delete(segment):
                 return "skipped", 0, 0
@@ -258,6 +269,7 @@ class _Run:
         with self.store.transaction() as conn:
             if _live(conn, segment):  # a rebuild of the index meanwhile
                 return False
+            conn.execute("DELETE FROM meta WHERE key = ?", (_clean_key(segment),))
             os.unlink(self.log.path(segment))
             durable.sync_dir(self.log.directory)
             _crash_point("deleted")
@@ -280,6 +292,9 @@ class _Run:
             conn.executemany("UPDATE scheduled SET seq = ? WHERE run_at = ? AND seq = ?",
                              [(moves[seq], run_at, seq) for _, seq, _, _, run_at in waiting])
             conn.execute("REPLACE INTO meta (key, value) VALUES (?, ?)", (_MARKER, segment))
+            if len(rows) == len(moves):  # else jobs purged since the copy are dead in it
+                conn.execute("REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             (_clean_key(segment), len(rows)))
             conn.execute("COMMIT")  # (b) is durable; the lock stays held until (d) commits
             try:
                 _crash_point("committed")
@@ -394,6 +409,11 @@ def _compact_lock(root: str, timeout: float = -1) -> filelock.FileLock:
 
     return filelock.FileLock(os.path.join(root, "compact.lock"), timeout=timeout,
                              mode=durable.FILE_MODE)
+
+
+def _clean_key(segment: int) -> str:
+    """Meta key: how many live jobs the segment held when it was last seen with no dead byte."""
+    return f"clean_segment:{segment}"
 
 
 def _copy_path(log_: Log, segment: int) -> str:

@@ -346,6 +346,27 @@ def test_compact_seals_the_segment_being_appended_only_when_it_frees_something(q
             assert [q.result(j) for j in ids] == [2 * i for i in range(50)]
 
 
+def test_a_segment_found_without_dead_records_is_not_read_again_until_a_purge(qpath,
+                                                                               monkeypatch):
+    """Compaction remembers each sealed segment it left with no dead byte, with its count of
+    jobs; it reads such a segment again only once one of its jobs was purged."""
+    with Queue(qpath, segment_size=SMALL) as q:
+        jobs = build_layout(q)
+        purge_succeeded(q)
+        compact(q)
+        scanned = []
+        real = q.log.scan
+        monkeypatch.setattr(q.log, "scan", lambda pos: scanned.append(pos.segment) or real(pos))
+        report = compact(q)
+        assert scanned == q.log.segments()[-1:] and report.records_dropped == 0  # the newest
+        victim = jobs["dead"][0]
+        segment = segment_of(q, victim)
+        assert purge(q, statuses=["dead"], older_than=0, now=time.time() + 1) == len(jobs["dead"])
+        report = compact(q)
+        assert segment in scanned and report.records_dropped == len(jobs["dead"])
+        assert payloads(q, jobs["queued"])
+
+
 def test_segments_stay_when_the_index_points_at_bytes_that_are_no_record(qpath):
     """A live record damaged since it was indexed: the segment is left alone, not half-dropped."""
     with Queue(qpath, segment_size=SMALL) as q:
