@@ -25,9 +25,9 @@ open, a compaction, a locked read) redoes the rename if the copy is still there
 
 A segment left with no dead byte is remembered with its count of jobs (meta
 ``clean_segment:N``) and not read again until one of its jobs is purged, so a compaction reads
-only the segments where records died. Only one compaction runs at a time (``compact.lock``). :func:`compact` does everything at once;
-:func:`compaction_steps` yields after each segment, for a worker that compacts between its
-other duties (:mod:`workers.compacting`).
+only the segments where records died. Only one compaction runs at a time (``compact.lock``).
+:func:`compact` does everything at once; :func:`compaction_steps` yields after each segment, for
+a worker that compacts between its other duties (:mod:`workers.compacting`).
 """
 
 from __future__ import annotations

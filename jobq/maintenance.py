@@ -57,7 +57,8 @@ def purge(queue: Queue, *, statuses: Iterable[Status], older_than: float,
                              [(i.encode(),) for i in ids])
             if ids:  # their records are dead now: see compaction.dead_bytes
                 conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                             " DO UPDATE SET value = value + excluded.value", (PURGED_KEY, len(ids)))
+                             " DO UPDATE SET value = value + excluded.value",
+                             (PURGED_KEY, len(ids)))
         total += len(ids)
         if len(ids) < PURGE_BATCH:
             break

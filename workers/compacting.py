@@ -2,7 +2,8 @@
 
 The supervisor calls :meth:`AutoCompactor.step` every ``reap_interval``. A step is one bounded
 piece of work: a look at the count of records purged since the last compaction (one read); when
-it changed, an estimate of the dead bytes (:func:`jobq.compaction.dead_bytes`); during a
+it changed, an estimate of the dead bytes (:func:`jobq.compaction.dead_bytes`, at most every
+ESTIMATE_EVERY seconds); during a
 compaction, one segment (:func:`jobq.compaction.compaction_steps`). So the supervisor is never
 away from its children for longer than one segment takes, and the children keep draining
 meanwhile: they wait only while a segment's seqs are repointed and its file renamed. Only one
@@ -12,6 +13,7 @@ at the next purge.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +24,9 @@ from jobq.errors import JobqError
 # A segment is rewritten once half its bytes are dead: its live jobs are repointed under the write
 # lock (about 10 µs each), so the children's claims never wait longer than the purges justify.
 MIN_DEAD_SHARE = 0.5
+# The estimate counts the jobs (tens of milliseconds for a million): at most this often, even
+# while a large purge changes the purged count at every batch.
+ESTIMATE_EVERY = 5.0
 
 
 class AutoCompactor:
@@ -31,6 +36,7 @@ class AutoCompactor:
         self.queue, self.threshold, self.log = queue, threshold, logger
         self._steps: Iterator[None] | None = None
         self._seen = 0  # the purged count last estimated: a new estimate only when it changes
+        self._next_estimate = 0.0  # time.monotonic()
 
     @property
     def busy(self) -> bool:
@@ -52,9 +58,10 @@ class AutoCompactor:
 
     def _start(self) -> bool:
         purged = purged_since(self.queue)
-        if purged == self._seen:
+        now = time.monotonic()
+        if purged == self._seen or now < self._next_estimate:
             return False
-        self._seen = purged
+        self._seen, self._next_estimate = purged, now + ESTIMATE_EVERY
         dead = dead_bytes(self.queue) if purged else 0
         if dead < self.threshold:
             return False
