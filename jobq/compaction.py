@@ -80,15 +80,15 @@ def compact(queue: Queue) -> CompactReport:
     """Rewrite sealed segments without dead records, delete empty ones, shrink the store."""
     with _compact_lock(queue.path):  # two compactions never overlap
         queue.store.checkpoint()  # so that the database file's size before counts its WAL pages
-        run = _Run(queue, catch_up=None, min_dead_share=0.0)
+        run = _Run(queue, catch_up=None, min_dead_share=0.0, max_live=None)
         for _ in run.steps():
             pass
         run.shrink_store()
     return run.finish()
 
 
-def compaction_steps(queue: Queue, *, catch_up: int = 4, min_dead_share: float = 0.0
-                     ) -> Iterator[None]:
+def compaction_steps(queue: Queue, *, catch_up: int = 4, min_dead_share: float = 0.0,
+                     max_live: int | None = None) -> Iterator[None]:
     """A compaction that yields after each segment; nothing at all if another one runs.
 
     For a worker's supervisor: it indexes at most ``catch_up`` batches of new records (its
@@ -96,8 +96,9 @@ def compaction_steps(queue: Queue, *, catch_up: int = 4, min_dead_share: float =
     hold the write lock for as long as it takes to rewrite the file; the free pages are reused).
     A segment is rewritten only if at least ``min_dead_share`` of its bytes are dead: the write
     lock is held while its live jobs are repointed (about 10 µs each), so a worker leaves a
-    segment of many live jobs and few dead ones for later. Closing the generator part-way
-    releases the lock; the segments done so far stay done.
+    segment of many live jobs and few dead ones for later, and one of more than ``max_live`` live
+    jobs to ``jobq compact``. Closing the generator part-way releases the lock; the segments done
+    so far stay done.
     """
     import filelock
 
@@ -107,7 +108,7 @@ def compaction_steps(queue: Queue, *, catch_up: int = 4, min_dead_share: float =
     except filelock.Timeout:
         return
     try:
-        run = _Run(queue, catch_up=catch_up, min_dead_share=min_dead_share)
+        run = _Run(queue, catch_up=catch_up, min_dead_share=min_dead_share, max_live=max_live)
         yield from run.steps()
         run.finish()
     finally:
@@ -136,9 +137,10 @@ def dead_bytes(queue: Queue) -> int:
 class _Run:
     """One compaction, under the compaction lock."""
 
-    def __init__(self, queue: Queue, *, catch_up: int | None, min_dead_share: float) -> None:
+    def __init__(self, queue: Queue, *, catch_up: int | None, min_dead_share: float,
+                 max_live: int | None) -> None:
         self.queue, self.store, self.log = queue, queue.store, queue.log
-        self.catch_up, self.min_dead_share = catch_up, min_dead_share
+        self.catch_up, self.min_dead_share, self.max_live = catch_up, min_dead_share, max_live
         self.tally: Counter[str] = Counter()
         self.purged = 0  # PURGED_KEY when this run started: what its end forgets
         self.before = 0
@@ -231,6 +233,8 @@ class _Run:
                                             (_clean_key(segment),)).fetchone()
         if clean is not None and clean[0] == len(rows):
             return "kept", 0, 0  # no job of it was purged since it was found without dead bytes
+        if self.max_live is not None and len(rows) > self.max_live:
+            return "kept", 0, 0  # repointing them all would hold the write lock too long
         entries, damaged = _scan(self.log, segment)
         live = {row[1] for row in rows}
         keep = [e for e in entries if seq_of(e.pos) in live]

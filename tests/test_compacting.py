@@ -74,9 +74,10 @@ def events(w, name: str) -> list[dict]:
         return []
 
 
-def test_a_worker_leaves_a_segment_of_many_live_jobs_and_few_dead_ones(qpath):
+def test_a_worker_leaves_segments_whose_rewrite_would_hold_claims_too_long(qpath):
     """Rewriting repoints every live job under the write lock: the worker's compaction rewrites
-    a segment only once half its bytes are dead; ``jobq compact`` takes anything dead."""
+    a segment only once half its bytes are dead, and only if few enough jobs are still in it;
+    ``jobq compact`` takes anything dead."""
     from jobq.compaction import compaction_steps
     with Queue(qpath) as q:
         segments = []
@@ -89,7 +90,10 @@ def test_a_worker_leaves_a_segment_of_many_live_jobs_and_few_dead_ones(qpath):
             q.cancel(jid)
         assert purge(q, statuses=["cancelled"], older_than=0, now=time.time() + 1) == 26
         sizes = {s: log_segment(q, s) for s in (few, most)}
-        for _ in compaction_steps(q, min_dead_share=0.5):
+        for _ in compaction_steps(q, min_dead_share=0.5, max_live=4):
+            pass
+        assert log_segment(q, few) == sizes[few] and log_segment(q, most) == sizes[most]
+        for _ in compaction_steps(q, min_dead_share=0.5, max_live=5):
             pass
         assert log_segment(q, few) == sizes[few] and log_segment(q, most) < sizes[most] * 0.25
         assert [q.payload(j).args for j in few_ids[1:] + most_ids[25:]] == [
