@@ -46,7 +46,8 @@ def format_error(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
 
 
-def load(log_: Log, claim: Claim, rules: PickleRules) -> tuple[Any, Any]:
+def load(log_: Log, claim: Claim, rules: PickleRules, store: Store | None = None
+         ) -> tuple[Any, Any]:
     """The claimed job's payload and its task function; JobqError if either cannot be loaded."""
     try:
         # The cached descriptor, unchecked: a record that moved since (compaction) is not this
@@ -54,7 +55,15 @@ def load(log_: Log, claim: Claim, rules: PickleRules) -> tuple[Any, Any]:
         frame = log_.read(claim.payload_pos, recheck=False)
         payload = job_record.load_payload(frame.body, rules, claim.job_id)
     except CorruptRecord:
-        payload = job_record.load_payload(log_.read(claim.payload_pos).body, rules, claim.job_id)
+        try:
+            frame = log_.read(claim.payload_pos)
+            payload = job_record.load_payload(frame.body, rules, claim.job_id)
+        except CorruptRecord:
+            if store is None:
+                raise
+            # Compaction moved the record after the claim was made: read it where it is now.
+            payload = job_record.load_payload(store.job_record(claim.job_id).body, rules,
+                                              claim.job_id)
     return payload, tasks.resolve(payload.task)
 
 
@@ -162,7 +171,7 @@ def run_claim(store: Store, log_: Log, claim: Claim, rules: PickleRules, *,
               retry_delay: RetryDelay = lambda attempt: transitions.backoff(attempt)) -> JobState:
     """Load, execute and record one claim in this process."""
     try:
-        payload, fn = load(log_, claim, rules)
+        payload, fn = load(log_, claim, rules, store)
     except JobqError as exc:
         return record(store, claim, unloadable(store, log_, claim, exc), retry_delay=retry_delay)
     outcome = execute(store, claim, payload, fn)

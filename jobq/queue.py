@@ -13,8 +13,8 @@ from typing import Any, NamedTuple
 from . import config as config_mod
 from . import job_record, maintenance, record, tasks
 from .directory import FIXED_SETTINGS, open_dir
-from .errors import (ConfigError, InvalidArgument, InvalidJob, JobCancelled, JobFailed,
-                     RecordTooLarge, WaitTimeout)
+from .errors import (ConfigError, CorruptRecord, InvalidArgument, InvalidJob, JobCancelled,
+                     JobFailed, RecordTooLarge, WaitTimeout)
 from .log import Log
 from .payload import JobPayload
 from .state import JobState, Status
@@ -218,8 +218,12 @@ class Queue:
         """The job as it was enqueued, read back from the log."""
         _check_job_id(job_id)
         self.store.catch_up()
-        frame = self.log.read(self.store.payload_position(job_id))
-        return job_record.load_payload(frame.body, self.config.rules, job_id)
+        try:
+            frame = self.log.read(self.store.payload_position(job_id))
+            return job_record.load_payload(frame.body, self.config.rules, job_id)
+        except CorruptRecord:  # perhaps not this job's: compaction moved it meanwhile
+            frame = self.store.job_record(job_id)
+            return job_record.load_payload(frame.body, self.config.rules, job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobState:
         """Block until the job succeeded, died or was cancelled; WaitTimeout after ``timeout`` s."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 
-from . import index, rebuild, snapshots, transitions, wal
+from . import compaction, index, rebuild, record, snapshots, transitions, wal
 from .directory import QueueDir
 from .errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from .log import Log, Position
@@ -121,6 +121,14 @@ class Store:
     def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A write transaction on the store's connection, for maintenance (purge, compact)."""
         return self._db.write(always_sync=True)
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the store's connection (``conn``) for reads, for maintenance."""
+        return self._db.reading()
+
+    @property
+    def db_path(self) -> str:
+        return self._qdir.state_db
 
     def close(self) -> None:
         self._db.close()
@@ -219,6 +227,20 @@ class Store:
             raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
         return index.position_of(row[0])
 
+    def job_record(self, job_id: str) -> record.Frame:
+        """The job's record, read where the index says under the write lock.
+
+        For a reader that found another record at the position it had: compaction moved it
+        since. Under the write lock no compaction is between repointing the index and renaming
+        the file, and one that died there is finished first.
+        """
+        with self._db.write() as conn:
+            compaction.redo_interrupted(conn, self._log)
+            row = conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+            return self._log.read(index.position_of(row[0]))
+
     def counts(self) -> dict[str, int]:
         """Jobs per status, from the counts the store keeps (not a count of every job kept)."""
         counts = {status.value: 0 for status in Status}
@@ -260,20 +282,24 @@ class Store:
 
     def job_ids(self, status: Status | None = None, page: int = 500) -> Iterator[str]:
         """Job ids in arrival order, read page by page (never all at once)."""
-        after = -1
+        after, last = -1, ""
+        # A page starts after the last job's seq as it is now: compaction moves records within
+        # their segment, in order, so a seq remembered from the last page may have moved on.
+        start = "COALESCE((SELECT seq FROM jobs WHERE job_id = ?), ?)"
         while True:
             with self._db.reading():
                 if status is None:
-                    rows = self.conn.execute("SELECT seq, job_id FROM jobs WHERE seq > ?"
-                                             " ORDER BY seq LIMIT ?", (after, page)).fetchall()
+                    rows = self.conn.execute(f"SELECT seq, job_id FROM jobs WHERE seq > {start}"
+                                             " ORDER BY seq LIMIT ?",
+                                             (last, after, page)).fetchall()
                 else:
                     rows = self.conn.execute("SELECT seq, job_id FROM jobs WHERE status = ?"
-                                             " AND seq > ? ORDER BY seq LIMIT ?",
-                                             (status.value, after, page)).fetchall()
+                                             f" AND seq > {start} ORDER BY seq LIMIT ?",
+                                             (status.value, last, after, page)).fetchall()
             yield from (job_id for _, job_id in rows)
             if len(rows) < page:
                 return
-            after = rows[-1][0]
+            after, last = rows[-1]
 
     def positions(self, statuses: Iterable[Status], page: int = 500
                   ) -> Iterator[tuple[Position, str, Status]]:

@@ -122,3 +122,14 @@ def pid_then_sleep(path: str, seconds: float) -> int:
     os.replace(path + ".tmp", path)
     time.sleep(seconds)
     return os.getpid()
+
+
+def note_run(path: str, tag: Any) -> Any:
+    """Appends a line ``tag`` to ``path`` (one write per run): counts runs across processes."""
+    import os
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{tag}\n".encode())
+    finally:
+        os.close(fd)
+    return tag

@@ -193,12 +193,13 @@ def test_purge_and_compact_reclaim_space(qpath):
     (("purge", "--status", "queued", "--older-than", "1d"), 2, "invalid choice"),
     (("worker", "-c", "0"), 1, "concurrency must be an integer >= 1"),
     (("worker", "--import", "no_such_module_q"), 1, "cannot import no_such_module_q"),
+    (("worker", "--compact-threshold", "lots"), 2, "not a number of bytes: 'lots'"),
     (("list", "--status", "bogus"), 2, "invalid choice"),
     (("demo", "--bogus"), 2, "unrecognized arguments"),
     ((), 2, "required"),
 ], ids=["missing-dir", "file-as-dir", "unknown-job", "bad-json", "kwargs-not-object",
         "unimportable-task", "negative-delay", "bad-duration", "purge-unfinished", "zero-workers",
-        "bad-import", "bad-status", "unknown-flag", "no-command"])
+        "bad-import", "bad-compact-threshold", "bad-status", "unknown-flag", "no-command"])
 def test_mistakes_are_one_line_and_non_zero(tmp_path, args, code, message):
     """User mistakes print one clear line on stderr, no traceback, and exit non-zero."""
     (tmp_path / ".jobq").mkdir()
@@ -239,3 +240,12 @@ def test_status_warns_about_quarantined_log_ranges(qpath):
     healthy = qpath.parent / "healthy"
     Queue(healthy).close()
     assert "warning" not in ok("status", "--dir", str(healthy))
+
+
+@pytest.mark.parametrize("text,size", [("0", 0), ("off", 0), ("OFF", 0), ("4096", 4096),
+                                       ("64M", 64 << 20), ("64MiB", 64 << 20), ("1g", 1 << 30),
+                                       ("2K", 2048)])
+def test_worker_compact_threshold_takes_bytes_with_a_unit_or_off(text, size):
+    """``--compact-threshold`` reads a byte count (K, M, G are binary) or ``off``."""
+    from jobq.cli import _parser
+    assert _parser().parse_args(["worker", "--compact-threshold", text]).compact_threshold == size

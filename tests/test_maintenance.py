@@ -14,11 +14,13 @@ from structlog.testing import capture_logs
 
 from jobq import Queue, Status, job_record, maintenance, transitions
 from jobq.errors import CorruptRecord, InvalidArgument, JobNotFound
+from jobq.log import Entry, Position
 from jobq.maintenance import compact, purge
 from jobq.state import FINISHED
+from jobq.store import Claim
 from jobq.testing import run_burst
 
-ADD, BOOM = "jobtasks:add", "jobtasks:boom"
+ADD, BOOM, NOTE = "jobtasks:add", "jobtasks:boom", "jobtasks:note_run"
 SMALL = 4096  # segment size: a dozen records per segment
 
 
@@ -29,6 +31,12 @@ def enqueue_each(q: Queue, task: str, args_list: list[tuple], **options) -> list
 
 def tree_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def stored_size(path: Path) -> int:
+    """The log segments and the database file: what compaction reports (not the WAL)."""
+    return sum(f.stat().st_size for f in (Path(path) / "log").glob("*.log")) \
+        + (Path(path) / "state.sqlite3").stat().st_size
 
 
 def payloads(q: Queue, ids: list[str]) -> dict[str, tuple]:
@@ -144,7 +152,7 @@ def test_purge_works_in_short_transactions(queue, monkeypatch):
 
 # -- compact ----------------------------------------------------------------------------------
 
-def test_compact_deletes_purged_segments_rewrites_mixed_ones_and_skips_waiting_ones(qpath):
+def test_compact_deletes_purged_segments_rewrites_mixed_ones_and_keeps_the_others(qpath):
     """The log loses exactly the purged records; every kept job loads, in its order, and runs."""
     with Queue(qpath, segment_size=SMALL) as q:
         jobs = build_layout(q)
@@ -153,7 +161,6 @@ def test_compact_deletes_purged_segments_rewrites_mixed_ones_and_skips_waiting_o
         kept = jobs["dead"] + jobs["queued"]
         expected, ids = payloads(q, kept), order(q)  # also caches read descriptors (see below)
         sizes = {s: os.path.getsize(q.log.path(s)) for s in q.log.segments()}
-        before = tree_size(qpath)
 
         with capture_logs() as events:
             report = compact(q)
@@ -161,16 +168,17 @@ def test_compact_deletes_purged_segments_rewrites_mixed_ones_and_skips_waiting_o
         rewritten = [e["segment"] for e in events if e["event"] == "maintenance.segment_rewritten"]
         assert report.segments_deleted == len(deleted) >= 2
         assert report.segments_rewritten == len(rewritten) >= 2
-        assert report.segments_skipped >= 2  # the queued jobs' segments
+        assert report.segments_skipped == 0  # the queued jobs' segments are kept as they are
         assert report.records_dropped == sum(old_segment[j] in deleted + rewritten
                                              for j in jobs["gone"])
         assert [e for e in events if e["event"] == "maintenance.compacted"]
         assert not set(deleted) & set(q.log.segments())
         for s in rewritten:
             assert 0 < os.path.getsize(q.log.path(s)) < sizes[s]
-        after = tree_size(qpath)
-        assert report.bytes_before == before and report.bytes_after == after
-        assert report.bytes_reclaimed == before - after > 0
+        log_freed = sum(size - (os.path.getsize(q.log.path(s)) if s in q.log.segments() else 0)
+                        for s, size in sizes.items())
+        assert report.bytes_after == stored_size(qpath) < report.bytes_before
+        assert report.bytes_reclaimed >= log_freed > 0
         again = compact(q)
         assert (again.segments_rewritten, again.segments_deleted, again.records_dropped,
                 again.bytes_reclaimed) == (0, 0, 0, 0)
@@ -254,14 +262,58 @@ def test_the_directory_shrinks_to_an_empty_segment(qpath):
         report = compact(q)
         assert q.log.segments() == [last + 1]
         assert os.path.getsize(q.log.path(last + 1)) == 0
-        assert report.bytes_after == tree_size(qpath) < before * 0.01
+        assert report.bytes_after == stored_size(qpath) and tree_size(qpath) < before * 0.01
         assert q.counts()["succeeded"] == 0 and q.enqueue(ADD, 1, 2)
+
+
+def test_a_segment_with_jobs_still_to_run_shrinks_and_each_runs_once(qpath, tmp_path):
+    """20 of 24 jobs of the one segment purged: it is sealed and rewritten with the 4 still to
+    run (queued, delayed a month, failed awaiting its retry, running). Each loads, the running
+    one from the position its claim got before the rewrite, and each runs exactly once."""
+    from jobq.execution import load, run_claim
+    runs = tmp_path / "runs"
+    clock = [1000.0]
+    with Queue(qpath, clock=lambda: clock[0]) as q:
+        enqueue_each(q, NOTE, [(str(runs), f"done{i}") for i in range(20)])
+        failing = q.enqueue_call("jobtasks:fail_until", args=(2,), max_attempts=3)
+        run_burst(q, retry_delay=lambda attempt: 3600.0)
+        queued = q.enqueue_call(NOTE, args=(str(runs), "queued"))
+        delayed = q.enqueue_call(NOTE, args=(str(runs), "delayed"), delay=30 * 86400)
+        running = q.enqueue_call(NOTE, args=(str(runs), "running"), priority=5)
+        [claim] = q.store.claim("holder", 1)
+        assert claim.job_id == running
+        clock[0] += 10
+        assert purge_succeeded(q) == 20
+        size = q.log.end().offset  # the records' bytes (the zero fill after them is cut too)
+
+        report = compact(q)
+        assert (report.segments_rewritten, report.records_dropped) == (1, 20)
+        assert q.log.segments() == [1, 2]
+        shrunk = size - os.path.getsize(q.log.path(1))
+        assert report.bytes_reclaimed >= shrunk > size * 0.6
+        statuses = {failing: Status.FAILED, queued: Status.QUEUED, delayed: Status.QUEUED,
+                    running: Status.RUNNING}
+        with Queue(qpath) as fresh:  # no descriptor cached: it reads the rewritten file
+            assert {j: fresh.state(j).status for j in statuses} == statuses
+            assert [fresh.payload(j).args[1:] for j in (queued, delayed, running)] == [
+                ("queued",), ("delayed",), ("running",)]
+            with pytest.raises(CorruptRecord):  # the claim's position is stale now...
+                load(fresh.log, claim, fresh.config.rules)
+            payload, _ = load(fresh.log, claim, fresh.config.rules, fresh.store)  # ...followed
+            assert payload.args[1] == "running"
+            run_claim(fresh.store, fresh.log, claim, fresh.config.rules)
+        clock[0] += 31 * 86400
+        run_burst(q)
+        assert q.result(failing) == 2
+        assert sorted(runs.read_text().split()) == sorted(
+            [f"done{i}" for i in range(20)] + ["queued", "delayed", "running"])
 
 
 @pytest.mark.parametrize("left", ["nothing", "one_queued", "all_finished_none_purged"])
 def test_compact_seals_the_segment_being_appended_only_when_it_frees_something(qpath, left):
-    """The newest segment is sealed and compacted once its jobs have finished and some are purged;
-    a producer idle on it since before then appends to the new segment, and its job runs."""
+    """The newest segment is sealed and compacted once some of its jobs are purged, even with a
+    job still to run in it (a queue that never rolls over shrinks too); a producer idle on it
+    since before then appends to the new segment, and its job runs."""
     with Queue(qpath) as idle, Queue(qpath) as q:
         idle.enqueue(ADD, 0, 0)  # idle's append handle sits on segment 1
         ids = q.enqueue_many(ADD, [(i, i) for i in range(50)])
@@ -276,6 +328,12 @@ def test_compact_seals_the_segment_being_appended_only_when_it_frees_something(q
         if left == "nothing":
             assert sealed and report.segments_deleted == 1
             assert q.log.segments() == [2] and os.path.getsize(q.log.path(2)) == 0
+        elif left == "one_queued":
+            assert sealed and report.segments_rewritten == 1 and report.records_dropped == 51
+            assert q.log.segments() == [1, 2] and os.path.getsize(q.log.path(2)) == 0
+            assert [e.frame.size for e in q.log.scan(Position(1, 0))
+                    if isinstance(e, Entry)] == [os.path.getsize(q.log.path(1))]
+            assert q.payload(q.store.job_ids().__next__()).args == (1, 1)
         else:
             assert not sealed and q.log.segments() == [1]
             assert report.segments_deleted == report.segments_rewritten == 0
@@ -286,6 +344,27 @@ def test_compact_seals_the_segment_being_appended_only_when_it_frees_something(q
         assert q.result(jid) == 42
         if left == "all_finished_none_purged":
             assert [q.result(j) for j in ids] == [2 * i for i in range(50)]
+
+
+def test_a_segment_found_without_dead_records_is_not_read_again_until_a_purge(qpath,
+                                                                               monkeypatch):
+    """Compaction remembers each sealed segment it left with no dead byte, with its count of
+    jobs; it reads such a segment again only once one of its jobs was purged."""
+    with Queue(qpath, segment_size=SMALL) as q:
+        jobs = build_layout(q)
+        purge_succeeded(q)
+        compact(q)
+        scanned = []
+        real = q.log.scan
+        monkeypatch.setattr(q.log, "scan", lambda pos: scanned.append(pos.segment) or real(pos))
+        report = compact(q)
+        assert scanned == q.log.segments()[-1:] and report.records_dropped == 0  # the newest
+        victim = jobs["dead"][0]
+        segment = segment_of(q, victim)
+        assert purge(q, statuses=["dead"], older_than=0, now=time.time() + 1) == len(jobs["dead"])
+        report = compact(q)
+        assert segment in scanned and report.records_dropped == len(jobs["dead"])
+        assert payloads(q, jobs["queued"])
 
 
 def test_segments_stay_when_the_index_points_at_bytes_that_are_no_record(qpath):
@@ -344,34 +423,108 @@ print("no crash")
 """
 
 
-@pytest.mark.parametrize("crash_at", ["copied", "committed", "renamed"])
-def test_compaction_killed_at_each_step_loses_nothing(qpath, children, crash_at):
-    """SIGKILL after the copy, after the seq transaction, after the rename: reopening (and
-    compacting again) leaves every kept job loadable, in order, and runnable."""
-    with Queue(qpath, segment_size=SMALL) as q:
-        jobs = build_layout(q)
+def test_compact_reports_only_what_it_freed_for_good_while_a_worker_runs(qpath, workers):
+    """A running worker gives the SQLite WAL its working size back after a compaction empties
+    it: that is not reclaimed, so a compaction with nothing to do reports 0 bytes every time."""
+    from jobq import wal
+    with Queue(qpath) as q:
+        workers(str(qpath), "-c", "1", "--compact-threshold", "off")
+        ids = q.enqueue_many(ADD, [(i, i) for i in range(50)])
+        assert [q.result(j, timeout=60) for j in ids] == [2 * i for i in range(50)]
+        working = wal.working_size(q.store.conn)
+        presized = lambda: os.path.getsize(wal.path_of(q.store.db_path)) >= working  # noqa: E731
+        wait_until(presized)
         purge_succeeded(q)
-        kept = jobs["dead"] + jobs["queued"]
-        expected, ids = payloads(q, kept), order(q)
+        assert compact(q).bytes_reclaimed > 0
+        for _ in range(2):
+            wait_until(presized)  # the worker made it whole again
+            again = compact(q)
+            assert (again.bytes_reclaimed, again.records_dropped) == (0, 0)
+            assert again.bytes_after == stored_size(qpath)
+
+
+def crash_layout(q: Queue, runs: Path) -> tuple[dict[str, tuple[Status, str]], Claim]:
+    """Segments of purged jobs only; segments where purged jobs lie beside queued, delayed,
+    failed (awaiting a retry), dead and running ones; the segment being appended to, with purged
+    and queued jobs. Returns each kept job's status and tag (its args[1]), and the running claim."""
+    kinds = ["gone"] * 30 + ["gone", "queued", "delayed", "failing", "dead", "gone"] * 7 \
+        + ["running"] + ["gone", "queued"] * 5
+    ids = {}
+    for i, kind in enumerate(kinds):
+        tag = f"{kind}{i}"
+        if kind == "failing":
+            ids[q.enqueue_call("jobtasks:fail_until", args=(2,), max_attempts=3,
+                               priority=9)] = (Status.FAILED, tag)
+        elif kind == "dead":
+            ids[q.enqueue_call(BOOM, args=(tag,), max_attempts=1, priority=9)] = (Status.DEAD,
+                                                                                  tag)
+        else:
+            status = Status.RUNNING if kind == "running" else Status.QUEUED
+            ids[q.enqueue_call(NOTE, args=(str(runs), tag), delay=3600 if kind == "delayed"
+                               else None, priority=8 if kind == "running" else 0)] = (status, tag)
+    run_burst(q, max_jobs=14, retry_delay=lambda attempt: 3600.0)  # the priority 9 ones
+    [claim] = q.store.claim("holder", 1)
+    for jid, (_, tag) in list(ids.items()):
+        if tag.startswith("gone"):
+            assert q.cancel(jid)
+            del ids[jid]
+    assert purge(q, statuses=["cancelled"], older_than=0, now=time.time() + 1) == 49
+    assert {status for status, _ in ids.values()} == {Status.QUEUED, Status.FAILED, Status.DEAD,
+                                                       Status.RUNNING}
+    return ids, claim
+
+
+CRASH_POINTS = {"sealed": (False, 0), "deleted": (False, 0), "copying": (False, 1),
+                "copied": (False, 1), "committed": (True, 1), "renamed": (True, 0)}
+
+
+@pytest.mark.parametrize("crash_at", list(CRASH_POINTS))
+def test_compaction_killed_at_each_step_loses_nothing(qpath, tmp_path, children, crash_at):
+    """SIGKILL after sealing the active segment, after deleting a segment, part-way through a
+    copy, after the copy, after repointing the index, after the rename: reopening leaves every
+    kept job in its state, loadable once and in order; the claim made before still loads; and
+    compacting again then running everything runs each job exactly once."""
+    from jobq.execution import load, run_claim
+    from workers import Worker
+
+    runs = tmp_path / "runs"
+    with Queue(qpath, segment_size=SMALL) as q:
+        ids, claim = crash_layout(q, runs)
+        expected, kept = payloads(q, list(ids)), order(q)
+        assert len(q.log.segments()) >= 6
 
         done = children.run(CRASHING_COMPACT, str(qpath), crash_at)
         assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
-        on_disk = {"copied": (False, 1), "committed": (True, 1), "renamed": (True, 0)}[crash_at]
-        assert (marker(q) is not None, len(copies(qpath))) == on_disk
+        assert (marker(q) is not None, len(copies(qpath))) == CRASH_POINTS[crash_at]
 
-        with capture_logs() as events, Queue(qpath) as reopened:
+        with capture_logs() as events:
+            # The Queue open throughout reads every payload; after "committed" its index points
+            # into a file not renamed yet: a locked read (Store.job_record) finishes the rename.
+            assert payloads(q, kept) == expected
+            reopened = Queue(qpath)
+        with reopened:
             assert marker(reopened) is None
-            assert payloads(reopened, kept) == expected and order(reopened) == ids
+            assert order(reopened) == kept  # each job once, in arrival order
+            assert {j: reopened.state(j).status for j in ids} == {j: s for j, (s, _) in
+                                                                  ids.items()}
+            assert payloads(reopened, kept) == expected
+            payload, _ = load(reopened.log, claim, reopened.config.rules, reopened.store)
+            assert payload.args[1] == ids[claim.job_id][1]
+            run_claim(reopened.store, reopened.log, claim, reopened.config.rules)
         finished = [e for e in events if e["event"] == "maintenance.compaction_finished"]
-        assert len(finished) == (crash_at != "copied")
-        assert payloads(q, kept) == expected  # the Queue open throughout, too
+        assert len(finished) == CRASH_POINTS[crash_at][0]
 
         report = compact(q)
         assert copies(qpath) == [] and marker(q) is None
         assert report.segments_rewritten + report.segments_deleted >= 1
-        assert payloads(q, kept) == expected and order(q) == ids
-        run_burst(q)
-        assert [q.result(j) for j in jobs["queued"]] == [i + 100 for i in range(40)]
+        assert payloads(q, kept) == expected and order(q) == kept
+    with Queue(qpath, clock=lambda: time.time() + 7200) as later:  # the delayed jobs are due
+        Worker(later, concurrency=2).run(burst=True)
+        tags = [tag for status, tag in ids.values() if status is not Status.DEAD]
+        assert sorted(runs.read_text().split()) == sorted(
+            t for t in tags if not t.startswith("failing"))  # each exactly once
+        assert {later.state(j).status for j in ids} == {Status.SUCCEEDED, Status.DEAD}
+        assert all(later.result(j) == 2 for j, (_, t) in ids.items() if t.startswith("failing"))
 
 
 HOLD_COMPACT_LOCK = """
@@ -414,7 +567,7 @@ PRODUCER = """
 import json, os, sys, time
 from jobq import Queue
 q = Queue(sys.argv[1], segment_size=8192)
-n, go = int(sys.argv[2]), sys.argv[3]
+n, go, runs = int(sys.argv[2]), sys.argv[3], sys.argv[4]
 for i in range(300):
     if i == 150:
         print("half", flush=True)
@@ -422,8 +575,12 @@ for i in range(300):
             time.sleep(0.01)
     if i % 4 == 0:
         print(json.dumps(["boom", q.enqueue_call("jobtasks:boom", max_attempts=1)]), flush=True)
+    elif i % 8 == 1:
+        jid = q.enqueue_call("jobtasks:note_run", args=(runs, f"later-{n}-{i}"), delay=3600)
+        print(json.dumps(["later", jid, f"later-{n}-{i}"]), flush=True)
     else:
-        print(json.dumps(["add", q.enqueue("jobtasks:add", n, i), n, i]), flush=True)
+        jid = q.enqueue("jobtasks:note_run", runs, f"{n}-{i}")
+        print(json.dumps(["note", jid, f"{n}-{i}"]), flush=True)
 """
 
 
@@ -437,17 +594,22 @@ def _read_until_half(proc) -> list:
 
 def test_compaction_alongside_producers_and_a_worker_loses_nothing(qpath, tmp_path, children,
                                                                   workers):
-    """3 producer processes and a 2-child worker run while purge and compact loop: every
-    acknowledged job ends succeeded with its result, nothing is quarantined, the store is sound."""
-    go = tmp_path / "go"
+    """3 producer processes and a 2-child worker run while purge and compact loop, over segments
+    that hold jobs delayed an hour besides purged and finished ones: every acknowledged job runs
+    exactly once or waits with its payload intact, nothing is quarantined, the store is sound."""
+    go, runs = tmp_path / "go", tmp_path / "runs"
     with Queue(qpath, segment_size=8192) as q:
-        workers(str(qpath), "-c", "2")
-        producers = [children.start(PRODUCER, str(qpath), str(n), str(go)) for n in range(3)]
+        workers(str(qpath), "-c", "2", "--compact-threshold", "off")
+        producers = [children.start(PRODUCER, str(qpath), str(n), str(go), str(runs))
+                     for n in range(3)]
         acknowledged = [a for p in producers for a in _read_until_half(p)]
-        wait_until(lambda: q.counts()["succeeded"] + q.counts()["dead"] == len(acknowledged))
+        due = sum(a[0] != "later" for a in acknowledged)
+        wait_until(lambda: q.counts()["succeeded"] + q.counts()["dead"] == due)
         purge(q, statuses=["dead"], older_than=0)
-        reports = [compact(q)]  # producers and worker alive; nothing waits in sealed segments
-        assert reports[0].segments_rewritten >= 3
+        with capture_logs() as events:
+            reports = [compact(q)]  # producers and worker alive
+        rewritten = [e for e in events if e["event"] == "maintenance.segment_rewritten"]
+        assert len(rewritten) >= 3 and all(e["unfinished"] for e in rewritten[:-1])
         go.touch()
         while any(p.poll() is None for p in producers):
             purge(q, statuses=["dead"], older_than=0)
@@ -456,17 +618,20 @@ def test_compaction_alongside_producers_and_a_worker_loses_nothing(qpath, tmp_pa
             out, err = p.communicate(timeout=60)
             assert p.returncode == 0, err
             acknowledged += [json.loads(line) for line in out.splitlines()]
-        adds = [a for a in acknowledged if a[0] == "add"]
-        assert len(acknowledged) == 900 and len(adds) == 675
-        for _, jid, n, i in adds:
-            assert q.result(jid, timeout=60) == n + i
-        wait_until(lambda: q.counts()["queued"] + q.counts()["running"] == 0)
+        notes = [a for a in acknowledged if a[0] == "note"]
+        later = [a for a in acknowledged if a[0] == "later"]
+        assert len(acknowledged) == 900 and len(notes) == 900 - 225 - len(later)
+        for _, jid, tag in notes:
+            assert q.result(jid, timeout=60) == tag
+        wait_until(lambda: q.counts()["running"] == 0 and q.counts()["queued"] == len(later))
         purge(q, statuses=["dead"], older_than=0)
         reports.append(compact(q))
         assert q.store.quarantined() == []
-        assert q.counts()["succeeded"] == 675 and q.counts()["dead"] == 0
-        for _, jid, n, i in adds:
-            assert q.payload(jid).args == (n, i)
+        assert q.counts()["succeeded"] == len(notes) and q.counts()["dead"] == 0
+        assert sorted(runs.read_text().split()) == sorted(tag for _, _, tag in notes)
+        for _, jid, tag in notes + later:
+            assert q.payload(jid).args[1] == tag
+        assert all(q.state(jid).status is Status.QUEUED for _, jid, _ in later)
         assert q.store.conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 

@@ -161,7 +161,8 @@ class Runner:
         self.board.running(claim.job_id, claim.token)
         try:
             try:
-                payload, fn = load(self.queue.log, claim, self.queue.config.rules)
+                payload, fn = load(self.queue.log, claim, self.queue.config.rules,
+                                   self.queue.store)
             except JobqError as exc:
                 return unloadable(self.queue.store, self.queue.log, claim, exc)
             if payload.timeout is not None:

@@ -26,6 +26,9 @@ class WorkerConfig:
     max_crashes: int = 3  # crashed attempts before a job is set aside as dead
     retry_base: float = 1.0  # backoff of the first retry (then doubling, with jitter)
     retry_cap: float = 300.0  # longest backoff
+    # Compact the log once purges have left about this many dead bytes in it (0: never; see
+    # workers.compacting). One default segment's worth.
+    compact_threshold: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in ("concurrency", "max_crashes", "prefetch"):
@@ -40,6 +43,10 @@ class WorkerConfig:
             value = getattr(self, name)
             if not _number(value) or value < 0:
                 raise ConfigError(f"{name} must be a number of seconds >= 0, not {value!r}")
+        if not isinstance(self.compact_threshold, int) or isinstance(self.compact_threshold, bool) \
+                or self.compact_threshold < 0:
+            raise ConfigError("compact_threshold must be a number of bytes >= 0 (0: off), not"
+                              f" {self.compact_threshold!r}")
         if isinstance(self.imports, str) or not all(isinstance(m, str) for m in self.imports):
             raise ConfigError("imports must be a list of module names")
 

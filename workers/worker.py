@@ -24,6 +24,7 @@ from jobq.state import Status
 from jobq.store import Change
 
 from . import liveness, slots
+from .compacting import AutoCompactor
 from .config import WorkerConfig
 from .signals import StopRequests, handled
 from .slots import Slot
@@ -71,6 +72,7 @@ class Worker:
         self._next_reap = self._next_renew = 0.0
         self._stop_deadline: float | None = None
         self._error: JobqError | None = None
+        self._compactor: AutoCompactor | None = None
 
     def stop(self) -> None:
         """Ask for a graceful stop (as SIGTERM does); a second call stops at once."""
@@ -84,6 +86,8 @@ class Worker:
         # Bound once, and inherited by the children: an event then costs only its formatting.
         self._log = log.bind(worker=self.id)
         self._lock = liveness.LivenessLock(self.queue.path, self.id)
+        if self.config.compact_threshold:
+            self._compactor = AutoCompactor(self.queue, self.config.compact_threshold, self._log)
         try:
             with handled(self.stops):
                 self._slots = [self._start_child() for _ in range(self.config.concurrency)]
@@ -113,6 +117,8 @@ class Worker:
                 # The supervisor is idle while its children work: it checkpoints the WAL, which
                 # a child committing a batch would otherwise do itself, now and then, for long.
                 self.queue.store.checkpoint()
+            if self._compactor is not None:
+                self._compactor.step()  # one bounded piece: see workers.compacting
         if now >= self._next_renew:
             self._next_renew = now + self.config.lease_seconds / 3
             self.queue.store.renew(self.id, self.config.lease_seconds)
@@ -138,6 +144,7 @@ class Worker:
                     slot.request_stop()
             return not self._slots or now >= self._stop_deadline
         if burst and all(s.idle for s in self._slots) and not self._finished \
+                and not (self._compactor is not None and self._compactor.busy) \
                 and not self.queue.store.has_ready() \
                 and not any(self.queue.store.running(s.owner) for s in self._slots):
             return not self._retries_pending()
@@ -311,6 +318,8 @@ class Worker:
         """Stop every child. An idle one exits at once; one still running a job (a graceful stop
         past its grace, a second signal, an error) is killed and its jobs are given back."""
         self.stops.log_requests()
+        if self._compactor is not None:
+            self._compactor.close()
         for slot in self._slots:
             slot.request_stop()
         # A burst that ends finds its children idle (one may have just claimed a retry that

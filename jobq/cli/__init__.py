@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -84,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="on SIGTERM/SIGINT, seconds running jobs get to finish (default 30)")
     p.add_argument("--max-crashes", type=int, default=3, metavar="N",
                    help="crashed attempts before a job is set aside as dead (default 3)")
+    p.add_argument("--compact-threshold", type=_bytes_or_off, default=None, metavar="BYTES",
+                   help="compact the log once purges left about this many dead bytes in it"
+                        " (default 64 MiB; 0 or off: never)")
     p.add_argument("--prefetch", type=int, default=None, metavar="N",
                    help="most jobs a child claims at once when its jobs are short (default 100;"
                         " 1: one at a time)")
@@ -120,6 +124,17 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", parents=[common],
                    help="run resumable jobs, kill a worker mid-job, watch the job resume")
     return parser
+
+
+def _bytes_or_off(text: str) -> int:
+    """A byte count, with an optional K/M/G (binary) suffix; ``off`` is 0."""
+    if text.strip().lower() == "off":
+        return 0
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?)(?:i?b)?\s*", text.lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r} (e.g. 64M, or off)")
+    return int(match.group(1)) * units[match.group(2)]
 
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -164,7 +179,9 @@ def _worker(args: argparse.Namespace) -> int:
         Worker(queue, concurrency=args.concurrency, imports=tuple(args.imports),
                shutdown_grace=args.shutdown_grace,
                max_crashes=args.max_crashes,
-               **({} if args.prefetch is None else {"prefetch": args.prefetch})
+               **({} if args.prefetch is None else {"prefetch": args.prefetch}),
+               **({} if args.compact_threshold is None
+                  else {"compact_threshold": args.compact_threshold})
                ).run(burst=args.burst)
     return 0
 

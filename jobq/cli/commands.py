@@ -253,10 +253,9 @@ def compact(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         render.as_json(report.__dict__ if hasattr(report, "__dict__") else report, out)
         return 0
-    print(f"reclaimed {report.bytes_reclaimed:,} bytes ({report.bytes_before:,} ->"
-          f" {report.bytes_after:,}); segments rewritten {report.segments_rewritten}, deleted"
-          f" {report.segments_deleted}, skipped {report.segments_skipped} (jobs still to run)",
-          file=out)
+    print(f"reclaimed {report.bytes_reclaimed:,} bytes (log and database {report.bytes_before:,}"
+          f" -> {report.bytes_after:,}); segments rewritten {report.segments_rewritten}, deleted"
+          f" {report.segments_deleted}, skipped {report.segments_skipped}", file=out)
     return 0
 
 

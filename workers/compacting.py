@@ -1,0 +1,80 @@
+"""Automatic compaction by a worker's supervisor, once purges have left enough dead log bytes.
+
+The supervisor calls :meth:`AutoCompactor.step` every ``reap_interval``. A step is one bounded
+piece of work: a look at the count of records purged since the last compaction (one read); when
+it changed, an estimate of the dead bytes (:func:`jobq.compaction.dead_bytes`, at most every
+ESTIMATE_EVERY seconds); during a
+compaction, one segment (:func:`jobq.compaction.compaction_steps`). So the supervisor is never
+away from its children for longer than one segment takes, and the children keep draining
+meanwhile: they wait only while a segment's seqs are repointed and its file renamed. Only one
+compaction runs at a time across processes; a worker that finds another one running tries again
+at the next purge.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from jobq import Queue
+from jobq.compaction import compaction_steps, dead_bytes, purged_since
+from jobq.errors import JobqError
+
+# A segment is rewritten once half its bytes are dead: its live jobs are repointed under the write
+# lock (about 10 µs each), so the children's claims never wait longer than the purges justify.
+MIN_DEAD_SHARE = 0.5
+# Nor a segment with more jobs still in it than this: about 0.5 s of repointing, measured with
+# scripts/bench_compact.py (100,000 jobs held the claims for 0.9 s). jobq compact takes those.
+MAX_LIVE = 50_000
+# The estimate counts the jobs (tens of milliseconds for a million): at most this often, even
+# while a large purge changes the purged count at every batch.
+ESTIMATE_EVERY = 5.0
+
+
+class AutoCompactor:
+    """Compacts ``queue`` a segment at a time once about ``threshold`` bytes of it are dead."""
+
+    def __init__(self, queue: Queue, threshold: int, logger: Any) -> None:
+        self.queue, self.threshold, self.log = queue, threshold, logger
+        self._steps: Iterator[None] | None = None
+        self._seen = 0  # the purged count last estimated: a new estimate only when it changes
+        self._next_estimate = 0.0  # time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        """Is a compaction under way?"""
+        return self._steps is not None
+
+    def step(self) -> None:
+        """Do one bounded piece of work; errors are logged, never raised (jobs come first)."""
+        try:
+            if self._steps is None and not self._start():
+                return
+            assert self._steps is not None
+            next(self._steps)
+        except StopIteration:
+            self._steps = None
+        except (JobqError, OSError) as exc:
+            self.log.warning("worker.compaction_failed", error=str(exc))
+            self.close()
+
+    def _start(self) -> bool:
+        purged = purged_since(self.queue)
+        now = time.monotonic()
+        if purged == self._seen or now < self._next_estimate:
+            return False
+        self._seen, self._next_estimate = purged, now + ESTIMATE_EVERY
+        dead = dead_bytes(self.queue) if purged else 0
+        if dead < self.threshold:
+            return False
+        self.log.info("worker.compaction_started", dead_bytes=dead, threshold=self.threshold)
+        self._steps = compaction_steps(self.queue, min_dead_share=MIN_DEAD_SHARE,
+                                       max_live=MAX_LIVE)
+        return True
+
+    def close(self) -> None:
+        """Stop a compaction part-way (it lets go of its lock; what it did stays done)."""
+        if self._steps is not None:
+            self._steps.close()
+            self._steps = None
