@@ -40,7 +40,7 @@ from ._logging import get_logger
 from .directory import FORMAT_FILE, QueueDir
 from .errors import InvalidArgument, StorageError
 from .log import CHUNK, Position, segment_name
-from .maintenance import _compact_lock, _redo
+from .compaction import lock as compaction_lock, redo_interrupted
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -74,8 +74,10 @@ def backup(queue: Queue, dest: str | os.PathLike[str]) -> BackupReport:
         copy = QueueDir(tmp)
         durable.make_dir(copy.log)
         durable.make_dir(copy.quarantine)
-        with _compact_lock(queue.path):  # compaction would replace segments the state points into
-            _redo(queue)  # one that died after moving seqs: its rename first, or they mismatch
+        with compaction_lock(queue.path):  # compaction would replace segments the state uses
+            with queue.store.transaction() as conn:
+                # One that died after moving seqs: its rename first, or they mismatch.
+                redo_interrupted(conn, queue.log)
             jobs = _copy_state(src.state_db, copy.state_db)
             end, segments = _copy_log(queue, copy)  # the order that makes the copy consistent
         _copy_file(os.path.join(src.root, FORMAT_FILE), os.path.join(tmp, FORMAT_FILE))

@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from .queue import Queue
 
 __all__ = ["CompactReport", "compact", "compaction_steps", "dead_bytes",
-           "finish_interrupted_compaction", "purged_since", "redo_interrupted", "PURGED_KEY"]
+           "finish_interrupted_compaction", "lock", "purged_since", "redo_interrupted",
+           "PURGED_KEY"]
 
 log = get_logger(__name__)
 
@@ -78,7 +79,7 @@ class CompactReport:
 
 def compact(queue: Queue) -> CompactReport:
     """Rewrite sealed segments without dead records, delete empty ones, shrink the store."""
-    with _compact_lock(queue.path):  # two compactions never overlap
+    with lock(queue.path):  # two compactions never overlap
         queue.store.checkpoint()  # so that the database file's size before counts its WAL pages
         run = _Run(queue, catch_up=None, min_dead_share=0.0, max_live=None)
         for _ in run.steps():
@@ -102,7 +103,7 @@ def compaction_steps(queue: Queue, *, catch_up: int = 4, min_dead_share: float =
     """
     import filelock
 
-    lock = _compact_lock(queue.path, timeout=0)
+    lock = lock(queue.path, timeout=0)
     try:
         lock.acquire()
     except filelock.Timeout:
@@ -374,7 +375,7 @@ def finish_interrupted_compaction(queue: Queue) -> bool:
     import filelock  # every queue open reaches this function, almost never this line
 
     try:
-        with _compact_lock(queue.path, timeout=0), queue.store.transaction() as conn:
+        with lock(queue.path, timeout=0), queue.store.transaction() as conn:
             return redo_interrupted(conn, queue.log)
     except filelock.Timeout:
         return False
@@ -408,7 +409,8 @@ def _remove_stale_copies(log_: Log) -> None:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _compact_lock(root: str, timeout: float = -1) -> filelock.FileLock:
+def lock(root: str, timeout: float = -1) -> filelock.FileLock:
+    """The lock that keeps two compactions (or a compaction and a backup) from overlapping."""
     import filelock
 
     return filelock.FileLock(os.path.join(root, "compact.lock"), timeout=timeout,
