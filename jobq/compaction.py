@@ -103,9 +103,9 @@ def compaction_steps(queue: Queue, *, catch_up: int = 4, min_dead_share: float =
     """
     import filelock
 
-    lock = lock(queue.path, timeout=0)
+    held = lock(queue.path, timeout=0)
     try:
-        lock.acquire()
+        held.acquire()
     except filelock.Timeout:
         return
     try:
@@ -113,7 +113,7 @@ def compaction_steps(queue: Queue, *, catch_up: int = 4, min_dead_share: float =
         yield from run.steps()
         run.finish()
     finally:
-        lock.release()
+        held.release()
 
 
 def purged_since(queue: Queue) -> int:
