@@ -567,12 +567,13 @@ class Store:
                 "SELECT job_id, token, owner, lease_expires, prefetched FROM jobs"
                 " WHERE status = 'running'")]
 
-    def cancelling(self, owner: str) -> list[str]:
-        """Ids of the jobs ``owner`` (or its children) runs that were asked to cancel."""
+    def cancelling(self, owner: str) -> set[tuple[str, int]]:
+        """(job id, claim token) of the jobs ``owner`` (or its children) holds that were asked to
+        cancel: with the token, so that a later claim of the same job is not taken for this one."""
         with self._db.reading():
-            return [r[0] for r in self.conn.execute(
-                f"SELECT job_id FROM jobs WHERE status = ? AND {_OWNED} AND cancel_requested = 1",
-                (Status.RUNNING.value, *_owned(owner)))]
+            return set(self.conn.execute(
+                f"SELECT job_id, token FROM jobs WHERE status = ? AND {_OWNED}"
+                " AND cancel_requested = 1", (Status.RUNNING.value, *_owned(owner))))
 
     def has_ready(self) -> bool:
         """Is a job claimable now (ready, due, or not yet indexed)? Cheap enough to poll."""
@@ -605,7 +606,12 @@ class Store:
     # -- operator actions ----------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel a waiting job now, or ask a running one to stop. False if already finished."""
+        """Cancel a waiting job now, or ask a running one to stop. False if already finished.
+
+        A claimed job may not have started yet (a worker child prefetched it): the child learns
+        of the request before starting it (see :meth:`cancel_generation`) and gives it back
+        unstarted, and a job given back that was asked to cancel ends cancelled.
+        """
         self.catch_up()
         now = self._clock()
         with self._db.write() as conn:
@@ -616,15 +622,39 @@ class Store:
             status, priority, seq, run_at = Status(row[0]), row[1], row[2], row[3]
             if status is Status.RUNNING:  # the flag lives in the row: no snapshot to rewrite
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
-                return True
-            if status.finished:
+            elif status.finished:
                 return False
-            state = self._load_for_update(conn, job_id)
-            conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?", (-priority, seq))
-            conn.execute("DELETE FROM scheduled WHERE run_at = ? AND seq = ?", (run_at, seq))
-            self._store_transitions(
-                conn, [(transitions.cancelled(state, now), (priority, seq), None)], now)
+            else:
+                state = self._load_for_update(conn, job_id)
+                conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?",
+                             (-priority, seq))
+                conn.execute("DELETE FROM scheduled WHERE run_at = ? AND seq = ?", (run_at, seq))
+                self._store_transitions(
+                    conn, [(transitions.cancelled(state, now), (priority, seq), None)], now)
+        if status is Status.RUNNING:
+            self._announce_cancel()
         return True
+
+    def cancel_generation(self) -> int:
+        """A number that changes each time a claimed job is asked to cancel.
+
+        Cheap to poll (one ``pread``, no SQLite): a worker child reads it before each job it
+        holds and reads the cancelled claims (:meth:`cancelling`) only when it changed. It lives
+        in the state lock file, so every process on the queue sees it; it is not durable, and
+        needs not be: only processes alive together compare it. Read without the lock: a reader
+        only compares it with the last value it saw, so a value read mid-write costs one extra
+        read of the cancelled claims, never a missed one.
+        """
+        return int.from_bytes(self._db.lock.shared(8), "little")
+
+    def _announce_cancel(self) -> None:
+        # After the commit, never before it: a child that sees the new number and then reads
+        # the cancelled claims must find this one among them. Under the lock, so that two
+        # announcements never write the same number. (A canceller that dies between the two
+        # leaves the request as one for a running job: the job runs, then ends cancelled.)
+        lock = self._db.lock
+        with lock:
+            lock.set_shared(((self.cancel_generation() + 1) % 2**64).to_bytes(8, "little"))
 
     def requeue(self, job_id: str) -> bool:
         """Bring a dead or cancelled job back to the queue. False for any other status."""

@@ -61,6 +61,20 @@ def test_cancelling_a_running_job_sets_the_flag(queue):
     assert queue.store.cancel_requested(jid)
 
 
+def test_a_cancel_request_for_a_claimed_job_changes_the_cancel_generation(queue):
+    """Workers poll the generation before each job they hold, and read the cancelled claims
+    (with their tokens) only when it changed: every request for a claimed job changes it."""
+    held, waiting = queue.enqueue(add, 1, 2), queue.enqueue(add, 3, 4)
+    claim, = queue.store.claim("w/1", 1)
+    before = queue.store.cancel_generation()
+    assert queue.cancel(waiting) and queue.store.cancel_generation() == before  # not claimed
+    assert queue.store.cancelling("w") == set()
+    with Queue(queue.path) as other:  # another process's view: same file, its own descriptor
+        assert other.cancel(held)
+    assert claim.job_id == held and queue.store.cancel_generation() != before
+    assert queue.store.cancelling("w") == {(held, claim.token)}
+
+
 def test_due_jobs_are_promoted_in_run_at_order(qpath):
     """Delayed jobs become claimable when due, earliest first, whatever their number."""
     now = [100.0]

@@ -93,3 +93,11 @@ def test_released_gives_the_attempt_back():
     """A job released at shutdown is queued again without the attempt it was charged."""
     s = transitions.released(transitions.claimed(_state(checkpoint=4), 1.0), 3.0)
     assert (s.status, s.attempts, s.checkpoint, s.run_at) == (Status.QUEUED, 0, 4, 3.0)
+
+
+def test_a_released_job_asked_to_cancel_ends_cancelled_without_the_attempt():
+    """Given back after a cancel request (a prefetched claim never started), a job is not
+    queued to run again only to be cancelled at its end: it ends cancelled, uncharged."""
+    asked = transitions.cancel_requested(transitions.claimed(_state(), 1.0), 2.0)
+    s = transitions.released(asked, 3.0)
+    assert (s.status, s.attempts, s.finished_at) == (Status.CANCELLED, 0, 3.0)
