@@ -44,7 +44,6 @@ from ._logging import get_logger
 log = get_logger(__name__)
 
 PROMOTE_BATCH = 1_000
-FRESH_CLAIMS_KEPT = 10_000  # see Store._claims
 INDEX_PER_CLAIM_MIN = 200  # see Store.settle
 
 # Claims of a worker's children are owned by "<worker id>/<n>": this matches a worker's own claims
@@ -105,6 +104,7 @@ class Store:
         self._last_checkpoint: tuple[str, int, float, JobState] | None = None
         # (job id, token) -> row as claimed (Prepared.row) of jobs this process claimed without a
         # snapshot: their new states can be made before the write lock is taken (see _prepare).
+        # Only the latest claim's (see _claims): its size is bounded by one claim's limit.
         self._fresh_claims: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._db = StateDB(qdir, log_, rules=rules, secret_key=secret_key)
 
@@ -315,7 +315,7 @@ class Store:
                 taken = self._claim_in(conn, owner, limit, prefetch, now + lease_seconds, now)
         if tail is not None:
             self._log.repair_tail(tail)  # a torn tail (a write in progress is left alone)
-        return states, self._claims(*taken)
+        return states, self._claims(*taken) if limit + prefetch > 0 else []
 
     def _claim_in(self, conn: sqlite3.Connection, owner: str, limit: int, prefetch: int,
                   lease_expires: float, now: float
@@ -350,16 +350,22 @@ class Store:
         return rows, loaded
 
     def _claims(self, rows: list[Any], loaded: dict[str, JobState]) -> list[Claim]:
-        """Claims of rows returned by :meth:`_claim_in`; remembers those without a snapshot."""
-        fresh = self._fresh_claims
-        if len(fresh) > FRESH_CLAIMS_KEPT:  # claims finished elsewhere or never: forget them
-            fresh.clear()
+        """Claims of rows returned by :meth:`_claim_in`.
+
+        Remembers the rows of those without a snapshot in place of the previous claim's: a
+        worker child finishes a batch in the settle that claims the next, so nothing it will
+        finish is forgotten, and a claim never finished here (reaped, or abandoned by an API
+        caller) is not kept for ever. A job of an earlier claim finished later only loses the
+        shortcut: its new state is made in the transaction (see _prepare).
+        """
+        fresh: dict[tuple[str, int], tuple[Any, ...]] = {}
         claims = []
         for r in rows:  # the ROW columns, token, max_attempts, seq
             if not r[10]:
                 fresh[r[0], r[11]] = r[:13]
             claims.append(Claim(r[0], r[11], snapshots.overlay(r[:11], loaded.get(r[0])),
                                 index.position_of(r[13])))
+        self._fresh_claims = fresh
         return claims
 
     def _prepare(self, finished: list[tuple[str, int, Change]], now: float

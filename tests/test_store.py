@@ -206,6 +206,21 @@ def test_a_prepared_finish_is_dropped_when_the_row_changed_meanwhile(queue):
     assert queue.state(jid).status is Status.CANCELLED
 
 
+def test_only_the_latest_claims_are_remembered_and_earlier_ones_finish_all_the_same(queue):
+    """The rows kept to prepare finishes outside the lock are the latest claim's alone, so they
+    never grow with claims that are not finished here; a job of an earlier claim is recorded
+    the long way, with the same result."""
+    ids = queue.enqueue_many(add, [(i, i) for i in range(12)])
+    batches = [queue.store.claim("w", 4) for _ in range(3)]
+    assert set(queue.store._fresh_claims) == {(c.job_id, c.token) for c in batches[-1]}
+    queue.store.settle([], "w", 0)  # finishing only (nothing claimed) forgets nothing
+    assert len(queue.store._fresh_claims) == 4
+    finished = [(c.job_id, c.token, _succeeded(c.job_id)) for batch in batches for c in batch]
+    states, _ = queue.store.settle(finished, "w", 0)
+    assert [s.status for s in states] == [Status.SUCCEEDED] * 12
+    assert [queue.result(j) for j in ids] == ids and not queue.store._fresh_claims
+
+
 def test_a_checkpoint_forgets_the_prepared_basis_even_on_a_frozen_clock(qpath):
     """A job that saved a checkpoint has a snapshot: its finish loads it (even when the clock did
     not move, so the row's updated_at cannot tell), and the checkpoint is kept."""
