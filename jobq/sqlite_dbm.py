@@ -16,6 +16,7 @@ import os
 import urllib.parse
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TypeVar
 
@@ -31,6 +32,40 @@ _KEYS = "SELECT key FROM Dict"
 BUSY_TIMEOUT_MS = 60_000
 
 
+class _Connection(sqlite3.Connection):
+    """A connection jobq opened: known to its process until closed (see :func:`_after_fork`)."""
+
+    def close(self) -> None:
+        _open.discard(self)
+        super().close()
+
+
+_open: weakref.WeakSet[_Connection] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a forked child: set aside, for good, every connection inherited from the parent.
+
+    SQLite forbids using a connection in a process forked after it was opened, and closing it is
+    a use: its close path works from the parent's in-memory lock and WAL state (it may try to
+    checkpoint, and closing its descriptors drops this process's POSIX locks on the file). So the
+    child neither closes nor frees its copies (freeing one closes it, and Python 3.13 warns of an
+    unclosed database): each keeps one reference that is never released, and the child opens
+    its own connections (:class:`jobq.state_db.StateDB` does so when it sees a new process).
+    """
+    inherited = list(_open)
+    _open.clear()
+    if inherited:
+        import ctypes  # only in a child that inherited connections
+        keep = ctypes.pythonapi.Py_IncRef
+        keep.argtypes, keep.restype = [ctypes.py_object], None
+        for conn in inherited:
+            keep(conn)
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
     """Open ``path`` with the settings every jobq connection uses: WAL, FULL sync, autocommit."""
     path = os.fspath(path)
@@ -42,7 +77,8 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
     where = urllib.parse.quote_from_bytes(os.fsencode(os.path.abspath(path)))
     uri = f"file://{where}?mode={'ro' if readonly else 'rw'}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
-                           timeout=BUSY_TIMEOUT_MS / 1000)
+                           timeout=BUSY_TIMEOUT_MS / 1000, factory=_Connection)
+    _open.add(conn)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not readonly:
