@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import urllib.parse
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, MutableMapping
@@ -41,29 +42,49 @@ class _Connection(sqlite3.Connection):
 
 
 _open: weakref.WeakSet[_Connection] = weakref.WeakSet()
+_threads_at_fork = 1
+
+
+def _before_fork() -> None:
+    global _threads_at_fork
+    _threads_at_fork = threading.active_count()
 
 
 def _after_fork() -> None:
-    """In a forked child: set aside, for good, every connection inherited from the parent.
+    """In a forked child: close the connections inherited from the parent, before any other use.
 
-    SQLite forbids using a connection in a process forked after it was opened, and closing it is
-    a use: its close path works from the parent's in-memory lock and WAL state (it may try to
-    checkpoint, and closing its descriptors drops this process's POSIX locks on the file). So the
-    child neither closes nor frees its copies (freeing one closes it, and Python 3.13 warns of an
-    unclosed database): each keeps one reference that is never released, and the child opens
-    its own connections (:class:`jobq.state_db.StateDB` does so when it sees a new process).
+    SQLite keeps one record of locks per file and process, shared by all the process's
+    connections to it, and a child inherits a copy that says the parent's locks are its own:
+    while an inherited connection stays open, the child's own connections take no lock of their
+    own on the file (they lean on the parent's, gone with the parent). Closed first, the copy
+    goes away and the child's connections lock for themselves. Closing it harms nothing of the
+    parent's: POSIX locks belong to a process and are not inherited, and the copy cannot
+    checkpoint or delete the WAL while the parent's connection holds its shared lock.
+
+    Unless another thread was running at the fork: it may have been inside SQLite, whose mutexes
+    the child inherits held, and closing would hang. Then the copies are set aside, never closed
+    nor freed (freeing one closes it; Python 3.13 also warns of it), the locks as above.
     """
     inherited = list(_open)
     _open.clear()
-    if inherited:
-        import ctypes  # only in a child that inherited connections
-        keep = ctypes.pythonapi.Py_IncRef
-        keep.argtypes, keep.restype = [ctypes.py_object], None
-        for conn in inherited:
-            keep(conn)
+    for conn in inherited:
+        if _threads_at_fork == 1:
+            try:
+                conn.close()
+                continue
+            except sqlite3.Error:
+                pass  # set aside instead
+        _keep_for_good(conn)
 
 
-os.register_at_fork(after_in_child=_after_fork)
+def _keep_for_good(conn: sqlite3.Connection) -> None:
+    import ctypes  # only in a forked child that inherited connections
+    keep = ctypes.pythonapi.Py_IncRef
+    keep.argtypes, keep.restype = [ctypes.py_object], None
+    keep(conn)
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork)
 
 
 def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
