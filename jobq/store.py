@@ -23,6 +23,7 @@ Write transactions, and how they are made durable (group commit), are :mod:`jobq
 from __future__ import annotations
 
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 import contextlib
@@ -44,6 +45,7 @@ from ._logging import get_logger
 log = get_logger(__name__)
 
 PROMOTE_BATCH = 1_000
+_U64 = struct.Struct("<Q")  # the cancel generation (see Store.cancel_generation)
 INDEX_PER_CLAIM_MIN = 200  # see Store.settle
 
 # Claims of a worker's children are owned by "<worker id>/<n>": this matches a worker's own claims
@@ -644,14 +646,14 @@ class Store:
     def cancel_generation(self) -> int:
         """A number that changes each time a claimed job is asked to cancel.
 
-        Cheap to poll (one ``pread``, no SQLite): a worker child reads it before each job it
-        holds and reads the cancelled claims (:meth:`cancelling`) only when it changed. It lives
-        in the state lock file, so every process on the queue sees it; it is not durable, and
-        needs not be: only processes alive together compare it. Read without the lock: a reader
-        only compares it with the last value it saw, so a value read mid-write costs one extra
-        read of the cancelled claims, never a missed one.
+        Cheap to poll (a read of shared memory: no system call, no SQLite): a worker child reads
+        it before each job it prefetched and reads the cancelled claims (:meth:`cancelling`) only
+        when it changed. It lives in the state lock file, so every process on the queue sees it;
+        it is not durable, and needs not be: only processes alive together compare it. Read
+        without the lock: a reader only compares it with the last value it saw, so a value read
+        mid-write costs one extra read of the cancelled claims, never a missed one.
         """
-        return int.from_bytes(self._db.lock.shared(8), "little")
+        return _U64.unpack_from(self._db.shared_view(8))[0]
 
     def _announce_cancel(self) -> None:
         # After the commit, never before it: a child that sees the new number and then reads
@@ -660,7 +662,7 @@ class Store:
         # leaves the request as one for a running job: the job runs, then ends cancelled.)
         lock = self._db.lock
         with lock:
-            lock.set_shared(((self.cancel_generation() + 1) % 2**64).to_bytes(8, "little"))
+            lock.set_shared(_U64.pack((_U64.unpack(lock.shared(8))[0] + 1) % 2**64))
 
     def requeue(self, job_id: str) -> bool:
         """Bring a dead or cancelled job back to the queue. False for any other status."""
