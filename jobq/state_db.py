@@ -140,7 +140,8 @@ class StateDB:
         self._open()
 
     def _open(self) -> None:
-        # A SQLite connection must never be used across fork(): a child opens its own.
+        # A SQLite connection must never be used across fork(): a child opens its own (its copy
+        # of the parent's was closed, or set aside, at the fork: see sqlite_dbm._after_fork).
         try:
             conn = connect(self._qdir.state_db)
         except sqlite3.Error as exc:
