@@ -169,8 +169,9 @@ class Runner:
     def _cancel_requested(self, claim: Claim) -> bool:
         """Was ``claim`` asked to cancel since we claimed it?
 
-        One ``pread`` per job; the cancelled claims are read from SQLite only when a claimed
-        job somewhere in the queue was asked to cancel since we last looked.
+        One read of shared memory per job (Store.cancel_generation); the cancelled claims are
+        read from SQLite only when a claimed job somewhere in the queue was asked to cancel
+        since we last looked.
         """
         generation = self.queue.store.cancel_generation()
         if generation != self.cancel_generation:
