@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import urllib.parse
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TypeVar
 
@@ -31,6 +33,60 @@ _KEYS = "SELECT key FROM Dict"
 BUSY_TIMEOUT_MS = 60_000
 
 
+class _Connection(sqlite3.Connection):
+    """A connection jobq opened: known to its process until closed (see :func:`_after_fork`)."""
+
+    def close(self) -> None:
+        _open.discard(self)
+        super().close()
+
+
+_open: weakref.WeakSet[_Connection] = weakref.WeakSet()
+_threads_at_fork = 1
+
+
+def _before_fork() -> None:
+    global _threads_at_fork
+    _threads_at_fork = threading.active_count()
+
+
+def _after_fork() -> None:
+    """In a forked child: close the connections inherited from the parent, before any other use.
+
+    SQLite keeps one record of locks per file and process, shared by all the process's
+    connections to it, and a child inherits a copy that says the parent's locks are its own:
+    while an inherited connection stays open, the child's own connections take no lock of their
+    own on the file (they lean on the parent's, gone with the parent). Closed first, the copy
+    goes away and the child's connections lock for themselves. Closing it harms nothing of the
+    parent's: POSIX locks belong to a process and are not inherited, and the copy cannot
+    checkpoint or delete the WAL while the parent's connection holds its shared lock.
+
+    Unless another thread was running at the fork: it may have been inside SQLite, whose mutexes
+    the child inherits held, and closing would hang. Then the copies are set aside, never closed
+    nor freed (freeing one closes it; Python 3.13 also warns of it), the locks as above.
+    """
+    inherited = list(_open)
+    _open.clear()
+    for conn in inherited:
+        if _threads_at_fork == 1:
+            try:
+                conn.close()
+                continue
+            except sqlite3.Error:
+                pass  # set aside instead
+        _keep_for_good(conn)
+
+
+def _keep_for_good(conn: sqlite3.Connection) -> None:
+    import ctypes  # only in a forked child that inherited connections
+    keep = ctypes.pythonapi.Py_IncRef
+    keep.argtypes, keep.restype = [ctypes.py_object], None
+    keep(conn)
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork)
+
+
 def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.Connection:
     """Open ``path`` with the settings every jobq connection uses: WAL, FULL sync, autocommit."""
     path = os.fspath(path)
@@ -42,7 +98,8 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
     where = urllib.parse.quote_from_bytes(os.fsencode(os.path.abspath(path)))
     uri = f"file://{where}?mode={'ro' if readonly else 'rw'}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
-                           timeout=BUSY_TIMEOUT_MS / 1000)
+                           timeout=BUSY_TIMEOUT_MS / 1000, factory=_Connection)
+    _open.add(conn)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if not readonly:

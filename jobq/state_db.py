@@ -19,6 +19,7 @@ this means it runs again, as after a worker that dies before recording it.
 
 from __future__ import annotations
 
+import mmap
 import os
 import sqlite3
 import threading
@@ -174,10 +175,12 @@ class StateDB:
         self._pid = -1
         self._conn: sqlite3.Connection | None = None
         self._shelf: StateShelf | None = None
+        self._shared_view: mmap.mmap | None = None  # see shared_view
         self._open()
 
     def _open(self) -> None:
-        # A SQLite connection must never be used across fork(): a child opens its own.
+        # A SQLite connection must never be used across fork(): a child opens its own (its copy
+        # of the parent's was closed, or set aside, at the fork: see sqlite_dbm._after_fork).
         try:
             conn = connect(self._qdir.state_db)
         except sqlite3.Error as exc:
@@ -306,8 +309,31 @@ class StateDB:
                                " the state database may not survive a power cut", path=path,
                                errno=exc.errno) from exc
 
+    def shared_view(self, size: int) -> mmap.mmap:
+        """The first ``size`` bytes of the state lock file (:meth:`ProcessLock.shared`), mapped
+        read-only: a process polling them for a change reads them without a system call. The
+        mapping stays valid in a forked child (a shared mapping of the file)."""
+        view = self._shared_view
+        if view is None or len(view) < size:
+            fd = os.open(self._qdir.state_lock, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                if os.fstat(fd).st_size < size:
+                    # Zeros, as ProcessLock.shared reads past the end; never shrinks the file,
+                    # so a holder's concurrent write is kept.
+                    os.ftruncate(fd, size)
+                view = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
+            if self._shared_view is not None:
+                self._shared_view.close()
+            self._shared_view = view
+        return view
+
     def close(self) -> None:
         with self._mutex:
+            if self._shared_view is not None:
+                self._shared_view.close()
+                self._shared_view = None
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = self._shelf = None

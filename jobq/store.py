@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import contextlib
@@ -46,7 +47,7 @@ from ._logging import get_logger
 log = get_logger(__name__)
 
 PROMOTE_BATCH = 1_000
-FRESH_CLAIMS_KEPT = 10_000  # see Store._claims
+_U64 = struct.Struct("<Q")  # the cancel generation (see Store.cancel_generation)
 INDEX_PER_CLAIM_MIN = 200  # see Store.settle
 
 # Claims of a worker's children are owned by "<worker id>/<n>": this matches a worker's own claims
@@ -107,6 +108,7 @@ class Store:
         self._last_checkpoint: tuple[str, int, float, JobState] | None = None
         # (job id, token) -> row as claimed (Prepared.row) of jobs this process claimed without a
         # snapshot: their new states can be made before the write lock is taken (see _prepare).
+        # Only the latest claim's (see _claims): its size is bounded by one claim's limit.
         self._fresh_claims: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._db = StateDB(qdir, log_, rules=rules, secret_key=secret_key)
 
@@ -362,7 +364,7 @@ class Store:
                 taken = self._claim_in(conn, owner, limit, prefetch, now + lease_seconds, now)
         if tail is not None:
             self._log.repair_tail(tail)  # a torn tail (a write in progress is left alone)
-        return states, self._claims(*taken)
+        return states, self._claims(*taken) if limit + prefetch > 0 else []
 
     def _claim_in(self, conn: sqlite3.Connection, owner: str, limit: int, prefetch: int,
                   lease_expires: float, now: float
@@ -397,16 +399,22 @@ class Store:
         return rows, loaded
 
     def _claims(self, rows: list[Any], loaded: dict[str, JobState]) -> list[Claim]:
-        """Claims of rows returned by :meth:`_claim_in`; remembers those without a snapshot."""
-        fresh = self._fresh_claims
-        if len(fresh) > FRESH_CLAIMS_KEPT:  # claims finished elsewhere or never: forget them
-            fresh.clear()
+        """Claims of rows returned by :meth:`_claim_in`.
+
+        Remembers the rows of those without a snapshot in place of the previous claim's: a
+        worker child finishes a batch in the settle that claims the next, so nothing it will
+        finish is forgotten, and a claim never finished here (reaped, or abandoned by an API
+        caller) is not kept for ever. A job of an earlier claim finished later only loses the
+        shortcut: its new state is made in the transaction (see _prepare).
+        """
+        fresh: dict[tuple[str, int], tuple[Any, ...]] = {}
         claims = []
         for r in rows:  # the ROW columns, token, max_attempts, seq
             if not r[10]:
                 fresh[r[0], r[11]] = r[:13]
             claims.append(Claim(r[0], r[11], snapshots.overlay(r[:11], loaded.get(r[0])),
                                 index.position_of(r[13])))
+        self._fresh_claims = fresh
         return claims
 
     def _prepare(self, finished: list[tuple[str, int, Change]], now: float
@@ -614,12 +622,13 @@ class Store:
                 "SELECT job_id, token, owner, lease_expires, prefetched FROM jobs"
                 " WHERE status = 'running'")]
 
-    def cancelling(self, owner: str) -> list[str]:
-        """Ids of the jobs ``owner`` (or its children) runs that were asked to cancel."""
+    def cancelling(self, owner: str) -> set[tuple[str, int]]:
+        """(job id, claim token) of the jobs ``owner`` (or its children) holds that were asked to
+        cancel: with the token, so that a later claim of the same job is not taken for this one."""
         with self._db.reading():
-            return [r[0] for r in self.conn.execute(
-                f"SELECT job_id FROM jobs WHERE status = ? AND {_OWNED} AND cancel_requested = 1",
-                (Status.RUNNING.value, *_owned(owner)))]
+            return set(self.conn.execute(
+                f"SELECT job_id, token FROM jobs WHERE status = ? AND {_OWNED}"
+                " AND cancel_requested = 1", (Status.RUNNING.value, *_owned(owner))))
 
     def has_ready(self) -> bool:
         """Is a job claimable now (ready, due, or not yet indexed)? Cheap enough to poll."""
@@ -652,7 +661,12 @@ class Store:
     # -- operator actions ----------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel a waiting job now, or ask a running one to stop. False if already finished."""
+        """Cancel a waiting job now, or ask a running one to stop. False if already finished.
+
+        A claimed job may not have started yet (a worker child prefetched it): the child learns
+        of the request before starting it (see :meth:`cancel_generation`) and gives it back
+        unstarted, and a job given back that was asked to cancel ends cancelled.
+        """
         self.catch_up()
         now = self._clock()
         with self._db.write() as conn:
@@ -663,15 +677,39 @@ class Store:
             status, priority, seq, run_at = Status(row[0]), row[1], row[2], row[3]
             if status is Status.RUNNING:  # the flag lives in the row: no snapshot to rewrite
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
-                return True
-            if status.finished:
+            elif status.finished:
                 return False
-            state = self._load_for_update(conn, job_id)
-            conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?", (-priority, seq))
-            conn.execute("DELETE FROM scheduled WHERE run_at = ? AND seq = ?", (run_at, seq))
-            self._store_transitions(
-                conn, [(transitions.cancelled(state, now), (priority, seq), None)], now)
+            else:
+                state = self._load_for_update(conn, job_id)
+                conn.execute("DELETE FROM ready WHERE neg_priority = ? AND seq = ?",
+                             (-priority, seq))
+                conn.execute("DELETE FROM scheduled WHERE run_at = ? AND seq = ?", (run_at, seq))
+                self._store_transitions(
+                    conn, [(transitions.cancelled(state, now), (priority, seq), None)], now)
+        if status is Status.RUNNING:
+            self._announce_cancel()
         return True
+
+    def cancel_generation(self) -> int:
+        """A number that changes each time a claimed job is asked to cancel.
+
+        Cheap to poll (a read of shared memory: no system call, no SQLite): a worker child reads
+        it before each job it prefetched and reads the cancelled claims (:meth:`cancelling`) only
+        when it changed. It lives in the state lock file, so every process on the queue sees it;
+        it is not durable, and needs not be: only processes alive together compare it. Read
+        without the lock: a reader only compares it with the last value it saw, so a value read
+        mid-write costs one extra read of the cancelled claims, never a missed one.
+        """
+        return _U64.unpack_from(self._db.shared_view(8))[0]
+
+    def _announce_cancel(self) -> None:
+        # After the commit, never before it: a child that sees the new number and then reads
+        # the cancelled claims must find this one among them. Under the lock, so that two
+        # announcements never write the same number. (A canceller that dies between the two
+        # leaves the request as one for a running job: the job runs, then ends cancelled.)
+        lock = self._db.lock
+        with lock:
+            lock.set_shared(_U64.pack((_U64.unpack(lock.shared(8))[0] + 1) % 2**64))
 
     def requeue(self, job_id: str) -> bool:
         """Bring a dead or cancelled job back to the queue. False for any other status."""

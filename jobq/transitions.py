@@ -114,6 +114,11 @@ def interrupted(state: JobState, cause: str, now: float, *, max_attempts: int,
 
 
 def released(state: JobState, now: float) -> JobState:
-    """A worker shutting down gives a running job back; the attempt is not charged."""
-    return _evolve(state, status=Status.QUEUED, attempts=max(0, state.attempts - 1),
-                               run_at=now, updated_at=now)
+    """A worker gives back a claimed job (shutting down, or a prefetched claim it never started);
+    the attempt is not charged. A job asked to cancel meanwhile ends cancelled: queued again, it
+    would run once more only to be cancelled at the end."""
+    attempts = max(0, state.attempts - 1)
+    if state.cancel_requested:
+        return _evolve(state, status=Status.CANCELLED, attempts=attempts, finished_at=now,
+                       updated_at=now)
+    return _evolve(state, status=Status.QUEUED, attempts=attempts, run_at=now, updated_at=now)

@@ -13,3 +13,15 @@ def touch(path: str) -> str:
 def vanishing() -> str:
     """A task a test deletes from this module after enqueueing it, so it cannot be loaded."""
     return "still here"
+
+
+def mark_then_wait(marker: str, release: str, limit: float = 60.0) -> str:
+    """Creates ``marker`` (the job started), then waits until ``release`` exists."""
+    import os
+    import time
+    with open(marker, "w"):
+        pass
+    deadline = time.monotonic() + limit
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return marker

@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import os
 
-from jobq import durable, transitions
+import pytest
+
+from jobq import Queue, durable, transitions
 
 from jobtasks import add
 
@@ -56,3 +58,70 @@ def test_a_write_is_on_disk_in_the_wal_when_it_returns(queue):
     queue.store.save_checkpoint(jid, claim.token, "marker-4f1c9e", 0.5)
     with open(str(queue.store._qdir.state_db) + "-wal", "rb") as f:
         assert b"marker-4f1c9e" in f.read()
+
+
+FORKED_CHILD = """
+import gc, os, sys, threading, warnings
+warnings.simplefilter("error")  # as the suite: Python 3.13 warns of unclosed connections
+from jobq import Queue
+
+def fds(path):
+    return sum(os.path.realpath(f"/proc/self/fd/{fd}").startswith(path)
+               for fd in os.listdir("/proc/self/fd"))
+
+def posix_locks(path):
+    inode = os.stat(path).st_ino
+    with open("/proc/locks") as locks:
+        return [line for line in locks
+                if line.split()[4] == str(os.getpid()) and line.split()[5].endswith(f":{inode}")]
+
+db = os.path.join(sys.argv[1], "state.sqlite3")
+threaded = sys.argv[2] == "threaded"
+queue = Queue(sys.argv[1])
+queue.counts()
+inherited = fds(db)
+if threaded:  # a thread running at the fork, which may have been inside SQLite
+    release = threading.Event()
+    threading.Thread(target=release.wait).start()
+pid = os.fork()
+if pid == 0:
+    status = 1
+    try:
+        if threaded:  # the copies are kept open, never closed nor freed
+            assert queue.counts()["queued"] == 1
+            queue.close()
+            del queue
+            gc.collect()
+            assert fds(db) >= inherited, (fds(db), inherited)
+        else:  # the copies were closed first: the child's own connection locks for itself
+            assert fds(db) == 0, fds(db)
+            assert queue.counts()["queued"] == 1
+            assert posix_locks(db), "no lock of its own on the state database"
+            queue.close()
+        print("child ok", flush=True)
+        status = 0
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(status)
+if threaded:
+    release.set()
+assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+assert queue.counts()["queued"] == 1 and posix_locks(db)  # the parent's untouched
+queue.close()
+print("parent ok")
+"""
+
+
+@pytest.mark.parametrize("parent", ["single-threaded", "threaded"])
+def test_a_forked_child_drops_the_connections_it_inherited_cleanly(qpath, children, parent):
+    """SQLite forbids using a connection across fork(). A child closes its copies before
+    anything else, so that its own connections take locks of their own; if another thread ran
+    at the fork (it may have held SQLite's mutexes), it keeps them open, never closed nor freed.
+    Either way without Python 3.13's unclosed-database warning, and the parent's is untouched."""
+    with Queue(qpath) as q:
+        q.enqueue(add, 1, 2)
+    done = children.run(FORKED_CHILD, str(qpath), parent)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "child ok\nparent ok\n", "")

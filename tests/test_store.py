@@ -61,6 +61,20 @@ def test_cancelling_a_running_job_sets_the_flag(queue):
     assert queue.store.cancel_requested(jid)
 
 
+def test_a_cancel_request_for_a_claimed_job_changes_the_cancel_generation(queue):
+    """Workers poll the generation before each job they hold, and read the cancelled claims
+    (with their tokens) only when it changed: every request for a claimed job changes it."""
+    held, waiting = queue.enqueue(add, 1, 2), queue.enqueue(add, 3, 4)
+    claim, = queue.store.claim("w/1", 1)
+    before = queue.store.cancel_generation()
+    assert queue.cancel(waiting) and queue.store.cancel_generation() == before  # not claimed
+    assert queue.store.cancelling("w") == set()
+    with Queue(queue.path) as other:  # another process's view: same file, its own descriptor
+        assert other.cancel(held)
+    assert claim.job_id == held and queue.store.cancel_generation() != before
+    assert queue.store.cancelling("w") == {(held, claim.token)}
+
+
 def test_due_jobs_are_promoted_in_run_at_order(qpath):
     """Delayed jobs become claimable when due, earliest first, whatever their number."""
     now = [100.0]
@@ -190,6 +204,21 @@ def test_a_prepared_finish_is_dropped_when_the_row_changed_meanwhile(queue):
     states, _ = queue.store.settle([(jid, claim.token, change)], "w", 0)
     assert states[0].status is Status.CANCELLED
     assert queue.state(jid).status is Status.CANCELLED
+
+
+def test_only_the_latest_claims_are_remembered_and_earlier_ones_finish_all_the_same(queue):
+    """The rows kept to prepare finishes outside the lock are the latest claim's alone, so they
+    never grow with claims that are not finished here; a job of an earlier claim is recorded
+    the long way, with the same result."""
+    ids = queue.enqueue_many(add, [(i, i) for i in range(12)])
+    batches = [queue.store.claim("w", 4) for _ in range(3)]
+    assert set(queue.store._fresh_claims) == {(c.job_id, c.token) for c in batches[-1]}
+    queue.store.settle([], "w", 0)  # finishing only (nothing claimed) forgets nothing
+    assert len(queue.store._fresh_claims) == 4
+    finished = [(c.job_id, c.token, _succeeded(c.job_id)) for batch in batches for c in batch]
+    states, _ = queue.store.settle(finished, "w", 0)
+    assert [s.status for s in states] == [Status.SUCCEEDED] * 12
+    assert [queue.result(j) for j in ids] == ids and not queue.store._fresh_claims
 
 
 def test_a_checkpoint_forgets_the_prepared_basis_even_on_a_frozen_clock(qpath):

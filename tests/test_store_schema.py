@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from jobq import Queue, Status
@@ -41,9 +42,9 @@ def test_a_schema_1_file_is_upgraded_once(tmp_path):
     root = tmp_path / "q"
     shutil.copytree(GOLDEN, root)
     Queue(root).close()
-    with sqlite3.connect(root / "state.sqlite3") as conn:
+    with closing(sqlite3.connect(root / "state.sqlite3")) as conn:  # a bare `with` never closes
         columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
     Queue(root).close()
-    with sqlite3.connect(root / "state.sqlite3") as conn:
+    with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
         assert [row[1] for row in conn.execute("PRAGMA table_info(jobs)")] == columns
     assert {"snap", "started_at", "prefetched"} <= set(columns)

@@ -101,3 +101,11 @@ def test_damaged_is_dead_at_once_with_the_reason_and_the_attempt_given_back():
     s = transitions.damaged(s, "payload record damaged at f:0: x; copy at q", 11.0)
     assert (s.status, s.attempts, s.finished_at) == (Status.DEAD, 0, 11.0)
     assert s.error == "payload record damaged at f:0: x; copy at q" and s.errors == [s.error]
+
+
+def test_a_released_job_asked_to_cancel_ends_cancelled_without_the_attempt():
+    """Given back after a cancel request (a prefetched claim never started), a job is not
+    queued to run again only to be cancelled at its end: it ends cancelled, uncharged."""
+    asked = transitions.cancel_requested(transitions.claimed(_state(), 1.0), 2.0)
+    s = transitions.released(asked, 3.0)
+    assert (s.status, s.attempts, s.finished_at) == (Status.CANCELLED, 0, 3.0)

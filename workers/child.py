@@ -10,7 +10,8 @@ it dies its supervisor finds the claims it held. What it is running is on its :m
 A batch is as many jobs as about 20 ms of work, from the recent durations (one job until they are
 known; at most ``prefetch``): enough that the commit is shared by many short jobs, little enough
 that a job which runs long keeps few others waiting. Claims after the first are marked not
-started; should the whole worker die, they are given back without charging an attempt.
+started; should the whole worker die, they are given back without charging an attempt. A claim
+asked to cancel before the child starts it is given back unstarted, and ends cancelled.
 
 Messages to the supervisor: ``("recorded", count, ids_to_retry)`` after each commit, ``("idle",)``
 when nothing was ready and ``("busy",)`` when it claims again after that, ``("error", exc)`` before exiting on a storage error. From it: ``None``
@@ -88,6 +89,10 @@ class Runner:
         self.idle = False
         self.finished: list[tuple[str, int, Change]] = []
         self.durations: dict[str, float] = {}
+        # Cancel requests for claims of ours, as of the queue's cancel generation last seen:
+        # nothing of ours can have been asked to cancel before we claimed it.
+        self.cancel_generation = queue.store.cancel_generation()
+        self.cancelled: set[tuple[str, int]] = set()
 
     def loop(self) -> None:
         while True:
@@ -150,12 +155,30 @@ class Runner:
             if index and self.board.stop_requested():  # give back the ones not started
                 self.finished += [(c.job_id, c.token, _released) for c in claims[index:]]
                 return
+            # A prefetched claim may have been asked to cancel while it waited (the first one
+            # of a batch starts as soon as it is claimed): given back unstarted, it ends cancelled.
+            if index and self._cancel_requested(claim):
+                self.finished.append((claim.job_id, claim.token, _released))
+                continue
             outcome = self._run(claim)
             self.finished.append((claim.job_id, claim.token,
                                   change_for(outcome, self._retry_delay)))
             self.durations[claim.job_id] = outcome.duration
             self.average = outcome.duration if self.average is None \
                 else 0.8 * self.average + 0.2 * outcome.duration
+
+    def _cancel_requested(self, claim: Claim) -> bool:
+        """Was ``claim`` asked to cancel since we claimed it?
+
+        One read of shared memory per job (Store.cancel_generation); the cancelled claims are
+        read from SQLite only when a claimed job somewhere in the queue was asked to cancel
+        since we last looked.
+        """
+        generation = self.queue.store.cancel_generation()
+        if generation != self.cancel_generation:
+            self.cancel_generation = generation
+            self.cancelled = self.queue.store.cancelling(self.owner)
+        return bool(self.cancelled) and (claim.job_id, claim.token) in self.cancelled
 
     def _run(self, claim: Claim) -> Outcome:
         self.board.running(claim.job_id, claim.token)

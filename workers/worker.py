@@ -244,14 +244,14 @@ class Worker:
                 slot.kill("timeout")
 
     def _watch_cancellations(self, now: float) -> None:
-        asked: set[str] | None = None
+        asked: set[tuple[str, int]] | None = None
         for slot in self._slots:
             running = slot.board.read()
             if running is None or slot.kill_reason:
                 continue
             if asked is None:
-                asked = set(self.queue.store.cancelling(self.id))
-            if running.job_id not in asked:
+                asked = self.queue.store.cancelling(self.id)
+            if (running.job_id, running.token) not in asked:
                 continue
             if slot.cancel_seen is None or slot.cancel_seen[0] != running.job_id:
                 slot.cancel_seen = (running.job_id, now)
