@@ -427,7 +427,10 @@ def _copy_path(log_: Log, segment: int) -> str:
 
 
 def _log_size(log_: Log) -> int:
-    return sum(_size(log_.path(s)) for s in log_.segments())
+    """The log's bytes, less the zero fill after the newest segment's records: like the WAL,
+    room kept for the next appends, which no compaction frees."""
+    end = log_.end()
+    return sum(_size(log_.path(s)) for s in log_.segments() if s < end.segment) + end.offset
 
 
 def _stored_size(queue: Queue) -> int:
