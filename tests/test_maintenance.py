@@ -34,8 +34,10 @@ def tree_size(path: Path) -> int:
 
 
 def stored_size(path: Path) -> int:
-    """The log segments and the database file: what compaction reports (not the WAL)."""
-    return sum(f.stat().st_size for f in (Path(path) / "log").glob("*.log")) \
+    """The log segments and the database file: what compaction reports (not the WAL, nor the
+    zero fill after the newest segment's records)."""
+    *sealed, newest = sorted((Path(path) / "log").glob("*.log"))
+    return sum(f.stat().st_size for f in sealed) + len(newest.read_bytes().rstrip(b"\0")) \
         + (Path(path) / "state.sqlite3").stat().st_size
 
 
