@@ -40,6 +40,7 @@ from ._logging import get_logger
 from .directory import FORMAT_FILE, QueueDir
 from .errors import InvalidArgument, StorageError
 from .log import CHUNK, Position, segment_name
+from .state_db import UNFINISHED_COUNTS
 from .compaction import lock as compaction_lock, redo_interrupted
 
 if TYPE_CHECKING:
@@ -128,7 +129,8 @@ def _copy_state(source: str, target: str) -> int:
             # One step (pages=-1): the whole copy in one read transaction, so it is the state as
             # of one commit. (In several steps, a commit in between restarts the copy.)
             src.backup(dst, pages=-1)
-            jobs = dst.execute("SELECT COALESCE(SUM(n), 0) FROM job_counts").fetchone()[0]
+            jobs = dst.execute("SELECT COALESCE(SUM(n), 0) FROM job_counts").fetchone()[0] \
+                + sum(n for _, n in dst.execute(UNFINISHED_COUNTS))
         finally:
             dst.close()  # the last connection: a WAL it made is checkpointed and removed
     except sqlite3.Error as exc:

@@ -10,6 +10,7 @@ large purge never holds the write lock for long. It also counts the records it m
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from .compaction import (PURGED_KEY, CompactReport, compact, compaction_steps, d
                          finish_interrupted_compaction)
 from .errors import InvalidArgument
 from .state import FINISHED, Status
+from .state_db import move_counts
 from ._logging import get_logger
 
 if TYPE_CHECKING:
@@ -49,10 +51,13 @@ def purge(queue: Queue, *, statuses: Iterable[Status], older_than: float,
     total = 0
     while True:
         with queue.store.transaction() as conn:
-            ids = [row[0] for row in conn.execute(
-                f"SELECT job_id FROM jobs WHERE status IN ({marks}) AND updated_at < ? LIMIT ?",
-                (*wanted, cutoff, PURGE_BATCH))]
+            rows = conn.execute(
+                f"SELECT job_id, status FROM jobs WHERE status IN ({marks}) AND updated_at < ?"
+                " LIMIT ?", (*wanted, cutoff, PURGE_BATCH)).fetchall()
+            ids = [job_id for job_id, _ in rows]
             conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(i,) for i in ids])
+            move_counts(conn, None, Counter({Status(status): -n for status, n
+                                             in Counter(s for _, s in rows).items()}))
             conn.executemany("DELETE FROM Dict WHERE key = CAST(? AS BLOB)",
                              [(i.encode(),) for i in ids])
             if ids:  # their records are dead now: see compaction.dead_bytes

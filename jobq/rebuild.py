@@ -20,6 +20,7 @@ from .errors import CorruptRecord, JobqError, StorageError
 from .log import Damage, Entry, Log, Position, Sealed
 from .shelf import StateShelf
 from .state import WAITING, JobState, Status
+from .state_db import recount
 from ._logging import get_logger
 
 log = get_logger(__name__)
@@ -70,6 +71,7 @@ def rebuild(conn: sqlite3.Connection, shelf: StateShelf, log_: Log, now: float, 
             break
     conn.executemany("REPLACE INTO meta (key, value) VALUES (?, ?)",
                      [("covered_segment", pos.segment), ("covered_offset", pos.offset)])
+    recount(conn)
     log.warning("store.index_rebuilt", reason=reason, jobs=jobs,
                 consequence="jobs that were running are queued again")
     return jobs

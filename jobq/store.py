@@ -10,7 +10,7 @@ in one transaction. Tables::
     ready       (-priority, seq) of jobs that may run now: the next job is its first row
     scheduled   (run_at, seq) of jobs waiting for a time; moved to ready when due
     quarantine  damaged log ranges that were copied aside and skipped
-    job_counts  jobs per status, kept by triggers on ``jobs`` (see jobq.state_db)
+    job_counts  finished jobs per status, moved with every change of status (jobq.state_db)
     meta        the log position the index covers
 
 The log is the truth and the index a cache of it: enqueue never touches this file; the index
@@ -24,6 +24,7 @@ Write transactions, and how they are made durable (group commit), are :mod:`jobq
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 import sqlite3
 import struct
 import time
@@ -41,7 +42,7 @@ from .log import Log, Position
 from .pickling import PickleRules
 from .shelf import StateShelf
 from .state import WAITING, JobState, Status
-from .state_db import StateDB
+from .state_db import UNFINISHED_COUNTS, StateDB, move_counts
 from ._logging import get_logger
 
 log = get_logger(__name__)
@@ -244,10 +245,12 @@ class Store:
             return self._log.read(index.position_of(row[0]))
 
     def counts(self) -> dict[str, int]:
-        """Jobs per status, from the counts the store keeps (not a count of every job kept)."""
+        """Jobs per status: finished ones from the counts the store keeps, the others counted
+        from the status index (as many as are waiting or running, never every job kept)."""
         counts = {status.value: 0 for status in Status}
         with self._db.reading():
             counts.update(self.conn.execute("SELECT status, n FROM job_counts"))
+            counts.update(self.conn.execute(UNFINISHED_COUNTS))
         return counts
 
     def rows(self, status: Status | None = None, limit: int = 100,
@@ -560,7 +563,7 @@ class Store:
             state = change(state, now, rows[job_id][12])
             results.append(state)
             new.append((state, rows[job_id], None))
-        self._store_transitions(conn, new, now)
+        self._store_transitions(conn, new, now, Status.RUNNING)  # as the SELECT above asked
         return results
 
         # -- leases and liveness (for the worker runtime) ------------------------------------------
@@ -641,11 +644,13 @@ class Store:
 
     def _store_transitions(self, conn: sqlite3.Connection,
                            new: list[tuple[JobState, Sequence[Any], bytes | None]],
-                           now: float) -> None:
-        """Write ended or changed jobs: their rows, their snapshots, and waiting ones' index rows.
+                           now: float, was: Status) -> None:
+        """Write ended or changed jobs: their rows, their snapshots, waiting ones' index rows,
+        and the counts of finished jobs.
 
         ``new`` holds each new state with its row as read (``job_id`` first, ``priority`` and
-        ``seq`` last) and its snapshot if already pickled (else None).
+        ``seq`` last) and its snapshot if already pickled (else None); every job of it was in
+        status ``was``.
         """
         conn.executemany(
             "UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?,"
@@ -657,6 +662,7 @@ class Store:
             if state.status in WAITING:
                 index.add_waiting(conn, state.job_id, row[-2], row[-1], state.run_at, now)
         snapshots.store_many(conn, self.shelf, [(state, blob) for state, _, blob in new])
+        move_counts(conn, was, Counter(state.status for state, _, _ in new))
 
     # -- operator actions ----------------------------------------------------------------------
 
@@ -685,7 +691,8 @@ class Store:
                              (-priority, seq))
                 conn.execute("DELETE FROM scheduled WHERE run_at = ? AND seq = ?", (run_at, seq))
                 self._store_transitions(
-                    conn, [(transitions.cancelled(state, now), (priority, seq), None)], now)
+                    conn, [(transitions.cancelled(state, now), (priority, seq), None)], now,
+                    status)
         if status is Status.RUNNING:
             self._announce_cancel()
         return True
@@ -723,7 +730,8 @@ class Store:
             state = self._load_for_update(conn, job_id)
             if not transitions.can_requeue(state):
                 return False
-            self._store_transitions(conn, [(transitions.requeued(state, now), row, None)], now)
+            self._store_transitions(conn, [(transitions.requeued(state, now), row, None)], now,
+                                    state.status)
         return True
 
 
