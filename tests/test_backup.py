@@ -17,6 +17,7 @@ from jobq.backup import backup
 from jobq.errors import InvalidArgument
 from jobq.maintenance import compact, purge
 from jobq.testing import run_burst
+from test_maintenance import HOLD_COMPACT_LOCK
 
 ADD = "jobtasks:add"
 SMALL = 4096  # segment size: a dozen records per segment
@@ -120,18 +121,6 @@ def test_a_backup_after_a_compaction_that_died_copies_the_rewritten_segment(qpat
         assert b.store.quarantined() == []
         assert [b.payload(j).args for j in kept] == [(f"no {i}",) for i in range(0, 60, 3)]
         assert all(b.state(j).status is Status.DEAD for j in kept)
-
-
-HOLD_COMPACT_LOCK = """
-import os, sys, time
-from filelock import FileLock
-with FileLock(os.path.join(sys.argv[1], "compact.lock")):
-    print("held", flush=True)
-    while not os.path.exists(sys.argv[2]):
-        time.sleep(0.01)
-    time.sleep(0.2)
-    open(sys.argv[3], "w").close()
-"""
 
 
 def test_a_backup_waits_for_a_running_compaction(qpath, tmp_path, children):
