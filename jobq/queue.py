@@ -117,9 +117,13 @@ class Queue:
         """
         # args is a tuple and kwargs a fresh dict with str keys: nothing to check or copy.
         options = self._default_options or self._options(0, None, None, None)
-        ref, function = tasks.target(fn)
-        if function is not None:
-            signatures.check(function, ref, args, kwargs)
+        if isinstance(fn, str):
+            ref, function = tasks.target(fn)
+            if function is not None:
+                signatures.check(function, ref, args, kwargs)
+        else:  # tasks.target without its call: this is the hot path
+            ref = tasks.reference(fn)
+            signatures.check(fn, ref, args, kwargs)
         return self._enqueue_one(ref, args, kwargs, None, options)
 
     def enqueue_call(self, fn: Callable[..., Any] | str, args: Iterable[Any] = (),

@@ -6,7 +6,8 @@ producer refuses it instead, and a worker sends such a job to ``dead`` at once.
 
 The signature is read once per callable (``inspect.signature`` costs far more than an enqueue)
 and kept with a precomputed shape: a call with positional arguments only, the usual one, is
-checked by two comparisons; one with keywords goes through ``Signature.bind``. The signature is
+checked by two comparisons, one with keywords by a few set lookups; only a call that these
+find wrong goes through ``Signature.bind``, which decides and explains. The signature is
 the callable's own (``follow_wrapped=False``): a decorator that adds or fills in arguments
 declares ``*args, **kwargs`` and is not second-guessed from the function it wraps.
 
@@ -34,7 +35,11 @@ class _Shape(NamedTuple):
     signature: inspect.Signature
     fewest: int  # positional arguments without a default
     most: int  # positional parameters (sys.maxsize with *args)
-    keywords_required: bool  # a keyword-only parameter without a default
+    positional: tuple[str, ...]  # names of the positional parameters, in order
+    positional_only: int  # how many of them cannot be given by keyword
+    by_keyword: frozenset[str]  # names a keyword argument may use
+    required_keywords: frozenset[str]  # keyword-only parameters without a default
+    any_keyword: bool  # **kwargs
 
 
 _shapes: dict[Any, _Shape | None] = {}
@@ -53,9 +58,7 @@ def check(fn: Callable[..., Any], ref: str, args: tuple[Any, ...], kwargs: dict[
         _shapes[fn] = shape
     except TypeError:  # an unhashable callable object: read its signature every time
         shape = _shape_of(fn)
-    if shape is None:
-        return
-    if not kwargs and shape.fewest <= len(args) <= shape.most and not shape.keywords_required:
+    if shape is None or _fits(shape, args, kwargs):
         return
     try:
         shape.signature.bind(*args, **kwargs)
@@ -65,24 +68,57 @@ def check(fn: Callable[..., Any], ref: str, args: tuple[Any, ...], kwargs: dict[
                                 task=ref) from exc
 
 
+def _fits(shape: _Shape, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """True if the call surely binds; False sends it to ``Signature.bind`` to decide."""
+    n = len(args)
+    if n > shape.most:
+        return False
+    if not kwargs:
+        return n >= shape.fewest and not shape.required_keywords
+    given = shape.positional[:n]
+    for name in kwargs:
+        if name in shape.by_keyword:
+            if name in given:  # given twice
+                return False
+        elif not shape.any_keyword:
+            return False
+    for i in range(n, shape.fewest):
+        if i < shape.positional_only or shape.positional[i] not in kwargs:
+            return False
+    return shape.required_keywords.issubset(kwargs)
+
+
 def _shape_of(fn: Callable[..., Any]) -> _Shape | None:
     """The callable's shape; None if it has no signature to check against (some builtins)."""
     try:
         signature = inspect.signature(fn, follow_wrapped=False)
     except (TypeError, ValueError):
         return None
-    fewest = most = 0
-    keywords_required = False
+    fewest = most = positional_only = 0
+    positional: list[str] = []
+    by_keyword: set[str] = set()
+    required_keywords: set[str] = set()
+    any_keyword = False
     for param in signature.parameters.values():
         if param.kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD):
+            positional.append(param.name)
             most += 1
             if param.default is _P.empty:
                 fewest = most
+            if param.kind is _P.POSITIONAL_ONLY:
+                positional_only = most
+            else:
+                by_keyword.add(param.name)
         elif param.kind is _P.VAR_POSITIONAL:
             most = sys.maxsize
-        elif param.kind is _P.KEYWORD_ONLY and param.default is _P.empty:
-            keywords_required = True
-    return _Shape(signature, fewest, most, keywords_required)
+        elif param.kind is _P.KEYWORD_ONLY:
+            by_keyword.add(param.name)
+            if param.default is _P.empty:
+                required_keywords.add(param.name)
+        else:
+            any_keyword = True
+    return _Shape(signature, fewest, most, tuple(positional), positional_only,
+                  frozenset(by_keyword), frozenset(required_keywords), any_keyword)
 
 
 class _Declared:
@@ -125,6 +161,8 @@ def declared(path: str | None, name: str) -> Callable[..., Any] | None:
 
 def _plain_defs(tree: ast.Module) -> dict[str, _Declared]:
     """Top-level undecorated functions whose name nothing else in the file binds."""
+    if any(isinstance(node, ast.alias) and node.name == "*" for node in ast.walk(tree)):
+        return {}  # ``from m import *`` may rebind any name
     bindings: dict[str, int] = {}
     for node in ast.walk(tree):
         names: list[str] = []

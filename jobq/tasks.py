@@ -44,7 +44,9 @@ def target(task: Callable[..., Any] | str) -> tuple[TaskRef, Callable[..., Any] 
     the source does not say plainly what it takes.
     """
     if isinstance(task, str):
-        if task in _checked or _parse(task)[0] in sys.modules:
+        if task in _checked:
+            return task, resolve(task)
+        if _parse(task)[0] in sys.modules:
             return reference(task), resolve(task)
         ref = reference(task)
         module_name, attr_path = _parse(ref)

@@ -130,3 +130,36 @@ def test_target_gives_the_function_of_an_imported_module():
     """When the module is loaded, the call is checked against the function itself."""
     assert tasks.target("jobtasks:add") == ("jobtasks:add", jobtasks.add)
     assert tasks.target(jobtasks.add) == ("jobtasks:add", jobtasks.add)
+
+
+def _f1(a, b, /, c, d=1, *args, e, f=2, **kw): pass  # noqa: E704
+def _f2(a, /, b=1, *, c): pass  # noqa: E704
+def _f3(a, /, **kw): pass  # noqa: E704
+def _f4(*args, **kw): pass  # noqa: E704
+def _f5(a, b=2, *, c=3): pass  # noqa: E704
+def _f6(): pass  # noqa: E704
+
+
+@pytest.mark.parametrize("fn", [_f1, _f2, _f3, _f4, _f5, _f6])
+def test_the_fast_check_agrees_with_python_on_every_call(fn):
+    """Every call of up to 4 positional and a choice of keywords: refused exactly when Python's
+    own binding refuses it (the precomputed shape never accepts a call bind would not)."""
+    import inspect
+    import itertools
+    names = ["a", "b", "c", "d", "e", "f", "kw", "zz"]
+    shape = signatures._shape_of(fn)
+    for n in range(5):
+        for k in range(3):
+            for keys in itertools.combinations(names, k):
+                args, kwargs = tuple(range(n)), dict.fromkeys(keys, 0)
+                try:
+                    inspect.signature(fn).bind(*args, **kwargs)
+                    fits = True
+                except TypeError:
+                    fits = False
+                assert fits or not signatures._fits(shape, args, kwargs), (args, kwargs)
+                if fits:
+                    signatures.check(fn, "m:fn", args, kwargs)
+                else:
+                    with pytest.raises(SignatureMismatch):
+                        signatures.check(fn, "m:fn", args, kwargs)

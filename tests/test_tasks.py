@@ -226,6 +226,8 @@ def test_arguments_are_checked_from_the_source_of_a_module_not_imported(fresh_mo
     queue.enqueue("plain_q:g", 1, 2, 3)
     queue.enqueue("plain_q:h", 1, 2, 3)
     assert "plain_q" not in sys.modules and _nothing_written_but(queue, 4)
+    (fresh_modules / "star_q.py").write_text("def f(a):\n    pass\nfrom jobtasks import *\n")
+    queue.enqueue("star_q:f", 1, 2, 3)  # a star import may rebind f: not read from the source
 
 
 def test_a_source_changed_by_a_deploy_is_read_again(fresh_modules, queue):
