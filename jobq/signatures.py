@@ -75,17 +75,15 @@ def _fits(shape: _Shape, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         return False
     if not kwargs:
         return n >= shape.fewest and not shape.required_keywords
-    given = shape.positional[:n]
-    for name in kwargs:
-        if name in shape.by_keyword:
-            if name in given:  # given twice
-                return False
-        elif not shape.any_keyword:
-            return False
-    for i in range(n, shape.fewest):
-        if i < shape.positional_only or shape.positional[i] not in kwargs:
-            return False
-    return shape.required_keywords.issubset(kwargs)
+    keys = kwargs.keys()
+    if not (shape.any_keyword or keys <= shape.by_keyword):
+        return False  # a keyword no parameter takes
+    if n and not keys.isdisjoint(shape.positional[:n]):
+        return False  # given twice (or a positional-only name into **kwargs: bind decides)
+    if n < shape.fewest and (n < shape.positional_only
+                             or not keys >= set(shape.positional[n:shape.fewest])):
+        return False
+    return keys >= shape.required_keywords
 
 
 def _shape_of(fn: Callable[..., Any]) -> _Shape | None:
