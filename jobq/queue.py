@@ -14,7 +14,7 @@ from . import config as config_mod
 from . import job_record, maintenance, record, signatures, tasks
 from .directory import FIXED_SETTINGS, open_dir
 from .errors import (ConfigError, CorruptRecord, InvalidArgument, InvalidJob, JobCancelled,
-                     JobFailed, RecordTooLarge, WaitTimeout)
+                     JobFailed, RecordTooLarge, SignatureMismatch, WaitTimeout)
 from .log import Log
 from .payload import JobPayload
 from .state import JobState, Status
@@ -174,7 +174,10 @@ class Queue:
                                      f" {type(args).__name__}")
                 args = tuple(args)
             if function is not None:
-                check(function, task, args, {})
+                try:
+                    check(function, task, args, {})
+                except SignatureMismatch as exc:  # say which of the batch; none is written
+                    raise SignatureMismatch(f"args_list[{i}]: {exc}", task=task) from exc
             job_id = next_id()
             body = encode_fields(job_id, task, args, {}, prio, attempts, timeout_s, run_at,
                                  now)

@@ -39,6 +39,12 @@ def test_calls_that_do_not_fit_are_refused_before_anything_is_written(queue, cal
     assert _nothing_written(queue)
 
 
+def test_enqueue_many_names_the_tuple_that_does_not_fit(queue):
+    with pytest.raises(SignatureMismatch, match=r"args_list\[2\]: task jobtasks:add"):
+        queue.enqueue_many(jobtasks.add, [(1, 2), (3, 4), (5,)])
+    assert _nothing_written(queue)
+
+
 def test_the_rq_habit_is_named_in_the_error(queue):
     """``timeout=`` given to enqueue says where job options go."""
     with pytest.raises(SignatureMismatch, match=r"jobtasks:add\(a, b\).*enqueue_call"):
