@@ -165,6 +165,7 @@ class Queue:
         encode_fields, frame_header, next_id = (job_record.encode_fields, self.log.frame_header,
                                                 _job_ids.next)
         check = signatures.check
+        fitting = () if function is None else signatures.positional_counts(function)
         ids: list[str] = []
         parts: list[bytes] = []  # header, body, header, body...: joined once by the log
         for i, args in enumerate(args_list):
@@ -173,7 +174,7 @@ class Queue:
                     raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
                                      f" {type(args).__name__}")
                 args = tuple(args)
-            if function is not None:
+            if function is not None and (fitting is None or len(args) not in fitting):
                 try:
                     check(function, task, args, {})
                 except SignatureMismatch as exc:  # say which of the batch; none is written

@@ -49,15 +49,7 @@ _SHAPES_MAX = 1024  # a program that makes callables on the fly must not grow it
 def check(fn: Callable[..., Any], ref: str, args: tuple[Any, ...], kwargs: dict[str, Any]
           ) -> None:
     """Raise SignatureMismatch unless ``fn(*args, **kwargs)`` binds to ``fn``'s parameters."""
-    try:
-        shape = _shapes[fn]
-    except KeyError:
-        shape = _shape_of(fn)
-        if len(_shapes) >= _SHAPES_MAX:
-            _shapes.clear()
-        _shapes[fn] = shape
-    except TypeError:  # an unhashable callable object: read its signature every time
-        shape = _shape_of(fn)
+    shape = _cached_shape(fn)
     if shape is None or _fits(shape, args, kwargs):
         return
     try:
@@ -66,6 +58,28 @@ def check(fn: Callable[..., Any], ref: str, args: tuple[Any, ...], kwargs: dict[
         raise SignatureMismatch(f"task {ref}{_bare(shape.signature)} cannot be called with"
                                 f" {_describe(args, kwargs)}: {exc}{_hint(shape, kwargs)}",
                                 task=ref) from exc
+
+
+def positional_counts(fn: Callable[..., Any]) -> range | None:
+    """The numbers of positional arguments that surely fit ``fn`` when no keyword is given (a
+    batch checks each call by one ``in``); None if none does, or ``fn`` has no signature."""
+    shape = _cached_shape(fn)
+    if shape is None or shape.required_keywords:
+        return None
+    return range(shape.fewest, shape.most + 1)
+
+
+def _cached_shape(fn: Callable[..., Any]) -> _Shape | None:
+    try:
+        return _shapes[fn]
+    except KeyError:
+        shape = _shape_of(fn)
+        if len(_shapes) >= _SHAPES_MAX:
+            _shapes.clear()
+        _shapes[fn] = shape
+        return shape
+    except TypeError:  # an unhashable callable object: read its signature every time
+        return _shape_of(fn)
 
 
 def _fits(shape: _Shape, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

@@ -29,8 +29,10 @@ def _nothing_written(queue) -> bool:
     lambda q: q.enqueue_call(jobtasks.add, [1], {"bb": 2}),
     lambda q: q.enqueue_call("jobtasks:boom", ["a", "b"]),
     lambda q: q.enqueue_many(jobtasks.add, [(1, 2), (1,)]),
+    lambda q: q.enqueue_many("jobtasks:keyword_only", [(1,)]),
+    lambda q: q.enqueue_many(jobtasks.boom, [(), ("x",), ("x", "y")]),
 ], ids=["rq-timeout", "too-few", "too-many", "misspelt", "kw-only-missing", "by-name",
-        "call-misspelt", "call-by-name", "many"])
+        "call-misspelt", "call-by-name", "many", "many-kw-only", "many-too-many"])
 def test_calls_that_do_not_fit_are_refused_before_anything_is_written(queue, call):
     """Each of these would raise TypeError on every attempt; enqueue refuses it instead."""
     with pytest.raises(SignatureMismatch) as info:
@@ -60,7 +62,8 @@ def test_calls_that_fit_are_accepted(queue):
     queue.enqueue(jobtasks.add, b=1, a=2)
     queue.enqueue_call("jobtasks:add", [1], {"b": 2})
     queue.enqueue_many(jobtasks.add, [(1, 2), [3, 4]])
-    assert queue.counts()["queued"] == 8
+    queue.enqueue_many(jobtasks.echo, [(), (1,), (1, 2, 3)])
+    assert queue.counts()["queued"] == 11
 
 
 def _decorated(fn):
