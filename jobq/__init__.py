@@ -16,6 +16,5 @@ from .state import JobState, Status
 
 __version__ = "0.1.0"
 
-__all__ = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status", "PermanentFailure",
-           "errors",
-           "__version__"]
+__all__ = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status",
+           "PermanentFailure", "errors", "__version__"]
