@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from . import errors
 from .context import JobContext, current_job
+from .errors import PermanentFailure
 from .payload import JobPayload
 from .queue import Queue
 from .state import JobState, Status
 
 __version__ = "0.1.0"
 
-__all__ = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status", "errors",
-           "__version__"]
+__all__ = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status",
+           "PermanentFailure", "errors", "__version__"]

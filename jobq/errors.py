@@ -16,10 +16,13 @@ __all__ = [
     "InvalidArgument",
     "InvalidJob",
     "InvalidTask",
+    "TaskNotFound",
+    "SignatureMismatch",
     "NotPicklable",
     "RecordTooLarge",
     "JobNotFound",
     "JobFailed",
+    "PermanentFailure",
     "JobCancelled",
     "WaitTimeout",
     "StaleClaim",
@@ -85,6 +88,17 @@ class InvalidTask(InvalidJob):
     """The task is not a module-level function that a worker can import by reference."""
 
 
+class TaskNotFound(InvalidTask):
+    """The task's module imports, but has no callable of the task's name. A worker sends such a
+    job to ``dead`` at once (retrying cannot make the function appear); ``q.retry`` it after a
+    deploy that adds the function."""
+
+
+class SignatureMismatch(InvalidJob, TypeError):
+    """The job's arguments do not fit its task's parameters (the call would raise TypeError).
+    Refused at enqueue; a worker that finds it sends the job to ``dead`` at once."""
+
+
 class NotPicklable(InvalidJob):
     """The job's arguments cannot be pickled."""
 
@@ -99,6 +113,12 @@ class JobNotFound(JobqError, KeyError):
 
 class JobFailed(JobqError):
     """The job ended without a result; ``error`` holds the last error text."""
+
+
+class PermanentFailure(JobqError):
+    """Raised by a task to fail for good: the job goes to ``dead`` now, with its remaining
+    attempts unspent (Celery's ``Reject(requeue=False)``, Dramatiq's ``throws``).
+    ``raise PermanentFailure("no such user") from exc`` keeps the cause in the job's error."""
 
 
 class JobCancelled(JobFailed):

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 
-from . import damage, job_record, tasks, transitions
+from . import damage, job_record, signatures, tasks, transitions
 from .context import JobContext, current_set
-from .errors import CorruptRecord, DamagedRecord, JobqError, NotPicklable, StorageError
+from .errors import (CorruptRecord, DamagedRecord, JobqError, NotPicklable, PermanentFailure,
+                     SignatureMismatch, StorageError, TaskNotFound)
 from .log import Log
 from .pickling import PickleRules
 from .state import JobState, Status
@@ -27,7 +28,9 @@ from ._logging import get_logger
 log = get_logger(__name__)
 
 RetryDelay = Callable[[int], float]
-Kind = Literal["succeeded", "failed", "cancelled", "damaged"]
+# "unrunnable": the function does not exist or does not take the job's arguments (dead at once,
+# the attempt not counted); "fatal": the task raised PermanentFailure (dead at once).
+Kind = Literal["succeeded", "failed", "cancelled", "damaged", "unrunnable", "fatal"]
 
 
 @dataclass(frozen=True)
@@ -64,16 +67,22 @@ def load(log_: Log, claim: Claim, rules: PickleRules, store: Store | None = None
             # Compaction moved the record after the claim was made: read it where it is now.
             payload = job_record.load_payload(store.job_record(claim.job_id).body, rules,
                                               claim.job_id)
-    return payload, tasks.resolve(payload.task)
+    fn = tasks.resolve(payload.task)
+    signatures.check(fn, payload.task, payload.args, payload.kwargs)
+    return payload, fn
 
 
 def unloadable(store: Store, log_: Log, claim: Claim, exc: JobqError) -> Outcome:
     """The outcome of an attempt whose job :func:`load` refused with ``exc``.
 
     A damaged record reads the same on every attempt: it is copied aside and the job ends dead
-    at once (see :mod:`jobq.damage`). Anything else, an unknown class say, fails the attempt as
-    usual: a deploy may fix it before the next one.
+    at once (see :mod:`jobq.damage`). So does a job whose module imports but has no such
+    function, or whose arguments do not fit it: every attempt would fail the same way. Anything
+    else, a module that cannot be imported or an unknown class say, fails the attempt as usual:
+    a deploy may fix it before the next one.
     """
+    if isinstance(exc, (TaskNotFound, SignatureMismatch)):
+        return Outcome("unrunnable", error=f"cannot run job: {exc}")
     if isinstance(exc, DamagedRecord):
         try:
             saved_to = damage.set_aside(store, log_, claim.payload_pos, exc)
@@ -103,7 +112,8 @@ def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
     try:
         result = fn(*payload.args, **payload.kwargs)
     except Exception as exc:
-        return Outcome("failed", error=format_error(exc), duration=time.monotonic() - started,
+        kind: Kind = "fatal" if isinstance(exc, PermanentFailure) else "failed"
+        return Outcome(kind, error=format_error(exc), duration=time.monotonic() - started,
                        timeout=payload.timeout)
     finally:
         reset()
@@ -127,8 +137,10 @@ def change_for(outcome: Outcome, retry_delay: RetryDelay
             return transitions.cancelled(s, now)
         if outcome.kind == "succeeded":
             return transitions.succeeded(s, outcome.result, now)
-        if outcome.kind == "damaged":
+        if outcome.kind in ("damaged", "unrunnable"):
             return transitions.damaged(s, outcome.error or "payload record damaged", now)
+        if outcome.kind == "fatal":
+            return transitions.given_up(s, outcome.error or "failed for good", now)
         return transitions.failed(s, outcome.error or "failed", now, max_attempts=max_attempts,
                                   retry_delay=retry_delay(s.attempts))
     return change

@@ -11,10 +11,10 @@ from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
-from . import job_record, maintenance, record, tasks
+from . import job_record, maintenance, record, signatures, tasks
 from .directory import FIXED_SETTINGS, open_dir
 from .errors import (ConfigError, CorruptRecord, InvalidArgument, InvalidJob, JobCancelled,
-                     JobFailed, RecordTooLarge, WaitTimeout)
+                     JobFailed, RecordTooLarge, SignatureMismatch, WaitTimeout)
 from .log import Log
 from .payload import JobPayload
 from .state import JobState, Status
@@ -110,24 +110,38 @@ class Queue:
     # -- producing -----------------------------------------------------------------------------
 
     def enqueue(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> str:
-        """Enqueue ``fn(*args, **kwargs)``; return the job id once it is durable."""
+        """Enqueue ``fn(*args, **kwargs)``; return the job id once it is durable.
+
+        A call that does not fit ``fn``'s signature is refused (SignatureMismatch): job options
+        such as ``timeout=`` go to :meth:`enqueue_call`, not here.
+        """
         # args is a tuple and kwargs a fresh dict with str keys: nothing to check or copy.
         options = self._default_options or self._options(0, None, None, None)
-        return self._enqueue_one(tasks.reference(fn), args, kwargs, None, options)
+        if isinstance(fn, str):
+            ref, function = tasks.target(fn)
+            if function is not None:
+                signatures.check(function, ref, args, kwargs)
+        else:  # tasks.target without its call: this is the hot path
+            ref = tasks.reference(fn)
+            signatures.check(fn, ref, args, kwargs)
+        return self._enqueue_one(ref, args, kwargs, None, options)
 
     def enqueue_call(self, fn: Callable[..., Any] | str, args: Iterable[Any] = (),
                      kwargs: Mapping[str, Any] | None = None, *, job_id: str | None = None,
                      priority: int = 0, delay: float | None = None,
                      max_attempts: int | None = None, timeout: float | None = None) -> str:
         """Enqueue with options. A ``job_id`` that already exists is returned without a new job."""
-        task = tasks.reference(fn)
+        task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
+        args, kwargs = _args(args), _kwargs(kwargs)
+        if function is not None:
+            signatures.check(function, task, args, kwargs)
         if job_id is not None:
             _check_job_id(job_id)
             self.store.catch_up()
             if self.store.exists(job_id):
                 return job_id
-        return self._enqueue_one(task, _args(args), _kwargs(kwargs), job_id, options)
+        return self._enqueue_one(task, args, kwargs, job_id, options)
 
     def _enqueue_one(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                      job_id: str | None, options: _Options) -> str:
@@ -143,13 +157,15 @@ class Queue:
         """Enqueue ``fn(*args)`` for each tuple of ``args_list`` in one durable write and fsync."""
         if isinstance(args_list, (str, bytes)) or not isinstance(args_list, Iterable):
             raise InvalidJob("args_list must be an iterable of argument tuples")
-        task = tasks.reference(fn)
+        task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
         prio, delay_s, attempts, timeout_s = options
         now = self._clock()  # one batch, one time: every job of it is enqueued at once
         run_at, limit = now + delay_s, self.config.max_record_size
         encode_fields, frame_header, next_id = (job_record.encode_fields, self.log.frame_header,
                                                 _job_ids.next)
+        check = signatures.check
+        fitting = () if function is None else signatures.positional_counts(function)
         ids: list[str] = []
         parts: list[bytes] = []  # header, body, header, body...: joined once by the log
         for i, args in enumerate(args_list):
@@ -158,6 +174,11 @@ class Queue:
                     raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
                                      f" {type(args).__name__}")
                 args = tuple(args)
+            if function is not None and (fitting is None or len(args) not in fitting):
+                try:
+                    check(function, task, args, {})
+                except SignatureMismatch as exc:  # say which of the batch; none is written
+                    raise SignatureMismatch(f"args_list[{i}]: {exc}", task=task) from exc
             job_id = next_id()
             body = encode_fields(job_id, task, args, {}, prio, attempts, timeout_s, run_at,
                                  now)

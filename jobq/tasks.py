@@ -4,16 +4,23 @@ A job names its function instead of pickling it, so the code a worker runs is th
 where the worker runs. Only module-level callables have such a name: a lambda, a nested function or
 a function defined in ``__main__`` cannot be found again by another process, so they are refused
 at enqueue time rather than failing later in a worker.
+
+A producer never runs a task module it has not imported itself: a string reference to a module
+that is not loaded is only looked for (:func:`_find_module`), and its function is checked by the
+worker that imports it. A web request that enqueues ``"heavy:predict"`` does not pay for
+importing ``heavy``, nor run its side effects.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from .errors import InvalidTask
+from . import signatures
+from .errors import InvalidTask, TaskNotFound
 
 TaskRef = str
 
@@ -29,12 +36,43 @@ _known: dict[Any, tuple[TaskRef, str, tuple[str, ...]]] = {}
 _KNOWN_MAX = 1024  # a program that makes module-level functions on the fly must not grow it forever
 
 
+def target(task: Callable[..., Any] | str) -> tuple[TaskRef, Callable[..., Any] | None]:
+    """The reference of ``task`` and its function, checked as :func:`reference` does.
+
+    For a string naming a module not imported in this process, the module was found, not run:
+    the function is a stand-in read from its source (:func:`signatures.declared`), or None when
+    the source does not say plainly what it takes.
+    """
+    if isinstance(task, str):
+        if task in _checked:
+            return task, resolve(task)
+        if _parse(task)[0] in sys.modules:
+            return reference(task), resolve(task)
+        ref = reference(task)
+        module_name, attr_path = _parse(ref)
+        spec = _found.get(module_name)
+        return ref, None if spec is None else signatures.declared(spec.origin, attr_path)
+    return reference(task), task
+
+
 def reference(task: Callable[..., Any] | str) -> TaskRef:
-    """Return the reference of ``task`` after checking that it imports back to a callable."""
+    """Return the reference of ``task`` after checking that it imports back to a callable.
+
+    A string naming a module not imported here is checked without importing it: the module
+    must be findable (see :func:`_find_module`); whether it holds the function, the worker
+    checks.
+    """
     if isinstance(task, str):
         if task not in _checked:
-            resolve(task)
-            _checked.add(task)
+            module_name = _parse(task)[0]
+            if module_name in sys.modules:
+                resolve(task)
+                _checked.add(task)
+            elif module_name not in _found:
+                spec = _find_module(module_name, task)
+                if len(_found) >= _KNOWN_MAX:
+                    _found.clear()
+                _found[module_name] = spec
         return task
     try:
         known = _known.get(task)
@@ -55,6 +93,66 @@ def reference(task: Callable[..., Any] | str) -> TaskRef:
     except TypeError:
         pass
     return ref
+
+
+# Modules found without importing them, with their specs; once one is imported, its references
+# are checked by resolve instead.
+_found: dict[str, Any] = {}
+
+
+def _parse(ref: TaskRef) -> tuple[str, str]:
+    """(module name, attribute path) of a well-formed reference; InvalidTask otherwise."""
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        raise InvalidTask(f"task reference must look like 'package.module:function', not {ref!r}")
+    module_name, _, attr_path = ref.partition(":")
+    if not all(part.isidentifier() for part in module_name.split(".")) \
+            or not all(part.isidentifier() for part in attr_path.split(".")):
+        raise InvalidTask(f"task reference must look like 'package.module:function', not {ref!r}")
+    return module_name, attr_path
+
+
+def _find_module(module_name: str, ref: TaskRef) -> Any:
+    """Check that ``module_name`` can be imported, without running it or its packages.
+
+    ``importlib.util.find_spec("a.b.c")`` would import ``a`` and ``a.b`` to read their
+    ``__path__``; instead the top-level name is looked up as import would (sys.meta_path, no
+    import), then each submodule in its parent's directories as its files say. The limit: a
+    package whose ``__init__`` rewrites its own ``__path__`` or installs an import hook is
+    searched without that, and a module that is found may still fail to import in the worker
+    (a syntax error, a missing dependency): that attempt fails and is retried, as any import
+    error is.
+    """
+    parts = module_name.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+        for depth in range(2, len(parts) + 1):
+            if spec is None:
+                break
+            name = ".".join(parts[:depth])
+            loaded = sys.modules.get(name)
+            if loaded is not None:
+                spec = getattr(loaded, "__spec__", None)
+                continue
+            if spec.submodule_search_locations is None:  # a module, not a package
+                spec = None
+                break
+            spec = _find_in(name, list(spec.submodule_search_locations))
+    except (ImportError, ValueError) as exc:
+        raise InvalidTask(f"cannot find module {module_name!r} of task {ref}: {exc}") from exc
+    if spec is None:
+        raise InvalidTask(f"cannot find module {module_name!r} of task {ref}")
+    return spec
+
+
+def _find_in(name: str, path: list[str]) -> Any:
+    """The spec of submodule ``name`` in its parent's ``path``, as import's finders see it."""
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is not None:
+            spec = find_spec(name, path, None)
+            if spec is not None:
+                return spec
+    return None
 
 
 def _split(ref: TaskRef) -> tuple[str, tuple[str, ...]]:
@@ -105,11 +203,7 @@ def resolve(ref: TaskRef) -> Callable[..., Any]:
 
 
 def _import(ref: TaskRef) -> Callable[..., Any]:
-    if not isinstance(ref, str) or ref.count(":") != 1:
-        raise InvalidTask(f"task reference must look like 'package.module:function', not {ref!r}")
-    module_name, _, attr_path = ref.partition(":")
-    if not module_name or not attr_path:
-        raise InvalidTask(f"task reference must look like 'package.module:function', not {ref!r}")
+    module_name, attr_path = _parse(ref)
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -121,7 +215,8 @@ def _import(ref: TaskRef) -> Callable[..., Any]:
         try:
             target = getattr(target, attr)
         except AttributeError as exc:
-            raise InvalidTask(f"task {ref}: {module_name} has no attribute {attr_path!r}") from exc
+            raise TaskNotFound(f"task {ref}: {module_name} has no attribute {attr_path!r}",
+                               task=ref) from exc
     if not callable(target):
-        raise InvalidTask(f"task {ref} is not callable")
+        raise TaskNotFound(f"task {ref} is not callable", task=ref)
     return target

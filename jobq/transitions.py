@@ -49,9 +49,16 @@ def failed(state: JobState, error: str, now: float, *, max_attempts: int,
                                run_at=now + retry_delay, updated_at=now)
 
 
+def given_up(state: JobState, error: str, now: float) -> JobState:
+    """The task raised PermanentFailure: dead at once, its remaining attempts unspent."""
+    return _evolve(state, status=Status.DEAD, error=error, errors=[*state.errors, error],
+                   finished_at=now, updated_at=now)
+
+
 def damaged(state: JobState, reason: str, now: float) -> JobState:
-    """The job's record cannot be read, so no attempt can ever run it: dead at once, with the
-    reason. The attempt that found out never ran the task and is not counted; no retry is due."""
+    """The job's record cannot be read, or its function does not exist or does not take its
+    arguments, so no attempt can ever run it: dead at once, with the reason. The attempt that
+    found out never ran the task and is not counted; no retry is due."""
     return _evolve(state, status=Status.DEAD, attempts=max(0, state.attempts - 1), error=reason,
                    errors=[*state.errors, reason], finished_at=now, updated_at=now)
 

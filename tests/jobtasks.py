@@ -133,3 +133,16 @@ def note_run(path: str, tag: Any) -> Any:
     finally:
         os.close(fd)
     return tag
+
+
+def give_up(reason: str) -> None:
+    """Fails for good: no retry can help."""
+    from jobq import PermanentFailure
+    try:
+        raise LookupError(reason)
+    except LookupError as exc:
+        raise PermanentFailure(f"giving up: {reason}") from exc
+
+
+def keyword_only(a: int, *, scale: int, offset: int = 0) -> int:
+    return a * scale + offset

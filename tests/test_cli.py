@@ -53,6 +53,19 @@ def test_enqueue_parses_json_args_and_options(qpath):
     assert ok("enqueue", "--dir", str(qpath), "jobtasks:echo", "--id", "job-1").strip() == "job-1"
 
 
+def test_enqueue_with_arguments_the_task_does_not_take_is_one_line_and_exit_1(qpath):
+    """The task's source is read, not run: a call that does not fit it writes nothing."""
+    for args in (["jobtasks:add", "1"], ["jobtasks:add", "1", "2", "--kwargs", '{"c": 3}'],
+                 ["nowhere_q:f"]):
+        done = jobq("enqueue", "--dir", str(qpath), *args)
+        assert done.returncode == 1 and done.stdout == "", (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith("jobq: error: "), done.stderr
+    assert "cannot be called with 1 positional argument" in jobq(
+        "enqueue", "--dir", str(qpath), "jobtasks:add", "1").stderr
+    with Queue(qpath) as q:
+        assert sum(q.counts().values()) == 0
+
+
 def test_status_list_show_wait_on_a_real_run(qpath):
     """The read commands describe what a worker did, in tables and in JSON."""
     with Queue(qpath) as q:
@@ -187,7 +200,7 @@ def test_purge_and_compact_reclaim_space(qpath):
     (("show", "no-such-job"), 1, "jobq: error: no job with id 'no-such-job'"),
     (("enqueue", "jobtasks:add", "--kwargs", "{bad"), 1, "--kwargs is not valid JSON"),
     (("enqueue", "jobtasks:add", "--kwargs", "[1]"), 1, "--kwargs must be a JSON object"),
-    (("enqueue", "no_such_module_q:f"), 1, "cannot import module 'no_such_module_q'"),
+    (("enqueue", "no_such_module_q:f"), 1, "cannot find module 'no_such_module_q'"),
     (("enqueue", "jobtasks:add", "--delay", "-5"), 1, "delay must be"),
     (("purge", "--status", "succeeded", "--older-than", "soon"), 1, "not a duration"),
     (("purge", "--status", "queued", "--older-than", "1d"), 2, "invalid choice"),

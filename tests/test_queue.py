@@ -243,7 +243,7 @@ def test_specific_error_types(queue):
     with pytest.raises(InvalidTask, match="lambda"):
         queue.enqueue(lambda: 1)
     with pytest.raises(NotPicklable):
-        queue.enqueue(add, lambda: 1)
+        queue.enqueue(add, lambda: 1, 2)
     with Queue(queue.path + "-small", max_record_size=1000) as small, \
             pytest.raises(RecordTooLarge):
         small.enqueue(add, "x" * 2000, 1)

@@ -199,15 +199,27 @@ def test_running_job_ignoring_cancellation_is_killed_after_the_grace(queue, qpat
     assert [e["cause"] for e in ended] == ["cancelled and did not stop within the grace period"]
 
 
-def test_task_that_cannot_be_loaded_fails_with_the_reason(queue, monkeypatch):
-    """A job whose task no longer exists where the worker runs fails with 'cannot load job'."""
-    jid = queue.enqueue_call("jobtasks_extra:vanishing", max_attempts=1)
+def test_task_that_no_longer_exists_is_dead_at_once_with_the_reason(queue, monkeypatch):
+    """A job whose function no longer exists where the worker runs goes to dead on its first
+    try, no attempt spent: retrying cannot make the function appear."""
+    jid = queue.enqueue_call("jobtasks_extra:vanishing", max_attempts=3)
     monkeypatch.delattr(jobtasks_extra, "vanishing")  # the forked children see it gone
 
     Worker(queue).run(burst=True)
 
     state = queue.state(jid)
-    assert state.status is Status.DEAD
-    assert "cannot load job" in state.error
-    assert "vanishing" in state.error
+    assert state.status is Status.DEAD and state.attempts == 0 and len(state.errors) == 1
+    assert "cannot run job" in state.error
+    assert "has no attribute 'vanishing'" in state.error
+
+
+def test_task_raising_permanent_failure_is_dead_after_one_attempt(queue):
+    """PermanentFailure from a task in a worker child ends the job without retries."""
+    jid = queue.enqueue_call("jobtasks:give_up", ["gone"], max_attempts=4)
+
+    Worker(queue, retry_base=0.01).run(burst=True)
+
+    state = queue.state(jid)
+    assert state.status is Status.DEAD and state.attempts == 1
+    assert "PermanentFailure: giving up: gone" in state.error
 
