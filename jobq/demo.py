@@ -130,11 +130,11 @@ def _report(queue: Queue, ids: list[str], job: str, step: int, say) -> int:  # t
         note = ""
         if jid == job:
             good &= result.get("resumed_from", 0) >= step > 0
-            note = (f"  <- interrupted at step {step}; attempt {result.get('attempt')} resumed from"
-                    f" step {result.get('resumed_from')} instead of starting over")
+            # The killed attempt had saved a checkpoint, so it was not charged: still attempt 1.
+            note = (f"  <- interrupted at step {step}; resumed from step"
+                    f" {result.get('resumed_from')} instead of starting over")
         elif result.get("resumed_from"):
-            note = (f"  <- also on worker A; attempt {result.get('attempt')} resumed from step"
-                    f" {result.get('resumed_from')}")
+            note = f"  <- also on worker A; resumed from step {result.get('resumed_from')}"
         say(f"  {jid}  {state.status.value:<9}  sum {result.get('sum')}  attempts"
             f" {state.attempts}{note}")
     say("")
