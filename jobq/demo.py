@@ -29,7 +29,10 @@ JOBS = 4
 def resumable_sum(n: int, step_seconds: float = 0.0) -> dict[str, int]:
     """Adds 1..n one step at a time, checkpointing after each step.
 
-    Returns the sum and the step this attempt started from (0 unless it resumed).
+    Returns the sum and the step this attempt started from (0 unless it resumed). After each save
+    it checks ``ctx.stopping``: once its worker is asked to stop (SIGTERM), ``ctx.release()`` ends
+    the attempt, uncharged, and the job resumes from that save on the next worker, instead of the
+    worker waiting out its shutdown grace. A crash after a save is not charged either.
     """
     ctx = current_job()
     step, total = ctx.checkpoint or (0, 0)
@@ -39,6 +42,8 @@ def resumable_sum(n: int, step_seconds: float = 0.0) -> dict[str, int]:
         total += step
         time.sleep(step_seconds)  # stands in for real work
         ctx.save((step, total), progress=step / n)
+        if ctx.stopping:  # the worker is shutting down: resume elsewhere from this save
+            ctx.release()
     return {"sum": total, "resumed_from": resumed_from, "attempt": ctx.attempt}
 
 
