@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-from .errors import ConfigError, NoCurrentJob
+from .errors import ConfigError, NoCurrentJob, Released
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar("jobq_job", default=None)
 
@@ -16,16 +16,32 @@ class JobContext:
 
     ``checkpoint`` is the last object saved by any earlier attempt (or this one), ``None`` at first;
     a task that resumes from it and saves often loses at most the work since its last save.
+
+    A long task checks :attr:`stopping` after each save and, once it is true, ends its attempt
+    with :meth:`release`; its worker then exits without waiting out its shutdown grace::
+
+        ctx = current_job()
+        i, total = ctx.checkpoint or (0, 0)
+        while i < len(rows):
+            total += process(rows[i])
+            i += 1
+            if i % 500 == 0:
+                ctx.save((i, total), progress=i / len(rows))
+                if ctx.stopping:
+                    ctx.release()  # raises: resumes from (i, total) on the next worker
+        return total
     """
 
     def __init__(self, *, job_id: str, attempt: int, checkpoint: Any, progress: float,
-                 save: Callable[[Any, float | None], Any], cancelled: Callable[[], bool]) -> None:
+                 save: Callable[[Any, float | None], Any], cancelled: Callable[[], bool],
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self.job_id = job_id
         self.attempt = attempt
         self.checkpoint = checkpoint
         self.progress = progress
         self._save = save
         self._cancelled = cancelled
+        self._stopping = stopping
 
     def save(self, checkpoint: Any, progress: float | None = None) -> None:
         """Durably snapshot ``checkpoint`` (and ``progress`` in 0..1) before returning."""
@@ -43,6 +59,19 @@ class JobContext:
     def cancelled(self) -> bool:
         """True once cancellation was asked for; the task may stop early and ends cancelled."""
         return self._cancelled()
+
+    @property
+    def stopping(self) -> bool:
+        """True once the worker running this job was asked to stop (SIGTERM, SIGINT): save a
+        checkpoint and call :meth:`release`. One read of shared memory: cheap in a tight loop."""
+        return self._stopping()
+
+    def release(self) -> NoReturn:
+        """End this attempt now, as the worker stops: the job is queued again, the attempt is not
+        charged, and the next one starts from the last saved checkpoint (save first). Raises
+        :class:`~jobq.errors.Released`, which must propagate out of the task. Outside a stopping
+        worker the attempt fails instead: a job must not give itself back forever."""
+        raise Released(f"job {self.job_id!r} released by its task")
 
     def __repr__(self) -> str:
         return f"JobContext(job_id={self.job_id!r}, attempt={self.attempt})"

@@ -29,7 +29,10 @@ JOBS = 4
 def resumable_sum(n: int, step_seconds: float = 0.0) -> dict[str, int]:
     """Adds 1..n one step at a time, checkpointing after each step.
 
-    Returns the sum and the step this attempt started from (0 unless it resumed).
+    Returns the sum and the step this attempt started from (0 unless it resumed). After each save
+    it checks ``ctx.stopping``: once its worker is asked to stop (SIGTERM), ``ctx.release()`` ends
+    the attempt, uncharged, and the job resumes from that save on the next worker, instead of the
+    worker waiting out its shutdown grace. A crash after a save is not charged either.
     """
     ctx = current_job()
     step, total = ctx.checkpoint or (0, 0)
@@ -39,6 +42,8 @@ def resumable_sum(n: int, step_seconds: float = 0.0) -> dict[str, int]:
         total += step
         time.sleep(step_seconds)  # stands in for real work
         ctx.save((step, total), progress=step / n)
+        if ctx.stopping:  # the worker is shutting down: resume elsewhere from this save
+            ctx.release()
     return {"sum": total, "resumed_from": resumed_from, "attempt": ctx.attempt}
 
 
@@ -130,11 +135,11 @@ def _report(queue: Queue, ids: list[str], job: str, step: int, say) -> int:  # t
         note = ""
         if jid == job:
             good &= result.get("resumed_from", 0) >= step > 0
-            note = (f"  <- interrupted at step {step}; attempt {result.get('attempt')} resumed from"
-                    f" step {result.get('resumed_from')} instead of starting over")
+            # The killed attempt had saved a checkpoint, so it was not charged: still attempt 1.
+            note = (f"  <- interrupted at step {step}; resumed from step"
+                    f" {result.get('resumed_from')} instead of starting over")
         elif result.get("resumed_from"):
-            note = (f"  <- also on worker A; attempt {result.get('attempt')} resumed from step"
-                    f" {result.get('resumed_from')}")
+            note = f"  <- also on worker A; resumed from step {result.get('resumed_from')}"
         say(f"  {jid}  {state.status.value:<9}  sum {result.get('sum')}  attempts"
             f" {state.attempts}{note}")
     say("")

@@ -27,6 +27,7 @@ __all__ = [
     "WaitTimeout",
     "StaleClaim",
     "NoCurrentJob",
+    "Released",
     "StorageError",
     "NotAQueue",
     "IncompatibleFormat",
@@ -135,6 +136,12 @@ class StaleClaim(JobqError):
 
 class NoCurrentJob(JobqError, RuntimeError):
     """``current_job()`` was called outside a running job."""
+
+
+class Released(JobqError):
+    """Raised by ``ctx.release()``: the task ends its attempt early because its worker is stopping;
+    the job is given back uncharged and resumes from its last checkpoint on the next worker. Let it
+    propagate out of the task."""
 
 
 class StorageError(JobqError, OSError):

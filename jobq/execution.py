@@ -18,7 +18,7 @@ from typing import Any, Literal
 from . import damage, job_record, signatures, tasks, transitions
 from .context import JobContext, current_set
 from .errors import (CorruptRecord, DamagedRecord, JobqError, NotPicklable, PermanentFailure,
-                     SignatureMismatch, StorageError, TaskNotFound)
+                     Released, SignatureMismatch, StorageError, TaskNotFound)
 from .log import Log
 from .pickling import PickleRules
 from .state import JobState, Status
@@ -29,8 +29,9 @@ log = get_logger(__name__)
 
 RetryDelay = Callable[[int], float]
 # "unrunnable": the function does not exist or does not take the job's arguments (dead at once,
-# the attempt not counted); "fatal": the task raised PermanentFailure (dead at once).
-Kind = Literal["succeeded", "failed", "cancelled", "damaged", "unrunnable", "fatal"]
+# the attempt not counted); "fatal": the task raised PermanentFailure (dead at once);
+# "released": the task gave its job back while its worker was stopping (queued, uncharged).
+Kind = Literal["succeeded", "failed", "cancelled", "damaged", "unrunnable", "fatal", "released"]
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,14 @@ def unloadable(store: Store, log_: Log, claim: Claim, exc: JobqError) -> Outcome
 
 
 def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
-            *, cancelled: Callable[[], bool] | None = None) -> Outcome:
+            *, cancelled: Callable[[], bool] | None = None,
+            stopping: Callable[[], bool] = lambda: False) -> Outcome:
     """Call the task with its context; never raises for what the task does.
 
     Whether the job was asked to cancel is read only when the task asks (``ctx.cancelled``); the
-    recorded outcome is decided by :func:`change_for` from the flag in the store.
+    recorded outcome is decided by :func:`change_for` from the flag in the store. ``stopping``
+    says whether the worker is shutting down (``ctx.stopping``): only then may a task end its
+    attempt with ``ctx.release()``.
     """
     started = time.monotonic()
     job_id, token = claim.job_id, claim.token
@@ -107,10 +111,18 @@ def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
     ctx = JobContext(job_id=job_id, attempt=claim.state.attempts, checkpoint=claim.state.checkpoint,
                      progress=claim.state.progress,
                      save=lambda obj, progress: store.save_checkpoint(job_id, token, obj, progress),
-                     cancelled=is_cancelled)
+                     cancelled=is_cancelled, stopping=stopping)
     reset = current_set(ctx)
     try:
         result = fn(*payload.args, **payload.kwargs)
+    except Released as exc:
+        if stopping():
+            return Outcome("released", duration=time.monotonic() - started,
+                           timeout=payload.timeout)
+        # Given back while no worker is stopping, it would be claimed and given back for ever.
+        return Outcome("failed", error=f"ctx.release() called while the worker was not stopping:"
+                       f" {format_error(exc)}", duration=time.monotonic() - started,
+                       timeout=payload.timeout)
     except Exception as exc:
         kind: Kind = "fatal" if isinstance(exc, PermanentFailure) else "failed"
         return Outcome(kind, error=format_error(exc), duration=time.monotonic() - started,
@@ -133,6 +145,8 @@ def change_for(outcome: Outcome, retry_delay: RetryDelay
     from the store in the transaction that records it, so a late request is not missed.
     """
     def change(s: JobState, now: float, max_attempts: int) -> JobState:
+        if outcome.kind == "released":  # uncharged; ends cancelled if asked to meanwhile
+            return transitions.released(s, now)
         if outcome.kind == "cancelled" or s.cancel_requested:
             return transitions.cancelled(s, now)
         if outcome.kind == "succeeded":

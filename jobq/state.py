@@ -52,19 +52,31 @@ def _v1_to_v2(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _v2_to_v3(state: dict[str, Any]) -> dict[str, Any]:
+    # Version 2 did not say which attempt saved the checkpoint: none counts as this attempt's.
+    state["checkpoint_token"] = None
+    return state
+
+
 @dataclass(kw_only=True)
 class JobState(Versioned):
     """A job's status, attempts, progress, checkpoint, result and errors.
 
-    ``attempts`` counts every attempt started, crashed ones included; ``crashes`` counts those that
-    ended because the process running them died. ``errors`` keeps one text per failed attempt.
+    ``attempts`` counts the attempts charged to the job; ``crashes`` counts those that ended
+    because the process running them died before saving a checkpoint. An attempt given back (a
+    worker shutting down) or interrupted after saving a new checkpoint is not charged to either
+    (see :func:`jobq.transitions.interrupted`). ``errors`` keeps one text per failed or
+    interrupted attempt.
+
+    ``checkpoint_token`` is the claim token of the attempt that saved ``checkpoint``: claim tokens
+    only grow, so it equals the running claim's token exactly when that attempt saved it.
 
     Version history: 1 = single ``error``, no progress; 2 = adds ``progress``, ``errors``,
-    ``crashes``, ``run_at`` and ``cancel_requested``.
+    ``crashes``, ``run_at`` and ``cancel_requested``; 3 = adds ``checkpoint_token``.
     """
 
-    SCHEMA_VERSION: ClassVar[int] = 2
-    MIGRATIONS: ClassVar[dict[int, Migration]] = {1: _v1_to_v2}
+    SCHEMA_VERSION: ClassVar[int] = 3
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
     job_id: str
     task: str
@@ -82,6 +94,7 @@ class JobState(Versioned):
     finished_at: float | None = None
     updated_at: float = 0.0
     cancel_requested: bool = False
+    checkpoint_token: int | None = None  # the claim token of the attempt that saved checkpoint
 
     def _pack(self, state: dict[str, Any]) -> dict[str, Any]:
         # Store the status as its string so a pickle names no enum class and survives its renames.

@@ -497,7 +497,7 @@ class Store:
             else:
                 with self._loading():
                     current = snapshots.states(conn, self.shelf, [row[:11]])[0]
-            state = transitions.checkpointed(current, checkpoint, progress, now)
+            state = transitions.checkpointed(current, checkpoint, progress, now, token)
             self._fresh_claims.pop((job_id, token), None)  # it has a snapshot now
             snapshots.store_one(conn, self.shelf, state)
             conn.execute("UPDATE jobs SET progress = ?, updated_at = ?, snap = 1 WHERE job_id = ?",

@@ -27,10 +27,32 @@ def claimed(state: JobState, now: float) -> JobState:
                                started_at=now, updated_at=now)
 
 
-def checkpointed(state: JobState, checkpoint: Any, progress: float | None, now: float) -> JobState:
-    """The task saved a checkpoint; progress never goes backwards."""
+def checkpointed(state: JobState, checkpoint: Any, progress: float | None, now: float,
+                 token: int | None = None) -> JobState:
+    """The task saved a checkpoint; progress never goes backwards.
+
+    A save under claim ``token`` that changes the checkpoint or raises progress marks the attempt
+    as one that made progress (``checkpoint_token``): should its process die, it is not charged
+    (see :func:`interrupted`). Saving again what the attempt resumed from is no progress, so a
+    task that saves first and then kills its worker is still set aside.
+    """
     new_progress = state.progress if progress is None else max(state.progress, progress)
+    if token is not None and state.checkpoint_token != token \
+            and (new_progress > state.progress or not _same(checkpoint, state.checkpoint)):
+        return _evolve(state, checkpoint=checkpoint, progress=new_progress, updated_at=now,
+                       checkpoint_token=token)
     return _evolve(state, checkpoint=checkpoint, progress=new_progress, updated_at=now)
+
+
+def _same(new: Any, old: Any) -> bool:
+    """Is ``new`` the checkpoint already saved? Unknown (``==`` raised or is not a bool, as with
+    numpy arrays) counts as a change."""
+    if new is old:
+        return True
+    try:
+        return bool(new == old)
+    except Exception:  # noqa: BLE001 - any type's __eq__ or __bool__ may raise
+        return False
 
 
 def succeeded(state: JobState, result: Any, now: float) -> JobState:
@@ -101,13 +123,20 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0,
 
 
 def interrupted(state: JobState, cause: str, now: float, *, max_attempts: int,
-                max_crashes: int) -> JobState:
-    """The process running an attempt died (a crash is not an exception raised by the task).
+                max_crashes: int, token: int | None = None) -> JobState:
+    """The process running attempt ``token`` died (a crash is not an exception raised by the task).
 
-    The attempt still counts, and so does the crash: a job that kills every worker it touches is
-    set aside as dead once it reaches ``max_crashes`` (or its attempts run out), with the cause.
-    Otherwise it is due again at once, to resume from its last checkpoint.
+    An attempt that saved a new checkpoint made progress: it is charged neither as an attempt nor
+    as a crash, so a long job killed now and then (an OOM kill, a node drained) resumes however
+    often that happens. One that saved nothing counts both ways: a job that kills every worker it
+    touches is set aside as dead once it reaches ``max_crashes`` (or its attempts run out), with
+    the cause. Otherwise it is due again at once, to resume from its last checkpoint.
     """
+    if token is not None and state.checkpoint_token == token:
+        error = f"attempt {state.attempts} interrupted after saving a checkpoint (not charged):" \
+                f" {cause}"
+        return _evolve(state, status=Status.FAILED, attempts=max(0, state.attempts - 1),
+                       error=error, errors=[*state.errors, error], run_at=now, updated_at=now)
     crashes = state.crashes + 1
     error = f"attempt {state.attempts} interrupted: {cause}"
     errors = [*state.errors, error]

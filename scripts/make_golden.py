@@ -67,13 +67,23 @@ def state_v1() -> _AsVersion:
         "enqueued_at": T0, "started_at": T0 + 1, "finished_at": None, "updated_at": T0 + 2})
 
 
-def state_v2() -> JobState:
-    assert JobState.SCHEMA_VERSION == 2
-    return JobState(job_id="golden-state-v2", task="operator:add", status=Status.SUCCEEDED,
-                    attempts=2, crashes=1, progress=1.0, checkpoint={"step": 9}, result=5,
-                    error="ValueError: boom", errors=["ValueError: boom"], enqueued_at=T0,
-                    run_at=T0, started_at=T0 + 1, finished_at=T0 + 3, updated_at=T0 + 3,
-                    cancel_requested=False)
+def state_v2() -> _AsVersion:
+    return _AsVersion(JobState, {  # in the order v2 code wrote it, so the bytes are the same
+        "job_id": "golden-state-v2", "task": "operator:add", "status": "succeeded",
+        "attempts": 2, "crashes": 1, "progress": 1.0, "checkpoint": {"step": 9}, "result": 5,
+        "error": "ValueError: boom", "errors": ["ValueError: boom"], "enqueued_at": T0,
+        "run_at": T0, "started_at": T0 + 1, "finished_at": T0 + 3, "updated_at": T0 + 3,
+        "cancel_requested": False, "schema": 2})
+
+
+def state_v3() -> JobState:
+    assert JobState.SCHEMA_VERSION == 3
+    return JobState(job_id="golden-state-v3", task="operator:add", status=Status.FAILED,
+                    attempts=1, crashes=0, progress=0.5, checkpoint={"step": 4}, result=None,
+                    error="attempt 2 interrupted after saving a checkpoint (not charged): killed",
+                    errors=["attempt 2 interrupted after saving a checkpoint (not charged): killed"],
+                    enqueued_at=T0, run_at=T0 + 2, started_at=T0 + 1, finished_at=None,
+                    updated_at=T0 + 2, cancel_requested=False, checkpoint_token=2)
 
 
 def log_segment_v1() -> bytes:
@@ -93,6 +103,7 @@ FILES = {
     "payload_v2.pickle": lambda: dumps(payload_v2()),
     "state_v1.pickle": lambda: dumps(state_v1()),
     "state_v2.pickle": lambda: dumps(state_v2()),
+    "state_v3.pickle": lambda: dumps(state_v3()),
     "log_format1_segment.bin": log_segment_v1,
 }
 

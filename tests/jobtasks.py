@@ -146,3 +146,43 @@ def give_up(reason: str) -> None:
 
 def keyword_only(a: int, *, scale: int, offset: int = 0) -> int:
     return a * scale + offset
+
+
+def sum_steps(n: int, step_seconds: float, pid_path: str,
+              resumed_step_seconds: float | None = None, release_when_stopping: bool = False
+              ) -> dict[str, int]:
+    """Adds 1..n, one number every ``step_seconds`` (``resumed_step_seconds`` once resumed from a
+    checkpoint), saving ``(i, total)`` after each and then writing ``<pid> <i>`` to ``pid_path``,
+    so a test can kill the process after a save. With ``release_when_stopping``, it ends its
+    attempt early once its worker is stopping (the resumable pattern of ctx.stopping)."""
+    import os
+    import time
+    ctx = current_job()
+    start, total = ctx.checkpoint or (0, 0)
+    if start and resumed_step_seconds is not None:
+        step_seconds = resumed_step_seconds
+    for i in range(start + 1, n + 1):
+        time.sleep(step_seconds)
+        total += i
+        ctx.save((i, total), progress=i / n)
+        with open(pid_path + ".tmp", "w") as f:
+            f.write(f"{os.getpid()} {i}")
+        os.replace(pid_path + ".tmp", pid_path)
+        if release_when_stopping and ctx.stopping:
+            ctx.release()
+    return {"sum": total, "resumed_from": start, "attempt": ctx.attempt}
+
+
+def save_then_die() -> None:
+    """A poison job that saves before it kills its process: the same checkpoint every time."""
+    import os
+    import signal
+    ctx = current_job()
+    ctx.save(ctx.checkpoint or "start")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def release_at_once() -> str:
+    """Gives its job back whether or not its worker is stopping."""
+    current_job().release()
+    return "not reached"

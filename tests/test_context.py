@@ -66,3 +66,26 @@ def test_unpicklable_result_fails_the_attempt(queue):
     run_burst(queue)
     state = queue.state(jid)
     assert state.status is Status.DEAD and "return value cannot be stored" in state.error
+
+
+def test_release_outside_a_stopping_worker_fails_the_attempt(queue):
+    """ctx.release() while no worker is stopping is a charged failure, not a job given back for
+    ever; ctx.stopping is false there."""
+    jid = queue.enqueue_call(jobtasks.release_at_once, max_attempts=2)
+    run_burst(queue)
+    state = queue.state(jid)
+    assert (state.status, state.attempts) == (Status.DEAD, 2)
+    assert "ctx.release() called while the worker was not stopping" in state.error
+
+
+def test_release_while_stopping_gives_the_job_back_uncharged_with_its_checkpoint(queue, tmp_path):
+    """A task that saves, sees ctx.stopping and releases is queued again, attempt not charged."""
+    from jobq.execution import execute, load, record
+    jid = queue.enqueue(jobtasks.sum_steps, 10, 0.0, str(tmp_path / "pid"), None, True)
+    claim = queue.store.claim("w")[0]
+    payload, fn = load(queue.log, claim, queue.config.rules)
+    outcome = execute(queue.store, claim, payload, fn, stopping=lambda: True)
+    assert outcome.kind == "released"
+    state = record(queue.store, claim, outcome, retry_delay=lambda attempt: 0.0)
+    assert (state.status, state.attempts, state.checkpoint, state.errors) == (
+        Status.QUEUED, 0, (1, 1), [])

@@ -45,10 +45,19 @@ def test_state_v1_gains_errors_progress_and_crashes():
     assert (s.progress, s.crashes, s.run_at, s.cancel_requested) == (0.0, 0, T0, False)
 
 
-def test_state_v2_loads_as_is():
-    """The current state version round-trips from its golden file."""
+def test_state_v2_gains_no_checkpoint_token():
+    """A v2 state loads with no attempt named as the saver of its checkpoint."""
     s = _load("state_v2.pickle")
     assert (s.status, s.result, s.crashes, s.progress) == (Status.SUCCEEDED, 5, 1, 1.0)
+    assert (s.checkpoint, s.checkpoint_token) == ({"step": 9}, None)
+
+
+def test_state_v3_loads_as_is():
+    """The current state version round-trips from its golden file."""
+    s = _load("state_v3.pickle")
+    assert (s.status, s.attempts, s.checkpoint, s.checkpoint_token) == (
+        Status.FAILED, 1, {"step": 4}, 2)
+    assert pickle.loads(pickle.dumps(s)) == s
 
 
 def test_golden_pickles_name_only_jobq_classes():

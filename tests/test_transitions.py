@@ -109,3 +109,38 @@ def test_a_released_job_asked_to_cancel_ends_cancelled_without_the_attempt():
     asked = transitions.cancel_requested(transitions.claimed(_state(), 1.0), 2.0)
     s = transitions.released(asked, 3.0)
     assert (s.status, s.attempts, s.finished_at) == (Status.CANCELLED, 0, 3.0)
+
+
+def test_a_crash_after_a_new_checkpoint_is_charged_neither_as_attempt_nor_as_crash():
+    """An attempt that saved progress and then died is free: it cannot use up the budget of a
+    long job that is killed now and then, however many times that happens."""
+    s = _state()
+    for token in range(1, 11):  # ten kills, each after a save: max_attempts 3, max_crashes 3
+        s = transitions.checkpointed(transitions.claimed(s, 1.0), token * 100, None, 2.0, token)
+        s = transitions.interrupted(s, "killed by SIGKILL", 3.0, max_attempts=3, max_crashes=3,
+                                    token=token)
+        assert (s.status, s.attempts, s.crashes, s.checkpoint) == (Status.FAILED, 0, 0, token * 100)
+    assert len(s.errors) == 10
+    assert s.errors[0] == "attempt 1 interrupted after saving a checkpoint (not charged):" \
+                          " killed by SIGKILL"
+
+
+def test_a_checkpoint_saved_by_an_earlier_attempt_is_no_progress():
+    """A job that saved once and now dies before saving again is a poison job: charged."""
+    s = transitions.checkpointed(transitions.claimed(_state(), 1.0), "c", 0.5, 2.0, token=1)
+    s = transitions.interrupted(s, "x", 3.0, max_attempts=9, max_crashes=3, token=1)
+    for token in (2, 3, 4):
+        s = transitions.interrupted(transitions.claimed(s, 4.0), "x", 5.0, max_attempts=9,
+                                    max_crashes=3, token=token)
+    assert (s.status, s.crashes, s.checkpoint) == (Status.DEAD, 3, "c")
+
+
+def test_saving_the_checkpoint_it_resumed_from_is_no_progress():
+    """Saving an equal checkpoint with no more progress does not make the attempt free."""
+    s = transitions.checkpointed(transitions.claimed(_state(), 1.0), [1, 2], 0.5, 2.0, token=1)
+    s = transitions.checkpointed(transitions.claimed(s, 3.0), [1, 2], 0.5, 4.0, token=2)
+    assert s.checkpoint_token == 1
+    crashed = transitions.interrupted(s, "x", 5.0, max_attempts=9, max_crashes=3, token=2)
+    assert crashed.crashes == 1
+    assert transitions.checkpointed(s, [1, 2], 0.6, 6.0, token=2).checkpoint_token == 2
+    assert transitions.checkpointed(s, [1, 3], None, 6.0, token=2).checkpoint_token == 2

@@ -7,6 +7,8 @@ Workers are real: ``Worker(...).run(burst=True)`` in this process forks real chi
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import json
 import time
 from collections.abc import Iterator
@@ -223,3 +225,73 @@ def test_task_raising_permanent_failure_is_dead_after_one_attempt(queue):
     assert state.status is Status.DEAD and state.attempts == 1
     assert "PermanentFailure: giving up: gone" in state.error
 
+
+
+def _saved_by_new_process(pid_file: Path, killed: set[int]) -> int | None:
+    """The pid of a process that saved a checkpoint and was not killed yet, once there is one."""
+    try:
+        pid, _ = map(int, pid_file.read_text().split())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if pid not in killed else None
+
+
+def test_crashes_after_saving_a_checkpoint_use_up_neither_attempts_nor_the_crash_cap(
+        queue, qpath, workers, tmp_path):
+    """A job SIGKILLed four times, each time after its attempt saved a checkpoint (max_attempts
+    3, --max-crashes 3), resumes every time and succeeds with the whole sum, uncharged."""
+    pid_file = tmp_path / "pid"
+    jid = queue.enqueue_call("jobtasks:sum_steps", args=(400, 0.02, str(pid_file)),
+                             max_attempts=3)
+    w = workers(str(qpath), "--max-crashes", "3")
+    killed: set[int] = set()
+    for _ in range(4):
+        pid = wait_until(lambda: _saved_by_new_process(pid_file, killed))
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+
+    state = queue.wait(jid, timeout=60)
+    assert state.status is Status.SUCCEEDED, state.errors
+    assert state.result["sum"] == 400 * 401 // 2
+    assert state.result["resumed_from"] > 0
+    assert (state.attempts, state.crashes) == (1, 0)
+    assert len(state.errors) == 4
+    assert all("after saving a checkpoint (not charged)" in e and "SIGKILL" in e
+               for e in state.errors)
+    assert len(w.events("job.failed")) == 4
+
+
+def test_worker_killed_after_a_save_is_reaped_without_charging_the_attempt(
+        queue, qpath, workers, tmp_path):
+    """A whole worker SIGKILLed after its job saved: the worker that reaps it charges nothing."""
+    pid_file = tmp_path / "pid"
+    jid = queue.enqueue_call("jobtasks:sum_steps", args=(100, 0.02, str(pid_file)),
+                             max_attempts=1)
+    first = workers(str(qpath))
+    wait_until(lambda: _saved_by_new_process(pid_file, set()))
+    first.kill_all()
+    second = workers(str(qpath))
+
+    state = queue.wait(jid, timeout=60)
+    assert state.status is Status.SUCCEEDED, state.errors
+    assert state.result["sum"] == 100 * 101 // 2
+    assert state.result["resumed_from"] > 0
+    assert (state.attempts, state.crashes) == (1, 0)
+    reaped = [e for e in second.events("job.failed") if e["job_id"] == jid]
+    assert [e.get("reaped_from") for e in reaped] == [first.events("worker.started")[0]["worker"]]
+
+
+def test_poison_job_that_saves_the_same_checkpoint_before_dying_is_still_set_aside(queue):
+    """Saving what an earlier attempt saved is no progress: the crash cap still applies."""
+    jid = queue.enqueue_call("jobtasks:save_then_die", max_attempts=10)
+
+    Worker(queue, max_crashes=3, retry_base=0.05).run(burst=True)
+
+    state = queue.state(jid)
+    assert state.status is Status.DEAD
+    assert state.crashes == 3
+    assert "set aside after 3 crashed attempts" in state.error
+    # The first attempt saved a new checkpoint ("start"), so it was free; the next three not.
+    assert len(state.errors) == 4
+    assert "not charged" in state.errors[0]
+    assert state.attempts == 3

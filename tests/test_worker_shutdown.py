@@ -185,7 +185,8 @@ def test_stuck_worker_loses_its_job_at_lease_expiry_and_its_late_result_is_refus
     assert a.returncode == 0, err
 
     after = queue.state(jid)
-    assert (after.status, after.result, after.attempts) == (state.status, state.result, 2)
+    # The reclaimed attempt had saved a checkpoint before A stopped: it was not charged.
+    assert (after.status, after.result, after.attempts) == (state.status, state.result, 1)
     succeeded = _events(a_log, "job.succeeded", jid) + _for_job(b.events("job.succeeded"), jid)
     assert len(succeeded) == 1
 
@@ -211,3 +212,32 @@ def test_sigterm_while_logging_is_blocked_still_stops_the_worker(queue, qpath, c
     assert '"event": "worker.stopping"' in err
     assert '"event": "worker.stopped"' in err
     assert queue.counts()["queued"] > 0  # it stopped instead of draining the queue
+
+
+def test_sigterm_tells_a_long_job_to_stop_and_it_resumes_on_the_next_worker(
+        queue, qpath, workers, tmp_path):
+    """A 60 s job that checks ctx.stopping after each save ends its attempt on SIGTERM: the worker
+    exits well before its 30 s grace, and the job resumes, uncharged, where it stopped."""
+    pid_file = tmp_path / "pid"
+    jid = queue.enqueue_call("jobtasks:sum_steps", args=(600, 0.1, str(pid_file), 0.0, True))
+    first = workers(str(qpath))  # the default grace: 30 s
+    wait_until(lambda: queue.state(jid).checkpoint)
+
+    asked = time.monotonic()
+    os.kill(first.pid, signal.SIGTERM)
+    assert first.wait(timeout=60) == 0
+    assert time.monotonic() - asked < 30  # it did not wait out the grace (nor the 60 s job)
+    released = _for_job(first.events("job.released"), jid)
+    assert [(e["status"], e["attempt"]) for e in released] == [("queued", 0)]
+    assert "cause" not in released[0]  # the task gave it back itself: no kill at the deadline
+    stopped_at = queue.state(jid)
+    assert (stopped_at.status, stopped_at.attempts, stopped_at.errors) == (Status.QUEUED, 0, [])
+
+    second = workers(str(qpath))
+    state = queue.wait(jid, timeout=60)
+    assert state.status is Status.SUCCEEDED
+    assert state.result == {"sum": 600 * 601 // 2, "resumed_from": stopped_at.checkpoint[0],
+                            "attempt": 1}
+    assert stopped_at.checkpoint[0] > 0
+    assert (state.attempts, state.crashes, state.errors) == (1, 0, [])
+    assert len(_for_job(second.events("job.claimed"), jid)) == 1

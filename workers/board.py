@@ -4,7 +4,8 @@ A child claims, runs and records its own jobs in batches, so its supervisor neve
 job. The board tells it what it needs without a message per job: which claim is running since
 when, and with what time limit (to kill an attempt that overruns, or that ignores a cancellation;
 and, when the child dies, to charge that attempt and give back the claims it never started). The
-supervisor writes one thing back: a request to stop.
+supervisor writes one thing back: a request to stop (which the running task sees as
+``ctx.stopping``).
 
 One writer per field, so a sequence counter is enough (a seqlock): the child makes it odd while
 it writes and even when done; the supervisor reads until it sees the same even count before and

@@ -15,7 +15,9 @@ asked to cancel before the child starts it is given back unstarted, and ends can
 
 Messages to the supervisor: ``("recorded", count, ids_to_retry)`` after each commit, ``("idle",)``
 when nothing was ready and ``("busy",)`` when it claims again after that, ``("error", exc)`` before exiting on a storage error. From it: ``None``
-(with the board's stop flag) to stop after the current job.
+(with the board's stop flag) to stop after the current job. The running task reads that flag as
+``ctx.stopping``, so a long one can save, release its job (``ctx.release()``) and let the worker
+exit before its grace runs out.
 """
 
 from __future__ import annotations
@@ -190,7 +192,8 @@ class Runner:
                 return unloadable(self.queue.store, self.queue.log, claim, exc)
             if payload.timeout is not None:
                 self.board.time_limit(claim.job_id, claim.token, payload.timeout)
-            return storable(execute(self.queue.store, claim, payload, fn))
+            return storable(execute(self.queue.store, claim, payload, fn,
+                                    stopping=self.board.stop_requested))
         finally:
             self.board.idle()
 

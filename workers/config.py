@@ -23,7 +23,7 @@ class WorkerConfig:
     reap_interval: float = 0.1  # how often to look for dead workers and cancelled jobs
     shutdown_grace: float = 30.0  # on SIGTERM/SIGINT: time running jobs get to finish
     cancel_grace: float = 10.0  # a running job asked to cancel is killed after this
-    max_crashes: int = 3  # crashed attempts before a job is set aside as dead
+    max_crashes: int = 3  # crashes (attempts that died before saving) before a job is set aside
     retry_base: float = 1.0  # backoff of the first retry (then doubling, with jitter)
     retry_cap: float = 300.0  # longest backoff
     # Compact the log once purges have left about this many dead bytes in it (0: never; see

@@ -233,7 +233,7 @@ class Worker:
         elif reason == "shutdown":
             self._finish(job_id, token, _released, duration=elapsed, cause="worker shutdown")
         else:
-            self._finish(job_id, token, self._crash(slots.death_cause(exitcode)),
+            self._finish(job_id, token, self._crash(slots.death_cause(exitcode), token),
                          duration=elapsed, cause="crash")
 
     def _enforce_limits(self, now: float) -> None:
@@ -260,10 +260,11 @@ class Worker:
 
     # -- recording ---------------------------------------------------------------------------
 
-    def _crash(self, cause: str) -> Change:
+    def _crash(self, cause: str, token: int) -> Change:
+        """Record the death of attempt ``token``: charged unless it saved a new checkpoint."""
         max_crashes = self.config.max_crashes
         return lambda s, now, max_attempts: transitions.interrupted(
-            s, cause, now, max_attempts=max_attempts, max_crashes=max_crashes)
+            s, cause, now, max_attempts=max_attempts, max_crashes=max_crashes, token=token)
 
     def _retry_delay(self, attempt: int) -> float:
         return transitions.backoff(attempt, base=self.config.retry_base, cap=self.config.retry_cap)
@@ -308,7 +309,7 @@ class Worker:
                 cause = f"lease expired: worker {worker} stopped renewing it"
             else:
                 continue
-            change = self._crash(cause) if started else _released  # prefetched: never started
+            change = self._crash(cause, token) if started else _released  # prefetched: never started
             self._finished.append(Ended(job_id, token, change,
                                         {"cause": cause, "reaped_from": worker}))
 

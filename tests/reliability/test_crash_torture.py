@@ -394,7 +394,8 @@ class Torture:
                          f" {kills['worker']} child {kills['child']} supervisor"
                          f" {kills['supervisor']}, {kills['busy']} aimed at busy ones;"
                          f" producers {kills['producer']})",
-                "interrupted": figures["interrupted"], "reaped": figures["reaped"],
+                "interrupted": figures["interrupted"], "uncharged": figures["uncharged"],
+                "reaped": figures["reaped"],
                 "runs": figures["runs"],
                 "resumes": figures["resumes"], "lost": figures["lost"],
                 "duplicates": figures["duplicates"], "unlogged": figures["unlogged"],
@@ -423,11 +424,17 @@ class Torture:
             self.problems.append(f"{job_id}: wrong end state: result {state.result}, checkpoint"
                                  f" {state.checkpoint}, progress {state.progress}; expected sum"
                                  f" {total} at attempt {state.attempts}")
-        unexpected = [e for e in state.errors if " interrupted: " not in e]
-        if unexpected or state.crashes != state.attempts - 1:
+        # A crash after the attempt saved a new checkpoint is not charged; others are, each one
+        # an attempt and a crash.
+        charged = [e for e in state.errors if " interrupted: " in e]
+        free = [e for e in state.errors if " interrupted after saving a checkpoint (not charged): "
+                in e]
+        unexpected = [e for e in state.errors if e not in charged and e not in free]
+        if unexpected or state.crashes != state.attempts - 1 or len(charged) != state.crashes:
             self.problems.append(f"{job_id}: {state.attempts} attempts, {state.crashes} crashes;"
                                  f" errors other than crashes: {unexpected[:2]}")
         figures["interrupted"] += state.crashes
+        figures["uncharged"] += len(free)
         if successes > 1:
             self.problems.append(f"{job_id}: {successes} job.succeeded events")
             figures["duplicates"] += 1

@@ -698,7 +698,8 @@ def test_a_clock_jump_never_loses_a_running_job(qpath, workers, skew, holder):
             assert held.state(other).status is Status.SUCCEEDED
             state = held.state(job)
             if skew < 0 or holder == "dead":  # taken and run again, from its checkpoint
-                assert state.status is Status.SUCCEEDED and state.attempts == 2
+                # The holder's attempt had saved a new checkpoint: taking it charged nothing.
+                assert state.status is Status.SUCCEEDED and (state.attempts, state.crashes) == (1, 0)
                 cause = "lease expired" if holder == "alive" else "worker holder died"
                 assert cause in state.errors[0]
                 with pytest.raises(StaleClaim):  # the holder's late result does not count
