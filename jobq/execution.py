@@ -8,6 +8,7 @@ process. Either way a job runs through the same code.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Callable
@@ -39,11 +40,31 @@ class Outcome:
     error: str | None = None
     duration: float = 0.0
     timeout: float | None = None  # the job's own limit, learnt when its payload was loaded
+    # Set when the task raised: its exception's type and message, for the job.failed/job.dead
+    # event (``error`` is the whole traceback, as stored).
+    error_type: str | None = None
+    error_message: str | None = None
 
 
 def format_error(exc: BaseException) -> str:
     """The error text stored for a failed attempt: type, message and traceback."""
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
+def type_name(exc: BaseException) -> str:
+    """``ValueError``, ``mypkg.errors.Timeout``: as a traceback's last line names it."""
+    cls = type(exc)
+    module = getattr(cls, "__module__", None)
+    if module in (None, "builtins", "__main__"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a __str__ that raises must not turn a failed job into a worker error
+        return "<exception str() failed>"
 
 
 def load(log_: Log, claim: Claim, rules: PickleRules, store: Store | None = None
@@ -104,7 +125,8 @@ def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
         result = fn(*payload.args, **payload.kwargs)
     except Exception as exc:
         return Outcome("failed", error=format_error(exc), duration=time.monotonic() - started,
-                       timeout=payload.timeout)
+                       timeout=payload.timeout, error_type=type_name(exc),
+                       error_message=message(exc))
     finally:
         reset()
     return Outcome("succeeded", result=result, duration=time.monotonic() - started,
@@ -141,7 +163,7 @@ def record(store: Store, claim: Claim, outcome: Outcome, *, retry_delay: RetryDe
     except NotPicklable as exc:
         outcome = failure(f"the task's return value cannot be stored: {exc}", outcome.duration)
         state = store.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
-    log_transition(state, outcome.duration)
+    log_transition(state, outcome.duration, outcome=outcome)
     return state
 
 
@@ -151,20 +173,44 @@ EVENTS = {Status.SUCCEEDED: "job.succeeded", Status.FAILED: "job.failed", Status
 
 
 def log_transition(state: JobState, duration: float | None = None, *, logger: Any = None,
-                   **extra: Any) -> None:
+                   outcome: Outcome | None = None, **extra: Any) -> None:
     """One structured event per job transition (a claim's at debug level: thousands a second).
 
     A worker passes its own logger, bound once, so an event costs no per-call logger set-up.
+    A failed or dead job's event also says why (see :func:`failure_fields`); ``outcome`` is the
+    attempt's, when the code that ran it has it.
     """
     fields = {"job_id": state.job_id, "task": state.task, "attempt": state.attempts,
               "status": state.status.value, **extra}
     if duration is not None:
         fields["duration"] = round(duration, 6)
     logger = log if logger is None else logger
+    if state.status is Status.FAILED or state.status is Status.DEAD:
+        failure_fields(fields, state, outcome, logger)
     if state.status is Status.RUNNING:
         logger.debug(EVENTS[state.status], **fields)
     else:
         logger.info(EVENTS[state.status], **fields)
+
+
+def failure_fields(fields: dict[str, Any], state: JobState, outcome: Outcome | None,
+                   logger: Any) -> None:
+    """Add ``error_type`` and ``error`` to a failure's event, and at debug level ``traceback``.
+
+    Without them an operator reading the log learns that a job failed but not why. Only
+    failures pay for them. ``error_type`` is the exception's type when the task raised; None when
+    jobq ended the attempt (a timeout, a crash, a job that cannot be loaded), ``error`` then
+    being the reason recorded.
+    """
+    if outcome is not None and outcome.error_type is not None:
+        fields["error_type"] = outcome.error_type
+        fields["error"] = outcome.error_message
+        if outcome.error and logger.is_enabled_for(logging.DEBUG):
+            fields["traceback"] = outcome.error
+        return
+    lines = (state.error or "").strip().splitlines()
+    fields["error_type"] = None
+    fields["error"] = lines[-1] if lines else None
 
 
 def run_claim(store: Store, log_: Log, claim: Claim, rules: PickleRules, *,
