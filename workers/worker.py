@@ -227,7 +227,9 @@ class Worker:
             self._finish(job_id, token, change_for(outcome, self._retry_delay), duration=elapsed,
                          cause="timeout")
         elif reason == "cancel":
-            self._finish(job_id, token, lambda s, now, _: transitions.cancelled(s, now),
+            killed = (f"killed: asked to cancel, it did not stop within the"
+                      f" {self.config.cancel_grace:g} s grace period")
+            self._finish(job_id, token, lambda s, now, _: transitions.cancelled(s, now, killed),
                          duration=elapsed,
                          cause="cancelled and did not stop within the grace period")
         elif reason == "shutdown":
