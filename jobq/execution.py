@@ -156,14 +156,15 @@ def change_for(outcome: Outcome, retry_delay: RetryDelay
     return change
 
 
-def record(store: Store, claim: Claim, outcome: Outcome, *, retry_delay: RetryDelay) -> JobState:
+def record(store: Store, claim: Claim, outcome: Outcome, *, retry_delay: RetryDelay,
+           logger: Any = None) -> JobState:
     """Record an outcome under its claim; a result that cannot be pickled fails the attempt."""
     try:
         state = store.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
     except NotPicklable as exc:
         outcome = failure(f"the task's return value cannot be stored: {exc}", outcome.duration)
         state = store.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
-    log_transition(state, outcome.duration, outcome=outcome)
+    log_transition(state, outcome.duration, logger=logger, outcome=outcome)
     return state
 
 
@@ -205,7 +206,8 @@ def failure_fields(fields: dict[str, Any], state: JobState, outcome: Outcome | N
     if outcome is not None and outcome.error_type is not None:
         fields["error_type"] = outcome.error_type
         fields["error"] = outcome.error_message
-        if outcome.error and logger.is_enabled_for(logging.DEBUG):
+        enabled = getattr(logger, "is_enabled_for", None)
+        if outcome.error and (enabled is None or enabled(logging.DEBUG)):
             fields["traceback"] = outcome.error
         return
     lines = (state.error or "").strip().splitlines()
@@ -214,11 +216,13 @@ def failure_fields(fields: dict[str, Any], state: JobState, outcome: Outcome | N
 
 
 def run_claim(store: Store, log_: Log, claim: Claim, rules: PickleRules, *,
-              retry_delay: RetryDelay = lambda attempt: transitions.backoff(attempt)) -> JobState:
-    """Load, execute and record one claim in this process."""
+              retry_delay: RetryDelay = lambda attempt: transitions.backoff(attempt),
+              logger: Any = None) -> JobState:
+    """Load, execute and record one claim in this process (``logger``: for its events)."""
     try:
         payload, fn = load(log_, claim, rules, store)
     except JobqError as exc:
-        return record(store, claim, unloadable(store, log_, claim, exc), retry_delay=retry_delay)
+        return record(store, claim, unloadable(store, log_, claim, exc), retry_delay=retry_delay,
+                      logger=logger)
     outcome = execute(store, claim, payload, fn)
-    return record(store, claim, outcome, retry_delay=retry_delay)
+    return record(store, claim, outcome, retry_delay=retry_delay, logger=logger)

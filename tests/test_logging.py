@@ -209,3 +209,27 @@ def test_a_job_the_worker_kills_has_its_reason_in_the_event(qpath):
     dead = [e for e in _worker_events(qpath) if e["event"] == "job.dead"]
     assert dead[0]["error_type"] is None
     assert dead[0]["error"].startswith("timed out after 0.5 s"), dead[0]
+
+
+RUN_BURST = """
+import sys
+from structlog.testing import capture_logs
+from jobq.testing import run_burst, temporary_queue
+with temporary_queue() as q:
+    q.enqueue("jobtasks:add", 1, 2)
+    q.enqueue_call("jobtasks:boom", max_attempts=1)
+    assert run_burst(q) == 2
+    q.enqueue("jobtasks:add", 3, 4)
+    with capture_logs() as captured:
+        run_burst(q)
+assert [e["event"] for e in captured] == ["job.succeeded"], captured
+"""
+
+
+def test_run_burst_writes_no_job_events_to_stderr_unless_structlog_is_configured():
+    """A user's test output is not a worker's log; a test that configures structlog (here
+    capture_logs) still sees the events."""
+    result = subprocess.run([sys.executable, "-c", RUN_BURST], env=child_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and result.stdout == ""

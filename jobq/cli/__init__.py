@@ -97,22 +97,26 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", parents=[reads], help="jobs, newest first")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    job_id_help = "the job's id, or a prefix of exactly one id"
     p = sub.add_parser("show", parents=[reads], help="one job: payload, state, errors")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help=job_id_help)
     p = sub.add_parser("wait", parents=[reads], help="wait for a job, with a progress bar")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help=job_id_help)
     p.add_argument("--timeout", type=float, default=None, metavar="S")
     p = sub.add_parser("retry", parents=[common], help="re-queue a dead job (or all of them)")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("job_id", nargs="?")
+    target.add_argument("job_id", nargs="?", help=job_id_help)
     target.add_argument("--all-dead", action="store_true")
     p = sub.add_parser("cancel", parents=[common], help="cancel a waiting or running job")
-    p.add_argument("job_id")
-    p = sub.add_parser("purge", parents=[common], help="delete finished jobs older than a time")
-    p.add_argument("--status", action="append", required=True, choices=FINISHED,
-                   help="status to purge (repeatable)")
+    p.add_argument("job_id", help=job_id_help)
+    p = sub.add_parser("purge", parents=[common],
+                       help="delete jobs that finished more than a given time ago")
+    p.add_argument("--status", action="append", choices=FINISHED,
+                   help="status to purge (repeatable; default: every finished status,"
+                        f" {', '.join(FINISHED)})")
     p.add_argument("--older-than", required=True, metavar="DURATION",
-                   help="e.g. 90s, 15m, 12h, 7d")
+                   help="finished more than this long ago: 90s, 15m, 12h, 7d, 2w (a unit is"
+                        " required)")
     sub.add_parser("verify", parents=[reads],
                    help="check every job to run can be read; load every record and snapshot",
                    epilog=commands.VERIFY_EPILOG,

@@ -12,8 +12,9 @@ from typing import Any, TextIO
 
 from .. import config as config_mod
 from ..directory import FORMAT_FILE
-from ..errors import DamagedRecord, InvalidArgument, JobqError, NotAQueue, StorageError
-from ..queue import Queue, last_line
+from ..errors import (DamagedRecord, InvalidArgument, JobNotFound, JobqError, NotAQueue,
+                      StorageError)
+from ..queue import MAX_JOB_ID, Queue, last_line
 from ..state import Status
 from . import render
 
@@ -43,15 +44,36 @@ def parse_arg(text: str) -> Any:
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> float:
-    """'90', '90s', '15m', '12h', '7d', '2w' -> seconds."""
+    """'90s', '15m', '12h', '7d', '2w' -> seconds.
+
+    A bare number is refused: read as seconds, ``--older-than 7`` meant as days would purge
+    nearly every finished job.
+    """
     match = _DURATION.match(text)
     if not match:
         raise InvalidArgument(f"not a duration: {text!r} (use e.g. 90s, 15m, 12h, 7d)")
+    if not match.group(2):
+        raise InvalidArgument(f"duration {text!r} has no unit: write {match.group(1)}s,"
+                              f" {match.group(1)}m, {match.group(1)}h or {match.group(1)}d")
     return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def job_id_of(q: Queue, text: str) -> str:
+    """The job named by ``text``: its id, or a prefix of exactly one id (as git takes commits)."""
+    q.store.catch_up()
+    if not text or len(text) > MAX_JOB_ID or not text.isprintable() or q.store.exists(text):
+        return text  # not an id at all: the command's own check says why
+    found = q.store.ids_starting_with(text, 4)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise JobNotFound(f"no job with id {text!r} (nor one starting with it)", job_id=text)
+    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+    raise InvalidArgument(f"{text!r} starts several job ids ({shown}): give more of it")
 
 
 def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
@@ -73,18 +95,23 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     counts = q.counts()
-    oldest = q.store.oldest_waiting()
+    now = time.time()
+    waiting = q.store.waiting(now)
     running = q.store.rows(Status.RUNNING, limit=args.limit)
     quarantined = q.store.quarantined()
+    # Waiting for a worker: due jobs, queued or due for their retry; not a delay or a backoff.
+    due = [t for (_, is_due), t in waiting.items() if is_due]
+    oldest = min(due) if due else None
     if args.json:
+        retry = waiting.get((Status.FAILED, False))
         render.as_json({"path": q.path, "counts": counts, "running": running,
-                        "oldest_waiting_age": None if oldest is None else time.time() - oldest,
+                        "oldest_waiting_age": None if oldest is None else now - oldest,
+                        "next_retry_in": None if retry is None else retry - now,
                         "quarantined": quarantined}, out)
         return 0
     print(f"queue {q.path}", file=out)
     for name, n in counts.items():
-        note = f"  oldest waiting since {render.ago(oldest)}" if name == "queued" and oldest else ""
-        print(f"  {name:<10} {n:>8}{note}", file=out)
+        print(f"  {name:<10} {n:>8}{_waiting_note(name, waiting, now)}", file=out)
     if quarantined:
         print(f"\nwarning: {len(quarantined)} damaged log range(s) were skipped and copied to"
               f" {os.path.join(q.path, 'quarantine')} (last: {quarantined[-1]['reason']})",
@@ -95,6 +122,20 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                      [(r["job_id"], r["task"], r["attempts"], render.percent(r["progress"]),
                        render.ago(r["updated_at"]), r["owner"] or "-") for r in running], out)
     return 0
+
+
+def _waiting_note(name: str, waiting: dict[tuple[Status, bool], float], now: float) -> str:
+    """When the oldest queued job became due, else when the next is; when a retry is due."""
+    if name not in ("queued", "failed"):
+        return ""
+    status = Status(name)
+    if (status, True) in waiting:
+        what = "oldest waiting" if status is Status.QUEUED else "a retry waiting"
+        return f"  {what} since {render.ago(waiting[status, True], now)}"
+    if (status, False) in waiting:
+        what = "next due" if status is Status.QUEUED else "next retry"
+        return f"  {what} {render.ago(waiting[status, False], now)}"
+    return ""
 
 
 def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
@@ -114,7 +155,7 @@ def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     importable_cwd()
-    jid = args.job_id
+    jid = job_id_of(q, args.job_id)
     state, payload, problems = None, None, []
     try:
         state = q.state(jid)  # JobNotFound propagates: an unknown id is an error
@@ -181,7 +222,7 @@ def _summary(value: Any) -> str:
 
 def wait(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     """Wait for a job, drawing a live progress bar on a terminal."""
-    jid, live = args.job_id, out.isatty() and not args.json
+    jid, live = job_id_of(q, args.job_id), out.isatty() and not args.json
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     shown = None
     while True:
@@ -204,8 +245,12 @@ def wait(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         print(file=out)
     state = q.state(jid)
     if args.json:
-        render.as_json({"job_id": jid, "status": state.status.value, "result": state.result,
-                        "error": state.error}, out)
+        done: dict[str, Any] = {"job_id": jid, "status": state.status.value}
+        if state.status is Status.SUCCEEDED:  # an error of an earlier attempt is not its outcome
+            done["result"] = state.result
+        else:
+            done["error"] = state.error
+        render.as_json(done, out)
     else:
         detail = (f"result {render.short(state.result)}" if state.status is Status.SUCCEEDED
                   else last_line(state.error) if state.error else "")
@@ -219,31 +264,34 @@ def retry(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         count = sum(q.retry(j) for j in list(q.store.job_ids(Status.DEAD)))
         print(f"requeued {count} dead job{'s' if count != 1 else ''}", file=out)
         return 0
-    if not q.retry(args.job_id):
-        current = q.store.status(args.job_id).value
-        raise InvalidArgument(f"job {args.job_id} is {current}; only dead or cancelled jobs can be"
-                              " retried")
-    print(f"requeued {args.job_id}", file=out)
+    jid = job_id_of(q, args.job_id)
+    if not q.retry(jid):
+        raise InvalidArgument(f"job {jid} {render.status_phrase(q.store.status(jid))}; only dead"
+                              " or cancelled jobs can be retried")
+    print(f"requeued {jid}", file=out)
     return 0
 
 
 def cancel(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
-    if not q.cancel(args.job_id):
-        current = q.store.status(args.job_id).value
-        raise InvalidArgument(f"job {args.job_id} already finished ({current})")
-    if q.store.status(args.job_id) is Status.RUNNING:
-        print(f"cancellation requested: {args.job_id} is running; it ends cancelled when it stops"
+    jid = job_id_of(q, args.job_id)
+    if not q.cancel(jid):
+        current = q.store.status(jid)
+        raise InvalidArgument(f"job {jid} already finished: it {render.status_phrase(current)}")
+    if q.store.status(jid) is Status.RUNNING:
+        print(f"cancellation requested: {jid} is running; it ends cancelled when it stops"
               " (or is killed after the grace period)", file=out)
     else:
-        print(f"cancelled {args.job_id}", file=out)
+        print(f"cancelled {jid}", file=out)
     return 0
 
 
 def purge(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     older_than = parse_duration(args.older_than)
     from ..maintenance import purge as purge_jobs
-    count = purge_jobs(q, statuses=[Status(s) for s in args.status], older_than=older_than)
-    print(f"purged {count} job{'s' if count != 1 else ''}", file=out)
+    statuses = args.status or [s.value for s in Status if s.finished]
+    count = purge_jobs(q, statuses=[Status(s) for s in statuses], older_than=older_than)
+    print(f"purged {count} job{'s' if count != 1 else ''} ({', '.join(statuses)}) that finished"
+          f" more than {args.older_than.strip()} ago", file=out)
     return 0
 
 
