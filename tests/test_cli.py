@@ -323,3 +323,65 @@ def test_wait_json_on_a_success_has_no_error(qpath, tmp_path):
         assert q.state(jid).error  # the first attempt's
     done = json.loads(ok("wait", "--dir", str(qpath), jid, "--json"))
     assert done == {"job_id": jid, "status": "succeeded", "result": 2}
+
+
+@pytest.mark.parametrize("args", [
+    ("enqueue", "no_such_module_q:f"),
+    ("enqueue", "jobtasks:add", "1", "--delay", "-5"),
+    ("enqueue", "jobtasks:add", "--kwargs", "{bad"),
+    ("worker", "--burst", "--import", "no_such_module_q"),
+    ("worker", "--burst", "-c", "0"),
+], ids=["unimportable-task", "negative-delay", "bad-kwargs", "bad-import", "zero-workers"])
+def test_a_refused_command_creates_no_queue(tmp_path, args):
+    """A mistake at a mistyped --dir leaves nothing behind (nor its parent directories)."""
+    done = jobq(*args, "--dir", str(tmp_path / "typo" / "queue"), cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+READS = [("status",), ("list",), ("show", "x"), ("wait", "x"), ("cancel", "x"), ("retry", "x"),
+         ("purge", "--older-than", "1d"), ("verify",), ("compact",), ("backup", "dest")]
+
+
+@pytest.mark.parametrize("args", READS, ids=[a[0] for a in READS])
+def test_a_command_on_a_missing_queue_says_so_and_creates_nothing(tmp_path, args):
+    done = jobq(*args, "--dir", str(tmp_path / "typo"), cwd=tmp_path)
+    assert done.returncode in (1, 2)
+    assert done.stderr.strip() == (f"jobq: error: no queue at {tmp_path / 'typo'}: give its"
+                                   " directory with --dir or $JOBQ_HOME (jobq enqueue or jobq"
+                                   " worker creates one)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_jobq_home_with_a_tilde_is_expanded_and_named_in_messages(tmp_path):
+    """JOBQ_HOME='~/q' (quoted: the shell leaves the ~) is the home directory's q, not ./~/q."""
+    env = {"JOBQ_HOME": "~/q", "HOME": str(tmp_path / "home")}
+    missing = jobq("status", cwd=tmp_path, env=env)
+    assert missing.returncode == 1
+    assert f"no queue at {tmp_path / 'home' / 'q'} (from $JOBQ_HOME)" in missing.stderr
+    ok("enqueue", "jobtasks:add", "1", "2", cwd=tmp_path, env=env)
+    assert (tmp_path / "home" / "q" / "jobq.json").exists()
+    assert not (tmp_path / "~").exists()
+    assert ok("status", cwd=tmp_path, env=env).splitlines()[0] == f"queue {tmp_path / 'home' / 'q'}"
+
+
+def _worker_events(*args: str, **kw) -> list[dict]:  # type: ignore[no-untyped-def]
+    done = jobq("--log-format", "json", "worker", "--burst", *args, **kw)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stderr.splitlines()]
+
+
+def test_a_worker_names_its_queue_and_warns_when_it_created_it(tmp_path):
+    """worker.started says which queue; a worker that made a new queue says so, loudly."""
+    events = _worker_events(cwd=tmp_path, env={"JOBQ_HOME": str(tmp_path / "q")})
+    created = [e for e in events if e["event"] == "worker.queue_created"]
+    assert len(created) == 1 and created[0]["level"] == "warning"
+    assert created[0]["queue"] == str(tmp_path / "q") and created[0]["queue_from"] == "$JOBQ_HOME"
+    assert "created a new, empty queue" in created[0]["message"]
+    assert "(from $JOBQ_HOME)" in created[0]["message"]
+    started = [e for e in events if e["event"] == "worker.started"]
+    assert (started[0]["queue"], started[0]["queue_from"]) == (str(tmp_path / "q"), "$JOBQ_HOME")
+    again = _worker_events("--dir", str(tmp_path / "q"), cwd=tmp_path)
+    assert "worker.queue_created" not in [e["event"] for e in again]
+    assert [(e["queue"], e["queue_from"]) for e in again if e["event"] == "worker.started"] == \
+        [(str(tmp_path / "q"), "given")]

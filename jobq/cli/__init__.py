@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .. import __version__, _logging
+from .. import __version__, _logging, config
 from ..errors import JobqError
 from ..state import Status
 from . import commands
@@ -176,17 +176,27 @@ def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | Non
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from workers import Worker  # the worker runtime is only loaded by the command that runs it
+    # The worker runtime is only loaded by the command that runs it.
+    from workers import Worker, WorkerConfig
+    from workers.worker import import_modules
 
     commands.importable_cwd()
+    options = dict(concurrency=args.concurrency, imports=tuple(args.imports),
+                   shutdown_grace=args.shutdown_grace, max_crashes=args.max_crashes,
+                   **({} if args.prefetch is None else {"prefetch": args.prefetch}),
+                   **({} if args.compact_threshold is None
+                      else {"compact_threshold": args.compact_threshold}))
+    # Checked before the queue is opened: a refused worker leaves no new queue behind.
+    import_modules(WorkerConfig(**options).imports)
     with commands.open_queue(args, create=True, for_worker=True) as queue:
-        Worker(queue, concurrency=args.concurrency, imports=tuple(args.imports),
-               shutdown_grace=args.shutdown_grace,
-               max_crashes=args.max_crashes,
-               **({} if args.prefetch is None else {"prefetch": args.prefetch}),
-               **({} if args.compact_threshold is None
-                  else {"compact_threshold": args.compact_threshold})
-               ).run(burst=args.burst)
+        if queue.created:
+            from .._logging import get_logger
+            get_logger("jobq.cli").warning(
+                "worker.queue_created", queue=queue.path, queue_from=queue.config.origin,
+                message=f"this worker created a new, empty queue at"
+                        f" {config.describe(queue.config)} and waits for jobs there: if you"
+                        " meant an existing queue, stop it and give that one's --dir")
+        Worker(queue, **options).run(burst=args.burst)
     return 0
 
 
@@ -208,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from .. import demo
             return demo.main(args.dir, sys.stdout)
+        if args.command == "enqueue" and not commands.exists(config.build(args.dir).path):
+            return commands.enqueue_into_new(args, sys.stdout)
         with commands.open_queue(args, create=args.command in CREATES) as queue:
             return RUNNERS[args.command](queue, args, sys.stdout)
     except JobqError as exc:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
 import sys
+import tempfile
 import time
 from typing import Any, TextIO
 
@@ -22,11 +24,18 @@ TIMEOUT_EXIT = 124  # like coreutils timeout(1)
 
 
 def open_queue(args: argparse.Namespace, *, create: bool, for_worker: bool = False) -> Queue:
-    """The queue named by --dir; read-only commands refuse to create one by accident."""
-    path = config_mod.build(args.dir).path
-    if not create and not os.path.exists(os.path.join(path, FORMAT_FILE)):
-        raise NotAQueue(f"no queue at {path} (set --dir or $JOBQ_HOME)", path=path)
+    """The queue named by --dir; only ``worker`` and ``enqueue`` create one, the others say
+    there is none (a mistyped --dir, a command run from another directory)."""
+    cfg = config_mod.build(args.dir)
+    if not create and not exists(cfg.path):
+        raise NotAQueue(f"no queue at {config_mod.describe(cfg)}: give its directory with --dir"
+                        f" or ${config_mod.ENV_HOME} (jobq enqueue or jobq worker creates one)",
+                        path=cfg.path)
     return Queue._for_worker(args.dir) if for_worker else Queue(args.dir)
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(os.path.join(path, FORMAT_FILE))
 
 
 def importable_cwd() -> None:
@@ -74,6 +83,20 @@ def job_id_of(q: Queue, text: str) -> str:
         raise JobNotFound(f"no job with id {text!r} (nor one starting with it)", job_id=text)
     shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
     raise InvalidArgument(f"{text!r} starts several job ids ({shown}): give more of it")
+
+
+def enqueue_into_new(args: argparse.Namespace, out: TextIO) -> int:
+    """``jobq enqueue`` into a queue that does not exist yet: tried on a scratch queue first.
+
+    An enqueue refused (a task that does not import, arguments that do not fit or pickle, an
+    option out of range) must not leave a new queue behind at a mistyped --dir. Every check is
+    the enqueue's own, so none is repeated here; the scratch copy costs a few milliseconds, once.
+    """
+    with tempfile.TemporaryDirectory(prefix="jobq-check-") as scratch:
+        with Queue(os.path.join(scratch, "queue"), fsync=False) as q:
+            enqueue(q, args, io.StringIO())
+    with open_queue(args, create=True) as q:
+        return enqueue(q, args, out)
 
 
 def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
