@@ -40,10 +40,16 @@ class Outcome:
     error: str | None = None
     duration: float = 0.0
     timeout: float | None = None  # the job's own limit, learnt when its payload was loaded
-    # Set when the task raised: its exception's type and message, for the job.failed/job.dead
-    # event (``error`` is the whole traceback, as stored).
-    error_type: str | None = None
-    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Raised(Outcome):
+    """An attempt whose task raised: its exception's type and message, for the job.failed and
+    job.dead events (``error`` is the whole traceback, as stored). A subclass, so that the
+    outcome of every job that succeeds is made as fast as before."""
+
+    error_type: str = ""
+    error_message: str = ""
 
 
 def format_error(exc: BaseException) -> str:
@@ -124,9 +130,9 @@ def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
     try:
         result = fn(*payload.args, **payload.kwargs)
     except Exception as exc:
-        return Outcome("failed", error=format_error(exc), duration=time.monotonic() - started,
-                       timeout=payload.timeout, error_type=type_name(exc),
-                       error_message=message(exc))
+        return Raised("failed", error=format_error(exc), duration=time.monotonic() - started,
+                      timeout=payload.timeout, error_type=type_name(exc),
+                      error_message=message(exc))
     finally:
         reset()
     return Outcome("succeeded", result=result, duration=time.monotonic() - started,
@@ -181,17 +187,18 @@ def log_transition(state: JobState, duration: float | None = None, *, logger: An
     A failed or dead job's event also says why (see :func:`failure_fields`); ``outcome`` is the
     attempt's, when the code that ran it has it.
     """
+    status = state.status
     fields = {"job_id": state.job_id, "task": state.task, "attempt": state.attempts,
-              "status": state.status.value, **extra}
+              "status": status.value, **extra}
     if duration is not None:
         fields["duration"] = round(duration, 6)
     logger = log if logger is None else logger
-    if state.status is Status.FAILED or state.status is Status.DEAD:
+    if status is Status.RUNNING:
+        logger.debug(EVENTS[status], **fields)
+        return
+    if status is Status.FAILED or status is Status.DEAD:
         failure_fields(fields, state, outcome, logger)
-    if state.status is Status.RUNNING:
-        logger.debug(EVENTS[state.status], **fields)
-    else:
-        logger.info(EVENTS[state.status], **fields)
+    logger.info(EVENTS[status], **fields)
 
 
 def failure_fields(fields: dict[str, Any], state: JobState, outcome: Outcome | None,
@@ -203,7 +210,7 @@ def failure_fields(fields: dict[str, Any], state: JobState, outcome: Outcome | N
     jobq ended the attempt (a timeout, a crash, a job that cannot be loaded), ``error`` then
     being the reason recorded.
     """
-    if outcome is not None and outcome.error_type is not None:
+    if isinstance(outcome, Raised):
         fields["error_type"] = outcome.error_type
         fields["error"] = outcome.error_message
         enabled = getattr(logger, "is_enabled_for", None)
