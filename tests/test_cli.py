@@ -359,7 +359,11 @@ def test_jobq_home_with_a_tilde_is_expanded_and_named_in_messages(tmp_path):
     missing = jobq("status", cwd=tmp_path, env=env)
     assert missing.returncode == 1
     assert f"no queue at {tmp_path / 'home' / 'q'} (from $JOBQ_HOME)" in missing.stderr
-    ok("enqueue", "jobtasks:add", "1", "2", cwd=tmp_path, env=env)
+    created = jobq("enqueue", "jobtasks:add", "1", "2", cwd=tmp_path, env=env)
+    assert created.returncode == 0 and len(created.stdout.split()) == 1  # the job id alone
+    assert created.stderr == f"jobq: created a new queue at {tmp_path / 'home' / 'q'} (from" \
+                             " $JOBQ_HOME)\n"
+    assert jobq("enqueue", "jobtasks:add", "1", "2", cwd=tmp_path, env=env).stderr == ""
     assert (tmp_path / "home" / "q" / "jobq.json").exists()
     assert not (tmp_path / "~").exists()
     assert ok("status", cwd=tmp_path, env=env).splitlines()[0] == f"queue {tmp_path / 'home' / 'q'}"

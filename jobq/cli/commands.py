@@ -96,7 +96,11 @@ def enqueue_into_new(args: argparse.Namespace, out: TextIO) -> int:
         with Queue(os.path.join(scratch, "queue"), fsync=False) as q:
             enqueue(q, args, io.StringIO())
     with open_queue(args, create=True) as q:
-        return enqueue(q, args, out)
+        status = enqueue(q, args, out)
+        if q.created:  # a mistyped --dir would otherwise send jobs where no worker looks
+            print(f"jobq: created a new queue at {config_mod.describe(q.config)}",
+                  file=sys.stderr)
+        return status
 
 
 def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
