@@ -6,7 +6,6 @@ import argparse
 import io
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -14,11 +13,10 @@ from typing import Any, TextIO
 
 from .. import config as config_mod
 from ..directory import FORMAT_FILE
-from ..errors import (DamagedRecord, InvalidArgument, JobNotFound, JobqError, NotAQueue,
-                      StorageError)
-from ..queue import MAX_JOB_ID, Queue, last_line
+from ..errors import DamagedRecord, InvalidArgument, JobqError, NotAQueue, StorageError
+from ..queue import Queue, last_line
 from ..state import Status
-from . import render
+from . import inputs, render
 
 TIMEOUT_EXIT = 124  # like coreutils timeout(1)
 
@@ -42,47 +40,6 @@ def importable_cwd() -> None:
     """Tasks of the project the command runs in are importable, as in RQ and Celery."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-
-
-def parse_arg(text: str) -> Any:
-    """An ARG is JSON when it parses as JSON, else the string itself."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """'90s', '15m', '12h', '7d', '2w' -> seconds.
-
-    A bare number is refused: read as seconds, ``--older-than 7`` meant as days would purge
-    nearly every finished job.
-    """
-    match = _DURATION.match(text)
-    if not match:
-        raise InvalidArgument(f"not a duration: {text!r} (use e.g. 90s, 15m, 12h, 7d)")
-    if not match.group(2):
-        raise InvalidArgument(f"duration {text!r} has no unit: write {match.group(1)}s,"
-                              f" {match.group(1)}m, {match.group(1)}h or {match.group(1)}d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def job_id_of(q: Queue, text: str) -> str:
-    """The job named by ``text``: its id, or a prefix of exactly one id (as git takes commits)."""
-    q.store.catch_up()
-    if not text or len(text) > MAX_JOB_ID or not text.isprintable() or q.store.exists(text):
-        return text  # not an id at all: the command's own check says why
-    found = q.store.ids_starting_with(text, 4)
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise JobNotFound(f"no job with id {text!r} (nor one starting with it)", job_id=text)
-    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-    raise InvalidArgument(f"{text!r} starts several job ids ({shown}): give more of it")
 
 
 def enqueue_into_new(args: argparse.Namespace, out: TextIO) -> int:
@@ -113,7 +70,7 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
             raise InvalidArgument(f"--kwargs is not valid JSON: {exc}") from exc
         if not isinstance(kwargs, dict):
             raise InvalidArgument("--kwargs must be a JSON object, like '{\"key\": 1}'")
-    jid = q.enqueue_call(args.task, args=[parse_arg(a) for a in args.args], kwargs=kwargs,
+    jid = q.enqueue_call(args.task, args=[inputs.parse_arg(a) for a in args.args], kwargs=kwargs,
                          job_id=args.id, priority=args.priority, delay=args.delay,
                          max_attempts=args.max_attempts, timeout=args.timeout)
     print(jid, file=out)
@@ -182,7 +139,7 @@ def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     importable_cwd()
-    jid = job_id_of(q, args.job_id)
+    jid = inputs.job_id_of(q, args.job_id)
     state, payload, problems = None, None, []
     try:
         state = q.state(jid)  # JobNotFound propagates: an unknown id is an error
@@ -249,7 +206,7 @@ def _summary(value: Any) -> str:
 
 def wait(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     """Wait for a job, drawing a live progress bar on a terminal."""
-    jid, live = job_id_of(q, args.job_id), out.isatty() and not args.json
+    jid, live = inputs.job_id_of(q, args.job_id), out.isatty() and not args.json
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     shown = None
     while True:
@@ -291,7 +248,7 @@ def retry(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         count = sum(q.retry(j) for j in list(q.store.job_ids(Status.DEAD)))
         print(f"requeued {count} dead job{'s' if count != 1 else ''}", file=out)
         return 0
-    jid = job_id_of(q, args.job_id)
+    jid = inputs.job_id_of(q, args.job_id)
     if not q.retry(jid):
         raise InvalidArgument(f"job {jid} {render.status_phrase(q.store.status(jid))}; only dead"
                               " or cancelled jobs can be retried")
@@ -300,7 +257,7 @@ def retry(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cancel(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
-    jid = job_id_of(q, args.job_id)
+    jid = inputs.job_id_of(q, args.job_id)
     if not q.cancel(jid):
         current = q.store.status(jid)
         raise InvalidArgument(f"job {jid} already finished: it {render.status_phrase(current)}")
@@ -313,7 +270,7 @@ def cancel(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def purge(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
-    older_than = parse_duration(args.older_than)
+    older_than = inputs.parse_duration(args.older_than)
     from ..maintenance import purge as purge_jobs
     statuses = args.status or [s.value for s in Status if s.finished]
     count = purge_jobs(q, statuses=[Status(s) for s in statuses], older_than=older_than)
