@@ -22,7 +22,7 @@ from typing import Any
 
 _configure: Callable[[], None] | None = None
 _level: int | None = None  # least level the configuration lets through, once configured
-_default: Any = None  # jobq's own logger while structlog is unconfigured (see _unconfigured)
+_defaults: dict[int, Any] = {}  # jobq's own loggers while structlog is unconfigured, by level
 
 
 def configure_when_used(configure: Callable[[], None], level: int) -> None:
@@ -108,31 +108,36 @@ def auto_format(file: Any) -> str:
     return "console" if isatty is not None and isatty() else "json"
 
 
-def _unconfigured(structlog: Any) -> Any:
-    """jobq's logger while the application has not configured structlog: info and above, to
+def _unconfigured(structlog: Any, level: int = logging.INFO) -> Any:
+    """jobq's logger while the application has not configured structlog: ``level`` and above, to
     whatever ``sys.stderr`` is when an event is written. It leaves structlog's global
     configuration alone, so the application's own structlog use is unchanged."""
-    global _default
-    if _default is None:
-        _default = structlog.wrap_logger(
+    if level not in _defaults:
+        _defaults[level] = structlog.wrap_logger(
             BatchingWriter(None), processors=processors(auto_format(sys.stderr)),
-            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
-    return _default
+            wrapper_class=structlog.make_filtering_bound_logger(level))
+    return _defaults[level]
 
 
 class Logger:
-    """A structlog logger made on first use; ``bind`` and ``is_enabled_for`` stay lazy."""
+    """A structlog logger made on first use; ``bind`` and ``is_enabled_for`` stay lazy.
 
-    __slots__ = ("_name", "_context", "_logger", "_unconfigured")
+    ``unconfigured_level``: the least level written while neither the command line nor the
+    application configured structlog.
+    """
 
-    def __init__(self, name: str, context: dict[str, Any] | None = None) -> None:
+    __slots__ = ("_name", "_context", "_logger", "_unconfigured", "_level")
+
+    def __init__(self, name: str, context: dict[str, Any] | None = None,
+                 unconfigured_level: int = logging.INFO) -> None:
         self._name = name
         self._context = context or {}
         self._logger: Any = None
         self._unconfigured: Any = None  # this logger over _unconfigured(), once used
+        self._level = unconfigured_level
 
     def bind(self, **context: Any) -> Logger:
-        return Logger(self._name, {**self._context, **context})
+        return Logger(self._name, {**self._context, **context}, self._level)
 
     def is_enabled_for(self, level: int) -> bool:
         if self._logger is None and _level is not None:
@@ -148,7 +153,8 @@ class Logger:
             structlog = _structlog()
             if not structlog.is_configured():  # asked at every event: configuring comes later
                 if self._unconfigured is None:
-                    self._unconfigured = _unconfigured(structlog).bind(**self._context)
+                    self._unconfigured = _unconfigured(structlog, self._level).bind(
+                        **self._context)
                 return self._unconfigured
             # Unbound: structlog's lazy proxy, which reads the configuration at every event (so
             # structlog.testing.capture_logs sees it). Bound: made once, as structlog's bind does.
@@ -157,8 +163,8 @@ class Logger:
         return self._logger
 
 
-def get_logger(name: str) -> Logger:
-    return Logger(name)
+def get_logger(name: str, *, unconfigured_level: int = logging.INFO) -> Logger:
+    return Logger(name, unconfigured_level=unconfigured_level)
 
 
 class BatchingWriter:

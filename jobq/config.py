@@ -12,6 +12,7 @@ from .pickling import PickleRules
 ENV_HOME = "JOBQ_HOME"
 ENV_SECRET_KEY = "JOBQ_SECRET_KEY"
 DEFAULT_DIR = ".jobq"
+ENV_HOME_ORIGIN = "$" + ENV_HOME
 
 MiB = 1 << 20
 
@@ -25,6 +26,7 @@ class QueueConfig:
     """
 
     path: str
+    origin: str = "given"  # where the path came from: "given", "$JOBQ_HOME" or "default"
     fsync: bool = True
     secret_key: bytes | None = None
     rules: PickleRules = field(default_factory=PickleRules.build)
@@ -46,12 +48,28 @@ class QueueConfig:
             raise ConfigError("max_record_size must fit in 32 bits (4 GiB)")
 
 
+def describe(cfg: QueueConfig) -> str:
+    """The queue's path for a message, with where it came from when it was not given."""
+    if cfg.origin == ENV_HOME_ORIGIN:
+        return f"{cfg.path} (from ${ENV_HOME})"
+    if cfg.origin == "default":
+        return f"{cfg.path} (the default ./{DEFAULT_DIR}: neither --dir nor ${ENV_HOME} was set)"
+    return cfg.path
+
+
 def build(path: str | os.PathLike[str] | None = None, *, secret_key: str | bytes | None = None,
           allowed_modules: Iterable[str] | None = None, remap: Mapping[str, str] | None = None,
           **options: object) -> QueueConfig:
-    """Make a :class:`QueueConfig`, filling the directory and key from the environment."""
+    """Make a :class:`QueueConfig`, filling the directory and key from the environment.
+
+    ``~`` in ``$JOBQ_HOME`` is expanded: the shell leaves it alone in a quoted value
+    (``JOBQ_HOME='~/q'``), and a directory named ``~`` is never what was meant.
+    """
+    origin = "given"
     if path is None:
-        path = os.environ.get(ENV_HOME) or DEFAULT_DIR
+        home = os.environ.get(ENV_HOME)
+        path, origin = (os.path.expanduser(home), ENV_HOME_ORIGIN) if home \
+            else (DEFAULT_DIR, "default")
     try:
         path = os.fspath(path)
     except TypeError as exc:
@@ -67,7 +85,7 @@ def build(path: str | os.PathLike[str] | None = None, *, secret_key: str | bytes
     except (ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(f"bad remap or allowed_modules: {exc}") from exc
     try:
-        return QueueConfig(path=os.path.abspath(path), secret_key=secret_key, rules=rules,
-                           **options)  # type: ignore[arg-type]
+        return QueueConfig(path=os.path.abspath(path), origin=origin, secret_key=secret_key,
+                           rules=rules, **options)  # type: ignore[arg-type]
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc

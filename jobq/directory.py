@@ -36,6 +36,7 @@ class QueueDir:
 
     root: str
     fixed: dict[str, int] = field(default_factory=dict)  # FIXED_SETTINGS recorded at creation
+    created: bool = False  # this open made the queue (wrote its format file)
 
     @property
     def log(self) -> str:
@@ -79,6 +80,7 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
         durable.make_dir(path)
         qdir = QueueDir(path)
         info = _read_format(qdir)
+        created = False
         if info is None:
             # Another process creating this queue at the same moment may have its temporary
             # format file here, or its format file since the read above: the first to link
@@ -94,15 +96,16 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
             wanted = {"format": FORMAT, "signed": secret_key is not None,
                       "key_check": key_check(secret_key),
                       **{k: settings[k] for k in FIXED_SETTINGS}}
-            durable.atomic_write(os.path.join(path, FORMAT_FILE),
-                                 json.dumps(wanted, indent=1).encode() + b"\n", exclusive=True)
+            created = durable.atomic_write(os.path.join(path, FORMAT_FILE),
+                                           json.dumps(wanted, indent=1).encode() + b"\n",
+                                           exclusive=True)
             info = _read_format(qdir)
             assert info is not None
         _check_format(path, info, secret_key)
         if info["format"] != FORMAT:
             _upgrade_format(qdir, info)
         qdir = QueueDir(path, {k: v for k in FIXED_SETTINGS
-                               if isinstance(v := info.get(k), int) and v > 0})
+                               if isinstance(v := info.get(k), int) and v > 0}, created)
         durable.make_dir(qdir.log)
         durable.make_dir(qdir.quarantine)
     except OSError as exc:

@@ -8,6 +8,7 @@ process. Either way a job runs through the same code.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Callable
@@ -45,9 +46,35 @@ class Outcome:
     timeout: float | None = None  # the job's own limit, learnt when its payload was loaded
 
 
+@dataclass(frozen=True)
+class Raised(Outcome):
+    """An attempt whose task raised: its exception's type and message, for the job.failed and
+    job.dead events (``error`` is the whole traceback, as stored). A subclass, so that the
+    outcome of every job that succeeds is made as fast as before."""
+
+    error_type: str = ""
+    error_message: str = ""
+
+
 def format_error(exc: BaseException) -> str:
     """The error text stored for a failed attempt: type, message and traceback."""
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
+def type_name(exc: BaseException) -> str:
+    """``ValueError``, ``mypkg.errors.Timeout``: as a traceback's last line names it."""
+    cls = type(exc)
+    module = getattr(cls, "__module__", None)
+    if module in (None, "builtins", "__main__"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a __str__ that raises must not turn a failed job into a worker error
+        return "<exception str() failed>"
 
 
 def load(log_: Log, claim: Claim, rules: PickleRules, store: Store | None = None
@@ -125,8 +152,9 @@ def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
                        timeout=payload.timeout)
     except Exception as exc:
         kind: Kind = "fatal" if isinstance(exc, PermanentFailure) else "failed"
-        return Outcome(kind, error=format_error(exc), duration=time.monotonic() - started,
-                       timeout=payload.timeout)
+        return Raised(kind, error=format_error(exc), duration=time.monotonic() - started,
+                      timeout=payload.timeout, error_type=type_name(exc),
+                      error_message=message(exc))
     finally:
         reset()
     return Outcome("succeeded", result=result, duration=time.monotonic() - started,
@@ -160,14 +188,15 @@ def change_for(outcome: Outcome, retry_delay: RetryDelay
     return change
 
 
-def record(store: Store, claim: Claim, outcome: Outcome, *, retry_delay: RetryDelay) -> JobState:
+def record(store: Store, claim: Claim, outcome: Outcome, *, retry_delay: RetryDelay,
+           logger: Any = None) -> JobState:
     """Record an outcome under its claim; a result that cannot be pickled fails the attempt."""
     try:
         state = store.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
     except NotPicklable as exc:
         outcome = failure(f"the task's return value cannot be stored: {exc}", outcome.duration)
         state = store.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
-    log_transition(state, outcome.duration)
+    log_transition(state, outcome.duration, logger=logger, outcome=outcome)
     return state
 
 
@@ -177,28 +206,56 @@ EVENTS = {Status.SUCCEEDED: "job.succeeded", Status.FAILED: "job.failed", Status
 
 
 def log_transition(state: JobState, duration: float | None = None, *, logger: Any = None,
-                   **extra: Any) -> None:
+                   outcome: Outcome | None = None, **extra: Any) -> None:
     """One structured event per job transition (a claim's at debug level: thousands a second).
 
     A worker passes its own logger, bound once, so an event costs no per-call logger set-up.
+    A failed or dead job's event also says why (see :func:`failure_fields`); ``outcome`` is the
+    attempt's, when the code that ran it has it.
     """
+    status = state.status
     fields = {"job_id": state.job_id, "task": state.task, "attempt": state.attempts,
-              "status": state.status.value, **extra}
+              "status": status.value, **extra}
     if duration is not None:
         fields["duration"] = round(duration, 6)
     logger = log if logger is None else logger
-    if state.status is Status.RUNNING:
-        logger.debug(EVENTS[state.status], **fields)
-    else:
-        logger.info(EVENTS[state.status], **fields)
+    if status is Status.RUNNING:
+        logger.debug(EVENTS[status], **fields)
+        return
+    if status is Status.FAILED or status is Status.DEAD:
+        failure_fields(fields, state, outcome, logger)
+    logger.info(EVENTS[status], **fields)
+
+
+def failure_fields(fields: dict[str, Any], state: JobState, outcome: Outcome | None,
+                   logger: Any) -> None:
+    """Add ``error_type`` and ``error`` to a failure's event, and at debug level ``traceback``.
+
+    Without them an operator reading the log learns that a job failed but not why. Only
+    failures pay for them. ``error_type`` is the exception's type when the task raised; None when
+    jobq ended the attempt (a timeout, a crash, a job that cannot be loaded), ``error`` then
+    being the reason recorded.
+    """
+    if isinstance(outcome, Raised):
+        fields["error_type"] = outcome.error_type
+        fields["error"] = outcome.error_message
+        enabled = getattr(logger, "is_enabled_for", None)
+        if outcome.error and (enabled is None or enabled(logging.DEBUG)):
+            fields["traceback"] = outcome.error
+        return
+    lines = (state.error or "").strip().splitlines()
+    fields["error_type"] = None
+    fields["error"] = lines[-1] if lines else None
 
 
 def run_claim(store: Store, log_: Log, claim: Claim, rules: PickleRules, *,
-              retry_delay: RetryDelay = lambda attempt: transitions.backoff(attempt)) -> JobState:
-    """Load, execute and record one claim in this process."""
+              retry_delay: RetryDelay = lambda attempt: transitions.backoff(attempt),
+              logger: Any = None) -> JobState:
+    """Load, execute and record one claim in this process (``logger``: for its events)."""
     try:
         payload, fn = load(log_, claim, rules, store)
     except JobqError as exc:
-        return record(store, claim, unloadable(store, log_, claim, exc), retry_delay=retry_delay)
+        return record(store, claim, unloadable(store, log_, claim, exc), retry_delay=retry_delay,
+                      logger=logger)
     outcome = execute(store, claim, payload, fn)
-    return record(store, claim, outcome, retry_delay=retry_delay)
+    return record(store, claim, outcome, retry_delay=retry_delay, logger=logger)

@@ -63,6 +63,7 @@ class Queue:
                                       f" process must use it (omit {name})")
                 cfg = dataclasses.replace(cfg, **{name: value})
         self.config = cfg
+        self.created = qdir.created  # this Queue made the directory a queue: a new, empty one
         self._clock = clock
         self._default_options: _Options | None = None  # the usual options, once validated
         try:

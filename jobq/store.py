@@ -278,12 +278,26 @@ class Store:
             raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
         return dict(zip(names, row))
 
-    def oldest_waiting(self) -> float | None:
-        """Enqueue time of the oldest job still waiting to run, or None."""
+    def waiting(self, now: float) -> dict[tuple[Status, bool], float]:
+        """(status, due by ``now``) -> the earliest ``run_at``, for queued and failed jobs.
+
+        Tells a job waiting for a worker (due) from one delayed or waiting for its retry: only
+        the first is a backlog, and `jobq status` must not count a retry's wait as one.
+        """
         with self._db.reading():
-            row = self.conn.execute("SELECT MIN(enqueued_at) FROM jobs WHERE status IN (?, ?)",
-                                    (Status.QUEUED.value, Status.FAILED.value)).fetchone()
-        return row[0]
+            rows = self.conn.execute(
+                "SELECT status, run_at <= ?, MIN(run_at) FROM jobs WHERE status IN (?, ?)"
+                " GROUP BY 1, 2", (now, Status.QUEUED.value, Status.FAILED.value)).fetchall()
+        return {(Status(status), bool(due)): run_at for status, due, run_at in rows}
+
+    def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` job ids that start with ``prefix``, in order: a range of the job_id
+        index (a LIKE would scan the table, and treat ``_`` and ``%`` as wildcards)."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first string past every match
+        with self._db.reading():
+            rows = self.conn.execute("SELECT job_id FROM jobs WHERE job_id >= ? AND job_id < ?"
+                                     " ORDER BY job_id LIMIT ?", (prefix, end, limit)).fetchall()
+        return [job_id for job_id, in rows]
 
     def job_ids(self, status: Status | None = None, page: int = 500) -> Iterator[str]:
         """Job ids in arrival order, read page by page (never all at once)."""

@@ -90,9 +90,14 @@ def cancel_requested(state: JobState, now: float) -> JobState:
     return _evolve(state, cancel_requested=True, updated_at=now)
 
 
-def cancelled(state: JobState, now: float) -> JobState:
-    return _evolve(state, status=Status.CANCELLED, cancel_requested=True,
-                               finished_at=now, updated_at=now)
+def cancelled(state: JobState, now: float, reason: str | None = None) -> JobState:
+    """The job ends cancelled; ``reason``, if given, is kept as its error (the worker had to
+    kill it, say), so that ``jobq show`` tells what the worker's log told."""
+    if reason is None:
+        return _evolve(state, status=Status.CANCELLED, cancel_requested=True,
+                       finished_at=now, updated_at=now)
+    return _evolve(state, status=Status.CANCELLED, cancel_requested=True, error=reason,
+                   errors=[*state.errors, reason], finished_at=now, updated_at=now)
 
 
 def requeued(state: JobState, now: float) -> JobState:

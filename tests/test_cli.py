@@ -77,7 +77,7 @@ def test_status_list_show_wait_on_a_real_run(qpath):
     shown_counts = {line.split()[0]: int(line.split()[1]) for line in status.splitlines()[1:7]}
     assert shown_counts == {"queued": 1, "running": 0, "failed": 0, "succeeded": 1, "dead": 1,
                             "cancelled": 0}
-    assert "oldest waiting since" in status
+    assert "next due in 59m" in status  # delayed an hour: not waiting for a worker
     counts = json.loads(ok("status", "--dir", str(qpath), "--json"))["counts"]
     assert counts == {"queued": 1, "running": 0, "failed": 0, "succeeded": 1, "dead": 1,
                       "cancelled": 0}
@@ -110,7 +110,7 @@ def test_retry_and_cancel(qpath):
     assert again.returncode == 1 and "only dead or cancelled" in again.stderr
     assert ok("cancel", "--dir", str(qpath), waiting).strip() == f"cancelled {waiting}"
     twice = jobq("cancel", "--dir", str(qpath), waiting)
-    assert twice.returncode == 1 and "already finished (cancelled)" in twice.stderr
+    assert twice.returncode == 1 and "already finished: it was cancelled" in twice.stderr
     with Queue(qpath) as q:
         assert q.state(waiting).status is Status.CANCELLED
         assert [q.state(j).status for j in dead] == [Status.QUEUED, Status.QUEUED]
@@ -185,7 +185,8 @@ def test_purge_and_compact_reclaim_space(qpath):
         Worker(q, concurrency=2).run(burst=True)
         keep = q.enqueue_call("jobtasks:add", args=(1, 1), delay=3600)
     assert ok("purge", "--dir", str(qpath), "--status", "succeeded",
-              "--older-than", "0s").strip() == "purged 300 jobs"
+              "--older-than", "0s").strip() == \
+        "purged 300 jobs (succeeded) that finished more than 0s ago"
     out = ok("compact", "--dir", str(qpath))
     assert out.startswith("reclaimed ") and "segments rewritten" in out
     assert int(out.split()[1].replace(",", "")) > 0
@@ -203,6 +204,8 @@ def test_purge_and_compact_reclaim_space(qpath):
     (("enqueue", "no_such_module_q:f"), 1, "cannot find module 'no_such_module_q'"),
     (("enqueue", "jobtasks:add", "--delay", "-5"), 1, "delay must be"),
     (("purge", "--status", "succeeded", "--older-than", "soon"), 1, "not a duration"),
+    (("purge", "--older-than", "1"), 1, "duration '1' has no unit: write 1s, 1m, 1h or 1d"),
+    (("purge",), 2, "the following arguments are required: --older-than"),
     (("purge", "--status", "queued", "--older-than", "1d"), 2, "invalid choice"),
     (("worker", "-c", "0"), 1, "concurrency must be an integer >= 1"),
     (("worker", "--import", "no_such_module_q"), 1, "cannot import no_such_module_q"),
@@ -211,7 +214,8 @@ def test_purge_and_compact_reclaim_space(qpath):
     (("demo", "--bogus"), 2, "unrecognized arguments"),
     ((), 2, "required"),
 ], ids=["missing-dir", "file-as-dir", "unknown-job", "bad-json", "kwargs-not-object",
-        "unimportable-task", "negative-delay", "bad-duration", "purge-unfinished", "zero-workers",
+        "unimportable-task", "negative-delay", "bad-duration", "duration-without-unit",
+        "purge-without-age", "purge-unfinished", "zero-workers",
         "bad-import", "bad-compact-threshold", "bad-status", "unknown-flag", "no-command"])
 def test_mistakes_are_one_line_and_non_zero(tmp_path, args, code, message):
     """User mistakes print one clear line on stderr, no traceback, and exit non-zero."""
@@ -262,3 +266,139 @@ def test_worker_compact_threshold_takes_bytes_with_a_unit_or_off(text, size):
     """``--compact-threshold`` reads a byte count (K, M, G are binary) or ``off``."""
     from jobq.cli import _parser
     assert _parser().parse_args(["worker", "--compact-threshold", text]).compact_threshold == size
+
+
+def test_status_does_not_count_a_retry_wait_as_waiting(qpath):
+    """A job waiting for its retry's backoff is not a backlog: status says when it is due."""
+    from jobq.testing import run_burst
+    with Queue(qpath) as q:
+        q.enqueue_call("jobtasks:boom", max_attempts=2)
+        run_burst(q, retry_delay=lambda attempt: 3600)
+    lines = {line.split()[0]: line for line in ok("status", "--dir", str(qpath)).splitlines()[1:7]}
+    assert lines["queued"].split() == ["queued", "0"]
+    assert lines["failed"].split()[:2] == ["failed", "1"] and "next retry in 59m" in lines["failed"]
+    report = json.loads(ok("status", "--dir", str(qpath), "--json"))
+    assert report["oldest_waiting_age"] is None and 3500 < report["next_retry_in"] <= 3600
+
+
+def test_purge_defaults_to_every_finished_status(qpath):
+    """Without --status, purge takes succeeded, dead and cancelled jobs, and says so."""
+    from jobq.testing import run_burst
+    with Queue(qpath) as q:
+        q.enqueue("jobtasks:add", 1, 1)
+        q.enqueue_call("jobtasks:boom", max_attempts=1)
+        q.cancel(q.enqueue("jobtasks:add", 2, 2))
+        waiting = q.enqueue_call("jobtasks:add", args=(3, 3), delay=3600)
+        run_burst(q)
+    out = ok("purge", "--dir", str(qpath), "--older-than", "0s")
+    assert out.strip() == ("purged 3 jobs (succeeded, dead, cancelled) that finished more than"
+                           " 0s ago")
+    with Queue(qpath) as q:
+        assert [s.job_id for s in q.jobs()] == [waiting]
+
+
+def test_a_job_is_named_by_a_unique_prefix_of_its_id(qpath):
+    """show, wait, cancel and retry take a prefix of one id; an ambiguous one is refused, with
+    some of the ids it starts."""
+    with Queue(qpath) as q:
+        ids = [q.enqueue_call("jobtasks:add", args=(1, 1), job_id=f"csv-{n}", delay=3600)
+               for n in (1, 2, 30)]
+        other = q.enqueue_call("jobtasks:add", args=(1, 1), job_id="report-7", delay=3600)
+    assert ok("show", "--dir", str(qpath), "rep").splitlines()[0].split() == ["job", other]
+    assert ok("cancel", "--dir", str(qpath), "csv-3").strip() == "cancelled csv-30"
+    assert ok("retry", "--dir", str(qpath), "csv-3").strip() == "requeued csv-30"
+    assert ok("show", "--dir", str(qpath), "csv-1").splitlines()[0].split() == ["job", ids[0]]
+    ambiguous = jobq("show", "--dir", str(qpath), "csv")
+    assert ambiguous.returncode == 1
+    assert ambiguous.stderr.strip() == ("jobq: error: 'csv' starts several job ids (csv-1, csv-2,"
+                                        " csv-30): give more of it")
+    unknown = jobq("wait", "--dir", str(qpath), "csx")
+    assert unknown.returncode == 1 and "no job with id 'csx'" in unknown.stderr
+
+
+def test_retry_of_a_job_that_succeeded_reads_as_english(qpath):
+    from jobq.testing import run_burst
+    with Queue(qpath) as q:
+        q.enqueue_call("jobtasks:add", args=(1, 1), job_id="csv-1")
+        run_burst(q)
+    done = jobq("retry", "--dir", str(qpath), "csv-1")
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("jobq: error: job csv-1 has succeeded; only dead or cancelled"
+                                   " jobs can be retried")
+
+
+def test_wait_json_on_a_success_has_no_error(qpath, tmp_path):
+    """A job that succeeded after a failed attempt: its result, not the earlier attempt's error."""
+    from jobq.testing import run_burst
+    with Queue(qpath) as q:
+        jid = q.enqueue("jobtasks:fail_until", 2)
+        run_burst(q)
+        assert q.state(jid).error  # the first attempt's
+    done = json.loads(ok("wait", "--dir", str(qpath), jid, "--json"))
+    assert done == {"job_id": jid, "status": "succeeded", "result": 2}
+
+
+@pytest.mark.parametrize("args", [
+    ("enqueue", "no_such_module_q:f"),
+    ("enqueue", "jobtasks:add", "1", "--delay", "-5"),
+    ("enqueue", "jobtasks:add", "--kwargs", "{bad"),
+    ("worker", "--burst", "--import", "no_such_module_q"),
+    ("worker", "--burst", "-c", "0"),
+], ids=["unimportable-task", "negative-delay", "bad-kwargs", "bad-import", "zero-workers"])
+def test_a_refused_command_creates_no_queue(tmp_path, args):
+    """A mistake at a mistyped --dir leaves nothing behind (nor its parent directories)."""
+    done = jobq(*args, "--dir", str(tmp_path / "typo" / "queue"), cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "typo").exists()
+
+
+READS = [("status",), ("list",), ("show", "x"), ("wait", "x"), ("cancel", "x"), ("retry", "x"),
+         ("purge", "--older-than", "1d"), ("verify",), ("compact",), ("backup", "dest")]
+
+
+@pytest.mark.parametrize("args", READS, ids=[a[0] for a in READS])
+def test_a_command_on_a_missing_queue_says_so_and_creates_nothing(tmp_path, args):
+    done = jobq(*args, "--dir", str(tmp_path / "typo"), cwd=tmp_path)
+    assert done.returncode in (1, 2)
+    assert done.stderr.strip() == (f"jobq: error: no queue at {tmp_path / 'typo'}: give its"
+                                   " directory with --dir or $JOBQ_HOME (jobq enqueue or jobq"
+                                   " worker creates one)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_jobq_home_with_a_tilde_is_expanded_and_named_in_messages(tmp_path):
+    """JOBQ_HOME='~/q' (quoted: the shell leaves the ~) is the home directory's q, not ./~/q."""
+    env = {"JOBQ_HOME": "~/q", "HOME": str(tmp_path / "home")}
+    missing = jobq("status", cwd=tmp_path, env=env)
+    assert missing.returncode == 1
+    assert f"no queue at {tmp_path / 'home' / 'q'} (from $JOBQ_HOME)" in missing.stderr
+    created = jobq("enqueue", "jobtasks:add", "1", "2", cwd=tmp_path, env=env)
+    assert created.returncode == 0 and len(created.stdout.split()) == 1  # the job id alone
+    assert created.stderr == f"jobq: created a new queue at {tmp_path / 'home' / 'q'} (from" \
+                             " $JOBQ_HOME)\n"
+    assert jobq("enqueue", "jobtasks:add", "1", "2", cwd=tmp_path, env=env).stderr == ""
+    assert (tmp_path / "home" / "q" / "jobq.json").exists()
+    assert not (tmp_path / "~").exists()
+    assert ok("status", cwd=tmp_path, env=env).splitlines()[0] == f"queue {tmp_path / 'home' / 'q'}"
+
+
+def _worker_events(*args: str, **kw) -> list[dict]:  # type: ignore[no-untyped-def]
+    done = jobq("--log-format", "json", "worker", "--burst", *args, **kw)
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stderr.splitlines()]
+
+
+def test_a_worker_names_its_queue_and_warns_when_it_created_it(tmp_path):
+    """worker.started says which queue; a worker that made a new queue says so, loudly."""
+    events = _worker_events(cwd=tmp_path, env={"JOBQ_HOME": str(tmp_path / "q")})
+    created = [e for e in events if e["event"] == "worker.queue_created"]
+    assert len(created) == 1 and created[0]["level"] == "warning"
+    assert created[0]["queue"] == str(tmp_path / "q") and created[0]["queue_from"] == "$JOBQ_HOME"
+    assert "created a new, empty queue" in created[0]["message"]
+    assert "(from $JOBQ_HOME)" in created[0]["message"]
+    started = [e for e in events if e["event"] == "worker.started"]
+    assert (started[0]["queue"], started[0]["queue_from"]) == (str(tmp_path / "q"), "$JOBQ_HOME")
+    again = _worker_events("--dir", str(tmp_path / "q"), cwd=tmp_path)
+    assert "worker.queue_created" not in [e["event"] for e in again]
+    assert [(e["queue"], e["queue_from"]) for e in again if e["event"] == "worker.started"] == \
+        [(str(tmp_path / "q"), "given")]

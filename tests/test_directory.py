@@ -136,3 +136,11 @@ def test_processes_creating_the_same_queue_at_once_all_open_it(tmp_path, childre
             assert proc.returncode == 0, err
         assert json.loads((qpath / "jobq.json").read_text())["format"] == 2
         assert not [p.name for p in qpath.iterdir() if ".tmp." in p.name]
+
+
+def test_a_queue_knows_whether_opening_it_created_it(tmp_path):
+    """What lets ``jobq worker`` warn that it watches a queue it just made."""
+    with Queue(tmp_path / "q") as first:
+        assert first.created
+    with Queue(tmp_path / "q") as again:
+        assert not again.created

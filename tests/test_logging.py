@@ -168,3 +168,68 @@ def test_the_iso_time_stamper_writes_utc_with_microseconds():
         at = datetime.fromisoformat(stamp[:-1]).replace(tzinfo=timezone.utc).timestamp()
         assert before - 1e-6 <= at <= after + 1e-6
         time.sleep(0.6)
+
+
+def _worker_events(qpath, *options: str) -> list[dict]:
+    from conftest import jobq_command
+    result = subprocess.run([*jobq_command(), "--log-format", "json", *options, "worker",
+                             "--dir", str(qpath), "--burst"], env=child_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stderr.splitlines()]
+
+
+def test_failure_events_say_which_exception_and_its_message(qpath):
+    """job.failed and job.dead name the exception's type and message; the traceback only at
+    debug level, and success events carry none of it."""
+    from jobq import Queue
+
+    with Queue(qpath) as q:
+        q.enqueue_call("jobtasks:boom", args=("broken input",), max_attempts=2)
+        q.enqueue("jobtasks:add", 1, 2)
+    events = {e["event"]: e for e in _worker_events(qpath)}
+    for name in ("job.failed", "job.dead"):
+        assert (events[name]["error_type"], events[name]["error"]) == ("ValueError",
+                                                                       "broken input")
+        assert "traceback" not in events[name]
+    assert not {"error", "error_type"} & set(events["job.succeeded"])
+    with Queue(qpath) as q:
+        q.enqueue_call("jobtasks:boom", args=("again",), max_attempts=1)
+    dead = [e for e in _worker_events(qpath, "--log-level", "debug") if e["event"] == "job.dead"]
+    assert dead[0]["error"] == "again"
+    assert "Traceback" in dead[0]["traceback"] and "ValueError: again" in dead[0]["traceback"]
+
+
+def test_a_job_the_worker_kills_has_its_reason_in_the_event(qpath):
+    """A failure jobq decides (here a timeout) has no exception type, and its recorded reason."""
+    from jobq import Queue
+
+    with Queue(qpath) as q:
+        q.enqueue_call("jobtasks:sleep_for", args=(60,), max_attempts=1, timeout=0.5)
+    dead = [e for e in _worker_events(qpath) if e["event"] == "job.dead"]
+    assert dead[0]["error_type"] is None
+    assert dead[0]["error"].startswith("timed out after 0.5 s"), dead[0]
+
+
+RUN_BURST = """
+import sys
+from structlog.testing import capture_logs
+from jobq.testing import run_burst, temporary_queue
+with temporary_queue() as q:
+    q.enqueue("jobtasks:add", 1, 2)
+    q.enqueue_call("jobtasks:boom", max_attempts=1)
+    assert run_burst(q) == 2
+    q.enqueue("jobtasks:add", 3, 4)
+    with capture_logs() as captured:
+        run_burst(q)
+assert [e["event"] for e in captured] == ["job.succeeded"], captured
+"""
+
+
+def test_run_burst_writes_no_job_events_to_stderr_unless_structlog_is_configured():
+    """A user's test output is not a worker's log; a test that configures structlog (here
+    capture_logs) still sees the events."""
+    result = subprocess.run([sys.executable, "-c", RUN_BURST], env=child_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and result.stdout == ""

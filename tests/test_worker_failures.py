@@ -199,6 +199,9 @@ def test_running_job_ignoring_cancellation_is_killed_after_the_grace(queue, qpat
     assert worker.returncode == 0, err
     ended = [e for e in _json_events(err) if e["event"] == "job.cancelled"]
     assert [e["cause"] for e in ended] == ["cancelled and did not stop within the grace period"]
+    # The job's own record says so too (jobq show prints it), not only the worker's log.
+    assert state.error == ("killed: asked to cancel, it did not stop within the 0.5 s grace"
+                           " period")
 
 
 def test_task_that_no_longer_exists_is_dead_at_once_with_the_reason(queue, monkeypatch):

@@ -90,7 +90,7 @@ class Runner:
         self.average: float | None = None
         self.idle = False
         self.finished: list[tuple[str, int, Change]] = []
-        self.durations: dict[str, float] = {}
+        self.outcomes: dict[str, Outcome] = {}  # of the jobs run, until their events are logged
         # Cancel requests for claims of ours, as of the queue's cancel generation last seen:
         # nothing of ours can have been asked to cancel before we claimed it.
         self.cancel_generation = queue.store.cancel_generation()
@@ -144,13 +144,14 @@ class Runner:
     def _log_finished(self, finished: list[tuple[str, int, Change]],
                       states: list[Any], retrying: list[str]) -> None:
         for (job_id, token, _), state in zip(finished, states):
-            duration = self.durations.pop(job_id, None)
+            outcome = self.outcomes.pop(job_id, None)
             if state is None:  # reclaimed meanwhile (our lease ran out): another attempt owns it
                 self.log.warning("job.stale_result", job_id=job_id, token=token)
                 continue
             if state.status in WAITING:
                 retrying.append(job_id)
-            log_transition(state, duration, logger=self.log)
+            log_transition(state, None if outcome is None else outcome.duration, logger=self.log,
+                           outcome=outcome)
 
     def _run_batch(self, claims: list[Claim]) -> None:
         for index, claim in enumerate(claims):
@@ -165,7 +166,7 @@ class Runner:
             outcome = self._run(claim)
             self.finished.append((claim.job_id, claim.token,
                                   change_for(outcome, self._retry_delay)))
-            self.durations[claim.job_id] = outcome.duration
+            self.outcomes[claim.job_id] = outcome
             self.average = outcome.duration if self.average is None \
                 else 0.8 * self.average + 0.2 * outcome.duration
 

@@ -91,8 +91,9 @@ class Worker:
         try:
             with handled(self.stops):
                 self._slots = [self._start_child() for _ in range(self.config.concurrency)]
-                self._log.info("worker.started", concurrency=self.config.concurrency,
-                               burst=burst)
+                self._log.info("worker.started", queue=self.queue.path,
+                               queue_from=self.queue.config.origin,
+                               concurrency=self.config.concurrency, burst=burst)
                 self.queue.store.presize_wal()  # while the children claim: see jobq.wal
                 while not self._step(burst):
                     pass
@@ -127,11 +128,7 @@ class Worker:
         return self._should_stop(burst, now)
 
     def _import_modules(self) -> None:
-        for name in self.config.imports:
-            try:
-                importlib.import_module(name)
-            except Exception as exc:  # the module itself may raise anything while importing
-                raise ConfigError(f"cannot import {name}: {type(exc).__name__}: {exc}") from exc
+        import_modules(self.config.imports)
 
     def _should_stop(self, burst: bool, now: float) -> bool:
         self.stops.log_requests()
@@ -227,7 +224,9 @@ class Worker:
             self._finish(job_id, token, change_for(outcome, self._retry_delay), duration=elapsed,
                          cause="timeout")
         elif reason == "cancel":
-            self._finish(job_id, token, lambda s, now, _: transitions.cancelled(s, now),
+            killed = (f"killed: asked to cancel, it did not stop within the"
+                      f" {self.config.cancel_grace:g} s grace period")
+            self._finish(job_id, token, lambda s, now, _: transitions.cancelled(s, now, killed),
                          duration=elapsed,
                          cause="cancelled and did not stop within the grace period")
         elif reason == "shutdown":
@@ -341,6 +340,15 @@ class Worker:
             self._record()
         if self._lock is not None:
             self._lock.close()
+
+
+def import_modules(names: tuple[str, ...]) -> None:
+    """Import a worker's ``imports``; ConfigError naming the one that fails."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # the module itself may raise anything while importing
+            raise ConfigError(f"cannot import {name}: {type(exc).__name__}: {exc}") from exc
 
 
 def run(queue: Queue, *, burst: bool = False, **options: Any) -> int:

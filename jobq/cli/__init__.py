@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .. import __version__, _logging
+from .. import __version__, _logging, config
 from ..errors import JobqError
 from ..state import Status
 from . import commands
@@ -97,22 +97,26 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", parents=[reads], help="jobs, newest first")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    job_id_help = "the job's id, or a prefix of exactly one id"
     p = sub.add_parser("show", parents=[reads], help="one job: payload, state, errors")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help=job_id_help)
     p = sub.add_parser("wait", parents=[reads], help="wait for a job, with a progress bar")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help=job_id_help)
     p.add_argument("--timeout", type=float, default=None, metavar="S")
     p = sub.add_parser("retry", parents=[common], help="re-queue a dead job (or all of them)")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("job_id", nargs="?")
+    target.add_argument("job_id", nargs="?", help=job_id_help)
     target.add_argument("--all-dead", action="store_true")
     p = sub.add_parser("cancel", parents=[common], help="cancel a waiting or running job")
-    p.add_argument("job_id")
-    p = sub.add_parser("purge", parents=[common], help="delete finished jobs older than a time")
-    p.add_argument("--status", action="append", required=True, choices=FINISHED,
-                   help="status to purge (repeatable)")
+    p.add_argument("job_id", help=job_id_help)
+    p = sub.add_parser("purge", parents=[common],
+                       help="delete jobs that finished more than a given time ago")
+    p.add_argument("--status", action="append", choices=FINISHED,
+                   help="status to purge (repeatable; default: every finished status,"
+                        f" {', '.join(FINISHED)})")
     p.add_argument("--older-than", required=True, metavar="DURATION",
-                   help="e.g. 90s, 15m, 12h, 7d")
+                   help="finished more than this long ago: 90s, 15m, 12h, 7d, 2w (a unit is"
+                        " required)")
     sub.add_parser("verify", parents=[reads],
                    help="check every job to run can be read; load every record and snapshot",
                    epilog=commands.VERIFY_EPILOG,
@@ -172,17 +176,27 @@ def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | Non
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from workers import Worker  # the worker runtime is only loaded by the command that runs it
+    # The worker runtime is only loaded by the command that runs it.
+    from workers import Worker, WorkerConfig
+    from workers.worker import import_modules
 
     commands.importable_cwd()
+    options = dict(concurrency=args.concurrency, imports=tuple(args.imports),
+                   shutdown_grace=args.shutdown_grace, max_crashes=args.max_crashes,
+                   **({} if args.prefetch is None else {"prefetch": args.prefetch}),
+                   **({} if args.compact_threshold is None
+                      else {"compact_threshold": args.compact_threshold}))
+    # Checked before the queue is opened: a refused worker leaves no new queue behind.
+    import_modules(WorkerConfig(**options).imports)
     with commands.open_queue(args, create=True, for_worker=True) as queue:
-        Worker(queue, concurrency=args.concurrency, imports=tuple(args.imports),
-               shutdown_grace=args.shutdown_grace,
-               max_crashes=args.max_crashes,
-               **({} if args.prefetch is None else {"prefetch": args.prefetch}),
-               **({} if args.compact_threshold is None
-                  else {"compact_threshold": args.compact_threshold})
-               ).run(burst=args.burst)
+        if queue.created:
+            from .._logging import get_logger
+            get_logger("jobq.cli").warning(
+                "worker.queue_created", queue=queue.path, queue_from=queue.config.origin,
+                message=f"this worker created a new, empty queue at"
+                        f" {config.describe(queue.config)} and waits for jobs there: if you"
+                        " meant an existing queue, stop it and give that one's --dir")
+        Worker(queue, **options).run(burst=args.burst)
     return 0
 
 
@@ -204,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from .. import demo
             return demo.main(args.dir, sys.stdout)
+        if args.command == "enqueue" and not commands.exists(config.build(args.dir).path):
+            return commands.enqueue_into_new(args, sys.stdout)
         with commands.open_queue(args, create=args.command in CREATES) as queue:
             return RUNNERS[args.command](queue, args, sys.stdout)
     except JobqError as exc:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
-import re
 import sys
+import tempfile
 import time
 from typing import Any, TextIO
 
@@ -15,17 +16,24 @@ from ..directory import FORMAT_FILE
 from ..errors import DamagedRecord, InvalidArgument, JobqError, NotAQueue, StorageError
 from ..queue import Queue, last_line
 from ..state import Status
-from . import render
+from . import inputs, render
 
 TIMEOUT_EXIT = 124  # like coreutils timeout(1)
 
 
 def open_queue(args: argparse.Namespace, *, create: bool, for_worker: bool = False) -> Queue:
-    """The queue named by --dir; read-only commands refuse to create one by accident."""
-    path = config_mod.build(args.dir).path
-    if not create and not os.path.exists(os.path.join(path, FORMAT_FILE)):
-        raise NotAQueue(f"no queue at {path} (set --dir or $JOBQ_HOME)", path=path)
+    """The queue named by --dir; only ``worker`` and ``enqueue`` create one, the others say
+    there is none (a mistyped --dir, a command run from another directory)."""
+    cfg = config_mod.build(args.dir)
+    if not create and not exists(cfg.path):
+        raise NotAQueue(f"no queue at {config_mod.describe(cfg)}: give its directory with --dir"
+                        f" or ${config_mod.ENV_HOME} (jobq enqueue or jobq worker creates one)",
+                        path=cfg.path)
     return Queue._for_worker(args.dir) if for_worker else Queue(args.dir)
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(os.path.join(path, FORMAT_FILE))
 
 
 def importable_cwd() -> None:
@@ -34,24 +42,22 @@ def importable_cwd() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-def parse_arg(text: str) -> Any:
-    """An ARG is JSON when it parses as JSON, else the string itself."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def enqueue_into_new(args: argparse.Namespace, out: TextIO) -> int:
+    """``jobq enqueue`` into a queue that does not exist yet: tried on a scratch queue first.
 
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '15m', '12h', '7d', '2w' -> seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise InvalidArgument(f"not a duration: {text!r} (use e.g. 90s, 15m, 12h, 7d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    An enqueue refused (a task that does not import, arguments that do not fit or pickle, an
+    option out of range) must not leave a new queue behind at a mistyped --dir. Every check is
+    the enqueue's own, so none is repeated here; the scratch copy costs a few milliseconds, once.
+    """
+    with tempfile.TemporaryDirectory(prefix="jobq-check-") as scratch:
+        with Queue(os.path.join(scratch, "queue"), fsync=False) as q:
+            enqueue(q, args, io.StringIO())
+    with open_queue(args, create=True) as q:
+        status = enqueue(q, args, out)
+        if q.created:  # a mistyped --dir would otherwise send jobs where no worker looks
+            print(f"jobq: created a new queue at {config_mod.describe(q.config)}",
+                  file=sys.stderr)
+        return status
 
 
 def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
@@ -64,7 +70,7 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
             raise InvalidArgument(f"--kwargs is not valid JSON: {exc}") from exc
         if not isinstance(kwargs, dict):
             raise InvalidArgument("--kwargs must be a JSON object, like '{\"key\": 1}'")
-    jid = q.enqueue_call(args.task, args=[parse_arg(a) for a in args.args], kwargs=kwargs,
+    jid = q.enqueue_call(args.task, args=[inputs.parse_arg(a) for a in args.args], kwargs=kwargs,
                          job_id=args.id, priority=args.priority, delay=args.delay,
                          max_attempts=args.max_attempts, timeout=args.timeout)
     print(jid, file=out)
@@ -73,18 +79,23 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     counts = q.counts()
-    oldest = q.store.oldest_waiting()
+    now = time.time()
+    waiting = q.store.waiting(now)
     running = q.store.rows(Status.RUNNING, limit=args.limit)
     quarantined = q.store.quarantined()
+    # Waiting for a worker: due jobs, queued or due for their retry; not a delay or a backoff.
+    due = [t for (_, is_due), t in waiting.items() if is_due]
+    oldest = min(due) if due else None
     if args.json:
+        retry = waiting.get((Status.FAILED, False))
         render.as_json({"path": q.path, "counts": counts, "running": running,
-                        "oldest_waiting_age": None if oldest is None else time.time() - oldest,
+                        "oldest_waiting_age": None if oldest is None else now - oldest,
+                        "next_retry_in": None if retry is None else retry - now,
                         "quarantined": quarantined}, out)
         return 0
     print(f"queue {q.path}", file=out)
     for name, n in counts.items():
-        note = f"  oldest waiting since {render.ago(oldest)}" if name == "queued" and oldest else ""
-        print(f"  {name:<10} {n:>8}{note}", file=out)
+        print(f"  {name:<10} {n:>8}{_waiting_note(name, waiting, now)}", file=out)
     if quarantined:
         print(f"\nwarning: {len(quarantined)} damaged log range(s) were skipped and copied to"
               f" {os.path.join(q.path, 'quarantine')} (last: {quarantined[-1]['reason']})",
@@ -95,6 +106,20 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                      [(r["job_id"], r["task"], r["attempts"], render.percent(r["progress"]),
                        render.ago(r["updated_at"]), r["owner"] or "-") for r in running], out)
     return 0
+
+
+def _waiting_note(name: str, waiting: dict[tuple[Status, bool], float], now: float) -> str:
+    """When the oldest queued job became due, else when the next is; when a retry is due."""
+    if name not in ("queued", "failed"):
+        return ""
+    status = Status(name)
+    if (status, True) in waiting:
+        what = "oldest waiting" if status is Status.QUEUED else "a retry waiting"
+        return f"  {what} since {render.ago(waiting[status, True], now)}"
+    if (status, False) in waiting:
+        what = "next due" if status is Status.QUEUED else "next retry"
+        return f"  {what} {render.ago(waiting[status, False], now)}"
+    return ""
 
 
 def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
@@ -114,7 +139,7 @@ def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     importable_cwd()
-    jid = args.job_id
+    jid = inputs.job_id_of(q, args.job_id)
     state, payload, problems = None, None, []
     try:
         state = q.state(jid)  # JobNotFound propagates: an unknown id is an error
@@ -181,7 +206,7 @@ def _summary(value: Any) -> str:
 
 def wait(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     """Wait for a job, drawing a live progress bar on a terminal."""
-    jid, live = args.job_id, out.isatty() and not args.json
+    jid, live = inputs.job_id_of(q, args.job_id), out.isatty() and not args.json
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     shown = None
     while True:
@@ -204,8 +229,12 @@ def wait(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         print(file=out)
     state = q.state(jid)
     if args.json:
-        render.as_json({"job_id": jid, "status": state.status.value, "result": state.result,
-                        "error": state.error}, out)
+        done: dict[str, Any] = {"job_id": jid, "status": state.status.value}
+        if state.status is Status.SUCCEEDED:  # an error of an earlier attempt is not its outcome
+            done["result"] = state.result
+        else:
+            done["error"] = state.error
+        render.as_json(done, out)
     else:
         detail = (f"result {render.short(state.result)}" if state.status is Status.SUCCEEDED
                   else last_line(state.error) if state.error else "")
@@ -219,31 +248,34 @@ def retry(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         count = sum(q.retry(j) for j in list(q.store.job_ids(Status.DEAD)))
         print(f"requeued {count} dead job{'s' if count != 1 else ''}", file=out)
         return 0
-    if not q.retry(args.job_id):
-        current = q.store.status(args.job_id).value
-        raise InvalidArgument(f"job {args.job_id} is {current}; only dead or cancelled jobs can be"
-                              " retried")
-    print(f"requeued {args.job_id}", file=out)
+    jid = inputs.job_id_of(q, args.job_id)
+    if not q.retry(jid):
+        raise InvalidArgument(f"job {jid} {render.status_phrase(q.store.status(jid))}; only dead"
+                              " or cancelled jobs can be retried")
+    print(f"requeued {jid}", file=out)
     return 0
 
 
 def cancel(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
-    if not q.cancel(args.job_id):
-        current = q.store.status(args.job_id).value
-        raise InvalidArgument(f"job {args.job_id} already finished ({current})")
-    if q.store.status(args.job_id) is Status.RUNNING:
-        print(f"cancellation requested: {args.job_id} is running; it ends cancelled when it stops"
+    jid = inputs.job_id_of(q, args.job_id)
+    if not q.cancel(jid):
+        current = q.store.status(jid)
+        raise InvalidArgument(f"job {jid} already finished: it {render.status_phrase(current)}")
+    if q.store.status(jid) is Status.RUNNING:
+        print(f"cancellation requested: {jid} is running; it ends cancelled when it stops"
               " (or is killed after the grace period)", file=out)
     else:
-        print(f"cancelled {args.job_id}", file=out)
+        print(f"cancelled {jid}", file=out)
     return 0
 
 
 def purge(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
-    older_than = parse_duration(args.older_than)
+    older_than = inputs.parse_duration(args.older_than)
     from ..maintenance import purge as purge_jobs
-    count = purge_jobs(q, statuses=[Status(s) for s in args.status], older_than=older_than)
-    print(f"purged {count} job{'s' if count != 1 else ''}", file=out)
+    statuses = args.status or [s.value for s in Status if s.finished]
+    count = purge_jobs(q, statuses=[Status(s) for s in statuses], older_than=older_than)
+    print(f"purged {count} job{'s' if count != 1 else ''} ({', '.join(statuses)}) that finished"
+          f" more than {args.older_than.strip()} ago", file=out)
     return 0
 
 

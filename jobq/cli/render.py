@@ -22,6 +22,17 @@ def ago(when: float | None, now: float | None = None) -> str:
     raise AssertionError("unreachable")
 
 
+_PHRASES = {"queued": "is queued", "running": "is running",
+            "failed": "failed its last attempt and waits for a retry",
+            "succeeded": "has succeeded", "dead": "is dead", "cancelled": "was cancelled"}
+
+
+def status_phrase(status: Any) -> str:
+    """'is running', 'has succeeded', 'was cancelled': a status in a sentence about a job."""
+    value = getattr(status, "value", status)
+    return _PHRASES.get(value, f"is {value}")
+
+
 def percent(fraction: float | None) -> str:
     return "-" if fraction is None else f"{math.floor(fraction * 100):d}%"
 
