@@ -197,7 +197,7 @@ def test_purge_and_compact_reclaim_space(qpath):
 
 @pytest.mark.parametrize("args,code,message", [
     (("status", "--dir", "/nonexistent/queue"), 1, "jobq: error: no queue at /nonexistent/queue"),
-    (("--dir", "/etc/passwd", "enqueue", "jobtasks:add"), 1, "exists and is not a directory"),
+    (("--dir", "/etc/passwd", "enqueue", "jobtasks:add", "1", "2"), 1, "exists and is not a directory"),
     (("show", "no-such-job"), 1, "jobq: error: no job with id 'no-such-job'"),
     (("enqueue", "jobtasks:add", "--kwargs", "{bad"), 1, "--kwargs is not valid JSON"),
     (("enqueue", "jobtasks:add", "--kwargs", "[1]"), 1, "--kwargs must be a JSON object"),
