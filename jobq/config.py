@@ -11,6 +11,7 @@ from .pickling import PickleRules
 
 ENV_HOME = "JOBQ_HOME"
 ENV_SECRET_KEY = "JOBQ_SECRET_KEY"
+MIN_KEY_BYTES = 16  # HMAC-SHA256 keys shorter than this are guessable; 32 random bytes are better
 DEFAULT_DIR = ".jobq"
 ENV_HOME_ORIGIN = "$" + ENV_HOME
 
@@ -38,8 +39,8 @@ class QueueConfig:
         if not isinstance(self.fsync, bool):
             raise ConfigError(f"fsync must be True or False, not {self.fsync!r}")
         if self.secret_key is not None and (not isinstance(self.secret_key, bytes)
-                                            or len(self.secret_key) < 16):
-            raise ConfigError("secret_key must be at least 16 bytes")
+                                            or len(self.secret_key) < MIN_KEY_BYTES):
+            raise ConfigError(f"secret_key must be at least {MIN_KEY_BYTES} bytes")
         for name in ("segment_size", "max_record_size", "default_max_attempts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -76,10 +77,16 @@ def build(path: str | os.PathLike[str] | None = None, *, secret_key: str | bytes
         raise ConfigError(f"queue path must be a string or path, not {type(path).__name__}") from exc
     if not path:
         raise ConfigError("queue path is empty")
+    key_from = "secret_key"
     if secret_key is None:
-        secret_key = os.environ.get(ENV_SECRET_KEY) or None
+        secret_key, key_from = os.environ.get(ENV_SECRET_KEY) or None, f"${ENV_SECRET_KEY}"
     if isinstance(secret_key, str):
         secret_key = secret_key.encode()
+    if isinstance(secret_key, bytes) and len(secret_key) < MIN_KEY_BYTES:
+        # Name what the user set: a message about secret_key misleads one who set the variable.
+        raise ConfigError(f"{key_from} is {len(secret_key)} bytes; it must be at least"
+                          f" {MIN_KEY_BYTES} (for example 64 hex digits from"
+                          " `python -c 'import secrets; print(secrets.token_hex(32))'`)")
     try:
         rules = PickleRules.build(remap=remap, allowed_modules=allowed_modules)
     except (ValueError, TypeError, AttributeError) as exc:

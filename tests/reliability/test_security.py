@@ -168,3 +168,16 @@ def test_oversized_record_in_the_log_is_skipped_with_an_error(qpath):
         assert [s.job_id for s in q.jobs()] == [before, after]
         assert "exceeds the limit of 4096" in q.store.quarantined()[0]["reason"]
     assert any(e["event"] == "log.record_quarantined" for e in events)
+
+
+def test_a_short_key_is_refused_naming_where_it_came_from(qpath, monkeypatch):
+    """The message names what the user set: JOBQ_SECRET_KEY, or secret_key, and the minimum."""
+    from jobq.errors import ConfigError
+
+    monkeypatch.setenv("JOBQ_SECRET_KEY", "too short")
+    with pytest.raises(ConfigError, match=r"\$JOBQ_SECRET_KEY is 9 bytes; it must be at least 16"):
+        Queue(qpath)
+    monkeypatch.delenv("JOBQ_SECRET_KEY")
+    with pytest.raises(ConfigError, match=r"^secret_key is 5 bytes; it must be at least 16"):
+        Queue(qpath, secret_key="short")
+    assert not qpath.exists()  # refused before anything was created
