@@ -85,7 +85,7 @@ def build(path: str | os.PathLike[str] | None = None, *, secret_key: str | bytes
     if isinstance(secret_key, bytes) and len(secret_key) < MIN_KEY_BYTES:
         # Name what the user set: a message about secret_key misleads one who set the variable.
         raise ConfigError(f"{key_from} is {len(secret_key)} bytes; it must be at least"
-                          f" {MIN_KEY_BYTES} (for example 64 hex digits from"
+                          f" {MIN_KEY_BYTES} bytes (for example 64 hex digits from"
                           " `python -c 'import secrets; print(secrets.token_hex(32))'`)")
     try:
         rules = PickleRules.build(remap=remap, allowed_modules=allowed_modules)

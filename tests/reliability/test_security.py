@@ -175,9 +175,10 @@ def test_a_short_key_is_refused_naming_where_it_came_from(qpath, monkeypatch):
     from jobq.errors import ConfigError
 
     monkeypatch.setenv("JOBQ_SECRET_KEY", "too short")
-    with pytest.raises(ConfigError, match=r"\$JOBQ_SECRET_KEY is 9 bytes; it must be at least 16"):
+    with pytest.raises(ConfigError,
+                       match=r"\$JOBQ_SECRET_KEY is 9 bytes; it must be at least 16 bytes"):
         Queue(qpath)
     monkeypatch.delenv("JOBQ_SECRET_KEY")
-    with pytest.raises(ConfigError, match=r"^secret_key is 5 bytes; it must be at least 16"):
+    with pytest.raises(ConfigError, match=r"^secret_key is 5 bytes; it must be at least 16 bytes"):
         Queue(qpath, secret_key="short")
     assert not qpath.exists()  # refused before anything was created
