@@ -39,7 +39,7 @@ from . import durable, sqlite_dbm
 from ._logging import get_logger
 from .directory import FORMAT_FILE, QueueDir
 from .errors import InvalidArgument, StorageError
-from .log import CHUNK, Position, segment_name
+from .log import Position, segment_name
 from .state_db import UNFINISHED_COUNTS
 from .compaction import lock as compaction_lock, redo_interrupted
 
@@ -166,16 +166,7 @@ def _copy_file(source: str, target: str, length: int | None = None) -> None:
         dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                       durable.FILE_MODE)
         try:
-            offset = 0
-            while length is None or offset < length:
-                want = CHUNK if length is None else min(CHUNK, length - offset)
-                data = os.pread(src, want, offset)
-                if not data:
-                    break
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(dst, view):]
-                offset += len(data)
+            durable.copy_range(src, dst, 0, length)
             durable.sync_file(dst)
             os.fchmod(dst, mode)
         finally:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from . import durable
 from .index import seq_of
-from .log import CHUNK, Damage, Entry, Log, Position, Sealed, Tail
+from .log import Damage, Entry, Log, Position, Sealed, Tail
 from .state import WAITING, Status
 from ._logging import get_logger
 
@@ -340,7 +340,7 @@ def _write_copy(log_: Log, segment: int, keep: list[Entry]) -> dict[int, int]:
     try:
         for entry in keep:
             moves[seq_of(entry.pos)] = seq_of(Position(segment, offset))
-            _copy_range(src, dst, entry.pos.offset, entry.frame.size)
+            durable.copy_range(src, dst, entry.pos.offset, entry.frame.size)
             offset += entry.frame.size
             _crash_point("copying")  # a copy cut short, never fsynced
         durable.sync_file(dst)
@@ -350,15 +350,6 @@ def _write_copy(log_: Log, segment: int, keep: list[Entry]) -> dict[int, int]:
     # The marker will say "the copy exists": its directory entry must survive a power cut too.
     durable.sync_dir(log_.directory)
     return moves
-
-
-def _copy_range(src: int, dst: int, start: int, length: int) -> None:
-    while length > 0:
-        data = os.pread(src, min(length, CHUNK), start)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dst, view):]
-        start, length = start + len(data), length - len(data)
 
 
 # -- recovery ---------------------------------------------------------------------------------

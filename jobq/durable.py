@@ -12,6 +12,8 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
+_COPY_CHUNK = 1 << 20  # copy_range reads this much at once, never a whole file
+
 # fdatasync also flushes the file size when it changed, which is all an append needs.
 _datasync = getattr(os, "fdatasync", None) or os.fsync
 
@@ -19,6 +21,22 @@ _datasync = getattr(os, "fdatasync", None) or os.fsync
 def sync_file(fd: int) -> None:
     """Flush a file's data (and the size needed to read it back) to stable storage."""
     _datasync(fd)
+
+
+def copy_range(src: int, dst: int, start: int, length: int | None = None) -> int:
+    """Append bytes ``[start, start + length)`` of ``src`` (to its end if ``length`` is None, or
+    if it ends first) to ``dst``, a megabyte at a time; return how many were copied."""
+    copied = 0
+    while length is None or copied < length:
+        want = _COPY_CHUNK if length is None else min(_COPY_CHUNK, length - copied)
+        data = os.pread(src, want, start + copied)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst, view):]
+        copied += len(data)
+    return copied
 
 
 def sync_dir(path: str | os.PathLike[str]) -> None:
