@@ -453,12 +453,15 @@ class Torture:
     def _success_unlogged_by_killed_worker(self, job_id: str, attempt: int,
                                           logs: list[tuple[list[dict], int]]) -> bool:
         """A worker SIGKILLed between committing a success and writing its event leaves no event;
-        then the worker that logged the claim of the succeeding attempt was one we killed."""
-        for index, (events, _) in enumerate(logs):
-            if any(e["event"] == "job.claimed" and e["job_id"] == job_id
-                   and e["attempt"] == attempt for e in events):
-                return index in self.killed
-        return False
+        then the worker that logged the claim of the succeeding attempt was one we killed.
+
+        An attempt interrupted after a new checkpoint is not charged, so several claims may log
+        the same attempt number: the succeeding one is the last of them (nothing claims the job
+        after it succeeded)."""
+        claims = [(e["timestamp"], index) for index, (events, _) in enumerate(logs)
+                  for e in events if e["event"] == "job.claimed" and e["job_id"] == job_id
+                  and e["attempt"] == attempt]
+        return bool(claims) and max(claims)[1] in self.killed
 
     def _check_queue(self, figures: collections.Counter[str]) -> None:
         counts = self.queue.counts()
