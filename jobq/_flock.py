@@ -16,6 +16,8 @@ import os
 import threading
 from types import TracebackType
 
+from .permissions import open_file
+
 
 _fork_generation = 0
 
@@ -48,7 +50,7 @@ class ProcessLock:
         # flock belongs to the open file description, which a forked child shares with its parent:
         # the child must open its own, or parent and child would both "hold" the lock at once.
         if self._generation != _fork_generation:
-            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd = open_file(self._path)  # owner-only, or shared in a shared queue
             self._generation = _fork_generation
             self._thread_lock = threading.Lock()
 

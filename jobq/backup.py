@@ -35,7 +35,7 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING
 
-from . import durable, sqlite_dbm
+from . import durable, permissions, sqlite_dbm
 from ._logging import get_logger
 from .directory import FORMAT_FILE, QueueDir
 from .errors import InvalidArgument, StorageError
@@ -90,6 +90,8 @@ def backup(queue: Queue, dest: str | os.PathLike[str]) -> BackupReport:
             durable.sync_dir(directory)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(tmp)
                    for f in files)
+        if queue.shared_group is not None:  # the copy is for the same users as the queue
+            permissions.share(tmp, queue.shared_group)
         _publish(tmp, dest)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -117,8 +119,7 @@ def _check_dest(dest: str, root: str) -> None:
 def _copy_state(source: str, target: str) -> int:
     """SQLite's online backup of the state database; returns the jobs it holds."""
     # Created owner-only before SQLite opens it (it would use the umask).
-    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                     durable.FILE_MODE))
+    os.close(permissions.create_file(target, os.O_WRONLY))
     try:
         src = sqlite_dbm.connect(source, readonly=True)
     except sqlite3.Error as exc:
@@ -162,9 +163,8 @@ def _copy_file(source: str, target: str, length: int | None = None) -> None:
     """
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        mode = stat.S_IMODE(os.fstat(src).st_mode) & durable.FILE_MODE
-        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                      durable.FILE_MODE)
+        mode = stat.S_IMODE(os.fstat(src).st_mode) & permissions.FILE_MODE
+        dst = permissions.create_file(target, os.O_WRONLY)
         try:
             durable.copy_range(src, dst, 0, length)
             durable.sync_file(dst)

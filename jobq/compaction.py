@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from . import durable
+from . import durable, permissions
 from .index import seq_of
 from .log import Damage, Entry, Log, Position, Sealed, Tail
 from .state import WAITING, Status
@@ -335,8 +335,7 @@ def _write_copy(log_: Log, segment: int, keep: list[Entry]) -> dict[int, int]:
     """Step (a): the kept frames, unchanged and in order, durably in the copy; old seq -> new."""
     moves, offset = {}, 0
     src = os.open(log_.path(segment), os.O_RDONLY | os.O_CLOEXEC)
-    dst = os.open(_copy_path(log_, segment), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
-                  durable.FILE_MODE)
+    dst = permissions.open_file(_copy_path(log_, segment), os.O_WRONLY | os.O_TRUNC)
     try:
         for entry in keep:
             moves[seq_of(entry.pos)] = seq_of(Position(segment, offset))
@@ -405,7 +404,7 @@ def lock(root: str, timeout: float = -1) -> filelock.FileLock:
     import filelock
 
     return filelock.FileLock(os.path.join(root, "compact.lock"), timeout=timeout,
-                             mode=durable.FILE_MODE)
+                             mode=permissions.file_mode(root))
 
 
 def _clean_key(segment: int) -> str:

@@ -9,7 +9,8 @@ Layout::
     <queue>/quarantine/      damaged or torn log bytes, copied aside before they are skipped or cut
 
 The directory and everything in it are owner-only (0700 / 0600): pickle runs code, so who may write
-here may run code in every worker unless records are signed.
+here may run code in every worker unless records are signed. Or its owner shares it with one group
+(:func:`share`; see :mod:`jobq.permissions`): 2770 / 0660, and ``jobq.json`` names the group.
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from . import durable
+from . import durable, permissions
 from ._logging import get_logger
-from .errors import IncompatibleFormat, NotAQueue, StorageError, WrongSecretKey
+from .errors import (ConfigError, IncompatibleFormat, NotAQueue, QueuePermissionError,
+                     StorageError, WrongSecretKey)
 
 log = get_logger(__name__)
 
 FORMAT = 2  # 2: log segments may end in zero fill (jobq.log), which format 1 read as torn
+# 3: format 2 shared with a group ("shared_group"): a jobq that knows only format 2 would create
+# owner-only files in it, which the group's other users cannot open, so it must refuse it.
+SHARED_FORMAT = 3
 FORMAT_FILE = "jobq.json"
 
 
@@ -37,6 +42,7 @@ class QueueDir:
     root: str
     fixed: dict[str, int] = field(default_factory=dict)  # FIXED_SETTINGS recorded at creation
     created: bool = False  # this open made the queue (wrote its format file)
+    shared_group: int | None = None  # the group the queue is shared with (jobq init --shared-group)
 
     @property
     def log(self) -> str:
@@ -77,7 +83,7 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
         raise NotAQueue(f"{path} exists and is not a directory", path=path)
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        durable.make_dir(path)
+        durable.make_dir(path, permissions.DIR_MODE)  # shared only when its owner says so
         qdir = QueueDir(path)
         info = _read_format(qdir)
         created = False
@@ -102,22 +108,124 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
             info = _read_format(qdir)
             assert info is not None
         _check_format(path, info, secret_key)
-        if info["format"] != FORMAT:
+        if info["format"] < FORMAT:
             _upgrade_format(qdir, info)
         qdir = QueueDir(path, {k: v for k in FIXED_SETTINGS
-                               if isinstance(v := info.get(k), int) and v > 0}, created)
+                               if isinstance(v := info.get(k), int) and v > 0}, created,
+                        _shared_group(info))
+        if qdir.shared_group is not None:
+            _check_shared(qdir)
+        permissions.check(path, _paths(qdir))
         durable.make_dir(qdir.log)
         durable.make_dir(qdir.quarantine)
     except OSError as exc:
         if isinstance(exc, StorageError):
             raise
+        if isinstance(exc, PermissionError):
+            raise permissions.denied(exc.filename or path, path) from exc
         raise StorageError(f"cannot use queue directory {path}: {exc.strerror or exc}",
                            path=path, errno=exc.errno) from exc
     return qdir
 
 
+def exists(path: str) -> bool:
+    """Is there a queue at ``path``? QueuePermissionError if this user may not look."""
+    try:
+        os.stat(os.path.join(path, FORMAT_FILE))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except PermissionError as exc:
+        raise permissions.denied(exc.filename or path, path) from exc
+    return True
+
+
+def _paths(qdir: QueueDir) -> list[str]:
+    """What every process on the queue reads and writes (those that exist), in the order an
+    open reaches them: checked first, so that a user who may not gets one clear error."""
+    root = qdir.root
+    return [root, os.path.join(root, FORMAT_FILE), qdir.log, qdir.quarantine, qdir.state_db,
+            qdir.state_db + "-wal", qdir.state_db + "-shm", qdir.state_lock,
+            os.path.join(qdir.log, "append.lock"), os.path.join(root, "workers"),
+            os.path.join(root, "compact.lock")]
+
+
+def _shared_group(info: dict[str, object]) -> int | None:
+    gid = info.get("shared_group")
+    return gid if info.get("format") == SHARED_FORMAT and isinstance(gid, int) else None
+
+
+def _check_shared(qdir: QueueDir) -> None:
+    """A shared queue whose directories are not (all) shared was changed by hand, or its
+    sharing was interrupted: its owner finishes it now; anyone else is told to."""
+    gid = qdir.shared_group
+    assert gid is not None
+    for directory in (qdir.root, qdir.log, qdir.quarantine):
+        try:
+            st = os.stat(directory)
+        except FileNotFoundError:
+            continue
+        if st.st_gid == gid and permissions.is_shared_mode(st.st_mode):
+            continue
+        if os.geteuid() in (0, os.stat(qdir.root).st_uid):
+            permissions.share(qdir.root, gid)
+            log.warning("queue.sharing_finished", path=qdir.root,
+                        group=permissions.group_name(gid))
+            return
+        raise QueuePermissionError(
+            f"{qdir.root} is shared with group {permissions.group_name(gid)} ({FORMAT_FILE}),"
+            f" but {directory} is not (group {permissions.group_name(st.st_gid)}, mode"
+            f" {st.st_mode & 0o7777:04o}): its owner"
+            f" {permissions.user_name(os.stat(qdir.root).st_uid)} must run: jobq init --dir"
+            f" {qdir.root} --shared-group {permissions.group_name(gid)}", path=directory)
+
+
+def share(path: str, group: str | int) -> QueueDir:
+    """Share the existing queue at ``path`` with ``group``: its directories become 2770 and its
+    files 0660, all of that group, and every file any process creates in it later too.
+
+    Its format file first says so (format 3), then every file is changed: an interrupted run
+    is finished by the next open of its owner, or by running it again. Only the queue's owner
+    (or root) can, and only with a group they are in.
+    """
+    try:
+        gid = permissions.group_id(group)
+    except KeyError:
+        raise ConfigError(f"no group {group!r} on this system (create it first: groupadd"
+                          f" {group})") from None
+    qdir = QueueDir(path)
+    try:
+        info = _read_format(qdir)
+        if info is None:
+            raise NotAQueue(f"no queue at {path}", path=path)
+        owner = os.stat(path).st_uid
+        if os.geteuid() not in (0, owner):
+            raise QueuePermissionError(
+                f"only the owner of {path}, {permissions.user_name(owner)}, or root can share"
+                " it with a group", path=path)
+        if os.geteuid() != 0 and not permissions.member_of(gid):
+            raise QueuePermissionError(
+                f"{permissions.user_name(os.geteuid())} is not in group"
+                f" {permissions.group_name(gid)}: only root or a member can give the queue to"
+                " it", path=path)
+        if _shared_group(info) != gid:
+            wanted = {**info, "format": SHARED_FORMAT, "shared_group": gid}
+            durable.atomic_write(os.path.join(path, FORMAT_FILE),
+                                 json.dumps(wanted, indent=1).encode() + b"\n")
+        permissions.share(path, gid)
+    except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
+        if isinstance(exc, PermissionError):
+            raise permissions.denied(exc.filename or path, path) from exc
+        raise StorageError(f"cannot share queue directory {path}: {exc.strerror or exc}",
+                           path=path, errno=exc.errno) from exc
+    log.info("queue.shared", path=path, group=permissions.group_name(gid))
+    return QueueDir(path, shared_group=gid)
+
+
 def _read_format(qdir: QueueDir) -> dict[str, object] | None:
     file = os.path.join(qdir.root, FORMAT_FILE)
+    permissions.check(qdir.root, [qdir.root, file])
     try:
         with open(file, "rb") as f:
             info = json.loads(f.read())
@@ -146,10 +254,11 @@ def _check_format(path: str, info: dict[str, object], secret_key: bytes | None) 
     version = info.get("format")
     if not isinstance(version, int) or version < 1:
         raise NotAQueue(f"{path}/{FORMAT_FILE} has no valid format version", path=path)
-    if version > FORMAT:
+    if version > SHARED_FORMAT:
         raise IncompatibleFormat(
-            f"{path} was written by on-disk format {version}; this jobq reads format {FORMAT}:"
-            " upgrade jobq to open it", path=path, found=version, supported=FORMAT)
+            f"{path} was written by on-disk format {version}; this jobq reads format"
+            f" {SHARED_FORMAT}: upgrade jobq to open it", path=path, found=version,
+            supported=SHARED_FORMAT)
     if info.get("signed") and secret_key is None:
         raise WrongSecretKey(f"{path} holds signed records: open it with its secret_key"
                              " (or set JOBQ_SECRET_KEY)", path=path)

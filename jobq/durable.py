@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
+from . import permissions
 
 
 _COPY_CHUNK = 1 << 20  # copy_range reads this much at once, never a whole file
@@ -48,13 +47,23 @@ def sync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def make_dir(path: str | os.PathLike[str]) -> bool:
-    """Create ``path`` (owner-only) if missing and make its entry durable; True if it was created."""
+def make_dir(path: str | os.PathLike[str], mode: int | None = None) -> bool:
+    """Create ``path`` if missing and make its entry durable; True if it was created.
+
+    Its mode is ``mode``, else the one its parent calls for (:func:`permissions.dir_mode`):
+    owner-only, or shared inside a shared queue.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    want = permissions.dir_mode(parent) if mode is None else mode
     try:
-        os.mkdir(path, DIR_MODE)
+        os.mkdir(path, want)
     except FileExistsError:
         return False
-    sync_dir(os.path.dirname(os.path.abspath(path)))
+    # The umask may have taken bits, and a setgid parent gives its bit to a new directory:
+    # a queue made inside one (/usr/local is 2775 on some systems) must not look shared.
+    if os.stat(path).st_mode & 0o7777 != want:
+        os.chmod(path, want)
+    sync_dir(parent)
     return True
 
 
@@ -67,7 +76,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, exclusive: bool =
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp.{os.getpid()}.{id(data)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    fd = permissions.create_file(tmp, os.O_WRONLY)
     try:
         try:
             view = memoryview(data)

@@ -30,6 +30,7 @@ __all__ = [
     "Released",
     "StorageError",
     "NotAQueue",
+    "QueuePermissionError",
     "IncompatibleFormat",
     "WrongSecretKey",
     "CorruptRecord",
@@ -150,6 +151,11 @@ class StorageError(JobqError, OSError):
 
 class NotAQueue(StorageError):
     """The directory exists and holds files, but is not a jobq queue."""
+
+
+class QueuePermissionError(StorageError, PermissionError):
+    """This user may not read or write a file of the queue; the message names the file, its
+    owner and mode, and the way out (run as the owner, or share the queue with a group)."""
 
 
 class IncompatibleFormat(StorageError):

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
-from . import durable, record
+from . import durable, permissions, record
 from ._flock import ProcessLock, fork_generation
 from .errors import CorruptRecord, DamagedRecord, StorageError
 from ._logging import get_logger
@@ -325,7 +325,9 @@ class Log:
         while True:
             handle = self._handle
             st = os.fstat(handle.fd)
-            if st.st_mode & stat.S_IWUSR and not _exists(handle.next_path):
+            # Sealed: made read-only, or (another user's, in a shared queue) replaced by a
+            # read-only copy, which leaves this descriptor's file with no name.
+            if st.st_mode & stat.S_IWUSR and st.st_nlink and not _exists(handle.next_path):
                 # After the last non-zero byte: where the records end, or after torn bytes
                 # (which then lie between records, and are skipped as damage).
                 end = _data_end(handle.fd, st.st_size)
@@ -358,8 +360,7 @@ class Log:
                     return False
                 # First: a seal killed part-way must still send every writer to the slow path.
                 self._bump_layout()
-                os.close(os.open(self.path(segment + 1), os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                                 | os.O_CLOEXEC, durable.FILE_MODE))
+                os.close(permissions.create_file(self.path(segment + 1), os.O_WRONLY))
                 durable.sync_dir(self.directory)
                 os.ftruncate(fd, end)  # no record will follow: the zero fill is waste
             finally:
@@ -393,7 +394,7 @@ class Log:
         path = self.path(segment)
         flags = os.O_RDWR | os.O_CLOEXEC  # read too: a writer checks what it would overwrite
         try:
-            fd, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, durable.FILE_MODE), True
+            fd, created = permissions.create_file(path, flags), True
         except FileExistsError:
             fd, created = os.open(path, flags), False
         return _WriteHandle(fd, segment, self.path(segment + 1)), created
@@ -615,7 +616,34 @@ def _size(fd: int) -> int:
 
 
 def _make_read_only(path: str) -> None:
-    os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) & ~0o222)
+    """Seal a segment, under the append lock: no write bit, so that a writer idle on it sees
+    from its own descriptor that it must move on."""
+    mode = stat.S_IMODE(os.stat(path).st_mode) & ~0o222
+    try:
+        os.chmod(path, mode)
+    except PermissionError:
+        _replace_read_only(path, mode)
+
+
+def _replace_read_only(path: str, mode: int) -> None:
+    """In a shared queue only the owner of a segment may chmod it: put a read-only copy in its
+    place instead. A writer idle on the old file sees it has no name left (st_nlink 0)."""
+    copy = f"{path}.seal"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(copy)  # left by a seal that died here
+    src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        dst = permissions.create_file(copy, os.O_WRONLY)
+        try:
+            durable.copy_range(src, dst, 0)
+            durable.sync_file(dst)
+            os.fchmod(dst, mode)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    os.replace(copy, path)
+    durable.sync_dir(os.path.dirname(path))
 
 
 def _exists(path: str) -> bool:

@@ -11,10 +11,10 @@ from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
-from . import job_record, maintenance, record, signatures, tasks
+from . import job_record, maintenance, permissions, record, signatures, tasks
 from .directory import FIXED_SETTINGS, open_dir
 from .errors import (ConfigError, CorruptRecord, InvalidArgument, InvalidJob, JobCancelled,
-                     JobFailed, RecordTooLarge, SignatureMismatch, WaitTimeout)
+                     JobFailed, JobqError, RecordTooLarge, SignatureMismatch, WaitTimeout)
 from .log import Log
 from .payload import JobPayload
 from .state import JobState, Status
@@ -55,6 +55,15 @@ class Queue:
 
     def _open(self, cfg: config_mod.QueueConfig, clock: Callable[[], float], *,
               given: Mapping[str, object] = MappingProxyType({}), catch_up: bool = True) -> None:
+        try:
+            self._open_files(cfg, clock, given, catch_up)
+        except PermissionError as exc:  # one the checks on open could not foresee (a race)
+            if isinstance(exc, JobqError):
+                raise
+            raise permissions.denied(exc.filename or cfg.path, cfg.path) from exc
+
+    def _open_files(self, cfg: config_mod.QueueConfig, clock: Callable[[], float],
+                    given: Mapping[str, object], catch_up: bool) -> None:
         qdir = open_dir(cfg.path, cfg.secret_key, {k: getattr(cfg, k) for k in FIXED_SETTINGS})
         for name, value in qdir.fixed.items():
             if getattr(cfg, name) != value:
@@ -64,6 +73,7 @@ class Queue:
                 cfg = dataclasses.replace(cfg, **{name: value})
         self.config = cfg
         self.created = qdir.created  # this Queue made the directory a queue: a new, empty one
+        self.shared_group = qdir.shared_group  # the group it is shared with, if it is
         self._clock = clock
         self._default_options: _Options | None = None  # the usual options, once validated
         try:

@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TypeVar
 
-from .durable import FILE_MODE
+from .permissions import open_file
 
 TABLE_SQL = "CREATE TABLE IF NOT EXISTS Dict (key BLOB UNIQUE NOT NULL, value BLOB NOT NULL)"
 _GET = "SELECT value FROM Dict WHERE key = CAST(? AS BLOB)"
@@ -91,8 +91,9 @@ def connect(path: str | os.PathLike[str], *, readonly: bool = False) -> sqlite3.
     """Open ``path`` with the settings every jobq connection uses: WAL, FULL sync, autocommit."""
     path = os.fspath(path)
     if not readonly and not os.path.exists(path):
-        # Create the file ourselves, owner-only; SQLite gives its -wal and -shm files the same mode.
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+        # Create the file ourselves, owner-only (or shared, in a shared queue): SQLite gives its
+        # -wal and -shm files the same mode, whatever the umask.
+        os.close(open_file(path, os.O_WRONLY))
     # Percent-encode the path ('?' and '#' in a directory name would otherwise end the path).
     # What pathlib's as_uri() gives, without importing pathlib on every start-up.
     where = urllib.parse.quote_from_bytes(os.fsencode(os.path.abspath(path)))

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import durable, wal
+from . import durable, permissions, wal
 from ._flock import ProcessLock
 from ._logging import get_logger
 from .directory import QueueDir
@@ -136,6 +136,13 @@ def storage_error(exc: sqlite3.Error, path: str) -> StorageError:
     if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) \
             or "malformed" in text or "not a database" in text:
         return damaged(path, text)
+    if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) \
+            or "readonly" in text or "unable to open" in text:
+        root = os.path.dirname(path)
+        try:  # another user's file, or one this user may only read: say whose and what to do
+            permissions.check(root, [root, path, wal.path_of(path), path + "-shm"])
+        except StorageError as err:
+            return err
     if code.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or "disk" in text:
         return StorageError(
             f"cannot use state database {path}: {text}. Free disk space (or raise the file size"

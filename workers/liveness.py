@@ -18,7 +18,7 @@ import os
 import socket
 
 
-from jobq import durable
+from jobq import durable, permissions
 from jobq._logging import get_logger
 
 log = get_logger(__name__)
@@ -49,7 +49,7 @@ class LivenessLock:
         self._take()
 
     def _take(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, durable.FILE_MODE)
+        self.fd = permissions.open_file(self.path)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def check(self) -> None:

@@ -12,7 +12,7 @@ import time
 from typing import Any, TextIO
 
 from .. import config as config_mod
-from ..directory import FORMAT_FILE
+from .. import directory
 from ..errors import DamagedRecord, InvalidArgument, JobqError, NotAQueue, StorageError
 from ..queue import Queue, last_line
 from ..state import Status
@@ -33,7 +33,24 @@ def open_queue(args: argparse.Namespace, *, create: bool, for_worker: bool = Fal
 
 
 def exists(path: str) -> bool:
-    return os.path.exists(os.path.join(path, FORMAT_FILE))
+    """Is there a queue at ``path``? A queue this user may not look into is an error that says
+    so (QueuePermissionError), never "no queue"."""
+    return directory.exists(path)
+
+
+def init(args: argparse.Namespace, out: TextIO) -> int:
+    """Create the queue (if it does not exist), and share it with a group if asked."""
+    with open_queue(args, create=True) as q:
+        made = "created" if q.created else "found"
+    if args.shared_group is None:
+        print(f"{made} queue {q.path}", file=out)
+        return 0
+    qdir = directory.share(q.path, args.shared_group)
+    from ..permissions import group_name
+    print(f"{made} queue {q.path}, shared with group {group_name(qdir.shared_group or 0)}:"
+          " directories 2770 and files 0660 of that group, also those created later by any"
+          " of its users", file=out)
+    return 0
 
 
 def importable_cwd() -> None:
