@@ -161,18 +161,8 @@ def _copy_file(source: str, target: str, length: int | None = None) -> None:
     A segment may end before ``length`` by the time it is read: a torn tail was cut meanwhile
     (Log.repair_tail). Nothing the copied state points at lay in those bytes.
     """
-    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        mode = stat.S_IMODE(os.fstat(src).st_mode) & permissions.FILE_MODE
-        dst = permissions.create_file(target, os.O_WRONLY)
-        try:
-            durable.copy_range(src, dst, 0, length)
-            durable.sync_file(dst)
-            os.fchmod(dst, mode)
-        finally:
-            os.close(dst)
-    finally:
-        os.close(src)
+    mode = stat.S_IMODE(os.stat(source).st_mode) & permissions.FILE_MODE
+    durable.copy_file(source, target, mode, length)
 
 
 def _publish(tmp: str, dest: str) -> None:

@@ -118,14 +118,18 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
         permissions.check(path, _paths(qdir))
         durable.make_dir(qdir.log)
         durable.make_dir(qdir.quarantine)
+    except StorageError:
+        raise
     except OSError as exc:
-        if isinstance(exc, StorageError):
-            raise
-        if isinstance(exc, PermissionError):
-            raise permissions.denied(exc.filename or path, path) from exc
-        raise StorageError(f"cannot use queue directory {path}: {exc.strerror or exc}",
-                           path=path, errno=exc.errno) from exc
+        raise _os_error(exc, path, "use") from exc
     return qdir
+
+
+def _os_error(exc: OSError, path: str, doing: str) -> StorageError:
+    if isinstance(exc, PermissionError):
+        return permissions.denied(exc.filename or path, path)
+    return StorageError(f"cannot {doing} queue directory {path}: {exc.strerror or exc}",
+                        path=path, errno=exc.errno)
 
 
 def exists(path: str) -> bool:
@@ -198,6 +202,8 @@ def share(path: str, group: str | int) -> QueueDir:
         if info is None:
             raise NotAQueue(f"no queue at {path}", path=path)
         owner = os.stat(path).st_uid
+        if _shared_group(info) == gid and os.geteuid() not in (0, owner):
+            return QueueDir(path, shared_group=gid)  # done already (opening it checked that)
         if os.geteuid() not in (0, owner):
             raise QueuePermissionError(
                 f"only the owner of {path}, {permissions.user_name(owner)}, or root can share"
@@ -212,13 +218,10 @@ def share(path: str, group: str | int) -> QueueDir:
             durable.atomic_write(os.path.join(path, FORMAT_FILE),
                                  json.dumps(wanted, indent=1).encode() + b"\n")
         permissions.share(path, gid)
+    except StorageError:
+        raise
     except OSError as exc:
-        if isinstance(exc, StorageError):
-            raise
-        if isinstance(exc, PermissionError):
-            raise permissions.denied(exc.filename or path, path) from exc
-        raise StorageError(f"cannot share queue directory {path}: {exc.strerror or exc}",
-                           path=path, errno=exc.errno) from exc
+        raise _os_error(exc, path, "share") from exc
     log.info("queue.shared", path=path, group=permissions.group_name(gid))
     return QueueDir(path, shared_group=gid)
 

@@ -38,6 +38,22 @@ def copy_range(src: int, dst: int, start: int, length: int | None = None) -> int
     return copied
 
 
+def copy_file(source: str, target: str, mode: int, length: int | None = None) -> None:
+    """Copy ``source`` (its first ``length`` bytes, if given) to the new file ``target``,
+    synced, and give the copy ``mode``."""
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        dst = permissions.create_file(target, os.O_WRONLY)
+        try:
+            copy_range(src, dst, 0, length)
+            sync_file(dst)
+            os.fchmod(dst, mode)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
 def sync_dir(path: str | os.PathLike[str]) -> None:
     """Make entries created, renamed or removed in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

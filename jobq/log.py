@@ -631,17 +631,7 @@ def _replace_read_only(path: str, mode: int) -> None:
     copy = f"{path}.seal"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(copy)  # left by a seal that died here
-    src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        dst = permissions.create_file(copy, os.O_WRONLY)
-        try:
-            durable.copy_range(src, dst, 0)
-            durable.sync_file(dst)
-            os.fchmod(dst, mode)
-        finally:
-            os.close(dst)
-    finally:
-        os.close(src)
+    durable.copy_file(path, copy, mode)
     os.replace(copy, path)
     durable.sync_dir(os.path.dirname(path))
 

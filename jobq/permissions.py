@@ -45,15 +45,25 @@ def dir_mode(parent: str) -> int:
 
 
 def create_file(path: str, flags: int = os.O_RDWR) -> int:
-    """Create ``path`` (FileExistsError if it exists) with the mode its directory calls for."""
+    """Create ``path`` (FileExistsError if it exists) with the mode its directory calls for.
+
+    In a shared queue the file is made under a temporary name, given its mode (the umask, 022
+    say, took the group's write bit), then linked into place: a user of the group who opens it
+    the moment it appears must never find it owner-only.
+    """
     mode = file_mode(os.path.dirname(os.path.abspath(path)))
-    fd = os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    if mode != FILE_MODE:
-        try:
-            os.fchmod(fd, mode)  # the umask (022, say) took the group's write bit
-        except BaseException:
-            os.close(fd)
-            raise
+    if mode == FILE_MODE:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    tmp = f"{path}.tmp.{os.getpid()}.{os.urandom(4).hex()}"
+    fd = os.open(tmp, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.link(tmp, path)  # FileExistsError if it exists, as O_EXCL would
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        os.unlink(tmp)
     return fd
 
 

@@ -278,6 +278,18 @@ def test_a_producer_and_a_worker_of_two_users_share_a_queue(sandbox):
                   for where, _, files in os.walk(path) for name in files}
     assert BOB in created_by
 
+    status = sandbox.jobq(BOB, "status", "--dir", path, groups=team)
+    assert status.stdout.splitlines()[0] == f"queue {path} (shared with group {TEAM})", status
+    # A backup is for the same users: shared too, and alice can open bob's copy.
+    copy = os.path.join(sandbox.home(BOB), "shared-backup")
+    backup = sandbox.jobq(BOB, "backup", "--dir", path, copy, groups=team, umask=0o077)
+    assert backup.returncode == 0, backup.stderr
+    _assert_shared(copy)
+    status = sandbox.jobq(ALICE, "status", "--dir", copy, "--json", groups=team)
+    assert json.loads(status.stdout)["counts"]["succeeded"] == 0, status  # all purged
+    assert json.loads(status.stdout)["shared_group"] == str(TEAM)
+    _assert_shared(copy)
+
     line = one_line_error(sandbox.jobq(CAROL, "status", "--dir", path))
     assert f"uid {CAROL} cannot read {path}" in line
     assert f"the queue is shared with group {TEAM}: add uid {CAROL} to it" in line, line

@@ -45,9 +45,9 @@ def init(args: argparse.Namespace, out: TextIO) -> int:
     if args.shared_group is None:
         print(f"{made} queue {q.path}", file=out)
         return 0
-    qdir = directory.share(q.path, args.shared_group)
-    from ..permissions import group_name
-    print(f"{made} queue {q.path}, shared with group {group_name(qdir.shared_group or 0)}:"
+    with Queue(directory.share(q.path, args.shared_group).root) as q:
+        group = _group(q)
+    print(f"{made} queue {q.path}, shared with group {group}:"
           " directories 2770 and files 0660 of that group, also those created later by any"
           " of its users", file=out)
     return 0
@@ -105,12 +105,14 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     oldest = min(due) if due else None
     if args.json:
         retry = waiting.get((Status.FAILED, False))
-        render.as_json({"path": q.path, "counts": counts, "running": running,
+        render.as_json({"path": q.path, "shared_group": _group(q), "counts": counts,
+                        "running": running,
                         "oldest_waiting_age": None if oldest is None else now - oldest,
                         "next_retry_in": None if retry is None else retry - now,
                         "quarantined": quarantined}, out)
         return 0
-    print(f"queue {q.path}", file=out)
+    shared = "" if q.shared_group is None else f" (shared with group {_group(q)})"
+    print(f"queue {q.path}{shared}", file=out)
     for name, n in counts.items():
         print(f"  {name:<10} {n:>8}{_waiting_note(name, waiting, now)}", file=out)
     if quarantined:
@@ -123,6 +125,11 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                      [(r["job_id"], r["task"], r["attempts"], render.percent(r["progress"]),
                        render.ago(r["updated_at"]), r["owner"] or "-") for r in running], out)
     return 0
+
+
+def _group(q: Queue) -> str | None:
+    from ..permissions import group_name
+    return None if q.shared_group is None else group_name(q.shared_group)
 
 
 def _waiting_note(name: str, waiting: dict[tuple[Status, bool], float], now: float) -> str:
