@@ -212,7 +212,8 @@ def share(path: str, group: str | int) -> QueueDir:
             raise QueuePermissionError(
                 f"{permissions.user_name(os.geteuid())} is not in group"
                 f" {permissions.group_name(gid)}: only root or a member can give the queue to"
-                " it", path=path)
+                f" it (add {permissions.user_name(os.geteuid())} to the group and log in again,"
+                " or run this as root)", path=path)
         if _shared_group(info) != gid:
             wanted = {**info, "format": SHARED_FORMAT, "shared_group": gid}
             durable.atomic_write(os.path.join(path, FORMAT_FILE),

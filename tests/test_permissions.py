@@ -9,7 +9,6 @@ the first Python interpreter such a user can run: the suite's own may live under
 
 from __future__ import annotations
 
-import compileall
 import glob
 import importlib
 import json
@@ -155,12 +154,12 @@ def alice_queue(sandbox: Sandbox, name: str) -> str:
     return path
 
 
-READ_COMMANDS = [("status",), ("list",), ("show", "0"), ("verify",), ("enqueue", "permtasks:add", "1", "2"),
-                 ("worker", "--burst"), ("compact",)]
+COMMANDS = [("status",), ("list",), ("show", "0"), ("verify",),
+            ("enqueue", "permtasks:add", "1", "2"), ("worker", "--burst"), ("compact",)]
 
 
 @needs_root
-@pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
 def test_another_users_queue_is_a_permission_error_not_no_queue(sandbox, command):
     """A queue bob may not even look into: one line naming the directory, its owner and the
     way out, for every command; never "no queue at" (there is one)."""
