@@ -6,6 +6,7 @@ durable until the file is fsynced. Skipping either can lose a file that a caller
 
 from __future__ import annotations
 
+import errno
 import os
 
 from . import permissions
@@ -71,6 +72,8 @@ def make_dir(path: str | os.PathLike[str], mode: int | None = None) -> bool:
     """
     parent = os.path.dirname(os.path.abspath(path))
     want = permissions.dir_mode(parent) if mode is None else mode
+    if want != permissions.DIR_MODE and mode is None:
+        return _make_shared_dir(path, parent, want)
     try:
         os.mkdir(path, want)
     except FileExistsError:
@@ -79,6 +82,26 @@ def make_dir(path: str | os.PathLike[str], mode: int | None = None) -> bool:
     # a queue made inside one (/usr/local is 2775 on some systems) must not look shared.
     if os.stat(path).st_mode & 0o7777 != want:
         os.chmod(path, want)
+    sync_dir(parent)
+    return True
+
+
+def _make_shared_dir(path: str | os.PathLike[str], parent: str, mode: int) -> bool:
+    """:func:`make_dir` in a shared queue: made under a temporary name and given its mode (the
+    umask took the group's bits), then renamed into place, so that no user of the group finds
+    it owner-only. (A rename over an empty directory made meanwhile replaces it: no matter.)"""
+    if os.path.isdir(path):
+        return False
+    tmp = f"{os.fspath(path)}.tmp.{os.getpid()}.{os.urandom(4).hex()}"
+    os.mkdir(tmp, mode)
+    try:
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except OSError as exc:
+        os.rmdir(tmp)
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False  # made meanwhile, and already in use
+        raise
     sync_dir(parent)
     return True
 

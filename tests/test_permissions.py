@@ -437,3 +437,21 @@ def test_sealing_another_users_segment_leaves_a_read_only_copy_of_it(sandbox):
     assert sorted(os.listdir(os.path.join(path, "log"))) == [
         "000000000001.log", "000000000002.log", "append.lock"]
     _assert_shared(path)
+
+
+def test_a_directory_made_in_a_shared_queue_is_shared_whatever_the_umask(qpath):
+    """The workers' directory, made by the first worker: 2770 and the queue's group."""
+    from jobq import durable
+    from jobq.directory import share
+    Queue(qpath).close()
+    share(str(qpath), os.getegid())
+    old = os.umask(0o077)
+    try:
+        assert durable.make_dir(str(qpath / "workers"))
+        assert not durable.make_dir(str(qpath / "workers"))
+    finally:
+        os.umask(old)
+    st = os.stat(qpath / "workers")
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o2770, os.getegid())
+    assert sorted(os.listdir(qpath)) == ["jobq.json", "log", "quarantine", "state.lock",
+                                         "state.sqlite3", "workers"]
