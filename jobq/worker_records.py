@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import durable
-from .errors import JobNotFound
+from .errors import JobNotFound, StorageError
 
 if TYPE_CHECKING:
     from .store import Store
@@ -209,6 +209,14 @@ def read(root: str, now: float, owners: Iterable[str] = ()) -> list[WorkerInfo]:
     ``owners`` are the owners of running claims: a worker among them without a record (from an
     older jobq, or killed before it wrote one) is listed too, from its lock alone.
     """
+    try:
+        return _read(root, now, owners)
+    except OSError as exc:  # no permission to read the directory, or a lock file
+        raise StorageError(f"cannot read the workers' records in {os.path.join(root, DIR)}:"
+                           f" {exc.strerror or exc}", path=root, errno=exc.errno) from exc
+
+
+def _read(root: str, now: float, owners: Iterable[str]) -> list[WorkerInfo]:
     found: dict[str, WorkerInfo] = {}
     workers_dir = os.path.join(root, DIR)
     for name in _names(workers_dir):
@@ -226,10 +234,11 @@ def read(root: str, now: float, owners: Iterable[str] = ()) -> list[WorkerInfo]:
     buried = []
     for name in _names(dead_dir):
         record = _load(os.path.join(dead_dir, name))
-        if record is not None:
-            worker_id = name[:-len(".json")]
-            found.pop(worker_id, None)
-            buried.append(_info(worker_id, record, WorkerState.REAPED))
+        worker_id = name[:-len(".json")]
+        if record is None or (worker_id in found and found[worker_id].alive):
+            continue  # a live worker taken for dead (its lock file removed by hand) came back
+        found.pop(worker_id, None)
+        buried.append(_info(worker_id, record, WorkerState.REAPED))
     current = sorted(found.values(), key=lambda w: (not w.alive, w.started or 0.0, w.id))
     return current + sorted(buried, key=lambda w: -(w.reaped_at or 0.0))
 
@@ -308,7 +317,7 @@ def _load(path: str) -> dict[str, Any] | None:
     try:
         with open(path, "rb") as f:
             record = json.loads(f.read())
-    except (OSError, ValueError):
+    except (FileNotFoundError, ValueError):
         return None  # gone meanwhile (an exit, a burial), or not a record
     return record if isinstance(record, dict) else None
 

@@ -56,6 +56,8 @@ def test_a_killed_worker_shows_dead_until_another_reaps_it(queue, qpath, workers
     assert [r["worker_state"] for r in report["running"]] == ["dead"] and report["warnings"]
     assert "(dead: the job is reclaimed when a worker starts)" in ok(
         "show", "--dir", str(qpath), slow)
+    assert json.loads(ok("show", "--dir", str(qpath), slow, "--json"))["worker"] == {
+        "owner": f"{first_id}/1", "state": "dead"}
     # Reading took nothing away: the dead worker's lock and record are where it left them.
     assert (qpath / "workers" / f"{first_id}.lock").exists()
     assert (qpath / "workers" / f"{first_id}.json").exists()

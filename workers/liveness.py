@@ -9,6 +9,10 @@ but stuck.
 A child forked while the lock is held shares it (flock belongs to the open file description):
 children close the inherited descriptor first thing, or a dead supervisor would look alive for as
 long as an orphaned child runs.
+
+Next to the lock each worker keeps a record of itself, with a heartbeat (see
+:mod:`jobq.worker_records` and :mod:`workers.heartbeat`): it says what the worker does, never
+whether it lives. Whoever finds a worker dead buries its record in the history of dead workers.
 """
 
 from __future__ import annotations

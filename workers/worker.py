@@ -325,20 +325,17 @@ class Worker:
             change = self._crash(cause, token) if started else _released  # prefetched: never started
             self._finished.append(Ended(job_id, token, change,
                                         {"cause": cause, "reaped_from": worker}))
-        if look_at_records:
-            for worker in worker_records.recorded(self.queue.path):
-                if worker != self.id and worker not in dead \
-                        and liveness.is_dead(self.queue.path, worker):
-                    held[worker] = []
-        for worker, jobs in held.items():
-            self._bury(worker, jobs, now)
-
-    def _bury(self, worker: str, jobs: list[str], now: float) -> None:
         try:
-            if worker_records.bury(self.queue.path, worker, by=self.id, jobs=jobs, now=now):
-                self._log.info("worker.found_dead", dead_worker=worker, jobs=len(jobs))
-        except OSError as exc:  # only the history of dead workers is at stake
-            self._log.warning("worker.bury_failed", dead_worker=worker, error=str(exc))
+            if look_at_records:  # workers that died holding no job: only their records tell
+                for worker in worker_records.recorded(self.queue.path):
+                    if worker != self.id and worker not in dead \
+                            and liveness.is_dead(self.queue.path, worker):
+                        held[worker] = []
+            for worker, jobs in held.items():
+                if worker_records.bury(self.queue.path, worker, by=self.id, jobs=jobs, now=now):
+                    self._log.info("worker.found_dead", dead_worker=worker, jobs=len(jobs))
+        except OSError as exc:  # only what `jobq workers` shows is at stake, not the jobs
+            self._log.warning("worker.records_unreadable", error=str(exc))
 
     # -- stopping ----------------------------------------------------------------------------
 

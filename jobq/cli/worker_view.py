@@ -35,8 +35,8 @@ def workers(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 def _doing(w: WorkerInfo, anyone_alive: bool, now: float) -> str:
     if w.state is WorkerState.REAPED:
         jobs = f"its {_jobs(w.held)} reclaimed" if w.held else "it held no job"
-        return (f"died after its last heartbeat; found dead {render.ago(w.reaped_at, now)} by"
-                f" {w.reaped_by or '?'}: {jobs}")
+        return (f"died about {render.ago(w.heartbeat, now)} (its last heartbeat); reaped"
+                f" {render.ago(w.reaped_at, now)} by {w.reaped_by or '?'}: {jobs}")
     if w.state is WorkerState.DEAD:
         if not w.held:
             return "held no job"
