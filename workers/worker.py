@@ -93,7 +93,8 @@ class Worker:
         try:
             with handled(self.stops):
                 self._slots = [self._start_child() for _ in range(self.config.concurrency)]
-                # After the lock is taken: a record is only read with its lock held or freed.
+                # Published after the lock is taken: a reader probing the lock of a worker with
+                # a record never meets one that is about to take it.
                 self._heartbeat = Heartbeat(self.queue.path, self.id,
                                             concurrency=self.config.concurrency,
                                             interval=self.config.heartbeat_interval,

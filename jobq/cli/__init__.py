@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="most jobs a child claims at once when its jobs are short (default 100;"
                         " 1: one at a time)")
 
-    p = sub.add_parser("status", parents=[reads], help="counts by status and running jobs")
+    p = sub.add_parser("status", parents=[reads], help="counts by status, workers alive, running jobs")
     p.add_argument("--limit", type=int, default=20, help="running jobs to show (default 20)")
     sub.add_parser("workers", parents=[reads],
                    help="workers: live, stuck or dead, and what each child runs")
