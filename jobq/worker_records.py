@@ -252,7 +252,7 @@ def collect(root: str, store: Store, now: float) -> list[WorkerInfo]:
     found = []
     for info in read(root, now, owners=held):
         if info.state is not WorkerState.REAPED:
-            info = replace(info, held=tuple(held.get(info.id, ())),
+            info = replace(info, held=tuple(sorted(held.get(info.id, ()))),
                            children=tuple(_with_task(c, store) for c in info.children))
         found.append(info)
     return found
