@@ -134,10 +134,7 @@ def publish(root: str, record: dict[str, Any]) -> None:
 
 def withdraw(root: str, worker_id: str) -> None:
     """Remove the record of a worker that exits cleanly (before it lets go of its lock)."""
-    try:
-        os.unlink(record_path(root, worker_id))
-    except FileNotFoundError:
-        pass
+    _unlink(record_path(root, worker_id))
 
 
 def bury(root: str, worker_id: str, *, by: str, jobs: Iterable[str], now: float) -> bool:
@@ -158,6 +155,10 @@ def bury(root: str, worker_id: str, *, by: str, jobs: Iterable[str], now: float)
     record = {**(record or {"id": worker_id}), "reaped_at": now, "reaped_by": by,
               "jobs": sorted(jobs)}
     durable.atomic_write(target, json.dumps(record, separators=(",", ":")).encode(), sync=False)
+    workers_dir = os.path.dirname(source)
+    for name in os.listdir(workers_dir):  # a heartbeat it was writing when it died
+        if name.startswith(f"{worker_id}.json.tmp."):
+            _unlink(os.path.join(workers_dir, name))
     prune(dead_dir, now)
     return True
 
@@ -168,9 +169,11 @@ def recorded(root: str) -> list[str]:
 
 
 def prune(dead_dir: str, now: float) -> int:
-    """Forget dead workers older than KEEP_DEAD, and all but the MAX_DEAD newest; return how many."""
+    """Forget dead workers older than KEEP_DEAD, and all but the MAX_DEAD newest; return how many.
+
+    Everything in ``dead/`` counts, temporary files a reaper left as it died too."""
     entries = []
-    for name in _names(dead_dir):
+    for name in os.listdir(dead_dir):
         try:
             entries.append((os.stat(os.path.join(dead_dir, name)).st_mtime, name))
         except FileNotFoundError:
@@ -179,10 +182,7 @@ def prune(dead_dir: str, now: float) -> int:
     gone = [name for i, (mtime, name) in enumerate(entries)
             if i >= MAX_DEAD or now - mtime > KEEP_DEAD]
     for name in gone:
-        try:
-            os.unlink(os.path.join(dead_dir, name))
-        except FileNotFoundError:
-            pass
+        _unlink(os.path.join(dead_dir, name))
     return len(gone)
 
 
@@ -320,6 +320,13 @@ def _load(path: str) -> dict[str, Any] | None:
     except (FileNotFoundError, ValueError):
         return None  # gone meanwhile (an exit, a burial), or not a record
     return record if isinstance(record, dict) else None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _number(value: Any) -> float | None:

@@ -123,16 +123,20 @@ def test_a_claim_owner_without_a_record_is_listed_from_its_id_and_lock(queue, tm
 
 
 def test_only_one_reaper_buries_a_record(tmp_path):
-    """The rename decides: the second bury finds nothing to move."""
+    """The rename decides: the second bury finds nothing to move; the first also removes a
+    heartbeat the dead worker left half written."""
     root = str(tmp_path)
     os.makedirs(os.path.join(root, "workers"))
     worker_records.publish(root, {"id": "x-1-aa", "host": "h", "pid": 1})
+    torn = os.path.join(root, "workers", "x-1-aa.json.tmp.77.88")  # it died mid-heartbeat
+    open(torn, "w").close()
     assert worker_records.bury(root, "x-1-aa", by="me", jobs=["b", "a"], now=5.0) is True
     assert worker_records.bury(root, "x-1-aa", by="other", jobs=[], now=6.0) is False
     with open(os.path.join(root, "workers", "dead", "x-1-aa.json")) as f:
         entry = json.load(f)
     assert (entry["reaped_by"], entry["jobs"], entry["reaped_at"], entry["host"]) == (
         "me", ["a", "b"], 5.0, "h")
+    assert not os.path.exists(torn)
 
 
 def test_dead_workers_are_forgotten_after_a_day_and_past_the_limit(tmp_path):
@@ -144,10 +148,11 @@ def test_dead_workers_are_forgotten_after_a_day_and_past_the_limit(tmp_path):
         entry = dead / f"w{i}.json"
         entry.write_text("{}")
         os.utime(entry, (now - i, now - i))
-    old = dead / "old.json"
-    old.write_text("{}")
-    os.utime(old, (now - 2 * 86400,) * 2)
-    assert worker_records.prune(str(dead), now) == 6
+    for name in ("old.json", "old.json.tmp.12.34"):  # a reaper died writing the second
+        old = dead / name
+        old.write_text("{}")
+        os.utime(old, (now - 2 * 86400,) * 2)
+    assert worker_records.prune(str(dead), now) == 7
     assert sorted(p.name for p in dead.iterdir()) == sorted(
         f"w{i}.json" for i in range(worker_records.MAX_DEAD))
 
