@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..queue import Queue
-from ..worker_records import WorkerInfo, WorkerState, worker_of
+from ..worker_records import ChildInfo, WorkerInfo, WorkerState, worker_of
 from . import render
 
 _SHOWN_IDS = 3  # job ids named in one cell; the rest are counted
@@ -41,12 +41,15 @@ def _doing(w: WorkerInfo, anyone_alive: bool, now: float) -> str:
         if not w.held:
             return "held no job"
         return f"held {_jobs(w.held)}: {_reclaim(anyone_alive)}"
-    if not w.children:
-        return "-"
-    return "; ".join(f"{c.n}: " + ("idle" if c.job_id is None else
-                                   f"{c.job_id} {c.task or ''} for {_age(c.since, now)}".replace(
-                                       "  ", " "))
-                     for c in w.children)
+    return "; ".join(_child(c, now) for c in w.children) or "-"
+
+
+def _child(c: ChildInfo, now: float) -> str:
+    """'1: <job id> <task> for 3s', or '2: idle'."""
+    if c.job_id is None:
+        return f"{c.n}: idle"
+    task = f" {c.task}" if c.task else ""
+    return f"{c.n}: {c.job_id}{task} for {render.ago(c.since, now).removesuffix(' ago')}"
 
 
 def _jobs(ids: Sequence[str]) -> str:
@@ -57,10 +60,6 @@ def _jobs(ids: Sequence[str]) -> str:
 
 def _reclaim(anyone_alive: bool) -> str:
     return "being reclaimed" if anyone_alive else "reclaimed when a worker starts"
-
-
-def _age(since: float | None, now: float) -> str:
-    return render.ago(since, now).removesuffix(" ago")
 
 
 def _as_dict(w: WorkerInfo, now: float) -> dict[str, Any]:
