@@ -13,8 +13,9 @@ from .errors import PermanentFailure
 from .payload import JobPayload
 from .queue import Queue
 from .state import JobState, Status
+from .worker_records import ChildInfo, WorkerInfo, WorkerState
 
 __version__ = "0.1.0"
 
 __all__ = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status",
-           "PermanentFailure", "errors", "__version__"]
+           "PermanentFailure", "WorkerInfo", "WorkerState", "ChildInfo", "errors", "__version__"]

@@ -106,11 +106,14 @@ def _make_shared_dir(path: str | os.PathLike[str], parent: str, mode: int) -> bo
     return True
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes, *, exclusive: bool = False) -> bool:
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, exclusive: bool = False,
+                 sync: bool = True) -> bool:
     """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, durably.
 
     With ``exclusive=True`` an existing file is left alone and False is returned: the first
     writer wins, which is how several processes can race to create the same queue safely.
+    ``sync=False`` keeps the atomicity and drops the two fsyncs, for what only matters while the
+    machine is up (a worker's heartbeat).
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -121,7 +124,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, exclusive: bool =
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         if exclusive:
@@ -137,5 +141,6 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, exclusive: bool =
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-    sync_dir(directory)
+    if sync:
+        sync_dir(directory)
     return True

@@ -11,7 +11,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
-from . import job_record, maintenance, permissions, record, signatures, tasks
+from . import job_record, maintenance, permissions, record, signatures, tasks, worker_records
 from .directory import FIXED_SETTINGS, open_dir
 from .errors import (ConfigError, CorruptRecord, InvalidArgument, InvalidJob, JobCancelled,
                      JobFailed, JobqError, RecordTooLarge, SignatureMismatch, WaitTimeout)
@@ -19,6 +19,7 @@ from .log import Log
 from .payload import JobPayload
 from .state import JobState, Status
 from .store import Store
+from .worker_records import WorkerInfo
 
 MAX_JOB_ID = 200
 _I32 = 2**31 - 1
@@ -298,6 +299,12 @@ class Queue:
         self.store.catch_up()
         for job_id in self.store.job_ids(wanted):
             yield self.store.get(job_id)
+
+    def workers(self) -> list[WorkerInfo]:
+        """Workers of this queue: alive ones (live or stuck), dead ones not yet reaped, then
+        those found dead in the last day, newest first. Reading never takes a worker's lock
+        in a way that could make it look dead, and needs no write permission."""
+        return worker_records.collect(self.path, self.store, self._clock())
 
     # -- acting --------------------------------------------------------------------------------
 

@@ -9,6 +9,10 @@ but stuck.
 A child forked while the lock is held shares it (flock belongs to the open file description):
 children close the inherited descriptor first thing, or a dead supervisor would look alive for as
 long as an orphaned child runs.
+
+Next to the lock each worker keeps a record of itself, with a heartbeat (see
+:mod:`jobq.worker_records` and :mod:`workers.heartbeat`): it says what the worker does, never
+whether it lives. Whoever finds a worker dead buries its record in the history of dead workers.
 """
 
 from __future__ import annotations
@@ -16,27 +20,21 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-
+import time
 
 from jobq import durable, permissions
 from jobq._logging import get_logger
+from jobq.worker_records import DIR, lock_path as _path, worker_of
+
+__all__ = ["DIR", "LivenessLock", "is_dead", "new_worker_id", "worker_of"]
 
 log = get_logger(__name__)
 
-DIR = "workers"
+TAKE_TRIES = 1000  # a millisecond apart: see LivenessLock._take
 
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-
-
-def worker_of(owner: str) -> str:
-    """The worker id in a claim's owner (``<worker id>/<child>``; older claims: the id alone)."""
-    return owner.split("/", 1)[0]
-
-
-def _path(queue_root: str, worker_id: str) -> str:
-    return os.path.join(queue_root, DIR, f"{worker_id}.lock")
 
 
 class LivenessLock:
@@ -50,7 +48,17 @@ class LivenessLock:
 
     def _take(self) -> None:
         self.fd = permissions.open_file(self.path)
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for attempt in range(TAKE_TRIES):
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                # Someone probes this file (jobq workers, for an instant): the id is ours
+                # alone, so no one else can hold it for longer. Give up after a second.
+                if attempt == TAKE_TRIES - 1:
+                    os.close(self.fd)
+                    raise
+                time.sleep(0.001)
 
     def check(self) -> None:
         """Re-take the lock if its file was removed under us (others would think us dead)."""

@@ -17,7 +17,7 @@ from multiprocessing.connection import wait
 from typing import Any
 
 
-from jobq import Queue, transitions
+from jobq import Queue, transitions, worker_records
 from jobq.errors import ConfigError, JobqError
 from jobq.execution import change_for, failure, log_transition
 from jobq.state import Status
@@ -26,6 +26,7 @@ from jobq.store import Change
 from . import liveness, slots
 from .compacting import AutoCompactor
 from .config import WorkerConfig
+from .heartbeat import Heartbeat
 from .signals import StopRequests, handled
 from .slots import Slot
 from jobq._logging import get_logger
@@ -69,7 +70,8 @@ class Worker:
         self._finished: list[Ended] = []
         self._retrying: set[str] = set()
         self._lock: liveness.LivenessLock | None = None
-        self._next_reap = self._next_renew = 0.0
+        self._heartbeat: Heartbeat | None = None
+        self._next_reap = self._next_renew = self._next_beat = 0.0
         self._stop_deadline: float | None = None
         self._error: JobqError | None = None
         self._compactor: AutoCompactor | None = None
@@ -91,6 +93,12 @@ class Worker:
         try:
             with handled(self.stops):
                 self._slots = [self._start_child() for _ in range(self.config.concurrency)]
+                # Published after the lock is taken: a reader probing the lock of a worker with
+                # a record never meets one that is about to take it.
+                self._heartbeat = Heartbeat(self.queue.path, self.id,
+                                            concurrency=self.config.concurrency,
+                                            interval=self.config.heartbeat_interval,
+                                            logger=self._log)
                 self._log.info("worker.started", queue=self.queue.path,
                                queue_from=self.queue.config.origin,
                                concurrency=self.config.concurrency, burst=burst)
@@ -109,9 +117,13 @@ class Worker:
         now = time.monotonic()
         self._collect(self.config.poll_interval)
         self._enforce_limits(now)
-        if now >= self._next_reap:
+        beat = now >= self._next_beat
+        if beat and self._heartbeat is not None:
+            self._next_beat = now + self.config.heartbeat_interval
+            self._heartbeat.beat(self._slots)
+        if now >= self._next_reap or beat:
             self._next_reap = now + self.config.reap_interval
-            self._reap_dead_workers()
+            self._reap_dead_workers(look_at_records=beat)
             self._watch_cancellations(now)
             self.queue.store.presize_wal()  # again if SQLite removed it: one stat if not
             if not all(s.idle for s in self._slots):
@@ -290,12 +302,14 @@ class Worker:
 
     # -- other workers -----------------------------------------------------------------------
 
-    def _reap_dead_workers(self) -> None:
-        """Reclaim the jobs of workers that died, and of live ones whose leases ran out."""
+    def _reap_dead_workers(self, look_at_records: bool = False) -> None:
+        """Reclaim the jobs of workers that died, and of live ones whose leases ran out; bury
+        the records of dead workers (with ``look_at_records``, of those that held no job too)."""
         assert self._lock is not None
         self._lock.check()
         now = time.time()
         dead: dict[str, bool] = {}
+        held: dict[str, list[str]] = {}
         for job_id, token, owner, lease_expires, started in self.queue.store.running_claims():
             worker = liveness.worker_of(owner)
             if worker == self.id:
@@ -303,6 +317,7 @@ class Worker:
             if worker not in dead:
                 dead[worker] = liveness.is_dead(self.queue.path, worker)
             if dead[worker]:
+                held.setdefault(worker, []).append(job_id)
                 cause = f"worker {worker} died"
             elif lease_expires is not None and lease_expires < now:
                 cause = f"lease expired: worker {worker} stopped renewing it"
@@ -311,6 +326,17 @@ class Worker:
             change = self._crash(cause, token) if started else _released  # prefetched: never started
             self._finished.append(Ended(job_id, token, change,
                                         {"cause": cause, "reaped_from": worker}))
+        try:
+            if look_at_records:  # workers that died holding no job: only their records tell
+                for worker in worker_records.recorded(self.queue.path):
+                    if worker != self.id and worker not in dead \
+                            and liveness.is_dead(self.queue.path, worker):
+                        held[worker] = []
+            for worker, jobs in held.items():
+                if worker_records.bury(self.queue.path, worker, by=self.id, jobs=jobs, now=now):
+                    self._log.info("worker.found_dead", dead_worker=worker, jobs=len(jobs))
+        except OSError as exc:  # only what `jobq workers` shows is at stake, not the jobs
+            self._log.warning("worker.records_unreadable", error=str(exc))
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -338,6 +364,8 @@ class Worker:
         self._slots = []
         if self._finished:
             self._record()
+        if self._heartbeat is not None:
+            self._heartbeat.withdraw()  # before the lock: a record without a held lock is dead
         if self._lock is not None:
             self._lock.close()
 

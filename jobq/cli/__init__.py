@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from .. import __version__, _logging, config, permissions
 from ..errors import JobqError
 from ..state import Status
-from . import commands
+from . import commands, worker_view
 
 USAGE_ERROR = 2
 STATUSES = [s.value for s in Status]
@@ -99,8 +99,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="most jobs a child claims at once when its jobs are short (default 100;"
                         " 1: one at a time)")
 
-    p = sub.add_parser("status", parents=[reads], help="counts by status and running jobs")
+    p = sub.add_parser("status", parents=[reads], help="counts by status, workers alive, running jobs")
     p.add_argument("--limit", type=int, default=20, help="running jobs to show (default 20)")
+    sub.add_parser("workers", parents=[reads],
+                   help="workers: live, stuck or dead, and what each child runs")
     p = sub.add_parser("list", parents=[reads], help="jobs, newest first")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
@@ -210,7 +212,8 @@ def _worker(args: argparse.Namespace) -> int:
 RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": commands.list_jobs,
            "show": commands.show, "wait": commands.wait, "retry": commands.retry,
            "cancel": commands.cancel, "purge": commands.purge, "verify": commands.verify,
-           "compact": commands.compact, "backup": commands.backup}
+           "compact": commands.compact, "backup": commands.backup,
+           "workers": worker_view.workers}
 CREATES = {"enqueue"}
 
 

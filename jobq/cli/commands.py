@@ -17,6 +17,7 @@ from ..errors import DamagedRecord, InvalidArgument, JobqError, NotAQueue, Stora
 from ..queue import Queue, last_line
 from ..state import Status
 from . import inputs, render
+from .worker_view import Census, describe_owner
 
 TIMEOUT_EXIT = 124  # like coreutils timeout(1)
 
@@ -103,18 +104,28 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     # Waiting for a worker: due jobs, queued or due for their retry; not a delay or a backoff.
     due = [t for (_, is_due), t in waiting.items() if is_due]
     oldest = min(due) if due else None
+    census = Census.of(q)
+    warning = census.warning(bool(due), q.path)
+    for row in running:
+        row["worker_state"] = (census.state_of(row["owner"]) or "unknown") if row["owner"] \
+            else None
     if args.json:
         retry = waiting.get((Status.FAILED, False))
         render.as_json({"path": q.path, "shared_group": _group(q), "counts": counts,
                         "running": running,
                         "oldest_waiting_age": None if oldest is None else now - oldest,
                         "next_retry_in": None if retry is None else retry - now,
-                        "quarantined": quarantined}, out)
+                        "quarantined": quarantined, "workers": census.as_json(),
+                        "warnings": [warning] if warning else []}, out)
         return 0
     shared = "" if q.shared_group is None else f" (shared with group {_group(q)})"
     print(f"queue {q.path}{shared}", file=out)
     for name, n in counts.items():
-        print(f"  {name:<10} {n:>8}{_waiting_note(name, waiting, now)}", file=out)
+        note = census.running_note() if name == "running" else _waiting_note(name, waiting, now)
+        print(f"  {name:<10} {n:>8}{note}", file=out)
+    print(census.line(), file=out)
+    if warning:
+        print(f"\nwarning: {warning}", file=out)
     if quarantined:
         print(f"\nwarning: {len(quarantined)} damaged log range(s) were skipped and copied to"
               f" {os.path.join(q.path, 'quarantine')} (last: {quarantined[-1]['reason']})",
@@ -123,7 +134,9 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         print("\nrunning:", file=out)
         render.table(["JOB ID", "TASK", "ATTEMPT", "PROGRESS", "UPDATED", "WORKER"],
                      [(r["job_id"], r["task"], r["attempts"], render.percent(r["progress"]),
-                       render.ago(r["updated_at"]), r["owner"] or "-") for r in running], out)
+                       render.ago(r["updated_at"]),
+                       (r["owner"] or "-") + (" (dead)" if r["worker_state"] == "dead" else ""))
+                      for r in running], out)
     return 0
 
 
@@ -179,10 +192,15 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         problems.append(damaged["problem"])
     except JobqError as exc:
         problems.append(f"payload: cannot load: {exc}")
+    owner = q.store.row(jid)["owner"] if state is not None \
+        and state.status is Status.RUNNING else None
+    census = Census.of(q) if owner else None
     if args.json:
+        worker = None if census is None else {"owner": owner,
+                                              "state": census.state_of(owner) or "unknown"}
         render.as_json({"job_id": jid, "state": state and state.__getstate__(),
                         "payload": payload and payload.__getstate__(), "problems": problems,
-                        "damaged": damaged}, out)
+                        "damaged": damaged, "worker": worker}, out)
         return 0
     lines: list[tuple[str, Any]] = [("job", jid)]
     if state is not None:
@@ -196,6 +214,8 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                   ("checkpoint", _summary(state.checkpoint)), ("result", _summary(state.result))]
         if state.cancel_requested and not state.status.finished:
             lines.append(("cancel", "requested"))
+        if census is not None:
+            lines.append(("worker", describe_owner(census, owner)))
     if payload is not None:
         lines += [("args", render.short(payload.args)), ("kwargs", render.short(payload.kwargs)),
                   ("priority", payload.priority), ("max attempts", payload.max_attempts),

@@ -1,0 +1,342 @@
+"""Who works on a queue: the record each worker publishes about itself, and reading them back.
+
+Layout::
+
+    <queue>/workers/<id>.lock        flocked for the worker's whole life (workers.liveness): whether
+                                     a worker lives is decided by this lock, and only by it
+    <queue>/workers/<id>.json        its record: host, pid, when it started, and a heartbeat with
+                                     what each child runs, rewritten every few seconds
+    <queue>/workers/dead/<id>.json   the record of a worker found dead, with who found it, when, and
+                                     the jobs it held; kept a day, and at most MAX_DEAD of them
+
+The record is a file of its own, not the lock file's contents: it is replaced whole by a rename,
+so a reader never sees half a heartbeat, whereas the lock file must keep its inode for life (a
+new inode is a new, unheld lock) and is removed by whoever finds its holder dead. The heartbeat
+is not fsynced: it only matters while the machine is up. A worker that exits cleanly removes its
+record before its lock; one that dies leaves it, shown ``dead`` until a live worker buries it.
+
+The heartbeat never decides liveness: a worker whose lock is held is alive, and only ``stuck``
+if its heartbeat is old (its supervisor loop stopped turning). Reading takes no lock a worker
+could trip over: :func:`holds_lock` tries a *shared* lock, non-blocking, for an instant, on a
+descriptor opened read-only (no write permission needed, nothing unlinked). A reaper probing at
+that same instant takes the dead worker for alive, and looks again at its next round.
+
+Record (JSON, ``format`` 1)::
+
+    {"format": 1, "id", "host", "pid", "started", "queue", "version", "concurrency",
+     "heartbeat", "heartbeat_interval",
+     "children": [{"n", "pid", "job_id" (null: idle), "since" (wall clock, null: idle)}],
+     dead entries only: "reaped_at", "reaped_by", "jobs" (ids it held when found dead)}
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from . import durable
+from .errors import JobNotFound, StorageError
+
+if TYPE_CHECKING:
+    from .store import Store
+
+DIR = "workers"
+DEAD_DIR = "dead"
+FORMAT = 1
+MAX_DEAD = 100  # dead workers remembered, newest first
+KEEP_DEAD = 86400.0  # seconds a dead worker is remembered
+MIN_STUCK = 10.0  # a heartbeat older than this (and than 5 intervals) marks a live worker stuck
+
+
+class WorkerState(str, enum.Enum):
+    """What became of a worker. ``str`` so it prints and compares as its value."""
+
+    LIVE = "live"  # holds its lock, heartbeat fresh
+    STUCK = "stuck"  # holds its lock, heartbeat old: its loop stopped turning
+    DEAD = "dead"  # its lock is free; its jobs are reclaimed when a live worker looks
+    REAPED = "reaped"  # found dead by a live worker, which reclaimed what it held
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def alive(self) -> bool:
+        return self in (WorkerState.LIVE, WorkerState.STUCK)
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """One child process of a worker, as of its last heartbeat."""
+
+    n: int
+    pid: int | None
+    job_id: str | None  # None: idle
+    since: float | None  # wall clock the job started
+    task: str | None = None  # from the store, when the job is still there
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerInfo:
+    """A worker as its record and its lock show it. Fields it never published are None."""
+
+    id: str
+    state: WorkerState
+    host: str | None = None
+    pid: int | None = None
+    started: float | None = None
+    heartbeat: float | None = None
+    heartbeat_interval: float | None = None
+    concurrency: int | None = None
+    queue: str | None = None
+    version: str | None = None
+    children: tuple[ChildInfo, ...] = ()
+    held: tuple[str, ...] = ()  # running jobs claimed by it (reaped: the ones it held then)
+    reaped_at: float | None = None
+    reaped_by: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.state.alive
+
+
+def worker_of(owner: str) -> str:
+    """The worker id in a claim's owner (``<worker id>/<child>``; older claims: the id alone)."""
+    return owner.split("/", 1)[0]
+
+
+def lock_path(root: str, worker_id: str) -> str:
+    return os.path.join(root, DIR, f"{worker_id}.lock")
+
+
+def record_path(root: str, worker_id: str) -> str:
+    return os.path.join(root, DIR, f"{worker_id}.json")
+
+
+def stuck(heartbeat: float | None, interval: float | None, now: float) -> bool:
+    """Is a heartbeat too old for a worker that beats every ``interval`` seconds?"""
+    if heartbeat is None:
+        return False  # nothing to judge by: the lock says alive
+    return now - heartbeat > max(MIN_STUCK, 5 * (interval or 0.0))
+
+
+# -- the worker's side --------------------------------------------------------------------------
+
+def publish(root: str, record: dict[str, Any]) -> None:
+    """Replace this worker's record (atomically, not durably: see the module docstring)."""
+    data = json.dumps({"format": FORMAT, **record}, separators=(",", ":")).encode()
+    durable.atomic_write(record_path(root, record["id"]), data, sync=False)
+
+
+def withdraw(root: str, worker_id: str) -> None:
+    """Remove the record of a worker that exits cleanly (before it lets go of its lock)."""
+    _unlink(record_path(root, worker_id))
+
+
+def bury(root: str, worker_id: str, *, by: str, jobs: Iterable[str], now: float) -> bool:
+    """Move the record of a worker found dead to ``dead/``, saying who found it and what it held.
+
+    The rename decides which of several reapers writes the entry: the others find no record and
+    return False. Call it only once the worker's lock was found free.
+    """
+    source = record_path(root, worker_id)
+    record = _load(source)
+    dead_dir = os.path.join(root, DIR, DEAD_DIR)
+    durable.make_dir(dead_dir)  # shared inside a shared queue
+    target = os.path.join(dead_dir, f"{worker_id}.json")
+    try:
+        os.rename(source, target)
+    except FileNotFoundError:
+        return False  # another reaper buried it, or it exited cleanly
+    record = {**(record or {"id": worker_id}), "reaped_at": now, "reaped_by": by,
+              "jobs": sorted(jobs)}
+    durable.atomic_write(target, json.dumps(record, separators=(",", ":")).encode(), sync=False)
+    workers_dir = os.path.dirname(source)
+    for name in os.listdir(workers_dir):  # a heartbeat it was writing when it died
+        if name.startswith(f"{worker_id}.json.tmp."):
+            _unlink(os.path.join(workers_dir, name))
+    prune(dead_dir, now)
+    return True
+
+
+def recorded(root: str) -> list[str]:
+    """Ids of the workers with a record in ``workers/`` (live, stuck, or dead and not buried)."""
+    return [name[:-len(".json")] for name in _names(os.path.join(root, DIR))]
+
+
+def prune(dead_dir: str, now: float) -> int:
+    """Forget dead workers older than KEEP_DEAD, and all but the MAX_DEAD newest; return how many.
+
+    Everything in ``dead/`` counts, temporary files a reaper left as it died too."""
+    entries = []
+    for name in os.listdir(dead_dir):
+        try:
+            entries.append((os.stat(os.path.join(dead_dir, name)).st_mtime, name))
+        except FileNotFoundError:
+            continue
+    entries.sort(reverse=True)
+    gone = [name for i, (mtime, name) in enumerate(entries)
+            if i >= MAX_DEAD or now - mtime > KEEP_DEAD]
+    for name in gone:
+        _unlink(os.path.join(dead_dir, name))
+    return len(gone)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def holds_lock(root: str, worker_id: str) -> bool:
+    """Does ``worker_id`` hold its liveness lock? Read-only, and never removes anything."""
+    try:
+        fd = os.open(lock_path(root, worker_id), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False  # reaped, or exited
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the shared lock at once, if it was taken
+    return False
+
+
+def read(root: str, now: float, owners: Iterable[str] = ()) -> list[WorkerInfo]:
+    """Every worker with a record, live or dead, then the dead ones remembered, newest first.
+
+    ``owners`` are the owners of running claims: a worker among them without a record (from an
+    older jobq, or killed before it wrote one) is listed too, from its lock alone.
+    """
+    try:
+        return _read(root, now, owners)
+    except OSError as exc:  # no permission to read the directory, or a lock file
+        raise StorageError(f"cannot read the workers' records in {os.path.join(root, DIR)}:"
+                           f" {exc.strerror or exc}", path=root, errno=exc.errno) from exc
+
+
+def _read(root: str, now: float, owners: Iterable[str]) -> list[WorkerInfo]:
+    found: dict[str, WorkerInfo] = {}
+    workers_dir = os.path.join(root, DIR)
+    for name in _names(workers_dir):
+        worker_id = name[:-len(".json")]
+        record = _load(os.path.join(workers_dir, name))
+        if record is not None or os.path.exists(lock_path(root, worker_id)):
+            found[worker_id] = _info(worker_id, record or {}, _state(root, worker_id, record, now))
+    for owner in owners:
+        worker_id = worker_of(owner)
+        if worker_id not in found:
+            found[worker_id] = _info(worker_id, _from_id(worker_id),
+                                     _state(root, worker_id, None, now))
+    # Read after workers/: a record buried meanwhile shows here, not nowhere.
+    dead_dir = os.path.join(workers_dir, DEAD_DIR)
+    buried = []
+    for name in _names(dead_dir):
+        record = _load(os.path.join(dead_dir, name))
+        worker_id = name[:-len(".json")]
+        if record is None or (worker_id in found and found[worker_id].alive):
+            continue  # a live worker taken for dead (its lock file removed by hand) came back
+        found.pop(worker_id, None)
+        buried.append(_info(worker_id, record, WorkerState.REAPED))
+    current = sorted(found.values(), key=lambda w: (not w.alive, w.started or 0.0, w.id))
+    return current + sorted(buried, key=lambda w: -(w.reaped_at or 0.0))
+
+
+def collect(root: str, store: Store, now: float) -> list[WorkerInfo]:
+    """:func:`read`, with the jobs each worker holds and the task each child runs, from the store."""
+    held: dict[str, list[str]] = {}
+    for job_id, _, owner, _ in store.running():
+        if owner:
+            held.setdefault(worker_of(owner), []).append(job_id)
+    found = []
+    for info in read(root, now, owners=held):
+        if info.state is not WorkerState.REAPED:
+            info = replace(info, held=tuple(sorted(held.get(info.id, ()))),
+                           children=tuple(_with_task(c, store) for c in info.children))
+        found.append(info)
+    return found
+
+
+def _with_task(child: ChildInfo, store: Store) -> ChildInfo:
+    if child.job_id is None:
+        return child
+    try:
+        return replace(child, task=store.row(child.job_id)["task"])
+    except JobNotFound:  # purged since
+        return child
+
+
+def _state(root: str, worker_id: str, record: dict[str, Any] | None, now: float) -> WorkerState:
+    if not holds_lock(root, worker_id):
+        return WorkerState.DEAD
+    record = record or {}
+    if stuck(_number(record.get("heartbeat")), _number(record.get("heartbeat_interval")), now):
+        return WorkerState.STUCK
+    return WorkerState.LIVE
+
+
+def _info(worker_id: str, record: dict[str, Any], state: WorkerState) -> WorkerInfo:
+    """A WorkerInfo from a record, taking only fields of the right type (a record is input)."""
+    children = []
+    for child in record.get("children") or ():
+        if isinstance(child, dict) and isinstance(child.get("n"), int):
+            job_id = child.get("job_id")
+            children.append(ChildInfo(child["n"], _int(child.get("pid")),
+                                      job_id if isinstance(job_id, str) else None,
+                                      _number(child.get("since"))))
+    jobs = record.get("jobs")
+    return WorkerInfo(
+        id=worker_id, state=state, host=_str(record.get("host")), pid=_int(record.get("pid")),
+        started=_number(record.get("started")), heartbeat=_number(record.get("heartbeat")),
+        heartbeat_interval=_number(record.get("heartbeat_interval")),
+        concurrency=_int(record.get("concurrency")), queue=_str(record.get("queue")),
+        version=_str(record.get("version")), children=tuple(children),
+        held=tuple(j for j in jobs if isinstance(j, str)) if isinstance(jobs, list) else (),
+        reaped_at=_number(record.get("reaped_at")), reaped_by=_str(record.get("reaped_by")))
+
+
+def _from_id(worker_id: str) -> dict[str, Any]:
+    """Host and pid from a worker id (``<host>-<pid>-<random>``), for a worker without a record."""
+    parts = worker_id.rsplit("-", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return {"host": parts[0], "pid": int(parts[1])}
+    return {}
+
+
+def _names(directory: str) -> list[str]:
+    """The ``*.json`` entries of ``directory`` (not temporary files); none if it does not exist."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [n for n in names if n.endswith(".json") and not n.startswith(".")]
+
+
+def _load(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, "rb") as f:
+            record = json.loads(f.read())
+    except (FileNotFoundError, ValueError):
+        return None  # gone meanwhile (an exit, a burial), or not a record
+    return record if isinstance(record, dict) else None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
