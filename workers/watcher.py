@@ -10,8 +10,8 @@ once for the batch: the child then records the outcomes so far and gives back th
 not started, on a connection of the watcher's own.
 
 A batch of short jobs ends before either moment: the watcher then costs the main thread one
-short lock per batch and no wake-up per job. It sleeps between batches, and during one it wakes
-only when the job running or the batch would overrun, never on a tick.
+short lock per batch and no wake-up per job. During a batch it wakes only when the job running or
+the batch would overrun; between batches, once a window while they keep coming, else not at all.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Watcher:
         self._batch: Any = None  # the batch in progress, None between batches
         self._began = 0.0  # when it began (time.monotonic(), the board's clock)
         self._handed: Any = None  # the batch last handed back: once is enough
+        self._batches = 0  # batches watched so far
         self._parked = False  # waiting for a batch, with no time limit
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="jobq-watcher", daemon=True)
@@ -56,8 +57,9 @@ class Watcher:
         """The main thread starts ``batch``."""
         with self._cond:
             self._batch, self._began = batch, time.monotonic()
-            # Only a parked watcher needs waking: one sleeping until a moment of the last batch
-            # wakes no later than this batch's would be due, and looks again then.
+            self._batches += 1
+            # Only a parked watcher needs waking: a sleeping one wakes no later than a window
+            # from now, before this batch can be due, and looks again then.
             if self._parked:
                 self._cond.notify()
 
@@ -78,10 +80,17 @@ class Watcher:
                 self._prepare()
             except JobqError:
                 pass  # the hand-back tries again, and reports what fails then
+        seen = -1
         with self._cond:
             while not self._closed:
                 batch = self._batch
                 if batch is None or batch is self._handed:
+                    if seen != self._batches:
+                        # Batches keep coming: look again in a window rather than be woken
+                        # by the next one (a wake-up per batch costs the main thread the GIL).
+                        seen = self._batches
+                        self._cond.wait(self._window)
+                        continue
                     self._parked = True
                     self._cond.wait()
                     self._parked = False
