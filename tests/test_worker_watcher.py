@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -116,6 +115,34 @@ def test_a_child_killed_after_its_watcher_handed_back_loses_nothing(queue: Queue
     crashed = queue.state(ids["long"])
     assert (crashed.attempts, crashed.crashes, len(crashed.errors)) == (2, 1, 1)
     assert "interrupted" in crashed.errors[0]
+
+
+def test_a_child_killed_while_its_hand_back_waits_to_commit_is_recovered_as_any_death(
+        queue: Queue, workers, tmp_path: Path):
+    """The long job holds the state database's lock, so the watcher's hand-back cannot commit;
+    the child is killed: nothing was recorded, so its supervisor gives back every claim but the
+    running one, uncharged (the finished ones run again: their results died with the child)."""
+    workers(queue.path, "-c", "1")
+    done = _teach(queue, tmp_path)
+    runs, release = tmp_path / "runs", tmp_path / "release"
+    tags = ["a0", "a1", "long", "b0", "b1"]
+    ids = dict(zip(tags, queue.enqueue_many(note_then_wait, [
+        (str(runs), t, str(release if t == "long" else done), 60.0,
+         str(Path(queue.path) / "state.lock") if t == "long" else None) for t in tags])))
+    wait_until(lambda: runs.exists() and "long" in _runs(runs))
+    time.sleep(0.5)  # the hand-back is due after 20 ms: it waits for the lock
+    assert all(queue.state(ids[t]).status is Status.RUNNING for t in tags)
+    os.kill(_runs(runs)["long"][0], signal.SIGKILL)
+    release.touch()
+    for job_id in ids.values():
+        assert queue.wait(job_id, timeout=30).status is Status.SUCCEEDED
+    assert {tag: len(pids) for tag, pids in _runs(runs).items()} == \
+        {"a0": 2, "a1": 2, "long": 2, "b0": 1, "b1": 1}
+    for tag in ("a0", "a1", "b0", "b1"):
+        state = queue.state(ids[tag])
+        assert (state.attempts, state.crashes, state.errors) == (1, 0, []), tag
+    crashed = queue.state(ids["long"])
+    assert (crashed.attempts, crashed.crashes, len(crashed.errors)) == (2, 1, 1)
 
 
 class _Calls:
