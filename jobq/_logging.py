@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -183,14 +185,12 @@ class BatchingWriter:
         return sys.stderr if self._file is None else self._file
 
     def msg(self, message: str) -> None:
-        global _batch_writer
-        if _pending is not None:
-            _pending.append(message)
-            _batch_writer = self
+        batch = _batch.__dict__
+        if batch:  # inside batched(), in this thread
+            batch["lines"].append(message)
+            batch["writer"] = self
             return
-        file = self.file
-        file.write(message + "\n")
-        file.flush()
+        _write(self, [message])
 
     log = debug = info = warn = warning = error = critical = exception = fatal = failure = msg
     err = msg
@@ -199,8 +199,9 @@ class BatchingWriter:
         self.file.flush()
 
 
-_pending: list[str] | None = None
-_batch_writer: BatchingWriter | None = None  # the one that kept the batch's events
+# The batch of this thread, inside batched(): its "lines" and the "writer" that kept them (a
+# worker child's watcher thread logs the jobs it records while the main thread logs its own).
+_batch = threading.local()
 
 
 def writer_factory(file: Any) -> Callable[..., BatchingWriter]:
@@ -213,13 +214,13 @@ class batched:  # noqa: N801 - used as a context manager, like contextlib's
     """Inside: events are kept, then written together on exit (one write per batch)."""
 
     def __enter__(self) -> None:
-        global _pending
-        _pending = []
+        _batch.lines = []
 
     def __exit__(self, *exc: object) -> None:
-        global _pending
-        lines, _pending = _pending, None
-        if not lines or _batch_writer is None:
+        batch = _batch.__dict__
+        lines, writer = batch.get("lines"), batch.get("writer")
+        batch.clear()
+        if not lines or writer is None:
             return
         # Whole lines, at most PIPE_BUF bytes per write: a write to a pipe (a service manager's,
         # a container's) is atomic only up to that size, and other processes share the pipe.
@@ -227,18 +228,30 @@ class batched:  # noqa: N801 - used as a context manager, like contextlib's
         size = 0
         for line in lines:
             if chunk and size + len(line) + 1 > _ATOMIC:
-                _write(chunk)
+                _write(writer, chunk)
                 chunk, size = [], 0
             chunk.append(line)
             size += len(line) + 1  # characters: a close enough bound for JSON's ASCII output
-        _write(chunk)
+        _write(writer, chunk)
 
 
 _ATOMIC = 4096  # PIPE_BUF on Linux
 
 
-def _write(lines: list[str]) -> None:
-    assert _batch_writer is not None
-    file = _batch_writer.file
-    file.write("\n".join(lines) + "\n")
-    file.flush()
+_write_lock = threading.Lock()  # text files are not thread-safe: one write and flush at a time
+
+
+def _new_write_lock() -> None:
+    # A thread of the parent may have held it at the fork (as logging's handlers do).
+    global _write_lock
+    _write_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_write_lock)
+
+
+def _write(writer: BatchingWriter, lines: list[str]) -> None:
+    file = writer.file
+    with _write_lock:
+        file.write("\n".join(lines) + "\n")
+        file.flush()

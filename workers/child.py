@@ -13,6 +13,12 @@ that a job which runs long keeps few others waiting. Claims after the first are 
 started; should the whole worker die, they are given back without charging an attempt. A claim
 asked to cancel before the child starts it is given back unstarted, and ends cancelled.
 
+A batch that overruns, one of its jobs running past the 20 ms or the batch past twice that, is
+handed over by the child's :mod:`watcher` thread: in one transaction of its own, it records the
+outcomes so far and gives back the claims not started (uncharged), which idle children then
+claim. The hand-over is exact because each claim not started is taken once from a deque, by the
+main thread to start it or by the watcher to give it back (deque pops are thread-safe).
+
 Messages to the supervisor: ``("recorded", count, ids_to_retry)`` after each commit, ``("idle",)``
 when nothing was ready and ``("busy",)`` when it claims again after that, ``("error", exc)`` before exiting on a storage error. From it: ``None``
 (with the board's stop flag) to stop after the current job. The running task reads that flag as
@@ -27,6 +33,9 @@ import os
 import pickle
 import signal
 import sys
+import threading
+from collections import deque
+from collections.abc import Sequence
 from logging import DEBUG
 from multiprocessing.connection import Connection
 from typing import Any
@@ -37,10 +46,11 @@ from jobq.errors import JobqError
 from jobq.execution import (Outcome, change_for, execute, failure, load, log_transition,
                             unloadable)
 from jobq.state import WAITING
-from jobq.store import Change, Claim
+from jobq.store import Change, Claim, Store
 
 from .board import Board
 from .config import WorkerConfig
+from .watcher import Watcher
 
 PR_SET_PDEATHSIG = 1
 BATCH_WINDOW = 0.02  # seconds of expected work a child claims at once
@@ -64,11 +74,13 @@ def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[in
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     own = queue.reopen(catch_up=False)  # claims index the backlog a batch at a time
+    runner = Runner(conn, own, board, owner, config, logger)
     try:
-        Runner(conn, own, board, owner, config, logger).loop()
+        runner.loop()
     except JobqError as exc:  # a storage error: the supervisor stops with it
-        conn.send(("error", exc))
+        runner.send(("error", exc))
     finally:
+        runner.close()
         own.close()
 
 
@@ -77,6 +89,9 @@ def batch_size(average: float | None, prefetch: int) -> int:
     if average is None:
         return 1
     return max(1, min(prefetch, int(BATCH_WINDOW / max(average, 1e-6))))
+
+
+Finished = tuple[str, int, Change]  # an ended attempt to record: job id, claim token, change
 
 
 class Runner:
@@ -89,12 +104,28 @@ class Runner:
         self.log_claims = getattr(logger, "is_enabled_for", lambda level: True)(DEBUG)
         self.average: float | None = None
         self.idle = False
-        self.finished: list[tuple[str, int, Change]] = []
+        # Appended by the main thread; taken by it at its next settle, or by the watcher when a
+        # batch overruns: each entry by one of them (see _take_all).
+        self.finished: deque[Finished] = deque()
         self.outcomes: dict[str, Outcome] = {}  # of the jobs run, until their events are logged
         # Cancel requests for claims of ours, as of the queue's cancel generation last seen:
         # nothing of ours can have been asked to cancel before we claimed it.
         self.cancel_generation = queue.store.cancel_generation()
         self.cancelled: set[tuple[str, int]] = set()
+        self._send_lock = threading.Lock()  # both threads report to the supervisor
+        self._watcher: Watcher | None = None  # started with the first batch of several claims
+        self._watcher_queue: Queue | None = None  # the watcher's connection, opened when first used
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self.conn.send(message)
+
+    def close(self) -> None:
+        """Stop the watcher, once any hand-back it is making is committed."""
+        if self._watcher is not None:
+            self._watcher.close()
+        if self._watcher_queue is not None:
+            self._watcher_queue.close()
 
     def loop(self) -> None:
         while True:
@@ -115,7 +146,7 @@ class Runner:
         """Tell the supervisor when we run out of work, and when we find some again."""
         if idle != self.idle:
             self.idle = idle
-            self.conn.send(("idle",) if idle else ("busy",))
+            self.send(("idle",) if idle else ("busy",))
 
     def _wait(self, timeout: float) -> bool:
         """Sleep until a message or ``timeout``; True if told to stop (or the pipe closed)."""
@@ -127,22 +158,31 @@ class Runner:
         return self.board.stop_requested()
 
     def _settle(self, size: int) -> list[Claim]:
-        finished, self.finished = self.finished, []
+        finished = _take_all(self.finished)
         states, claims = self.queue.store.settle(
             finished, self.owner, min(size, 1), prefetch=max(size - 1, 0),
             lease_seconds=self.config.lease_seconds)
-        retrying = []
-        with batched():  # one write for the batch's events
-            self._log_finished(finished, states, retrying)
-        if finished:
-            self.conn.send(("recorded", len(finished), retrying))
+        self._report(finished, states)
         if self.log_claims:  # debug level: one event per claim
             for claim in claims:
                 log_transition(claim.state, logger=self.log)
         return claims
 
-    def _log_finished(self, finished: list[tuple[str, int, Change]],
-                      states: list[Any], retrying: list[str]) -> None:
+    def _report(self, finished: list[Finished], states: list[Any],
+                given_states: Sequence[Any] = ()) -> None:
+        """Log the events of what was just recorded, and tell the supervisor."""
+        retrying: list[str] = []
+        with batched():  # one write for the batch's events
+            self._log_finished(finished, states, retrying)
+            for state in given_states:
+                if state is not None:  # else reclaimed meanwhile: our lease ran out
+                    log_transition(state, logger=self.log, cause="not started: handed back while"
+                                   " a job before it in its batch ran long")
+        if finished:
+            self.send(("recorded", len(finished), retrying))
+
+    def _log_finished(self, finished: list[Finished], states: list[Any],
+                      retrying: list[str]) -> None:
         for (job_id, token, _), state in zip(finished, states):
             outcome = self.outcomes.pop(job_id, None)
             if state is None:  # reclaimed meanwhile (our lease ran out): another attempt owns it
@@ -154,21 +194,70 @@ class Runner:
                            outcome=outcome)
 
     def _run_batch(self, claims: list[Claim]) -> None:
-        for index, claim in enumerate(claims):
-            if index and self.board.stop_requested():  # give back the ones not started
-                self.finished += [(c.job_id, c.token, _released) for c in claims[index:]]
+        if not claims:
+            return
+        rest = deque(claims[1:])  # the claims not started: see _take_all
+        if not rest:  # nothing waits behind the job, and its outcome is recorded as it ends
+            self._run_claims(claims[0], rest)
+            return
+        if self._watcher is None:
+            self._watcher = Watcher(self.board, self._hand_back, BATCH_WINDOW,
+                                    prepare=self._watcher_store)
+        self._watcher.watch(rest)
+        try:
+            self._run_claims(claims[0], rest)
+        finally:
+            self._watcher.done()
+
+    def _run_claims(self, claim: Claim, rest: deque[Claim]) -> None:
+        first = True
+        while True:
+            if not first and self.board.stop_requested():  # give back the ones not started
+                self.finished += [(c.job_id, c.token, _released) for c in [claim, *_take_all(rest)]]
                 return
             # A prefetched claim may have been asked to cancel while it waited (the first one
             # of a batch starts as soon as it is claimed): given back unstarted, it ends cancelled.
-            if index and self._cancel_requested(claim):
+            if not first and self._cancel_requested(claim):
                 self.finished.append((claim.job_id, claim.token, _released))
-                continue
-            outcome = self._run(claim)
-            self.finished.append((claim.job_id, claim.token,
-                                  change_for(outcome, self._retry_delay)))
-            self.outcomes[claim.job_id] = outcome
-            self.average = outcome.duration if self.average is None \
-                else 0.8 * self.average + 0.2 * outcome.duration
+            else:
+                outcome = self._run(claim)
+                self.outcomes[claim.job_id] = outcome  # first: the watcher may take the entry
+                self.finished.append((claim.job_id, claim.token,
+                                      change_for(outcome, self._retry_delay)))
+                self.average = outcome.duration if self.average is None \
+                    else 0.8 * self.average + 0.2 * outcome.duration
+            try:
+                claim = rest.popleft()  # ours to start, unless the watcher gave it back first
+            except IndexError:
+                return
+            first = False
+
+    def _hand_back(self, rest: deque[Claim]) -> None:
+        """From the watcher, when the batch overruns: record the outcomes so far and give back
+        ``rest``, the claims not started (uncharged), in one transaction.
+
+        On the watcher's own connection (a SQLite connection is for one thread at a time, and
+        the main thread's task may be saving a checkpoint). Should the child die before the
+        commit, nothing was recorded: its supervisor gives back all it held, as for any death.
+        """
+        given = [(c.job_id, c.token, _released) for c in _take_all(rest)]
+        finished = _take_all(self.finished)
+        if not (finished or given):
+            return
+        try:
+            states, _ = self._watcher_store().settle(finished + given, self.owner, 0)
+        except BaseException as exc:
+            self.finished += finished + given  # for the main thread's next settle
+            if not isinstance(exc, JobqError):
+                raise
+            self.send(("error", exc))  # a storage error: the supervisor stops with it
+            return
+        self._report(finished, states[:len(finished)], states[len(finished):])
+
+    def _watcher_store(self) -> Store:
+        if self._watcher_queue is None:
+            self._watcher_queue = self.queue.reopen(catch_up=False)
+        return self._watcher_queue.store
 
     def _cancel_requested(self, claim: Claim) -> bool:
         """Was ``claim`` asked to cancel since we claimed it?
@@ -205,6 +294,17 @@ class Runner:
 
 def _released(state: Any, now: float, _max_attempts: int) -> Any:
     return transitions.released(state, now)
+
+
+def _take_all(items: deque[Any]) -> list[Any]:
+    """Pop every item of ``items``. Another thread popping meanwhile gets items of its own: none
+    is taken by both (a deque's pops are atomic), which a copy and a clear would not promise."""
+    taken = []
+    try:
+        while True:
+            taken.append(items.popleft())
+    except IndexError:
+        return taken
 
 
 def storable(outcome: Outcome) -> Outcome:
