@@ -137,9 +137,13 @@ class Cluster:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = free_port()
-        if self.owner:  # the server's user must own (and reach) everything it writes
-            os.chown(self.root, *self.owner)
-        self._initdb()
+        try:
+            if self.owner:  # the server's user must own (and reach) everything it writes
+                os.chown(self.root, *self.owner)
+            self._initdb()
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
 
     def _run(self, *args: str, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
         user = {} if self.owner is None else {"user": self.owner[0], "group": self.owner[1],
