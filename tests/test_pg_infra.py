@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import pg
+from conftest import TESTS_DIR, child_env
 
 
 def _tables(dsn: str) -> list[str]:
@@ -80,6 +84,20 @@ def test_no_server_at_the_address_starts_a_private_cluster() -> None:
             assert conn.execute("SELECT 1").fetchone() == (1,)
         root = server.cluster.root
     assert not server.cluster.running() and not root.exists()
+
+
+def test_session_fixtures_start_a_private_cluster_where_nothing_listens(tmp_path: Path) -> None:
+    """The fixtures themselves, in a child pytest pointed at a free port: its session database
+    lives on a private cluster, which is gone when the session ends."""
+    out = tmp_path / "cluster-root"
+    env = {**child_env(), pg.ENV_DSN: f"postgresql://postgres@127.0.0.1:{pg.free_port()}/postgres",
+           "PG_PROBE_OUT": str(out)}
+    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            str(TESTS_DIR / "pg_fixture_probe.py")], env=env, cwd=TESTS_DIR.parent,
+                           capture_output=True, text=True, timeout=110)
+    assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-2000:]
+    assert "1 passed" in child.stdout
+    assert not Path(out.read_text()).exists()
 
 
 def test_no_postgresql_installed_fails_with_what_to_install() -> None:
