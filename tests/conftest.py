@@ -1,7 +1,9 @@
-"""Shared fixtures: a fresh queue per test, and child processes that are always reaped."""
+"""Shared fixtures: a fresh queue per test, child processes that are always reaped, and
+PostgreSQL (a fresh database per session; a private cluster for tests that crash the server)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import pg
 from jobq import Queue
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -151,3 +154,47 @@ def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: f
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s: {predicate}")
         time.sleep(interval)
+
+
+# -- PostgreSQL (see tests/pg.py) -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _fail_without_postgres() -> Iterator[None]:
+    """A missing server fails the test with pg's one-line hint: never a skip."""
+    try:
+        yield
+    except pg.PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pg.Server]:
+    """The server the session's PostgreSQL tests use (JOBQ_TEST_PG_DSN, else 127.0.0.1:5432,
+    else a private cluster when nothing listens there)."""
+    with _fail_without_postgres(), pg.open_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_server: pg.Server) -> Iterator[str]:
+    """DSN of a database created for this session (``jobq_test_<pid>_<random>``), dropped at
+    its end. Tests share it: each uses its own tables or schema."""
+    with _fail_without_postgres(), pg.fresh_database(pg_server.dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="session")
+def _pg_private_cluster() -> Iterator[pg.Cluster]:
+    with _fail_without_postgres(), pg.private_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_cluster(_pg_private_cluster: pg.Cluster) -> pg.Cluster:
+    """A private cluster that the test may stop, crash and restart (never the shared server).
+    One per session; it is running when the test starts, whatever the last test left."""
+    with _fail_without_postgres():
+        if not _pg_private_cluster.running():
+            _pg_private_cluster.start()
+    return _pg_private_cluster
