@@ -48,6 +48,8 @@ NO_TEST = {
     "benchmark": "takes minutes of both CPUs; its figures are in docs/performance.md",
     "diagram": "not code: a file layout",
     "repo-write": "writes files of the checkout (scripts/make_golden.py)",
+    "system-users": "creates system users and groups (sudo); tests/test_permissions.py runs the"
+                    " same steps as other uids",
 }
 RUNNABLE = {"python", "console", "sh"}
 
