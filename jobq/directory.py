@@ -14,20 +14,22 @@ here may run code in every worker unless records are signed.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 from dataclasses import dataclass, field
 
-from . import durable
+from . import durable, keys
 from ._logging import get_logger
 from .errors import IncompatibleFormat, NotAQueue, StorageError, WrongSecretKey
 
 log = get_logger(__name__)
 
-FORMAT = 2  # 2: log segments may end in zero fill (jobq.log), which format 1 read as torn
-FORMAT_FILE = "jobq.json"
+# 2: log segments may end in zero fill (jobq.log), which format 1 read as torn;
+# 3: records may be signed by old keys (jobq.keys), which format 2 took for damage. A queue is
+# marked 3 only while old keys are pending, and 2 again once they are retired.
+FORMAT = keys.ROTATING_FORMAT
+FORMAT_FILE = keys.FORMAT_FILE
+key_check = keys.key_check
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class QueueDir:
     root: str
     fixed: dict[str, int] = field(default_factory=dict)  # FIXED_SETTINGS recorded at creation
     created: bool = False  # this open made the queue (wrote its format file)
+    missing_keys: tuple[str, ...] = ()  # fingerprints of old keys pending but not given
 
     @property
     def log(self) -> str:
@@ -55,11 +58,6 @@ class QueueDir:
         return os.path.join(self.root, "quarantine")
 
 
-def key_check(key: bytes | None) -> str | None:
-    """A fingerprint that tells whether a key matches, without revealing it."""
-    return None if key is None else hmac.new(key, b"jobq key check", hashlib.sha256).hexdigest()[:32]
-
-
 # Settings every process opening a queue must share, so they are recorded when it is created:
 # - segment_size: producers that rolled segments at different sizes would append to a segment
 #   the index has already passed, and those jobs would never run;
@@ -67,8 +65,10 @@ def key_check(key: bytes | None) -> str | None:
 FIXED_SETTINGS = ("segment_size", "max_record_size")
 
 
-def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> QueueDir:
-    """Create the queue directory if needed, then check its format and key.
+def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int],
+             old_keys: tuple[bytes, ...] = ()) -> QueueDir:
+    """Create the queue directory if needed, then check its format and keys (rotating to
+    ``secret_key`` if the queue's key is among ``old_keys``: see :mod:`jobq.keys`).
 
     ``settings`` are recorded if the queue is new; the returned QueueDir says which values the
     queue was created with (a directory from before a setting was recorded lacks it).
@@ -93,7 +93,7 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
                 raise NotAQueue(f"{path} is not empty ({found}) and holds no {FORMAT_FILE}:"
                                 " refusing to turn it into a queue (choose an empty or new"
                                 " directory)", path=path)
-            wanted = {"format": FORMAT, "signed": secret_key is not None,
+            wanted = {"format": keys.PLAIN_FORMAT, "signed": secret_key is not None,
                       "key_check": key_check(secret_key),
                       **{k: settings[k] for k in FIXED_SETTINGS}}
             created = durable.atomic_write(os.path.join(path, FORMAT_FILE),
@@ -102,10 +102,12 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
             info = _read_format(qdir)
             assert info is not None
         _check_format(path, info, secret_key)
-        if info["format"] != FORMAT:
+        if info["format"] < keys.PLAIN_FORMAT:  # type: ignore[operator]  # an int: checked
             _upgrade_format(qdir, info)
+        missing = () if secret_key is None else keys.check(path, info, secret_key, old_keys)
         qdir = QueueDir(path, {k: v for k in FIXED_SETTINGS
-                               if isinstance(v := info.get(k), int) and v > 0}, created)
+                               if isinstance(v := info.get(k), int) and v > 0}, created,
+                        missing)
         durable.make_dir(qdir.log)
         durable.make_dir(qdir.quarantine)
     except OSError as exc:
@@ -136,10 +138,9 @@ def _upgrade_format(qdir: QueueDir, info: dict[str, object]) -> None:
 
     Format 1 is read as it is: its segments are format 2 segments without zero fill.
     """
-    upgraded = {**info, "format": FORMAT}
-    durable.atomic_write(os.path.join(qdir.root, FORMAT_FILE),
-                         json.dumps(upgraded, indent=1).encode() + b"\n")
-    log.info("queue.format_upgraded", path=qdir.root, found=info["format"], now=FORMAT)
+    keys.write(qdir.root, {**info, "format": keys.PLAIN_FORMAT})
+    log.info("queue.format_upgraded", path=qdir.root, found=info["format"],
+             now=keys.PLAIN_FORMAT)
 
 
 def _check_format(path: str, info: dict[str, object], secret_key: bytes | None) -> None:
@@ -156,6 +157,3 @@ def _check_format(path: str, info: dict[str, object], secret_key: bytes | None) 
     if not info.get("signed") and secret_key is not None:
         raise WrongSecretKey(f"{path} was created without a secret key; its records are not"
                              " signed, so it cannot be opened with one", path=path)
-    if secret_key is not None and not hmac.compare_digest(str(info.get("key_check")),
-                                                          str(key_check(secret_key))):
-        raise WrongSecretKey(f"{path} was written with a different secret key", path=path)

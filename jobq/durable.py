@@ -32,11 +32,16 @@ def copy_range(src: int, dst: int, start: int, length: int | None = None) -> int
         data = os.pread(src, want, start + copied)
         if not data:
             break
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dst, view):]
+        write_all(dst, data)
         copied += len(data)
     return copied
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` at ``fd``'s position (a short write goes on)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def sync_dir(path: str | os.PathLike[str]) -> None:
@@ -70,9 +75,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, exclusive: bool =
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

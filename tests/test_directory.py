@@ -35,10 +35,10 @@ def test_newer_on_disk_format_is_refused(qpath):
     """A directory written by a newer format raises IncompatibleFormat naming both formats."""
     Queue(qpath).close()
     info = json.loads((qpath / "jobq.json").read_text())
-    (qpath / "jobq.json").write_text(json.dumps({**info, "format": 3}))
-    with pytest.raises(IncompatibleFormat, match="format 3.*format 2") as err:
+    (qpath / "jobq.json").write_text(json.dumps({**info, "format": 4}))
+    with pytest.raises(IncompatibleFormat, match="format 4.*format 3") as err:
         Queue(qpath)
-    assert (err.value.found, err.value.supported) == (3, 2)
+    assert (err.value.found, err.value.supported) == (4, 3)
 
 
 def test_a_format_1_directory_is_read_and_upgraded_in_place(qpath):
