@@ -85,7 +85,7 @@ def key_use(queue: Queue, *, unknown: bool = False) -> KeyUse:
         for item in reader.scan(Position(1, 0)):
             if not isinstance(item, Entry) or item.frame.signer == 0:
                 continue
-            if item.pos < covered and not _live(queue, item.pos):
+            if item.pos < covered and not live(queue, item.pos):
                 continue
             if item.frame.signer == record.UNKNOWN_SIGNER:
                 use.unknown_records += 1
@@ -183,7 +183,8 @@ def snapshots(queue: Queue) -> Iterator[tuple[str, bytes]]:
         after = rows[-1][0]
 
 
-def _live(queue: Queue, pos: Position) -> bool:
+def live(queue: Queue, pos: Position) -> bool:
+    """Does a job point at the record at ``pos``?"""
     with queue.store.reading():
         return queue.store.conn.execute("SELECT 1 FROM jobs WHERE seq = ?",
                                         (seq_of(pos),)).fetchone() is not None

@@ -122,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
                    epilog=commands.VERIFY_EPILOG,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_parser("compact", parents=[reads], help="rewrite the log without purged jobs")
+    sub.add_parser("rekey", parents=[reads],
+                   help="re-sign what old secret keys signed with the current key; then retire"
+                        " the old keys")
     p = sub.add_parser("backup", parents=[reads],
                        help="copy the queue, consistently, while it is in use")
     p.add_argument("dest", metavar="DEST", help="a new (or empty) directory for the copy")
@@ -203,7 +206,7 @@ def _worker(args: argparse.Namespace) -> int:
 RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": commands.list_jobs,
            "show": commands.show, "wait": commands.wait, "retry": commands.retry,
            "cancel": commands.cancel, "purge": commands.purge, "verify": commands.verify,
-           "compact": commands.compact, "backup": commands.backup}
+           "compact": commands.compact, "backup": commands.backup, "rekey": commands.rekey}
 CREATES = {"enqueue"}
 
 
