@@ -6,9 +6,13 @@ is opening the queue with a new current key and the old one among ``old_secret_k
 (``$JOBQ_OLD_SECRET_KEYS``): that open finds the file's current key among the old keys given and
 makes the new key current, listing the old one as still needed (one atomic, durable rewrite of
 ``jobq.json`` under ``keys.lock``; a crash leaves the old file or the new one, and either opens
-with the same keys). An old key stays listed until no live record or snapshot needs it:
-:func:`jobq.rekey.rekey` re-signs them and retires it, and an open without it that finds nothing
-signed by it retires it too.
+with the same keys). A process given the old key as its current one and the new key among its old
+ones is let in (a rolling restart): it verifies what the others sign, and they verify what it signs.
+
+An old key stays listed until no live record or snapshot needs it: :func:`jobq.rekey.rekey`
+re-signs them, and the first open without the key (:func:`jobq.rekey.require`) reads every record
+and snapshot, retires the key if nothing needs it, and refuses to open if something does. Only an
+open without the key retires it: that is the moment the operator says no process signs with it.
 
 While an old key is listed the queue is marked format 3: an older jobq, which verifies with one key,
 would take every record an old key signed for damage and set its job aside, so it refuses the queue
@@ -67,13 +71,20 @@ def check(root: str, info: dict[str, object], key: bytes, old_keys: tuple[bytes,
     current = key_check(key)
     given = {key_check(k) for k in old_keys}
     if not hmac.compare_digest(str(info.get("key_check")), str(current)):
-        if info.get("key_check") in given:
+        if info.get("key_check") in given and current in pending(info):
+            # Mid-rollout: this process signs with the key being rotated out and verifies with
+            # the new one. Its records stay readable while that key is pending.
+            log.warning("queue.signing_with_old_key", path=root,
+                        message="this process signs with an old key of the queue: give it the"
+                                " queue's current key before running `jobq rekey`")
+        elif info.get("key_check") in given:
             info = _rotate(root, current, given)
         elif current in pending(info):
             raise WrongSecretKey(
                 f"{root} was rotated to another secret key: this key is one of its old keys."
                 f" Set $JOBQ_SECRET_KEY (secret_key) to its current key, and give this one in"
-                f" $JOBQ_OLD_SECRET_KEYS (old_secret_keys) until `jobq rekey` retires it",
+                f" $JOBQ_OLD_SECRET_KEYS (old_secret_keys) until `jobq rekey` has re-signed"
+                f" what it signed",
                 path=root)
         else:
             tried = f" (nor any of the {len(old_keys)} old keys given)" if old_keys else ""

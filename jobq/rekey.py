@@ -5,8 +5,9 @@ record an old key signed (:func:`jobq.compaction.compact` with ``resign=True``: 
 repoint and rename, so a crash at any point leaves every record readable with the old and the
 new keys), then re-signs the state snapshots an old key signed, a page per transaction (each
 snapshot is re-signed or not, never torn). Then it counts what an old key still signs (a process
-still running with the old key as its current one may have written more); if nothing, it retires
-the old keys from ``jobq.json`` and they can be dropped from the configuration.
+still running with the old key as its current one may have written more); if nothing, the old
+keys can be dropped from the configuration, and the first open without them retires them from
+``jobq.json`` (:func:`require`, after checking again).
 
 :func:`key_use` counts the live records and snapshots that need an old key, or a key not given:
 ``jobq verify`` reports the first, and :func:`require` refuses to open a queue without an old key
@@ -61,9 +62,12 @@ class RekeyReport:
     snapshots_resigned: int
     records_left: int  # signed by an old key meanwhile (a process not yet given the new key)
     snapshots_left: int
-    old_keys_retired: int  # fingerprints dropped from jobq.json: those keys are no longer needed
-    old_keys_pending: int  # still listed in jobq.json
+    old_keys_pending: int  # listed in jobq.json: retired by the first open without them
     compaction: compaction.CompactReport
+
+    @property
+    def can_drop_old_keys(self) -> bool:
+        return not (self.records_left or self.snapshots_left)
 
 
 def key_use(queue: Queue, *, unknown: bool = False) -> KeyUse:
@@ -127,23 +131,19 @@ def require(queue: Queue, missing: tuple[str, ...]) -> None:
 
 
 def rekey(queue: Queue) -> RekeyReport:
-    """Re-sign every live record and snapshot an old key signed with the current key; retire the
-    old keys if nothing needs them any more. Safe while producers and workers run."""
+    """Re-sign every live record and snapshot an old key signed with the current key. Safe while
+    producers and workers run."""
     if queue.config.secret_key is None:
         raise InvalidArgument(f"{queue.path} is not signed: there is no key to re-sign with (a"
                               " queue created without a key cannot be given one)")
     report = compaction.compact(queue, resign=True)
     snapshots = _resign_snapshots(queue)
     left = key_use(queue)
-    retired = 0
-    if not left.old:
-        retired = keys.retire(queue.path, keys.pending(keys.read(queue.path)))
     result = RekeyReport(report.records_resigned, snapshots, left.records, left.snapshots,
-                         retired, len(keys.pending(keys.read(queue.path))), report)
+                         len(keys.pending(keys.read(queue.path))), report)
     log.info("maintenance.rekeyed", records_resigned=result.records_resigned,
              snapshots_resigned=snapshots, records_left=left.records,
-             snapshots_left=left.snapshots, old_keys_retired=retired,
-             old_keys_pending=result.old_keys_pending)
+             snapshots_left=left.snapshots, old_keys_pending=result.old_keys_pending)
     return result
 
 

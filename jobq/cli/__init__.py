@@ -123,8 +123,8 @@ def _parser() -> argparse.ArgumentParser:
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_parser("compact", parents=[reads], help="rewrite the log without purged jobs")
     sub.add_parser("rekey", parents=[reads],
-                   help="re-sign what old secret keys signed with the current key; then retire"
-                        " the old keys")
+                   help="re-sign with the current secret key what old keys signed, so that"
+                        " they can be dropped")
     p = sub.add_parser("backup", parents=[reads],
                        help="copy the queue, consistently, while it is in use")
     p.add_argument("dest", metavar="DEST", help="a new (or empty) directory for the copy")

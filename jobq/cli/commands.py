@@ -103,7 +103,7 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
               file=out)
     if old_keys:
         print(f"\nkey rotation: {old_keys} old secret key(s) may still have signed records;"
-              " jobq verify counts them, jobq rekey re-signs them and retires the old keys",
+              " jobq verify counts them, jobq rekey re-signs them with the current key",
               file=out)
     if running:
         print("\nrunning:", file=out)
@@ -303,6 +303,7 @@ def rekey(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     left = report.records_left + report.snapshots_left
     if args.json:
         render.as_json({**{k: v for k, v in report.__dict__.items() if k != "compaction"},
+                        "can_drop_old_keys": report.can_drop_old_keys,
                         "compaction": report.compaction.__dict__}, out)
         return 1 if left else 0
     print(f"re-signed {report.records_resigned} log record(s) and {report.snapshots_resigned}"
@@ -312,11 +313,12 @@ def rekey(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
               " were signed with an old key meanwhile: a process still signs with it; restart"
               " every producer and worker with the new $JOBQ_SECRET_KEY and run jobq rekey"
               " again", file=out)
-    elif report.old_keys_retired:
-        print(f"retired {report.old_keys_retired} old key(s): nothing needs them any more;"
-              " remove them from $JOBQ_OLD_SECRET_KEYS (old_secret_keys)", file=out)
+    elif report.old_keys_pending:
+        print("nothing is signed with an old key any more: remove the old keys from"
+              " $JOBQ_OLD_SECRET_KEYS (old_secret_keys) and restart; the first open without"
+              " them checks again and retires them", file=out)
     else:
-        print("no old key was pending", file=out)
+        print("no old key is pending", file=out)
     return 1 if left else 0
 
 
