@@ -246,9 +246,13 @@ def test_a_signed_queue_of_format_2_rotates_and_rekeys(tmp_path):
     old one, its jobs and checkpoint load, and after rekey it opens with the new key alone."""
     root = tmp_path / "queue"
     shutil.copytree(TESTS_DIR / "golden" / "queue_signed2", root)
+    before = (root / "jobq.json").read_bytes()
+    with Queue(root, secret_key=GOLDEN_KEY) as q:  # no rotation: the format file is left alone
+        assert q.result("succeeded") == 5
+    assert (root / "jobq.json").read_bytes() == before
     with Queue(root, secret_key=B, old_secret_keys=[GOLDEN_KEY]) as q:
-        assert q.counts() | {} == {"queued": 1, "running": 1, "failed": 0, "succeeded": 1,
-                                   "dead": 0, "cancelled": 0}
+        assert q.counts() == {"queued": 1, "running": 1, "failed": 0, "succeeded": 1,
+                              "dead": 0, "cancelled": 0}
         assert q.state("running").checkpoint == 4
         assert q.result("succeeded") == 5
         assert q.payload("queued").args == (40, 2)
