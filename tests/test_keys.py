@@ -304,3 +304,21 @@ def test_a_process_still_signing_with_the_old_key_is_let_in_during_a_rolling_res
         assert (new.result(by_new), new.result(by_late)) == (2, 4)
         report = rekey(new)
         assert report.can_drop_old_keys
+
+
+def test_rekey_also_drops_what_an_old_key_signed_for_purged_jobs(qpath):
+    """Records of purged jobs are dead, but left in the log they would read as damage once the
+    old key is dropped: rekey (a compaction) drops them."""
+    from jobq.maintenance import purge
+    with Queue(qpath, secret_key=A) as q:
+        q.enqueue(ADD, 1, 1)
+        run_burst(q)
+    with Queue(qpath, secret_key=B, old_secret_keys=[A]) as q:
+        assert purge(q, statuses=["succeeded"], older_than=0, now=q._clock() + 1) == 1
+        kept = q.enqueue(ADD, 2, 2)
+        assert rekey(q).compaction.records_dropped == 1
+    with Queue(qpath, secret_key=B) as q:
+        report = verify(q)
+        assert report.ok and report.damaged_ranges == 0
+        run_burst(q)
+        assert q.result(kept) == 4
