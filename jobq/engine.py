@@ -1,0 +1,187 @@
+"""The engine seam: what the queue API, the workers and the operator commands ask of storage.
+
+Everything above storage (``Queue``, :mod:`jobq.execution`, the worker runtime, the CLI and
+maintenance) talks to an :class:`Engine` and never to its files, tables or connections, so the
+same code runs on the embedded directory engine (:mod:`jobq.local`) and on a server engine.
+
+An engine keeps every promise of the queue: an append that returned is durable and visible to
+every read made after it; a claim's fencing ``token`` must accompany every later write of the
+job (a write under an older token changes nothing); ``settle`` records ended attempts and makes
+the next claims in one transaction and one durable commit, which is what makes draining short
+jobs fast; a worker that dies is seen dead by the others (:meth:`Workers.is_dead`) as soon as
+the engine can tell, and its jobs are reclaimed then, not when a lease runs out.
+
+Records are the engine-neutral format of :mod:`jobq.record` (framed, checksummed and, with a
+key, signed): an engine stores and returns them as they are, so "verify before unpickling"
+holds on every engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from .state import JobState, Status
+
+if TYPE_CHECKING:
+    from .worker_records import WorkerInfo
+
+Change = Callable[[JobState, float, int], JobState]
+"""An end-of-attempt transition: ``(state, the engine's now, max_attempts) -> new state``.
+Applied by the engine inside the transaction that records it (see :mod:`jobq.transitions`)."""
+
+Finished = tuple[str, int, Change]
+"""An ended attempt to record: job id, the claim's token, its change."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One job handed to a worker: its fencing ``token`` must accompany every later write.
+
+    ``ref`` tells the engine where the job's record is (for the directory engine, its log
+    position), so that loading the payload costs no lookup; an engine that needs none gives
+    None. It must be small and picklable: claims are sent between processes by the thousand.
+    """
+
+    job_id: str
+    token: int
+    state: JobState
+    ref: Any = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Only what running the job needs, not the whole versioned snapshot (whose
+        # __setstate__ costs more than the rest of the claim).
+        s = self.state
+        return (_running_claim, (self.job_id, self.token, s.task, s.attempts, s.progress,
+                                 s.checkpoint, self.ref))
+
+
+def _running_claim(job_id: str, token: int, task: str, attempts: int, progress: float,
+                   checkpoint: Any, ref: Any) -> Claim:
+    state = JobState(job_id=job_id, task=task, status=Status.RUNNING, attempts=attempts,
+                     progress=progress, checkpoint=checkpoint)
+    return Claim(job_id, token, state, ref)
+
+
+class Held(NamedTuple):
+    """A running job's claim, as the reaper sees it. ``lease_expired`` is judged on the
+    engine's clock, so workers on different hosts never compare their clocks."""
+
+    job_id: str
+    token: int
+    owner: str
+    started: bool  # False: prefetched and not yet started (given back uncharged if its owner died)
+    lease_expired: bool
+
+
+def owner_of(worker: str, slot: int) -> str:
+    """The owner name of a worker's claims: ``<worker>/<slot>``; slot 0 is the supervisor's
+    own. Engines match a worker's claims and its children's by this prefix."""
+    return worker if slot == 0 else f"{worker}/{slot}"
+
+
+def worker_of(owner: str) -> str:
+    """The worker id in a claim's owner (``<worker id>/<child>``; older claims: the id alone)."""
+    return owner.split("/", 1)[0]
+
+
+class Liveness(Protocol):
+    """Held by a worker's supervisor for as long as it lives: while it is held, the worker is
+    alive to every other process of the queue."""
+
+    def check(self) -> None:
+        """Re-assert the hold; a JobqError if it was lost (the worker must stop claiming)."""
+
+    def fds_to_close_after_fork(self) -> list[int]:
+        """Descriptors a forked child must close, or the worker would outlive its supervisor."""
+
+    def close(self) -> None:
+        """Let go: from now on the worker is dead to the others."""
+
+
+class Workers(Protocol):
+    """Who works on a queue: liveness holds, and the records ``jobq workers`` shows."""
+
+    def hold(self, worker: str) -> Liveness: ...
+
+    def is_dead(self, worker: str) -> bool: ...
+
+    def publish(self, record: dict[str, Any]) -> None: ...
+
+    def withdraw(self, worker: str) -> None: ...
+
+    def bury(self, worker: str, *, by: str, jobs: Iterable[str], now: float) -> bool: ...
+
+    def recorded(self) -> list[str]: ...
+
+    def read(self, now: float, owners: Iterable[str] = ()) -> list[WorkerInfo]: ...
+
+
+class Engine(Protocol):
+    """One queue's storage. Reads see every append that returned before them."""
+
+    location: str  # a directory, or a server's URL: for messages
+    created: bool  # this engine made the queue when it opened it: it is new and empty
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def reopen(self, *, catch_up: bool = True) -> Engine:
+        """The same queue with connections of its own: a forked process must not share ours.
+        ``catch_up=False``: a worker's child, which takes in the backlog a batch at a time."""
+
+    def close(self) -> None: ...
+
+    # -- producing ----------------------------------------------------------------------------
+    def append(self, frames: Sequence[bytes], last: int | None = None) -> None:
+        """Store framed job records durably, all or none. ``frames`` are whole frames or their
+        pieces in order (header, body, ...); ``last`` is the size of the last frame when it is
+        not the last piece. A job id already stored keeps its first record."""
+
+    # -- reading ------------------------------------------------------------------------------
+    def exists(self, job_id: str) -> bool: ...
+    def status(self, job_id: str) -> Status: ...                       # JobNotFound
+    def get(self, job_id: str) -> JobState: ...                        # JobNotFound
+    def row(self, job_id: str) -> dict[str, Any]: ...                  # no unpickling
+    def rows(self, status: Status | None = None, limit: int = 100,
+             newest_first: bool = True) -> list[dict[str, Any]]: ...
+    def job_ids(self, status: Status | None = None) -> Iterator[str]: ...  # arrival order
+    def ids_starting_with(self, prefix: str, limit: int) -> list[str]: ...
+    def counts(self) -> dict[str, int]: ...
+    def waiting(self, now: float) -> dict[tuple[Status, bool], float]: ...
+    def payload_body(self, job_id: str, ref: Any = None) -> bytes:
+        """The job's record body, verified (checksum, signature) but not unpickled."""
+
+    def now(self) -> float:
+        """The engine's clock, which every time it stores is read from."""
+
+    # -- running: the hot path is one call, one transaction, one durable commit ---------------
+    def settle(self, finished: Sequence[Finished], owner: str, limit: int, *,
+               lease_seconds: float = 60.0, prefetch: int = 0,
+               started: Sequence[tuple[str, int]] = ()
+               ) -> tuple[list[JobState | None], list[Claim]]:
+        """Record ``finished`` (None for a claim no longer current), then claim up to ``limit``
+        jobs, plus ``prefetch`` marked not started, highest priority then oldest first."""
+
+    def finish(self, job_id: str, token: int, change: Change) -> JobState: ...  # StaleClaim
+    def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
+                        progress: float | None) -> JobState: ...             # StaleClaim
+    def has_ready(self) -> bool: ...
+    def cancel_requested(self, job_id: str) -> bool: ...
+    def cancel_generation(self) -> int:
+        """A number that changes whenever a running job is asked to cancel: cheap to poll."""
+
+    def cancelling(self, owner: str) -> set[tuple[str, int]]: ...
+    def renew(self, owner: str, lease_seconds: float) -> int: ...
+    def held(self, owner: str | None = None) -> list[Held]: ...
+    def housekeep(self, *, busy: bool) -> None:
+        """Storage upkeep a worker's supervisor does while its children run jobs."""
+
+    @property
+    def workers(self) -> Workers: ...
+
+    # -- operating ----------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> bool: ...
+    def requeue(self, job_id: str) -> bool: ...
+    def purge(self, statuses: frozenset[Status], updated_before: float) -> int: ...
+    def damage(self) -> list[dict[str, Any]]:
+        """Ranges of stored records found damaged and set aside (none where it cannot happen)."""
