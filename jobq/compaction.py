@@ -49,10 +49,10 @@ from ._logging import get_logger
 if TYPE_CHECKING:
     import filelock  # imported where used: only compaction needs it, not every start-up
 
-    from .queue import Queue
+    from .local.engine import LocalEngine
 
 __all__ = ["CompactReport", "compact", "compaction_steps", "dead_bytes",
-           "finish_interrupted_compaction", "lock", "purged_since", "redo_interrupted",
+           "finish_interrupted", "lock", "purged_since", "redo_interrupted",
            "PURGED_KEY"]
 
 log = get_logger(__name__)
@@ -77,18 +77,18 @@ class CompactReport:
     bytes_reclaimed: int  # freed for good: log bytes removed and the database file's shrink
 
 
-def compact(queue: Queue) -> CompactReport:
+def compact(engine: LocalEngine) -> CompactReport:
     """Rewrite sealed segments without dead records, delete empty ones, shrink the store."""
-    with lock(queue.path):  # two compactions never overlap
-        queue.store.checkpoint()  # so that the database file's size before counts its WAL pages
-        run = _Run(queue, catch_up=None, min_dead_share=0.0, max_live=None)
+    with lock(engine.path):  # two compactions never overlap
+        engine.store.checkpoint()  # so that the database file's size before counts its WAL pages
+        run = _Run(engine, catch_up=None, min_dead_share=0.0, max_live=None)
         for _ in run.steps():
             pass
         run.shrink_store()
     return run.finish()
 
 
-def compaction_steps(queue: Queue, *, catch_up: int = 4, min_dead_share: float = 0.0,
+def compaction_steps(engine: LocalEngine, *, catch_up: int = 4, min_dead_share: float = 0.0,
                      max_live: int | None = None) -> Iterator[None]:
     """A compaction that yields after each segment; nothing at all if another one runs.
 
@@ -103,44 +103,44 @@ def compaction_steps(queue: Queue, *, catch_up: int = 4, min_dead_share: float =
     """
     import filelock
 
-    held = lock(queue.path, timeout=0)
+    held = lock(engine.path, timeout=0)
     try:
         held.acquire()
     except filelock.Timeout:
         return
     try:
-        run = _Run(queue, catch_up=catch_up, min_dead_share=min_dead_share, max_live=max_live)
+        run = _Run(engine, catch_up=catch_up, min_dead_share=min_dead_share, max_live=max_live)
         yield from run.steps()
         run.finish()
     finally:
         held.release()
 
 
-def purged_since(queue: Queue) -> int:
+def purged_since(engine: LocalEngine) -> int:
     """How many records were purged since a compaction last ended (one read)."""
-    with queue.store.reading():
-        row = queue.store.conn.execute("SELECT value FROM meta WHERE key = ?",
+    with engine.store.reading():
+        row = engine.store.conn.execute("SELECT value FROM meta WHERE key = ?",
                                        (PURGED_KEY,)).fetchone()
     return max(0, int(row[0])) if row else 0
 
 
-def dead_bytes(queue: Queue) -> int:
+def dead_bytes(engine: LocalEngine) -> int:
     """About how many log bytes a compaction would free now: the log's size times the share of
     its records that were purged since a compaction last ended (a count of the jobs)."""
-    purged = purged_since(queue)
+    purged = purged_since(engine)
     if not purged:
         return 0
-    with queue.store.reading():
-        live = queue.store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-    return _log_size(queue.log) * purged // (live + purged)
+    with engine.store.reading():
+        live = engine.store.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    return _log_size(engine.log) * purged // (live + purged)
 
 
 class _Run:
     """One compaction, under the compaction lock."""
 
-    def __init__(self, queue: Queue, *, catch_up: int | None, min_dead_share: float,
+    def __init__(self, engine: LocalEngine, *, catch_up: int | None, min_dead_share: float,
                  max_live: int | None) -> None:
-        self.queue, self.store, self.log = queue, queue.store, queue.log
+        self.engine, self.store, self.log = engine, engine.store, engine.log
         self.catch_up, self.min_dead_share, self.max_live = catch_up, min_dead_share, max_live
         self.tally: Counter[str] = Counter()
         self.purged = 0  # PURGED_KEY when this run started: what its end forgets
@@ -152,7 +152,7 @@ class _Run:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (PURGED_KEY,)).fetchone()
             self.purged = int(row[0]) if row else 0
         _remove_stale_copies(self.log)
-        self.before = _stored_size(self.queue)
+        self.before = _stored_size(self.engine)
         self.log.seal_stragglers()  # before anything is deleted: see Log.seal
         self.store.catch_up(self.catch_up)
         if self._seal_newest():
@@ -176,7 +176,7 @@ class _Run:
         In WAL mode VACUUM writes the new database into the WAL; the file shrinks at the
         checkpoint.
         """
-        db_path = self.queue.store.db_path
+        db_path = self.engine.store.db_path
         with self.store.transaction() as conn:
             conn.execute("COMMIT")  # VACUUM refuses to run in a transaction; the lock stays held
             try:
@@ -194,7 +194,7 @@ class _Run:
     def finish(self) -> CompactReport:
         t = self.tally
         report = CompactReport(t["rewritten"], t["deleted"], t["skipped"], t["dropped"],
-                               self.before, _stored_size(self.queue), t["freed"])
+                               self.before, _stored_size(self.engine), t["freed"])
         log.info("maintenance.compacted", **dataclasses.asdict(report))
         return report
 
@@ -353,20 +353,20 @@ def _write_copy(log_: Log, segment: int, keep: list[Entry]) -> dict[int, int]:
 
 # -- recovery ---------------------------------------------------------------------------------
 
-def finish_interrupted_compaction(queue: Queue) -> bool:
+def finish_interrupted(engine: LocalEngine) -> bool:
     """On open: finish a compaction that died after step (b); True if there was one.
 
     Costs one read when there is nothing to do. A compaction that holds its lock is left alone:
     it finishes the rename itself.
     """
-    # Called from Queue._open, before any other thread can use this queue's connection.
-    if queue.store.conn.execute("SELECT 1 FROM meta WHERE key = ?", (_MARKER,)).fetchone() is None:
+    # Called from LocalEngine's open, before any other thread can use this queue's connection.
+    if engine.store.conn.execute("SELECT 1 FROM meta WHERE key = ?", (_MARKER,)).fetchone() is None:
         return False
     import filelock  # every queue open reaches this function, almost never this line
 
     try:
-        with lock(queue.path, timeout=0), queue.store.transaction() as conn:
-            return redo_interrupted(conn, queue.log)
+        with lock(engine.path, timeout=0), engine.store.transaction() as conn:
+            return redo_interrupted(conn, engine.log)
     except filelock.Timeout:
         return False
 
@@ -423,9 +423,9 @@ def _log_size(log_: Log) -> int:
     return sum(_size(log_.path(s)) for s in log_.segments() if s < end.segment) + end.offset
 
 
-def _stored_size(queue: Queue) -> int:
+def _stored_size(engine: LocalEngine) -> int:
     """The log's and the database file's bytes: what compaction can free for good."""
-    return _log_size(queue.log) + _size(queue.store.db_path)
+    return _log_size(engine.log) + _size(engine.store.db_path)
 
 
 def _size(path: str) -> int:

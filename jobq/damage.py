@@ -52,12 +52,6 @@ def damaged_range(log_: Log, pos: Position, reason: str) -> Damage:
     return Damage(pos, pos.offset, reason)
 
 
-def reason(cause: DamagedRecord, saved_to: str) -> str:
-    """The error a job whose record is damaged ends with: where, what failed, where the copy is."""
-    return (f"payload record damaged at {cause.path}:{cause.offset}: {cause.reason};"
-            f" copy at {saved_to}")
-
-
 def copies(store: Store) -> dict[Position, str]:
     """Where each quarantined range was copied to, by the position it starts at."""
     return {Position(r["segment"], r["offset"]): r["saved_to"] for r in store.quarantined()}

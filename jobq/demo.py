@@ -107,7 +107,7 @@ def run(queue: Queue, logs: str, out: TextIO) -> int:
         say(f"Started worker A (pid {a.proc.pid}, 2 children) and worker B (pid {b.proc.pid}).")
 
         def victim():  # type: ignore[no-untyped-def]
-            return next((r for r in queue.store.rows(Status.RUNNING)
+            return next((r for r in queue.engine.rows(Status.RUNNING)
                          if a.owns(r["owner"]) and r["progress"] >= 0.3), None)
         row = _wait_for(victim, 60)
         job, step = row["job_id"], (queue.state(row["job_id"]).checkpoint or (0, 0))[0]
@@ -117,7 +117,7 @@ def run(queue: Queue, logs: str, out: TextIO) -> int:
         c = _Worker("worker-c", queue, logs)
         started.append(c)
         say(f"Started worker C (pid {c.proc.pid}).")
-        _wait_for(lambda: all(queue.store.status(j).finished for j in ids), 120)
+        _wait_for(lambda: all(queue.engine.status(j).finished for j in ids), 120)
     finally:
         for w in started:
             w.stop()

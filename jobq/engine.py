@@ -118,6 +118,18 @@ class Workers(Protocol):
     def read(self, now: float, owners: Iterable[str] = ()) -> list[WorkerInfo]: ...
 
 
+class Upkeep(Protocol):
+    """Storage chores a worker's supervisor runs between its other duties, a bounded piece at a
+    time, so that it is never long away from its children."""
+
+    busy: bool  # a chore is under way that a burst worker should let finish
+
+    def step(self, *, children_busy: bool) -> None:
+        """One bounded piece; errors are logged, never raised (jobs come first)."""
+
+    def close(self) -> None: ...
+
+
 class Engine(Protocol):
     """One queue's storage. Reads see every append that returned before them."""
 
@@ -149,7 +161,11 @@ class Engine(Protocol):
     def counts(self) -> dict[str, int]: ...
     def waiting(self, now: float) -> dict[tuple[Status, bool], float]: ...
     def payload_body(self, job_id: str, ref: Any = None) -> bytes:
-        """The job's record body, verified (checksum, signature) but not unpickled."""
+        """The job's record body, verified (checksum, signature) but not unpickled.
+        DamagedRecord when its stored bytes fail the checks."""
+
+    def set_aside(self, job_id: str, ref: Any, cause: Exception) -> str:
+        """Keep a copy of a damaged record for the operator (once); say where it is."""
 
     def now(self) -> float:
         """The engine's clock, which every time it stores is read from."""
@@ -173,8 +189,8 @@ class Engine(Protocol):
     def cancelling(self, owner: str) -> set[tuple[str, int]]: ...
     def renew(self, owner: str, lease_seconds: float) -> int: ...
     def held(self, owner: str | None = None) -> list[Held]: ...
-    def housekeep(self, *, busy: bool) -> None:
-        """Storage upkeep a worker's supervisor does while its children run jobs."""
+    def upkeep(self, *, compact_threshold: int, logger: Any) -> Upkeep:
+        """The storage upkeep a worker's supervisor does while its children run jobs."""
 
     @property
     def workers(self) -> Workers: ...

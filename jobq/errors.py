@@ -174,6 +174,13 @@ class DamagedRecord(CorruptRecord):
     """A log record's bytes fail their checksum or signature, or stop short: no later read of
     them can succeed. ``path`` and ``offset`` say where; ``reason`` says what failed."""
 
+    def with_copy(self, saved_to: str) -> str:
+        """The error a job whose record is damaged ends with: where, what failed, where the
+        copy set aside is."""
+        return (f"payload record damaged at {getattr(self, 'path', None)}:"
+                f"{getattr(self, 'offset', None)}: {getattr(self, 'reason', None)};"
+                f" copy at {saved_to}")
+
 
 class CorruptStore(StorageError):
     """The state database (``state.sqlite3``) is damaged; the message says how to recover."""

@@ -1,7 +1,7 @@
 """Running one claimed job in this process, and recording how its attempt ended.
 
 :func:`execute` runs the task (its checkpoints are written as it goes) and returns an
-:class:`Outcome` without recording it; :func:`record` applies an outcome to the store. A worker
+:class:`Outcome` without recording it; :func:`record` applies an outcome through the engine. A worker
 child executes and its supervisor records (in batches); :mod:`jobq.testing` does both in one
 process. Either way a job runs through the same code.
 """
@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 
-from . import damage, job_record, signatures, tasks, transitions
+from . import job_record, signatures, tasks, transitions
 from .context import JobContext, current_set
-from .errors import (CorruptRecord, DamagedRecord, JobqError, NotPicklable, PermanentFailure,
+from .engine import Claim, Engine
+from .errors import (DamagedRecord, JobqError, NotPicklable, PermanentFailure,
                      Released, SignatureMismatch, StorageError, TaskNotFound)
-from .log import Log
 from .pickling import PickleRules
 from .state import JobState, Status
-from .store import Claim, Store
 from ._logging import get_logger
 
 log = get_logger(__name__)
@@ -77,34 +76,20 @@ def message(exc: BaseException) -> str:
         return "<exception str() failed>"
 
 
-def load(log_: Log, claim: Claim, rules: PickleRules, store: Store | None = None
-         ) -> tuple[Any, Any]:
+def load(engine: Engine, claim: Claim, rules: PickleRules) -> tuple[Any, Any]:
     """The claimed job's payload and its task function; JobqError if either cannot be loaded."""
-    try:
-        # The cached descriptor, unchecked: a record that moved since (compaction) is not this
-        # job's, which load_payload sees; then read again, through the segment's current file.
-        frame = log_.read(claim.payload_pos, recheck=False)
-        payload = job_record.load_payload(frame.body, rules, claim.job_id)
-    except CorruptRecord:
-        try:
-            frame = log_.read(claim.payload_pos)
-            payload = job_record.load_payload(frame.body, rules, claim.job_id)
-        except CorruptRecord:
-            if store is None:
-                raise
-            # Compaction moved the record after the claim was made: read it where it is now.
-            payload = job_record.load_payload(store.job_record(claim.job_id).body, rules,
-                                              claim.job_id)
+    payload = job_record.load_payload(engine.payload_body(claim.job_id, claim.ref), rules,
+                                      claim.job_id)
     fn = tasks.resolve(payload.task)
     signatures.check(fn, payload.task, payload.args, payload.kwargs)
     return payload, fn
 
 
-def unloadable(store: Store, log_: Log, claim: Claim, exc: JobqError) -> Outcome:
+def unloadable(engine: Engine, claim: Claim, exc: JobqError) -> Outcome:
     """The outcome of an attempt whose job :func:`load` refused with ``exc``.
 
     A damaged record reads the same on every attempt: it is copied aside and the job ends dead
-    at once (see :mod:`jobq.damage`). So does a job whose module imports but has no such
+    at once. So does a job whose module imports but has no such
     function, or whose arguments do not fit it: every attempt would fail the same way. Anything
     else, a module that cannot be imported or an unknown class say, fails the attempt as usual:
     a deploy may fix it before the next one.
@@ -113,16 +98,16 @@ def unloadable(store: Store, log_: Log, claim: Claim, exc: JobqError) -> Outcome
         return Outcome("unrunnable", error=f"cannot run job: {exc}")
     if isinstance(exc, DamagedRecord):
         try:
-            saved_to = damage.set_aside(store, log_, claim.payload_pos, exc)
+            saved_to = engine.set_aside(claim.job_id, claim.ref, exc)
         except StorageError as err:  # a full disk: fail the attempt, copy at the next one
             return failure(f"cannot load job: {exc}; copying the record aside failed: {err}")
         log.warning("job.record_damaged", job_id=claim.job_id, path=exc.path, offset=exc.offset,
                     reason=exc.reason, saved_to=saved_to)
-        return Outcome("damaged", error=damage.reason(exc, saved_to))
+        return Outcome("damaged", error=exc.with_copy(saved_to))
     return failure(f"cannot load job: {exc}")
 
 
-def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
+def execute(engine: Engine, claim: Claim, payload: Any, fn: Callable[..., Any],
             *, cancelled: Callable[[], bool] | None = None,
             stopping: Callable[[], bool] = lambda: False) -> Outcome:
     """Call the task with its context; never raises for what the task does.
@@ -134,10 +119,10 @@ def execute(store: Store, claim: Claim, payload: Any, fn: Callable[..., Any],
     """
     started = time.monotonic()
     job_id, token = claim.job_id, claim.token
-    is_cancelled = cancelled or (lambda: store.cancel_requested(job_id))
+    is_cancelled = cancelled or (lambda: engine.cancel_requested(job_id))
     ctx = JobContext(job_id=job_id, attempt=claim.state.attempts, checkpoint=claim.state.checkpoint,
                      progress=claim.state.progress,
-                     save=lambda obj, progress: store.save_checkpoint(job_id, token, obj, progress),
+                     save=lambda obj, progress: engine.save_checkpoint(job_id, token, obj, progress),
                      cancelled=is_cancelled, stopping=stopping)
     reset = current_set(ctx)
     try:
@@ -188,14 +173,14 @@ def change_for(outcome: Outcome, retry_delay: RetryDelay
     return change
 
 
-def record(store: Store, claim: Claim, outcome: Outcome, *, retry_delay: RetryDelay,
+def record(engine: Engine, claim: Claim, outcome: Outcome, *, retry_delay: RetryDelay,
            logger: Any = None) -> JobState:
     """Record an outcome under its claim; a result that cannot be pickled fails the attempt."""
     try:
-        state = store.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
+        state = engine.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
     except NotPicklable as exc:
         outcome = failure(f"the task's return value cannot be stored: {exc}", outcome.duration)
-        state = store.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
+        state = engine.finish(claim.job_id, claim.token, change_for(outcome, retry_delay))
     log_transition(state, outcome.duration, logger=logger, outcome=outcome)
     return state
 
@@ -248,14 +233,14 @@ def failure_fields(fields: dict[str, Any], state: JobState, outcome: Outcome | N
     fields["error"] = lines[-1] if lines else None
 
 
-def run_claim(store: Store, log_: Log, claim: Claim, rules: PickleRules, *,
+def run_claim(engine: Engine, claim: Claim, rules: PickleRules, *,
               retry_delay: RetryDelay = lambda attempt: transitions.backoff(attempt),
               logger: Any = None) -> JobState:
     """Load, execute and record one claim in this process (``logger``: for its events)."""
     try:
-        payload, fn = load(log_, claim, rules, store)
+        payload, fn = load(engine, claim, rules)
     except JobqError as exc:
-        return record(store, claim, unloadable(store, log_, claim, exc), retry_delay=retry_delay,
+        return record(engine, claim, unloadable(engine, claim, exc), retry_delay=retry_delay,
                       logger=logger)
-    outcome = execute(store, claim, payload, fn)
-    return record(store, claim, outcome, retry_delay=retry_delay, logger=logger)
+    outcome = execute(engine, claim, payload, fn)
+    return record(engine, claim, outcome, retry_delay=retry_delay, logger=logger)

@@ -1,8 +1,7 @@
-"""``Queue``: the producer's API. Enqueue is one append and one fsync; everything else reads the store."""
+"""``Queue``: the producer's API. Enqueue is one durable append; everything else asks the engine."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -11,14 +10,12 @@ from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
-from . import job_record, maintenance, permissions, record, signatures, tasks, worker_records
-from .directory import FIXED_SETTINGS, open_dir
-from .errors import (ConfigError, CorruptRecord, InvalidArgument, InvalidJob, JobCancelled,
+from . import job_record, permissions, record, signatures, tasks, worker_records
+from .errors import (InvalidArgument, InvalidJob, JobCancelled,
                      JobFailed, JobqError, RecordTooLarge, SignatureMismatch, WaitTimeout)
-from .log import Log
+from .local import LocalEngine
 from .payload import JobPayload
 from .state import JobState, Status
-from .store import Store
 from .worker_records import WorkerInfo
 
 MAX_JOB_ID = 200
@@ -47,9 +44,9 @@ class Queue:
 
     @classmethod
     def _for_worker(cls, path: str | os.PathLike[str] | None) -> Queue:
-        """Open without indexing the backlog first: a worker's children index it one batch at a
-        time while they run the jobs already indexed (Store.settle), so the first job starts at
-        once however many records were appended since the index was last read."""
+        """Open without indexing the backlog first: a worker's children take it in one batch at
+        a time while they run the jobs already indexed, so the first job starts at once however
+        many records were appended since the index was last read."""
         queue = cls.__new__(cls)
         queue._open(config_mod.build(path), time.time, catch_up=False)
         return queue
@@ -57,53 +54,24 @@ class Queue:
     def _open(self, cfg: config_mod.QueueConfig, clock: Callable[[], float], *,
               given: Mapping[str, object] = MappingProxyType({}), catch_up: bool = True) -> None:
         try:
-            self._open_files(cfg, clock, given, catch_up)
+            self.engine = LocalEngine(cfg, clock, given=given, catch_up=catch_up)
         except PermissionError as exc:  # one the checks on open could not foresee (a race)
             if isinstance(exc, JobqError):
                 raise
             raise permissions.denied(exc.filename or cfg.path, cfg.path) from exc
-
-    def _open_files(self, cfg: config_mod.QueueConfig, clock: Callable[[], float],
-                    given: Mapping[str, object], catch_up: bool) -> None:
-        qdir = open_dir(cfg.path, cfg.secret_key, {k: getattr(cfg, k) for k in FIXED_SETTINGS})
-        for name, value in qdir.fixed.items():
-            if getattr(cfg, name) != value:
-                if name in given:
-                    raise ConfigError(f"{cfg.path} was created with {name}={value}; every"
-                                      f" process must use it (omit {name})")
-                cfg = dataclasses.replace(cfg, **{name: value})
-        self.config = cfg
-        self.created = qdir.created  # this Queue made the directory a queue: a new, empty one
-        self.shared_group = qdir.shared_group  # the group it is shared with, if it is
+        self.config = cfg = self.engine.config  # with the settings the queue was created with
+        self.created = self.engine.created  # this Queue made the queue: a new, empty one
+        self.shared_group = self.engine.shared_group  # the group it is shared with, if it is
         self._clock = clock
+        self._key = cfg.secret_key
         self._default_options: _Options | None = None  # the usual options, once validated
         try:
             self._default_options = self._options(0, None, None, None)
         except InvalidJob:
             pass  # a default_max_attempts out of range: every enqueue reports it
-        self.log = Log(qdir.log, key=cfg.secret_key, max_body=cfg.max_record_size,
-                       segment_size=cfg.segment_size, fsync=cfg.fsync,
-                       quarantine_dir=qdir.quarantine)
-        try:
-            self.store = Store(qdir, self.log, rules=cfg.rules, secret_key=cfg.secret_key,
-                               clock=clock)
-        except BaseException:
-            self.log.close()
-            raise
-        try:
-            # Recovery: check the index against the log, then cut a torn tail, quarantine damage
-            # and index what was appended since; only the log after the covered offset is read.
-            self.store.check_covered()
-            maintenance.finish_interrupted_compaction(self)
-            self.store.ensure_index()  # after the compaction's rename: seqs must match the files
-            if catch_up:
-                self.store.catch_up()
-        except BaseException:
-            self.close()
-            raise
 
     def reopen(self, *, catch_up: bool = True) -> Queue:
-        """A new Queue on the same directory and settings, with its own files and connection.
+        """A new Queue on the same queue and settings, with its own files and connection.
 
         A process forked from one that holds a Queue must use its own: SQLite connections and
         locks must not be shared across a fork. ``catch_up=False``: see :meth:`_for_worker`.
@@ -111,6 +79,25 @@ class Queue:
         fresh = Queue.__new__(Queue)
         fresh._open(self.config, self._clock, catch_up=catch_up)
         return fresh
+
+    @staticmethod
+    def exists(location: str) -> bool:
+        """Is there a queue at ``location``? (QueuePermissionError if this user may not look.)"""
+        return LocalEngine.exists_at(location)
+
+    def share(self, group: str | int) -> str:
+        """Share the queue with the users of ``group``; return where it is, to open it again."""
+        return self.engine.share(group)
+
+    @property
+    def store(self) -> Any:
+        """The directory engine's state store: for tests and tools, not part of the API."""
+        return self.engine.store
+
+    @property
+    def log(self) -> Any:
+        """The directory engine's log: for tests and tools, not part of the API."""
+        return self.engine.log
 
     @property
     def path(self) -> str:
@@ -150,8 +137,7 @@ class Queue:
             signatures.check(function, task, args, kwargs)
         if job_id is not None:
             _check_job_id(job_id)
-            self.store.catch_up()
-            if self.store.exists(job_id):
+            if self.engine.exists(job_id):
                 return job_id
         return self._enqueue_one(task, args, kwargs, job_id, options)
 
@@ -160,7 +146,7 @@ class Queue:
         """Append one job whose every input is validated; return its id once it is durable."""
         if job_id is None:
             job_id = _job_ids.next()
-        self.log.append([self._frame(task, args, kwargs, job_id, options)])
+        self.engine.append([self._frame(task, args, kwargs, job_id, options)])
         return job_id
 
     def enqueue_many(self, fn: Callable[..., Any] | str, args_list: Iterable[Iterable[Any]], *,
@@ -174,8 +160,8 @@ class Queue:
         prio, delay_s, attempts, timeout_s = options
         now = self._clock()  # one batch, one time: every job of it is enqueued at once
         run_at, limit = now + delay_s, self.config.max_record_size
-        encode_fields, frame_header, next_id = (job_record.encode_fields, self.log.frame_header,
-                                                _job_ids.next)
+        encode_fields, header, key, next_id = (job_record.encode_fields, record.header, self._key,
+                                              _job_ids.next)
         check = signatures.check
         fitting = () if function is None else signatures.positional_counts(function)
         ids: list[str] = []
@@ -196,10 +182,10 @@ class Queue:
                                  now)
             if len(body) > limit:
                 raise self._too_large(job_id, len(body))
-            parts += (frame_header(record.KIND_JOB, body), body)
+            parts += (header(record.KIND_JOB, body, key), body)
             ids.append(job_id)
         if parts:
-            self.log.append(parts, len(parts[-2]) + len(parts[-1]))
+            self.engine.append(parts, len(parts[-2]) + len(parts[-1]))
         return ids
 
     def _options(self, priority: int, delay: float | None, max_attempts: int | None,
@@ -232,7 +218,7 @@ class Queue:
                                         now + options.delay, now)
         if len(body) > self.config.max_record_size:
             raise self._too_large(job_id, len(body))
-        return self.log.encode(record.KIND_JOB, body)
+        return record.encode(record.KIND_JOB, body, self._key)
 
     def _too_large(self, job_id: str, size: int) -> RecordTooLarge:
         limit = self.config.max_record_size
@@ -244,19 +230,13 @@ class Queue:
     def state(self, job_id: str) -> JobState:
         """The job's current snapshot; JobNotFound if no such job was enqueued."""
         _check_job_id(job_id)
-        self.store.catch_up()
-        return self.store.get(job_id)
+        return self.engine.get(job_id)
 
     def payload(self, job_id: str) -> JobPayload:
-        """The job as it was enqueued, read back from the log."""
+        """The job as it was enqueued, read back from its stored record."""
         _check_job_id(job_id)
-        self.store.catch_up()
-        try:
-            frame = self.log.read(self.store.payload_position(job_id))
-            return job_record.load_payload(frame.body, self.config.rules, job_id)
-        except CorruptRecord:  # perhaps not this job's: compaction moved it meanwhile
-            frame = self.store.job_record(job_id)
-            return job_record.load_payload(frame.body, self.config.rules, job_id)
+        return job_record.load_payload(self.engine.payload_body(job_id), self.config.rules,
+                                       job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobState:
         """Block until the job succeeded, died or was cancelled; WaitTimeout after ``timeout`` s."""
@@ -266,9 +246,8 @@ class Queue:
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.002
         while True:
-            self.store.catch_up()
-            if self.store.status(job_id).finished:
-                return self.store.get(job_id)
+            if self.engine.status(job_id).finished:
+                return self.engine.get(job_id)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -290,37 +269,34 @@ class Queue:
 
     def counts(self) -> dict[str, int]:
         """Number of jobs in each status (every status is present, zero or not)."""
-        self.store.catch_up()
-        return self.store.counts()
+        return self.engine.counts()
 
     def jobs(self, status: Status | str | None = None) -> Iterator[JobState]:
         """Every job's state in enqueue order, optionally of one status; read lazily."""
         wanted = _parse_status(status)
-        self.store.catch_up()
-        for job_id in self.store.job_ids(wanted):
-            yield self.store.get(job_id)
+        for job_id in self.engine.job_ids(wanted):
+            yield self.engine.get(job_id)
 
     def workers(self) -> list[WorkerInfo]:
         """Workers of this queue: alive ones (live or stuck), dead ones not yet reaped, then
         those found dead in the last day, newest first. Reading never takes a worker's lock
         in a way that could make it look dead, and needs no write permission."""
-        return worker_records.collect(self.path, self.store, self._clock())
+        return worker_records.collect(self.engine, self.engine.now())
 
     # -- acting --------------------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job, or ask a running one to stop. False if it had already finished."""
         _check_job_id(job_id)
-        return self.store.cancel(job_id)
+        return self.engine.cancel(job_id)
 
     def retry(self, job_id: str) -> bool:
         """Re-queue a dead (or cancelled) job with a fresh budget of attempts."""
         _check_job_id(job_id)
-        return self.store.requeue(job_id)
+        return self.engine.requeue(job_id)
 
     def close(self) -> None:
-        self.store.close()
-        self.log.close()
+        self.engine.close()
 
     def __enter__(self) -> Queue:
         return self

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 from . import compaction, index, rebuild, record, snapshots, transitions, wal
 from .directory import QueueDir
+from .engine import Change, Claim
 from .errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from .log import Log, Position
 from .pickling import PickleRules
@@ -60,9 +61,6 @@ def _owned(owner: str) -> tuple[str, str, str]:
     return owner, owner + "/", owner + "0"  # "0" is the character after "/"
 
 
-Change = Callable[[JobState, float, int], JobState]  # (state, now, max_attempts) -> new state
-
-
 class Prepared(NamedTuple):
     """A finished job's new state and snapshot, made before the write transaction from ``row``
     (its ``jobs`` row as claimed: the ROW columns, token and max_attempts)."""
@@ -70,30 +68,6 @@ class Prepared(NamedTuple):
     row: tuple[Any, ...]
     state: JobState
     blob: bytes
-
-
-@dataclass(frozen=True)
-class Claim:
-    """One job handed to a worker: its fencing ``token`` must accompany every later write."""
-
-    job_id: str
-    token: int
-    state: JobState
-    payload_pos: Position
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Sent to worker children by the thousand: only what running the job needs, not the
-        # whole versioned snapshot (whose __setstate__ costs more than the rest of the claim).
-        s = self.state
-        return (_running_claim, (self.job_id, self.token, s.task, s.attempts, s.progress,
-                                 s.checkpoint, self.payload_pos.segment, self.payload_pos.offset))
-
-
-def _running_claim(job_id: str, token: int, task: str, attempts: int, progress: float,
-                   checkpoint: Any, segment: int, offset: int) -> Claim:
-    state = JobState(job_id=job_id, task=task, status=Status.RUNNING, attempts=attempts,
-                     progress=progress, checkpoint=checkpoint)
-    return Claim(job_id, token, state, Position(segment, offset))
 
 
 class Store:

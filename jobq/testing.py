@@ -39,10 +39,10 @@ def run_burst(queue: Queue, *, max_jobs: int | None = None, owner: str = "burst"
     """
     ran = 0
     while max_jobs is None or ran < max_jobs:
-        claims = queue.store.claim(owner, 1)
+        _, claims = queue.engine.settle([], owner, 1)
         if not claims:
             return ran
-        run_claim(queue.store, queue.log, claims[0], queue.config.rules, retry_delay=retry_delay,
+        run_claim(queue.engine, claims[0], queue.config.rules, retry_delay=retry_delay,
                   logger=log)
         ran += 1
     return ran

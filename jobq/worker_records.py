@@ -40,10 +40,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import durable
+from .engine import worker_of
 from .errors import JobNotFound, StorageError
 
 if TYPE_CHECKING:
-    from .store import Store
+    from .engine import Engine
 
 DIR = "workers"
 DEAD_DIR = "dead"
@@ -102,11 +103,6 @@ class WorkerInfo:
     @property
     def alive(self) -> bool:
         return self.state.alive
-
-
-def worker_of(owner: str) -> str:
-    """The worker id in a claim's owner (``<worker id>/<child>``; older claims: the id alone)."""
-    return owner.split("/", 1)[0]
 
 
 def lock_path(root: str, worker_id: str) -> str:
@@ -243,26 +239,27 @@ def _read(root: str, now: float, owners: Iterable[str]) -> list[WorkerInfo]:
     return current + sorted(buried, key=lambda w: -(w.reaped_at or 0.0))
 
 
-def collect(root: str, store: Store, now: float) -> list[WorkerInfo]:
-    """:func:`read`, with the jobs each worker holds and the task each child runs, from the store."""
+def collect(engine: Engine, now: float) -> list[WorkerInfo]:
+    """The engine's worker records (:meth:`Workers.read`), with the jobs each worker holds and
+    the task each child runs."""
     held: dict[str, list[str]] = {}
-    for job_id, _, owner, _ in store.running():
-        if owner:
-            held.setdefault(worker_of(owner), []).append(job_id)
+    for claim in engine.held():
+        if claim.owner:
+            held.setdefault(worker_of(claim.owner), []).append(claim.job_id)
     found = []
-    for info in read(root, now, owners=held):
+    for info in engine.workers.read(now, owners=held):
         if info.state is not WorkerState.REAPED:
             info = replace(info, held=tuple(sorted(held.get(info.id, ()))),
-                           children=tuple(_with_task(c, store) for c in info.children))
+                           children=tuple(_with_task(c, engine) for c in info.children))
         found.append(info)
     return found
 
 
-def _with_task(child: ChildInfo, store: Store) -> ChildInfo:
+def _with_task(child: ChildInfo, engine: Engine) -> ChildInfo:
     if child.job_id is None:
         return child
     try:
-        return replace(child, task=store.row(child.job_id)["task"])
+        return replace(child, task=engine.row(child.job_id)["task"])
     except JobNotFound:  # purged since
         return child
 

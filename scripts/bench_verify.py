@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from jobq import Queue, job_record, transitions  # noqa: E402
 from jobq.log import Entry, Position  # noqa: E402
-from jobq.verify import verify  # noqa: E402
+from jobq.maintenance import verify  # noqa: E402
 
 TASK = "builtins:print"
 CHUNK = 10_000

@@ -13,7 +13,7 @@ import pytest
 from conftest import child_env, jobq_command, wait_until
 
 from jobq import Queue, Status
-from jobq.backup import backup
+from jobq.maintenance import backup
 from jobq.errors import InvalidArgument
 from jobq.maintenance import compact, purge
 from jobq.testing import run_burst

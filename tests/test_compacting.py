@@ -7,7 +7,8 @@ import time
 import pytest
 
 from jobq import Queue, Status
-from jobq.maintenance import compact, dead_bytes, purge
+from jobq.maintenance import compact, purge
+from jobq.compaction import dead_bytes
 from workers import Worker
 
 SMALL = 8192
@@ -38,13 +39,13 @@ def test_a_burst_worker_compacts_only_past_its_threshold(qpath, threshold, compa
     with Queue(qpath, segment_size=SMALL) as q:
         done, later = fill(q)
         assert purge(q, statuses=["succeeded"], older_than=0, now=time.time() + 1) == 60
-        before, dead = log_bytes(q), dead_bytes(q)
+        before, dead = log_bytes(q), dead_bytes(q.engine)
         assert before * 0.9 < dead < before  # all but one of the records are dead
         Worker(q, compact_threshold=threshold).run(burst=True)
         if compacts:
-            assert log_bytes(q) < before * 0.1 and dead_bytes(q) == 0
+            assert log_bytes(q) < before * 0.1 and dead_bytes(q.engine) == 0
         else:
-            assert log_bytes(q) == before and dead_bytes(q) == dead
+            assert log_bytes(q) == before and dead_bytes(q.engine) == dead
         assert q.state(later).status is Status.QUEUED and q.payload(later).args == (20, 22)
 
 

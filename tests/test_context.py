@@ -42,7 +42,7 @@ def test_task_sees_cancellation_and_ends_cancelled(queue):
     claim = queue.store.claim("w")[0]
     queue.cancel(jid)
     from jobq.execution import run_claim
-    state = run_claim(queue.store, queue.log, claim, queue.config.rules)
+    state = run_claim(queue.engine, claim, queue.config.rules)
     assert state.status is Status.CANCELLED and state.result is None
 
 
@@ -83,8 +83,8 @@ def test_release_while_stopping_gives_the_job_back_uncharged_with_its_checkpoint
     from jobq.execution import execute, load, record
     jid = queue.enqueue(jobtasks.sum_steps, 10, 0.0, str(tmp_path / "pid"), None, True)
     claim = queue.store.claim("w")[0]
-    payload, fn = load(queue.log, claim, queue.config.rules)
-    outcome = execute(queue.store, claim, payload, fn, stopping=lambda: True)
+    payload, fn = load(queue.engine, claim, queue.config.rules)
+    outcome = execute(queue.engine, claim, payload, fn, stopping=lambda: True)
     assert outcome.kind == "released"
     state = record(queue.store, claim, outcome, retry_delay=lambda attempt: 0.0)
     assert (state.status, state.attempts, state.checkpoint, state.errors) == (

@@ -13,11 +13,12 @@ from conftest import wait_until
 from structlog.testing import capture_logs
 
 from jobq import Queue, Status, job_record, maintenance, transitions
+from jobq.local import purging
 from jobq.errors import CorruptRecord, InvalidArgument, JobNotFound
 from jobq.log import Entry, Position
 from jobq.maintenance import compact, purge
 from jobq.state import FINISHED
-from jobq.store import Claim
+from jobq.engine import Claim
 from jobq.testing import run_burst
 
 ADD, BOOM, NOTE = "jobtasks:add", "jobtasks:boom", "jobtasks:note_run"
@@ -142,7 +143,7 @@ def test_purge_refuses_what_it_must_not_delete_and_changes_nothing(queue, kwargs
 
 def test_purge_works_in_short_transactions(queue, monkeypatch):
     """A purge larger than one batch commits batch by batch and deletes every job."""
-    monkeypatch.setattr(maintenance, "PURGE_BATCH", 7)
+    monkeypatch.setattr(purging, "PURGE_BATCH", 7)
     transactions = []
     real = queue.store.transaction
     monkeypatch.setattr(queue.store, "transaction", lambda: transactions.append(1) or real())
@@ -230,19 +231,19 @@ def test_a_cached_descriptor_on_a_rewritten_segment_is_noticed_when_loading_a_jo
         run_burst(q)  # the first job ends dead, the rest succeed (compaction keeps them)
         state = q.state(rest[0])
         old = Claim(rest[0], 0, state, reader.store.payload_position(rest[0]))
-        load(reader.log, old, reader.config.rules)  # the reader now caches the old file
+        load(reader.engine, old, reader.config.rules)  # the reader now caches the old file
         clock[0] = 2000.0
         assert purge(q, statuses=["dead"], older_than=500) == 1
         assert compact(q).segments_rewritten == 1
         moved = q.store.payload_position(rest[1])
-        assert moved.offset < old.payload_pos.offset + 200  # moved back, over the purged record
+        assert moved.offset < old.ref.offset + 200  # moved back, over the purged record
         try:  # the old file, read at the new offset: not rest[1]'s record
             stale = reader.log.read(moved, recheck=False)
             assert job_record.decode_meta(stale.body)[0].job_id != rest[1]
         except CorruptRecord:
             pass
         claim = Claim(rest[1], 0, q.state(rest[1]), moved)
-        payload, _ = load(reader.log, claim, reader.config.rules)
+        payload, _ = load(reader.engine, claim, reader.config.rules)
         assert (payload.job_id, payload.args) == (rest[1], (1, 1))
 
 
@@ -300,10 +301,11 @@ def test_a_segment_with_jobs_still_to_run_shrinks_and_each_runs_once(qpath, tmp_
             assert [fresh.payload(j).args[1:] for j in (queued, delayed, running)] == [
                 ("queued",), ("delayed",), ("running",)]
             with pytest.raises(CorruptRecord):  # the claim's position is stale now...
-                load(fresh.log, claim, fresh.config.rules)
-            payload, _ = load(fresh.log, claim, fresh.config.rules, fresh.store)  # ...followed
+                job_record.load_payload(fresh.log.read(claim.ref).body, fresh.config.rules,
+                                        claim.job_id)
+            payload, _ = load(fresh.engine, claim, fresh.config.rules)  # ...followed
             assert payload.args[1] == "running"
-            run_claim(fresh.store, fresh.log, claim, fresh.config.rules)
+            run_claim(fresh.engine, claim, fresh.config.rules)
         clock[0] += 31 * 86400
         run_burst(q)
         assert q.result(failing) == 2
@@ -510,9 +512,9 @@ def test_compaction_killed_at_each_step_loses_nothing(qpath, tmp_path, children,
             assert {j: reopened.state(j).status for j in ids} == {j: s for j, (s, _) in
                                                                   ids.items()}
             assert payloads(reopened, kept) == expected
-            payload, _ = load(reopened.log, claim, reopened.config.rules, reopened.store)
+            payload, _ = load(reopened.engine, claim, reopened.config.rules)
             assert payload.args[1] == ids[claim.job_id][1]
-            run_claim(reopened.store, reopened.log, claim, reopened.config.rules)
+            run_claim(reopened.engine, claim, reopened.config.rules)
         finished = [e for e in events if e["event"] == "maintenance.compaction_finished"]
         assert len(finished) == CRASH_POINTS[crash_at][0]
 

@@ -15,7 +15,7 @@ from test_damage import flip_byte_in_record, three_jobs_second_damaged
 
 from jobq import JobState, Queue
 from jobq.testing import run_burst
-from jobq.verify import verify
+from jobq.maintenance import verify
 
 
 def test_clean_queue_verifies(queue):

@@ -35,7 +35,7 @@ def test_a_claim_sent_to_a_child_carries_only_what_running_it_needs(queue: Queue
     claim, = queue.store.claim("w", 1)
     copy = pickle.loads(pickle.dumps(claim))
     assert isinstance(copy, Claim)
-    assert (copy.job_id, copy.token, copy.payload_pos) == (jid, claim.token, claim.payload_pos)
+    assert (copy.job_id, copy.token, copy.ref) == (jid, claim.token, claim.ref)
     assert (copy.state.attempts, copy.state.status, copy.state.task) == (1, Status.RUNNING,
                                                                          claim.state.task)
     assert len(pickle.dumps(claim)) < 300

@@ -15,13 +15,14 @@ from test_cli import ok
 
 from jobq import WorkerState, worker_records
 from jobq.errors import ConfigError
-from workers import Worker, WorkerConfig, liveness
+from jobq.local import workers as liveness
+from workers import Worker, WorkerConfig
 
 # Holds a worker's lock and publishes its record with a heartbeat ``age`` seconds old.
 HOLD = """
 import sys, time
 from jobq import worker_records
-from workers.liveness import LivenessLock
+from jobq.local.workers import LivenessLock
 root, wid, age = sys.argv[1], sys.argv[2], float(sys.argv[3])
 lock = LivenessLock(root, wid)
 worker_records.publish(root, {"id": wid, "host": "h", "pid": 1, "started": time.time() - 99,

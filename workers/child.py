@@ -46,7 +46,7 @@ from jobq.errors import JobqError
 from jobq.execution import (Outcome, change_for, execute, failure, load, log_transition,
                             unloadable)
 from jobq.state import WAITING
-from jobq.store import Change, Claim, Store
+from jobq.engine import Claim, Engine, Finished
 
 from .board import Board
 from .config import WorkerConfig
@@ -73,7 +73,7 @@ def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[in
         os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    own = queue.reopen(catch_up=False)  # claims index the backlog a batch at a time
+    own = queue.reopen(catch_up=False)  # claims take in the backlog a batch at a time
     runner = Runner(conn, own, board, owner, config, logger)
     try:
         runner.loop()
@@ -89,9 +89,6 @@ def batch_size(average: float | None, prefetch: int) -> int:
     if average is None:
         return 1
     return max(1, min(prefetch, int(BATCH_WINDOW / max(average, 1e-6))))
-
-
-Finished = tuple[str, int, Change]  # an ended attempt to record: job id, claim token, change
 
 
 class Runner:
@@ -110,7 +107,8 @@ class Runner:
         self.outcomes: dict[str, Outcome] = {}  # of the jobs run, until their events are logged
         # Cancel requests for claims of ours, as of the queue's cancel generation last seen:
         # nothing of ours can have been asked to cancel before we claimed it.
-        self.cancel_generation = queue.store.cancel_generation()
+        self.engine = queue.engine
+        self.cancel_generation = self.engine.cancel_generation()
         self.cancelled: set[tuple[str, int]] = set()
         self._send_lock = threading.Lock()  # both threads report to the supervisor
         self._watcher: Watcher | None = None  # started with the first batch of several claims
@@ -130,7 +128,7 @@ class Runner:
     def loop(self) -> None:
         while True:
             stopping = self.board.stop_requested()
-            if not stopping and not self.finished and not self.queue.store.has_ready():
+            if not stopping and not self.finished and not self.engine.has_ready():
                 self._set_idle(True)
                 if self._wait(self.config.poll_interval):
                     return
@@ -159,7 +157,7 @@ class Runner:
 
     def _settle(self, size: int) -> list[Claim]:
         finished = _take_all(self.finished)
-        states, claims = self.queue.store.settle(
+        states, claims = self.engine.settle(
             finished, self.owner, min(size, 1), prefetch=max(size - 1, 0),
             lease_seconds=self.config.lease_seconds)
         self._report(finished, states)
@@ -202,7 +200,7 @@ class Runner:
             return
         if self._watcher is None:
             self._watcher = Watcher(self.board, self._hand_back, BATCH_WINDOW,
-                                    prepare=self._watcher_store)
+                                    prepare=self._watcher_engine)
         self._watcher.watch(rest)
         try:
             self._run_claims(claims[0], rest)
@@ -236,7 +234,7 @@ class Runner:
         """From the watcher, when the batch overruns: record the outcomes so far and give back
         ``rest``, the claims not started (uncharged), in one transaction.
 
-        On the watcher's own connection (a SQLite connection is for one thread at a time, and
+        On the watcher's own engine (an engine's connection is for one thread at a time, and
         the main thread's task may be saving a checkpoint). Should the child die before the
         commit, nothing was recorded: its supervisor gives back all it held, as for any death.
         """
@@ -245,7 +243,7 @@ class Runner:
         if not (finished or given):
             return
         try:
-            states, _ = self._watcher_store().settle(finished + given, self.owner, 0)
+            states, _ = self._watcher_engine().settle(finished + given, self.owner, 0)
         except BaseException as exc:
             self.finished += finished + given  # for the main thread's next settle
             if not isinstance(exc, JobqError):
@@ -254,35 +252,34 @@ class Runner:
             return
         self._report(finished, states[:len(finished)], states[len(finished):])
 
-    def _watcher_store(self) -> Store:
+    def _watcher_engine(self) -> Engine:
         if self._watcher_queue is None:
             self._watcher_queue = self.queue.reopen(catch_up=False)
-        return self._watcher_queue.store
+        return self._watcher_queue.engine
 
     def _cancel_requested(self, claim: Claim) -> bool:
         """Was ``claim`` asked to cancel since we claimed it?
 
-        One read of shared memory per job (Store.cancel_generation); the cancelled claims are
-        read from SQLite only when a claimed job somewhere in the queue was asked to cancel
+        One cheap read per job (Engine.cancel_generation: for a queue directory, of shared memory); the cancelled claims are
+        read from storage only when a claimed job somewhere in the queue was asked to cancel
         since we last looked.
         """
-        generation = self.queue.store.cancel_generation()
+        generation = self.engine.cancel_generation()
         if generation != self.cancel_generation:
             self.cancel_generation = generation
-            self.cancelled = self.queue.store.cancelling(self.owner)
+            self.cancelled = self.engine.cancelling(self.owner)
         return bool(self.cancelled) and (claim.job_id, claim.token) in self.cancelled
 
     def _run(self, claim: Claim) -> Outcome:
         self.board.running(claim.job_id, claim.token)
         try:
             try:
-                payload, fn = load(self.queue.log, claim, self.queue.config.rules,
-                                   self.queue.store)
+                payload, fn = load(self.engine, claim, self.queue.config.rules)
             except JobqError as exc:
-                return unloadable(self.queue.store, self.queue.log, claim, exc)
+                return unloadable(self.engine, claim, exc)
             if payload.timeout is not None:
                 self.board.time_limit(claim.job_id, claim.token, payload.timeout)
-            return storable(execute(self.queue.store, claim, payload, fn,
+            return storable(execute(self.engine, claim, payload, fn,
                                     stopping=self.board.stop_requested))
         finally:
             self.board.idle()

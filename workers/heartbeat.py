@@ -1,8 +1,9 @@
-"""A worker's heartbeat: its record in ``<queue>/workers/`` (see :mod:`jobq.worker_records`),
-rewritten by the supervisor every ``heartbeat_interval`` seconds.
+"""A worker's heartbeat: its record among the queue's workers (see :meth:`jobq.engine.Workers.publish`;
+in a queue directory, ``<queue>/workers/<id>.json``), rewritten by the supervisor every
+``heartbeat_interval`` seconds.
 
 It costs nothing per job: the supervisor reads what each child runs from the children's boards,
-as it does anyway to enforce time limits, and writes one small file (no fsync) on its own clock.
+as it does anyway to enforce time limits, and writes one small record (a file, no fsync) on its own clock.
 The heartbeat never decides whether the worker lives (its liveness lock does); an old heartbeat
 under a held lock tells a worker whose loop is stuck.
 """
@@ -15,7 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from jobq import __version__, worker_records
+from jobq import __version__
+from jobq.engine import Workers
 
 from .slots import Slot
 
@@ -23,12 +25,12 @@ from .slots import Slot
 class Heartbeat:
     """The record one worker publishes while it runs, and removes when it exits cleanly."""
 
-    def __init__(self, queue_root: str, worker_id: str, *, concurrency: int, interval: float,
-                 logger: Any) -> None:
-        self.root, self.worker_id, self.interval, self._log = (queue_root, worker_id, interval,
-                                                               logger)
+    def __init__(self, registry: Workers, location: str, worker_id: str, *, concurrency: int,
+                 interval: float, logger: Any) -> None:
+        self.registry, self.worker_id, self.interval, self._log = (registry, worker_id, interval,
+                                                                   logger)
         self._about = {"id": worker_id, "host": socket.gethostname(), "pid": os.getpid(),
-                       "started": time.time(), "queue": queue_root, "version": __version__,
+                       "started": time.time(), "queue": location, "version": __version__,
                        "concurrency": concurrency, "heartbeat_interval": interval}
         self._failing = False
 
@@ -45,8 +47,7 @@ class Heartbeat:
                 # The board's clock is monotonic (shared with the children): said as wall time.
                 "since": None if running is None else wall - (mono - running.started)})
         try:
-            worker_records.publish(self.root, {**self._about, "heartbeat": wall,
-                                               "children": children})
+            self.registry.publish({**self._about, "heartbeat": wall, "children": children})
         except OSError as exc:
             if not self._failing:
                 self._log.warning("worker.heartbeat_failed", error=str(exc))
@@ -57,6 +58,6 @@ class Heartbeat:
     def withdraw(self) -> None:
         """Remove the record: this worker exits cleanly (call it before releasing the lock)."""
         try:
-            worker_records.withdraw(self.root, self.worker_id)
+            self.registry.withdraw(self.worker_id)
         except OSError as exc:
             self._log.warning("worker.record_not_removed", error=str(exc))

@@ -11,20 +11,21 @@ that died, and renews leases. Execution is at least once: a job whose worker die
 from __future__ import annotations
 
 import importlib
+import os
+import socket
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
 
-from jobq import Queue, transitions, worker_records
+from jobq import Queue, transitions
 from jobq.errors import ConfigError, JobqError
 from jobq.execution import change_for, failure, log_transition
 from jobq.state import Status
-from jobq.store import Change
+from jobq.engine import Change, Liveness, Upkeep, owner_of, worker_of
 
-from . import liveness, slots
-from .compacting import AutoCompactor
+from . import slots
 from .config import WorkerConfig
 from .heartbeat import Heartbeat
 from .signals import StopRequests, handled
@@ -61,7 +62,7 @@ class Worker:
             self.config = WorkerConfig(concurrency=concurrency, **options)
         except TypeError as exc:  # an unknown option name
             raise ConfigError(f"bad worker option: {exc}") from exc
-        self.id = liveness.new_worker_id()
+        self.id = new_worker_id()
         self.stops = StopRequests()
         self.processed = 0
         self._log: Any = log
@@ -69,12 +70,13 @@ class Worker:
         self._children = 0
         self._finished: list[Ended] = []
         self._retrying: set[str] = set()
-        self._lock: liveness.LivenessLock | None = None
+        self.engine = queue.engine
+        self._lock: Liveness | None = None
         self._heartbeat: Heartbeat | None = None
         self._next_reap = self._next_renew = self._next_beat = 0.0
         self._stop_deadline: float | None = None
         self._error: JobqError | None = None
-        self._compactor: AutoCompactor | None = None
+        self._upkeep: Upkeep | None = None
 
     def stop(self) -> None:
         """Ask for a graceful stop (as SIGTERM does); a second call stops at once."""
@@ -87,22 +89,21 @@ class Worker:
         self._import_modules()  # before forking, so every child has them already
         # Bound once, and inherited by the children: an event then costs only its formatting.
         self._log = log.bind(worker=self.id)
-        self._lock = liveness.LivenessLock(self.queue.path, self.id)
-        if self.config.compact_threshold:
-            self._compactor = AutoCompactor(self.queue, self.config.compact_threshold, self._log)
+        self._lock = self.engine.workers.hold(self.id)
         try:
             with handled(self.stops):
                 self._slots = [self._start_child() for _ in range(self.config.concurrency)]
                 # Published after the lock is taken: a reader probing the lock of a worker with
                 # a record never meets one that is about to take it.
-                self._heartbeat = Heartbeat(self.queue.path, self.id,
+                self._heartbeat = Heartbeat(self.engine.workers, self.queue.path, self.id,
                                             concurrency=self.config.concurrency,
                                             interval=self.config.heartbeat_interval,
                                             logger=self._log)
                 self._log.info("worker.started", queue=self.queue.path,
                                queue_from=self.queue.config.origin,
                                concurrency=self.config.concurrency, burst=burst)
-                self.queue.store.presize_wal()  # while the children claim: see jobq.wal
+                self._upkeep = self.engine.upkeep(  # while the children claim
+                    compact_threshold=self.config.compact_threshold, logger=self._log)
                 while not self._step(burst):
                     pass
         finally:
@@ -125,16 +126,11 @@ class Worker:
             self._next_reap = now + self.config.reap_interval
             self._reap_dead_workers(look_at_records=beat)
             self._watch_cancellations(now)
-            self.queue.store.presize_wal()  # again if SQLite removed it: one stat if not
-            if not all(s.idle for s in self._slots):
-                # The supervisor is idle while its children work: it checkpoints the WAL, which
-                # a child committing a batch would otherwise do itself, now and then, for long.
-                self.queue.store.checkpoint()
-            if self._compactor is not None:
-                self._compactor.step()  # one bounded piece: see workers.compacting
+            if self._upkeep is not None:  # one bounded piece of storage upkeep
+                self._upkeep.step(children_busy=not all(s.idle for s in self._slots))
         if now >= self._next_renew:
             self._next_renew = now + self.config.lease_seconds / 3
-            self.queue.store.renew(self.id, self.config.lease_seconds)
+            self.engine.renew(self.id, self.config.lease_seconds)
         if self._finished:
             self._record()
         return self._should_stop(burst, now)
@@ -153,15 +149,15 @@ class Worker:
                     slot.request_stop()
             return not self._slots or now >= self._stop_deadline
         if burst and all(s.idle for s in self._slots) and not self._finished \
-                and not (self._compactor is not None and self._compactor.busy) \
-                and not self.queue.store.has_ready() \
-                and not any(self.queue.store.running(s.owner) for s in self._slots):
+                and not (self._upkeep is not None and self._upkeep.busy) \
+                and not self.engine.has_ready() \
+                and not any(self.engine.held(s.owner) for s in self._slots):
             return not self._retries_pending()
         return False
 
     def _retries_pending(self) -> bool:
         waiting = {Status.QUEUED, Status.FAILED}
-        self._retrying = {j for j in self._retrying if self.queue.store.status(j) in waiting}
+        self._retrying = {j for j in self._retrying if self.engine.status(j) in waiting}
         return bool(self._retrying)  # the next turn's _collect waits poll_interval: no spin
 
     # -- children --------------------------------------------------------------------------------
@@ -169,7 +165,8 @@ class Worker:
     def _start_child(self) -> Slot:
         assert self._lock is not None
         self._children += 1
-        return slots.start(self.queue, [self._lock.fd], f"{self.id}/{self._children}",
+        return slots.start(self.queue, self._lock.fds_to_close_after_fork(),
+                           owner_of(self.id, self._children),
                            self.config, self._log)
 
     def _collect(self, timeout: float) -> None:
@@ -212,7 +209,7 @@ class Worker:
         slot.process.join()
         running, reason = slot.board.read(), slot.kill_reason
         slot.conn.close()
-        held = [(j, t) for j, t, _, _ in self.queue.store.running(slot.owner)]
+        held = [(h.job_id, h.token) for h in self.engine.held(slot.owner)]
         if running is None and not held:
             if reason is None and slot.process.exitcode not in (0, None):
                 self._log.warning("worker.child_died",
@@ -261,7 +258,7 @@ class Worker:
             if running is None or slot.kill_reason:
                 continue
             if asked is None:
-                asked = self.queue.store.cancelling(self.id)
+                asked = self.engine.cancelling(self.id)
             if (running.job_id, running.token) not in asked:
                 continue
             if slot.cancel_seen is None or slot.cancel_seen[0] != running.job_id:
@@ -286,7 +283,7 @@ class Worker:
     def _record(self) -> None:
         """Record what the supervisor ended (deaths, kills, reaped workers) in one transaction."""
         finished, self._finished = self._finished, []
-        states, _ = self.queue.store.settle(
+        states, _ = self.engine.settle(
             [(e.job_id, e.token, e.change) for e in finished], self.id, 0)
         for ended, state in zip(finished, states):
             if state is None:
@@ -307,33 +304,34 @@ class Worker:
         the records of dead workers (with ``look_at_records``, of those that held no job too)."""
         assert self._lock is not None
         self._lock.check()
-        now = time.time()
+        registry = self.engine.workers
+        now = self.engine.now()
         dead: dict[str, bool] = {}
         held: dict[str, list[str]] = {}
-        for job_id, token, owner, lease_expires, started in self.queue.store.running_claims():
-            worker = liveness.worker_of(owner)
+        for claim in self.engine.held():
+            worker = worker_of(claim.owner)
             if worker == self.id:
                 continue
             if worker not in dead:
-                dead[worker] = liveness.is_dead(self.queue.path, worker)
+                dead[worker] = registry.is_dead(worker)
             if dead[worker]:
-                held.setdefault(worker, []).append(job_id)
+                held.setdefault(worker, []).append(claim.job_id)
                 cause = f"worker {worker} died"
-            elif lease_expires is not None and lease_expires < now:
+            elif claim.lease_expired:
                 cause = f"lease expired: worker {worker} stopped renewing it"
             else:
                 continue
-            change = self._crash(cause, token) if started else _released  # prefetched: never started
-            self._finished.append(Ended(job_id, token, change,
+            # A prefetched claim never started: given back uncharged.
+            change = self._crash(cause, claim.token) if claim.started else _released
+            self._finished.append(Ended(claim.job_id, claim.token, change,
                                         {"cause": cause, "reaped_from": worker}))
         try:
             if look_at_records:  # workers that died holding no job: only their records tell
-                for worker in worker_records.recorded(self.queue.path):
-                    if worker != self.id and worker not in dead \
-                            and liveness.is_dead(self.queue.path, worker):
+                for worker in registry.recorded():
+                    if worker != self.id and worker not in dead and registry.is_dead(worker):
                         held[worker] = []
             for worker, jobs in held.items():
-                if worker_records.bury(self.queue.path, worker, by=self.id, jobs=jobs, now=now):
+                if registry.bury(worker, by=self.id, jobs=jobs, now=now):
                     self._log.info("worker.found_dead", dead_worker=worker, jobs=len(jobs))
         except OSError as exc:  # only what `jobq workers` shows is at stake, not the jobs
             self._log.warning("worker.records_unreadable", error=str(exc))
@@ -344,8 +342,8 @@ class Worker:
         """Stop every child. An idle one exits at once; one still running a job (a graceful stop
         past its grace, a second signal, an error) is killed and its jobs are given back."""
         self.stops.log_requests()
-        if self._compactor is not None:
-            self._compactor.close()
+        if self._upkeep is not None:
+            self._upkeep.close()
         for slot in self._slots:
             slot.request_stop()
         # A burst that ends finds its children idle (one may have just claimed a retry that
@@ -368,6 +366,11 @@ class Worker:
             self._heartbeat.withdraw()  # before the lock: a record without a held lock is dead
         if self._lock is not None:
             self._lock.close()
+
+
+def new_worker_id() -> str:
+    """``<host>-<pid>-<random>``: unique, and says where the worker runs."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 def import_modules(names: tuple[str, ...]) -> None:

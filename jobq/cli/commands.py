@@ -12,7 +12,6 @@ import time
 from typing import Any, TextIO
 
 from .. import config as config_mod
-from .. import directory
 from ..errors import DamagedRecord, InvalidArgument, JobqError, NotAQueue, StorageError
 from ..queue import Queue, last_line
 from ..state import Status
@@ -36,7 +35,7 @@ def open_queue(args: argparse.Namespace, *, create: bool, for_worker: bool = Fal
 def exists(path: str) -> bool:
     """Is there a queue at ``path``? A queue this user may not look into is an error that says
     so (QueuePermissionError), never "no queue"."""
-    return directory.exists(path)
+    return Queue.exists(path)
 
 
 def init(args: argparse.Namespace, out: TextIO) -> int:
@@ -46,7 +45,7 @@ def init(args: argparse.Namespace, out: TextIO) -> int:
     if args.shared_group is None:
         print(f"{made} queue {q.path}", file=out)
         return 0
-    with Queue(directory.share(q.path, args.shared_group).root) as q:
+    with Queue(q.share(args.shared_group)) as q:
         group = _group(q)
     print(f"{made} queue {q.path}, shared with group {group}:"
           " directories 2770 and files 0660 of that group, also those created later by any"
@@ -98,9 +97,9 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     counts = q.counts()
     now = time.time()
-    waiting = q.store.waiting(now)
-    running = q.store.rows(Status.RUNNING, limit=args.limit)
-    quarantined = q.store.quarantined()
+    waiting = q.engine.waiting(now)
+    running = q.engine.rows(Status.RUNNING, limit=args.limit)
+    quarantined = q.engine.damage()
     # Waiting for a worker: due jobs, queued or due for their retry; not a delay or a backoff.
     due = [t for (_, is_due), t in waiting.items() if is_due]
     oldest = min(due) if due else None
@@ -161,8 +160,7 @@ def _waiting_note(name: str, waiting: dict[tuple[Status, bool], float], now: flo
 
 def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     wanted = Status(args.status) if args.status else None
-    q.store.catch_up()
-    rows = q.store.rows(wanted, limit=args.limit)
+    rows = q.engine.rows(wanted, limit=args.limit)
     if args.json:
         render.as_json(rows, out)
         return 0
@@ -192,7 +190,7 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         problems.append(damaged["problem"])
     except JobqError as exc:
         problems.append(f"payload: cannot load: {exc}")
-    owner = q.store.row(jid)["owner"] if state is not None \
+    owner = q.engine.row(jid)["owner"] if state is not None \
         and state.status is Status.RUNNING else None
     census = Census.of(q) if owner else None
     if args.json:
@@ -232,15 +230,14 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 def _set_aside(q: Queue, jid: str, exc: DamagedRecord) -> dict[str, Any]:
     """A damaged record is copied aside (once, as a worker would) for the operator to look at."""
-    from .. import damage
     found = {"file": exc.path, "offset": exc.offset, "reason": exc.reason, "saved_to": None}
     try:
-        found["saved_to"] = damage.set_aside(q.store, q.log, q.store.payload_position(jid), exc)
+        found["saved_to"] = q.engine.set_aside(jid, None, exc)
     except StorageError as err:
         found["problem"] = (f"payload record damaged at {exc.path}:{exc.offset}: {exc.reason};"
                             f" cannot copy it aside: {err}")
     else:
-        found["problem"] = damage.reason(exc, found["saved_to"])
+        found["problem"] = exc.with_copy(found["saved_to"])
     return found
 
 
@@ -254,8 +251,7 @@ def wait(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     shown = None
     while True:
-        q.store.catch_up()
-        row = q.store.row(jid)
+        row = q.engine.row(jid)
         if live and (row["status"], row["progress"]) != shown:
             shown = (row["status"], row["progress"])
             print(f"\r{render.bar(row['progress'])} {render.percent(row['progress']):>4}"
@@ -288,13 +284,12 @@ def wait(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 def retry(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     if args.all_dead:
-        q.store.catch_up()
-        count = sum(q.retry(j) for j in list(q.store.job_ids(Status.DEAD)))
+        count = sum(q.retry(j) for j in list(q.engine.job_ids(Status.DEAD)))
         print(f"requeued {count} dead job{'s' if count != 1 else ''}", file=out)
         return 0
     jid = inputs.job_id_of(q, args.job_id)
     if not q.retry(jid):
-        raise InvalidArgument(f"job {jid} {render.status_phrase(q.store.status(jid))}; only dead"
+        raise InvalidArgument(f"job {jid} {render.status_phrase(q.engine.status(jid))}; only dead"
                               " or cancelled jobs can be retried")
     print(f"requeued {jid}", file=out)
     return 0
@@ -303,9 +298,9 @@ def retry(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 def cancel(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     jid = inputs.job_id_of(q, args.job_id)
     if not q.cancel(jid):
-        current = q.store.status(jid)
+        current = q.engine.status(jid)
         raise InvalidArgument(f"job {jid} already finished: it {render.status_phrase(current)}")
-    if q.store.status(jid) is Status.RUNNING:
+    if q.engine.status(jid) is Status.RUNNING:
         print(f"cancellation requested: {jid} is running; it ends cancelled when it stops"
               " (or is killed after the grace period)", file=out)
     else:
@@ -336,7 +331,7 @@ def compact(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def backup(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
-    from ..backup import backup as backup_queue
+    from ..maintenance import backup as backup_queue
     report = backup_queue(q, args.dest)
     if args.json:
         render.as_json(report.__dict__, out)
@@ -362,7 +357,7 @@ VERIFY_CANNOT_RUN = 2
 
 def verify(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     importable_cwd()
-    from ..verify import verify as verify_queue
+    from ..maintenance import verify as verify_queue
     report = verify_queue(q)
     if args.json:
         render.as_json({"ok": report.ok, "records_ok": report.records_ok,

@@ -39,10 +39,9 @@ def parse_duration(text: str) -> float:
 
 def job_id_of(q: Queue, text: str) -> str:
     """The job named by ``text``: its id, or a prefix of exactly one id (as git takes commits)."""
-    q.store.catch_up()
-    if not text or len(text) > MAX_JOB_ID or not text.isprintable() or q.store.exists(text):
+    if not text or len(text) > MAX_JOB_ID or not text.isprintable() or q.engine.exists(text):
         return text  # not an id at all: the command's own check says why
-    found = q.store.ids_starting_with(text, 4)
+    found = q.engine.ids_starting_with(text, 4)
     if len(found) == 1:
         return found[0]
     if not found:

@@ -37,7 +37,7 @@ from conftest import wait_until
 
 from jobq import Queue, Status
 from jobq.errors import JobNotFound
-from jobq.verify import verify
+from jobq.maintenance import verify
 
 if TYPE_CHECKING:
     from conftest import Children, WorkerProcess

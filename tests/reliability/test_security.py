@@ -140,7 +140,7 @@ def test_secret_key_signs_state_snapshots_too(qpath):
     """Snapshots in the state store carry a signature and fail loudly when altered; so do the
     markers of new jobs, which are never unpickled by the queue but are checked by verify."""
     from jobq.errors import CorruptRecord
-    from jobq.verify import verify
+    from jobq.maintenance import verify
     with Queue(qpath, secret_key=KEY) as q:
         jid, fresh = q.enqueue("jobtasks:add", 1, 1), q.enqueue("jobtasks:add", 2, 2)
         q.cancel(jid)  # a transition that writes a whole snapshot

@@ -24,7 +24,7 @@ from jobq.errors import CorruptStore, StaleClaim, StorageError
 from jobq.log import Damage, Entry, Position, Tail
 from jobq.state import Status
 from jobq.testing import run_burst
-from workers.liveness import LivenessLock
+from jobq.local.workers import LivenessLock
 
 from jobtasks import add, boom, count_with_checkpoints
 

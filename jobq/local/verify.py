@@ -16,13 +16,14 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import damage, job_record
-from .errors import CorruptRecord, JobqError
-from .log import Damage, Entry, Log, Position, Sealed, Tail
-from .queue import Queue
-from .state import JobState, Status
+from .. import damage, job_record
+from ..errors import CorruptRecord, JobqError
+from ..log import Damage, Entry, Log, Position, Sealed, Tail
+if TYPE_CHECKING:
+    from .engine import LocalEngine
+from ..state import JobState, Status
 
 MAX_EXAMPLES = 20
 MAX_LISTED = 1_000  # unreadable jobs and damaged ranges listed one by one (all are counted)
@@ -81,10 +82,10 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def verify(queue: Queue) -> VerifyReport:
+def verify(engine: LocalEngine) -> VerifyReport:
     report = VerifyReport()
-    _verify_log(queue, report)
-    _verify_snapshots(queue, report)
+    _verify_log(engine, report)
+    _verify_snapshots(engine, report)
     return report
 
 
@@ -129,10 +130,10 @@ class _Pending:
         return job
 
 
-def _verify_log(queue: Queue, report: VerifyReport) -> None:
-    log_, rules = queue.log, queue.config.rules
-    copies = damage.copies(queue.store)
-    pending = _Pending(queue.store.positions(UNFINISHED), queue.store.covered())
+def _verify_log(engine: LocalEngine, report: VerifyReport) -> None:
+    log_, rules = engine.log, engine.config.rules
+    copies = damage.copies(engine.store)
+    pending = _Pending(engine.store.positions(UNFINISHED), engine.store.covered())
 
     def unread(jobs: Iterator[Job], reason: str) -> int:
         count = 0
@@ -189,8 +190,8 @@ def _load(log_: Log, item: Entry, rules: Any, report: VerifyReport) -> None:
 SNAPSHOT_PAGE = 500
 
 
-def _verify_snapshots(queue: Queue, report: VerifyReport) -> None:
-    shelf = queue.store.shelf
+def _verify_snapshots(engine: LocalEngine, report: VerifyReport) -> None:
+    shelf = engine.store.shelf
     after = b""
     while True:  # page by page, in key order: never every key in memory at once
         rows = shelf.dict.conn.execute(

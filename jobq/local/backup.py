@@ -35,16 +35,16 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING
 
-from . import durable, permissions, sqlite_dbm
-from ._logging import get_logger
-from .directory import FORMAT_FILE, QueueDir
-from .errors import InvalidArgument, StorageError
-from .log import Position, segment_name
-from .state_db import UNFINISHED_COUNTS
-from .compaction import lock as compaction_lock, redo_interrupted
+from .. import durable, permissions, sqlite_dbm
+from .._logging import get_logger
+from ..directory import FORMAT_FILE, QueueDir
+from ..errors import InvalidArgument, StorageError
+from ..log import Position, segment_name
+from ..state_db import UNFINISHED_COUNTS
+from ..compaction import lock as compaction_lock, redo_interrupted
 
 if TYPE_CHECKING:
-    from .queue import Queue
+    from .engine import LocalEngine
 
 __all__ = ["BackupReport", "backup"]
 
@@ -62,11 +62,11 @@ class BackupReport:
     bytes: int  # of the whole copy
 
 
-def backup(queue: Queue, dest: str | os.PathLike[str]) -> BackupReport:
+def backup(engine: LocalEngine, dest: str | os.PathLike[str]) -> BackupReport:
     """Copy ``queue`` to the new directory ``dest``, consistently, while it is in use."""
     dest = os.path.abspath(os.fspath(dest))
-    _check_dest(dest, queue.path)
-    src, parent = QueueDir(queue.path), os.path.dirname(dest)
+    _check_dest(dest, engine.path)
+    src, parent = QueueDir(engine.path), os.path.dirname(dest)
     try:
         tmp = tempfile.mkdtemp(prefix=f"{os.path.basename(dest)}.tmp-", dir=parent)  # 0700
     except OSError as exc:
@@ -75,12 +75,12 @@ def backup(queue: Queue, dest: str | os.PathLike[str]) -> BackupReport:
         copy = QueueDir(tmp)
         durable.make_dir(copy.log)
         durable.make_dir(copy.quarantine)
-        with compaction_lock(queue.path):  # compaction would replace segments the state uses
-            with queue.store.transaction() as conn:
+        with compaction_lock(engine.path):  # compaction would replace segments the state uses
+            with engine.store.transaction() as conn:
                 # One that died after moving seqs: its rename first, or they mismatch.
-                redo_interrupted(conn, queue.log)
+                redo_interrupted(conn, engine.log)
             jobs = _copy_state(src.state_db, copy.state_db)
-            end, segments = _copy_log(queue, copy)  # the order that makes the copy consistent
+            end, segments = _copy_log(engine, copy)  # the order that makes the copy consistent
         _copy_file(os.path.join(src.root, FORMAT_FILE), os.path.join(tmp, FORMAT_FILE))
         for name in sorted(os.listdir(src.quarantine)):
             path = os.path.join(src.quarantine, name)
@@ -90,16 +90,16 @@ def backup(queue: Queue, dest: str | os.PathLike[str]) -> BackupReport:
             durable.sync_dir(directory)
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(tmp)
                    for f in files)
-        if queue.shared_group is not None:  # the copy is for the same users as the queue
-            permissions.share(tmp, queue.shared_group)
+        if engine.shared_group is not None:  # the copy is for the same users as the queue
+            permissions.share(tmp, engine.shared_group)
         _publish(tmp, dest)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and not isinstance(exc, StorageError):
-            raise _error(f"cannot back up {queue.path} to {dest}", exc, dest) from exc
+            raise _error(f"cannot back up {engine.path} to {dest}", exc, dest) from exc
         raise
     report = BackupReport(dest, jobs, end, segments, size)
-    log.info("queue.backed_up", source=queue.path, **dataclasses.asdict(report))
+    log.info("queue.backed_up", source=engine.path, **dataclasses.asdict(report))
     return report
 
 
@@ -143,13 +143,13 @@ def _copy_state(source: str, target: str) -> int:
     return jobs
 
 
-def _copy_log(queue: Queue, copy: QueueDir) -> tuple[Position, int]:
+def _copy_log(engine: LocalEngine, copy: QueueDir) -> tuple[Position, int]:
     """Copy the log up to where it ends now, after the state was copied (the state points at
     nothing beyond it); return that end and how many segments were copied."""
-    end = queue.log.end()
-    segments = [s for s in queue.log.segments() if s <= end.segment]
+    end = engine.log.end()
+    segments = [s for s in engine.log.segments() if s <= end.segment]
     for segment in segments:  # earlier ones are sealed: whole; the last one up to the end
-        _copy_file(queue.log.path(segment), os.path.join(copy.log, segment_name(segment)),
+        _copy_file(engine.log.path(segment), os.path.join(copy.log, segment_name(segment)),
                    end.offset if segment == end.segment else None)
     return end, len(segments)
 

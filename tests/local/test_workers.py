@@ -1,4 +1,4 @@
-"""Worker liveness locks: held for life, seen free the moment their holder dies."""
+"""Worker liveness locks of a queue directory (jobq.local.workers): held for life, seen free the moment their holder dies."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import signal
 
 from conftest import wait_until
 
-from workers import liveness
+from jobq.local import workers as liveness
 
-HOLD = ("import sys, time; from workers.liveness import LivenessLock;"
+HOLD = ("import sys, time; from jobq.local.workers import LivenessLock;"
         "lock = LivenessLock(sys.argv[1], sys.argv[2]); print('held', flush=True); time.sleep(60)")
 
 

@@ -1,6 +1,8 @@
-"""Automatic compaction by a worker's supervisor, once purges have left enough dead log bytes.
+"""The upkeep of a queue directory that a worker's supervisor does while its children run jobs:
+the SQLite WAL kept at its working size and checkpointed (see :mod:`jobq.wal`), and automatic
+compaction once purges have left enough dead log bytes.
 
-The supervisor calls :meth:`AutoCompactor.step` every ``reap_interval``. A step is one bounded
+The supervisor calls :meth:`LocalUpkeep.step` every ``reap_interval``. A compaction step is one bounded
 piece of work: a look at the count of records purged since the last compaction (one read); when
 it changed, an estimate of the dead bytes (:func:`jobq.compaction.dead_bytes`, at most every
 ESTIMATE_EVERY seconds); during a
@@ -17,9 +19,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from jobq import Queue
-from jobq.compaction import compaction_steps, dead_bytes, purged_since
-from jobq.errors import JobqError
+from typing import TYPE_CHECKING
+
+from ..compaction import compaction_steps, dead_bytes, purged_since
+from ..errors import JobqError
+
+if TYPE_CHECKING:
+    from .engine import LocalEngine
 
 # A segment is rewritten once half its bytes are dead: its live jobs are repointed under the write
 # lock (about 10 µs each), so the children's claims never wait longer than the purges justify.
@@ -32,22 +38,34 @@ MAX_LIVE = 50_000
 ESTIMATE_EVERY = 5.0
 
 
-class AutoCompactor:
-    """Compacts ``queue`` a segment at a time once about ``threshold`` bytes of it are dead."""
+class LocalUpkeep:
+    """Keeps the WAL ready, and compacts ``engine`` a segment at a time once about ``threshold``
+    bytes of it are dead (never, with a threshold of 0)."""
 
-    def __init__(self, queue: Queue, threshold: int, logger: Any) -> None:
-        self.queue, self.threshold, self.log = queue, threshold, logger
+    def __init__(self, engine: LocalEngine, threshold: int, logger: Any) -> None:
+        self.engine, self.threshold, self.log = engine, threshold, logger
         self._steps: Iterator[None] | None = None
         self._seen = 0  # the purged count last estimated: a new estimate only when it changes
         self._next_estimate = 0.0  # time.monotonic()
+        engine.store.presize_wal()  # while the children claim: see jobq.wal
 
     @property
     def busy(self) -> bool:
         """Is a compaction under way?"""
         return self._steps is not None
 
-    def step(self) -> None:
-        """Do one bounded piece of work; errors are logged, never raised (jobs come first)."""
+    def step(self, *, children_busy: bool) -> None:
+        """One bounded piece of upkeep; errors are logged, never raised (jobs come first)."""
+        store = self.engine.store
+        store.presize_wal()  # again if SQLite removed it: one stat if not
+        if children_busy:
+            # The supervisor is idle while its children work: it checkpoints the WAL, which
+            # a child committing a batch would otherwise do itself, now and then, for long.
+            store.checkpoint()
+        if self.threshold:
+            self._compact()
+
+    def _compact(self) -> None:
         try:
             if self._steps is None and not self._start():
                 return
@@ -60,16 +78,16 @@ class AutoCompactor:
             self.close()
 
     def _start(self) -> bool:
-        purged = purged_since(self.queue)
+        purged = purged_since(self.engine)
         now = time.monotonic()
         if purged == self._seen or now < self._next_estimate:
             return False
         self._seen, self._next_estimate = purged, now + ESTIMATE_EVERY
-        dead = dead_bytes(self.queue) if purged else 0
+        dead = dead_bytes(self.engine) if purged else 0
         if dead < self.threshold:
             return False
         self.log.info("worker.compaction_started", dead_bytes=dead, threshold=self.threshold)
-        self._steps = compaction_steps(self.queue, min_dead_share=MIN_DEAD_SHARE,
+        self._steps = compaction_steps(self.engine, min_dead_share=MIN_DEAD_SHARE,
                                        max_live=MAX_LIVE)
         return True
 

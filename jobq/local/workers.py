@@ -1,4 +1,6 @@
-"""Is a worker alive? A lock the OS releases the moment its holder dies answers at once.
+"""Who works on a queue directory: liveness locks, and the workers' records.
+
+Is a worker alive? A lock the OS releases the moment its holder dies answers at once.
 
 Each worker holds ``<queue>/workers/<worker id>.lock`` with ``flock`` for its whole life. Another
 worker that can take that lock knows the holder is dead (SIGKILL, OOM kill, power loss) and
@@ -19,22 +21,20 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import time
 
-from jobq import durable, permissions
-from jobq._logging import get_logger
-from jobq.worker_records import DIR, lock_path as _path, worker_of
+from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["DIR", "LivenessLock", "is_dead", "new_worker_id", "worker_of"]
+from .. import durable, permissions, worker_records
+from .._logging import get_logger
+from ..worker_records import DIR, WorkerInfo, lock_path as _path
+
+__all__ = ["LivenessLock", "LocalWorkers", "is_dead"]
 
 log = get_logger(__name__)
 
 TAKE_TRIES = 1000  # a millisecond apart: see LivenessLock._take
-
-
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
 
 
 class LivenessLock:
@@ -71,6 +71,9 @@ class LivenessLock:
         os.close(self.fd)
         self._take()
 
+    def fds_to_close_after_fork(self) -> list[int]:
+        return [self.fd]
+
     def close(self) -> None:
         """Give up the lock on a clean exit (after this worker's jobs were released)."""
         if self.fd >= 0:
@@ -100,3 +103,31 @@ def is_dead(queue_root: str, worker_id: str) -> bool:
         pass
     os.close(fd)
     return True
+
+
+class LocalWorkers:
+    """The ``Workers`` of a queue directory: ``<queue>/workers/<id>.lock`` and ``<id>.json``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def hold(self, worker: str) -> LivenessLock:
+        return LivenessLock(self.root, worker)
+
+    def is_dead(self, worker: str) -> bool:
+        return is_dead(self.root, worker)
+
+    def publish(self, record: dict[str, Any]) -> None:
+        worker_records.publish(self.root, record)
+
+    def withdraw(self, worker: str) -> None:
+        worker_records.withdraw(self.root, worker)
+
+    def bury(self, worker: str, *, by: str, jobs: Iterable[str], now: float) -> bool:
+        return worker_records.bury(self.root, worker, by=by, jobs=jobs, now=now)
+
+    def recorded(self) -> list[str]:
+        return worker_records.recorded(self.root)
+
+    def read(self, now: float, owners: Iterable[str] = ()) -> list[WorkerInfo]:
+        return worker_records.read(self.root, now, owners)

@@ -1,0 +1,267 @@
+"""``LocalEngine``: the embedded engine, a queue in a directory (the default).
+
+An append-only log of job records (:mod:`jobq.log`) is the truth; the state store
+(:mod:`jobq.store`: shelve snapshots and the index, in SQLite) is a cache of it that catches up
+from the log when it is read. This class is the only door to both: opening runs the recovery
+(the index checked against the log, an interrupted compaction finished, a lost index rebuilt),
+and every read catches the index up first, so a caller never needs to know that there is one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from .. import compaction, damage, job_record
+from ..config import QueueConfig
+from .. import directory
+from ..directory import FIXED_SETTINGS, open_dir
+from ..engine import Change, Claim, Finished, Held
+from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
+from ..log import Log, Position
+from ..state import JobState, Status
+from ..store import Store
+from . import purging
+from .upkeep import LocalUpkeep
+from .workers import LocalWorkers
+
+
+class LocalEngine:
+    """One queue directory, opened by one process (see :meth:`reopen` after a fork)."""
+
+    def __init__(self, cfg: QueueConfig, clock: Callable[[], float] = time.time, *,
+                 given: Mapping[str, object] = MappingProxyType({}),
+                 catch_up: bool = True) -> None:
+        qdir = open_dir(cfg.path, cfg.secret_key, {k: getattr(cfg, k) for k in FIXED_SETTINGS})
+        for name, value in qdir.fixed.items():
+            if getattr(cfg, name) != value:
+                if name in given:
+                    raise ConfigError(f"{cfg.path} was created with {name}={value}; every"
+                                      f" process must use it (omit {name})")
+                cfg = dataclasses.replace(cfg, **{name: value})
+        self.config = cfg  # with the settings the directory was created with
+        self.location = cfg.path
+        self.created = qdir.created  # this open made the directory a queue: a new, empty one
+        self.shared_group = qdir.shared_group  # the group it is shared with, if it is
+        self.clock = clock
+        self.log = Log(qdir.log, key=cfg.secret_key, max_body=cfg.max_record_size,
+                       segment_size=cfg.segment_size, fsync=cfg.fsync,
+                       quarantine_dir=qdir.quarantine)
+        try:
+            self.store = Store(qdir, self.log, rules=cfg.rules, secret_key=cfg.secret_key,
+                               clock=clock)
+        except BaseException:
+            self.log.close()
+            raise
+        self.workers = LocalWorkers(cfg.path)
+        try:
+            # Recovery: check the index against the log, finish a compaction that died after
+            # moving seqs, then rebuild a lost index and index what was appended since (only
+            # the log after the covered offset is read).
+            self.store.check_covered()
+            compaction.finish_interrupted(self)
+            self.store.ensure_index()  # after the compaction's rename: seqs must match the files
+            if catch_up:
+                self.store.catch_up()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def path(self) -> str:
+        return self.location
+
+    def reopen(self, *, catch_up: bool = True) -> LocalEngine:
+        return LocalEngine(self.config, self.clock, catch_up=catch_up)
+
+    def close(self) -> None:
+        self.store.close()
+        self.log.close()
+
+    def now(self) -> float:
+        return self.clock()
+
+    # -- producing ----------------------------------------------------------------------------
+
+    def append(self, frames: Sequence[bytes], last: int | None = None) -> None:
+        self.log.append(frames if isinstance(frames, list) else list(frames), last)
+
+    # -- reading: the index catches up with the log first -------------------------------------
+
+    def catch_up(self) -> int:
+        """Index every record appended so far; return how many jobs (reads do it themselves)."""
+        return self.store.catch_up()
+
+    def exists(self, job_id: str) -> bool:
+        if self.store.exists(job_id):
+            return True
+        self.store.catch_up()
+        return self.store.exists(job_id)
+
+    def status(self, job_id: str) -> Status:
+        # A job once indexed never needs the log again to be read (its first record wins):
+        # only one not found yet may be among the records not indexed.
+        try:
+            return self.store.status(job_id)
+        except JobNotFound:
+            self.store.catch_up()
+            return self.store.status(job_id)
+
+    def get(self, job_id: str) -> JobState:
+        try:
+            return self.store.get(job_id)
+        except JobNotFound:
+            self.store.catch_up()
+            return self.store.get(job_id)
+
+    def row(self, job_id: str) -> dict[str, Any]:
+        try:
+            return self.store.row(job_id)
+        except JobNotFound:
+            self.store.catch_up()
+            return self.store.row(job_id)
+
+    def rows(self, status: Status | None = None, limit: int = 100,
+             newest_first: bool = True) -> list[dict[str, Any]]:
+        self.store.catch_up()
+        return self.store.rows(status, limit, newest_first)
+
+    def job_ids(self, status: Status | None = None) -> Iterator[str]:
+        self.store.catch_up()
+        return self.store.job_ids(status)
+
+    def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
+        self.store.catch_up()
+        return self.store.ids_starting_with(prefix, limit)
+
+    def counts(self) -> dict[str, int]:
+        self.store.catch_up()
+        return self.store.counts()
+
+    def waiting(self, now: float) -> dict[tuple[Status, bool], float]:
+        self.store.catch_up()
+        return self.store.waiting(now)
+
+    def payload_body(self, job_id: str, ref: Any = None) -> bytes:
+        """The job's record body, verified. ``ref`` (a claim's log position) saves the lookup.
+
+        A record read at a position that compaction has since rewritten is another job's, or no
+        record: then read again through the segment's current file, and at last where the
+        index says now, under the write lock (see Store.job_record). DamagedRecord when the
+        bytes at the job's own position fail their checks.
+        """
+        if ref is None:
+            try:
+                ref = self.store.payload_position(job_id)
+            except JobNotFound:
+                self.store.catch_up()
+                ref = self.store.payload_position(job_id)
+        for recheck in (False, True):
+            try:
+                frame = self.log.read(ref, recheck=recheck)
+            except CorruptRecord:
+                continue
+            if _holds(frame.body, job_id):
+                return frame.body
+        return self.store.job_record(job_id).body
+
+    def set_aside(self, job_id: str, ref: Any, cause: DamagedRecord) -> str:
+        """Copy the job's damaged record aside (once); return where the copy is. ``ref``: the
+        position it was read at, if known. StorageError if it cannot be copied."""
+        if ref is None:
+            ref = self.store.payload_position(job_id)
+        return damage.set_aside(self.store, self.log, ref, cause)
+
+    @staticmethod
+    def exists_at(path: str) -> bool:
+        """Is there a queue at ``path``? QueuePermissionError if this user may not look."""
+        return directory.exists(path)
+
+    def share(self, group: str | int) -> str:
+        """Share the queue with ``group`` (directories 2770, files 0660); return the group."""
+        return directory.share(self.location, group).root
+
+    def damage(self) -> list[dict[str, Any]]:
+        self.store.catch_up()
+        return self.store.quarantined()
+
+    # -- running ------------------------------------------------------------------------------
+
+    def settle(self, finished: Sequence[Finished], owner: str, limit: int, *,
+               lease_seconds: float = 60.0, prefetch: int = 0,
+               started: Sequence[tuple[str, int]] = ()
+               ) -> tuple[list[JobState | None], list[Claim]]:
+        return self.store.settle(finished if isinstance(finished, list) else list(finished),
+                                 owner, limit, lease_seconds=lease_seconds, prefetch=prefetch,
+                                 started=started)
+
+    def finish(self, job_id: str, token: int, change: Change) -> JobState:
+        return self.store.finish(job_id, token, change)
+
+    def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
+                        progress: float | None) -> JobState:
+        return self.store.save_checkpoint(job_id, token, checkpoint, progress)
+
+    def has_ready(self) -> bool:
+        return self.store.has_ready()
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.store.cancel_requested(job_id)
+
+    def cancel_generation(self) -> int:
+        return self.store.cancel_generation()
+
+    def cancelling(self, owner: str) -> set[tuple[str, int]]:
+        return self.store.cancelling(owner)
+
+    def renew(self, owner: str, lease_seconds: float) -> int:
+        return self.store.renew(owner, lease_seconds)
+
+    def held(self, owner: str | None = None) -> list[Held]:
+        now = self.clock()
+        if owner is not None:
+            return [Held(job_id, token, who, True, lease is not None and lease < now)
+                    for job_id, token, who, lease in self.store.running(owner)]
+        return [Held(job_id, token, who, started, lease is not None and lease < now)
+                for job_id, token, who, lease, started in self.store.running_claims()]
+
+    def upkeep(self, *, compact_threshold: int, logger: Any) -> LocalUpkeep:
+        return LocalUpkeep(self, compact_threshold, logger)
+
+    # -- operating ----------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> bool:
+        return self.store.cancel(job_id)
+
+    def requeue(self, job_id: str) -> bool:
+        return self.store.requeue(job_id)
+
+    def purge(self, statuses: frozenset[Status], updated_before: float) -> int:
+        return purging.purge(self, statuses, updated_before)
+
+    def compact(self) -> compaction.CompactReport:
+        return compaction.compact(self)
+
+    def verify(self) -> Any:
+        """Read every record and snapshot; a report of what cannot be read (jobq verify)."""
+        from .verify import verify
+        return verify(self)
+
+    def backup(self, dest: str) -> Any:
+        """A consistent copy of the queue in the new directory ``dest``, taken while in use."""
+        from .backup import backup
+        return backup(self, dest)
+
+
+def _holds(body: bytes, job_id: str) -> bool:
+    """Is ``body`` the record of ``job_id``? Its clear header says, without unpickling."""
+    try:
+        return job_record.decode_meta(body)[0].job_id == job_id
+    except CorruptRecord:
+        return False
+
+
+__all__ = ["LocalEngine", "Position"]
