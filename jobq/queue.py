@@ -35,6 +35,7 @@ class Queue:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, fsync: bool = True,
                  secret_key: str | bytes | None = None,
+                 old_secret_keys: Iterable[str | bytes] | None = None,
                  allowed_modules: Iterable[str] | None = None,
                  remap: Mapping[str, str] | None = None, segment_size: int | None = None,
                  max_record_size: int | None = None, default_max_attempts: int | None = None,
@@ -42,7 +43,8 @@ class Queue:
         options = {k: v for k, v in {"segment_size": segment_size, "max_record_size": max_record_size,
                                      "default_max_attempts": default_max_attempts}.items()
                    if v is not None}
-        self._open(config_mod.build(path, secret_key=secret_key, allowed_modules=allowed_modules,
+        self._open(config_mod.build(path, secret_key=secret_key, old_secret_keys=old_secret_keys,
+                                    allowed_modules=allowed_modules,
                                     remap=remap, fsync=fsync, **options), clock, given=options)
 
     @classmethod
@@ -65,7 +67,8 @@ class Queue:
 
     def _open_files(self, cfg: config_mod.QueueConfig, clock: Callable[[], float],
                     given: Mapping[str, object], catch_up: bool) -> None:
-        qdir = open_dir(cfg.path, cfg.secret_key, {k: getattr(cfg, k) for k in FIXED_SETTINGS})
+        qdir = open_dir(cfg.path, cfg.secret_key, {k: getattr(cfg, k) for k in FIXED_SETTINGS},
+                        cfg.old_secret_keys)
         for name, value in qdir.fixed.items():
             if getattr(cfg, name) != value:
                 if name in given:
@@ -83,10 +86,10 @@ class Queue:
             pass  # a default_max_attempts out of range: every enqueue reports it
         self.log = Log(qdir.log, key=cfg.secret_key, max_body=cfg.max_record_size,
                        segment_size=cfg.segment_size, fsync=cfg.fsync,
-                       quarantine_dir=qdir.quarantine)
+                       quarantine_dir=qdir.quarantine, old_keys=cfg.old_secret_keys)
         try:
             self.store = Store(qdir, self.log, rules=cfg.rules, secret_key=cfg.secret_key,
-                               clock=clock)
+                               old_keys=cfg.old_secret_keys, clock=clock)
         except BaseException:
             self.log.close()
             raise
@@ -95,6 +98,9 @@ class Queue:
             # and index what was appended since; only the log after the covered offset is read.
             self.store.check_covered()
             maintenance.finish_interrupted_compaction(self)
+            if qdir.missing_keys:  # before a record is indexed: it would be taken for damage
+                from . import rekey
+                rekey.require(self, qdir.missing_keys)
             self.store.ensure_index()  # after the compaction's rename: seqs must match the files
             if catch_up:
                 self.store.catch_up()

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import damage, job_record
+from . import damage, job_record, rekey
 from .errors import CorruptRecord, JobqError
 from .log import Damage, Entry, Log, Position, Sealed, Tail
 from .queue import Queue
@@ -47,6 +47,8 @@ class VerifyReport:
     ranges_under_jobs: int = 0  # of those, the ones a job not finished points into
     ranges: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_LISTED
     torn_tail: bool = False
+    old_key_records: int = 0  # live records an old key signed (readable; `jobq rekey` re-signs)
+    old_key_snapshots: int = 0
     causes: collections.Counter[str] = field(default_factory=collections.Counter)
     examples: list[dict[str, str]] = field(default_factory=list)
 
@@ -82,6 +84,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def verify(queue: Queue) -> VerifyReport:
+    """Read every record and snapshot; see the module docstring."""
     report = VerifyReport()
     _verify_log(queue, report)
     _verify_snapshots(queue, report)
@@ -132,7 +135,8 @@ class _Pending:
 def _verify_log(queue: Queue, report: VerifyReport) -> None:
     log_, rules = queue.log, queue.config.rules
     copies = damage.copies(queue.store)
-    pending = _Pending(queue.store.positions(UNFINISHED), queue.store.covered())
+    covered = queue.store.covered()
+    pending = _Pending(queue.store.positions(UNFINISHED), covered)
 
     def unread(jobs: Iterator[Job], reason: str) -> int:
         count = 0
@@ -154,6 +158,8 @@ def _verify_log(queue: Queue, report: VerifyReport) -> None:
                     report.cannot_read(job, log_.path(job[0].segment),
                                        f"the record there is job {holds!r}'s", None)
             _load(log_, item, rules, report)
+            if item.frame.signer and (item.pos >= covered or rekey.live(queue, item.pos)):
+                report.old_key_records += 1
         elif isinstance(item, Damage):
             jobs = unread(pending.before(Position(item.pos.segment, item.end)), item.reason)
             report.damaged(item, log_.path(item.pos.segment), item.end, jobs,
@@ -186,25 +192,15 @@ def _load(log_: Log, item: Entry, rules: Any, report: VerifyReport) -> None:
         report.records_ok += 1
 
 
-SNAPSHOT_PAGE = 500
-
-
 def _verify_snapshots(queue: Queue, report: VerifyReport) -> None:
-    shelf = queue.store.shelf
-    after = b""
-    while True:  # page by page, in key order: never every key in memory at once
-        rows = shelf.dict.conn.execute(
-            "SELECT key, value FROM Dict WHERE key > CAST(? AS BLOB) ORDER BY key LIMIT ?",
-            (after, SNAPSHOT_PAGE)).fetchall()
-        for raw_key, raw in rows:
-            _check_snapshot(shelf, raw_key, raw, report)
-        if len(rows) < SNAPSHOT_PAGE:
-            return
-        after = rows[-1][0]
+    shelf, old_keys = queue.store.shelf, bool(queue.config.old_secret_keys)
+    for key, raw in rekey.snapshots(queue):  # page by page: never every key in memory at once
+        if _check_snapshot(shelf, key, raw, report) and old_keys and shelf.signer(key, raw):
+            report.old_key_snapshots += 1
 
 
-def _check_snapshot(shelf: Any, raw_key: bytes, raw: bytes, report: VerifyReport) -> None:
-    key = raw_key.decode("utf-8", "replace")
+def _check_snapshot(shelf: Any, key: str, raw: bytes, report: VerifyReport) -> bool:
+    """Load one snapshot, counting it as loaded or failed; True if it loaded."""
     try:
         state = shelf.decode(key, raw)
         if state is not None and not isinstance(state, JobState):  # None: a new job's marker
@@ -212,5 +208,6 @@ def _check_snapshot(shelf: Any, raw_key: bytes, raw: bytes, report: VerifyReport
     except JobqError as exc:
         report.snapshots_failed += 1
         report.failed("snapshot", f"job {key}", exc)
-    else:
-        report.snapshots_ok += 1
+        return False
+    report.snapshots_ok += 1
+    return True

@@ -453,5 +453,5 @@ def test_a_directory_made_in_a_shared_queue_is_shared_whatever_the_umask(qpath):
         os.umask(old)
     st = os.stat(qpath / "workers")
     assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o2770, os.getegid())
-    assert sorted(os.listdir(qpath)) == ["jobq.json", "log", "quarantine", "state.lock",
-                                         "state.sqlite3", "workers"]
+    assert sorted(os.listdir(qpath)) == ["jobq.json", "keys.lock", "log", "quarantine",
+                                         "state.lock", "state.sqlite3", "workers"]

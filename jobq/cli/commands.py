@@ -12,7 +12,7 @@ import time
 from typing import Any, TextIO
 
 from .. import config as config_mod
-from .. import directory
+from .. import directory, keys
 from ..errors import DamagedRecord, InvalidArgument, JobqError, NotAQueue, StorageError
 from ..queue import Queue, last_line
 from ..state import Status
@@ -101,6 +101,7 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     waiting = q.store.waiting(now)
     running = q.store.rows(Status.RUNNING, limit=args.limit)
     quarantined = q.store.quarantined()
+    old_keys = len(keys.pending(keys.read(q.path)))
     # Waiting for a worker: due jobs, queued or due for their retry; not a delay or a backoff.
     due = [t for (_, is_due), t in waiting.items() if is_due]
     oldest = min(due) if due else None
@@ -115,7 +116,8 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                         "running": running,
                         "oldest_waiting_age": None if oldest is None else now - oldest,
                         "next_retry_in": None if retry is None else retry - now,
-                        "quarantined": quarantined, "workers": census.as_json(),
+                        "quarantined": quarantined, "old_keys_pending": old_keys,
+                        "workers": census.as_json(),
                         "warnings": [warning] if warning else []}, out)
         return 0
     shared = "" if q.shared_group is None else f" (shared with group {_group(q)})"
@@ -129,6 +131,10 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     if quarantined:
         print(f"\nwarning: {len(quarantined)} damaged log range(s) were skipped and copied to"
               f" {os.path.join(q.path, 'quarantine')} (last: {quarantined[-1]['reason']})",
+              file=out)
+    if old_keys:
+        print(f"\nkey rotation: {old_keys} old secret key(s) may still have signed records;"
+              " jobq verify counts them, jobq rekey re-signs them with the current key",
               file=out)
     if running:
         print("\nrunning:", file=out)
@@ -335,6 +341,32 @@ def compact(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def rekey(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    """Exit 1 if something still needs an old key (written meanwhile with an old current key)."""
+    from ..rekey import rekey as rekey_queue
+    report = rekey_queue(q)
+    left = report.records_left + report.snapshots_left
+    if args.json:
+        render.as_json({**{k: v for k, v in report.__dict__.items() if k != "compaction"},
+                        "can_drop_old_keys": report.can_drop_old_keys,
+                        "compaction": report.compaction.__dict__}, out)
+        return 1 if left else 0
+    print(f"re-signed {report.records_resigned} log record(s) and {report.snapshots_resigned}"
+          " snapshot(s) with the current key", file=out)
+    if left:
+        print(f"jobq: {report.records_left} record(s) and {report.snapshots_left} snapshot(s)"
+              " were signed with an old key meanwhile: a process still signs with it; restart"
+              " every producer and worker with the new $JOBQ_SECRET_KEY and run jobq rekey"
+              " again", file=out)
+    elif report.old_keys_pending:
+        print("nothing is signed with an old key any more: remove the old keys from"
+              " $JOBQ_OLD_SECRET_KEYS (old_secret_keys) and restart; the first open without"
+              " them checks again and retires them", file=out)
+    else:
+        print("no old key is pending", file=out)
+    return 1 if left else 0
+
+
 def backup(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     from ..backup import backup as backup_queue
     report = backup_queue(q, args.dest)
@@ -374,12 +406,18 @@ def verify(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                         "unreadable_jobs": report.unreadable,
                         "damaged_ranges": report.damaged_ranges, "ranges": report.ranges,
                         "torn_tail": report.torn_tail,
+                        "old_key_records": report.old_key_records,
+                        "old_key_snapshots": report.old_key_snapshots,
                         "causes": dict(report.causes), "examples": report.examples}, out)
         return 0 if report.ok else 1
     readable = report.jobs_checked - report.jobs_unreadable
     print(f"log records  {report.records_ok:>8} ok  {report.records_failed:>6} failed", file=out)
     print(f"snapshots    {report.snapshots_ok:>8} ok  {report.snapshots_failed:>6} failed", file=out)
     print(f"jobs to run  {readable:>8} ok  {report.jobs_unreadable:>6} unreadable", file=out)
+    if report.old_key_records or report.old_key_snapshots:
+        print(f"old keys     {report.old_key_records:>8} records and {report.old_key_snapshots}"
+              " snapshots are signed with an old key (readable; jobq rekey re-signs them)",
+              file=out)
     if report.damaged_ranges or report.torn_tail:
         under = report.ranges_under_jobs
         print(f"damaged log ranges {report.damaged_ranges},"
