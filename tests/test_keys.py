@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -180,6 +181,36 @@ def test_an_old_key_nothing_needs_is_retired_by_an_open_without_it(qpath):
     with Queue(qpath, secret_key=B) as q:
         q.enqueue(ADD, 1, 1)
     assert "old_key_checks" not in info(qpath) and info(qpath)["format"] == 2
+
+
+def test_a_rotation_on_a_shared_queue_keeps_it_shared(qpath):
+    """A shared queue (format 3 for its group) rotated, re-keyed and its old key retired, with
+    umask 077: jobq.json, keys.lock and the rewritten segments stay the group's and 0660 (0440
+    sealed); retiring the last old key leaves format 3, so a format-2 jobq still refuses it."""
+    from jobq.directory import share
+    gid = os.getegid()
+    old = signed_with_a(qpath)
+    share(str(qpath), gid)
+    (qpath / "keys.lock").unlink()  # as in a queue shared before key rotation existed
+    umask = os.umask(0o077)
+    try:
+        with Queue(qpath, secret_key=B, old_secret_keys=[A]) as q:
+            assert (info(qpath)["format"], info(qpath)["shared_group"]) == (3, gid)
+            run_burst(q)
+            assert rekey(q).records_resigned > 0
+        with Queue(qpath, secret_key=B) as q:  # retires A
+            assert "old_key_checks" not in info(qpath)
+            assert (info(qpath)["format"], info(qpath)["shared_group"]) == (3, gid)
+            assert q.shared_group == gid and verify(q).ok
+            assert [q.result(j) for j in old] == [1, 2, 3, 4, 5, 5]
+    finally:
+        os.umask(umask)
+    assert (qpath / "keys.lock").exists()
+    for path in [qpath, *qpath.rglob("*")]:
+        st = path.stat()
+        assert st.st_gid == gid, path
+        wanted = (0o2770,) if path.is_dir() else (0o660, 0o440)
+        assert stat.S_IMODE(st.st_mode) in wanted, (path, oct(st.st_mode))
 
 
 def test_two_rotations_keep_both_old_keys_until_rekey(qpath):
