@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from .. import __version__, _logging, config, permissions
 from ..errors import JobqError
 from ..state import Status
-from . import commands, worker_view
+from . import commands, key_view, worker_view
 
 USAGE_ERROR = 2
 STATUSES = [s.value for s in Status]
@@ -216,7 +216,7 @@ RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": comma
            "show": commands.show, "wait": commands.wait, "retry": commands.retry,
            "cancel": commands.cancel, "purge": commands.purge, "verify": commands.verify,
            "compact": commands.compact, "backup": commands.backup,
-           "workers": worker_view.workers, "rekey": commands.rekey}
+           "workers": worker_view.workers, "rekey": key_view.rekey}
 CREATES = {"enqueue"}
 
 
