@@ -23,6 +23,10 @@ next compaction; a crash after (b) leaves the marker, and whoever next holds the
 open, a compaction, a locked read) redoes the rename if the copy is still there
 (:func:`redo_interrupted`), then clears the marker.
 
+A record an old key signed (:mod:`jobq.keys`) is copied signed with the current key instead, as
+long as before, so every rewrite also re-signs; :func:`compact` with ``resign=True`` (``jobq rekey``)
+rewrites every segment holding such a record, dead bytes or not.
+
 A segment left with no dead byte is remembered with its count of jobs (meta
 ``clean_segment:N``) and not read again until one of its jobs is purged, so a compaction reads
 only the segments where records died. Only one compaction runs at a time (``compact.lock``).
@@ -75,13 +79,15 @@ class CompactReport:
     bytes_before: int
     bytes_after: int  # producers appending meanwhile count here
     bytes_reclaimed: int  # freed for good: log bytes removed and the database file's shrink
+    records_resigned: int = 0  # kept records an old key had signed, now the current key's
 
 
-def compact(engine: LocalEngine) -> CompactReport:
-    """Rewrite sealed segments without dead records, delete empty ones, shrink the store."""
+def compact(engine: LocalEngine, *, resign: bool = False) -> CompactReport:
+    """Rewrite sealed segments without dead records, delete empty ones, shrink the store; with
+    ``resign``, also rewrite (sealing the newest) every segment with a record an old key signed."""
     with lock(engine.path):  # two compactions never overlap
         engine.store.checkpoint()  # so that the database file's size before counts its WAL pages
-        run = _Run(engine, catch_up=None, min_dead_share=0.0, max_live=None)
+        run = _Run(engine, catch_up=None, min_dead_share=0.0, max_live=None, resign=resign)
         for _ in run.steps():
             pass
         run.shrink_store()
@@ -139,9 +145,10 @@ class _Run:
     """One compaction, under the compaction lock."""
 
     def __init__(self, engine: LocalEngine, *, catch_up: int | None, min_dead_share: float,
-                 max_live: int | None) -> None:
+                 max_live: int | None, resign: bool = False) -> None:
         self.engine, self.store, self.log = engine, engine.store, engine.log
         self.catch_up, self.min_dead_share, self.max_live = catch_up, min_dead_share, max_live
+        self.resign = resign
         self.tally: Counter[str] = Counter()
         self.purged = 0  # PURGED_KEY when this run started: what its end forgets
         self.before = 0
@@ -156,16 +163,17 @@ class _Run:
         self.log.seal_stragglers()  # before anything is deleted: see Log.seal
         self.store.catch_up(self.catch_up)
         if self._seal_newest():
-            _crash_point("sealed")
+            crash_point("sealed")
             self.store.catch_up(self.catch_up)  # past the seal: the sealed segment is compacted
         covered = self.store.covered()
         for segment in self.log.segments()[:-1]:  # producers append to the last one
             if segment < covered.segment:  # wholly indexed
                 yield
-                outcome, dropped, freed = self._segment(segment)
+                outcome, dropped, freed, resigned = self._segment(segment)
                 self.tally[outcome] += 1
                 self.tally["dropped"] += dropped
                 self.tally["freed"] += freed
+                self.tally["resigned"] += resigned
         with self.store.transaction() as conn:  # what was purged before this run is gone now
             conn.execute("UPDATE meta SET value = MAX(0, value - ?) WHERE key = ?",
                          (self.purged, PURGED_KEY))
@@ -194,7 +202,7 @@ class _Run:
     def finish(self) -> CompactReport:
         t = self.tally
         report = CompactReport(t["rewritten"], t["deleted"], t["skipped"], t["dropped"],
-                               self.before, _stored_size(self.engine), t["freed"])
+                               self.before, _stored_size(self.engine), t["freed"], t["resigned"])
         log.info("maintenance.compacted", **dataclasses.asdict(report))
         return report
 
@@ -210,13 +218,15 @@ class _Run:
             return False
         with self.store.reading():
             live = {row[1] for row in _live(self.store.conn, covered.segment)}
-        kept = 0
+        kept, old = 0, False
         for item in self.log.scan(Position(covered.segment, 0)):
             if isinstance(item, (Sealed, Tail)) or item.pos.offset >= covered.offset:
                 break
             if isinstance(item, Entry) and seq_of(item.pos) in live:
                 kept += item.frame.size
-        if not self._worth_it(covered.offset - kept, covered.offset):
+                old = old or item.frame.signer != 0
+        if not self._worth_it(covered.offset - kept, covered.offset) \
+                and not (self.resign and old):
             return False  # sealing would only start a new segment
         return self.log.seal(covered.segment)
 
@@ -225,49 +235,50 @@ class _Run:
 
     # -- one sealed segment ---------------------------------------------------------------------
 
-    def _segment(self, segment: int) -> tuple[str, int, int]:
+    def _segment(self, segment: int) -> tuple[str, int, int, int]:
         """Delete, rewrite, skip or keep one sealed segment: (what was done, records dropped,
-        bytes freed)."""
+        bytes freed, records re-signed)."""
         with self.store.reading():
             rows = _live(self.store.conn, segment)
             clean = self.store.conn.execute("SELECT value FROM meta WHERE key = ?",
                                             (_clean_key(segment),)).fetchone()
-        if clean is not None and clean[0] == len(rows):
-            return "kept", 0, 0  # no job of it was purged since it was found without dead bytes
+        if clean is not None and clean[0] == len(rows) and not self.resign:
+            return "kept", 0, 0, 0  # no job of it was purged since it was found without dead bytes
         if self.max_live is not None and len(rows) > self.max_live:
-            return "kept", 0, 0  # repointing them all would hold the write lock too long
+            return "kept", 0, 0, 0  # repointing them all would hold the write lock too long
         entries, damaged = _scan(self.log, segment)
         live = {row[1] for row in rows}
         keep = [e for e in entries if seq_of(e.pos) in live]
         if len(keep) != len(live):
             log.warning("maintenance.segment_skipped", segment=segment,
                         reason="the index points at bytes that are not a record")
-            return "skipped", 0, 0
+            return "skipped", 0, 0, 0
         dropped = len(entries) - len(keep)
         size = _size(self.log.path(segment))
         dead = size - sum(e.frame.size for e in keep)  # damaged bytes are dead too
-        if keep and not self._worth_it(dead, size):
+        old = sum(e.frame.signer != 0 for e in keep)
+        if keep and not self._worth_it(dead, size) and not (self.resign and old):
             if not dead:  # the next compactions skip it until one of its jobs is purged
                 with self.store.transaction() as conn:
                     conn.execute("REPLACE INTO meta (key, value) VALUES (?, ?)",
                                  (_clean_key(segment), len(keep)))
-            return "kept", 0, 0
+            return "kept", 0, 0, 0
         if not keep:
             if not self._delete(segment):
-                return "skipped", 0, 0
+                return "skipped", 0, 0, 0
             log.info("maintenance.segment_deleted", segment=segment, records_dropped=dropped,
                      bytes=size)
-            return "deleted", dropped, size
+            return "deleted", dropped, size, 0
         moves = _write_copy(self.log, segment, keep)
-        _crash_point("copied")
+        crash_point("copied")
         if not self._commit(segment, moves):
             os.unlink(_copy_path(self.log, segment))
-            return "skipped", 0, 0
+            return "skipped", 0, 0, 0
         after = _size(self.log.path(segment))
         log.info("maintenance.segment_rewritten", segment=segment, records_kept=len(keep),
-                 records_dropped=dropped, bytes_after=after,
+                 records_dropped=dropped, records_resigned=old, bytes_after=after,
                  unfinished=sum(not Status(r[2]).finished for r in rows))
-        return "rewritten", dropped, size - after
+        return "rewritten", dropped, size - after, old
 
     def _delete(self, segment: int) -> bool:
         """Unlink a segment no job points into (checked under the write lock); False if one does."""
@@ -277,7 +288,7 @@ class _Run:
             conn.execute("DELETE FROM meta WHERE key = ?", (_clean_key(segment),))
             os.unlink(self.log.path(segment))
             durable.sync_dir(self.log.directory)
-            _crash_point("deleted")
+            crash_point("deleted")
         return True
 
     def _commit(self, segment: int, moves: dict[int, int]) -> bool:
@@ -302,10 +313,10 @@ class _Run:
                              (_clean_key(segment), len(rows)))
             conn.execute("COMMIT")  # (b) is durable; the lock stays held until (d) commits
             try:
-                _crash_point("committed")
+                crash_point("committed")
                 os.replace(_copy_path(self.log, segment), self.log.path(segment))
                 durable.sync_dir(self.log.directory)
-                _crash_point("renamed")
+                crash_point("renamed")
             finally:
                 conn.execute("BEGIN IMMEDIATE")  # what the transaction's exit commits
             conn.execute("DELETE FROM meta WHERE key = ?", (_MARKER,))
@@ -332,16 +343,20 @@ def _scan(log_: Log, segment: int) -> tuple[list[Entry], bool]:
 
 
 def _write_copy(log_: Log, segment: int, keep: list[Entry]) -> dict[int, int]:
-    """Step (a): the kept frames, unchanged and in order, durably in the copy; old seq -> new."""
+    """Step (a): the kept frames, in order, durably in the copy; old seq -> new. A frame is
+    copied byte for byte, or re-signed with the current key if an old key signed it."""
     moves, offset = {}, 0
     src = os.open(log_.path(segment), os.O_RDONLY | os.O_CLOEXEC)
     dst = permissions.open_file(_copy_path(log_, segment), os.O_WRONLY | os.O_TRUNC)
     try:
         for entry in keep:
             moves[seq_of(entry.pos)] = seq_of(Position(segment, offset))
-            durable.copy_range(src, dst, entry.pos.offset, entry.frame.size)
+            if entry.frame.signer:
+                durable.write_all(dst, log_.encode(entry.frame.kind, entry.frame.body))
+            else:
+                durable.copy_range(src, dst, entry.pos.offset, entry.frame.size)
             offset += entry.frame.size
-            _crash_point("copying")  # a copy cut short, never fsynced
+            crash_point("copying")  # a copy cut short, never fsynced
         durable.sync_file(dst)
     finally:
         os.close(src)
@@ -435,7 +450,7 @@ def _size(path: str) -> int:
         return 0
 
 
-def _crash_point(where: str) -> None:
+def crash_point(where: str) -> None:
     """Fault-test seam: die here (as a kill or power cut would) when a crash test asks to."""
     if os.environ.get(_CRASH_AT) == where:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -11,6 +11,7 @@ from .pickling import PickleRules
 
 ENV_HOME = "JOBQ_HOME"
 ENV_SECRET_KEY = "JOBQ_SECRET_KEY"
+ENV_OLD_SECRET_KEYS = "JOBQ_OLD_SECRET_KEYS"  # comma-separated; they verify, never sign
 MIN_KEY_BYTES = 16  # HMAC-SHA256 keys shorter than this are guessable; 32 random bytes are better
 DEFAULT_DIR = ".jobq"
 ENV_HOME_ORIGIN = "$" + ENV_HOME
@@ -30,6 +31,7 @@ class QueueConfig:
     origin: str = "given"  # where the path came from: "given", "$JOBQ_HOME" or "default"
     fsync: bool = True
     secret_key: bytes | None = None
+    old_secret_keys: tuple[bytes, ...] = ()  # keys being rotated out: verify only (jobq.keys)
     rules: PickleRules = field(default_factory=PickleRules.build)
     segment_size: int = 64 * MiB
     max_record_size: int = 16 * MiB
@@ -41,6 +43,12 @@ class QueueConfig:
         if self.secret_key is not None and (not isinstance(self.secret_key, bytes)
                                             or len(self.secret_key) < MIN_KEY_BYTES):
             raise ConfigError(f"secret_key must be at least {MIN_KEY_BYTES} bytes")
+        if self.old_secret_keys and self.secret_key is None:
+            raise ConfigError("old secret keys only verify: give the current key too")
+        if not isinstance(self.old_secret_keys, tuple) or any(
+                not isinstance(k, bytes) or len(k) < MIN_KEY_BYTES for k in self.old_secret_keys):
+            raise ConfigError(f"old_secret_keys must be a tuple of keys of at least"
+                              f" {MIN_KEY_BYTES} bytes each")
         for name in ("segment_size", "max_record_size", "default_max_attempts"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -59,9 +67,10 @@ def describe(cfg: QueueConfig) -> str:
 
 
 def build(path: str | os.PathLike[str] | None = None, *, secret_key: str | bytes | None = None,
+          old_secret_keys: Iterable[str | bytes] | None = None,
           allowed_modules: Iterable[str] | None = None, remap: Mapping[str, str] | None = None,
           **options: object) -> QueueConfig:
-    """Make a :class:`QueueConfig`, filling the directory and key from the environment.
+    """Make a :class:`QueueConfig`, filling the directory and keys from the environment.
 
     ``~`` in ``$JOBQ_HOME`` is expanded: the shell leaves it alone in a quoted value
     (``JOBQ_HOME='~/q'``), and a directory named ``~`` is never what was meant.
@@ -80,19 +89,59 @@ def build(path: str | os.PathLike[str] | None = None, *, secret_key: str | bytes
     key_from = "secret_key"
     if secret_key is None:
         secret_key, key_from = os.environ.get(ENV_SECRET_KEY) or None, f"${ENV_SECRET_KEY}"
-    if isinstance(secret_key, str):
-        secret_key = secret_key.encode()
-    if isinstance(secret_key, bytes) and len(secret_key) < MIN_KEY_BYTES:
-        # Name what the user set: a message about secret_key misleads one who set the variable.
-        raise ConfigError(f"{key_from} is {len(secret_key)} bytes; it must be at least"
-                          f" {MIN_KEY_BYTES} bytes (for example 64 hex digits from"
-                          " `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+    secret_key = _key(secret_key, key_from)
+    old_keys = _old_keys(old_secret_keys)
+    old_keys = tuple(dict.fromkeys(k for k in old_keys if k != secret_key))  # each once
+    if old_keys and secret_key is None:
+        given = _OLD_FROM if old_secret_keys is None else "old_secret_keys"
+        raise ConfigError(f"old secret keys were given ({given}) but no current one: set"
+                          f" {key_from} to the key that signs new records; old keys only verify"
+                          " records signed before a rotation")
     try:
         rules = PickleRules.build(remap=remap, allowed_modules=allowed_modules)
     except (ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(f"bad remap or allowed_modules: {exc}") from exc
     try:
         return QueueConfig(path=os.path.abspath(path), origin=origin, secret_key=secret_key,
-                           rules=rules, **options)  # type: ignore[arg-type]
+                           old_secret_keys=old_keys, rules=rules,
+                           **options)  # type: ignore[arg-type]
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc
+
+
+_OLD_FROM = f"${ENV_OLD_SECRET_KEYS}"
+
+
+def _key(key: object, origin: str) -> bytes | None:
+    """A key as bytes, refused if too short with a message naming where it came from."""
+    if isinstance(key, str):
+        key = key.encode()
+    if isinstance(key, bytes) and len(key) < MIN_KEY_BYTES:
+        # Name what the user set: a message about secret_key misleads one who set the variable.
+        raise ConfigError(f"{origin} is {len(key)} bytes; it must be at least"
+                          f" {MIN_KEY_BYTES} bytes (for example 64 hex digits from"
+                          " `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+    return key  # type: ignore[return-value]  # another type: QueueConfig refuses it
+
+
+def _old_keys(given: Iterable[str | bytes] | None) -> tuple[bytes, ...]:
+    """The old keys given, else those of ``$JOBQ_OLD_SECRET_KEYS`` (comma-separated, spaces
+    around each ignored), each checked like the current key and named by where it came from."""
+    if given is None:
+        listed = [k.strip() for k in os.environ.get(ENV_OLD_SECRET_KEYS, "").split(",")]
+        listed = [k for k in listed if k]
+        return tuple(_key(k, f"{_OLD_FROM} key {i} of {len(listed)}")  # type: ignore[misc]
+                     for i, k in enumerate(listed, 1))
+    if isinstance(given, (str, bytes)):
+        raise ConfigError("old_secret_keys takes a list of keys, not one key")
+    try:
+        keys = list(given)
+    except TypeError as exc:
+        raise ConfigError(f"old_secret_keys must be a list of keys, not {type(given).__name__}"
+                          ) from exc
+    found = []
+    for i, k in enumerate(keys):
+        if not isinstance(k, (str, bytes)):
+            raise ConfigError(f"old_secret_keys[{i}] must be str or bytes, not {type(k).__name__}")
+        found.append(_key(k, f"old_secret_keys[{i}]"))
+    return tuple(found)  # type: ignore[arg-type]

@@ -15,24 +15,26 @@ here may run code in every worker unless records are signed. Or its owner shares
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 from dataclasses import dataclass, field
 
-from . import durable, permissions
+from . import durable, keys, permissions
 from ._logging import get_logger
 from .errors import (ConfigError, IncompatibleFormat, NotAQueue, QueuePermissionError,
                      StorageError, WrongSecretKey)
 
 log = get_logger(__name__)
 
-FORMAT = 2  # 2: log segments may end in zero fill (jobq.log), which format 1 read as torn
-# 3: format 2 shared with a group ("shared_group"): a jobq that knows only format 2 would create
-# owner-only files in it, which the group's other users cannot open, so it must refuse it.
-SHARED_FORMAT = 3
-FORMAT_FILE = "jobq.json"
+# 2: log segments may end in zero fill (jobq.log), which format 1 read as torn;
+# 3: what a jobq that knows only format 2 must refuse: the queue is shared with a group
+#    ("shared_group"), where it would create owner-only files the group's other users cannot open;
+#    or old secret keys are pending ("old_key_checks", jobq.keys), whose records it would take for
+#    damage. Format 2 again only when neither holds (keys.with_keys).
+FORMAT = keys.PLAIN_FORMAT
+SHARED_FORMAT = keys.MARKED_FORMAT
+FORMAT_FILE = keys.FORMAT_FILE
+key_check = keys.key_check
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class QueueDir:
     fixed: dict[str, int] = field(default_factory=dict)  # FIXED_SETTINGS recorded at creation
     created: bool = False  # this open made the queue (wrote its format file)
     shared_group: int | None = None  # the group the queue is shared with (jobq init --shared-group)
+    missing_keys: tuple[str, ...] = ()  # fingerprints of old keys pending but not given
 
     @property
     def log(self) -> str:
@@ -61,11 +64,6 @@ class QueueDir:
         return os.path.join(self.root, "quarantine")
 
 
-def key_check(key: bytes | None) -> str | None:
-    """A fingerprint that tells whether a key matches, without revealing it."""
-    return None if key is None else hmac.new(key, b"jobq key check", hashlib.sha256).hexdigest()[:32]
-
-
 # Settings every process opening a queue must share, so they are recorded when it is created:
 # - segment_size: producers that rolled segments at different sizes would append to a segment
 #   the index has already passed, and those jobs would never run;
@@ -73,8 +71,10 @@ def key_check(key: bytes | None) -> str | None:
 FIXED_SETTINGS = ("segment_size", "max_record_size")
 
 
-def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> QueueDir:
-    """Create the queue directory if needed, then check its format and key.
+def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int],
+             old_keys: tuple[bytes, ...] = ()) -> QueueDir:
+    """Create the queue directory if needed, then check its format and keys (rotating to
+    ``secret_key`` if the queue's key is among ``old_keys``: see :mod:`jobq.keys`).
 
     ``settings`` are recorded if the queue is new; the returned QueueDir says which values the
     queue was created with (a directory from before a setting was recorded lacks it).
@@ -99,7 +99,7 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
                 raise NotAQueue(f"{path} is not empty ({found}) and holds no {FORMAT_FILE}:"
                                 " refusing to turn it into a queue (choose an empty or new"
                                 " directory)", path=path)
-            wanted = {"format": FORMAT, "signed": secret_key is not None,
+            wanted = {"format": keys.PLAIN_FORMAT, "signed": secret_key is not None,
                       "key_check": key_check(secret_key),
                       **{k: settings[k] for k in FIXED_SETTINGS}}
             created = durable.atomic_write(os.path.join(path, FORMAT_FILE),
@@ -108,11 +108,12 @@ def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int]) -> Q
             info = _read_format(qdir)
             assert info is not None
         _check_format(path, info, secret_key)
-        if info["format"] < FORMAT:
+        if info["format"] < FORMAT:  # type: ignore[operator]  # an int: checked
             _upgrade_format(qdir, info)
+        missing = () if secret_key is None else keys.check(path, info, secret_key, old_keys)
         qdir = QueueDir(path, {k: v for k in FIXED_SETTINGS
                                if isinstance(v := info.get(k), int) and v > 0}, created,
-                        _shared_group(info))
+                        _shared_group(info), missing)
         if qdir.shared_group is not None:
             _check_shared(qdir)
         permissions.check(path, _paths(qdir))
@@ -150,12 +151,14 @@ def _paths(qdir: QueueDir) -> list[str]:
     return [root, os.path.join(root, FORMAT_FILE), qdir.log, qdir.quarantine, qdir.state_db,
             qdir.state_db + "-wal", qdir.state_db + "-shm", qdir.state_lock,
             os.path.join(qdir.log, "append.lock"), os.path.join(root, "workers"),
-            os.path.join(root, "compact.lock")]
+            os.path.join(root, "compact.lock"), os.path.join(root, keys.LOCK_FILE)]
 
 
 def _shared_group(info: dict[str, object]) -> int | None:
     gid = info.get("shared_group")
-    return gid if info.get("format") == SHARED_FORMAT and isinstance(gid, int) else None
+    version = info.get("format")
+    return gid if isinstance(version, int) and version >= SHARED_FORMAT and isinstance(gid, int) \
+        else None
 
 
 def _check_shared(qdir: QueueDir) -> None:
@@ -215,9 +218,8 @@ def share(path: str, group: str | int) -> QueueDir:
                 f" it (add {permissions.user_name(os.geteuid())} to the group and log in again,"
                 " or run this as root)", path=path)
         if _shared_group(info) != gid:
-            wanted = {**info, "format": SHARED_FORMAT, "shared_group": gid}
-            durable.atomic_write(os.path.join(path, FORMAT_FILE),
-                                 json.dumps(wanted, indent=1).encode() + b"\n")
+            with keys.lock(path):  # a key rotation rewrites the file too
+                keys.write(path, {**keys.read(path), "format": SHARED_FORMAT, "shared_group": gid})
         permissions.share(path, gid)
     except StorageError:
         raise
@@ -248,10 +250,9 @@ def _upgrade_format(qdir: QueueDir, info: dict[str, object]) -> None:
 
     Format 1 is read as it is: its segments are format 2 segments without zero fill.
     """
-    upgraded = {**info, "format": FORMAT}
-    durable.atomic_write(os.path.join(qdir.root, FORMAT_FILE),
-                         json.dumps(upgraded, indent=1).encode() + b"\n")
-    log.info("queue.format_upgraded", path=qdir.root, found=info["format"], now=FORMAT)
+    keys.write(qdir.root, {**info, "format": keys.PLAIN_FORMAT})
+    log.info("queue.format_upgraded", path=qdir.root, found=info["format"],
+             now=keys.PLAIN_FORMAT)
 
 
 def _check_format(path: str, info: dict[str, object], secret_key: bytes | None) -> None:
@@ -269,6 +270,3 @@ def _check_format(path: str, info: dict[str, object], secret_key: bytes | None) 
     if not info.get("signed") and secret_key is not None:
         raise WrongSecretKey(f"{path} was created without a secret key; its records are not"
                              " signed, so it cannot be opened with one", path=path)
-    if secret_key is not None and not hmac.compare_digest(str(info.get("key_check")),
-                                                          str(key_check(secret_key))):
-        raise WrongSecretKey(f"{path} was written with a different secret key", path=path)

@@ -32,9 +32,7 @@ def copy_range(src: int, dst: int, start: int, length: int | None = None) -> int
         data = os.pread(src, want, start + copied)
         if not data:
             break
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dst, view):]
+        write_all(dst, data)
         copied += len(data)
     return copied
 
@@ -53,6 +51,13 @@ def copy_file(source: str, target: str, mode: int, length: int | None = None) ->
             os.close(dst)
     finally:
         os.close(src)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` at ``fd``'s position (a short write goes on)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def sync_dir(path: str | os.PathLike[str]) -> None:
@@ -121,9 +126,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, exclusive: bool =
     fd = permissions.create_file(tmp, os.O_WRONLY)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             if sync:
                 os.fsync(fd)
         finally:

@@ -33,6 +33,7 @@ __all__ = [
     "QueuePermissionError",
     "IncompatibleFormat",
     "WrongSecretKey",
+    "OldKeyNeeded",
     "CorruptRecord",
     "DamagedRecord",
     "CorruptStore",
@@ -164,6 +165,12 @@ class IncompatibleFormat(StorageError):
 
 class WrongSecretKey(StorageError):
     """The queue was opened with a secret key other than the one it was written with (or none)."""
+
+
+class OldKeyNeeded(WrongSecretKey):
+    """Live records or snapshots of the queue were signed with an old key that was not given.
+    Nothing was read or changed: give the key among the old keys (``$JOBQ_OLD_SECRET_KEYS``) and
+    open again. ``records``, ``snapshots`` and ``oldest_job`` say what needs it."""
 
 
 class CorruptRecord(StorageError):

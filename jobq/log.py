@@ -140,10 +140,14 @@ class Log:
     """Appends framed records durably and scans them back."""
 
     def __init__(self, directory: str, *, key: bytes | None, max_body: int, segment_size: int,
-                 fsync: bool = True, quarantine_dir: str) -> None:
+                 fsync: bool = True, quarantine_dir: str, old_keys: tuple[bytes, ...] = (),
+                 any_signer: bool = False) -> None:
+        """``key`` signs and verifies; ``old_keys`` only verify (see :mod:`jobq.keys`); with
+        ``any_signer`` a record no key signed is read, as ``record.UNKNOWN_SIGNER``, not damage."""
         self.directory = directory
         self.quarantine_dir = quarantine_dir
         self._key = key
+        self._verify = (old_keys, any_signer)
         self._max_body = max_body
         self._segment_size = segment_size
         self._fsync = fsync
@@ -169,7 +173,7 @@ class Log:
         segments = self.segments()
         if not segments:
             return Position(1, 0)
-        with _SegmentReader(self.path(segments[-1]), self._max_body, self._key) as reader:
+        with self._reader(segments[-1]) as reader:
             return Position(segments[-1], reader.size)
 
     def has_more(self, pos: Position) -> bool:
@@ -411,17 +415,22 @@ class Log:
         try:
             data = self._pread(pos.segment, 4096, pos.offset, recheck)
             try:
-                return record.decode(data, 0, key=self._key, max_body=self._max_body)
+                return record.decode(data, 0, key=self._key, max_body=self._max_body,
+                                     old_keys=self._verify[0], any_signer=self._verify[1])
             except record.Incomplete as exc:
                 if exc.needed is None:
                     raise
                 data = self._pread(pos.segment, exc.needed, pos.offset, recheck)
-                return record.decode(data, 0, key=self._key, max_body=self._max_body)
+                return record.decode(data, 0, key=self._key, max_body=self._max_body,
+                                     old_keys=self._verify[0], any_signer=self._verify[1])
         except (record.Damaged, record.Incomplete) as exc:
             reason = str(exc) if isinstance(exc, record.Damaged) else "truncated"
             raise DamagedRecord(f"record at {self.path(pos.segment)}:{pos.offset} is unreadable:"
                                 f" {reason}", path=self.path(pos.segment), offset=pos.offset,
                                 reason=reason) from exc
+
+    def _reader(self, segment: int) -> _SegmentReader:
+        return _SegmentReader(self.path(segment), self._max_body, self._key, self._verify)
 
     def _pread(self, segment: int, size: int, offset: int, recheck: bool = True) -> bytes:
         # Under the lock: another thread may evict and close a cached descriptor otherwise.
@@ -453,7 +462,7 @@ class Log:
         while True:
             later = [s for s in self.segments() if s > segment]  # listed before the size is read
             try:
-                reader = _SegmentReader(self.path(segment), self._max_body, self._key)
+                reader = self._reader(segment)
             except FileNotFoundError:
                 if not later:
                     return
@@ -485,7 +494,7 @@ class Log:
         with self._lock:
             if self.segments()[-1:] != [tail.segment]:
                 return False
-            with _SegmentReader(self.path(tail.segment), self._max_body, self._key) as reader:
+            with self._reader(tail.segment) as reader:
                 found = [i for i in reader.items(tail.segment, tail.offset, sealed=False)
                          if isinstance(i, Tail)]
                 if not found or found[0].pos != tail:
@@ -652,7 +661,8 @@ def _same_file(fd: int, path: str) -> bool:
 class _SegmentReader:
     """Reads one segment file in chunks, keeping only a window of it in memory."""
 
-    def __init__(self, path: str, max_body: int, key: bytes | None) -> None:
+    def __init__(self, path: str, max_body: int, key: bytes | None,
+                 verify: tuple[tuple[bytes, ...], bool] = ((), False)) -> None:
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             self.size = _data_end(self.fd, _size(self.fd))  # the zero fill is not read
@@ -661,6 +671,7 @@ class _SegmentReader:
             raise
         self._max_body = max_body
         self._key = key
+        self._old_keys, self._any_signer = verify
         self._buf = b""
         self._base = 0
         # A scan that stops after a few records (a claim indexes a couple of hundred) reads a
@@ -702,7 +713,8 @@ class _SegmentReader:
             if i < 0 or i + least > len(self._buf):  # inline: most records are in the window
                 i = self._window(pos, least)
             try:
-                frame = record.decode(self._buf, i, key=self._key, max_body=self._max_body)
+                frame = record.decode(self._buf, i, key=self._key, max_body=self._max_body,
+                                      old_keys=self._old_keys, any_signer=self._any_signer)
             except record.Incomplete as exc:
                 need = exc.needed or record.HEADER_SIZE
                 if pos + need <= self.size and len(self._buf) - i < need:

@@ -20,7 +20,7 @@ from ._logging import get_logger
 if TYPE_CHECKING:
     from .queue import Queue
 
-__all__ = ["backup", "compact", "purge", "verify"]
+__all__ = ["backup", "compact", "purge", "rekey", "verify"]
 
 log = get_logger(__name__)
 
@@ -45,6 +45,11 @@ def purge(queue: Queue, *, statuses: Iterable[Status], older_than: float,
 def compact(queue: Queue) -> Any:
     """Free the space of purged jobs for good; return the engine's report of what it did."""
     return queue.engine.compact()
+
+
+def rekey(queue: Queue) -> Any:
+    """Re-sign with the current secret key what old keys signed, so they can be dropped."""
+    return queue.engine.rekey()
 
 
 def verify(queue: Queue) -> Any:

@@ -32,6 +32,7 @@ class Queue:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, fsync: bool = True,
                  secret_key: str | bytes | None = None,
+                 old_secret_keys: Iterable[str | bytes] | None = None,
                  allowed_modules: Iterable[str] | None = None,
                  remap: Mapping[str, str] | None = None, segment_size: int | None = None,
                  max_record_size: int | None = None, default_max_attempts: int | None = None,
@@ -39,7 +40,8 @@ class Queue:
         options = {k: v for k, v in {"segment_size": segment_size, "max_record_size": max_record_size,
                                      "default_max_attempts": default_max_attempts}.items()
                    if v is not None}
-        self._open(config_mod.build(path, secret_key=secret_key, allowed_modules=allowed_modules,
+        self._open(config_mod.build(path, secret_key=secret_key, old_secret_keys=old_secret_keys,
+                                    allowed_modules=allowed_modules,
                                     remap=remap, fsync=fsync, **options), clock, given=options)
 
     @classmethod

@@ -13,7 +13,8 @@ Layout (little-endian), defined here and nowhere else::
         16     4  header CRC-32  zlib.crc32 of bytes 0..15; a header that passes is genuine, so its
                                  length can be trusted when resynchronising after damage
         20    32  HMAC-SHA256    only with flag bit 0: over bytes 0..15 and the body, keyed by the
-                                 queue's secret key
+                                 queue's secret key (or, while a key is being rotated, by one of
+                                 its old keys: see jobq.keys; the frame does not say which)
     20 or 52   n  body
 
 A body never ends in a zero byte (a job's ends in its pickle's STOP opcode; ``encode`` refuses
@@ -36,6 +37,7 @@ FORMAT_VERSION: Final = 1
 KIND_JOB: Final = 1
 KINDS: Final = frozenset({KIND_JOB})
 FLAG_SIGNED: Final = 0x01
+SIGNATURE_MISMATCH: Final = "signature mismatch"
 
 _HEAD = struct.Struct("<2sBBB3xII")  # magic, version, kind, flags, body length, body crc
 _HEAD_CRC = struct.Struct("<I")
@@ -44,12 +46,16 @@ MAC_SIZE: Final = hashlib.sha256().digest_size
 assert _HEAD.size == 16 and HEADER_SIZE == 20 and MAC_SIZE == 32
 
 
+UNKNOWN_SIGNER: Final = -1  # Frame.signer of a frame no given key signed (see decode)
+
+
 class Frame(NamedTuple):
     """A record whose header, checksum and (if signed) signature all verified."""
 
     kind: int
     body: bytes
     size: int  # bytes the whole frame occupies in the log
+    signer: int = 0  # 0: the current key (or unsigned); i: old key i (1-based); UNKNOWN_SIGNER
 
 
 class Damaged(Exception):
@@ -126,8 +132,14 @@ def frame_size(buf: bytes | memoryview, pos: int, *, max_body: int) -> int | Non
     return HEADER_SIZE + (MAC_SIZE if flags & FLAG_SIGNED else 0) + length
 
 
-def decode(buf: bytes | memoryview, pos: int, *, key: bytes | None, max_body: int) -> Frame:
+def decode(buf: bytes | memoryview, pos: int, *, key: bytes | None, max_body: int,
+           old_keys: tuple[bytes, ...] = (), any_signer: bool = False) -> Frame:
     """Verify and return the frame at ``buf[pos:]``.
+
+    The signature is checked with ``key`` first, so a record the current key signed costs one
+    HMAC as before; only when that fails is each of ``old_keys`` tried, and ``signer`` says which
+    one matched. With ``any_signer`` a signature no key matches is returned as
+    ``UNKNOWN_SIGNER`` instead of raised: for counting the records a missing key signed.
 
     Raises :class:`Incomplete` when ``buf`` ends first, :class:`Damaged` when the bytes are not a
     valid frame: bad magic or header CRC, an unknown version or kind, a body longer than
@@ -166,7 +178,20 @@ def decode(buf: bytes | memoryview, pos: int, *, key: bytes | None, max_body: in
             raise Damaged("record is not signed, but the queue requires signatures")
         mac = buf[pos + HEADER_SIZE:start]
         if not hmac.compare_digest(_mac(key, head, body), mac):
-            raise Damaged("signature mismatch")
+            return Frame(kind, bytes(body), end - pos,
+                         _old_signer(old_keys, head, body, mac, any_signer))
     elif signed:
         raise Damaged("record is signed, but the queue was opened without a secret key")
     return Frame(kind, bytes(body), end - pos)
+
+
+def _old_signer(old_keys: tuple[bytes, ...], head: bytes | memoryview, body: bytes | memoryview,
+                mac: bytes | memoryview, any_signer: bool) -> int:
+    """Which old key signed a frame the current key did not (1-based); Damaged if none did."""
+    for i, old in enumerate(old_keys, 1):
+        if hmac.compare_digest(_mac(old, head, body), mac):
+            return i
+    if any_signer:
+        return UNKNOWN_SIGNER
+    raise Damaged(SIGNATURE_MISMATCH)
+

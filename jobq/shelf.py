@@ -27,10 +27,11 @@ class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
     """A shelf whose values are pickled by :mod:`jobq.pickling`, signed when a key is given."""
 
     def __init__(self, mapping: SqliteDbm, *, rules: pickling.PickleRules = pickling.DEFAULT_RULES,
-                 secret_key: bytes | None = None) -> None:
+                 secret_key: bytes | None = None, old_keys: tuple[bytes, ...] = ()) -> None:
         super().__init__(mapping, protocol=pickling.PROTOCOL, writeback=False, keyencoding="utf-8")
         self._rules = rules
         self._key = secret_key
+        self._old_keys = old_keys  # verify only, after the current key fails (jobq.keys)
 
     def encode(self, key: str, value: Any) -> bytes:
         data = pickling.dumps(value)
@@ -52,7 +53,8 @@ class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
                 raise CorruptRecord(f"state snapshot {key!r} is not signed, but the queue requires"
                                     " signatures", job_id=key)
             mac, data = raw[4:4 + _MAC_SIZE], raw[4 + _MAC_SIZE:]
-            if not hmac.compare_digest(mac, self._mac(key, data)):
+            if not hmac.compare_digest(mac, self._mac(key, data)) \
+                    and self.signer(key, raw) is None:  # an old key's (jobq.keys), or forged
                 raise CorruptRecord(f"state snapshot {key!r} failed its signature check", job_id=key)
         elif raw[:4] == SIGNED_MAGIC:
             raise CorruptRecord(f"state snapshot {key!r} is signed, but the queue was opened"
@@ -61,12 +63,27 @@ class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
             data = raw
         return pickling.loads(data, self._rules)
 
-    def _mac(self, key: str, data: bytes) -> bytes:
+    def signer(self, key: str, raw: bytes) -> int | None:
+        """Which key signed the stored value: 0 the current one, i old key i (1-based); None if
+        none did (or it is not signed). The current key is tried first: it signed almost all."""
+        mac, data = raw[4:4 + _MAC_SIZE], raw[4 + _MAC_SIZE:]
+        for i, secret in enumerate((self._key, *self._old_keys)):
+            if secret is not None and hmac.compare_digest(mac, self._mac(key, data, secret)):
+                return i
+        return None
+
+    def resign(self, key: str, raw: bytes) -> bytes:
+        """A signed value's bytes, signed with the current key instead (nothing is unpickled)."""
+        data = raw[4 + _MAC_SIZE:]
+        return SIGNED_MAGIC + self._mac(key, data) + data
+
+    def _mac(self, key: str, data: bytes, secret: bytes | None = None) -> bytes:
         # The key is bound into the MAC so a valid snapshot cannot be copied onto another job;
         # its length comes first so no (key, value) pair can sign like another one.
-        assert self._key is not None
+        secret = secret or self._key
+        assert secret is not None
         name = key.encode()
-        h = hmac.new(self._key, struct.pack("<I", len(name)), hashlib.sha256)
+        h = hmac.new(secret, struct.pack("<I", len(name)), hashlib.sha256)
         h.update(name)
         h.update(data)
         return h.digest()

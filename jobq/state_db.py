@@ -184,11 +184,12 @@ class StateDB:
     fork), read and write transactions, and the schema."""
 
     def __init__(self, qdir: QueueDir, log_: Log, *, rules: PickleRules,
-                 secret_key: bytes | None) -> None:
+                 secret_key: bytes | None, old_keys: tuple[bytes, ...] = ()) -> None:
         self._qdir = qdir
         self._log = log_  # only to warn, when the file is new, that the log's jobs are queued again
         self._rules = rules
         self._key = secret_key
+        self._old_keys = old_keys
         self.lock = ProcessLock(qdir.state_lock)
         self._mutex = threading.RLock()  # one connection per process, shared by its threads
         self._pid = -1
@@ -213,7 +214,7 @@ class StateDB:
             raise storage_error(exc, self._qdir.state_db) from exc
         self._conn, self._pid = conn, os.getpid()
         self._shelf = StateShelf(SqliteDbm(conn, create=False), rules=self._rules,
-                                 secret_key=self._key)
+                                 secret_key=self._key, old_keys=self._old_keys)
         try:
             self._check_size(conn)
             self._create_schema(conn)

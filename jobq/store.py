@@ -74,7 +74,7 @@ class Store:
     """Job snapshots and the ready index of one queue directory."""
 
     def __init__(self, qdir: QueueDir, log_: Log, *, rules: PickleRules, secret_key: bytes | None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 old_keys: tuple[bytes, ...] = (), clock: Callable[[], float] = time.time) -> None:
         self._qdir = qdir
         self._log = log_
         self._clock = clock
@@ -85,7 +85,7 @@ class Store:
         # snapshot: their new states can be made before the write lock is taken (see _prepare).
         # Only the latest claim's (see _claims): its size is bounded by one claim's limit.
         self._fresh_claims: dict[tuple[str, int], tuple[Any, ...]] = {}
-        self._db = StateDB(qdir, log_, rules=rules, secret_key=secret_key)
+        self._db = StateDB(qdir, log_, rules=rules, secret_key=secret_key, old_keys=old_keys)
 
     @property
     def conn(self) -> sqlite3.Connection:

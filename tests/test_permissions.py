@@ -64,10 +64,13 @@ class Sandbox:
         return path
 
     def run(self, uid: int, *argv: str, groups: tuple[int, ...] = (), umask: int = 0o022,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """Run ``python argv...`` as ``uid`` (its own group, plus ``groups``)."""
+            timeout: float = 120, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        """Run ``python argv...`` as ``uid`` (its own group, plus ``groups``), with ``env`` added
+        to a minimal environment."""
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": self.lib, "HOME": self.home(uid),
-               "PYTHONDONTWRITEBYTECODE": "1", "JOBQ_HOME": os.path.join(self.base, "unused")}
+               "PYTHONDONTWRITEBYTECODE": "1", "JOBQ_HOME": os.path.join(self.base, "unused"),
+               **(env or {})}
         return subprocess.run([self.python, *argv], user=uid, group=uid,
                               extra_groups=list(groups), umask=umask, env=env,
                               cwd=self.home(uid), capture_output=True, text=True,
@@ -320,6 +323,36 @@ def test_only_the_owner_in_the_group_can_share(sandbox):
     assert f"uid {ALICE} is not in group {TEAM}" in line
 
 
+@needs_root
+def test_a_member_of_the_group_rotates_the_key_of_a_shared_queue(sandbox):
+    """Bob (in the group, not the owner) rotates alice's shared signed queue and re-keys it with
+    umask 077; alice then drops the old key: every file stays the group's and shared, the queue
+    stays format 3, and alice reads what bob's worker did."""
+    team = (TEAM,)
+    old = {"JOBQ_SECRET_KEY": "old-key-0123456789abcdef"}
+    both = {"JOBQ_SECRET_KEY": "new-key-0123456789abcdef",
+            "JOBQ_OLD_SECRET_KEYS": old["JOBQ_SECRET_KEY"]}
+    new = {"JOBQ_SECRET_KEY": both["JOBQ_SECRET_KEY"]}
+    path = os.path.join(sandbox.home(ALICE), "shared-signed")
+    done = sandbox.jobq(ALICE, "init", "--dir", path, "--shared-group", str(TEAM), groups=team,
+                        env=old)
+    assert done.returncode == 0, done.stderr
+    made = sandbox.jobq(ALICE, "enqueue", "--dir", path, "permtasks:add", "1", "2", groups=team,
+                        env=old)
+    assert made.returncode == 0, made.stderr
+    for command in (("worker", "--burst"), ("rekey",)):
+        done = sandbox.jobq(BOB, *command, "--dir", path, groups=team, umask=0o077, env=both)
+        assert done.returncode == 0, (command, done.stderr)
+    assert os.stat(os.path.join(path, "jobq.json")).st_uid == BOB  # bob's rotation rewrote it
+    _assert_shared(path)
+    shown = sandbox.jobq(ALICE, "show", "--dir", path, made.stdout.strip(), groups=team, env=new)
+    assert "result       int 3" in shown.stdout, shown  # and the old key is retired
+    with open(os.path.join(path, "jobq.json")) as f:
+        info = json.load(f)
+    assert (info["format"], info["shared_group"], "old_key_checks" in info) == (3, TEAM, False)
+    _assert_shared(path)
+
+
 def test_shared_queue_files_are_group_writable_whatever_the_umask(qpath):
     """In-process (any user: the group is one's own): with umask 077, a shared queue's new
     segments, lock files, state database and its WAL are 0660, its directories 2770."""
@@ -453,5 +486,5 @@ def test_a_directory_made_in_a_shared_queue_is_shared_whatever_the_umask(qpath):
         os.umask(old)
     st = os.stat(qpath / "workers")
     assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o2770, os.getegid())
-    assert sorted(os.listdir(qpath)) == ["jobq.json", "log", "quarantine", "state.lock",
-                                         "state.sqlite3", "workers"]
+    assert sorted(os.listdir(qpath)) == ["jobq.json", "keys.lock", "log", "quarantine",
+                                         "state.lock", "state.sqlite3", "workers"]

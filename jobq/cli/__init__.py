@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from .. import __version__, _logging, config, permissions
 from ..errors import JobqError
 from ..state import Status
-from . import commands, worker_view
+from . import commands, key_view, worker_view
 
 USAGE_ERROR = 2
 STATUSES = [s.value for s in Status]
@@ -131,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
                    epilog=commands.VERIFY_EPILOG,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_parser("compact", parents=[reads], help="rewrite the log without purged jobs")
+    sub.add_parser("rekey", parents=[reads],
+                   help="re-sign with the current secret key what old keys signed, so that"
+                        " they can be dropped")
     p = sub.add_parser("backup", parents=[reads],
                        help="copy the queue, consistently, while it is in use")
     p.add_argument("dest", metavar="DEST", help="a new (or empty) directory for the copy")
@@ -213,7 +216,7 @@ RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": comma
            "show": commands.show, "wait": commands.wait, "retry": commands.retry,
            "cancel": commands.cancel, "purge": commands.purge, "verify": commands.verify,
            "compact": commands.compact, "backup": commands.backup,
-           "workers": worker_view.workers}
+           "workers": worker_view.workers, "rekey": key_view.rekey}
 CREATES = {"enqueue"}
 
 

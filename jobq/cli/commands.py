@@ -100,6 +100,7 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     waiting = q.engine.waiting(now)
     running = q.engine.rows(Status.RUNNING, limit=args.limit)
     quarantined = q.engine.damage()
+    old_keys = q.engine.old_keys_pending()
     # Waiting for a worker: due jobs, queued or due for their retry; not a delay or a backoff.
     due = [t for (_, is_due), t in waiting.items() if is_due]
     oldest = min(due) if due else None
@@ -114,7 +115,8 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                         "running": running,
                         "oldest_waiting_age": None if oldest is None else now - oldest,
                         "next_retry_in": None if retry is None else retry - now,
-                        "quarantined": quarantined, "workers": census.as_json(),
+                        "quarantined": quarantined, "old_keys_pending": old_keys,
+                        "workers": census.as_json(),
                         "warnings": [warning] if warning else []}, out)
         return 0
     shared = "" if q.shared_group is None else f" (shared with group {_group(q)})"
@@ -128,6 +130,10 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     if quarantined:
         print(f"\nwarning: {len(quarantined)} damaged log range(s) were skipped and copied to"
               f" {os.path.join(q.path, 'quarantine')} (last: {quarantined[-1]['reason']})",
+              file=out)
+    if old_keys:
+        print(f"\nkey rotation: {old_keys} old secret key(s) may still have signed records;"
+              " jobq verify counts them, jobq rekey re-signs them with the current key",
               file=out)
     if running:
         print("\nrunning:", file=out)
@@ -369,12 +375,18 @@ def verify(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                         "unreadable_jobs": report.unreadable,
                         "damaged_ranges": report.damaged_ranges, "ranges": report.ranges,
                         "torn_tail": report.torn_tail,
+                        "old_key_records": report.old_key_records,
+                        "old_key_snapshots": report.old_key_snapshots,
                         "causes": dict(report.causes), "examples": report.examples}, out)
         return 0 if report.ok else 1
     readable = report.jobs_checked - report.jobs_unreadable
     print(f"log records  {report.records_ok:>8} ok  {report.records_failed:>6} failed", file=out)
     print(f"snapshots    {report.snapshots_ok:>8} ok  {report.snapshots_failed:>6} failed", file=out)
     print(f"jobs to run  {readable:>8} ok  {report.jobs_unreadable:>6} unreadable", file=out)
+    if report.old_key_records or report.old_key_snapshots:
+        print(f"old keys     {report.old_key_records:>8} records and {report.old_key_snapshots}"
+              " snapshots are signed with an old key (readable; jobq rekey re-signs them)",
+              file=out)
     if report.damaged_ranges or report.torn_tail:
         under = report.ranges_under_jobs
         print(f"damaged log ranges {report.damaged_ranges},"

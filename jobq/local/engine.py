@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import compaction, damage, job_record
 from ..config import QueueConfig
-from .. import directory
+from .. import directory, keys
 from ..directory import FIXED_SETTINGS, open_dir
 from ..engine import Change, Claim, Finished, Held
 from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
@@ -35,7 +35,8 @@ class LocalEngine:
     def __init__(self, cfg: QueueConfig, clock: Callable[[], float] = time.time, *,
                  given: Mapping[str, object] = MappingProxyType({}),
                  catch_up: bool = True) -> None:
-        qdir = open_dir(cfg.path, cfg.secret_key, {k: getattr(cfg, k) for k in FIXED_SETTINGS})
+        qdir = open_dir(cfg.path, cfg.secret_key, {k: getattr(cfg, k) for k in FIXED_SETTINGS},
+                        cfg.old_secret_keys)
         for name, value in qdir.fixed.items():
             if getattr(cfg, name) != value:
                 if name in given:
@@ -49,10 +50,10 @@ class LocalEngine:
         self.clock = clock
         self.log = Log(qdir.log, key=cfg.secret_key, max_body=cfg.max_record_size,
                        segment_size=cfg.segment_size, fsync=cfg.fsync,
-                       quarantine_dir=qdir.quarantine)
+                       quarantine_dir=qdir.quarantine, old_keys=cfg.old_secret_keys)
         try:
             self.store = Store(qdir, self.log, rules=cfg.rules, secret_key=cfg.secret_key,
-                               clock=clock)
+                               old_keys=cfg.old_secret_keys, clock=clock)
         except BaseException:
             self.log.close()
             raise
@@ -63,6 +64,9 @@ class LocalEngine:
             # the log after the covered offset is read).
             self.store.check_covered()
             compaction.finish_interrupted(self)
+            if qdir.missing_keys:  # before a record is indexed: it would be taken for damage
+                from . import rekey
+                rekey.require(self, qdir.missing_keys)
             self.store.ensure_index()  # after the compaction's rename: seqs must match the files
             if catch_up:
                 self.store.catch_up()
@@ -244,6 +248,15 @@ class LocalEngine:
 
     def compact(self) -> compaction.CompactReport:
         return compaction.compact(self)
+
+    def old_keys_pending(self) -> int:
+        """How many old secret keys may still have signed a record or snapshot here."""
+        return len(keys.pending(keys.read(self.location)))
+
+    def rekey(self) -> Any:
+        """Re-sign what old keys signed with the current key (jobq rekey)."""
+        from .rekey import rekey
+        return rekey(self)
 
     def verify(self) -> Any:
         """Read every record and snapshot; a report of what cannot be read (jobq verify)."""

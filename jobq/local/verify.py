@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 from .. import damage, job_record
 from ..errors import CorruptRecord, JobqError
 from ..log import Damage, Entry, Log, Position, Sealed, Tail
+from ..state import JobState, Status
+from . import rekey
+
 if TYPE_CHECKING:
     from .engine import LocalEngine
-from ..state import JobState, Status
 
 MAX_EXAMPLES = 20
 MAX_LISTED = 1_000  # unreadable jobs and damaged ranges listed one by one (all are counted)
@@ -48,6 +50,8 @@ class VerifyReport:
     ranges_under_jobs: int = 0  # of those, the ones a job not finished points into
     ranges: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_LISTED
     torn_tail: bool = False
+    old_key_records: int = 0  # live records an old key signed (readable; `jobq rekey` re-signs)
+    old_key_snapshots: int = 0
     causes: collections.Counter[str] = field(default_factory=collections.Counter)
     examples: list[dict[str, str]] = field(default_factory=list)
 
@@ -83,6 +87,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def verify(engine: LocalEngine) -> VerifyReport:
+    """Read every record and snapshot; see the module docstring."""
     report = VerifyReport()
     _verify_log(engine, report)
     _verify_snapshots(engine, report)
@@ -133,7 +138,8 @@ class _Pending:
 def _verify_log(engine: LocalEngine, report: VerifyReport) -> None:
     log_, rules = engine.log, engine.config.rules
     copies = damage.copies(engine.store)
-    pending = _Pending(engine.store.positions(UNFINISHED), engine.store.covered())
+    covered = engine.store.covered()
+    pending = _Pending(engine.store.positions(UNFINISHED), covered)
 
     def unread(jobs: Iterator[Job], reason: str) -> int:
         count = 0
@@ -155,6 +161,8 @@ def _verify_log(engine: LocalEngine, report: VerifyReport) -> None:
                     report.cannot_read(job, log_.path(job[0].segment),
                                        f"the record there is job {holds!r}'s", None)
             _load(log_, item, rules, report)
+            if item.frame.signer and (item.pos >= covered or rekey.live(engine, item.pos)):
+                report.old_key_records += 1
         elif isinstance(item, Damage):
             jobs = unread(pending.before(Position(item.pos.segment, item.end)), item.reason)
             report.damaged(item, log_.path(item.pos.segment), item.end, jobs,
@@ -187,25 +195,15 @@ def _load(log_: Log, item: Entry, rules: Any, report: VerifyReport) -> None:
         report.records_ok += 1
 
 
-SNAPSHOT_PAGE = 500
-
-
 def _verify_snapshots(engine: LocalEngine, report: VerifyReport) -> None:
-    shelf = engine.store.shelf
-    after = b""
-    while True:  # page by page, in key order: never every key in memory at once
-        rows = shelf.dict.conn.execute(
-            "SELECT key, value FROM Dict WHERE key > CAST(? AS BLOB) ORDER BY key LIMIT ?",
-            (after, SNAPSHOT_PAGE)).fetchall()
-        for raw_key, raw in rows:
-            _check_snapshot(shelf, raw_key, raw, report)
-        if len(rows) < SNAPSHOT_PAGE:
-            return
-        after = rows[-1][0]
+    shelf, old_keys = engine.store.shelf, bool(engine.config.old_secret_keys)
+    for key, raw in rekey.snapshots(engine):  # page by page: never every key in memory at once
+        if _check_snapshot(shelf, key, raw, report) and old_keys and shelf.signer(key, raw):
+            report.old_key_snapshots += 1
 
 
-def _check_snapshot(shelf: Any, raw_key: bytes, raw: bytes, report: VerifyReport) -> None:
-    key = raw_key.decode("utf-8", "replace")
+def _check_snapshot(shelf: Any, key: str, raw: bytes, report: VerifyReport) -> bool:
+    """Load one snapshot, counting it as loaded or failed; True if it loaded."""
     try:
         state = shelf.decode(key, raw)
         if state is not None and not isinstance(state, JobState):  # None: a new job's marker
@@ -213,5 +211,6 @@ def _check_snapshot(shelf: Any, raw_key: bytes, raw: bytes, report: VerifyReport
     except JobqError as exc:
         report.snapshots_failed += 1
         report.failed("snapshot", f"job {key}", exc)
-    else:
-        report.snapshots_ok += 1
+        return False
+    report.snapshots_ok += 1
+    return True
