@@ -13,7 +13,7 @@ from .errors import PermanentFailure
 from .payload import JobPayload
 from .queue import Queue
 from .state import JobState, Status
-from .worker_records import ChildInfo, WorkerInfo, WorkerState
+from .worker_info import ChildInfo, WorkerInfo, WorkerState
 
 __version__ = "0.1.0"
 

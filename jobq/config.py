@@ -31,7 +31,7 @@ class QueueConfig:
     origin: str = "given"  # where the path came from: "given", "$JOBQ_HOME" or "default"
     fsync: bool = True
     secret_key: bytes | None = None
-    old_secret_keys: tuple[bytes, ...] = ()  # keys being rotated out: verify only (jobq.keys)
+    old_secret_keys: tuple[bytes, ...] = ()  # keys being rotated out: verify only (jobq.local.keys)
     rules: PickleRules = field(default_factory=PickleRules.build)
     segment_size: int = 64 * MiB
     max_record_size: int = 16 * MiB

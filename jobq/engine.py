@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from .state import JobState, Status
 
 if TYPE_CHECKING:
-    from .worker_records import WorkerInfo
+    from .worker_info import WorkerInfo
 
 Change = Callable[[JobState, float, int], JobState]
 """An end-of-attempt transition: ``(state, the engine's now, max_attempts) -> new state``.

@@ -2,7 +2,7 @@
 that every stored job can be read, back the queue up.
 
 Argument checks live here; what purging and compacting mean is the engine's (for a queue
-directory: :mod:`jobq.local.purging` and :mod:`jobq.compaction`, where compaction frees the log
+directory: :mod:`jobq.local.purging` and :mod:`jobq.local.compaction`, where compaction frees the log
 records of purged jobs).
 """
 

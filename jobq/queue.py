@@ -10,13 +10,14 @@ from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
-from . import job_record, permissions, record, signatures, tasks, worker_records
+from . import job_record, record, signatures, tasks, worker_info
+from .local import permissions
 from .errors import (InvalidArgument, InvalidJob, JobCancelled,
                      JobFailed, JobqError, RecordTooLarge, SignatureMismatch, WaitTimeout)
 from .local import LocalEngine
 from .payload import JobPayload
 from .state import JobState, Status
-from .worker_records import WorkerInfo
+from .worker_info import WorkerInfo
 
 MAX_JOB_ID = 200
 _I32 = 2**31 - 1
@@ -283,7 +284,7 @@ class Queue:
         """Workers of this queue: alive ones (live or stuck), dead ones not yet reaped, then
         those found dead in the last day, newest first. Reading never takes a worker's lock
         in a way that could make it look dead, and needs no write permission."""
-        return worker_records.collect(self.engine, self.engine.now())
+        return worker_info.collect(self.engine, self.engine.now())
 
     # -- acting --------------------------------------------------------------------------------
 

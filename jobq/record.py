@@ -14,7 +14,7 @@ Layout (little-endian), defined here and nowhere else::
                                  length can be trusted when resynchronising after damage
         20    32  HMAC-SHA256    only with flag bit 0: over bytes 0..15 and the body, keyed by the
                                  queue's secret key (or, while a key is being rotated, by one of
-                                 its old keys: see jobq.keys; the frame does not say which)
+                                 its old keys: see jobq.local.keys; the frame does not say which)
     20 or 52   n  body
 
 A body never ends in a zero byte (a job's ends in its pickle's STOP opcode; ``encode`` refuses

@@ -11,7 +11,7 @@ jobs still queued in all. Then this process claims one job at a time (and gives 
 for a while with nothing else running (the baseline), then while ``jobq compact`` runs as a
 command. Printed: the longest and the median claim in each phase, their ratios, and how long the
 compaction took. The longest claim during the compaction is about the longest hold of the write
-lock: repointing one segment's live jobs (step (b) of :mod:`jobq.compaction`).
+lock: repointing one segment's live jobs (step (b) of :mod:`jobq.local.compaction`).
 
 Files go under ``.bench-tmp/`` at the repository root (the project's disk, never a tmpfs).
 """

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_scratch import scratch_dir  # noqa: E402
-from jobq import Queue, durable, worker_records  # noqa: E402
+from jobq import Queue  # noqa: E402
+from jobq.local import worker_records  # noqa: E402
+from jobq.local import durable
 from workers import WorkerConfig, liveness  # noqa: E402
 
 HOLD = ("import sys, time; from workers.liveness import LivenessLock;"

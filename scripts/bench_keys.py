@@ -6,7 +6,7 @@ Usage::
     python scripts/bench_keys.py [--quick] [--jobs N]
 
 jobq verifies a signature with the current key first and tries the old keys only when it fails
-(:mod:`jobq.keys`). The alternative was a short key id in the frame header, naming the key to use:
+(:mod:`jobq.local.keys`). The alternative was a short key id in the frame header, naming the key to use:
 a record an old key signed would then cost one HMAC, as one the current key signed does. So the
 cost a key id would save is the difference between those two, measured here on the same records:
 

@@ -61,7 +61,7 @@ from bench_scratch import scratch_dir  # noqa: E402 - scripts/ is on sys.path: r
 from jobq import Queue  # noqa: E402
 from jobq.cli import commands  # noqa: E402
 from jobq.execution import Outcome, change_for  # noqa: E402
-from jobq.store import Claim  # noqa: E402
+from jobq.local.store import Claim  # noqa: E402
 
 TASK = "operator:add"  # importable everywhere, costs nothing to run
 SMALL = 1_000

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from jobq import Queue, job_record, transitions  # noqa: E402
-from jobq.log import Entry, Position  # noqa: E402
+from jobq.local.log import Entry, Position  # noqa: E402
 from jobq.maintenance import verify  # noqa: E402
 
 TASK = "builtins:print"

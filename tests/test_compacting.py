@@ -8,7 +8,7 @@ import pytest
 
 from jobq import Queue, Status
 from jobq.maintenance import compact, purge
-from jobq.compaction import dead_bytes
+from jobq.local.compaction import dead_bytes
 from workers import Worker
 
 SMALL = 8192
@@ -83,7 +83,7 @@ def test_a_worker_leaves_segments_whose_rewrite_would_hold_claims_too_long(qpath
     """Rewriting repoints every live job under the write lock: the worker's compaction rewrites
     a segment only once half its bytes are dead, and only if few enough jobs are still in it;
     ``jobq compact`` takes anything dead."""
-    from jobq.compaction import compaction_steps
+    from jobq.local.compaction import compaction_steps
     with Queue(qpath) as q:
         segments = []
         for _ in range(2):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from jobq import Queue, keys, record, transitions
+from jobq import Queue, record, transitions
+from jobq.local import keys
 from jobq.config import build
 from jobq.errors import ConfigError, InvalidArgument, OldKeyNeeded, WrongSecretKey
 from jobq.local.rekey import key_use
@@ -188,7 +189,7 @@ def test_a_rotation_on_a_shared_queue_keeps_it_shared(qpath):
     """A shared queue (format 3 for its group) rotated, re-keyed and its old key retired, with
     umask 077: jobq.json, keys.lock and the rewritten segments stay the group's and 0660 (0440
     sealed); retiring the last old key leaves format 3, so a format-2 jobq still refuses it."""
-    from jobq.directory import share
+    from jobq.local.directory import share
     gid = os.getegid()
     old = signed_with_a(qpath)
     share(str(qpath), gid)

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from jobq import Queue, Status, log
-from jobq.log import Damage, Entry, Position, Sealed, Tail
+from jobq import Queue, Status
+from jobq.local import log
+from jobq.local.log import Damage, Entry, Position, Sealed, Tail
 
 from jobtasks import add
 

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from jobq import Queue, Status, job_record, maintenance, transitions
 from jobq.local import purging
 from jobq.errors import CorruptRecord, InvalidArgument, JobNotFound
-from jobq.log import Entry, Position
+from jobq.local.log import Entry, Position
 from jobq.maintenance import compact, purge
 from jobq.state import FINISHED
 from jobq.engine import Claim
@@ -220,7 +220,7 @@ def test_a_cached_descriptor_on_a_rewritten_segment_is_noticed_when_loading_a_jo
     stale file holds another job at the new offset, which load_payload refuses, and load reads
     again through the segment's current file."""
     from jobq.execution import load
-    from jobq.store import Claim
+    from jobq.local.store import Claim
 
     clock = [1000.0]
     with Queue(qpath, segment_size=SMALL, clock=lambda: clock[0]) as q, Queue(qpath) as reader:
@@ -430,7 +430,7 @@ print("no crash")
 def test_compact_reports_only_what_it_freed_for_good_while_a_worker_runs(qpath, workers):
     """A running worker gives the SQLite WAL its working size back after a compaction empties
     it: that is not reclaimed, so a compaction with nothing to do reports 0 bytes every time."""
-    from jobq import wal
+    from jobq.local import wal
     with Queue(qpath) as q:
         workers(str(qpath), "-c", "1", "--compact-threshold", "off")
         ids = q.enqueue_many(ADD, [(i, i) for i in range(50)])

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from jobq import Queue, permissions
+from jobq import Queue
+from jobq.local import permissions
 from jobq.errors import QueuePermissionError
 
 from jobtasks import add
@@ -358,7 +359,7 @@ def test_shared_queue_files_are_group_writable_whatever_the_umask(qpath):
     segments, lock files, state database and its WAL are 0660, its directories 2770."""
     gid = os.getegid()
     Queue(qpath, segment_size=4096).close()
-    from jobq.directory import share
+    from jobq.local.directory import share
     share(str(qpath), gid)
     old = os.umask(0o077)
     try:
@@ -386,7 +387,7 @@ def test_a_shared_queue_is_refused_by_a_jobq_of_format_2(qpath):
     in it, so it must refuse it; and a queue that is not shared stays format 2."""
     Queue(qpath).close()
     assert json.loads((qpath / "jobq.json").read_text())["format"] == 2
-    from jobq.directory import share
+    from jobq.local.directory import share
     share(str(qpath), os.getegid())
     assert json.loads((qpath / "jobq.json").read_text())["format"] == 3
 
@@ -474,8 +475,8 @@ def test_sealing_another_users_segment_leaves_a_read_only_copy_of_it(sandbox):
 
 def test_a_directory_made_in_a_shared_queue_is_shared_whatever_the_umask(qpath):
     """The workers' directory, made by the first worker: 2770 and the queue's group."""
-    from jobq import durable
-    from jobq.directory import share
+    from jobq.local import durable
+    from jobq.local.directory import share
     Queue(qpath).close()
     share(str(qpath), os.getegid())
     old = os.umask(0o077)

@@ -420,9 +420,9 @@ def test_a_worker_opens_a_backlog_without_indexing_it_and_claims_index_a_batch(q
     """A queue opened for a worker costs the same whatever the backlog; each claim indexes a
     few claims' worth of it, so the first job runs at once; an ordinary open indexes everything
     first."""
-    from jobq import index
-    from jobq.log import Position
-    from jobq.store import INDEX_PER_CLAIM_MIN
+    from jobq.local import index
+    from jobq.local.log import Position
+    from jobq.local.store import INDEX_PER_CLAIM_MIN
 
     with Queue(qpath, fsync=False) as q:
         q.enqueue_many("jobtasks:add", [(i, i) for i in range(2 * index.CATCH_UP_BATCH + 10)])

@@ -1,4 +1,4 @@
-"""Tests for jobq.shelf.StateShelf: pickling through jobq.pickling, HMAC signing and verification."""
+"""Tests for jobq.local.shelf.StateShelf: pickling through jobq.pickling, HMAC signing and verification."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from jobq import sqlite_dbm
+from jobq.local import sqlite_dbm
 from jobq.errors import CorruptRecord, LoadError, UnpicklingForbidden
 from jobq.pickling import PickleRules
-from jobq.shelf import SIGNED_MAGIC, StateShelf
+from jobq.local.shelf import SIGNED_MAGIC, StateShelf
 from jobq.state import JobState, Status
 
 PY313 = Path("/root/.pyenv/versions/3.13.0/bin/python3.13")

@@ -1,4 +1,4 @@
-"""Tests for jobq.sqlite_dbm: the dbm-style mapping on SQLite WAL that backs the state shelf."""
+"""Tests for jobq.local.sqlite_dbm: the dbm-style mapping on SQLite WAL that backs the state shelf."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from jobq import sqlite_dbm
-from jobq.sqlite_dbm import SqliteDbm, connect
+from jobq.local import sqlite_dbm
+from jobq.local.sqlite_dbm import SqliteDbm, connect
 
 PY313 = Path("/root/.pyenv/versions/3.13.0/bin/python3.13")
 CHILD_TIMEOUT = 60
@@ -367,7 +367,7 @@ def test_read_only_connect_uses_full_sync(db_path: Path) -> None:
 
 _CRASH_AFTER_COMMITS = textwrap.dedent("""
     import os, signal, sys
-    from jobq import sqlite_dbm
+    from jobq.local import sqlite_dbm
     path, n = sys.argv[1], int(sys.argv[2])
     db = sqlite_dbm.open(path, "c")
     for i in range(n):
@@ -392,7 +392,7 @@ def test_committed_writes_survive_sigkill(children, db_path: Path, reader_flag: 
 
 _CRASH_INSIDE_TRANSACTION = textwrap.dedent("""
     import os, signal, sys
-    from jobq import sqlite_dbm
+    from jobq.local import sqlite_dbm
     db = sqlite_dbm.open(sys.argv[1], "c")
     db[b"committed"] = b"yes"
     db.conn.execute("BEGIN IMMEDIATE")
@@ -415,7 +415,7 @@ def test_sigkill_inside_a_transaction_loses_only_that_transaction(children, db_p
 
 _CONCURRENT_WRITER = textwrap.dedent("""
     import os, sys, time
-    from jobq import sqlite_dbm
+    from jobq.local import sqlite_dbm
     path, go, worker, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     print("ready", flush=True)
     deadline = time.monotonic() + 60
@@ -522,7 +522,7 @@ _STDLIB_WRITER = textwrap.dedent("""
 
 
 def test_stdlib_dbm_sqlite3_reads_what_jobq_wrote(py313: Path, db_path: Path) -> None:
-    """Python 3.13's dbm.sqlite3 reads back every key and value jobq.sqlite_dbm wrote."""
+    """Python 3.13's dbm.sqlite3 reads back every key and value jobq.local.sqlite_dbm wrote."""
     with sqlite_dbm.open(db_path, "c") as mapping:
         mapping[b"bytes-key"] = b"bytes-value"
         mapping["str-key"] = "str-value"
@@ -540,7 +540,7 @@ def test_stdlib_dbm_sqlite3_reads_what_jobq_wrote(py313: Path, db_path: Path) ->
 
 
 def test_jobq_reads_what_stdlib_dbm_sqlite3_wrote(py313: Path, db_path: Path) -> None:
-    """jobq.sqlite_dbm reads a file written by Python 3.13's dbm.sqlite3, str keys coming back as bytes."""
+    """jobq.local.sqlite_dbm reads a file written by Python 3.13's dbm.sqlite3, str keys coming back as bytes."""
     proc = _run_py313(py313, _STDLIB_WRITER, str(db_path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "written\n"

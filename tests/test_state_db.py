@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from jobq import Queue, durable, transitions
+from jobq import Queue, transitions
+from jobq.local import durable
 
 from jobtasks import add
 

@@ -142,7 +142,7 @@ def test_a_late_result_for_a_purged_job_does_not_lose_the_batch(queue):
 def test_a_checkpoint_builds_on_a_snapshot_another_process_wrote_since(queue):
     """A process remembers the snapshot of its last checkpoint, but uses it only while the job's
     row says nobody wrote another since (same claim, same updated_at)."""
-    from jobq import snapshots
+    from jobq.local import snapshots
 
     jid = queue.enqueue("jobtasks:add", 1, 2)
     claim = queue.store.claim("w/1", 1)[0]

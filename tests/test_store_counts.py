@@ -11,7 +11,7 @@ import pytest
 
 from jobq import Queue, Status, transitions
 from jobq.maintenance import compact, purge
-from jobq.state_db import STORE_SCHEMA
+from jobq.local.state_db import STORE_SCHEMA
 from jobq.testing import run_burst
 
 from jobtasks import add

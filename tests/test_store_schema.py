@@ -8,7 +8,7 @@ from contextlib import closing
 from pathlib import Path
 
 from jobq import Queue, Status
-from jobq.state_db import STORE_SCHEMA
+from jobq.local.state_db import STORE_SCHEMA
 from workers import Worker
 
 GOLDEN = Path(__file__).parent / "golden" / "queue_store1"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from conftest import wait_until
 
-from jobq import Queue, Status, wal
+from jobq import Queue, Status
+from jobq.local import wal
 
 
 def _wal_size(queue: Queue) -> int:

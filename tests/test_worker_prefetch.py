@@ -9,7 +9,7 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from jobq import Queue, Status
-from jobq.store import Claim
+from jobq.local.store import Claim
 from workers import Worker, child
 
 from jobtasks import add, kill_own_process

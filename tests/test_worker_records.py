@@ -13,7 +13,8 @@ import pytest
 from conftest import wait_until
 from test_cli import ok
 
-from jobq import WorkerState, worker_records
+from jobq import WorkerState, worker_info
+from jobq.local import worker_records
 from jobq.errors import ConfigError
 from jobq.local import workers as liveness
 from workers import Worker, WorkerConfig
@@ -21,7 +22,7 @@ from workers import Worker, WorkerConfig
 # Holds a worker's lock and publishes its record with a heartbeat ``age`` seconds old.
 HOLD = """
 import sys, time
-from jobq import worker_records
+from jobq.local import worker_records
 from jobq.local.workers import LivenessLock
 root, wid, age = sys.argv[1], sys.argv[2], float(sys.argv[3])
 lock = LivenessLock(root, wid)
@@ -39,7 +40,7 @@ def _hold(children, root, wid: str, age: float = 0.0):  # type: ignore[no-untype
     return proc
 
 
-def _by_id(queue) -> dict[str, worker_records.WorkerInfo]:  # type: ignore[no-untyped-def]
+def _by_id(queue) -> dict[str, worker_info.WorkerInfo]:  # type: ignore[no-untyped-def]
     return {w.id: w for w in queue.workers()}
 
 
@@ -50,7 +51,7 @@ def test_an_old_heartbeat_under_a_held_lock_is_stuck_not_dead(queue, qpath, chil
     found = _by_id(queue)
     assert found["fresh-1-aa"].state is WorkerState.LIVE
     assert found["stuck-2-bb"].state is WorkerState.STUCK and found["stuck-2-bb"].alive
-    assert found["stuck-2-bb"].children == (worker_records.ChildInfo(1, 2, None, None),)
+    assert found["stuck-2-bb"].children == (worker_info.ChildInfo(1, 2, None, None),)
     queue.enqueue("jobtasks:add", 1, 2)
     assert "workers: 2 alive (1 stuck)" in ok("status", "--dir", str(qpath))
     os.kill(stuck.pid, signal.SIGKILL)
@@ -172,7 +173,7 @@ def test_a_record_that_is_not_json_is_shown_by_its_id(queue):
 
 def test_worker_info_is_frozen():
     """What q.workers() returns cannot be changed by its reader."""
-    info = worker_records.WorkerInfo(id="a", state=WorkerState.LIVE)
+    info = worker_info.WorkerInfo(id="a", state=WorkerState.LIVE)
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.pid = 3  # type: ignore[misc]
 
@@ -186,11 +187,11 @@ def test_heartbeat_interval_must_be_positive(interval):
 
 def test_stuck_is_judged_from_the_interval_with_a_floor():
     """A heartbeat is old past five intervals, and never under MIN_STUCK seconds."""
-    assert not worker_records.stuck(100.0, 2.0, 100.0 + worker_records.MIN_STUCK)
-    assert worker_records.stuck(100.0, 2.0, 100.1 + worker_records.MIN_STUCK)
-    assert not worker_records.stuck(100.0, 60.0, 399.0)
-    assert worker_records.stuck(100.0, 60.0, 401.0)
-    assert not worker_records.stuck(None, 2.0, 1e12)
+    assert not worker_info.stuck(100.0, 2.0, 100.0 + worker_info.MIN_STUCK)
+    assert worker_info.stuck(100.0, 2.0, 100.1 + worker_info.MIN_STUCK)
+    assert not worker_info.stuck(100.0, 60.0, 399.0)
+    assert worker_info.stuck(100.0, 60.0, 401.0)
+    assert not worker_info.stuck(None, 2.0, 1e12)
 
 
 def test_a_live_worker_buried_by_mistake_shows_live_once_it_beats_again(queue):

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .. import __version__, _logging, config, permissions
+from .. import __version__, _logging, config
+from ..local import permissions
 from ..errors import JobqError
 from ..state import Status
 from . import commands, key_view, worker_view

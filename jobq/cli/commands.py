@@ -146,7 +146,7 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _group(q: Queue) -> str | None:
-    from ..permissions import group_name
+    from ..local.permissions import group_name
     return None if q.shared_group is None else group_name(q.shared_group)
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ..queue import Queue
-from ..worker_records import ChildInfo, WorkerInfo, WorkerState, worker_of
+from ..worker_info import ChildInfo, WorkerInfo, WorkerState, worker_of
 from . import render
 
 _SHOWN_IDS = 3  # job ids named in one cell; the rest are counted

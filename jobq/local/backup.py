@@ -35,13 +35,13 @@ import stat
 import tempfile
 from typing import TYPE_CHECKING
 
-from .. import durable, permissions, sqlite_dbm
+from . import durable, permissions, sqlite_dbm
 from .._logging import get_logger
-from ..directory import FORMAT_FILE, QueueDir
+from .directory import FORMAT_FILE, QueueDir
 from ..errors import InvalidArgument, StorageError
-from ..log import Position, segment_name
-from ..state_db import UNFINISHED_COUNTS
-from ..compaction import lock as compaction_lock, redo_interrupted
+from .log import Position, segment_name
+from .state_db import UNFINISHED_COUNTS
+from .compaction import lock as compaction_lock, redo_interrupted
 
 if TYPE_CHECKING:
     from .engine import LocalEngine

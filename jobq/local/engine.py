@@ -1,7 +1,7 @@
 """``LocalEngine``: the embedded engine, a queue in a directory (the default).
 
-An append-only log of job records (:mod:`jobq.log`) is the truth; the state store
-(:mod:`jobq.store`: shelve snapshots and the index, in SQLite) is a cache of it that catches up
+An append-only log of job records (:mod:`jobq.local.log`) is the truth; the state store
+(:mod:`jobq.local.store`: shelve snapshots and the index, in SQLite) is a cache of it that catches up
 from the log when it is read. This class is the only door to both: opening runs the recovery
 (the index checked against the log, an interrupted compaction finished, a lost index rebuilt),
 and every read catches the index up first, so a caller never needs to know that there is one.
@@ -15,15 +15,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from .. import compaction, damage, job_record
+from .. import job_record
+from . import compaction, damage
 from ..config import QueueConfig
-from .. import directory, keys
-from ..directory import FIXED_SETTINGS, open_dir
+from . import directory, keys
+from .directory import FIXED_SETTINGS, open_dir
 from ..engine import Change, Claim, Finished, Held
 from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
-from ..log import Log, Position
+from .log import Log, Position
 from ..state import JobState, Status
-from ..store import Store
+from .store import Store
 from . import purging
 from .upkeep import LocalUpkeep
 from .workers import LocalWorkers

@@ -2,7 +2,7 @@
 transactions, so a large purge never holds the write lock for long.
 
 It also counts the records it made dead (meta ``purged_since_compaction``), from which a worker
-tells when compacting is worth it (:func:`jobq.compaction.dead_bytes`); compaction then frees
+tells when compacting is worth it (:func:`jobq.local.compaction.dead_bytes`); compaction then frees
 their log records.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from ..compaction import PURGED_KEY
+from .compaction import PURGED_KEY
 from ..state import Status
-from ..state_db import move_counts
+from .state_db import move_counts
 
 if TYPE_CHECKING:
     from .engine import LocalEngine

@@ -1,7 +1,7 @@
 """Re-signing a queue with its current key, so that its old keys can be dropped.
 
 :func:`rekey` (``jobq rekey``) is a compaction that also rewrites every segment holding a live
-record an old key signed (:func:`jobq.compaction.compact` with ``resign=True``: the same copy,
+record an old key signed (:func:`jobq.local.compaction.compact` with ``resign=True``: the same copy,
 repoint and rename, so a crash at any point leaves every record readable with the old and the
 new keys), then re-signs the state snapshots an old key signed, a page per transaction (each
 snapshot is re-signed or not, never torn). Then it counts what an old key still signs (a process
@@ -21,12 +21,13 @@ import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from .. import compaction, job_record, keys, record
+from .. import job_record, record
+from . import compaction, keys
 from .._logging import get_logger
 from ..errors import CorruptRecord, InvalidArgument, OldKeyNeeded
-from ..index import seq_of
-from ..log import Entry, Log, Position
-from ..shelf import SIGNED_MAGIC
+from .index import seq_of
+from .log import Entry, Log, Position
+from .shelf import SIGNED_MAGIC
 
 if TYPE_CHECKING:
     from .engine import LocalEngine

@@ -1,12 +1,12 @@
 """The upkeep of a queue directory that a worker's supervisor does while its children run jobs:
-the SQLite WAL kept at its working size and checkpointed (see :mod:`jobq.wal`), and automatic
+the SQLite WAL kept at its working size and checkpointed (see :mod:`jobq.local.wal`), and automatic
 compaction once purges have left enough dead log bytes.
 
 The supervisor calls :meth:`LocalUpkeep.step` every ``reap_interval``. A compaction step is one bounded
 piece of work: a look at the count of records purged since the last compaction (one read); when
-it changed, an estimate of the dead bytes (:func:`jobq.compaction.dead_bytes`, at most every
+it changed, an estimate of the dead bytes (:func:`jobq.local.compaction.dead_bytes`, at most every
 ESTIMATE_EVERY seconds); during a
-compaction, one segment (:func:`jobq.compaction.compaction_steps`). So the supervisor is never
+compaction, one segment (:func:`jobq.local.compaction.compaction_steps`). So the supervisor is never
 away from its children for longer than one segment takes, and the children keep draining
 meanwhile: they wait only while a segment's seqs are repointed and its file renamed. Only one
 compaction runs at a time across processes; a worker that finds another one running tries again
@@ -21,7 +21,7 @@ from typing import Any
 
 from typing import TYPE_CHECKING
 
-from ..compaction import compaction_steps, dead_bytes, purged_since
+from .compaction import compaction_steps, dead_bytes, purged_since
 from ..errors import JobqError
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class LocalUpkeep:
         self._steps: Iterator[None] | None = None
         self._seen = 0  # the purged count last estimated: a new estimate only when it changes
         self._next_estimate = 0.0  # time.monotonic()
-        engine.store.presize_wal()  # while the children claim: see jobq.wal
+        engine.store.presize_wal()  # while the children claim: see jobq.local.wal
 
     @property
     def busy(self) -> bool:

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import damage, job_record
+from .. import job_record
+from . import damage
 from ..errors import CorruptRecord, JobqError
-from ..log import Damage, Entry, Log, Position, Sealed, Tail
+from .log import Damage, Entry, Log, Position, Sealed, Tail
 from ..state import JobState, Status
 from . import rekey
 

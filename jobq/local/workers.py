@@ -26,9 +26,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .. import durable, permissions, worker_records
+from . import durable, permissions, worker_records
 from .._logging import get_logger
-from ..worker_records import DIR, WorkerInfo, lock_path as _path
+from ..worker_info import WorkerInfo
+from .worker_records import DIR, lock_path as _path
 
 __all__ = ["LivenessLock", "LocalWorkers", "is_dead"]
 

@@ -98,7 +98,7 @@ class Jobq(System):
         with contextlib.suppress(Exception):  # internals may change; the fallback says so
             sync = SQLITE_SYNC[self.q.store.conn.execute("PRAGMA synchronous").fetchone()[0]]
         # jobq commits with NORMAL and fdatasyncs the WAL itself before each write returns
-        # (group commit, jobq.store): as durable as FULL once the call has returned.
+        # (group commit, jobq.local.store): as durable as FULL once the call has returned.
         return (f"fdatasync per enqueue call (fsync=True, the default); state in SQLite WAL,"
                 f" synchronous={sync}, then an fdatasync of the WAL before each state change"
                 f" returns (group commit)", f"fdatasync, synchronous={sync} + WAL fdatasync")

@@ -15,7 +15,7 @@ import pytest
 
 from jobq import Queue, job_record, pickling, record
 from jobq.errors import CorruptRecord, JobqError
-from jobq.log import Damage, Entry, Log, Position, Sealed, Tail
+from jobq.local.log import Damage, Entry, Log, Position, Sealed, Tail
 
 SEEDS = range(40)
 

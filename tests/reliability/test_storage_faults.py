@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from jobq import Queue, transitions
 from jobq.errors import CorruptStore, StaleClaim, StorageError
-from jobq.log import Damage, Entry, Position, Tail
+from jobq.local.log import Damage, Entry, Position, Tail
 from jobq.state import Status
 from jobq.testing import run_burst
 from jobq.local.workers import LivenessLock

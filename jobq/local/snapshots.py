@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .shelf import StateShelf
-from .state import JobState, status_of
+from ..state import JobState, status_of
 
 # The row columns a JobState is built from, in this order (see overlay()).
 ROW = ("job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at,"

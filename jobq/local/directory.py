@@ -3,14 +3,14 @@
 Layout::
 
     <queue>/jobq.json        on-disk format version and whether records are signed (written once)
-    <queue>/log/             append-only segment files (jobq.log) and append.lock
+    <queue>/log/             append-only segment files (jobq.local.log) and append.lock
     <queue>/state.sqlite3    job state snapshots (shelve), the index and the covered log offset
     <queue>/state.lock       serialises write transactions on state.sqlite3
     <queue>/quarantine/      damaged or torn log bytes, copied aside before they are skipped or cut
 
 The directory and everything in it are owner-only (0700 / 0600): pickle runs code, so who may write
 here may run code in every worker unless records are signed. Or its owner shares it with one group
-(:func:`share`; see :mod:`jobq.permissions`): 2770 / 0660, and ``jobq.json`` names the group.
+(:func:`share`; see :mod:`jobq.local.permissions`): 2770 / 0660, and ``jobq.json`` names the group.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ import os
 from dataclasses import dataclass, field
 
 from . import durable, keys, permissions
-from ._logging import get_logger
-from .errors import (ConfigError, IncompatibleFormat, NotAQueue, QueuePermissionError,
+from .._logging import get_logger
+from ..errors import (ConfigError, IncompatibleFormat, NotAQueue, QueuePermissionError,
                      StorageError, WrongSecretKey)
 
 log = get_logger(__name__)
 
-# 2: log segments may end in zero fill (jobq.log), which format 1 read as torn;
+# 2: log segments may end in zero fill (jobq.local.log), which format 1 read as torn;
 # 3: what a jobq that knows only format 2 must refuse: the queue is shared with a group
 #    ("shared_group"), where it would create owner-only files the group's other users cannot open;
-#    or old secret keys are pending ("old_key_checks", jobq.keys), whose records it would take for
+#    or old secret keys are pending ("old_key_checks", jobq.local.keys), whose records it would take for
 #    damage. Format 2 again only when neither holds (keys.with_keys).
 FORMAT = keys.PLAIN_FORMAT
 SHARED_FORMAT = keys.MARKED_FORMAT
@@ -74,7 +74,7 @@ FIXED_SETTINGS = ("segment_size", "max_record_size")
 def open_dir(path: str, secret_key: bytes | None, settings: dict[str, int],
              old_keys: tuple[bytes, ...] = ()) -> QueueDir:
     """Create the queue directory if needed, then check its format and keys (rotating to
-    ``secret_key`` if the queue's key is among ``old_keys``: see :mod:`jobq.keys`).
+    ``secret_key`` if the queue's key is among ``old_keys``: see :mod:`jobq.local.keys`).
 
     ``settings`` are recorded if the queue is new; the returned QueueDir says which values the
     queue was created with (a directory from before a setting was recorded lacks it).

@@ -16,7 +16,7 @@ open without the key retires it: that is the moment the operator says no process
 
 While an old key is listed the queue is marked format 3: an older jobq, which verifies with one key,
 would take every record an old key signed for damage and set its job aside, so it refuses the queue
-instead. Format 3 also marks a queue shared with a group (:mod:`jobq.permissions`), for the same
+instead. Format 3 also marks a queue shared with a group (:mod:`jobq.local.permissions`), for the same
 reason: retiring the last old key marks the queue format 2 again only if it is not shared.
 
 Trying keys, not a key id in the frame: the current key is tried first, so the records it signed
@@ -34,8 +34,8 @@ import os
 from typing import TYPE_CHECKING
 
 from . import durable, permissions
-from ._logging import get_logger
-from .errors import WrongSecretKey
+from .._logging import get_logger
+from ..errors import WrongSecretKey
 
 if TYPE_CHECKING:
     import filelock

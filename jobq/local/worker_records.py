@@ -1,8 +1,9 @@
-"""Who works on a queue: the record each worker publishes about itself, and reading them back.
+"""Who works on a queue directory: the record each worker publishes about itself, and reading
+them back (the records' fields: :mod:`jobq.worker_info`).
 
 Layout::
 
-    <queue>/workers/<id>.lock        flocked for the worker's whole life (workers.liveness): whether
+    <queue>/workers/<id>.lock        flocked for the worker's whole life (jobq.local.workers): whether
                                      a worker lives is decided by this lock, and only by it
     <queue>/workers/<id>.json        its record: host, pid, when it started, and a heartbeat with
                                      what each child runs, rewritten every few seconds
@@ -31,78 +32,22 @@ Record (JSON, ``format`` 1)::
 
 from __future__ import annotations
 
-import enum
 import fcntl
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import durable
-from .engine import worker_of
-from .errors import JobNotFound, StorageError
-
-if TYPE_CHECKING:
-    from .engine import Engine
+from ..engine import worker_of
+from ..errors import StorageError
+from ..worker_info import WorkerInfo, WorkerState, from_id, info_from_record, number, stuck
 
 DIR = "workers"
 DEAD_DIR = "dead"
 FORMAT = 1
 MAX_DEAD = 100  # dead workers remembered, newest first
 KEEP_DEAD = 86400.0  # seconds a dead worker is remembered
-MIN_STUCK = 10.0  # a heartbeat older than this (and than 5 intervals) marks a live worker stuck
-
-
-class WorkerState(str, enum.Enum):
-    """What became of a worker. ``str`` so it prints and compares as its value."""
-
-    LIVE = "live"  # holds its lock, heartbeat fresh
-    STUCK = "stuck"  # holds its lock, heartbeat old: its loop stopped turning
-    DEAD = "dead"  # its lock is free; its jobs are reclaimed when a live worker looks
-    REAPED = "reaped"  # found dead by a live worker, which reclaimed what it held
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def alive(self) -> bool:
-        return self in (WorkerState.LIVE, WorkerState.STUCK)
-
-
-@dataclass(frozen=True)
-class ChildInfo:
-    """One child process of a worker, as of its last heartbeat."""
-
-    n: int
-    pid: int | None
-    job_id: str | None  # None: idle
-    since: float | None  # wall clock the job started
-    task: str | None = None  # from the store, when the job is still there
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkerInfo:
-    """A worker as its record and its lock show it. Fields it never published are None."""
-
-    id: str
-    state: WorkerState
-    host: str | None = None
-    pid: int | None = None
-    started: float | None = None
-    heartbeat: float | None = None
-    heartbeat_interval: float | None = None
-    concurrency: int | None = None
-    queue: str | None = None
-    version: str | None = None
-    children: tuple[ChildInfo, ...] = ()
-    held: tuple[str, ...] = ()  # running jobs claimed by it (reaped: the ones it held then)
-    reaped_at: float | None = None
-    reaped_by: str | None = None
-
-    @property
-    def alive(self) -> bool:
-        return self.state.alive
 
 
 def lock_path(root: str, worker_id: str) -> str:
@@ -111,13 +56,6 @@ def lock_path(root: str, worker_id: str) -> str:
 
 def record_path(root: str, worker_id: str) -> str:
     return os.path.join(root, DIR, f"{worker_id}.json")
-
-
-def stuck(heartbeat: float | None, interval: float | None, now: float) -> bool:
-    """Is a heartbeat too old for a worker that beats every ``interval`` seconds?"""
-    if heartbeat is None:
-        return False  # nothing to judge by: the lock says alive
-    return now - heartbeat > max(MIN_STUCK, 5 * (interval or 0.0))
 
 
 # -- the worker's side --------------------------------------------------------------------------
@@ -219,11 +157,11 @@ def _read(root: str, now: float, owners: Iterable[str]) -> list[WorkerInfo]:
         worker_id = name[:-len(".json")]
         record = _load(os.path.join(workers_dir, name))
         if record is not None or os.path.exists(lock_path(root, worker_id)):
-            found[worker_id] = _info(worker_id, record or {}, _state(root, worker_id, record, now))
+            found[worker_id] = info_from_record(worker_id, record or {}, _state(root, worker_id, record, now))
     for owner in owners:
         worker_id = worker_of(owner)
         if worker_id not in found:
-            found[worker_id] = _info(worker_id, _from_id(worker_id),
+            found[worker_id] = info_from_record(worker_id, from_id(worker_id),
                                      _state(root, worker_id, None, now))
     # Read after workers/: a record buried meanwhile shows here, not nowhere.
     dead_dir = os.path.join(workers_dir, DEAD_DIR)
@@ -234,71 +172,18 @@ def _read(root: str, now: float, owners: Iterable[str]) -> list[WorkerInfo]:
         if record is None or (worker_id in found and found[worker_id].alive):
             continue  # a live worker taken for dead (its lock file removed by hand) came back
         found.pop(worker_id, None)
-        buried.append(_info(worker_id, record, WorkerState.REAPED))
+        buried.append(info_from_record(worker_id, record, WorkerState.REAPED))
     current = sorted(found.values(), key=lambda w: (not w.alive, w.started or 0.0, w.id))
     return current + sorted(buried, key=lambda w: -(w.reaped_at or 0.0))
-
-
-def collect(engine: Engine, now: float) -> list[WorkerInfo]:
-    """The engine's worker records (:meth:`Workers.read`), with the jobs each worker holds and
-    the task each child runs."""
-    held: dict[str, list[str]] = {}
-    for claim in engine.held():
-        if claim.owner:
-            held.setdefault(worker_of(claim.owner), []).append(claim.job_id)
-    found = []
-    for info in engine.workers.read(now, owners=held):
-        if info.state is not WorkerState.REAPED:
-            info = replace(info, held=tuple(sorted(held.get(info.id, ()))),
-                           children=tuple(_with_task(c, engine) for c in info.children))
-        found.append(info)
-    return found
-
-
-def _with_task(child: ChildInfo, engine: Engine) -> ChildInfo:
-    if child.job_id is None:
-        return child
-    try:
-        return replace(child, task=engine.row(child.job_id)["task"])
-    except JobNotFound:  # purged since
-        return child
 
 
 def _state(root: str, worker_id: str, record: dict[str, Any] | None, now: float) -> WorkerState:
     if not holds_lock(root, worker_id):
         return WorkerState.DEAD
     record = record or {}
-    if stuck(_number(record.get("heartbeat")), _number(record.get("heartbeat_interval")), now):
+    if stuck(number(record.get("heartbeat")), number(record.get("heartbeat_interval")), now):
         return WorkerState.STUCK
     return WorkerState.LIVE
-
-
-def _info(worker_id: str, record: dict[str, Any], state: WorkerState) -> WorkerInfo:
-    """A WorkerInfo from a record, taking only fields of the right type (a record is input)."""
-    children = []
-    for child in record.get("children") or ():
-        if isinstance(child, dict) and isinstance(child.get("n"), int):
-            job_id = child.get("job_id")
-            children.append(ChildInfo(child["n"], _int(child.get("pid")),
-                                      job_id if isinstance(job_id, str) else None,
-                                      _number(child.get("since"))))
-    jobs = record.get("jobs")
-    return WorkerInfo(
-        id=worker_id, state=state, host=_str(record.get("host")), pid=_int(record.get("pid")),
-        started=_number(record.get("started")), heartbeat=_number(record.get("heartbeat")),
-        heartbeat_interval=_number(record.get("heartbeat_interval")),
-        concurrency=_int(record.get("concurrency")), queue=_str(record.get("queue")),
-        version=_str(record.get("version")), children=tuple(children),
-        held=tuple(j for j in jobs if isinstance(j, str)) if isinstance(jobs, list) else (),
-        reaped_at=_number(record.get("reaped_at")), reaped_by=_str(record.get("reaped_by")))
-
-
-def _from_id(worker_id: str) -> dict[str, Any]:
-    """Host and pid from a worker id (``<host>-<pid>-<random>``), for a worker without a record."""
-    parts = worker_id.rsplit("-", 2)
-    if len(parts) == 3 and parts[1].isdigit():
-        return {"host": parts[0], "pid": int(parts[1])}
-    return {}
 
 
 def _names(directory: str) -> list[str]:
@@ -324,16 +209,3 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
-        else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None

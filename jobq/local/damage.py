@@ -5,7 +5,7 @@ retrying its job would only spend the attempts and wait out the backoff, and onc
 finished a compaction would drop the bytes. So whoever finds such a record behind a job (a worker
 loading the payload, ``jobq show``) copies the damaged range aside to the quarantine directory and
 records it in the quarantine table, as indexing does with the damage it meets
-(:func:`jobq.index.quarantine`); finding it again copies nothing. A worker then ends the job dead
+(:func:`jobq.local.index.quarantine`); finding it again copies nothing. A worker then ends the job dead
 at once, its reason from :func:`reason` (:func:`jobq.transitions.damaged`).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from . import index
-from .errors import CorruptRecord, DamagedRecord, StorageError
+from ..errors import CorruptRecord, DamagedRecord, StorageError
 from .log import Damage, Entry, Log, Position, Tail
 from .store import Store
 

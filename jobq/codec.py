@@ -1,37 +1,35 @@
-"""``shelve.Shelf`` over :mod:`jobq.sqlite_dbm`, loading through jobq's unpickler and signer.
+"""How a job's state snapshot is stored, whatever the engine: a pickle, signed with the queue's
+secret key when it has one (HMAC-SHA256 over the job id and the pickle), and verified before a
+byte of it is unpickled. Old keys verify only (see :mod:`jobq.local.keys`).
 
-``shelve.Shelf`` unpickles with a bare ``pickle.Unpickler``; the state store must instead apply the
-queue's module remap and allow-list, and verify a snapshot's signature before unpickling it. Without
-a secret key a value is a plain pickle, so the file stays readable by a stock ``shelve`` on
-Python 3.13 (``shelve.Shelf(dbm.sqlite3.open(path))``).
+Unsigned, a value is a plain pickle, so a queue directory's state file stays readable by a stock
+``shelve`` on Python 3.13.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import shelve
 import struct
 from typing import Any
 
 from . import pickling
 from .errors import CorruptRecord
-from .sqlite_dbm import SqliteDbm
 
 SIGNED_MAGIC = b"JQS1"
 _MAC_SIZE = hashlib.sha256().digest_size
 _MARKER = pickling.dumps(None)
 
 
-class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
-    """A shelf whose values are pickled by :mod:`jobq.pickling`, signed when a key is given."""
+class SnapshotCodec:
+    """Job state snapshots as stored bytes: pickled by :mod:`jobq.pickling`, signed when a key
+    is given, and verified before a byte is unpickled."""
 
-    def __init__(self, mapping: SqliteDbm, *, rules: pickling.PickleRules = pickling.DEFAULT_RULES,
+    def __init__(self, *, rules: pickling.PickleRules = pickling.DEFAULT_RULES,
                  secret_key: bytes | None = None, old_keys: tuple[bytes, ...] = ()) -> None:
-        super().__init__(mapping, protocol=pickling.PROTOCOL, writeback=False, keyencoding="utf-8")
         self._rules = rules
         self._key = secret_key
-        self._old_keys = old_keys  # verify only, after the current key fails (jobq.keys)
+        self._old_keys = old_keys  # verify only, after the current key fails (jobq.local.keys)
 
     def encode(self, key: str, value: Any) -> bytes:
         data = pickling.dumps(value)
@@ -40,7 +38,7 @@ class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
         return SIGNED_MAGIC + self._mac(key, data) + data
 
     def encode_marker(self, key: str) -> bytes:
-        """``encode(key, None)``: the marker of a job just indexed (see :mod:`jobq.snapshots`).
+        """``encode(key, None)``: the marker of a job just indexed (see :mod:`jobq.local.snapshots`).
 
         Unsigned it is the same bytes for every job, pickled once instead of once per job.
         """
@@ -54,7 +52,7 @@ class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
                                     " signatures", job_id=key)
             mac, data = raw[4:4 + _MAC_SIZE], raw[4 + _MAC_SIZE:]
             if not hmac.compare_digest(mac, self._mac(key, data)) \
-                    and self.signer(key, raw) is None:  # an old key's (jobq.keys), or forged
+                    and self.signer(key, raw) is None:  # an old key's (jobq.local.keys), or forged
                 raise CorruptRecord(f"state snapshot {key!r} failed its signature check", job_id=key)
         elif raw[:4] == SIGNED_MAGIC:
             raise CorruptRecord(f"state snapshot {key!r} is signed, but the queue was opened"
@@ -87,12 +85,3 @@ class StateShelf(shelve.Shelf):  # type: ignore[type-arg]
         h.update(name)
         h.update(data)
         return h.digest()
-
-    def __getitem__(self, key: str) -> Any:
-        return self.decode(key, self.dict[key.encode(self.keyencoding)])
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.dict[key.encode(self.keyencoding)] = self.encode(key, value)
-
-    def raw(self, key: str) -> bytes:
-        return self.dict[key.encode(self.keyencoding)]

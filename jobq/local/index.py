@@ -3,7 +3,7 @@
 Enqueue only appends to the log. Whoever reads the queue next calls :meth:`Store.catch_up`, which
 runs :func:`index_batch` in a write transaction: it reads the log from the covered position, adds
 each new job to ``jobs`` and to ``ready`` or ``scheduled`` (a few statements per batch, not per
-job), gives it its snapshot marker (:mod:`jobq.snapshots`), copies damaged ranges aside, and moves the covered position forward in the same transaction. Nothing
+job), gives it its snapshot marker (:mod:`jobq.local.snapshots`), copies damaged ranges aside, and moves the covered position forward in the same transaction. Nothing
 here unpickles: the fields the index needs are read from the record's clear header
 (:mod:`jobq.job_record`).
 """
@@ -15,12 +15,13 @@ import sqlite3
 from collections.abc import Callable
 
 
-from . import job_record, snapshots
-from .errors import CorruptRecord, StorageError
+from . import snapshots
+from .. import job_record
+from ..errors import CorruptRecord, StorageError
 from .log import Damage, Entry, Log, Position, Sealed
 from .shelf import StateShelf
-from .state import Status
-from ._logging import get_logger
+from ..state import Status
+from .._logging import get_logger
 
 log = get_logger(__name__)
 

@@ -7,7 +7,7 @@ can read the other's file), with two differences the queue needs: it can live on
 other tables share, so a snapshot and the index rows that go with it commit in one transaction; and
 its connections commit with ``synchronous=FULL``, so a write that returned survives a power cut.
 (The state store switches its own connection to ``NORMAL`` and syncs the WAL itself after each
-write transaction, outside the write lock: see :mod:`jobq.state_db`.)
+write transaction, outside the write lock: see :mod:`jobq.local.state_db`.)
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import os
 import pwd
 import stat
 
-from .errors import QueuePermissionError
+from ..errors import QueuePermissionError
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700

@@ -15,13 +15,14 @@ import sqlite3
 import time
 
 
-from . import index, job_record, transitions
-from .errors import CorruptRecord, JobqError, StorageError
+from . import index
+from .. import job_record, transitions
+from ..errors import CorruptRecord, JobqError, StorageError
 from .log import Damage, Entry, Log, Position, Sealed
 from .shelf import StateShelf
-from .state import WAITING, JobState, Status
+from ..state import WAITING, JobState, Status
 from .state_db import recount
-from ._logging import get_logger
+from .._logging import get_logger
 
 log = get_logger(__name__)
 

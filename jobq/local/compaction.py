@@ -23,7 +23,7 @@ next compaction; a crash after (b) leaves the marker, and whoever next holds the
 open, a compaction, a locked read) redoes the rename if the copy is still there
 (:func:`redo_interrupted`), then clears the marker.
 
-A record an old key signed (:mod:`jobq.keys`) is copied signed with the current key instead, as
+A record an old key signed (:mod:`jobq.local.keys`) is copied signed with the current key instead, as
 long as before, so every rewrite also re-signs; :func:`compact` with ``resign=True`` (``jobq rekey``)
 rewrites every segment holding such a record, dead bytes or not.
 
@@ -47,13 +47,13 @@ from typing import TYPE_CHECKING
 from . import durable, permissions
 from .index import seq_of
 from .log import Damage, Entry, Log, Position, Sealed, Tail
-from .state import WAITING, Status
-from ._logging import get_logger
+from ..state import WAITING, Status
+from .._logging import get_logger
 
 if TYPE_CHECKING:
     import filelock  # imported where used: only compaction needs it, not every start-up
 
-    from .local.engine import LocalEngine
+    from ..local.engine import LocalEngine
 
 __all__ = ["CompactReport", "compact", "compaction_steps", "dead_bytes",
            "finish_interrupted", "lock", "purged_since", "redo_interrupted",

@@ -46,10 +46,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
-from . import durable, permissions, record
+from . import durable, permissions
+from .. import record
 from ._flock import ProcessLock, fork_generation
-from .errors import CorruptRecord, DamagedRecord, StorageError
-from ._logging import get_logger
+from ..errors import CorruptRecord, DamagedRecord, StorageError
+from .._logging import get_logger
 
 log = get_logger(__name__)
 
@@ -142,7 +143,7 @@ class Log:
     def __init__(self, directory: str, *, key: bytes | None, max_body: int, segment_size: int,
                  fsync: bool = True, quarantine_dir: str, old_keys: tuple[bytes, ...] = (),
                  any_signer: bool = False) -> None:
-        """``key`` signs and verifies; ``old_keys`` only verify (see :mod:`jobq.keys`); with
+        """``key`` signs and verifies; ``old_keys`` only verify (see :mod:`jobq.local.keys`); with
         ``any_signer`` a record no key signed is read, as ``record.UNKNOWN_SIGNER``, not damage."""
         self.directory = directory
         self.quarantine_dir = quarantine_dir

@@ -1,6 +1,6 @@
 """The state database: one SQLite file in WAL mode, its connection and its write transactions.
 
-What its tables hold, and how the index and the snapshots use them, is :mod:`jobq.store`'s.
+What its tables hold, and how the index and the snapshots use them, is :mod:`jobq.local.store`'s.
 
 Write transactions take a blocking ``flock`` first, then ``BEGIN IMMEDIATE``: SQLite's own busy
 handler sleeps in growing steps and was measured to starve one of two workers; the OS lock queues
@@ -29,13 +29,13 @@ from contextlib import contextmanager
 
 from . import durable, permissions, wal
 from ._flock import ProcessLock
-from ._logging import get_logger
+from .._logging import get_logger
 from .directory import QueueDir
-from .errors import CorruptStore, StorageError
+from ..errors import CorruptStore, StorageError
 from .log import Log, Position
-from .pickling import PickleRules
+from ..pickling import PickleRules
 from .shelf import StateShelf
-from .state import FINISHED, Status
+from ..state import FINISHED, Status
 from .sqlite_dbm import TABLE_SQL, SqliteDbm, connect
 
 log = get_logger(__name__)

@@ -3,22 +3,22 @@
 Both live in one SQLite file in WAL mode, so a snapshot and the index rows that go with it commit
 in one transaction. Tables::
 
-    Dict        shelve's mapping (jobq.sqlite_dbm): job id -> pickled JobState (or a marker)
+    Dict        shelve's mapping (jobq.local.sqlite_dbm): job id -> pickled JobState (or a marker)
     jobs        one row per job: status, priority, arrival order (seq), run_at, attempts, the claim
                 token, and where its payload lies in the log; its scalars win over the snapshot's
-                (see jobq.snapshots: a claim writes only this row)
+                (see jobq.local.snapshots: a claim writes only this row)
     ready       (-priority, seq) of jobs that may run now: the next job is its first row
     scheduled   (run_at, seq) of jobs waiting for a time; moved to ready when due
     quarantine  damaged log ranges that were copied aside and skipped
-    job_counts  finished jobs per status, moved with every change of status (jobq.state_db)
+    job_counts  finished jobs per status, moved with every change of status (jobq.local.state_db)
     meta        the log position the index covers
 
 The log is the truth and the index a cache of it: enqueue never touches this file; the index
 catches up from the covered position when it is next read (:meth:`Store.catch_up`, with the work
-in :mod:`jobq.index`). Finding the next job is an index seek, whatever the number of queued or
+in :mod:`jobq.local.index`). Finding the next job is an index seek, whatever the number of queued or
 delayed jobs.
 
-Write transactions, and how they are made durable (group commit), are :mod:`jobq.state_db`'s.
+Write transactions, and how they are made durable (group commit), are :mod:`jobq.local.state_db`'s.
 """
 
 from __future__ import annotations
@@ -35,16 +35,17 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 
-from . import compaction, index, rebuild, record, snapshots, transitions, wal
+from . import compaction, index, rebuild, snapshots, wal
+from .. import record, transitions
 from .directory import QueueDir
-from .engine import Change, Claim
-from .errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
+from ..engine import Change, Claim
+from ..errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from .log import Log, Position
-from .pickling import PickleRules
+from ..pickling import PickleRules
 from .shelf import StateShelf
-from .state import WAITING, JobState, Status
+from ..state import WAITING, JobState, Status
 from .state_db import UNFINISHED_COUNTS, StateDB, move_counts
-from ._logging import get_logger
+from .._logging import get_logger
 
 log = get_logger(__name__)
 
@@ -186,7 +187,7 @@ class Store:
         return Status(row[0])
 
     def get(self, job_id: str) -> JobState:
-        """The job's state: its row over its snapshot (see :mod:`jobq.snapshots`)."""
+        """The job's state: its row over its snapshot (see :mod:`jobq.local.snapshots`)."""
         with self._db.reading():
             return self._load(self.conn, job_id)
 
@@ -580,7 +581,7 @@ class Store:
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def presize_wal(self) -> int:
-        """Give the WAL its working size now (see :mod:`jobq.wal`); return the bytes added.
+        """Give the WAL its working size now (see :mod:`jobq.local.wal`); return the bytes added.
 
         A worker's supervisor calls it while its children run jobs: every commit after it
         (a checkpoint, a batch of claims and completions) overwrites instead of appending. It only
