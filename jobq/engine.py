@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from .pickling import PickleRules
 from .state import JobState, Status
 
 if TYPE_CHECKING:
@@ -62,6 +63,18 @@ def _running_claim(job_id: str, token: int, task: str, attempts: int, progress: 
     state = JobState(job_id=job_id, task=task, status=Status.RUNNING, attempts=attempts,
                      progress=progress, checkpoint=checkpoint)
     return Claim(job_id, token, state, ref)
+
+
+class Settings(Protocol):
+    """What an engine opens a queue with (``jobq.config.QueueConfig`` is one)."""
+
+    path: str
+    fsync: bool
+    secret_key: bytes | None
+    old_secret_keys: tuple[bytes, ...]
+    rules: PickleRules
+    segment_size: int
+    max_record_size: int
 
 
 class Held(NamedTuple):

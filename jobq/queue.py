@@ -61,7 +61,7 @@ class Queue:
         except PermissionError as exc:  # one the checks on open could not foresee (a race)
             if isinstance(exc, JobqError):
                 raise
-            raise permissions.denied(exc.filename or cfg.path, cfg.path) from exc
+            raise denied(exc, cfg.path) from exc
         self.config = cfg = self.engine.config  # with the settings the queue was created with
         self.created = self.engine.created  # this Queue made the queue: a new, empty one
         self.shared_group = self.engine.shared_group  # the group it is shared with, if it is
@@ -82,6 +82,11 @@ class Queue:
         fresh = Queue.__new__(Queue)
         fresh._open(self.config, self._clock, catch_up=catch_up)
         return fresh
+
+    @property
+    def shared_group_name(self) -> str | None:
+        """The name of the group the queue is shared with, if it is."""
+        return None if self.shared_group is None else permissions.group_name(self.shared_group)
 
     @staticmethod
     def exists(location: str) -> bool:
@@ -382,6 +387,12 @@ def _parse_status(status: Status | str | None) -> Status | None:
     except ValueError:
         choices = ", ".join(s.value for s in Status)
         raise InvalidArgument(f"unknown status {status!r}; choose one of {choices}") from None
+
+
+def denied(exc: PermissionError, location: str) -> JobqError:
+    """A QueuePermissionError for ``exc``, met on a file of the queue at ``location``: which
+    file, who owns it, and the way out."""
+    return permissions.denied(exc.filename or location, location)
 
 
 def last_line(text: str | None) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import __version__, _logging, config
-from ..local import permissions
+from ..queue import denied
 from ..errors import JobqError
 from ..state import Status
 from . import commands, key_view, worker_view
@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jobq: error: {exc}", file=sys.stderr)
         return commands.VERIFY_CANNOT_RUN if args.command == "verify" else 1
     except PermissionError as exc:  # one jobq did not foresee: still the file, owner and remedy
-        print(f"jobq: error: {permissions.denied(exc.filename or '.', _root(args))}",
+        print(f"jobq: error: {denied(exc, _root(args))}",
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:

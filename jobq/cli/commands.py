@@ -146,8 +146,7 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _group(q: Queue) -> str | None:
-    from ..local.permissions import group_name
-    return None if q.shared_group is None else group_name(q.shared_group)
+    return q.shared_group_name
 
 
 def _waiting_note(name: str, waiting: dict[tuple[Status, bool], float], now: float) -> str:

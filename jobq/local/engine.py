@@ -17,10 +17,9 @@ from typing import Any
 
 from .. import job_record
 from . import compaction, damage
-from ..config import QueueConfig
 from . import directory, keys
 from .directory import FIXED_SETTINGS, open_dir
-from ..engine import Change, Claim, Finished, Held
+from ..engine import Change, Claim, Finished, Held, Settings
 from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
 from .log import Log, Position
 from ..state import JobState, Status
@@ -33,7 +32,7 @@ from .workers import LocalWorkers
 class LocalEngine:
     """One queue directory, opened by one process (see :meth:`reopen` after a fork)."""
 
-    def __init__(self, cfg: QueueConfig, clock: Callable[[], float] = time.time, *,
+    def __init__(self, cfg: Settings, clock: Callable[[], float] = time.time, *,
                  given: Mapping[str, object] = MappingProxyType({}),
                  catch_up: bool = True) -> None:
         qdir = open_dir(cfg.path, cfg.secret_key, {k: getattr(cfg, k) for k in FIXED_SETTINGS},
