@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -69,6 +70,25 @@ def qpath(tmp_path: Path) -> Path:
 def queue(qpath: Path) -> Iterator[Queue]:
     with Queue(qpath) as q:
         yield q
+
+
+ENGINES = ["local"]  # "postgres" joins once its engine is built (issue 16, part 2)
+
+
+@pytest.fixture(params=ENGINES)
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh queue lives, once per engine (the contract suite, tests/contract/): a
+    directory for the embedded engine, a named queue in the session's PostgreSQL database."""
+    if request.param == "local":
+        return str(tmp_path / "queue")
+    dsn = request.getfixturevalue("pg_dsn")
+    return f"{dsn}{'&' if '?' in dsn else '?'}queue=t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def q(location: str) -> Iterator[Queue]:
+    with Queue(location) as queue:
+        yield queue
 
 
 @pytest.fixture(autouse=True)
