@@ -20,7 +20,7 @@ from . import job_record, signatures, tasks, transitions
 from .context import JobContext, current_set
 from .engine import Claim, Engine
 from .errors import (DamagedRecord, JobqError, NotPicklable, PermanentFailure,
-                     Released, SignatureMismatch, StorageError, TaskNotFound)
+                     Released, SignatureMismatch, StorageError, TaskNotFound, WrongSecretKey)
 from .pickling import PickleRules
 from .state import JobState, Status
 from ._logging import get_logger
@@ -99,6 +99,8 @@ def unloadable(engine: Engine, claim: Claim, exc: JobqError) -> Outcome:
     if isinstance(exc, DamagedRecord):
         try:
             saved_to = engine.set_aside(claim.job_id, claim.ref, exc)
+        except WrongSecretKey:
+            raise  # no damage: this process lacks the queue's current key, and must stop
         except StorageError as err:  # a full disk: fail the attempt, copy at the next one
             return failure(f"cannot load job: {exc}; copying the record aside failed: {err}")
         log.warning("job.record_damaged", job_id=claim.job_id, path=exc.path, offset=exc.offset,

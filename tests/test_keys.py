@@ -17,6 +17,7 @@ from jobq import Queue, record, transitions
 from jobq.local import keys
 from jobq.config import build
 from jobq.errors import ConfigError, InvalidArgument, OldKeyNeeded, WrongSecretKey
+from jobq.execution import run_claim
 from jobq.local.rekey import key_use
 from jobq.maintenance import rekey
 from jobq.testing import run_burst
@@ -355,3 +356,38 @@ def test_rekey_also_drops_what_an_old_key_signed_for_purged_jobs(qpath):
         assert report.ok and report.damaged_ranges == 0
         run_burst(q)
         assert q.result(kept) == 4
+
+
+def test_a_process_that_missed_the_rotation_refuses_new_records_instead_of_setting_them_aside(
+        qpath):
+    """A process started before the rotation with the old key alone (step 1 of the procedure
+    skipped) meets records signed with the new key. It must not take them for damage and
+    quarantine them: the jobs would be lost to every process. It stops with WrongSecretKey,
+    and the jobs run once every process has the new key."""
+    with Queue(qpath, secret_key=A) as q:
+        before = q.enqueue(ADD, 1, 1)
+    stale = Queue(qpath, secret_key=A)  # opened before the rotation, never told of it
+    try:
+        with Queue(qpath, secret_key=B, old_secret_keys=[A]) as rotated:
+            after = [rotated.enqueue(ADD, i, 10) for i in range(3)]
+        with pytest.raises(WrongSecretKey, match="changed|rotated"):
+            stale.counts()
+        with pytest.raises(WrongSecretKey):
+            run_burst(stale)
+        with Queue(qpath, secret_key=B, old_secret_keys=[A]) as rotated:
+            rotated.counts()  # indexed by a process with the key: the stale one may claim them
+        _, [claim] = stale.engine.settle([], "stale", 1, prefetch=0)
+        assert claim.job_id == before
+        run_claim(stale.engine, claim, stale.config.rules)  # signed with A: it runs
+        _, [claim] = stale.engine.settle([], "stale", 1)
+        with pytest.raises(WrongSecretKey):  # signed with B: no damage, and not charged
+            run_claim(stale.engine, claim, stale.config.rules)
+        stale.engine.settle([(claim.job_id, claim.token,
+                              lambda s, now, _: transitions.released(s, now))], "stale", 0)
+        assert not (qpath / "quarantine").exists() or not any((qpath / "quarantine").iterdir())
+    finally:
+        stale.close()
+    with Queue(qpath, secret_key=B, old_secret_keys=[A]) as q:
+        assert run_burst(q) == 3
+        assert [q.result(j) for j in [before, *after]] == [2, 10, 11, 12]
+        assert q.engine.damage() == []

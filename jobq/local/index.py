@@ -15,8 +15,9 @@ import sqlite3
 from collections.abc import Callable
 
 
-from . import snapshots
+from . import keys, snapshots
 from .. import job_record
+from ..record import SIGNATURE_MISMATCH
 from ..errors import CorruptRecord, StorageError
 from .log import Damage, Entry, Log, Position, Sealed
 from .shelf import StateShelf
@@ -88,6 +89,7 @@ def index_batch(conn: sqlite3.Connection, shelf: StateShelf, log_: Log,
         elif isinstance(item, Sealed):
             pos = item.next
         else:
+            _check_key(log_, item.reason)  # a whole record, not a torn one: see quarantine
             tail = item.pos
             break
         if len(found) >= limit:
@@ -146,7 +148,16 @@ def add_waiting(conn: sqlite3.Connection, job_id: str, priority: int, seq: int, 
                      (-priority, seq, job_id))
 
 
+def _check_key(log_: Log, reason: str) -> None:
+    """A record whose signature fails may be no damage, but signed with a key this process
+    was not given (the queue's key was rotated since it started): WrongSecretKey then, before
+    anything is set aside or cut (see jobq.local.keys.still_current)."""
+    if SIGNATURE_MISMATCH in reason:
+        keys.still_current(os.path.dirname(log_.directory), log_.key)
+
+
 def quarantine(conn: sqlite3.Connection, log_: Log, damage: Damage, now: float) -> None:
+    _check_key(log_, damage.reason)
     data = log_.read_range(damage.pos.segment, damage.pos.offset, damage.end)
     saved = log_.save_aside(damage.pos, data, "bad")
     conn.execute("INSERT OR IGNORE INTO quarantine VALUES (?, ?, ?, ?, ?, ?)",

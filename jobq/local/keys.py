@@ -99,6 +99,26 @@ def check(root: str, info: dict[str, object], key: bytes, old_keys: tuple[bytes,
     return tuple(c for c in pending(info) if c not in given and c != current)
 
 
+def still_current(root: str, key: bytes | None) -> None:
+    """Before a record whose signature none of our keys matches is set aside as damage: if the
+    queue's key was changed since this process opened the queue, the record is most likely
+    signed with the new key, which this process was not given. Setting it aside would lose its
+    job to every process, so refuse with WrongSecretKey instead (nothing is changed)."""
+    if key is None:
+        return
+    try:
+        current = read(root).get("key_check")
+    except (OSError, ValueError):
+        return  # the format file cannot tell: the damage is judged as before
+    if current != key_check(key):
+        raise WrongSecretKey(
+            f"{root}: a record is signed with a key this process was not given: the queue's"
+            f" secret key was changed (rotated) after this process opened it. Restart it with"
+            f" the queue's current key in $JOBQ_SECRET_KEY (secret_key), and its key in"
+            f" $JOBQ_OLD_SECRET_KEYS (old_secret_keys) until `jobq rekey` has re-signed what"
+            f" it signed", path=root)
+
+
 def _rotate(root: str, current: str | None, given: set[str | None]) -> dict[str, object]:
     """Make ``current`` the queue's key, listing the key it replaces as pending; return the
     format file as it now is. Read again under the lock: another process may have rotated."""

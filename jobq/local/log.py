@@ -194,6 +194,11 @@ class Log:
             pass
         return any(s > pos.segment for s in self.segments())
 
+    @property
+    def key(self) -> bytes | None:
+        """The key that signs new records (and verifies first)."""
+        return self._key
+
     # -- appending ---------------------------------------------------------------------------
 
     def encode(self, kind: int, body: bytes) -> bytes:
