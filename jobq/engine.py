@@ -148,6 +148,8 @@ class Engine(Protocol):
 
     location: str  # a directory, or a server's URL: for messages
     created: bool  # this engine made the queue when it opened it: it is new and empty
+    config: Settings  # the settings, as the queue was created with those it keeps for life
+    shared_group: int | None  # the group a queue shared between users is shared with
 
     # -- lifecycle ----------------------------------------------------------------------------
     def reopen(self, *, catch_up: bool = True) -> Engine:
@@ -214,3 +216,22 @@ class Engine(Protocol):
     def purge(self, statuses: frozenset[Status], updated_before: float) -> int: ...
     def damage(self) -> list[dict[str, Any]]:
         """Ranges of stored records found damaged and set aside (none where it cannot happen)."""
+
+    def compact(self) -> Any:
+        """Free the space purged jobs left, for good; a report of what was done."""
+
+    def verify(self) -> Any:
+        """Read every stored record and state: a report of what cannot be read (jobq verify)."""
+
+    def backup(self, dest: str) -> Any:
+        """A consistent copy at ``dest``, taken while the queue is in use; InvalidArgument
+        where the engine's own tools make backups."""
+
+    def old_keys_pending(self) -> int:
+        """How many old secret keys may still have signed something stored."""
+
+    def rekey(self) -> Any:
+        """Re-sign with the current key what old keys signed (jobq rekey)."""
+
+    def share(self, group: str | int) -> str:
+        """Share the queue with a group of users; return its location, to open it again."""

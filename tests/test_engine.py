@@ -1,0 +1,46 @@
+"""The seam itself: every engine has every method of ``jobq.engine.Engine``, with the same
+parameters, so that nothing above the seam needs to know which engine it talks to."""
+
+from __future__ import annotations
+
+import inspect
+
+from jobq import engine as seam
+from jobq import Queue
+
+
+def _members(cls: type) -> dict[str, object]:
+    return {name: member for name, member in vars(cls).items() if not name.startswith("_")}
+
+
+def test_an_engine_has_every_method_and_attribute_of_the_protocol(q: Queue):
+    """Run once per engine (the ``q`` fixture): the same names and parameters as the seam."""
+    engine = q.engine
+    name_of = type(engine).__name__
+    for name, member in _members(seam.Engine).items():
+        assert hasattr(engine, name), f"{name_of} has no {name}"
+        if inspect.isfunction(member):
+            want = [(p.name, p.kind) for p in inspect.signature(member).parameters.values()]
+            have = [(p.name, p.kind)
+                    for p in inspect.signature(getattr(type(engine), name)).parameters.values()]
+            assert have[:len(want)] == want, f"{name_of}.{name}{have} is not {want}"
+    for name in inspect.get_annotations(seam.Engine):
+        assert hasattr(engine, name), f"{name_of} has no attribute {name}"
+
+
+def test_a_claim_pickles_small_and_whole():
+    import pickle
+
+    from jobq.state import JobState, Status
+    state = JobState(job_id="j", task="m:f", status=Status.RUNNING, attempts=2, progress=0.5,
+                     checkpoint={"row": 7})
+    claim = seam.Claim("j", 3, state, ref=("anything", 1))
+    copy = pickle.loads(pickle.dumps(claim))
+    assert (copy.job_id, copy.token, copy.ref, copy.state.checkpoint, copy.state.attempts) == \
+        ("j", 3, ("anything", 1), {"row": 7}, 2)
+
+
+def test_owners_name_the_worker_and_its_child():
+    assert seam.owner_of("host-1-ab", 0) == "host-1-ab"
+    assert seam.owner_of("host-1-ab", 3) == "host-1-ab/3"
+    assert seam.worker_of("host-1-ab/3") == seam.worker_of("host-1-ab") == "host-1-ab"
