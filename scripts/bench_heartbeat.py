@@ -32,7 +32,7 @@ from jobq.local import worker_records  # noqa: E402
 from jobq.local import durable
 from workers import WorkerConfig, liveness  # noqa: E402
 
-HOLD = ("import sys, time; from workers.liveness import LivenessLock;"
+HOLD = ("import sys, time; from jobq.local.workers import LivenessLock;"
         "lock = LivenessLock(sys.argv[1], sys.argv[2]); print('held', flush=True);"
         " time.sleep(600)")
 

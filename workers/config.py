@@ -28,7 +28,7 @@ class WorkerConfig:
     retry_base: float = 1.0  # backoff of the first retry (then doubling, with jitter)
     retry_cap: float = 300.0  # longest backoff
     # Compact the log once purges have left about this many dead bytes in it (0: never; see
-    # workers.compacting). One default segment's worth.
+    # jobq.local.upkeep). One default segment's worth.
     compact_threshold: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
