@@ -20,13 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .pickling import PickleRules
 from .state import JobState, Status
+from .worker_info import WorkerInfo, owner_of, worker_of
 
-if TYPE_CHECKING:
-    from .worker_info import WorkerInfo
+__all__ = ["Change", "Claim", "Engine", "Finished", "Held", "Liveness", "Settings", "Upkeep",
+           "Workers", "owner_of", "worker_of"]
+
 
 Change = Callable[[JobState, float, int], JobState]
 """An end-of-attempt transition: ``(state, the engine's now, max_attempts) -> new state``.
@@ -86,17 +88,6 @@ class Held(NamedTuple):
     owner: str
     started: bool  # False: prefetched and not yet started (given back uncharged if its owner died)
     lease_expired: bool
-
-
-def owner_of(worker: str, slot: int) -> str:
-    """The owner name of a worker's claims: ``<worker>/<slot>``; slot 0 is the supervisor's
-    own. Engines match a worker's claims and its children's by this prefix."""
-    return worker if slot == 0 else f"{worker}/{slot}"
-
-
-def worker_of(owner: str) -> str:
-    """The worker id in a claim's owner (``<worker id>/<child>``; older claims: the id alone)."""
-    return owner.split("/", 1)[0]
 
 
 class Liveness(Protocol):

@@ -5,21 +5,22 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
-from . import job_record, record, signatures, tasks, worker_info
-from .local import permissions
-from .errors import (InvalidArgument, InvalidJob, JobCancelled,
+from . import job_record, record, signatures, tasks
+from .job_ids import MAX_JOB_ID, check_job_id, job_ids
+from .engine import Engine
+from .errors import (InvalidArgument, InvalidJob, JobCancelled, JobNotFound,
                      JobFailed, JobqError, RecordTooLarge, SignatureMismatch, WaitTimeout)
-from .local import LocalEngine
+from .local import LocalEngine, permissions
 from .payload import JobPayload
 from .state import JobState, Status
-from .worker_info import WorkerInfo
+from .worker_info import ChildInfo, WorkerInfo, WorkerState, worker_of
 
-MAX_JOB_ID = 200
 _I32 = 2**31 - 1
 _I64 = 2**63 - 1
 
@@ -144,7 +145,7 @@ class Queue:
         if function is not None:
             signatures.check(function, task, args, kwargs)
         if job_id is not None:
-            _check_job_id(job_id)
+            check_job_id(job_id)
             if self.engine.exists(job_id):
                 return job_id
         return self._enqueue_one(task, args, kwargs, job_id, options)
@@ -153,7 +154,7 @@ class Queue:
                      job_id: str | None, options: _Options) -> str:
         """Append one job whose every input is validated; return its id once it is durable."""
         if job_id is None:
-            job_id = _job_ids.next()
+            job_id = job_ids.next()
         self.engine.append([self._frame(task, args, kwargs, job_id, options)])
         return job_id
 
@@ -169,7 +170,7 @@ class Queue:
         now = self._clock()  # one batch, one time: every job of it is enqueued at once
         run_at, limit = now + delay_s, self.config.max_record_size
         encode_fields, header, key, next_id = (job_record.encode_fields, record.header, self._key,
-                                              _job_ids.next)
+                                              job_ids.next)
         check = signatures.check
         fitting = () if function is None else signatures.positional_counts(function)
         ids: list[str] = []
@@ -237,18 +238,18 @@ class Queue:
 
     def state(self, job_id: str) -> JobState:
         """The job's current snapshot; JobNotFound if no such job was enqueued."""
-        _check_job_id(job_id)
+        check_job_id(job_id)
         return self.engine.get(job_id)
 
     def payload(self, job_id: str) -> JobPayload:
         """The job as it was enqueued, read back from its stored record."""
-        _check_job_id(job_id)
+        check_job_id(job_id)
         return job_record.load_payload(self.engine.payload_body(job_id), self.config.rules,
                                        job_id)
 
     def wait(self, job_id: str, timeout: float | None = None) -> JobState:
         """Block until the job succeeded, died or was cancelled; WaitTimeout after ``timeout`` s."""
-        _check_job_id(job_id)
+        check_job_id(job_id)
         if timeout is not None and (not _is_number(timeout) or timeout < 0):
             raise InvalidArgument(f"timeout must be a number of seconds >= 0, not {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -289,18 +290,18 @@ class Queue:
         """Workers of this queue: alive ones (live or stuck), dead ones not yet reaped, then
         those found dead in the last day, newest first. Reading never takes a worker's lock
         in a way that could make it look dead, and needs no write permission."""
-        return worker_info.collect(self.engine, self.engine.now())
+        return _workers(self.engine, self.engine.now())
 
     # -- acting --------------------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a waiting job, or ask a running one to stop. False if it had already finished."""
-        _check_job_id(job_id)
+        check_job_id(job_id)
         return self.engine.cancel(job_id)
 
     def retry(self, job_id: str) -> bool:
         """Re-queue a dead (or cancelled) job with a fresh budget of attempts."""
-        _check_job_id(job_id)
+        check_job_id(job_id)
         return self.engine.requeue(job_id)
 
     def close(self) -> None:
@@ -312,38 +313,6 @@ class Queue:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-class _JobIds:
-    """New job ids: 32 hex digits, the wall clock in nanoseconds then 64 random bits.
-
-    Ids made later sort later, so the jobs a worker claims together sit side by side in the state
-    database's indexes: a commit of a hundred finished jobs writes a few pages, not a hundred
-    scattered ones. The random half keeps ids unique across processes and machines; it is drawn
-    256 at a time (one ``os.urandom`` per job is one system call per enqueue). ``list.pop`` is
-    atomic, so threads never get the same bits; a forked child drops the ones it inherited,
-    which its parent still holds.
-    """
-
-    BATCH = 256
-
-    def __init__(self) -> None:
-        self._random: list[str] = []
-
-    def next(self) -> str:
-        while True:
-            try:
-                return f"{time.time_ns():016x}{self._random.pop()}"
-            except IndexError:  # used up (another thread may refill it first: no matter)
-                digits = os.urandom(8 * self.BATCH).hex()
-                self._random = [digits[i:i + 16] for i in range(0, len(digits), 16)]
-
-    def drop(self) -> None:
-        self._random = []
-
-
-_job_ids = _JobIds()
-os.register_at_fork(after_in_child=_job_ids.drop)
 
 
 class _Options(NamedTuple):
@@ -373,12 +342,6 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_job_id(job_id: object) -> None:
-    if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID \
-            or not job_id.isprintable():
-        raise InvalidJob(f"job id must be 1 to {MAX_JOB_ID} printable characters, not {job_id!r}")
-
-
 def _parse_status(status: Status | str | None) -> Status | None:
     if status is None:
         return None
@@ -387,6 +350,31 @@ def _parse_status(status: Status | str | None) -> Status | None:
     except ValueError:
         choices = ", ".join(s.value for s in Status)
         raise InvalidArgument(f"unknown status {status!r}; choose one of {choices}") from None
+
+
+def _workers(engine: Engine, now: float) -> list[WorkerInfo]:
+    """The engine's worker records (:meth:`Workers.read`), with the jobs each worker holds and
+    the task each child runs."""
+    held: dict[str, list[str]] = {}
+    for claim in engine.held():
+        if claim.owner:
+            held.setdefault(worker_of(claim.owner), []).append(claim.job_id)
+    found = []
+    for info in engine.workers.read(now, owners=held):
+        if info.state is not WorkerState.REAPED:
+            info = replace(info, held=tuple(sorted(held.get(info.id, ()))),
+                           children=tuple(_with_task(c, engine) for c in info.children))
+        found.append(info)
+    return found
+
+
+def _with_task(child: ChildInfo, engine: Engine) -> ChildInfo:
+    if child.job_id is None:
+        return child
+    try:
+        return replace(child, task=engine.row(child.job_id)["task"])
+    except JobNotFound:  # purged since
+        return child
 
 
 def denied(exc: PermissionError, location: str) -> JobqError:

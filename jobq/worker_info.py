@@ -15,14 +15,20 @@ a live hold marks the worker ``stuck`` (its supervisor loop stopped turning).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-from .engine import worker_of
-from .errors import JobNotFound
 
-if TYPE_CHECKING:
-    from .engine import Engine
+def owner_of(worker: str, slot: int) -> str:
+    """The owner name of a worker's claims: ``<worker>/<slot>``; slot 0 is the supervisor's
+    own. Engines match a worker's claims and its children's by this prefix."""
+    return worker if slot == 0 else f"{worker}/{slot}"
+
+
+def worker_of(owner: str) -> str:
+    """The worker id in a claim's owner (``<worker id>/<child>``; older claims: the id alone)."""
+    return owner.split("/", 1)[0]
+
 
 MIN_STUCK = 10.0  # a heartbeat older than this (and than 5 intervals) marks a live worker stuck
 
@@ -83,31 +89,6 @@ def stuck(heartbeat: float | None, interval: float | None, now: float) -> bool:
     if heartbeat is None:
         return False  # nothing to judge by: the lock says alive
     return now - heartbeat > max(MIN_STUCK, 5 * (interval or 0.0))
-
-
-def collect(engine: Engine, now: float) -> list[WorkerInfo]:
-    """The engine's worker records (:meth:`Workers.read`), with the jobs each worker holds and
-    the task each child runs."""
-    held: dict[str, list[str]] = {}
-    for claim in engine.held():
-        if claim.owner:
-            held.setdefault(worker_of(claim.owner), []).append(claim.job_id)
-    found = []
-    for info in engine.workers.read(now, owners=held):
-        if info.state is not WorkerState.REAPED:
-            info = replace(info, held=tuple(sorted(held.get(info.id, ()))),
-                           children=tuple(_with_task(c, engine) for c in info.children))
-        found.append(info)
-    return found
-
-
-def _with_task(child: ChildInfo, engine: Engine) -> ChildInfo:
-    if child.job_id is None:
-        return child
-    try:
-        return replace(child, task=engine.row(child.job_id)["task"])
-    except JobNotFound:  # purged since
-        return child
 
 
 def info_from_record(worker_id: str, record: dict[str, Any], state: WorkerState) -> WorkerInfo:

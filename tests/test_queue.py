@@ -394,7 +394,7 @@ def test_generated_job_ids_sort_in_the_order_they_were_made(queue):
 def test_job_ids_are_random_hex_and_a_forked_child_draws_its_own():
     """Ids are 32 hex digits; a child forked while its parent holds unused random bits never
     reuses them."""
-    from jobq.queue import _job_ids
+    from jobq.job_ids import job_ids as _job_ids
     first = _job_ids.next()  # the parent now holds a batch of unused ids
     assert len(first) == 32 and int(first, 16) >= 0
     read_end, write_end = os.pipe()

@@ -7,7 +7,8 @@ import re
 from typing import Any
 
 from ..errors import InvalidArgument, JobNotFound
-from ..queue import MAX_JOB_ID, Queue
+from ..job_ids import MAX_JOB_ID
+from ..queue import Queue
 
 
 def parse_arg(text: str) -> Any:
