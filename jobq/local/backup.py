@@ -44,7 +44,7 @@ from .state_db import UNFINISHED_COUNTS
 from .compaction import lock as compaction_lock, redo_interrupted
 
 if TYPE_CHECKING:
-    from .engine import LocalEngine
+    from .parts import Parts
 
 __all__ = ["BackupReport", "backup"]
 
@@ -62,7 +62,7 @@ class BackupReport:
     bytes: int  # of the whole copy
 
 
-def backup(engine: LocalEngine, dest: str | os.PathLike[str]) -> BackupReport:
+def backup(engine: Parts, dest: str | os.PathLike[str]) -> BackupReport:
     """Copy ``queue`` to the new directory ``dest``, consistently, while it is in use."""
     dest = os.path.abspath(os.fspath(dest))
     _check_dest(dest, engine.path)
@@ -143,7 +143,7 @@ def _copy_state(source: str, target: str) -> int:
     return jobs
 
 
-def _copy_log(engine: LocalEngine, copy: QueueDir) -> tuple[Position, int]:
+def _copy_log(engine: Parts, copy: QueueDir) -> tuple[Position, int]:
     """Copy the log up to where it ends now, after the state was copied (the state points at
     nothing beyond it); return that end and how many segments were copied."""
     end = engine.log.end()

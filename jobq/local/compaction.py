@@ -21,7 +21,7 @@ finds another record there reads the job's record again under the write lock
 (:meth:`Store.job_record`). A crash before (b) leaves only a copy no job points to, removed by the
 next compaction; a crash after (b) leaves the marker, and whoever next holds the write lock (an
 open, a compaction, a locked read) redoes the rename if the copy is still there
-(:func:`redo_interrupted`), then clears the marker.
+(:func:`jobq.local.compaction_redo.redo_interrupted`), then clears the marker.
 
 A record an old key signed (:mod:`jobq.local.keys`) is copied signed with the current key instead, as
 long as before, so every rewrite also re-signs; :func:`compact` with ``resign=True`` (``jobq rekey``)
@@ -31,7 +31,7 @@ A segment left with no dead byte is remembered with its count of jobs (meta
 ``clean_segment:N``) and not read again until one of its jobs is purged, so a compaction reads
 only the segments where records died. Only one compaction runs at a time (``compact.lock``).
 :func:`compact` does everything at once; :func:`compaction_steps` yields after each segment, for
-a worker that compacts between its other duties (:mod:`workers.compacting`).
+a worker that compacts between its other duties (:mod:`jobq.local.upkeep`).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from . import durable, permissions
+from .compaction_redo import MARKER, copy_path, lock, redo_interrupted, remove_stale_copies
 from .index import seq_of
 from .log import Damage, Entry, Log, Position, Sealed, Tail
 from ..state import WAITING, Status
@@ -53,17 +54,16 @@ from .._logging import get_logger
 if TYPE_CHECKING:
     import filelock  # imported where used: only compaction needs it, not every start-up
 
-    from ..local.engine import LocalEngine
+    from .parts import Parts
 
 __all__ = ["CompactReport", "compact", "compaction_steps", "dead_bytes",
-           "finish_interrupted", "lock", "purged_since", "redo_interrupted",
+           "lock", "purged_since", "redo_interrupted",
            "PURGED_KEY"]
 
 log = get_logger(__name__)
 
 VACUUM_FREE_RATIO = 0.1  # VACUUM rewrites the whole file: worth it once a tenth of it is free
 PURGED_KEY = "purged_since_compaction"  # meta: records purged since a compaction last ended
-_MARKER = "compacting"
 _CRASH_AT = "JOBQ_TEST_CRASH_AT"
 
 
@@ -82,7 +82,7 @@ class CompactReport:
     records_resigned: int = 0  # kept records an old key had signed, now the current key's
 
 
-def compact(engine: LocalEngine, *, resign: bool = False) -> CompactReport:
+def compact(engine: Parts, *, resign: bool = False) -> CompactReport:
     """Rewrite sealed segments without dead records, delete empty ones, shrink the store; with
     ``resign``, also rewrite (sealing the newest) every segment with a record an old key signed."""
     with lock(engine.path):  # two compactions never overlap
@@ -94,7 +94,7 @@ def compact(engine: LocalEngine, *, resign: bool = False) -> CompactReport:
     return run.finish()
 
 
-def compaction_steps(engine: LocalEngine, *, catch_up: int = 4, min_dead_share: float = 0.0,
+def compaction_steps(engine: Parts, *, catch_up: int = 4, min_dead_share: float = 0.0,
                      max_live: int | None = None) -> Iterator[None]:
     """A compaction that yields after each segment; nothing at all if another one runs.
 
@@ -122,7 +122,7 @@ def compaction_steps(engine: LocalEngine, *, catch_up: int = 4, min_dead_share: 
         held.release()
 
 
-def purged_since(engine: LocalEngine) -> int:
+def purged_since(engine: Parts) -> int:
     """How many records were purged since a compaction last ended (one read)."""
     with engine.store.reading():
         row = engine.store.conn.execute("SELECT value FROM meta WHERE key = ?",
@@ -130,7 +130,7 @@ def purged_since(engine: LocalEngine) -> int:
     return max(0, int(row[0])) if row else 0
 
 
-def dead_bytes(engine: LocalEngine) -> int:
+def dead_bytes(engine: Parts) -> int:
     """About how many log bytes a compaction would free now: the log's size times the share of
     its records that were purged since a compaction last ended (a count of the jobs)."""
     purged = purged_since(engine)
@@ -144,7 +144,7 @@ def dead_bytes(engine: LocalEngine) -> int:
 class _Run:
     """One compaction, under the compaction lock."""
 
-    def __init__(self, engine: LocalEngine, *, catch_up: int | None, min_dead_share: float,
+    def __init__(self, engine: Parts, *, catch_up: int | None, min_dead_share: float,
                  max_live: int | None, resign: bool = False) -> None:
         self.engine, self.store, self.log = engine, engine.store, engine.log
         self.catch_up, self.min_dead_share, self.max_live = catch_up, min_dead_share, max_live
@@ -158,7 +158,7 @@ class _Run:
             redo_interrupted(conn, self.log)
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (PURGED_KEY,)).fetchone()
             self.purged = int(row[0]) if row else 0
-        _remove_stale_copies(self.log)
+        remove_stale_copies(self.log)
         self.before = _stored_size(self.engine)
         self.log.seal_stragglers()  # before anything is deleted: see Log.seal
         self.store.catch_up(self.catch_up)
@@ -272,7 +272,7 @@ class _Run:
         moves = _write_copy(self.log, segment, keep)
         crash_point("copied")
         if not self._commit(segment, moves):
-            os.unlink(_copy_path(self.log, segment))
+            os.unlink(copy_path(self.log, segment))
             return "skipped", 0, 0, 0
         after = _size(self.log.path(segment))
         log.info("maintenance.segment_rewritten", segment=segment, records_kept=len(keep),
@@ -307,19 +307,19 @@ class _Run:
                              [(moves[seq], -priority, seq) for _, seq, _, priority, _ in waiting])
             conn.executemany("UPDATE scheduled SET seq = ? WHERE run_at = ? AND seq = ?",
                              [(moves[seq], run_at, seq) for _, seq, _, _, run_at in waiting])
-            conn.execute("REPLACE INTO meta (key, value) VALUES (?, ?)", (_MARKER, segment))
+            conn.execute("REPLACE INTO meta (key, value) VALUES (?, ?)", (MARKER, segment))
             if len(rows) == len(moves):  # else jobs purged since the copy are dead in it
                 conn.execute("REPLACE INTO meta (key, value) VALUES (?, ?)",
                              (_clean_key(segment), len(rows)))
             conn.execute("COMMIT")  # (b) is durable; the lock stays held until (d) commits
             try:
                 crash_point("committed")
-                os.replace(_copy_path(self.log, segment), self.log.path(segment))
+                os.replace(copy_path(self.log, segment), self.log.path(segment))
                 durable.sync_dir(self.log.directory)
                 crash_point("renamed")
             finally:
                 conn.execute("BEGIN IMMEDIATE")  # what the transaction's exit commits
-            conn.execute("DELETE FROM meta WHERE key = ?", (_MARKER,))
+            conn.execute("DELETE FROM meta WHERE key = ?", (MARKER,))
         return True
 
 
@@ -347,7 +347,7 @@ def _write_copy(log_: Log, segment: int, keep: list[Entry]) -> dict[int, int]:
     copied byte for byte, or re-signed with the current key if an old key signed it."""
     moves, offset = {}, 0
     src = os.open(log_.path(segment), os.O_RDONLY | os.O_CLOEXEC)
-    dst = permissions.open_file(_copy_path(log_, segment), os.O_WRONLY | os.O_TRUNC)
+    dst = permissions.open_file(copy_path(log_, segment), os.O_WRONLY | os.O_TRUNC)
     try:
         for entry in keep:
             moves[seq_of(entry.pos)] = seq_of(Position(segment, offset))
@@ -366,69 +366,11 @@ def _write_copy(log_: Log, segment: int, keep: list[Entry]) -> dict[int, int]:
     return moves
 
 
-# -- recovery ---------------------------------------------------------------------------------
-
-def finish_interrupted(engine: LocalEngine) -> bool:
-    """On open: finish a compaction that died after step (b); True if there was one.
-
-    Costs one read when there is nothing to do. A compaction that holds its lock is left alone:
-    it finishes the rename itself.
-    """
-    # Called from LocalEngine's open, before any other thread can use this queue's connection.
-    if engine.store.conn.execute("SELECT 1 FROM meta WHERE key = ?", (_MARKER,)).fetchone() is None:
-        return False
-    import filelock  # every queue open reaches this function, almost never this line
-
-    try:
-        with lock(engine.path, timeout=0), engine.store.transaction() as conn:
-            return redo_interrupted(conn, engine.log)
-    except filelock.Timeout:
-        return False
-
-
-def redo_interrupted(conn: sqlite3.Connection, log_: Log) -> bool:
-    """In a write transaction: redo the rename the marker announces, clear it; True if it was set.
-
-    Safe without the compaction lock: a live compaction holds the write lock from setting the
-    marker to clearing it, so a marker seen under the write lock is a dead compaction's.
-    """
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (_MARKER,)).fetchone()
-    if row is None:
-        return False
-    segment, copy = int(row[0]), _copy_path(log_, int(row[0]))
-    renamed = os.path.exists(copy)  # whole, since (a) fsynced it; if gone, (c) was done
-    if renamed:
-        os.replace(copy, log_.path(segment))
-        durable.sync_dir(log_.directory)
-    conn.execute("DELETE FROM meta WHERE key = ?", (_MARKER,))
-    log.warning("maintenance.compaction_finished", segment=segment, renamed=renamed)
-    return True
-
-
-def _remove_stale_copies(log_: Log) -> None:
-    """Copies a compaction left before its step (b): no job points into them."""
-    for name in os.listdir(log_.directory):
-        if name.endswith(".compact"):
-            os.unlink(os.path.join(log_.directory, name))
-
-
 # -- helpers ----------------------------------------------------------------------------------
-
-def lock(root: str, timeout: float = -1) -> filelock.FileLock:
-    """The lock that keeps two compactions (or a compaction and a backup) from overlapping."""
-    import filelock
-
-    return filelock.FileLock(os.path.join(root, "compact.lock"), timeout=timeout,
-                             mode=permissions.file_mode(root))
-
 
 def _clean_key(segment: int) -> str:
     """Meta key: how many live jobs the segment held when it was last seen with no dead byte."""
     return f"clean_segment:{segment}"
-
-
-def _copy_path(log_: Log, segment: int) -> str:
-    return os.path.join(log_.directory, f"{segment:012d}.compact")
 
 
 def _log_size(log_: Log) -> int:
@@ -438,7 +380,7 @@ def _log_size(log_: Log) -> int:
     return sum(_size(log_.path(s)) for s in log_.segments() if s < end.segment) + end.offset
 
 
-def _stored_size(engine: LocalEngine) -> int:
+def _stored_size(engine: Parts) -> int:
     """The log's and the database file's bytes: what compaction can free for good."""
     return _log_size(engine.log) + _size(engine.store.db_path)
 

@@ -16,15 +16,13 @@ from types import MappingProxyType
 from typing import Any
 
 from .. import job_record
-from . import compaction, damage
-from . import directory, keys
-from .directory import FIXED_SETTINGS, open_dir
 from ..engine import Change, Claim, Finished, Held, Settings
 from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
-from .log import Log, Position
 from ..state import JobState, Status
+from . import compaction, compaction_redo, damage, directory, keys, purging
+from .directory import FIXED_SETTINGS, open_dir
+from .log import Log, Position
 from .store import Store
-from . import purging
 from .upkeep import LocalUpkeep
 from .workers import LocalWorkers
 
@@ -63,7 +61,7 @@ class LocalEngine:
             # moving seqs, then rebuild a lost index and index what was appended since (only
             # the log after the covered offset is read).
             self.store.check_covered()
-            compaction.finish_interrupted(self)
+            self._finish_interrupted_compaction()
             if qdir.missing_keys:  # before a record is indexed: it would be taken for damage
                 from . import rekey
                 rekey.require(self, qdir.missing_keys)
@@ -73,6 +71,26 @@ class LocalEngine:
         except BaseException:
             self.close()
             raise
+
+    def _finish_interrupted_compaction(self) -> bool:
+        """On open: finish a compaction that died after moving seqs (see
+        :mod:`jobq.local.compaction_redo`); True if there was one.
+
+        Costs one read when there is nothing to do. A compaction that holds its lock is left
+        alone: it finishes the rename itself. Called before any other thread can use this
+        connection.
+        """
+        marker = "SELECT 1 FROM meta WHERE key = ?"
+        if self.store.conn.execute(marker, (compaction_redo.MARKER,)).fetchone() is None:
+            return False
+        import filelock  # every open reaches this method, almost never this line
+
+        try:
+            with compaction_redo.lock(self.location, timeout=0), \
+                    self.store.transaction() as conn:
+                return compaction_redo.redo_interrupted(conn, self.log)
+        except filelock.Timeout:
+            return False
 
     @property
     def path(self) -> str:

@@ -16,12 +16,12 @@ from ..state import Status
 from .state_db import move_counts
 
 if TYPE_CHECKING:
-    from .engine import LocalEngine
+    from .parts import Parts
 
 PURGE_BATCH = 1_000
 
 
-def purge(engine: LocalEngine, statuses: frozenset[Status], updated_before: float) -> int:
+def purge(engine: Parts, statuses: frozenset[Status], updated_before: float) -> int:
     """Delete the jobs in ``statuses`` (finished ones) last updated before ``updated_before``."""
     store = engine.store
     store.catch_up()  # a duplicate record indexed after the purge would bring a job back

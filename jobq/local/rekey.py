@@ -30,7 +30,7 @@ from .log import Entry, Log, Position
 from .shelf import SIGNED_MAGIC
 
 if TYPE_CHECKING:
-    from .engine import LocalEngine
+    from .parts import Parts
 
 __all__ = ["KeyUse", "RekeyReport", "key_use", "rekey", "require"]
 
@@ -71,7 +71,7 @@ class RekeyReport:
         return not (self.records_left or self.snapshots_left)
 
 
-def key_use(engine: LocalEngine, *, unknown: bool = False) -> KeyUse:
+def key_use(engine: Parts, *, unknown: bool = False) -> KeyUse:
     """Count live records and snapshots an old key signed (with ``unknown``, also those no key
     given signed: then nothing is taken for damage). Reads the whole log and every snapshot.
 
@@ -114,7 +114,7 @@ def key_use(engine: LocalEngine, *, unknown: bool = False) -> KeyUse:
     return use
 
 
-def require(engine: LocalEngine, missing: tuple[str, ...]) -> None:
+def require(engine: Parts, missing: tuple[str, ...]) -> None:
     """At open, before any record is read: old keys ``missing`` are pending but were not given.
     Raise OldKeyNeeded if live records or snapshots were signed by a key not given; else retire
     them (nothing they signed is left)."""
@@ -131,7 +131,7 @@ def require(engine: LocalEngine, missing: tuple[str, ...]) -> None:
     keys.retire(engine.path, missing)
 
 
-def rekey(engine: LocalEngine) -> RekeyReport:
+def rekey(engine: Parts) -> RekeyReport:
     """Re-sign every live record and snapshot an old key signed with the current key. Safe while
     producers and workers run."""
     if engine.config.secret_key is None:
@@ -148,7 +148,7 @@ def rekey(engine: LocalEngine) -> RekeyReport:
     return result
 
 
-def _resign_snapshots(engine: LocalEngine) -> int:
+def _resign_snapshots(engine: Parts) -> int:
     """Re-sign the snapshots an old key signed, a page per write transaction; return how many."""
     shelf, done, after = engine.store.shelf, 0, b""
     while True:
@@ -169,7 +169,7 @@ def _resign_snapshots(engine: LocalEngine) -> int:
         after = rows[-1][0]
 
 
-def snapshots(engine: LocalEngine) -> Iterator[tuple[str, bytes]]:
+def snapshots(engine: Parts) -> Iterator[tuple[str, bytes]]:
     """(job id, stored value) of every snapshot, read a page at a time."""
     after = b""
     while True:
@@ -184,7 +184,7 @@ def snapshots(engine: LocalEngine) -> Iterator[tuple[str, bytes]]:
         after = rows[-1][0]
 
 
-def live(engine: LocalEngine, pos: Position) -> bool:
+def live(engine: Parts, pos: Position) -> bool:
     """Does a job point at the record at ``pos``?"""
     with engine.store.reading():
         return engine.store.conn.execute("SELECT 1 FROM jobs WHERE seq = ?",

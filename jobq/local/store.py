@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 
-from . import compaction, index, rebuild, snapshots, wal
+from . import compaction_redo, index, rebuild, snapshots, wal
 from .. import record, transitions
 from .directory import QueueDir
 from ..engine import Change, Claim
@@ -213,7 +213,7 @@ class Store:
         the file, and one that died there is finished first.
         """
         with self._db.write() as conn:
-            compaction.redo_interrupted(conn, self._log)
+            compaction_redo.redo_interrupted(conn, self._log)
             row = conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)

@@ -25,7 +25,7 @@ from .compaction import compaction_steps, dead_bytes, purged_since
 from ..errors import JobqError
 
 if TYPE_CHECKING:
-    from .engine import LocalEngine
+    from .parts import Parts
 
 # A segment is rewritten once half its bytes are dead: its live jobs are repointed under the write
 # lock (about 10 µs each), so the children's claims never wait longer than the purges justify.
@@ -42,7 +42,7 @@ class LocalUpkeep:
     """Keeps the WAL ready, and compacts ``engine`` a segment at a time once about ``threshold``
     bytes of it are dead (never, with a threshold of 0)."""
 
-    def __init__(self, engine: LocalEngine, threshold: int, logger: Any) -> None:
+    def __init__(self, engine: Parts, threshold: int, logger: Any) -> None:
         self.engine, self.threshold, self.log = engine, threshold, logger
         self._steps: Iterator[None] | None = None
         self._seen = 0  # the purged count last estimated: a new estimate only when it changes

@@ -26,7 +26,7 @@ from ..state import JobState, Status
 from . import rekey
 
 if TYPE_CHECKING:
-    from .engine import LocalEngine
+    from .parts import Parts
 
 MAX_EXAMPLES = 20
 MAX_LISTED = 1_000  # unreadable jobs and damaged ranges listed one by one (all are counted)
@@ -87,7 +87,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def verify(engine: LocalEngine) -> VerifyReport:
+def verify(engine: Parts) -> VerifyReport:
     """Read every record and snapshot; see the module docstring."""
     report = VerifyReport()
     _verify_log(engine, report)
@@ -136,7 +136,7 @@ class _Pending:
         return job
 
 
-def _verify_log(engine: LocalEngine, report: VerifyReport) -> None:
+def _verify_log(engine: Parts, report: VerifyReport) -> None:
     log_, rules = engine.log, engine.config.rules
     copies = damage.copies(engine.store)
     covered = engine.store.covered()
@@ -196,7 +196,7 @@ def _load(log_: Log, item: Entry, rules: Any, report: VerifyReport) -> None:
         report.records_ok += 1
 
 
-def _verify_snapshots(engine: LocalEngine, report: VerifyReport) -> None:
+def _verify_snapshots(engine: Parts, report: VerifyReport) -> None:
     shelf, old_keys = engine.store.shelf, bool(engine.config.old_secret_keys)
     for key, raw in rekey.snapshots(engine):  # page by page: never every key in memory at once
         if _check_snapshot(shelf, key, raw, report) and old_keys and shelf.signer(key, raw):
