@@ -1,7 +1,7 @@
 """An operator's actions on one job: cancel it, or bring it back to the queue.
 
 Cancelling a running job only asks it to stop: the request lives in its ``jobs`` row, and a number
-in the state lock file (:func:`cancel_generation`) tells the worker children to look for it.
+in the state lock file (:meth:`Store.cancel_generation`) tells the worker children to look for it.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from ..state import JobState, Status
 from .settle import store_transitions
 from .state_db import StateDB
 
-_U64 = struct.Struct("<Q")  # the cancel generation (see cancel_generation)
+# The cancel generation, in the state lock file: Store.cancel_generation reads it, cancel moves it.
+GENERATION = struct.Struct("<Q")
 
 
 def cancel(db: StateDB, log_: Log, job_id: str, clock: Callable[[], float] = time.time) -> bool:
     """Cancel a waiting job now, or ask a running one to stop. False if already finished.
 
     A claimed job may not have started yet (a worker child prefetched it): the child learns
-    of the request before starting it (see :func:`cancel_generation`) and gives it back
+    of the request before starting it (see :meth:`Store.cancel_generation`) and gives it back
     unstarted, and a job given back that was asked to cancel ends cancelled.
     """
     catch_up.catch_up(db, log_, clock)
@@ -59,20 +60,6 @@ def _load_for_update(conn: sqlite3.Connection, db: StateDB, job_id: str) -> JobS
         return reads.load(conn, db.shelf, job_id)
 
 
-def cancel_generation(db: StateDB) -> int:
-    """A number that changes each time a claimed job is asked to cancel.
-
-    Cheap to poll (a read of shared memory: no system call, no SQLite): a worker child reads
-    it before each job it prefetched and reads the cancelled claims
-    (:func:`jobq.local.leases.cancelling`) only when it changed. It lives in the state lock file,
-    so every process on the queue sees it; it is not durable, and needs not be: only processes
-    alive together compare it. Read without the lock: a reader only compares it with the last
-    value it saw, so a value read mid-write costs one extra read of the cancelled claims, never a
-    missed one.
-    """
-    return _U64.unpack_from(db.shared_view(8))[0]
-
-
 def _announce_cancel(db: StateDB) -> None:
     # After the commit, never before it: a child that sees the new number and then reads
     # the cancelled claims must find this one among them. Under the lock, so that two
@@ -80,7 +67,7 @@ def _announce_cancel(db: StateDB) -> None:
     # leaves the request as one for a running job: the job runs, then ends cancelled.)
     lock = db.lock
     with lock:
-        lock.set_shared(_U64.pack((_U64.unpack(lock.shared(8))[0] + 1) % 2**64))
+        lock.set_shared(GENERATION.pack((GENERATION.unpack(lock.shared(8))[0] + 1) % 2**64))
 
 
 def requeue(db: StateDB, log_: Log, job_id: str, clock: Callable[[], float] = time.time) -> bool:

@@ -198,7 +198,17 @@ class Store:
         return admin.requeue(self._db, self._log, job_id, self._clock)
 
     def cancel_generation(self) -> int:
-        return admin.cancel_generation(self._db)
+        """A number that changes each time a claimed job is asked to cancel (see admin.cancel).
+
+        Cheap to poll (a read of shared memory: no system call, no SQLite): a worker child reads
+        it before each job it prefetched and reads the cancelled claims (:meth:`cancelling`) only
+        when it changed. It lives in the state lock file, so every process on the queue sees it;
+        it is not durable, and needs not be: only processes alive together compare it. Read
+        without the lock: a reader only compares it with the last value it saw, so a value read
+        mid-write costs one extra read of the cancelled claims, never a missed one. Read here, not
+        in a call to jobq.local.admin, as it is read once per job.
+        """
+        return admin.GENERATION.unpack_from(self._db.shared_view(8))[0]
 
     # -- WAL housekeeping (jobq.local.wal) -----------------------------------------------------
 
