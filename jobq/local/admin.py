@@ -10,6 +10,7 @@ import sqlite3
 import struct
 import time
 from collections.abc import Callable
+from typing import Any
 
 from . import catch_up, reads, snapshots
 from .. import transitions
@@ -33,10 +34,7 @@ def cancel(db: StateDB, log_: Log, job_id: str, clock: Callable[[], float] = tim
     catch_up.catch_up(db, log_, clock)
     now = clock()
     with db.write() as conn:
-        row = conn.execute("SELECT status, priority, seq, run_at FROM jobs WHERE job_id = ?",
-                           (job_id,)).fetchone()
-        if row is None:
-            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        row = _row(conn, job_id, "status, priority, seq, run_at")
         status, priority, seq, run_at = Status(row[0]), row[1], row[2], row[3]
         if status is Status.RUNNING:  # the flag lives in the row: no snapshot to rewrite
             conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
@@ -53,6 +51,13 @@ def cancel(db: StateDB, log_: Log, job_id: str, clock: Callable[[], float] = tim
     if status is Status.RUNNING:
         _announce_cancel(db)
     return True
+
+
+def _row(conn: sqlite3.Connection, job_id: str, columns: str) -> tuple[Any, ...]:
+    row = conn.execute(f"SELECT {columns} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+    return row
 
 
 def _load_for_update(conn: sqlite3.Connection, db: StateDB, job_id: str) -> JobState:
@@ -75,10 +80,7 @@ def requeue(db: StateDB, log_: Log, job_id: str, clock: Callable[[], float] = ti
     catch_up.catch_up(db, log_, clock)
     now = clock()
     with db.write() as conn:
-        row = conn.execute("SELECT priority, seq FROM jobs WHERE job_id = ?",
-                           (job_id,)).fetchone()
-        if row is None:
-            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        row = _row(conn, job_id, "priority, seq")
         state = _load_for_update(conn, db, job_id)
         if not transitions.can_requeue(state):
             return False
