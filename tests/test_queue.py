@@ -422,7 +422,7 @@ def test_a_worker_opens_a_backlog_without_indexing_it_and_claims_index_a_batch(q
     first."""
     from jobq.local import index
     from jobq.local.log import Position
-    from jobq.local.store import INDEX_PER_CLAIM_MIN
+    from jobq.local.settle import INDEX_PER_CLAIM_MIN
 
     with Queue(qpath, fsync=False) as q:
         q.enqueue_many("jobtasks:add", [(i, i) for i in range(2 * index.CATCH_UP_BATCH + 10)])

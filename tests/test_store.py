@@ -161,7 +161,7 @@ def test_a_checkpoint_builds_on_a_snapshot_another_process_wrote_since(queue):
     assert state.attempts == 1 and state.status.value == "running"
 
 
-# -- finished jobs prepared before the write lock (Store._prepare) -----------------------------
+# -- finished jobs prepared before the write lock (Settler._prepare) ---------------------------
 
 
 def _succeeded(result=None):

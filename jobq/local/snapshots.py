@@ -15,9 +15,11 @@ so a fresh job is never looked up in the shelf at all.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from ..errors import CorruptRecord, LoadError, StorageError
 from .shelf import StateShelf
 from ..state import JobState, status_of
 
@@ -86,6 +88,17 @@ def states(conn: sqlite3.Connection, shelf: StateShelf, rows: Sequence[Sequence[
     with_snapshot = [row[0] for row in rows if row[10]]
     loaded = load_many(conn, shelf, with_snapshot) if with_snapshot else {}
     return [overlay(row, loaded.get(row[0])) for row in rows]
+
+
+@contextmanager
+def loading() -> Iterator[None]:
+    """A snapshot a write needs but cannot load is a StorageError naming the job."""
+    try:
+        yield
+    except (LoadError, CorruptRecord) as exc:
+        job_id = getattr(exc, "job_id", None)
+        raise StorageError(f"state snapshot of job {job_id!r} cannot be loaded: {exc}",
+                           job_id=job_id) from exc
 
 
 def store_many(conn: sqlite3.Connection, shelf: StateShelf,

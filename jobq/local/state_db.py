@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 # Finished jobs per status (succeeded, dead, cancelled), so that counts() and `jobq status` never
 # count the finished jobs kept, however many. Every status change goes through one of three paths,
-# each of which moves the counts in the same transaction, once per batch: Store._store_transitions
+# each of which moves the counts in the same transaction, once per batch: settle.store_transitions
 # (settle, cancel, retry; see move_counts), purge (see move_counts), and the index's rebuild
 # (see recount). Jobs waiting or running are counted from the status index when asked (as many
 # as the backlog, not the jobs kept). Triggers on the jobs table would keep the counts whatever

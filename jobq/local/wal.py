@@ -18,8 +18,16 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from typing import TYPE_CHECKING
 
 from . import durable
+from ..errors import StorageError
+from .._logging import get_logger
+
+if TYPE_CHECKING:
+    from .state_db import StateDB  # which imports this module
+
+log = get_logger(__name__)
 
 WAL_HEADER = 32
 FRAME_HEADER = 24
@@ -63,3 +71,42 @@ def presize(db_path: str, size: int) -> int:
         return offset - start
     finally:
         os.close(fd)
+
+
+class Housekeeping:
+    """The WAL upkeep a worker's supervisor does while its children run jobs: presize the WAL and
+    checkpoint it, so that the children's commits do not have to."""
+
+    def __init__(self, db: StateDB, db_path: str) -> None:
+        self._db = db
+        self._db_path = db_path
+        self._size: int | None = None  # the working size, read once (see presize_wal)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database now (SQLite's passive checkpoint: it never waits for
+        writers), so that workers committing batches do not have to stop for it themselves."""
+        with self._db.reading():
+            self._db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def presize_wal(self) -> int:
+        """Give the WAL its working size now (see the module docstring); return the bytes added.
+
+        A worker's supervisor calls it while its children run jobs: every commit after it
+        (a checkpoint, a batch of claims and completions) overwrites instead of appending. It only
+        saves time, so a failure (a full disk) is logged and leaves everything as it was.
+        """
+        db_path = self._db_path
+        if self._size is None:
+            with self._db.reading():
+                self._size = working_size(self._db.conn)
+        if not needs_presize(db_path, self._size):
+            return 0
+        try:
+            with self._db.write():
+                added = presize(db_path, self._size)
+        except (OSError, StorageError) as exc:
+            log.warning("store.wal_presize_failed", path=path_of(db_path), error=str(exc))
+            return 0
+        if added:
+            log.debug("store.wal_presized", bytes=added, size=self._size)
+        return added

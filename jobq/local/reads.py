@@ -1,0 +1,192 @@
+"""Reading jobs from the state database: states, index columns, counts, listings, payload positions.
+
+Every read holds the connection for its statements only (:meth:`StateDB.reading`), and none
+writes, except :func:`job_record`, which must read under the write lock. Listings read index
+columns and unpickle nothing, so any process can list; long listings are read page by page.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from . import catch_up, compaction_redo, index, snapshots
+from .. import record
+from ..errors import JobNotFound
+from .log import Log, Position
+from .shelf import StateShelf
+from ..state import JobState, Status
+from .state_db import UNFINISHED_COUNTS, StateDB
+
+_COLUMNS = ("SELECT job_id, task, status, priority, attempts, progress, run_at, enqueued_at,"
+            " updated_at, owner FROM jobs")
+
+
+def exists(db: StateDB, job_id: str) -> bool:
+    with db.reading():
+        return db.conn.execute("SELECT 1 FROM jobs WHERE job_id = ?",
+                               (job_id,)).fetchone() is not None
+
+
+def status(db: StateDB, job_id: str) -> Status:
+    with db.reading():
+        row = db.conn.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+    return Status(row[0])
+
+
+def get(db: StateDB, job_id: str) -> JobState:
+    """The job's state: its row over its snapshot (see :mod:`jobq.local.snapshots`)."""
+    with db.reading():
+        return load(db.conn, db.shelf, job_id)
+
+
+def load(conn: sqlite3.Connection, shelf: StateShelf, job_id: str) -> JobState:
+    """The job's state, read on ``conn`` (in the caller's transaction, if any)."""
+    row = conn.execute(f"SELECT {snapshots.ROW} FROM jobs WHERE job_id = ?",
+                       (job_id,)).fetchone()
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+    return snapshots.states(conn, shelf, [row])[0]
+
+
+def cancel_requested(db: StateDB, job_id: str) -> bool:
+    """Cheap check for a running task polling ``ctx.cancelled``."""
+    with db.reading():
+        row = db.conn.execute("SELECT cancel_requested FROM jobs WHERE job_id = ?",
+                              (job_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def payload_position(db: StateDB, job_id: str) -> Position:
+    with db.reading():
+        row = db.conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+    return index.position_of(row[0])
+
+
+def job_record(db: StateDB, log_: Log, job_id: str) -> record.Frame:
+    """The job's record, read where the index says under the write lock.
+
+    For a reader that found another record at the position it had: compaction moved it
+    since. Under the write lock no compaction is between repointing the index and renaming
+    the file, and one that died there is finished first.
+    """
+    with db.write() as conn:
+        compaction_redo.redo_interrupted(conn, log_)
+        row = conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+        return log_.read(index.position_of(row[0]))
+
+
+def counts(db: StateDB) -> dict[str, int]:
+    """Jobs per status: finished ones from the counts the store keeps, the others counted
+    from the status index (as many as are waiting or running, never every job kept)."""
+    result = {status.value: 0 for status in Status}
+    with db.reading():
+        result.update(db.conn.execute("SELECT status, n FROM job_counts"))
+        result.update(db.conn.execute(UNFINISHED_COUNTS))
+    return result
+
+
+def rows(db: StateDB, status: Status | None = None, limit: int = 100,
+         newest_first: bool = True) -> list[dict[str, Any]]:
+    """Index columns of jobs, for listings: nothing is unpickled, so any process can list."""
+    where, args = ("WHERE status = ?", [status.value]) if status else ("", [])
+    order = "DESC" if newest_first else "ASC"
+    with db.reading():
+        cur = db.conn.execute(f"{_COLUMNS} {where} ORDER BY seq {order} LIMIT ?", (*args, limit))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur]
+
+
+def row(db: StateDB, job_id: str) -> dict[str, Any]:
+    """One job's index columns (status, progress...), without unpickling its snapshot."""
+    with db.reading():
+        cur = db.conn.execute(f"{_COLUMNS} WHERE job_id = ?", (job_id,))
+        found = cur.fetchone()
+        names = [d[0] for d in cur.description]
+    if found is None:
+        raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+    return dict(zip(names, found))
+
+
+def waiting(db: StateDB, now: float) -> dict[tuple[Status, bool], float]:
+    """(status, due by ``now``) -> the earliest ``run_at``, for queued and failed jobs.
+
+    Tells a job waiting for a worker (due) from one delayed or waiting for its retry: only
+    the first is a backlog, and `jobq status` must not count a retry's wait as one.
+    """
+    with db.reading():
+        found = db.conn.execute(
+            "SELECT status, run_at <= ?, MIN(run_at) FROM jobs WHERE status IN (?, ?)"
+            " GROUP BY 1, 2", (now, Status.QUEUED.value, Status.FAILED.value)).fetchall()
+    return {(Status(status), bool(due)): run_at for status, due, run_at in found}
+
+
+def ids_starting_with(db: StateDB, prefix: str, limit: int) -> list[str]:
+    """Up to ``limit`` job ids that start with ``prefix``, in order: a range of the job_id
+    index (a LIKE would scan the table, and treat ``_`` and ``%`` as wildcards)."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)  # the first string past every match
+    with db.reading():
+        found = db.conn.execute("SELECT job_id FROM jobs WHERE job_id >= ? AND job_id < ?"
+                                " ORDER BY job_id LIMIT ?", (prefix, end, limit)).fetchall()
+    return [job_id for job_id, in found]
+
+
+def job_ids(db: StateDB, status: Status | None = None, page: int = 500) -> Iterator[str]:
+    """Job ids in arrival order, read page by page (never all at once)."""
+    after, last = -1, ""
+    # A page starts after the last job's seq as it is now: compaction moves records within
+    # their segment, in order, so a seq remembered from the last page may have moved on.
+    start = "COALESCE((SELECT seq FROM jobs WHERE job_id = ?), ?)"
+    while True:
+        with db.reading():
+            if status is None:
+                found = db.conn.execute(f"SELECT seq, job_id FROM jobs WHERE seq > {start}"
+                                        " ORDER BY seq LIMIT ?", (last, after, page)).fetchall()
+            else:
+                found = db.conn.execute("SELECT seq, job_id FROM jobs WHERE status = ?"
+                                        f" AND seq > {start} ORDER BY seq LIMIT ?",
+                                        (status.value, last, after, page)).fetchall()
+        yield from (job_id for _, job_id in found)
+        if len(found) < page:
+            return
+        after, last = found[-1]
+
+
+def positions(db: StateDB, statuses: Iterable[Status], page: int = 500
+              ) -> Iterator[tuple[Position, str, Status]]:
+    """(payload position, job id, status) of the jobs in ``statuses``, in log order, read
+    page by page from the status index (never all at once). A job whose status changes
+    meanwhile may be listed twice, or not at all."""
+    return heapq.merge(*(_positions(db, status, page) for status in statuses))
+
+
+def _positions(db: StateDB, status: Status, page: int) -> Iterator[tuple[Position, str, Status]]:
+    after = -1
+    while True:
+        with db.reading():
+            found = db.conn.execute("SELECT seq, job_id FROM jobs WHERE status = ?"
+                                    " AND seq > ? ORDER BY seq LIMIT ?",
+                                    (status.value, after, page)).fetchall()
+        yield from ((index.position_of(seq), job_id, status) for seq, job_id in found)
+        if len(found) < page:
+            return
+        after = found[-1][0]
+
+
+def has_ready(db: StateDB, log_: Log, clock: Callable[[], float] = time.time) -> bool:
+    """Is a job claimable now (ready, due, or not yet indexed)? Cheap enough to poll."""
+    with db.reading():
+        if db.conn.execute("SELECT 1 FROM ready LIMIT 1").fetchone():
+            return True
+        due = db.conn.execute("SELECT 1 FROM scheduled WHERE run_at <= ? LIMIT 1",
+                              (clock(),)).fetchone()
+    return due is not None or log_.has_more(catch_up.covered(db))
