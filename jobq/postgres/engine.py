@@ -1,0 +1,293 @@
+"""The PostgreSQL engine: one queue (a ``queue`` name in a database) behind :class:`jobq.engine.Engine`.
+
+Many processes on many hosts share it; each has one connection (:mod:`jobq.postgres.db`), and a
+worker's supervisor one more that holds its liveness lock (:mod:`jobq.postgres.liveness`).
+Every time the engine stores is read from the server's clock, so hosts never compare clocks.
+Records are the directory engine's frames, stored as they are and verified when read back;
+snapshots are signed the same way (:class:`jobq.shelf.StateShelf`'s encoding).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
+
+from .. import job_record, record
+from ..engine import Change, Claim, Finished, Held
+from ..errors import ConfigError, CorruptRecord, InvalidArgument
+from ..pickling import PickleRules
+from ..shelf import StateShelf
+from ..state import FINISHED, JobState, Status
+from . import jobs, operating, reading, schema, settle
+from .db import Db
+from .jobs import NOW, not_found
+from .liveness import PgWorkers
+from .url import PgLocation, parse
+
+CANCEL_GENERATION_TTL = 0.05  # seconds a read of the cancel generation is reused (see below)
+
+_APPEND = (
+    "WITH n AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now),"
+    " v AS (SELECT * FROM unnest(%(ids)s::text[], %(tasks)s::text[], %(prio)s::bigint[],"
+    " %(run)s::float8[], %(created)s::float8[], %(max)s::int[]) WITH ORDINALITY"
+    " AS v(job_id, task, priority, run_at, created_at, max_attempts, ord)),"
+    # run_at clamped as jobq.index.run_at_of does, on the server's clock
+    " w AS (SELECT v.*, LEAST(v.run_at, n.now + GREATEST(0, v.run_at - v.created_at)) AS due,"
+    " n.now FROM v CROSS JOIN n),"
+    " ins AS (INSERT INTO jobq_jobs (queue, job_id, status, ready, priority, run_at,"
+    " max_attempts, task, enqueued_at, updated_at)"
+    " SELECT %(q)s, w.job_id, 'queued', w.due <= w.now, w.priority, w.due, w.max_attempts,"
+    " w.task, w.created_at, w.created_at FROM w WHERE NOT EXISTS (SELECT 1 FROM jobq_done d"
+    " WHERE d.queue = %(q)s AND d.job_id = w.job_id) ORDER BY w.ord"
+    " ON CONFLICT (queue, job_id) DO NOTHING RETURNING job_id)"
+    " INSERT INTO jobq_payloads (queue, job_id, frame)"
+    " SELECT %(q)s, p.job_id, p.frame FROM unnest(%(ids)s::text[], %(frames)s::bytea[])"
+    " AS p(job_id, frame) JOIN ins ON ins.job_id = p.job_id ON CONFLICT DO NOTHING")
+
+
+class PgEngine:
+    """One named queue in a PostgreSQL database."""
+
+    def __init__(self, loc: PgLocation, *, secret_key: bytes | None, rules: PickleRules,
+                 max_record_size: int, created: bool = False) -> None:
+        self._loc = loc
+        self._queue = loc.queue
+        self._key = secret_key
+        self._rules = rules
+        self._max_body = max_record_size
+        self._db = Db(loc)
+        self._shelf = StateShelf(cast(Any, {}), rules=rules, secret_key=secret_key)
+        self._workers = PgWorkers(self._db)
+        self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
+        self.location = loc.location
+        self.created = created
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def reopen(self, *, catch_up: bool = True) -> PgEngine:
+        """The same queue with a connection of its own (nothing to catch up on here)."""
+        return PgEngine(self._loc, secret_key=self._key, rules=self._rules,
+                        max_record_size=self._max_body)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- producing ----------------------------------------------------------------------------
+
+    def append(self, frames: Sequence[bytes], last: int | None = None) -> None:
+        """Store framed records in one statement, one commit; an id already stored keeps its
+        first record (so a producer may retry a commit whose outcome it did not learn)."""
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        found: dict[str, tuple[job_record.JobMeta, bytes]] = {}
+        pos = 0
+        while pos < len(data):
+            try:
+                frame = record.decode(data, pos, key=self._key, max_body=self._max_body)
+            except (record.Damaged, record.Incomplete) as exc:
+                raise InvalidArgument(f"not a whole, valid job record at byte {pos} of the"
+                                      f" batch: {type(exc).__name__} {exc}") from exc
+            meta, _ = job_record.decode_meta(frame.body)
+            found.setdefault(meta.job_id, (meta, data[pos:pos + frame.size]))
+            pos += frame.size
+        metas = [meta for meta, _ in found.values()]
+        args = {"q": self._queue, "ids": [m.job_id for m in metas],
+                "tasks": [m.task for m in metas], "prio": [m.priority for m in metas],
+                "run": [m.run_at for m in metas], "created": [m.created_at for m in metas],
+                "max": [m.max_attempts for m in metas],
+                "frames": [frame for _, frame in found.values()]}
+        with self._db.errors("store jobs (nothing was stored)"):
+            self._db.conn.execute(_APPEND, args, prepare=True)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def exists(self, job_id: str) -> bool:
+        return reading.find(self._db, self._queue, job_id, "1") is not None
+
+    def status(self, job_id: str) -> Status:
+        found = reading.find(self._db, self._queue, job_id, "status")
+        if found is None:
+            raise not_found(job_id)
+        return Status(found[0])
+
+    def get(self, job_id: str) -> JobState:
+        with self._db.errors("read a job"):
+            return jobs.load(self._db.conn, self._shelf, self._queue, job_id)[0]
+
+    def row(self, job_id: str) -> dict[str, Any]:
+        return reading.row(self._db, self._queue, job_id)
+
+    def rows(self, status: Status | None = None, limit: int = 100,
+             newest_first: bool = True) -> list[dict[str, Any]]:
+        return reading.rows(self._db, self._queue, status, limit, newest_first)
+
+    def job_ids(self, status: Status | None = None) -> Iterator[str]:
+        return reading.job_ids(self._db, self._queue, status)
+
+    def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
+        return reading.ids_starting_with(self._db, self._queue, prefix, limit)
+
+    def counts(self) -> dict[str, int]:
+        return reading.counts(self._db, self._queue)
+
+    def waiting(self, now: float) -> dict[tuple[Status, bool], float]:
+        return reading.waiting(self._db, self._queue, now)
+
+    def payload_body(self, job_id: str, ref: Any = None) -> bytes:
+        """The job's record body, its checksum and signature verified, not unpickled."""
+        found = self._db.execute("SELECT frame FROM jobq_payloads WHERE queue = %s"
+                                 " AND job_id = %s", (self._queue, job_id))
+        if not found:
+            raise not_found(job_id)
+        try:
+            return record.decode(bytes(found[0][0]), 0, key=self._key,
+                                 max_body=self._max_body).body
+        except (record.Damaged, record.Incomplete) as exc:
+            raise CorruptRecord(f"the record of job {job_id!r} in {self.location} is damaged:"
+                                f" {exc}", job_id=job_id) from exc
+
+    def now(self) -> float:
+        with self._db.errors("read the server's clock"):
+            return settle.server_now(self._db.conn)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def settle(self, finished: Sequence[Finished], owner: str, limit: int, *,
+               lease_seconds: float = 60.0, prefetch: int = 0,
+               started: Sequence[tuple[str, int]] = ()
+               ) -> tuple[list[JobState | None], list[Claim]]:
+        with self._db.transaction("record finished jobs and claim others") as conn:
+            return settle.settle(conn, self._shelf, self._queue, finished, owner, limit,
+                                 lease_seconds=lease_seconds, prefetch=prefetch,
+                                 started=started)
+
+    def finish(self, job_id: str, token: int, change: Change) -> JobState:
+        """Apply ``change`` under claim ``token``: StaleClaim if it is not current."""
+        with self._db.transaction("record a finished job") as conn:
+            state = settle.settle(conn, self._shelf, self._queue, [(job_id, token, change)],
+                                  "", 0, lease_seconds=0.0, prefetch=0, started=())[0][0]
+            if state is None:
+                raise jobs.claim_error(conn, self._queue, job_id, token)
+        return state
+
+    def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
+                        progress: float | None) -> JobState:
+        with self._db.transaction("save a checkpoint") as conn:
+            return settle.save_checkpoint(conn, self._shelf, self._queue, job_id, token,
+                                          checkpoint, progress)
+
+    def has_ready(self) -> bool:
+        """Is a job claimable now (ready, or due)? Two index probes."""
+        found = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %s AND ready) OR EXISTS"
+            " (SELECT 1 FROM jobq_jobs WHERE queue = %s AND NOT ready AND status IN"
+            f" ('queued', 'failed') AND run_at <= {NOW})", (self._queue, self._queue))
+        return bool(found[0][0])
+
+    def cancel_requested(self, job_id: str) -> bool:
+        found = self._db.execute("SELECT cancel_requested FROM jobq_jobs WHERE queue = %s"
+                                 " AND job_id = %s", (self._queue, job_id))
+        return bool(found and found[0][0])
+
+    def cancel_generation(self) -> int:
+        """The queue's cancel number. A worker child reads it before each job it prefetched:
+        a read is reused for CANCEL_GENERATION_TTL seconds, so a drain of short jobs does not
+        pay a round trip per job, and a cancel is seen at most that much later (a running job
+        still sees its flag through ``cancel_requested``)."""
+        now = time.monotonic()
+        cached = self._generation
+        if cached is not None and now - cached[0] < CANCEL_GENERATION_TTL:
+            return cached[1]
+        found = self._db.execute("SELECT generation FROM jobq_cancels WHERE queue = %s",
+                                 (self._queue,))
+        value = int(found[0][0]) if found else 0
+        self._generation = (now, value)
+        return value
+
+    def cancelling(self, owner: str) -> set[tuple[str, int]]:
+        return {(job_id, int(token)) for job_id, token in self._db.execute(
+            "SELECT job_id, token FROM jobq_jobs WHERE queue = %s AND status = 'running'"
+            " AND (owner = %s OR (owner >= %s AND owner < %s)) AND cancel_requested",
+            (self._queue, *_owned(owner)))}
+
+    def renew(self, owner: str, lease_seconds: float) -> int:
+        with self._db.transaction("renew leases") as conn:
+            return conn.execute(
+                f"UPDATE jobq_jobs SET lease_expires = {NOW} + %s WHERE queue = %s"
+                " AND status = 'running' AND (owner = %s OR (owner >= %s AND owner < %s))",
+                (lease_seconds, self._queue, *_owned(owner))).rowcount
+
+    def held(self, owner: str | None = None) -> list[Held]:
+        """Running claims (of one owner, or all), their leases judged on the server's clock."""
+        sql = ("SELECT job_id, token, owner, NOT prefetched, coalesce(lease_expires < "
+               f"{NOW}, false) FROM jobq_jobs WHERE queue = %s AND status = 'running'")
+        args: tuple[Any, ...] = (self._queue,)
+        if owner is not None:
+            sql, args = sql + " AND owner = %s", (*args, owner)
+        return [Held(j, int(t), o or "", bool(s), bool(e))
+                for j, t, o, s, e in self._db.execute(sql + " ORDER BY seq", args)]
+
+    def housekeep(self, *, busy: bool) -> None:
+        """Nothing to do: the server vacuums (see the table settings in jobq.postgres.schema)."""
+
+    @property
+    def workers(self) -> PgWorkers:
+        return self._workers
+
+    # -- operating ----------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> bool:
+        with self._db.transaction("cancel a job") as conn:
+            return operating.cancel(conn, self._shelf, self._queue, job_id)
+
+    def requeue(self, job_id: str) -> bool:
+        with self._db.transaction("retry a job") as conn:
+            return operating.requeue(conn, self._shelf, self._queue, job_id)
+
+    def purge(self, statuses: frozenset[Status], updated_before: float) -> int:
+        """Delete finished jobs of ``statuses`` last updated before then, a batch per
+        transaction (no long transaction holds back vacuum); how many."""
+        wanted = sorted(s.value for s in statuses if s in FINISHED)
+        total = 0
+        while wanted:
+            with self._db.transaction("purge finished jobs") as conn:
+                gone = operating.purge_batch(conn, self._queue, wanted, updated_before)
+            total += gone
+            if gone < operating.PURGE_BATCH:
+                break
+        return total
+
+    def damage(self) -> list[dict[str, Any]]:
+        """None: the server checks its own pages; records are verified whenever read."""
+        return []
+
+
+def _owned(owner: str) -> tuple[str, str, str]:
+    """A worker's own claims and its children's ("<worker>/<n>") as one index range."""
+    return owner, owner + "/", owner + "0"  # "0" is the character after "/"
+
+
+def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
+                max_record_size: int, clock: Callable[[], float] | None = None,
+                catch_up: bool = True) -> PgEngine:
+    """Open (creating or upgrading its schema if needed) the queue ``url`` names.
+
+    WrongSecretKey if its records are signed with another key, or not as ``secret_key`` says;
+    IncompatibleFormat if its schema is newer than this jobq; StorageError naming the server
+    if it cannot be reached. ``max_record_size`` is recorded when the queue is made, and the
+    recorded one is used after. ``clock`` cannot be chosen: times are the server's.
+    """
+    if clock is not None:
+        raise ConfigError("a queue in PostgreSQL takes its time from the server's clock:"
+                          " clock= cannot be given")
+    loc = parse(url)
+    db = Db(loc)
+    try:
+        with db.errors("create or upgrade the jobq tables"):
+            schema.migrate(db.conn, loc)
+        with db.errors("open the queue"):
+            meta = schema.open_queue(db.conn, loc, secret_key, max_record_size)
+    finally:
+        db.close()
+    return PgEngine(loc, secret_key=secret_key, rules=rules,
+                    max_record_size=meta.max_record_size, created=meta.created)

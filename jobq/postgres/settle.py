@@ -1,0 +1,142 @@
+"""The hot path: ended attempts recorded and the next jobs claimed in one transaction.
+
+``settle`` is one transaction and one durable commit, whatever the batch size:
+
+1. lock the finished jobs' rows (``FOR UPDATE``, in id order so that two settles never wait on
+   each other in a cycle) with their snapshots, and keep only the claims still current: the
+   fencing token must match, or the entry records nothing (None);
+2. apply each :data:`~jobq.engine.Change` in Python with the server's clock, write the new
+   snapshots and rows; finished jobs move to ``jobq_done`` in the same statement;
+3. mark prefetched claims that started;
+4. make due delayed and retrying jobs ready (``SKIP LOCKED``: workers never queue behind one
+   another for it), then claim: a CTE selects the first ready rows by priority, then arrival,
+   ``FOR UPDATE SKIP LOCKED`` with a ``LIMIT`` (the CTE keeps the planner from updating more
+   rows than the limit), and the UPDATE hands them out with the next token.
+
+The first ``limit`` claims are started; the next ``prefetch`` are marked not started, so a dead
+owner's unstarted claims go back uncharged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from .. import transitions
+from ..engine import Change, Claim
+from ..shelf import StateShelf
+from ..state import JobState
+from . import jobs
+from .jobs import BLOB, NOW, STATE
+
+PROMOTE_BATCH = 1_000
+
+_PROMOTE = (
+    "WITH d AS (SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND NOT ready"
+    " AND status IN ('queued', 'failed') AND run_at <= %(now)s ORDER BY run_at"
+    f" LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED)"
+    " UPDATE jobq_jobs j SET ready = true FROM d WHERE j.queue = %(q)s AND j.job_id = d.job_id")
+
+_CLAIM = (
+    "WITH c AS (SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND ready"
+    " ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED)"
+    " UPDATE jobq_jobs j SET status = 'running', ready = false, attempts = j.attempts + 1,"
+    " token = j.token + 1, owner = %(owner)s, lease_expires = %(lease)s, started_at = %(now)s,"
+    " updated_at = %(now)s, prefetched = false"
+    " FROM c WHERE j.queue = %(q)s AND j.job_id = c.job_id"
+    f" RETURNING {STATE}, j.token, j.priority, j.seq, {BLOB}")
+
+_LOCK_FINISHED = (
+    f"SELECT {STATE}, j.token, j.max_attempts, {BLOB} FROM jobq_jobs j"
+    " WHERE j.queue = %s AND j.job_id = ANY(%s) AND j.status = 'running'"
+    " ORDER BY j.job_id FOR UPDATE")
+
+
+def server_now(conn: psycopg.Connection[Any]) -> float:
+    row = conn.execute(f"SELECT {NOW}", prepare=True).fetchone()
+    assert row is not None
+    return float(row[0])
+
+
+def settle(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
+           finished: Sequence[tuple[str, int, Change]], owner: str, limit: int, *,
+           lease_seconds: float, prefetch: int, started: Sequence[tuple[str, int]]
+           ) -> tuple[list[JobState | None], list[Claim]]:
+    """Inside the caller's transaction: see the module docstring."""
+    now = server_now(conn)
+    states = finish_in(conn, shelf, queue, finished, now) if finished else []
+    if started:
+        conn.execute("UPDATE jobq_jobs j SET prefetched = false"
+                     " FROM unnest(%s::text[], %s::bigint[]) AS v(job_id, token)"
+                     " WHERE j.queue = %s AND j.job_id = v.job_id AND j.token = v.token",
+                     ([j for j, _ in started], [t for _, t in started], queue), prepare=True)
+    claims = claim_in(conn, shelf, queue, owner, limit, prefetch, now, now + lease_seconds) \
+        if limit + prefetch > 0 else []
+    return states, claims
+
+
+def finish_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
+              finished: Sequence[tuple[str, int, Change]], now: float
+              ) -> list[JobState | None]:
+    """Apply each change under its claim; None for a claim no longer current (or purged)."""
+    rows = {row[0]: row for row in conn.execute(
+        _LOCK_FINISHED, (queue, list({job_id for job_id, _, _ in finished})), prepare=True)}
+    results: list[JobState | None] = []
+    new: dict[str, JobState] = {}
+    for job_id, token, change in finished:
+        row = rows.get(job_id)
+        if row is None or row[10] != token or job_id in new:  # listed twice: recorded once
+            results.append(None)
+            continue
+        with jobs.loading():
+            state = jobs.state_of(shelf, row, row[12])
+        state = change(state, now, row[11])
+        new[job_id] = state
+        results.append(state)
+    jobs.write(conn, shelf, queue, list(new.values()), now)
+    return results
+
+
+def claim_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, owner: str,
+             limit: int, prefetch: int, now: float, lease_expires: float) -> list[Claim]:
+    conn.execute(_PROMOTE, {"q": queue, "now": now}, prepare=True)
+    rows = conn.execute(_CLAIM, {"q": queue, "n": limit + prefetch, "owner": owner,
+                                 "lease": lease_expires, "now": now}, prepare=True).fetchall()
+    rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the CTE's order
+    if len(rows) > limit:
+        conn.execute("UPDATE jobq_jobs SET prefetched = true WHERE queue = %s"
+                     " AND job_id = ANY(%s)", (queue, [r[0] for r in rows[limit:]]),
+                     prepare=True)
+    with jobs.loading():
+        return [Claim(r[0], r[10], jobs.state_of(shelf, r, r[13])) for r in rows]
+
+
+def save_checkpoint(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id: str,
+                    token: int, checkpoint: Any, progress: float | None) -> JobState:
+    """Inside the caller's transaction: lock the job under its claim, store its checkpoint.
+
+    The token is checked in the statement that locks the row and again in the one that writes
+    it: a claim that is not current writes nothing (StaleClaim; JobNotFound if it is gone).
+    """
+    row = conn.execute(
+        f"SELECT {STATE}, {NOW}, {BLOB} FROM jobq_jobs j WHERE j.queue = %s AND j.job_id = %s"
+        " AND j.token = %s AND j.status = 'running' FOR UPDATE", (queue, job_id, token),
+        prepare=True).fetchone()
+    if row is None:
+        raise jobs.claim_error(conn, queue, job_id, token)
+    now = float(row[10])
+    with jobs.loading():
+        current = jobs.state_of(shelf, row, row[11])
+    state = transitions.checkpointed(current, checkpoint, progress, now, token)
+    written = conn.execute(
+        "UPDATE jobq_jobs SET progress = %s, updated_at = %s WHERE queue = %s AND job_id = %s"
+        " AND token = %s AND status = 'running'",
+        (float(state.progress), now, queue, job_id, token), prepare=True).rowcount
+    if not written:  # cannot happen under the row lock; never write a snapshot unfenced
+        raise jobs.claim_error(conn, queue, job_id, token)
+    conn.execute("INSERT INTO jobq_snapshots (queue, job_id, blob) VALUES (%s, %s, %s)"
+                 " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob",
+                 (queue, job_id, shelf.encode(job_id, state)), prepare=True)
+    return state
