@@ -49,7 +49,8 @@ def rows(db: Db, queue: str, status: Status | None, limit: int,
     args = (queue,) if status is None else (queue, status.value)
     parts = [f"(SELECT {LISTED}, seq FROM {table} WHERE {where} ORDER BY seq {order} LIMIT %s)"
              for table in _tables(status)]
-    found = db.execute(" UNION ALL ".join(parts) + f" ORDER BY seq {order} LIMIT %s",
+    found = db.execute(f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY seq {order}"
+                       " LIMIT %s",
                        (*[a for _ in parts for a in (*args, limit)], limit))
     return _dicts([r[:-1] for r in found])
 
@@ -63,7 +64,7 @@ def job_ids(db: Db, queue: str, status: Status | None, page: int = PAGE) -> Iter
         args = (queue, after) if status is None else (queue, after, status.value)
         parts = [f"(SELECT seq, job_id FROM {table} WHERE {where} ORDER BY seq LIMIT %s)"
                  for table in _tables(status)]
-        found = db.execute(" UNION ALL ".join(parts) + " ORDER BY seq LIMIT %s",
+        found = db.execute(f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY seq LIMIT %s",
                            (*[a for _ in parts for a in (*args, page)], page))
         yield from (job_id for _, job_id in found)
         if len(found) < page:
