@@ -60,6 +60,9 @@ class PgEngine:
         self._shelf = StateShelf(cast(Any, {}), rules=rules, secret_key=secret_key)
         self._workers = PgWorkers(self._db)
         self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
+        # The frames of this process's last claims, read by the claim itself: a worker that
+        # claimed a batch loads each job's payload without a round trip (see payload_body).
+        self._frames: dict[str, bytes] = {}
         self.location = loc.location
         self.created = created
 
@@ -134,13 +137,19 @@ class PgEngine:
         return reading.waiting(self._db, self._queue, now)
 
     def payload_body(self, job_id: str, ref: Any = None) -> bytes:
-        """The job's record body, its checksum and signature verified, not unpickled."""
-        found = self._db.execute("SELECT frame FROM jobq_payloads WHERE queue = %s"
-                                 " AND job_id = %s", (self._queue, job_id))
-        if not found:
-            raise not_found(job_id)
+        """The job's record body, its checksum and signature verified, not unpickled.
+
+        A job this process claimed last has its frame here already (a record never changes).
+        """
+        data = self._frames.pop(job_id, None)
+        if data is None:
+            found = self._db.execute("SELECT frame FROM jobq_payloads WHERE queue = %s"
+                                     " AND job_id = %s", (self._queue, job_id))
+            if not found:
+                raise not_found(job_id)
+            data = bytes(found[0][0])
         try:
-            return record.decode(bytes(found[0][0]), 0, key=self._key,
+            return record.decode(data, 0, key=self._key,
                                  max_body=self._max_body).body
         except (record.Damaged, record.Incomplete) as exc:
             raise CorruptRecord(f"the record of job {job_id!r} in {self.location} is damaged:"
@@ -157,9 +166,14 @@ class PgEngine:
                started: Sequence[tuple[str, int]] = ()
                ) -> tuple[list[JobState | None], list[Claim]]:
         with self._db.transaction("record finished jobs and claim others") as conn:
-            return settle.settle(conn, self._shelf, self._queue, finished, owner, limit,
-                                 lease_seconds=lease_seconds, prefetch=prefetch,
-                                 started=started)
+            states, claims, frames = settle.settle(
+                conn, self._shelf, self._queue, finished, owner, limit,
+                lease_seconds=lease_seconds, prefetch=prefetch, started=started)
+        for job_id, _, _ in finished:
+            self._frames.pop(job_id, None)
+        if limit + prefetch > 0:
+            self._frames = frames  # the last claims' only: bounded by one batch
+        return states, claims
 
     def finish(self, job_id: str, token: int, change: Change) -> JobState:
         """Apply ``change`` under claim ``token``: StaleClaim if it is not current."""
@@ -168,6 +182,7 @@ class PgEngine:
                                   "", 0, lease_seconds=0.0, prefetch=0, started=())[0][0]
             if state is None:
                 raise jobs.claim_error(conn, self._queue, job_id, token)
+        self._frames.pop(job_id, None)
         return state
 
     def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,

@@ -46,7 +46,8 @@ _CLAIM = (
     " token = j.token + 1, owner = %(owner)s, lease_expires = %(lease)s, started_at = %(now)s,"
     " updated_at = %(now)s, prefetched = false"
     " FROM c WHERE j.queue = %(q)s AND j.job_id = c.job_id"
-    f" RETURNING {STATE}, j.token, j.priority, j.seq, {BLOB}")
+    f" RETURNING {STATE}, j.token, j.priority, j.seq, {BLOB},"
+    " (SELECT p.frame FROM jobq_payloads p WHERE p.queue = j.queue AND p.job_id = j.job_id)")
 
 _LOCK_FINISHED = (
     f"SELECT {STATE}, j.token, j.max_attempts, {BLOB} FROM jobq_jobs j"
@@ -63,8 +64,9 @@ def server_now(conn: psycopg.Connection[Any]) -> float:
 def settle(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
            finished: Sequence[tuple[str, int, Change]], owner: str, limit: int, *,
            lease_seconds: float, prefetch: int, started: Sequence[tuple[str, int]]
-           ) -> tuple[list[JobState | None], list[Claim]]:
-    """Inside the caller's transaction: see the module docstring."""
+           ) -> tuple[list[JobState | None], list[Claim], dict[str, bytes]]:
+    """Inside the caller's transaction: see the module docstring. Returns the claims' frames
+    too (job id -> framed record), read by the claim itself."""
     now = server_now(conn)
     states = finish_in(conn, shelf, queue, finished, now) if finished else []
     if started:
@@ -72,9 +74,9 @@ def settle(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
                      " FROM unnest(%s::text[], %s::bigint[]) AS v(job_id, token)"
                      " WHERE j.queue = %s AND j.job_id = v.job_id AND j.token = v.token",
                      ([j for j, _ in started], [t for _, t in started], queue), prepare=True)
-    claims = claim_in(conn, shelf, queue, owner, limit, prefetch, now, now + lease_seconds) \
-        if limit + prefetch > 0 else []
-    return states, claims
+    claims, frames = claim_in(conn, shelf, queue, owner, limit, prefetch, now,
+                              now + lease_seconds) if limit + prefetch > 0 else ([], {})
+    return states, claims, frames
 
 
 def finish_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
@@ -100,7 +102,8 @@ def finish_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
 
 
 def claim_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, owner: str,
-             limit: int, prefetch: int, now: float, lease_expires: float) -> list[Claim]:
+             limit: int, prefetch: int, now: float, lease_expires: float
+             ) -> tuple[list[Claim], dict[str, bytes]]:
     conn.execute(_PROMOTE, {"q": queue, "now": now}, prepare=True)
     rows = conn.execute(_CLAIM, {"q": queue, "n": limit + prefetch, "owner": owner,
                                  "lease": lease_expires, "now": now}, prepare=True).fetchall()
@@ -110,7 +113,8 @@ def claim_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, owner
                      " AND job_id = ANY(%s)", (queue, [r[0] for r in rows[limit:]]),
                      prepare=True)
     with jobs.loading():
-        return [Claim(r[0], r[10], jobs.state_of(shelf, r, r[13])) for r in rows]
+        claims = [Claim(r[0], r[10], jobs.state_of(shelf, r, r[13])) for r in rows]
+    return claims, {r[0]: bytes(r[14]) for r in rows if r[14] is not None}
 
 
 def save_checkpoint(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id: str,
