@@ -13,38 +13,22 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
-from .. import job_record, record
+from .. import record
 from ..engine import Change, Claim, Finished, Held
-from ..errors import ConfigError, CorruptRecord, InvalidArgument
+from ..errors import ConfigError, CorruptRecord
 from ..pickling import PickleRules
 from ..shelf import StateShelf
 from ..state import FINISHED, JobState, Status
-from . import jobs, operating, reading, schema, settle
+from . import append, jobs, operating, reading, schema, settle
 from .db import Db
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
 from .url import PgLocation, parse
 
+# A busy worker makes due delayed and retrying jobs ready this often; one whose last claim
+# found fewer ready jobs than it asked for does it at every claim.
+PROMOTE_EVERY = 0.5
 CANCEL_GENERATION_TTL = 0.05  # seconds a read of the cancel generation is reused (see below)
-
-_APPEND = (
-    "WITH n AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now),"
-    " v AS (SELECT * FROM unnest(%(ids)s::text[], %(tasks)s::text[], %(prio)s::bigint[],"
-    " %(run)s::float8[], %(created)s::float8[], %(max)s::int[]) WITH ORDINALITY"
-    " AS v(job_id, task, priority, run_at, created_at, max_attempts, ord)),"
-    # run_at clamped as jobq.index.run_at_of does, on the server's clock
-    " w AS (SELECT v.*, LEAST(v.run_at, n.now + GREATEST(0, v.run_at - v.created_at)) AS due,"
-    " n.now FROM v CROSS JOIN n),"
-    " ins AS (INSERT INTO jobq_jobs (queue, job_id, status, ready, priority, run_at,"
-    " max_attempts, task, enqueued_at, updated_at)"
-    " SELECT %(q)s, w.job_id, 'queued', w.due <= w.now, w.priority, w.due, w.max_attempts,"
-    " w.task, w.created_at, w.created_at FROM w WHERE NOT EXISTS (SELECT 1 FROM jobq_done d"
-    " WHERE d.queue = %(q)s AND d.job_id = w.job_id) ORDER BY w.ord"
-    " ON CONFLICT (queue, job_id) DO NOTHING RETURNING job_id)"
-    " INSERT INTO jobq_payloads (queue, job_id, frame)"
-    " SELECT %(q)s, p.job_id, p.frame FROM unnest(%(ids)s::text[], %(frames)s::bytea[])"
-    " AS p(job_id, frame) JOIN ins ON ins.job_id = p.job_id ON CONFLICT DO NOTHING")
-
 
 class PgEngine:
     """One named queue in a PostgreSQL database."""
@@ -59,10 +43,12 @@ class PgEngine:
         self._db = Db(loc)
         self._shelf = StateShelf(cast(Any, {}), rules=rules, secret_key=secret_key)
         self._workers = PgWorkers(self._db)
+        self._appender = append.Appender()
         self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
         # The frames of this process's last claims, read by the claim itself: a worker that
         # claimed a batch loads each job's payload without a round trip (see payload_body).
         self._frames: dict[str, bytes] = {}
+        self._promoted_at: float | None = None  # monotonic time of the last promotion asked
         self.location = loc.location
         self.created = created
 
@@ -81,26 +67,10 @@ class PgEngine:
     def append(self, frames: Sequence[bytes], last: int | None = None) -> None:
         """Store framed records in one statement, one commit; an id already stored keeps its
         first record (so a producer may retry a commit whose outcome it did not learn)."""
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        found: dict[str, tuple[job_record.JobMeta, bytes]] = {}
-        pos = 0
-        while pos < len(data):
-            try:
-                frame = record.decode(data, pos, key=self._key, max_body=self._max_body)
-            except (record.Damaged, record.Incomplete) as exc:
-                raise InvalidArgument(f"not a whole, valid job record at byte {pos} of the"
-                                      f" batch: {type(exc).__name__} {exc}") from exc
-            meta, _ = job_record.decode_meta(frame.body)
-            found.setdefault(meta.job_id, (meta, data[pos:pos + frame.size]))
-            pos += frame.size
-        metas = [meta for meta, _ in found.values()]
-        args = {"q": self._queue, "ids": [m.job_id for m in metas],
-                "tasks": [m.task for m in metas], "prio": [m.priority for m in metas],
-                "run": [m.run_at for m in metas], "created": [m.created_at for m in metas],
-                "max": [m.max_attempts for m in metas],
-                "frames": [frame for _, frame in found.values()]}
-        with self._db.errors("store jobs (nothing was stored)"):
-            self._db.conn.execute(_APPEND, args, prepare=True)
+        jobs = append.split(frames, self._key, self._max_body)
+        if jobs:
+            with self._db.errors("store jobs (nothing was stored)"):
+                self._appender.store(self._db.conn, self._queue, jobs)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -165,10 +135,19 @@ class PgEngine:
                lease_seconds: float = 60.0, prefetch: int = 0,
                started: Sequence[tuple[str, int]] = ()
                ) -> tuple[list[JobState | None], list[Claim]]:
-        with self._db.transaction("record finished jobs and claim others") as conn:
-            states, claims, frames = settle.settle(
-                conn, self._shelf, self._queue, finished, owner, limit,
-                lease_seconds=lease_seconds, prefetch=prefetch, started=started)
+        clock = time.monotonic()
+        promote = self._promoted_at is None or clock - self._promoted_at > PROMOTE_EVERY
+        with self._db.errors("record finished jobs and claim others"):
+            conn = self._db.conn
+            with conn.transaction():
+                states, claims, frames = settle.settle(
+                    conn, self._shelf, self._queue, finished, owner, limit,
+                    lease_seconds=lease_seconds, prefetch=prefetch, started=started,
+                    promote=promote)
+        if promote:
+            self._promoted_at = clock
+        if len(claims) < limit + prefetch:
+            self._promoted_at = None  # too few ready: due ones may be waiting
         for job_id, _, _ in finished:
             self._frames.pop(job_id, None)
         if limit + prefetch > 0:

@@ -85,38 +85,37 @@ def write(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
     snapshots, and their rows, moved to ``jobq_done`` for those that finished."""
     if not new:
         return
-    conn.execute(
-        "INSERT INTO jobq_snapshots (queue, job_id, blob)"
-        " SELECT %s, * FROM unnest(%s::text[], %s::bytea[])"
-        " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob",
-        (queue, [s.job_id for s in new], [shelf.encode(s.job_id, s) for s in new]))
-    waiting = [s for s in new if s.status not in FINISHED]
-    finished = [s for s in new if s.status in FINISHED]
-    if waiting:
-        conn.execute(
-            "UPDATE jobq_jobs j SET status = v.status, attempts = v.attempts,"
-            " progress = v.progress, run_at = v.run_at, cancel_requested = v.cancel,"
-            " ready = v.status IN ('queued', 'failed') AND v.run_at <= %s,"
-            " owner = NULL, lease_expires = NULL, prefetched = false, updated_at = %s"
-            " FROM unnest(%s::text[], %s::text[], %s::int[], %s::float8[], %s::float8[],"
-            " %s::bool[]) AS v(job_id, status, attempts, progress, run_at, cancel)"
-            " WHERE j.queue = %s AND j.job_id = v.job_id",
-            (now, now, *_columns(waiting), queue))
-    if finished:
-        conn.execute(
-            "WITH gone AS (DELETE FROM jobq_jobs j USING unnest(%s::text[], %s::text[],"
-            " %s::int[], %s::float8[], %s::float8[], %s::bool[])"
-            " AS v(job_id, status, attempts, progress, run_at, cancel)"
-            " WHERE j.queue = %s AND j.job_id = v.job_id"
-            " RETURNING j.queue, j.job_id, j.seq, v.status, j.priority, v.run_at, v.attempts,"
-            " j.max_attempts, j.token, v.cancel, v.progress, j.task, j.enqueued_at, j.started_at)"
-            " INSERT INTO jobq_done (queue, job_id, seq, status, ready, priority, run_at,"
-            " attempts, max_attempts, token, owner, lease_expires, prefetched, cancel_requested,"
-            " progress, task, enqueued_at, updated_at, started_at)"
-            " SELECT queue, job_id, seq, status, false, priority, run_at, attempts, max_attempts,"
-            " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %s, started_at"
-            " FROM gone",
-            (*_columns(finished), queue, now))
+    ids, status, attempts, progress, run_at, cancel = _columns(new)
+    conn.execute(_WRITE, {"q": queue, "now": now, "ids": ids, "status": status,
+                          "attempts": attempts, "progress": progress, "run_at": run_at,
+                          "cancel": cancel,
+                          "blobs": [shelf.encode(s.job_id, s) for s in new]}, prepare=True)
+
+
+# One statement: the snapshots, the rows of jobs still waiting, and finished ones moved.
+_WRITE = (
+    "WITH v AS (SELECT * FROM unnest(%(ids)b::text[], %(status)b::text[], %(attempts)b::int[],"
+    " %(progress)b::float8[], %(run_at)b::float8[], %(cancel)b::bool[], %(blobs)b::bytea[])"
+    " AS v(job_id, status, attempts, progress, run_at, cancel, blob)),"
+    " snap AS (INSERT INTO jobq_snapshots (queue, job_id, blob) SELECT %(q)s, job_id, blob"
+    " FROM v ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob),"
+    " waiting AS (UPDATE jobq_jobs j SET status = v.status, attempts = v.attempts,"
+    " progress = v.progress, run_at = v.run_at, cancel_requested = v.cancel,"
+    " ready = v.status IN ('queued', 'failed') AND v.run_at <= %(now)s,"
+    " owner = NULL, lease_expires = NULL, prefetched = false, updated_at = %(now)s"
+    " FROM v WHERE j.queue = %(q)s AND j.job_id = v.job_id"
+    " AND v.status NOT IN ('succeeded', 'dead', 'cancelled')),"
+    " gone AS (DELETE FROM jobq_jobs j USING v WHERE j.queue = %(q)s AND j.job_id = v.job_id"
+    " AND v.status IN ('succeeded', 'dead', 'cancelled')"
+    " RETURNING j.queue, j.job_id, j.seq, v.status, j.priority, v.run_at, v.attempts,"
+    " j.max_attempts, j.token, v.cancel, v.progress, j.task, j.enqueued_at, j.started_at)"
+    " INSERT INTO jobq_done (queue, job_id, seq, status, ready, priority, run_at,"
+    " attempts, max_attempts, token, owner, lease_expires, prefetched, cancel_requested,"
+    " progress, task, enqueued_at, updated_at, started_at)"
+    " SELECT queue, job_id, seq, status, false, priority, run_at, attempts, max_attempts,"
+    " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %(now)s, started_at"
+    " FROM gone")
+assert {s.value for s in FINISHED} == {"succeeded", "dead", "cancelled"}
 
 
 def _columns(states: Sequence[JobState]) -> tuple[list[Any], ...]:

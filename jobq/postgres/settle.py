@@ -3,18 +3,22 @@
 ``settle`` is one transaction and one durable commit, whatever the batch size:
 
 1. lock the finished jobs' rows (``FOR UPDATE``, in id order so that two settles never wait on
-   each other in a cycle) with their snapshots, and keep only the claims still current: the
-   fencing token must match, or the entry records nothing (None);
+   each other in a cycle) with their snapshots and the server's time, and keep only the claims
+   still current: the fencing token must match, or the entry records nothing (None);
 2. apply each :data:`~jobq.engine.Change` in Python with the server's clock, write the new
    snapshots and rows; finished jobs move to ``jobq_done`` in the same statement;
 3. mark prefetched claims that started;
 4. make due delayed and retrying jobs ready (``SKIP LOCKED``: workers never queue behind one
-   another for it), then claim: a CTE selects the first ready rows by priority, then arrival,
+   another for it; the engine asks for it when its last claim found too few ready jobs, else
+   every PROMOTE_EVERY seconds), then claim: a CTE selects the first ready rows by priority, then arrival,
    ``FOR UPDATE SKIP LOCKED`` with a ``LIMIT`` (the CTE keeps the planner from updating more
    rows than the limit), and the UPDATE hands them out with the next token.
 
-The first ``limit`` claims are started; the next ``prefetch`` are marked not started, so a dead
-owner's unstarted claims go back uncharged.
+The first ``limit`` claims are started; the next ``prefetch`` (a second claim statement) are
+marked not started, so a dead owner's unstarted claims go back uncharged.
+
+The engine runs it in pipeline mode: everything after the lock of the finished jobs is sent
+in one go, so a settle costs three round trips (two without finished jobs), whatever its size.
 """
 
 from __future__ import annotations
@@ -35,24 +39,30 @@ PROMOTE_BATCH = 1_000
 
 _PROMOTE = (
     "WITH d AS (SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND NOT ready"
-    " AND status IN ('queued', 'failed') AND run_at <= %(now)s ORDER BY run_at"
+    f" AND status IN ('queued', 'failed') AND run_at <= {NOW} ORDER BY run_at"
     f" LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED)"
     " UPDATE jobq_jobs j SET ready = true FROM d WHERE j.queue = %(q)s AND j.job_id = d.job_id")
 
 _CLAIM = (
-    "WITH c AS (SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND ready"
+    f"WITH n AS (SELECT {NOW} AS now),"
+    " c AS (SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND ready"
     " ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED)"
     " UPDATE jobq_jobs j SET status = 'running', ready = false, attempts = j.attempts + 1,"
-    " token = j.token + 1, owner = %(owner)s, lease_expires = %(lease)s, started_at = %(now)s,"
-    " updated_at = %(now)s, prefetched = false"
-    " FROM c WHERE j.queue = %(q)s AND j.job_id = c.job_id"
+    " token = j.token + 1, owner = %(owner)s, lease_expires = n.now + %(lease)s,"
+    " started_at = n.now, updated_at = n.now, prefetched = %(prefetched)s"
+    " FROM c, n WHERE j.queue = %(q)s AND j.job_id = c.job_id"
     f" RETURNING {STATE}, j.token, j.priority, j.seq, {BLOB},"
     " (SELECT p.frame FROM jobq_payloads p WHERE p.queue = j.queue AND p.job_id = j.job_id)")
 
 _LOCK_FINISHED = (
-    f"SELECT {STATE}, j.token, j.max_attempts, {BLOB} FROM jobq_jobs j"
-    " WHERE j.queue = %s AND j.job_id = ANY(%s) AND j.status = 'running'"
+    f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW} FROM jobq_jobs j"
+    " WHERE j.queue = %s AND j.job_id = ANY(%b) AND j.status = 'running'"
     " ORDER BY j.job_id FOR UPDATE")
+
+_STARTED = (
+    "UPDATE jobq_jobs j SET prefetched = false"
+    " FROM unnest(%b::text[], %b::bigint[]) AS v(job_id, token)"
+    " WHERE j.queue = %s AND j.job_id = v.job_id AND j.token = v.token")
 
 
 def server_now(conn: psycopg.Connection[Any]) -> float:
@@ -63,28 +73,40 @@ def server_now(conn: psycopg.Connection[Any]) -> float:
 
 def settle(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
            finished: Sequence[tuple[str, int, Change]], owner: str, limit: int, *,
-           lease_seconds: float, prefetch: int, started: Sequence[tuple[str, int]]
+           lease_seconds: float, prefetch: int, started: Sequence[tuple[str, int]],
+           promote: bool = True
            ) -> tuple[list[JobState | None], list[Claim], dict[str, bytes]]:
-    """Inside the caller's transaction: see the module docstring. Returns the claims' frames
-    too (job id -> framed record), read by the claim itself."""
-    now = server_now(conn)
-    states = finish_in(conn, shelf, queue, finished, now) if finished else []
+    """Inside the caller's transaction (in pipeline mode: the statements after the finished
+    jobs' lock go to the server together): see the module docstring. Returns the claims'
+    frames too (job id -> framed record), read by the claim itself."""
+    states = finish_in(conn, shelf, queue, finished) if finished else []
     if started:
-        conn.execute("UPDATE jobq_jobs j SET prefetched = false"
-                     " FROM unnest(%s::text[], %s::bigint[]) AS v(job_id, token)"
-                     " WHERE j.queue = %s AND j.job_id = v.job_id AND j.token = v.token",
-                     ([j for j, _ in started], [t for _, t in started], queue), prepare=True)
-    claims, frames = claim_in(conn, shelf, queue, owner, limit, prefetch, now,
-                              now + lease_seconds) if limit + prefetch > 0 else ([], {})
+        conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
+                     prepare=True)
+    if limit + prefetch <= 0:
+        return states, [], {}
+    if promote:
+        conn.execute(_PROMOTE, {"q": queue}, prepare=True)
+    cursors = [conn.execute(_CLAIM, {"q": queue, "n": n, "owner": owner, "lease": lease_seconds,
+                                     "prefetched": prefetched}, prepare=True)
+               for n, prefetched in ((limit, False), (prefetch, True)) if n > 0]
+    claims: list[Claim] = []
+    frames: dict[str, bytes] = {}
+    for cur in cursors:  # the started ones first, each in priority then arrival order
+        rows = sorted(cur.fetchall(), key=lambda r: (-r[11], r[12]))
+        with jobs.loading():
+            claims += [Claim(r[0], r[10], jobs.state_of(shelf, r, r[13])) for r in rows]
+        frames.update((r[0], bytes(r[14])) for r in rows if r[14] is not None)
     return states, claims, frames
 
 
 def finish_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
-              finished: Sequence[tuple[str, int, Change]], now: float
-              ) -> list[JobState | None]:
+              finished: Sequence[tuple[str, int, Change]]) -> list[JobState | None]:
     """Apply each change under its claim; None for a claim no longer current (or purged)."""
-    rows = {row[0]: row for row in conn.execute(
-        _LOCK_FINISHED, (queue, list({job_id for job_id, _, _ in finished})), prepare=True)}
+    found = conn.execute(_LOCK_FINISHED, (queue, list({job_id for job_id, _, _ in finished})),
+                         prepare=True).fetchall()
+    rows = {row[0]: row for row in found}
+    now = float(found[0][13]) if found else 0.0
     results: list[JobState | None] = []
     new: dict[str, JobState] = {}
     for job_id, token, change in finished:
@@ -99,22 +121,6 @@ def finish_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
         results.append(state)
     jobs.write(conn, shelf, queue, list(new.values()), now)
     return results
-
-
-def claim_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, owner: str,
-             limit: int, prefetch: int, now: float, lease_expires: float
-             ) -> tuple[list[Claim], dict[str, bytes]]:
-    conn.execute(_PROMOTE, {"q": queue, "now": now}, prepare=True)
-    rows = conn.execute(_CLAIM, {"q": queue, "n": limit + prefetch, "owner": owner,
-                                 "lease": lease_expires, "now": now}, prepare=True).fetchall()
-    rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the CTE's order
-    if len(rows) > limit:
-        conn.execute("UPDATE jobq_jobs SET prefetched = true WHERE queue = %s"
-                     " AND job_id = ANY(%s)", (queue, [r[0] for r in rows[limit:]]),
-                     prepare=True)
-    with jobs.loading():
-        claims = [Claim(r[0], r[10], jobs.state_of(shelf, r, r[13])) for r in rows]
-    return claims, {r[0]: bytes(r[14]) for r in rows if r[14] is not None}
 
 
 def save_checkpoint(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id: str,
