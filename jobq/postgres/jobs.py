@@ -11,7 +11,7 @@ each, so they see every commit made before they started.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,10 +26,11 @@ NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, epo
 # The columns snapshots.overlay builds a state from, less its last (``snap``: here the blob).
 STATE = ("j.job_id, j.task, j.status, j.attempts, j.progress, j.run_at, j.cancel_requested,"
          " j.enqueued_at, j.updated_at, j.started_at")
+# A job's snapshot: an unfinished one's is in jobq_snapshots, a finished one's in its row.
 BLOB = "(SELECT s.blob FROM jobq_snapshots s WHERE s.queue = j.queue AND s.job_id = j.job_id)"
+BLOBS = {"jobq_jobs": BLOB, "jobq_done": "j.blob"}
 LISTED = ("job_id, task, status, priority, attempts, progress, run_at, enqueued_at, updated_at,"
           " owner")
-BOTH = "(SELECT * FROM jobq_jobs UNION ALL SELECT * FROM jobq_done)"  # every job of every queue
 
 
 def not_found(job_id: str) -> JobNotFound:
@@ -58,8 +59,9 @@ def claim_error(conn: psycopg.Connection[Any], queue: str, job_id: str,
                 token: int) -> StaleClaim | JobNotFound:
     """Why a write under claim ``token`` found no current claim: the job is gone, or another
     claim (or none) is current."""
-    row = conn.execute(f"SELECT status, token FROM {BOTH} j WHERE queue = %s AND job_id = %s",
-                       (queue, job_id)).fetchone()
+    row = conn.execute("SELECT status, token FROM jobq_jobs WHERE queue = %s AND job_id = %s"
+                       " UNION ALL SELECT status, token FROM jobq_done WHERE queue = %s"
+                       " AND job_id = %s", (queue, job_id, queue, job_id)).fetchone()
     if row is None:
         return not_found(job_id)
     return StaleClaim(f"job {job_id!r}: claim {token} is no longer current (status {row[0]},"
@@ -71,7 +73,7 @@ def load(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id: s
     """(state, row, whether it is finished) of one job, locked with ``for_update``."""
     lock = " FOR UPDATE" if for_update else ""
     for table, finished in (("jobq_jobs", False), ("jobq_done", True)):
-        row = conn.execute(f"SELECT {STATE}, {BLOB}, j.priority, j.seq FROM {table} j"
+        row = conn.execute(f"SELECT {STATE}, {BLOBS[table]}, j.priority, j.seq FROM {table} j"
                            f" WHERE j.queue = %s AND j.job_id = %s{lock}",
                            (queue, job_id)).fetchone()
         if row is not None:
@@ -80,15 +82,20 @@ def load(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id: s
 
 
 def write(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
-          new: Sequence[JobState], now: float) -> None:
+          new: Sequence[JobState], now: float, snapshotted: Collection[str] | None = None
+          ) -> None:
     """Store the new states of jobs of ``jobq_jobs`` that are not running any more: their
-    snapshots, and their rows, moved to ``jobq_done`` for those that finished."""
+    snapshots, and their rows, moved to ``jobq_done`` with their snapshots for those that
+    finished. ``snapshotted``: the ids of those that had a snapshot in ``jobq_snapshots``
+    (None: any may have)."""
     if not new:
         return
+    unsnap = [s.job_id for s in new if s.status in FINISHED
+              and (snapshotted is None or s.job_id in snapshotted)]
     ids, status, attempts, progress, run_at, cancel = _columns(new)
     conn.execute(_WRITE, {"q": queue, "now": now, "ids": ids, "status": status,
                           "attempts": attempts, "progress": progress, "run_at": run_at,
-                          "cancel": cancel,
+                          "cancel": cancel, "unsnap": unsnap,
                           "blobs": [shelf.encode(s.job_id, s) for s in new]}, prepare=True)
 
 
@@ -98,7 +105,10 @@ _WRITE = (
     " %(progress)b::float8[], %(run_at)b::float8[], %(cancel)b::bool[], %(blobs)b::bytea[])"
     " AS v(job_id, status, attempts, progress, run_at, cancel, blob)),"
     " snap AS (INSERT INTO jobq_snapshots (queue, job_id, blob) SELECT %(q)s, job_id, blob"
-    " FROM v ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob),"
+    " FROM v WHERE v.status NOT IN ('succeeded', 'dead', 'cancelled')"
+    " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob),"
+    " unsnap AS (DELETE FROM jobq_snapshots s WHERE s.queue = %(q)s"
+    " AND s.job_id = ANY(%(unsnap)b::text[])),"
     " waiting AS (UPDATE jobq_jobs j SET status = v.status, attempts = v.attempts,"
     " progress = v.progress, run_at = v.run_at, cancel_requested = v.cancel,"
     " ready = v.status IN ('queued', 'failed') AND v.run_at <= %(now)s,"
@@ -108,12 +118,13 @@ _WRITE = (
     " gone AS (DELETE FROM jobq_jobs j USING v WHERE j.queue = %(q)s AND j.job_id = v.job_id"
     " AND v.status IN ('succeeded', 'dead', 'cancelled')"
     " RETURNING j.queue, j.job_id, j.seq, v.status, j.priority, v.run_at, v.attempts,"
-    " j.max_attempts, j.token, v.cancel, v.progress, j.task, j.enqueued_at, j.started_at)"
+    " j.max_attempts, j.token, v.cancel, v.progress, j.task, j.enqueued_at, j.started_at,"
+    " v.blob)"
     " INSERT INTO jobq_done (queue, job_id, seq, status, ready, priority, run_at,"
     " attempts, max_attempts, token, owner, lease_expires, prefetched, cancel_requested,"
-    " progress, task, enqueued_at, updated_at, started_at)"
+    " progress, task, enqueued_at, updated_at, started_at, blob)"
     " SELECT queue, job_id, seq, status, false, priority, run_at, attempts, max_attempts,"
-    " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %(now)s, started_at"
+    " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %(now)s, started_at, blob"
     " FROM gone")
 assert {s.value for s in FINISHED} == {"succeeded", "dead", "cancelled"}
 

@@ -7,11 +7,11 @@ Tables (every one has a ``queue`` column: many named queues share one database):
                     max_record_size (settings every opener must share, as jobq.json holds them)
     jobq_jobs       the hot table: queued, delayed, failed-waiting and running jobs only; claims
                     seek its partial index of ready rows (priority, then arrival ``seq``)
-    jobq_done       finished jobs (succeeded, dead, cancelled), moved there by the transaction
-                    that finishes them, so that claims never wade through them
+    jobq_done       finished jobs (succeeded, dead, cancelled) with their snapshots, moved there
+                    by the transaction that finishes them, so that claims never wade through them
     jobq_payloads   each job's framed record (jobq.record: checksummed, signed with a key)
-    jobq_snapshots  each job's pickled JobState once something wrote one (signed like the
-                    directory engine's snapshots): apart from the rows claims update
+    jobq_snapshots  each unfinished job's pickled JobState once something wrote one (signed like
+                    the directory engine's snapshots): apart from the rows claims update
     jobq_workers    the records ``jobq workers`` shows (liveness itself is an advisory lock)
     jobq_cancels    per queue, a number bumped whenever a running job is asked to cancel
 
@@ -56,11 +56,6 @@ _COLUMNS = """
     started_at double precision,
     PRIMARY KEY (queue, job_id)"""
 
-# Every column of a job row, in table order (jobq_jobs and jobq_done have the same columns).
-JOB_COLUMNS = ("queue, job_id, seq, status, ready, priority, run_at, attempts, max_attempts,"
-               " token, owner, lease_expires, prefetched, cancel_requested, progress, task,"
-               " enqueued_at, updated_at, started_at")
-
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # version 1
         """CREATE TABLE jobq_meta (
@@ -77,7 +72,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " WHERE NOT ready AND status IN ('queued', 'failed')",
         "CREATE INDEX jobq_jobs_running ON jobq_jobs (queue, owner) WHERE status = 'running'",
         "CREATE INDEX jobq_jobs_seq ON jobq_jobs (queue, seq)",
-        f"CREATE TABLE jobq_done ({_COLUMNS.format(seq='NOT NULL')})",
+        # A finished job's snapshot is in its row (``blob``): one write fewer per job.
+        f"CREATE TABLE jobq_done ({_COLUMNS.format(seq='NOT NULL')}, blob bytea)",
         "CREATE INDEX jobq_done_seq ON jobq_done (queue, seq)",
         "CREATE INDEX jobq_done_updated ON jobq_done (queue, status, updated_at)",
         """CREATE TABLE jobq_payloads (
