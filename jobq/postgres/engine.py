@@ -25,8 +25,8 @@ from .jobs import NOW, not_found
 from .liveness import PgWorkers
 from .url import PgLocation, parse
 
-# A busy worker makes due delayed and retrying jobs ready this often; one whose last claim
-# found fewer ready jobs than it asked for does it at every claim.
+# A busy worker makes due delayed and retrying jobs ready this often (and a claim that finds
+# too few ready ones does it before claiming the rest).
 PROMOTE_EVERY = 0.5
 CANCEL_GENERATION_TTL = 0.05  # seconds a read of the cancel generation is reused (see below)
 
@@ -146,8 +146,6 @@ class PgEngine:
                     promote=promote)
         if promote:
             self._promoted_at = clock
-        if len(claims) < limit + prefetch:
-            self._promoted_at = None  # too few ready: due ones may be waiting
         for job_id, _, _ in finished:
             self._frames.pop(job_id, None)
         if limit + prefetch > 0:

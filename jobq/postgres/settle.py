@@ -9,8 +9,8 @@
    snapshots and rows; finished jobs move to ``jobq_done`` in the same statement;
 3. mark prefetched claims that started;
 4. make due delayed and retrying jobs ready (``SKIP LOCKED``: workers never queue behind one
-   another for it; the engine asks for it when its last claim found too few ready jobs, else
-   every PROMOTE_EVERY seconds), then claim: a CTE selects the first ready rows by priority, then arrival,
+   another for it; every PROMOTE_EVERY seconds of the engine, and whenever a claim finds fewer
+   ready jobs than it asked for, before claiming the rest), then claim: a CTE selects the first ready rows by priority, then arrival,
    ``FOR UPDATE SKIP LOCKED`` with a ``LIMIT`` (the CTE keeps the planner from updating more
    rows than the limit), and the UPDATE hands them out with the next token.
 
@@ -87,17 +87,31 @@ def settle(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
         return states, [], {}
     if promote:
         conn.execute(_PROMOTE, {"q": queue}, prepare=True)
-    cursors = [conn.execute(_CLAIM, {"q": queue, "n": n, "owner": owner, "lease": lease_seconds,
-                                     "prefetched": prefetched}, prepare=True)
-               for n, prefetched in ((limit, False), (prefetch, True)) if n > 0]
-    claims: list[Claim] = []
+    want = {False: limit, True: prefetch}  # not started yet -> how many to claim
+    claims: dict[bool, list[Claim]] = {False: [], True: []}
     frames: dict[str, bytes] = {}
-    for cur in cursors:  # the started ones first, each in priority then arrival order
-        rows = sorted(cur.fetchall(), key=lambda r: (-r[11], r[12]))
-        with jobs.loading():
-            claims += [Claim(r[0], r[10], jobs.state_of(shelf, r, r[13])) for r in rows]
-        frames.update((r[0], bytes(r[14])) for r in rows if r[14] is not None)
-    return states, claims, frames
+    for attempt in range(1 if promote else 2):
+        if attempt:  # too few ready ones without promoting: due ones may be waiting
+            conn.execute(_PROMOTE, {"q": queue}, prepare=True)
+        for prefetched, total in want.items():
+            if len(claims[prefetched]) < total:
+                got, found = _claim(conn, shelf, queue, owner, total - len(claims[prefetched]),
+                                    prefetched, lease_seconds)
+                claims[prefetched] += got
+                frames.update(found)
+        if all(len(claims[p]) >= n for p, n in want.items()):
+            break
+    return states, claims[False] + claims[True], frames
+
+
+def _claim(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, owner: str, n: int,
+           prefetched: bool, lease_seconds: float) -> tuple[list[Claim], dict[str, bytes]]:
+    rows = conn.execute(_CLAIM, {"q": queue, "n": n, "owner": owner, "lease": lease_seconds,
+                                 "prefetched": prefetched}, prepare=True).fetchall()
+    rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the CTE's order
+    with jobs.loading():
+        claims = [Claim(r[0], r[10], jobs.state_of(shelf, r, r[13])) for r in rows]
+    return claims, {r[0]: bytes(r[14]) for r in rows if r[14] is not None}
 
 
 def finish_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,

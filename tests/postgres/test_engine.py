@@ -10,7 +10,7 @@ import pytest
 
 from .pgq import KEY, frame, frames, open_url
 from jobq import job_record, transitions
-from jobq.errors import CorruptRecord, JobNotFound, StaleClaim
+from jobq.errors import CorruptRecord, JobNotFound, StaleClaim, StorageError
 from jobq.pickling import PickleRules
 from jobq.postgres import PgEngine
 from jobq.state import JobState, Status
@@ -335,3 +335,56 @@ def test_state_of_a_fresh_claim_is_its_row(engine: PgEngine) -> None:
     assert isinstance(c.state, JobState)
     assert (c.state.job_id, c.state.task, c.state.attempts) == ("a", "jobtasks:noop", 1)
     assert c.ref is None and c.state.started_at is not None
+
+
+def _sql(pg_url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
+    from jobq.postgres.url import parse
+    loc = parse(pg_url)
+    with psycopg.connect(loc.conninfo, autocommit=True) as conn:
+        cur = conn.execute(sql.replace("QUEUE", "%s"), (loc.queue, *args))
+        return cur.fetchall() if cur.description else []
+
+
+def test_claims_bring_their_payloads(engine: PgEngine, pg_url: str) -> None:
+    """A worker loads the jobs it claimed without a query each: the claim read the frames."""
+    engine.append(frames(["a", "b"]))
+    claims = engine.settle([], "w", 2)[1]
+    _sql(pg_url, "DELETE FROM jobq_payloads WHERE queue = QUEUE")
+    assert all(job_record.decode_meta(engine.payload_body(c.job_id, c.ref))[0].job_id
+               == c.job_id for c in claims)
+    with pytest.raises(JobNotFound):  # once used, read from the table again
+        engine.payload_body("a")
+
+
+def test_finished_jobs_leave_the_hot_tables(engine: PgEngine, pg_url: str) -> None:
+    engine.append([frame("a")])
+    (c,) = engine.settle([], "w", 1)[1]
+    engine.finish("a", c.token, fail("once"))  # a snapshot in jobq_snapshots
+    assert _sql(pg_url, "SELECT count(*) FROM jobq_snapshots WHERE queue = QUEUE") == [(1,)]
+    (c,) = engine.settle([], "w", 1)[1]
+    engine.finish("a", c.token, succeed("ok"))
+    assert _sql(pg_url, "SELECT count(*) FROM jobq_snapshots WHERE queue = QUEUE") == [(0,)]
+    assert _sql(pg_url, "SELECT count(*) FROM jobq_jobs WHERE queue = QUEUE") == [(0,)]
+    assert _sql(pg_url, "SELECT status FROM jobq_done WHERE queue = QUEUE") == [("succeeded",)]
+    state = engine.get("a")
+    assert (state.result, state.errors, state.attempts) == ("ok", ["once"], 2)
+
+
+def test_a_dropped_connection_is_a_storage_error_then_reconnects(engine: PgEngine,
+                                                                 pg_url: str) -> None:
+    engine.append([frame("a")])
+    pid = engine._db.conn.info.backend_pid  # noqa: SLF001 - the session to cut
+    assert _sql(pg_url, "SELECT length(QUEUE) > 0 AND pg_terminate_backend(%s)", pid) == [(True,)]
+    with pytest.raises(StorageError, match=r"PostgreSQL at 127\.0\.0\.1:\d+/jobq_test_engine"):
+        engine.append([frame("b")])
+    engine.append([frame("b")])  # a new connection
+    assert list(engine.job_ids()) == ["a", "b"]
+
+
+def test_a_due_job_is_claimed_by_a_busy_worker_without_waiting(engine: PgEngine) -> None:
+    """Due delayed jobs are made ready every PROMOTE_EVERY seconds, and at once when a claim
+    finds too few ready ones."""
+    engine.append(frames(["a", "b"]) + [frame("later", delay=0.2)])
+    assert len(engine.settle([], "w", 2)[1]) == 2  # promoted, found enough
+    time.sleep(0.25)
+    assert [c.job_id for c in engine.settle([], "w", 1)[1]] == ["later"]
