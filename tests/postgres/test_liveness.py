@@ -14,6 +14,7 @@ from conftest import Children
 from jobq.errors import LivenessLost
 from jobq.postgres import PgEngine
 from jobq.postgres.url import parse
+from jobq.state import Status
 from jobq.worker_records import WorkerState
 
 from .pgq import open_url
@@ -137,3 +138,49 @@ def test_worker_records(engine: PgEngine) -> None:
     workers.withdraw("host-7-aaa")
     hold.close()
     assert workers.recorded() == []
+
+
+CLAIMER = """
+import sys, time
+from postgres.pgq import open_url
+engine = open_url(sys.argv[1])
+hold = engine.workers.hold("host-5-dead")
+claims = engine.settle([], "host-5-dead/1", 2, prefetch=1)[1]
+print(" ".join(f"{c.job_id}:{c.token}" for c in claims), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_workers_jobs_are_reclaimed_and_its_late_results_refused(
+        engine: PgEngine, pg_url: str, children: Children) -> None:
+    from jobq import transitions
+
+    from .pgq import frames
+    engine.append(frames(["a", "b", "c"]))
+    proc = children.start(CLAIMER, pg_url)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    assert len(line) == 3, proc.stderr.read() if proc.stderr else line
+    old = dict(item.split(":") for item in line)
+    os.kill(proc.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    while not engine.workers.is_dead("host-5-dead"):
+        assert time.monotonic() - killed < 1.0
+        time.sleep(0.002)
+    # What a live worker's reaper does: crash the started claims, release the prefetched one.
+    reaped = []
+    for held in engine.held():
+        if held.owner.split("/")[0] == "host-5-dead":
+            change = (lambda s, now, m, t=held.token: transitions.interrupted(
+                s, "worker died", now, max_attempts=m, max_crashes=3, token=t)) \
+                if held.started else (lambda s, now, m: transitions.released(s, now))
+            reaped.append((held.job_id, held.token, change))
+    states, claims = engine.settle(reaped, "host-6-live/1", 3)
+    assert sorted(s.status.value for s in states if s) == ["failed", "failed", "queued"]
+    assert sorted(c.job_id for c in claims) == ["a", "b", "c"]
+    released = [c for c in claims if c.state.attempts == 1]  # the prefetched one: uncharged
+    assert len(released) == 1 and released[0].job_id == "c"
+    late = engine.settle([(job_id, int(token), lambda s, now, m: transitions.succeeded(
+        s, "late", now)) for job_id, token in old.items()], "host-5-dead/1", 0)[0]
+    assert late == [None, None, None]  # the dead worker's results: refused by the token
+    assert all(engine.status(j) is Status.RUNNING for j in "abc")
