@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """jobq's PostgreSQL engine against the raw server: one run, one database, ratios printed.
 
-    python scripts/bench_pg_engine.py [--jobs N] [--batch K] [--runs R] [--dsn DSN]
+    python scripts/bench_pg_engine.py [--jobs N] [--batch K] [--runs R] [--kept M] [--dsn DSN]
 
 On the server at ``--dsn`` (default ``JOBQ_BENCH_PG_DSN``, else
 postgresql://postgres@127.0.0.1:5432/postgres), in a database made for the run and dropped at
@@ -15,7 +15,8 @@ its end, interleaved R times (medians printed):
 2. the bare claim loop of scripts/pg_baselines.py at the same K and N (bench_pg.py's figure);
 3. enqueue: ``PgEngine.append`` of one job per call against one INSERT + COMMIT per row, and
    of a batch of N in one call against COPY of N rows (the frames made beforehand, as the raw
-   rows are).
+   rows are);
+4. with ``--kept M``: the drain of 1. again, on a queue that keeps M finished jobs.
 
 Jobs carry about 300 bytes of payload, as the raw rows do.
 """
@@ -91,9 +92,23 @@ def _succeeded(state, now, max_attempts):  # type: ignore[no-untyped-def]
     return transitions.succeeded(state, None, now)
 
 
-def engine_drain(dsn: str, n: int, batch: int, root: Path) -> tuple[float, str]:
+def keep_finished(engine: PgEngine, queue: str, kept: int) -> None:
+    """Give ``queue`` ``kept`` finished jobs (rows of jobq_done, made by the server)."""
+    with engine._db.transaction("fill jobq_done") as conn:  # noqa: SLF001
+        conn.execute(
+            "INSERT INTO jobq_done (queue, job_id, seq, status, priority, run_at, attempts,"
+            " max_attempts, token, progress, task, enqueued_at, updated_at, blob)"
+            " SELECT %s, 'kept' || i, -i, 'succeeded', 0, 0, 1, 3, 1, 1, %s, 0, 0, NULL"
+            " FROM generate_series(1, %s) AS i", (queue, TASK, kept))
+    with engine._db.errors("analyze"):  # noqa: SLF001
+        engine._db.conn.execute("VACUUM ANALYZE jobq_done")  # noqa: SLF001
+
+
+def engine_drain(dsn: str, n: int, batch: int, root: Path, kept: int = 0) -> tuple[float, str]:
     url = url_of(dsn) + f"?queue=drain{time.monotonic_ns()}"
     engine = open_queue(url)
+    if kept:
+        keep_finished(engine, url.rsplit("=", 1)[1], kept)
     frames = make_frames("d", n)
     for start in range(0, n, 5000):
         engine.append(frames[start:start + 5000])
@@ -112,7 +127,8 @@ def engine_drain(dsn: str, n: int, batch: int, root: Path) -> tuple[float, str]:
     with engine._db.errors("read the outcome"):  # noqa: SLF001 - the benchmark's own look
         first, last, done, twice = engine._db.conn.execute(  # noqa: SLF001
             "SELECT min(updated_at), max(updated_at), count(*) FILTER (WHERE status ="
-            " 'succeeded'), count(*) FILTER (WHERE token > 1) FROM jobq_done WHERE queue = %s",
+            " 'succeeded'), count(*) FILTER (WHERE token > 1) FROM jobq_done WHERE queue = %s"
+            " AND seq > 0",
             (loc_queue,)).fetchone()
     engine.close()
     if done != n or twice:
@@ -151,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--inserts", type=int, default=5_000)
+    parser.add_argument("--kept", type=int, default=0, help="also drain a queue that keeps"
+                        " this many finished jobs (issue 16: 1,000,000)")
     parser.add_argument("--url")
     parser.add_argument("--worker")
     args = parser.parse_args(argv)
@@ -173,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ("insert", (pg_baselines.insert_loop(dsn, args.inserts), "")),
                     ("append1", (engine_append_one(dsn, args.inserts), "")),
                     ("copy", (pg_baselines.copy_rows(dsn, args.jobs), "")),
-                    ("appendN", (engine_append_many(dsn, args.jobs), ""))):
+                    ("appendN", (engine_append_many(dsn, args.jobs), "")),
+                    *((("kept", engine_drain(dsn, args.jobs, args.batch, root, args.kept)),)
+                      if args.kept else ())):
                 rates.setdefault(key, []).append(rate)
                 notes[key] = note or notes.get(key, "")
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -182,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("INSERT + COMMIT per row, 1 connection", "insert"),
             ("PgEngine.append, 1 job per call", "append1"),
             (f"COPY of {args.jobs:,} rows", "copy"),
-            (f"PgEngine.append of {args.jobs:,} jobs in one call", "appendN")]
+            (f"PgEngine.append of {args.jobs:,} jobs in one call", "appendN"),
+            *(((f"same drain, {args.kept:,} finished jobs kept", "kept"),) if args.kept else ())]
     for label, key in rows:
         spread = rates[key]
         print(f"  {label:<46} {med[key]:>9,.0f}/s (runs {min(spread):,.0f}-{max(spread):,.0f})"
@@ -194,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           " (target >= 0.8x)")
     print(f"  append of a batch / COPY:             {med['appendN'] / med['copy']:.2f}x"
           " (target >= 0.5x)")
+    if args.kept:
+        print(f"  drain, none kept / {args.kept:,} kept:      {med['engine'] / med['kept']:.2f}x"
+              " (target <= 1.5x)")
     return 0
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import psycopg
 
-from jobq import job_record, record
+from jobq import job_record, record, transitions
+from jobq.engine import Change
 from jobq.pickling import PickleRules
 from jobq.postgres import PgEngine, open_engine
 
@@ -51,3 +52,12 @@ def frame(job_id: str, *, priority: int = 0, delay: float = 0.0, created: float 
 
 def frames(ids: Sequence[str], **options: Any) -> list[bytes]:
     return [frame(job_id, **options) for job_id in ids]
+
+
+def succeed(result: object = None) -> Change:
+    return lambda state, now, max_attempts: transitions.succeeded(state, result, now)
+
+
+def fail(error: str = "boom", delay: float = 0.0) -> Change:
+    return lambda state, now, max_attempts: transitions.failed(
+        state, error, now, max_attempts=max_attempts, retry_delay=delay)
