@@ -72,7 +72,7 @@ class Appender:
     """Stores jobs on one session (which keeps its temporary table between batches)."""
 
     def __init__(self) -> None:
-        self._session: int | None = None  # id() of the connection that has jobq_incoming
+        self._session: object | None = None  # the connection whose session has jobq_incoming
 
     def store(self, conn: psycopg.Connection[Any], queue: str,
               jobs: list[tuple[job_record.JobMeta, bytes]]) -> None:
@@ -83,10 +83,9 @@ class Appender:
                                 "created": meta.created_at, "max": meta.max_attempts,
                                 "frame": frame}, prepare=True)
             return
-        with conn.transaction():
-            if self._session != id(conn):
+        with conn.transaction():  # a rollback takes back a table created in it too
+            if self._session is not conn:
                 conn.execute(_INCOMING)
-                self._session = id(conn)
             with conn.cursor() as cur:
                 with cur.copy(_COPY) as copy:
                     copy.set_types(_TYPES)
@@ -94,3 +93,4 @@ class Appender:
                         copy.write_row((i, m.job_id, m.task, m.priority, m.run_at,
                                         m.created_at, m.max_attempts, frame))
                 cur.execute(_MANY, {"q": queue}, prepare=True)
+        self._session = conn

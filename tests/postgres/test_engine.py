@@ -316,13 +316,14 @@ def test_finished_jobs_leave_the_hot_tables(engine: PgEngine, pg_url: str) -> No
 
 def test_a_dropped_connection_is_a_storage_error_then_reconnects(engine: PgEngine,
                                                                  pg_url: str) -> None:
-    engine.append([frame("a")])
+    engine.append(frames(["a", "b"]))  # a batch: through the session's temporary table
     pid = engine._db.conn.info.backend_pid  # noqa: SLF001 - the session to cut
     assert _sql(pg_url, "SELECT length(QUEUE) > 0 AND pg_terminate_backend(%s)", pid) == [(True,)]
     with pytest.raises(StorageError, match=r"PostgreSQL at 127\.0\.0\.1:\d+/jobq_test_engine"):
-        engine.append([frame("b")])
-    engine.append([frame("b")])  # a new connection
-    assert list(engine.job_ids()) == ["a", "b"]
+        engine.append([frame("c")])
+    engine.append([frame("c")])  # a new connection
+    engine.append(frames(["d", "e"]))  # whose session makes its own temporary table
+    assert list(engine.job_ids()) == ["a", "b", "c", "d", "e"]
 
 
 def test_a_due_job_is_claimed_by_a_busy_worker_without_waiting(engine: PgEngine) -> None:
@@ -332,3 +333,13 @@ def test_a_due_job_is_claimed_by_a_busy_worker_without_waiting(engine: PgEngine)
     assert len(engine.settle([], "w", 2)[1]) == 2  # promoted, found enough
     time.sleep(0.25)
     assert [c.job_id for c in engine.settle([], "w", 1)[1]] == ["later"]
+
+
+def test_a_batch_that_fails_stores_nothing_and_the_next_one_works(engine: PgEngine) -> None:
+    """A failed batch is rolled back whole, and with it the session's temporary table if it
+    made it: the next batch makes it again."""
+    with pytest.raises(StorageError, match="cannot store jobs"):
+        engine.append(frames(["ok", "bad\x00id"]))  # PostgreSQL text holds no NUL
+    assert not engine.exists("ok")
+    engine.append(frames(["x", "y"]))
+    assert list(engine.job_ids()) == ["x", "y"]
