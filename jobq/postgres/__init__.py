@@ -23,7 +23,7 @@ INSTALL_HINT = "pip install 'jobq[postgres]'"
 
 def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
                 max_record_size: int, clock: Callable[[], float] | None = None,
-                catch_up: bool = True) -> PgEngine:
+                catch_up: bool = True, old_secret_keys: tuple[bytes, ...] = ()) -> PgEngine:
     """Open the queue ``url`` names (see :func:`jobq.postgres.engine.open_engine`)."""
     try:
         from . import engine
@@ -33,7 +33,8 @@ def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
         raise ConfigError(f"{url.split('?')[0].rsplit('@', 1)[-1]} is a PostgreSQL queue, and"
                           f" psycopg 3 is not installed: {INSTALL_HINT}") from exc
     return engine.open_engine(url, secret_key=secret_key, rules=rules,
-                              max_record_size=max_record_size, clock=clock, catch_up=catch_up)
+                              max_record_size=max_record_size, clock=clock, catch_up=catch_up,
+                              old_secret_keys=old_secret_keys)
 
 
 def __getattr__(name: str) -> object:

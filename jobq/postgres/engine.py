@@ -1,23 +1,24 @@
-"""The PostgreSQL engine: one queue (a ``queue`` name in a database) behind :class:`jobq.engine.Engine`.
+"""The PostgreSQL engine: one named queue in a database, behind :class:`jobq.engine.Engine`.
 
 Many processes on many hosts share it; each has one connection (:mod:`jobq.postgres.db`), and a
 worker's supervisor one more that holds its liveness lock (:mod:`jobq.postgres.liveness`).
 Every time the engine stores is read from the server's clock, so hosts never compare clocks.
 Records are the directory engine's frames, stored as they are and verified when read back;
-snapshots are signed the same way (:class:`jobq.shelf.StateShelf`'s encoding).
+snapshots are signed the same way (:class:`jobq.codec.SnapshotCodec`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 from .. import record
 from ..engine import Change, Claim, Finished, Held
-from ..errors import ConfigError, CorruptRecord
+from ..errors import ConfigError, DamagedRecord, InvalidArgument
 from ..pickling import PickleRules
-from ..shelf import StateShelf
+from ..codec import SnapshotCodec
 from ..state import FINISHED, JobState, Status
 from . import append, jobs, operating, reading, schema, settle
 from .db import Db
@@ -30,8 +31,23 @@ from .url import PgLocation, parse
 PROMOTE_EVERY = 0.5
 CANCEL_GENERATION_TTL = 0.05  # seconds a read of the cancel generation is reused (see below)
 
+@dataclass(frozen=True)
+class PgSettings:
+    """The settings a queue in PostgreSQL was opened with (:class:`jobq.engine.Settings`)."""
+
+    path: str  # the queue's URL, without its password
+    secret_key: bytes | None
+    rules: PickleRules
+    max_record_size: int  # as recorded when the queue was made
+    fsync: bool = True  # every commit is durable (synchronous_commit as the server has it)
+    old_secret_keys: tuple[bytes, ...] = ()
+    segment_size: int = 0  # no segments: the directory engine's setting
+
+
 class PgEngine:
     """One named queue in a PostgreSQL database."""
+
+    shared_group = None  # shared through the database's roles and grants, not a Unix group
 
     def __init__(self, loc: PgLocation, *, secret_key: bytes | None, rules: PickleRules,
                  max_record_size: int, created: bool = False) -> None:
@@ -41,7 +57,7 @@ class PgEngine:
         self._rules = rules
         self._max_body = max_record_size
         self._db = Db(loc)
-        self._shelf = StateShelf(cast(Any, {}), rules=rules, secret_key=secret_key)
+        self._codec = SnapshotCodec(rules=rules, secret_key=secret_key)
         self._workers = PgWorkers(self._db)
         self._appender = append.Appender()
         self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
@@ -51,6 +67,7 @@ class PgEngine:
         self._promoted_at: float | None = None  # monotonic time of the last promotion asked
         self.location = loc.location
         self.created = created
+        self.config = PgSettings(loc.location, secret_key, rules, max_record_size)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -85,7 +102,7 @@ class PgEngine:
 
     def get(self, job_id: str) -> JobState:
         with self._db.errors("read a job"):
-            return jobs.load(self._db.conn, self._shelf, self._queue, job_id)[0]
+            return jobs.load(self._db.conn, self._codec, self._queue, job_id)[0]
 
     def row(self, job_id: str) -> dict[str, Any]:
         return reading.row(self._db, self._queue, job_id)
@@ -122,8 +139,13 @@ class PgEngine:
             return record.decode(data, 0, key=self._key,
                                  max_body=self._max_body).body
         except (record.Damaged, record.Incomplete) as exc:
-            raise CorruptRecord(f"the record of job {job_id!r} in {self.location} is damaged:"
-                                f" {exc}", job_id=job_id) from exc
+            raise DamagedRecord(f"the record of job {job_id!r} in {self.location} is damaged:"
+                                f" {exc}", job_id=job_id, path=f"{self.location} jobq_payloads",
+                                offset=job_id, reason=str(exc)) from exc
+
+    def set_aside(self, job_id: str, ref: Any, cause: Exception) -> str:
+        """A damaged record stays where it is (its row is the copy): say where."""
+        return f"{self.location}, table jobq_payloads, job {job_id!r}"
 
     def now(self) -> float:
         with self._db.errors("read the server's clock"):
@@ -141,7 +163,7 @@ class PgEngine:
             conn = self._db.conn
             with conn.transaction():
                 states, claims, frames = settle.settle(
-                    conn, self._shelf, self._queue, finished, owner, limit,
+                    conn, self._codec, self._queue, finished, owner, limit,
                     lease_seconds=lease_seconds, prefetch=prefetch, started=started,
                     promote=promote)
         if promote:
@@ -155,7 +177,7 @@ class PgEngine:
     def finish(self, job_id: str, token: int, change: Change) -> JobState:
         """Apply ``change`` under claim ``token``: StaleClaim if it is not current."""
         with self._db.transaction("record a finished job") as conn:
-            state = settle.settle(conn, self._shelf, self._queue, [(job_id, token, change)],
+            state = settle.settle(conn, self._codec, self._queue, [(job_id, token, change)],
                                   "", 0, lease_seconds=0.0, prefetch=0, started=())[0][0]
             if state is None:
                 raise jobs.claim_error(conn, self._queue, job_id, token)
@@ -165,7 +187,7 @@ class PgEngine:
     def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
                         progress: float | None) -> JobState:
         with self._db.transaction("save a checkpoint") as conn:
-            return settle.save_checkpoint(conn, self._shelf, self._queue, job_id, token,
+            return settle.save_checkpoint(conn, self._codec, self._queue, job_id, token,
                                           checkpoint, progress)
 
     def has_ready(self) -> bool:
@@ -219,8 +241,9 @@ class PgEngine:
         return [Held(j, int(t), o or "", bool(s), bool(e))
                 for j, t, o, s, e in self._db.execute(sql + " ORDER BY seq", args)]
 
-    def housekeep(self, *, busy: bool) -> None:
+    def upkeep(self, *, compact_threshold: int, logger: Any) -> NoUpkeep:
         """Nothing to do: the server vacuums (see the table settings in jobq.postgres.schema)."""
+        return NoUpkeep()
 
     @property
     def workers(self) -> PgWorkers:
@@ -230,11 +253,11 @@ class PgEngine:
 
     def cancel(self, job_id: str) -> bool:
         with self._db.transaction("cancel a job") as conn:
-            return operating.cancel(conn, self._shelf, self._queue, job_id)
+            return operating.cancel(conn, self._codec, self._queue, job_id)
 
     def requeue(self, job_id: str) -> bool:
         with self._db.transaction("retry a job") as conn:
-            return operating.requeue(conn, self._shelf, self._queue, job_id)
+            return operating.requeue(conn, self._codec, self._queue, job_id)
 
     def purge(self, statuses: frozenset[Status], updated_before: float) -> int:
         """Delete finished jobs of ``statuses`` last updated before then, a batch per
@@ -253,6 +276,43 @@ class PgEngine:
         """None: the server checks its own pages; records are verified whenever read."""
         return []
 
+    def compact(self) -> Any:
+        raise InvalidArgument(
+            f"{self.location}: nothing to compact: purge deletes finished jobs' rows, and the"
+            " server's autovacuum makes their space reusable (VACUUM FULL, or pg_repack, gives"
+            " it back to the operating system)")
+
+    def verify(self) -> Any:
+        raise InvalidArgument(f"{self.location}: jobq verify does not read PostgreSQL queues"
+                              " yet (every record is verified when a worker loads it)")
+
+    def backup(self, dest: str) -> Any:
+        raise InvalidArgument(f"{self.location}: back up the database with PostgreSQL's own"
+                              " tools (pg_dump, or pg_basebackup with WAL archiving)")
+
+    def old_keys_pending(self) -> int:
+        return 0  # a PostgreSQL queue is opened with its one key (no rotation yet)
+
+    def rekey(self) -> Any:
+        raise InvalidArgument(f"{self.location}: nothing to re-sign: secret key rotation is not"
+                              " supported on PostgreSQL queues yet")
+
+    def share(self, group: str | int) -> str:
+        raise InvalidArgument(f"{self.location} is shared through the database's roles: GRANT"
+                              " another role SELECT, INSERT, UPDATE, DELETE on the jobq_ tables")
+
+
+class NoUpkeep:
+    """:class:`jobq.engine.Upkeep` of an engine whose server does its own."""
+
+    busy = False
+
+    def step(self, *, children_busy: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
 
 def _owned(owner: str) -> tuple[str, str, str]:
     """A worker's own claims and its children's ("<worker>/<n>") as one index range."""
@@ -261,7 +321,7 @@ def _owned(owner: str) -> tuple[str, str, str]:
 
 def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
                 max_record_size: int, clock: Callable[[], float] | None = None,
-                catch_up: bool = True) -> PgEngine:
+                catch_up: bool = True, old_secret_keys: tuple[bytes, ...] = ()) -> PgEngine:
     """Open (creating or upgrading its schema if needed) the queue ``url`` names.
 
     WrongSecretKey if its records are signed with another key, or not as ``secret_key`` says;
@@ -269,6 +329,9 @@ def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
     if it cannot be reached. ``max_record_size`` is recorded when the queue is made, and the
     recorded one is used after. ``clock`` cannot be chosen: times are the server's.
     """
+    if old_secret_keys:
+        raise ConfigError("old_secret_keys: secret key rotation is not supported on PostgreSQL"
+                          " queues yet")
     if clock is not None:
         raise ConfigError("a queue in PostgreSQL takes its time from the server's clock:"
                           " clock= cannot be given")

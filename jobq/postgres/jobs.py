@@ -1,6 +1,6 @@
 """Job rows and states: what the engine reads back, and how it writes a job's new state.
 
-A job's state is its row's scalars laid over its snapshot (:func:`jobq.snapshots.overlay`, the
+A job's state is its row's scalars laid over its snapshot (:func:`jobq.local.snapshots.overlay`, the
 directory engine's rule): claims change only the row, so a snapshot written before the last
 claim is never read stale. A job without a snapshot (not yet ended an attempt, never
 checkpointed) is its row alone.
@@ -17,13 +17,13 @@ from typing import Any
 
 import psycopg
 
-from .. import snapshots
+from ..local.snapshots import overlay
 from ..errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
-from ..shelf import StateShelf
+from ..codec import SnapshotCodec
 from ..state import FINISHED, JobState
 
 NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, epoch seconds
-# The columns snapshots.overlay builds a state from, less its last (``snap``: here the blob).
+# The columns overlay builds a state from, less its last (``snap``: here the blob).
 STATE = ("j.job_id, j.task, j.status, j.attempts, j.progress, j.run_at, j.cancel_requested,"
          " j.enqueued_at, j.updated_at, j.started_at")
 # A job's snapshot: an unfinished one's is in jobq_snapshots, a finished one's in its row.
@@ -37,10 +37,10 @@ def not_found(job_id: str) -> JobNotFound:
     return JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
 
 
-def state_of(shelf: StateShelf, row: Sequence[Any], blob: bytes | None) -> JobState:
+def state_of(codec: SnapshotCodec, row: Sequence[Any], blob: bytes | None) -> JobState:
     """A job's state from its STATE columns and its snapshot (None: it has none)."""
-    snapshot = shelf.decode(row[0], bytes(blob)) if blob is not None else None
-    return snapshots.overlay((*row[:10], blob is not None), snapshot)
+    snapshot = codec.decode(row[0], bytes(blob)) if blob is not None else None
+    return overlay((*row[:10], blob is not None), snapshot)
 
 
 @contextmanager
@@ -68,7 +68,7 @@ def claim_error(conn: psycopg.Connection[Any], queue: str, job_id: str,
                       f" claim {row[1]})", job_id=job_id, token=token)
 
 
-def load(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id: str,
+def load(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id: str,
          *, for_update: bool = False) -> tuple[JobState, tuple[Any, ...], bool]:
     """(state, row, whether it is finished) of one job, locked with ``for_update``."""
     lock = " FOR UPDATE" if for_update else ""
@@ -77,11 +77,11 @@ def load(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id: s
                            f" WHERE j.queue = %s AND j.job_id = %s{lock}",
                            (queue, job_id)).fetchone()
         if row is not None:
-            return state_of(shelf, row, row[10]), row, finished
+            return state_of(codec, row, row[10]), row, finished
     raise not_found(job_id)
 
 
-def write(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
+def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
           new: Sequence[JobState], now: float, snapshotted: Collection[str] | None = None
           ) -> None:
     """Store the new states of jobs of ``jobq_jobs`` that are not running any more: their
@@ -96,7 +96,7 @@ def write(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
     conn.execute(_WRITE, {"q": queue, "now": now, "ids": ids, "status": status,
                           "attempts": attempts, "progress": progress, "run_at": run_at,
                           "cancel": cancel, "unsnap": unsnap,
-                          "blobs": [shelf.encode(s.job_id, s) for s in new]}, prepare=True)
+                          "blobs": [codec.encode(s.job_id, s) for s in new]}, prepare=True)
 
 
 # One statement: the snapshots, the rows of jobs still waiting, and finished ones moved.
@@ -135,7 +135,7 @@ def _columns(states: Sequence[JobState]) -> tuple[list[Any], ...]:
             [float(s.run_at) for s in states], [bool(s.cancel_requested) for s in states])
 
 
-def unfinish(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, state: JobState,
+def unfinish(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, state: JobState,
              now: float) -> None:
     """Move a finished job back to ``jobq_jobs`` with its new (waiting) state: a retry."""
     conn.execute(
@@ -150,4 +150,4 @@ def unfinish(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, state
          state.attempts, bool(state.cancel_requested), float(state.progress), now))
     conn.execute("INSERT INTO jobq_snapshots (queue, job_id, blob) VALUES (%s, %s, %s)"
                  " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob",
-                 (queue, state.job_id, shelf.encode(state.job_id, state)))
+                 (queue, state.job_id, codec.encode(state.job_id, state)))

@@ -27,10 +27,10 @@ from typing import Any
 
 import psycopg
 
-from ..engine import worker_of
 from ..errors import LivenessLost
-from ..worker_records import (KEEP_DEAD, MAX_DEAD, WorkerInfo, WorkerState, _from_id, _info,
-                              stuck)
+from ..local.worker_records import KEEP_DEAD, MAX_DEAD
+from ..worker_info import (WorkerInfo, WorkerState, from_id, info_from_record, number, stuck,
+                           worker_of)
 from .db import Db, connect, storage_error
 from .url import PgLocation
 
@@ -75,9 +75,9 @@ class LockHold:
         try:
             self._conn.execute("SELECT 1")
         except psycopg.Error as exc:
+            why = (str(exc).strip() or type(exc).__name__).splitlines()[0]
             raise LivenessLost(f"the liveness lock's connection to {self._loc.server} was lost"
-                               f" ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc}):"
-                               " other workers take this one for dead") from exc
+                               f" ({why}): other workers take this one for dead") from exc
 
     def fds_to_close_after_fork(self) -> list[int]:
         return [] if self._conn.closed else [self._conn.fileno()]
@@ -153,15 +153,16 @@ class PgWorkers:
         for worker, record, reaped_at, reaped_by, jobs in rows:
             record = record if isinstance(record, dict) else {}
             if reaped_at is not None:
-                buried.append(_info(worker, {**record, "reaped_at": reaped_at,
+                buried.append(info_from_record(worker, {**record, "reaped_at": reaped_at,
                                              "reaped_by": reaped_by, "jobs": jobs},
                                     WorkerState.REAPED))
                 continue
-            found[worker] = _info(worker, record, self._state(worker, record, locks, now))
+            state = self._state(worker, record, locks, now)
+            found[worker] = info_from_record(worker, record, state)
         for owner in owners:
             worker = worker_of(owner)
             if worker not in found:
-                found[worker] = _info(worker, _from_id(worker),
+                found[worker] = info_from_record(worker, from_id(worker),
                                       self._state(worker, {}, locks, now))
         current = sorted(found.values(), key=lambda w: (not w.alive, w.started or 0.0, w.id))
         return current + sorted(buried, key=lambda w: -(w.reaped_at or 0.0))
@@ -170,8 +171,6 @@ class PgWorkers:
                now: float) -> WorkerState:
         if _lock_ids(lock_key(self._queue, worker)) not in locks:
             return WorkerState.DEAD
-        beat, interval = record.get("heartbeat"), record.get("heartbeat_interval")
-        if stuck(beat if isinstance(beat, (int, float)) else None,
-                 interval if isinstance(interval, (int, float)) else None, now):
+        if stuck(number(record.get("heartbeat")), number(record.get("heartbeat_interval")), now):
             return WorkerState.STUCK
         return WorkerState.LIVE

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 
 from .. import transitions
-from ..shelf import StateShelf
+from ..codec import SnapshotCodec
 from ..state import Status
 from . import jobs
 from .settle import server_now
@@ -20,11 +20,11 @@ from .settle import server_now
 PURGE_BATCH = 5_000
 
 
-def cancel(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id: str) -> bool:
+def cancel(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id: str) -> bool:
     """Inside the caller's transaction: cancel a waiting job now, or ask a running one to stop
     (a prefetched one is given back cancelled by its worker). False if already finished."""
     now = server_now(conn)
-    state, _, finished = jobs.load(conn, shelf, queue, job_id, for_update=True)
+    state, _, finished = jobs.load(conn, codec, queue, job_id, for_update=True)
     if finished:
         return False
     if state.status is Status.RUNNING:  # the flag lives in the row: no snapshot to rewrite
@@ -33,17 +33,17 @@ def cancel(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id:
         conn.execute("UPDATE jobq_cancels SET generation = generation + 1 WHERE queue = %s",
                      (queue,))
         return True
-    jobs.write(conn, shelf, queue, [transitions.cancelled(state, now)], now)
+    jobs.write(conn, codec, queue, [transitions.cancelled(state, now)], now)
     return True
 
 
-def requeue(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id: str) -> bool:
+def requeue(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id: str) -> bool:
     """Inside the caller's transaction: bring a dead or cancelled job back. False otherwise."""
     now = server_now(conn)
-    state, _, finished = jobs.load(conn, shelf, queue, job_id, for_update=True)
+    state, _, finished = jobs.load(conn, codec, queue, job_id, for_update=True)
     if not finished or not transitions.can_requeue(state):
         return False
-    jobs.unfinish(conn, shelf, queue, transitions.requeued(state, now), now)
+    jobs.unfinish(conn, codec, queue, transitions.requeued(state, now), now)
     return True
 
 

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from ..directory import key_check
+from ..local.keys import key_check
 from ..errors import IncompatibleFormat, WrongSecretKey
 from .url import PgLocation
 
@@ -83,7 +83,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             queue text COLLATE "C" NOT NULL, job_id text COLLATE "C" NOT NULL, blob bytea NOT NULL,
             PRIMARY KEY (queue, job_id)) WITH (fillfactor = 70)""",
         """CREATE TABLE jobq_workers (
-            queue text COLLATE "C" NOT NULL, worker text COLLATE "C" NOT NULL, record jsonb NOT NULL,
+            queue text COLLATE "C" NOT NULL, worker text COLLATE "C" NOT NULL,
+            record jsonb NOT NULL,
             reaped_at double precision, reaped_by text, jobs jsonb,
             PRIMARY KEY (queue, worker))""",
         """CREATE TABLE jobq_cancels (

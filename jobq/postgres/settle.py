@@ -10,9 +10,10 @@
 3. mark prefetched claims that started;
 4. make due delayed and retrying jobs ready (``SKIP LOCKED``: workers never queue behind one
    another for it; every PROMOTE_EVERY seconds of the engine, and whenever a claim finds fewer
-   ready jobs than it asked for, before claiming the rest), then claim: a CTE selects the first ready rows by priority, then arrival,
-   ``FOR UPDATE SKIP LOCKED`` with a ``LIMIT`` (the CTE keeps the planner from updating more
-   rows than the limit), and the UPDATE hands them out with the next token.
+   ready jobs than it asked for, before claiming the rest), then claim: a CTE selects the first
+   ready rows by priority, then arrival, ``FOR UPDATE SKIP LOCKED`` with a ``LIMIT`` (the CTE
+   keeps the planner from updating more rows than the limit), and the UPDATE hands them out
+   with the next token.
 
 The first ``limit`` claims are started; the next ``prefetch`` (a second claim statement) are
 marked not started, so a dead owner's unstarted claims go back uncharged.
@@ -31,7 +32,7 @@ import psycopg
 
 from .. import transitions
 from ..engine import Change, Claim
-from ..shelf import StateShelf
+from ..codec import SnapshotCodec
 from ..state import JobState
 from . import jobs
 from .jobs import BLOB, NOW, STATE
@@ -72,14 +73,14 @@ def server_now(conn: psycopg.Connection[Any]) -> float:
     return float(row[0])
 
 
-def settle(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
+def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
            finished: Sequence[tuple[str, int, Change]], owner: str, limit: int, *,
            lease_seconds: float, prefetch: int, started: Sequence[tuple[str, int]],
            promote: bool = True
            ) -> tuple[list[JobState | None], list[Claim], dict[str, bytes]]:
     """Inside the caller's transaction: see the module docstring. Returns the claims'
     frames too (job id -> framed record), read by the claim itself."""
-    states = finish_in(conn, shelf, queue, finished) if finished else []
+    states = finish_in(conn, codec, queue, finished) if finished else []
     if started:
         conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
                      prepare=True)
@@ -95,7 +96,7 @@ def settle(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
             conn.execute(_PROMOTE, {"q": queue}, prepare=True)
         for prefetched, total in want.items():
             if len(claims[prefetched]) < total:
-                got, found = _claim(conn, shelf, queue, owner, total - len(claims[prefetched]),
+                got, found = _claim(conn, codec, queue, owner, total - len(claims[prefetched]),
                                     prefetched, lease_seconds)
                 claims[prefetched] += got
                 frames.update(found)
@@ -104,17 +105,17 @@ def settle(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
     return states, claims[False] + claims[True], frames
 
 
-def _claim(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, owner: str, n: int,
+def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owner: str, n: int,
            prefetched: bool, lease_seconds: float) -> tuple[list[Claim], dict[str, bytes]]:
     rows = conn.execute(_CLAIM, {"q": queue, "n": n, "owner": owner, "lease": lease_seconds,
                                  "prefetched": prefetched}, prepare=True).fetchall()
     rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the CTE's order
     with jobs.loading():
-        claims = [Claim(r[0], r[10], jobs.state_of(shelf, r, r[13])) for r in rows]
+        claims = [Claim(r[0], r[10], jobs.state_of(codec, r, r[13])) for r in rows]
     return claims, {r[0]: bytes(r[14]) for r in rows if r[14] is not None}
 
 
-def finish_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
+def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
               finished: Sequence[tuple[str, int, Change]]) -> list[JobState | None]:
     """Apply each change under its claim; None for a claim no longer current (or purged)."""
     found = conn.execute(_LOCK_FINISHED, (queue, list({job_id for job_id, _, _ in finished})),
@@ -129,16 +130,16 @@ def finish_in(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str,
             results.append(None)
             continue
         with jobs.loading():
-            state = jobs.state_of(shelf, row, row[12])
+            state = jobs.state_of(codec, row, row[12])
         state = change(state, now, row[11])
         new[job_id] = state
         results.append(state)
-    jobs.write(conn, shelf, queue, list(new.values()), now,
+    jobs.write(conn, codec, queue, list(new.values()), now,
                {job_id for job_id in new if rows[job_id][12] is not None})
     return results
 
 
-def save_checkpoint(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str, job_id: str,
+def save_checkpoint(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id: str,
                     token: int, checkpoint: Any, progress: float | None) -> JobState:
     """Inside the caller's transaction: lock the job under its claim, store its checkpoint.
 
@@ -153,7 +154,7 @@ def save_checkpoint(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str
         raise jobs.claim_error(conn, queue, job_id, token)
     now = float(row[10])
     with jobs.loading():
-        current = jobs.state_of(shelf, row, row[11])
+        current = jobs.state_of(codec, row, row[11])
     state = transitions.checkpointed(current, checkpoint, progress, now, token)
     written = conn.execute(
         "UPDATE jobq_jobs SET progress = %s, updated_at = %s WHERE queue = %s AND job_id = %s"
@@ -163,5 +164,5 @@ def save_checkpoint(conn: psycopg.Connection[Any], shelf: StateShelf, queue: str
         raise jobs.claim_error(conn, queue, job_id, token)
     conn.execute("INSERT INTO jobq_snapshots (queue, job_id, blob) VALUES (%s, %s, %s)"
                  " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob",
-                 (queue, job_id, shelf.encode(job_id, state)), prepare=True)
+                 (queue, job_id, codec.encode(job_id, state)), prepare=True)
     return state

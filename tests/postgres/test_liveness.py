@@ -15,7 +15,7 @@ from jobq.errors import LivenessLost
 from jobq.postgres import PgEngine
 from jobq.postgres.url import parse
 from jobq.state import Status
-from jobq.worker_records import WorkerState
+from jobq.worker_info import WorkerState
 
 from .pgq import open_url
 

@@ -23,8 +23,9 @@ def test_default_queue_and_port() -> None:
                                                      "postgres://localhost/app")
 
 
-@pytest.mark.parametrize("url", ["/tmp/q", "postgresql://h/db?queue=", "postgresql://h/db?queue=a&queue=b",
-                                 "postgresql://h:notaport/db", "postgresql://h/db?queue=a%0Ab"])
+@pytest.mark.parametrize("url", ["/tmp/q", "postgresql://h/db?queue=",
+                                 "postgresql://h/db?queue=a&queue=b", "postgresql://h:notaport/db",
+                                 "postgresql://h/db?queue=a%0Ab"])
 def test_bad_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError):
         parse(url)
