@@ -11,8 +11,7 @@ each, so they see every commit made before they started.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -37,22 +36,22 @@ def not_found(job_id: str) -> JobNotFound:
     return JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
 
 
-def state_of(codec: SnapshotCodec, row: Sequence[Any], blob: bytes | None) -> JobState:
-    """A job's state from its STATE columns and its snapshot (None: it has none)."""
-    snapshot = codec.decode(row[0], bytes(blob)) if blob is not None else None
-    return overlay((*row[:10], blob is not None), snapshot)
+def state_of(codec: SnapshotCodec, row: Sequence[Any], blob: bytes | None, *,
+             writing: bool = False) -> JobState:
+    """A job's state from its STATE columns and its snapshot (None: it has none).
 
-
-@contextmanager
-def loading() -> Iterator[None]:
-    """A snapshot a write needs but cannot load is a StorageError naming the job (as in the
-    directory engine: the write cannot be made without it)."""
+    ``writing``: the state is needed to write the job's next one, which cannot be made without
+    it, so a snapshot that cannot be loaded is a StorageError naming the job (as in the
+    directory engine); a read raises what loading raised (LoadError, CorruptRecord...).
+    """
     try:
-        yield
+        snapshot = codec.decode(row[0], bytes(blob)) if blob is not None else None
     except (LoadError, CorruptRecord) as exc:
-        job_id = getattr(exc, "job_id", None)
-        raise StorageError(f"state snapshot of job {job_id!r} cannot be loaded: {exc}",
-                           job_id=job_id) from exc
+        if not writing:
+            raise
+        raise StorageError(f"state snapshot of job {row[0]!r} cannot be loaded: {exc}",
+                           job_id=row[0]) from exc
+    return overlay((*row[:10], blob is not None), snapshot)
 
 
 def claim_error(conn: psycopg.Connection[Any], queue: str, job_id: str,
@@ -77,7 +76,7 @@ def load(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id
                            f" WHERE j.queue = %s AND j.job_id = %s{lock}",
                            (queue, job_id)).fetchone()
         if row is not None:
-            return state_of(codec, row, row[10]), row, finished
+            return state_of(codec, row, row[10], writing=for_update), row, finished
     raise not_found(job_id)
 
 

@@ -110,8 +110,7 @@ def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owne
     rows = conn.execute(_CLAIM, {"q": queue, "n": n, "owner": owner, "lease": lease_seconds,
                                  "prefetched": prefetched}, prepare=True).fetchall()
     rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the CTE's order
-    with jobs.loading():
-        claims = [Claim(r[0], r[10], jobs.state_of(codec, r, r[13])) for r in rows]
+    claims = [Claim(r[0], r[10], jobs.state_of(codec, r, r[13], writing=True)) for r in rows]
     return claims, {r[0]: bytes(r[14]) for r in rows if r[14] is not None}
 
 
@@ -129,8 +128,7 @@ def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
         if row is None or row[10] != token or job_id in new:  # listed twice: recorded once
             results.append(None)
             continue
-        with jobs.loading():
-            state = jobs.state_of(codec, row, row[12])
+        state = jobs.state_of(codec, row, row[12], writing=True)
         state = change(state, now, row[11])
         new[job_id] = state
         results.append(state)
@@ -153,8 +151,7 @@ def save_checkpoint(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: 
     if row is None:
         raise jobs.claim_error(conn, queue, job_id, token)
     now = float(row[10])
-    with jobs.loading():
-        current = jobs.state_of(codec, row, row[11])
+    current = jobs.state_of(codec, row, row[11], writing=True)
     state = transitions.checkpointed(current, checkpoint, progress, now, token)
     written = conn.execute(
         "UPDATE jobq_jobs SET progress = %s, updated_at = %s WHERE queue = %s AND job_id = %s"

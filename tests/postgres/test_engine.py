@@ -10,7 +10,7 @@ import pytest
 
 from .pgq import KEY, fail, frame, frames, open_url, succeed
 from jobq import job_record, transitions
-from jobq.errors import DamagedRecord, JobNotFound, StaleClaim, StorageError
+from jobq.errors import DamagedRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from jobq.pickling import PickleRules
 from jobq.postgres import PgEngine
 from jobq.state import JobState, Status
@@ -343,3 +343,15 @@ def test_a_batch_that_fails_stores_nothing_and_the_next_one_works(engine: PgEngi
     assert not engine.exists("ok")
     engine.append(frames(["x", "y"]))
     assert list(engine.job_ids()) == ["x", "y"]
+
+
+def test_a_snapshot_that_cannot_be_loaded(engine: PgEngine, pg_url: str) -> None:
+    """Read: the loading error itself; a write that needs it: a StorageError naming the job."""
+    engine.append([frame("a")])
+    (c,) = engine.settle([], "w", 1)[1]
+    engine.save_checkpoint("a", c.token, 1, None)
+    _sql(pg_url, "UPDATE jobq_snapshots SET blob = '\\x00'::bytea WHERE queue = QUEUE")
+    with pytest.raises(LoadError):
+        engine.get("a")
+    with pytest.raises(StorageError, match="state snapshot of job 'a' cannot be loaded"):
+        engine.save_checkpoint("a", c.token, 2, None)
