@@ -16,9 +16,9 @@ from typing import Any
 
 from .. import record
 from ..engine import Change, Claim, Finished, Held
+from ..codec import SnapshotCodec
 from ..errors import ConfigError, DamagedRecord, InvalidArgument
 from ..pickling import PickleRules
-from ..codec import SnapshotCodec
 from ..state import FINISHED, JobState, Status
 from . import append, jobs, operating, reading, schema, settle
 from .db import Db
@@ -29,7 +29,9 @@ from .url import PgLocation, parse
 # A busy worker makes due delayed and retrying jobs ready this often (and a claim that finds
 # too few ready ones does it before claiming the rest).
 PROMOTE_EVERY = 0.5
+FRAMES_KEPT = 2_000  # frames of claims not yet finished kept for payload_body, at most
 CANCEL_GENERATION_TTL = 0.05  # seconds a read of the cancel generation is reused (see below)
+
 
 @dataclass(frozen=True)
 class PgSettings:
@@ -61,8 +63,8 @@ class PgEngine:
         self._workers = PgWorkers(self._db)
         self._appender = append.Appender()
         self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
-        # The frames of this process's last claims, read by the claim itself: a worker that
-        # claimed a batch loads each job's payload without a round trip (see payload_body).
+        # The frames of this process's claims not yet run, read by the claims themselves: a
+        # worker that claimed a batch loads each job's payload without a round trip.
         self._frames: dict[str, bytes] = {}
         self._promoted_at: float | None = None  # monotonic time of the last promotion asked
         self.location = loc.location
@@ -126,7 +128,7 @@ class PgEngine:
     def payload_body(self, job_id: str, ref: Any = None) -> bytes:
         """The job's record body, its checksum and signature verified, not unpickled.
 
-        A job this process claimed last has its frame here already (a record never changes).
+        A job this process claimed has its frame here already (a record never changes).
         """
         data = self._frames.pop(job_id, None)
         if data is None:
@@ -170,8 +172,9 @@ class PgEngine:
             self._promoted_at = clock
         for job_id, _, _ in finished:
             self._frames.pop(job_id, None)
-        if limit + prefetch > 0:
-            self._frames = frames  # the last claims' only: bounded by one batch
+        self._frames.update(frames)  # prefetched ones may run after the next settle
+        if len(self._frames) > FRAMES_KEPT:  # claims abandoned (reaped, given back): forget
+            self._frames = frames
         return states, claims
 
     def finish(self, job_id: str, token: int, change: Change) -> JobState:

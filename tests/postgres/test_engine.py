@@ -355,3 +355,13 @@ def test_a_snapshot_that_cannot_be_loaded(engine: PgEngine, pg_url: str) -> None
         engine.get("a")
     with pytest.raises(StorageError, match="state snapshot of job 'a' cannot be loaded"):
         engine.save_checkpoint("a", c.token, 2, None)
+
+
+def test_a_prefetched_claim_keeps_its_payload_across_the_next_settle(engine: PgEngine,
+                                                                      pg_url: str) -> None:
+    engine.append(frames(["a", "b", "c"]))
+    first = engine.settle([], "w", 1, prefetch=1)[1]
+    _sql(pg_url, "DELETE FROM jobq_payloads WHERE queue = QUEUE AND job_id <> 'c'")
+    engine.settle([(first[0].job_id, first[0].token, succeed())], "w", 1,
+                  started=[(first[1].job_id, first[1].token)])
+    assert job_record.decode_meta(engine.payload_body("b"))[0].job_id == "b"
