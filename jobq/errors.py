@@ -40,6 +40,7 @@ __all__ = [
     "SchemaVersionError",
     "UnpicklingForbidden",
     "LoadError",
+    "LivenessLost",
 ]
 
 
@@ -203,3 +204,9 @@ class UnpicklingForbidden(JobqError, pickle.UnpicklingError):
 
 class LoadError(JobqError):
     """A stored object could not be unpickled (a missing module, a removed class, ...)."""
+
+
+class LivenessLost(StorageError):
+    """A worker lost what kept it alive to the others (on PostgreSQL: its lock session dropped).
+    The others take it for dead and reclaim its jobs: it must stop claiming, and the fencing
+    token refuses the results it still records."""

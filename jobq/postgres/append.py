@@ -1,0 +1,96 @@
+"""Storing new jobs: framed records in, one statement's worth of rows out, one commit.
+
+The records arrive framed and (with a key) signed by the producer (:mod:`jobq.record`); each is
+verified here once, then stored as it is in ``jobq_payloads``, with its routing fields
+(:func:`jobq.job_record.decode_meta`, no unpickling) in a new ``jobq_jobs`` row. An id already
+stored keeps its first record (``ON CONFLICT DO NOTHING``, and a finished one is looked up in
+``jobq_done``), so a producer may retry a commit whose outcome it did not learn.
+
+One job is one statement with scalar parameters; a batch is COPYed (binary) into a temporary
+table of the session and inserted from there in the same transaction: adapting arrays of
+thousands of values costs the client more than the server's whole insert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from .. import job_record, record
+from ..errors import InvalidArgument
+
+# run_at clamped as jobq.index.run_at_of does, on the server's clock.
+_INSERT = (
+    "WITH n AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now),"
+    " w AS (SELECT v.*, LEAST(v.run_at, n.now + GREATEST(0, v.run_at - v.created_at)) AS due,"
+    " n.now FROM {source} CROSS JOIN n),"
+    " ins AS (INSERT INTO jobq_jobs (queue, job_id, status, ready, priority, run_at,"
+    " max_attempts, task, enqueued_at, updated_at)"
+    " SELECT %(q)s, w.job_id, 'queued', w.due <= w.now, w.priority, w.due, w.max_attempts,"
+    " w.task, w.created_at, w.created_at FROM w WHERE NOT EXISTS (SELECT 1 FROM jobq_done d"
+    " WHERE d.queue = %(q)s AND d.job_id = w.job_id) ORDER BY w.ord"
+    " ON CONFLICT (queue, job_id) DO NOTHING RETURNING job_id)"
+    " INSERT INTO jobq_payloads (queue, job_id, frame)"
+    " SELECT %(q)s, w.job_id, w.frame FROM w JOIN ins ON ins.job_id = w.job_id"
+    " ON CONFLICT DO NOTHING")
+_ONE = _INSERT.format(source=(
+    "(SELECT 1 AS ord, %(id)s::text AS job_id, %(task)s::text AS task,"
+    " %(prio)s::bigint AS priority, %(run)s::float8 AS run_at, %(created)s::float8 AS created_at,"
+    " %(max)s::int AS max_attempts, %(frame)s::bytea AS frame) v"))
+_MANY = _INSERT.format(source="jobq_incoming v")
+_INCOMING = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS jobq_incoming (ord int, job_id text COLLATE \"C\","
+    " task text, priority bigint, run_at float8, created_at float8, max_attempts int,"
+    " frame bytea) ON COMMIT DELETE ROWS")
+_COPY = ("COPY jobq_incoming (ord, job_id, task, priority, run_at, created_at, max_attempts,"
+         " frame) FROM STDIN (FORMAT BINARY)")
+_TYPES = ["int4", "text", "text", "int8", "float8", "float8", "int4", "bytea"]
+
+
+def split(frames: Sequence[bytes], key: bytes | None, max_body: int
+          ) -> list[tuple[job_record.JobMeta, bytes]]:
+    """Each verified frame with its routing fields, the first of each id only."""
+    data = frames[0] if len(frames) == 1 else b"".join(frames)
+    found: dict[str, tuple[job_record.JobMeta, bytes]] = {}
+    pos = 0
+    while pos < len(data):
+        try:
+            frame = record.decode(data, pos, key=key, max_body=max_body)
+        except (record.Damaged, record.Incomplete) as exc:
+            raise InvalidArgument(f"not a whole, valid job record at byte {pos} of the batch:"
+                                  f" {type(exc).__name__} {exc}") from exc
+        meta, _ = job_record.decode_meta(frame.body)
+        if meta.job_id not in found:
+            found[meta.job_id] = (meta, data[pos:pos + frame.size])
+        pos += frame.size
+    return list(found.values())
+
+
+class Appender:
+    """Stores jobs on one session (which keeps its temporary table between batches)."""
+
+    def __init__(self) -> None:
+        self._session: object | None = None  # the connection whose session has jobq_incoming
+
+    def store(self, conn: psycopg.Connection[Any], queue: str,
+              jobs: list[tuple[job_record.JobMeta, bytes]]) -> None:
+        if len(jobs) == 1:
+            meta, frame = jobs[0]
+            conn.execute(_ONE, {"q": queue, "id": meta.job_id, "task": meta.task,
+                                "prio": meta.priority, "run": meta.run_at,
+                                "created": meta.created_at, "max": meta.max_attempts,
+                                "frame": frame}, prepare=True)
+            return
+        with conn.transaction():  # a rollback takes back a table created in it too
+            if self._session is not conn:
+                conn.execute(_INCOMING)
+            with conn.cursor() as cur:
+                with cur.copy(_COPY) as copy:
+                    copy.set_types(_TYPES)
+                    for i, (m, frame) in enumerate(jobs):
+                        copy.write_row((i, m.job_id, m.task, m.priority, m.run_at,
+                                        m.created_at, m.max_attempts, frame))
+                cur.execute(_MANY, {"q": queue}, prepare=True)
+        self._session = conn

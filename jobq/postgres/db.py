@@ -1,0 +1,103 @@
+"""One process's connection to the queue's database, and the errors it turns into jobq's.
+
+One connection per process, made when first used and made again after it broke (the next call
+reconnects; the failed one raised :class:`~jobq.errors.StorageError`). A forked child never
+uses, nor closes, its parent's connection: closing it would end the parent's session (see
+:meth:`Db.close`); the engine's ``reopen`` gives the child its own.
+
+Sessions are autocommit: a read is one statement, and a write opens its transaction explicitly
+(:meth:`Db.transaction`), so no session ever sits idle inside a transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from ..errors import StorageError
+from .url import PgLocation
+
+# TCP keepalives: a server that vanished (a cut network) is noticed within about a minute,
+# instead of the kernel's two hours. A URL's own settings win.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+              "keepalives_count": 6}
+CONNECT_TIMEOUT = 10
+
+
+def storage_error(exc: BaseException, loc: PgLocation, doing: str) -> StorageError:
+    """A StorageError naming the server (never its password) and what failed."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    return StorageError(f"PostgreSQL at {loc.server} (queue {loc.queue!r}): cannot {doing}:"
+                        f" {first}", server=loc.server, queue=loc.queue)
+
+
+def connect(loc: PgLocation, **options: Any) -> psycopg.Connection[Any]:
+    """A new autocommit session, with keepalives; StorageError if the server cannot be reached."""
+    given = psycopg.conninfo.conninfo_to_dict(loc.conninfo)
+    settings: dict[str, Any] = {k: v for k, v in KEEPALIVES.items() if k not in given}
+    settings.setdefault("connect_timeout", given.get("connect_timeout", CONNECT_TIMEOUT))
+    settings.setdefault("application_name", given.get("application_name", "jobq"))
+    try:
+        conn = psycopg.connect(loc.conninfo, autocommit=True, **settings, **options)
+        # JIT compiling a batch insert's plan took longer than running it (170 ms for
+        # 20,000 jobs): jobq's statements are short, none gains from it.
+        conn.execute("SET jit = off")
+        return conn
+    except psycopg.Error as exc:
+        raise storage_error(exc, loc, "connect") from exc
+
+
+class Db:
+    """The process's connection, made on first use and again after it broke."""
+
+    def __init__(self, loc: PgLocation) -> None:
+        self.loc = loc
+        self._pid = os.getpid()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if os.getpid() != self._pid:  # forked: the parent's session is not ours to use
+            self._pid, conn = os.getpid(), None
+        if conn is None or conn.closed:
+            conn = self._conn = connect(self.loc)
+        return conn
+
+    @contextmanager
+    def transaction(self, doing: str) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction, committed on leaving (one durable commit); a database error becomes
+        a StorageError saying what was being done, and nothing of it is written."""
+        with self.errors(doing):
+            conn = self.conn
+            with conn.transaction():
+                yield conn
+
+    @contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as exc:
+            conn = self._conn
+            if conn is not None and (conn.broken or conn.closed) and os.getpid() == self._pid:
+                conn.close()  # made again at the next call
+            raise storage_error(exc, self.loc, doing) from exc
+
+    def execute(self, sql: str, args: Any = None, doing: str = "read") -> list[tuple[Any, ...]]:
+        """One statement in its own (autocommit) transaction; its rows."""
+        with self.errors(doing):
+            cur = self.conn.execute(sql, args, prepare=True)
+            return cur.fetchall() if cur.description is not None else []
+
+    def close(self) -> None:
+        """Close the connection, unless it is a parent's inherited across fork: a child that
+        closed it would end its parent's session (the object is left to be dropped unclosed:
+        psycopg does not close a connection of another process when it is collected)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and os.getpid() == self._pid:
+            conn.close()

@@ -1,0 +1,351 @@
+"""The PostgreSQL engine: one named queue in a database, behind :class:`jobq.engine.Engine`.
+
+Many processes on many hosts share it; each has one connection (:mod:`jobq.postgres.db`), and a
+worker's supervisor one more that holds its liveness lock (:mod:`jobq.postgres.liveness`).
+Every time the engine stores is read from the server's clock, so hosts never compare clocks.
+Records are the directory engine's frames, stored as they are and verified when read back;
+snapshots are signed the same way (:class:`jobq.codec.SnapshotCodec`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .. import record
+from ..engine import Change, Claim, Finished, Held
+from ..codec import SnapshotCodec
+from ..errors import ConfigError, DamagedRecord, InvalidArgument
+from ..pickling import PickleRules
+from ..state import FINISHED, JobState, Status
+from . import append, jobs, operating, reading, schema, settle
+from .db import Db
+from .jobs import NOW, not_found
+from .liveness import PgWorkers
+from .url import PgLocation, parse
+
+# A busy worker makes due delayed and retrying jobs ready this often (and a claim that finds
+# too few ready ones does it before claiming the rest).
+PROMOTE_EVERY = 0.5
+FRAMES_KEPT = 2_000  # frames of claims not yet finished kept for payload_body, at most
+CANCEL_GENERATION_TTL = 0.05  # seconds a read of the cancel generation is reused (see below)
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """The settings a queue in PostgreSQL was opened with (:class:`jobq.engine.Settings`)."""
+
+    path: str  # the queue's URL, without its password
+    secret_key: bytes | None
+    rules: PickleRules
+    max_record_size: int  # as recorded when the queue was made
+    fsync: bool = True  # every commit is durable (synchronous_commit as the server has it)
+    old_secret_keys: tuple[bytes, ...] = ()
+    segment_size: int = 0  # no segments: the directory engine's setting
+
+
+class PgEngine:
+    """One named queue in a PostgreSQL database."""
+
+    shared_group = None  # shared through the database's roles and grants, not a Unix group
+
+    def __init__(self, loc: PgLocation, *, secret_key: bytes | None, rules: PickleRules,
+                 max_record_size: int, created: bool = False) -> None:
+        self._loc = loc
+        self._queue = loc.queue
+        self._key = secret_key
+        self._rules = rules
+        self._max_body = max_record_size
+        self._db = Db(loc)
+        self._codec = SnapshotCodec(rules=rules, secret_key=secret_key)
+        self._workers = PgWorkers(self._db)
+        self._appender = append.Appender()
+        self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
+        # The frames of this process's claims not yet run, read by the claims themselves: a
+        # worker that claimed a batch loads each job's payload without a round trip.
+        self._frames: dict[str, bytes] = {}
+        self._promoted_at: float | None = None  # monotonic time of the last promotion asked
+        self.location = loc.location
+        self.created = created
+        self.config = PgSettings(loc.location, secret_key, rules, max_record_size)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def reopen(self, *, catch_up: bool = True) -> PgEngine:
+        """The same queue with a connection of its own (nothing to catch up on here)."""
+        return PgEngine(self._loc, secret_key=self._key, rules=self._rules,
+                        max_record_size=self._max_body)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- producing ----------------------------------------------------------------------------
+
+    def append(self, frames: Sequence[bytes], last: int | None = None) -> None:
+        """Store framed records in one statement, one commit; an id already stored keeps its
+        first record (so a producer may retry a commit whose outcome it did not learn)."""
+        jobs = append.split(frames, self._key, self._max_body)
+        if jobs:
+            with self._db.errors("store jobs (nothing was stored)"):
+                self._appender.store(self._db.conn, self._queue, jobs)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def exists(self, job_id: str) -> bool:
+        return reading.find(self._db, self._queue, job_id, "1") is not None
+
+    def status(self, job_id: str) -> Status:
+        found = reading.find(self._db, self._queue, job_id, "status")
+        if found is None:
+            raise not_found(job_id)
+        return Status(found[0])
+
+    def get(self, job_id: str) -> JobState:
+        with self._db.errors("read a job"):
+            return jobs.load(self._db.conn, self._codec, self._queue, job_id)[0]
+
+    def row(self, job_id: str) -> dict[str, Any]:
+        return reading.row(self._db, self._queue, job_id)
+
+    def rows(self, status: Status | None = None, limit: int = 100,
+             newest_first: bool = True) -> list[dict[str, Any]]:
+        return reading.rows(self._db, self._queue, status, limit, newest_first)
+
+    def job_ids(self, status: Status | None = None) -> Iterator[str]:
+        return reading.job_ids(self._db, self._queue, status)
+
+    def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
+        return reading.ids_starting_with(self._db, self._queue, prefix, limit)
+
+    def counts(self) -> dict[str, int]:
+        return reading.counts(self._db, self._queue)
+
+    def waiting(self, now: float) -> dict[tuple[Status, bool], float]:
+        return reading.waiting(self._db, self._queue, now)
+
+    def payload_body(self, job_id: str, ref: Any = None) -> bytes:
+        """The job's record body, its checksum and signature verified, not unpickled.
+
+        A job this process claimed has its frame here already (a record never changes).
+        """
+        data = self._frames.pop(job_id, None)
+        if data is None:
+            found = self._db.execute("SELECT frame FROM jobq_payloads WHERE queue = %s"
+                                     " AND job_id = %s", (self._queue, job_id))
+            if not found:
+                raise not_found(job_id)
+            data = bytes(found[0][0])
+        try:
+            return record.decode(data, 0, key=self._key,
+                                 max_body=self._max_body).body
+        except (record.Damaged, record.Incomplete) as exc:
+            raise DamagedRecord(f"the record of job {job_id!r} in {self.location} is damaged:"
+                                f" {exc}", job_id=job_id, path=f"{self.location} jobq_payloads",
+                                offset=job_id, reason=str(exc)) from exc
+
+    def set_aside(self, job_id: str, ref: Any, cause: Exception) -> str:
+        """A damaged record stays where it is (its row is the copy): say where."""
+        return f"{self.location}, table jobq_payloads, job {job_id!r}"
+
+    def now(self) -> float:
+        with self._db.errors("read the server's clock"):
+            return settle.server_now(self._db.conn)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def settle(self, finished: Sequence[Finished], owner: str, limit: int, *,
+               lease_seconds: float = 60.0, prefetch: int = 0,
+               started: Sequence[tuple[str, int]] = ()
+               ) -> tuple[list[JobState | None], list[Claim]]:
+        clock = time.monotonic()
+        promote = self._promoted_at is None or clock - self._promoted_at > PROMOTE_EVERY
+        with self._db.errors("record finished jobs and claim others"):
+            conn = self._db.conn
+            with conn.transaction():
+                states, claims, frames = settle.settle(
+                    conn, self._codec, self._queue, finished, owner, limit,
+                    lease_seconds=lease_seconds, prefetch=prefetch, started=started,
+                    promote=promote)
+        if promote:
+            self._promoted_at = clock
+        for job_id, _, _ in finished:
+            self._frames.pop(job_id, None)
+        self._frames.update(frames)  # prefetched ones may run after the next settle
+        if len(self._frames) > FRAMES_KEPT:  # claims abandoned (reaped, given back): forget
+            self._frames = frames
+        return states, claims
+
+    def finish(self, job_id: str, token: int, change: Change) -> JobState:
+        """Apply ``change`` under claim ``token``: StaleClaim if it is not current."""
+        with self._db.transaction("record a finished job") as conn:
+            state = settle.settle(conn, self._codec, self._queue, [(job_id, token, change)],
+                                  "", 0, lease_seconds=0.0, prefetch=0, started=())[0][0]
+            if state is None:
+                raise jobs.claim_error(conn, self._queue, job_id, token)
+        self._frames.pop(job_id, None)
+        return state
+
+    def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
+                        progress: float | None) -> JobState:
+        with self._db.transaction("save a checkpoint") as conn:
+            return settle.save_checkpoint(conn, self._codec, self._queue, job_id, token,
+                                          checkpoint, progress)
+
+    def has_ready(self) -> bool:
+        """Is a job claimable now (ready, or due)? Two index probes."""
+        found = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %s AND ready) OR EXISTS"
+            " (SELECT 1 FROM jobq_jobs WHERE queue = %s AND NOT ready AND status IN"
+            f" ('queued', 'failed') AND run_at <= {NOW})", (self._queue, self._queue))
+        return bool(found[0][0])
+
+    def cancel_requested(self, job_id: str) -> bool:
+        found = self._db.execute("SELECT cancel_requested FROM jobq_jobs WHERE queue = %s"
+                                 " AND job_id = %s", (self._queue, job_id))
+        return bool(found and found[0][0])
+
+    def cancel_generation(self) -> int:
+        """The queue's cancel number. A worker child reads it before each job it prefetched:
+        a read is reused for CANCEL_GENERATION_TTL seconds, so a drain of short jobs does not
+        pay a round trip per job, and a cancel is seen at most that much later (a running job
+        still sees its flag through ``cancel_requested``)."""
+        now = time.monotonic()
+        cached = self._generation
+        if cached is not None and now - cached[0] < CANCEL_GENERATION_TTL:
+            return cached[1]
+        found = self._db.execute("SELECT generation FROM jobq_cancels WHERE queue = %s",
+                                 (self._queue,))
+        value = int(found[0][0]) if found else 0
+        self._generation = (now, value)
+        return value
+
+    def cancelling(self, owner: str) -> set[tuple[str, int]]:
+        return {(job_id, int(token)) for job_id, token in self._db.execute(
+            "SELECT job_id, token FROM jobq_jobs WHERE queue = %s AND status = 'running'"
+            " AND (owner = %s OR (owner >= %s AND owner < %s)) AND cancel_requested",
+            (self._queue, *_owned(owner)))}
+
+    def renew(self, owner: str, lease_seconds: float) -> int:
+        with self._db.transaction("renew leases") as conn:
+            return conn.execute(
+                f"UPDATE jobq_jobs SET lease_expires = {NOW} + %s WHERE queue = %s"
+                " AND status = 'running' AND (owner = %s OR (owner >= %s AND owner < %s))",
+                (lease_seconds, self._queue, *_owned(owner))).rowcount
+
+    def held(self, owner: str | None = None) -> list[Held]:
+        """Running claims (of one owner, or all), their leases judged on the server's clock."""
+        sql = ("SELECT job_id, token, owner, NOT prefetched, coalesce(lease_expires < "
+               f"{NOW}, false) FROM jobq_jobs WHERE queue = %s AND status = 'running'")
+        args: tuple[Any, ...] = (self._queue,)
+        if owner is not None:
+            sql, args = sql + " AND owner = %s", (*args, owner)
+        return [Held(j, int(t), o or "", bool(s), bool(e))
+                for j, t, o, s, e in self._db.execute(sql + " ORDER BY seq", args)]
+
+    def upkeep(self, *, compact_threshold: int, logger: Any) -> NoUpkeep:
+        """Nothing to do: the server vacuums (see the table settings in jobq.postgres.schema)."""
+        return NoUpkeep()
+
+    @property
+    def workers(self) -> PgWorkers:
+        return self._workers
+
+    # -- operating ----------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> bool:
+        with self._db.transaction("cancel a job") as conn:
+            return operating.cancel(conn, self._codec, self._queue, job_id)
+
+    def requeue(self, job_id: str) -> bool:
+        with self._db.transaction("retry a job") as conn:
+            return operating.requeue(conn, self._codec, self._queue, job_id)
+
+    def purge(self, statuses: frozenset[Status], updated_before: float) -> int:
+        """Delete finished jobs of ``statuses`` last updated before then, a batch per
+        transaction (no long transaction holds back vacuum); how many."""
+        wanted = sorted(s.value for s in statuses if s in FINISHED)
+        total = 0
+        while wanted:
+            with self._db.transaction("purge finished jobs") as conn:
+                gone = operating.purge_batch(conn, self._queue, wanted, updated_before)
+            total += gone
+            if gone < operating.PURGE_BATCH:
+                break
+        return total
+
+    def damage(self) -> list[dict[str, Any]]:
+        """None: the server checks its own pages; records are verified whenever read."""
+        return []
+
+    def compact(self) -> Any:
+        raise InvalidArgument(
+            f"{self.location}: nothing to compact: purge deletes finished jobs' rows, and the"
+            " server's autovacuum makes their space reusable (VACUUM FULL, or pg_repack, gives"
+            " it back to the operating system)")
+
+    def verify(self) -> Any:
+        raise InvalidArgument(f"{self.location}: jobq verify does not read PostgreSQL queues"
+                              " yet (every record is verified when a worker loads it)")
+
+    def backup(self, dest: str) -> Any:
+        raise InvalidArgument(f"{self.location}: back up the database with PostgreSQL's own"
+                              " tools (pg_dump, or pg_basebackup with WAL archiving)")
+
+    def old_keys_pending(self) -> int:
+        return 0  # a PostgreSQL queue is opened with its one key (no rotation yet)
+
+    def rekey(self) -> Any:
+        raise InvalidArgument(f"{self.location}: nothing to re-sign: secret key rotation is not"
+                              " supported on PostgreSQL queues yet")
+
+    def share(self, group: str | int) -> str:
+        raise InvalidArgument(f"{self.location} is shared through the database's roles: GRANT"
+                              " another role SELECT, INSERT, UPDATE, DELETE on the jobq_ tables")
+
+
+class NoUpkeep:
+    """:class:`jobq.engine.Upkeep` of an engine whose server does its own."""
+
+    busy = False
+
+    def step(self, *, children_busy: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _owned(owner: str) -> tuple[str, str, str]:
+    """A worker's own claims and its children's ("<worker>/<n>") as one index range."""
+    return owner, owner + "/", owner + "0"  # "0" is the character after "/"
+
+
+def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
+                max_record_size: int, clock: Callable[[], float] | None = None,
+                catch_up: bool = True, old_secret_keys: tuple[bytes, ...] = ()) -> PgEngine:
+    """Open (creating or upgrading its schema if needed) the queue ``url`` names.
+
+    WrongSecretKey if its records are signed with another key, or not as ``secret_key`` says;
+    IncompatibleFormat if its schema is newer than this jobq; StorageError naming the server
+    if it cannot be reached. ``max_record_size`` is recorded when the queue is made, and the
+    recorded one is used after. ``clock`` cannot be chosen: times are the server's.
+    """
+    if old_secret_keys:
+        raise ConfigError("old_secret_keys: secret key rotation is not supported on PostgreSQL"
+                          " queues yet")
+    if clock is not None:
+        raise ConfigError("a queue in PostgreSQL takes its time from the server's clock:"
+                          " clock= cannot be given")
+    loc = parse(url)
+    db = Db(loc)
+    try:
+        with db.errors("create or upgrade the jobq tables"):
+            schema.migrate(db.conn, loc)
+        with db.errors("open the queue"):
+            meta = schema.open_queue(db.conn, loc, secret_key, max_record_size)
+    finally:
+        db.close()
+    return PgEngine(loc, secret_key=secret_key, rules=rules,
+                    max_record_size=meta.max_record_size, created=meta.created)

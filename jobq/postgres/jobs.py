@@ -1,0 +1,152 @@
+"""Job rows and states: what the engine reads back, and how it writes a job's new state.
+
+A job's state is its row's scalars laid over its snapshot (:func:`jobq.local.snapshots.overlay`, the
+directory engine's rule): claims change only the row, so a snapshot written before the last
+claim is never read stale. A job without a snapshot (not yet ended an attempt, never
+checkpointed) is its row alone.
+
+Reads look in both tables, the hot ``jobq_jobs`` and ``jobq_done``; they are one statement
+each, so they see every commit made before they started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+import psycopg
+
+from ..local.snapshots import overlay
+from ..errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
+from ..codec import SnapshotCodec
+from ..state import FINISHED, JobState
+
+NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, epoch seconds
+# The columns overlay builds a state from, less its last (``snap``: here the blob).
+STATE = ("j.job_id, j.task, j.status, j.attempts, j.progress, j.run_at, j.cancel_requested,"
+         " j.enqueued_at, j.updated_at, j.started_at")
+# A job's snapshot: an unfinished one's is in jobq_snapshots, a finished one's in its row.
+BLOB = "(SELECT s.blob FROM jobq_snapshots s WHERE s.queue = j.queue AND s.job_id = j.job_id)"
+BLOBS = {"jobq_jobs": BLOB, "jobq_done": "j.blob"}
+LISTED = ("job_id, task, status, priority, attempts, progress, run_at, enqueued_at, updated_at,"
+          " owner")
+
+
+def not_found(job_id: str) -> JobNotFound:
+    return JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
+
+
+def state_of(codec: SnapshotCodec, row: Sequence[Any], blob: bytes | None, *,
+             writing: bool = False) -> JobState:
+    """A job's state from its STATE columns and its snapshot (None: it has none).
+
+    ``writing``: the state is needed to write the job's next one, which cannot be made without
+    it, so a snapshot that cannot be loaded is a StorageError naming the job (as in the
+    directory engine); a read raises what loading raised (LoadError, CorruptRecord...).
+    """
+    try:
+        snapshot = codec.decode(row[0], bytes(blob)) if blob is not None else None
+    except (LoadError, CorruptRecord) as exc:
+        if not writing:
+            raise
+        raise StorageError(f"state snapshot of job {row[0]!r} cannot be loaded: {exc}",
+                           job_id=row[0]) from exc
+    return overlay((*row[:10], blob is not None), snapshot)
+
+
+def claim_error(conn: psycopg.Connection[Any], queue: str, job_id: str,
+                token: int) -> StaleClaim | JobNotFound:
+    """Why a write under claim ``token`` found no current claim: the job is gone, or another
+    claim (or none) is current."""
+    row = conn.execute("SELECT status, token FROM jobq_jobs WHERE queue = %s AND job_id = %s"
+                       " UNION ALL SELECT status, token FROM jobq_done WHERE queue = %s"
+                       " AND job_id = %s", (queue, job_id, queue, job_id)).fetchone()
+    if row is None:
+        return not_found(job_id)
+    return StaleClaim(f"job {job_id!r}: claim {token} is no longer current (status {row[0]},"
+                      f" claim {row[1]})", job_id=job_id, token=token)
+
+
+def load(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id: str,
+         *, for_update: bool = False) -> tuple[JobState, tuple[Any, ...], bool]:
+    """(state, row, whether it is finished) of one job, locked with ``for_update``."""
+    lock = " FOR UPDATE" if for_update else ""
+    for table, finished in (("jobq_jobs", False), ("jobq_done", True)):
+        row = conn.execute(f"SELECT {STATE}, {BLOBS[table]}, j.priority, j.seq FROM {table} j"
+                           f" WHERE j.queue = %s AND j.job_id = %s{lock}",
+                           (queue, job_id)).fetchone()
+        if row is not None:
+            return state_of(codec, row, row[10], writing=for_update), row, finished
+    raise not_found(job_id)
+
+
+def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
+          new: Sequence[JobState], now: float, snapshotted: Collection[str] | None = None
+          ) -> None:
+    """Store the new states of jobs of ``jobq_jobs`` that are not running any more: their
+    snapshots, and their rows, moved to ``jobq_done`` with their snapshots for those that
+    finished. ``snapshotted``: the ids of those that had a snapshot in ``jobq_snapshots``
+    (None: any may have)."""
+    if not new:
+        return
+    unsnap = [s.job_id for s in new if s.status in FINISHED
+              and (snapshotted is None or s.job_id in snapshotted)]
+    ids, status, attempts, progress, run_at, cancel = _columns(new)
+    conn.execute(_WRITE, {"q": queue, "now": now, "ids": ids, "status": status,
+                          "attempts": attempts, "progress": progress, "run_at": run_at,
+                          "cancel": cancel, "unsnap": unsnap,
+                          "blobs": [codec.encode(s.job_id, s) for s in new]}, prepare=True)
+
+
+# One statement: the snapshots, the rows of jobs still waiting, and finished ones moved.
+_WRITE = (
+    "WITH v AS (SELECT * FROM unnest(%(ids)b::text[], %(status)b::text[], %(attempts)b::int[],"
+    " %(progress)b::float8[], %(run_at)b::float8[], %(cancel)b::bool[], %(blobs)b::bytea[])"
+    " AS v(job_id, status, attempts, progress, run_at, cancel, blob)),"
+    " snap AS (INSERT INTO jobq_snapshots (queue, job_id, blob) SELECT %(q)s, job_id, blob"
+    " FROM v WHERE v.status NOT IN ('succeeded', 'dead', 'cancelled')"
+    " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob),"
+    " unsnap AS (DELETE FROM jobq_snapshots s WHERE s.queue = %(q)s"
+    " AND s.job_id = ANY(%(unsnap)b::text[])),"
+    " waiting AS (UPDATE jobq_jobs j SET status = v.status, attempts = v.attempts,"
+    " progress = v.progress, run_at = v.run_at, cancel_requested = v.cancel,"
+    " ready = v.status IN ('queued', 'failed') AND v.run_at <= %(now)s,"
+    " owner = NULL, lease_expires = NULL, prefetched = false, updated_at = %(now)s"
+    " FROM v WHERE j.queue = %(q)s AND j.job_id = v.job_id"
+    " AND v.status NOT IN ('succeeded', 'dead', 'cancelled')),"
+    " gone AS (DELETE FROM jobq_jobs j USING v WHERE j.queue = %(q)s AND j.job_id = v.job_id"
+    " AND v.status IN ('succeeded', 'dead', 'cancelled')"
+    " RETURNING j.queue, j.job_id, j.seq, v.status, j.priority, v.run_at, v.attempts,"
+    " j.max_attempts, j.token, v.cancel, v.progress, j.task, j.enqueued_at, j.started_at,"
+    " v.blob)"
+    " INSERT INTO jobq_done (queue, job_id, seq, status, ready, priority, run_at,"
+    " attempts, max_attempts, token, owner, lease_expires, prefetched, cancel_requested,"
+    " progress, task, enqueued_at, updated_at, started_at, blob)"
+    " SELECT queue, job_id, seq, status, false, priority, run_at, attempts, max_attempts,"
+    " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %(now)s, started_at, blob"
+    " FROM gone")
+assert {s.value for s in FINISHED} == {"succeeded", "dead", "cancelled"}
+
+
+def _columns(states: Sequence[JobState]) -> tuple[list[Any], ...]:
+    return ([s.job_id for s in states], [s.status.value for s in states],
+            [s.attempts for s in states], [float(s.progress) for s in states],
+            [float(s.run_at) for s in states], [bool(s.cancel_requested) for s in states])
+
+
+def unfinish(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, state: JobState,
+             now: float) -> None:
+    """Move a finished job back to ``jobq_jobs`` with its new (waiting) state: a retry."""
+    conn.execute(
+        "WITH back AS (DELETE FROM jobq_done WHERE queue = %s AND job_id = %s RETURNING *)"
+        " INSERT INTO jobq_jobs (queue, job_id, seq, status, ready, priority, run_at, attempts,"
+        " max_attempts, token, owner, lease_expires, prefetched, cancel_requested, progress,"
+        " task, enqueued_at, updated_at, started_at)"
+        " OVERRIDING SYSTEM VALUE"
+        " SELECT queue, job_id, seq, %s, %s <= %s, priority, %s, %s, max_attempts, token, NULL,"
+        " NULL, false, %s, %s, task, enqueued_at, %s, started_at FROM back",
+        (queue, state.job_id, state.status.value, state.run_at, now, state.run_at,
+         state.attempts, bool(state.cancel_requested), float(state.progress), now))
+    conn.execute("INSERT INTO jobq_snapshots (queue, job_id, blob) VALUES (%s, %s, %s)"
+                 " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob",
+                 (queue, state.job_id, codec.encode(state.job_id, state)))

@@ -1,0 +1,62 @@
+"""A queue's PostgreSQL URL: ``postgresql://user@host:port/db?queue=NAME``.
+
+The ``queue`` parameter names one of the queues that share the database (``default`` when it is
+absent). It is jobq's, not libpq's, so it is taken out before connecting; every other parameter
+goes to libpq as it is. Messages name the server as ``host:port/db``, never with its password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import ConfigError
+
+SCHEMES = ("postgresql", "postgres")
+DEFAULT_QUEUE = "default"
+MAX_QUEUE_NAME = 200
+
+
+@dataclass(frozen=True)
+class PgLocation:
+    """Where a queue lives: what to connect with, the queue's name, and how to name it."""
+
+    conninfo: str  # the URL without ``queue``: for libpq
+    queue: str
+    server: str  # host:port/db, for messages (no user, no password)
+    location: str  # the URL without its password, ``queue`` last: for messages and reopening
+
+
+def is_url(path: str) -> bool:
+    """Does ``path`` name a PostgreSQL queue rather than a directory?"""
+    return any(path.startswith(f"{scheme}://") for scheme in SCHEMES)
+
+
+def parse(url: str) -> PgLocation:
+    """Split ``url`` into a libpq URL and a queue name; ConfigError for what cannot be one."""
+    if not isinstance(url, str) or not is_url(url):
+        raise ConfigError(f"not a PostgreSQL URL (postgresql://user@host/db?queue=NAME): {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"bad PostgreSQL URL: {exc}") from exc
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    names = [value for key, value in params if key == "queue"]
+    if len(names) > 1:
+        raise ConfigError("the PostgreSQL URL names more than one queue (?queue= twice)")
+    queue = names[0] if names else DEFAULT_QUEUE
+    if not queue or len(queue) > MAX_QUEUE_NAME or not queue.isprintable():
+        raise ConfigError(f"bad queue name {queue!r} in the PostgreSQL URL: 1 to"
+                          f" {MAX_QUEUE_NAME} printable characters")
+    rest = urlencode([(key, value) for key, value in params if key != "queue"])
+    conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
+    host = parts.hostname or "localhost"
+    database = parts.path.lstrip("/") or (parts.username or "")
+    server = f"{host}:{port or 5432}/{database}"
+    netloc = parts.netloc.rsplit("@", 1)
+    if len(netloc) == 2:  # user[:password]@host: keep the user, never the password
+        netloc = [netloc[0].split(":", 1)[0], netloc[1]]
+    shown = urlencode([*[(k, v) for k, v in params if k != "queue"], ("queue", queue)])
+    location = urlunsplit((parts.scheme, "@".join(netloc), parts.path, shown, ""))
+    return PgLocation(conninfo, queue, server, location)

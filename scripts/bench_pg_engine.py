@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""jobq's PostgreSQL engine against the raw server: one run, one database, ratios printed.
+
+    python scripts/bench_pg_engine.py [--jobs N] [--batch K] [--runs R] [--kept M] [--dsn DSN]
+
+On the server at ``--dsn`` (default ``JOBQ_BENCH_PG_DSN``, else
+postgresql://postgres@127.0.0.1:5432/postgres), in a database made for the run and dropped at
+its end, interleaved R times (medians printed):
+
+1. drain: N no-op jobs queued first, then 2 processes each running the worker's loop on
+   ``PgEngine.settle`` (record the last batch, claim the next K, one transaction), loading each
+   job's verified payload, unpickling it and calling the no-op; timed from starting the
+   processes to the last completion recorded (the server's clock), lost and twice-claimed jobs
+   counted;
+2. the bare claim loop of scripts/pg_baselines.py at the same K and N (bench_pg.py's figure);
+3. enqueue: ``PgEngine.append`` of one job per call against one INSERT + COMMIT per row, and
+   of a batch of N in one call against COPY of N rows (the frames made beforehand, as the raw
+   rows are);
+4. with ``--kept M``: the drain of 1. again, on a queue that keeps M finished jobs.
+
+Jobs carry about 300 bytes of payload, as the raw rows do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "scripts"
+sys.path[:0] = [str(REPO), str(SCRIPTS)]
+
+import pg_baselines  # noqa: E402
+from bench_pg import DEFAULT_DSN, bench_database, claim_drain, server_info  # noqa: E402
+from bench_scratch import scratch_dir  # noqa: E402
+
+from jobq import job_record, record, transitions  # noqa: E402
+from jobq.pickling import PickleRules  # noqa: E402
+from jobq.postgres import PgEngine, open_engine  # noqa: E402
+
+TASK = "peers.tasks:noop"
+PAD = b"x" * 220
+
+
+def url_of(dsn: str) -> str:
+    import psycopg
+
+    d = psycopg.conninfo.conninfo_to_dict(dsn)
+    host = d.get("host", "127.0.0.1")
+    return f"postgresql://{d.get('user', 'postgres')}@{host}:{d.get('port', 5432)}/{d['dbname']}"
+
+
+def open_queue(url: str) -> PgEngine:
+    return open_engine(url, secret_key=None, rules=PickleRules.build(), max_record_size=1 << 20)
+
+
+def make_frames(prefix: str, n: int) -> list[bytes]:
+    now = time.time()
+    return [record.encode(record.KIND_JOB, job_record.encode_fields(
+        f"{prefix}{i:07d}", TASK, (PAD,), {}, 0, 3, None, now, now)) for i in range(n)]
+
+
+def drain(url: str, batch: int, worker: str) -> int:
+    """The worker's loop on one process, until a claim returns nothing; jobs run."""
+    from peers.tasks import noop
+
+    engine = open_queue(url)
+    rules = PickleRules.build()
+    tasks = {TASK: noop}
+    finished: list[tuple[str, int, transitions.Any]] = []
+    ran = 0
+    while True:
+        _, claims = engine.settle(finished, worker, batch)
+        finished = []
+        if not claims:
+            return ran
+        for claim in claims:
+            payload = job_record.load_payload(engine.payload_body(claim.job_id, claim.ref),
+                                              rules, claim.job_id)
+            tasks[payload.task](*payload.args[:0])
+            finished.append((claim.job_id, claim.token, _succeeded))
+        ran += len(claims)
+
+
+def _succeeded(state, now, max_attempts):  # type: ignore[no-untyped-def]
+    return transitions.succeeded(state, None, now)
+
+
+def keep_finished(engine: PgEngine, queue: str, kept: int) -> None:
+    """Give ``queue`` ``kept`` finished jobs (rows of jobq_done, made by the server)."""
+    with engine._db.transaction("fill jobq_done") as conn:  # noqa: SLF001
+        conn.execute(
+            "INSERT INTO jobq_done (queue, job_id, seq, status, priority, run_at, attempts,"
+            " max_attempts, token, progress, task, enqueued_at, updated_at, blob)"
+            " SELECT %s, 'kept' || i, -i, 'succeeded', 0, 0, 1, 3, 1, 1, %s, 0, 0, NULL"
+            " FROM generate_series(1, %s) AS i", (queue, TASK, kept))
+    with engine._db.errors("analyze"):  # noqa: SLF001
+        engine._db.conn.execute("VACUUM ANALYZE jobq_done")  # noqa: SLF001
+
+
+def engine_drain(dsn: str, n: int, batch: int, root: Path, kept: int = 0) -> tuple[float, str]:
+    url = url_of(dsn) + f"?queue=drain{time.monotonic_ns()}"
+    engine = open_queue(url)
+    if kept:
+        keep_finished(engine, url.rsplit("=", 1)[1], kept)
+    frames = make_frames("d", n)
+    for start in range(0, n, 5000):
+        engine.append(frames[start:start + 5000])
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{SCRIPTS}"
+    started = time.time()
+    procs = [subprocess.Popen([sys.executable, __file__, "drain", "--url", url, "--batch",
+                               str(batch), "--worker", f"w{i}"], cwd=root, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=1200)
+        if proc.returncode:
+            raise RuntimeError(f"engine drain failed: {err[-2000:]}")
+    loc_queue = url.rsplit("=", 1)[1]
+    with engine._db.errors("read the outcome"):  # noqa: SLF001 - the benchmark's own look
+        first, last, done, twice = engine._db.conn.execute(  # noqa: SLF001
+            "SELECT min(updated_at), max(updated_at), count(*) FILTER (WHERE status ="
+            " 'succeeded'), count(*) FILTER (WHERE token > 1) FROM jobq_done WHERE queue = %s"
+            " AND seq > 0",
+            (loc_queue,)).fetchone()
+    engine.close()
+    if done != n or twice:
+        raise RuntimeError(f"engine drain: {n - done} lost, {twice} claimed twice")
+    return (n / (last - started),
+            f"N={n:,}, 0 lost, 0 claimed twice; {n / max(last - first, 1e-6):,.0f}/s from the"
+            " first completion")
+
+
+def engine_append_one(dsn: str, n: int) -> float:
+    engine = open_queue(url_of(dsn) + f"?queue=one{time.monotonic_ns()}")
+    frames = make_frames("o", n)
+    start = time.perf_counter()
+    for f in frames:
+        engine.append([f])
+    rate = n / (time.perf_counter() - start)
+    engine.close()
+    return rate
+
+
+def engine_append_many(dsn: str, n: int) -> float:
+    engine = open_queue(url_of(dsn) + f"?queue=many{time.monotonic_ns()}")
+    frames = make_frames("m", n)
+    start = time.perf_counter()
+    engine.append(frames)
+    rate = n / (time.perf_counter() - start)
+    engine.close()
+    return rate
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", choices=["bench", "drain"], default="bench")
+    parser.add_argument("--dsn", default=os.environ.get("JOBQ_BENCH_PG_DSN", DEFAULT_DSN))
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--inserts", type=int, default=5_000)
+    parser.add_argument("--kept", type=int, default=0, help="also drain a queue that keeps"
+                        " this many finished jobs (issue 16: 1,000,000)")
+    parser.add_argument("--url")
+    parser.add_argument("--worker")
+    args = parser.parse_args(argv)
+    if args.command == "drain":
+        drain(args.url, args.batch, args.worker)
+        return 0
+    rates: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
+    with scratch_dir("pg-engine-") as root, bench_database(args.dsn) as dsn:
+        version, settings = server_info(dsn)
+        print(f"jobq PostgreSQL engine vs the raw server (median of {args.runs} interleaved runs)")
+        print(f"  server:   {version}")
+        print(f"  settings: {', '.join(f'{k}={v}' for k, v in settings.items())}")
+        print(f"  machine:  {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable)")
+        for run in range(args.runs):
+            print(f"round {run + 1} of {args.runs}...", file=sys.stderr)
+            for key, (rate, note) in (
+                    ("bare", claim_drain(dsn, args.batch, args.jobs, root)),
+                    ("engine", engine_drain(dsn, args.jobs, args.batch, root)),
+                    ("insert", (pg_baselines.insert_loop(dsn, args.inserts), "")),
+                    ("append1", (engine_append_one(dsn, args.inserts), "")),
+                    ("copy", (pg_baselines.copy_rows(dsn, args.jobs), "")),
+                    ("appendN", (engine_append_many(dsn, args.jobs), "")),
+                    *((("kept", engine_drain(dsn, args.jobs, args.batch, root, args.kept)),)
+                      if args.kept else ())):
+                rates.setdefault(key, []).append(rate)
+                notes[key] = note or notes.get(key, "")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    rows = [(f"bare claim loop, 2 processes, K={args.batch}", "bare"),
+            (f"PgEngine.settle drain, 2 processes, K={args.batch}", "engine"),
+            ("INSERT + COMMIT per row, 1 connection", "insert"),
+            ("PgEngine.append, 1 job per call", "append1"),
+            (f"COPY of {args.jobs:,} rows", "copy"),
+            (f"PgEngine.append of {args.jobs:,} jobs in one call", "appendN"),
+            *(((f"same drain, {args.kept:,} finished jobs kept", "kept"),) if args.kept else ())]
+    for label, key in rows:
+        spread = rates[key]
+        print(f"  {label:<46} {med[key]:>9,.0f}/s (runs {min(spread):,.0f}-{max(spread):,.0f})"
+              f"  {notes[key]}")
+    print("ratios (same run, same server):")
+    print(f"  engine drain / bare claim loop:       {med['engine'] / med['bare']:.2f}x"
+          " (issue 16 target >= 0.4x)")
+    print(f"  append 1 by 1 / INSERT + COMMIT loop: {med['append1'] / med['insert']:.2f}x"
+          " (target >= 0.8x)")
+    print(f"  append of a batch / COPY:             {med['appendN'] / med['copy']:.2f}x"
+          " (target >= 0.5x)")
+    if args.kept:
+        print(f"  drain, none kept / {args.kept:,} kept:      {med['engine'] / med['kept']:.2f}x"
+              " (target <= 1.5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

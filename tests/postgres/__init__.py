@@ -1,0 +1,1 @@
+"""Tests of the PostgreSQL engine (jobq.postgres), against a real server."""

@@ -1,0 +1,63 @@
+"""Helpers of the PostgreSQL engine's tests: URLs, engines, framed job records.
+
+The engine's tables live in a database made for these tests (conftest.py); each test gets a
+queue name of its own in it, so every test also checks that queues sharing a database stay
+apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from jobq import job_record, record, transitions
+from jobq.engine import Change
+from jobq.pickling import PickleRules
+from jobq.postgres import PgEngine, open_engine
+
+KEY = b"k" * 32
+_names = itertools.count()
+
+
+def url_of(dsn: str) -> str:
+    """The postgresql:// URL of a key=value DSN (the engine takes URLs, as Queue does)."""
+    d = psycopg.conninfo.conninfo_to_dict(dsn)
+    return (f"postgresql://{d.get('user', 'postgres')}@{d['host']}:{d.get('port', 5432)}"
+            f"/{d['dbname']}")
+
+
+def new_queue_url(dsn: str) -> str:
+    """A URL of a queue no other test uses, in the database of ``dsn``."""
+    return f"{url_of(dsn)}?queue=t{next(_names)}_{time.monotonic_ns()}"
+
+
+def open_url(url: str, key: bytes | None = None, **options: Any) -> PgEngine:
+    options.setdefault("max_record_size", 1 << 20)
+    return open_engine(url, secret_key=key, rules=PickleRules.build(), **options)
+
+
+def frame(job_id: str, *, priority: int = 0, delay: float = 0.0, created: float | None = None,
+          max_attempts: int = 3, args: tuple[Any, ...] = (), key: bytes | None = None,
+          task: str = "jobtasks:noop") -> bytes:
+    """The framed record of one job, as Queue makes it."""
+    created = time.time() if created is None else created
+    body = job_record.encode_fields(job_id, task, args, {}, priority, max_attempts, None,
+                                    created + delay, created)
+    return record.encode(record.KIND_JOB, body, key)
+
+
+def frames(ids: Sequence[str], **options: Any) -> list[bytes]:
+    return [frame(job_id, **options) for job_id in ids]
+
+
+def succeed(result: object = None) -> Change:
+    return lambda state, now, max_attempts: transitions.succeeded(state, result, now)
+
+
+def fail(error: str = "boom", delay: float = 0.0) -> Change:
+    return lambda state, now, max_attempts: transitions.failed(
+        state, error, now, max_attempts=max_attempts, retry_delay=delay)

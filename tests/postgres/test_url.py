@@ -1,0 +1,36 @@
+"""Queue URLs: postgresql://user@host:port/db?queue=NAME."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobq.errors import ConfigError
+from jobq.postgres.url import is_url, parse
+
+
+def test_queue_is_taken_out_and_the_rest_kept() -> None:
+    loc = parse("postgresql://bob:secret@db.example:5433/app?sslmode=require&queue=billing")
+    assert loc.queue == "billing"
+    assert loc.conninfo == "postgresql://bob:secret@db.example:5433/app?sslmode=require"
+    assert loc.server == "db.example:5433/app"
+    assert loc.location == "postgresql://bob@db.example:5433/app?sslmode=require&queue=billing"
+    assert "secret" not in loc.location + loc.server
+
+
+def test_default_queue_and_port() -> None:
+    loc = parse("postgres://localhost/app")
+    assert (loc.queue, loc.server, loc.conninfo) == ("default", "localhost:5432/app",
+                                                     "postgres://localhost/app")
+
+
+@pytest.mark.parametrize("url", ["/tmp/q", "postgresql://h/db?queue=",
+                                 "postgresql://h/db?queue=a&queue=b", "postgresql://h:notaport/db",
+                                 "postgresql://h/db?queue=a%0Ab"])
+def test_bad_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        parse(url)
+
+
+def test_is_url() -> None:
+    assert is_url("postgresql://h/db") and is_url("postgres://h/db")
+    assert not is_url("./postgresql") and not is_url("/var/q")
