@@ -57,6 +57,11 @@ class QueueConfig:
             raise ConfigError("max_record_size must fit in 32 bits (4 GiB)")
 
 
+def is_server_url(path: str) -> bool:
+    """Does ``path`` name a queue in PostgreSQL (``postgresql://…``) rather than a directory?"""
+    return path.startswith(("postgresql://", "postgres://"))
+
+
 def describe(cfg: QueueConfig) -> str:
     """The queue's path for a message, with where it came from when it was not given."""
     if cfg.origin == ENV_HOME_ORIGIN:
@@ -102,7 +107,8 @@ def build(path: str | os.PathLike[str] | None = None, *, secret_key: str | bytes
     except (ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(f"bad remap or allowed_modules: {exc}") from exc
     try:
-        return QueueConfig(path=os.path.abspath(path), origin=origin, secret_key=secret_key,
+        return QueueConfig(path=path if is_server_url(path) else os.path.abspath(path),
+                           origin=origin, secret_key=secret_key,
                            old_secret_keys=old_keys, rules=rules,
                            **options)  # type: ignore[arg-type]
     except TypeError as exc:

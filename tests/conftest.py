@@ -72,7 +72,7 @@ def queue(qpath: Path) -> Iterator[Queue]:
         yield q
 
 
-ENGINES = ["local"]  # "postgres" joins once its engine is built (issue 16, part 2)
+ENGINES = ["local", "postgres"]
 
 
 @pytest.fixture(params=ENGINES)
@@ -81,8 +81,10 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     directory for the embedded engine, a named queue in the session's PostgreSQL database."""
     if request.param == "local":
         return str(tmp_path / "queue")
-    dsn = request.getfixturevalue("pg_dsn")
-    return f"{dsn}{'&' if '?' in dsn else '?'}queue=t{uuid.uuid4().hex[:12]}"
+    import psycopg
+    d = psycopg.conninfo.conninfo_to_dict(request.getfixturevalue("pg_engine_dsn"))
+    return (f"postgresql://{d.get('user', 'postgres')}@{d['host']}:{d.get('port', 5432)}"
+            f"/{d['dbname']}?queue=t{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
@@ -208,6 +210,15 @@ def pg_dsn(pg_server: pg.Server) -> Iterator[str]:
 def _pg_private_cluster() -> Iterator[pg.Cluster]:
     with _fail_without_postgres(), pg.private_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def pg_engine_dsn(pg_server: pg.Server) -> Iterator[str]:
+    """A database for queues' tables, made for the session (the shared ``pg_dsn`` one is
+    expected empty by the tests of the test infrastructure)."""
+    with _fail_without_postgres(), pg.fresh_database(pg_server.dsn,
+                                                     prefix="jobq_test_engine") as dsn:
+        yield dsn
 
 
 @pytest.fixture

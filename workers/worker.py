@@ -95,11 +95,11 @@ class Worker:
                 self._slots = [self._start_child() for _ in range(self.config.concurrency)]
                 # Published after the lock is taken: a reader probing the lock of a worker with
                 # a record never meets one that is about to take it.
-                self._heartbeat = Heartbeat(self.engine.workers, self.queue.path, self.id,
+                self._heartbeat = Heartbeat(self.engine.workers, self.queue.location, self.id,
                                             concurrency=self.config.concurrency,
                                             interval=self.config.heartbeat_interval,
                                             logger=self._log)
-                self._log.info("worker.started", queue=self.queue.path,
+                self._log.info("worker.started", queue=self.queue.location,
                                queue_from=self.queue.config.origin,
                                concurrency=self.config.concurrency, burst=burst)
                 self._upkeep = self.engine.upkeep(  # while the children claim

@@ -205,7 +205,7 @@ def _worker(args: argparse.Namespace) -> int:
         if queue.created:
             from .._logging import get_logger
             get_logger("jobq.cli").warning(
-                "worker.queue_created", queue=queue.path, queue_from=queue.config.origin,
+                "worker.queue_created", queue=queue.location, queue_from=queue.config.origin,
                 message=f"this worker created a new, empty queue at"
                         f" {config.describe(queue.config)} and waits for jobs there: if you"
                         " meant an existing queue, stop it and give that one's --dir")

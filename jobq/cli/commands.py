@@ -43,11 +43,11 @@ def init(args: argparse.Namespace, out: TextIO) -> int:
     with open_queue(args, create=True) as q:
         made = "created" if q.created else "found"
     if args.shared_group is None:
-        print(f"{made} queue {q.path}", file=out)
+        print(f"{made} queue {q.location}", file=out)
         return 0
     with Queue(q.share(args.shared_group)) as q:
         group = _group(q)
-    print(f"{made} queue {q.path}, shared with group {group}:"
+    print(f"{made} queue {q.location}, shared with group {group}:"
           " directories 2770 and files 0660 of that group, also those created later by any"
           " of its users", file=out)
     return 0
@@ -105,13 +105,13 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     due = [t for (_, is_due), t in waiting.items() if is_due]
     oldest = min(due) if due else None
     census = Census.of(q)
-    warning = census.warning(bool(due), q.path)
+    warning = census.warning(bool(due), q.location)
     for row in running:
         row["worker_state"] = (census.state_of(row["owner"]) or "unknown") if row["owner"] \
             else None
     if args.json:
         retry = waiting.get((Status.FAILED, False))
-        render.as_json({"path": q.path, "shared_group": _group(q), "counts": counts,
+        render.as_json({"path": q.location, "shared_group": _group(q), "counts": counts,
                         "running": running,
                         "oldest_waiting_age": None if oldest is None else now - oldest,
                         "next_retry_in": None if retry is None else retry - now,
@@ -120,7 +120,7 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                         "warnings": [warning] if warning else []}, out)
         return 0
     shared = "" if q.shared_group is None else f" (shared with group {_group(q)})"
-    print(f"queue {q.path}{shared}", file=out)
+    print(f"queue {q.location}{shared}", file=out)
     for name, n in counts.items():
         note = census.running_note() if name == "running" else _waiting_note(name, waiting, now)
         print(f"  {name:<10} {n:>8}{note}", file=out)
