@@ -50,6 +50,8 @@ NO_TEST = {
     "repo-write": "writes files of the checkout (scripts/make_golden.py)",
     "system-users": "creates system users and groups (sudo); tests/test_permissions.py runs the"
                     " same steps as other uids",
+    "server": "needs a PostgreSQL server of the reader's; tests/contract/ runs the same API on"
+              " one, once per engine",
 }
 RUNNABLE = {"python", "console", "sh"}
 
