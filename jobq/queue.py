@@ -11,12 +11,12 @@ from types import MappingProxyType, TracebackType
 from typing import Any, NamedTuple
 
 from . import config as config_mod
-from . import job_record, record, signatures, tasks
+from . import engines, job_record, record, signatures, tasks
 from .job_ids import MAX_JOB_ID, check_job_id, job_ids
 from .engine import Engine
-from .errors import (ConfigError, InvalidArgument, InvalidJob, JobCancelled, JobNotFound,
+from .errors import (InvalidArgument, InvalidJob, JobCancelled, JobNotFound,
                      JobFailed, JobqError, RecordTooLarge, SignatureMismatch, WaitTimeout)
-from .local import LocalEngine, permissions
+from .local import permissions
 from .payload import JobPayload
 from .state import JobState, Status
 from .worker_info import ChildInfo, WorkerInfo, WorkerState, worker_of
@@ -57,9 +57,9 @@ class Queue:
 
     def _open(self, cfg: config_mod.QueueConfig, clock: Callable[[], float], *,
               given: Mapping[str, object] = MappingProxyType({}), catch_up: bool = True) -> None:
-        self.engine = _open_engine(cfg, clock, given, catch_up)
+        self.engine = engines.open_engine(cfg, clock, given, catch_up)
         # With the settings the queue keeps for life, as it was created with them.
-        kept = {name: getattr(self.engine.config, name) for name in FIXED
+        kept = {name: getattr(self.engine.config, name) for name in engines.FIXED
                 if getattr(self.engine.config, name, 0)}  # (0: a setting the engine has not)
         self.config = cfg = replace(cfg, **kept)
         self.created = self.engine.created  # this Queue made the queue: a new, empty one
@@ -91,7 +91,7 @@ class Queue:
     def exists(location: str) -> bool:
         """Is there a queue at ``location``? (QueuePermissionError if this user may not look.)
         A queue in PostgreSQL is made on first use, like a Redis list: it is always there."""
-        return config_mod.is_server_url(location) or LocalEngine.exists_at(location)
+        return engines.exists(location)
 
     def share(self, group: str | int) -> str:
         """Share the queue with the users of ``group``; return where it is, to open it again."""
@@ -355,33 +355,6 @@ def _parse_status(status: Status | str | None) -> Status | None:
     except ValueError:
         choices = ", ".join(s.value for s in Status)
         raise InvalidArgument(f"unknown status {status!r}; choose one of {choices}") from None
-
-
-FIXED = ("segment_size", "max_record_size")  # settings a queue keeps for life
-
-
-def _open_engine(cfg: config_mod.QueueConfig, clock: Callable[[], float],
-                 given: Mapping[str, object], catch_up: bool) -> Engine:
-    """The engine of ``cfg.path``: a PostgreSQL URL's, else a directory's (the default)."""
-    if config_mod.is_server_url(cfg.path):
-        from . import postgres
-        local_only = sorted(set(given) - {"max_record_size", "default_max_attempts"})
-        if local_only:
-            raise ConfigError(f"{', '.join(local_only)}: a setting of a queue directory; a"
-                              " queue in PostgreSQL has none")
-        if not cfg.fsync:
-            raise ConfigError("fsync=False: a queue in PostgreSQL is as durable as its server's"
-                              " synchronous_commit says")
-        return postgres.open_engine(cfg.path, secret_key=cfg.secret_key, rules=cfg.rules,
-                                    max_record_size=cfg.max_record_size,
-                                    clock=None if clock is time.time else clock,
-                                    catch_up=catch_up, old_secret_keys=cfg.old_secret_keys)
-    try:
-        return LocalEngine(cfg, clock, given=given, catch_up=catch_up)
-    except PermissionError as exc:  # one the checks on open could not foresee (a race)
-        if isinstance(exc, JobqError):
-            raise
-        raise denied(exc, cfg.path) from exc
 
 
 def _workers(engine: Engine, now: float) -> list[WorkerInfo]:

@@ -56,6 +56,12 @@ class LocalEngine:
             self.log.close()
             raise
         self.workers = LocalWorkers(cfg.path)
+        # What a worker child calls per job, bound straight to the store: no call layer on the
+        # hot path (the methods below say the same for readers of the class).
+        self.cancel_generation = self.store.cancel_generation  # type: ignore[method-assign]
+        self.cancel_requested = self.store.cancel_requested  # type: ignore[method-assign]
+        self.has_ready = self.store.has_ready  # type: ignore[method-assign]
+        self.save_checkpoint = self.store.save_checkpoint  # type: ignore[method-assign]
         try:
             # Recovery: check the index against the log, finish a compaction that died after
             # moving seqs, then rebuild a lost index and index what was appended since (only

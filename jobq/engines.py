@@ -1,0 +1,44 @@
+"""Which engine a queue's location names, and opening it: a ``postgresql://`` URL is a queue
+in PostgreSQL, anything else a directory (the default engine)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from . import config as config_mod
+from .engine import Engine
+from .errors import ConfigError, JobqError
+from .local import LocalEngine, permissions
+
+
+def exists(location: str) -> bool:
+    """Is there a queue at ``location``? A queue in PostgreSQL is made on first use."""
+    return config_mod.is_server_url(location) or LocalEngine.exists_at(location)
+
+
+FIXED = ("segment_size", "max_record_size")  # settings a queue keeps for life
+
+
+def open_engine(cfg: config_mod.QueueConfig, clock: Callable[[], float],
+                 given: Mapping[str, object], catch_up: bool) -> Engine:
+    """The engine of ``cfg.path``: a PostgreSQL URL's, else a directory's (the default)."""
+    if config_mod.is_server_url(cfg.path):
+        from . import postgres
+        local_only = sorted(set(given) - {"max_record_size", "default_max_attempts"})
+        if local_only:
+            raise ConfigError(f"{', '.join(local_only)}: a setting of a queue directory; a"
+                              " queue in PostgreSQL has none")
+        if not cfg.fsync:
+            raise ConfigError("fsync=False: a queue in PostgreSQL is as durable as its server's"
+                              " synchronous_commit says")
+        return postgres.open_engine(cfg.path, secret_key=cfg.secret_key, rules=cfg.rules,
+                                    max_record_size=cfg.max_record_size,
+                                    clock=None if clock is time.time else clock,
+                                    catch_up=catch_up, old_secret_keys=cfg.old_secret_keys)
+    try:
+        return LocalEngine(cfg, clock, given=given, catch_up=catch_up)
+    except PermissionError as exc:  # one the checks on open could not foresee (a race)
+        if isinstance(exc, JobqError):
+            raise
+        raise permissions.denied(exc.filename or cfg.path, cfg.path) from exc
