@@ -16,6 +16,12 @@ from typing import Any
 from . import pickling
 from .errors import CorruptRecord
 
+def key_check(key: bytes | None) -> str | None:
+    """A fingerprint of a secret key that tells whether a key matches, without revealing it:
+    every engine stores it to refuse a queue opened with another key."""
+    return None if key is None else hmac.new(key, b"jobq key check", hashlib.sha256).hexdigest()[:32]
+
+
 SIGNED_MAGIC = b"JQS1"
 _MAC_SIZE = hashlib.sha256().digest_size
 _MARKER = pickling.dumps(None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .versioning import Migration, Versioned
@@ -106,3 +107,24 @@ class JobState(Versioned):
     def _unpack(cls, state: dict[str, Any]) -> dict[str, Any]:
         state["status"] = status_of(state["status"])
         return state
+
+
+def overlay(row: Sequence[Any], snapshot: JobState | None) -> JobState:
+    """The job's state: its row's scalars over its snapshot (or over a fresh state).
+
+    Every engine keeps these scalars in the row that claims update and the rest in the snapshot:
+    ``row`` is (job_id, task, status, attempts, progress, run_at, cancel_requested,
+    enqueued_at, updated_at, started_at, has_snapshot)."""
+    (job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at, updated_at,
+     started_at, _snap) = row
+    state = snapshot if snapshot is not None else JobState(job_id=job_id, task=task)
+    state.status = status_of(status)
+    state.attempts = attempts
+    state.progress = progress
+    state.run_at = run_at
+    state.cancel_requested = bool(cancel_requested)
+    state.enqueued_at = enqueued_at
+    state.updated_at = updated_at
+    if started_at is not None:  # None in rows written by store schema 1: the snapshot has it
+        state.started_at = started_at
+    return state

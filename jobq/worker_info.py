@@ -30,6 +30,8 @@ def worker_of(owner: str) -> str:
     return owner.split("/", 1)[0]
 
 
+MAX_DEAD = 100  # dead workers remembered, newest first
+KEEP_DEAD = 86400.0  # seconds a dead worker is remembered
 MIN_STUCK = 10.0  # a heartbeat older than this (and than 5 intervals) marks a live worker stuck
 
 

@@ -27,7 +27,6 @@ and a new snapshot format, and the frames written before the rotation would have
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import os
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from . import durable, permissions
 from .._logging import get_logger
+from ..codec import key_check
 from ..errors import WrongSecretKey
 
 if TYPE_CHECKING:
@@ -46,11 +46,6 @@ FORMAT_FILE = "jobq.json"
 LOCK_FILE = "keys.lock"
 PLAIN_FORMAT = 2  # the queue format without old keys pending, not shared
 MARKED_FORMAT = 3  # old keys pending or shared with a group: format-2 readers must refuse it
-
-
-def key_check(key: bytes | None) -> str | None:
-    """A fingerprint that tells whether a key matches, without revealing it."""
-    return None if key is None else hmac.new(key, b"jobq key check", hashlib.sha256).hexdigest()[:32]
 
 
 def pending(info: dict[str, object]) -> list[str]:

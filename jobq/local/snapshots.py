@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import CorruptRecord, LoadError, StorageError
 from .shelf import StateShelf
-from ..state import JobState, status_of
+from ..state import JobState, overlay
 
 # The row columns a JobState is built from, in this order (see overlay()).
 ROW = ("job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at,"
@@ -44,23 +44,6 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 def marks(count: int) -> str:
     """``?, ?, ...`` for an ``IN`` list of ``count`` values."""
     return ", ".join("?" * count)
-
-
-def overlay(row: Sequence[Any], snapshot: JobState | None) -> JobState:
-    """The job's state: its row's scalars over its snapshot (or over a fresh state)."""
-    (job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at, updated_at,
-     started_at, _snap) = row
-    state = snapshot if snapshot is not None else JobState(job_id=job_id, task=task)
-    state.status = status_of(status)
-    state.attempts = attempts
-    state.progress = progress
-    state.run_at = run_at
-    state.cancel_requested = bool(cancel_requested)
-    state.enqueued_at = enqueued_at
-    state.updated_at = updated_at
-    if started_at is not None:  # None in rows written by store schema 1: the snapshot has it
-        state.started_at = started_at
-    return state
 
 
 def load_many(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Sequence[str]

@@ -41,13 +41,12 @@ from typing import Any
 from . import durable
 from ..engine import worker_of
 from ..errors import StorageError
-from ..worker_info import WorkerInfo, WorkerState, from_id, info_from_record, number, stuck
+from ..worker_info import (KEEP_DEAD, MAX_DEAD, WorkerInfo, WorkerState, from_id,
+                           info_from_record, number, stuck)
 
 DIR = "workers"
 DEAD_DIR = "dead"
 FORMAT = 1
-MAX_DEAD = 100  # dead workers remembered, newest first
-KEEP_DEAD = 86400.0  # seconds a dead worker is remembered
 
 
 def lock_path(root: str, worker_id: str) -> str:

@@ -1,6 +1,6 @@
 """Job rows and states: what the engine reads back, and how it writes a job's new state.
 
-A job's state is its row's scalars laid over its snapshot (:func:`jobq.local.snapshots.overlay`, the
+A job's state is its row's scalars laid over its snapshot (:func:`jobq.state.overlay`, the
 directory engine's rule): claims change only the row, so a snapshot written before the last
 claim is never read stale. A job without a snapshot (not yet ended an attempt, never
 checkpointed) is its row alone.
@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from ..local.snapshots import overlay
+from ..state import overlay
 from ..errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from ..codec import SnapshotCodec
 from ..state import FINISHED, JobState

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 
 from ..errors import LivenessLost
-from ..local.worker_records import KEEP_DEAD, MAX_DEAD
+from ..worker_info import KEEP_DEAD, MAX_DEAD
 from ..worker_info import (WorkerInfo, WorkerState, from_id, info_from_record, number, stuck,
                            worker_of)
 from .db import Db, connect, storage_error

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from ..local.keys import key_check
+from ..codec import key_check
 from ..errors import IncompatibleFormat, WrongSecretKey
 from .url import PgLocation
 
