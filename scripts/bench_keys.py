@@ -40,18 +40,11 @@ from jobq.maintenance import compact  # noqa: E402
 from jobq.local.rekey import key_use  # noqa: E402
 from jobq.maintenance import rekey  # noqa: E402
 
+from bench_verify import best_of  # noqa: E402  (scripts/ is on the path of a script run from it)
+
 TASK = "builtins:print"
 CURRENT, OLD = b"current-key-0123456789abcdef", b"old-key-A-0123456789abcdef"
 OTHERS = (b"old-key-X-0123456789abcdef", b"old-key-Y-0123456789abcdef")
-
-
-def best(fn: Callable[[], object], runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def bench_decode(n: int) -> None:
@@ -65,13 +58,13 @@ def bench_decode(n: int) -> None:
                 record.decode(frame, 0, key=CURRENT, max_body=1 << 20, old_keys=old)
         return loop
 
-    base = best(run(by_current, ()))
+    base = best_of(5, run(by_current, ()))
     print(f"1. decode, per record: current key {base / n * 1e6:.2f} us")
     for label, frame, old in (("current key, 3 old keys given", by_current, (*OTHERS, OLD)),
                               ("old key, 1 old key given", by_old, (OLD,)),
                               ("old key, 3 old keys given (last matches)", by_old,
                                (*OTHERS, OLD))):
-        t = best(run(frame, old))
+        t = best_of(5, run(frame, old))
         print(f"   {label:<42} {t / n * 1e6:.2f} us  ratio {t / base:.2f}")
 
 

@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import job_record
 from ..engine import Change, Claim, Finished, Held, Settings
@@ -25,6 +25,8 @@ from .log import Log, Position
 from .store import Store
 from .upkeep import LocalUpkeep
 from .workers import LocalWorkers
+
+T = TypeVar("T")
 
 
 class LocalEngine:
@@ -119,10 +121,6 @@ class LocalEngine:
 
     # -- reading: the index catches up with the log first -------------------------------------
 
-    def catch_up(self) -> int:
-        """Index every record appended so far; return how many jobs (reads do it themselves)."""
-        return self.store.catch_up()
-
     def exists(self, job_id: str) -> bool:
         if self.store.exists(job_id):
             return True
@@ -130,27 +128,23 @@ class LocalEngine:
         return self.store.exists(job_id)
 
     def status(self, job_id: str) -> Status:
-        # A job once indexed never needs the log again to be read (its first record wins):
-        # only one not found yet may be among the records not indexed.
-        try:
-            return self.store.status(job_id)
-        except JobNotFound:
-            self.store.catch_up()
-            return self.store.status(job_id)
+        return self._indexed(self.store.status, job_id)
 
     def get(self, job_id: str) -> JobState:
-        try:
-            return self.store.get(job_id)
-        except JobNotFound:
-            self.store.catch_up()
-            return self.store.get(job_id)
+        return self._indexed(self.store.get, job_id)
 
     def row(self, job_id: str) -> dict[str, Any]:
+        return self._indexed(self.store.row, job_id)
+
+    def _indexed(self, read: Callable[[str], T], job_id: str) -> T:
+        """``read(job_id)``, catching the index up first only if the job is not found: a job
+        once indexed never needs the log again to be read (its first record wins), so only
+        one not found yet may be among the records not indexed."""
         try:
-            return self.store.row(job_id)
+            return read(job_id)
         except JobNotFound:
             self.store.catch_up()
-            return self.store.row(job_id)
+            return read(job_id)
 
     def rows(self, status: Status | None = None, limit: int = 100,
              newest_first: bool = True) -> list[dict[str, Any]]:
@@ -182,11 +176,7 @@ class LocalEngine:
         bytes at the job's own position fail their checks.
         """
         if ref is None:
-            try:
-                ref = self.store.payload_position(job_id)
-            except JobNotFound:
-                self.store.catch_up()
-                ref = self.store.payload_position(job_id)
+            ref = self._indexed(self.store.payload_position, job_id)
         for recheck in (False, True):
             try:
                 frame = self.log.read(ref, recheck=recheck)

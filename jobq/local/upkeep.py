@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .compaction import compaction_steps, dead_bytes, purged_since
 from ..errors import JobqError
@@ -55,7 +53,8 @@ class LocalUpkeep:
         return self._steps is not None
 
     def step(self, *, children_busy: bool) -> None:
-        """One bounded piece of upkeep; errors are logged, never raised (jobs come first)."""
+        """One bounded piece of upkeep; a compaction's errors are logged, never raised (jobs come
+        first)."""
         store = self.engine.store
         store.presize_wal()  # again if SQLite removed it: one stat if not
         if children_busy:
