@@ -18,7 +18,7 @@ from .. import __version__, _logging, config
 from ..queue import denied
 from ..errors import JobqError
 from ..state import Status
-from . import commands, key_view, worker_view
+from . import commands, key_view, migrate, worker_view
 
 USAGE_ERROR = 2
 STATUSES = [s.value for s in Status]
@@ -138,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backup", parents=[reads],
                        help="copy the queue, consistently, while it is in use")
     p.add_argument("dest", metavar="DEST", help="a new (or empty) directory for the copy")
+    p = sub.add_parser("migrate", parents=[common],
+                       help="create or upgrade the queue's storage (a PostgreSQL database's"
+                            " jobq tables) now, rather than when first opened")
+    p.add_argument("--check", action="store_true",
+                   help="change nothing: exit 1 if an upgrade is pending")
     sub.add_parser("demo", parents=[common],
                    help="run resumable jobs, kill a worker mid-job, watch the job resume")
     return parser
@@ -231,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(args)
         if args.command == "init":
             return commands.init(args, sys.stdout)
+        if args.command == "migrate":
+            return migrate.migrate(args, sys.stdout)
         if args.command == "demo":
             from .. import demo
             return demo.main(args.dir, sys.stdout)

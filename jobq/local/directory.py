@@ -244,6 +244,15 @@ def _read_format(qdir: QueueDir) -> dict[str, object] | None:
     return info
 
 
+def format_found(path: str) -> int:
+    """The on-disk format ``path``'s format file names (checked: IncompatibleFormat if newer),
+    reading nothing else and changing nothing; NotAQueue if it is not a queue."""
+    info = _read_format(QueueDir(path))
+    if info is None:
+        raise NotAQueue(f"{path} holds no {FORMAT_FILE}: not a queue", path=path)
+    return _check_version(path, info)
+
+
 def _upgrade_format(qdir: QueueDir, info: dict[str, object]) -> None:
     """Record that this directory now holds the current format, so that an older jobq, which
     would take the zero fill after the records for a torn write, refuses it instead.
@@ -255,7 +264,7 @@ def _upgrade_format(qdir: QueueDir, info: dict[str, object]) -> None:
              now=keys.PLAIN_FORMAT)
 
 
-def _check_format(path: str, info: dict[str, object], secret_key: bytes | None) -> None:
+def _check_version(path: str, info: dict[str, object]) -> int:
     version = info.get("format")
     if not isinstance(version, int) or version < 1:
         raise NotAQueue(f"{path}/{FORMAT_FILE} has no valid format version", path=path)
@@ -264,6 +273,11 @@ def _check_format(path: str, info: dict[str, object], secret_key: bytes | None) 
             f"{path} was written by on-disk format {version}; this jobq reads format"
             f" {SHARED_FORMAT}: upgrade jobq to open it", path=path, found=version,
             supported=SHARED_FORMAT)
+    return version
+
+
+def _check_format(path: str, info: dict[str, object], secret_key: bytes | None) -> None:
+    _check_version(path, info)
     if info.get("signed") and secret_key is None:
         raise WrongSecretKey(f"{path} holds signed records: open it with its secret_key"
                              " (or set JOBQ_SECRET_KEY)", path=path)

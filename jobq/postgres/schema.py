@@ -99,26 +99,37 @@ class QueueMeta(NamedTuple):
     max_record_size: int
 
 
+def version(conn: psycopg.Connection[Any]) -> int:
+    """The schema version the database holds (0: no jobq tables yet), changing nothing."""
+    row = conn.execute("SELECT to_regclass('jobq_schema') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        return 0
+    current = conn.execute("SELECT version FROM jobq_schema").fetchone()
+    return 0 if current is None else int(current[0])
+
+
+def refuse_newer(found: int, loc: PgLocation) -> None:
+    """IncompatibleFormat if schema version ``found`` is newer than this jobq knows."""
+    if found > VERSION:
+        raise IncompatibleFormat(
+            f"the jobq schema in PostgreSQL at {loc.server} is version {found}; this jobq"
+            f" knows versions up to {VERSION}: upgrade jobq to use it",
+            found=found, supported=VERSION)
+
+
 def migrate(conn: psycopg.Connection[Any], loc: PgLocation) -> int:
     """Bring the schema to VERSION (creating it in an empty database); return the version found.
 
     IncompatibleFormat if the schema is newer than this jobq knows.
     """
-    row = conn.execute("SELECT to_regclass('jobq_schema') IS NOT NULL").fetchone()
-    if row and row[0]:  # the common case: current already, checked without a lock or DDL
-        current = conn.execute("SELECT version FROM jobq_schema").fetchone()
-        if current is not None and int(current[0]) == VERSION:
-            return VERSION
+    if version(conn) == VERSION:  # the common case, checked without a lock or DDL
+        return VERSION
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         conn.execute("CREATE TABLE IF NOT EXISTS jobq_schema (version integer NOT NULL)")
         row = conn.execute("SELECT version FROM jobq_schema").fetchone()
         found = 0 if row is None else int(row[0])
-        if found > VERSION:
-            raise IncompatibleFormat(
-                f"the jobq schema in PostgreSQL at {loc.server} is version {found}; this jobq"
-                f" knows versions up to {VERSION}: upgrade jobq to use it",
-                found=found, supported=VERSION)
+        refuse_newer(found, loc)
         for statements in MIGRATIONS[found:]:
             for sql in statements:
                 conn.execute(sql)
