@@ -1,5 +1,6 @@
-"""``jobq rekey``: re-sign what old secret keys signed (:mod:`jobq.local.rekey`), and say what is left
-to do. (``status`` and ``verify`` say what is pending.)"""
+"""``jobq rekey``: re-sign what old secret keys signed (:mod:`jobq.local.rekey`,
+:mod:`jobq.postgres.rekey`), and say what is left to do. (``status`` and ``verify`` say what is
+pending.)"""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def rekey(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         render.as_json({**{k: v for k, v in report.__dict__.items() if k != "compaction"},
                         "can_drop_old_keys": report.can_drop_old_keys,
-                        "compaction": report.compaction.__dict__}, out)
+                        "compaction": None if report.compaction is None  # PostgreSQL: none
+                        else report.compaction.__dict__}, out)
         return 1 if left else 0
     print(f"re-signed {report.records_resigned} log record(s) and {report.snapshots_resigned}"
           " snapshot(s) with the current key", file=out)

@@ -4,7 +4,8 @@ Many processes on many hosts share it; each has one connection (:mod:`jobq.postg
 worker's supervisor one more that holds its liveness lock (:mod:`jobq.postgres.liveness`).
 Every time the engine stores is read from the server's clock, so hosts never compare clocks.
 Records are the directory engine's frames, stored as they are and verified when read back;
-snapshots are signed the same way (:class:`jobq.codec.SnapshotCodec`).
+snapshots are signed the same way (:class:`jobq.codec.SnapshotCodec`). The key can be rotated
+(:mod:`jobq.postgres.keys`, :mod:`jobq.postgres.rekey`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..codec import SnapshotCodec
 from ..errors import ConfigError, DamagedRecord, InvalidArgument
 from ..pickling import PickleRules
 from ..state import FINISHED, JobState, Status
-from . import append, jobs, operating, reading, schema, settle
+from . import append, jobs, keys, operating, reading, schema, settle
 from .db import Db
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
@@ -52,14 +53,16 @@ class PgEngine:
     shared_group = None  # shared through the database's roles and grants, not a Unix group
 
     def __init__(self, loc: PgLocation, *, secret_key: bytes | None, rules: PickleRules,
-                 max_record_size: int, created: bool = False) -> None:
+                 max_record_size: int, created: bool = False,
+                 old_secret_keys: tuple[bytes, ...] = ()) -> None:
         self._loc = loc
         self._queue = loc.queue
         self._key = secret_key
+        self._old_keys = old_secret_keys  # verify only (jobq.postgres.keys)
         self._rules = rules
         self._max_body = max_record_size
         self._db = Db(loc)
-        self._codec = SnapshotCodec(rules=rules, secret_key=secret_key)
+        self._codec: SnapshotCodec = keys.codec(self._db, rules, secret_key, old_secret_keys)
         self._workers = PgWorkers(self._db)
         self._appender = append.Appender()
         self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
@@ -69,14 +72,15 @@ class PgEngine:
         self._promoted_at: float | None = None  # monotonic time of the last promotion asked
         self.location = loc.location
         self.created = created
-        self.config = PgSettings(loc.location, secret_key, rules, max_record_size)
+        self.config = PgSettings(loc.location, secret_key, rules, max_record_size,
+                                 old_secret_keys=old_secret_keys)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def reopen(self, *, catch_up: bool = True) -> PgEngine:
         """The same queue with a connection of its own (nothing to catch up on here)."""
         return PgEngine(self._loc, secret_key=self._key, rules=self._rules,
-                        max_record_size=self._max_body)
+                        max_record_size=self._max_body, old_secret_keys=self._old_keys)
 
     def close(self) -> None:
         self._db.close()
@@ -138,7 +142,7 @@ class PgEngine:
                 raise not_found(job_id)
             data = bytes(found[0][0])
         try:
-            return record.decode(data, 0, key=self._key,
+            return record.decode(data, 0, key=self._key, old_keys=self._old_keys,
                                  max_body=self._max_body).body
         except (record.Damaged, record.Incomplete) as exc:
             raise DamagedRecord(f"the record of job {job_id!r} in {self.location} is damaged:"
@@ -146,7 +150,11 @@ class PgEngine:
                                 offset=job_id, reason=str(exc)) from exc
 
     def set_aside(self, job_id: str, ref: Any, cause: Exception) -> str:
-        """A damaged record stays where it is (its row is the copy): say where."""
+        """A damaged record stays where it is (its row is the copy): say where.
+
+        WrongSecretKey if its signature failed because the queue's key was rotated since this
+        process opened it (:func:`jobq.postgres.keys.still_current`): no damage then."""
+        keys.check_damage(self._db, self._key, cause)
         return f"{self.location}, table jobq_payloads, job {job_id!r}"
 
     def now(self) -> float:
@@ -294,11 +302,15 @@ class PgEngine:
                               " tools (pg_dump, or pg_basebackup with WAL archiving)")
 
     def old_keys_pending(self) -> int:
-        return 0  # a PostgreSQL queue is opened with its one key (no rotation yet)
+        """How many old keys the queue lists as pending (retired by an open without them)."""
+        return len(keys.pending(self._db))
 
     def rekey(self) -> Any:
-        raise InvalidArgument(f"{self.location}: nothing to re-sign: secret key rotation is not"
-                              " supported on PostgreSQL queues yet")
+        """Re-sign what old keys signed with the current key (jobq rekey)."""
+        from . import rekey
+        signers = None if self._key is None else rekey.Signers(
+            self._codec, self._key, self._old_keys, self._max_body)
+        return rekey.rekey(self._db, signers)
 
     def share(self, group: str | int) -> str:
         raise InvalidArgument(f"{self.location} is shared through the database's roles: GRANT"
@@ -327,14 +339,13 @@ def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
                 catch_up: bool = True, old_secret_keys: tuple[bytes, ...] = ()) -> PgEngine:
     """Open (creating or upgrading its schema if needed) the queue ``url`` names.
 
-    WrongSecretKey if its records are signed with another key, or not as ``secret_key`` says;
+    WrongSecretKey if its records are signed with another key, or not as ``secret_key`` says
+    (``old_secret_keys`` only verify: see :mod:`jobq.postgres.keys`; OldKeyNeeded if an old key
+    not given still signs records);
     IncompatibleFormat if its schema is newer than this jobq; StorageError naming the server
     if it cannot be reached. ``max_record_size`` is recorded when the queue is made, and the
     recorded one is used after. ``clock`` cannot be chosen: times are the server's.
     """
-    if old_secret_keys:
-        raise ConfigError("old_secret_keys: secret key rotation is not supported on PostgreSQL"
-                          " queues yet")
     if clock is not None:
         raise ConfigError("a queue in PostgreSQL takes its time from the server's clock:"
                           " clock= cannot be given")
@@ -345,7 +356,14 @@ def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
             schema.migrate(db.conn, loc)
         with db.errors("open the queue"):
             meta = schema.open_queue(db.conn, loc, secret_key, max_record_size)
+        if secret_key is not None:
+            missing = keys.admit(db, meta, secret_key, old_secret_keys)
+            if missing:
+                from . import rekey
+                rekey.require(db, rekey.Signers.of(rules, secret_key, old_secret_keys,
+                                                   meta.max_record_size), missing)
     finally:
         db.close()
     return PgEngine(loc, secret_key=secret_key, rules=rules,
-                    max_record_size=meta.max_record_size, created=meta.created)
+                    max_record_size=meta.max_record_size, created=meta.created,
+                    old_secret_keys=old_secret_keys)

@@ -3,8 +3,9 @@
 Tables (every one has a ``queue`` column: many named queues share one database)::
 
     jobq_schema     one row: the schema version (MIGRATIONS), read by every open
-    jobq_meta       one row per queue: whether its records are signed, its key check, its
-                    max_record_size (settings every opener must share, as jobq.json holds them)
+    jobq_meta       one row per queue: whether its records are signed, the fingerprint of its
+                    current key and of the old keys whose records may remain (jobq.postgres.keys),
+                    its max_record_size (settings every opener must share, as jobq.json holds them)
     jobq_jobs       the hot table: queued, delayed, failed-waiting and running jobs only; claims
                     seek its partial index of ready rows (priority, then arrival ``seq``)
     jobq_done       finished jobs (succeeded, dead, cancelled) with their snapshots, moved there
@@ -16,12 +17,12 @@ Tables (every one has a ``queue`` column: many named queues share one database):
     jobq_cancels    per queue, a number bumped whenever a running job is asked to cancel
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
-a new database at once create it once. A jobq older than the schema it finds refuses to use it.
+a new database at once create it once. A jobq older than the schema it finds refuses to use it:
+version 2 lists old keys, which a jobq of version 1 (one key) would take the records of for damage.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any, NamedTuple
 
 import psycopg
@@ -90,6 +91,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE jobq_cancels (
             queue text COLLATE "C" PRIMARY KEY, generation bigint NOT NULL DEFAULT 0)""",
     ),
+    (  # version 2: key rotation (jobq.postgres.keys)
+        "ALTER TABLE jobq_meta ADD COLUMN old_key_checks text[] NOT NULL DEFAULT '{}'",
+    ),
 )
 VERSION = len(MIGRATIONS)
 
@@ -97,6 +101,8 @@ VERSION = len(MIGRATIONS)
 class QueueMeta(NamedTuple):
     created: bool  # this open made the queue
     max_record_size: int
+    key_check: str | None  # the fingerprint of the key that signs (None: unsigned)
+    old_key_checks: tuple[str, ...]  # of old keys whose records may remain
 
 
 def version(conn: psycopg.Connection[Any]) -> int:
@@ -142,10 +148,11 @@ def migrate(conn: psycopg.Connection[Any], loc: PgLocation) -> int:
 
 def open_queue(conn: psycopg.Connection[Any], loc: PgLocation, secret_key: bytes | None,
                max_record_size: int) -> QueueMeta:
-    """Record the queue if it is new, then check the key against the one it was created with.
+    """Record the queue if it is new, then check that it is opened signed as it was created.
 
-    The directory engine's rules (jobq.directory): a signed queue needs its key, an unsigned one
-    refuses a key, and another key than the queue's is refused, all before anything is read.
+    The directory engine's rules (jobq.directory): a signed queue needs a key, an unsigned one
+    refuses a key, both before anything is read. Which keys it accepts is for
+    :func:`jobq.postgres.keys.admit` to say.
     """
     with conn.transaction():
         now = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
@@ -157,9 +164,9 @@ def open_queue(conn: psycopg.Connection[Any], loc: PgLocation, secret_key: bytes
         if created:
             conn.execute("INSERT INTO jobq_cancels (queue) VALUES (%s) ON CONFLICT DO NOTHING",
                          (loc.queue,))
-        signed, check, size = conn.execute(
-            "SELECT signed, key_check, max_record_size FROM jobq_meta WHERE queue = %s",
-            (loc.queue,)).fetchone() or (False, None, max_record_size)
+        signed, check, old, size = conn.execute(
+            "SELECT signed, key_check, old_key_checks, max_record_size FROM jobq_meta"
+            " WHERE queue = %s", (loc.queue,)).fetchone() or (False, None, [], max_record_size)
     where = loc.location
     if signed and secret_key is None:
         raise WrongSecretKey(f"{where} holds signed records: open it with its secret_key"
@@ -167,7 +174,4 @@ def open_queue(conn: psycopg.Connection[Any], loc: PgLocation, secret_key: bytes
     if not signed and secret_key is not None:
         raise WrongSecretKey(f"{where} was created without a secret key; its records are not"
                              " signed, so it cannot be opened with one", path=where)
-    if secret_key is not None and not hmac.compare_digest(str(check),
-                                                          str(key_check(secret_key))):
-        raise WrongSecretKey(f"{where} was written with a different secret key", path=where)
-    return QueueMeta(created, int(size))
+    return QueueMeta(created, int(size), check, tuple(old))

@@ -1,0 +1,277 @@
+"""Re-signing a queue in PostgreSQL with its current key, so that its old keys can be dropped.
+
+:func:`rekey` (``jobq rekey``) reads every job record (``jobq_payloads``) and snapshot
+(``jobq_snapshots``, and finished jobs' in ``jobq_done``) a page at a time, without a lock, and
+re-signs those an old key signed, one short transaction per page: the page's rows needing it are
+locked ``FOR UPDATE SKIP LOCKED`` and checked again under the lock, so a snapshot a worker wrote
+meanwhile (signed with its own key) is never overwritten by an older one, and rekey never waits
+for a lock: no transaction of a worker can deadlock with it, and none waits longer than one page.
+Rows a writer held are tried again after the pass. Then it counts what an old key still signs (a
+process still running with the old key as its current one may have written more).
+
+A record never changes once stored (nothing but rekey rewrites one), and either version of it
+verifies with the old and the new key, so a worker loading it meanwhile reads either.
+
+:func:`key_use` counts what an old key, or a key not given, signed; :func:`require` refuses to
+open a queue without an old key that records still need, naming how many and the oldest job,
+instead of taking them for damage, and retires the key if nothing needs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+from .. import record
+from ..codec import SIGNED_MAGIC, SnapshotCodec
+from ..errors import InvalidArgument, OldKeyNeeded
+from .._logging import get_logger
+from ..pickling import PickleRules
+from . import keys
+from .db import Db
+
+__all__ = ["KeyUse", "RekeyReport", "Signers", "key_use", "rekey", "require"]
+
+log = get_logger(__name__)
+
+PAGE = 500
+RETRIES = 5  # rounds over the rows a writer held locked during the pass
+RETRY_PAUSE = 0.05  # seconds between them: a worker's transaction is shorter
+KEYS_LOCK = 0x6A6F_6271  # first key of the advisory lock an open that retires keys holds ("jobq")
+
+
+class Store(NamedTuple):
+    """Where signed bytes are kept: a table, its column, and whether they are records."""
+
+    table: str
+    column: str
+    records: bool
+
+
+STORES = (Store("jobq_payloads", "frame", True), Store("jobq_snapshots", "blob", False),
+          Store("jobq_done", "blob", False))
+
+
+class Signers:
+    """Which key signed a stored record or snapshot, and its bytes signed with the current key."""
+
+    def __init__(self, codec: SnapshotCodec, key: bytes, old_keys: tuple[bytes, ...],
+                 max_body: int) -> None:
+        self._codec, self._key, self._old, self._max_body = codec, key, old_keys, max_body
+
+    @classmethod
+    def of(cls, rules: PickleRules, key: bytes, old_keys: tuple[bytes, ...],
+           max_body: int) -> Signers:
+        return cls(SnapshotCodec(rules=rules, secret_key=key, old_keys=old_keys), key, old_keys,
+                   max_body)
+
+    def signer(self, store: Store, job_id: str, raw: bytes) -> int | None:
+        """0: the current key; i: old key i; record.UNKNOWN_SIGNER: no key given; None: not
+        signed or damaged otherwise (no key's matter)."""
+        if store.records:
+            try:
+                return record.decode(raw, 0, key=self._key, old_keys=self._old,
+                                     max_body=self._max_body, any_signer=True).signer
+            except (record.Damaged, record.Incomplete):
+                return None
+        if raw[:4] != SIGNED_MAGIC:
+            return None
+        found = self._codec.signer(job_id, raw)
+        return record.UNKNOWN_SIGNER if found is None else found
+
+    def resign(self, store: Store, job_id: str, raw: bytes) -> bytes:
+        if store.records:
+            frame = record.decode(raw, 0, key=self._key, old_keys=self._old,
+                                  max_body=self._max_body)
+            return record.encode(frame.kind, frame.body, self._key)
+        return self._codec.resign(job_id, raw)
+
+
+@dataclasses.dataclass
+class KeyUse:
+    """Records and snapshots signed by an old key given, or by no key given."""
+
+    records: int = 0
+    snapshots: int = 0
+    unknown_records: int = 0
+    unknown_snapshots: int = 0
+    oldest_job: str | None = None  # the first job (in arrival order) an old key signed
+    oldest_unknown: str | None = None  # the same, for no key given
+
+    @property
+    def old(self) -> int:
+        return self.records + self.snapshots
+
+
+@dataclasses.dataclass(frozen=True)
+class RekeyReport:
+    """What one :func:`rekey` did, and what still needs an old key after it (the fields of the
+    directory engine's report; there is no compaction here)."""
+
+    records_resigned: int
+    snapshots_resigned: int
+    records_left: int  # signed by an old key meanwhile (a process not yet given the new key)
+    snapshots_left: int
+    old_keys_pending: int  # listed in the queue's row: retired by the first open without them
+    compaction: None = None
+
+    @property
+    def can_drop_old_keys(self) -> bool:
+        return not (self.records_left or self.snapshots_left)
+
+
+def pages(db: Db, store: Store) -> Iterator[list[tuple[str, bytes]]]:
+    """(job id, stored bytes) of every row of ``store``, a page at a time, in id order; each
+    page is one statement, so no transaction stays open between them."""
+    after = ""
+    while True:
+        rows = db.execute(f"SELECT job_id, {store.column} FROM {store.table} WHERE queue = %s"
+                          f" AND job_id > %s AND {store.column} IS NOT NULL ORDER BY job_id"
+                          " LIMIT %s", (db.loc.queue, after, PAGE), "read signed records")
+        yield [(job_id, bytes(raw)) for job_id, raw in rows]
+        if len(rows) < PAGE:
+            return
+        after = rows[-1][0]
+
+
+def key_use(db: Db, signers: Signers, *, unknown: bool = False) -> KeyUse:
+    """Count records and snapshots an old key signed (with ``unknown``, also those no key given
+    signed). Reads every record and snapshot of the queue."""
+    use, oldest = KeyUse(), {False: _Oldest(), True: _Oldest()}
+    for store in STORES:
+        for page in pages(db, store):
+            hits: dict[bool, list[str]] = {False: [], True: []}
+            for job_id, raw in page:
+                signer = signers.signer(store, job_id, raw)
+                if signer == record.UNKNOWN_SIGNER and unknown:
+                    hits[True].append(job_id)
+                elif signer is not None and signer > 0:
+                    hits[False].append(job_id)
+            for is_unknown, ids in hits.items():
+                field = ("unknown_" if is_unknown else "") + ("records" if store.records
+                                                              else "snapshots")
+                setattr(use, field, getattr(use, field) + len(ids))
+                oldest[is_unknown].offer(db, ids)
+    use.oldest_job, use.oldest_unknown = oldest[False].job_id, oldest[True].job_id
+    return use
+
+
+class _Oldest:
+    """The job of the smallest arrival number among those offered."""
+
+    def __init__(self) -> None:
+        self.seq: int | None = None
+        self.job_id: str | None = None
+
+    def offer(self, db: Db, ids: list[str]) -> None:
+        if not ids:
+            return
+        found = db.execute(
+            "SELECT seq, job_id FROM jobq_jobs WHERE queue = %(q)s AND job_id = ANY(%(ids)s)"
+            " UNION ALL SELECT seq, job_id FROM jobq_done WHERE queue = %(q)s"
+            " AND job_id = ANY(%(ids)s) ORDER BY 1 LIMIT 1", {"q": db.loc.queue, "ids": ids})
+        if found and (self.seq is None or found[0][0] < self.seq):
+            self.seq, self.job_id = found[0]
+        elif self.job_id is None:  # none has a row (purged meanwhile): the first one will do
+            self.job_id = ids[0]
+
+
+def require(db: Db, signers: Signers, missing: tuple[str, ...]) -> None:
+    """At open, before anything is read: old keys ``missing`` are pending but were not given.
+    Raise OldKeyNeeded if records or snapshots were signed by a key not given; else retire them
+    (nothing they signed is left). One opener at a time: the others then find them retired."""
+    with _keys_lock(db):
+        missing = tuple(c for c in keys.pending(db) if c in missing)
+        if not missing:
+            return
+        use = key_use(db, signers, unknown=True)
+        if use.unknown_records or use.unknown_snapshots:
+            where = db.loc.location
+            raise OldKeyNeeded(
+                f"{where}: {use.unknown_records} live job record(s) and {use.unknown_snapshots} state"
+                f" snapshot(s) were signed with an old secret key that was not given (oldest:"
+                f" job {use.oldest_unknown!r}); nothing was read or changed. Give the old key in"
+                " $JOBQ_OLD_SECRET_KEYS (old_secret_keys); once `jobq rekey` has re-signed them"
+                " with the current key, it can be dropped",
+                path=where, records=use.unknown_records, snapshots=use.unknown_snapshots,
+                oldest_job=use.oldest_unknown)
+        keys.retire(db, missing)
+
+
+@contextmanager
+def _keys_lock(db: Db) -> Iterator[None]:
+    """A session advisory lock of the queue's keys (released by the server if we die)."""
+    digest = hashlib.blake2b(f"jobq keys\0{db.loc.queue}".encode(), digest_size=4).digest()
+    lock = (KEYS_LOCK, int.from_bytes(digest, "big", signed=True))
+    db.execute("SELECT pg_advisory_lock(%s, %s)", lock, "wait for another open checking keys")
+    try:
+        yield
+    finally:
+        db.execute("SELECT pg_advisory_unlock(%s, %s)", lock, "release the keys lock")
+
+
+def rekey(db: Db, signers: Signers | None) -> RekeyReport:
+    """Re-sign every record and snapshot an old key signed with the current key. Safe while
+    producers and workers run. ``signers`` None: the queue is not signed."""
+    if signers is None:
+        raise InvalidArgument(f"{db.loc.location} is not signed: there is no key to re-sign with"
+                              " (a queue created without a key cannot be given one)")
+    done = {True: 0, False: 0}
+    for store in STORES:
+        done[store.records] += _resign(db, signers, store)
+    left = key_use(db, signers)
+    report = RekeyReport(done[True], done[False], left.records, left.snapshots,
+                         len(keys.pending(db)))
+    log.info("maintenance.rekeyed", records_resigned=report.records_resigned,
+             snapshots_resigned=report.snapshots_resigned, records_left=left.records,
+             snapshots_left=left.snapshots, old_keys_pending=report.old_keys_pending)
+    return report
+
+
+def _resign(db: Db, signers: Signers, store: Store) -> int:
+    """One pass over ``store``, then rounds over the rows writers held; how many re-signed."""
+    done, held = 0, []
+    for page in pages(db, store):
+        wanted = [job_id for job_id, raw in page if (signers.signer(store, job_id, raw) or 0) > 0]
+        if wanted:
+            n, skipped = _resign_rows(db, signers, store, wanted)
+            done, held = done + n, held + skipped
+    for _ in range(RETRIES):
+        if not held:
+            break
+        time.sleep(RETRY_PAUSE)
+        retried = []
+        for start in range(0, len(held), PAGE):
+            n, skipped = _resign_rows(db, signers, store, held[start:start + PAGE])
+            done, retried = done + n, retried + skipped
+        held = retried
+    return done
+
+
+def _resign_rows(db: Db, signers: Signers, store: Store, ids: list[str]
+                 ) -> tuple[int, list[str]]:
+    """In one transaction: lock the rows of ``ids`` no one holds, re-sign those an old key
+    signed (checked again under the lock); (how many, the ids held by others or gone)."""
+    table, column = store.table, store.column
+    with db.transaction("re-sign records with the current key") as conn:
+        rows: list[Any] = conn.execute(
+            f"SELECT job_id, {column} FROM {table} WHERE queue = %s AND job_id = ANY(%s)"
+            f" AND {column} IS NOT NULL FOR UPDATE SKIP LOCKED", (db.loc.queue, ids)).fetchall()
+        new = [(job_id, signers.resign(store, job_id, bytes(raw))) for job_id, raw in rows
+               if (signers.signer(store, job_id, bytes(raw)) or 0) > 0]
+        if new:
+            conn.execute(f"UPDATE {table} t SET {column} = v.raw FROM unnest(%s::text[],"
+                         f" %s::bytea[]) AS v(job_id, raw) WHERE t.queue = %s"
+                         " AND t.job_id = v.job_id",
+                         ([j for j, _ in new], [r for _, r in new], db.loc.queue))
+    locked = {job_id for job_id, _ in rows}
+    skipped = [job_id for job_id in ids if job_id not in locked]
+    if skipped:  # held by a writer, or gone (finished, purged): only the first are tried again
+        skipped = [job_id for job_id, in db.execute(
+            f"SELECT job_id FROM {table} WHERE queue = %s AND job_id = ANY(%s)",
+            (db.loc.queue, skipped))]
+    return len(new), skipped
