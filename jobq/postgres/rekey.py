@@ -24,7 +24,7 @@ import hashlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .. import record
 from ..codec import SIGNED_MAGIC, SnapshotCodec
@@ -83,11 +83,18 @@ class Signers:
         found = self._codec.signer(job_id, raw)
         return record.UNKNOWN_SIGNER if found is None else found
 
-    def resign(self, store: Store, job_id: str, raw: bytes) -> bytes:
+    def resigned(self, store: Store, job_id: str, raw: bytes) -> bytes | None:
+        """The bytes signed with the current key instead, if an old key signed them; else None
+        (the current key's, or not a key's matter). Nothing is unpickled."""
         if store.records:
-            frame = record.decode(raw, 0, key=self._key, old_keys=self._old,
-                                  max_body=self._max_body)
-            return record.encode(frame.kind, frame.body, self._key)
+            try:
+                frame = record.decode(raw, 0, key=self._key, old_keys=self._old,
+                                      max_body=self._max_body)
+            except (record.Damaged, record.Incomplete):
+                return None
+            return record.encode(frame.kind, frame.body, self._key) if frame.signer else None
+        if raw[:4] != SIGNED_MAGIC or not self._codec.signer(job_id, raw):
+            return None
         return self._codec.resign(job_id, raw)
 
 
@@ -124,14 +131,18 @@ class RekeyReport:
         return not (self.records_left or self.snapshots_left)
 
 
-def pages(db: Db, store: Store) -> Iterator[list[tuple[str, bytes]]]:
-    """(job id, stored bytes) of every row of ``store``, a page at a time, in id order; each
-    page is one statement, so no transaction stays open between them."""
+def pages(db: Db, store: Store, ids: list[str] | None = None
+          ) -> Iterator[list[tuple[str, bytes]]]:
+    """(job id, stored bytes) of every row of ``store`` (or of those of ``ids``), a page at a
+    time, in id order; each page is one statement, so no transaction stays open between them."""
+    sql = (f"SELECT job_id, {store.column} FROM {store.table} WHERE queue = %s AND job_id > %s"
+           f" AND {store.column} IS NOT NULL{{}} ORDER BY job_id LIMIT {PAGE}")
+    sql = sql.format("" if ids is None else " AND job_id = ANY(%s)")
     after = ""
     while True:
-        rows = db.execute(f"SELECT job_id, {store.column} FROM {store.table} WHERE queue = %s"
-                          f" AND job_id > %s AND {store.column} IS NOT NULL ORDER BY job_id"
-                          " LIMIT %s", (db.loc.queue, after, PAGE), "read signed records")
+        args = (db.loc.queue, after) if ids is None else (db.loc.queue, after, ids)
+        with db.errors("read signed records"):
+            rows = db.conn.cursor(binary=True).execute(sql, args).fetchall()
         yield [(job_id, bytes(raw)) for job_id, raw in rows]
         if len(rows) < PAGE:
             return
@@ -236,42 +247,45 @@ def _resign(db: Db, signers: Signers, store: Store) -> int:
     """One pass over ``store``, then rounds over the rows writers held; how many re-signed."""
     done, held = 0, []
     for page in pages(db, store):
-        wanted = [job_id for job_id, raw in page if (signers.signer(store, job_id, raw) or 0) > 0]
-        if wanted:
-            n, skipped = _resign_rows(db, signers, store, wanted)
-            done, held = done + n, held + skipped
+        n, skipped = _resign_rows(db, store, _wanted(signers, store, page))
+        done, held = done + n, held + skipped
     for _ in range(RETRIES):
         if not held:
             break
         time.sleep(RETRY_PAUSE)
         retried = []
-        for start in range(0, len(held), PAGE):
-            n, skipped = _resign_rows(db, signers, store, held[start:start + PAGE])
+        for page in pages(db, store, held):  # as they are now: a writer may have re-signed them
+            n, skipped = _resign_rows(db, store, _wanted(signers, store, page))
             done, retried = done + n, retried + skipped
         held = retried
     return done
 
 
-def _resign_rows(db: Db, signers: Signers, store: Store, ids: list[str]
+def _wanted(signers: Signers, store: Store, page: list[tuple[str, bytes]]
+            ) -> list[tuple[str, bytes, bytes]]:
+    """(job id, stored bytes, re-signed bytes) of the rows of ``page`` an old key signed."""
+    found = [(job_id, raw, signers.resigned(store, job_id, raw)) for job_id, raw in page]
+    return [(job_id, raw, new) for job_id, raw, new in found if new is not None]
+
+
+def _resign_rows(db: Db, store: Store, wanted: list[tuple[str, bytes, bytes]]
                  ) -> tuple[int, list[str]]:
-    """In one transaction: lock the rows of ``ids`` no one holds, re-sign those an old key
-    signed (checked again under the lock); (how many, the ids held by others or gone)."""
+    """In one transaction: lock the rows of ``wanted`` that no one holds and that still hold
+    the bytes read (compare-and-set: a row a writer changed meanwhile is left as it wrote it),
+    and store their re-signed bytes; (how many, the ids not done: held, changed or gone)."""
+    if not wanted:
+        return 0, []
     table, column = store.table, store.column
     with db.transaction("re-sign records with the current key") as conn:
-        rows: list[Any] = conn.execute(
-            f"SELECT job_id, {column} FROM {table} WHERE queue = %s AND job_id = ANY(%s)"
-            f" AND {column} IS NOT NULL FOR UPDATE SKIP LOCKED", (db.loc.queue, ids)).fetchall()
-        new = [(job_id, signers.resign(store, job_id, bytes(raw))) for job_id, raw in rows
-               if (signers.signer(store, job_id, bytes(raw)) or 0) > 0]
+        locked = {job_id for job_id, in conn.execute(
+            f"SELECT t.job_id FROM {table} t JOIN unnest(%b::text[], %b::bytea[]) AS v(job_id,"
+            f" raw) ON t.job_id = v.job_id WHERE t.queue = %b AND t.{column} = v.raw"
+            " FOR UPDATE OF t SKIP LOCKED",
+            ([j for j, _, _ in wanted], [r for _, r, _ in wanted], db.loc.queue))}
+        new = [(job_id, raw) for job_id, _, raw in wanted if job_id in locked]
         if new:
-            conn.execute(f"UPDATE {table} t SET {column} = v.raw FROM unnest(%s::text[],"
-                         f" %s::bytea[]) AS v(job_id, raw) WHERE t.queue = %s"
+            conn.execute(f"UPDATE {table} t SET {column} = v.raw FROM unnest(%b::text[],"
+                         f" %b::bytea[]) AS v(job_id, raw) WHERE t.queue = %b"
                          " AND t.job_id = v.job_id",
                          ([j for j, _ in new], [r for _, r in new], db.loc.queue))
-    locked = {job_id for job_id, _ in rows}
-    skipped = [job_id for job_id in ids if job_id not in locked]
-    if skipped:  # held by a writer, or gone (finished, purged): only the first are tried again
-        skipped = [job_id for job_id, in db.execute(
-            f"SELECT job_id FROM {table} WHERE queue = %s AND job_id = ANY(%s)",
-            (db.loc.queue, skipped))]
-    return len(new), skipped
+    return len(new), [job_id for job_id, _, _ in wanted if job_id not in locked]

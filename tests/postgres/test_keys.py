@@ -5,6 +5,7 @@ snapshots. (What both engines share is in tests/contract/test_keys_contract.py.)
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
 import pytest
@@ -172,9 +173,9 @@ def test_a_worker_runs_on_while_rekey_re_signs_under_it(pg_url: str, workers,
     some resuming from A's snapshots, while rekey runs again and again (the first time while a
     gate job holds the worker running): every job ends once with its result, every record A
     signed is re-signed once, and afterwards the new key alone opens the queue."""
-    resumed = checkpointed_with_a(pg_url, 40, count_to=6)
+    resumed = checkpointed_with_a(pg_url, 30, count_to=5)
     with Queue(pg_url, secret_key=A) as q:
-        fresh = q.enqueue_many(COUNT, [(6,)] * 80)
+        fresh = q.enqueue_many(COUNT, [(5,)] * 50)
     with Queue(pg_url, secret_key=B, old_secret_keys=[A]) as q:
         gate = q.enqueue_call("jobtasks:stop_when_cancelled", (120,), priority=10)
     monkeypatch.setenv("JOBQ_SECRET_KEY", B.decode())
@@ -186,16 +187,17 @@ def test_a_worker_runs_on_while_rekey_re_signs_under_it(pg_url: str, workers,
         q.cancel(gate)
         while worker.proc.poll() is None:
             passes.append(rekey(q))
+            time.sleep(0.02)  # leave the worker some of the machine's two cores
         assert worker.wait() == 0
         passes.append(rekey(q))
         assert passes[-1].can_drop_old_keys
-        assert sum(p.records_resigned for p in passes) == 120  # each once
+        assert sum(p.records_resigned for p in passes) == 80  # each once
     monkeypatch.delenv("JOBQ_OLD_SECRET_KEYS")
     with Queue(pg_url, secret_key=B) as q:  # nothing A signed is left: A is retired
         counts = q.counts()
-        assert (counts["succeeded"], counts["cancelled"]) == (120, 1)
+        assert (counts["succeeded"], counts["cancelled"]) == (80, 1)
         assert counts["dead"] == counts["failed"] == counts["queued"] == 0
-        assert {q.result(j) for j in resumed + fresh} == {6}
+        assert {q.result(j) for j in resumed + fresh} == {5}
         assert {q.state(j).attempts for j in resumed + fresh} == {1}  # a give-back is free
     assert all(s == 0 for found in signers_of(pg_url).values() for s in found)
 

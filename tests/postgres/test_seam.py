@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobq.errors import ConfigError, InvalidArgument
+from jobq.errors import InvalidArgument
 from jobq.postgres import PgEngine
 from test_engine import test_an_engine_has_every_method_and_attribute_of_the_protocol as check
 
@@ -22,7 +22,7 @@ def test_pg_engine_has_every_method_and_attribute_of_the_protocol(engine: PgEngi
 
 def test_what_the_server_does_itself_is_said_not_done(engine: PgEngine) -> None:
     for call, says in ((engine.compact, "autovacuum"), (lambda: engine.backup("/tmp/x"), "pg_dump"),
-                       (lambda: engine.share("staff"), "GRANT"), (engine.rekey, "rotation"),
+                       (lambda: engine.share("staff"), "GRANT"), (engine.rekey, "not signed"),
                        (engine.verify, "verified when a worker loads it")):
         with pytest.raises(InvalidArgument, match=says):
             call()
@@ -33,6 +33,11 @@ def test_what_the_server_does_itself_is_said_not_done(engine: PgEngine) -> None:
     assert engine.config.path == engine.location and engine.shared_group is None
 
 
-def test_old_secret_keys_are_refused(pg_url: str) -> None:
-    with pytest.raises(ConfigError, match="rotation is not supported"):
-        open_url(pg_url, b"k" * 32, old_secret_keys=(b"o" * 32,))
+def test_old_secret_keys_are_taken(pg_url: str) -> None:
+    """Rotation is supported (tests/postgres/test_keys.py): the old keys given verify."""
+    open_url(pg_url, b"o" * 32).close()
+    engine = open_url(pg_url, b"k" * 32, old_secret_keys=(b"o" * 32,))
+    try:
+        assert engine.config.old_secret_keys == (b"o" * 32,) and engine.old_keys_pending() == 1
+    finally:
+        engine.close()
