@@ -17,7 +17,6 @@ damage.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from .. import job_record, record
 from . import compaction, keys
 from .._logging import get_logger
 from ..errors import CorruptRecord, InvalidArgument, OldKeyNeeded
+from ..rekeying import KeyUse, RekeyReport
 from .index import seq_of
 from .log import Entry, Log, Position
 from .shelf import SIGNED_MAGIC
@@ -37,38 +37,6 @@ __all__ = ["KeyUse", "RekeyReport", "key_use", "rekey", "require"]
 log = get_logger(__name__)
 
 PAGE = 500
-
-
-@dataclasses.dataclass
-class KeyUse:
-    """Live records and snapshots signed by an old key given, or by no key given."""
-
-    records: int = 0
-    snapshots: int = 0
-    unknown_records: int = 0
-    unknown_snapshots: int = 0
-    oldest_job: str | None = None  # the first job (in log order, else by id) an old key signed
-    oldest_unknown: str | None = None  # the same, for no key given
-
-    @property
-    def old(self) -> int:
-        return self.records + self.snapshots
-
-
-@dataclasses.dataclass(frozen=True)
-class RekeyReport:
-    """What one :func:`rekey` did, and what still needs an old key after it."""
-
-    records_resigned: int
-    snapshots_resigned: int
-    records_left: int  # signed by an old key meanwhile (a process not yet given the new key)
-    snapshots_left: int
-    old_keys_pending: int  # listed in jobq.json: retired by the first open without them
-    compaction: compaction.CompactReport
-
-    @property
-    def can_drop_old_keys(self) -> bool:
-        return not (self.records_left or self.snapshots_left)
 
 
 def key_use(engine: Parts, *, unknown: bool = False) -> KeyUse:

@@ -2,12 +2,13 @@
 
 :func:`rekey` (``jobq rekey``) reads every job record (``jobq_payloads``) and snapshot
 (``jobq_snapshots``, and finished jobs' in ``jobq_done``) a page at a time, without a lock, and
-re-signs those an old key signed, one short transaction per page: the page's rows needing it are
-locked ``FOR UPDATE SKIP LOCKED`` and checked again under the lock, so a snapshot a worker wrote
-meanwhile (signed with its own key) is never overwritten by an older one, and rekey never waits
-for a lock: no transaction of a worker can deadlock with it, and none waits longer than one page.
-Rows a writer held are tried again after the pass. Then it counts what an old key still signs (a
-process still running with the old key as its current one may have written more).
+re-signs those an old key signed, one short transaction per page that locks (``FOR UPDATE SKIP
+LOCKED``) only the rows still holding the bytes it read: compare-and-set, so a snapshot a worker
+wrote meanwhile (signed with its own key) is never overwritten by an older one; and rekey never
+waits for a lock, so no transaction of a worker can deadlock with it, and none waits longer than
+one page. The rows a writer held or changed are read and tried again after the pass. Then it
+counts what an old key still signs (a process still running with the old key as its current one
+may have written more).
 
 A record never changes once stored (nothing but rekey rewrites one), and either version of it
 verifies with the old and the new key, so a worker loading it meanwhile reads either.
@@ -19,7 +20,6 @@ instead of taking them for damage, and retires the key if nothing needs it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from collections.abc import Iterator
@@ -31,6 +31,7 @@ from ..codec import SIGNED_MAGIC, SnapshotCodec
 from ..errors import InvalidArgument, OldKeyNeeded
 from .._logging import get_logger
 from ..pickling import PickleRules
+from ..rekeying import KeyUse, RekeyReport
 from . import keys
 from .db import Db
 
@@ -98,39 +99,6 @@ class Signers:
         return self._codec.resign(job_id, raw)
 
 
-@dataclasses.dataclass
-class KeyUse:
-    """Records and snapshots signed by an old key given, or by no key given."""
-
-    records: int = 0
-    snapshots: int = 0
-    unknown_records: int = 0
-    unknown_snapshots: int = 0
-    oldest_job: str | None = None  # the first job (in arrival order) an old key signed
-    oldest_unknown: str | None = None  # the same, for no key given
-
-    @property
-    def old(self) -> int:
-        return self.records + self.snapshots
-
-
-@dataclasses.dataclass(frozen=True)
-class RekeyReport:
-    """What one :func:`rekey` did, and what still needs an old key after it (the fields of the
-    directory engine's report; there is no compaction here)."""
-
-    records_resigned: int
-    snapshots_resigned: int
-    records_left: int  # signed by an old key meanwhile (a process not yet given the new key)
-    snapshots_left: int
-    old_keys_pending: int  # listed in the queue's row: retired by the first open without them
-    compaction: None = None
-
-    @property
-    def can_drop_old_keys(self) -> bool:
-        return not (self.records_left or self.snapshots_left)
-
-
 def pages(db: Db, store: Store, ids: list[str] | None = None
           ) -> Iterator[list[tuple[str, bytes]]]:
     """(job id, stored bytes) of every row of ``store`` (or of those of ``ids``), a page at a
@@ -141,8 +109,8 @@ def pages(db: Db, store: Store, ids: list[str] | None = None
     after = ""
     while True:
         args = (db.loc.queue, after) if ids is None else (db.loc.queue, after, ids)
-        with db.errors("read signed records"):
-            rows = db.conn.cursor(binary=True).execute(sql, args).fetchall()
+        with db.errors("read signed records"), db.conn.cursor(binary=True) as cur:
+            rows = cur.execute(sql, args).fetchall()
         yield [(job_id, bytes(raw)) for job_id, raw in rows]
         if len(rows) < PAGE:
             return
@@ -203,8 +171,8 @@ def require(db: Db, signers: Signers, missing: tuple[str, ...]) -> None:
         if use.unknown_records or use.unknown_snapshots:
             where = db.loc.location
             raise OldKeyNeeded(
-                f"{where}: {use.unknown_records} live job record(s) and {use.unknown_snapshots} state"
-                f" snapshot(s) were signed with an old secret key that was not given (oldest:"
+                f"{where}: {use.unknown_records} live job record(s) and"
+                f" {use.unknown_snapshots} state snapshot(s) were signed with an old secret key that was not given (oldest:"
                 f" job {use.oldest_unknown!r}); nothing was read or changed. Give the old key in"
                 " $JOBQ_OLD_SECRET_KEYS (old_secret_keys); once `jobq rekey` has re-signed them"
                 " with the current key, it can be dropped",
