@@ -99,6 +99,18 @@ def pending(db: Db) -> tuple[str, ...]:
     return tuple(found[0][1]) if found else ()
 
 
+def signs(db: Db, key: bytes) -> None:
+    """WrongSecretKey unless ``key`` is the queue's current key: a process of a rolling restart
+    signs with an old one, and re-signing with it (rekey) would undo the rotation."""
+    found = db.execute(_ROW, (db.loc.queue,), "read the queue's key")
+    if found and found[0][0] != key_check(key):
+        raise WrongSecretKey(
+            f"{db.loc.location}: this process's secret key is not the queue's current key (it is"
+            f" one of its old keys): run jobq rekey with the current key in $JOBQ_SECRET_KEY"
+            f" (secret_key), or it would re-sign what the current key signed with an old one",
+            path=db.loc.location)
+
+
 def retire(db: Db, checks: tuple[str, ...] | list[str]) -> int:
     """Drop these fingerprints from the old keys pending; return how many were listed."""
     with db.transaction("retire old secret keys") as conn:

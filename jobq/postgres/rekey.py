@@ -62,7 +62,7 @@ class Signers:
 
     def __init__(self, codec: SnapshotCodec, key: bytes, old_keys: tuple[bytes, ...],
                  max_body: int) -> None:
-        self._codec, self._key, self._old, self._max_body = codec, key, old_keys, max_body
+        self._codec, self.key, self._old, self._max_body = codec, key, old_keys, max_body
 
     @classmethod
     def of(cls, rules: PickleRules, key: bytes, old_keys: tuple[bytes, ...],
@@ -75,7 +75,7 @@ class Signers:
         signed or damaged otherwise (no key's matter)."""
         if store.records:
             try:
-                return record.decode(raw, 0, key=self._key, old_keys=self._old,
+                return record.decode(raw, 0, key=self.key, old_keys=self._old,
                                      max_body=self._max_body, any_signer=True).signer
             except (record.Damaged, record.Incomplete):
                 return None
@@ -89,11 +89,11 @@ class Signers:
         (the current key's, or not a key's matter). Nothing is unpickled."""
         if store.records:
             try:
-                frame = record.decode(raw, 0, key=self._key, old_keys=self._old,
+                frame = record.decode(raw, 0, key=self.key, old_keys=self._old,
                                       max_body=self._max_body)
             except (record.Damaged, record.Incomplete):
                 return None
-            return record.encode(frame.kind, frame.body, self._key) if frame.signer else None
+            return record.encode(frame.kind, frame.body, self.key) if frame.signer else None
         if raw[:4] != SIGNED_MAGIC or not self._codec.signer(job_id, raw):
             return None
         return self._codec.resign(job_id, raw)
@@ -199,6 +199,7 @@ def rekey(db: Db, signers: Signers | None) -> RekeyReport:
     if signers is None:
         raise InvalidArgument(f"{db.loc.location} is not signed: there is no key to re-sign with"
                               " (a queue created without a key cannot be given one)")
+    keys.signs(db, signers.key)
     done = {True: 0, False: 0}
     for store in STORES:
         done[store.records] += _resign(db, signers, store)

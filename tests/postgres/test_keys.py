@@ -144,6 +144,18 @@ def test_rekey_re_signs_records_and_snapshots_of_every_table(pg_url: str) -> Non
         assert q.counts()["dead"] == 10
 
 
+def test_rekey_refuses_a_process_whose_key_is_an_old_one(pg_url: str) -> None:
+    """A process of a rolling restart (current key A, the queue's B among its old keys) would
+    re-sign B's records with A: refused, nothing changed."""
+    checkpointed_with_a(pg_url, 2)
+    Queue(pg_url, secret_key=B, old_secret_keys=[A]).close()
+    before = signers_of(pg_url)
+    with Queue(pg_url, secret_key=A, old_secret_keys=[B]) as late:
+        with pytest.raises(WrongSecretKey, match="not the queue's current key"):
+            rekey(late)
+    assert signers_of(pg_url) == before
+
+
 def test_rekey_never_waits_for_nor_overwrites_a_snapshot_a_writer_holds(pg_url: str) -> None:
     """A writer holds a job's snapshot row, about to commit a newer snapshot: rekey re-signs
     the others without waiting, tries that one again, reports it left; the writer's snapshot is
