@@ -13,7 +13,7 @@ import pytest
 import pg
 from jobq import Queue, transitions
 from jobq.codec import SIGNED_MAGIC, SnapshotCodec, key_check
-from jobq.errors import IncompatibleFormat, WrongSecretKey
+from jobq.errors import IncompatibleFormat, OldKeyNeeded, WrongSecretKey
 from jobq.maintenance import rekey
 from jobq.pickling import PickleRules
 from jobq.postgres import schema
@@ -142,6 +142,23 @@ def test_rekey_re_signs_records_and_snapshots_of_every_table(pg_url: str) -> Non
     with Queue(pg_url, secret_key=B) as q:
         assert sorted(q.state(j).checkpoint for j in ids) == [2] * 30
         assert q.counts()["dead"] == 10
+
+
+def test_an_open_refused_for_a_missing_old_key_changes_nothing(pg_url: str) -> None:
+    checkpointed_with_a(pg_url, 3)
+    Queue(pg_url, secret_key=B, old_secret_keys=[A]).close()
+    loc = parse(pg_url)
+
+    def rows() -> list[tuple]:
+        with psycopg.connect(loc.conninfo) as conn:
+            return [conn.execute(f"SELECT * FROM {table} WHERE queue = %s ORDER BY job_id",
+                                 (loc.queue,)).fetchall()
+                    for table in ("jobq_jobs", "jobq_done", "jobq_payloads", "jobq_snapshots")]
+
+    before = rows(), meta(pg_url)
+    with pytest.raises(OldKeyNeeded, match="3 live job record.*3 state snapshot"):
+        Queue(pg_url, secret_key=B)
+    assert (rows(), meta(pg_url)) == before
 
 
 def test_rekey_refuses_a_process_whose_key_is_an_old_one(pg_url: str) -> None:
