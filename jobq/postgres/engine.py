@@ -61,7 +61,7 @@ class PgEngine:
         self._db = Db(loc)
         self._codec = SnapshotCodec(rules=rules, secret_key=secret_key)
         self._workers = PgWorkers(self._db)
-        self._appender = append.Appender()
+        self._appender = append.Appender(loc.queue, secret_key, max_record_size)
         self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
         # The frames of this process's claims not yet run, read by the claims themselves: a
         # worker that claimed a batch loads each job's payload without a round trip.
@@ -86,10 +86,8 @@ class PgEngine:
     def append(self, frames: Sequence[bytes], last: int | None = None) -> None:
         """Store framed records in one statement, one commit; an id already stored keeps its
         first record (so a producer may retry a commit whose outcome it did not learn)."""
-        jobs = append.split(frames, self._key, self._max_body)
-        if jobs:
-            with self._db.errors("store jobs (nothing was stored)"):
-                self._appender.store(self._db.conn, self._queue, jobs)
+        with self._db.errors("store jobs (nothing was stored)"):
+            self._appender.append(self._db.conn, frames)
 
     # -- reading ------------------------------------------------------------------------------
 
