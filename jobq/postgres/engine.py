@@ -20,11 +20,13 @@ from ..codec import SnapshotCodec
 from ..errors import ConfigError, DamagedRecord, InvalidArgument
 from ..pickling import PickleRules
 from ..state import FINISHED, JobState, Status
+from ..verify_report import VerifyReport
 from . import append, jobs, operating, reading, schema, settle
 from .db import Db
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
 from .url import PgLocation, parse
+from .verify import Checker
 
 # A busy worker makes due delayed and retrying jobs ready this often (and a claim that finds
 # too few ready ones does it before claiming the rest).
@@ -283,9 +285,11 @@ class PgEngine:
             " server's autovacuum makes their space reusable (VACUUM FULL, or pg_repack, gives"
             " it back to the operating system)")
 
-    def verify(self) -> Any:
-        raise InvalidArgument(f"{self.location}: jobq verify does not read PostgreSQL queues"
-                              " yet (every record is verified when a worker loads it)")
+    def verify(self) -> VerifyReport:
+        """Check the schema, then every record, row and snapshot (jobq.postgres.verify)."""
+        with self._db.errors("verify the queue"):
+            return Checker(self._db, self._loc, self._codec, self._key, self._max_body,
+                           self._rules).run()
 
     def backup(self, dest: str) -> Any:
         raise InvalidArgument(f"{self.location}: back up the database with PostgreSQL's own"
