@@ -15,7 +15,8 @@ arrays of thousands of values costs the client more than the server's whole inse
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -71,6 +72,16 @@ def split(frames: Sequence[bytes], key: bytes | None, max_body: int
     return list(found.values())
 
 
+def _joined(pieces: Sequence[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def _keeping(chunks: Iterator[bytes], kept: list[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        kept.append(chunk)
+        yield chunk
+
+
 class Appender:
     """Stores jobs on one session (which keeps its temporary table between batches)."""
 
@@ -80,17 +91,28 @@ class Appender:
         self._max_body = max_body
         self._session: object | None = None  # the connection whose session has jobq_incoming
 
-    def append(self, conn: psycopg.Connection[Any], frames: Sequence[bytes]) -> None:
-        """Store the framed records, each id once, in one transaction (one commit)."""
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        if data and record.frame_size(data, 0, max_body=self._max_body) != len(data):
-            try:  # more than one frame (or a bad one, which copy_in reports)
+    def append(self, conn: psycopg.Connection[Any],
+               batches: Iterator[tuple[Sequence[bytes], int]]) -> None:
+        """Store the records of ``batches`` (jobq.engine.Engine.append_batches), each id once,
+        in one transaction (one commit)."""
+        first = _joined(next(batches)[0])
+        second = next(batches, None)
+        if second is None and record.frame_size(first, 0, max_body=self._max_body) == len(first):
+            datas = [first]  # one job: one statement
+        else:
+            datas = []  # kept for the slow way
+            more = itertools.chain([] if second is None else [second], batches)
+            chunks = _keeping(itertools.chain([first], (_joined(p) for p, _ in more)), datas)
+            try:
                 with conn.transaction():
-                    copy_in(conn, self._queue, data, self._key, self._max_body)
+                    copy_in(conn, self._queue, chunks, self._key, self._max_body)
                 return
             except psycopg.errors.UniqueViolation:
-                pass  # rolled back whole: an id stored already, or twice in the batch
-        jobs = split([data], self._key, self._max_body)
+                # Rolled back whole: an id stored already, or twice in the batch. The slow way
+                # needs every batch (the server may have said so before the last was made).
+                for _ in chunks:
+                    pass
+        jobs = split(datas, self._key, self._max_body)
         if jobs:
             self.store(conn, self._queue, jobs)
 

@@ -9,8 +9,9 @@ snapshots are signed the same way (:class:`jobq.codec.SnapshotCodec`).
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,8 +89,17 @@ class PgEngine:
     def append(self, frames: Sequence[bytes], last: int | None = None) -> None:
         """Store framed records in one statement, one commit; an id already stored keeps its
         first record (so a producer may retry a commit whose outcome it did not learn)."""
+        self.append_batches([(frames, last or 0)])
+
+    def append_batches(self, batches: Iterable[tuple[Sequence[bytes], int]]) -> None:
+        """Store the batches' records in one transaction, COPYing each batch while the next
+        is made (jobq.postgres.batch); an error raised making one stores nothing."""
+        found = iter(batches)
+        first = next(found, None)  # a first batch that cannot be made: nothing to connect for
+        if first is None:
+            return
         with self._db.errors("store jobs (nothing was stored)"):
-            self._appender.append(self._db.conn, frames)
+            self._appender.append(self._db.conn, itertools.chain([first], found))
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from jobq import job_record
 from jobq.errors import InvalidArgument
 from jobq.pickling import PickleRules
 from jobq.postgres import PgEngine
-from jobq.postgres.batch import CHUNK
 
 
 def args_of(engine: PgEngine, job_id: str) -> tuple[object, ...]:
@@ -20,7 +19,8 @@ def args_of(engine: PgEngine, job_id: str) -> tuple[object, ...]:
 def test_a_retried_batch_stores_nothing_twice(engine: PgEngine) -> None:
     ids = [f"r{i}" for i in range(10)]
     engine.append(frames(ids, args=(1,)))
-    engine.append(frames(ids, args=(2,)) + [frame("new")])  # the commit's outcome was unknown
+    engine.append_batches([(frames(ids[:5], args=(2,)), 0),  # the commit's outcome was unknown
+                           (frames(ids[5:], args=(2,)) + [frame("new")], 0)])
     assert list(engine.job_ids()) == [*ids, "new"]
     assert engine.counts()["queued"] == 11
     assert args_of(engine, "r0") == (1,) and args_of(engine, "r9") == (1,)
@@ -35,13 +35,27 @@ def test_a_batch_with_a_finished_id_stores_only_the_new_ones(engine: PgEngine) -
     assert [c.job_id for c in engine.settle([], "w", 5)[1]] == ["other", "fresh"]
 
 
-def test_a_damaged_frame_after_chunks_were_sent_stores_nothing(engine: PgEngine) -> None:
-    good = frames([f"g{i}" for i in range(CHUNK + 5)])
+def test_a_damaged_frame_after_batches_were_sent_stores_nothing(engine: PgEngine) -> None:
+    good = [frames([f"g{i}-{j}" for j in range(100)]) for i in range(3)]
     bad = bytearray(frame("bad"))
     bad[-3] ^= 0xFF  # the body's checksum no longer matches
-    offset = sum(map(len, good))
+    offset = sum(len(f) for batch in good for f in batch) + len(good[0][0])
     with pytest.raises(InvalidArgument, match=f"byte {offset} .*body checksum mismatch"):
-        engine.append([*good, bytes(bad), frame("after")])
+        engine.append_batches([*((b, len(b[-1])) for b in good),
+                               ([good[0][0], bytes(bad), frame("after")], 0)])
+    assert engine.counts()["queued"] == 0
+    engine.append(frames(["x", "y"]))
+    assert list(engine.job_ids()) == ["x", "y"]
+
+
+def test_an_error_making_a_later_batch_stores_nothing(engine: PgEngine) -> None:
+    def batches():  # type: ignore[no-untyped-def]
+        yield frames(["a", "b"]), 0
+        yield frames(["c"]), 0  # sent to the server before the next is asked for
+        raise RuntimeError("the producer failed")
+
+    with pytest.raises(RuntimeError, match="the producer failed"):
+        engine.append_batches(batches())
     assert engine.counts()["queued"] == 0
     engine.append(frames(["x", "y"]))
     assert list(engine.job_ids()) == ["x", "y"]
