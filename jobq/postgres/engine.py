@@ -87,7 +87,7 @@ class PgEngine:
     # -- producing ----------------------------------------------------------------------------
 
     def append(self, frames: Sequence[bytes], last: int | None = None) -> None:
-        """Store framed records in one statement, one commit; an id already stored keeps its
+        """Store framed records in one transaction, one commit; an id already stored keeps its
         first record (so a producer may retry a commit whose outcome it did not learn)."""
         self.append_batches([(frames, last or 0)])
 
