@@ -155,6 +155,13 @@ class Engine(Protocol):
         pieces in order (header, body, ...); ``last`` is the size of the last frame when it is
         not the last piece. A job id already stored keeps its first record."""
 
+    def append_batches(self, batches: Iterable[tuple[Sequence[bytes], int]]) -> None:
+        """``append`` of the frames of every batch, all or none, in one durable commit.
+
+        A batch is pieces of whole frames (as ``append`` takes them) and the size of its last
+        frame. They are made while the ones before are stored (an engine that cannot store in
+        parts takes them all first): an error raised while one is made stores nothing."""
+
     # -- reading ------------------------------------------------------------------------------
     def exists(self, job_id: str) -> bool: ...
     def status(self, job_id: str) -> Status: ...                       # JobNotFound

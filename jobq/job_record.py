@@ -83,6 +83,26 @@ def decode_meta(body: bytes) -> tuple[JobMeta, int]:
     return JobMeta(job_id, task, priority, run_at, created_at, max_attempts), end
 
 
+def routing(buf: bytes, start: int, end: int) -> tuple[int, float, float, int, bytes, bytes]:
+    """The routing fields of the body at ``buf[start:end]`` without copying it: priority,
+    run_at, created_at, max_attempts, then the job id and task as UTF-8 (checked) bytes."""
+    at = start + _META.size
+    if at > end:
+        raise CorruptRecord(f"malformed job record: {end - start} bytes, shorter than its"
+                            " fixed fields")
+    priority, run_at, created_at, max_attempts, id_len, task_len = _META.unpack_from(buf, start)
+    fields_end = at + id_len + task_len
+    if fields_end > end:
+        raise CorruptRecord("malformed job record: truncated job id or task")
+    job_id, task = buf[at:at + id_len], buf[at + id_len:fields_end]
+    try:
+        job_id.decode()
+        task.decode()
+    except UnicodeDecodeError as exc:
+        raise CorruptRecord(f"malformed job record: {exc}") from exc
+    return priority, run_at, created_at, max_attempts, job_id, task
+
+
 def load_payload(body: bytes, rules: pickling.PickleRules, job_id: str | None = None) -> JobPayload:
     """Unpickle the JobPayload of a verified record and check it against the routing fields.
 

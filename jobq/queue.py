@@ -22,6 +22,7 @@ from .state import JobState, Status
 from .worker_info import ChildInfo, WorkerInfo, WorkerState, worker_of
 
 _I32 = 2**31 - 1
+BATCH = 1_000  # jobs of an enqueue_many handed to the engine at a time
 _I64 = 2**63 - 1
 
 
@@ -171,15 +172,21 @@ class Queue:
             raise InvalidJob("args_list must be an iterable of argument tuples")
         task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
+        ids: list[str] = []  # filled as the engine takes the batches (an error: none stored)
+        self.engine.append_batches(self._batches(task, function, args_list, options, ids))
+        return ids
+
+    def _batches(self, task: str, function: Callable[..., Any] | None,
+                 args_list: Iterable[Iterable[Any]], options: _Options, ids: list[str]
+                 ) -> Iterator[tuple[list[bytes], int]]:
+        """The records of ``args_list``, BATCH jobs at a time (pieces, size of the last one)."""
         prio, delay_s, attempts, timeout_s = options
         now = self._clock()  # one batch, one time: every job of it is enqueued at once
         run_at, limit = now + delay_s, self.config.max_record_size
-        encode_fields, header, key, next_id = (job_record.encode_fields, record.header, self._key,
-                                              job_ids.next)
-        check = signatures.check
+        encode_fields, header, key, next_id, check = (
+            job_record.encode_fields, record.header, self._key, job_ids.next, signatures.check)
         fitting = () if function is None else signatures.positional_counts(function)
-        ids: list[str] = []
-        parts: list[bytes] = []  # header, body, header, body...: joined once by the log
+        parts: list[bytes] = []  # header, body, header, body...: joined once by the engine
         for i, args in enumerate(args_list):
             if type(args) is not tuple:
                 if not isinstance(args, (tuple, list)):
@@ -192,15 +199,16 @@ class Queue:
                 except SignatureMismatch as exc:  # say which of the batch; none is written
                     raise SignatureMismatch(f"args_list[{i}]: {exc}", task=task) from exc
             job_id = next_id()
-            body = encode_fields(job_id, task, args, {}, prio, attempts, timeout_s, run_at,
-                                 now)
+            body = encode_fields(job_id, task, args, {}, prio, attempts, timeout_s, run_at, now)
             if len(body) > limit:
                 raise self._too_large(job_id, len(body))
             parts += (header(record.KIND_JOB, body, key), body)
             ids.append(job_id)
+            if len(parts) == 2 * BATCH:
+                yield parts, len(parts[-2]) + len(parts[-1])
+                parts = []
         if parts:
-            self.engine.append(parts, len(parts[-2]) + len(parts[-1]))
-        return ids
+            yield parts, len(parts[-2]) + len(parts[-1])
 
     def _options(self, priority: int, delay: float | None, max_attempts: int | None,
                  timeout: float | None) -> _Options:

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Final, NamedTuple
 
 MAGIC: Final = b"JQ"
@@ -41,6 +42,7 @@ SIGNATURE_MISMATCH: Final = "signature mismatch"
 
 _HEAD = struct.Struct("<2sBBB3xII")  # magic, version, kind, flags, body length, body crc
 _HEAD_CRC = struct.Struct("<I")
+_WHOLE_HEAD = struct.Struct("<2sBBB3xIII")  # _HEAD then the header CRC, read at once by scan
 HEADER_SIZE: Final = _HEAD.size + _HEAD_CRC.size
 MAC_SIZE: Final = hashlib.sha256().digest_size
 assert _HEAD.size == 16 and HEADER_SIZE == 20 and MAC_SIZE == 32
@@ -183,6 +185,37 @@ def decode(buf: bytes | memoryview, pos: int, *, key: bytes | None, max_body: in
     elif signed:
         raise Damaged("record is signed, but the queue was opened without a secret key")
     return Frame(kind, bytes(body), end - pos)
+
+
+def scan(buf: bytes, *, key: bytes | None, max_body: int) -> Iterator[tuple[int, int, int]]:
+    """Verify the frames ``buf`` holds end to end, as :func:`decode` does; yield each one's
+    start, body start and end, copying nothing (a batch of new records is checked this way).
+
+    Each check is decode's; when one fails, decode itself raises its error for that frame.
+    """
+    view = memoryview(buf)
+    size, unpack, crc = len(buf), _WHOLE_HEAD.unpack_from, zlib.crc32
+    flags_wanted = FLAG_SIGNED if key else 0
+    pos = 0
+    while pos < size:
+        start = end = -1
+        if size - pos >= HEADER_SIZE:
+            magic, version, kind, flags, length, body_crc, head_crc = unpack(buf, pos)
+            start = pos + HEADER_SIZE + (MAC_SIZE if flags else 0)
+            end = start + length
+            if not (magic == MAGIC and crc(view[pos:pos + _HEAD.size]) == head_crc
+                    and version == FORMAT_VERSION and kind in KINDS and flags == flags_wanted
+                    and length <= max_body and end <= size
+                    and crc(view[start:end]) == body_crc
+                    and (not key or hmac.compare_digest(
+                        _mac(key, view[pos:pos + _HEAD.size], view[start:end]),
+                        buf[pos + HEADER_SIZE:start]))):
+                start = -1
+        if start < 0:
+            decode(buf, pos, key=key, max_body=max_body)  # raises what is wrong
+            raise Damaged("not a valid record")  # (a frame decode accepts passes above)
+        yield pos, start, end
+        pos = end
 
 
 def _old_signer(old_keys: tuple[bytes, ...], head: bytes | memoryview, body: bytes | memoryview,

@@ -2,6 +2,7 @@
 """jobq's PostgreSQL engine against the raw server: one run, one database, ratios printed.
 
     python scripts/bench_pg_engine.py [--jobs N] [--batch K] [--runs R] [--kept M] [--dsn DSN]
+                                      [--enqueue-only]
 
 On the server at ``--dsn`` (default ``JOBQ_BENCH_PG_DSN``, else
 postgresql://postgres@127.0.0.1:5432/postgres), in a database made for the run and dropped at
@@ -15,10 +16,11 @@ its end, interleaved R times (medians printed):
 2. the bare claim loop of scripts/pg_baselines.py at the same K and N (bench_pg.py's figure);
 3. enqueue: ``PgEngine.append`` of one job per call against one INSERT + COMMIT per row, and
    of a batch of N in one call against COPY of N rows (the frames made beforehand, as the raw
-   rows are);
+   rows are), and ``Queue.enqueue_many`` of N jobs (the whole producer's call: pickling, framing,
+   storing) against the same COPY;
 4. with ``--kept M``: the drain of 1. again, on a queue that keeps M finished jobs.
 
-Jobs carry about 300 bytes of payload, as the raw rows do.
+Jobs carry about 300 bytes of payload, as the raw rows do. ``--enqueue-only`` measures 3. alone.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,7 +42,7 @@ import pg_baselines  # noqa: E402
 from bench_pg import DEFAULT_DSN, bench_database, claim_drain, server_info  # noqa: E402
 from bench_scratch import scratch_dir  # noqa: E402
 
-from jobq import job_record, record, transitions  # noqa: E402
+from jobq import Queue, job_record, record, transitions  # noqa: E402
 from jobq.pickling import PickleRules  # noqa: E402
 from jobq.postgres import PgEngine, open_engine  # noqa: E402
 
@@ -152,11 +154,22 @@ def engine_append_one(dsn: str, n: int) -> float:
 def engine_append_many(dsn: str, n: int) -> float:
     engine = open_queue(url_of(dsn) + f"?queue=many{time.monotonic_ns()}")
     frames = make_frames("m", n)
+    engine.now()  # connected before the clock starts, as the raw COPY is
     start = time.perf_counter()
     engine.append(frames)
     rate = n / (time.perf_counter() - start)
     engine.close()
     return rate
+
+
+def queue_enqueue_many(dsn: str, n: int) -> float:
+    """``Queue.enqueue_many`` of n jobs whose arguments pickle to about what make_frames holds."""
+    args_list = [(PAD, b"")] * n
+    with Queue(url_of(dsn) + f"?queue=qmany{time.monotonic_ns()}") as q:
+        q.engine.now()  # connected before the clock starts, as the raw COPY is
+        start = time.perf_counter()
+        q.enqueue_many("operator:add", args_list)
+        return n / (time.perf_counter() - start)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--inserts", type=int, default=5_000)
     parser.add_argument("--kept", type=int, default=0, help="also drain a queue that keeps"
                         " this many finished jobs (issue 16: 1,000,000)")
+    parser.add_argument("--enqueue-only", action="store_true", help="measure enqueue alone"
+                        " (no drains)")
     parser.add_argument("--url")
     parser.add_argument("--worker")
     args = parser.parse_args(argv)
@@ -185,15 +200,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  machine:  {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable)")
         for run in range(args.runs):
             print(f"round {run + 1} of {args.runs}...", file=sys.stderr)
-            for key, (rate, note) in (
-                    ("bare", claim_drain(dsn, args.batch, args.jobs, root)),
-                    ("engine", engine_drain(dsn, args.jobs, args.batch, root)),
-                    ("insert", (pg_baselines.insert_loop(dsn, args.inserts), "")),
-                    ("append1", (engine_append_one(dsn, args.inserts), "")),
-                    ("copy", (pg_baselines.copy_rows(dsn, args.jobs), "")),
-                    ("appendN", (engine_append_many(dsn, args.jobs), "")),
-                    *((("kept", engine_drain(dsn, args.jobs, args.batch, root, args.kept)),)
-                      if args.kept else ())):
+            drains = not args.enqueue_only
+            measures: list[tuple[str, Callable[[], tuple[float, str]]]] = [
+                *((("bare", lambda: claim_drain(dsn, args.batch, args.jobs, root)),
+                   ("engine", lambda: engine_drain(dsn, args.jobs, args.batch, root)))
+                  if drains else ()),
+                ("insert", lambda: (pg_baselines.insert_loop(dsn, args.inserts), "")),
+                ("append1", lambda: (engine_append_one(dsn, args.inserts), "")),
+                ("copy", lambda: (pg_baselines.copy_rows(dsn, args.jobs), "")),
+                ("appendN", lambda: (engine_append_many(dsn, args.jobs), "")),
+                ("queueN", lambda: (queue_enqueue_many(dsn, args.jobs), "")),
+                *((("kept", lambda: engine_drain(dsn, args.jobs, args.batch, root, args.kept)),)
+                  if args.kept and drains else ())]
+            for key, measure in measures:
+                rate, note = measure()
                 rates.setdefault(key, []).append(rate)
                 notes[key] = note or notes.get(key, "")
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -203,19 +223,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("PgEngine.append, 1 job per call", "append1"),
             (f"COPY of {args.jobs:,} rows", "copy"),
             (f"PgEngine.append of {args.jobs:,} jobs in one call", "appendN"),
+            (f"Queue.enqueue_many of {args.jobs:,} jobs", "queueN"),
             *(((f"same drain, {args.kept:,} finished jobs kept", "kept"),) if args.kept else ())]
+    rows = [(label, key) for label, key in rows if key in rates]
     for label, key in rows:
         spread = rates[key]
         print(f"  {label:<46} {med[key]:>9,.0f}/s (runs {min(spread):,.0f}-{max(spread):,.0f})"
               f"  {notes[key]}")
     print("ratios (same run, same server):")
-    print(f"  engine drain / bare claim loop:       {med['engine'] / med['bare']:.2f}x"
-          " (issue 16 target >= 0.4x)")
+    if "engine" in med:
+        print(f"  engine drain / bare claim loop:       {med['engine'] / med['bare']:.2f}x"
+              " (issue 16 target >= 0.4x)")
     print(f"  append 1 by 1 / INSERT + COMMIT loop: {med['append1'] / med['insert']:.2f}x"
           " (target >= 0.8x)")
     print(f"  append of a batch / COPY:             {med['appendN'] / med['copy']:.2f}x"
           " (target >= 0.5x)")
-    if args.kept:
+    print(f"  Queue.enqueue_many of a batch / COPY: {med['queueN'] / med['copy']:.2f}x"
+          " (the producer's whole call)")
+    if "kept" in med:
         print(f"  drain, none kept / {args.kept:,} kept:      {med['engine'] / med['kept']:.2f}x"
               " (target <= 1.5x)")
     return 0

@@ -354,7 +354,8 @@ exit status:
      is reported and does not fail the run
   1  a job that has not finished cannot be read (each is named, with its file and
      offset; a worker sets it aside as dead), or a record or snapshot no longer loads
-     with today's classes
+     with today's classes; on PostgreSQL also a job row that disagrees with its record or
+     snapshot, or tables that differ from the schema jobq makes
   2  usage error, or the queue cannot be opened or read
 """
 VERIFY_CANNOT_RUN = 2
@@ -376,12 +377,21 @@ def verify(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                         "torn_tail": report.torn_tail,
                         "old_key_records": report.old_key_records,
                         "old_key_snapshots": report.old_key_snapshots,
+                        "rows_ok": report.rows_ok, "rows_failed": report.rows_failed,
+                        "schema": report.schema,
                         "causes": dict(report.causes), "examples": report.examples}, out)
         return 0 if report.ok else 1
     readable = report.jobs_checked - report.jobs_unreadable
-    print(f"log records  {report.records_ok:>8} ok  {report.records_failed:>6} failed", file=out)
+    print(f"{report.records_name:<12} {report.records_ok:>8} ok  {report.records_failed:>6}"
+          " failed", file=out)
     print(f"snapshots    {report.snapshots_ok:>8} ok  {report.snapshots_failed:>6} failed", file=out)
     print(f"jobs to run  {readable:>8} ok  {report.jobs_unreadable:>6} unreadable", file=out)
+    if report.rows_ok or report.rows_failed:
+        print(f"job rows     {report.rows_ok:>8} ok  {report.rows_failed:>6} failed", file=out)
+    if report.schema:
+        print("\nthe tables differ from the schema this jobq made:", file=out)
+        for problem in report.schema:
+            print(f"  {problem}", file=out)
     if report.old_key_records or report.old_key_snapshots:
         print(f"old keys     {report.old_key_records:>8} records and {report.old_key_snapshots}"
               " snapshots are signed with an old key (readable; jobq rekey re-signs them)",

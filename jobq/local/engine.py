@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -118,6 +118,15 @@ class LocalEngine:
 
     def append(self, frames: Sequence[bytes], last: int | None = None) -> None:
         self.log.append(frames if isinstance(frames, list) else list(frames), last)
+
+    def append_batches(self, batches: Iterable[tuple[Sequence[bytes], int]]) -> None:
+        """One write of every batch, made once they all are (the log writes once)."""
+        parts: list[bytes] = []
+        last = None
+        for pieces, last in batches:
+            parts += pieces
+        if parts:
+            self.log.append(parts, last)
 
     # -- reading: the index catches up with the log first -------------------------------------
 

@@ -13,9 +13,7 @@ reads: nothing is quarantined, cut or rewritten.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import job_record
@@ -24,67 +22,15 @@ from ..errors import CorruptRecord, JobqError
 from .log import Damage, Entry, Log, Position, Sealed, Tail
 from ..state import JobState, Status
 from . import rekey
+from ..verify_report import VerifyReport
 
 if TYPE_CHECKING:
     from .parts import Parts
 
-MAX_EXAMPLES = 20
-MAX_LISTED = 1_000  # unreadable jobs and damaged ranges listed one by one (all are counted)
 UNFINISHED = tuple(s for s in Status if not s.finished)
 NO_RECORD = "no record starts there"
 
 Job = tuple[Position, str, Status]  # payload position, job id, status
-
-
-@dataclass
-class VerifyReport:
-    """Counts of what loaded and what did not, with the causes and a few examples of each."""
-
-    records_ok: int = 0
-    records_failed: int = 0
-    snapshots_ok: int = 0
-    snapshots_failed: int = 0
-    jobs_checked: int = 0  # jobs not finished whose record was looked for
-    jobs_unreadable: int = 0  # of those, the ones whose record cannot be read
-    unreadable: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_LISTED
-    damaged_ranges: int = 0  # bytes in the log that are not records (already quarantined or not)
-    ranges_under_jobs: int = 0  # of those, the ones a job not finished points into
-    ranges: list[dict[str, Any]] = field(default_factory=list)  # the first MAX_LISTED
-    torn_tail: bool = False
-    old_key_records: int = 0  # live records an old key signed (readable; `jobq rekey` re-signs)
-    old_key_snapshots: int = 0
-    causes: collections.Counter[str] = field(default_factory=collections.Counter)
-    examples: list[dict[str, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.records_failed or self.snapshots_failed or self.jobs_unreadable)
-
-    def failed(self, kind: str, where: str, exc: BaseException) -> None:
-        cause = f"{kind}: {_first_line(exc)}"
-        self.causes[cause] += 1
-        if len(self.examples) < MAX_EXAMPLES:
-            self.examples.append({"kind": kind, "where": where, "error": str(exc)})
-
-    def cannot_read(self, job: Job, file: str, reason: str, saved_to: str | None) -> None:
-        self.jobs_unreadable += 1
-        if len(self.unreadable) < MAX_LISTED:
-            pos, job_id, status = job
-            self.unreadable.append({"job_id": job_id, "status": status.value, "file": file,
-                                    "offset": pos.offset, "reason": reason, "saved_to": saved_to})
-
-    def damaged(self, item: Damage | Tail, file: str, end: int | None, jobs: int,
-                saved_to: str | None) -> None:
-        self.damaged_ranges += 1
-        self.ranges_under_jobs += bool(jobs)
-        if len(self.ranges) < MAX_LISTED:
-            self.ranges.append({"file": file, "offset": item.pos.offset, "end": end,
-                                "reason": item.reason, "jobs": jobs, "saved_to": saved_to})
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def verify(engine: Parts) -> VerifyReport:
@@ -146,7 +92,7 @@ def _verify_log(engine: Parts, report: VerifyReport) -> None:
         count = 0
         for job in jobs:
             report.jobs_checked += 1
-            report.cannot_read(job, log_.path(job[0].segment), reason, copies.get(job[0]))
+            _cannot_read(report, job, log_.path(job[0].segment), reason, copies.get(job[0]))
             count += 1
         return count
 
@@ -159,24 +105,30 @@ def _verify_log(engine: Parts, report: VerifyReport) -> None:
                 report.jobs_checked += 1
                 holds = _job_id_of(item.frame.body)
                 if holds != job[1]:
-                    report.cannot_read(job, log_.path(job[0].segment),
-                                       f"the record there is job {holds!r}'s", None)
+                    _cannot_read(report, job, log_.path(job[0].segment),
+                                 f"the record there is job {holds!r}'s", None)
             _load(log_, item, rules, report)
             if item.frame.signer and (item.pos >= covered or rekey.live(engine, item.pos)):
                 report.old_key_records += 1
         elif isinstance(item, Damage):
             jobs = unread(pending.before(Position(item.pos.segment, item.end)), item.reason)
-            report.damaged(item, log_.path(item.pos.segment), item.end, jobs,
-                           copies.get(item.pos))
+            report.damaged(log_.path(item.pos.segment), item.pos.offset, item.end, item.reason,
+                           jobs, copies.get(item.pos))
         elif isinstance(item, Sealed):
             unread(pending.before(item.next), NO_RECORD)  # past the end of the segment
         elif isinstance(item, Tail):
             report.torn_tail = True
             jobs = unread(pending.before(Position(item.pos.segment + 1, 0)), item.reason)
             if jobs:  # a tail no job depends on may be a write in progress: not damage yet
-                report.damaged(item, log_.path(item.pos.segment), None, jobs,
-                               copies.get(item.pos))
+                report.damaged(log_.path(item.pos.segment), item.pos.offset, None,
+                               item.reason, jobs, copies.get(item.pos))
     unread(pending.rest(), NO_RECORD)  # the log ends before their records
+
+
+def _cannot_read(report: VerifyReport, job: Job, file: str, reason: str,
+                 saved_to: str | None) -> None:
+    pos, job_id, status = job
+    report.cannot_read(job_id, status.value, file, pos.offset, reason, saved_to)
 
 
 def _job_id_of(body: bytes) -> str | None:

@@ -6,20 +6,24 @@ verified here once, then stored as it is in ``jobq_payloads``, with its routing 
 stored keeps its first record (``ON CONFLICT DO NOTHING``, and a finished one is looked up in
 ``jobq_done``), so a producer may retry a commit whose outcome it did not learn.
 
-One job is one statement with scalar parameters; a batch is COPYed (binary) into a temporary
-table of the session and inserted from there in the same transaction: adapting arrays of
-thousands of values costs the client more than the server's whole insert.
+One job is one statement with scalar parameters. A batch is COPYed straight into the two
+tables (:mod:`jobq.postgres.batch`); only when that finds an id stored already (or repeated in
+the batch) is it stored the slow way: COPYed (binary) into a temporary table of the session and
+inserted from there with ``ON CONFLICT DO NOTHING``, in a transaction of its own (adapting
+arrays of thousands of values costs the client more than the server's whole insert).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
 
 from .. import job_record, record
 from ..errors import InvalidArgument
+from .batch import copy_in
 
 # run_at clamped as jobq.index.run_at_of does, on the server's clock.
 _INSERT = (
@@ -68,14 +72,53 @@ def split(frames: Sequence[bytes], key: bytes | None, max_body: int
     return list(found.values())
 
 
+def _joined(pieces: Sequence[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def _keeping(chunks: Iterator[bytes], kept: list[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        kept.append(chunk)
+        yield chunk
+
+
 class Appender:
     """Stores jobs on one session (which keeps its temporary table between batches)."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue: str, key: bytes | None, max_body: int) -> None:
+        self._queue = queue
+        self._key = key
+        self._max_body = max_body
         self._session: object | None = None  # the connection whose session has jobq_incoming
+
+    def append(self, conn: psycopg.Connection[Any],
+               batches: Iterator[tuple[Sequence[bytes], int]]) -> None:
+        """Store the records of ``batches`` (jobq.engine.Engine.append_batches), each id once,
+        in one transaction (one commit)."""
+        first = _joined(next(batches)[0])
+        second = next(batches, None)
+        if second is None and record.frame_size(first, 0, max_body=self._max_body) == len(first):
+            datas = [first]  # one job: one statement
+        else:
+            datas = []  # kept for the slow way
+            more = itertools.chain([] if second is None else [second], batches)
+            chunks = _keeping(itertools.chain([first], (_joined(p) for p, _ in more)), datas)
+            try:
+                with conn.transaction():
+                    copy_in(conn, self._queue, chunks, self._key, self._max_body)
+                return
+            except psycopg.errors.UniqueViolation:
+                # Rolled back whole: an id stored already, or twice in the batch. The slow way
+                # needs every batch (the server may have said so before the last was made).
+                for _ in chunks:
+                    pass
+        jobs = split(datas, self._key, self._max_body)
+        if jobs:
+            self.store(conn, self._queue, jobs)
 
     def store(self, conn: psycopg.Connection[Any], queue: str,
               jobs: list[tuple[job_record.JobMeta, bytes]]) -> None:
+        """Store verified jobs with ``ON CONFLICT DO NOTHING``: the one-job and retry way."""
         if len(jobs) == 1:
             meta, frame = jobs[0]
             conn.execute(_ONE, {"q": queue, "id": meta.job_id, "task": meta.task,

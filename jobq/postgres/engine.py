@@ -10,8 +10,9 @@ snapshots are signed the same way (:class:`jobq.codec.SnapshotCodec`). The key c
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,13 @@ from ..codec import SnapshotCodec
 from ..errors import ConfigError, DamagedRecord, InvalidArgument
 from ..pickling import PickleRules
 from ..state import FINISHED, JobState, Status
+from ..verify_report import VerifyReport
 from . import append, jobs, keys, operating, reading, schema, settle
 from .db import Db
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
 from .url import PgLocation, parse
+from .verify import Checker
 
 # A busy worker makes due delayed and retrying jobs ready this often (and a claim that finds
 # too few ready ones does it before claiming the rest).
@@ -64,7 +67,7 @@ class PgEngine:
         self._db = Db(loc)
         self._codec: SnapshotCodec = keys.codec(self._db, rules, secret_key, old_secret_keys)
         self._workers = PgWorkers(self._db)
-        self._appender = append.Appender()
+        self._appender = append.Appender(loc.queue, secret_key, max_record_size)
         self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
         # The frames of this process's claims not yet run, read by the claims themselves: a
         # worker that claimed a batch loads each job's payload without a round trip.
@@ -88,12 +91,19 @@ class PgEngine:
     # -- producing ----------------------------------------------------------------------------
 
     def append(self, frames: Sequence[bytes], last: int | None = None) -> None:
-        """Store framed records in one statement, one commit; an id already stored keeps its
+        """Store framed records in one transaction, one commit; an id already stored keeps its
         first record (so a producer may retry a commit whose outcome it did not learn)."""
-        jobs = append.split(frames, self._key, self._max_body)
-        if jobs:
-            with self._db.errors("store jobs (nothing was stored)"):
-                self._appender.store(self._db.conn, self._queue, jobs)
+        self.append_batches([(frames, last or 0)])
+
+    def append_batches(self, batches: Iterable[tuple[Sequence[bytes], int]]) -> None:
+        """Store the batches' records in one transaction, COPYing each batch while the next
+        is made (jobq.postgres.batch); an error raised making one stores nothing."""
+        found = iter(batches)
+        first = next(found, None)  # a first batch that cannot be made: nothing to connect for
+        if first is None:
+            return
+        with self._db.errors("store jobs (nothing was stored)"):
+            self._appender.append(self._db.conn, itertools.chain([first], found))
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -293,9 +303,11 @@ class PgEngine:
             " server's autovacuum makes their space reusable (VACUUM FULL, or pg_repack, gives"
             " it back to the operating system)")
 
-    def verify(self) -> Any:
-        raise InvalidArgument(f"{self.location}: jobq verify does not read PostgreSQL queues"
-                              " yet (every record is verified when a worker loads it)")
+    def verify(self) -> VerifyReport:
+        """Check the schema, then every record, row and snapshot (jobq.postgres.verify)."""
+        with self._db.errors("verify the queue"):
+            return Checker(self._db, self._loc, self._codec, self._key, self._max_body,
+                           self._rules).run()
 
     def backup(self, dest: str) -> Any:
         raise InvalidArgument(f"{self.location}: back up the database with PostgreSQL's own"

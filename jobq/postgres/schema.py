@@ -57,6 +57,7 @@ _COLUMNS = """
     started_at double precision,
     PRIMARY KEY (queue, job_id)"""
 
+SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS jobq_schema (version integer NOT NULL)"
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # version 1
         """CREATE TABLE jobq_meta (
@@ -132,7 +133,7 @@ def migrate(conn: psycopg.Connection[Any], loc: PgLocation) -> int:
         return VERSION
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        conn.execute("CREATE TABLE IF NOT EXISTS jobq_schema (version integer NOT NULL)")
+        conn.execute(SCHEMA_TABLE)
         row = conn.execute("SELECT version FROM jobq_schema").fetchone()
         found = 0 if row is None else int(row[0])
         refuse_newer(found, loc)

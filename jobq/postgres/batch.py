@@ -1,0 +1,108 @@
+"""A batch of new jobs COPYed straight into jobq_payloads and jobq_jobs: the fast way in.
+
+Every frame is verified (checksums, signature, size: :func:`jobq.record.scan`) and its
+routing fields read (:func:`jobq.job_record.routing`) while the rows are built, and the
+rows are sent in PostgreSQL's binary COPY format, built here with ``struct`` (per row, psycopg's
+``write_row`` costs more than the server's insert). The payload rows go first, a chunk at a
+time, so that the server inserts them while the next chunk is verified.
+
+This way has no ``ON CONFLICT``: an id stored already (a producer retrying a commit whose
+outcome it did not learn), or twice in the batch, makes a COPY (into jobq_payloads at the
+latest) fail with
+a unique violation, the transaction is rolled back whole, and the caller stores the batch the
+slow way (:mod:`jobq.postgres.append`), which keeps each id's first record. jobq_payloads holds
+the record of every job of the queue, finished or not, until purge deletes both, so it is where
+a stored id is found.
+
+Binary COPY layout (PostgreSQL's documentation, "COPY", "Binary Format"), big-endian: the
+signature, flags and extension length; then per row the number of fields (i16) and per field
+its length (i32) and bytes; then -1 (i16).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Any, Final
+
+import psycopg
+
+from .. import job_record, record
+from ..errors import InvalidArgument
+
+SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+TRAILER: Final = struct.pack(">h", -1)
+CHUNK: Final = 1_000  # rows sent at a time: the server inserts them while the next are made
+_LEN = struct.Struct(">i")
+# ready (bool), priority (int8), run_at (float8), max_attempts (int4); each after its length
+_MIDDLE = struct.Struct(">i?iqidii")
+_TIMES = struct.Struct(">idid")  # enqueued_at, updated_at
+_STATUS = _LEN.pack(6) + b"queued"
+assert _MIDDLE.size == 37 and _TIMES.size == 24
+
+COPY_PAYLOADS: Final = "COPY jobq_payloads (queue, job_id, frame) FROM STDIN (FORMAT BINARY)"
+COPY_JOBS: Final = ("COPY jobq_jobs (queue, job_id, status, ready, priority, run_at,"
+                    " max_attempts, task, enqueued_at, updated_at) FROM STDIN (FORMAT BINARY)")
+SERVER_NOW: Final = "SELECT extract(epoch FROM clock_timestamp())::float8"
+
+
+def copy_in(conn: psycopg.Connection[Any], queue: str, chunks: Iterable[bytes],
+            key: bytes | None, max_body: int) -> None:
+    """COPY the frames of ``chunks`` (each whole, valid job records) in the open transaction,
+    each chunk sent before the next is taken.
+
+    InvalidArgument if a frame is not valid (the COPY is then abandoned); UniqueViolation if an
+    id is stored already or repeated. run_at is clamped as the slow way does, on the server's
+    clock read first.
+    """
+    found = conn.execute(SERVER_NOW).fetchone()
+    now = float(found[0]) if found else 0.0
+    q = queue.encode()
+    rows = _Rows(struct.pack(">hi", 10, len(q)) + q, struct.pack(">hi", 3, len(q)) + q, now)
+    with conn.cursor() as cur:
+        with cur.copy(COPY_JOBS) as copy:
+            copy.write(SIGNATURE)
+            base = 0  # where the chunk starts in the whole batch, for errors
+            for data in chunks:
+                for piece in rows.add(data, base, key, max_body):
+                    copy.write(piece)
+                base += len(data)
+            copy.write(TRAILER)
+        with cur.copy(COPY_PAYLOADS) as copy:
+            copy.write(b"".join((SIGNATURE, *rows.payloads, TRAILER)))
+
+
+class _Rows:
+    """The rows of jobq_jobs of each chunk, and the payload rows of them all so far."""
+
+    def __init__(self, job_head: bytes, payload_head: bytes, now: float) -> None:
+        self.job_head, self.payload_head, self.now = job_head, payload_head, now
+        self.payloads: list[Any] = []
+
+    def add(self, data: bytes, base: int, key: bytes | None, max_body: int) -> Iterator[bytes]:
+        """The jobq_jobs rows of the frames of ``data``, verified, CHUNK rows at a time; keeps
+        their payload rows."""
+        job_head, payload_head, now, payloads = (self.job_head, self.payload_head, self.now,
+                                                 self.payloads)
+        status, ln, middle, times = _STATUS, _LEN.pack, _MIDDLE.pack, _TIMES.pack
+        view = memoryview(data)
+        rows: list[Any] = []
+        verified = 0  # bytes of data verified: where a bad frame starts
+        try:
+            for pos, start, end in record.scan(data, key=key, max_body=max_body):
+                priority, run_at, created, max_attempts, job_id, task = job_record.routing(
+                    data, start, end)
+                due = min(run_at, now + max(0.0, run_at - created))
+                rows += (job_head, ln(len(job_id)), job_id, status,
+                         middle(1, due <= now, 8, priority, 8, due, 4, max_attempts),
+                         ln(len(task)), task, times(8, created, 8, created))
+                payloads += (payload_head, ln(len(job_id)), job_id, ln(end - pos),
+                             view[pos:end])
+                verified = end
+                if len(rows) >= 8 * CHUNK:  # (8 pieces a row)
+                    yield b"".join(rows)
+                    rows = []
+        except (record.Damaged, record.Incomplete) as exc:
+            raise InvalidArgument(f"not a whole, valid job record at byte {base + verified} of"
+                                  f" the batch: {type(exc).__name__} {exc}") from exc
+        yield b"".join(rows)

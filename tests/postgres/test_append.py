@@ -1,0 +1,88 @@
+"""Batches COPYed straight into the tables (jobq.postgres.batch), and the slow way they fall
+back to when an id is stored already."""
+
+from __future__ import annotations
+
+import pytest
+
+from .pgq import KEY, frame, frames, open_url, succeed
+from jobq import job_record
+from jobq.errors import InvalidArgument
+from jobq.pickling import PickleRules
+from jobq.postgres import PgEngine
+
+
+def args_of(engine: PgEngine, job_id: str) -> tuple[object, ...]:
+    return job_record.load_payload(engine.payload_body(job_id), PickleRules.build()).args
+
+
+def test_a_retried_batch_stores_nothing_twice(engine: PgEngine) -> None:
+    ids = [f"r{i}" for i in range(10)]
+    engine.append(frames(ids, args=(1,)))
+    engine.append_batches([(frames(ids[:5], args=(2,)), 0),  # the commit's outcome was unknown
+                           (frames(ids[5:], args=(2,)) + [frame("new")], 0)])
+    assert list(engine.job_ids()) == [*ids, "new"]
+    assert engine.counts()["queued"] == 11
+    assert args_of(engine, "r0") == (1,) and args_of(engine, "r9") == (1,)
+
+
+def test_a_batch_with_a_finished_id_stores_only_the_new_ones(engine: PgEngine) -> None:
+    engine.append(frames(["done", "other"]))
+    (claim,) = engine.settle([], "w", 1)[1]
+    engine.finish("done", claim.token, succeed(1))
+    engine.append(frames(["done", "fresh"]))  # "done" is in jobq_done only
+    assert engine.counts()["succeeded"] == 1 and engine.counts()["queued"] == 2
+    assert [c.job_id for c in engine.settle([], "w", 5)[1]] == ["other", "fresh"]
+
+
+def test_a_damaged_frame_after_batches_were_sent_stores_nothing(engine: PgEngine) -> None:
+    good = [frames([f"g{i}-{j}" for j in range(100)]) for i in range(3)]
+    bad = bytearray(frame("bad"))
+    bad[-3] ^= 0xFF  # the body's checksum no longer matches
+    offset = sum(len(f) for batch in good for f in batch) + len(good[0][0])
+    with pytest.raises(InvalidArgument, match=f"byte {offset} .*body checksum mismatch"):
+        engine.append_batches([*((b, len(b[-1])) for b in good),
+                               ([good[0][0], bytes(bad), frame("after")], 0)])
+    assert engine.counts()["queued"] == 0
+    engine.append(frames(["x", "y"]))
+    assert list(engine.job_ids()) == ["x", "y"]
+
+
+def test_an_error_making_a_later_batch_stores_nothing(engine: PgEngine) -> None:
+    def batches():  # type: ignore[no-untyped-def]
+        yield frames(["a", "b"]), 0
+        yield frames(["c"]), 0  # sent to the server before the next is asked for
+        raise RuntimeError("the producer failed")
+
+    with pytest.raises(RuntimeError, match="the producer failed"):
+        engine.append_batches(batches())
+    assert engine.counts()["queued"] == 0
+    engine.append(frames(["x", "y"]))
+    assert list(engine.job_ids()) == ["x", "y"]
+
+
+def test_a_signed_batch_is_verified_frame_by_frame(pg_url: str) -> None:
+    engine = open_url(pg_url, KEY)
+    try:
+        with pytest.raises(InvalidArgument, match="signature mismatch"):
+            engine.append([frame("a", key=KEY), frame("b", key=b"other" * 8)])
+        with pytest.raises(InvalidArgument, match="not signed"):
+            engine.append([frame("a", key=KEY), frame("b")])
+        assert not engine.exists("a")
+        engine.append([frame("a", key=KEY, args=(7,)), frame("b", key=KEY)])
+        assert list(engine.job_ids()) == ["a", "b"] and args_of(engine, "a") == (7,)
+    finally:
+        engine.close()
+
+
+def test_a_batch_keeps_each_jobs_fields(engine: PgEngine) -> None:
+    engine.append([frame("p", priority=-4, max_attempts=9, task="jobtasks:add"),
+                   frame("later", delay=60)])
+    row = engine.row("p")
+    assert (row["priority"], row["task"], row["status"]) == (-4, "jobtasks:add", "queued")
+    (stored,) = engine._db.execute(  # noqa: SLF001 - a column no reader shows
+        "SELECT max_attempts FROM jobq_jobs WHERE job_id = 'p' AND queue = %s",
+        (engine._queue,))  # noqa: SLF001
+    assert stored == (9,)
+    assert engine.row("later")["run_at"] > engine.now() + 50
+    assert [c.job_id for c in engine.settle([], "w", 5)[1]] == ["p"]
