@@ -3,8 +3,9 @@
 ``settle`` is one transaction and one durable commit, whatever the batch size:
 
 1. lock the finished jobs' rows (``FOR UPDATE``, in id order so that two settles never wait on
-   each other in a cycle) with their snapshots and the server's time, and keep only the claims
-   still current: the fencing token must match, or the entry records nothing (None);
+   each other in a cycle) with the server's time, then read their snapshots (after the lock: see
+   ``_SNAPSHOTS``), and keep only the claims still current: the fencing token must match, or the
+   entry records nothing (None);
 2. apply each :data:`~jobq.engine.Change` in Python with the server's clock, write the new
    snapshots and rows; finished jobs move to ``jobq_done`` in the same statement;
 3. mark prefetched claims that started;
@@ -18,8 +19,8 @@
 The first ``limit`` claims are started; the next ``prefetch`` (a second claim statement) are
 marked not started, so a dead owner's unstarted claims go back uncharged.
 
-A settle costs six statements at most (lock, write, started, promote, two claims), whatever its
-size. (Pipeline mode, sending them in one go, measured no faster on a 2-core machine, where
+A settle costs seven statements at most (lock, snapshots, write, started, promote, two claims),
+whatever its size. (Pipeline mode, sending them in one go, measured no faster on a 2-core machine, where
 the server's CPU is what a drain runs out of.)
 """
 
@@ -57,9 +58,14 @@ _CLAIM = (
     " (SELECT p.frame FROM jobq_payloads p WHERE p.queue = j.queue AND p.job_id = j.job_id)")
 
 _LOCK_FINISHED = (
-    f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW} FROM jobq_jobs j"
+    f"SELECT {STATE}, j.token, j.max_attempts, {NOW} FROM jobq_jobs j"
     " WHERE j.queue = %s AND j.job_id = ANY(%b) AND j.status = 'running'"
     " ORDER BY j.job_id FOR UPDATE")
+# Read after the rows are locked, by a statement of its own: a statement that waited for a row
+# lock sees the row as its holder committed it, but reads every other table as of its start. A
+# reaper whose lock waited on a checkpoint being saved would read the snapshot from before the
+# save, and write the job back to the older checkpoint.
+_SNAPSHOTS = "SELECT job_id, blob FROM jobq_snapshots WHERE queue = %s AND job_id = ANY(%b)"
 
 _STARTED = (
     "UPDATE jobq_jobs j SET prefetched = false"
@@ -120,7 +126,9 @@ def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
     found = conn.execute(_LOCK_FINISHED, (queue, list({job_id for job_id, _, _ in finished})),
                          prepare=True).fetchall()
     rows = {row[0]: row for row in found}
-    now = float(found[0][13]) if found else 0.0
+    blobs: dict[str, Any] = dict(conn.execute(_SNAPSHOTS, (queue, list(rows)),
+                                              prepare=True).fetchall()) if rows else {}
+    now = float(found[0][12]) if found else 0.0
     results: list[JobState | None] = []
     new: dict[str, JobState] = {}
     for job_id, token, change in finished:
@@ -128,12 +136,12 @@ def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
         if row is None or row[10] != token or job_id in new:  # listed twice: recorded once
             results.append(None)
             continue
-        state = jobs.state_of(codec, row, row[12], writing=True)
+        state = jobs.state_of(codec, row, blobs.get(job_id), writing=True)
         state = change(state, now, row[11])
         new[job_id] = state
         results.append(state)
     jobs.write(conn, codec, queue, list(new.values()), now,
-               {job_id for job_id in new if rows[job_id][12] is not None})
+               {job_id for job_id in new if blobs.get(job_id) is not None})
     return results
 
 
