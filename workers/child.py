@@ -43,7 +43,7 @@ from typing import Any
 
 from jobq import Queue, transitions
 from jobq._logging import batched
-from jobq.errors import JobqError, StorageError, transient
+from jobq.errors import JobqError, Released, StorageError, transient
 from jobq.execution import (Outcome, change_for, execute, failure, load, log_transition,
                             unloadable)
 from jobq.state import WAITING
@@ -51,7 +51,7 @@ from jobq.engine import Claim, Engine, Finished, worker_of
 
 from .board import Board
 from .config import WorkerConfig
-from .outage import Outage, sleep_unless
+from .outage import Outage, call_through
 from .watcher import Watcher
 
 PR_SET_PDEATHSIG = 1
@@ -75,7 +75,11 @@ def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[in
         os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    own = queue.reopen(catch_up=False)  # claims take in the backlog a batch at a time
+    # Claims take in the backlog a batch at a time. A child started in an outage waits for it.
+    own = call_through(Outage(logger), lambda: queue.reopen(catch_up=False),
+                       board.stop_requested)
+    if own is None:
+        return
     runner = Runner(conn, own, board, owner, config, logger)
     try:
         runner.run()
@@ -341,21 +345,16 @@ class Runner:
 
     def _saver(self, claim: Claim) -> Callable[[Any, float | None], Any]:
         """The task's ``ctx.save``: through an outage it waits and saves again (saving a
-        checkpoint under its claim twice writes it once); StaleClaim once another attempt owns
-        the job, or the storage's error when the worker stops meanwhile."""
+        checkpoint under its claim twice writes it once). StaleClaim once another attempt owns
+        the job; Released if the worker stops first (the attempt is given back uncharged and
+        resumes from the last checkpoint saved)."""
         def save(checkpoint: Any, progress: float | None) -> Any:
-            outage = Outage(self.log)
-            while True:
-                try:
-                    state = self.engine.save_checkpoint(claim.job_id, claim.token, checkpoint,
-                                                        progress)
-                except StorageError as exc:
-                    if not outage.ride_out(exc, self.engine.has_ready, lambda t: sleep_unless(
-                            t, self.board.stop_requested)):
-                        raise
-                    continue
-                outage.recovered()
-                return state
+            state = call_through(Outage(self.log), lambda: self.engine.save_checkpoint(
+                claim.job_id, claim.token, checkpoint, progress), self.board.stop_requested)
+            if state is None:
+                raise Released("the worker is stopping, and the storage cannot be reached to"
+                               " save the checkpoint")
+            return state
         return save
 
     def _retry_delay(self, attempt: int) -> float:

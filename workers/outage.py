@@ -13,10 +13,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from jobq.engine import Engine, Liveness
-from jobq.errors import LivenessLost, transient
+from jobq.errors import LivenessLost, StorageError, transient
+
+T = TypeVar("T")
 
 FIRST_DELAY = 0.1  # seconds before the first retry
 MAX_DELAY = 5.0  # the cap the delays double up to
@@ -78,6 +80,23 @@ class Outage:
                 continue
             self.recovered()
             return True
+
+
+def call_through(outage: Outage, call: Callable[[], T],
+                 stop: Callable[[], bool]) -> T | None:
+    """``call()``, made again after each transient storage error (with backoff) until it
+    succeeds; None if ``stop`` says to stop first. A permanent error is raised."""
+    while True:
+        try:
+            result = call()
+        except StorageError as exc:
+            if not transient(exc):
+                raise
+            if sleep_unless(outage.failed(exc), stop):
+                return None
+            continue
+        outage.recovered()
+        return result
 
 
 def sleep_unless(seconds: float, stop: Callable[[], bool], step: float = 0.05) -> bool:

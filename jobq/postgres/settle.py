@@ -20,8 +20,8 @@ The first ``limit`` claims are started; the next ``prefetch`` (a second claim st
 marked not started, so a dead owner's unstarted claims go back uncharged.
 
 A settle costs seven statements at most (lock, snapshots, write, started, promote, two claims),
-whatever its size. (Pipeline mode, sending them in one go, measured no faster on a 2-core machine, where
-the server's CPU is what a drain runs out of.)
+whatever its size. (Pipeline mode, sending them in one go, measured no faster on a 2-core
+machine, where the server's CPU is what a drain runs out of.)
 """
 
 from __future__ import annotations

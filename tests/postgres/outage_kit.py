@@ -17,11 +17,17 @@ import collections
 import random
 import sys
 import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 import torture_tasks
 from conftest import Children, WorkerProcess
+
+import pg
 
 from jobq import Queue, Status
 from jobq.errors import JobNotFound, StorageError, transient
@@ -161,12 +167,41 @@ class Drain:
             problems.append(f"{job_id}: {successes} job.succeeded events: recorded twice")
         figures["unlogged"] += successes == 0  # its commit's answer was lost in an outage
         found, runs, resumes = torture_tasks.check_trail(self.trails / job_id, n, total,
-                                                         state.attempts)
+                                                         state.attempts, stale_claims=True)
         problems += [f"{job_id}: {p}" for p in found]
+        path = self.trails / job_id
+        starts = sum(1 for line in path.read_text().splitlines() if line.startswith("start "))
+        figures["stale_runs"] += starts - runs  # of claims reclaimed before they started
         figures["runs"] += runs
         figures["run_twice"] += runs > 1
         figures["resumes"] += resumes
         return figures
+
+
+def queue_url(port: int, app: str = "jobq", queue: str | None = None) -> str:
+    """A new queue's URL on the private cluster (``app``: the sessions' application_name)."""
+    return (f"postgresql://postgres@127.0.0.1:{port}/postgres?application_name={app}"
+            f"&queue={queue or 'o' + uuid.uuid4().hex[:10]}")
+
+
+def with_app(url: str, app: str) -> str:
+    """The same queue, its sessions named ``app`` (to terminate one worker's)."""
+    return url.replace("application_name=jobq", f"application_name={app}")
+
+
+def terminate(cluster: pg.Cluster, app: str, only_lock: bool = False) -> int:
+    """pg_terminate_backend of the sessions of application ``app`` (only the one holding an
+    advisory lock: a worker's liveness); how many."""
+    lock = (" AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
+            if only_lock else "")
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        return len(conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                f" WHERE application_name = %s{lock}", (app,)).fetchall())
+
+
+def wall(event: dict) -> float:
+    """An event's time, in seconds since the epoch."""
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 def summary(name: str, figures: collections.Counter[str], **more: object) -> str:
@@ -179,3 +214,6 @@ def summary(name: str, figures: collections.Counter[str], **more: object) -> str
 
 def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+MakeDrain = Callable[..., Drain]

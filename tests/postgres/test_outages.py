@@ -13,64 +13,19 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import Children, wait_until
+from conftest import wait_until
 
 import pg
 from jobq import Queue
 from jobq.errors import StorageError
 
-from .outage_kit import Drain, summary
+from .outage_kit import Drain, MakeDrain, queue_url, summary, terminate, wall, with_app
 from .pgq import frames
 from .tcp_proxy import TcpProxy
-
-MakeDrain = Callable[..., Drain]
-
-
-@pytest.fixture
-def make_drain(pg_cluster: pg.Cluster, tmp_path: Path, children: Children
-               ) -> Iterator[MakeDrain]:
-    made: list[Drain] = []
-
-    def make(jobs: int, **options: object) -> Drain:
-        drain = Drain(queue_url(pg_cluster.port), tmp_path, children, jobs, **options)
-        made.append(drain)
-        return drain
-
-    try:
-        yield make
-    finally:
-        for drain in made:
-            drain.close()
-
-
-def queue_url(port: int, app: str = "jobq", queue: str | None = None) -> str:
-    return (f"postgresql://postgres@127.0.0.1:{port}/postgres?application_name={app}"
-            f"&queue={queue or 'o' + uuid.uuid4().hex[:10]}")
-
-
-def with_app(url: str, app: str) -> str:
-    return url.replace("application_name=jobq", f"application_name={app}")
-
-
-def wall(event: dict) -> float:
-    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
-
-
-def terminate(cluster: pg.Cluster, app: str, only_lock: bool = False) -> int:
-    """pg_terminate_backend of the sessions of application ``app`` (only the one holding an
-    advisory lock: a worker's liveness); how many."""
-    lock = (" AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
-            if only_lock else "")
-    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
-        return len(conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                f" WHERE application_name = %s{lock}", (app,)).fetchall())
 
 
 @pytest.mark.parametrize("how", ["restart", "crash"])
@@ -196,3 +151,27 @@ def _saved_by(drain: Drain, worker: str) -> str | None:
                 and " save " in f" {(drain.trails / job_id).read_text()}".replace("\n", " "):
             return job_id
     return None
+
+
+def test_a_permanent_error_still_stops_the_worker(make_drain: MakeDrain,
+                                                  pg_cluster: pg.Cluster) -> None:
+    """Permission denied is no outage: the worker stops, saying so, instead of retrying."""
+    drain = make_drain(30)
+    drain.enqueue()
+    role = f"limited_{drain.url.rsplit('=', 1)[1]}"
+    with psycopg.connect(pg_cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+        conn.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        try:
+            w = drain.worker(drain.url.replace("postgres@", f"{role}@"))
+            wait_until(lambda: w.events("job.succeeded"))
+            conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+            assert w.wait(30) != 0
+        finally:
+            conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+            conn.execute(f"REVOKE ALL ON SCHEMA public FROM {role}")
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+    assert "permission denied" in w.log_path.read_text()
+    assert not w.events("storage.unreachable")
