@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -76,7 +77,8 @@ class Drain:
                                     args=(n, weight, step_ms / 1000, str(self.trails)))
             self.acked.add(job_id)
 
-    def producer(self, ids: list[str], ack_path: Path, pace: float = 0.02) -> object:
+    def producer(self, ids: list[str], ack_path: Path,
+                 pace: float = 0.02) -> subprocess.Popen[str]:
         """A producer process enqueueing ``ids`` (those not acknowledged in ``ack_path`` yet)."""
         done = set(ack_path.read_text().split()) if ack_path.exists() else set()
         specs = [f"{j}:{':'.join(map(str, self.specs[j]))}" for j in ids if j not in done]

@@ -82,7 +82,7 @@ def test_a_partitioned_worker_is_taken_over_and_its_late_result_refused(
     """Cut off by a proxy that stops forwarding, a worker looks alive (its lock session is
     held) but stops renewing its lease: another worker reclaims its job once the lease runs
     out. When the partition heals, its result is refused and it carries on."""
-    drain = make_drain(8, steps=(12, 12), step_ms=(100, 100))
+    drain = make_drain(3, steps=(10, 10), step_ms=(60, 60))
     ids = sorted(drain.specs)
     proxy = TcpProxy(("127.0.0.1", pg_cluster.port))
     try:
