@@ -41,6 +41,7 @@ __all__ = [
     "UnpicklingForbidden",
     "LoadError",
     "LivenessLost",
+    "transient",
 ]
 
 
@@ -148,7 +149,17 @@ class Released(JobqError):
 
 
 class StorageError(JobqError, OSError):
-    """The queue directory cannot be read or written as expected."""
+    """The queue's storage cannot be read or written as expected.
+
+    ``transient`` is True when the same call may succeed later (a database server unreachable,
+    restarting, or that ended the session): a worker waits and retries. Otherwise it is absent
+    or False, and retrying cannot help (see :func:`transient`).
+    """
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a StorageError that retrying later may get past."""
+    return isinstance(exc, StorageError) and bool(getattr(exc, "transient", False))
 
 
 class NotAQueue(StorageError):

@@ -111,20 +111,23 @@ def unloadable(engine: Engine, claim: Claim, exc: JobqError) -> Outcome:
 
 def execute(engine: Engine, claim: Claim, payload: Any, fn: Callable[..., Any],
             *, cancelled: Callable[[], bool] | None = None,
-            stopping: Callable[[], bool] = lambda: False) -> Outcome:
+            stopping: Callable[[], bool] = lambda: False,
+            save: Callable[[Any, float | None], Any] | None = None) -> Outcome:
     """Call the task with its context; never raises for what the task does.
 
     Whether the job was asked to cancel is read only when the task asks (``ctx.cancelled``); the
     recorded outcome is decided by :func:`change_for` from the flag in the store. ``stopping``
     says whether the worker is shutting down (``ctx.stopping``): only then may a task end its
-    attempt with ``ctx.release()``.
+    attempt with ``ctx.release()``. ``save`` replaces the engine's ``save_checkpoint`` under
+    the claim (a worker's rides out storage outages).
     """
     started = time.monotonic()
     job_id, token = claim.job_id, claim.token
     is_cancelled = cancelled or (lambda: engine.cancel_requested(job_id))
     ctx = JobContext(job_id=job_id, attempt=claim.state.attempts, checkpoint=claim.state.checkpoint,
                      progress=claim.state.progress,
-                     save=lambda obj, progress: engine.save_checkpoint(job_id, token, obj, progress),
+                     save=save or (lambda obj, progress: engine.save_checkpoint(
+                         job_id, token, obj, progress)),
                      cancelled=is_cancelled, stopping=stopping)
     reset = current_set(ctx)
     try:

@@ -107,12 +107,15 @@ def jobq_command() -> list[str]:
 class WorkerProcess:
     """A real ``jobq worker`` in its own session, so a test can kill it with its children."""
 
-    def __init__(self, queue_dir: str, *args: str, log_path: Path) -> None:
+    def __init__(self, queue_dir: str, *args: str, log_path: Path,
+                 command: list[str] | None = None) -> None:
+        """``command`` replaces ``jobq worker --dir queue_dir`` (a script that logs JSON events
+        to stderr, as the command does)."""
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [*jobq_command(), "--log-format", "json", "--log-level", "debug", "worker", "--dir",
-             queue_dir, *args],
+            command or [*jobq_command(), "--log-format", "json", "--log-level", "debug",
+                        "worker", "--dir", queue_dir, *args],
             env=child_env(), stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True)
 
     @property

@@ -82,13 +82,18 @@ def produce(argv: list[str]) -> None:
             time.sleep(rng.uniform(0, float(pace)))
 
 
-def check_trail(path: Path, n: int, total: int, attempts: int) -> tuple[list[str], int, int]:
+def check_trail(path: Path, n: int, total: int, attempts: int, *,
+                stale_claims: bool = False) -> tuple[list[str], int, int]:
     """Problems in one job's trail (the format is in this module's docstring), how many runs it
     shows, and how many of them resumed from a checkpoint.
 
     A run must resume from the furthest step saved before it (never behind: a checkpoint went
     backwards; at most one step further: a save can commit just before the kill that stops its
     line), save consecutive steps, and the run of the succeeding attempt must be the last one.
+
+    With ``stale_claims``, a run that saved nothing and returned nothing may start from anything
+    and at any time: the run of a claim reclaimed before it started (a prefetched claim of a
+    worker taken for dead while alive, on PostgreSQL), whose first save was refused.
     """
     problems: list[str] = []
     runs: dict[str, dict] = {}  # in the order they started
@@ -102,6 +107,8 @@ def check_trail(path: Path, n: int, total: int, attempts: int) -> tuple[list[str
             runs[run]["sum"] = int(value)
         else:
             problems.append(f"trail says {line!r}")
+    if stale_claims:
+        runs = {run: r for run, r in runs.items() if r["saves"] or r["sum"] is not None}
     known = 0  # the furthest step any earlier run started from or saved
     for run, r in runs.items():
         if r["start"] < known:

@@ -28,6 +28,7 @@ exit before its grace runs out.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import pickle
@@ -35,21 +36,22 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from logging import DEBUG
 from multiprocessing.connection import Connection
 from typing import Any
 
 from jobq import Queue, transitions
 from jobq._logging import batched
-from jobq.errors import JobqError
+from jobq.errors import JobqError, Released, StorageError, transient
 from jobq.execution import (Outcome, change_for, execute, failure, load, log_transition,
                             unloadable)
 from jobq.state import WAITING
-from jobq.engine import Claim, Engine, Finished
+from jobq.engine import Claim, Engine, Finished, worker_of
 
 from .board import Board
 from .config import WorkerConfig
+from .outage import Outage, call_through
 from .watcher import Watcher
 
 PR_SET_PDEATHSIG = 1
@@ -73,11 +75,15 @@ def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[in
         os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    own = queue.reopen(catch_up=False)  # claims take in the backlog a batch at a time
+    # Claims take in the backlog a batch at a time. A child started in an outage waits for it.
+    own = call_through(Outage(logger), lambda: queue.reopen(catch_up=False),
+                       board.stop_requested)
+    if own is None:
+        return
     runner = Runner(conn, own, board, owner, config, logger)
     try:
-        runner.loop()
-    except JobqError as exc:  # a storage error: the supervisor stops with it
+        runner.run()
+    except JobqError as exc:  # a permanent storage error: the supervisor stops with it
         runner.send(("error", exc))
     finally:
         runner.close()
@@ -108,8 +114,12 @@ class Runner:
         # Cancel requests for claims of ours, as of the queue's cancel generation last seen:
         # nothing of ours can have been asked to cancel before we claimed it.
         self.engine = queue.engine
-        self.cancel_generation = self.engine.cancel_generation()
+        self.outage = Outage(logger)
+        self.after_outage = False  # claims made by a commit whose outcome we missed may be held
+        self.cancel_generation: int | None = None
         self.cancelled: set[tuple[str, int]] = set()
+        with self._unless_unreachable():
+            self.cancel_generation = self.engine.cancel_generation()
         self._send_lock = threading.Lock()  # both threads report to the supervisor
         self._watcher: Watcher | None = None  # started with the first batch of several claims
         self._watcher_queue: Queue | None = None  # the watcher's connection, opened when first used
@@ -124,6 +134,34 @@ class Runner:
             self._watcher.close()
         if self._watcher_queue is not None:
             self._watcher_queue.close()
+
+    def run(self) -> None:
+        """:meth:`loop`, riding out storage outages (:mod:`workers.outage`): what ended meanwhile
+        stays in ``finished``, recorded by the first settle that reaches the storage again."""
+        while True:
+            try:
+                self.loop()
+                return
+            except StorageError as exc:
+                if not self.outage.ride_out(exc, self._probe, self._wait):
+                    return
+                self.after_outage = True
+
+    def _probe(self) -> None:
+        """An outage's probe: the storage answers, and our supervisor holds its liveness lock
+        (while it does not, other workers take our claims for a dead worker's: claim nothing)."""
+        if self.engine.workers.is_dead(worker_of(self.owner)):
+            raise StorageError("this worker's liveness lock is not held: waiting for its"
+                               " supervisor to take it again", transient=True)
+
+    @contextlib.contextmanager
+    def _unless_unreachable(self) -> Iterator[None]:
+        """Skip a read whose answer can wait when the storage is unreachable for now."""
+        try:
+            yield
+        except StorageError as exc:
+            if not transient(exc):
+                raise
 
     def loop(self) -> None:
         while True:
@@ -157,14 +195,32 @@ class Runner:
 
     def _settle(self, size: int) -> list[Claim]:
         finished = _take_all(self.finished)
-        states, claims = self.engine.settle(
-            finished, self.owner, min(size, 1), prefetch=max(size - 1, 0),
-            lease_seconds=self.config.lease_seconds)
-        self._report(finished, states)
+        try:
+            lost = self._claims_of_lost_commit(finished) if self.after_outage else []
+            states, claims = self.engine.settle(
+                finished + lost, self.owner, min(size, 1), prefetch=max(size - 1, 0),
+                lease_seconds=self.config.lease_seconds)
+        except BaseException:
+            self.finished.extendleft(reversed(finished))  # recorded by the next try
+            raise
+        self.after_outage = False
+        if lost:
+            self.log.info("worker.claims_given_back", jobs=len(lost),
+                          cause="claimed by a commit whose outcome was lost in an outage")
+        self._report(finished, states[:len(finished)])
         if self.log_claims:  # debug level: one event per claim
             for claim in claims:
                 log_transition(claim.state, logger=self.log)
         return claims
+
+    def _claims_of_lost_commit(self, finished: list[Finished]) -> list[Finished]:
+        """Claims of ours we never received: a settle committed, then the connection broke
+        before its answer arrived. They are given back unstarted; left alone, our supervisor
+        would renew their leases for ever. (Retrying that settle is safe: a finished entry it
+        recorded no longer matches a running claim, and records nothing twice.)"""
+        ours = {(job_id, token) for job_id, token, _ in finished}
+        return [(h.job_id, h.token, _released) for h in self.engine.held(self.owner)
+                if (h.job_id, h.token) not in ours]
 
     def _report(self, finished: list[Finished], states: list[Any],
                 given_states: Sequence[Any] = ()) -> None:
@@ -248,7 +304,8 @@ class Runner:
             self.finished += finished + given  # for the main thread's next settle
             if not isinstance(exc, JobqError):
                 raise
-            self.send(("error", exc))  # a storage error: the supervisor stops with it
+            if not transient(exc):
+                self.send(("error", exc))  # a permanent storage error: the supervisor stops
             return
         self._report(finished, states[:len(finished)], states[len(finished):])
 
@@ -264,10 +321,11 @@ class Runner:
         read from storage only when a claimed job somewhere in the queue was asked to cancel
         since we last looked.
         """
-        generation = self.engine.cancel_generation()
-        if generation != self.cancel_generation:
-            self.cancel_generation = generation
-            self.cancelled = self.engine.cancelling(self.owner)
+        with self._unless_unreachable():  # else asked again before the next job
+            generation = self.engine.cancel_generation()
+            if generation != self.cancel_generation:
+                self.cancelled = self.engine.cancelling(self.owner)
+                self.cancel_generation = generation
         return bool(self.cancelled) and (claim.job_id, claim.token) in self.cancelled
 
     def _run(self, claim: Claim) -> Outcome:
@@ -280,9 +338,24 @@ class Runner:
             if payload.timeout is not None:
                 self.board.time_limit(claim.job_id, claim.token, payload.timeout)
             return storable(execute(self.engine, claim, payload, fn,
-                                    stopping=self.board.stop_requested))
+                                    stopping=self.board.stop_requested,
+                                    save=self._saver(claim)))
         finally:
             self.board.idle()
+
+    def _saver(self, claim: Claim) -> Callable[[Any, float | None], Any]:
+        """The task's ``ctx.save``: through an outage it waits and saves again (saving a
+        checkpoint under its claim twice writes it once). StaleClaim once another attempt owns
+        the job; Released if the worker stops first (the attempt is given back uncharged and
+        resumes from the last checkpoint saved)."""
+        def save(checkpoint: Any, progress: float | None) -> Any:
+            state = call_through(Outage(self.log), lambda: self.engine.save_checkpoint(
+                claim.job_id, claim.token, checkpoint, progress), self.board.stop_requested)
+            if state is None:
+                raise Released("the worker is stopping, and the storage cannot be reached to"
+                               " save the checkpoint")
+            return state
+        return save
 
     def _retry_delay(self, attempt: int) -> float:
         return transitions.backoff(attempt, base=self.config.retry_base,

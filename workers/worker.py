@@ -20,12 +20,12 @@ from typing import Any
 
 
 from jobq import Queue, transitions
-from jobq.errors import ConfigError, JobqError
+from jobq.errors import ConfigError, JobqError, StorageError
 from jobq.execution import change_for, failure, log_transition
 from jobq.state import Status
 from jobq.engine import Change, Liveness, Upkeep, owner_of, worker_of
 
-from . import slots
+from . import outage, slots
 from .config import WorkerConfig
 from .heartbeat import Heartbeat
 from .signals import StopRequests, handled
@@ -77,6 +77,7 @@ class Worker:
         self._stop_deadline: float | None = None
         self._error: JobqError | None = None
         self._upkeep: Upkeep | None = None
+        self._outage = outage.Outage(log)
 
     def stop(self) -> None:
         """Ask for a graceful stop (as SIGTERM does); a second call stops at once."""
@@ -89,6 +90,7 @@ class Worker:
         self._import_modules()  # before forking, so every child has them already
         # Bound once, and inherited by the children: an event then costs only its formatting.
         self._log = log.bind(worker=self.id)
+        self._outage = outage.Outage(self._log)
         self._lock = self.engine.workers.hold(self.id)
         try:
             with handled(self.stops):
@@ -104,7 +106,7 @@ class Worker:
                                concurrency=self.config.concurrency, burst=burst)
                 self._upkeep = self.engine.upkeep(  # while the children claim
                     compact_threshold=self.config.compact_threshold, logger=self._log)
-                while not self._step(burst):
+                while not self._turn(burst):
                     pass
         finally:
             self._shutdown()
@@ -112,6 +114,25 @@ class Worker:
         if self._error is not None:
             raise self._error
         return self.processed
+
+    def _turn(self, burst: bool) -> bool:
+        """One turn of the loop, riding out a storage outage (:mod:`workers.outage`) while the
+        children go on with their jobs; True when the worker should stop."""
+        try:
+            return self._step(burst)
+        except StorageError as exc:
+            return not self._outage.ride_out(exc, self._reconnect, self._pause)
+
+    def _reconnect(self) -> None:
+        assert self._lock is not None
+        self._lock = outage.still_alive(self.engine, self._lock, self.id, self._log,
+                                        lambda: [s.owner for s in self._slots])
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait in an outage; True on a stop request that cannot wait (a graceful one waits for
+        the storage, to record what the children finished)."""
+        self.stops.log_requests()
+        return outage.sleep_unless(seconds, lambda: self.stops.immediate)
 
     def _step(self, burst: bool) -> bool:
         """One turn of the loop; True when the worker should stop."""
@@ -208,8 +229,9 @@ class Worker:
         """Record the attempt on the dead child's board by cause; give back its other claims."""
         slot.process.join()
         running, reason = slot.board.read(), slot.kill_reason
-        slot.conn.close()
+        # Read before the pipe is closed: in an outage this raises, and the next turn comes back.
         held = [(h.job_id, h.token) for h in self.engine.held(slot.owner)]
+        slot.conn.close()
         if running is None and not held:
             if reason is None and slot.process.exitcode not in (0, None):
                 self._log.warning("worker.child_died",
@@ -283,8 +305,12 @@ class Worker:
     def _record(self) -> None:
         """Record what the supervisor ended (deaths, kills, reaped workers) in one transaction."""
         finished, self._finished = self._finished, []
-        states, _ = self.engine.settle(
-            [(e.job_id, e.token, e.change) for e in finished], self.id, 0)
+        try:
+            states, _ = self.engine.settle(
+                [(e.job_id, e.token, e.change) for e in finished], self.id, 0)
+        except BaseException:
+            self._finished = finished + self._finished  # recorded by the next try
+            raise
         for ended, state in zip(finished, states):
             if state is None:
                 if "reaped_from" not in ended.extra:  # else another worker reaped it first

@@ -22,18 +22,50 @@ from ..errors import StorageError
 from .url import PgLocation
 
 # TCP keepalives: a server that vanished (a cut network) is noticed within about a minute,
-# instead of the kernel's two hours. A URL's own settings win.
+# instead of the kernel's two hours; tcp_user_timeout (ms) does the same for a statement sent
+# and never acknowledged, instead of some 15 minutes of retransmissions. A URL's own settings win.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-              "keepalives_count": 6}
+              "keepalives_count": 6, "tcp_user_timeout": 40_000}
 CONNECT_TIMEOUT = 10
 
 
-def storage_error(exc: BaseException, loc: PgLocation, doing: str) -> StorageError:
-    """A StorageError naming the server (never its password) and what failed."""
+# SQLSTATE classes after which the same call may succeed later: connection exception,
+# insufficient resources (too many clients), operator intervention (shutdown, restart, cancel),
+# transaction rollback (serialization failure, deadlock).
+TRANSIENT_CLASSES = frozenset({"08", "53", "57", "40"})
+# A connection refused by a server that answered (FATAL) is permanent (no such database or role,
+# bad password, no pg_hba.conf entry), unless the server says why it cannot take one now.
+_BUSY_SERVER = ("starting up", "shutting down", "in recovery", "recovery is in progress",
+                "not yet accepting connections", "too many clients", "connection slots")
+
+
+def is_transient(exc: BaseException, broken: bool = False) -> bool:
+    """Whether the call that raised ``exc`` may succeed later (on a new session if ``broken``).
+
+    A failure to connect carries no SQLSTATE: one the server refused with FATAL is permanent
+    unless the server is busy restarting or full; one it never answered (refused, timed out,
+    unreachable) is transient.
+    """
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is not None:
+        return state[:2] in TRANSIENT_CLASSES or broken
+    if not isinstance(exc, psycopg.OperationalError):
+        return broken  # e.g. an InterfaceError of a connection closed under us
+    text = str(exc)
+    return "FATAL:" not in text or any(why in text for why in _BUSY_SERVER)
+
+
+def storage_error(exc: BaseException, loc: PgLocation, doing: str,
+                  broken: bool = False) -> StorageError:
+    """A StorageError naming the server (never its password) and what failed; ``transient``
+    if retrying may get past it (see :func:`is_transient`)."""
     text = str(exc).strip().splitlines()
     first = text[0] if text else type(exc).__name__
     return StorageError(f"PostgreSQL at {loc.server} (queue {loc.queue!r}): cannot {doing}:"
-                        f" {first}", server=loc.server, queue=loc.queue)
+                        f" {first}", server=loc.server, queue=loc.queue,
+                        transient=is_transient(exc, broken))
 
 
 def connect(loc: PgLocation, **options: Any) -> psycopg.Connection[Any]:
@@ -84,9 +116,10 @@ class Db:
             yield
         except psycopg.Error as exc:
             conn = self._conn
-            if conn is not None and (conn.broken or conn.closed) and os.getpid() == self._pid:
+            broken = conn is not None and (conn.broken or conn.closed)
+            if broken and conn is not None and os.getpid() == self._pid:
                 conn.close()  # made again at the next call
-            raise storage_error(exc, self.loc, doing) from exc
+            raise storage_error(exc, self.loc, doing, broken) from exc
 
     def execute(self, sql: str, args: Any = None, doing: str = "read") -> list[tuple[Any, ...]]:
         """One statement in its own (autocommit) transaction; its rows."""

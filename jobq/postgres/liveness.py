@@ -85,7 +85,8 @@ class LockHold:
         except psycopg.Error as exc:
             why = (str(exc).strip() or type(exc).__name__).splitlines()[0]
             raise LivenessLost(f"the liveness lock's connection to {self._loc.server} was lost"
-                               f" ({why}): other workers take this one for dead") from exc
+                               f" ({why}): other workers take this one for dead",
+                               transient=True) from exc
 
     def fds_to_close_after_fork(self) -> list[int]:
         return [] if self._conn.closed else [self._conn.fileno()]

@@ -3,8 +3,9 @@
 ``settle`` is one transaction and one durable commit, whatever the batch size:
 
 1. lock the finished jobs' rows (``FOR UPDATE``, in id order so that two settles never wait on
-   each other in a cycle) with their snapshots and the server's time, and keep only the claims
-   still current: the fencing token must match, or the entry records nothing (None);
+   each other in a cycle) with their snapshots and the server's time (those of claims of other
+   owners read again after the lock: see ``_SNAPSHOTS``), and keep only the claims still
+   current: the fencing token must match, or the entry records nothing (None);
 2. apply each :data:`~jobq.engine.Change` in Python with the server's clock, write the new
    snapshots and rows; finished jobs move to ``jobq_done`` in the same statement;
 3. mark prefetched claims that started;
@@ -19,8 +20,8 @@ The first ``limit`` claims are started; the next ``prefetch`` (a second claim st
 marked not started, so a dead owner's unstarted claims go back uncharged.
 
 A settle costs six statements at most (lock, write, started, promote, two claims), whatever its
-size. (Pipeline mode, sending them in one go, measured no faster on a 2-core machine, where
-the server's CPU is what a drain runs out of.)
+size; a reaper's, of other owners' claims, one more. (Pipeline mode, sending them in one go, measured no faster on a 2-core
+machine, where the server's CPU is what a drain runs out of.)
 """
 
 from __future__ import annotations
@@ -57,9 +58,15 @@ _CLAIM = (
     " (SELECT p.frame FROM jobq_payloads p WHERE p.queue = j.queue AND p.job_id = j.job_id)")
 
 _LOCK_FINISHED = (
-    f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW} FROM jobq_jobs j"
+    f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW}, j.owner FROM jobq_jobs j"
     " WHERE j.queue = %s AND j.job_id = ANY(%b) AND j.status = 'running'"
     " ORDER BY j.job_id FOR UPDATE")
+# The snapshots of jobs claimed by another owner, read again once their rows are locked: a
+# statement that waited for a row lock sees the row as its holder committed it, but every other
+# table as of its start. A reaper whose lock waited on the owner saving a checkpoint would read
+# the snapshot from before the save, and write the job back to the older checkpoint. (An owner
+# settling its own claims never races its own saves: it needs no second statement.)
+_SNAPSHOTS = "SELECT job_id, blob FROM jobq_snapshots WHERE queue = %s AND job_id = ANY(%b)"
 
 _STARTED = (
     "UPDATE jobq_jobs j SET prefetched = false"
@@ -80,7 +87,7 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
            ) -> tuple[list[JobState | None], list[Claim], dict[str, bytes]]:
     """Inside the caller's transaction: see the module docstring. Returns the claims'
     frames too (job id -> framed record), read by the claim itself."""
-    states = finish_in(conn, codec, queue, finished) if finished else []
+    states = finish_in(conn, codec, queue, finished, owner) if finished else []
     if started:
         conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
                      prepare=True)
@@ -115,11 +122,17 @@ def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owne
 
 
 def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
-              finished: Sequence[tuple[str, int, Change]]) -> list[JobState | None]:
-    """Apply each change under its claim; None for a claim no longer current (or purged)."""
+              finished: Sequence[tuple[str, int, Change]], owner: str = ""
+              ) -> list[JobState | None]:
+    """Apply each change under its claim; None for a claim no longer current (or purged).
+    ``owner``: who settles (its own claims' snapshots are read with their rows)."""
     found = conn.execute(_LOCK_FINISHED, (queue, list({job_id for job_id, _, _ in finished})),
                          prepare=True).fetchall()
     rows = {row[0]: row for row in found}
+    blobs: dict[str, Any] = {job_id: row[12] for job_id, row in rows.items()}
+    others = [job_id for job_id, row in rows.items() if row[14] != owner]
+    if others:
+        blobs.update(conn.execute(_SNAPSHOTS, (queue, others), prepare=True).fetchall())
     now = float(found[0][13]) if found else 0.0
     results: list[JobState | None] = []
     new: dict[str, JobState] = {}
@@ -128,12 +141,12 @@ def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
         if row is None or row[10] != token or job_id in new:  # listed twice: recorded once
             results.append(None)
             continue
-        state = jobs.state_of(codec, row, row[12], writing=True)
+        state = jobs.state_of(codec, row, blobs.get(job_id), writing=True)
         state = change(state, now, row[11])
         new[job_id] = state
         results.append(state)
     jobs.write(conn, codec, queue, list(new.values()), now,
-               {job_id for job_id in new if rows[job_id][12] is not None})
+               {job_id for job_id in new if blobs.get(job_id) is not None})
     return results
 
 
