@@ -153,10 +153,12 @@ class Worker:
                 for slot in self._slots:
                     slot.request_stop()
             return not self._slots or now >= self._stop_deadline
+        # held before has_ready: a claim a child's watcher gives back between the two reads
+        # would be seen by neither the other way round.
         if burst and all(s.idle for s in self._slots) and not self._finished \
                 and not (self._upkeep is not None and self._upkeep.busy) \
-                and not self.engine.has_ready() \
-                and not any(self.engine.held(s.owner) for s in self._slots):
+                and not any(self.engine.held(s.owner) for s in self._slots) \
+                and not self.engine.has_ready():
             return not self._retries_pending()
         return False
 

@@ -33,6 +33,7 @@ import os
 import select
 import threading
 import time
+import weakref
 from typing import Any
 
 import psycopg
@@ -60,7 +61,10 @@ class Notifier:
 
     The trailing NOTIFY is sent from a timer thread; the connection is shared safely because
     :class:`~jobq.postgres.db.Db` lets one thread at a time use it, a transaction included. The
-    timer is not a daemon: a process that exits within the window still sends it.
+    timer is not a daemon: a process that exits within the window still sends it. Before the
+    process forks (a worker starting its children), a pending one is sent at once and its thread
+    ended: a thread alive at a fork may hold a lock the child then waits for forever (and Python
+    3.12 warns of it).
     """
 
     def __init__(self, db: Db, queue: str, window: float = DEBOUNCE) -> None:
@@ -70,19 +74,23 @@ class Notifier:
         self._mutex = threading.Lock()
         self._pid = os.getpid()
         self._sent_at = -math.inf  # monotonic time of the last NOTIFY
-        self._timer: threading.Timer | None = None  # the trailing NOTIFY, when one is due
+        self._timer: threading.Timer | None = None  # the trailing NOTIFY, while it is due
+        self._thread: threading.Timer | None = None  # the last timer, until it has ended
+        _NOTIFIERS.add(self)
 
     def jobs_ready(self) -> None:
         """Jobs were just committed claimable: NOTIFY now, or at the end of the window."""
+        if os.getpid() != self._pid:  # forked: the parent's timer did not come along
+            self._pid, self._mutex = os.getpid(), threading.Lock()
+            self._timer = self._thread = None
+            self._sent_at = -math.inf
         now = time.monotonic()
         with self._mutex:
-            if os.getpid() != self._pid:  # forked: the parent's timer did not come along
-                self._pid, self._timer, self._sent_at = os.getpid(), None, -math.inf
             if self._timer is not None:  # the trailing one will cover these jobs too
                 return
             wait = self._sent_at + self._window - now
             if wait > 0:
-                self._timer = threading.Timer(wait, self._trailing)
+                self._timer = self._thread = threading.Timer(wait, self._trailing)
                 self._timer.name = "jobq-notify"
                 self._timer.start()
                 return
@@ -90,12 +98,19 @@ class Notifier:
         self._send()
 
     def flush(self) -> None:
-        """Send the trailing NOTIFY now, if one is due (the engine is closing)."""
+        """Send the trailing NOTIFY now, if one is due, and end its thread (the engine is
+        closing, or the process forking)."""
+        if os.getpid() != self._pid:
+            return
         with self._mutex:
             timer, self._timer = self._timer, None
-            mine = os.getpid() == self._pid
-        if timer is not None and mine:
+            thread = self._thread
+            self._sent_at = time.monotonic()
+        if timer is not None:
             timer.cancel()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()  # it sees it was flushed, or ends its send
+        if timer is not None:
             self._send()
 
     def _trailing(self) -> None:
@@ -113,6 +128,17 @@ class Notifier:
             self._db.execute(self._sql, doing="notify the queue's workers")
         except StorageError as exc:
             log.warning("queue.notify_failed", error=str(exc))
+
+
+_NOTIFIERS: weakref.WeakSet[Notifier] = weakref.WeakSet()
+
+
+def _flush_before_fork() -> None:
+    for notifier in list(_NOTIFIERS):
+        notifier.flush()
+
+
+os.register_at_fork(before=_flush_before_fork)
 
 
 class Listener:

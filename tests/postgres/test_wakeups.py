@@ -152,3 +152,35 @@ def test_a_worker_whose_listen_connection_is_killed_listens_again_and_runs_jobs(
         time.sleep(0.5)
         run_one(q)
     assert all(p.poll() is None for p in children.procs)  # the worker never stopped
+
+
+def test_a_pending_trailing_notify_is_sent_before_a_fork_and_its_thread_ended(
+        pg_url: str) -> None:
+    """A thread alive at a fork may hold a lock that the child then waits for forever (and
+    Python 3.12 warns of it, an error in this suite); the child notifies on its own."""
+    import os
+    import threading
+
+    loc = parse(pg_url)
+    db = Db(loc)
+    notifier = Notifier(db, loc.queue, window=5.0)
+    try:
+        with ear(pg_url) as conn:
+            notifier.jobs_ready()
+            notifier.jobs_ready()  # the trailing one: due in 5 s
+            assert heard(conn, 0.3) == 1
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    notifier.jobs_ready()  # the child's first: at once
+                    db.close()
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert not [t for t in threading.enumerate() if t.name == "jobq-notify"]
+            assert heard(conn, 1.0) == 2  # the trailing one, before the fork; the child's
+    finally:
+        db.close()
