@@ -69,7 +69,11 @@ class Notifier:
 
     def __init__(self, db: Db, queue: str, window: float = DEBOUNCE) -> None:
         self._db = db
-        self._sql = f"NOTIFY {channel(queue)}"
+        # One statement, its own transaction: a commit that has nothing to make durable need
+        # not wait for the WAL flush (a NOTIFY is delivered at commit, not at the flush; one
+        # lost in a crash is a hint lost, which the fallback poll covers).
+        self._sql = ("SELECT set_config('synchronous_commit', 'off', true),"
+                     f" pg_notify('{channel(queue)}', '')")
         self._window = window
         self._mutex = threading.Lock()
         self._pid = os.getpid()
