@@ -23,10 +23,10 @@ from ..pickling import PickleRules
 from ..state import FINISHED, JobState, Status
 from . import append, jobs, operating, reading, schema, settle
 from .db import Db
-from .wakeups import Listener, Notifier
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
 from .url import PgLocation, parse
+from .wakeups import Listener, Notifier
 
 # A busy worker makes due delayed and retrying jobs ready this often (and a claim that finds
 # too few ready ones does it before claiming the rest).
@@ -337,7 +337,6 @@ class PgEngine:
     def share(self, group: str | int) -> str:
         raise InvalidArgument(f"{self.location} is shared through the database's roles: GRANT"
                               " another role SELECT, INSERT, UPDATE, DELETE on the jobq_ tables")
-
 
     def _jobs_ready(self) -> None:
         """A commit made jobs claimable: wake the workers (debounced; see Notifier)."""
