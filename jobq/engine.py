@@ -26,8 +26,8 @@ from .pickling import PickleRules
 from .state import JobState, Status
 from .worker_info import WorkerInfo, owner_of, worker_of
 
-__all__ = ["Change", "Claim", "Engine", "Finished", "Held", "Liveness", "Settings", "Upkeep",
-           "Workers", "owner_of", "worker_of"]
+__all__ = ["Change", "Claim", "Engine", "Finished", "Held", "Liveness", "NoWakeups", "Settings",
+           "Upkeep", "Wakeups", "Workers", "owner_of", "worker_of"]
 
 
 Change = Callable[[JobState, float, int], JobState]
@@ -134,6 +134,33 @@ class Upkeep(Protocol):
     def close(self) -> None: ...
 
 
+class Wakeups(Protocol):
+    """A worker supervisor's ear for new jobs, so that its idle children need not keep asking
+    storage: when it hears of some, the supervisor wakes them (one per worker, not per child)."""
+
+    def fileno(self) -> int | None:
+        """A descriptor that turns readable when something may have been heard, to wait on
+        with the children's pipes; None when there is nothing to wait on now."""
+
+    def heard(self) -> bool:
+        """Take in what arrived, without blocking: True if idle children should look now."""
+
+    def close(self) -> None: ...
+
+
+class NoWakeups:
+    """:class:`Wakeups` of storage that nothing can be heard from: its idle workers poll."""
+
+    def fileno(self) -> int | None:
+        return None
+
+    def heard(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
 class Engine(Protocol):
     """One queue's storage. Reads see every append that returned before them."""
 
@@ -195,6 +222,14 @@ class Engine(Protocol):
     def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
                         progress: float | None) -> JobState: ...             # StaleClaim
     def has_ready(self) -> bool: ...
+    def idle_wait(self, poll_interval: float, fallback: float) -> float:
+        """Seconds an idle worker child waits, unless woken, before it asks ``has_ready``
+        again (called after it said no): ``poll_interval`` where asking is cheap or nothing
+        wakes the child, else up to ``fallback``, and no later than the next job comes due."""
+
+    def wakeups(self, *, logger: Any) -> Wakeups:
+        """What a worker's supervisor listens to, to wake its idle children."""
+
     def cancel_requested(self, job_id: str) -> bool: ...
     def cancel_generation(self) -> int:
         """A number that changes whenever a running job is asked to cancel: cheap to poll."""

@@ -44,3 +44,24 @@ def test_owners_name_the_worker_and_its_child():
     assert seam.owner_of("host-1-ab", 0) == "host-1-ab"
     assert seam.owner_of("host-1-ab", 3) == "host-1-ab/3"
     assert seam.worker_of("host-1-ab/3") == seam.worker_of("host-1-ab") == "host-1-ab"
+
+
+def test_an_engine_s_wakeups_have_every_method_of_the_protocol(q: Queue):
+    """Run once per engine: what a worker's supervisor listens to, whatever the engine."""
+    import structlog
+
+    wakeups = q.engine.wakeups(logger=structlog.get_logger())
+    try:
+        for name in _members(seam.Wakeups):
+            assert callable(getattr(wakeups, name)), f"{type(wakeups).__name__} has no {name}"
+        fd = wakeups.fileno()
+        assert fd is None or isinstance(fd, int)
+        assert wakeups.heard() in (True, False)
+    finally:
+        wakeups.close()
+
+
+def test_a_queue_directory_is_polled_every_poll_interval(queue: Queue):
+    """Asking a queue directory for ready jobs is a local read: its idle workers keep polling."""
+    assert queue.engine.idle_wait(0.02, 30.0) == 0.02
+    assert queue.engine.wakeups(logger=None).fileno() is None

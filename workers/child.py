@@ -23,7 +23,8 @@ Messages to the supervisor: ``("recorded", count, ids_to_retry)`` after each com
 when nothing was ready and ``("busy",)`` when it claims again after that, ``("error", exc)`` before exiting on a storage error. From it: ``None``
 (with the board's stop flag) to stop after the current job. The running task reads that flag as
 ``ctx.stopping``, so a long one can save, release its job (``ctx.release()``) and let the worker
-exit before its grace runs out.
+exit before its grace runs out. And ``("wake",)`` when jobs may be ready: an idle child otherwise
+looks again only after ``Engine.idle_wait``.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ class Runner:
             stopping = self.board.stop_requested()
             if not stopping and not self.finished and not self.engine.has_ready():
                 self._set_idle(True)
-                if self._wait(self.config.poll_interval):
+                if self._wait(self.engine.idle_wait(self.config.poll_interval,
+                                                    self.config.fallback_interval)):
                     return
                 continue
             size = 0 if stopping else batch_size(self.average, self.config.prefetch)

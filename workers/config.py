@@ -20,6 +20,9 @@ class WorkerConfig:
     imports: tuple[str, ...] = ()  # modules imported before children start (tasks, signals...)
     lease_seconds: float = 60.0  # renewed every third of it while jobs run
     poll_interval: float = 0.02  # idle: how often to look for new jobs
+    # Idle, on storage that wakes workers when jobs come (PostgreSQL's LISTEN): how often to look
+    # anyway, for a wake-up that was lost (jobq.engine.Engine.idle_wait).
+    fallback_interval: float = 1.0
     reap_interval: float = 0.1  # how often to look for dead workers and cancelled jobs
     heartbeat_interval: float = 2.0  # how often the worker's record says what its children run
     shutdown_grace: float = 30.0  # on SIGTERM/SIGINT: time running jobs get to finish
@@ -36,7 +39,8 @@ class WorkerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, not {value!r}")
-        for name in ("lease_seconds", "poll_interval", "reap_interval", "heartbeat_interval"):
+        for name in ("lease_seconds", "poll_interval", "fallback_interval", "reap_interval",
+                     "heartbeat_interval"):
             value = getattr(self, name)
             if not _number(value) or value <= 0:
                 raise ConfigError(f"{name} must be a number of seconds > 0, not {value!r}")

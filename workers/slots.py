@@ -17,6 +17,7 @@ from .board import Board
 from .config import WorkerConfig
 
 _FORK = multiprocessing.get_context("fork")
+WAKE = ("wake",)  # to an idle child: look for jobs now (None: stop)
 
 
 @dataclass(eq=False)
@@ -24,7 +25,8 @@ class Slot:
     """A child process, the owner name its claims carry, and its board.
 
     ``cancel_seen_at`` is when the supervisor first saw the running job asked to cancel;
-    ``kill_reason`` says why we killed the child, if we did.
+    ``kill_reason`` says why we killed the child, if we did; ``wake_missed``, that jobs may
+    have come while it was busy (it is woken when it next says it is idle).
     """
 
     process: BaseProcess
@@ -34,6 +36,19 @@ class Slot:
     idle: bool = False
     cancel_seen: tuple[str, float] | None = None
     kill_reason: str | None = None
+    wake_missed: bool = False
+
+    def wake(self) -> None:
+        """Tell an idle child that jobs may be ready. A busy one is told when it says it is
+        idle: it may have looked for jobs just before they were committed."""
+        if not self.idle:
+            self.wake_missed = True
+            return
+        self.wake_missed = False
+        try:
+            self.conn.send(WAKE)
+        except (OSError, ValueError):
+            pass  # it died: noticed by its sentinel
 
     def kill(self, reason: str) -> None:
         """SIGKILL the child; its death is handled like any other, knowing it was us."""

@@ -6,6 +6,8 @@ children that died (the attempt on the child's board is recorded as interrupted 
 the claims it never started are given back, and the child is replaced), kills children whose job
 overran its timeout or ignored a cancellation past the grace period, reclaims the jobs of workers
 that died, and renews leases. Execution is at least once: a job whose worker dies runs again.
+Where the engine can hear of new jobs (:meth:`jobq.engine.Engine.wakeups`), the supervisor
+listens, for all its children, and wakes the idle ones, which then poll only now and then.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from jobq import Queue, transitions
 from jobq.errors import ConfigError, JobqError, StorageError
 from jobq.execution import change_for, failure, log_transition
 from jobq.state import Status
-from jobq.engine import Change, Liveness, Upkeep, owner_of, worker_of
+from jobq.engine import Change, Liveness, Upkeep, Wakeups, owner_of, worker_of
 
 from . import outage, slots
 from .config import WorkerConfig
@@ -78,6 +80,7 @@ class Worker:
         self._error: JobqError | None = None
         self._upkeep: Upkeep | None = None
         self._outage = outage.Outage(log)
+        self._wakeups: Wakeups | None = None
 
     def stop(self) -> None:
         """Ask for a graceful stop (as SIGTERM does); a second call stops at once."""
@@ -94,6 +97,8 @@ class Worker:
         self._lock = self.engine.workers.hold(self.id)
         try:
             with handled(self.stops):
+                # Before the children: they look for jobs as they start, then rely on it.
+                self._wakeups = self.engine.wakeups(logger=self._log)
                 self._slots = [self._start_child() for _ in range(self.config.concurrency)]
                 # Published after the lock is taken: a reader probing the lock of a worker with
                 # a record never meets one that is about to take it.
@@ -169,10 +174,12 @@ class Worker:
                 for slot in self._slots:
                     slot.request_stop()
             return not self._slots or now >= self._stop_deadline
+        # held before has_ready: a claim a child's watcher gives back between the two reads
+        # would be seen by neither the other way round.
         if burst and all(s.idle for s in self._slots) and not self._finished \
                 and not (self._upkeep is not None and self._upkeep.busy) \
-                and not self.engine.has_ready() \
-                and not any(self.engine.held(s.owner) for s in self._slots):
+                and not any(self.engine.held(s.owner) for s in self._slots) \
+                and not self.engine.has_ready():
             return not self._retries_pending()
         return False
 
@@ -186,18 +193,24 @@ class Worker:
     def _start_child(self) -> Slot:
         assert self._lock is not None
         self._children += 1
-        return slots.start(self.queue, self._lock.fds_to_close_after_fork(),
-                           owner_of(self.id, self._children),
+        inherited = self._lock.fds_to_close_after_fork()
+        if self._wakeups is not None and self._wakeups.fileno() is not None:
+            inherited = [*inherited, self._wakeups.fileno()]  # the supervisor's to listen on
+        return slots.start(self.queue, inherited, owner_of(self.id, self._children),
                            self.config, self._log)
 
     def _collect(self, timeout: float) -> None:
         """Receive children's messages and notice children that died."""
         conns = {s.conn: s for s in self._slots}
         sentinels = [s.process.sentinel for s in self._slots]
-        for ready in wait([*conns, *sentinels], timeout):
+        fd = None if self._wakeups is None else self._wakeups.fileno()
+        for ready in wait([*conns, *sentinels, *([] if fd is None else [fd])], timeout):
             slot = conns.get(ready)  # type: ignore[call-overload]
             while slot is not None and slot.conn.poll() and self._receive(slot):
                 pass
+        if self._wakeups is not None and self._wakeups.heard():
+            for slot in self._slots:
+                slot.wake()
         for index, slot in reversed(list(enumerate(self._slots))):
             if not slot.process.is_alive():
                 # A report sent just before it died still counts. At EOF poll() stays True, so
@@ -221,6 +234,8 @@ class Worker:
             self._retrying.update(message[2])
         elif message[0] in ("idle", "busy"):
             slot.idle = message[0] == "idle"
+            if slot.idle and slot.wake_missed:
+                slot.wake()
         elif message[0] == "error" and self._error is None:
             self._error = message[1]
         return True
@@ -370,6 +385,8 @@ class Worker:
         self.stops.log_requests()
         if self._upkeep is not None:
             self._upkeep.close()
+        if self._wakeups is not None:
+            self._wakeups.close()
         for slot in self._slots:
             slot.request_stop()
         # A burst that ends finds its children idle (one may have just claimed a retry that

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from .. import job_record
-from ..engine import Change, Claim, Finished, Held, Settings
+from ..engine import Change, Claim, Finished, Held, NoWakeups, Settings
 from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
 from ..state import JobState, Status
 from . import compaction, compaction_redo, damage, directory, keys, purging
@@ -234,6 +234,13 @@ class LocalEngine:
 
     def has_ready(self) -> bool:
         return self.store.has_ready()
+
+    def idle_wait(self, poll_interval: float, fallback: float) -> float:
+        """``poll_interval``: asking has_ready is a read of local files, cheap to repeat."""
+        return poll_interval
+
+    def wakeups(self, *, logger: Any) -> NoWakeups:
+        return NoWakeups()
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.store.cancel_requested(job_id)

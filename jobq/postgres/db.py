@@ -7,11 +7,16 @@ uses, nor closes, its parent's connection: closing it would end the parent's ses
 
 Sessions are autocommit: a read is one statement, and a write opens its transaction explicitly
 (:meth:`Db.transaction`), so no session ever sits idle inside a transaction.
+
+One thread at a time uses the connection, for a whole transaction: a producer's trailing NOTIFY
+is sent from a timer thread (:mod:`jobq.postgres.wakeups`), and a statement of it sent while
+another thread is inside a transaction would join that transaction.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -91,12 +96,18 @@ class Db:
         self.loc = loc
         self._pid = os.getpid()
         self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.RLock()  # held while a thread uses the connection
+
+    def _forked(self) -> None:
+        """Forked: the parent's session is not ours to use, nor its lock (which another of
+        its threads may have held at the fork) ours to wait for."""
+        if os.getpid() != self._pid:
+            self._pid, self._conn, self._lock = os.getpid(), None, threading.RLock()
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
+        self._forked()
         conn = self._conn
-        if os.getpid() != self._pid:  # forked: the parent's session is not ours to use
-            self._pid, conn = os.getpid(), None
         if conn is None or conn.closed:
             conn = self._conn = connect(self.loc)
         return conn
@@ -112,8 +123,11 @@ class Db:
 
     @contextmanager
     def errors(self, doing: str) -> Iterator[None]:
+        """Use the connection (one thread at a time); a database error becomes a StorageError."""
+        self._forked()
         try:
-            yield
+            with self._lock:
+                yield
         except psycopg.Error as exc:
             conn = self._conn
             broken = conn is not None and (conn.broken or conn.closed)
@@ -131,6 +145,10 @@ class Db:
         """Close the connection, unless it is a parent's inherited across fork: a child that
         closed it would end its parent's session (the object is left to be dropped unclosed:
         psycopg does not close a connection of another process when it is collected)."""
-        conn, self._conn = self._conn, None
-        if conn is not None and os.getpid() == self._pid:
-            conn.close()
+        if os.getpid() != self._pid:
+            self._conn = None
+            return
+        with self._lock:  # not under a thread's statement
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()

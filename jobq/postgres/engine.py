@@ -1,7 +1,8 @@
 """The PostgreSQL engine: one named queue in a database, behind :class:`jobq.engine.Engine`.
 
 Many processes on many hosts share it; each has one connection (:mod:`jobq.postgres.db`), and a
-worker's supervisor one more that holds its liveness lock (:mod:`jobq.postgres.liveness`).
+worker's supervisor two more: one holds its liveness lock (:mod:`jobq.postgres.liveness`), one
+listens for new jobs (:mod:`jobq.postgres.wakeups`, unless the URL says ``wakeups=poll``).
 Every time the engine stores is read from the server's clock, so hosts never compare clocks.
 Records are the directory engine's frames, stored as they are and verified when read back;
 snapshots are signed the same way (:class:`jobq.codec.SnapshotCodec`). The key can be rotated
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import record
-from ..engine import Change, Claim, Finished, Held
+from ..engine import Change, Claim, Finished, Held, NoWakeups
 from ..codec import SnapshotCodec
 from ..errors import ConfigError, DamagedRecord, InvalidArgument
 from ..pickling import PickleRules
@@ -29,6 +30,7 @@ from .jobs import NOW, not_found
 from .liveness import PgWorkers
 from .url import PgLocation, parse
 from .verify import Checker
+from .wakeups import Listener, Notifier
 
 # A busy worker makes due delayed and retrying jobs ready this often (and a claim that finds
 # too few ready ones does it before claiming the rest).
@@ -73,6 +75,10 @@ class PgEngine:
         # worker that claimed a batch loads each job's payload without a round trip.
         self._frames: dict[str, bytes] = {}
         self._promoted_at: float | None = None  # monotonic time of the last promotion asked
+        self._listening = loc.wakeups == "listen"
+        self._notifier = Notifier(self._db, loc.queue) if self._listening else None
+        # From the last has_ready: (monotonic time, seconds until the next waiting job is due).
+        self._next_due: tuple[float, float | None] = (0.0, None)
         self.location = loc.location
         self.created = created
         self.config = PgSettings(loc.location, secret_key, rules, max_record_size,
@@ -86,6 +92,8 @@ class PgEngine:
                         max_record_size=self._max_body, old_secret_keys=self._old_keys)
 
     def close(self) -> None:
+        if self._notifier is not None:
+            self._notifier.flush()
         self._db.close()
 
     # -- producing ----------------------------------------------------------------------------
@@ -104,6 +112,7 @@ class PgEngine:
             return
         with self._db.errors("store jobs (nothing was stored)"):
             self._appender.append(self._db.conn, itertools.chain([first], found))
+        self._jobs_ready()  # after the commit (see jobq.postgres.wakeups)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -188,6 +197,8 @@ class PgEngine:
                     promote=promote)
         if promote:
             self._promoted_at = clock
+        if any(_claimable(state) for state in states):  # given back, or to retry at once
+            self._jobs_ready()
         for job_id, _, _ in finished:
             self._frames.pop(job_id, None)
         self._frames.update(frames)  # prefetched ones may run after the next settle
@@ -203,6 +214,8 @@ class PgEngine:
             if state is None:
                 raise jobs.claim_error(conn, self._queue, job_id, token)
         self._frames.pop(job_id, None)
+        if _claimable(state):
+            self._jobs_ready()
         return state
 
     def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
@@ -212,12 +225,30 @@ class PgEngine:
                                           checkpoint, progress)
 
     def has_ready(self) -> bool:
-        """Is a job claimable now (ready, or due)? Two index probes."""
+        """Is a job claimable now (ready, or due)? Two index probes; the second also says
+        when the next waiting job is due, which ``idle_wait`` uses."""
         found = self._db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %s AND ready) OR EXISTS"
-            " (SELECT 1 FROM jobq_jobs WHERE queue = %s AND NOT ready AND status IN"
-            f" ('queued', 'failed') AND run_at <= {NOW})", (self._queue, self._queue))
-        return bool(found[0][0])
+            "SELECT EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %s AND ready),"
+            " (SELECT min(run_at) FROM jobq_jobs WHERE queue = %s AND NOT ready AND status IN"
+            f" ('queued', 'failed')) - {NOW}", (self._queue, self._queue))
+        ready, due = found[0]
+        self._next_due = (time.monotonic(), due)
+        return bool(ready) or (due is not None and due <= 0)
+
+    def idle_wait(self, poll_interval: float, fallback: float) -> float:
+        """Up to ``fallback`` while a worker's supervisor listens (it wakes idle children when
+        jobs are enqueued), and no later than the next waiting job is due as the last has_ready
+        saw it; ``poll_interval`` in poll-only mode."""
+        if not self._listening:
+            return poll_interval
+        read_at, due = self._next_due
+        if due is not None:
+            fallback = min(fallback, due - (time.monotonic() - read_at))
+        return max(poll_interval, fallback)
+
+    def wakeups(self, *, logger: Any) -> Listener | NoWakeups:
+        """A LISTEN connection of the supervisor's own; nothing in poll-only mode."""
+        return Listener(self._loc, logger) if self._listening else NoWakeups()
 
     def cancel_requested(self, job_id: str) -> bool:
         found = self._db.execute("SELECT cancel_requested FROM jobq_jobs WHERE queue = %s"
@@ -278,7 +309,10 @@ class PgEngine:
 
     def requeue(self, job_id: str) -> bool:
         with self._db.transaction("retry a job") as conn:
-            return operating.requeue(conn, self._codec, self._queue, job_id)
+            requeued = operating.requeue(conn, self._codec, self._queue, job_id)
+        if requeued:
+            self._jobs_ready()
+        return requeued
 
     def purge(self, statuses: frozenset[Status], updated_before: float) -> int:
         """Delete finished jobs of ``statuses`` last updated before then, a batch per
@@ -328,6 +362,11 @@ class PgEngine:
         raise InvalidArgument(f"{self.location} is shared through the database's roles: GRANT"
                               " another role SELECT, INSERT, UPDATE, DELETE on the jobq_ tables")
 
+    def _jobs_ready(self) -> None:
+        """A commit made jobs claimable: wake the workers (debounced; see Notifier)."""
+        if self._notifier is not None:
+            self._notifier.jobs_ready()
+
 
 class NoUpkeep:
     """:class:`jobq.engine.Upkeep` of an engine whose server does its own."""
@@ -339,6 +378,12 @@ class NoUpkeep:
 
     def close(self) -> None:
         pass
+
+
+def _claimable(state: JobState | None) -> bool:
+    """Can the job be claimed now (given back, or failed with a retry due at once)?"""
+    return state is not None and state.status in (Status.QUEUED, Status.FAILED) \
+        and state.run_at <= state.updated_at
 
 
 def _owned(owner: str) -> tuple[str, str, str]:

@@ -1,8 +1,11 @@
 """A queue's PostgreSQL URL: ``postgresql://user@host:port/db?queue=NAME``.
 
 The ``queue`` parameter names one of the queues that share the database (``default`` when it is
-absent). It is jobq's, not libpq's, so it is taken out before connecting; every other parameter
-goes to libpq as it is. Messages name the server as ``host:port/db``, never with its password.
+absent). ``wakeups`` says how idle workers learn of new jobs: ``listen`` (the default: LISTEN and
+NOTIFY, see :mod:`jobq.postgres.wakeups`) or ``poll`` (neither: idle workers ask every
+``poll_interval``; for a pooler in transaction mode). Both are jobq's, not libpq's, so they are
+taken out before connecting; every other parameter goes to libpq as it is. Messages name the
+server as ``host:port/db``, never with its password.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from ..errors import ConfigError
 SCHEMES = ("postgresql", "postgres")
 DEFAULT_QUEUE = "default"
 MAX_QUEUE_NAME = 200
+WAKEUPS = ("listen", "poll")
+OURS = ("queue", "wakeups")  # parameters that are jobq's, not libpq's
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,7 @@ class PgLocation:
     queue: str
     server: str  # host:port/db, for messages (no user, no password)
     location: str  # the URL without its password, ``queue`` last: for messages and reopening
+    wakeups: str = "listen"  # one of WAKEUPS
 
 
 def is_url(path: str) -> bool:
@@ -42,14 +48,16 @@ def parse(url: str) -> PgLocation:
     except ValueError as exc:
         raise ConfigError(f"bad PostgreSQL URL: {exc}") from exc
     params = parse_qsl(parts.query, keep_blank_values=True)
-    names = [value for key, value in params if key == "queue"]
-    if len(names) > 1:
-        raise ConfigError("the PostgreSQL URL names more than one queue (?queue= twice)")
-    queue = names[0] if names else DEFAULT_QUEUE
+    queue = _one(params, "queue", DEFAULT_QUEUE)
     if not queue or len(queue) > MAX_QUEUE_NAME or not queue.isprintable():
         raise ConfigError(f"bad queue name {queue!r} in the PostgreSQL URL: 1 to"
                           f" {MAX_QUEUE_NAME} printable characters")
-    rest = urlencode([(key, value) for key, value in params if key != "queue"])
+    wakeups = _one(params, "wakeups", WAKEUPS[0])
+    if wakeups not in WAKEUPS:
+        raise ConfigError(f"bad wakeups={wakeups!r} in the PostgreSQL URL: listen (LISTEN/NOTIFY,"
+                          " the default) or poll (idle workers ask every poll_interval, for"
+                          " PgBouncer in transaction mode)")
+    rest = urlencode([(key, value) for key, value in params if key not in OURS])
     conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
     host = parts.hostname or "localhost"
     database = parts.path.lstrip("/") or (parts.username or "")
@@ -59,4 +67,12 @@ def parse(url: str) -> PgLocation:
         netloc = [netloc[0].split(":", 1)[0], netloc[1]]
     shown = urlencode([*[(k, v) for k, v in params if k != "queue"], ("queue", queue)])
     location = urlunsplit((parts.scheme, "@".join(netloc), parts.path, shown, ""))
-    return PgLocation(conninfo, queue, server, location)
+    return PgLocation(conninfo, queue, server, location, wakeups)
+
+
+def _one(params: list[tuple[str, str]], name: str, default: str) -> str:
+    """The value of jobq's parameter ``name``; ConfigError if it is given twice."""
+    values = [value for key, value in params if key == name]
+    if len(values) > 1:
+        raise ConfigError(f"the PostgreSQL URL gives ?{name}= twice")
+    return values[0] if values else default

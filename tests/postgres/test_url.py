@@ -34,3 +34,21 @@ def test_bad_urls_are_config_errors(url: str) -> None:
 def test_is_url() -> None:
     assert is_url("postgresql://h/db") and is_url("postgres://h/db")
     assert not is_url("./postgresql") and not is_url("/var/q")
+
+
+def test_wakeups_is_taken_out_kept_in_the_location_and_listen_by_default() -> None:
+    loc = parse("postgresql://bob:secret@h/app?wakeups=poll&sslmode=require&queue=q")
+    assert loc.wakeups == "poll"
+    assert loc.conninfo == "postgresql://bob:secret@h/app?sslmode=require"
+    assert loc.location == "postgresql://bob@h/app?wakeups=poll&sslmode=require&queue=q"
+    assert parse(loc.location).wakeups == "poll"  # reopening from the location keeps it
+    assert parse("postgresql://h/app").wakeups == "listen"
+
+
+@pytest.mark.parametrize("url", ["postgresql://bob:secret@h/db?wakeups=never",
+                                 "postgresql://bob:secret@h/db?wakeups=",
+                                 "postgresql://bob:secret@h/db?wakeups=poll&wakeups=listen"])
+def test_bad_wakeups_are_config_errors_without_the_password(url: str) -> None:
+    with pytest.raises(ConfigError, match="wakeups") as caught:
+        parse(url)
+    assert "secret" not in str(caught.value)
