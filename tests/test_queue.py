@@ -1,25 +1,19 @@
-"""The public Queue API: round trips, idempotence, bad input, concurrency and restarts."""
+"""Queue on the directory engine: an injected clock, racing producers in the log, segments, the
+index a reopen reads, settings fixed when the directory is made, job ids (what Queue promises on
+every engine: tests/contract/)."""
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from jobq import JobState, Queue, Status
-from jobq.errors import (InvalidArgument, InvalidJob, InvalidTask, JobCancelled, JobFailed,
-                         JobNotFound, NotPicklable, RecordTooLarge, WaitTimeout)
+from jobq import Queue, Status
 from jobq.testing import run_burst
 
-import jobtasks
 from jobtasks import add
-
-
-def _log_bytes(qpath: Path) -> bytes:
-    return b"".join(p.read_bytes() for p in sorted((qpath / "log").glob("*.log")))
 
 
 def test_delayed_job_waits_for_its_time(qpath):
