@@ -134,7 +134,7 @@ def test_sigterm_while_logging_is_blocked_still_stops_the_worker(q: Queue, locat
     assert w.returncode == 0
     assert '"event": "worker.stopping"' in err
     assert '"event": "worker.stopped"' in err
-    assert q.counts()["queued"] > 0  # it stopped instead of draining the q
+    assert q.counts()["queued"] > 0  # it stopped instead of draining the queue
 
 
 def test_sigterm_tells_a_long_job_to_stop_and_it_resumes_on_the_next_worker(

@@ -34,7 +34,7 @@ def test_jobs_behind_a_long_one_run_on_the_idle_child_long_before_it_ends(q: Que
 def test_a_job_finished_before_a_long_one_of_its_batch_is_recorded_while_it_runs(
         q: Queue, location: str, workers, tmp_path: Path):
     """``succeeded`` in ``Queue.state`` and ``jobq show`` while the long job still runs; the
-    claim behind the long job is given back, uncharged, and waits in the q."""
+    claim behind the long job is given back, uncharged, and waits in the queue."""
     worker = workers(location, "-c", "1")
     done = _teach(q, tmp_path)
     runs, release = tmp_path / "runs", tmp_path / "release"
