@@ -12,7 +12,8 @@ from pathlib import Path
 from conftest import wait_until
 
 import jobtasks
-from jobq import Queue, Status
+from jobq import Queue, Status, WorkerState
+from jobq.worker_info import WorkerInfo
 from workers import Worker
 
 
@@ -209,3 +210,24 @@ def test_unpicklable_result_in_a_child_fails_the_attempt_clearly(q: Queue):
     state = q.state(jid)
     assert state.status is Status.DEAD and "return value cannot be stored" in state.error
     assert q.result(after) == 3  # the child is still healthy
+
+
+def test_a_live_worker_buries_a_dead_one_that_held_no_job(q: Queue, location: str, workers):
+    """A worker that died idle is found by the next worker's look at the workers, and kept in
+    the history of dead workers with who found it."""
+    idle = workers(location)
+    idle_id = wait_until(lambda: idle.events("worker.started"))[0]["worker"]
+    wait_until(lambda: idle_id in _by_id(q))  # its record is published
+    idle.kill_all()
+    assert _by_id(q)[idle_id].state is WorkerState.DEAD
+    worker = Worker(q)
+    worker.run(burst=True)
+    gone = _by_id(q)[idle_id]
+    assert (gone.state, gone.reaped_by, gone.held, gone.pid) == (
+        WorkerState.REAPED, worker.id, (), idle.pid)
+    assert gone.reaped_at is not None and not gone.alive
+    assert worker.id not in _by_id(q)  # it exited cleanly: its record is gone
+
+
+def _by_id(q: Queue) -> dict[str, WorkerInfo]:
+    return {w.id: w for w in q.workers()}
