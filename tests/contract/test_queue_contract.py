@@ -154,10 +154,11 @@ def test_generated_job_ids_sort_in_the_order_they_were_made(q: Queue):
 
 
 def test_four_producer_processes_lose_and_duplicate_nothing(q: Queue, location: str, children):
-    """4 processes x 2,000 durable enqueues: every acknowledged id is in the queue exactly once,
-    each producer's jobs in its own order."""
+    """4 processes x 500 durable enqueues: every acknowledged id is in the queue exactly once,
+    each producer's jobs in its own order (500, not 2,000: on PostgreSQL each is a commit of its
+    own, and a directory's log rolling over under producers is tests/test_queue.py's)."""
     code = ("import sys, json; from jobq import Queue; q = Queue(sys.argv[1]);"
-            "ids = [q.enqueue('jobtasks:add', int(sys.argv[2]), i) for i in range(2000)];"
+            "ids = [q.enqueue('jobtasks:add', int(sys.argv[2]), i) for i in range(500)];"
             "print(json.dumps(ids))")
     procs = [children.start(code, location, str(n)) for n in range(4)]
     acknowledged = []
@@ -165,9 +166,9 @@ def test_four_producer_processes_lose_and_duplicate_nothing(q: Queue, location: 
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         acknowledged += json.loads(out)
-    assert len(acknowledged) == len(set(acknowledged)) == 8000
+    assert len(acknowledged) == len(set(acknowledged)) == 2000
     listed = [s.job_id for s in q.jobs()]
-    assert len(listed) == 8000 and set(listed) == set(acknowledged)
+    assert len(listed) == 2000 and set(listed) == set(acknowledged)
+    listed_args = [q.payload(j).args for j in listed]
     for n in range(4):  # each producer's own jobs are in its own order
-        mine = [q.payload(j).args for j in listed if q.payload(j).args[0] == n]
-        assert mine == [(n, i) for i in range(2000)]
+        assert [args for args in listed_args if args[0] == n] == [(n, i) for i in range(500)]
