@@ -17,7 +17,7 @@ from jobq import WorkerState, worker_info
 from jobq.local import worker_records
 from jobq.errors import ConfigError
 from jobq.local import workers as liveness
-from workers import Worker, WorkerConfig
+from workers import WorkerConfig
 
 # Holds a worker's lock and publishes its record with a heartbeat ``age`` seconds old.
 HOLD = """
@@ -65,23 +65,6 @@ def test_status_warns_when_every_worker_alive_is_stuck(queue, qpath, children):
     queue.enqueue("jobtasks:add", 1, 2)
     status = ok("status", "--dir", str(qpath))
     assert "warning: every worker alive is stuck" in status
-
-
-def test_a_live_worker_buries_a_dead_one_that_held_no_job(queue, children):
-    """A worker that died idle is found by the next worker's look at the records, and kept in
-    the history of dead workers with who found it."""
-    proc = _hold(children, queue.path, "gone-3-cc")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    assert _by_id(queue)["gone-3-cc"].state is WorkerState.DEAD
-    worker = Worker(queue)
-    worker.run(burst=True)
-    gone = _by_id(queue)["gone-3-cc"]
-    assert (gone.state, gone.reaped_by, gone.held, gone.host) == (
-        WorkerState.REAPED, worker.id, (), "h")
-    assert gone.reaped_at is not None and not gone.alive
-    assert not os.path.exists(worker_records.record_path(queue.path, "gone-3-cc"))
-    assert worker.id not in _by_id(queue)  # it exited cleanly: its record is gone
 
 
 def test_reading_never_removes_and_needs_no_exclusive_lock(queue, children):
