@@ -283,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             peers_python = None if args.no_peers else bench_venv.ensure_venv(VENV, PINS)
             versions = {} if peers_python is None else bench_venv.installed_versions(
                 peers_python, [n for n in PINS if not n.startswith("psycopg")])
+            pg_server.compile_sources()
             with bench_database(args.dsn) as dsn:
                 print_header(args, sizes, args.dsn, dsn, versions)
                 results = Results()

@@ -162,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     rates: dict[str, list[float]] = {}
     notes: dict[str, str] = {}
+    pg_server.compile_sources()
     with scratch_dir("pg-engine-") as root, bench_database(args.dsn) as dsn:
         version, settings = server_info(dsn)
         print(f"jobq PostgreSQL engine vs the raw server (median of {args.runs} interleaved runs)")
