@@ -28,19 +28,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = REPO / "scripts"
-sys.path[:0] = [str(REPO), str(SCRIPTS)]
+sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
 import pg_baselines  # noqa: E402
-from bench_pg import DEFAULT_DSN, bench_database, claim_drain, server_info  # noqa: E402
+import pg_server  # noqa: E402
 from bench_scratch import scratch_dir  # noqa: E402
+from pg_baselines import claim_drain  # noqa: E402
+from pg_server import DEFAULT_DSN, bench_database, server_info  # noqa: E402
 
 from jobq import Queue, job_record, record, transitions  # noqa: E402
 from jobq.pickling import PickleRules  # noqa: E402
@@ -48,14 +48,6 @@ from jobq.postgres import PgEngine, open_engine  # noqa: E402
 
 TASK = "peers.tasks:noop"
 PAD = b"x" * 220
-
-
-def url_of(dsn: str) -> str:
-    import psycopg
-
-    d = psycopg.conninfo.conninfo_to_dict(dsn)
-    host = d.get("host", "127.0.0.1")
-    return f"postgresql://{d.get('user', 'postgres')}@{host}:{d.get('port', 5432)}/{d['dbname']}"
 
 
 def open_queue(url: str) -> PgEngine:
@@ -107,31 +99,24 @@ def keep_finished(engine: PgEngine, queue: str, kept: int) -> None:
 
 
 def engine_drain(dsn: str, n: int, batch: int, root: Path, kept: int = 0) -> tuple[float, str]:
-    url = url_of(dsn) + f"?queue=drain{time.monotonic_ns()}"
-    engine = open_queue(url)
+    queue = f"drain{time.monotonic_ns()}"
+    engine = open_queue(pg_server.url_of(dsn, queue))
     if kept:
-        keep_finished(engine, url.rsplit("=", 1)[1], kept)
+        keep_finished(engine, queue, kept)
     frames = make_frames("d", n)
     for start in range(0, n, 5000):
         engine.append(frames[start:start + 5000])
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{SCRIPTS}"
     started = time.time()
-    procs = [subprocess.Popen([sys.executable, __file__, "drain", "--url", url, "--batch",
-                               str(batch), "--worker", f"w{i}"], cwd=root, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=1200)
-        if proc.returncode:
-            raise RuntimeError(f"engine drain failed: {err[-2000:]}")
-    loc_queue = url.rsplit("=", 1)[1]
+    pg_server.wait([pg_server.spawn([sys.executable, __file__, "drain", "--url",
+                                     pg_server.url_of(dsn, queue), "--batch", str(batch),
+                                     "--worker", f"w{i}"], root) for i in range(2)],
+                   "engine drain")
     with engine._db.errors("read the outcome"):  # noqa: SLF001 - the benchmark's own look
         first, last, done, twice = engine._db.conn.execute(  # noqa: SLF001
             "SELECT min(updated_at), max(updated_at), count(*) FILTER (WHERE status ="
             " 'succeeded'), count(*) FILTER (WHERE token > 1) FROM jobq_done WHERE queue = %s"
             " AND seq > 0",
-            (loc_queue,)).fetchone()
+            (queue,)).fetchone()
     engine.close()
     if done != n or twice:
         raise RuntimeError(f"engine drain: {n - done} lost, {twice} claimed twice")
@@ -141,7 +126,7 @@ def engine_drain(dsn: str, n: int, batch: int, root: Path, kept: int = 0) -> tup
 
 
 def engine_append_one(dsn: str, n: int) -> float:
-    engine = open_queue(url_of(dsn) + f"?queue=one{time.monotonic_ns()}")
+    engine = open_queue(pg_server.url_of(dsn, f"one{time.monotonic_ns()}"))
     frames = make_frames("o", n)
     start = time.perf_counter()
     for f in frames:
@@ -152,7 +137,7 @@ def engine_append_one(dsn: str, n: int) -> float:
 
 
 def engine_append_many(dsn: str, n: int) -> float:
-    engine = open_queue(url_of(dsn) + f"?queue=many{time.monotonic_ns()}")
+    engine = open_queue(pg_server.url_of(dsn, f"many{time.monotonic_ns()}"))
     frames = make_frames("m", n)
     engine.now()  # connected before the clock starts, as the raw COPY is
     start = time.perf_counter()
@@ -192,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     rates: dict[str, list[float]] = {}
     notes: dict[str, str] = {}
+    pg_server.compile_sources()
     with scratch_dir("pg-engine-") as root, bench_database(args.dsn) as dsn:
         version, settings = server_info(dsn)
         print(f"jobq PostgreSQL engine vs the raw server (median of {args.runs} interleaved runs)")

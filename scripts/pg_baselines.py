@@ -2,6 +2,7 @@
 
     python scripts/pg_baselines.py claim --dsn DSN --batch K --worker NAME
 
+- ``claim_drain``: the claim loop's drain, 2 processes (bench_pg.py's figure);
 - ``insert_loop``: one INSERT and one COMMIT per row, one connection;
 - ``copy_rows``: COPY of N rows in one transaction;
 - ``claim``: the bare batched claim loop, one process (the benchmark starts two). In one
@@ -22,10 +23,12 @@ import pickle
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
+import pg_server
 from peers.tasks import noop
 
 TABLE = "raw_jobs"
@@ -98,6 +101,21 @@ def drain_outcome(dsn: str, n: int) -> dict[str, Any]:
             f" count(*) FILTER (WHERE status = 'succeeded'),"
             f" count(*) FILTER (WHERE token > 1) FROM {TABLE}").fetchone()
     return {"first": first, "last": last, "lost": n - done, "duplicated": twice}
+
+
+def claim_drain(dsn: str, batch: int, n: int, root: Path) -> tuple[float, str]:
+    """The bare claim loop, 2 processes, over n jobs queued by COPY first: jobs/s and a note."""
+    copy_rows(dsn, n)
+    started = time.time()
+    procs = [pg_server.spawn([sys.executable, __file__, "claim", "--dsn", dsn, "--batch",
+                              str(batch), "--worker", f"w{i}"], root) for i in range(2)]
+    pg_server.wait(procs, f"claim loop K={batch}")
+    outcome = drain_outcome(dsn, n)
+    if outcome["lost"] or outcome["duplicated"]:
+        raise RuntimeError(f"claim loop K={batch}: {outcome}")
+    steady = n / max(outcome["last"] - outcome["first"], 1e-6)
+    return (n / (outcome["last"] - started),
+            f"N={n:,}, 0 lost, 0 claimed twice; {steady:,.0f}/s from the first completion")
 
 
 def claim(dsn: str, batch: int, worker: str) -> int:

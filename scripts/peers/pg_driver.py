@@ -45,7 +45,7 @@ SETTINGS = ("synchronous_commit", "fsync", "wal_sync_method", "full_page_writes"
 MARK_ENV = "PEERS_PG_MARK"  # the file where the sleepy job appends "pid time" when it starts
 
 
-def _durability(settings: dict[str, str], persistence: dict[str, str]) -> tuple[str, str]:
+def durability(settings: dict[str, str], persistence: dict[str, str]) -> tuple[str, str]:
     tables = ", ".join(f"{t} {'UNLOGGED' if p == 'u' else 'LOGGED'}"
                        for t, p in sorted(persistence.items()))
     full = ", ".join(f"{k}={settings[k]}" for k in SETTINGS) + f" (its session); tables: {tables}"
@@ -251,18 +251,18 @@ def drain(args: argparse.Namespace) -> dict[str, Any]:
     last, done = asyncio.run(system.outcome(args.jobs))
     if done != args.jobs:
         raise RuntimeError(f"{args.system}: {done} of {args.jobs} jobs succeeded")
-    full, short = _durability(json.loads(report.read_text()), asyncio.run(system.persistence()))
+    full, short = durability(json.loads(report.read_text()), asyncio.run(system.persistence()))
     return {"rate": args.jobs / (last - started), "durability": full, "short": short}
 
 
-def _marks(mark: Path) -> list[tuple[int, float]]:
+def marks(mark: Path) -> list[tuple[int, float]]:
     with contextlib.suppress(FileNotFoundError):
         return [(int(p), float(t)) for p, t in (line.split() for line in mark.read_text().split("\n")
                                                if line)]
     return []
 
 
-def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         if time.monotonic() > deadline:
@@ -280,12 +280,12 @@ def sigkill(args: argparse.Namespace) -> dict[str, Any]:
     asyncio.run(system.fill(1, entrypoint="sleepy"))
     procs = [_consumer(args, "hold", args.dir / "pgqueuer-holder-a.log", env=env)]
     try:
-        (pid_a, _), = _wait_for(lambda: _marks(mark), 60, "the job starting on worker A")
+        (pid_a, _), = wait_for(lambda: marks(mark), 60, "the job starting on worker A")
         procs.append(_consumer(args, "hold", args.dir / "pgqueuer-holder-b.log", env=env))
         time.sleep(1.0)  # B is up and idle, as a live second worker would be
         os.killpg(procs[0].pid, signal.SIGKILL)
         killed = time.time()
-        again = _wait_for(lambda: _marks(mark)[1:], SIGKILL_TIMEOUT, "the job starting again")
+        again = wait_for(lambda: marks(mark)[1:], SIGKILL_TIMEOUT, "the job starting again")
     finally:
         _kill(procs)
     return {"seconds": again[0][1] - killed, "killed_pid": pid_a, "rerun_pid": again[0][0]}
