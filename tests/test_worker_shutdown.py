@@ -65,6 +65,8 @@ def test_stuck_worker_loses_its_job_at_lease_expiry_and_its_late_result_is_refus
     a = children.start(SHORT_LEASE_WORKER, str(qpath), str(a_log))
     wait_until(lambda: pid_file.exists())
     a_child = int(pid_file.read_text())
+    # The supervisor logs its start once its children run: a job may start before that.
+    wait_until(lambda: _events(a_log, "worker.started"))
     a_id = _events(a_log, "worker.started")[0]["worker"]
 
     # Stop A's supervisor (not its child) outside any write transaction: holding the state lock
