@@ -14,18 +14,11 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import sys
+from pathlib import Path
 
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pg import DEFAULT_DSN, listening  # noqa: E402  (the suite's own way to find a server)
 
 
 def create(server_dsn: str) -> str:
@@ -33,7 +26,7 @@ def create(server_dsn: str) -> str:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     parts = conninfo_to_dict(server_dsn)
-    if not _listening(parts.get("host", "127.0.0.1"), int(parts.get("port", 5432))):
+    if not listening(parts.get("host", "127.0.0.1"), int(parts.get("port", 5432))):
         return ""
     name = f"jobq_ci_{os.getpid()}_{secrets.token_hex(4)}"
     with psycopg.connect(server_dsn, autocommit=True) as conn:

@@ -168,6 +168,21 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
             w.close()
 
 
+# The long versions of the torture tests: an hour at most each, so not in every run; CI runs each
+# one's bounded version (the test above it) on every change.
+SOAK_ONLY = pytest.mark.skipif(
+    os.environ.get("JOBQ_SOAK", "0") in ("", "0"),
+    reason="the hour-long soak version; CI runs the bounded test above it (JOBQ_SOAK=1 runs this)")
+
+
+@pytest.fixture
+def seed() -> int:
+    """A torture's chaos seed: $JOBQ_TORTURE_SEED, else a fresh random one (printed with the
+    figures, so a failing run can be repeated)."""
+    given = os.environ.get("JOBQ_TORTURE_SEED")
+    return int(given) if given else int.from_bytes(os.urandom(4), "big")
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.01) -> object:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
     import time

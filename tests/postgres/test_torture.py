@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 import torture_tasks
-from conftest import WorkerProcess, wait_until
+from conftest import SOAK_ONLY, WorkerProcess, wait_until
 
 import pg
 
@@ -51,12 +51,6 @@ SOAK = Plan(jobs=2000, events=300, restarts=10, producers=4, drain_timeout=900.0
 EVENTS = {"worker": 2, "child": 2, "producer": 2, "terminate": 2, "restart": 1}
 
 
-@pytest.fixture
-def seed() -> int:
-    given = os.environ.get("JOBQ_TORTURE_SEED")
-    return int(given) if given else int.from_bytes(os.urandom(4), "big")
-
-
 def test_torture(make_drain: MakeDrain, pg_cluster: pg.Cluster, seed: int) -> None:
     """CI size: nothing acknowledged is lost or succeeds twice, no checkpoint goes back."""
     Chaos(CI, make_drain, pg_cluster, seed).run()
@@ -64,7 +58,7 @@ def test_torture(make_drain: MakeDrain, pg_cluster: pg.Cluster, seed: int) -> No
 
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
-@pytest.mark.skipif(os.environ.get("JOBQ_SOAK", "0") in ("", "0"), reason="set JOBQ_SOAK=1")
+@SOAK_ONLY
 def test_torture_soak(make_drain: MakeDrain, pg_cluster: pg.Cluster, seed: int) -> None:
     """Soak size: 2,000 jobs and 300 events."""
     Chaos(SOAK, make_drain, pg_cluster, seed).run()

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import torture_tasks
-from conftest import wait_until
+from conftest import SOAK_ONLY, wait_until
 
 from jobq import Queue, Status
 from jobq.errors import JobNotFound
@@ -71,13 +71,6 @@ BUSY_SHARE = 0.8  # of worker kills aimed at a worker running jobs (the rest: an
 BUSY_WAIT = 5.0  # seconds to wait for a busy worker to aim at
 
 
-@pytest.fixture
-def seed() -> int:
-    """The chaos seed: $JOBQ_TORTURE_SEED, else a fresh random one (printed with the figures)."""
-    given = os.environ.get("JOBQ_TORTURE_SEED")
-    return int(given) if given else int.from_bytes(os.urandom(4), "big")
-
-
 def test_crash_torture(queue, workers, children, tmp_path, seed):
     """CI size: about 300 jobs and 30 SIGKILLs; nothing lost, nothing run to success twice."""
     _torture(CI, queue, workers, children, tmp_path, seed)
@@ -85,7 +78,7 @@ def test_crash_torture(queue, workers, children, tmp_path, seed):
 
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
-@pytest.mark.skipif(os.environ.get("JOBQ_SOAK", "0") in ("", "0"), reason="set JOBQ_SOAK=1")
+@SOAK_ONLY
 def test_crash_torture_soak(queue, workers, children, tmp_path, seed):
     """Soak size: 5,000 jobs and 300 SIGKILLs."""
     _torture(SOAK, queue, workers, children, tmp_path, seed)
