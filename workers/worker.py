@@ -174,10 +174,13 @@ class Worker:
                 for slot in self._slots:
                     slot.request_stop()
             return not self._slots or now >= self._stop_deadline
-        # held before has_ready: a claim a child's watcher gives back between the two reads
-        # would be seen by neither the other way round.
+        # Ready, held, ready again: between two reads a child's claim moves a job from ready to
+        # held, and its watcher's hand-back from held to ready; read in either order alone, one
+        # of the two moves would be seen by neither read, and the worker would stop with a job
+        # running or waiting.
         if burst and all(s.idle for s in self._slots) and not self._finished \
                 and not (self._upkeep is not None and self._upkeep.busy) \
+                and not self.engine.has_ready() \
                 and not any(self.engine.held(s.owner) for s in self._slots) \
                 and not self.engine.has_ready():
             return not self._retries_pending()
