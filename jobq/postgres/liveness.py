@@ -92,8 +92,16 @@ class LockHold:
         return [] if self._conn.closed else [self._conn.fileno()]
 
     def close(self) -> None:
-        if os.getpid() == self._pid:
-            self._conn.close()  # the session ends: the lock is free
+        """Let go of the lock, then end the session. The unlock is what frees it at once: a
+        closed connection's backend lets go only when it has noticed and exited."""
+        if os.getpid() != self._pid:
+            return
+        if not (self._conn.closed or self._conn.broken):
+            try:
+                self._conn.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:
+                pass  # the session is gone already, and its locks with it
+        self._conn.close()
 
 
 def held_keys(db: Db) -> set[tuple[int, int]]:
