@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import config as config_mod
-from . import engines, job_record, record, signatures, tasks
-from .job_ids import MAX_JOB_ID, check_job_id, job_ids
+from . import engines, job_options, job_record, record, signatures, tasks
+from .job_ids import check_job_id, job_ids
+from .job_options import Options
 from .engine import Engine
 from .errors import (InvalidArgument, InvalidJob, JobCancelled, JobNotFound,
                      JobFailed, JobqError, RecordTooLarge, SignatureMismatch, WaitTimeout)
@@ -21,9 +21,7 @@ from .payload import JobPayload
 from .state import JobState, Status
 from .worker_info import ChildInfo, WorkerInfo, WorkerState, worker_of
 
-_I32 = 2**31 - 1
 BATCH = 1_000  # jobs of an enqueue_many handed to the engine at a time
-_I64 = 2**63 - 1
 
 
 class Queue:
@@ -67,7 +65,7 @@ class Queue:
         self.shared_group = self.engine.shared_group  # the group it is shared with, if it is
         self._clock = clock
         self._key = cfg.secret_key
-        self._default_options: _Options | None = None  # the usual options, once validated
+        self._default_options: Options | None = None  # the usual options, once validated
         try:
             self._default_options = self._options(0, None, None, None)
         except InvalidJob:
@@ -147,7 +145,7 @@ class Queue:
         """Enqueue with options. A ``job_id`` that already exists is returned without a new job."""
         task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
-        args, kwargs = _args(args), _kwargs(kwargs)
+        args, kwargs = job_options.args_tuple(args), job_options.kwargs_dict(kwargs)
         if function is not None:
             signatures.check(function, task, args, kwargs)
         if job_id is not None:
@@ -157,7 +155,7 @@ class Queue:
         return self._enqueue_one(task, args, kwargs, job_id, options)
 
     def _enqueue_one(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     job_id: str | None, options: _Options) -> str:
+                     job_id: str | None, options: Options) -> str:
         """Append one job whose every input is validated; return its id once it is durable."""
         if job_id is None:
             job_id = job_ids.next()
@@ -177,7 +175,7 @@ class Queue:
         return ids
 
     def _batches(self, task: str, function: Callable[..., Any] | None,
-                 args_list: Iterable[Iterable[Any]], options: _Options, ids: list[str]
+                 args_list: Iterable[Iterable[Any]], options: Options, ids: list[str]
                  ) -> Iterator[tuple[list[bytes], int]]:
         """The records of ``args_list``, BATCH jobs at a time (pieces, size of the last one)."""
         prio, delay_s, attempts, timeout_s = options
@@ -211,28 +209,16 @@ class Queue:
             yield parts, len(parts[-2]) + len(parts[-1])
 
     def _options(self, priority: int, delay: float | None, max_attempts: int | None,
-                 timeout: float | None) -> _Options:
+                 timeout: float | None) -> Options:
         """Validate the per-job options once per call."""
         if type(priority) is int and priority == 0 and delay is None and max_attempts is None \
                 and timeout is None and self._default_options is not None:
             return self._default_options  # the usual call: validated when the queue opened
-        if not isinstance(priority, int) or isinstance(priority, bool) or abs(priority) > _I64:
-            raise InvalidJob(f"priority must be an integer, not {priority!r}")
-        if delay is not None and (not _is_number(delay) or not math.isfinite(delay) or delay < 0):
-            raise InvalidJob(f"delay must be a finite number of seconds >= 0, not {delay!r}")
-        if max_attempts is None:
-            max_attempts = self.config.default_max_attempts
-        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) \
-                or not 1 <= max_attempts <= _I32:
-            raise InvalidJob(f"max_attempts must be an integer >= 1, not {max_attempts!r}")
-        if timeout is not None and (not _is_number(timeout) or not math.isfinite(timeout)
-                                    or timeout <= 0):
-            raise InvalidJob(f"timeout must be a positive number of seconds, not {timeout!r}")
-        return _Options(priority, float(delay or 0.0), max_attempts,
-                        None if timeout is None else float(timeout))
+        return job_options.validate(priority, delay, max_attempts, timeout,
+                                    default_max_attempts=self.config.default_max_attempts)
 
     def _frame(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str,
-               options: _Options) -> bytes:
+               options: Options) -> bytes:
         """Build one job's record; raises before anything is written."""
         now = self._clock()
         body = job_record.encode_fields(job_id, task, args, kwargs, options.priority,
@@ -263,7 +249,7 @@ class Queue:
     def wait(self, job_id: str, timeout: float | None = None) -> JobState:
         """Block until the job succeeded, died or was cancelled; WaitTimeout after ``timeout`` s."""
         check_job_id(job_id)
-        if timeout is not None and (not _is_number(timeout) or timeout < 0):
+        if timeout is not None and (not job_options.is_number(timeout) or timeout < 0):
             raise InvalidArgument(f"timeout must be a number of seconds >= 0, not {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.002
@@ -326,33 +312,6 @@ class Queue:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
-
-class _Options(NamedTuple):
-    priority: int
-    delay: float
-    max_attempts: int
-    timeout: float | None
-
-
-def _args(args: Iterable[Any]) -> tuple[Any, ...]:
-    if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
-        raise InvalidJob(f"args must be a tuple or list, not {type(args).__name__}")
-    return tuple(args)
-
-
-def _kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    if kwargs is None:
-        return {}
-    if not isinstance(kwargs, Mapping):
-        raise InvalidJob(f"kwargs must be a mapping, not {type(kwargs).__name__}")
-    if not all(isinstance(k, str) for k in kwargs):
-        raise InvalidJob("kwargs keys must be strings")
-    return dict(kwargs)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _parse_status(status: Status | str | None) -> Status | None:

@@ -18,7 +18,7 @@ from .. import __version__, _logging, config
 from ..queue import denied
 from ..errors import JobqError
 from ..state import Status
-from . import commands, key_view, migrate, worker_view
+from . import commands, key_view, migrate, upkeep, worker_view
 
 USAGE_ERROR = 2
 STATUSES = [s.value for s in Status]
@@ -129,7 +129,7 @@ def _parser() -> argparse.ArgumentParser:
                         " required)")
     sub.add_parser("verify", parents=[reads],
                    help="check every job to run can be read; load every record and snapshot",
-                   epilog=commands.VERIFY_EPILOG,
+                   epilog=upkeep.VERIFY_EPILOG,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub.add_parser("compact", parents=[reads], help="rewrite the log without purged jobs")
     sub.add_parser("rekey", parents=[reads],
@@ -220,8 +220,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": commands.list_jobs,
            "show": commands.show, "wait": commands.wait, "retry": commands.retry,
-           "cancel": commands.cancel, "purge": commands.purge, "verify": commands.verify,
-           "compact": commands.compact, "backup": commands.backup,
+           "cancel": commands.cancel, "purge": upkeep.purge, "verify": upkeep.verify,
+           "compact": upkeep.compact, "backup": upkeep.backup,
            "workers": worker_view.workers, "rekey": key_view.rekey}
 CREATES = {"enqueue"}
 
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return RUNNERS[args.command](queue, args, sys.stdout)
     except JobqError as exc:
         print(f"jobq: error: {exc}", file=sys.stderr)
-        return commands.VERIFY_CANNOT_RUN if args.command == "verify" else 1
+        return upkeep.VERIFY_CANNOT_RUN if args.command == "verify" else 1
     except PermissionError as exc:  # one jobq did not foresee: still the file, owner and remedy
         print(f"jobq: error: {denied(exc, _root(args))}",
               file=sys.stderr)
