@@ -53,6 +53,7 @@ from jobq.engine import Claim, Engine, Finished, worker_of
 from .board import Board
 from .config import WorkerConfig
 from .outage import Outage, call_through
+from .reaping import released
 from .watcher import Watcher
 
 PR_SET_PDEATHSIG = 1
@@ -221,7 +222,7 @@ class Runner:
         would renew their leases for ever. (Retrying that settle is safe: a finished entry it
         recorded no longer matches a running claim, and records nothing twice.)"""
         ours = {(job_id, token) for job_id, token, _ in finished}
-        return [(h.job_id, h.token, _released) for h in self.engine.held(self.owner)
+        return [(h.job_id, h.token, released) for h in self.engine.held(self.owner)
                 if (h.job_id, h.token) not in ours]
 
     def _report(self, finished: list[Finished], states: list[Any],
@@ -269,12 +270,12 @@ class Runner:
         first = True
         while True:
             if not first and self.board.stop_requested():  # give back the ones not started
-                self.finished += [(c.job_id, c.token, _released) for c in [claim, *_take_all(rest)]]
+                self.finished += [(c.job_id, c.token, released) for c in [claim, *_take_all(rest)]]
                 return
             # A prefetched claim may have been asked to cancel while it waited (the first one
             # of a batch starts as soon as it is claimed): given back unstarted, it ends cancelled.
             if not first and self._cancel_requested(claim):
-                self.finished.append((claim.job_id, claim.token, _released))
+                self.finished.append((claim.job_id, claim.token, released))
             else:
                 outcome = self._run(claim)
                 self.outcomes[claim.job_id] = outcome  # first: the watcher may take the entry
@@ -296,7 +297,7 @@ class Runner:
         the main thread's task may be saving a checkpoint). Should the child die before the
         commit, nothing was recorded: its supervisor gives back all it held, as for any death.
         """
-        given = [(c.job_id, c.token, _released) for c in _take_all(rest)]
+        given = [(c.job_id, c.token, released) for c in _take_all(rest)]
         finished = _take_all(self.finished)
         if not (finished or given):
             return
@@ -362,10 +363,6 @@ class Runner:
     def _retry_delay(self, attempt: int) -> float:
         return transitions.backoff(attempt, base=self.config.retry_base,
                                    cap=self.config.retry_cap)
-
-
-def _released(state: Any, now: float, _max_attempts: int) -> Any:
-    return transitions.released(state, now)
 
 
 def _take_all(items: deque[Any]) -> list[Any]:

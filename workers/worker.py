@@ -16,39 +16,24 @@ import importlib
 import os
 import socket
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
-
 
 from jobq import Queue, transitions
 from jobq.errors import ConfigError, JobqError, StorageError
 from jobq.execution import change_for, failure, log_transition
 from jobq.state import Status
-from jobq.engine import Change, Liveness, Upkeep, Wakeups, owner_of, worker_of
+from jobq.engine import Change, Liveness, Upkeep, Wakeups, owner_of
 
 from . import outage, slots
 from .config import WorkerConfig
 from .heartbeat import Heartbeat
+from .reaping import Ended, crash, reap_dead_workers, released
 from .signals import StopRequests, handled
 from .slots import Slot
 from jobq._logging import get_logger
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class Ended:
-    """An attempt that ended, waiting to be recorded with the next transaction."""
-
-    job_id: str
-    token: int
-    change: Change
-    extra: dict[str, Any]
-
-
-def _released(state: Any, now: float, _max_attempts: int) -> Any:
-    return transitions.released(state, now)
 
 
 class Worker:
@@ -258,7 +243,7 @@ class Worker:
             return
         for job_id, token in held:
             if running is None or (job_id, token) != (running.job_id, running.token):
-                self._finish(job_id, token, _released,
+                self._finish(job_id, token, released,
                              cause="not started, or its result was lost with its process")
         if running is not None:
             self._record_death(running, reason, slot.process.exitcode)
@@ -279,7 +264,7 @@ class Worker:
                          duration=elapsed,
                          cause="cancelled and did not stop within the grace period")
         elif reason == "shutdown":
-            self._finish(job_id, token, _released, duration=elapsed, cause="worker shutdown")
+            self._finish(job_id, token, released, duration=elapsed, cause="worker shutdown")
         else:
             self._finish(job_id, token, self._crash(slots.death_cause(exitcode), token),
                          duration=elapsed, cause="crash")
@@ -309,10 +294,7 @@ class Worker:
     # -- recording ---------------------------------------------------------------------------
 
     def _crash(self, cause: str, token: int) -> Change:
-        """Record the death of attempt ``token``: charged unless it saved a new checkpoint."""
-        max_crashes = self.config.max_crashes
-        return lambda s, now, max_attempts: transitions.interrupted(
-            s, cause, now, max_attempts=max_attempts, max_crashes=max_crashes, token=token)
+        return crash(cause, token, self.config.max_crashes)
 
     def _retry_delay(self, attempt: int) -> float:
         return transitions.backoff(attempt, base=self.config.retry_base, cap=self.config.retry_cap)
@@ -335,7 +317,7 @@ class Worker:
                     self._log.warning("job.stale_result", job_id=ended.job_id, token=ended.token,
                                       **ended.extra)
                 continue
-            if ended.change is not _released or "reaped_from" in ended.extra:
+            if ended.change is not released or "reaped_from" in ended.extra:
                 self.processed += 1
             if state.status in (Status.FAILED, Status.QUEUED):
                 self._retrying.add(state.job_id)
@@ -344,41 +326,11 @@ class Worker:
     # -- other workers -----------------------------------------------------------------------
 
     def _reap_dead_workers(self, look_at_records: bool = False) -> None:
-        """Reclaim the jobs of workers that died, and of live ones whose leases ran out; bury
-        the records of dead workers (with ``look_at_records``, of those that held no job too)."""
+        """Reclaim the jobs of dead workers and of expired leases (:mod:`workers.reaping`)."""
         assert self._lock is not None
         self._lock.check()
-        registry = self.engine.workers
-        now = self.engine.now()
-        dead: dict[str, bool] = {}
-        held: dict[str, list[str]] = {}
-        for claim in self.engine.held():
-            worker = worker_of(claim.owner)
-            if worker == self.id:
-                continue
-            if worker not in dead:
-                dead[worker] = registry.is_dead(worker)
-            if dead[worker]:
-                held.setdefault(worker, []).append(claim.job_id)
-                cause = f"worker {worker} died"
-            elif claim.lease_expired:
-                cause = f"lease expired: worker {worker} stopped renewing it"
-            else:
-                continue
-            # A prefetched claim never started: given back uncharged.
-            change = self._crash(cause, claim.token) if claim.started else _released
-            self._finished.append(Ended(claim.job_id, claim.token, change,
-                                        {"cause": cause, "reaped_from": worker}))
-        try:
-            if look_at_records:  # workers that died holding no job: only their records tell
-                for worker in registry.recorded():
-                    if worker != self.id and worker not in dead and registry.is_dead(worker):
-                        held[worker] = []
-            for worker, jobs in held.items():
-                if registry.bury(worker, by=self.id, jobs=jobs, now=now):
-                    self._log.info("worker.found_dead", dead_worker=worker, jobs=len(jobs))
-        except OSError as exc:  # only what `jobq workers` shows is at stake, not the jobs
-            self._log.warning("worker.records_unreadable", error=str(exc))
+        reap_dead_workers(self.engine, self.id, self.config.max_crashes, self._finished,
+                          self._log, look_at_records=look_at_records)
 
     # -- stopping ----------------------------------------------------------------------------
 

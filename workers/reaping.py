@@ -1,0 +1,76 @@
+"""What becomes of a job whose attempt ended outside its child: the records of those endings,
+and the reaping of the jobs of workers that died or stopped renewing their leases.
+
+The supervisor collects :class:`Ended` records (a dead child's attempt, a kill, a reaped claim)
+and records them together in one transaction. A claim never started is :func:`released`
+uncharged; a started one is charged as a crash (:func:`crash`) unless it saved a new checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jobq import transitions
+from jobq.engine import Change, Engine, worker_of
+
+
+@dataclass(frozen=True)
+class Ended:
+    """An attempt that ended, waiting to be recorded with the next transaction."""
+
+    job_id: str
+    token: int
+    change: Change
+    extra: dict[str, Any]
+
+
+def released(state: Any, now: float, _max_attempts: int) -> Any:
+    """Give the attempt back uncharged (a claim never started, or a stop)."""
+    return transitions.released(state, now)
+
+
+def crash(cause: str, token: int, max_crashes: int) -> Change:
+    """Record the death of attempt ``token``: charged unless it saved a new checkpoint."""
+    return lambda s, now, max_attempts: transitions.interrupted(
+        s, cause, now, max_attempts=max_attempts, max_crashes=max_crashes, token=token)
+
+
+def reap_dead_workers(engine: Engine, worker_id: str, max_crashes: int, ended: list[Ended],
+                      logger: Any, look_at_records: bool = False) -> None:
+    """Add to ``ended`` the claims of workers that died, and of live ones whose leases ran out;
+    bury the records of dead workers (with ``look_at_records``, of those that held no job too).
+
+    Appended one by one: should the storage fail midway, those found so far are still recorded.
+    """
+    registry = engine.workers
+    now = engine.now()
+    dead: dict[str, bool] = {}
+    held: dict[str, list[str]] = {}
+    for claim in engine.held():
+        worker = worker_of(claim.owner)
+        if worker == worker_id:
+            continue
+        if worker not in dead:
+            dead[worker] = registry.is_dead(worker)
+        if dead[worker]:
+            held.setdefault(worker, []).append(claim.job_id)
+            cause = f"worker {worker} died"
+        elif claim.lease_expired:
+            cause = f"lease expired: worker {worker} stopped renewing it"
+        else:
+            continue
+        # A prefetched claim never started: given back uncharged.
+        change = crash(cause, claim.token, max_crashes) if claim.started else released
+        ended.append(Ended(claim.job_id, claim.token, change,
+                           {"cause": cause, "reaped_from": worker}))
+    try:
+        if look_at_records:  # workers that died holding no job: only their records tell
+            for worker in registry.recorded():
+                if worker != worker_id and worker not in dead and registry.is_dead(worker):
+                    held[worker] = []
+        for worker, jobs in held.items():
+            if registry.bury(worker, by=worker_id, jobs=jobs, now=now):
+                logger.info("worker.found_dead", dead_worker=worker, jobs=len(jobs))
+    except OSError as exc:  # only what `jobq workers` shows is at stake, not the jobs
+        logger.warning("worker.records_unreadable", error=str(exc))
