@@ -4,14 +4,15 @@ The ``queue`` parameter names one of the queues that share the database (``defau
 absent). ``wakeups`` says how idle workers learn of new jobs: ``listen`` (the default: LISTEN and
 NOTIFY, see :mod:`jobq.postgres.wakeups`) or ``poll`` (neither: idle workers ask every
 ``poll_interval``; for a pooler in transaction mode). Both are jobq's, not libpq's, so they are
-taken out before connecting; every other parameter goes to libpq as it is. Messages name the
-server as ``host:port/db``, never with its password.
+taken out before connecting; every other parameter goes to libpq as it is, byte for byte (libpq
+decodes only %XX, so ``options=-c%20x=y`` re-encoded by ``urlencode`` would reach it as
+``-c+x=y``). Messages name the server as ``host:port/db``, never with its password.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError
 
@@ -57,7 +58,8 @@ def parse(url: str) -> PgLocation:
         raise ConfigError(f"bad wakeups={wakeups!r} in the PostgreSQL URL: listen (LISTEN/NOTIFY,"
                           " the default) or poll (idle workers ask every poll_interval, for"
                           " PgBouncer in transaction mode)")
-    rest = urlencode([(key, value) for key, value in params if key not in OURS])
+    raw = [part for part in parts.query.split("&") if part]  # as written: never re-encoded
+    rest = "&".join(part for part in raw if _key(part) not in OURS)
     conninfo = urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment))
     host = parts.hostname or "localhost"
     database = parts.path.lstrip("/") or (parts.username or "")
@@ -65,9 +67,15 @@ def parse(url: str) -> PgLocation:
     netloc = parts.netloc.rsplit("@", 1)
     if len(netloc) == 2:  # user[:password]@host: keep the user, never the password
         netloc = [netloc[0].split(":", 1)[0], netloc[1]]
-    shown = urlencode([*[(k, v) for k, v in params if k != "queue"], ("queue", queue)])
+    shown = "&".join([*(part for part in raw if _key(part) != "queue"),
+                      urlencode([("queue", queue)])])
     location = urlunsplit((parts.scheme, "@".join(netloc), parts.path, shown, ""))
     return PgLocation(conninfo, queue, server, location, wakeups)
+
+
+def _key(part: str) -> str:
+    """The name of one ``name=value`` part of a query, decoded as parse_qsl decodes it."""
+    return unquote(part.split("=", 1)[0].replace("+", " "))
 
 
 def _one(params: list[tuple[str, str]], name: str, default: str) -> str:

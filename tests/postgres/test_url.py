@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobq.errors import ConfigError
+from jobq.postgres.db import connect
 from jobq.postgres.url import is_url, parse
 
 
@@ -52,3 +53,19 @@ def test_bad_wakeups_are_config_errors_without_the_password(url: str) -> None:
     with pytest.raises(ConfigError, match="wakeups") as caught:
         parse(url)
     assert "secret" not in str(caught.value)
+
+
+def test_libpq_parameters_pass_through_unchanged() -> None:
+    """libpq decodes only %XX: a space re-encoded as '+' would reach it as a '+'."""
+    loc = parse("postgresql://bob:secret@h/app?options=-c%20x%3Dy&queue=q&application_name=a+b")
+    assert loc.conninfo == "postgresql://bob:secret@h/app?options=-c%20x%3Dy&application_name=a+b"
+    assert loc.location == "postgresql://bob@h/app?options=-c%20x%3Dy&application_name=a+b&queue=q"
+    reopened = parse(loc.location).conninfo
+    assert reopened == "postgresql://bob@h/app?options=-c%20x%3Dy&application_name=a+b"
+
+
+def test_options_in_the_url_reach_the_server(pg_url: str) -> None:
+    """A setting given in the URL's options is the session's (here statement_timeout)."""
+    loc = parse(f"{pg_url}&options=-c%20statement_timeout%3D4321")
+    with connect(loc) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("4321ms",)
