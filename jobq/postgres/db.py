@@ -24,14 +24,8 @@ from typing import Any
 import psycopg
 
 from ..errors import StorageError
+from . import session
 from .url import PgLocation
-
-# TCP keepalives: a server that vanished (a cut network) is noticed within about a minute,
-# instead of the kernel's two hours; tcp_user_timeout (ms) does the same for a statement sent
-# and never acknowledged, instead of some 15 minutes of retransmissions. A URL's own settings win.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-              "keepalives_count": 6, "tcp_user_timeout": 40_000}
-CONNECT_TIMEOUT = 10
 
 
 # SQLSTATE classes after which the same call may succeed later: connection exception,
@@ -74,19 +68,19 @@ def storage_error(exc: BaseException, loc: PgLocation, doing: str,
 
 
 def connect(loc: PgLocation, **options: Any) -> psycopg.Connection[Any]:
-    """A new autocommit session, with keepalives; StorageError if the server cannot be reached."""
-    given = psycopg.conninfo.conninfo_to_dict(loc.conninfo)
-    settings: dict[str, Any] = {k: v for k, v in KEEPALIVES.items() if k not in given}
-    settings.setdefault("connect_timeout", given.get("connect_timeout", CONNECT_TIMEOUT))
-    settings.setdefault("application_name", given.get("application_name", "jobq"))
+    """A new autocommit session with jobq's settings (:mod:`jobq.postgres.session`: a cut
+    network is noticed within about 30 s); StorageError if the server cannot be reached."""
     try:
-        conn = psycopg.connect(loc.conninfo, autocommit=True, **settings, **options)
-        # JIT compiling a batch insert's plan took longer than running it (170 ms for
-        # 20,000 jobs): jobq's statements are short, none gains from it.
-        conn.execute("SET jit = off")
-        return conn
+        conn = psycopg.connect(loc.conninfo, autocommit=True,
+                               **{**session.client_settings(loc.conninfo), **options})
     except psycopg.Error as exc:
         raise storage_error(exc, loc, "connect") from exc
+    try:
+        session.configure(conn, loc.server)
+    except psycopg.Error as exc:
+        conn.close()
+        raise storage_error(exc, loc, "connect", broken=True) from exc
+    return conn
 
 
 class Db:

@@ -3,11 +3,12 @@
 A worker's supervisor holds a session advisory lock on a connection of its own, kept idle, for
 its whole life (:class:`LockHold`). The server releases a session's locks as soon as it sees
 the session end: at once when its client dies (the kernel closes the socket), within the TCP
-keepalive time the session sets (SERVER_KEEPALIVES, about 25 s) when the client's host vanishes
-from the network; until then leases cover it, and fencing tokens refuse its late results. Any other process tells a dead
-worker by the lock not being held (:func:`held_keys`, a look at ``pg_locks`` that takes nothing
-a worker could trip over). The connection must stay idle: a backend busy in a statement
-notices its client's death only when the statement ends.
+keepalive time every jobq session sets (:mod:`jobq.postgres.session`, about 25 s) when the
+client's host vanishes from the network; until then leases cover it, and fencing tokens refuse
+its late results. Any other process tells a dead worker by the lock not being held
+(:func:`held_keys`, a look at ``pg_locks`` that takes nothing a worker could trip over). The
+connection stays idle: a backend busy in a statement notices its client's death only when the
+statement ends, or at its next ``client_connection_check_interval`` (PostgreSQL 14+).
 
 A forked child closes the lock connection's socket (``fds_to_close_after_fork``) and never
 finishes the session: its parent's lock must not outlive the parent, nor end with the child.
@@ -36,11 +37,6 @@ from .db import Db, connect, storage_error
 from .url import PgLocation
 
 TAKE_TIMEOUT = 1.0  # seconds to wait for a worker id's lock (only a probe could hold it)
-# The server's side of the lock session: a host cut off by the network holds its lock until the
-# server's keepalives give up on it, about idle + interval x count = 25 s (over TCP; a unix
-# socket's peer is never silently gone).
-SERVER_KEEPALIVES = {"tcp_keepalives_idle": 10, "tcp_keepalives_interval": 5,
-                     "tcp_keepalives_count": 3}
 
 
 def lock_key(queue: str, worker: str) -> int:
@@ -64,8 +60,6 @@ class LockHold:
         key = lock_key(loc.queue, worker)
         deadline = time.monotonic() + TAKE_TIMEOUT
         try:
-            for name, value in SERVER_KEEPALIVES.items():
-                self._conn.execute(f"SET {name} = {int(value)}")
             while not self._conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
                 if time.monotonic() > deadline:
                     raise LivenessLost(f"worker {worker}: its liveness lock on {loc.location} is"

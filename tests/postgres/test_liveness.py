@@ -56,7 +56,7 @@ def test_a_sigkilled_holder_is_dead_at_once(engine: PgEngine, pg_url: str,
 def test_close_lets_go_and_a_worker_never_seen_is_dead(engine: PgEngine) -> None:
     hold = engine.workers.hold("w")
     conn = hold._conn  # noqa: SLF001 - the server's keepalives on the lock's own session
-    assert conn.execute("SHOW tcp_keepalives_idle").fetchone()[0] == "10"
+    assert conn.execute("SHOW tcp_keepalives_idle").fetchone()[0] == "5"
     assert conn.execute("SHOW tcp_keepalives_count").fetchone()[0] == "3"
     assert not engine.workers.is_dead("w")
     assert engine.workers.is_dead("other")

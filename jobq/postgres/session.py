@@ -1,0 +1,88 @@
+"""The settings of every jobq session: a worker cut off by the network notices within ~30 s.
+
+Left to the operating system, a connection whose peer vanished (a cut network, a host gone
+without closing its sockets) is given up only after some 15 minutes of retransmissions, or two
+hours of idle keepalive. Both ends are set to give up within about 25 s instead:
+
+- the client (libpq parameters, :data:`CLIENT`): keepalives after 5 s idle, every 2 s, 3 unanswered
+  ones end the connection; ``tcp_user_timeout`` ends it when sent data stays unacknowledged 25 s
+  (on Linux it also caps the keepalives' count). A worker waiting on a statement learns then
+  that its storage is gone, instead of waiting on a dead socket;
+- the server (:data:`SERVER`, set after connecting): the same keepalives and user timeout for its
+  side, so that a worker's liveness lock (:mod:`jobq.postgres.liveness`) is let go about 25 s
+  after its host vanished, and ``client_connection_check_interval`` (PostgreSQL 14+) so that a
+  backend in the middle of a statement looks for its client every 5 s. ``jit`` is off: compiling
+  a batch insert's plan took longer than running it (170 ms for 20,000 jobs), and jobq's
+  statements are short.
+
+What the user set wins: a libpq parameter given in the URL (or libpq's environment variable,
+for ``connect_timeout`` and ``application_name``), and a server setting given in ``options``
+(URL or PGOPTIONS; the server reports those as set by the client). A server setting it refuses
+(unknown to its version, as ``client_connection_check_interval`` is to PostgreSQL 13, or not
+permitted) is skipped, and logged once per process as ``postgres.setting_refused``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+from .._logging import get_logger
+
+log = get_logger(__name__)
+
+# libpq's: seconds, except tcp_user_timeout (ms).
+CLIENT: Mapping[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                             "keepalives_count": 3, "tcp_user_timeout": 25_000,
+                             "connect_timeout": 10, "application_name": "jobq"}
+_CLIENT_ENV = {"connect_timeout": "PGCONNECT_TIMEOUT", "application_name": "PGAPPNAME"}
+# The server's: seconds, except tcp_user_timeout and client_connection_check_interval (ms).
+SERVER: Mapping[str, str] = {"jit": "off", "tcp_keepalives_idle": "5",
+                             "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3",
+                             "tcp_user_timeout": "25000",
+                             "client_connection_check_interval": "5000"}
+
+# One statement for all: a setting the client gave at start-up (options, PGOPTIONS) is kept.
+_APPLY = ("SELECT CASE WHEN s.source = 'client' THEN NULL"
+          " ELSE set_config(d.name, d.value, false) END"
+          " FROM unnest(%s::text[], %s::text[]) AS d(name, value)"
+          " LEFT JOIN pg_settings s ON s.name = d.name")
+_refused: set[tuple[int, str]] = set()  # (pid, setting) already logged
+
+
+def client_settings(conninfo: str) -> dict[str, Any]:
+    """The libpq parameters of :data:`CLIENT` that neither ``conninfo`` nor the environment sets."""
+    given = psycopg.conninfo.conninfo_to_dict(conninfo)
+    return {name: value for name, value in CLIENT.items()
+            if name not in given and os.environ.get(_CLIENT_ENV.get(name, "")) is None}
+
+
+def configure(conn: psycopg.Connection[Any], server: str,
+              settings: Mapping[str, str] = SERVER) -> None:
+    """Apply the server ``settings`` the client did not give itself; a refused one is skipped
+    (the others are applied one by one) and logged once per process."""
+    try:
+        conn.execute(_APPLY, (list(settings), list(settings.values())))
+        return
+    except psycopg.Error:
+        if conn.broken:
+            raise
+    for name, value in settings.items():
+        try:
+            conn.execute(_APPLY, ([name], [value]))
+        except psycopg.Error as exc:
+            if conn.broken:
+                raise
+            _log_refused(name, value, server, exc)
+
+
+def _log_refused(name: str, value: str, server: str, exc: psycopg.Error) -> None:
+    if (os.getpid(), name) in _refused:
+        return
+    _refused.add((os.getpid(), name))
+    why = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    log.warning("postgres.setting_refused", setting=name, value=value, server=server,
+                error=why)
