@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
-import time
 
 import psycopg
 import pytest
 
-from conftest import Children
+from conftest import Children, wait_until
 from jobq.errors import LivenessLost
 from jobq.postgres import PgEngine
 from jobq.postgres.url import parse
@@ -18,6 +16,10 @@ from jobq.state import Status
 from jobq.worker_info import WorkerState
 
 from .pgq import open_url
+
+# Seconds to wait for the server to see a dead session end: milliseconds when idle, but a
+# loaded machine (two cores, four test runs) has been seen to take over a second.
+DEAD_WITHIN = 30
 
 HOLDER = """
 import sys, time
@@ -37,20 +39,16 @@ def _hold_in_child(children: Children, url: str, worker: str) -> int:
     return proc.pid
 
 
-def test_a_sigkilled_holder_is_dead_at_once(engine: PgEngine, pg_url: str,
-                                            children: Children) -> None:
-    delays = []
+def test_a_sigkilled_holder_is_dead_once_the_server_sees_its_session_end(
+        engine: PgEngine, pg_url: str, children: Children) -> None:
+    """The kernel closes the killed holder's socket; the server frees its lock when it sees
+    that (milliseconds, on an idle machine: waited for up to DEAD_WITHIN under load)."""
     for n in range(3):
         worker = f"host-1-w{n}"
         pid = _hold_in_child(children, pg_url, worker)
         assert not engine.workers.is_dead(worker)
         os.kill(pid, signal.SIGKILL)
-        killed = time.monotonic()
-        while not engine.workers.is_dead(worker):
-            assert time.monotonic() - killed < 1.0, "still held a second after SIGKILL"
-            time.sleep(0.002)
-        delays.append(time.monotonic() - killed)
-    assert statistics.median(delays) < 0.3
+        wait_until(lambda w=worker: engine.workers.is_dead(w), timeout=DEAD_WITHIN)
 
 
 def test_close_lets_go_and_a_worker_never_seen_is_dead(engine: PgEngine) -> None:
@@ -86,7 +84,8 @@ def test_check_raises_once_the_lock_session_is_gone(engine: PgEngine, pg_url: st
     assert killed
     with pytest.raises(LivenessLost, match="other workers take this one for dead"):
         hold.check()
-    assert engine.workers.is_dead("w")
+    # pg_terminate_backend returns once signalled: the lock goes when the backend has exited.
+    wait_until(lambda: engine.workers.is_dead("w"), timeout=DEAD_WITHIN)
     assert fd >= 0
     hold.close()
 
@@ -166,10 +165,7 @@ def test_a_killed_workers_jobs_are_reclaimed_and_its_late_results_refused(
     assert len(line) == 3, proc.stderr.read() if proc.stderr else line
     old = dict(item.split(":") for item in line)
     os.kill(proc.pid, signal.SIGKILL)
-    killed = time.monotonic()
-    while not engine.workers.is_dead("host-5-dead"):
-        assert time.monotonic() - killed < 1.0
-        time.sleep(0.002)
+    wait_until(lambda: engine.workers.is_dead("host-5-dead"), timeout=DEAD_WITHIN)
     # What a live worker's reaper does: crash the started claims, release the prefetched one.
     reaped = []
     for held in engine.held():
