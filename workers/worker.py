@@ -349,7 +349,6 @@ class Worker:
         assert self._lock is not None
         self._lock.check()
         registry = self.engine.workers
-        now = self.engine.now()
         dead: dict[str, bool] = {}
         held: dict[str, list[str]] = {}
         for claim in self.engine.held():
@@ -374,10 +373,17 @@ class Worker:
                 for worker in registry.recorded():
                     if worker != self.id and worker not in dead and registry.is_dead(worker):
                         held[worker] = []
+        except OSError as exc:  # only what `jobq workers` shows is at stake, not the jobs
+            self._log.warning("worker.records_unreadable", error=str(exc))
+            return
+        if not held:
+            return
+        now = self.engine.now()  # the clock (a round trip on a server) only to bury someone
+        try:
             for worker, jobs in held.items():
                 if registry.bury(worker, by=self.id, jobs=jobs, now=now):
                     self._log.info("worker.found_dead", dead_worker=worker, jobs=len(jobs))
-        except OSError as exc:  # only what `jobq workers` shows is at stake, not the jobs
+        except OSError as exc:
             self._log.warning("worker.records_unreadable", error=str(exc))
 
     # -- stopping ----------------------------------------------------------------------------
