@@ -171,6 +171,17 @@ def test_one_claim_starts_the_first_jobs_and_prefetches_the_next_in_order(engine
     assert last.job_id == "low3" and not engine.held("w/2")[0].started
 
 
+def test_a_big_batch_of_unicode_ids_is_claimed_and_settled_in_one_go(engine: PgEngine) -> None:
+    ids = [f"jöb-{i:05d}-☃" for i in range(3000)]  # sent as binary text[] parameters
+    engine.append(frames(ids))
+    claims = engine.settle([], "w/1", 2000, prefetch=1000)[1]
+    assert [c.job_id for c in claims] == ids
+    states, more = engine.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 1,
+                                 started=[(c.job_id, c.token) for c in claims[2000:]])
+    assert more == [] and all(s is not None and s.status is Status.SUCCEEDED for s in states)
+    assert engine.counts()["succeeded"] == 3000
+
+
 def test_leases_are_judged_on_the_server_clock_and_renewed(engine: PgEngine) -> None:
     engine.append(frames(["a", "b"]))
     engine.settle([], "w/1", 1, lease_seconds=0.2)
