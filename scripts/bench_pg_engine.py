@@ -150,7 +150,7 @@ def engine_append_many(dsn: str, n: int) -> float:
 def queue_enqueue_many(dsn: str, n: int) -> float:
     """``Queue.enqueue_many`` of n jobs whose arguments pickle to about what make_frames holds."""
     args_list = [(PAD, b"")] * n
-    with Queue(url_of(dsn) + f"?queue=qmany{time.monotonic_ns()}") as q:
+    with Queue(pg_server.url_of(dsn, f"qmany{time.monotonic_ns()}")) as q:
         q.engine.now()  # connected before the clock starts, as the raw COPY is
         start = time.perf_counter()
         q.enqueue_many("operator:add", args_list)

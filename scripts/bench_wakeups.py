@@ -35,7 +35,7 @@ SCRIPTS = REPO / "scripts"
 sys.path[:0] = [str(REPO), str(SCRIPTS)]
 
 from bench_pg import DEFAULT_DSN, bench_database, server_info  # noqa: E402
-from bench_pg_engine import url_of  # noqa: E402
+from pg_server import url_of  # noqa: E402
 
 from jobq import Queue, Status  # noqa: E402
 
@@ -69,7 +69,7 @@ def measure(server_dsn: str, dsn: str, mode: str, seconds: float, jobs: int
     import psycopg
 
     database = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
-    url = f"{url_of(dsn)}?queue=wake_{mode}&wakeups={mode}"
+    url = f"{url_of(dsn, f'wake_{mode}')}&wakeups={mode}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS)])}
     worker = subprocess.Popen([sys.executable, "-c", WORKER, url], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

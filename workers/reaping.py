@@ -44,7 +44,6 @@ def reap_dead_workers(engine: Engine, worker_id: str, max_crashes: int, ended: l
     Appended one by one: should the storage fail midway, those found so far are still recorded.
     """
     registry = engine.workers
-    now = engine.now()
     dead: dict[str, bool] = {}
     held: dict[str, list[str]] = {}
     for claim in engine.held():
@@ -69,8 +68,15 @@ def reap_dead_workers(engine: Engine, worker_id: str, max_crashes: int, ended: l
             for worker in registry.recorded():
                 if worker != worker_id and worker not in dead and registry.is_dead(worker):
                     held[worker] = []
+    except OSError as exc:  # only what `jobq workers` shows is at stake, not the jobs
+        logger.warning("worker.records_unreadable", error=str(exc))
+        return
+    if not held:
+        return
+    now = engine.now()  # the clock (a round trip on a server) only to bury someone
+    try:
         for worker, jobs in held.items():
             if registry.bury(worker, by=worker_id, jobs=jobs, now=now):
                 logger.info("worker.found_dead", dead_worker=worker, jobs=len(jobs))
-    except OSError as exc:  # only what `jobq workers` shows is at stake, not the jobs
+    except OSError as exc:
         logger.warning("worker.records_unreadable", error=str(exc))

@@ -8,20 +8,21 @@
    current: the fencing token must match, or the entry records nothing (None);
 2. apply each :data:`~jobq.engine.Change` in Python with the server's clock, write the new
    snapshots and rows; finished jobs move to ``jobq_done`` in the same statement;
-3. mark prefetched claims that started;
-4. make due delayed and retrying jobs ready (``SKIP LOCKED``: workers never queue behind one
+3. make due delayed and retrying jobs ready (``SKIP LOCKED``: workers never queue behind one
    another for it; every PROMOTE_EVERY seconds of the engine, and whenever a claim finds fewer
-   ready jobs than it asked for, before claiming the rest), then claim: a CTE selects the first
-   ready rows by priority, then arrival, ``FOR UPDATE SKIP LOCKED`` with a ``LIMIT`` (the CTE
-   keeps the planner from updating more rows than the limit), and the UPDATE hands them out
-   with the next token.
+   ready jobs than it asked for, before claiming the rest);
+4. claim, in one statement that also marks the prefetched claims that started: a CTE selects
+   the ids of the first ready rows by priority, then arrival, ``FOR UPDATE SKIP LOCKED`` with
+   a ``LIMIT``, into an array (the CTE keeps the planner from updating more rows than the
+   limit), and the UPDATE hands those rows out by primary key with the next token.
 
-The first ``limit`` claims are started; the next ``prefetch`` (a second claim statement) are
-marked not started, so a dead owner's unstarted claims go back uncharged.
+The first ``limit`` claims are started; the next ``prefetch`` are marked not started
+(``prefetched``), so a dead owner's unstarted claims go back uncharged.
 
-A settle costs six statements at most (lock, write, started, promote, two claims), whatever its
-size; a reaper's, of other owners' claims, one more. (Pipeline mode, sending them in one go, measured no faster on a 2-core
-machine, where the server's CPU is what a drain runs out of.)
+A settle costs five statements at most (lock, write, claim, and when the claim finds too few
+ready jobs, promote and claim the rest), whatever its size; four when it promotes first; a
+reaper's, of other owners' claims, one more. (Pipeline mode, sending them in one go, measured
+no faster on a 2-core machine, where the server's CPU is what a drain runs out of.)
 """
 
 from __future__ import annotations
@@ -46,14 +47,22 @@ _PROMOTE = (
     f" LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED)"
     " UPDATE jobq_jobs j SET ready = true FROM d WHERE j.queue = %(q)s AND j.job_id = d.job_id")
 
+# One statement: the started prefetched claims marked (``s``: running rows, never the ready
+# ones claimed here), the ids of the first n ready jobs locked (``ids``: ``ARRAY`` keeps their
+# order, and the planner cannot update more rows than the LIMIT), and their rows claimed by
+# primary key; the first ``started`` of them start now, the rest are prefetched.
 _CLAIM = (
     f"WITH n AS (SELECT {NOW} AS now),"
-    " c AS (SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND ready"
-    " ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED)"
+    " s AS (UPDATE jobq_jobs j SET prefetched = false"
+    " FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token)"
+    " WHERE j.queue = %(q)s AND j.job_id = v.job_id AND j.token = v.token),"
+    " ids AS (SELECT ARRAY(SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND ready"
+    " ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS a)"
     " UPDATE jobq_jobs j SET status = 'running', ready = false, attempts = j.attempts + 1,"
     " token = j.token + 1, owner = %(owner)s, lease_expires = n.now + %(lease)s,"
-    " started_at = n.now, updated_at = n.now, prefetched = %(prefetched)s"
-    " FROM c, n WHERE j.queue = %(q)s AND j.job_id = c.job_id"
+    " started_at = n.now, updated_at = n.now,"
+    " prefetched = NOT (j.job_id = ANY(ids.a[1:%(started)s::int]))"
+    " FROM ids, n WHERE j.queue = %(q)s AND j.job_id = ANY(ids.a)"
     f" RETURNING {STATE}, j.token, j.priority, j.seq, {BLOB},"
     " (SELECT p.frame FROM jobq_payloads p WHERE p.queue = j.queue AND p.job_id = j.job_id)")
 
@@ -88,35 +97,36 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
     """Inside the caller's transaction: see the module docstring. Returns the claims'
     frames too (job id -> framed record), read by the claim itself."""
     states = finish_in(conn, codec, queue, finished, owner) if finished else []
-    if started:
-        conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
-                     prepare=True)
     if limit + prefetch <= 0:
+        if started:
+            conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
+                         prepare=True)
         return states, [], {}
     if promote:
         conn.execute(_PROMOTE, {"q": queue}, prepare=True)
-    want = {False: limit, True: prefetch}  # not started yet -> how many to claim
-    claims: dict[bool, list[Claim]] = {False: [], True: []}
+    claims: list[Claim] = []  # the started ones first, then the prefetched
     frames: dict[str, bytes] = {}
+    to_start, wanted = limit, limit + prefetch
     for attempt in range(1 if promote else 2):
         if attempt:  # too few ready ones without promoting: due ones may be waiting
             conn.execute(_PROMOTE, {"q": queue}, prepare=True)
-        for prefetched, total in want.items():
-            if len(claims[prefetched]) < total:
-                got, found = _claim(conn, codec, queue, owner, total - len(claims[prefetched]),
-                                    prefetched, lease_seconds)
-                claims[prefetched] += got
-                frames.update(found)
-        if all(len(claims[p]) >= n for p, n in want.items()):
+        got, found = _claim(conn, codec, queue, owner, wanted, to_start, lease_seconds, started)
+        started = ()  # marked by the first claim
+        claims += got
+        frames.update(found)
+        to_start, wanted = max(0, to_start - len(got)), wanted - len(got)
+        if wanted <= 0:
             break
-    return states, claims[False] + claims[True], frames
+    return states, claims, frames
 
 
 def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owner: str, n: int,
-           prefetched: bool, lease_seconds: float) -> tuple[list[Claim], dict[str, bytes]]:
+           to_start: int, lease_seconds: float, started: Sequence[tuple[str, int]]
+           ) -> tuple[list[Claim], dict[str, bytes]]:
     rows = conn.execute(_CLAIM, {"q": queue, "n": n, "owner": owner, "lease": lease_seconds,
-                                 "prefetched": prefetched}, prepare=True).fetchall()
-    rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the CTE's order
+                                 "started": to_start, "sj": [j for j, _ in started],
+                                 "st": [t for _, t in started]}, prepare=True).fetchall()
+    rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the array's order
     claims = [Claim(r[0], r[10], jobs.state_of(codec, r, r[13], writing=True)) for r in rows]
     return claims, {r[0]: bytes(r[14]) for r in rows if r[14] is not None}
 

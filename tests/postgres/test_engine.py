@@ -155,6 +155,33 @@ def test_prefetched_claims_are_not_started_until_said(engine: PgEngine) -> None:
     assert engine.held("w/2") == []
 
 
+def test_one_claim_starts_the_first_jobs_and_prefetches_the_next_in_order(engine: PgEngine
+                                                                          ) -> None:
+    engine.append([frame("low1"), frame("high", priority=5), frame("mid", priority=2),
+                   frame("low2"), frame("low3")])
+    claims = engine.settle([], "w/1", 2, prefetch=1)[1]
+    assert [c.job_id for c in claims] == ["high", "mid", "low1"]
+    assert {h.job_id: h.started for h in engine.held()} == {"high": True, "mid": True,
+                                                            "low1": False}
+    # the prefetched claim that started is marked by the statement that claims the next
+    more = engine.settle([], "w/1", 1, started=[("low1", claims[2].token)])[1]
+    assert [c.job_id for c in more] == ["low2"]
+    assert all(h.started for h in engine.held())
+    (last,) = engine.settle([], "w/2", 0, prefetch=5)[1]  # none to start: all prefetched
+    assert last.job_id == "low3" and not engine.held("w/2")[0].started
+
+
+def test_a_big_batch_of_unicode_ids_is_claimed_and_settled_in_one_go(engine: PgEngine) -> None:
+    ids = [f"jöb-{i:05d}-☃" for i in range(3000)]  # sent as binary text[] parameters
+    engine.append(frames(ids))
+    claims = engine.settle([], "w/1", 2000, prefetch=1000)[1]
+    assert [c.job_id for c in claims] == ids
+    states, more = engine.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 1,
+                                 started=[(c.job_id, c.token) for c in claims[2000:]])
+    assert more == [] and all(s is not None and s.status is Status.SUCCEEDED for s in states)
+    assert engine.counts()["succeeded"] == 3000
+
+
 def test_leases_are_judged_on_the_server_clock_and_renewed(engine: PgEngine) -> None:
     engine.append(frames(["a", "b"]))
     engine.settle([], "w/1", 1, lease_seconds=0.2)
