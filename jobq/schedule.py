@@ -144,9 +144,17 @@ class Schedule:
 
     @classmethod
     def from_json(cls, text: str) -> Schedule:
-        fields = json.loads(text)
-        fields["args"] = tuple(fields.get("args", ()))
-        return cls(**fields)
+        """The schedule :meth:`to_json` wrote; InvalidSchedule if ``text`` is not one."""
+        try:
+            fields = json.loads(text)
+            fields["args"] = tuple(fields.get("args", ()))
+            return cls(**fields)
+        except InvalidSchedule:
+            raise
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InvalidSchedule(f"a stored schedule cannot be read ({exc}): {text[:200]!r};"
+                                  " remove it (jobq schedule remove) and add it again",
+                                  name=None) from exc
 
 
 class Stored(NamedTuple):
