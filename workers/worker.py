@@ -27,7 +27,7 @@ from jobq.execution import change_for, failure, log_transition
 from jobq.state import Status
 from jobq.engine import Change, Liveness, Upkeep, Wakeups, owner_of, worker_of
 
-from . import outage, slots
+from . import outage, scheduling, slots
 from .config import WorkerConfig
 from .heartbeat import Heartbeat
 from .signals import StopRequests, handled
@@ -81,6 +81,7 @@ class Worker:
         self._upkeep: Upkeep | None = None
         self._outage = outage.Outage(log)
         self._wakeups: Wakeups | None = None
+        self._scheduler = scheduling.Scheduler(queue)  # fires periodic schedules
 
     def stop(self) -> None:
         """Ask for a graceful stop (as SIGTERM does); a second call stops at once."""
@@ -157,6 +158,7 @@ class Worker:
         if now >= self._next_renew:
             self._next_renew = now + self.config.lease_seconds / 3
             self.engine.renew(self.id, self.config.lease_seconds)
+        self._scheduler.tick(self._log)
         if self._finished:
             self._record()
         return self._should_stop(burst, now)
