@@ -11,6 +11,7 @@ from . import errors
 from .context import JobContext, current_job
 from .errors import PermanentFailure
 from .payload import JobPayload
+from .periodic_jobs import periodic
 from .queue import Queue
 from .state import JobState, Status
 from .worker_info import ChildInfo, WorkerInfo, WorkerState
@@ -18,4 +19,5 @@ from .worker_info import ChildInfo, WorkerInfo, WorkerState
 __version__ = "0.1.0"
 
 __all__ = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status",
-           "PermanentFailure", "WorkerInfo", "WorkerState", "ChildInfo", "errors", "__version__"]
+           "PermanentFailure", "periodic", "WorkerInfo", "WorkerState", "ChildInfo", "errors",
+           "__version__"]

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from .pickling import PickleRules
+from .schedule import Schedule, Stored
 from .state import JobState, Status
 from .worker_info import WorkerInfo, owner_of, worker_of
 
-__all__ = ["Change", "Claim", "Engine", "Finished", "Held", "Liveness", "NoWakeups", "Settings",
-           "Upkeep", "Wakeups", "Workers", "owner_of", "worker_of"]
+__all__ = ["Change", "Claim", "Engine", "Finished", "Held", "Liveness", "NoWakeups", "Schedules",
+           "Settings", "Upkeep", "Wakeups", "Workers", "owner_of", "worker_of"]
 
 
 Change = Callable[[JobState, float, int], JobState]
@@ -120,6 +121,29 @@ class Workers(Protocol):
     def recorded(self) -> list[str]: ...
 
     def read(self, now: float, owners: Iterable[str] = ()) -> list[WorkerInfo]: ...
+
+
+class Schedules(Protocol):
+    """The queue's periodic schedules (:mod:`jobq.schedule`), each with its next fire time.
+
+    ``advance`` is a compare-and-set: of workers that fire the same time at once, exactly one
+    moves the schedule on, so the next fire time is durable and never taken twice.
+    """
+
+    def put(self, schedule: Schedule, next_at: float) -> None:
+        """Store ``schedule``, replacing one of its name; a replaced schedule keeps its next
+        fire time unless its cron expression or time zone changed."""
+
+    def remove(self, name: str) -> bool:
+        """Forget the schedule; False if there was none of that name."""
+
+    def all(self) -> list[Stored]:
+        """Every schedule, by name."""
+
+    def advance(self, name: str, expected_next: float, new_next: float,
+                last_job: str | None = None) -> bool:
+        """Set the next fire time to ``new_next`` (and the last firing's job, if given) only if
+        it is still ``expected_next``; True if this call did."""
 
 
 class Upkeep(Protocol):
@@ -242,6 +266,9 @@ class Engine(Protocol):
 
     @property
     def workers(self) -> Workers: ...
+
+    @property
+    def schedules(self) -> Schedules: ...
 
     # -- operating ----------------------------------------------------------------------------
     def cancel(self, job_id: str) -> bool: ...

@@ -41,6 +41,8 @@ __all__ = [
     "UnpicklingForbidden",
     "LoadError",
     "LivenessLost",
+    "InvalidSchedule",
+    "ScheduleNotFound",
     "transient",
 ]
 
@@ -110,6 +112,15 @@ class NotPicklable(InvalidJob):
 
 class RecordTooLarge(InvalidJob):
     """The pickled job is larger than the queue's ``max_record_size``."""
+
+
+class InvalidSchedule(InvalidArgument):
+    """A periodic schedule was refused before anything was stored: a bad name, cron expression,
+    time zone, task, arguments or policy."""
+
+
+class ScheduleNotFound(JobqError, KeyError):
+    """No schedule of that name is stored."""
 
 
 class JobNotFound(JobqError, KeyError):

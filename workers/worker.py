@@ -25,7 +25,7 @@ from jobq.execution import change_for, failure, log_transition
 from jobq.state import Status
 from jobq.engine import Change, Liveness, Upkeep, Wakeups, owner_of
 
-from . import outage, slots
+from . import outage, scheduling, slots
 from .config import WorkerConfig
 from .heartbeat import Heartbeat
 from .reaping import Ended, crash, reap_dead_workers, released
@@ -66,6 +66,7 @@ class Worker:
         self._upkeep: Upkeep | None = None
         self._outage = outage.Outage(log)
         self._wakeups: Wakeups | None = None
+        self._scheduler = scheduling.Scheduler(queue)  # fires periodic schedules
 
     def stop(self) -> None:
         """Ask for a graceful stop (as SIGTERM does); a second call stops at once."""
@@ -142,6 +143,7 @@ class Worker:
         if now >= self._next_renew:
             self._next_renew = now + self.config.lease_seconds / 3
             self.engine.renew(self.id, self.config.lease_seconds)
+        self._scheduler.tick(self._log)
         if self._finished:
             self._record()
         return self._should_stop(burst, now)

@@ -18,7 +18,7 @@ from .. import __version__, _logging, config
 from ..queue import denied
 from ..errors import JobqError
 from ..state import Status
-from . import commands, key_view, migrate, upkeep, worker_view
+from . import commands, key_view, migrate, schedule, upkeep, worker_view
 
 USAGE_ERROR = 2
 STATUSES = [s.value for s in Status]
@@ -143,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
                             " jobq tables) now, rather than when first opened")
     p.add_argument("--check", action="store_true",
                    help="change nothing: exit 1 if an upgrade is pending")
+    schedule.add_parser(sub, common, reads)
     sub.add_parser("demo", parents=[common],
                    help="run resumable jobs, kill a worker mid-job, watch the job resume")
     return parser
@@ -222,7 +223,7 @@ RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": comma
            "show": commands.show, "wait": commands.wait, "retry": commands.retry,
            "cancel": commands.cancel, "purge": upkeep.purge, "verify": upkeep.verify,
            "compact": upkeep.compact, "backup": upkeep.backup,
-           "workers": worker_view.workers, "rekey": key_view.rekey}
+           "workers": worker_view.workers, "rekey": key_view.rekey, "schedule": schedule.run}
 CREATES = {"enqueue"}
 
 
@@ -243,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo.main(args.dir, sys.stdout)
         if args.command == "enqueue" and not commands.exists(config.build(args.dir).path):
             return commands.enqueue_into_new(args, sys.stdout)
-        with commands.open_queue(args, create=args.command in CREATES) as queue:
+        create = args.command in CREATES or getattr(args, "schedule_command", "") == "add"
+        with commands.open_queue(args, create=create) as queue:
             return RUNNERS[args.command](queue, args, sys.stdout)
     except JobqError as exc:
         print(f"jobq: error: {exc}", file=sys.stderr)

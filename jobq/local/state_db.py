@@ -40,7 +40,9 @@ from .sqlite_dbm import TABLE_SQL, SqliteDbm, connect
 
 log = get_logger(__name__)
 
-STORE_SCHEMA = 3  # 2: jobs gained snap, started_at and prefetched; 3: job_counts
+# 2: jobs gained snap, started_at and prefetched; 3: job_counts; 4: schedules (its table is
+# made by the CREATE ... IF NOT EXISTS of _SCHEMA when a file of 3 is opened)
+STORE_SCHEMA = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -75,6 +77,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
     segment INTEGER NOT NULL, offset INTEGER NOT NULL, end_offset INTEGER NOT NULL,
     reason TEXT NOT NULL, saved_to TEXT NOT NULL, found_at REAL NOT NULL,
     PRIMARY KEY (segment, offset)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (
+    name TEXT PRIMARY KEY, cron TEXT NOT NULL, tz TEXT NOT NULL, spec TEXT NOT NULL,
+    next_at REAL NOT NULL, last_job TEXT) WITHOUT ROWID;
 """
 
 # Finished jobs per status (succeeded, dead, cancelled), so that counts() and `jobq status` never
@@ -118,7 +123,8 @@ def recount(conn: sqlite3.Connection) -> None:
 
 
 # Tables: one missing (a damaged or hand-edited file) is made again on open.
-_TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine", "job_counts"}
+_TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine", "job_counts",
+           "schedules"}
 
 # Schema 1 rows have full snapshots (snap = 1) and no start time in the row (NULL: the snapshot's).
 _ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",

@@ -3,8 +3,9 @@
 The records arrive framed and (with a key) signed by the producer (:mod:`jobq.record`); each is
 verified here once, then stored as it is in ``jobq_payloads``, with its routing fields
 (:func:`jobq.job_record.decode_meta`, no unpickling) in a new ``jobq_jobs`` row. An id already
-stored keeps its first record (``ON CONFLICT DO NOTHING``, and a finished one is looked up in
-``jobq_done``), so a producer may retry a commit whose outcome it did not learn.
+stored keeps its first record (``ON CONFLICT DO NOTHING`` on ``jobq_payloads``, which holds
+every job's record, finished or not, until purge), so a producer may retry a commit whose
+outcome it did not learn.
 
 One job is one statement with scalar parameters. A batch is COPYed straight into the two
 tables (:mod:`jobq.postgres.batch`); only when that finds an id stored already (or repeated in
@@ -25,20 +26,23 @@ from .. import job_record, record
 from ..errors import InvalidArgument
 from .batch import copy_in
 
-# run_at clamped as jobq.index.run_at_of does, on the server's clock.
+# run_at clamped as jobq.index.run_at_of does, on the server's clock. The payload row goes in
+# first and the job row only for the ids it was new for: jobq_payloads holds every stored id,
+# finished or not, until purge. Inserting the job row first lost that race: an append waiting on
+# the row of a job that a worker was moving to jobq_done (not yet visible there) inserted the id
+# again once the move committed, and the job ran twice.
 _INSERT = (
     "WITH n AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now),"
     " w AS (SELECT v.*, LEAST(v.run_at, n.now + GREATEST(0, v.run_at - v.created_at)) AS due,"
     " n.now FROM {source} CROSS JOIN n),"
-    " ins AS (INSERT INTO jobq_jobs (queue, job_id, status, ready, priority, run_at,"
+    " fresh AS (INSERT INTO jobq_payloads (queue, job_id, frame)"
+    " SELECT %(q)s, w.job_id, w.frame FROM w ORDER BY w.ord"
+    " ON CONFLICT (queue, job_id) DO NOTHING RETURNING job_id)"
+    " INSERT INTO jobq_jobs (queue, job_id, status, ready, priority, run_at,"
     " max_attempts, task, enqueued_at, updated_at)"
     " SELECT %(q)s, w.job_id, 'queued', w.due <= w.now, w.priority, w.due, w.max_attempts,"
-    " w.task, w.created_at, w.created_at FROM w WHERE NOT EXISTS (SELECT 1 FROM jobq_done d"
-    " WHERE d.queue = %(q)s AND d.job_id = w.job_id) ORDER BY w.ord"
-    " ON CONFLICT (queue, job_id) DO NOTHING RETURNING job_id)"
-    " INSERT INTO jobq_payloads (queue, job_id, frame)"
-    " SELECT %(q)s, w.job_id, w.frame FROM w JOIN ins ON ins.job_id = w.job_id"
-    " ON CONFLICT DO NOTHING")
+    " w.task, w.created_at, w.created_at FROM w JOIN fresh ON fresh.job_id = w.job_id"
+    " ORDER BY w.ord ON CONFLICT (queue, job_id) DO NOTHING")
 _ONE = _INSERT.format(source=(
     "(SELECT 1 AS ord, %(id)s::text AS job_id, %(task)s::text AS task,"
     " %(prio)s::bigint AS priority, %(run)s::float8 AS run_at, %(created)s::float8 AS created_at,"

@@ -28,6 +28,7 @@ from . import append, jobs, keys, operating, reading, schema, settle
 from .db import Db
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
+from .schedules import PgSchedules
 from .url import PgLocation, parse
 from .verify import Checker
 from .wakeups import Listener, Notifier
@@ -69,6 +70,7 @@ class PgEngine:
         self._db = Db(loc)
         self._codec: SnapshotCodec = keys.codec(self._db, rules, secret_key, old_secret_keys)
         self._workers = PgWorkers(self._db)
+        self._schedules = PgSchedules(self._db, loc.queue)
         self._appender = append.Appender(loc.queue, secret_key, max_record_size)
         self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
         # The frames of this process's claims not yet run, read by the claims themselves: a
@@ -300,6 +302,10 @@ class PgEngine:
     @property
     def workers(self) -> PgWorkers:
         return self._workers
+
+    @property
+    def schedules(self) -> PgSchedules:
+        return self._schedules
 
     # -- operating ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ Tables (every one has a ``queue`` column: many named queues share one database):
                     the directory engine's snapshots): apart from the rows claims update
     jobq_workers    the records ``jobq workers`` shows (liveness itself is an advisory lock)
     jobq_cancels    per queue, a number bumped whenever a running job is asked to cancel
+    jobq_schedules  periodic schedules (jobq.schedule) with their next fire times (version 3)
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
 a new database at once create it once. A jobq older than the schema it finds refuses to use it:
@@ -94,6 +95,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (  # version 2: key rotation (jobq.postgres.keys)
         "ALTER TABLE jobq_meta ADD COLUMN old_key_checks text[] NOT NULL DEFAULT '{}'",
+    ),
+    (  # version 3: periodic schedules (jobq.postgres.schedules)
+        """CREATE TABLE jobq_schedules (
+            queue text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL,
+            cron text NOT NULL, tz text NOT NULL, spec text NOT NULL,
+            next_at double precision NOT NULL, last_job text,
+            PRIMARY KEY (queue, name))""",
     ),
 )
 VERSION = len(MIGRATIONS)

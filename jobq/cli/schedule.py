@@ -1,0 +1,102 @@
+"""``jobq schedule add|list|remove``: periodic schedules from the command line.
+
+A schedule added here is stored in the queue, and the queue's workers fire it as they fire the
+ones declared with ``@jobq.periodic`` (workers.scheduling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from .. import tasks
+from ..errors import InvalidArgument, ScheduleNotFound
+from ..queue import Queue
+from ..schedule import MISFIRE, OVERLAP, Schedule, Stored
+from . import commands, inputs, render
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser,
+               reads: argparse.ArgumentParser) -> None:
+    """``jobq schedule`` and its three commands."""
+    p = sub.add_parser("schedule", parents=[common], help="periodic jobs: add, list, remove")
+    verbs = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
+    a = verbs.add_parser("add", parents=[common],
+                         help="add (or replace) a schedule; prints its next fire time")
+    a.add_argument("name", help="the schedule's name (letters, digits, _ . -)")
+    a.add_argument("cron", help="a cron expression, quoted: '*/5 * * * *'")
+    a.add_argument("task", help="the task, as 'package.module:function'")
+    a.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON if they parse)")
+    a.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
+    a.add_argument("--tz", default="UTC", help="the IANA time zone of the expression"
+                                               " (default UTC), e.g. Europe/Berlin")
+    a.add_argument("--misfire", default="skip", choices=MISFIRE,
+                   help="after missed fire times: skip (default), once or all")
+    a.add_argument("--overlap", default="skip", choices=OVERLAP,
+                   help="while the last firing's job runs: skip (default) or allow")
+    verbs.add_parser("list", parents=[reads], help="the schedules and their next fire times")
+    r = verbs.add_parser("remove", parents=[common], help="remove a schedule")
+    r.add_argument("name")
+
+
+def run(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    return {"add": add, "list": list_schedules, "remove": remove}[args.schedule_command](
+        q, args, out)
+
+
+def add(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    commands.importable_cwd()
+    kwargs: Any = {}
+    if args.kwargs is not None:
+        try:
+            kwargs = json.loads(args.kwargs)
+        except ValueError as exc:
+            raise InvalidArgument(f"--kwargs is not valid JSON: {exc}") from exc
+        if not isinstance(kwargs, dict):
+            raise InvalidArgument("--kwargs must be a JSON object, like '{\"key\": 1}'")
+    schedule = Schedule(name=args.name, cron=args.cron, task=args.task,
+                        args=tuple(inputs.parse_arg(a) for a in args.args), kwargs=kwargs,
+                        tz=args.tz, misfire=args.misfire, overlap=args.overlap)
+    tasks.reference(schedule.task)  # findable from here, as jobq enqueue checks
+    q.engine.schedules.put(schedule, schedule.next_after(q.engine.now()))
+    (stored,) = [s for s in q.engine.schedules.all() if s.schedule.name == schedule.name]
+    print(f"schedule {schedule.name}: next at {_local(stored)} ({_utc(stored.next_at)})",
+          file=out)
+    return 0
+
+
+def list_schedules(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    stored = q.engine.schedules.all()
+    if args.json:
+        render.as_json([{"name": s.schedule.name, "cron": s.schedule.cron, "tz": s.schedule.tz,
+                         "task": s.schedule.task, "args": list(s.schedule.args),
+                         "kwargs": s.schedule.kwargs, "misfire": s.schedule.misfire,
+                         "overlap": s.schedule.overlap, "next_at": s.next_at,
+                         "next": _utc(s.next_at), "last_job": s.last_job} for s in stored], out)
+        return 0
+    if not stored:
+        print("no schedules", file=out)
+        return 0
+    render.table(["NAME", "CRON", "TZ", "NEXT", "TASK", "MISFIRE", "OVERLAP", "LAST JOB"],
+                 [[s.schedule.name, s.schedule.cron, s.schedule.tz, _local(s),
+                   s.schedule.task, s.schedule.misfire, s.schedule.overlap, s.last_job or "-"]
+                  for s in stored], out)
+    return 0
+
+
+def remove(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    if not q.engine.schedules.remove(args.name):
+        raise ScheduleNotFound(f"no schedule named {args.name!r} (jobq schedule list shows"
+                               " them)", name=args.name)
+    print(f"schedule {args.name} removed", file=out)
+    return 0
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _local(s: Stored) -> str:
+    return datetime.fromtimestamp(s.next_at, s.schedule.zone()).strftime("%Y-%m-%d %H:%M:%S %Z")

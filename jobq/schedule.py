@@ -1,0 +1,171 @@
+"""Periodic schedules: a cron expression in a time zone, and the pure decisions of firing it.
+
+A :class:`Schedule` is a value: what to run (a task reference and JSON arguments), when (a cron
+expression read by `cronsim <https://github.com/cuu508/cronsim>`_ in an IANA time zone), and two
+policies. Deciding which fire times are due is :meth:`Schedule.firing`, a pure function of the
+stored next fire time and the clock, so tests call it without processes or sleeps.
+
+Cron times are local to the schedule's zone; cronsim resolves the DST edges as cron users
+expect: a local time that does not exist (the spring gap) fires at the first instant after it,
+and an ambiguous one (the autumn fold) fires once. Each fire time becomes one job whose id is
+:func:`job_id` (``periodic:<name>:<UTC time>``), so workers racing to fire the same time make
+one job between them (an id already stored keeps its first record).
+
+Misfire policy, when the worker finds fire times it missed (no worker ran, or a long pause):
+
+``skip``  fire the latest missed time only if it is at most :data:`GRACE` seconds late
+``once``  fire the latest missed time, however late: one catch-up job
+``all``   fire every missed time, the latest :data:`MAX_CATCH_UP` of them at most
+
+Overlap policy: ``skip`` fires nothing while the job of the schedule's previous firing is
+still waiting or running; ``allow`` fires regardless.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from .errors import InvalidSchedule
+
+__all__ = ["GRACE", "MAX_CATCH_UP", "MISFIRE", "OVERLAP", "PREFIX", "Firing", "Schedule",
+           "Stored", "job_id"]
+
+MISFIRE = ("skip", "once", "all")
+OVERLAP = ("skip", "allow")
+GRACE = 60.0  # seconds late a "skip" schedule still fires a time
+MAX_CATCH_UP = 1000  # most missed times an "all" schedule fires at once (the latest ones)
+PREFIX = "periodic:"
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+_TASK = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+class Firing(NamedTuple):
+    """What a worker does now: make a job for each of ``times`` (oldest first), then store
+    ``next_at`` as the schedule's next fire time."""
+
+    times: list[float]
+    next_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """One periodic schedule: run ``task(*args, **kwargs)`` at every time ``cron`` matches in
+    zone ``tz``. InvalidSchedule if any field is unusable."""
+
+    name: str
+    cron: str
+    task: str  # "module:function", as jobq.tasks.reference makes it
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    tz: str = "UTC"
+    misfire: str = "skip"
+    overlap: str = "skip"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise InvalidSchedule("a schedule's name must be 1 to 100 letters, digits or _.-,"
+                                  f" not {self.name!r}", name=self.name)
+        if not isinstance(self.task, str) or not _TASK.fullmatch(self.task):
+            raise InvalidSchedule(f"schedule {self.name!r}: task must be a 'module:function'"
+                                  f" reference, not {self.task!r}", name=self.name)
+        if self.misfire not in MISFIRE:
+            raise InvalidSchedule(f"schedule {self.name!r}: misfire must be one of"
+                                  f" {', '.join(MISFIRE)}, not {self.misfire!r}", name=self.name)
+        if self.overlap not in OVERLAP:
+            raise InvalidSchedule(f"schedule {self.name!r}: overlap must be one of"
+                                  f" {', '.join(OVERLAP)}, not {self.overlap!r}", name=self.name)
+        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+        try:
+            json.dumps([self.args, self.kwargs])
+        except (TypeError, ValueError) as exc:
+            raise InvalidSchedule(f"schedule {self.name!r}: arguments must be JSON values"
+                                  f" (strings, numbers, lists, dicts): {exc}",
+                                  name=self.name) from exc
+        zone = self.zone()  # checks tz
+        if not isinstance(self.cron, str):
+            raise InvalidSchedule(f"schedule {self.name!r}: cron must be a string, not"
+                                  f" {self.cron!r}", name=self.name)
+        try:
+            next(CronSim(self.cron, datetime(2026, 1, 1, tzinfo=zone)))
+        except (CronSimError, StopIteration) as exc:
+            raise InvalidSchedule(f"schedule {self.name!r}: bad cron expression {self.cron!r}:"
+                                  f" {exc}", name=self.name) from exc
+
+    def zone(self) -> ZoneInfo:
+        try:
+            return ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+            raise InvalidSchedule(f"schedule {self.name!r}: unknown time zone {self.tz!r}"
+                                  " (an IANA name such as 'Europe/Berlin')",
+                                  name=self.name) from exc
+
+    def next_after(self, t: float) -> float:
+        """The first fire time strictly after ``t`` (seconds since the epoch)."""
+        start = datetime.fromtimestamp(math.floor(t), self.zone())
+        return next(CronSim(self.cron, start)).timestamp()
+
+    def latest(self, now: float, since: float, limit: int) -> list[float]:
+        """Fire times in ``[since, now]``, the latest ``limit`` of them, oldest first."""
+        found: list[float] = []
+        start = datetime.fromtimestamp(math.floor(now) + 1, self.zone())
+        for moment in CronSim(self.cron, start, reverse=True):
+            t = moment.timestamp()
+            if t < since or len(found) >= limit:
+                break
+            found.append(t)
+        return found[::-1]
+
+    def firing(self, next_at: float, now: float) -> Firing:
+        """Which times to fire at ``now``, the next fire time being stored as ``next_at``."""
+        if now < next_at:
+            return Firing([], next_at)
+        limit = MAX_CATCH_UP if self.misfire == "all" else 1
+        times = self.latest(now, next_at, limit)
+        if self.misfire == "skip" and times and now - times[-1] > GRACE:
+            times = []
+        return Firing(times, self.next_after(now))
+
+    def job_id(self, fire_at: float) -> str:
+        return job_id(self.name, fire_at)
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "cron": self.cron, "task": self.task,
+                           "args": list(self.args), "kwargs": self.kwargs, "tz": self.tz,
+                           "misfire": self.misfire, "overlap": self.overlap}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Schedule:
+        """The schedule :meth:`to_json` wrote; InvalidSchedule if ``text`` is not one."""
+        try:
+            fields = json.loads(text)
+            fields["args"] = tuple(fields.get("args", ()))
+            return cls(**fields)
+        except InvalidSchedule:
+            raise
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InvalidSchedule(f"a stored schedule cannot be read ({exc}): {text[:200]!r};"
+                                  " remove it (jobq schedule remove) and add it again",
+                                  name=None) from exc
+
+
+class Stored(NamedTuple):
+    """A schedule as storage holds it: with its next fire time and its last firing's job."""
+
+    schedule: Schedule
+    next_at: float
+    last_job: str | None
+
+
+def job_id(name: str, fire_at: float) -> str:
+    """The id of the job of schedule ``name`` firing at ``fire_at``: the same in every worker."""
+    moment = datetime.fromtimestamp(fire_at, timezone.utc)
+    return f"{PREFIX}{name}:{moment.strftime('%Y-%m-%dT%H:%M:%SZ')}"

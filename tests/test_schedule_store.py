@@ -1,0 +1,97 @@
+"""Schedules stored through the engine seam (both engines): put, replace, remove, and the
+compare-and-set that lets one worker only move a schedule past a fire time; and a queue
+directory of store schema 3 that opens upgraded, with a schedules table."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from jobq import Queue
+from jobq.local.state_db import STORE_SCHEMA
+from jobq.schedule import Schedule
+from workers import Worker
+
+GOLDEN = Path(__file__).parent / "golden" / "queue_store3"
+
+
+def sched(name: str = "s", cron: str = "*/5 * * * *", **options: object) -> Schedule:
+    return Schedule(name=name, cron=cron, task="jobtasks:noop", **options)  # type: ignore[arg-type]
+
+
+def test_put_all_remove(q: Queue) -> None:
+    store = q.engine.schedules
+    assert store.all() == []
+    store.put(sched("b", args=(1, "x")), 300.0)
+    store.put(sched("a", tz="Europe/Berlin", misfire="all"), 600.0)
+    got = store.all()
+    assert [(s.schedule.name, s.next_at, s.last_job) for s in got] == [("a", 600.0, None),
+                                                                     ("b", 300.0, None)]
+    assert got[1].schedule == sched("b", args=(1, "x"))
+    assert store.remove("a") is True and store.remove("a") is False
+    assert [s.schedule.name for s in store.all()] == ["b"]
+
+
+def test_a_replaced_schedule_keeps_its_next_time_unless_its_timing_changed(q: Queue) -> None:
+    store = q.engine.schedules
+    store.put(sched(), 300.0)
+    store.put(sched(misfire="once", args=(2,)), 900.0)  # same cron and zone: time kept
+    (s,) = store.all()
+    assert (s.next_at, s.schedule.misfire, s.schedule.args) == (300.0, "once", (2,))
+    store.put(sched(cron="0 * * * *"), 3600.0)
+    assert store.all()[0].next_at == 3600.0
+    store.put(sched(cron="0 * * * *", tz="Asia/Tokyo"), 7200.0)
+    assert store.all()[0].next_at == 7200.0
+
+
+def test_advance_is_a_compare_and_set(q: Queue) -> None:
+    store = q.engine.schedules
+    store.put(sched(), 300.0)
+    assert store.advance("s", 300.0, 600.0, "periodic:s:1") is True
+    assert store.advance("s", 300.0, 600.0, "periodic:s:2") is False  # a second worker
+    (s,) = store.all()
+    assert (s.next_at, s.last_job) == (600.0, "periodic:s:1")
+    assert store.advance("s", 600.0, 900.0) is True  # no job: the last one is kept
+    assert store.all()[0].last_job == "periodic:s:1"
+    assert store.advance("gone", 0.0, 1.0) is False
+
+
+def test_schedules_survive_reopening(location: str) -> None:
+    with Queue(location) as q:
+        q.engine.schedules.put(sched(), 300.0)
+    with Queue(location) as q:
+        assert [s.next_at for s in q.engine.schedules.all()] == [300.0]
+
+
+def test_a_store_schema_3_queue_opens_upgraded_with_its_jobs(tmp_path: Path) -> None:
+    """The golden queue written by jobq before schedules (see golden/queue_store3.md)."""
+    root = tmp_path / "q"
+    shutil.copytree(GOLDEN, root)
+    with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    with Queue(root) as q:
+        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 4
+        assert q.counts() == {"queued": 2, "running": 0, "failed": 0, "succeeded": 2,
+                              "dead": 1, "cancelled": 1}
+        assert q.engine.schedules.all() == []
+        q.engine.schedules.put(sched(), 300.0)
+        Worker(q).run(burst=True)
+        assert q.result("queued") == 42 and q.result("succeeded") == 5
+    with Queue(root) as q:
+        assert [s.schedule.name for s in q.engine.schedules.all()] == ["s"]
+
+
+@pytest.mark.parametrize("bad", ["{not json", '{"name": "s"}'], ids=["garbage", "no-fields"])
+def test_a_schedule_row_that_cannot_be_read_is_an_error_not_a_crash(tmp_path: Path,
+                                                                    bad: str) -> None:
+    from jobq.errors import InvalidSchedule
+    with Queue(tmp_path / "q") as q:
+        q.engine.schedules.put(sched(), 300.0)
+        with q.store.transaction() as conn:
+            conn.execute("UPDATE schedules SET spec = ?", (bad,))
+        with pytest.raises(InvalidSchedule, match="stored schedule"):
+            q.engine.schedules.all()
