@@ -101,6 +101,8 @@ class Dashboard:
             raise _Refused("405 Method Not Allowed", f"{method} is not served")
         try:
             return self._read(path, query)
+        except _Refused:
+            raise
         except JobNotFound as exc:
             raise _Refused("404 Not Found", str(exc)) from exc
         except InvalidArgument as exc:
@@ -136,6 +138,8 @@ class Dashboard:
         if path == "/health":
             q.engine.now()  # reaches the storage (the server, for PostgreSQL)
             return "200 OK", [("Content-Type", "text/plain; charset=utf-8")], b"ok\n"
+        if path == "/favicon.ico":  # browsers ask for it: none, rather than a 404 logged
+            return "204 No Content", [], b""
         if path.startswith("/static/") and path[len("/static/"):] in STATIC:
             name = path[len("/static/"):]
             data = importlib.resources.files(__package__).joinpath("static", name).read_bytes()
