@@ -219,7 +219,20 @@ class Engine(Protocol):
     def get(self, job_id: str) -> JobState: ...                        # JobNotFound
     def row(self, job_id: str) -> dict[str, Any]: ...                  # no unpickling
     def rows(self, status: Status | None = None, limit: int = 100,
-             newest_first: bool = True) -> list[dict[str, Any]]: ...
+             newest_first: bool = True, *, after: str | None = None, task: str | None = None,
+             id_contains: str | None = None) -> list[dict[str, Any]]:
+        """A page of index columns (no unpickling), filtered, in arrival order. ``after``: the
+        last job of the page before (paging by key, never by offset; JobNotFound if it is gone
+        now); ``id_contains``: a substring of the job id. InvalidArgument for a bad ``limit``."""
+
+    def rough_counts(self) -> dict[str, int]:
+        """Jobs per status, each counted up to :data:`jobq.listing.ROUGH_CAP` only: a count
+        of that is "that many or more", and a monitor never counts a million rows."""
+
+    def oldest_due(self) -> float | None:
+        """Seconds the longest-waiting due job has waited (None: none waits), by index seeks:
+        the oldest by arrival of each priority, so a delayed job may have waited longer."""
+
     def job_ids(self, status: Status | None = None) -> Iterator[str]: ...  # arrival order
     def ids_starting_with(self, prefix: str, limit: int) -> list[str]: ...
     def counts(self) -> dict[str, int]: ...

@@ -18,7 +18,7 @@ from .. import __version__, _logging, config
 from ..queue import denied
 from ..errors import JobqError
 from ..state import Status
-from . import commands, key_view, migrate, schedule, upkeep, worker_view
+from . import commands, dashboard, key_view, migrate, schedule, upkeep, worker_view
 
 USAGE_ERROR = 2
 STATUSES = [s.value for s in Status]
@@ -144,6 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="change nothing: exit 1 if an upgrade is pending")
     schedule.add_parser(sub, common, reads)
+    dashboard.add_parser(sub, common)
     sub.add_parser("demo", parents=[common],
                    help="run resumable jobs, kill a worker mid-job, watch the job resume")
     return parser
@@ -224,6 +225,7 @@ RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": comma
            "cancel": commands.cancel, "purge": upkeep.purge, "verify": upkeep.verify,
            "compact": upkeep.compact, "backup": upkeep.backup,
            "workers": worker_view.workers, "rekey": key_view.rekey, "schedule": schedule.run}
+NO_QUEUE_YET = {"dashboard": dashboard.dashboard}  # open the queue themselves
 CREATES = {"enqueue"}
 
 
@@ -239,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.init(args, sys.stdout)
         if args.command == "migrate":
             return migrate.migrate(args, sys.stdout)
+        if args.command in NO_QUEUE_YET:
+            return NO_QUEUE_YET[args.command](args, sys.stdout)
         if args.command == "demo":
             from .. import demo
             return demo.main(args.dir, sys.stdout)

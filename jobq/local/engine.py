@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from .. import job_record
+from .. import job_record, listing
 from ..engine import Change, Claim, Finished, Held, NoWakeups, Settings
 from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
 from ..state import JobState, Status
@@ -158,9 +158,22 @@ class LocalEngine:
             return read(job_id)
 
     def rows(self, status: Status | None = None, limit: int = 100,
-             newest_first: bool = True) -> list[dict[str, Any]]:
+             newest_first: bool = True, *, after: str | None = None, task: str | None = None,
+             id_contains: str | None = None) -> list[dict[str, Any]]:
+        id_contains = listing.check_page(limit, id_contains)
         self.store.catch_up()
-        return self.store.rows(status, limit, newest_first)
+        return self.store.rows(status, limit, newest_first, after=after, task=task,
+                               id_contains=id_contains)
+
+    def rough_counts(self) -> dict[str, int]:
+        self.store.catch_up()
+        return self.store.rough_counts(listing.ROUGH_CAP)
+
+    def oldest_due(self) -> float | None:
+        self.store.catch_up()
+        now = self.clock()
+        run_at = self.store.oldest_due(now)
+        return None if run_at is None else max(0.0, now - run_at)
 
     def job_ids(self, status: Status | None = None) -> Iterator[str]:
         self.store.catch_up()

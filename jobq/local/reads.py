@@ -18,7 +18,7 @@ from .. import record
 from ..errors import JobNotFound
 from .log import Log, Position
 from .shelf import StateShelf
-from ..state import JobState, Status
+from ..state import FINISHED, JobState, Status
 from .state_db import UNFINISHED_COUNTS, StateDB
 
 _COLUMNS = ("SELECT job_id, task, status, priority, attempts, progress, run_at, enqueued_at,"
@@ -96,14 +96,66 @@ def counts(db: StateDB) -> dict[str, int]:
 
 
 def rows(db: StateDB, status: Status | None = None, limit: int = 100,
-         newest_first: bool = True) -> list[dict[str, Any]]:
-    """Index columns of jobs, for listings: nothing is unpickled, so any process can list."""
-    where, args = ("WHERE status = ?", [status.value]) if status else ("", [])
+         newest_first: bool = True, *, after: str | None = None, task: str | None = None,
+         id_contains: str | None = None) -> list[dict[str, Any]]:
+    """Index columns of jobs, for listings: nothing is unpickled, so any process can list.
+
+    ``after``: the last job of the page before; the page goes on from its place in arrival
+    order (a key, not an offset: a deep page costs what the first one does). ``id_contains``
+    is a substring test, which reads every row until the page fills.
+    """
+    conds, args = [], []  # type: list[str], list[Any]
+    for cond, value in (("status = ?", status.value if status else None), ("task = ?", task),
+                        ("instr(job_id, ?) > 0", id_contains)):
+        if value is not None:
+            conds.append(cond)
+            args.append(value)
     order = "DESC" if newest_first else "ASC"
     with db.reading():
+        if after is not None:
+            # The key is the job's seq as it is now: compaction moves records within their
+            # segment, in order, so a seq remembered from the last page may have moved on.
+            found = db.conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (after,)).fetchone()
+            if found is None:
+                raise JobNotFound(f"no job with id {after!r} to page from", job_id=after)
+            conds.append("seq < ?" if newest_first else "seq > ?")
+            args.append(found[0])
+        where = f"WHERE {' AND '.join(conds)}" if conds else ""
         cur = db.conn.execute(f"{_COLUMNS} {where} ORDER BY seq {order} LIMIT ?", (*args, limit))
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur]
+
+
+def rough_counts(db: StateDB, cap: int) -> dict[str, int]:
+    """Jobs per status, each counted up to ``cap`` only (the finished ones are kept counted)."""
+    result = {status.value: 0 for status in Status}
+    with db.reading():
+        result.update((s, min(n, cap)) for s, n in db.conn.execute("SELECT status, n FROM job_counts"))
+        for status in set(Status) - FINISHED:
+            result[status.value] = db.conn.execute(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = ? LIMIT ?)",
+                (status.value, cap)).fetchone()[0]
+    return result
+
+
+def oldest_due(db: StateDB, now: float) -> float | None:
+    """The run-at time of the longest-waiting due job, by seeks: the first ready job of each
+    priority (the oldest by arrival there), and the first scheduled one if it is due."""
+    found: list[float] = []
+    with db.reading():
+        neg = db.conn.execute("SELECT MIN(neg_priority) FROM ready").fetchone()[0]
+        while neg is not None:
+            first = db.conn.execute(
+                "SELECT j.run_at FROM ready r JOIN jobs j ON j.job_id = r.job_id"
+                " WHERE r.neg_priority = ? ORDER BY r.seq LIMIT 1", (neg,)).fetchone()
+            if first is not None:
+                found.append(first[0])
+            neg = db.conn.execute("SELECT MIN(neg_priority) FROM ready WHERE neg_priority > ?",
+                                  (neg,)).fetchone()[0]
+        due = db.conn.execute("SELECT run_at FROM scheduled ORDER BY run_at LIMIT 1").fetchone()
+    if due is not None and due[0] <= now:
+        found.append(due[0])
+    return min(found) if found else None
 
 
 def row(db: StateDB, job_id: str) -> dict[str, Any]:

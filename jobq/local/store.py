@@ -134,8 +134,14 @@ class Store:
         return reads.counts(self._db)
 
     def rows(self, status: Status | None = None, limit: int = 100,
-             newest_first: bool = True) -> list[dict[str, Any]]:
-        return reads.rows(self._db, status, limit, newest_first)
+             newest_first: bool = True, **filters: Any) -> list[dict[str, Any]]:
+        return reads.rows(self._db, status, limit, newest_first, **filters)
+
+    def rough_counts(self, cap: int) -> dict[str, int]:
+        return reads.rough_counts(self._db, cap)
+
+    def oldest_due(self, now: float) -> float | None:
+        return reads.oldest_due(self._db, now)
 
     def row(self, job_id: str) -> dict[str, Any]:
         return reads.row(self._db, job_id)

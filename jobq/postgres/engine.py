@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import record
+from .. import listing, record
 from ..engine import Change, Claim, Finished, Held, NoWakeups
 from ..codec import SnapshotCodec
 from ..errors import ConfigError, DamagedRecord, InvalidArgument
@@ -135,8 +135,19 @@ class PgEngine:
         return reading.row(self._db, self._queue, job_id)
 
     def rows(self, status: Status | None = None, limit: int = 100,
-             newest_first: bool = True) -> list[dict[str, Any]]:
-        return reading.rows(self._db, self._queue, status, limit, newest_first)
+             newest_first: bool = True, *, after: str | None = None, task: str | None = None,
+             id_contains: str | None = None) -> list[dict[str, Any]]:
+        id_contains = listing.check_page(limit, id_contains)
+        return reading.rows(self._db, self._queue, status, limit, newest_first, after=after,
+                            task=task, id_contains=id_contains)
+
+    def rough_counts(self) -> dict[str, int]:
+        return reading.rough_counts(self._db, self._queue, listing.ROUGH_CAP)
+
+    def oldest_due(self) -> float | None:
+        now = self.now()
+        run_at = reading.oldest_due(self._db, self._queue, now)
+        return None if run_at is None else max(0.0, now - run_at)
 
     def job_ids(self, status: Status | None = None) -> Iterator[str]:
         return reading.job_ids(self._db, self._queue, status)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..state import FINISHED, Status
 from .db import Db
+from ..errors import JobNotFound
 from .jobs import LISTED, not_found
 
 PAGE = 500
@@ -42,17 +43,75 @@ def row(db: Db, queue: str, job_id: str) -> dict[str, Any]:
     return _dicts([found])[0]
 
 
-def rows(db: Db, queue: str, status: Status | None, limit: int,
-         newest_first: bool) -> list[dict[str, Any]]:
+def rows(db: Db, queue: str, status: Status | None, limit: int, newest_first: bool, *,
+         after: str | None = None, task: str | None = None,
+         id_contains: str | None = None) -> list[dict[str, Any]]:
+    """A page of jobs in arrival order, from ``after`` (the last job of the page before) on:
+    by key on the seq indexes, never by offset."""
     order = "DESC" if newest_first else "ASC"
-    where = "queue = %s" + ("" if status is None else " AND status = %s")
-    args = (queue,) if status is None else (queue, status.value)
+    conds, args = ["queue = %s"], [queue]  # type: list[str], list[Any]
+    for cond, value in (("status = %s", status.value if status else None), ("task = %s", task),
+                        ("strpos(job_id, %s) > 0", id_contains)):
+        if value is not None:
+            conds.append(cond)
+            args.append(value)
+    if after is not None:
+        found = find(db, queue, after, "seq")
+        if found is None:
+            raise JobNotFound(f"no job with id {after!r} to page from", job_id=after)
+        conds.append("seq < %s" if newest_first else "seq > %s")
+        args.append(found[0])
+    where = " AND ".join(conds)
     parts = [f"(SELECT {LISTED}, seq FROM {table} WHERE {where} ORDER BY seq {order} LIMIT %s)"
              for table in _tables(status)]
-    found = db.execute(f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY seq {order}"
-                       " LIMIT %s",
-                       (*[a for _ in parts for a in (*args, limit)], limit))
-    return _dicts([r[:-1] for r in found])
+    found_rows = db.execute(f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY seq {order}"
+                            " LIMIT %s", (*[a for _ in parts for a in (*args, limit)], limit))
+    return _dicts([r[:-1] for r in found_rows])
+
+
+# Each status is counted where an index finds it: the unfinished ones by the partial indexes
+# of ready, waiting and running jobs, the finished ones by (queue, status, updated_at).
+_ROUGH = {
+    Status.QUEUED: ("jobq_jobs", ("ready AND status = 'queued'",
+                                  "NOT ready AND status IN ('queued', 'failed') AND status = 'queued'")),
+    Status.FAILED: ("jobq_jobs", ("ready AND status = 'failed'",
+                                  "NOT ready AND status IN ('queued', 'failed') AND status = 'failed'")),
+    Status.RUNNING: ("jobq_jobs", ("status = 'running'",)),
+}
+
+
+def rough_counts(db: Db, queue: str, cap: int) -> dict[str, int]:
+    """Jobs per status, each counted up to ``cap`` only."""
+    parts, args = [], []  # type: list[str], list[Any]
+    for status in Status:
+        table, preds = _ROUGH.get(status, ("jobq_done", (f"status = '{status.value}'",)))
+        for pred in preds:
+            parts.append(f"SELECT '{status.value}', count(*) FROM (SELECT 1 FROM {table}"
+                         f" WHERE queue = %s AND {pred} LIMIT %s) s")
+            args += [queue, cap]
+    result = {status.value: 0 for status in Status}
+    for status, n in db.execute(" UNION ALL ".join(parts), tuple(args)):
+        result[status] = min(cap, result[status] + int(n))
+    return result
+
+
+def oldest_due(db: Db, queue: str, now: float) -> float | None:
+    """The run-at time of the longest-waiting due job, by index seeks: the first ready job of
+    each priority (a skip scan of the ready index) and the first due one not yet made ready."""
+    found = db.execute(
+        "WITH RECURSIVE p(priority) AS ("
+        " (SELECT priority FROM jobq_jobs WHERE queue = %(q)s AND ready"
+        "  ORDER BY priority DESC LIMIT 1)"
+        " UNION ALL SELECT (SELECT j.priority FROM jobq_jobs j WHERE j.queue = %(q)s AND j.ready"
+        "  AND j.priority < p.priority ORDER BY j.priority DESC LIMIT 1)"
+        " FROM p WHERE p.priority IS NOT NULL)"
+        " SELECT min(r) FROM (SELECT (SELECT j.run_at FROM jobq_jobs j WHERE j.queue = %(q)s"
+        "  AND j.ready AND j.priority = p.priority ORDER BY j.priority DESC, j.seq LIMIT 1) r"
+        "  FROM p WHERE p.priority IS NOT NULL"
+        " UNION ALL (SELECT run_at FROM jobq_jobs WHERE queue = %(q)s AND NOT ready"
+        "  AND status IN ('queued', 'failed') AND run_at <= %(now)s ORDER BY run_at LIMIT 1)) u",
+        {"q": queue, "now": now})
+    return None if not found or found[0][0] is None else float(found[0][0])
 
 
 def job_ids(db: Db, queue: str, status: Status | None, page: int = PAGE) -> Iterator[str]:

@@ -1,0 +1,42 @@
+"""``/metrics`` in the Prometheus text format (version 0.0.4), written by hand: no dependency.
+
+Counts are the engine's rough counts (each status stops at :data:`jobq.listing.ROUGH_CAP`), so
+a scrape costs the same on a queue of a million jobs; ``jobq_jobs_capped`` says which are.
+"""
+
+from __future__ import annotations
+
+from ..listing import ROUGH_CAP
+from ..queue import Queue
+from ..worker_info import WorkerState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render(q: Queue) -> str:
+    counts = q.engine.rough_counts()
+    oldest = q.engine.oldest_due()
+    workers = q.workers()
+    lines = ["# HELP jobq_jobs Jobs by status (each counted up to jobq_jobs_count_cap).",
+             "# TYPE jobq_jobs gauge"]
+    lines += [f'jobq_jobs{{status="{_label(s)}"}} {n}' for s, n in sorted(counts.items())]
+    lines += ["# HELP jobq_jobs_capped 1 where a status has at least jobq_jobs_count_cap jobs.",
+              "# TYPE jobq_jobs_capped gauge"]
+    lines += [f'jobq_jobs_capped{{status="{_label(s)}"}} {int(n >= ROUGH_CAP)}'
+              for s, n in sorted(counts.items())]
+    lines += ["# HELP jobq_jobs_count_cap Where the job counts stop counting.",
+              "# TYPE jobq_jobs_count_cap gauge", f"jobq_jobs_count_cap {ROUGH_CAP}",
+              "# HELP jobq_oldest_due_seconds How long the longest-waiting due job has waited"
+              " (0: none waits).", "# TYPE jobq_oldest_due_seconds gauge",
+              f"jobq_oldest_due_seconds {0.0 if oldest is None else round(oldest, 3)}",
+              "# HELP jobq_workers Workers by state.", "# TYPE jobq_workers gauge"]
+    lines += [f'jobq_workers{{state="{s.value}"}} {sum(w.state is s for w in workers)}'
+              for s in WorkerState]
+    busy = sum(1 for w in workers if w.alive for c in w.children if c.job_id)
+    lines += ["# HELP jobq_busy_children Children of live workers running a job.",
+              "# TYPE jobq_busy_children gauge", f"jobq_busy_children {busy}"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,132 @@
+"""What each page shows, read from a queue through the engine seam: data only, no markup.
+
+Lists read index columns (nothing unpickled); only a job's own page loads its state and its
+payload, the one place they are shown. Every read is bounded: pages by key, counts capped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidArgument, JobqError
+from ..queue import Queue
+from ..state import JobState, Status
+from ..worker_info import WorkerInfo
+
+PAGE = 50
+RECENT = 10  # failures shown on the overview
+SHORT = 300  # characters of a value shown before "show all"
+LONG = 100_000  # characters of a value shown at most
+
+
+@dataclass(frozen=True)
+class Overview:
+    counts: dict[str, int]
+    oldest_due: float | None
+    workers: list[WorkerInfo]
+    failures: list[dict[str, Any]]
+    now: float
+
+
+def overview(q: Queue) -> Overview:
+    failures = q.engine.rows(Status.DEAD, RECENT) + q.engine.rows(Status.FAILED, RECENT)
+    failures.sort(key=lambda r: r["updated_at"], reverse=True)
+    return Overview(q.engine.rough_counts(), q.engine.oldest_due(), q.workers(),
+                    failures[:RECENT], time.time())
+
+
+@dataclass(frozen=True)
+class Filters:
+    """A jobs page's query: what the filter form and the "next page" link carry."""
+
+    status: Status | None = None
+    task: str = ""
+    id_contains: str = ""
+    oldest_first: bool = False
+    after: str | None = None
+
+    @classmethod
+    def parse(cls, query: dict[str, str]) -> Filters:
+        status = query.get("status") or None
+        if status is not None and status not in {s.value for s in Status}:
+            raise InvalidArgument(f"no status {status!r}: one of"
+                                  f" {', '.join(s.value for s in Status)}")
+        order = query.get("order") or "newest"
+        if order not in ("newest", "oldest"):
+            raise InvalidArgument(f"order is newest or oldest, not {order!r}")
+        return cls(Status(status) if status else None, query.get("task", "").strip(),
+                   query.get("q", "").strip(), order == "oldest", query.get("after") or None)
+
+    def query(self, **changes: Any) -> dict[str, Any]:
+        values = {"status": self.status.value if self.status else None, "task": self.task,
+                  "q": self.id_contains, "order": "oldest" if self.oldest_first else None,
+                  "after": self.after}
+        values.update(changes)
+        return values
+
+
+@dataclass(frozen=True)
+class JobList:
+    filters: Filters
+    rows: list[dict[str, Any]]
+    next_after: str | None  # the key of the next page; None: this is the last
+    now: float
+
+
+def jobs(q: Queue, filters: Filters, page: int = PAGE) -> JobList:
+    found = q.engine.rows(filters.status, page + 1, not filters.oldest_first,
+                          after=filters.after, task=filters.task or None,
+                          id_contains=filters.id_contains or None)
+    more = len(found) > page
+    return JobList(filters, found[:page], found[page - 1]["job_id"] if more else None,
+                   time.time())
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A value from a job, as text: its type, a short form and (cut at LONG) all of it."""
+
+    kind: str
+    short: str
+    full: str
+
+    @classmethod
+    def of(cls, value: Any) -> Shown:
+        try:
+            text = repr(value)
+        except Exception as exc:  # a user's __repr__: show that it failed, not a 500
+            text = f"<repr failed: {type(exc).__name__}: {exc}>"
+        full = text if len(text) <= LONG else text[:LONG] + f"... ({len(text):,} characters)"
+        one_line = " ".join(text.split())
+        short = one_line if len(one_line) <= SHORT else one_line[:SHORT - 3] + "..."
+        return cls(type(value).__name__, short, full)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    row: dict[str, Any]
+    state: JobState | None
+    payload: dict[str, Any] | None  # task, args and options, values as Shown
+    problems: list[str] = field(default_factory=list)
+    now: float = 0.0
+
+
+def job(q: Queue, job_id: str) -> JobPage:
+    """One job: its index row (JobNotFound if there is none), its state and its payload; a
+    state or payload that cannot be loaded is a problem shown on the page, not an error."""
+    row, problems = q.engine.row(job_id), []
+    state = payload = None
+    try:
+        state = q.state(job_id)
+    except JobqError as exc:
+        problems.append(f"state: cannot load: {exc}")
+    try:
+        p = q.payload(job_id)
+        payload = {"args": Shown.of(p.args), "kwargs": Shown.of(p.kwargs),
+                   "priority": p.priority, "max_attempts": p.max_attempts,
+                   "timeout": p.timeout, "created_at": p.created_at}
+    except JobqError as exc:
+        problems.append(f"payload: cannot load: {exc}")
+    return JobPage(row, state, payload, problems, time.time())

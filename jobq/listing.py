@@ -1,0 +1,24 @@
+"""What the paged reads of a monitor (``jobq dashboard``) share on every engine.
+
+Pages go by key (the last job shown), never by offset, and counts stop at :data:`ROUGH_CAP`,
+so that a page of a queue holding a million jobs costs what a page of a small one costs:
+dashboards that counted or skipped every row died on big queues (rq-dashboard#91, Oban#1140).
+"""
+
+from __future__ import annotations
+
+from .errors import InvalidArgument
+
+__all__ = ["MAX_PAGE", "ROUGH_CAP", "check_page"]
+
+ROUGH_CAP = 10_000  # rough_counts() stops counting here: shown as "10,000+"
+MAX_PAGE = 1_000
+
+
+def check_page(limit: int, id_contains: str | None) -> str | None:
+    """Validate a page request; the id filter as the engines take it (None: no filter)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidArgument(f"a page holds 1 to {MAX_PAGE} jobs, not {limit!r}")
+    if id_contains is not None and not isinstance(id_contains, str):
+        raise InvalidArgument(f"id_contains must be a string, not {id_contains!r}")
+    return id_contains or None

@@ -1,0 +1,102 @@
+"""The reads a monitor pages with, on every engine: pages by key with filters, counts capped,
+and the age of the oldest due job (the ``location`` fixture: one run per engine)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jobq import Queue, Status, listing
+from jobq.errors import InvalidArgument, JobNotFound
+from jobq.testing import run_burst
+
+ADD, BOOM = "jobtasks:add", "jobtasks:boom"
+
+
+def _pages(q: Queue, size: int, **filters: object) -> list[list[str]]:
+    pages, after = [], None
+    while True:
+        page = [r["job_id"] for r in q.engine.rows(limit=size, after=after, **filters)]
+        if not page:
+            return pages
+        pages.append(page)
+        after = page[-1]
+
+
+def test_pages_by_key_cover_every_job_once_in_arrival_order(q: Queue):
+    ids = [q.enqueue_call(ADD, args=(i, i), job_id=f"job-{i:02d}") for i in range(11)]
+    newest = _pages(q, 4)
+    assert [len(p) for p in newest] == [4, 4, 3]
+    assert sum(newest, []) == ids[::-1]
+    assert sum(_pages(q, 5, newest_first=False), []) == ids
+
+
+def test_a_page_started_by_key_ignores_jobs_that_came_after_it(q: Queue):
+    first = [q.enqueue(ADD, i, i) for i in range(3)]
+    page = [r["job_id"] for r in q.engine.rows(limit=2)]
+    for i in range(3):
+        q.enqueue(ADD, i, i)  # new jobs: an offset would shift, the key does not
+    rest = [r["job_id"] for r in q.engine.rows(limit=10, after=page[-1])]
+    assert page + rest == first[::-1]
+
+
+def test_filters_by_status_task_and_id_substring_combine(q: Queue):
+    adds = [q.enqueue_call(ADD, args=(1, 1), job_id=f"a_{i}%x") for i in range(3)]
+    booms = [q.enqueue_call(BOOM, job_id=f"b_{i}") for i in range(2)]
+    assert run_burst(q, max_jobs=1) == 1  # the oldest, adds[0], succeeds
+    rows = q.engine.rows(task=BOOM)
+    assert [r["job_id"] for r in rows] == booms[::-1] and {r["task"] for r in rows} == {BOOM}
+    assert [r["job_id"] for r in q.engine.rows(status=Status.SUCCEEDED)] == [adds[0]]
+    assert [r["job_id"] for r in q.engine.rows(status=Status.QUEUED, task=ADD)] == adds[:0:-1]
+    # A substring, not a pattern: _ and % are themselves.
+    assert [r["job_id"] for r in q.engine.rows(id_contains="_1%")] == [adds[1]]
+    assert q.engine.rows(id_contains="%") and not q.engine.rows(id_contains="a%")
+    assert q.engine.rows(id_contains="nothing-like-it") == []
+    assert len(q.engine.rows(id_contains="")) == 5  # an empty filter is no filter
+    assert [r["job_id"] for r in q.engine.rows(task=ADD, id_contains="2")] == [adds[2]]
+    row = q.engine.rows(limit=1, newest_first=False)[0]
+    assert set(row) >= {"job_id", "task", "status", "priority", "attempts", "progress", "run_at",
+                        "enqueued_at", "updated_at", "owner"}
+
+
+def test_filtered_pages_by_key(q: Queue):
+    ids = [q.enqueue(ADD, i, i) if i % 2 else q.enqueue(BOOM, str(i)) for i in range(9)]
+    pages = _pages(q, 2, task=ADD, status=Status.QUEUED)
+    assert sum(pages, []) == [jid for i, jid in enumerate(ids) if i % 2][::-1]
+
+
+def test_bad_pages_are_refused(q: Queue):
+    q.enqueue(ADD, 1, 1)
+    for limit in (0, -1, listing.MAX_PAGE + 1, 2.5, True):
+        with pytest.raises(InvalidArgument, match="a page holds"):
+            q.engine.rows(limit=limit)
+    with pytest.raises(JobNotFound, match="to page from"):
+        q.engine.rows(after="no-such-job")
+    with pytest.raises(InvalidArgument):
+        q.engine.rows(id_contains=3)
+
+
+def test_rough_counts_are_exact_below_the_cap_and_stop_at_it(q: Queue, monkeypatch):
+    q.enqueue_many(BOOM, [() for _ in range(2)], max_attempts=1)
+    q.enqueue_many(ADD, [(i, i) for i in range(5)])
+    assert run_burst(q, max_jobs=3) == 3
+    assert q.engine.rough_counts() == q.counts()
+    monkeypatch.setattr(listing, "ROUGH_CAP", 2)
+    capped = q.engine.rough_counts()
+    assert capped == {s: min(2, n) for s, n in q.counts().items()}
+    assert set(capped) == {s.value for s in Status}
+
+
+def test_oldest_due_is_the_age_of_the_longest_waiting_due_job(q: Queue):
+    assert q.engine.oldest_due() is None
+    q.enqueue_call(ADD, args=(1, 1), delay=3600)
+    assert q.engine.oldest_due() is None  # delayed: not waiting for a worker yet
+    q.enqueue_call(ADD, args=(1, 1), priority=5)
+    time.sleep(0.2)
+    q.enqueue_call(ADD, args=(1, 1), priority=1)
+    q.enqueue_call(ADD, args=(1, 1), priority=5)
+    age = q.engine.oldest_due()
+    assert age is not None and 0.2 <= age < 60
+    assert run_burst(q) == 3
+    assert q.engine.oldest_due() is None

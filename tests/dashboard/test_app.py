@@ -1,0 +1,176 @@
+"""The dashboard's WSGI app on every engine (the ``q`` fixture: a real queue directory, a real
+PostgreSQL queue): pages, paging, escaping, actions and their guards, auth, metrics."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+
+from jobq import Queue, Status
+from jobq.dashboard import Dashboard
+from jobq.errors import InvalidArgument
+from jobq.testing import run_burst
+
+from .serving import call, token_in
+
+ADD, BOOM = "jobtasks:add", "jobtasks:boom"
+XSS = '<script>alert("x")</script>'
+
+
+def _ids_on(text: str) -> list[str]:
+    return re.findall(r'<tr><td><a href="/jobs/[^"]+">([^<]+)</a>', text)
+
+
+def test_the_overview_shows_counts_oldest_due_workers_and_failures(q: Queue):
+    q.enqueue_many(ADD, [(i, i) for i in range(3)])
+    q.enqueue_call(BOOM, args=("bad",), job_id="broken", max_attempts=1, priority=5)
+    assert run_burst(q, max_jobs=1) == 1
+    reply = call(Dashboard(q), "/")
+    assert reply.code == 200 and reply.headers["content-type"].startswith("text/html")
+    assert re.search(r'data-status="queued">.*?<strong>3</strong>', reply.text)
+    assert re.search(r'data-status="dead">.*?<strong>1</strong>', reply.text)
+    assert 'id="oldest-due">' in reply.text and "none waiting" not in reply.text
+    assert re.search(r'id="failures">.*href="/jobs/broken"', reply.text)
+    assert "no workers" in reply.text and 'data-refresh="2.0"' in reply.text
+
+
+def test_every_page_sends_the_security_headers(q: Queue):
+    app = Dashboard(q)
+    for path in ("/", "/jobs", "/metrics", "/nowhere"):
+        headers = call(app, path).headers
+        assert "script-src 'self'" in headers["content-security-policy"]
+        assert "'unsafe-inline'" not in headers["content-security-policy"]
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["referrer-policy"] == "same-origin"
+
+
+def test_values_from_jobs_are_escaped_everywhere(q: Queue):
+    jid = q.enqueue_call(BOOM, args=(XSS,), job_id=f"id-{XSS}", max_attempts=1)
+    q.enqueue_call(BOOM, kwargs={"message": XSS}, job_id="kw")  # errors and kwargs too
+    assert run_burst(q) == 4
+    app = Dashboard(q, allow_actions=True)
+    for path in ("/", "/jobs", f"/jobs/{jid.replace('/', '%2F')}", "/jobs/kw",
+                 "/jobs?task=" + XSS, "/jobs?q=" + XSS):
+        reply = call(app, path.replace(" ", "%20").replace('"', "%22").replace("<", "%3C")
+                     .replace(">", "%3E"))
+        assert "<script>alert" not in reply.text, path
+    page = call(app, "/jobs/id-%3Cscript%3Ealert(%22x%22)%3C%2Fscript%3E").text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page  # shown, as text
+
+
+def test_jobs_are_paged_by_key_and_filtered(q: Queue):
+    ids = q.enqueue_many(ADD, [(i, i) for i in range(120)])
+    booms = [q.enqueue_call(BOOM, job_id=f"boom-{i}") for i in range(3)]
+    app, seen, path = Dashboard(q), [], "/jobs?task=" + ADD
+    while path:
+        reply = call(app, path)
+        assert reply.code == 200
+        seen += _ids_on(reply.text)
+        nxt = re.search(r'<a href="([^"]+)" rel="next"', reply.text)
+        path = nxt.group(1).replace("&amp;", "&") if nxt else ""
+    assert seen == ids[::-1]
+    assert _ids_on(call(app, "/jobs?q=boom-&order=oldest").text) == booms
+    assert _ids_on(call(app, "/jobs?q=boom-1&status=queued").text) == [booms[1]]
+    assert "no jobs match" in call(app, "/jobs?status=dead").text
+
+
+def test_bad_queries_are_one_clear_message(q: Queue):
+    app = Dashboard(q)
+    reply = call(app, "/jobs?status=bogus")
+    assert reply.code == 400 and "no status &#x27;bogus&#x27;" in reply.text
+    assert call(app, "/jobs?order=sideways").code == 400
+    reply = call(app, "/jobs?after=gone")
+    assert reply.code == 404 and "to page from" in reply.text
+    assert call(app, "/jobs/nope").code == 404
+    assert call(app, "/nowhere").code == 404
+    assert call(app, "/", method="PUT").code == 405
+    assert call(app, "/jobs?id=nope").code == 404
+
+
+def test_a_job_page_shows_payload_history_errors_and_progress(q: Queue):
+    jid = q.enqueue_call(BOOM, args=("it broke",), max_attempts=2)
+    run_burst(q)
+    page = call(Dashboard(q), f"/jobs/{jid}").text
+    assert "&#x27;it broke&#x27;" in page  # the arguments, as repr
+    assert page.count("ValueError: it broke") == 2  # one traceback per attempt
+    assert all(step in page for step in ("enqueued", "run at", "started", "finished"))
+    assert "<progress" in page and 'class="status dead"' in page
+    reply = call(Dashboard(q), f"/jobs?id={jid[:6]}")  # jump by a prefix
+    assert reply.code == 303 and reply.headers["location"] == f"/jobs/{jid}"
+
+
+def test_actions_are_off_unless_allowed(q: Queue):
+    jid = q.enqueue_call(BOOM, max_attempts=1)
+    run_burst(q)
+    app = Dashboard(q)
+    assert "<form action=\"/jobs/" not in call(app, f"/jobs/{jid}").text
+    reply = call(app, f"/jobs/{jid}/retry", method="POST", form=f"token={app.token}")
+    assert reply.code == 403 and "--allow-actions" in reply.text
+    assert q.state(jid).status is Status.DEAD
+
+
+def test_an_action_needs_this_runs_token_and_the_same_site(q: Queue):
+    jid = q.enqueue_call(BOOM, job_id="a/b", max_attempts=1)
+    run_burst(q)
+    app = Dashboard(q, allow_actions=True)
+    token = token_in(call(app, "/jobs/a%2Fb").text)
+    for form, headers in (("token=forged", {}), ("", {}),
+                          (f"token={token}", {"Sec-Fetch-Site": "cross-site"}),
+                          (f"token={token}", {"Origin": "http://evil.example"}),
+                          (f"token={Dashboard(q, allow_actions=True).token}", {})):
+        reply = call(app, "/jobs/a%2Fb/retry", method="POST", form=form, headers=headers)
+        assert reply.code == 403, (form, headers)
+    assert q.state(jid).status is Status.DEAD
+    reply = call(app, "/jobs/a%2Fb/retry", method="POST", form=f"token={token}",
+                 headers={"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:8181"})
+    assert reply.code == 303 and reply.headers["location"] == "/jobs/a%2Fb"
+    assert q.state(jid).status is Status.QUEUED
+    reply = call(app, "/jobs/a%2Fb/cancel", method="POST", form=f"token={token}")
+    assert reply.code == 303 and q.state(jid).status is Status.CANCELLED
+    reply = call(app, "/jobs/a%2Fb/cancel", method="POST", form=f"token={token}")
+    assert reply.headers["location"] == "/jobs/a%2Fb?not=cancel"  # nothing left to cancel
+    assert "nothing to cancel" in call(app, "/jobs/a%2Fb?not=cancel").text
+    assert call(app, "/jobs/nope/retry", method="POST", form=f"token={token}").code == 404
+
+
+def test_a_password_guards_every_page_but_health(q: Queue):
+    app = Dashboard(q, password="s3cret")
+    assert call(app, "/").code == 401 and call(app, "/metrics").code == 401
+    assert "Basic" in call(app, "/").headers["www-authenticate"]
+    good = base64.b64encode(b"anyone:s3cret").decode()
+    bad = base64.b64encode(b"anyone:wrong").decode()
+    assert call(app, "/", headers={"Authorization": f"Basic {good}"}).code == 200
+    assert call(app, "/", headers={"Authorization": f"Basic {bad}"}).code == 401
+    assert call(app, "/", headers={"Authorization": "Basic !!"}).code == 401
+    assert call(app, "/health").code == 200
+
+
+def test_metrics_in_the_prometheus_text_format(q: Queue):
+    q.enqueue_many(ADD, [(i, i) for i in range(4)])
+    run_burst(q, max_jobs=1)
+    reply = call(Dashboard(q), "/metrics")
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = reply.text.splitlines()
+    assert 'jobq_jobs{status="queued"} 3' in lines and 'jobq_jobs{status="succeeded"} 1' in lines
+    assert "jobq_jobs_count_cap 10000" in lines and 'jobq_workers{state="live"} 0' in lines
+    assert any(re.fullmatch(r"jobq_oldest_due_seconds [0-9.]+", line) for line in lines)
+    assert all(line.startswith("#") or re.fullmatch(r'[a-z_]+(\{[a-z]+="[a-z]+"\})? [0-9.]+',
+                                                    line) for line in lines)
+
+
+def test_static_files_are_package_data(q: Queue):
+    app = Dashboard(q)
+    js = call(app, "/static/dashboard.js")
+    assert js.code == 200 and "visibilitychange" in js.text
+    assert call(app, "/static/dashboard.css").code == 200
+    assert call(app, "/static/../app.py").code == 404
+
+
+def test_bad_settings_are_refused(q: Queue):
+    for kwargs in ({"password": ""}, {"refresh": 0}):
+        with pytest.raises(InvalidArgument):
+            Dashboard(q, **kwargs)
+    with pytest.raises(InvalidArgument, match="jobq.Queue"):
+        Dashboard("/tmp/queue")  # type: ignore[arg-type]

@@ -1,0 +1,224 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright (no browser
+download), against the real ``jobq dashboard`` command and a real queue and worker.
+
+These tests fail, never skip, when the browser or Playwright is missing: .ci/run installs both.
+Screenshots of each page are saved under the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobq import Queue, Status
+from jobq.testing import run_burst
+
+from .serving import Served
+
+CHROMIUM = "/usr/bin/chromium"
+ADD, BOOM = "jobtasks:add", "jobtasks:boom"
+XSS = ('<img src=x onerror="window.__xss=1;alert(1)">', "<script>window.__xss=2</script>",
+       '"><svg onload=alert(3)>')
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the browser tests need Playwright for Python: pip install -e '.[test]'"
+                    " (or pip install playwright; no browser download is needed)", pytrace=False)
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"the browser tests need Debian's chromium at {CHROMIUM}:"
+                    " apt-get install -y chromium", pytrace=False)
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class Watched:
+    """A page, and what it did that it must not: dialogs (alert), console errors (a CSP
+    violation is one), uncaught script errors."""
+
+    def __init__(self, page: Any, shots: Path) -> None:
+        self.page, self.shots, self.problems = page, shots, []  # type: Any, Path, list[str]
+        page.on("dialog", lambda d: (self.problems.append(f"dialog: {d.message}"), d.dismiss()))
+        page.on("console", lambda m: m.type == "error" and self.problems.append(
+            f"console: {m.text}"))
+        page.on("pageerror", lambda e: self.problems.append(f"pageerror: {e}"))
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def page(browser: Any, tmp_path: Path) -> Iterator[Watched]:
+    context = browser.new_context()
+    watched = Watched(context.new_page(), tmp_path)
+    try:
+        yield watched
+    finally:
+        context.close()
+    assert watched.problems == []
+
+
+@pytest.fixture
+def qdir(tmp_path: Path) -> str:
+    return str(tmp_path / "queue")
+
+
+def test_the_overview_updates_live_while_a_worker_drains(
+        page: Watched, qdir: str, serve: Callable[..., Served], workers: Callable[..., Any]):
+    from playwright.sync_api import expect
+    with Queue(qdir) as q:
+        q.enqueue_many(ADD, [(i, i) for i in range(5)])
+    served = serve(qdir, "--refresh", "0.3")
+    page.page.goto(served.url + "/")
+    queued = page.page.locator('[data-status="queued"] strong')
+    expect(queued).to_have_text("5")
+    page.shot("overview-before")
+    workers(qdir, "--burst")
+    expect(queued).to_have_text("0", timeout=30_000)  # no reload: the live part refreshed
+    expect(page.page.locator('[data-status="succeeded"] strong')).to_have_text("5")
+    page.shot("overview-after")
+
+
+def test_refreshing_stops_while_the_tab_is_hidden(page: Watched, qdir: str,
+                                                  serve: Callable[..., Served]):
+    Queue(qdir).close()
+    served = serve(qdir, "--refresh", "0.2")
+    p = page.page
+    p.goto(served.url + "/")
+    stamp = _poll(p, lambda v: v is not None)
+    p.evaluate("""() => { Object.defineProperty(document, 'hidden', {value: true,
+                          configurable: true});
+                          document.dispatchEvent(new Event('visibilitychange')); }""")
+    p.wait_for_timeout(300)  # a refresh under way ends
+    stamp = p.evaluate("document.body.dataset.refreshed")
+    p.wait_for_timeout(1000)  # five periods
+    assert p.evaluate("document.body.dataset.refreshed") == stamp
+    p.evaluate("""() => { Object.defineProperty(document, 'hidden', {value: false,
+                          configurable: true});
+                          document.dispatchEvent(new Event('visibilitychange')); }""")
+    _poll(p, lambda v: v != stamp)
+
+
+def _poll(p: Any, done: Callable[[Any], bool], timeout: float = 30) -> Any:
+    """The page's last refresh stamp once ``done`` says so (``wait_for_function`` would eval a
+    string, which the dashboard's CSP forbids)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = p.evaluate("document.body.dataset.refreshed")
+        if done(value):
+            return value
+        p.wait_for_timeout(50)
+    raise AssertionError("the page did not refresh as expected")
+
+
+def test_a_job_page_follows_its_progress_to_the_end(
+        page: Watched, qdir: str, tmp_path: Path, serve: Callable[..., Served],
+        workers: Callable[..., Any]):
+    from playwright.sync_api import expect
+    with Queue(qdir) as q:
+        jid = q.enqueue("jobtasks:slow_steps", 4, 0.4, str(tmp_path))
+    served = serve(qdir, "--refresh", "0.2")
+    page.page.goto(f"{served.url}/jobs/{jid}")
+    bar = page.page.locator("#live progress")
+    expect(bar).to_have_attribute("value", "0.000")
+    workers(qdir, "--burst")
+    expect(page.page.locator("#live .status")).to_have_text("running", timeout=30_000)
+    page.shot("job-running")
+    expect(bar).to_have_attribute("value", "1.000", timeout=30_000)
+    expect(page.page.locator("#live .status")).to_have_text("succeeded", timeout=30_000)
+    page.shot("job-done")
+
+
+def test_values_from_jobs_never_run_as_script(page: Watched, qdir: str,
+                                              serve: Callable[..., Served]):
+    with Queue(qdir) as q:
+        ids = [q.enqueue_call(BOOM, args=(text,), job_id=f"x{i}{text}", max_attempts=1)
+               for i, text in enumerate(XSS)]
+        run_burst(q)
+    served = serve(qdir, "--allow-actions")
+    p = page.page
+    for path in ("/", "/jobs", "/jobs?status=dead", *(f"/jobs?id=x{i}" for i in range(3))):
+        p.goto(served.url + path)
+        assert p.evaluate("window.__xss") is None, path
+    assert p.locator("#errors").inner_text().count(XSS[2]) == 1  # shown as text
+    p.goto(served.url + "/jobs")
+    assert sorted(p.locator("#jobs tbody a").all_inner_texts()) == sorted(ids)
+    page.shot("xss-jobs")
+
+
+def test_filters_and_pages_by_key(page: Watched, qdir: str, serve: Callable[..., Served]):
+    with Queue(qdir) as q:
+        adds = q.enqueue_many(ADD, [(i, i) for i in range(110)])
+        q.enqueue_many("jobtasks:echo", [(i,) for i in range(30)])
+    served = serve(qdir)
+    p = page.page
+    p.goto(served.url + "/jobs")
+    p.select_option("select[name=status]", "queued")
+    p.fill("input[name=task]", ADD)
+    p.select_option("select[name=order]", "oldest")
+    with p.expect_navigation():
+        p.click("form.filters button")
+    seen = []
+    while True:
+        seen += p.locator("#jobs tbody a").all_inner_texts()
+        if p.locator("#next-page").count() == 0:
+            break
+        with p.expect_navigation():
+            p.click("#next-page")
+    assert seen == adds
+    assert "status=queued" in p.url and "task=jobtasks%3Aadd" in p.url
+    page.shot("jobs-last-page")
+    p.fill("input[name=q]", adds[7][-12:])
+    with p.expect_navigation():
+        p.click("form.filters button")
+    assert p.locator("#jobs tbody a").all_inner_texts() == [adds[7]]
+
+
+def test_retry_with_actions_on_and_refused_with_them_off(
+        page: Watched, qdir: str, serve: Callable[..., Served]):
+    from playwright.sync_api import expect
+    with Queue(qdir) as q:
+        jid = q.enqueue_call(BOOM, max_attempts=1)
+        run_burst(q)
+    read_only = serve(qdir)
+    p = page.page
+    p.goto(f"{read_only.url}/jobs/{jid}")
+    assert p.locator("form.action").count() == 0
+    refused = p.request.post(f"{read_only.url}/jobs/{jid}/retry", form={"token": "x"})
+    assert refused.status == 403 and "--allow-actions" in refused.text()
+
+    served = serve(qdir, "--allow-actions")
+    p.goto(f"{served.url}/jobs/{jid}")
+    token = p.locator("form.retry input[name=token]").get_attribute("value")
+    page.shot("job-dead")
+    # The same form, with the right token, sent from another origin (the read-only dashboard's
+    # page): refused by what the browser says of it (Origin, Sec-Fetch-Site).
+    p = p.context.new_page()  # about:blank, an opaque origin of its own
+    p.set_content(f'<form method="post" action="{served.url}/jobs/{jid}/retry">'
+                  f'<input name="token" value="{token}"><button>go</button></form>')
+    p.click("button")
+    expect(p.locator("body")).to_contain_text("refused")
+    with Queue(qdir) as q:
+        assert q.state(jid).status is Status.DEAD
+
+    p = page.page
+    p.goto(f"{served.url}/jobs/{jid}")
+    with p.expect_navigation():
+        p.click("form.retry button")
+    expect(p.locator("#live .status")).to_have_text("queued")
+    assert p.url == f"{served.url}/jobs/{jid}"
+    with Queue(qdir) as q:
+        assert q.state(jid).status is Status.QUEUED
+    page.shot("job-retried")
