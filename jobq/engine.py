@@ -27,8 +27,8 @@ from .schedule import Schedule, Stored
 from .state import JobState, Status
 from .worker_info import WorkerInfo, owner_of, worker_of
 
-__all__ = ["Change", "Claim", "Engine", "Finished", "Held", "Liveness", "NoWakeups", "Schedules",
-           "Settings", "Upkeep", "Wakeups", "Workers", "owner_of", "worker_of"]
+__all__ = ["CancelWatch", "Change", "Claim", "Engine", "Finished", "Held", "Liveness", "NoWakeups",
+           "Schedules", "Settings", "Upkeep", "Wakeups", "Workers", "owner_of", "worker_of"]
 
 
 Change = Callable[[JobState, float, int], JobState]
@@ -169,6 +169,10 @@ class Wakeups(Protocol):
     def heard(self) -> bool:
         """Take in what arrived, without blocking: True if idle children should look now."""
 
+    def cancels(self) -> bool:
+        """True if a running job may have been asked to cancel since the last call: the
+        supervisor then looks at once, instead of at its next ``reap_interval``."""
+
     def close(self) -> None: ...
 
 
@@ -181,8 +185,25 @@ class NoWakeups:
     def heard(self) -> bool:
         return False
 
+    def cancels(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
+
+
+class CancelWatch(NoWakeups):
+    """:class:`Wakeups` of storage whose cancel number is cheap to read (a queue directory's
+    shared memory): nothing to hear of new jobs, but a cancel is seen at the supervisor's next
+    turn."""
+
+    def __init__(self, generation: Callable[[], int]) -> None:
+        self._generation = generation
+        self._seen = generation()
+
+    def cancels(self) -> bool:
+        seen, self._seen = self._seen, self._generation()
+        return seen != self._seen
 
 
 class Engine(Protocol):

@@ -24,7 +24,8 @@ WAKE = ("wake",)  # to an idle child: look for jobs now (None: stop)
 class Slot:
     """A child process, the owner name its claims carry, and its board.
 
-    ``cancel_seen_at`` is when the supervisor first saw the running job asked to cancel;
+    ``cancel_seen`` is the attempt (job id, token) the supervisor saw asked to cancel, and
+    when it first saw it: the child is killed once the cancel grace has passed since then;
     ``kill_reason`` says why we killed the child, if we did; ``wake_missed``, that jobs may
     have come while it was busy (it is woken when it next says it is idle).
     """
@@ -34,7 +35,7 @@ class Slot:
     board: Board
     owner: str
     idle: bool = False
-    cancel_seen: tuple[str, float] | None = None
+    cancel_seen: tuple[str, int, float] | None = None
     kill_reason: str | None = None
     wake_missed: bool = False
 

@@ -129,6 +129,8 @@ class Worker:
         """One turn of the loop; True when the worker should stop."""
         now = time.monotonic()
         self._collect(self.config.poll_interval)
+        if self._wakeups is not None and self._wakeups.cancels():
+            self._watch_cancellations(now)  # at once, not at the next reap
         self._enforce_limits(now)
         beat = now >= self._next_beat
         if beat and self._heartbeat is not None:
@@ -272,11 +274,17 @@ class Worker:
                          duration=elapsed, cause="crash")
 
     def _enforce_limits(self, now: float) -> None:
+        """Kill a child whose job overran its timeout, or its cancel grace (from the boards)."""
         for slot in self._slots:
             running = slot.board.read()
-            if running is not None and running.timeout is not None \
-                    and slot.kill_reason is None and now - running.started > running.timeout:
+            if running is None or slot.kill_reason is not None:
+                continue
+            if running.timeout is not None and now - running.started > running.timeout:
                 slot.kill("timeout")
+            elif slot.cancel_seen is not None \
+                    and slot.cancel_seen[:2] == (running.job_id, running.token) \
+                    and now - slot.cancel_seen[2] > self.config.cancel_grace:
+                slot.kill("cancel")
 
     def _watch_cancellations(self, now: float) -> None:
         asked: set[tuple[str, int]] | None = None
@@ -288,10 +296,9 @@ class Worker:
                 asked = self.engine.cancelling(self.id)
             if (running.job_id, running.token) not in asked:
                 continue
-            if slot.cancel_seen is None or slot.cancel_seen[0] != running.job_id:
-                slot.cancel_seen = (running.job_id, now)
-            elif now - slot.cancel_seen[1] > self.config.cancel_grace:
-                slot.kill("cancel")
+            if slot.cancel_seen is None \
+                    or slot.cancel_seen[:2] != (running.job_id, running.token):
+                slot.cancel_seen = (running.job_id, running.token, now)  # killed after the grace
 
     # -- recording ---------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from .. import job_record, listing
-from ..engine import Change, Claim, Finished, Held, NoWakeups, Settings
+from ..engine import CancelWatch, Change, Claim, Finished, Held, Settings
 from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
 from ..state import JobState, Status
 from . import compaction, compaction_redo, damage, directory, keys, purging
@@ -254,8 +254,9 @@ class LocalEngine:
         """``poll_interval``: asking has_ready is a read of local files, cheap to repeat."""
         return poll_interval
 
-    def wakeups(self, *, logger: Any) -> NoWakeups:
-        return NoWakeups()
+    def wakeups(self, *, logger: Any) -> CancelWatch:
+        """Nothing tells of new jobs; the cancel number (shared memory) tells of cancels."""
+        return CancelWatch(self.store.cancel_generation)
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.store.cancel_requested(job_id)

@@ -31,7 +31,7 @@ from .liveness import PgWorkers
 from .schedules import PgSchedules
 from .url import PgLocation, parse
 from .verify import Checker
-from .wakeups import Listener, Notifier
+from .wakeups import Listener, Notifier, channel
 
 # A busy worker makes due delayed and retrying jobs ready this often (and a claim that finds
 # too few ready ones does it before claiming the rest).
@@ -322,7 +322,8 @@ class PgEngine:
 
     def cancel(self, job_id: str) -> bool:
         with self._db.transaction("cancel a job") as conn:
-            return operating.cancel(conn, self._codec, self._queue, job_id)
+            return operating.cancel(conn, self._codec, self._queue, job_id,
+                                    channel(self._queue) if self._listening else None)
 
     def requeue(self, job_id: str) -> bool:
         with self._db.transaction("retry a job") as conn:

@@ -18,11 +18,18 @@ from . import jobs
 from .settle import server_now
 
 PURGE_BATCH = 5_000
+CANCEL_PAYLOAD = "cancel"  # on the queue's wake-up channel: a running job was asked to cancel
 
 
-def cancel(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id: str) -> bool:
+def cancel(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id: str,
+           notify: str | None = None) -> bool:
     """Inside the caller's transaction: cancel a waiting job now, or ask a running one to stop
-    (a prefetched one is given back cancelled by its worker). False if already finished."""
+    (a prefetched one is given back cancelled by its worker). False if already finished.
+
+    Asking a running job, it NOTIFYs channel ``notify`` (if given) with the payload ``cancel``,
+    delivered at the commit: the supervisors listening look at their running jobs at once. Inside
+    the transaction, so taking the commit-order lock (see :mod:`jobq.postgres.wakeups`): cancels
+    are rare."""
     now = server_now(conn)
     state, _, finished = jobs.load(conn, codec, queue, job_id, for_update=True)
     if finished:
@@ -32,6 +39,8 @@ def cancel(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_
                      " AND job_id = %s", (queue, job_id))
         conn.execute("UPDATE jobq_cancels SET generation = generation + 1 WHERE queue = %s",
                      (queue,))
+        if notify is not None:
+            conn.execute("SELECT pg_notify(%s, %s)", (notify, CANCEL_PAYLOAD))
         return True
     jobs.write(conn, codec, queue, [transitions.cancelled(state, now)], now)
     return True

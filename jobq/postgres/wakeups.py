@@ -15,6 +15,10 @@ Why the NOTIFY is sent the way it is:
   the fallback poll). A batch of any size is one; a burst of single enqueues is about one a
   window. A NOTIFY per row (a trigger, as procrastinate does) would take that lock per job.
 
+A cancel of a running job NOTIFYs the same channel with the payload ``cancel``: the supervisor
+then looks at its running jobs at once rather than at its next ``reap_interval``
+(:meth:`Listener.cancels`); it does not wake idle children.
+
 Notifications are hints. One can be lost (sent while the listener was reconnecting, or a
 NOTIFY that failed after its jobs were committed); idle children still look on their own every
 fallback interval, and a listener that (re)connects wakes them once for what it may have missed.
@@ -41,6 +45,7 @@ import psycopg
 from .._logging import get_logger
 from ..errors import StorageError
 from .db import Db, connect, storage_error
+from .operating import CANCEL_PAYLOAD
 from .url import PgLocation
 
 DEBOUNCE = 0.05  # seconds: at most one NOTIFY a window per process and queue, plus the trailing one
@@ -162,6 +167,7 @@ class Listener:
         self._conn: psycopg.Connection[Any] | None = None
         self._retry_in = RELISTEN_FIRST
         self._retry_at = 0.0
+        self._cancels = False  # a cancel was heard (or may have been missed) since last asked
         self._listen()
 
     def fileno(self) -> int | None:
@@ -178,11 +184,20 @@ class Listener:
             for _ in range(DRAIN_ROUNDS):
                 if not select.select([conn.fileno()], [], [], 0)[0]:
                     break
-                for _ in conn.notifies(timeout=0):
-                    heard = True
+                for notify in conn.notifies(timeout=0):
+                    if notify.payload == CANCEL_PAYLOAD:
+                        self._cancels = True
+                    else:
+                        heard = True
         except psycopg.Error as exc:
             self._lost(storage_error(exc, self._loc, "listen for new jobs"))
         return heard
+
+    def cancels(self) -> bool:
+        """True if a running job was asked to cancel (a NOTIFY of :func:`operating.cancel`), or
+        may have been while the listener was lost, since the last call."""
+        cancels, self._cancels = self._cancels, False
+        return cancels
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -204,6 +219,7 @@ class Listener:
         if self._retry_in > RELISTEN_FIRST:  # it was lost: say it is back
             self._log.info("worker.wakeups_restored", queue=self._loc.location)
         self._conn, self._retry_in = conn, RELISTEN_FIRST
+        self._cancels = True  # one may have been sent while nobody listened
         return True
 
     def _lost(self, error: StorageError) -> None:

@@ -126,6 +126,31 @@ def test_running_job_ignoring_cancellation_is_killed_after_the_grace(q: Queue, l
                            " period")
 
 
+# A worker that looks for dead workers and cancelled jobs only every minute (first at its start).
+RARELY_LOOKING_WORKER = """
+import sys
+from jobq import Queue
+from workers import Worker
+with Queue(sys.argv[1]) as q:
+    Worker(q, cancel_grace=0, reap_interval=60, heartbeat_interval=60).run(burst=True)
+"""
+
+
+def test_a_cancel_reaches_the_worker_at_once_not_at_its_next_look(q: Queue, location: str,
+                                                                  children):
+    """The supervisor hears of a cancel (PostgreSQL: a NOTIFY; a directory: its shared cancel
+    number) and starts the grace then, not at its next reap_interval a minute away."""
+    jid = q.enqueue("jobtasks:ignore_cancel", 120)
+    worker = children.start(RARELY_LOOKING_WORKER, location)
+    wait_until(lambda: q.state(jid).status is Status.RUNNING)
+    time.sleep(0.5)  # past the supervisor's first look, made as it starts
+    assert q.cancel(jid)
+    state = q.wait(jid, timeout=30)  # the next look would come after 60 s
+    assert state.status is Status.CANCELLED and "did not stop within the 0 s grace" in state.error
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+
+
 # postgres: PgEngine.cancel_generation reuses its read for CANCEL_GENERATION_TTL (50 ms), so a
 # cancel committed within 50 ms before the child starts a prefetched job is not seen and the job
 # runs; reading it fresh per job makes a drain of short jobs 3x slower (see the report).

@@ -184,3 +184,35 @@ def test_a_pending_trailing_notify_is_sent_before_a_fork_and_its_thread_ended(
             assert heard(conn, 1.0) == 2  # the trailing one, before the fork; the child's
     finally:
         db.close()
+
+
+def test_a_cancel_of_a_running_job_is_heard_as_a_cancel_not_as_new_jobs(
+        engine: PgEngine, pg_url: str) -> None:
+    """The supervisor's listener tells cancels apart from new jobs; a waiting job's cancel, and
+    any cancel in poll-only mode, sends nothing."""
+    from jobq._logging import get_logger
+    from jobq.postgres.wakeups import Listener
+
+    engine.append(frames(["running", "waiting"]))
+    _, claims = engine.settle([], "w/1", 1)
+    assert [c.job_id for c in claims] == ["running"]
+    listener = Listener(parse(pg_url), get_logger(__name__))
+    try:
+        assert listener.cancels()  # once at the start: one may have come before it listened
+        assert not listener.cancels()
+        with ear(pg_url) as conn:
+            assert engine.cancel("waiting") and heard(conn, 0.3) == 0
+            assert engine.cancel("running")
+            assert [n.payload for n in conn.notifies(timeout=1.0)] == ["cancel"]
+        wait_until(lambda: (listener.heard(), listener.cancels())[1], timeout=10)
+        assert not listener.heard() and not listener.cancels()
+    finally:
+        listener.close()
+    polled = open_url(f"{pg_url}&wakeups=poll")
+    try:
+        polled.append(frames(["quiet"]))
+        polled.settle([], "w/2", 1)
+        with ear(pg_url) as conn:
+            assert polled.cancel("quiet") and heard(conn, 0.3) == 0
+    finally:
+        polled.close()
