@@ -1,0 +1,81 @@
+"""``jobq schedule add|list|remove`` on every engine, run for real in subprocesses: what they
+print, what they store, and one line with a non-zero exit for every bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from periodic_kit import ANCHOR, fake_clock, fired, minute
+from test_cli import jobq, ok
+
+from jobq import Queue, Status
+
+
+def test_add_list_remove(location: str) -> None:
+    ok("init", "--dir", location)
+    out = ok("schedule", "add", "--dir", location, "report", "0 9 * * *", "jobtasks:add",
+             "1", "2", "--tz", "Europe/Berlin", "--misfire", "once")
+    assert out.startswith("schedule report: next at ") and " 09:00:00 CET (" in out
+    ok("schedule", "add", "--dir", location, "tick", "*/5 * * * *", "jobtasks:echo",
+       "--kwargs", '{"k": [1]}', "--overlap", "allow")
+    listed = json.loads(ok("schedule", "list", "--dir", location, "--json"))
+    assert [s["name"] for s in listed] == ["report", "tick"]
+    report, tick = listed
+    assert (report["cron"], report["tz"], report["task"], report["args"], report["misfire"],
+            report["overlap"]) == ("0 9 * * *", "Europe/Berlin", "jobtasks:add", [1, 2],
+                                   "once", "skip")
+    assert report["next"].endswith("T08:00:00Z")  # 09:00 CET in winter
+    assert (tick["kwargs"], tick["overlap"], tick["last_job"]) == ({"k": [1]}, "allow", None)
+    table = ok("schedule", "list", "--dir", location).splitlines()
+    assert table[0].split()[:4] == ["NAME", "CRON", "TZ", "NEXT"] and len(table) == 3
+    assert ok("schedule", "remove", "--dir", location, "tick") == "schedule tick removed\n"
+    with Queue(location) as q:
+        assert [s.schedule.name for s in q.engine.schedules.all()] == ["report"]
+    ok("schedule", "remove", "--dir", location, "report")
+    assert ok("schedule", "list", "--dir", location) == "no schedules\n"
+
+
+@pytest.mark.parametrize("args,words", [
+    (["s", "61 * * * *", "jobtasks:add"], "bad cron expression '61 * * * *'"),
+    (["s", "* * * * *", "jobtasks:add", "--tz", "Mars/Base"], "unknown time zone 'Mars/Base'"),
+    (["bad name", "* * * * *", "jobtasks:add"], "name must be"),
+    (["s", "* * * * *", "nowhere_mod:f"], "cannot find module 'nowhere_mod'"),
+    (["s", "* * * * *", "jobtasks:add", "--kwargs", "[1]"], "--kwargs must be a JSON object"),
+], ids=["cron", "tz", "name", "task", "kwargs"])
+def test_bad_input_is_one_line_exit_1_and_stores_nothing(location: str, args: list[str],
+                                                         words: str) -> None:
+    ok("init", "--dir", location)
+    done = jobq("schedule", "add", "--dir", location, *args)
+    assert done.returncode == 1 and done.stdout == "", done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("jobq: error: ")
+    assert words in done.stderr, done.stderr
+    with Queue(location) as q:
+        assert q.engine.schedules.all() == []
+
+
+def test_usage_errors_and_unknown_names(location: str) -> None:
+    ok("init", "--dir", location)
+    done = jobq("schedule", "add", "--dir", location, "s", "* * * * *", "jobtasks:add",
+                "--misfire", "sometimes")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    done = jobq("schedule", "remove", "--dir", location, "nothing")
+    assert done.returncode == 1 and done.stderr == \
+        "jobq: error: no schedule named 'nothing' (jobq schedule list shows them)\n"
+
+
+def test_a_schedule_added_from_the_command_line_fires_in_a_worker(location: str,
+                                                                  monkeypatch) -> None:
+    ok("init", "--dir", location)
+    ok("schedule", "add", "--dir", location, "sum", "* * * * *", "jobtasks:add", "40", "2")
+    with Queue(location) as q:  # as if it was added before 00:00:30 and a worker came at 00:01
+        (stored,) = q.engine.schedules.all()
+        assert q.engine.schedules.advance("sum", stored.next_at, ANCHOR + 30)
+    clock = fake_clock(monkeypatch, speed=1, anchor=ANCHOR + 31)
+    ok("worker", "--dir", location, "--burst", env={"JOBQ_SCHEDULE_CLOCK": clock})
+    with Queue(location) as q:
+        assert fired(q, "sum") == [minute("sum", 1)]
+        assert q.state(minute("sum", 1)).status is Status.SUCCEEDED
+        assert q.result(minute("sum", 1)) == 42
+    listed = json.loads(ok("schedule", "list", "--dir", location, "--json"))
+    assert listed[0]["last_job"] == minute("sum", 1)

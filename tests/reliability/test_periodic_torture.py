@@ -1,0 +1,71 @@
+"""Two workers fire one schedule on a fast fake clock while the chaos loop SIGKILLs one of them
+(supervisor and children at once) and starts another in its place, again and again, so kills
+land between a firing's append and its advance, and during the jobs. Afterwards: every minute
+of the run has exactly one job (none lost, none fired twice), every job succeeded, and a job ran
+twice only when a kill interrupted its run."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+import pytest
+from conftest import SOAK_ONLY, wait_until
+from periodic_kit import ANCHOR, every_minute, fake_clock, fired, runs, runs_file, stop
+from test_cli import ok
+
+from jobq import Queue, Status
+from jobq.schedule import job_id
+
+SPEED = 120  # two fake minutes per real second: each tick fires two times
+
+
+def torture(location: str, workers, monkeypatch, tmp_path, seed: int,  # type: ignore[no-untyped-def]
+            seconds: float) -> None:
+    rng = random.Random(seed)
+    path = runs_file(monkeypatch, tmp_path)
+    with Queue(location) as q:
+        q.engine.schedules.put(every_minute("t"), ANCHOR + 30)
+    clock = fake_clock(monkeypatch, speed=SPEED)
+    alive = [workers(location, "--concurrency", "2") for _ in range(2)]
+    kills = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(rng.uniform(0.2, 1.2))
+        victim = alive.pop(rng.randrange(len(alive)))
+        victim.kill_all()
+        kills += 1
+        alive.append(workers(location, "--concurrency", "2"))
+    for w in alive:  # a worker stopped before its signal handlers are set exits on SIGTERM
+        wait_until(lambda: w.events("worker.started"))  # noqa: B023
+    stop(*alive)
+    # One more worker fires what came due since and reclaims what the killed ones held.
+    ok("worker", "--dir", location, "--burst", env={"JOBQ_SCHEDULE_CLOCK": clock})
+    with Queue(location) as q:
+        ids = fired(q, "t")
+        (stored,) = q.engine.schedules.all()
+        times = [ANCHOR + 30 + 60 * i for i in range(len(ids))]
+        assert ids == [job_id("t", t) for t in times]  # every minute once, from the first
+        assert stored.next_at == times[-1] + 60 and stored.last_job == ids[-1]
+        states = {j: q.state(j) for j in ids}
+        assert all(s.status is Status.SUCCEEDED for s in states.values())
+        ran = Counter(runs(path))
+        assert set(ran) == set(ids)
+        twice = [j for j, n in ran.items() if n > 1]
+        assert all(states[j].crashes >= 1 for j in twice), twice
+    print(f"\nperiodic torture seed={seed}: {len(ids)} times fired over {seconds:.0f} s,"
+          f" {kills} SIGKILLs, {len(twice)} jobs run again after a kill")
+
+
+def test_periodic_torture(location, workers, monkeypatch, tmp_path, seed):
+    """CI size: about 7 s of kills per engine."""
+    torture(location, workers, monkeypatch, tmp_path, seed, seconds=7)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(3600)
+@SOAK_ONLY
+def test_periodic_torture_soak(location, workers, monkeypatch, tmp_path, seed):
+    """Ten minutes of kills per engine (JOBQ_SOAK=1)."""
+    torture(location, workers, monkeypatch, tmp_path, seed, seconds=600)
