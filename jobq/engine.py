@@ -248,7 +248,9 @@ class Engine(Protocol):
 
     def rough_counts(self) -> dict[str, int]:
         """Jobs per status, each counted up to :data:`jobq.listing.ROUGH_CAP` only: a count
-        of that is "that many or more", and a monitor never counts a million rows."""
+        of that is "that many or more", and a monitor never counts a million rows. Where no
+        index finds a status, the engine may count it among the first rows only (PostgreSQL:
+        failed jobs due for their retry, among the first ready jobs)."""
 
     def oldest_due(self) -> float | None:
         """Seconds the longest-waiting due job has waited (None: none waits), by index seeks:

@@ -12,9 +12,6 @@ from ..state import Status
 from . import views
 from .html import Safe, count, el, job_url, table, url, when
 
-WAITING_STATUSES = (Status.QUEUED, Status.RUNNING, Status.FAILED)
-
-
 def overview(v: views.Overview) -> Safe:
     cells = [el("a", el("span", s.value, class_=f"status {s.value}"),
                 el("strong", count(v.counts.get(s.value, 0))),
@@ -29,7 +26,7 @@ def overview(v: views.Overview) -> Safe:
     failures = table(("job", "task", "status", "attempts", "updated"),
                      ([el("a", r["job_id"], href=job_url(r["job_id"])), r["task"],
                        _status(r["status"]), r["attempts"], when(r["updated_at"], v.now)]
-                      for r in v.failures), empty="no failures", id="failures")
+                      for r in v.failures), empty="no dead jobs", id="failures")
     jump = el("form", el("label", "Job id ", el("input", name="id", required=True,
                                                    placeholder="job id")),
               el("button", "Open", type="submit"), action="/jobs", method="get", class_="jump")
@@ -37,7 +34,7 @@ def overview(v: views.Overview) -> Safe:
                    el("p", "Oldest due job waiting: ", el("strong", oldest, id="oldest-due"),
                       Safe(" &middot; "), "Live workers: ",
                       el("strong", str(len(live)), id="live-workers")),
-                   el("h2", "Workers"), workers, el("h2", "Recent failures"), failures,
+                   el("h2", "Workers"), workers, el("h2", "Recent dead jobs"), failures,
                    id="live") + jump)
 
 

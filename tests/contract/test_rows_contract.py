@@ -81,6 +81,9 @@ def test_rough_counts_are_exact_below_the_cap_and_stop_at_it(q: Queue, monkeypat
     q.enqueue_many(BOOM, [() for _ in range(2)], max_attempts=1)
     q.enqueue_many(ADD, [(i, i) for i in range(5)])
     assert run_burst(q, max_jobs=3) == 3
+    q.enqueue_call("jobtasks:fail_until", args=(3,), priority=9, max_attempts=5)
+    assert run_burst(q, max_jobs=1) == 1  # failed, its retry due at once (ready)
+    assert q.counts()["failed"] == 1
     assert q.engine.rough_counts() == q.counts()
     monkeypatch.setattr(listing, "ROUGH_CAP", 2)
     capped = q.engine.rough_counts()
