@@ -21,8 +21,8 @@ from jobq.schedule import job_id
 SPEED = 120  # two fake minutes per real second: each tick fires two times
 
 
-def torture(location: str, workers, monkeypatch, tmp_path, seed: int,  # type: ignore[no-untyped-def]
-            seconds: float) -> None:
+def torture(location, workers, monkeypatch, tmp_path, seed,  # type: ignore[no-untyped-def]
+            seconds):
     rng = random.Random(seed)
     path = runs_file(monkeypatch, tmp_path)
     with Queue(location) as q:
