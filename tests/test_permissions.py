@@ -82,7 +82,7 @@ class Sandbox:
 
 
 def _copy_packages(lib: str) -> None:
-    for name in ("jobq", "workers", "structlog", "filelock"):
+    for name in ("jobq", "workers", "structlog", "filelock", "cronsim"):
         source = os.path.dirname(importlib.import_module(name).__file__ or "")
         shutil.copytree(source, os.path.join(lib, name),
                         ignore=shutil.ignore_patterns("__pycache__"))
