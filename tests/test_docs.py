@@ -52,6 +52,8 @@ NO_TEST = {
                     " same steps as other uids",
     "server": "needs a PostgreSQL server of the reader's; tests/contract/ runs the same API on"
               " one, once per engine",
+    "serves": "serves until stopped: tests/dashboard/test_cli.py starts the same command on a free"
+              " port and reads its pages",
 }
 RUNNABLE = {"python", "console", "sh"}
 
