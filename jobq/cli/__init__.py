@@ -11,16 +11,18 @@ import argparse
 import logging
 import re
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import __version__, _logging, config
 from ..queue import denied
-from ..errors import JobqError
+from ..errors import JobqError, StorageError, transient
 from ..state import Status
 from . import commands, dashboard, key_view, migrate, schedule, upkeep, worker_view
 
 USAGE_ERROR = 2
+WAIT_FOR_STORAGE = 60.0  # seconds a starting worker waits for an unreachable server
 STATUSES = [s.value for s in Status]
 FINISHED = [s.value for s in Status if s.finished]
 
@@ -89,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="exit once nothing is ready, running or due to be retried")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (repeatable)")
+    p.add_argument("--wait-for-storage", type=_seconds, default=WAIT_FOR_STORAGE, metavar="S",
+                   help="a PostgreSQL server that cannot be reached at start is tried again,"
+                        f" with backoff, for up to S seconds (default {WAIT_FOR_STORAGE:g}; 0: fail"
+                        " at once)")
     p.add_argument("--shutdown-grace", type=float, default=30.0, metavar="S",
                    help="on SIGTERM/SIGINT, seconds running jobs get to finish (default 30)")
     p.add_argument("--max-crashes", type=int, default=3, metavar="N",
@@ -161,6 +167,17 @@ def _bytes_or_off(text: str) -> int:
     return int(match.group(1)) * units[match.group(2)]
 
 
+def _seconds(text: str) -> float:
+    """A duration in seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r} (e.g. 60, or 0)")
+    return value
+
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}
 
@@ -208,7 +225,7 @@ def _worker(args: argparse.Namespace) -> int:
                       else {"compact_threshold": args.compact_threshold}))
     # Checked before the queue is opened: a refused worker leaves no new queue behind.
     import_modules(WorkerConfig(**options).imports)
-    with commands.open_queue(args, create=True, for_worker=True) as queue:
+    with _open_when_reachable(args, args.wait_for_storage) as queue:
         if queue.created:
             from .._logging import get_logger
             get_logger("jobq.cli").warning(
@@ -218,6 +235,33 @@ def _worker(args: argparse.Namespace) -> int:
                         " meant an existing queue, stop it and give that one's --dir")
         Worker(queue, **options).run(burst=args.burst)
     return 0
+
+
+def _open_when_reachable(args: argparse.Namespace, patience: float) -> Any:
+    """The worker's queue, once its storage answers: a worker started before its database
+    server (a host booting, a container started first) waits for it, up to ``patience``
+    seconds, instead of failing; an error that waiting cannot fix fails at once."""
+    from workers.outage import Outage, sleep_unless
+    from .._logging import get_logger
+
+    outage = Outage(get_logger("jobq.cli"))
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            queue = commands.open_queue(args, create=True, for_worker=True)
+        except StorageError as exc:
+            left = deadline - time.monotonic()
+            if not transient(exc):
+                raise
+            if left <= 0:
+                if patience <= 0:
+                    raise
+                raise StorageError(f"{exc} (still unreachable after {patience:g} s:"
+                                   " --wait-for-storage)") from exc
+            sleep_unless(min(outage.failed(exc), left), lambda: False)
+            continue
+        outage.recovered()
+        return queue
 
 
 RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": commands.list_jobs,

@@ -16,16 +16,17 @@ CHUNK = 65536
 
 
 class TcpProxy:
-    """Forwards 127.0.0.1:``port`` to ``target``, in threads of the test's process."""
+    """Forwards 127.0.0.1:``port`` (``port``: any free one by default) to ``target``, in
+    threads of the test's process."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], port: int = 0) -> None:
         self.target = target
         self._open = threading.Event()  # set while forwarding
         self._open.set()
         self._closed = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server(("127.0.0.1", port))
         self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
