@@ -7,11 +7,13 @@ payload, the one place they are shown. Every read is bounded: pages by key, coun
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidArgument, JobqError
+from ..errors import InvalidArgument, JobNotFound, JobqError
 from ..queue import Queue
+from ..schedule import PREFIX, Schedule
 from ..state import JobState, Status
 from ..worker_info import WorkerInfo
 
@@ -130,3 +132,42 @@ def job(q: Queue, job_id: str) -> JobPage:
     except JobqError as exc:
         problems.append(f"payload: cannot load: {exc}")
     return JobPage(row, state, payload, problems, time.time())
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """A schedule as its page shows it: the last firing's job read from its index row only."""
+
+    schedule: Schedule
+    next_at: float
+    last_job: str | None
+    last_at: float | None  # the fire time the last job's id names
+    last_status: str | None  # None: never fired; "gone": its job was purged
+
+
+def schedules(q: Queue) -> tuple[list[ScheduleRow], float]:
+    """Every schedule, by name, and the time read: one index row per schedule, no unpickling."""
+    found = []
+    for s in q.engine.schedules.all():
+        status = None
+        if s.last_job is not None:
+            try:
+                status = q.engine.row(s.last_job)["status"]
+            except JobNotFound:
+                status = "gone"
+        found.append(ScheduleRow(s.schedule, s.next_at, s.last_job, fired_at(s.last_job),
+                                 status))
+    return found, time.time()
+
+
+def fired_at(job_id: str | None) -> float | None:
+    """The fire time in a periodic job's id (``periodic:<name>:<UTC time>``); None if it has
+    none."""
+    if job_id is None or not job_id.startswith(PREFIX):
+        return None
+    _, _, stamp = job_id[len(PREFIX):].partition(":")  # a schedule's name has no ":"
+    try:
+        moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc).timestamp()
