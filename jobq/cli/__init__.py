@@ -14,11 +14,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .. import __version__, _logging, config
+from .. import __version__, _logging, config, listing
 from ..queue import denied
 from ..errors import JobqError
 from ..state import Status
-from . import commands, dashboard, key_view, migrate, schedule, upkeep, worker_view
+from . import (commands, dashboard, key_view, migrate, schedule, status_view, upkeep,
+               worker_view)
 
 USAGE_ERROR = 2
 STATUSES = [s.value for s in Status]
@@ -102,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[reads], help="counts by status, workers alive, running jobs")
     p.add_argument("--limit", type=int, default=20, help="running jobs to show (default 20)")
+    p.add_argument("--exact", action="store_true",
+                   help="count every job (slower on a big backlog; by default each status is"
+                        f" counted up to {listing.ROUGH_CAP})")
     sub.add_parser("workers", parents=[reads],
                    help="workers: live, stuck or dead, and what each child runs")
     p = sub.add_parser("list", parents=[reads], help="jobs, newest first")
@@ -220,7 +224,7 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": commands.list_jobs,
+RUNNERS = {"enqueue": commands.enqueue, "status": status_view.status, "list": commands.list_jobs,
            "show": commands.show, "wait": commands.wait, "retry": commands.retry,
            "cancel": commands.cancel, "purge": upkeep.purge, "verify": upkeep.verify,
            "compact": upkeep.compact, "backup": upkeep.backup,

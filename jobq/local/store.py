@@ -143,6 +143,9 @@ class Store:
     def oldest_due(self, now: float) -> float | None:
         return reads.oldest_due(self._db, now)
 
+    def next_waiting(self, now: float) -> dict[Status, float]:
+        return reads.next_waiting(self._db, now)
+
     def row(self, job_id: str) -> dict[str, Any]:
         return reads.row(self._db, job_id)
 

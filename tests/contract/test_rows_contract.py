@@ -103,3 +103,21 @@ def test_oldest_due_is_the_age_of_the_longest_waiting_due_job(q: Queue):
     assert age is not None and 0.2 <= age < 60
     assert run_burst(q) == 3
     assert q.engine.oldest_due() is None
+
+
+def test_next_waiting_is_the_next_delayed_job_and_the_next_retry(q: Queue):
+    now = q.engine.now()
+    assert q.engine.next_waiting(now) == {}
+    q.enqueue_many(ADD, [(i, i) for i in range(3)])  # ready: not waiting for a time
+    q.enqueue_call(ADD, args=(1, 1), delay=7200)
+    soon = q.enqueue_call(ADD, args=(1, 1), delay=3600)
+    q.enqueue_call(BOOM, max_attempts=2, priority=9)
+    assert run_burst(q, max_jobs=1, retry_delay=lambda attempt: 600) == 1
+    now = q.engine.now()
+    found = q.engine.next_waiting(now)
+    assert set(found) == {Status.QUEUED, Status.FAILED}
+    assert found[Status.QUEUED] == q.engine.row(soon)["run_at"]
+    assert 3500 < found[Status.QUEUED] - now <= 3600 and 500 < found[Status.FAILED] - now <= 600
+    exact = q.engine.waiting(now)
+    assert found == {s: t for (s, due), t in exact.items() if not due}
+    assert q.engine.next_waiting(now + 650) == {Status.QUEUED: found[Status.QUEUED]}
