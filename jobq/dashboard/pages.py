@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..state import Status
-from . import views
+from . import chart, views
 from .html import Safe, count, el, job_url, table, url, when
 
 def overview(v: views.Overview) -> Safe:
@@ -35,6 +35,8 @@ def overview(v: views.Overview) -> Safe:
                    el("p", "Oldest due job waiting: ", el("strong", oldest, id="oldest-due"),
                       Safe(" &middot; "), "Live workers: ",
                       el("strong", str(len(live)), id="live-workers")),
+                   *([el("h2", "Jobs ended per minute, the last hour"),
+                      chart.activity(v.activity)] if v.activity else []),
                    el("h2", "Workers"), workers, el("h2", "Recent dead jobs"), failures,
                    id="live") + jump)
 

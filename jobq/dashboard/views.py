@@ -12,15 +12,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidArgument, JobNotFound, JobqError
+from ..listing import ROUGH_CAP
 from ..queue import Queue
 from ..schedule import PREFIX, Schedule
 from ..state import JobState, Status
 from ..worker_info import WorkerInfo
 
 PAGE = 50
+MINUTES = 60  # the overview's chart: jobs ended per minute, this many minutes
 RECENT = 10  # dead jobs shown on the overview
 SHORT = 300  # characters of a value shown before "show all"
 LONG = 100_000  # characters of a value shown at most
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Jobs that ended per minute over the last hour, oldest minute first: ``start`` is the
+    first minute's start; a series whose reading stopped at its bound is ``capped``."""
+
+    start: float
+    series: dict[str, list[int]]  # "succeeded" and "dead": one count per minute
+    capped: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -30,13 +42,31 @@ class Overview:
     workers: list[WorkerInfo]
     failures: list[dict[str, Any]]
     now: float
+    activity: Activity | None = None
 
 
 def overview(q: Queue) -> Overview:
     # Dead jobs only: jobs waiting for a retry have no index of their own on PostgreSQL, and
     # finding the newest among a million queued ones would read them all on every refresh.
+    now = time.time()
     return Overview(q.engine.rough_counts(), q.engine.oldest_due(), q.workers(),
-                    q.engine.rows(Status.DEAD, RECENT), time.time())
+                    q.engine.rows(Status.DEAD, RECENT), now, activity(q, now))
+
+
+def activity(q: Queue, now: float) -> Activity:
+    """Succeeded and dead jobs per minute, the last :data:`MINUTES` minutes (this one
+    included), each series read up to ROUGH_CAP finish times (Engine.finish_times)."""
+    start = (now // 60 - (MINUTES - 1)) * 60
+    series, capped = {}, set()
+    for status in (Status.SUCCEEDED, Status.DEAD):
+        times = q.engine.finish_times(status, start, ROUGH_CAP)
+        counts = [0] * MINUTES
+        for t in times:
+            counts[min(MINUTES - 1, max(0, int((t - start) // 60)))] += 1
+        series[status.value] = counts
+        if len(times) >= ROUGH_CAP:
+            capped.add(status.value)
+    return Activity(start, series, frozenset(capped))
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,18 @@ def test_next_waiting_is_the_next_delayed_job_and_the_next_retry(q: Queue):
     exact = q.engine.waiting(now)
     assert found == {s: t for (s, due), t in exact.items() if not due}
     assert q.engine.next_waiting(now + 650) == {Status.QUEUED: found[Status.QUEUED]}
+
+
+def test_finish_times_are_the_newest_ends_of_a_finished_status(q: Queue):
+    started = q.engine.now()
+    q.enqueue_many(ADD, [(i, i) for i in range(5)])
+    q.enqueue_call(BOOM, max_attempts=1)
+    assert run_burst(q) == 6
+    ended = q.engine.now()
+    times = q.engine.finish_times(Status.SUCCEEDED, started - 1, 100)
+    assert len(times) == 5 and times == sorted(times, reverse=True)
+    assert all(started - 1 <= t <= ended + 1 for t in times)
+    assert q.engine.finish_times(Status.SUCCEEDED, started - 1, 2) == times[:2]
+    assert len(q.engine.finish_times(Status.DEAD, started - 1, 100)) == 1
+    assert q.engine.finish_times(Status.SUCCEEDED, ended + 5, 100) == []
+    assert q.engine.finish_times(Status.CANCELLED, started - 1, 100) == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import pytest
@@ -225,3 +225,25 @@ def test_metrics_count_schedules_and_time_their_next_firing(q: Queue):
     (line,) = [x for x in lines if x.startswith("jobq_schedule_next_fire_seconds{")]
     assert line.startswith('jobq_schedule_next_fire_seconds{schedule="soon"} ')
     assert 25 < float(line.split()[-1]) <= 30
+
+
+def test_the_overview_charts_jobs_ended_per_minute_as_svg(q: Queue):
+    q.enqueue_many(ADD, [(i, i) for i in range(3)])
+    q.enqueue_call(BOOM, args=(XSS,), max_attempts=1)
+    assert run_burst(q) == 4
+    page = call(Dashboard(q), "/").text
+    svg = re.search(r'<svg [^>]*id="activity".*?</svg>', page, re.S).group(0)
+    minute = datetime.now(timezone.utc).strftime("%H:%M")
+    bars = re.findall(r'<rect [^>]*class="(\w+)" data-minute="([0-9:]+)" data-count="(\d+)"',
+                      svg)
+    assert {(cls, n) for cls, _, n in bars} == {("succeeded", "3"), ("dead", "1")}
+    assert {m for _, m, _ in bars} <= {minute, (datetime.now(timezone.utc) - timedelta(
+        minutes=1)).strftime("%H:%M")}  # this minute (or the last, on a minute's edge)
+    assert "succeeded: 3" in svg and "failed for good (dead): 1" in svg
+    assert "<script" not in svg and "alert" not in svg  # counts and times only
+
+
+def test_the_chart_of_an_idle_queue_has_no_bars(q: Queue):
+    svg = re.search(r'<svg [^>]*id="activity".*?</svg>', call(Dashboard(q), "/").text,
+                    re.S).group(0)
+    assert "data-minute" not in svg and "succeeded: 0" in svg and "60m ago" in svg

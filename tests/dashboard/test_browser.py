@@ -89,6 +89,7 @@ def test_the_overview_updates_live_while_a_worker_drains(
     workers(qdir, "--burst")
     expect(queued).to_have_text("0", timeout=30_000)  # no reload: the live part refreshed
     expect(page.page.locator('[data-status="succeeded"] strong')).to_have_text("5")
+    expect(page.page.locator("#activity rect.succeeded").first).to_be_visible()  # the chart
     page.shot("overview-after")
 
 
