@@ -256,6 +256,17 @@ class Engine(Protocol):
         """Seconds the longest-waiting due job has waited (None: none waits), by index seeks:
         the oldest by arrival of each priority, so a delayed job may have waited longer."""
 
+    def next_waiting(self, now: float) -> dict[Status, float]:
+        """The earliest run-at time after ``now`` of queued jobs (delayed) and of failed jobs
+        (waiting for their retry), each present only if there is one: by index seeks in run-at
+        order over the jobs not yet due, never over the jobs ready to run."""
+
+    def finish_times(self, status: Status, since: float, limit: int) -> list[float]:
+        """When jobs that ended in the finished ``status`` ended, those at or after ``since``,
+        newest first, ``limit`` at most (a chart of the last hour). Where no index orders
+        finished jobs by that time, the engine may look among its newest ``limit`` jobs of
+        the status by arrival only (the directory engine)."""
+
     def job_ids(self, status: Status | None = None) -> Iterator[str]: ...  # arrival order
     def ids_starting_with(self, prefix: str, limit: int) -> list[str]: ...
     def counts(self) -> dict[str, int]: ...

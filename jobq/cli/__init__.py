@@ -15,11 +15,12 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .. import __version__, _logging, config
+from .. import __version__, _logging, config, listing
 from ..queue import denied
 from ..errors import JobqError, StorageError, transient
 from ..state import Status
-from . import commands, dashboard, key_view, migrate, schedule, upkeep, worker_view
+from . import (commands, dashboard, key_view, migrate, schedule, status_view, upkeep,
+               worker_view)
 
 USAGE_ERROR = 2
 WAIT_FOR_STORAGE = 60.0  # seconds a starting worker waits for an unreachable server
@@ -108,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", parents=[reads], help="counts by status, workers alive, running jobs")
     p.add_argument("--limit", type=int, default=20, help="running jobs to show (default 20)")
+    p.add_argument("--exact", action="store_true",
+                   help="count every job (slower on a big backlog; by default each status is"
+                        f" counted up to {listing.ROUGH_CAP})")
     sub.add_parser("workers", parents=[reads],
                    help="workers: live, stuck or dead, and what each child runs")
     p = sub.add_parser("list", parents=[reads], help="jobs, newest first")
@@ -264,7 +268,7 @@ def _open_when_reachable(args: argparse.Namespace, patience: float) -> Any:
         return queue
 
 
-RUNNERS = {"enqueue": commands.enqueue, "status": commands.status, "list": commands.list_jobs,
+RUNNERS = {"enqueue": commands.enqueue, "status": status_view.status, "list": commands.list_jobs,
            "show": commands.show, "wait": commands.wait, "retry": commands.retry,
            "cancel": commands.cancel, "purge": upkeep.purge, "verify": upkeep.verify,
            "compact": upkeep.compact, "backup": upkeep.backup,

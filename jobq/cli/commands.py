@@ -94,73 +94,8 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
-    counts = q.counts()
-    now = time.time()
-    waiting = q.engine.waiting(now)
-    running = q.engine.rows(Status.RUNNING, limit=args.limit)
-    quarantined = q.engine.damage()
-    old_keys = q.engine.old_keys_pending()
-    # Waiting for a worker: due jobs, queued or due for their retry; not a delay or a backoff.
-    due = [t for (_, is_due), t in waiting.items() if is_due]
-    oldest = min(due) if due else None
-    census = Census.of(q)
-    warning = census.warning(bool(due), q.location)
-    for row in running:
-        row["worker_state"] = (census.state_of(row["owner"]) or "unknown") if row["owner"] \
-            else None
-    if args.json:
-        retry = waiting.get((Status.FAILED, False))
-        render.as_json({"path": q.location, "shared_group": _group(q), "counts": counts,
-                        "running": running,
-                        "oldest_waiting_age": None if oldest is None else now - oldest,
-                        "next_retry_in": None if retry is None else retry - now,
-                        "quarantined": quarantined, "old_keys_pending": old_keys,
-                        "workers": census.as_json(),
-                        "warnings": [warning] if warning else []}, out)
-        return 0
-    shared = "" if q.shared_group is None else f" (shared with group {_group(q)})"
-    print(f"queue {q.location}{shared}", file=out)
-    for name, n in counts.items():
-        note = census.running_note() if name == "running" else _waiting_note(name, waiting, now)
-        print(f"  {name:<10} {n:>8}{note}", file=out)
-    print(census.line(), file=out)
-    if warning:
-        print(f"\nwarning: {warning}", file=out)
-    if quarantined:
-        print(f"\nwarning: {len(quarantined)} damaged log range(s) were skipped and copied to"
-              f" {os.path.join(q.path, 'quarantine')} (last: {quarantined[-1]['reason']})",
-              file=out)
-    if old_keys:
-        print(f"\nkey rotation: {old_keys} old secret key(s) may still have signed records;"
-              " jobq verify counts them, jobq rekey re-signs them with the current key",
-              file=out)
-    if running:
-        print("\nrunning:", file=out)
-        render.table(["JOB ID", "TASK", "ATTEMPT", "PROGRESS", "UPDATED", "WORKER"],
-                     [(r["job_id"], r["task"], r["attempts"], render.percent(r["progress"]),
-                       render.ago(r["updated_at"]),
-                       (r["owner"] or "-") + (" (dead)" if r["worker_state"] == "dead" else ""))
-                      for r in running], out)
-    return 0
-
-
 def _group(q: Queue) -> str | None:
     return q.shared_group_name
-
-
-def _waiting_note(name: str, waiting: dict[tuple[Status, bool], float], now: float) -> str:
-    """When the oldest queued job became due, else when the next is; when a retry is due."""
-    if name not in ("queued", "failed"):
-        return ""
-    status = Status(name)
-    if (status, True) in waiting:
-        what = "oldest waiting" if status is Status.QUEUED else "a retry waiting"
-        return f"  {what} since {render.ago(waiting[status, True], now)}"
-    if (status, False) in waiting:
-        what = "next due" if status is Status.QUEUED else "next retry"
-        return f"  {what} {render.ago(waiting[status, False], now)}"
-    return ""
 
 
 def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:

@@ -132,6 +132,9 @@ class Dashboard:
                                           f" {v.row['status']}", back=job_url(v.row['job_id']))
                             + body)
             return self._ok(self._page(f"Job {v.row['job_id']}", body, live=True))
+        if path == "/schedules":
+            body = pages.schedules(*views.schedules(q))
+            return self._ok(self._page("Schedules", body, live=True))
         if path == "/metrics":
             return "200 OK", [("Content-Type", metrics.CONTENT_TYPE)], \
                 metrics.render(q).encode()

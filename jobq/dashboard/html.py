@@ -104,6 +104,7 @@ def layout(title: str, body: Safe, *, live: bool = False, refresh: float = 2.0,
     ``refresh`` seconds while the tab is visible."""
     nav = el("nav", el("a", "jobq", href="/", class_="brand"), el("a", "Overview", href="/"),
              el("a", "Jobs", href="/jobs"), el("a", "Dead", href="/jobs?status=dead"),
+             el("a", "Schedules", href="/schedules"),
              el("a", "Metrics", href="/metrics"),
              el("span", queue, class_="queue", title="queue"),
              el("span", "read-only" if read_only else "actions on", class_="mode"))

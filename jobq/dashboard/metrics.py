@@ -2,6 +2,7 @@
 
 Counts are the engine's rough counts (each status stops at :data:`jobq.listing.ROUGH_CAP`), so
 a scrape costs the same on a queue of a million jobs; ``jobq_jobs_capped`` says which are.
+Schedules: how many, and the seconds until each fires next (one small read).
 """
 
 from __future__ import annotations
@@ -39,4 +40,13 @@ def render(q: Queue) -> str:
     busy = sum(1 for w in workers if w.alive for c in w.children if c.job_id)
     lines += ["# HELP jobq_busy_children Children of live workers running a job.",
               "# TYPE jobq_busy_children gauge", f"jobq_busy_children {busy}"]
+    stored = q.engine.schedules.all()
+    now = q.engine.now()
+    lines += ["# HELP jobq_schedules Periodic schedules stored.", "# TYPE jobq_schedules gauge",
+              f"jobq_schedules {len(stored)}",
+              "# HELP jobq_schedule_next_fire_seconds Seconds until a schedule's next fire time"
+              " (below 0: overdue, no worker fired it).",
+              "# TYPE jobq_schedule_next_fire_seconds gauge"]
+    lines += [f'jobq_schedule_next_fire_seconds{{schedule="{_label(s.schedule.name)}"}}'
+              f" {round(s.next_at - now, 3)}" for s in stored]
     return "\n".join(lines) + "\n"

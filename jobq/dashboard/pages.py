@@ -6,10 +6,11 @@ forms are drawn only when actions are on.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from ..state import Status
-from . import views
+from . import chart, views
 from .html import Safe, count, el, job_url, table, url, when
 
 def overview(v: views.Overview) -> Safe:
@@ -34,6 +35,8 @@ def overview(v: views.Overview) -> Safe:
                    el("p", "Oldest due job waiting: ", el("strong", oldest, id="oldest-due"),
                       Safe(" &middot; "), "Live workers: ",
                       el("strong", str(len(live)), id="live-workers")),
+                   *([el("h2", "Jobs ended per minute, the last hour"),
+                      chart.activity(v.activity)] if v.activity else []),
                    el("h2", "Workers"), workers, el("h2", "Recent dead jobs"), failures,
                    id="live") + jump)
 
@@ -109,6 +112,44 @@ def job(v: views.JobPage, *, actions: bool, token: str) -> Safe:
         if forms:
             parts += [el("h2", "Actions"), el("div", *forms, class_="actions")]
     return Safe("".join(parts))
+
+
+def schedules(found: list[views.ScheduleRow], now: float) -> Safe:
+    """Each schedule: what it runs and when, its next fire time in its own zone and in UTC, and
+    the last firing's job with its status."""
+    rows = ([el("span", r.schedule.name, class_="name"), el("code", r.schedule.cron),
+             r.schedule.tz, el("code", r.schedule.task), el("code", _arguments(r.schedule)),
+             r.schedule.misfire,
+             r.schedule.overlap, _local(r.next_at, r.schedule.zone()),
+             Safe(el("span", _utc(r.next_at)) + " " + when(r.next_at, now)),
+             when(r.last_at, now) if r.last_job else "never", _last(r)] for r in found)
+    return Safe(el("div", table(
+        ("schedule", "cron", "time zone", "task", "arguments", "misfire", "overlap", "next (local)",
+         "next (UTC)", "last fired", "last outcome"), rows,
+        empty="no schedules (jobq schedule add, or @jobq.periodic)", id="schedules"),
+        id="live"))
+
+
+def _arguments(s: Any) -> str:
+    text = ", ".join([*map(repr, s.args), *(f"{k}={v!r}" for k, v in s.kwargs.items())])
+    return text if len(text) <= views.SHORT else text[:views.SHORT - 3] + "..."
+
+
+def _last(r: views.ScheduleRow) -> Safe:
+    if r.last_job is None:
+        return Safe("-")
+    if r.last_status == "gone":
+        return el("span", "purged", class_="status gone", title=r.last_job)
+    return el("a", _status(str(r.last_status)), href=job_url(r.last_job), title=r.last_job,
+              class_="last-job")
+
+
+def _local(t: float, zone: Any) -> str:
+    return datetime.fromtimestamp(t, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def message(text: str, *, back: str = "/") -> Safe:

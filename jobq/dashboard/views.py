@@ -7,18 +7,32 @@ payload, the one place they are shown. Every read is bounded: pages by key, coun
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidArgument, JobqError
+from ..errors import InvalidArgument, JobNotFound, JobqError
+from ..listing import ROUGH_CAP
 from ..queue import Queue
+from ..schedule import PREFIX, Schedule
 from ..state import JobState, Status
 from ..worker_info import WorkerInfo
 
 PAGE = 50
+MINUTES = 60  # the overview's chart: jobs ended per minute, this many minutes
 RECENT = 10  # dead jobs shown on the overview
 SHORT = 300  # characters of a value shown before "show all"
 LONG = 100_000  # characters of a value shown at most
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Jobs that ended per minute over the last hour, oldest minute first: ``start`` is the
+    first minute's start; a series whose reading stopped at its bound is ``capped``."""
+
+    start: float
+    series: dict[str, list[int]]  # "succeeded" and "dead": one count per minute
+    capped: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -28,13 +42,31 @@ class Overview:
     workers: list[WorkerInfo]
     failures: list[dict[str, Any]]
     now: float
+    activity: Activity | None = None
 
 
 def overview(q: Queue) -> Overview:
     # Dead jobs only: jobs waiting for a retry have no index of their own on PostgreSQL, and
     # finding the newest among a million queued ones would read them all on every refresh.
+    now = time.time()
     return Overview(q.engine.rough_counts(), q.engine.oldest_due(), q.workers(),
-                    q.engine.rows(Status.DEAD, RECENT), time.time())
+                    q.engine.rows(Status.DEAD, RECENT), now, activity(q, now))
+
+
+def activity(q: Queue, now: float) -> Activity:
+    """Succeeded and dead jobs per minute, the last :data:`MINUTES` minutes (this one
+    included), each series read up to ROUGH_CAP finish times (Engine.finish_times)."""
+    start = (now // 60 - (MINUTES - 1)) * 60
+    series, capped = {}, set()
+    for status in (Status.SUCCEEDED, Status.DEAD):
+        times = q.engine.finish_times(status, start, ROUGH_CAP)
+        counts = [0] * MINUTES
+        for t in times:
+            counts[min(MINUTES - 1, max(0, int((t - start) // 60)))] += 1
+        series[status.value] = counts
+        if len(times) >= ROUGH_CAP:
+            capped.add(status.value)
+    return Activity(start, series, frozenset(capped))
 
 
 @dataclass(frozen=True)
@@ -130,3 +162,42 @@ def job(q: Queue, job_id: str) -> JobPage:
     except JobqError as exc:
         problems.append(f"payload: cannot load: {exc}")
     return JobPage(row, state, payload, problems, time.time())
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    """A schedule as its page shows it: the last firing's job read from its index row only."""
+
+    schedule: Schedule
+    next_at: float
+    last_job: str | None
+    last_at: float | None  # the fire time the last job's id names
+    last_status: str | None  # None: never fired; "gone": its job was purged
+
+
+def schedules(q: Queue) -> tuple[list[ScheduleRow], float]:
+    """Every schedule, by name, and the time read: one index row per schedule, no unpickling."""
+    found = []
+    for s in q.engine.schedules.all():
+        status = None
+        if s.last_job is not None:
+            try:
+                status = q.engine.row(s.last_job)["status"]
+            except JobNotFound:
+                status = "gone"
+        found.append(ScheduleRow(s.schedule, s.next_at, s.last_job, fired_at(s.last_job),
+                                 status))
+    return found, time.time()
+
+
+def fired_at(job_id: str | None) -> float | None:
+    """The fire time in a periodic job's id (``periodic:<name>:<UTC time>``); None if it has
+    none."""
+    if job_id is None or not job_id.startswith(PREFIX):
+        return None
+    _, _, stamp = job_id[len(PREFIX):].partition(":")  # a schedule's name has no ":"
+    try:
+        moment = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc).timestamp()

@@ -175,6 +175,14 @@ class LocalEngine:
         run_at = self.store.oldest_due(now)
         return None if run_at is None else max(0.0, now - run_at)
 
+    def finish_times(self, status: Status, since: float, limit: int) -> list[float]:
+        self.store.catch_up()
+        return self.store.finish_times(status, since, limit)
+
+    def next_waiting(self, now: float) -> dict[Status, float]:
+        self.store.catch_up()
+        return self.store.next_waiting(now)
+
     def job_ids(self, status: Status | None = None) -> Iterator[str]:
         self.store.catch_up()
         return self.store.job_ids(status)

@@ -158,6 +158,33 @@ def oldest_due(db: StateDB, now: float) -> float | None:
     return min(found) if found else None
 
 
+def finish_times(db: StateDB, status: Status, since: float, limit: int) -> list[float]:
+    """When jobs of ``status`` ended, at or after ``since``: among the newest ``limit`` of the
+    status by arrival (the status index), as no index orders them by that time. A job that
+    waited behind more than ``limit`` others of its status is missed: a chart's bound."""
+    with db.reading():
+        found = db.conn.execute(
+            "SELECT updated_at FROM (SELECT updated_at FROM jobs WHERE status = ?"
+            " ORDER BY seq DESC LIMIT ?) WHERE updated_at >= ? ORDER BY updated_at DESC",
+            (status.value, limit, since)).fetchall()
+    return [t for t, in found]
+
+
+def next_waiting(db: StateDB, now: float) -> dict[Status, float]:
+    """The earliest run-at after ``now`` of queued and of failed jobs: the scheduled table in
+    run-at order (jobs not yet due only), each row's status looked up by its job id."""
+    found = {}
+    with db.reading():
+        for status in (Status.QUEUED, Status.FAILED):
+            first = db.conn.execute(
+                "SELECT s.run_at FROM scheduled s JOIN jobs j ON j.job_id = s.job_id"
+                " WHERE s.run_at > ? AND j.status = ? ORDER BY s.run_at, s.seq LIMIT 1",
+                (now, status.value)).fetchone()
+            if first is not None:
+                found[status] = first[0]
+    return found
+
+
 def row(db: StateDB, job_id: str) -> dict[str, Any]:
     """One job's index columns (status, progress...), without unpickling its snapshot."""
     with db.reading():

@@ -143,6 +143,12 @@ class Store:
     def oldest_due(self, now: float) -> float | None:
         return reads.oldest_due(self._db, now)
 
+    def finish_times(self, status: Status, since: float, limit: int) -> list[float]:
+        return reads.finish_times(self._db, status, since, limit)
+
+    def next_waiting(self, now: float) -> dict[Status, float]:
+        return reads.next_waiting(self._db, now)
+
     def row(self, job_id: str) -> dict[str, Any]:
         return reads.row(self._db, job_id)
 

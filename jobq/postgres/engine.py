@@ -149,6 +149,12 @@ class PgEngine:
         run_at = reading.oldest_due(self._db, self._queue, now)
         return None if run_at is None else max(0.0, now - run_at)
 
+    def finish_times(self, status: Status, since: float, limit: int) -> list[float]:
+        return reading.finish_times(self._db, self._queue, status, since, limit)
+
+    def next_waiting(self, now: float) -> dict[Status, float]:
+        return reading.next_waiting(self._db, self._queue, now)
+
     def job_ids(self, status: Status | None = None) -> Iterator[str]:
         return reading.job_ids(self._db, self._queue, status)
 

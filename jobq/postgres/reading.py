@@ -118,6 +118,30 @@ def oldest_due(db: Db, queue: str, now: float) -> float | None:
     return None if not found or found[0][0] is None else float(found[0][0])
 
 
+def finish_times(db: Db, queue: str, status: Status, since: float, limit: int
+                 ) -> list[float]:
+    """When jobs of the finished ``status`` ended, at or after ``since``, newest first: a
+    range of the index of finished jobs by status and time (jobq_done_updated)."""
+    if status not in FINISHED:
+        return []
+    found = db.execute("SELECT updated_at FROM jobq_done WHERE queue = %s AND status = %s"
+                       " AND updated_at >= %s ORDER BY updated_at DESC LIMIT %s",
+                       (queue, status.value, since, limit))
+    return [float(t) for t, in found]
+
+
+def next_waiting(db: Db, queue: str, now: float) -> dict[Status, float]:
+    """The earliest run-at after ``now`` of queued and of failed jobs, by seeks of the partial
+    index of jobs not yet ready (jobq_jobs_waiting), in run-at order."""
+    seek = ("(SELECT run_at FROM jobq_jobs WHERE queue = %(q)s AND NOT ready AND status = '{}'"
+            " AND run_at > %(now)s ORDER BY run_at LIMIT 1)")
+    found = db.execute(f"SELECT {seek.format('queued')}, {seek.format('failed')}",
+                       {"q": queue, "now": now})
+    queued, failed = found[0] if found else (None, None)
+    return {s: float(t) for s, t in ((Status.QUEUED, queued), (Status.FAILED, failed))
+            if t is not None}
+
+
 def job_ids(db: Db, queue: str, status: Status | None, page: int = PAGE) -> Iterator[str]:
     """Ids in arrival order, page by page. A job that finishes meanwhile moves between the
     tables, and may be listed twice or not at all (as the directory engine says)."""

@@ -212,3 +212,26 @@ def test_wait_json_on_a_success_has_no_error(location: str, tmp_path):
     done = json.loads(ok("wait", "--dir", location, jid, "--json"))
     assert done == {"job_id": jid, "status": "succeeded", "result": 2}
 
+
+
+def test_status_counts_roughly_unless_asked_for_exact_counts(location: str):
+    """On a big backlog status stops counting at the cap, and says so; --exact counts all."""
+    from jobq import listing
+    with Queue(location) as q:
+        q.enqueue_many("jobtasks:add", [(i, i) for i in range(listing.ROUGH_CAP + 5)])
+        q.enqueue_call("jobtasks:add", args=(0, 0), delay=3600)
+    rough = ok("status", "--dir", location).splitlines()
+    assert rough[1].split()[:2] == ["queued", f"{listing.ROUGH_CAP}+"]
+    assert "oldest waiting since" in rough[1]
+    assert rough[7].strip() == (f"(counted up to {listing.ROUGH_CAP} each: jobq status --exact"
+                                " counts them all)")
+    exact = ok("status", "--dir", location, "--exact").splitlines()
+    assert exact[1].split()[:2] == ["queued", str(listing.ROUGH_CAP + 6)]
+    assert "oldest waiting since" in exact[1] and "counted up to" not in "\n".join(exact)
+    report = json.loads(ok("status", "--dir", location, "--json"))
+    assert report["counts"]["queued"] == listing.ROUGH_CAP and report["counts_capped"] == [
+        "queued"]
+    assert 0 <= report["oldest_waiting_age"] < 600
+    report = json.loads(ok("status", "--dir", location, "--json", "--exact"))
+    assert report["counts"]["queued"] == listing.ROUGH_CAP + 6
+    assert report["counts_capped"] == []

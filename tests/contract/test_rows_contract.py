@@ -103,3 +103,36 @@ def test_oldest_due_is_the_age_of_the_longest_waiting_due_job(q: Queue):
     assert age is not None and 0.2 <= age < 60
     assert run_burst(q) == 3
     assert q.engine.oldest_due() is None
+
+
+def test_next_waiting_is_the_next_delayed_job_and_the_next_retry(q: Queue):
+    now = q.engine.now()
+    assert q.engine.next_waiting(now) == {}
+    q.enqueue_many(ADD, [(i, i) for i in range(3)])  # ready: not waiting for a time
+    q.enqueue_call(ADD, args=(1, 1), delay=7200)
+    soon = q.enqueue_call(ADD, args=(1, 1), delay=3600)
+    q.enqueue_call(BOOM, max_attempts=2, priority=9)
+    assert run_burst(q, max_jobs=1, retry_delay=lambda attempt: 600) == 1
+    now = q.engine.now()
+    found = q.engine.next_waiting(now)
+    assert set(found) == {Status.QUEUED, Status.FAILED}
+    assert found[Status.QUEUED] == q.engine.row(soon)["run_at"]
+    assert 3500 < found[Status.QUEUED] - now <= 3600 and 500 < found[Status.FAILED] - now <= 600
+    exact = q.engine.waiting(now)
+    assert found == {s: t for (s, due), t in exact.items() if not due}
+    assert q.engine.next_waiting(now + 650) == {Status.QUEUED: found[Status.QUEUED]}
+
+
+def test_finish_times_are_the_newest_ends_of_a_finished_status(q: Queue):
+    started = q.engine.now()
+    q.enqueue_many(ADD, [(i, i) for i in range(5)])
+    q.enqueue_call(BOOM, max_attempts=1)
+    assert run_burst(q) == 6
+    ended = q.engine.now()
+    times = q.engine.finish_times(Status.SUCCEEDED, started - 1, 100)
+    assert len(times) == 5 and times == sorted(times, reverse=True)
+    assert all(started - 1 <= t <= ended + 1 for t in times)
+    assert q.engine.finish_times(Status.SUCCEEDED, started - 1, 2) == times[:2]
+    assert len(q.engine.finish_times(Status.DEAD, started - 1, 100)) == 1
+    assert q.engine.finish_times(Status.SUCCEEDED, ended + 5, 100) == []
+    assert q.engine.finish_times(Status.CANCELLED, started - 1, 100) == []

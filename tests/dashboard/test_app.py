@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import base64
 import re
+import time
+from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
 
 import pytest
 
 from jobq import Queue, Status
 from jobq.dashboard import Dashboard
 from jobq.errors import InvalidArgument
+from jobq.schedule import Schedule
 from jobq.testing import run_burst
 
 from .serving import call, token_in
@@ -174,3 +178,72 @@ def test_bad_settings_are_refused(q: Queue):
             Dashboard(q, **kwargs)
     with pytest.raises(InvalidArgument, match="jobq.Queue"):
         Dashboard("/tmp/queue")  # type: ignore[arg-type]
+
+
+def test_the_schedules_page_shows_next_and_last_firings(q: Queue):
+    daily = Schedule(name="daily", cron="30 6 * * *", task=ADD, args=(1, 2), tz="Europe/Berlin",
+                     misfire="once", overlap="allow")
+    q.engine.schedules.put(daily, 1_900_000_000.0)  # 2030-03-17 17:46:40 UTC
+    hourly = Schedule(name="hourly", cron="0 * * * *", task=BOOM)
+    fired = hourly.next_after(q.engine.now() - 7200)
+    q.engine.schedules.put(hourly, fired)
+    jid = q.enqueue_call(BOOM, job_id=hourly.job_id(fired), max_attempts=1)
+    assert q.engine.schedules.advance("hourly", fired, hourly.next_after(fired), last_job=jid)
+    run_burst(q)
+    page = call(Dashboard(q), "/schedules")
+    assert page.code == 200 and 'href="/schedules"' in page.text
+    rows = re.findall(r"<tr>(.*?)</tr>", page.text.split('id="schedules"')[1])[1:]
+    assert [re.search(r'class="name">([^<]+)', r).group(1) for r in rows] == ["daily", "hourly"]
+    assert "<code>30 6 * * *</code>" in rows[0] and "Europe/Berlin" in rows[0]
+    assert "<code>1, 2</code>" in rows[0]
+    assert "2030-03-17 18:46:40 CET" in rows[0] and "2030-03-17 17:46:40Z" in rows[0]
+    assert ">once<" in rows[0] and ">allow<" in rows[0] and ">never<" in rows[0]
+    exact = datetime.fromtimestamp(fired, timezone.utc).isoformat(timespec="seconds")
+    assert f'datetime="{exact}"' in rows[1]  # the last fire time, from the job's id
+    assert f'href="/jobs/{quote(jid, safe="")}"' in rows[1]
+    assert 'class="status dead"' in rows[1]  # the last firing's outcome
+    q.engine.purge(frozenset({Status.DEAD}), time.time() + 1)
+    assert ">purged<" in call(Dashboard(q), "/schedules").text
+
+
+def test_schedules_are_escaped_and_none_is_said(q: Queue):
+    assert "no schedules" in call(Dashboard(q), "/schedules").text
+    q.engine.schedules.put(Schedule(name="x", cron="* * * * *", task=ADD,
+                                    kwargs={"html": XSS}), 1_900_000_000.0)
+    page = call(Dashboard(q), "/schedules").text
+    assert "<script>" not in page.split("</head>")[1]
+    assert "html=&#x27;&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&#x27;" in page
+
+
+def test_metrics_count_schedules_and_time_their_next_firing(q: Queue):
+    lines = call(Dashboard(q), "/metrics").text.splitlines()
+    assert "jobq_schedules 0" in lines
+    q.engine.schedules.put(Schedule(name="soon", cron="* * * * *", task=ADD),
+                           q.engine.now() + 30)
+    lines = call(Dashboard(q), "/metrics").text.splitlines()
+    assert "jobq_schedules 1" in lines
+    (line,) = [x for x in lines if x.startswith("jobq_schedule_next_fire_seconds{")]
+    assert line.startswith('jobq_schedule_next_fire_seconds{schedule="soon"} ')
+    assert 25 < float(line.split()[-1]) <= 30
+
+
+def test_the_overview_charts_jobs_ended_per_minute_as_svg(q: Queue):
+    q.enqueue_many(ADD, [(i, i) for i in range(3)])
+    q.enqueue_call(BOOM, args=(XSS,), max_attempts=1)
+    assert run_burst(q) == 4
+    page = call(Dashboard(q), "/").text
+    svg = re.search(r'<svg [^>]*id="activity".*?</svg>', page, re.S).group(0)
+    minute = datetime.now(timezone.utc).strftime("%H:%M")
+    bars = re.findall(r'<rect [^>]*class="(\w+)" data-minute="([0-9:]+)" data-count="(\d+)"',
+                      svg)
+    assert {(cls, n) for cls, _, n in bars} == {("succeeded", "3"), ("dead", "1")}
+    assert {m for _, m, _ in bars} <= {minute, (datetime.now(timezone.utc) - timedelta(
+        minutes=1)).strftime("%H:%M")}  # this minute (or the last, on a minute's edge)
+    assert "succeeded: 3" in svg and "failed for good (dead): 1" in svg
+    assert "<script" not in svg and "alert" not in svg  # counts and times only
+
+
+def test_the_chart_of_an_idle_queue_has_no_bars(q: Queue):
+    svg = re.search(r'<svg [^>]*id="activity".*?</svg>', call(Dashboard(q), "/").text,
+                    re.S).group(0)
+    assert "data-minute" not in svg and "succeeded: 0" in svg and "60m ago" in svg

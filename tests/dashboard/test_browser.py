@@ -8,6 +8,7 @@ Screenshots of each page are saved under the test's temporary directory.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -88,6 +89,7 @@ def test_the_overview_updates_live_while_a_worker_drains(
     workers(qdir, "--burst")
     expect(queued).to_have_text("0", timeout=30_000)  # no reload: the live part refreshed
     expect(page.page.locator('[data-status="succeeded"] strong')).to_have_text("5")
+    expect(page.page.locator("#activity rect.succeeded").first).to_be_visible()  # the chart
     page.shot("overview-after")
 
 
@@ -222,3 +224,36 @@ def test_retry_with_actions_on_and_refused_with_them_off(
     with Queue(qdir) as q:
         assert q.state(jid).status is Status.QUEUED
     page.shot("job-retried")
+
+
+def test_the_schedules_page_links_the_last_firing(page: Watched, qdir: str,
+                                                  serve: Callable[..., Served]):
+    from playwright.sync_api import expect
+
+    from jobq.schedule import Schedule
+    with Queue(qdir) as q:
+        evil = Schedule(name="evil", cron="0 0 1 1 *", task=BOOM, args=(XSS[0],),
+                        kwargs={"x": XSS[1]})
+        q.engine.schedules.put(evil, evil.next_after(q.engine.now()))
+        hourly = Schedule(name="hourly", cron="0 * * * *", task=BOOM, tz="America/New_York")
+        fired = hourly.next_after(q.engine.now() - 7200)
+        q.engine.schedules.put(hourly, fired)
+        jid = q.enqueue_call(BOOM, job_id=hourly.job_id(fired), max_attempts=1)
+        q.engine.schedules.advance("hourly", fired, hourly.next_after(q.engine.now()),
+                                   last_job=jid)
+        run_burst(q)
+    served = serve(qdir)
+    p = page.page
+    p.goto(served.url + "/")
+    with p.expect_navigation():
+        p.click("nav >> text=Schedules")
+    assert p.evaluate("window.__xss") is None
+    names = p.locator("#schedules tbody .name").all_inner_texts()
+    assert names == ["evil", "hourly"]
+    assert XSS[0] in p.locator("#schedules tbody tr").first.inner_text()  # shown as text
+    expect(p.locator("#schedules tbody tr").nth(1)).to_contain_text(re.compile(r":00 E[SD]T"))
+    page.shot("schedules")
+    with p.expect_navigation():
+        p.click("#schedules a.last-job")
+    assert p.url == f"{served.url}/jobs/{jid.replace(':', '%3A')}"
+    expect(p.locator("#live .status")).to_have_text("dead")
