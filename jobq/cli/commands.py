@@ -89,7 +89,9 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
             raise InvalidArgument("--kwargs must be a JSON object, like '{\"key\": 1}'")
     jid = q.enqueue_call(args.task, args=[inputs.parse_arg(a) for a in args.args], kwargs=kwargs,
                          job_id=args.id, priority=args.priority, delay=args.delay,
-                         max_attempts=args.max_attempts, timeout=args.timeout)
+                         max_attempts=args.max_attempts, timeout=args.timeout,
+                         depends_on=args.depends_on,
+                         on_dependency_failure=args.on_dependency_failure)
     print(jid, file=out)
     return 0
 

@@ -14,7 +14,7 @@ import psycopg
 from .. import transitions
 from ..codec import SnapshotCodec
 from ..state import Status
-from . import jobs
+from . import dependencies, jobs
 from .settle import server_now
 
 PURGE_BATCH = 5_000
@@ -42,7 +42,7 @@ def cancel(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_
         if notify is not None:
             conn.execute("SELECT pg_notify(%s, %s)", (notify, CANCEL_PAYLOAD))
         return True
-    jobs.write(conn, codec, queue, [transitions.cancelled(state, now)], now)
+    dependencies.write(conn, codec, queue, [transitions.cancelled(state, now)], now)
     return True
 
 
