@@ -179,3 +179,19 @@ def test_cli_enqueue_depends_on_is_repeatable_and_a_bad_id_is_one_line_and_exit_
         assert q.engine.parents(child) == [b, a] and len(list(q.jobs())) == 3
         Worker(q).run(burst=True)
         assert q.result(child, timeout=5) == ("cli", [7, 3])
+
+
+def test_purging_a_dependent_forgets_its_parents_and_a_purged_parent_reads_as_none(q: Queue):
+    from jobq.maintenance import purge
+    parent = q.enqueue_call("jobtasks:add", (1, 1))
+    other = q.enqueue_call("jobtasks:add", (2, 2), delay=3600)
+    child = q.enqueue_call("jobtasks_extra:parents_seen", ("late",), depends_on=[parent, other],
+                           on_dependency_failure="run")
+    Worker(q).run(burst=True)
+    assert purge(q, statuses=["succeeded"], older_than=0) == 1  # the parent
+    assert q.state(child).status is Status.WAITING
+    assert q.cancel(other)
+    Worker(q).run(burst=True)
+    assert q.result(child, timeout=5) == ("late", [None, None])
+    assert purge(q, statuses=["succeeded", "cancelled"], older_than=0) == 2
+    assert q.engine.parents(child) == []
