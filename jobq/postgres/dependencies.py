@@ -90,7 +90,8 @@ def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
           ) -> None:
     """:func:`jobq.postgres.jobs.write`, then the release of the dependents of the jobs of
     ``new`` that ended (and of theirs, in turn), in the caller's transaction."""
-    jobs.write(conn, codec, queue, new, now, snapshotted)
+    if not jobs.write(conn, codec, queue, new, now, snapshotted):
+        return  # none that ended is a parent
     ended = [s.job_id for s in new if s.status in FINISHED]
     while ended:
         ended = _release(conn, codec, queue, ended, now)
