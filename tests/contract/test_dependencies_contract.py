@@ -195,3 +195,28 @@ def test_purging_a_dependent_forgets_its_parents_and_a_purged_parent_reads_as_no
     assert q.result(child, timeout=5) == ("late", [None, None])
     assert purge(q, statuses=["succeeded", "cancelled"], older_than=0) == 2
     assert q.engine.parents(child) == []
+
+
+def test_a_chain_of_three_with_the_middle_one_failing(q: Queue, location: str, workers):
+    a = q.enqueue_call("jobtasks:add", (1, 1))
+    b = q.enqueue_call("jobtasks:fail_until", (9,), depends_on=[a], max_attempts=2)
+    c = q.enqueue_call("jobtasks:add", (3, 3), depends_on=[b])
+    assert workers(location, "--burst").wait() == 0
+    assert [q.state(j).status for j in (a, b, c)] == [Status.SUCCEEDED, Status.DEAD,
+                                                       Status.CANCELLED]
+    assert q.state(b).attempts == 2 and b in q.state(c).error
+
+
+def test_parents_ending_at_once_in_two_workers_never_leave_a_dependent_waiting(
+        q: Queue, location: str, workers):
+    """Each dependent's two parents are claimed together, by different children of two
+    workers: the last to end must see the other's end (PostgreSQL: the row lock)."""
+    pairs = [q.enqueue_many("jobtasks:add", [(i, 0), (0, i)]) for i in range(30)]
+    children = [q.enqueue_call("jobtasks_extra:parents_seen", (str(i),), depends_on=pair)
+                for i, pair in enumerate(pairs)]
+    procs = [workers(location, "--burst", "-c", "2") for _ in range(2)]
+    assert [p.wait() for p in procs] == [0, 0]
+    for i, child in enumerate(children):
+        assert q.result(child, timeout=30) == (str(i), [i, i])
+    assert q.counts() == {"queued": 0, "running": 0, "failed": 0, "succeeded": 90, "dead": 0,
+                          "cancelled": 0}
