@@ -63,6 +63,14 @@ def parents(conn: sqlite3.Connection, child: str) -> list[str]:
         "SELECT parent FROM dependencies WHERE child = ? ORDER BY pos", (child,))]
 
 
+def waits_again(conn: sqlite3.Connection, child: str) -> bool:
+    """Has ``child`` a parent that has not ended (q.retry of it then waits for it again)?"""
+    return conn.execute(
+        "SELECT 1 FROM dependencies d JOIN jobs j ON j.job_id = d.parent WHERE d.child = ?"
+        f" AND j.status NOT IN ({', '.join(repr(s.value) for s in sorted(FINISHED))}) LIMIT 1",
+        (child,)).fetchone() is not None
+
+
 def settle_new(conn: sqlite3.Connection, shelf: StateShelf, new: Sequence[str], now: float,
                write: Write) -> None:
     """Inside the index's write transaction: the jobs of ``new`` just indexed as queued that

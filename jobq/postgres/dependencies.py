@@ -85,6 +85,14 @@ def parents(conn: psycopg.Connection[Any], queue: str, child: str) -> list[str]:
         (queue, child)).fetchall()]
 
 
+def waits_again(conn: psycopg.Connection[Any], queue: str, child: str) -> bool:
+    """Has ``child`` a parent that has not ended (q.retry of it then waits for it again)?"""
+    return conn.execute(
+        "SELECT 1 FROM jobq_dependencies d JOIN jobq_jobs j ON j.queue = d.queue"
+        " AND j.job_id = d.parent WHERE d.queue = %s AND d.child = %s LIMIT 1",
+        (queue, child)).fetchone() is not None
+
+
 def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
           new: Sequence[JobState], now: float, snapshotted: Collection[str] | None = None
           ) -> None:

@@ -19,7 +19,7 @@ import psycopg
 from ..state import overlay
 from ..errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from ..codec import SnapshotCodec
-from ..state import FINISHED, JobState
+from ..state import FINISHED, JobState, Status
 
 NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, epoch seconds
 # The columns overlay builds a state from, less its last (``snap``: here the blob).
@@ -139,16 +139,18 @@ def _columns(states: Sequence[JobState]) -> tuple[list[Any], ...]:
 
 def unfinish(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, state: JobState,
              now: float) -> None:
-    """Move a finished job back to ``jobq_jobs`` with its new (waiting) state: a retry."""
+    """Move a finished job back to ``jobq_jobs`` with its new (queued, or waiting for its
+    parents) state: a retry."""
     conn.execute(
         "WITH back AS (DELETE FROM jobq_done WHERE queue = %s AND job_id = %s RETURNING *)"
         " INSERT INTO jobq_jobs (queue, job_id, seq, status, ready, priority, run_at, attempts,"
         " max_attempts, token, owner, lease_expires, prefetched, cancel_requested, progress,"
         " task, enqueued_at, updated_at, started_at)"
         " OVERRIDING SYSTEM VALUE"
-        " SELECT queue, job_id, seq, %s, %s <= %s, priority, %s, %s, max_attempts, token, NULL,"
+        " SELECT queue, job_id, seq, %s, %s, priority, %s, %s, max_attempts, token, NULL,"
         " NULL, false, %s, %s, task, enqueued_at, %s, started_at FROM back",
-        (queue, state.job_id, state.status.value, state.run_at, now, state.run_at,
+        (queue, state.job_id, state.status.value,
+         state.status in (Status.QUEUED, Status.FAILED) and state.run_at <= now, state.run_at,
          state.attempts, bool(state.cancel_requested), float(state.progress), now))
     conn.execute("INSERT INTO jobq_snapshots (queue, job_id, blob) VALUES (%s, %s, %s)"
                  " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob",

@@ -47,12 +47,16 @@ def cancel(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_
 
 
 def requeue(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id: str) -> bool:
-    """Inside the caller's transaction: bring a dead or cancelled job back. False otherwise."""
+    """Inside the caller's transaction: bring a dead or cancelled job back (waiting, if some
+    of its parents have not ended). False otherwise."""
     now = server_now(conn)
     state, _, finished = jobs.load(conn, codec, queue, job_id, for_update=True)
     if not finished or not transitions.can_requeue(state):
         return False
-    jobs.unfinish(conn, codec, queue, transitions.requeued(state, now), now)
+    state = transitions.requeued(state, now)
+    if dependencies.waits_again(conn, queue, job_id):
+        state = transitions.waiting(state, now)
+    jobs.unfinish(conn, codec, queue, state, now)
     return True
 
 

@@ -220,3 +220,20 @@ def test_parents_ending_at_once_in_two_workers_never_leave_a_dependent_waiting(
         assert q.result(child, timeout=30) == (str(i), [i, i])
     assert q.counts() == {"queued": 0, "running": 0, "failed": 0, "succeeded": 90, "dead": 0,
                           "cancelled": 0}
+
+
+def test_retrying_a_cancelled_dependent_waits_again_for_a_parent_retried_first(
+        q: Queue, location: str, workers, tmp_path):
+    flag = tmp_path / "ok"
+    parent = q.enqueue_call("jobtasks:fail_unless_exists", (str(flag),), max_attempts=1)
+    child = q.enqueue_call("jobtasks_extra:parents_seen", ("again",), depends_on=[parent])
+    assert workers(location, "--burst").wait() == 0
+    assert q.state(child).status is Status.CANCELLED
+    flag.touch()
+    assert q.retry(parent) and q.retry(child)
+    assert q.state(child).status is Status.WAITING
+    assert workers(location, "--burst").wait() == 0
+    assert q.result(child, timeout=5)[0] == "again"
+    lone = q.enqueue_call("jobtasks:add", (1, 1), depends_on=[parent], delay=3600)
+    assert q.cancel(lone) and q.retry(lone)  # its parent has ended: queued, not waiting
+    assert q.state(lone).status is Status.QUEUED
