@@ -66,7 +66,7 @@ def parents(conn: sqlite3.Connection, child: str) -> list[str]:
 def waits_again(conn: sqlite3.Connection, child: str) -> bool:
     """Has ``child`` a parent that has not ended (q.retry of it then waits for it again)?"""
     return conn.execute(
-        "SELECT 1 FROM dependencies d JOIN jobs j ON j.job_id = d.parent WHERE d.child = ?"
+        "SELECT 1 FROM dependencies d CROSS JOIN jobs j ON j.job_id = d.parent WHERE d.child = ?"
         f" AND j.status NOT IN ({', '.join(repr(s.value) for s in sorted(FINISHED))}) LIMIT 1",
         (child,)).fetchone() is not None
 
@@ -92,8 +92,11 @@ def release(conn: sqlite3.Connection, shelf: StateShelf, ended: Sequence[str], n
         children: list[str] = []
         for part in snapshots.chunks(list(ended)):
             children += [r[0] for r in conn.execute(
-                "SELECT DISTINCT d.child FROM dependencies d JOIN jobs j ON j.job_id = d.child"
-                f" WHERE d.parent IN ({snapshots.marks(len(part))}) AND j.status = ?",
+                # CROSS JOIN: SQLite joins in this order, from the ended parents' index entries;
+                # left to choose, it scanned every waiting job (5 ms a settle with 1,500 waiting).
+                "SELECT DISTINCT d.child FROM dependencies d CROSS JOIN jobs j"
+                f" ON j.job_id = d.child WHERE d.parent IN ({snapshots.marks(len(part))})"
+                " AND j.status = ?",
                 (*part, Status.WAITING.value))]
         ended = _decide(conn, shelf, sorted(set(children)), now, write, Status.WAITING)
 
