@@ -3,6 +3,7 @@ waits, runs once its parents succeeded, reads their results, and never waits for
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,9 @@ def test_cli_enqueue_depends_on_is_repeatable_and_a_bad_id_is_one_line_and_exit_
     assert "'nope'" in done.stderr and "does not exist" in done.stderr
     assert "waiting" in ok("status", "--dir", location)
     assert child in ok("list", "--dir", location, "--status", "waiting")
+    shown = ok("show", "--dir", location, child)
+    assert f"depends on   {b} (queued), {a} (queued)" in shown
+    assert json.loads(ok("show", "--dir", location, child, "--json"))["depends_on"] == [b, a]
     with Queue(location) as q:
         assert q.engine.parents(child) == [b, a] and len(list(q.jobs())) == 3
         Worker(q).run(burst=True)
