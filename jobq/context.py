@@ -34,7 +34,8 @@ class JobContext:
 
     def __init__(self, *, job_id: str, attempt: int, checkpoint: Any, progress: float,
                  save: Callable[[Any, float | None], Any], cancelled: Callable[[], bool],
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False,
+                 parent_results: Callable[[], list[Any]] = list) -> None:
         self.job_id = job_id
         self.attempt = attempt
         self.checkpoint = checkpoint
@@ -42,6 +43,8 @@ class JobContext:
         self._save = save
         self._cancelled = cancelled
         self._stopping = stopping
+        self._parent_results = parent_results
+        self._parents_read: list[Any] | None = None
 
     def save(self, checkpoint: Any, progress: float | None = None) -> None:
         """Durably snapshot ``checkpoint`` (and ``progress`` in 0..1) before returning."""
@@ -65,6 +68,15 @@ class JobContext:
         """True once the worker running this job was asked to stop (SIGTERM, SIGINT): save a
         checkpoint and call :meth:`release`. One read of shared memory: cheap in a tight loop."""
         return self._stopping()
+
+    @property
+    def parent_results(self) -> list[Any]:
+        """The results of the jobs this one depends on (``depends_on``), in that order; None
+        for a parent that has none (it ended dead or cancelled under ``on_dependency_failure=
+        "run"``, or was purged). Read from storage once, when first asked."""
+        if self._parents_read is None:
+            self._parents_read = list(self._parent_results())
+        return self._parents_read
 
     def release(self) -> NoReturn:
         """End this attempt now, as the worker stops: the job is queued again, the attempt is not

@@ -234,6 +234,17 @@ class Engine(Protocol):
         frame. They are made while the ones before are stored (an engine that cannot store in
         parts takes them all first): an error raised while one is made stores nothing."""
 
+    def append_dependent(self, frame: bytes, job_id: str, parents: Sequence[str],
+                         policy: str) -> None:
+        """Store one framed job that depends on ``parents`` (job ids, in order) with
+        ``policy`` (:mod:`jobq.dependencies`), durably: ``waiting`` until they end, or at once
+        due or cancelled if they have. UnknownParent, and nothing stored, if a parent does not
+        exist; nothing either if ``job_id`` does (its first record wins). Every later end of a
+        parent releases or cancels the job in the transaction that records that end."""
+
+    def parents(self, job_id: str) -> list[str]:
+        """The job's parents in ``depends_on`` order (none if it depends on nothing)."""
+
     # -- reading ------------------------------------------------------------------------------
     def exists(self, job_id: str) -> bool: ...
     def status(self, job_id: str) -> Status: ...                       # JobNotFound

@@ -21,6 +21,7 @@ __all__ = [
     "NotPicklable",
     "RecordTooLarge",
     "JobNotFound",
+    "UnknownParent",
     "JobFailed",
     "PermanentFailure",
     "JobCancelled",
@@ -125,6 +126,10 @@ class ScheduleNotFound(JobqError, KeyError):
 
 class JobNotFound(JobqError, KeyError):
     """No job with this id exists in the queue."""
+
+
+class UnknownParent(InvalidJob, KeyError):
+    """A job was enqueued to depend on a job that does not exist; nothing was stored."""
 
 
 class JobFailed(JobqError):

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from . import job_record, signatures, tasks, transitions
 from .context import JobContext, current_set
 from .engine import Claim, Engine
-from .errors import (DamagedRecord, JobqError, NotPicklable, PermanentFailure,
+from .errors import (DamagedRecord, JobNotFound, JobqError, NotPicklable, PermanentFailure,
                      Released, SignatureMismatch, StorageError, TaskNotFound, WrongSecretKey)
 from .pickling import PickleRules
 from .state import JobState, Status
@@ -128,7 +128,8 @@ def execute(engine: Engine, claim: Claim, payload: Any, fn: Callable[..., Any],
                      progress=claim.state.progress,
                      save=save or (lambda obj, progress: engine.save_checkpoint(
                          job_id, token, obj, progress)),
-                     cancelled=is_cancelled, stopping=stopping)
+                     cancelled=is_cancelled, stopping=stopping,
+                     parent_results=lambda: parent_results(engine, job_id))
     reset = current_set(ctx)
     try:
         result = fn(*payload.args, **payload.kwargs)
@@ -149,6 +150,17 @@ def execute(engine: Engine, claim: Claim, payload: Any, fn: Callable[..., Any],
         reset()
     return Outcome("succeeded", result=result, duration=time.monotonic() - started,
                    timeout=payload.timeout)
+
+
+def parent_results(engine: Engine, job_id: str) -> list[Any]:
+    """The results of the job's parents in ``depends_on`` order (None for one without)."""
+    results = []
+    for parent in engine.parents(job_id):
+        try:
+            results.append(engine.get(parent).result)
+        except JobNotFound:  # purged since it ended
+            results.append(None)
+    return results
 
 
 def failure(error: str, duration: float = 0.0) -> Outcome:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .errors import InvalidArgument
 
-__all__ = ["MAX_PAGE", "ROUGH_CAP", "check_page"]
+__all__ = ["MAX_PAGE", "ROUGH_CAP", "check_page", "shown"]
 
 ROUGH_CAP = 10_000  # rough_counts() stops counting here: shown as "10,000+"
 MAX_PAGE = 1_000
@@ -22,3 +22,12 @@ def check_page(limit: int, id_contains: str | None) -> str | None:
     if id_contains is not None and not isinstance(id_contains, str):
         raise InvalidArgument(f"id_contains must be a string, not {id_contains!r}")
     return id_contains or None
+
+
+def shown(counts: dict[str, int]) -> dict[str, int]:
+    """Counts per status as every engine reports them: each status, zero or not, except
+    ``waiting`` (for parents: ``depends_on``), present only while some job waits, so that a
+    queue that never uses dependencies reports the statuses it always did."""
+    if not counts.get("waiting"):
+        counts.pop("waiting", None)
+    return counts

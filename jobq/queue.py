@@ -10,7 +10,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from . import config as config_mod
-from . import engines, job_options, job_record, record, signatures, tasks
+from . import dependencies, engines, job_options, job_record, record, signatures, tasks
 from .job_ids import check_job_id, job_ids
 from .job_options import Options
 from .engine import Engine
@@ -141,17 +141,31 @@ class Queue:
     def enqueue_call(self, fn: Callable[..., Any] | str, args: Iterable[Any] = (),
                      kwargs: Mapping[str, Any] | None = None, *, job_id: str | None = None,
                      priority: int = 0, delay: float | None = None,
-                     max_attempts: int | None = None, timeout: float | None = None) -> str:
-        """Enqueue with options. A ``job_id`` that already exists is returned without a new job."""
+                     max_attempts: int | None = None, timeout: float | None = None,
+                     depends_on: Iterable[str] | None = None,
+                     on_dependency_failure: str = "cancel") -> str:
+        """Enqueue with options. A ``job_id`` that already exists is returned without a new job.
+
+        ``depends_on``: ids of jobs that must succeed first; the job is ``waiting`` until then
+        and due as soon as the last one succeeds. If one ends dead or cancelled, the job ends
+        cancelled (``on_dependency_failure="cancel"``) or runs once every parent has ended
+        (``"run"``). UnknownParent, and nothing stored, if a parent does not exist.
+        """
         task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
         args, kwargs = job_options.args_tuple(args), job_options.kwargs_dict(kwargs)
+        parents, policy = dependencies.validate(depends_on, on_dependency_failure)
         if function is not None:
             signatures.check(function, task, args, kwargs)
         if job_id is not None:
             check_job_id(job_id)
             if self.engine.exists(job_id):
                 return job_id
+        if parents:
+            job_id = job_id or job_ids.next()
+            frame = self._frame(task, args, kwargs, job_id, options)
+            self.engine.append_dependent(frame, job_id, parents, policy)
+            return job_id
         return self._enqueue_one(task, args, kwargs, job_id, options)
 
     def _enqueue_one(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],

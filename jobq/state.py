@@ -19,6 +19,7 @@ class Status(str, enum.Enum):
     SUCCEEDED = "succeeded"
     DEAD = "dead"  # attempts exhausted; ``q.retry`` brings it back
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # for its parents (``depends_on``) to end; then queued, or cancelled
 
     def __str__(self) -> str:
         return self.value

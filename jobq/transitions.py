@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from . import dependencies
 from .state import FINISHED, JobState, Status
 
 
@@ -163,3 +164,20 @@ def released(state: JobState, now: float) -> JobState:
         return _evolve(state, status=Status.CANCELLED, attempts=attempts, finished_at=now,
                        updated_at=now)
     return _evolve(state, status=Status.QUEUED, attempts=attempts, run_at=now, updated_at=now)
+
+
+def waiting(state: JobState, now: float) -> JobState:
+    """A new job whose parents have not all ended yet waits for them, not for a worker."""
+    return _evolve(state, status=Status.WAITING, updated_at=now)
+
+
+def parents_done(state: JobState, now: float) -> JobState:
+    """Every parent of a waiting job ended (as its policy allows): due at once, or at its
+    run-at time if that is later."""
+    return _evolve(state, status=Status.QUEUED, run_at=max(state.run_at, now), updated_at=now)
+
+
+def parent_failed(state: JobState, parent: str, parent_status: Status, now: float) -> JobState:
+    """A parent of a waiting job ended dead or cancelled, and its policy is to cancel: the job
+    ends cancelled, naming the parent."""
+    return cancelled(state, now, dependencies.reason(parent, parent_status))

@@ -58,3 +58,20 @@ def cancel_job_named_in(queue_path: str, id_file: str) -> bool:
     from jobq import Queue
     with Queue(queue_path) as queue:
         return queue.cancel(Path(id_file).read_text())
+
+
+def parents_seen(tag: str) -> tuple[str, list[object]]:
+    """Returns its tag with the results of the jobs it depends on (current_job().parent_results)."""
+    from jobq import current_job
+    return tag, current_job().parent_results
+
+
+def note_then(path: str, tag: str, value: object) -> object:
+    """Appends ``tag`` to ``path`` (the order jobs ran in, across processes), returns ``value``."""
+    import os
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{tag}\n".encode())
+    finally:
+        os.close(fd)
+    return value

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobq import Queue, Status, transitions
+from jobq import listing, Queue, Status, transitions
 from jobq.maintenance import compact, purge
 from jobq.local.state_db import STORE_SCHEMA
 from jobq.testing import run_burst
@@ -23,7 +23,7 @@ def counted(queue: Queue) -> dict[str, int]:
     """The counts as a full count of the jobs table finds them."""
     found = {status.value: 0 for status in Status}
     found.update(queue.store.conn.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
-    return found
+    return listing.shown(found)
 
 
 def succeed(state, now, max_attempts):  # type: ignore[no-untyped-def]
@@ -128,7 +128,7 @@ def test_a_schema_2_store_gets_its_counts_once_and_keeps_them(tmp_path):
     with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     with Queue(root) as q:
-        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 4
+        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 5
         expected = {"queued": 2, "running": 1, "failed": 0, "succeeded": 2, "dead": 1,
                     "cancelled": 1}
         assert q.counts() == counted(q) == expected

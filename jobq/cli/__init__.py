@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="kill an attempt after S seconds")
     p.add_argument("--id", default=None, help="job id (an existing id enqueues nothing)")
+    p.add_argument("--depends-on", action="append", default=None, metavar="ID",
+                   help="wait for job ID to succeed first (repeatable)")
+    p.add_argument("--on-dependency-failure", choices=("cancel", "run"), default="cancel",
+                   help="when a parent ends dead or cancelled: cancel this job (default), or"
+                        " run it once every parent has ended")
 
     p = sub.add_parser("init", parents=[common],
                        help="create a queue, or share one with a group of users")

@@ -12,7 +12,7 @@ import time
 from typing import Any, TextIO
 
 from .. import config as config_mod
-from ..errors import DamagedRecord, InvalidArgument, JobqError, NotAQueue, StorageError
+from ..errors import DamagedRecord, InvalidArgument, JobNotFound, JobqError, NotAQueue, StorageError
 from ..queue import Queue, last_line
 from ..state import Status
 from . import inputs, render
@@ -89,7 +89,9 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
             raise InvalidArgument("--kwargs must be a JSON object, like '{\"key\": 1}'")
     jid = q.enqueue_call(args.task, args=[inputs.parse_arg(a) for a in args.args], kwargs=kwargs,
                          job_id=args.id, priority=args.priority, delay=args.delay,
-                         max_attempts=args.max_attempts, timeout=args.timeout)
+                         max_attempts=args.max_attempts, timeout=args.timeout,
+                         depends_on=args.depends_on,
+                         on_dependency_failure=args.on_dependency_failure)
     print(jid, file=out)
     return 0
 
@@ -110,6 +112,14 @@ def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     if not rows:
         print("(no jobs)", file=out)
     return 0
+
+
+def _parent(q: Queue, job_id: str) -> str:
+    """A parent of a job, as ``jobq show`` lists it: its id and status."""
+    try:
+        return f"{job_id} ({q.engine.status(job_id).value})"
+    except JobNotFound:
+        return f"{job_id} (purged)"
 
 
 def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
@@ -133,12 +143,13 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     owner = q.engine.row(jid)["owner"] if state is not None \
         and state.status is Status.RUNNING else None
     census = Census.of(q) if owner else None
+    parents = q.engine.parents(jid)
     if args.json:
         worker = None if census is None else {"owner": owner,
                                               "state": census.state_of(owner) or "unknown"}
         render.as_json({"job_id": jid, "state": state and state.__getstate__(),
                         "payload": payload and payload.__getstate__(), "problems": problems,
-                        "damaged": damaged, "worker": worker}, out)
+                        "damaged": damaged, "worker": worker, "depends_on": parents}, out)
         return 0
     lines: list[tuple[str, Any]] = [("job", jid)]
     if state is not None:
@@ -154,6 +165,8 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
             lines.append(("cancel", "requested"))
         if census is not None:
             lines.append(("worker", describe_owner(census, owner)))
+        if parents:
+            lines.append(("depends on", ", ".join(_parent(q, p) for p in parents)))
     if payload is not None:
         lines += [("args", render.short(payload.args)), ("kwargs", render.short(payload.kwargs)),
                   ("priority", payload.priority), ("max attempts", payload.max_attempts),

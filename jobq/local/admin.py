@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import catch_up, reads, snapshots
+from . import catch_up, dependencies, reads, snapshots
 from .. import transitions
 from ..errors import JobNotFound
 from .log import Log
@@ -76,7 +76,8 @@ def _announce_cancel(db: StateDB) -> None:
 
 
 def requeue(db: StateDB, log_: Log, job_id: str, clock: Callable[[], float] = time.time) -> bool:
-    """Bring a dead or cancelled job back to the queue. False for any other status."""
+    """Bring a dead or cancelled job back to the queue (waiting, if some of its parents have
+    not ended). False for any other status."""
     catch_up.catch_up(db, log_, clock)
     now = clock()
     with db.write() as conn:
@@ -84,6 +85,8 @@ def requeue(db: StateDB, log_: Log, job_id: str, clock: Callable[[], float] = ti
         state = _load_for_update(conn, db, job_id)
         if not transitions.can_requeue(state):
             return False
-        store_transitions(conn, db.shelf, [(transitions.requeued(state, now), row, None)], now,
-                          state.status)
+        new = transitions.requeued(state, now)
+        if dependencies.waits_again(conn, job_id):
+            new = transitions.waiting(new, now)
+        store_transitions(conn, db.shelf, [(new, row, None)], now, state.status)
     return True

@@ -130,6 +130,17 @@ class LocalEngine:
         if parts:
             self.log.append(parts, last)
 
+    def append_dependent(self, frame: bytes, job_id: str, parents: Sequence[str],
+                         policy: str) -> None:
+        """Its parents into the state database first, then the record into the log (see
+        :mod:`jobq.local.dependencies`); UnknownParent, and nothing stored, for a parent that
+        does not exist."""
+        if self.store.add_dependencies(job_id, parents, policy):
+            self.log.append([frame], None)
+
+    def parents(self, job_id: str) -> list[str]:
+        return self.store.parents(job_id)
+
     # -- reading: the index catches up with the log first -------------------------------------
 
     def exists(self, job_id: str) -> bool:

@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 
 
-from . import keys, snapshots
+from . import dependencies, keys, settle, snapshots
 from .. import job_record
 from ..record import SIGNATURE_MISMATCH
 from ..errors import CorruptRecord, StorageError
@@ -125,6 +125,7 @@ def _insert_new(conn: sqlite3.Connection, shelf: StateShelf,
     conn.executemany("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)", ready)
     conn.executemany("INSERT INTO scheduled (run_at, seq, job_id) VALUES (?, ?, ?)", scheduled)
     snapshots.mark_indexed(conn, shelf, found)
+    dependencies.settle_new(conn, shelf, list(found), at, settle.write_transitions)
     return len(found)
 
 

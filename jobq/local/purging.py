@@ -39,6 +39,7 @@ def purge(engine: Parts, statuses: frozenset[Status], updated_before: float) -> 
                                              in Counter(s for _, s in rows).items()}))
             conn.executemany("DELETE FROM Dict WHERE key = CAST(? AS BLOB)",
                              [(i.encode(),) for i in ids])
+            conn.executemany("DELETE FROM dependencies WHERE child = ?", [(i,) for i in ids])
             if ids:  # their records are dead now: see compaction.dead_bytes
                 conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
                              " DO UPDATE SET value = value + excluded.value",

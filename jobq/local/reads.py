@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import catch_up, compaction_redo, index, snapshots
-from .. import record
+from .. import listing, record
 from ..errors import JobNotFound
 from .log import Log, Position
 from .shelf import StateShelf
@@ -92,7 +92,7 @@ def counts(db: StateDB) -> dict[str, int]:
     with db.reading():
         result.update(db.conn.execute("SELECT status, n FROM job_counts"))
         result.update(db.conn.execute(UNFINISHED_COUNTS))
-    return result
+    return listing.shown(result)
 
 
 def rows(db: StateDB, status: Status | None = None, limit: int = 100,
@@ -135,7 +135,7 @@ def rough_counts(db: StateDB, cap: int) -> dict[str, int]:
             result[status.value] = db.conn.execute(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = ? LIMIT ?)",
                 (status.value, cap)).fetchone()[0]
-    return result
+    return listing.shown(result)
 
 
 def oldest_due(db: StateDB, now: float) -> float | None:

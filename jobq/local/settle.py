@@ -19,13 +19,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from . import index, snapshots
+from . import dependencies, index, snapshots
 from .. import transitions
 from ..engine import Change, Claim
 from ..errors import JobNotFound, StaleClaim
 from .log import Log
 from .shelf import StateShelf
-from ..state import WAITING, JobState, Status
+from ..state import FINISHED, WAITING, JobState, Status
 from .state_db import StateDB, move_counts
 
 PROMOTE_BATCH = 1_000
@@ -262,12 +262,23 @@ def store_transitions(conn: sqlite3.Connection, shelf: StateShelf,
                       new: list[tuple[JobState, Sequence[Any], bytes | None]],
                       now: float, was: Status) -> None:
     """Write ended or changed jobs: their rows, their snapshots, waiting ones' index rows,
-    and the counts of finished jobs.
+    and the counts of finished jobs; then release (or cancel) the dependents of those that
+    ended, in the same transaction (:mod:`jobq.local.dependencies`).
 
     ``new`` holds each new state with its row as read (``job_id`` first, ``priority`` and
     ``seq`` last) and its snapshot if already pickled (else None); every job of it was in
     status ``was``.
     """
+    write_transitions(conn, shelf, new, now, was)
+    ended = [state.job_id for state, _, _ in new if state.status in FINISHED]
+    if ended:
+        dependencies.release(conn, shelf, ended, now, write_transitions)
+
+
+def write_transitions(conn: sqlite3.Connection, shelf: StateShelf,
+                      new: list[tuple[JobState, Sequence[Any], bytes | None]],
+                      now: float, was: Status) -> None:
+    """:func:`store_transitions` without the release of dependents."""
     conn.executemany(
         "UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?,"
         " cancel_requested = ?, owner = NULL, lease_expires = NULL, updated_at = ?, snap = 1,"

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from . import admin, catch_up, leases, reads, wal
+from . import admin, catch_up, dependencies, leases, reads, wal
 from .. import record
 from .directory import QueueDir
 from ..engine import Change, Claim
@@ -167,6 +167,18 @@ class Store:
 
     def has_ready(self) -> bool:
         return reads.has_ready(self._db, self._log, self._clock)
+
+    # -- dependencies (jobq.local.dependencies) -----------------------------------------------
+
+    def add_dependencies(self, child: str, parents: Sequence[str], policy: str) -> bool:
+        """Record ``child``'s parents before its record is appended (see the module)."""
+        catch_up.catch_up(self._db, self._log, self._clock)
+        with self._db.write() as conn:
+            return dependencies.add(conn, child, parents, policy)
+
+    def parents(self, child: str) -> list[str]:
+        with self._db.reading():
+            return dependencies.parents(self._db.conn, child)
 
     # -- claiming and finishing (jobq.local.settle) --------------------------------------------
 

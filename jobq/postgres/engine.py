@@ -26,6 +26,7 @@ from ..state import FINISHED, JobState, Status
 from ..verify_report import VerifyReport
 from . import append, jobs, keys, operating, reading, schema, settle
 from .db import Db
+from .dependencies import DependentJobs
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
 from .schedules import PgSchedules
@@ -53,7 +54,7 @@ class PgSettings:
     segment_size: int = 0  # no segments: the directory engine's setting
 
 
-class PgEngine:
+class PgEngine(DependentJobs):
     """One named queue in a PostgreSQL database."""
 
     shared_group = None  # shared through the database's roles and grants, not a Unix group

@@ -19,7 +19,7 @@ import psycopg
 from ..state import overlay
 from ..errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from ..codec import SnapshotCodec
-from ..state import FINISHED, JobState
+from ..state import FINISHED, JobState, Status
 
 NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, epoch seconds
 # The columns overlay builds a state from, less its last (``snap``: here the blob).
@@ -82,23 +82,25 @@ def load(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id
 
 def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
           new: Sequence[JobState], now: float, snapshotted: Collection[str] | None = None
-          ) -> None:
+          ) -> bool:
     """Store the new states of jobs of ``jobq_jobs`` that are not running any more: their
     snapshots, and their rows, moved to ``jobq_done`` with their snapshots for those that
     finished. ``snapshotted``: the ids of those that had a snapshot in ``jobq_snapshots``
-    (None: any may have)."""
+    (None: any may have). True if a job that finished is some job's parent (the same
+    statement looks: jobq.postgres.dependencies then releases them)."""
     if not new:
-        return
+        return False
     unsnap = [s.job_id for s in new if s.status in FINISHED
               and (snapshotted is None or s.job_id in snapshotted)]
     ids, status, attempts, progress, run_at, cancel = _columns(new)
-    conn.execute(_WRITE, {"q": queue, "now": now, "ids": ids, "status": status,
-                          "attempts": attempts, "progress": progress, "run_at": run_at,
-                          "cancel": cancel, "unsnap": unsnap,
-                          "blobs": [codec.encode(s.job_id, s) for s in new]}, prepare=True)
+    return any(r[0] for r in conn.execute(
+        _WRITE, {"q": queue, "now": now, "ids": ids, "status": status, "attempts": attempts,
+                 "progress": progress, "run_at": run_at, "cancel": cancel, "unsnap": unsnap,
+                 "blobs": [codec.encode(s.job_id, s) for s in new]}, prepare=True).fetchall())
 
 
-# One statement: the snapshots, the rows of jobs still waiting, and finished ones moved.
+# One statement: the snapshots, the rows of jobs still waiting, and finished ones moved (each
+# saying whether it is a parent: a queue without dependencies pays no statement more for them).
 _WRITE = (
     "WITH v AS (SELECT * FROM unnest(%(ids)b::text[], %(status)b::text[], %(attempts)b::int[],"
     " %(progress)b::float8[], %(run_at)b::float8[], %(cancel)b::bool[], %(blobs)b::bytea[])"
@@ -124,7 +126,8 @@ _WRITE = (
     " progress, task, enqueued_at, updated_at, started_at, blob)"
     " SELECT queue, job_id, seq, status, false, priority, run_at, attempts, max_attempts,"
     " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %(now)s, started_at, blob"
-    " FROM gone")
+    " FROM gone RETURNING EXISTS (SELECT 1 FROM jobq_dependencies d"
+    " WHERE d.queue = %(q)s AND d.parent = jobq_done.job_id)")
 assert {s.value for s in FINISHED} == {"succeeded", "dead", "cancelled"}
 
 
@@ -136,16 +139,18 @@ def _columns(states: Sequence[JobState]) -> tuple[list[Any], ...]:
 
 def unfinish(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, state: JobState,
              now: float) -> None:
-    """Move a finished job back to ``jobq_jobs`` with its new (waiting) state: a retry."""
+    """Move a finished job back to ``jobq_jobs`` with its new (queued, or waiting for its
+    parents) state: a retry."""
     conn.execute(
         "WITH back AS (DELETE FROM jobq_done WHERE queue = %s AND job_id = %s RETURNING *)"
         " INSERT INTO jobq_jobs (queue, job_id, seq, status, ready, priority, run_at, attempts,"
         " max_attempts, token, owner, lease_expires, prefetched, cancel_requested, progress,"
         " task, enqueued_at, updated_at, started_at)"
         " OVERRIDING SYSTEM VALUE"
-        " SELECT queue, job_id, seq, %s, %s <= %s, priority, %s, %s, max_attempts, token, NULL,"
+        " SELECT queue, job_id, seq, %s, %s, priority, %s, %s, max_attempts, token, NULL,"
         " NULL, false, %s, %s, task, enqueued_at, %s, started_at FROM back",
-        (queue, state.job_id, state.status.value, state.run_at, now, state.run_at,
+        (queue, state.job_id, state.status.value,
+         state.status in (Status.QUEUED, Status.FAILED) and state.run_at <= now, state.run_at,
          state.attempts, bool(state.cancel_requested), float(state.progress), now))
     conn.execute("INSERT INTO jobq_snapshots (queue, job_id, blob) VALUES (%s, %s, %s)"
                  " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob",

@@ -14,7 +14,7 @@ import psycopg
 from .. import transitions
 from ..codec import SnapshotCodec
 from ..state import Status
-from . import jobs
+from . import dependencies, jobs
 from .settle import server_now
 
 PURGE_BATCH = 5_000
@@ -42,23 +42,28 @@ def cancel(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_
         if notify is not None:
             conn.execute("SELECT pg_notify(%s, %s)", (notify, CANCEL_PAYLOAD))
         return True
-    jobs.write(conn, codec, queue, [transitions.cancelled(state, now)], now)
+    dependencies.write(conn, codec, queue, [transitions.cancelled(state, now)], now)
     return True
 
 
 def requeue(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id: str) -> bool:
-    """Inside the caller's transaction: bring a dead or cancelled job back. False otherwise."""
+    """Inside the caller's transaction: bring a dead or cancelled job back (waiting, if some
+    of its parents have not ended). False otherwise."""
     now = server_now(conn)
     state, _, finished = jobs.load(conn, codec, queue, job_id, for_update=True)
     if not finished or not transitions.can_requeue(state):
         return False
-    jobs.unfinish(conn, codec, queue, transitions.requeued(state, now), now)
+    state = transitions.requeued(state, now)
+    if dependencies.waits_again(conn, queue, job_id):
+        state = transitions.waiting(state, now)
+    jobs.unfinish(conn, codec, queue, state, now)
     return True
 
 
 def purge_batch(conn: psycopg.Connection[Any], queue: str, statuses: list[str],
                 updated_before: float) -> int:
-    """Delete up to PURGE_BATCH finished jobs (rows, payloads, snapshots); how many."""
+    """Delete up to PURGE_BATCH finished jobs (rows, payloads, snapshots, the list of their
+    parents); how many."""
     row = conn.execute(
         "WITH gone AS (DELETE FROM jobq_done WHERE queue = %(q)s AND job_id IN"
         " (SELECT job_id FROM jobq_done WHERE queue = %(q)s AND status = ANY(%(s)s)"
@@ -66,7 +71,9 @@ def purge_batch(conn: psycopg.Connection[Any], queue: str, statuses: list[str],
         " p AS (DELETE FROM jobq_payloads WHERE queue = %(q)s"
         " AND job_id IN (SELECT job_id FROM gone)),"
         " s AS (DELETE FROM jobq_snapshots WHERE queue = %(q)s"
-        " AND job_id IN (SELECT job_id FROM gone))"
+        " AND job_id IN (SELECT job_id FROM gone)),"
+        " d AS (DELETE FROM jobq_dependencies WHERE queue = %(q)s"
+        " AND child IN (SELECT job_id FROM gone))"
         " SELECT count(*) FROM gone", {"q": queue, "s": statuses, "t": updated_before}
     ).fetchone()
     return int(row[0]) if row else 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from .. import listing
 from ..state import FINISHED, Status
 from .db import Db
 from ..errors import JobNotFound
@@ -79,6 +80,7 @@ _ROUGH = {
                                   "NOT ready AND status IN ('queued', 'failed') AND status = 'queued'")),
     Status.FAILED: ("jobq_jobs", ("NOT ready AND status IN ('queued', 'failed') AND status = 'failed'",)),
     Status.RUNNING: ("jobq_jobs", ("status = 'running'",)),
+    Status.WAITING: ("jobq_jobs", ("status = 'waiting'",)),
 }
 _READY_FAILED = ("SELECT 'failed', count(*) FILTER (WHERE status = 'failed') FROM (SELECT status"
                  " FROM jobq_jobs WHERE queue = %s AND ready ORDER BY priority DESC, seq LIMIT %s) s")
@@ -96,7 +98,7 @@ def rough_counts(db: Db, queue: str, cap: int) -> dict[str, int]:
     result = {status.value: 0 for status in Status}
     for status, n in db.execute(" UNION ALL ".join(f"({p})" for p in parts), tuple(args)):
         result[status] = min(cap, result[status] + int(n))
-    return result
+    return listing.shown(result)
 
 
 def oldest_due(db: Db, queue: str, now: float) -> float | None:
@@ -176,7 +178,7 @@ def counts(db: Db, queue: str) -> dict[str, int]:
         "SELECT status, count(*) FROM jobq_jobs WHERE queue = %s GROUP BY status UNION ALL"
         " SELECT status, count(*) FROM jobq_done WHERE queue = %s GROUP BY status",
         (queue, queue))})
-    return result
+    return listing.shown(result)
 
 
 def waiting(db: Db, queue: str, now: float) -> dict[tuple[Status, bool], float]:

@@ -16,6 +16,8 @@ Tables (every one has a ``queue`` column: many named queues share one database):
     jobq_workers    the records ``jobq workers`` shows (liveness itself is an advisory lock)
     jobq_cancels    per queue, a number bumped whenever a running job is asked to cancel
     jobq_schedules  periodic schedules (jobq.schedule) with their next fire times (version 3)
+    jobq_dependencies  each dependent job's parents, in order, with its policy (version 4;
+                    jobq.postgres.dependencies); jobs waiting for them have status 'waiting'
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
 a new database at once create it once. A jobq older than the schema it finds refuses to use it:
@@ -102,6 +104,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             cron text NOT NULL, tz text NOT NULL, spec text NOT NULL,
             next_at double precision NOT NULL, last_job text,
             PRIMARY KEY (queue, name))""",
+    ),
+    (  # version 4: dependencies and the status 'waiting' (jobq.postgres.dependencies)
+        """CREATE TABLE jobq_dependencies (
+            queue text COLLATE "C" NOT NULL, child text COLLATE "C" NOT NULL,
+            pos integer NOT NULL, parent text COLLATE "C" NOT NULL, policy text NOT NULL,
+            PRIMARY KEY (queue, child, pos))""",
+        "CREATE INDEX jobq_dependencies_parent ON jobq_dependencies (queue, parent)",
+        "CREATE INDEX jobq_jobs_waiting_parents ON jobq_jobs (queue, seq)"
+        " WHERE status = 'waiting'",
     ),
 )
 VERSION = len(MIGRATIONS)

@@ -36,7 +36,7 @@ from .. import transitions
 from ..engine import Change, Claim
 from ..codec import SnapshotCodec
 from ..state import JobState
-from . import jobs
+from . import dependencies, jobs
 from .jobs import BLOB, NOW, STATE
 
 PROMOTE_BATCH = 1_000
@@ -155,8 +155,8 @@ def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
         state = change(state, now, row[11])
         new[job_id] = state
         results.append(state)
-    jobs.write(conn, codec, queue, list(new.values()), now,
-               {job_id for job_id in new if blobs.get(job_id) is not None})
+    dependencies.write(conn, codec, queue, list(new.values()), now,
+                       {job_id for job_id in new if blobs.get(job_id) is not None})
     return results
 
 

@@ -24,7 +24,7 @@ def fresh_url(pg_server: pg.Server) -> Iterator[str]:
 
 
 def test_schema_3_is_the_schedules_table() -> None:
-    assert schema.VERSION == 3
+    assert schema.VERSION >= 3  # 4: dependencies (tests/postgres/test_dependencies_schema.py)
     assert "jobq_schedules" in schema.MIGRATIONS[2][0]
 
 
@@ -41,12 +41,14 @@ def test_a_version_2_database_is_migrated_and_keeps_its_jobs(fresh_url: str) -> 
     with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:
         conn.execute("UPDATE jobq_schema SET version = 2")
         conn.execute("DROP TABLE jobq_schedules")
+        conn.execute("DROP TABLE jobq_dependencies")  # and what version 4 added
+        conn.execute("DROP INDEX jobq_jobs_waiting_parents")
     with Queue(url) as q:
         assert q.state(jid).status == "queued"
         q.engine.schedules.put(Schedule(name="s", cron="* * * * *", task="m:f"), 60.0)
         assert [s.next_at for s in q.engine.schedules.all()] == [60.0]
     with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM jobq_schema").fetchone()[0] == 3
+        assert conn.execute("SELECT version FROM jobq_schema").fetchone()[0] == schema.VERSION
         assert conn.execute("SELECT queue, name FROM jobq_schedules").fetchall() == [("q", "s")]
 
 
