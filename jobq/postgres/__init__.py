@@ -37,12 +37,12 @@ def _psycopg_needed(url: str) -> Iterator[None]:
 def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
                 max_record_size: int, clock: Callable[[], float] | None = None,
                 catch_up: bool = True, old_secret_keys: tuple[bytes, ...] = ()) -> PgEngine:
-    """Open the queue ``url`` names (see :func:`jobq.postgres.engine.open_engine`)."""
+    """Open the queue ``url`` names (see :func:`jobq.postgres.opening.open_engine`)."""
     with _psycopg_needed(url):
-        from . import engine
-    return engine.open_engine(url, secret_key=secret_key, rules=rules,
-                              max_record_size=max_record_size, clock=clock, catch_up=catch_up,
-                              old_secret_keys=old_secret_keys)
+        from . import opening
+    return opening.open_engine(url, secret_key=secret_key, rules=rules,
+                               max_record_size=max_record_size, clock=clock, catch_up=catch_up,
+                               old_secret_keys=old_secret_keys)
 
 
 def migrate(url: str, *, check: bool = False) -> tuple[int, int]:

@@ -13,24 +13,24 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .. import listing, record
 from ..engine import Change, Claim, Finished, Held, NoWakeups
 from ..codec import SnapshotCodec
-from ..errors import ConfigError, DamagedRecord, InvalidArgument
+from ..errors import DamagedRecord, InvalidArgument
 from ..pickling import PickleRules
 from ..state import FINISHED, JobState, Status
 from ..verify_report import VerifyReport
-from . import append, jobs, keys, operating, reading, schema, settle
+from . import append, claims, jobs, keys, operating, reading, settle
 from .db import Db
 from .dependencies import DependentJobs
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
 from .schedules import PgSchedules
-from .url import PgLocation, parse
+from .url import PgLocation
 from .verify import Checker
 from .wakeups import Listener, Notifier, channel
 
@@ -38,7 +38,6 @@ from .wakeups import Listener, Notifier, channel
 # too few ready ones does it before claiming the rest).
 PROMOTE_EVERY = 0.5
 FRAMES_KEPT = 2_000  # frames of claims not yet finished kept for payload_body, at most
-CANCEL_GENERATION_TTL = 0.05  # seconds a read of the cancel generation is reused (see below)
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class PgEngine(DependentJobs):
         self._workers = PgWorkers(self._db)
         self._schedules = PgSchedules(self._db, loc.queue)
         self._appender = append.Appender(loc.queue, secret_key, max_record_size)
-        self._generation: tuple[float, int] | None = None  # (monotonic read time, value)
+        self._generation = claims.CancelGeneration(self._db, loc.queue)
         # The frames of this process's claims not yet run, read by the claims themselves: a
         # worker that claimed a batch loads each job's payload without a round trip.
         self._frames: dict[str, bytes] = {}
@@ -271,47 +270,20 @@ class PgEngine(DependentJobs):
         return Listener(self._loc, logger) if self._listening else NoWakeups()
 
     def cancel_requested(self, job_id: str) -> bool:
-        found = self._db.execute("SELECT cancel_requested FROM jobq_jobs WHERE queue = %s"
-                                 " AND job_id = %s", (self._queue, job_id))
-        return bool(found and found[0][0])
+        return claims.cancel_requested(self._db, self._queue, job_id)
 
     def cancel_generation(self) -> int:
-        """The queue's cancel number. A worker child reads it before each job it prefetched:
-        a read is reused for CANCEL_GENERATION_TTL seconds, so a drain of short jobs does not
-        pay a round trip per job, and a cancel is seen at most that much later (a running job
-        still sees its flag through ``cancel_requested``)."""
-        now = time.monotonic()
-        cached = self._generation
-        if cached is not None and now - cached[0] < CANCEL_GENERATION_TTL:
-            return cached[1]
-        found = self._db.execute("SELECT generation FROM jobq_cancels WHERE queue = %s",
-                                 (self._queue,))
-        value = int(found[0][0]) if found else 0
-        self._generation = (now, value)
-        return value
+        return self._generation.read()
 
     def cancelling(self, owner: str) -> set[tuple[str, int]]:
-        return {(job_id, int(token)) for job_id, token in self._db.execute(
-            "SELECT job_id, token FROM jobq_jobs WHERE queue = %s AND status = 'running'"
-            " AND (owner = %s OR (owner >= %s AND owner < %s)) AND cancel_requested",
-            (self._queue, *_owned(owner)))}
+        return claims.cancelling(self._db, self._queue, owner)
 
     def renew(self, owner: str, lease_seconds: float) -> int:
-        with self._db.transaction("renew leases") as conn:
-            return conn.execute(
-                f"UPDATE jobq_jobs SET lease_expires = {NOW} + %s WHERE queue = %s"
-                " AND status = 'running' AND (owner = %s OR (owner >= %s AND owner < %s))",
-                (lease_seconds, self._queue, *_owned(owner))).rowcount
+        return claims.renew(self._db, self._queue, owner, lease_seconds)
 
     def held(self, owner: str | None = None) -> list[Held]:
         """Running claims (of one owner, or all), their leases judged on the server's clock."""
-        sql = ("SELECT job_id, token, owner, NOT prefetched, coalesce(lease_expires < "
-               f"{NOW}, false) FROM jobq_jobs WHERE queue = %s AND status = 'running'")
-        args: tuple[Any, ...] = (self._queue,)
-        if owner is not None:
-            sql, args = sql + " AND owner = %s", (*args, owner)
-        return [Held(j, int(t), o or "", bool(s), bool(e))
-                for j, t, o, s, e in self._db.execute(sql + " ORDER BY seq", args)]
+        return claims.held(self._db, self._queue, owner)
 
     def upkeep(self, *, compact_threshold: int, logger: Any) -> NoUpkeep:
         """Nothing to do: the server vacuums (see the table settings in jobq.postgres.schema)."""
@@ -409,43 +381,3 @@ def _claimable(state: JobState | None) -> bool:
     """Can the job be claimed now (given back, or failed with a retry due at once)?"""
     return state is not None and state.status in (Status.QUEUED, Status.FAILED) \
         and state.run_at <= state.updated_at
-
-
-def _owned(owner: str) -> tuple[str, str, str]:
-    """A worker's own claims and its children's ("<worker>/<n>") as one index range."""
-    return owner, owner + "/", owner + "0"  # "0" is the character after "/"
-
-
-def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
-                max_record_size: int, clock: Callable[[], float] | None = None,
-                catch_up: bool = True, old_secret_keys: tuple[bytes, ...] = ()) -> PgEngine:
-    """Open (creating or upgrading its schema if needed) the queue ``url`` names.
-
-    WrongSecretKey if its records are signed with another key, or not as ``secret_key`` says
-    (``old_secret_keys`` only verify: see :mod:`jobq.postgres.keys`; OldKeyNeeded if an old key
-    not given still signs records);
-    IncompatibleFormat if its schema is newer than this jobq; StorageError naming the server
-    if it cannot be reached. ``max_record_size`` is recorded when the queue is made, and the
-    recorded one is used after. ``clock`` cannot be chosen: times are the server's.
-    """
-    if clock is not None:
-        raise ConfigError("a queue in PostgreSQL takes its time from the server's clock:"
-                          " clock= cannot be given")
-    loc = parse(url)
-    db = Db(loc)
-    try:
-        with db.errors("create or upgrade the jobq tables"):
-            schema.migrate(db.conn, loc)
-        with db.errors("open the queue"):
-            meta = schema.open_queue(db.conn, loc, secret_key, max_record_size)
-        if secret_key is not None:
-            missing = keys.admit(db, meta, secret_key, old_secret_keys)
-            if missing:
-                from . import rekey
-                rekey.require(db, rekey.Signers.of(rules, secret_key, old_secret_keys,
-                                                   meta.max_record_size), missing)
-    finally:
-        db.close()
-    return PgEngine(loc, secret_key=secret_key, rules=rules,
-                    max_record_size=meta.max_record_size, created=meta.created,
-                    old_secret_keys=old_secret_keys)

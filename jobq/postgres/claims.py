@@ -1,0 +1,74 @@
+"""What a worker's supervisor asks of the claims its children hold: leases renewed, cancels
+requested, the claims themselves. Every lease is judged on the server's clock."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..engine import Held
+from .db import Db
+from .jobs import NOW
+
+CANCEL_GENERATION_TTL = 0.05  # seconds a read of the cancel generation is reused (see below)
+
+
+class CancelGeneration:
+    """The queue's cancel number. A worker child reads it before each job it prefetched: a read
+    is reused for CANCEL_GENERATION_TTL seconds, so a drain of short jobs does not pay a round
+    trip per job, and a cancel is seen at most that much later (a running job still sees its
+    flag through :func:`cancel_requested`)."""
+
+    def __init__(self, db: Db, queue: str) -> None:
+        self._db, self._queue = db, queue
+        self._cached: tuple[float, int] | None = None  # (monotonic read time, value)
+
+    def read(self) -> int:
+        now = time.monotonic()
+        cached = self._cached
+        if cached is not None and now - cached[0] < CANCEL_GENERATION_TTL:
+            return cached[1]
+        found = self._db.execute("SELECT generation FROM jobq_cancels WHERE queue = %s",
+                                 (self._queue,))
+        value = int(found[0][0]) if found else 0
+        self._cached = (now, value)
+        return value
+
+
+def cancel_requested(db: Db, queue: str, job_id: str) -> bool:
+    found = db.execute("SELECT cancel_requested FROM jobq_jobs WHERE queue = %s"
+                       " AND job_id = %s", (queue, job_id))
+    return bool(found and found[0][0])
+
+
+def cancelling(db: Db, queue: str, owner: str) -> set[tuple[str, int]]:
+    """The running claims of ``owner`` (and its children) asked to cancel: (job id, token)."""
+    return {(job_id, int(token)) for job_id, token in db.execute(
+        "SELECT job_id, token FROM jobq_jobs WHERE queue = %s AND status = 'running'"
+        " AND (owner = %s OR (owner >= %s AND owner < %s)) AND cancel_requested",
+        (queue, *_owned(owner)))}
+
+
+def renew(db: Db, queue: str, owner: str, lease_seconds: float) -> int:
+    """Extend the leases of ``owner``'s (and its children's) running claims; how many."""
+    with db.transaction("renew leases") as conn:
+        return conn.execute(
+            f"UPDATE jobq_jobs SET lease_expires = {NOW} + %s WHERE queue = %s"
+            " AND status = 'running' AND (owner = %s OR (owner >= %s AND owner < %s))",
+            (lease_seconds, queue, *_owned(owner))).rowcount
+
+
+def held(db: Db, queue: str, owner: str | None = None) -> list[Held]:
+    """Running claims (of one owner, or all), their leases judged on the server's clock."""
+    sql = ("SELECT job_id, token, owner, NOT prefetched, coalesce(lease_expires < "
+           f"{NOW}, false) FROM jobq_jobs WHERE queue = %s AND status = 'running'")
+    args: tuple[Any, ...] = (queue,)
+    if owner is not None:
+        sql, args = sql + " AND owner = %s", (*args, owner)
+    return [Held(j, int(t), o or "", bool(s), bool(e))
+            for j, t, o, s, e in db.execute(sql + " ORDER BY seq", args)]
+
+
+def _owned(owner: str) -> tuple[str, str, str]:
+    """A worker's own claims and its children's ("<worker>/<n>") as one index range."""
+    return owner, owner + "/", owner + "0"  # "0" is the character after "/"
