@@ -153,7 +153,8 @@ def test_a_cancel_reaches_the_worker_at_once_not_at_its_next_look(q: Queue, loca
 
 # postgres: a read of the cancel generation is reused for CANCEL_GENERATION_TTL (50 ms: see
 # jobq.postgres.claims), so a cancel committed within 50 ms before the child starts a prefetched
-# job is not seen and the job runs; reading it fresh per job makes a drain of short jobs 3x slower (see the report).
+# job is not seen and the job runs; reading it fresh per job makes a drain of short jobs 3x
+# slower (see the report).
 @pytest.mark.parametrize("location", ["local"], indirect=True)
 def test_a_prefetched_job_cancelled_before_it_starts_never_runs(q: Queue, location: str,
                                                                   tmp_path: Path, monkeypatch):
