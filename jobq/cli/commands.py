@@ -12,6 +12,7 @@ import time
 from typing import Any, TextIO
 
 from .. import config as config_mod
+from ..ago import ago
 from ..errors import DamagedRecord, InvalidArgument, JobNotFound, JobqError, NotAQueue, StorageError
 from ..queue import Queue, last_line
 from ..state import Status
@@ -108,7 +109,7 @@ def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     render.table(["JOB ID", "STATUS", "TASK", "ATTEMPTS", "PROGRESS", "ENQUEUED", "UPDATED"],
                  [(r["job_id"], r["status"], r["task"], r["attempts"], render.percent(r["progress"]),
-                   render.ago(r["enqueued_at"]), render.ago(r["updated_at"])) for r in rows], out)
+                   ago(r["enqueued_at"]), ago(r["updated_at"])) for r in rows], out)
     if not rows:
         print("(no jobs)", file=out)
     return 0
@@ -157,9 +158,9 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                   ("status", f"{state.status.value} (attempt {state.attempts}, "
                              f"{state.crashes} crash{'es' if state.crashes != 1 else ''})"),
                   ("progress", render.percent(state.progress)),
-                  ("enqueued", render.ago(state.enqueued_at)), ("run at", render.ago(state.run_at)),
-                  ("started", render.ago(state.started_at)),
-                  ("finished", render.ago(state.finished_at)),
+                  ("enqueued", ago(state.enqueued_at)), ("run at", ago(state.run_at)),
+                  ("started", ago(state.started_at)),
+                  ("finished", ago(state.finished_at)),
                   ("checkpoint", _summary(state.checkpoint)), ("result", _summary(state.result))]
         if state.cancel_requested and not state.status.finished:
             lines.append(("cancel", "requested"))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from .. import listing
+from ..ago import ago
 from ..queue import Queue
 from ..state import Status
 from . import render
@@ -69,7 +70,7 @@ def status(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         print("\nrunning:", file=out)
         render.table(["JOB ID", "TASK", "ATTEMPT", "PROGRESS", "UPDATED", "WORKER"],
                      [(r["job_id"], r["task"], r["attempts"], render.percent(r["progress"]),
-                       render.ago(r["updated_at"]),
+                       ago(r["updated_at"]),
                        (r["owner"] or "-") + (" (dead)" if r["worker_state"] == "dead" else ""))
                       for r in running], out)
     return 0
@@ -119,8 +120,8 @@ def _waiting_note(name: str, waiting: dict[tuple[Status, bool], float], now: flo
     status = Status(name)
     if (status, True) in waiting:
         what = "oldest waiting" if status is Status.QUEUED else "a retry waiting"
-        return f"  {what} since {render.ago(waiting[status, True], now)}"
+        return f"  {what} since {ago(waiting[status, True], now)}"
     if (status, False) in waiting:
         what = "next due" if status is Status.QUEUED else "next retry"
-        return f"  {what} {render.ago(waiting[status, False], now)}"
+        return f"  {what} {ago(waiting[status, False], now)}"
     return ""

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from ..ago import ago
 from ..queue import Queue
 from ..worker_info import ChildInfo, WorkerInfo, WorkerState, worker_of
 from . import render
@@ -27,16 +28,16 @@ def workers(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         return 0
     anyone = any(w.alive for w in found)
     render.table(["STATE", "WORKER", "HOST", "PID", "STARTED", "HEARTBEAT", "DOING"],
-                 [(w.state.value, w.id, w.host or "-", w.pid or "-", render.ago(w.started, now),
-                   render.ago(w.heartbeat, now), _doing(w, anyone, now)) for w in found], out)
+                 [(w.state.value, w.id, w.host or "-", w.pid or "-", ago(w.started, now),
+                   ago(w.heartbeat, now), _doing(w, anyone, now)) for w in found], out)
     return 0
 
 
 def _doing(w: WorkerInfo, anyone_alive: bool, now: float) -> str:
     if w.state is WorkerState.REAPED:
         jobs = f"its {_jobs(w.held)} reclaimed" if w.held else "it held no job"
-        return (f"died about {render.ago(w.heartbeat, now)} (its last heartbeat); reaped"
-                f" {render.ago(w.reaped_at, now)} by {w.reaped_by or '?'}: {jobs}")
+        return (f"died about {ago(w.heartbeat, now)} (its last heartbeat); reaped"
+                f" {ago(w.reaped_at, now)} by {w.reaped_by or '?'}: {jobs}")
     if w.state is WorkerState.DEAD:
         if not w.held:
             return "held no job"
@@ -49,7 +50,7 @@ def _child(c: ChildInfo, now: float) -> str:
     if c.job_id is None:
         return f"{c.n}: idle"
     task = f" {c.task}" if c.task else ""
-    return f"{c.n}: {c.job_id}{task} for {render.ago(c.since, now).removesuffix(' ago')}"
+    return f"{c.n}: {c.job_id}{task} for {ago(c.since, now).removesuffix(' ago')}"
 
 
 def _jobs(ids: Sequence[str]) -> str:

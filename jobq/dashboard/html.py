@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from ..ago import ago
 from ..listing import ROUGH_CAP
 
 __all__ = ["Safe", "el", "esc", "join", "layout", "when", "count", "table", "job_url", "url"]
@@ -72,16 +73,7 @@ def when(t: float | None, now: float) -> Safe:
         return Safe("-")
     exact = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).isoformat(
         timespec="seconds")
-    return el("time", ago(now - t), datetime=exact, title=exact)
-
-
-def ago(delta: float) -> str:
-    future, delta = delta < 0, abs(delta)
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m"), (1, "s")):
-        if delta >= size or unit == "s":
-            text = f"{int(delta // size)}{unit}"
-            return f"in {text}" if future else f"{text} ago"
-    raise AssertionError("unreachable")
+    return el("time", ago(t, now), datetime=exact, title=exact)  # as the command line says it
 
 
 def count(n: int) -> str:
