@@ -21,31 +21,19 @@ import argparse
 import contextlib
 import io
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]  # this checkout's jobq, not an installed one
 
-from bench_dashboard import _analyze, fill  # noqa: E402
+from bench_dashboard import _analyze, fill, median_ms  # noqa: E402
 
 from jobq import Queue  # noqa: E402
 from jobq.cli import main as jobq_main  # noqa: E402
-
-
-def median_ms(fn: Callable[[], object], runs: int) -> float:
-    fn()  # warm-up: caches, prepared plans
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
 
 
 def in_process(argv: list[str]) -> Callable[[], None]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 import tempfile
@@ -80,14 +79,7 @@ def enqueue_into_new(args: argparse.Namespace, out: TextIO) -> int:
 
 def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     importable_cwd()
-    kwargs = None
-    if args.kwargs is not None:
-        try:
-            kwargs = json.loads(args.kwargs)
-        except ValueError as exc:
-            raise InvalidArgument(f"--kwargs is not valid JSON: {exc}") from exc
-        if not isinstance(kwargs, dict):
-            raise InvalidArgument("--kwargs must be a JSON object, like '{\"key\": 1}'")
+    kwargs = inputs.parse_kwargs(args.kwargs)
     jid = q.enqueue_call(args.task, args=[inputs.parse_arg(a) for a in args.args], kwargs=kwargs,
                          job_id=args.id, priority=args.priority, delay=args.delay,
                          max_attempts=args.max_attempts, timeout=args.timeout,

@@ -23,6 +23,19 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def parse_kwargs(text: str | None) -> dict[str, Any] | None:
+    """The value of --kwargs: a JSON object, or None when not given."""
+    if text is None:
+        return None
+    try:
+        kwargs = json.loads(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"--kwargs is not valid JSON: {exc}") from exc
+    if not isinstance(kwargs, dict):
+        raise InvalidArgument("--kwargs must be a JSON object, like '{\"key\": 1}'")
+    return kwargs
+
+
 def parse_duration(text: str) -> float:
     """'90s', '15m', '12h', '7d', '2w' -> seconds.
 

@@ -7,12 +7,11 @@ ones declared with ``@jobq.periodic`` (workers.scheduling).
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from .. import tasks
-from ..errors import InvalidArgument, ScheduleNotFound
+from ..errors import ScheduleNotFound
 from ..queue import Queue
 from ..schedule import MISFIRE, OVERLAP, Schedule, Stored
 from . import commands, inputs, render
@@ -48,14 +47,7 @@ def run(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 def add(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     commands.importable_cwd()
-    kwargs: Any = {}
-    if args.kwargs is not None:
-        try:
-            kwargs = json.loads(args.kwargs)
-        except ValueError as exc:
-            raise InvalidArgument(f"--kwargs is not valid JSON: {exc}") from exc
-        if not isinstance(kwargs, dict):
-            raise InvalidArgument("--kwargs must be a JSON object, like '{\"key\": 1}'")
+    kwargs = inputs.parse_kwargs(args.kwargs) or {}
     schedule = Schedule(name=args.name, cron=args.cron, task=args.task,
                         args=tuple(inputs.parse_arg(a) for a in args.args), kwargs=kwargs,
                         tz=args.tz, misfire=args.misfire, overlap=args.overlap)

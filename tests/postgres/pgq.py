@@ -35,6 +35,17 @@ def new_queue_url(dsn: str) -> str:
     return f"{url_of(dsn)}?queue=t{next(_names)}_{time.monotonic_ns()}"
 
 
+def database_as_of(url: str, version: int) -> None:
+    """Make the jobq tables of ``url``'s database as the jobq of schema ``version`` made them."""
+    from jobq.postgres import parse, schema
+    with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:
+        for statements in schema.MIGRATIONS[:version]:
+            for sql in statements:
+                conn.execute(sql)
+        conn.execute("CREATE TABLE jobq_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO jobq_schema VALUES (%s)", (version,))
+
+
 def open_url(url: str, key: bytes | None = None, **options: Any) -> PgEngine:
     options.setdefault("max_record_size", 1 << 20)
     return open_engine(url, secret_key=key, rules=PickleRules.build(), **options)

@@ -14,7 +14,7 @@ from jobq import Queue, Status
 from jobq.postgres import schema
 from jobq.postgres.url import parse
 from jobq.testing import run_burst
-from .pgq import url_of
+from .pgq import database_as_of, url_of
 
 
 @pytest.fixture
@@ -31,12 +31,7 @@ def test_schema_4_is_the_dependencies_table() -> None:
 def test_a_version_3_database_is_migrated_and_its_jobs_can_be_depended_on(fresh_url: str
                                                                          ) -> None:
     url = fresh_url + "?queue=q"
-    with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:  # as jobq 3 made it
-        for statements in schema.MIGRATIONS[:3]:
-            for sql in statements:
-                conn.execute(sql)
-        conn.execute("CREATE TABLE jobq_schema (version integer NOT NULL)")
-        conn.execute("INSERT INTO jobq_schema VALUES (3)")
+    database_as_of(url, 3)
     with Queue(url) as q:
         old = q.enqueue_call("jobtasks:add", (1, 2), delay=3600)
     with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:

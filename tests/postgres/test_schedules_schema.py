@@ -14,7 +14,7 @@ from jobq import Queue
 from jobq.postgres import schema
 from jobq.postgres.url import parse
 from jobq.schedule import Schedule
-from .pgq import url_of
+from .pgq import database_as_of, url_of
 
 
 @pytest.fixture
@@ -30,12 +30,7 @@ def test_schema_3_is_the_schedules_table() -> None:
 
 def test_a_version_2_database_is_migrated_and_keeps_its_jobs(fresh_url: str) -> None:
     url = fresh_url + "?queue=q"
-    with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:  # as jobq 2 made it
-        for statements in schema.MIGRATIONS[:2]:
-            for sql in statements:
-                conn.execute(sql)
-        conn.execute("CREATE TABLE jobq_schema (version integer NOT NULL)")
-        conn.execute("INSERT INTO jobq_schema VALUES (2)")
+    database_as_of(url, 2)
     with Queue(url) as q:
         jid = q.enqueue("jobtasks:add", 1, 2)
     with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:
