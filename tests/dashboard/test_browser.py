@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,8 @@ from jobq.testing import run_burst
 
 from .serving import Served
 
-CHROMIUM = "/usr/bin/chromium"
+# $JOBQ_TEST_CHROMIUM names another Chromium (macOS: the app's binary), else Debian's.
+CHROMIUM = os.environ.get("JOBQ_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ADD, BOOM = "jobtasks:add", "jobtasks:boom"
 XSS = ('<img src=x onerror="window.__xss=1;alert(1)">', "<script>window.__xss=2</script>",
        '"><svg onload=alert(3)>')
@@ -35,8 +37,9 @@ def browser() -> Iterator[Any]:
         pytest.fail("the browser tests need Playwright for Python: pip install -e '.[test]'"
                     " (or pip install playwright; no browser download is needed)", pytrace=False)
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"the browser tests need Debian's chromium at {CHROMIUM}:"
-                    " apt-get install -y chromium", pytrace=False)
+        pytest.fail(f"the browser tests need Chromium, not found at {CHROMIUM}: apt-get install"
+                    " -y chromium (Debian/Ubuntu), or set JOBQ_TEST_CHROMIUM to a Chromium"
+                    " binary", pytrace=False)
     with sync_playwright() as p:
         launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
@@ -61,7 +64,9 @@ class Watched:
 
 
 @pytest.fixture
-def page(browser: Any, tmp_path: Path) -> Iterator[Watched]:
+def page(browser: Any, tmp_path: Path, serve: Callable[..., Served]) -> Iterator[Watched]:
+    # After serve, so closed before the dashboards stop: a live refresh that found its server
+    # gone would be a console error of the teardown, not of the page.
     context = browser.new_context()
     watched = Watched(context.new_page(), tmp_path)
     try:
