@@ -117,7 +117,7 @@ def job(v: views.JobPage, *, actions: bool, token: str) -> Safe:
 def schedules(found: list[views.ScheduleRow], now: float) -> Safe:
     """Each schedule: what it runs and when, its next fire time in its own zone and in UTC, and
     the last firing's job with its status."""
-    rows = ([el("span", r.schedule.name, class_="name"), el("code", r.schedule.cron),
+    rows = ([el("span", r.schedule.name, class_="name"), el("code", r.schedule.when),
              r.schedule.tz, el("code", r.schedule.task), el("code", _arguments(r.schedule)),
              r.schedule.misfire,
              r.schedule.overlap, _local(r.next_at, r.schedule.zone()),
