@@ -10,6 +10,7 @@ next fire time).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from .schedule import Schedule
@@ -21,19 +22,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 _registered: dict[str, Schedule] = {}
 
 
-def periodic(cron: str, *, tz: str = "UTC", misfire: str = "skip", overlap: str = "skip",
-             name: str | None = None, args: Sequence[Any] = (),
+def periodic(cron: str | None = None, *, every: timedelta | None = None, tz: str = "UTC",
+             misfire: str = "skip", overlap: str = "skip", name: str | None = None,
+             args: Sequence[Any] = (),
              kwargs: Mapping[str, Any] | None = None) -> Callable[[F], F]:
-    """Run the decorated task at every time ``cron`` matches in zone ``tz``.
+    """Run the decorated task at every time ``cron`` matches in zone ``tz``, or ``every`` so
+    often (at multiples of it since the epoch in UTC): exactly one of the two.
 
     ``name`` defaults to the task's ``module.function``. InvalidSchedule (at import) for a bad
-    expression, zone or policy; the function itself is returned unchanged.
+    expression, interval, zone or policy; the function itself is returned unchanged.
     """
     def register(fn: F) -> F:
         # Not tasks.reference: the module does not hold the function until the decorator
         # returns. The worker checks the reference when it enqueues the first job.
         ref = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
-        schedule = Schedule(name=name or ref.replace(":", "."), cron=cron, task=ref,
+        schedule = Schedule(name=name or ref.replace(":", "."), cron=cron, every=every,
+                            task=ref,
                             args=tuple(args), kwargs=dict(kwargs or {}), tz=tz,
                             misfire=misfire, overlap=overlap)
         _registered[schedule.name] = schedule

@@ -1,15 +1,23 @@
-"""Periodic schedules: a cron expression in a time zone, and the pure decisions of firing it.
+"""Periodic schedules: a cron expression in a time zone, or an interval, and the pure decisions
+of firing them.
 
 A :class:`Schedule` is a value: what to run (a task reference and JSON arguments), when (a cron
-expression read by `cronsim <https://github.com/cuu508/cronsim>`_ in an IANA time zone), and two
-policies. Deciding which fire times are due is :meth:`Schedule.firing`, a pure function of the
-stored next fire time and the clock, so tests call it without processes or sleeps.
+expression read by `cronsim <https://github.com/cuu508/cronsim>`_ in an IANA time zone, or an
+interval of whole seconds), and two policies. Deciding which fire times are due is
+:meth:`Schedule.firing`, a pure function of the stored next fire time and the clock, so tests
+call it without processes or sleeps.
 
 Cron times are local to the schedule's zone; cronsim resolves the DST edges as cron users
 expect: a local time that does not exist (the spring gap) fires at the first instant after it,
 and an ambiguous one (the autumn fold) fires once. Each fire time becomes one job whose id is
 :func:`job_id` (``periodic:<name>:<UTC time>``), so workers racing to fire the same time make
 one job between them (an id already stored keeps its first record).
+
+An interval schedule (``every``) fires at the multiples of its interval since the Unix epoch
+(``t = k * every`` in UTC seconds), not at intervals from when a worker started: so every
+worker computes the same times, and the job ids dedupe as they do for cron. Time zones do not
+apply to it (a ``tz`` other than UTC is refused). A schedule stored before intervals existed
+has no ``every`` in its JSON and reads back as the cron schedule it was.
 
 Misfire policy, when the worker finds fire times it missed (no worker ran, or a long pause):
 
@@ -27,7 +35,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -36,7 +44,7 @@ from cronsim import CronSim, CronSimError
 from .errors import InvalidSchedule
 
 __all__ = ["GRACE", "MAX_CATCH_UP", "MISFIRE", "OVERLAP", "PREFIX", "Firing", "Schedule",
-           "Stored", "job_id"]
+           "Stored", "interval_text", "job_id"]
 
 MISFIRE = ("skip", "once", "all")
 OVERLAP = ("skip", "allow")
@@ -58,10 +66,12 @@ class Firing(NamedTuple):
 @dataclass(frozen=True, kw_only=True)
 class Schedule:
     """One periodic schedule: run ``task(*args, **kwargs)`` at every time ``cron`` matches in
-    zone ``tz``. InvalidSchedule if any field is unusable."""
+    zone ``tz``, or every ``every`` seconds (exactly one of the two). InvalidSchedule if any
+    field is unusable."""
 
     name: str
-    cron: str
+    cron: str | None = None
+    every: int | None = None  # seconds; a timedelta or a whole number of seconds is accepted
     task: str  # "module:function", as jobq.tasks.reference makes it
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -91,6 +101,16 @@ class Schedule:
                                   f" (strings, numbers, lists, dicts): {exc}",
                                   name=self.name) from exc
         zone = self.zone()  # checks tz
+        if (self.cron is None) == (self.every is None):
+            raise InvalidSchedule(f"schedule {self.name!r}: give exactly one of cron (an"
+                                  " expression) or every (an interval)", name=self.name)
+        if self.every is not None:
+            object.__setattr__(self, "every", _seconds(self.name, self.every))
+            if self.tz != "UTC":
+                raise InvalidSchedule(f"schedule {self.name!r}: an interval schedule fires at"
+                                      " multiples of its interval since the epoch in UTC; a time"
+                                      f" zone does not apply (not {self.tz!r})", name=self.name)
+            return
         if not isinstance(self.cron, str):
             raise InvalidSchedule(f"schedule {self.name!r}: cron must be a string, not"
                                   f" {self.cron!r}", name=self.name)
@@ -108,13 +128,25 @@ class Schedule:
                                   " (an IANA name such as 'Europe/Berlin')",
                                   name=self.name) from exc
 
+    @property
+    def when(self) -> str:
+        """When it fires, as people read it: the cron expression, or "every 5m"."""
+        return self.cron if self.every is None else f"every {interval_text(self.every)}"
+
     def next_after(self, t: float) -> float:
         """The first fire time strictly after ``t`` (seconds since the epoch)."""
+        if self.every is not None:
+            return float((math.floor(t) // self.every + 1) * self.every)
         start = datetime.fromtimestamp(math.floor(t), self.zone())
         return next(CronSim(self.cron, start)).timestamp()
 
     def latest(self, now: float, since: float, limit: int) -> list[float]:
         """Fire times in ``[since, now]``, the latest ``limit`` of them, oldest first."""
+        if self.every is not None:
+            last = math.floor(now) // self.every * self.every
+            first = max(-(-math.ceil(since) // self.every) * self.every,
+                        last - (limit - 1) * self.every)
+            return [float(t) for t in range(first, last + 1, self.every)]
         found: list[float] = []
         start = datetime.fromtimestamp(math.floor(now) + 1, self.zone())
         for moment in CronSim(self.cron, start, reverse=True):
@@ -138,9 +170,12 @@ class Schedule:
         return job_id(self.name, fire_at)
 
     def to_json(self) -> str:
-        return json.dumps({"name": self.name, "cron": self.cron, "task": self.task,
-                           "args": list(self.args), "kwargs": self.kwargs, "tz": self.tz,
-                           "misfire": self.misfire, "overlap": self.overlap}, sort_keys=True)
+        spec = {"name": self.name, "task": self.task, "args": list(self.args),
+                "kwargs": self.kwargs, "tz": self.tz, "misfire": self.misfire,
+                "overlap": self.overlap}
+        # A cron schedule writes what it wrote before intervals existed: no "every" key.
+        spec.update({"cron": self.cron} if self.every is None else {"every": self.every})
+        return json.dumps(spec, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Schedule:
@@ -163,6 +198,30 @@ class Stored(NamedTuple):
     schedule: Schedule
     next_at: float
     last_job: str | None
+
+
+def interval_text(seconds: int) -> str:
+    """``300`` -> ``"5m"``: the largest unit that divides it, as jobq.cli.inputs.parse_duration
+    reads it back."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _seconds(name: str, every: object) -> int:
+    """An interval as whole seconds, at least one; InvalidSchedule otherwise."""
+    if isinstance(every, timedelta):
+        seconds: object = every.days * 86400 + every.seconds if not every.microseconds else None
+    elif isinstance(every, (int, float)) and not isinstance(every, bool):
+        seconds = int(every) if float(every).is_integer() else None
+    else:
+        raise InvalidSchedule(f"schedule {name!r}: every must be a timedelta or a number of"
+                              f" seconds, not {every!r}", name=name)
+    if not isinstance(seconds, int) or seconds < 1:
+        raise InvalidSchedule(f"schedule {name!r}: every must be a whole number of seconds, at"
+                              f" least 1, not {every!r}", name=name)
+    return seconds
 
 
 def job_id(name: str, fire_at: float) -> str:

@@ -4,7 +4,7 @@ decided by pure functions on an injected clock."""
 from __future__ import annotations
 
 import pickle
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -161,3 +161,74 @@ def test_an_interval_schedule_keeps_real_time_across_both_transitions(
             fired += [utc(t) for t in f.times]
             next_at = f.next_at
         assert fired == got
+
+
+def interval(seconds: object = 300, **options: object) -> Schedule:
+    return Schedule(name="s", every=seconds, task="jobtasks:noop", **options)  # type: ignore
+
+
+@pytest.mark.parametrize("fields,words", [
+    (dict(), "exactly one of cron"),
+    (dict(cron="* * * * *", every=60), "exactly one of cron"),
+    (dict(every=0), "at least 1"),
+    (dict(every=-60), "at least 1"),
+    (dict(every=1.5), "whole number of seconds"),
+    (dict(every=timedelta(milliseconds=1500)), "whole number of seconds"),
+    (dict(every=timedelta(0)), "at least 1"),
+    (dict(every="5m"), "timedelta or a number"),
+    (dict(every=True), "timedelta or a number"),
+    (dict(every=60, tz="Europe/Berlin"), "time zone does not apply"),
+], ids=["neither", "both", "zero", "negative", "fraction", "fraction-td", "zero-td", "text",
+        "bool", "tz"])
+def test_bad_intervals_are_refused(fields: dict, words: str) -> None:
+    with pytest.raises(InvalidSchedule, match=words) as err:
+        Schedule(name="s", task="jobtasks:noop", **fields)
+    assert isinstance(err.value, InvalidArgument) and "\n" not in str(err.value)
+
+
+def test_an_interval_is_whole_seconds_whatever_it_was_given_as() -> None:
+    assert interval(timedelta(minutes=5)) == interval(300) == interval(300.0)
+    assert interval(timedelta(minutes=5)).every == 300
+    assert [interval(n).when for n in (1, 90, 300, 5400, 86400, 2 * 604800)] == \
+        ["every 1s", "every 90s", "every 5m", "every 90m", "every 1d", "every 2w"]
+
+
+def test_interval_fire_times_are_anchored_at_the_epoch() -> None:
+    """Every 7 minutes: multiples of 420 s since 1970-01-01 UTC, wherever one starts looking."""
+    s = interval(timedelta(minutes=7))
+    start = at(2026, 1, 1, 0, 3)
+    got = [s.next_after(start)]
+    while len(got) < 5:
+        got.append(s.next_after(got[-1]))
+    assert all(t % 420 == 0 for t in got) and got[0] > start >= got[0] - 420
+    assert [b - a for a, b in zip(got, got[1:])] == [420.0] * 4
+    assert s.next_after(got[0] - 0.5) == got[0] and s.next_after(got[0]) == got[1]
+
+
+def test_interval_json_round_trip_and_old_cron_json_still_reads() -> None:
+    s = interval(timedelta(hours=2), args=(1,), misfire="all", overlap="allow")
+    assert '"every": 7200' in s.to_json() and '"cron"' not in s.to_json()
+    assert Schedule.from_json(s.to_json()) == s
+    old = ('{"args": [], "cron": "*/5 * * * *", "kwargs": {}, "misfire": "skip", "name": "n",'
+           ' "overlap": "skip", "task": "m:f", "tz": "Europe/Berlin"}')  # as stored before
+    back = Schedule.from_json(old)
+    assert back.every is None and back.when == "*/5 * * * *" and back.to_json() == old
+
+
+def test_interval_misfire_policies() -> None:
+    due = at(2026, 1, 1, 0, 5)
+    now = at(2026, 1, 1, 1, 0, 30)  # 12 times missed, 00:05 ... 01:00
+    assert interval(300).firing(due, due - 1) == ([], due)
+    assert interval(300).firing(due, due + 1) == ([due], due + 300)
+    assert interval(300).firing(due, now) == ([at(2026, 1, 1, 1)], at(2026, 1, 1, 1, 5))
+    assert interval(300).firing(due, now + GRACE) == ([], at(2026, 1, 1, 1, 5))
+    assert interval(300, misfire="once").firing(due, now + GRACE).times == [at(2026, 1, 1, 1)]
+    f = interval(300, misfire="all").firing(due, now)
+    assert f.times == [due + 300 * k for k in range(12)] and f.next_at == at(2026, 1, 1, 1, 5)
+    f = interval(1, misfire="all").firing(due, due + 5000)
+    assert len(f.times) == MAX_CATCH_UP and f.times[-1] == due + 5000
+
+
+def test_interval_job_ids_are_the_utc_fire_time() -> None:
+    s = interval(timedelta(hours=6))
+    assert s.job_id(s.next_after(at(2026, 7, 1, 1))) == "periodic:s:2026-07-01T06:00:00Z"

@@ -48,6 +48,18 @@ def test_a_replaced_schedule_keeps_its_next_time_unless_its_timing_changed(q: Qu
     assert store.all()[0].next_at == 7200.0
 
 
+def test_an_interval_schedule_is_stored_and_a_changed_interval_restarts_it(q: Queue) -> None:
+    store = q.engine.schedules
+    five = Schedule(name="s", every=300, task="jobtasks:noop")
+    store.put(sched(), 600.0)
+    store.put(five, 900.0)  # cron to interval: timing changed
+    assert store.all()[0] == (five, 900.0, None)
+    store.put(Schedule(name="s", every=300, task="jobtasks:noop", misfire="all"), 1200.0)
+    assert store.all()[0].next_at == 900.0  # same interval: time kept
+    store.put(Schedule(name="s", every=600, task="jobtasks:noop"), 1200.0)
+    assert (store.all()[0].next_at, store.all()[0].schedule.every) == (1200.0, 600)
+
+
 def test_advance_is_a_compare_and_set(q: Queue) -> None:
     store = q.engine.schedules
     store.put(sched(), 300.0)

@@ -66,7 +66,7 @@ class Scheduler:
         if not self._registered:
             for schedule in periodic_jobs.registered():
                 schedules.put(schedule, schedule.next_after(now))
-                logger.info("schedule.registered", schedule=schedule.name, cron=schedule.cron,
+                logger.info("schedule.registered", schedule=schedule.name, cron=schedule.when,
                             tz=schedule.tz)
             self._registered = True
         for stored in schedules.all():

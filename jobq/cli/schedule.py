@@ -1,7 +1,9 @@
 """``jobq schedule add|list|remove``: periodic schedules from the command line.
 
 A schedule added here is stored in the queue, and the queue's workers fire it as they fire the
-ones declared with ``@jobq.periodic`` (workers.scheduling).
+ones declared with ``@jobq.periodic`` (workers.scheduling). ``add NAME CRON TASK [ARG ...]``
+takes a cron expression; ``add NAME --every 5m TASK [ARG ...]`` an interval in its place (the
+first word after NAME is then the task).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from .. import tasks
-from ..errors import ScheduleNotFound
+from ..errors import InvalidArgument, ScheduleNotFound
 from ..queue import Queue
 from ..schedule import MISFIRE, OVERLAP, Schedule, Stored
 from . import commands, inputs, render
@@ -25,10 +27,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser,
     a = verbs.add_parser("add", parents=[common],
                          help="add (or replace) a schedule; prints its next fire time")
     a.add_argument("name", help="the schedule's name (letters, digits, _ . -)")
-    a.add_argument("cron", help="a cron expression, quoted: '*/5 * * * *'")
-    a.add_argument("task", help="the task, as 'package.module:function'")
+    a.add_argument("cron", help="a cron expression, quoted: '*/5 * * * *' (left out with"
+                                " --every)")
+    a.add_argument("task", nargs="?", help="the task, as 'package.module:function'")
     a.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON if they parse)")
     a.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
+    a.add_argument("--every", metavar="DURATION",
+                   help="fire at this interval instead of a cron expression: 90s, 5m, 2h, 1d"
+                        " (at multiples of it since the epoch, in UTC)")
     a.add_argument("--tz", default="UTC", help="the IANA time zone of the expression"
                                                " (default UTC), e.g. Europe/Berlin")
     a.add_argument("--misfire", default="skip", choices=MISFIRE,
@@ -48,8 +54,10 @@ def run(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 def add(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     commands.importable_cwd()
     kwargs = inputs.parse_kwargs(args.kwargs) or {}
-    schedule = Schedule(name=args.name, cron=args.cron, task=args.task,
-                        args=tuple(inputs.parse_arg(a) for a in args.args), kwargs=kwargs,
+    cron, words = _when(args)
+    every = None if args.every is None else inputs.parse_duration(args.every)
+    schedule = Schedule(name=args.name, cron=cron, every=every, task=words[0],
+                        args=tuple(inputs.parse_arg(a) for a in words[1:]), kwargs=kwargs,
                         tz=args.tz, misfire=args.misfire, overlap=args.overlap)
     tasks.reference(schedule.task)  # findable from here, as jobq enqueue checks
     q.engine.schedules.put(schedule, schedule.next_after(q.engine.now()))
@@ -62,7 +70,8 @@ def add(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 def list_schedules(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     stored = q.engine.schedules.all()
     if args.json:
-        render.as_json([{"name": s.schedule.name, "cron": s.schedule.cron, "tz": s.schedule.tz,
+        render.as_json([{"name": s.schedule.name, "cron": s.schedule.cron,
+                         "every": s.schedule.every, "when": s.schedule.when, "tz": s.schedule.tz,
                          "task": s.schedule.task, "args": list(s.schedule.args),
                          "kwargs": s.schedule.kwargs, "misfire": s.schedule.misfire,
                          "overlap": s.schedule.overlap, "next_at": s.next_at,
@@ -72,7 +81,7 @@ def list_schedules(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         print("no schedules", file=out)
         return 0
     render.table(["NAME", "CRON", "TZ", "NEXT", "TASK", "MISFIRE", "OVERLAP", "LAST JOB"],
-                 [[s.schedule.name, s.schedule.cron, s.schedule.tz, _local(s),
+                 [[s.schedule.name, s.schedule.when, s.schedule.tz, _local(s),
                    s.schedule.task, s.schedule.misfire, s.schedule.overlap, s.last_job or "-"]
                   for s in stored], out)
     return 0
@@ -84,6 +93,17 @@ def remove(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                                " them)", name=args.name)
     print(f"schedule {args.name} removed", file=out)
     return 0
+
+
+def _when(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The cron expression (None with --every) and the words after it: the task, its ARGs."""
+    words = [w for w in (args.cron, args.task, *args.args) if w is not None]
+    if args.every is not None:
+        return None, words
+    if args.task is None:
+        raise InvalidArgument("give a cron expression and a task: jobq schedule add NAME"
+                              " '*/5 * * * *' module:function (or --every 5m module:function)")
+    return words[0], words[1:]
 
 
 def _utc(t: float) -> str:

@@ -79,6 +79,10 @@ def job(v: views.JobPage, *, actions: bool, token: str) -> Safe:
         facts.append(("held by", row["owner"]))
     if s is not None:
         facts += [("crashes", s.crashes), ("cancel", "requested" if s.cancel_requested else "-")]
+    if v.parents:
+        facts.append(("depends on", el("ul", *(el("li", el("a", p, href=job_url(p)), " ",
+                                                     _parent_status(st)) for p, st in v.parents),
+                                       class_="parents", id="parents")))
     parts = [el("section", _facts(facts), class_="facts", id="live")]
     for problem in v.problems:
         parts.append(el("p", problem, class_="problem"))
@@ -117,7 +121,7 @@ def job(v: views.JobPage, *, actions: bool, token: str) -> Safe:
 def schedules(found: list[views.ScheduleRow], now: float) -> Safe:
     """Each schedule: what it runs and when, its next fire time in its own zone and in UTC, and
     the last firing's job with its status."""
-    rows = ([el("span", r.schedule.name, class_="name"), el("code", r.schedule.cron),
+    rows = ([el("span", r.schedule.name, class_="name"), el("code", r.schedule.when),
              r.schedule.tz, el("code", r.schedule.task), el("code", _arguments(r.schedule)),
              r.schedule.misfire,
              r.schedule.overlap, _local(r.next_at, r.schedule.zone()),
@@ -172,6 +176,10 @@ def _shown(value: views.Shown) -> Safe:
         return el("code", value.short, title=value.kind)
     return el("details", el("summary", el("code", value.short, title=value.kind)),
               el("pre", value.full))
+
+
+def _parent_status(value: str) -> Safe:
+    return el("span", "purged", class_="status gone") if value == "purged" else _status(value)
 
 
 def _status(value: str) -> Safe:

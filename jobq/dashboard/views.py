@@ -143,6 +143,7 @@ class JobPage:
     payload: dict[str, Any] | None  # task, args and options, values as Shown
     problems: list[str] = field(default_factory=list)
     now: float = 0.0
+    parents: list[tuple[str, str]] = field(default_factory=list)  # (id, status or "purged")
 
 
 def job(q: Queue, job_id: str) -> JobPage:
@@ -161,7 +162,16 @@ def job(q: Queue, job_id: str) -> JobPage:
                    "timeout": p.timeout, "created_at": p.created_at}
     except JobqError as exc:
         problems.append(f"payload: cannot load: {exc}")
-    return JobPage(row, state, payload, problems, time.time())
+    return JobPage(row, state, payload, problems, time.time(),
+                   [(p, _status_of(q, p)) for p in q.engine.parents(job_id)])
+
+
+def _status_of(q: Queue, job_id: str) -> str:
+    """A parent's status, as ``jobq show`` says it: "purged" once it is gone."""
+    try:
+        return q.engine.status(job_id).value
+    except JobNotFound:
+        return "purged"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 The table is not rebuilt from the log (schedules are not in it): a state database made again
 from the log has the schedules of the workers that register them as they start, but loses
-those added with ``jobq schedule add``.
+those added with ``jobq schedule add``. The ``cron`` column holds :attr:`Schedule.when` (the
+expression, or "every 5m" for an interval), so a changed expression or interval restarts the
+next fire time and an unchanged one keeps it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class LocalSchedules:
 
     def put(self, schedule: Schedule, next_at: float) -> None:
         with self._store.transaction() as conn:
-            conn.execute(_PUT, (schedule.name, schedule.cron, schedule.tz, schedule.to_json(),
+            conn.execute(_PUT, (schedule.name, schedule.when, schedule.tz, schedule.to_json(),
                                 next_at))
 
     def remove(self, name: str) -> bool:

@@ -2,7 +2,8 @@
 
 Each call is one statement in its own transaction; ``advance`` is an ``UPDATE ... WHERE
 next_at = expected``, which PostgreSQL re-checks on the row's newest version after waiting for
-a concurrent writer, so of two workers firing one time only one moves the schedule on.
+a concurrent writer, so of two workers firing one time only one moves the schedule on. The ``cron`` column holds
+:attr:`Schedule.when` (the expression, or "every 5m" for an interval).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class PgSchedules:
         self._queue = queue
 
     def put(self, schedule: Schedule, next_at: float) -> None:
-        self._db.execute(_PUT, (self._queue, schedule.name, schedule.cron, schedule.tz,
+        self._db.execute(_PUT, (self._queue, schedule.name, schedule.when, schedule.tz,
                                 schedule.to_json(), next_at), doing="store a schedule")
 
     def remove(self, name: str) -> bool:

@@ -42,7 +42,14 @@ def test_add_list_remove(location: str) -> None:
     (["bad name", "* * * * *", "jobtasks:add"], "name must be"),
     (["s", "* * * * *", "nowhere_mod:f"], "cannot find module 'nowhere_mod'"),
     (["s", "* * * * *", "jobtasks:add", "--kwargs", "[1]"], "--kwargs must be a JSON object"),
-], ids=["cron", "tz", "name", "task", "kwargs"])
+    (["s", "--every", "5", "jobtasks:add"], "duration '5' has no unit"),
+    (["s", "--every", "soon", "jobtasks:add"], "not a duration: 'soon'"),
+    (["s", "--every", "0s", "jobtasks:add"], "at least 1"),
+    (["s", "--every", "1.5s", "jobtasks:add"], "whole number of seconds"),
+    (["s", "--every", "5m", "jobtasks:add", "--tz", "Europe/Berlin"], "does not apply"),
+    (["s", "* * * * *"], "give a cron expression and a task"),
+], ids=["cron", "tz", "name", "task", "kwargs", "every-no-unit", "every-text", "every-zero",
+        "every-fraction", "every-tz", "no-task"])
 def test_bad_input_is_one_line_exit_1_and_stores_nothing(location: str, args: list[str],
                                                          words: str) -> None:
     ok("init", "--dir", location)
@@ -79,3 +86,20 @@ def test_a_schedule_added_from_the_command_line_fires_in_a_worker(location: str,
         assert q.result(minute("sum", 1)) == 42
     listed = json.loads(ok("schedule", "list", "--dir", location, "--json"))
     assert listed[0]["last_job"] == minute("sum", 1)
+
+
+def test_an_interval_schedule_from_the_command_line(location: str) -> None:
+    """--every in place of the cron expression: the first word after NAME is the task."""
+    ok("init", "--dir", location)
+    out = ok("schedule", "add", "--dir", location, "five", "--every", "5m", "jobtasks:add",
+             "1", "2")
+    assert out.startswith("schedule five: next at ") and " UTC (" in out
+    ok("schedule", "add", "--dir", location, "--every", "90s", "bare", "jobtasks:noop")
+    listed = json.loads(ok("schedule", "list", "--dir", location, "--json"))
+    bare, five = listed
+    assert (five["cron"], five["every"], five["when"], five["task"], five["args"], five["tz"]) \
+        == (None, 300, "every 5m", "jobtasks:add", [1, 2], "UTC")
+    assert five["next_at"] % 300 == 0 and (bare["every"], bare["args"]) == (90, [])
+    table = ok("schedule", "list", "--dir", location).splitlines()
+    assert table[1].split()[:3] == ["bare", "every", "90s"]
+    assert table[2].split()[:3] == ["five", "every", "5m"]

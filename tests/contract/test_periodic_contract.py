@@ -6,6 +6,7 @@ removed."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from conftest import wait_until
@@ -31,6 +32,25 @@ def test_a_schedule_fires_each_time_on_time(q, location, workers, monkeypatch, t
     assert all(q.state(j).status is Status.SUCCEEDED for j in fired(q, "s"))
     (stored,) = q.engine.schedules.all()
     assert stored.last_job == fired(q, "s")[-1] and stored.next_at > ANCHOR + 3 * 60
+
+
+def test_an_interval_schedule_fires_at_multiples_of_its_interval(q, location, workers,
+                                                                 monkeypatch, tmp_path):
+    """Every 2 minutes, at 00:02, 00:04, 00:06 UTC: multiples of the interval since the epoch,
+    not 2 minutes after the worker started (at 00:00:30)."""
+    path = runs_file(monkeypatch, tmp_path)
+    s = Schedule(name="i", every=timedelta(minutes=2), task="periodic_tasks:noted",
+                 misfire="all", overlap="allow")
+    q.engine.schedules.put(s, s.next_after(ANCHOR))
+    fake_clock(monkeypatch, speed=60)  # a fake minute per tick
+    w = workers(location)
+    wait_until(lambda: len(runs(path)) >= 3)
+    stop(w)
+    assert runs(path)[:3] == [minute("i", 2), minute("i", 4), minute("i", 6)]
+    assert all(q.state(j).status is Status.SUCCEEDED for j in fired(q, "i"))
+    (stored,) = q.engine.schedules.all()
+    assert stored.schedule == s and stored.next_at % 120 == 0
+    assert stored.last_job == fired(q, "i")[-1]
 
 
 def test_a_decorated_schedule_is_stored_by_the_worker_that_imports_it(
@@ -122,6 +142,12 @@ def test_bad_schedules_are_refused_and_nothing_is_stored(q: Queue) -> None:
         assert isinstance(err.value, InvalidArgument) and "\n" not in str(err.value)
     with pytest.raises(InvalidSchedule, match="bad cron expression"):
         jobq.periodic("every day")(jobtasks.add)  # raises before recording anything
+    with pytest.raises(InvalidSchedule, match="exactly one of cron"):
+        jobq.periodic("* * * * *", every=timedelta(minutes=5))(jobtasks.add)
+    with pytest.raises(InvalidSchedule, match="exactly one of cron"):
+        jobq.periodic()(jobtasks.add)
+    with pytest.raises(InvalidSchedule, match="whole number of seconds"):
+        jobq.periodic(every=timedelta(seconds=0.5))(jobtasks.add)
     with pytest.raises(InvalidSchedule, match="'module:function'"):
         jobq.periodic("* * * * *", name="x")(lambda: None)  # not found by reference
     assert q.engine.schedules.all() == [] and jobq.periodic_jobs.registered() == []

@@ -247,3 +247,26 @@ def test_the_chart_of_an_idle_queue_has_no_bars(q: Queue):
     svg = re.search(r'<svg [^>]*id="activity".*?</svg>', call(Dashboard(q), "/").text,
                     re.S).group(0)
     assert "data-minute" not in svg and "succeeded: 0" in svg and "60m ago" in svg
+
+
+def test_a_job_page_links_its_parents_with_their_statuses(q: Queue):
+    first = q.enqueue_call(ADD, args=(1, 2), job_id="first")
+    assert run_burst(q) == 1
+    odd = q.enqueue_call(ADD, args=(3, 4), job_id=f"p-{XSS}")
+    child = q.enqueue_call(ADD, args=(5, 6), job_id="child", depends_on=[first, odd])
+    page = call(Dashboard(q), f"/jobs/{child}").text
+    parents = page.split('id="parents">')[1].split("</ul>")[0]
+    items = re.findall(r'<li><a href="([^"]+)">([^<]+)</a> <span class="status (\w+)">',
+                       parents)
+    assert [(text, status) for _, text, status in items] == [
+        ("first", "succeeded"), ("p-&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;", "queued")]
+    assert items[0][0] == "/jobs/first" and XSS not in page
+    for href, _, _ in items:  # each link opens the parent's own page
+        assert call(Dashboard(q), href.replace("&amp;", "&")).code == 200
+    assert 'id="parents"' not in call(Dashboard(q), "/jobs/first").text
+
+
+def test_the_schedules_page_shows_an_interval(q: Queue):
+    q.engine.schedules.put(Schedule(name="iv", every=timedelta(minutes=5), task=ADD), 3000.0)
+    page = call(Dashboard(q), "/schedules").text
+    assert "<code>every 5m</code>" in page
