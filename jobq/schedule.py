@@ -28,12 +28,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from cronsim import CronSim, CronSimError
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import InvalidSchedule
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+# cronsim and zoneinfo are imported where a schedule is made or fired, not with jobq: a worker
+# on a queue without schedules, and every other command, start without them (issue 19).
 
 __all__ = ["GRACE", "MAX_CATCH_UP", "MISFIRE", "OVERLAP", "PREFIX", "Firing", "Schedule",
            "Stored", "job_id"]
@@ -94,6 +97,8 @@ class Schedule:
         if not isinstance(self.cron, str):
             raise InvalidSchedule(f"schedule {self.name!r}: cron must be a string, not"
                                   f" {self.cron!r}", name=self.name)
+        from cronsim import CronSim, CronSimError
+
         try:
             next(CronSim(self.cron, datetime(2026, 1, 1, tzinfo=zone)))
         except (CronSimError, StopIteration) as exc:
@@ -101,6 +106,8 @@ class Schedule:
                                   f" {exc}", name=self.name) from exc
 
     def zone(self) -> ZoneInfo:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
         try:
             return ZoneInfo(self.tz)
         except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
@@ -110,11 +117,15 @@ class Schedule:
 
     def next_after(self, t: float) -> float:
         """The first fire time strictly after ``t`` (seconds since the epoch)."""
+        from cronsim import CronSim
+
         start = datetime.fromtimestamp(math.floor(t), self.zone())
         return next(CronSim(self.cron, start)).timestamp()
 
     def latest(self, now: float, since: float, limit: int) -> list[float]:
         """Fire times in ``[since, now]``, the latest ``limit`` of them, oldest first."""
+        from cronsim import CronSim
+
         found: list[float] = []
         start = datetime.fromtimestamp(math.floor(now) + 1, self.zone())
         for moment in CronSim(self.cron, start, reverse=True):
