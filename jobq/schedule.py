@@ -36,12 +36,15 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from cronsim import CronSim, CronSimError
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import InvalidSchedule
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+# cronsim and zoneinfo are imported where a schedule is made or fired, not with jobq: a worker
+# on a queue without schedules, and every other command, start without them (issue 19).
 
 __all__ = ["GRACE", "MAX_CATCH_UP", "MISFIRE", "OVERLAP", "PREFIX", "Firing", "Schedule",
            "Stored", "interval_text", "job_id"]
@@ -114,6 +117,8 @@ class Schedule:
         if not isinstance(self.cron, str):
             raise InvalidSchedule(f"schedule {self.name!r}: cron must be a string, not"
                                   f" {self.cron!r}", name=self.name)
+        from cronsim import CronSim, CronSimError
+
         try:
             next(CronSim(self.cron, datetime(2026, 1, 1, tzinfo=zone)))
         except (CronSimError, StopIteration) as exc:
@@ -121,6 +126,8 @@ class Schedule:
                                   f" {exc}", name=self.name) from exc
 
     def zone(self) -> ZoneInfo:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
         try:
             return ZoneInfo(self.tz)
         except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
@@ -137,6 +144,8 @@ class Schedule:
         """The first fire time strictly after ``t`` (seconds since the epoch)."""
         if self.every is not None:
             return float((math.floor(t) // self.every + 1) * self.every)
+        from cronsim import CronSim
+
         start = datetime.fromtimestamp(math.floor(t), self.zone())
         return next(CronSim(self.cron, start)).timestamp()
 
@@ -147,6 +156,8 @@ class Schedule:
             first = max(-(-math.ceil(since) // self.every) * self.every,
                         last - (limit - 1) * self.every)
             return [float(t) for t in range(first, last + 1, self.every)]
+        from cronsim import CronSim
+
         found: list[float] = []
         start = datetime.fromtimestamp(math.floor(now) + 1, self.zone())
         for moment in CronSim(self.cron, start, reverse=True):

@@ -8,6 +8,7 @@ problems); 2 a usage error (and for ``verify``, any error that kept it from chec
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import re
 import sys
@@ -19,8 +20,9 @@ from .. import __version__, _logging, config, listing
 from ..queue import denied
 from ..errors import JobqError, StorageError, transient
 from ..state import Status
-from . import (commands, dashboard, key_view, migrate, schedule, status_view, upkeep,
-               worker_view)
+# Only what building the parser needs: a command's module is imported when the command runs
+# (RUNNERS), so that `jobq worker` starts without the others (issue 19).
+from . import commands, dashboard, schedule, upkeep
 
 USAGE_ERROR = 2
 WAIT_FOR_STORAGE = 60.0  # seconds a starting worker waits for an unreachable server
@@ -273,13 +275,20 @@ def _open_when_reachable(args: argparse.Namespace, patience: float) -> Any:
         return queue
 
 
-RUNNERS = {"enqueue": commands.enqueue, "status": status_view.status, "list": commands.list_jobs,
-           "show": commands.show, "wait": commands.wait, "retry": commands.retry,
-           "cancel": commands.cancel, "purge": upkeep.purge, "verify": upkeep.verify,
-           "compact": upkeep.compact, "backup": upkeep.backup,
-           "workers": worker_view.workers, "rekey": key_view.rekey, "schedule": schedule.run}
-NO_QUEUE_YET = {"dashboard": dashboard.dashboard}  # open the queue themselves
+# "module:function" of jobq.cli, imported when its command runs.
+RUNNERS = {"enqueue": "commands:enqueue", "status": "status_view:status",
+           "list": "commands:list_jobs", "show": "commands:show", "wait": "commands:wait",
+           "retry": "commands:retry", "cancel": "commands:cancel", "purge": "upkeep:purge",
+           "verify": "upkeep:verify", "compact": "upkeep:compact", "backup": "upkeep:backup",
+           "workers": "worker_view:workers", "rekey": "key_view:rekey", "schedule": "schedule:run",
+           "migrate": "migrate:migrate", "dashboard": "dashboard:dashboard"}
+NO_QUEUE_YET = {"migrate", "dashboard"}  # open the queue themselves
 CREATES = {"enqueue"}
+
+
+def _runner(command: str) -> Any:
+    module, _, name = RUNNERS[command].partition(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -292,10 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(args)
         if args.command == "init":
             return commands.init(args, sys.stdout)
-        if args.command == "migrate":
-            return migrate.migrate(args, sys.stdout)
         if args.command in NO_QUEUE_YET:
-            return NO_QUEUE_YET[args.command](args, sys.stdout)
+            return _runner(args.command)(args, sys.stdout)
         if args.command == "demo":
             from .. import demo
             return demo.main(args.dir, sys.stdout)
@@ -303,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands.enqueue_into_new(args, sys.stdout)
         create = args.command in CREATES or getattr(args, "schedule_command", "") == "add"
         with commands.open_queue(args, create=create) as queue:
-            return RUNNERS[args.command](queue, args, sys.stdout)
+            return _runner(args.command)(queue, args, sys.stdout)
     except JobqError as exc:
         print(f"jobq: error: {exc}", file=sys.stderr)
         return upkeep.VERIFY_CANNOT_RUN if args.command == "verify" else 1

@@ -6,7 +6,6 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 import time
 from typing import Any, TextIO
 
@@ -66,6 +65,8 @@ def enqueue_into_new(args: argparse.Namespace, out: TextIO) -> int:
     option out of range) must not leave a new queue behind at a mistyped --dir. Every check is
     the enqueue's own, so none is repeated here; the scratch copy costs a few milliseconds, once.
     """
+    import tempfile  # only for this command (a worker gets it from multiprocessing anyway)
+
     with tempfile.TemporaryDirectory(prefix="jobq-check-") as scratch:
         with Queue(os.path.join(scratch, "queue"), fsync=False) as q:
             enqueue(q, args, io.StringIO())
