@@ -13,8 +13,13 @@ first tick. A StorageError goes up to the worker's outage handling; any other er
 schedule (a task that cannot be enqueued) is logged and that time skipped, so one bad schedule
 cannot stop the others.
 
+The clock (on a server, a round trip) is read only when there are schedules to look at or
+declared ones to store: an idle worker of a queue without schedules does not ask it every second.
+
 ``JOBQ_SCHEDULE_CLOCK="anchor,start,speed"`` (tests only) runs the schedules on a fake clock:
 at real time ``start`` it reads ``anchor``, and it runs ``speed`` times faster than real time.
+The ticks come faster too, one per fake minute (a cron's step) when that is under a second, so
+a test sees many fire times in little real time.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ TICK = 1.0  # seconds between two looks at the schedules, at least
 CLOCK_ENV = "JOBQ_SCHEDULE_CLOCK"
 
 
-def clock_from_env() -> Callable[[], float] | None:
-    """The fake clock JOBQ_SCHEDULE_CLOCK describes, if it is set."""
+def clock_from_env() -> tuple[Callable[[], float], float] | None:
+    """The fake clock JOBQ_SCHEDULE_CLOCK describes, if it is set, and its tick (seconds)."""
     text = os.environ.get(CLOCK_ENV, "")
     if not text:
         return None
@@ -43,7 +48,9 @@ def clock_from_env() -> Callable[[], float] | None:
     except ValueError as exc:
         raise ConfigError(f"{CLOCK_ENV} must be 'anchor,start,speed' (three numbers), not"
                           f" {text!r}") from exc
-    return lambda: anchor + (time.time() - start) * speed
+    if speed <= 0:
+        raise ConfigError(f"{CLOCK_ENV}: the speed must be positive, not {speed!r}")
+    return (lambda: anchor + (time.time() - start) * speed), min(TICK, 60 / speed)
 
 
 class Scheduler:
@@ -51,25 +58,32 @@ class Scheduler:
 
     def __init__(self, queue: Queue, clock: Callable[[], float] | None = None) -> None:
         self._queue = queue
-        self._clock = clock or clock_from_env() or queue.engine.now
+        fake = None if clock is not None else clock_from_env()
+        self._clock = clock or (fake[0] if fake else queue.engine.now)
+        self._interval = fake[1] if fake else TICK
         self._registered = False
         self._next_tick = 0.0  # monotonic
 
     def tick(self, logger: Any) -> None:
-        """Fire what is due, unless the last look was less than TICK ago."""
+        """Fire what is due, unless the last look was less than a tick ago."""
         mono = time.monotonic()
         if mono < self._next_tick:
             return
-        self._next_tick = mono + TICK
+        self._next_tick = mono + self._interval
         schedules = self._queue.engine.schedules
-        now = self._clock()
         if not self._registered:
-            for schedule in periodic_jobs.registered():
+            declared = periodic_jobs.registered()
+            now = self._clock() if declared else 0.0
+            for schedule in declared:
                 schedules.put(schedule, schedule.next_after(now))
                 logger.info("schedule.registered", schedule=schedule.name, cron=schedule.when,
                             tz=schedule.tz)
             self._registered = True
-        for stored in schedules.all():
+        stored_all = schedules.all()
+        if not stored_all:
+            return  # no clock read: on a server, a round trip a second per idle worker
+        now = self._clock()
+        for stored in stored_all:
             try:
                 self._fire(stored, now, logger)
             except StorageError:
