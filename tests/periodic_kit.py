@@ -14,6 +14,7 @@ from jobq import Queue
 from jobq.schedule import Schedule, job_id
 
 ANCHOR = datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc).timestamp()  # 00:00:30 UTC
+FAST = 240  # fake seconds per real second: workers then tick every 0.25 s, a fake minute a tick
 
 
 def fake_clock(monkeypatch: pytest.MonkeyPatch, speed: float, anchor: float = ANCHOR) -> str:

@@ -18,13 +18,13 @@ from jobq import Queue, Status
 from jobq.errors import InvalidArgument, InvalidSchedule
 from jobq.schedule import Schedule
 
-from periodic_kit import ANCHOR, every_minute, fake_clock, fired, minute, runs, runs_file, stop
+from periodic_kit import ANCHOR, FAST, every_minute, fake_clock, fired, minute, runs, runs_file, stop
 
 
 def test_a_schedule_fires_each_time_on_time(q, location, workers, monkeypatch, tmp_path):
     path = runs_file(monkeypatch, tmp_path)
     q.engine.schedules.put(every_minute(), ANCHOR + 30)  # 00:01
-    fake_clock(monkeypatch, speed=60)  # a fake minute per tick
+    fake_clock(monkeypatch, speed=FAST)  # a fake minute per tick
     w = workers(location)
     wait_until(lambda: len(runs(path)) >= 3)
     stop(w)
@@ -42,7 +42,7 @@ def test_an_interval_schedule_fires_at_multiples_of_its_interval(q, location, wo
     s = Schedule(name="i", every=timedelta(minutes=2), task="periodic_tasks:noted",
                  misfire="all", overlap="allow")
     q.engine.schedules.put(s, s.next_after(ANCHOR))
-    fake_clock(monkeypatch, speed=60)  # a fake minute per tick
+    fake_clock(monkeypatch, speed=FAST)  # a fake minute per tick
     w = workers(location)
     wait_until(lambda: len(runs(path)) >= 3)
     stop(w)
@@ -56,24 +56,24 @@ def test_an_interval_schedule_fires_at_multiples_of_its_interval(q, location, wo
 def test_a_decorated_schedule_is_stored_by_the_worker_that_imports_it(
         q, location, workers, monkeypatch, tmp_path):
     path = runs_file(monkeypatch, tmp_path)
-    fake_clock(monkeypatch, speed=60)
+    fake_clock(monkeypatch, speed=FAST)
     w = workers(location, "--import", "periodic_tasks")
     wait_until(lambda: len(runs(path)) >= 2)
     stop(w)
     assert [s.schedule.task for s in q.engine.schedules.all()] == ["periodic_tasks:minutely"]
     first = fired(q, "minutely")[0]  # the first time after the worker stored it
-    m = next(m for m in range(1, 60) if minute("minutely", m) == first)
+    m = next(m for m in range(1, 24 * 60) if minute("minutely", m) == first)
     assert runs(path)[:2] == [minute("minutely", m), minute("minutely", m + 1)]
 
 
 def test_two_workers_fire_each_time_once(q, location, workers, monkeypatch, tmp_path):
     path = runs_file(monkeypatch, tmp_path)
-    fake_clock(monkeypatch, speed=60)  # a fake minute per tick of each worker
+    fake_clock(monkeypatch, speed=FAST)  # a fake minute per tick of each worker
     both = [workers(location, "--import", "periodic_tasks") for _ in range(2)]
     wait_until(lambda: len(runs(path)) >= 4)
     stop(*both)
     ids = fired(q, "minutely")
-    first = next(m for m in range(1, 60) if minute("minutely", m) == ids[0])
+    first = next(m for m in range(1, 24 * 60) if minute("minutely", m) == ids[0])
     assert ids == [minute("minutely", m) for m in range(first, first + len(ids))]
     assert sorted(runs(path)) == ids  # each time made one job, and it ran once
     assert all(q.state(j).status is Status.SUCCEEDED for j in ids)
@@ -102,8 +102,8 @@ def test_overlap_skip_never_fires_over_a_running_firing(q, location, workers, mo
                                                         tmp_path):
     runs_file(monkeypatch, tmp_path)
     q.engine.schedules.put(Schedule(name="slow", cron="* * * * *", task="periodic_tasks:noted",
-                                    args=(1.5,), misfire="all", overlap="skip"), ANCHOR + 30)
-    fake_clock(monkeypatch, speed=60)
+                                    args=(0.6,), misfire="all", overlap="skip"), ANCHOR + 30)
+    fake_clock(monkeypatch, speed=FAST)
     w = workers(location, "--concurrency", "2")
     wait_until(lambda: sum(q.state(j).status is Status.SUCCEEDED
                            for j in fired(q, "slow")) >= 2, timeout=60)
@@ -112,21 +112,21 @@ def test_overlap_skip_never_fires_over_a_running_firing(q, location, workers, mo
     assert len(states) >= 2
     for before, after in zip(states, states[1:]):
         assert after.started_at >= before.finished_at, (before.job_id, after.job_id)
-    # At speed 60 a real second is a fake minute: fewer jobs than minutes went by.
-    minutes = max(s.finished_at for s in states) - states[0].started_at
+    # A run takes 0.6 s, over two ticks (2.4 fake minutes): fewer jobs than minutes went by.
+    minutes = (max(s.finished_at for s in states) - states[0].started_at) * FAST / 60
     assert len(states) < minutes
 
 
 def test_removing_a_schedule_stops_it(q, location, workers, monkeypatch, tmp_path):
     path = runs_file(monkeypatch, tmp_path)
     q.engine.schedules.put(every_minute(), ANCHOR + 30)
-    fake_clock(monkeypatch, speed=60)
+    fake_clock(monkeypatch, speed=FAST)
     w = workers(location)
     wait_until(lambda: len(runs(path)) >= 2)
     assert q.engine.schedules.remove("s") is True
-    time.sleep(1.5)  # a tick that read the schedule just before may still fire it once
+    time.sleep(0.5)  # a tick that read the schedule just before may still fire it once
     after = fired(q, "s")
-    time.sleep(2.5)  # two more ticks at least
+    time.sleep(1.0)  # four more ticks at least
     assert fired(q, "s") == after
     stop(w)
     assert q.engine.schedules.all() == [] and q.engine.schedules.remove("s") is False
