@@ -186,3 +186,24 @@ def release_at_once() -> str:
     """Gives its job back whether or not its worker is stopping."""
     current_job().release()
     return "not reached"
+
+
+def barrier(path: str, parties: int, timeout: float = 90.0) -> int:
+    """Notes its arrival in ``path``, then waits until ``parties`` runs have arrived: so many
+    of them can only end if that many run at once (each in its own worker child)."""
+    import os
+    import time
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"+\n")
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(path) as f:
+            arrived = len(f.read().split())
+        if arrived >= parties:
+            return arrived
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"barrier: {arrived} of {parties} runs arrived in {timeout} s")
+        time.sleep(0.01)

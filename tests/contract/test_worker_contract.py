@@ -86,7 +86,7 @@ def test_burst_runs_everything_and_returns(q: Queue):
 def test_killed_worker_job_resumes_from_checkpoint_in_a_fresh_worker(
         q: Queue, location: str, workers, tmp_path):
     """SIGKILL of a worker and its children mid-job: a new worker resumes from the checkpoint
-    within 2 s of starting, and the progress never goes back."""
+    soon after starting (long before the lease runs out), and the progress never goes back."""
     markers = tmp_path / "markers"
     markers.mkdir()
     jid = q.enqueue("jobtasks:slow_steps", 40, 0.05, str(markers))
@@ -98,8 +98,10 @@ def test_killed_worker_job_resumes_from_checkpoint_in_a_fresh_worker(
 
     started = time.monotonic()
     workers(location)
-    wait_until(lambda: _running_again(q, jid), timeout=10)
-    assert time.monotonic() - started < 2.0
+    wait_until(lambda: _running_again(q, jid), timeout=30)
+    # Well under the 60 s lease (its start-up included, on a loaded machine): found dead by
+    # its lock, not by the lease running out.
+    assert time.monotonic() - started < 20.0
     state = q.wait(jid, timeout=30)
     result = q.result(jid)
     # The killed attempt had saved checkpoints: not charged, so the resumed one is attempt 1 too.
@@ -144,7 +146,7 @@ def test_supervisor_killed_with_children_then_new_worker_resumes_every_job(
         assert q.result(jid)["resumed_from"] >= checkpoints[jid] > 0
 
 
-def test_live_worker_takes_over_a_dead_workers_job_within_two_seconds(
+def test_live_worker_takes_over_a_dead_workers_job_long_before_its_lease_ends(
         q: Queue, location: str, workers, tmp_path):
     """A worker already running notices another one died (its lock came free) and takes its job."""
     markers = tmp_path / "m"
@@ -156,8 +158,8 @@ def test_live_worker_takes_over_a_dead_workers_job_within_two_seconds(
     wait_until(lambda: survivor.events("worker.started"))
     doomed.kill_all()
     killed_at = time.monotonic()
-    wait_until(lambda: _running_again(q, jid), timeout=10)
-    assert time.monotonic() - killed_at < 2.0
+    wait_until(lambda: _running_again(q, jid), timeout=30)
+    assert time.monotonic() - killed_at < 20.0  # well under the 60 s lease: by its free lock
     assert q.wait(jid, timeout=30).status is Status.SUCCEEDED
     reaped = [e for e in survivor.events("job.failed") if e["job_id"] == jid]
     assert reaped and "died" in reaped[0]["cause"]
@@ -189,16 +191,22 @@ def _alive(pid: int) -> bool:
 
 
 def test_three_workers_two_children_each_run_every_job_exactly_once(
-        q: Queue, location: str, workers):
-    """3 workers x 2 children on 3,000 jobs: each job succeeds, with exactly one success record."""
+        q: Queue, location: str, workers, tmp_path):
+    """3 workers x 2 children on 3,000 jobs: each job succeeds, with exactly one success record.
+
+    Six barrier jobs come first, and one ends only when all six run at once: every child of
+    every worker holds one, so all three drain the rest together, however late one started
+    (a worker started first on a loaded machine could otherwise drain them all alone)."""
+    gate = q.enqueue_many("jobtasks:barrier", [(str(tmp_path / "gate"), 6)] * 6)
     ids = q.enqueue_many("jobtasks:add", [(i, 1) for i in range(3000)])
     procs = [workers(location, "-c", "2", "--burst") for _ in range(3)]
     for w in procs:
         assert w.wait(timeout=120) == 0
-    assert q.counts()["succeeded"] == 3000
+    assert q.counts()["succeeded"] == 3006
     successes = collections.Counter(e["job_id"] for w in procs for e in w.events("job.succeeded"))
-    assert set(successes) == set(ids) and set(successes.values()) == {1}
-    assert all(w.events("job.succeeded") for w in procs), "every worker took a share"
+    assert set(successes) == {*gate, *ids} and set(successes.values()) == {1}
+    gated = [sum(e["job_id"] in gate for e in w.events("job.succeeded")) for w in procs]
+    assert gated == [2, 2, 2], "every worker took a share: each child ran one barrier job"
     assert [q.result(j) for j in ids[:5]] == [1, 2, 3, 4, 5]
 
 
