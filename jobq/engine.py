@@ -298,7 +298,10 @@ class Engine(Protocol):
                started: Sequence[tuple[str, int]] = ()
                ) -> tuple[list[JobState | None], list[Claim]]:
         """Record ``finished`` (None for a claim no longer current), then claim up to ``limit``
-        jobs, plus ``prefetch`` marked not started, highest priority then oldest first."""
+        jobs, plus ``prefetch`` marked not started, highest priority then oldest first.
+        ``started``: prefetched claims now started (charged if their owner dies). A call with
+        only ``started`` commits without an fsync of its own: the mark must outlive its worker,
+        not necessarily a power cut."""
 
     def finish(self, job_id: str, token: int, change: Change) -> JobState: ...  # StaleClaim
     def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,

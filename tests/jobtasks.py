@@ -207,3 +207,16 @@ def barrier(path: str, parties: int, timeout: float = 90.0) -> int:
         if time.monotonic() > deadline:
             raise RuntimeError(f"barrier: {arrived} of {parties} runs arrived in {timeout} s")
         time.sleep(0.01)
+
+
+def mark_then_sleep(path: str, seconds: float) -> str:
+    """The first run writes ``path`` and sleeps (saving no checkpoint: a death during it is
+    charged); a later run, once ``path`` exists, returns at once."""
+    import os
+    import time
+    if os.path.exists(path):
+        return "again"
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+    return "first"

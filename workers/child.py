@@ -16,7 +16,8 @@ asked to cancel before the child starts it is given back unstarted, and ends can
 A batch that overruns, one of its jobs running past the 20 ms or the batch past twice that, is
 handed over by the child's :mod:`watcher` thread: in one transaction of its own, it records the
 outcomes so far and gives back the claims not started (uncharged), which idle children then
-claim. The hand-over is exact because each claim not started is taken once from a deque, by the
+claim; the claim running then is marked started (its worker's death is charged to it). The
+hand-over is exact because each claim not started is taken once from a deque, by the
 main thread to start it or by the watcher to give it back (deque pops are thread-safe).
 
 Messages to the supervisor: ``("recorded", count, ids_to_retry)`` after each commit, ``("idle",)``
@@ -124,6 +125,7 @@ class Runner:
             self.cancel_generation = self.engine.cancel_generation()
         self._send_lock = threading.Lock()  # both threads report to the supervisor
         self._watcher: Watcher | None = None  # started with the first batch of several claims
+        self._batch: list[Claim] = []  # the batch being run
         self._watcher_queue: Queue | None = None  # the watcher's connection, opened when first used
 
     def send(self, message: tuple[Any, ...]) -> None:
@@ -253,6 +255,7 @@ class Runner:
     def _run_batch(self, claims: list[Claim]) -> None:
         if not claims:
             return
+        self._batch = claims  # for the watcher: which claim the board says is running
         rest = deque(claims[1:])  # the claims not started: see _take_all
         if not rest:  # nothing waits behind the job, and its outcome is recorded as it ends
             self._run_claims(claims[0], rest)
@@ -299,10 +302,12 @@ class Runner:
         """
         given = [(c.job_id, c.token, released) for c in _take_all(rest)]
         finished = _take_all(self.finished)
-        if not (finished or given):
+        started = self._started_prefetched()
+        if not (finished or given or started):
             return
         try:
-            states, _ = self._watcher_engine().settle(finished + given, self.owner, 0)
+            states, _ = self._watcher_engine().settle(finished + given, self.owner, 0,
+                                                      started=started)
         except BaseException as exc:
             self.finished += finished + given  # for the main thread's next settle
             if not isinstance(exc, JobqError):
@@ -311,6 +316,18 @@ class Runner:
                 self.send(("error", exc))  # a permanent storage error: the supervisor stops
             return
         self._report(finished, states[:len(finished)], states[len(finished):])
+
+    def _started_prefetched(self) -> list[tuple[str, int]]:
+        """The claim running now (the board says which), to mark started with the hand-back:
+        should the whole worker die during it, its attempt is then charged, as a batch's first
+        claim's is, instead of given back uncharged to the next worker, and the next, when the
+        job is what kills them. Free for short jobs (no hand-back, no write); a job that kills
+        its worker before the hand-back (its first ~20 ms) still goes uncharged that time."""
+        now = self.board.read()
+        if now is None:
+            return []
+        return [(c.job_id, c.token) for c in self._batch
+                if c.token == now.token and c.job_id.startswith(now.job_id)]
 
     def _watcher_engine(self) -> Engine:
         if self._watcher_queue is None:

@@ -30,6 +30,7 @@ from .state_db import StateDB, move_counts
 
 PROMOTE_BATCH = 1_000
 INDEX_PER_CLAIM_MIN = 200  # see Settler.settle
+_STARTED = "UPDATE jobs SET prefetched = 0 WHERE job_id = ? AND token = ?"
 
 
 class Prepared(NamedTuple):
@@ -74,6 +75,13 @@ class Settler:
         later ``settle`` lists them in ``started`` (job id, token), they are given back without
         charging an attempt (see :func:`jobq.local.leases.running_claims`).
         """
+        if started and not finished and limit + prefetch <= 0:
+            # A child's watcher marking the prefetched claim that runs long: the mark must
+            # outlive its worker (then its death charges the attempt), not a power cut, and
+            # costs no fsync of its own.
+            with self._db.write(sync=False) as conn:
+                conn.executemany(_STARTED, started)
+            return [], []
         now = self._clock()
         prepared = self._prepare(finished, now)
         taken: tuple[list[Any], dict[str, JobState]] = ([], {})
@@ -89,8 +97,7 @@ class Settler:
                     limit=max(INDEX_PER_CLAIM_MIN, 2 * (limit + prefetch)))
             states = self._finish_in(conn, finished, now, prepared) if finished else []
             if started:
-                conn.executemany("UPDATE jobs SET prefetched = 0 WHERE job_id = ? AND token = ?",
-                                 started)
+                conn.executemany(_STARTED, started)
             if limit + prefetch > 0:
                 taken = self._claim_in(conn, owner, limit, prefetch, now + lease_seconds, now)
         if tail is not None:

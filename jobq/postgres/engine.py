@@ -205,6 +205,10 @@ class PgEngine(DependentJobs):
                lease_seconds: float = 60.0, prefetch: int = 0,
                started: Sequence[tuple[str, int]] = ()
                ) -> tuple[list[JobState | None], list[Claim]]:
+        if started and not finished and limit + prefetch <= 0:  # a child marks a prefetched job started
+            with self._db.errors("mark a prefetched job started"):
+                settle.mark_started(self._db.conn, self._queue, started)
+            return [], []
         clock = time.monotonic()
         promote = self._promoted_at is None or clock - self._promoted_at > PROMOTE_EVERY
         with self._db.errors("record finished jobs and claim others"):

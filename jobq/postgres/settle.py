@@ -81,6 +81,21 @@ _STARTED = (
     "UPDATE jobq_jobs j SET prefetched = false"
     " FROM unnest(%b::text[], %b::bigint[]) AS v(job_id, token)"
     " WHERE j.queue = %s AND j.job_id = v.job_id AND j.token = v.token")
+# The same alone (a child's watcher marking the prefetched claim that runs long): one statement
+# in its own transaction, committed without waiting for the WAL flush. The mark must outlive its
+# worker (a SIGKILL of the whole worker then charges the attempt), not a crash of the server.
+_STARTED_ALONE = (
+    "WITH c AS (SELECT set_config('synchronous_commit', 'off', true))"
+    " UPDATE jobq_jobs j SET prefetched = false"
+    " FROM unnest(%b::text[], %b::bigint[]) AS v(job_id, token), c"
+    " WHERE j.queue = %s AND j.job_id = v.job_id AND j.token = v.token")
+
+
+def mark_started(conn: psycopg.Connection[Any], queue: str,
+                 started: Sequence[tuple[str, int]]) -> None:
+    """Outside a transaction: mark prefetched claims started (see _STARTED_ALONE)."""
+    conn.execute(_STARTED_ALONE, ([j for j, _ in started], [t for _, t in started], queue),
+                 prepare=True)
 
 
 def server_now(conn: psycopg.Connection[Any]) -> float:

@@ -165,6 +165,36 @@ def test_live_worker_takes_over_a_dead_workers_job_long_before_its_lease_ends(
     assert reaped and "died" in reaped[0]["cause"]
 
 
+def test_a_started_prefetched_job_is_charged_when_its_whole_worker_is_killed(
+        q: Queue, location: str, workers, tmp_path):
+    """A job its child prefetched, then started, counts as started: a SIGKILL of the whole
+    worker during it charges the attempt (a crash), as for the first job of a batch. Given back
+    uncharged instead, a job that kills its worker would kill every next one, without end."""
+    first = q.enqueue("jobtasks:add", 0, 1)
+    w = workers(location)  # one child
+    assert q.wait(first, timeout=60).status is Status.SUCCEEDED  # its duration is known now
+    mark = tmp_path / "mark"
+    before, jid, after = q.enqueue_many("jobtasks:add", [(1, 1)]) + q.enqueue_many(
+        "jobtasks:mark_then_sleep", [(str(mark), 60)]) + q.enqueue_many("jobtasks:add", [(2, 1)])
+    wait_until(mark.exists, timeout=60)
+    # One claim took `before` (started) and `jid` behind it, prefetched: the same claim time.
+    assert q.state(jid).started_at == q.state(before).started_at, "not claimed in one batch"
+    assert q.state(jid).attempts == 1 and q.state(jid).crashes == 0
+    # Marked started by the child's watcher once it runs past the batch's window (~20 ms; a
+    # job that kills its worker sooner still goes uncharged that once: see workers/child.py).
+    wait_until(lambda: any(h.job_id == jid and h.started for h in q.engine.held()), timeout=30)
+    w.kill_all()  # supervisor and child at once
+    w.wait()
+    survivor = workers(location)
+    state = q.wait(jid, timeout=60)
+    assert state.status is Status.SUCCEEDED and q.result(jid) == "again"
+    assert (state.attempts, state.crashes) == (2, 1), state.errors  # the killed one was charged
+    assert "interrupted" in state.errors[0] and "died" in state.errors[0]
+    assert q.wait(after, timeout=60).status is Status.SUCCEEDED
+    survivor.proc.send_signal(signal.SIGTERM)
+    survivor.wait(30)
+
+
 def test_orphaned_child_dies_with_its_supervisor(q: Queue, location: str, workers, tmp_path):
     """Killing only the supervisor takes its children down too, so its lock is seen free."""
     pidfile = tmp_path / "pid"
