@@ -3,21 +3,49 @@
 Producers append pickled, versioned :class:`JobPayload` records to an append-only log; workers keep
 :class:`JobState` snapshots in ``shelve`` on SQLite; a job resumes from its last checkpoint after a
 crash.
+
+The public names are imported when first used (PEP 562): ``import jobq`` alone, as ``jobq
+--version`` and a job's own modules do, then costs almost nothing (issue 19).
 """
 
 from __future__ import annotations
 
-from . import errors
-from .context import JobContext, current_job
-from .errors import PermanentFailure
-from .payload import JobPayload
-from .periodic_jobs import periodic
-from .queue import Queue
-from .state import JobState, Status
-from .worker_info import ChildInfo, WorkerInfo, WorkerState
+import importlib
+
+TYPE_CHECKING = False  # typing itself costs a few ms to import: a type checker reads this block
+if TYPE_CHECKING:
+    from . import errors
+    from .context import JobContext, current_job
+    from .errors import PermanentFailure
+    from .payload import JobPayload
+    from .periodic_jobs import periodic
+    from .queue import Queue
+    from .state import JobState, Status
+    from .worker_info import ChildInfo, WorkerInfo, WorkerState
 
 __version__ = "0.1.0"
 
 __all__ = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status",
            "PermanentFailure", "periodic", "WorkerInfo", "WorkerState", "ChildInfo", "errors",
            "__version__"]
+
+# Each public name, and the module (of this package) that defines it.
+_HOMES = {"Queue": "queue", "current_job": "context", "JobContext": "context",
+          "JobPayload": "payload", "JobState": "state", "Status": "state",
+          "PermanentFailure": "errors", "periodic": "periodic_jobs", "WorkerInfo": "worker_info",
+          "WorkerState": "worker_info", "ChildInfo": "worker_info"}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        if name == "errors":  # a submodule: importing it sets the attribute
+            return importlib.import_module(".errors", __name__)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{home}", __name__), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
+import os
 import re
 import sys
 import time
@@ -35,6 +35,32 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for every add_argument, which imports shutil (with bz2 and
+        # lzma) to ask for the terminal's width: 2 ms of a worker's start (issue 19).
+        return self.formatter_class(prog=self.prog, width=_help_width())
+
+
+_width: int | None = None
+
+
+def _help_width() -> int:
+    """What argparse's help is wrapped to: ``shutil.get_terminal_size().columns - 2`` (COLUMNS,
+    else the terminal of ``sys.__stdout__``, else 80), asked once."""
+    global _width
+    if _width is None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        _width = (columns if columns > 0 else 80) - 2
+    return _width
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -189,8 +215,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR}
+LEVELS = {"debug": _logging.DEBUG, "info": _logging.INFO, "warning": _logging.WARNING,
+          "error": _logging.ERROR}
 
 
 def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | None = None
@@ -203,7 +229,7 @@ def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | Non
     also costs half as much per event (10 against 20 µs here).
     """
     if level is None:
-        level = logging.INFO if verbose else logging.WARNING
+        level = _logging.INFO if verbose else _logging.WARNING
     if fmt == "auto":
         fmt = _logging.auto_format(sys.stderr)
     stderr, least = sys.stderr, level
