@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,6 +45,9 @@ def test_import_jobq_loads_no_submodule() -> None:
     assert {m for m in loaded if m.startswith("jobq.")} == set()
 
 
-def test_a_workers_start_path_imports_no_logging_library() -> None:
-    loaded = _imported_after("import jobq.cli, workers.worker, workers.child")
-    assert {"structlog", "logging", "traceback", "jobq.cli.worker_view"} & loaded == set()
+def test_a_workers_start_path_imports_no_logging_library(tmp_path: Path) -> None:
+    """Nor hashlib, where the queue has no secret key."""
+    loaded = _imported_after("import jobq.cli, workers.worker, workers.child\n"
+                             f"jobq.Queue({str(tmp_path / 'q')!r}).close()")
+    assert {"structlog", "logging", "traceback", "jobq.cli.worker_view", "hashlib",
+            "hmac"} & loaded == set()
