@@ -50,4 +50,4 @@ def test_a_workers_start_path_imports_no_logging_library(tmp_path: Path) -> None
     loaded = _imported_after("import jobq.cli, workers.worker, workers.child\n"
                              f"jobq.Queue({str(tmp_path / 'q')!r}).close()")
     assert {"structlog", "logging", "traceback", "jobq.cli.worker_view", "hashlib",
-            "hmac"} & loaded == set()
+            "hmac", "jobq.schedule"} & loaded == set()

@@ -256,7 +256,8 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
                             " jobq tables) now, rather than when first opened")
     p.add_argument("--check", action="store_true",
                    help="change nothing: exit 1 if an upgrade is pending")
-    schedule.add_parser(sub, common, reads)
+    if only in (None, "schedule"):  # it imports jobq.schedule for its choices
+        schedule.add_parser(sub, common, reads)
     dashboard.add_parser(sub, common)
     sub.add_parser("demo", parents=[common],
                    help="run resumable jobs, kill a worker mid-job, watch the job resume")
