@@ -39,12 +39,22 @@ _HOMES = {"Queue": "queue", "current_job": "context", "JobContext": "context",
 def __getattr__(name: str) -> object:
     home = _HOMES.get(name)
     if home is None:
-        if name == "errors":  # a submodule: importing it sets the attribute
-            return importlib.import_module(".errors", __name__)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return _submodule(name)
     value = getattr(importlib.import_module(f".{home}", __name__), name)
     globals()[name] = value  # once: later lookups do not come here
     return value
+
+
+def _submodule(name: str) -> object:
+    """``jobq.errors``, and any submodule: ``import jobq`` used to import most of them, so code
+    that reads ``jobq.periodic_jobs`` after ``import jobq`` still works."""
+    if not name.startswith("_") or name == "_logging":
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":  # it exists; something it imports does not
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -20,7 +20,7 @@ def key_check(key: bytes | None) -> str | None:
     if key is None:
         return None
     import hashlib
-    import hmac  # imported when a key is used: hashlib's OpenSSL costs 2 ms of every start (issue 19)
+    import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
 
     return hmac.new(key, b"jobq key check", hashlib.sha256).hexdigest()[:32]
 
@@ -56,7 +56,7 @@ class SnapshotCodec:
     def decode(self, key: str, raw: bytes) -> Any:
         """Verify then unpickle one stored value; a bad signature is never unpickled."""
         if self._key is not None:
-            import hmac  # imported when a key is used: hashlib's OpenSSL costs 2 ms of every start (issue 19)
+            import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
 
             if raw[:4] != SIGNED_MAGIC:
                 raise CorruptRecord(f"state snapshot {key!r} is not signed, but the queue requires"
@@ -75,7 +75,7 @@ class SnapshotCodec:
     def signer(self, key: str, raw: bytes) -> int | None:
         """Which key signed the stored value: 0 the current one, i old key i (1-based); None if
         none did (or it is not signed). The current key is tried first: it signed almost all."""
-        import hmac  # imported when a key is used: hashlib's OpenSSL costs 2 ms of every start (issue 19)
+        import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
 
         mac, data = raw[4:4 + _MAC_SIZE], raw[4 + _MAC_SIZE:]
         for i, secret in enumerate((self._key, *self._old_keys)):
@@ -92,7 +92,7 @@ class SnapshotCodec:
         # The key is bound into the MAC so a valid snapshot cannot be copied onto another job;
         # its length comes first so no (key, value) pair can sign like another one.
         import hashlib
-        import hmac  # imported when a key is used: hashlib's OpenSSL costs 2 ms of every start (issue 19)
+        import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
 
         secret = secret or self._key
         assert secret is not None

@@ -76,7 +76,7 @@ def frame_overhead(key: bytes | None) -> int:
 
 def _mac(key: bytes, head: bytes | memoryview, body: bytes | memoryview) -> bytes:
     import hashlib
-    import hmac  # imported when a key is used: hashlib's OpenSSL costs 2 ms of every start (issue 19)
+    import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
 
     h = hmac.new(key, head, hashlib.sha256)
     h.update(body)
@@ -177,7 +177,7 @@ def decode(buf: bytes | memoryview, pos: int, *, key: bytes | None, max_body: in
     if zlib.crc32(body) != body_crc:
         raise Damaged("body checksum mismatch")
     if key is not None:
-        import hmac  # imported when a key is used: hashlib's OpenSSL costs 2 ms of every start (issue 19)
+        import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
 
         if not signed:
             raise Damaged("record is not signed, but the queue requires signatures")
@@ -200,7 +200,7 @@ def scan(buf: bytes, *, key: bytes | None, max_body: int) -> Iterator[tuple[int,
     size, unpack, crc = len(buf), _WHOLE_HEAD.unpack_from, zlib.crc32
     flags_wanted = FLAG_SIGNED if key else 0
     if key:
-        import hmac  # imported when a key is used: hashlib's OpenSSL costs 2 ms of every start (issue 19)
+        import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
     pos = 0
     while pos < size:
         start = end = -1
@@ -226,7 +226,7 @@ def scan(buf: bytes, *, key: bytes | None, max_body: int) -> Iterator[tuple[int,
 def _old_signer(old_keys: tuple[bytes, ...], head: bytes | memoryview, body: bytes | memoryview,
                 mac: bytes | memoryview, any_signer: bool) -> int:
     """Which old key signed a frame the current key did not (1-based); Damaged if none did."""
-    import hmac  # imported when a key is used: hashlib's OpenSSL costs 2 ms of every start (issue 19)
+    import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
 
     for i, old in enumerate(old_keys, 1):
         if hmac.compare_digest(_mac(old, head, body), mac):

@@ -51,3 +51,9 @@ def test_a_workers_start_path_imports_no_logging_library(tmp_path: Path) -> None
                              f"jobq.Queue({str(tmp_path / 'q')!r}).close()")
     assert {"structlog", "logging", "traceback", "jobq.cli.worker_view", "hashlib",
             "hmac", "jobq.schedule"} & loaded == set()
+
+
+def test_a_submodule_is_an_attribute_as_before() -> None:
+    """``import jobq`` used to import most submodules: ``jobq.periodic_jobs`` still reads."""
+    loaded = _imported_after("import jobq\nassert jobq.periodic_jobs.registered() == []")
+    assert "jobq.periodic_jobs" in loaded

@@ -68,7 +68,7 @@ def check(root: str, info: dict[str, object], key: bytes, old_keys: tuple[bytes,
     """At open: accept the keys given, or raise WrongSecretKey; rotate if the file's current key is
     among ``old_keys``. Returns the fingerprints of old keys still listed that were not given
     (whether they are still needed is for :func:`jobq.rekey.require` to find out)."""
-    import hmac  # imported when a key is used: hashlib's OpenSSL costs 2 ms of every start (issue 19)
+    import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
 
     current = key_check(key)
     given = {key_check(k) for k in old_keys}
