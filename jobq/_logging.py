@@ -14,13 +14,16 @@ application configures structlog, jobq's events follow its configuration.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+# The standard library's levels (logging.DEBUG...), which structlog uses too: importing logging
+# for them would cost a worker's start some 3 ms (issue 19).
+DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 
 _configure: Callable[[], None] | None = None
 _level: int | None = None  # least level the configuration lets through, once configured
@@ -110,7 +113,7 @@ def auto_format(file: Any) -> str:
     return "console" if isatty is not None and isatty() else "json"
 
 
-def _unconfigured(structlog: Any, level: int = logging.INFO) -> Any:
+def _unconfigured(structlog: Any, level: int = INFO) -> Any:
     """jobq's logger while the application has not configured structlog: ``level`` and above, to
     whatever ``sys.stderr`` is when an event is written. It leaves structlog's global
     configuration alone, so the application's own structlog use is unchanged."""
@@ -131,7 +134,7 @@ class Logger:
     __slots__ = ("_name", "_context", "_logger", "_unconfigured", "_level")
 
     def __init__(self, name: str, context: dict[str, Any] | None = None,
-                 unconfigured_level: int = logging.INFO) -> None:
+                 unconfigured_level: int = INFO) -> None:
         self._name = name
         self._context = context or {}
         self._logger: Any = None
@@ -165,7 +168,7 @@ class Logger:
         return self._logger
 
 
-def get_logger(name: str, *, unconfigured_level: int = logging.INFO) -> Logger:
+def get_logger(name: str, *, unconfigured_level: int = INFO) -> Logger:
     return Logger(name, unconfigured_level=unconfigured_level)
 
 

@@ -8,8 +8,6 @@ Unsigned, a value is a plain pickle, so a queue directory's state file stays rea
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 from typing import Any
 
@@ -19,11 +17,16 @@ from .errors import CorruptRecord
 def key_check(key: bytes | None) -> str | None:
     """A fingerprint of a secret key that tells whether a key matches, without revealing it:
     every engine stores it to refuse a queue opened with another key."""
-    return None if key is None else hmac.new(key, b"jobq key check", hashlib.sha256).hexdigest()[:32]
+    if key is None:
+        return None
+    import hashlib
+    import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
+
+    return hmac.new(key, b"jobq key check", hashlib.sha256).hexdigest()[:32]
 
 
 SIGNED_MAGIC = b"JQS1"
-_MAC_SIZE = hashlib.sha256().digest_size
+_MAC_SIZE = 32  # HMAC-SHA256's
 _MARKER = pickling.dumps(None)
 
 
@@ -53,6 +56,8 @@ class SnapshotCodec:
     def decode(self, key: str, raw: bytes) -> Any:
         """Verify then unpickle one stored value; a bad signature is never unpickled."""
         if self._key is not None:
+            import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
+
             if raw[:4] != SIGNED_MAGIC:
                 raise CorruptRecord(f"state snapshot {key!r} is not signed, but the queue requires"
                                     " signatures", job_id=key)
@@ -70,6 +75,8 @@ class SnapshotCodec:
     def signer(self, key: str, raw: bytes) -> int | None:
         """Which key signed the stored value: 0 the current one, i old key i (1-based); None if
         none did (or it is not signed). The current key is tried first: it signed almost all."""
+        import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
+
         mac, data = raw[4:4 + _MAC_SIZE], raw[4 + _MAC_SIZE:]
         for i, secret in enumerate((self._key, *self._old_keys)):
             if secret is not None and hmac.compare_digest(mac, self._mac(key, data, secret)):
@@ -84,6 +91,9 @@ class SnapshotCodec:
     def _mac(self, key: str, data: bytes, secret: bytes | None = None) -> bytes:
         # The key is bound into the MAC so a valid snapshot cannot be copied onto another job;
         # its length comes first so no (key, value) pair can sign like another one.
+        import hashlib
+        import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
+
         secret = secret or self._key
         assert secret is not None
         name = key.encode()

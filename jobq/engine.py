@@ -20,12 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .pickling import PickleRules
-from .schedule import Schedule, Stored
 from .state import JobState, Status
 from .worker_info import WorkerInfo, owner_of, worker_of
+
+if TYPE_CHECKING:  # only for annotations: a worker starts without jobq.schedule (issue 19)
+    from .schedule import Schedule, Stored
 
 __all__ = ["CancelWatch", "Change", "Claim", "Engine", "Finished", "Held", "Liveness", "NoWakeups",
            "Schedules", "Settings", "Upkeep", "Wakeups", "Workers", "owner_of", "worker_of"]

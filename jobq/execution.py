@@ -8,9 +8,7 @@ process. Either way a job runs through the same code.
 
 from __future__ import annotations
 
-import logging
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,7 +21,7 @@ from .errors import (DamagedRecord, JobNotFound, JobqError, NotPicklable, Perman
                      Released, SignatureMismatch, StorageError, TaskNotFound, WrongSecretKey)
 from .pickling import PickleRules
 from .state import JobState, Status
-from ._logging import get_logger
+from ._logging import DEBUG, get_logger
 
 log = get_logger(__name__)
 
@@ -57,6 +55,8 @@ class Raised(Outcome):
 
 def format_error(exc: BaseException) -> str:
     """The error text stored for a failed attempt: type, message and traceback."""
+    import traceback  # only when an attempt failed: not on a worker's start (issue 19)
+
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
 
 
@@ -242,7 +242,7 @@ def failure_fields(fields: dict[str, Any], state: JobState, outcome: Outcome | N
         fields["error_type"] = outcome.error_type
         fields["error"] = outcome.error_message
         enabled = getattr(logger, "is_enabled_for", None)
-        if outcome.error and (enabled is None or enabled(logging.DEBUG)):
+        if outcome.error and (enabled is None or enabled(DEBUG)):
             fields["traceback"] = outcome.error
         return
     lines = (state.error or "").strip().splitlines()

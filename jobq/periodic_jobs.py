@@ -10,10 +10,12 @@ next fire time).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .schedule import Schedule
+if TYPE_CHECKING:  # a worker starts without them: only the decorator makes a Schedule (issue 19)
+    from datetime import timedelta
+
+    from .schedule import Schedule
 
 __all__ = ["periodic", "registered"]
 
@@ -35,6 +37,8 @@ def periodic(cron: str | None = None, *, every: timedelta | None = None, tz: str
     def register(fn: F) -> F:
         # Not tasks.reference: the module does not hold the function until the decorator
         # returns. The worker checks the reference when it enqueues the first job.
+        from .schedule import Schedule
+
         ref = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
         schedule = Schedule(name=name or ref.replace(":", "."), cron=cron, every=every,
                             task=ref,

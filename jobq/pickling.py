@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import pickletools
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +118,8 @@ def _check_memo(data: bytes) -> None:
 
     Found by tests/reliability/test_fuzz.py. Only restricted mode pays for this pre-scan.
     """
+    import pickletools  # only restricted mode needs it: not on a worker's start (issue 19)
+
     bad = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # odd escapes in protocol-0 strings warn while parsing

@@ -26,8 +26,6 @@ Encode and decode are pure (no I/O): the log module owns files, this module owns
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 import zlib
 from collections.abc import Iterator
@@ -44,7 +42,7 @@ _HEAD = struct.Struct("<2sBBB3xII")  # magic, version, kind, flags, body length,
 _HEAD_CRC = struct.Struct("<I")
 _WHOLE_HEAD = struct.Struct("<2sBBB3xIII")  # _HEAD then the header CRC, read at once by scan
 HEADER_SIZE: Final = _HEAD.size + _HEAD_CRC.size
-MAC_SIZE: Final = hashlib.sha256().digest_size
+MAC_SIZE: Final = 32  # HMAC-SHA256's (hashlib is imported only where a key is used)
 assert _HEAD.size == 16 and HEADER_SIZE == 20 and MAC_SIZE == 32
 
 
@@ -77,6 +75,9 @@ def frame_overhead(key: bytes | None) -> int:
 
 
 def _mac(key: bytes, head: bytes | memoryview, body: bytes | memoryview) -> bytes:
+    import hashlib
+    import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
+
     h = hmac.new(key, head, hashlib.sha256)
     h.update(body)
     return h.digest()
@@ -176,6 +177,8 @@ def decode(buf: bytes | memoryview, pos: int, *, key: bytes | None, max_body: in
     if zlib.crc32(body) != body_crc:
         raise Damaged("body checksum mismatch")
     if key is not None:
+        import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
+
         if not signed:
             raise Damaged("record is not signed, but the queue requires signatures")
         mac = buf[pos + HEADER_SIZE:start]
@@ -196,6 +199,8 @@ def scan(buf: bytes, *, key: bytes | None, max_body: int) -> Iterator[tuple[int,
     view = memoryview(buf)
     size, unpack, crc = len(buf), _WHOLE_HEAD.unpack_from, zlib.crc32
     flags_wanted = FLAG_SIGNED if key else 0
+    if key:
+        import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
     pos = 0
     while pos < size:
         start = end = -1
@@ -221,6 +226,8 @@ def scan(buf: bytes, *, key: bytes | None, max_body: int) -> Iterator[tuple[int,
 def _old_signer(old_keys: tuple[bytes, ...], head: bytes | memoryview, body: bytes | memoryview,
                 mac: bytes | memoryview, any_signer: bool) -> int:
     """Which old key signed a frame the current key did not (1-based); Damaged if none did."""
+    import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
+
     for i, old in enumerate(old_keys, 1):
         if hmac.compare_digest(_mac(old, head, body), mac):
             return i

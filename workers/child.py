@@ -39,12 +39,11 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from logging import DEBUG
 from multiprocessing.connection import Connection
 from typing import Any
 
 from jobq import Queue, transitions
-from jobq._logging import batched
+from jobq._logging import DEBUG, batched
 from jobq.errors import JobqError, Released, StorageError, transient
 from jobq.execution import (Outcome, change_for, execute, failure, load, log_transition,
                             unloadable)

@@ -27,12 +27,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobq import periodic_jobs
 from jobq.errors import ConfigError, JobNotFound, JobqError, StorageError
 from jobq.queue import Queue
-from jobq.schedule import Stored
+
+if TYPE_CHECKING:  # only for annotations: a worker starts without jobq.schedule (issue 19)
+    from jobq.schedule import Stored
 
 TICK = 1.0  # seconds between two looks at the schedules, at least
 CLOCK_ENV = "JOBQ_SCHEDULE_CLOCK"

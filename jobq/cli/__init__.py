@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
+import os
 import re
 import sys
 import time
@@ -36,6 +36,32 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse makes a formatter for every add_argument, which imports shutil (with bz2 and
+        # lzma) to ask for the terminal's width: 2 ms of a worker's start (issue 19).
+        return self.formatter_class(prog=self.prog, width=_help_width())
+
+
+_width: int | None = None
+
+
+def _help_width() -> int:
+    """What argparse's help is wrapped to: ``shutil.get_terminal_size().columns - 2`` (COLUMNS,
+    else the terminal of ``sys.__stdout__``, else 80), asked once."""
+    global _width
+    if _width is None:
+        try:
+            columns = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            columns = 0
+        if columns <= 0:
+            try:
+                columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+            except (AttributeError, ValueError, OSError):
+                columns = 0
+        _width = (columns if columns > 0 else 80) - 2
+    return _width
+
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Options of every command: given before the subcommand or after it (``jobq worker -v``).
@@ -60,14 +86,84 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
                         help="queue directory (default: $JOBQ_HOME, else ./.jobq)")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="jobq", description="A persistent job queue that needs no server.")
+class _Retry(Exception):
+    """A reduced parser (see :func:`_parse`) met an error: the whole parser reports it."""
+
+
+class _ReducedParser(_Parser):
+    def error(self, message: str) -> NoReturn:
+        raise _Retry(message)
+
+
+class _OnlyCommand:
+    """The subparsers action of a parser reduced to the command ``only``: the others' parsers,
+    and the arguments added to them, are not made."""
+
+    def __init__(self, sub: Any, only: str) -> None:
+        self._sub, self._only = sub, only
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        return self._sub.add_parser(name, **kwargs) if name == self._only else _NOT_MADE
+
+
+class _NotMade:
+    """Stands for the parser of a command not being parsed: every call does nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self
+
+
+_NOT_MADE = _NotMade()
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """``_parser().parse_args(argv)``, in a quarter of the time when ``argv`` names a command.
+
+    Making the parsers of every command costs 5 to 10 ms (argparse looks for translations of
+    its messages for each), more than all the rest of a worker's start before its first job
+    does besides importing (issue 19). So the command named is parsed by a parser that knows
+    only it; anything that parser cannot accept (an error, a help request before the command)
+    is parsed again by the whole parser, which says what is wrong in its own words.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command_of(argv)
+    if command is not None:
+        try:
+            return _parser(only=command).parse_args(argv)
+        except _Retry:
+            pass
+    return _parser().parse_args(argv)
+
+
+_GLOBAL_WITH_VALUE = {"--dir", "--log-format", "--log-level"}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names, if it surely names one: the first word that is no option
+    (nor the value of one), before any ``-h``."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-h", "--help", "--"):
+            return None
+        if word in _GLOBAL_WITH_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser (``only``: knowing only that command, see :func:`_parse`)."""
+    parser = (_Parser if only is None else _ReducedParser)(
+        prog="jobq", description="A persistent job queue that needs no server.")
     _global_options(parser, suppress=False)
     common = _Parser(add_help=False)
     _global_options(common, suppress=True)
     reads = _Parser(add_help=False, parents=[common])
     reads.add_argument("--json", action="store_true", help="print JSON for scripts")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub: Any = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if only is not None:
+        sub = _OnlyCommand(sub, only)
 
     p = sub.add_parser("enqueue", parents=[common], help="enqueue a job; prints its id")
     p.add_argument("task", help="the task, as 'package.module:function'")
@@ -160,7 +256,8 @@ def _parser() -> argparse.ArgumentParser:
                             " jobq tables) now, rather than when first opened")
     p.add_argument("--check", action="store_true",
                    help="change nothing: exit 1 if an upgrade is pending")
-    schedule.add_parser(sub, common, reads)
+    if only in (None, "schedule"):  # it imports jobq.schedule for its choices
+        schedule.add_parser(sub, common, reads)
     dashboard.add_parser(sub, common)
     sub.add_parser("demo", parents=[common],
                    help="run resumable jobs, kill a worker mid-job, watch the job resume")
@@ -189,8 +286,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR}
+LEVELS = {"debug": _logging.DEBUG, "info": _logging.INFO, "warning": _logging.WARNING,
+          "error": _logging.ERROR}
 
 
 def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | None = None
@@ -203,7 +300,7 @@ def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | Non
     also costs half as much per event (10 against 20 µs here).
     """
     if level is None:
-        level = logging.INFO if verbose else logging.WARNING
+        level = _logging.INFO if verbose else _logging.WARNING
     if fmt == "auto":
         fmt = _logging.auto_format(sys.stderr)
     stderr, least = sys.stderr, level
@@ -282,6 +379,7 @@ RUNNERS = {"enqueue": "commands:enqueue", "status": "status_view:status",
            "verify": "upkeep:verify", "compact": "upkeep:compact", "backup": "upkeep:backup",
            "workers": "worker_view:workers", "rekey": "key_view:rekey", "schedule": "schedule:run",
            "migrate": "migrate:migrate", "dashboard": "dashboard:dashboard"}
+COMMANDS = {*RUNNERS, "worker", "init", "demo"}  # a command missing here is parsed the slow way
 NO_QUEUE_YET = {"migrate", "dashboard"}  # open the queue themselves
 CREATES = {"enqueue"}
 
@@ -292,7 +390,7 @@ def _runner(command: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     # A worker's events are its log: info by default; other commands keep stderr quiet.
     configure_logging(args.verbose or args.command == "worker", args.log_format,
                       LEVELS.get(args.log_level or ""))

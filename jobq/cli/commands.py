@@ -15,7 +15,6 @@ from ..errors import DamagedRecord, InvalidArgument, JobNotFound, JobqError, Not
 from ..queue import Queue, last_line
 from ..state import Status
 from . import inputs, render
-from .worker_view import Census, describe_owner
 
 TIMEOUT_EXIT = 124  # like coreutils timeout(1)
 
@@ -136,6 +135,9 @@ def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
         problems.append(f"payload: cannot load: {exc}")
     owner = q.engine.row(jid)["owner"] if state is not None \
         and state.status is Status.RUNNING else None
+    # Imported here: `jobq worker` imports this module and needs none of it (issue 19).
+    from .worker_view import Census, describe_owner
+
     census = Census.of(q) if owner else None
     parents = q.engine.parents(jid)
     if args.json:

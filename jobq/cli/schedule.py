@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .. import tasks
 from ..errors import InvalidArgument, ScheduleNotFound
 from ..queue import Queue
-from ..schedule import MISFIRE, OVERLAP, Schedule, Stored
 from . import commands, inputs, render
+
+if TYPE_CHECKING:  # imported where used: `jobq worker` needs none of jobq.schedule (issue 19)
+    from ..schedule import Stored
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser,
                reads: argparse.ArgumentParser) -> None:
     """``jobq schedule`` and its three commands."""
+    from ..schedule import MISFIRE, OVERLAP
+
     p = sub.add_parser("schedule", parents=[common], help="periodic jobs: add, list, remove")
     verbs = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
     a = verbs.add_parser("add", parents=[common],
@@ -52,6 +56,8 @@ def run(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def add(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
+    from ..schedule import Schedule
+
     commands.importable_cwd()
     kwargs = inputs.parse_kwargs(args.kwargs) or {}
     cron, words = _when(args)

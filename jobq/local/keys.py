@@ -27,7 +27,6 @@ and a new snapshot format, and the frames written before the rotation would have
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 from typing import TYPE_CHECKING
@@ -69,6 +68,8 @@ def check(root: str, info: dict[str, object], key: bytes, old_keys: tuple[bytes,
     """At open: accept the keys given, or raise WrongSecretKey; rotate if the file's current key is
     among ``old_keys``. Returns the fingerprints of old keys still listed that were not given
     (whether they are still needed is for :func:`jobq.rekey.require` to find out)."""
+    import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
+
     current = key_check(key)
     given = {key_check(k) for k in old_keys}
     if not hmac.compare_digest(str(info.get("key_check")), str(current)):

@@ -9,8 +9,12 @@ next fire time and an unchanged one keeps it.
 
 from __future__ import annotations
 
-from ..schedule import Schedule, Stored
+from typing import TYPE_CHECKING
+
 from .store import Store
+
+if TYPE_CHECKING:  # only for annotations: a worker starts without jobq.schedule (issue 19)
+    from ..schedule import Schedule, Stored
 
 _PUT = ("INSERT INTO schedules (name, cron, tz, spec, next_at) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, cron = excluded.cron,"
@@ -37,6 +41,10 @@ class LocalSchedules:
         with self._store.reading():
             rows = self._store.conn.execute(
                 "SELECT spec, next_at, last_job FROM schedules ORDER BY name").fetchall()
+        if not rows:
+            return []
+        from ..schedule import Schedule, Stored  # once there are some (issue 19)
+
         return [Stored(Schedule.from_json(spec), float(next_at), last)
                 for spec, next_at, last in rows]
 

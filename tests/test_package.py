@@ -1,0 +1,59 @@
+"""The ``jobq`` package: its public names, and what importing it and a worker's modules costs
+(issue 19: a worker's start path imports neither structlog nor logging)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import jobq
+
+PUBLIC = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status",
+          "PermanentFailure", "periodic", "WorkerInfo", "WorkerState", "ChildInfo", "errors",
+          "__version__"]
+
+
+def _imported_after(code: str) -> set[str]:
+    """Modules a fresh interpreter holds after running ``code``."""
+    out = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint(*sys.modules)"],
+                         check=True, capture_output=True, text=True).stdout
+    return set(out.split())
+
+
+def test_all_is_unchanged_and_every_name_resolves() -> None:
+    assert jobq.__all__ == PUBLIC
+    from jobq.queue import Queue
+    from jobq.worker_info import WorkerState
+    assert jobq.Queue is Queue and jobq.WorkerState is WorkerState
+    assert jobq.errors.JobqError.__module__ == "jobq.errors"
+    namespace: dict[str, object] = {}
+    exec("from jobq import *", namespace)
+    assert set(PUBLIC) <= set(namespace)
+    assert set(PUBLIC) <= set(dir(jobq))
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        jobq.no_such_name  # noqa: B018
+
+
+def test_import_jobq_loads_no_submodule() -> None:
+    loaded = _imported_after("import jobq")
+    assert {m for m in loaded if m.startswith("jobq.")} == set()
+
+
+def test_a_workers_start_path_imports_no_logging_library(tmp_path: Path) -> None:
+    """Nor hashlib, where the queue has no secret key."""
+    loaded = _imported_after("import jobq.cli, workers.worker, workers.child\n"
+                             f"jobq.Queue({str(tmp_path / 'q')!r}).close()")
+    assert {"structlog", "logging", "traceback", "jobq.cli.worker_view", "hashlib",
+            "hmac", "jobq.schedule"} & loaded == set()
+
+
+def test_a_submodule_is_an_attribute_as_before() -> None:
+    """``import jobq`` used to import most submodules: ``jobq.periodic_jobs`` still reads."""
+    loaded = _imported_after("import jobq\nassert jobq.periodic_jobs.registered() == []")
+    assert "jobq.periodic_jobs" in loaded
