@@ -182,6 +182,14 @@ def _ratio(results: Results, top: str, bottom: str) -> float | None:
     return None if a is None or b is None else a / b
 
 
+def _round_ratios(results: Results, top: str, bottom: str) -> str:
+    """The ratio's spread over the rounds (each round measures both figures, one after the
+    other): on a shared machine a median ratio alone hides how far single rounds stray."""
+    tops, bottoms = results.rates.get(top, []), results.rates.get(bottom, [])
+    ratios = [a / b for a, b in zip(tops, bottoms) if b]
+    return f" (rounds {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+
+
 def print_header(args: argparse.Namespace, sizes: Sizes, server_dsn: str, dsn: str,
                  versions: dict[str, str]) -> None:
     version, settings = server_info(dsn)
@@ -239,7 +247,8 @@ def print_results(results: Results, kills: dict[str, list[float]]) -> None:
         verdict = "—" if ratio is None else "PASS" if (
             ratio >= limit if sense == ">=" else ratio <= limit) else "MISS"
         shown = "—" if ratio is None else f"{ratio:.2f}x"
-        print(f"  {goal:<{width}}  target {sense} {f'{limit:g}x':<6} measured {shown:>7}  {verdict}")
+        print(f"  {goal:<{width}}  target {sense} {f'{limit:g}x':<6} measured {shown:>7}  {verdict}"
+              f"{_round_ratios(results, top, bottom)}")
     seconds = kills.get("jobq")
     median = statistics.median(seconds) if seconds else None
     verdict = "—" if median is None else "PASS" if median <= SIGKILL_TARGET else "MISS"

@@ -3,6 +3,7 @@ public API only): enqueue, read, run, order, delays, ids, many producers."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -13,6 +14,7 @@ from jobq import JobState, Queue, Status
 from jobq.errors import (InvalidArgument, JobNotFound, SignatureMismatch, StaleClaim,
                          WaitTimeout)
 from jobq.execution import run_claim
+from jobq.queue import BATCH
 from jobq.testing import run_burst
 from jobtasks import add
 
@@ -60,6 +62,21 @@ def test_enqueue_many_writes_all_or_nothing(q: Queue):
     assert run_burst(q) == 50
     assert [q.result(j) for j in ids] == [2 * i for i in range(50)]
     assert q.enqueue_many(add, []) == []
+
+
+def test_enqueue_many_of_several_batches_is_one_write(q: Queue):
+    """More jobs than Queue hands the engine at a time (jobq.queue.BATCH): a job that cannot be
+    made in the last batch stores none of the batches before it; otherwise all are stored, in
+    order, each with its own arguments."""
+    n = 2 * BATCH + 500
+    with pytest.raises(SignatureMismatch, match=rf"args_list\[{n - 1}\]"):
+        q.enqueue_many(jobtasks.add, [(i, i) for i in range(n - 1)] + [(1, 2, 3)])
+    assert q.counts()["queued"] == 0
+    ids = q.enqueue_many(jobtasks.add, [(i, -i) for i in range(n)])
+    assert len(set(ids)) == n and q.counts()["queued"] == n
+    assert [s.job_id for s in itertools.islice(q.jobs(), 3)] == ids[:3]
+    for i in (0, BATCH - 1, BATCH, 2 * BATCH, n - 1):
+        assert q.payload(ids[i]).args == (i, -i)
 
 
 def test_a_given_job_id_makes_one_job_however_often_it_is_enqueued(q: Queue):

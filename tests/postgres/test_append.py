@@ -3,13 +3,14 @@ back to when an id is stored already."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from .pgq import KEY, frame, frames, open_url, succeed
 from jobq import job_record
-from jobq.errors import InvalidArgument
+from jobq.errors import InvalidArgument, StorageError
 from jobq.pickling import PickleRules
-from jobq.postgres import PgEngine
+from jobq.postgres import PgEngine, parse
 
 
 def args_of(engine: PgEngine, job_id: str) -> tuple[object, ...]:
@@ -58,6 +59,30 @@ def test_an_error_making_a_later_batch_stores_nothing(engine: PgEngine) -> None:
         engine.append_batches(batches())
     assert engine.counts()["queued"] == 0
     engine.append(frames(["x", "y"]))
+    assert list(engine.job_ids()) == ["x", "y"]
+
+
+def test_a_session_lost_after_batches_were_sent_stores_nothing(engine: PgEngine,
+                                                                pg_url: str) -> None:
+    """The server ends the transaction while the COPY is under way (its backend terminated,
+    as a restart or an administrator would): none of the rows already sent is stored."""
+    pid = engine._db.conn.info.backend_pid  # noqa: SLF001 - the session to end
+
+    def batches():  # type: ignore[no-untyped-def]
+        for i in range(3):
+            yield frames([f"s{i}-{j}" for j in range(1_500)]), 0  # more than a CHUNK each
+            if i == 1:
+                with psycopg.connect(parse(pg_url).conninfo, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    with pytest.raises(StorageError, match="nothing was stored"):
+        engine.append_batches(batches())
+    other = open_url(pg_url)
+    try:
+        assert other.counts()["queued"] == 0
+    finally:
+        other.close()
+    engine.append(frames(["x", "y"]))  # a new session
     assert list(engine.job_ids()) == ["x", "y"]
 
 
