@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import errors
 from .context import JobContext, current_job
 from .errors import PermanentFailure
+from .groups import Group, GroupStatus
 from .payload import JobPayload
 from .periodic_jobs import periodic
 from .queue import Queue
@@ -19,5 +20,5 @@ from .worker_info import ChildInfo, WorkerInfo, WorkerState
 __version__ = "0.1.0"
 
 __all__ = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status",
-           "PermanentFailure", "periodic", "WorkerInfo", "WorkerState", "ChildInfo", "errors",
+           "PermanentFailure", "periodic", "Group", "GroupStatus", "WorkerInfo", "WorkerState", "ChildInfo", "errors",
            "__version__"]
