@@ -63,6 +63,7 @@ class GroupStatus:
     items: int | None
     chunk_size: int
     counts: dict[str, int]
+    ended: int  # the fan-in counter: members' moves into a finished status (retries undone)
     done: bool
     then_job: str | None
     created_at: float
@@ -184,7 +185,7 @@ def status(q: Queue, group_id: str) -> GroupStatus:
         raise GroupNotFound(f"no group with id {group_id!r}", group_id=group_id)
     row = q.engine.group(group_id)
     return GroupStatus(id=group_id, jobs=row["jobs"], items=row["items"],
-                       chunk_size=row["chunk_size"], counts=row["counts"],
+                       chunk_size=row["chunk_size"], counts=row["counts"], ended=row["ended"],
                        done=row["done_at"] is not None, then_job=row["then_job"],
                        created_at=row["created_at"], done_at=row["done_at"])
 

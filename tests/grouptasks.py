@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
-from jobq import Queue
+from jobq import Queue, current_job
 
 
 def square(x: int) -> int:
@@ -50,3 +51,24 @@ def note_then(group_id: str, out: str) -> str:
 
 def identity(x: Any) -> Any:
     return x
+
+
+def slow_square(x: int) -> int:
+    time.sleep(0.002)
+    return x * x
+
+
+def check_then(group_id: str, location: str, out: str) -> int:
+    """A final step that records, as it starts, how many members had ended (all of them, if
+    it was let go when it should be) and its attempt (a run again after a SIGKILL is a
+    higher attempt of the same job, not a second release)."""
+    with Queue(location) as q:
+        st = q.group(group_id)
+    line = json.dumps({"attempt": current_job().attempt, "finished": st.finished,
+                       "jobs": st.jobs, "ended": st.ended})
+    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+    return st.finished

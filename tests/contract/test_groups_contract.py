@@ -66,7 +66,7 @@ def test_then_runs_once_after_every_member_ended_even_a_failed_one(q: Queue, loc
     assert workers(location, "--burst", "-c", "2").wait() == 0
     assert q.state(then).status is Status.SUCCEEDED
     (line,) = out.read_text().splitlines()
-    assert f'"results": [0, 1, 4, "error", 16, 25, 36, 49]' in line
+    assert '"results": [0, 1, 4, "error", 16, 25, 36, 49]' in line
     assert q.group(g.id).done
 
 
@@ -108,6 +108,7 @@ def test_a_retried_member_counts_once_and_then_still_runs_once(q: Queue, locatio
     assert q.retry(g.id + ".0")  # back before the group is done: it counts when it ends again
     assert workers(location, "--burst").wait() == 0
     assert lines(out) == [g.id] and q.gather(g.id) == [0, 1, 4]
+    assert q.group(g.id).ended == 3  # the cancel counted, the retry took it back
     assert q.retry(g.id + ".0") is False  # succeeded: nothing to retry
 
 
