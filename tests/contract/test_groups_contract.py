@@ -151,3 +151,26 @@ def test_map_options_reach_every_member(q: Queue):
         p = q.payload(f"{g.id}.{pos}")
         assert (p.priority, p.max_attempts, p.timeout, p.args) == (5, 7, 9.0, (pos,))
         assert p.run_at - p.created_at == pytest.approx(1000)
+
+
+def test_the_cli_lists_a_groups_members_and_shows_the_group(q: Queue, location: str, workers):
+    from test_cli import jobq, ok
+    import json
+    g = q.map("grouptasks:fail_on_3", range(5), max_attempts=1, then="grouptasks:identity")
+    other = q.enqueue("grouptasks:square", 1)
+    listed = json.loads(ok("list", "--dir", location, "--group", g.id, "--json"))
+    assert sorted(r["job_id"] for r in listed) == [f"{g.id}.{i}" for i in range(5)]
+    assert other not in {r["job_id"] for r in listed}
+    assert workers(location, "--burst").wait() == 0
+    dead = json.loads(ok("list", "--dir", location, "--group", g.id, "--status", "dead",
+                         "--json"))
+    assert [r["job_id"] for r in dead] == [g.id + ".3"]
+    shown = json.loads(ok("show", "--dir", location, g.id, "--json"))
+    assert shown["counts"] == {"succeeded": 4, "dead": 1} and shown["done"]
+    assert shown["then"] == {"job_id": g.id + ":then", "status": "succeeded"}
+    text = ok("show", "--dir", location, g.id)
+    assert "1 dead, 4 succeeded" in text and "100%" in text and g.id + ":then" in text
+    for args in (["list", "--group", "grp-nope"], ["show", "grp-nope"]):
+        done = jobq(*args[:1], "--dir", location, *args[1:])
+        assert done.returncode == 1 and done.stderr.startswith("jobq: error: ")
+        assert done.stderr.count("\n") == 1
