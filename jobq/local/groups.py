@@ -49,8 +49,8 @@ def open_group(conn: sqlite3.Connection, group_id: str, chunk_size: int, then_jo
 
 def close_group(conn: sqlite3.Connection, shelf: StateShelf, group_id: str, jobs: int,
                 items: int, now: float, write: Write) -> None:
-    """Inside a write transaction, the index caught up: the group has ``jobs`` members, all
-    stored; done at once if that many have ended already (or there are none)."""
+    """Inside a write transaction: the group has ``jobs`` members, all stored; done at once
+    if that many have ended already (or there are none)."""
     row = conn.execute("UPDATE groups SET jobs = ?, items = ? WHERE group_id = ?"
                        " RETURNING ended, then_job, done_at", (jobs, items, group_id)).fetchone()
     if row is None:

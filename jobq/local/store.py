@@ -187,7 +187,8 @@ class Store:
             groups.open_group(conn, group_id, chunk_size, then_job, self._clock())
 
     def close_group(self, group_id: str, jobs: int, items: int) -> None:
-        catch_up.catch_up(self._db, self._log, self._clock)  # its final job indexed
+        """No catch-up first (that would index the whole map before returning): a final job
+        not indexed yet is indexed later as due, the group being done (groups.settle_new)."""
         with self._db.write() as conn:
             groups.close_group(conn, self._db.shelf, group_id, jobs, items, self._clock(),
                                write_transitions)
