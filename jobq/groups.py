@@ -4,9 +4,13 @@
 of one group whose id the returned :class:`Group` holds. The jobs are streamed to the engine in
 batches, as ``enqueue_many`` does, and their ids are made from the group's id and their position
 (:mod:`jobq.group_ids`), so nothing per item is kept in memory: a generator of a million items
-costs the memory of one batch. The directory engine writes and fsyncs every 10,000 jobs or so
-(each write durable; workers may start on the first ones while the rest are written);
-PostgreSQL stores them all in one transaction (one commit).
+costs the memory of a few batches. The members are stored in several durable commits, not one:
+the directory engine writes and fsyncs every 10,000 jobs, PostgreSQL commits every 20,000 (one
+transaction for all would hold every record in memory until it commits). Workers may start on
+the first members while the rest are written; the group is closed (its number of members
+stored) after the last, and only then can it complete. An error while the items are read (or
+a producer killed) leaves the members already stored in a group that never completes: its
+final job stays ``waiting`` (cancel it, or the members, by hand).
 
 ``then=`` is an ordinary job stored with the group and ``waiting`` until every member has ended,
 whatever each ended as: the engines count members' ends in the transaction that records each

@@ -12,6 +12,7 @@ completes the group and makes its final job due. The final job is stored with th
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from .append import Appender, split
 from .db import Db
 from .jobs import NOW
 
+BATCHES_PER_COMMIT = 20  # of q.map's batches (1,000 jobs each)
 _COLUMNS = ("chunk_size", "jobs", "items", "ended", "then_job", "created_at", "done_at")
 _COUNTS = (
     "SELECT status, count(*) FROM jobq_jobs WHERE queue = %(q)s AND job_id >= %(lo)s"
@@ -101,18 +103,25 @@ class GroupedJobs:
                              " WHERE queue = %s AND job_id = %s", (self._queue, then[0]))
 
     def append_members(self, batches: Iterable[tuple[Sequence[bytes], int]]) -> None:
-        """Every member in one transaction, COPYed a batch at a time (one commit)."""
-        self.append_batches(batches)
+        """A transaction (one commit) every BATCHES_PER_COMMIT batches: one transaction for
+        them all would keep every record in memory until its last COPY (append_batches
+        keeps them for its retry, and the payloads' COPY is sent last)."""
+        found = iter(batches)
+        while True:
+            part = list(itertools.islice(found, BATCHES_PER_COMMIT))
+            if not part:
+                return
+            self.append_batches(part)
 
-    def close_group(self, group_id: str, jobs_: int, items: int) -> None:
+    def close_group(self, group_id: str, jobs: int, items: int) -> None:  # (jobs: the module, shadowed here)
         with self._db.transaction("complete a group") as conn:
             row = conn.execute(
                 "UPDATE jobq_groups SET jobs = %s, items = %s WHERE queue = %s AND group_id = %s"
                 " RETURNING ended, then_job, done_at",
-                (jobs_, items, self._queue, group_id)).fetchone()
+                (jobs, items, self._queue, group_id)).fetchone()
             if row is None:
                 raise GroupNotFound(f"no group with id {group_id!r}", group_id=group_id)
-            if row[0] >= jobs_ and row[2] is None:
+            if row[0] >= jobs and row[2] is None:
                 now = float(conn.execute(f"SELECT {NOW}").fetchone()[0])  # type: ignore[index]
                 _done(conn, self._codec, self._queue, group_id, row[1], now)
         self._jobs_ready()
