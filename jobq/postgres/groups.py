@@ -113,7 +113,7 @@ class GroupedJobs:
                 return
             self.append_batches(part)
 
-    def close_group(self, group_id: str, jobs: int, items: int) -> None:  # (jobs: the module, shadowed here)
+    def close_group(self, group_id: str, jobs: int, items: int) -> None:
         with self._db.transaction("complete a group") as conn:
             row = conn.execute(
                 "UPDATE jobq_groups SET jobs = %s, items = %s WHERE queue = %s AND group_id = %s"
