@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from . import errors
     from .context import JobContext, current_job
     from .errors import PermanentFailure
+    from .groups import Group, GroupStatus
     from .payload import JobPayload
     from .periodic_jobs import periodic
     from .queue import Queue
@@ -26,13 +27,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status",
-           "PermanentFailure", "periodic", "WorkerInfo", "WorkerState", "ChildInfo", "errors",
-           "__version__"]
+           "PermanentFailure", "periodic", "Group", "GroupStatus", "WorkerInfo", "WorkerState",
+           "ChildInfo", "errors", "__version__"]
 
 # Each public name, and the module (of this package) that defines it.
 _HOMES = {"Queue": "queue", "current_job": "context", "JobContext": "context",
           "JobPayload": "payload", "JobState": "state", "Status": "state",
-          "PermanentFailure": "errors", "periodic": "periodic_jobs", "WorkerInfo": "worker_info",
+          "PermanentFailure": "errors", "periodic": "periodic_jobs", "Group": "groups",
+          "GroupStatus": "groups", "WorkerInfo": "worker_info",
           "WorkerState": "worker_info", "ChildInfo": "worker_info"}
 
 

@@ -247,6 +247,24 @@ class Engine(Protocol):
     def parents(self, job_id: str) -> list[str]:
         """The job's parents in ``depends_on`` order (none if it depends on nothing)."""
 
+    # -- groups (q.map: jobq.groups; member ids say their group, see jobq.group_ids) ---------
+    def open_group(self, group_id: str, chunk_size: int, then: tuple[str, bytes] | None) -> None:
+        """Store a new group, open (its number of members unknown), durably, with its final
+        job (``then``: its id and frame) waiting until the group is done."""
+
+    def append_members(self, batches: Iterable[tuple[Sequence[bytes], int]]) -> None:
+        """Store a group's members as ``append_batches`` does, in memory as flat as the
+        engine allows: in one commit, or in several durable ones (say which)."""
+
+    def close_group(self, group_id: str, jobs: int, items: int) -> None:
+        """The group has ``jobs`` members, all stored: done at once if as many ended already.
+        From then on, the end of the last member (counted in the transaction that records
+        each end, once per move into a finished status) makes the final job due."""
+
+    def group(self, group_id: str) -> dict[str, Any]:
+        """The group's row (chunk_size, jobs, items, ended, then_job, created_at, done_at)
+        and its members' ``counts`` by status; GroupNotFound if there is no such group."""
+
     # -- reading ------------------------------------------------------------------------------
     def exists(self, job_id: str) -> bool: ...
     def status(self, job_id: str) -> Status: ...                       # JobNotFound

@@ -22,6 +22,7 @@ __all__ = [
     "RecordTooLarge",
     "JobNotFound",
     "UnknownParent",
+    "GroupNotFound",
     "JobFailed",
     "PermanentFailure",
     "JobCancelled",
@@ -126,6 +127,10 @@ class ScheduleNotFound(JobqError, KeyError):
 
 class JobNotFound(JobqError, KeyError):
     """No job with this id exists in the queue."""
+
+
+class GroupNotFound(JobqError, KeyError):
+    """No group (of ``q.map``) with this id exists in the queue."""
 
 
 class UnknownParent(InvalidJob, KeyError):

@@ -10,7 +10,8 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from . import config as config_mod
-from . import dependencies, engines, job_options, job_record, record, signatures, tasks
+from . import (dependencies, engines, groups, job_options, job_record, record, signatures,
+               tasks)
 from .job_ids import check_job_id, job_ids
 from .job_options import Options
 from .engine import Engine
@@ -221,6 +222,23 @@ class Queue:
                 parts = []
         if parts:
             yield parts, len(parts[-2]) + len(parts[-1])
+
+    def map(self, fn: Callable[..., Any] | str, items: Iterable[Any], *, chunk_size: int = 1,
+            then: Any = None, **options: Any) -> groups.Group:
+        """One job per item (or per ``chunk_size`` items) calling ``fn(item)``, in one group;
+        ``then=fn`` or ``(fn, args)`` runs once every member ended, with the group id first.
+        ``options``: ``priority``, ``delay``, ``max_attempts``, ``timeout`` (see jobq.groups)."""
+        return groups.map_items(self, fn, items, chunk_size=chunk_size, then=then, **options)
+
+    def group(self, group_id: str) -> groups.GroupStatus:
+        """The group's members by status, progress, final job; GroupNotFound if none."""
+        return groups.status(self, group_id)
+
+    def gather(self, group_id: str, timeout: float | None = None,
+               return_exceptions: bool = False) -> list[Any]:
+        """Wait for every member; the results in item order. JobFailed for the first member
+        that failed (in item order), or with ``return_exceptions`` the errors in place."""
+        return groups.gather(self, group_id, timeout, return_exceptions)
 
     def _options(self, priority: int, delay: float | None, max_attempts: int | None,
                  timeout: float | None) -> Options:

@@ -220,8 +220,9 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("list", parents=[reads], help="jobs, newest first")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    p.add_argument("--group", metavar="GID", help="only the members of this group (q.map)")
     job_id_help = "the job's id, or a prefix of exactly one id"
-    p = sub.add_parser("show", parents=[reads], help="one job: payload, state, errors")
+    p = sub.add_parser("show", parents=[reads], help="one job: payload, state, errors; or a group (q.map)")
     p.add_argument("job_id", help=job_id_help)
     p = sub.add_parser("wait", parents=[reads], help="wait for a job, with a progress bar")
     p.add_argument("job_id", help=job_id_help)

@@ -95,7 +95,11 @@ def _group(q: Queue) -> str | None:
 
 def list_jobs(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     wanted = Status(args.status) if args.status else None
-    rows = q.engine.rows(wanted, limit=args.limit)
+    if getattr(args, "group", None):
+        from .group_view import member_rows
+        rows = member_rows(q, args.group, wanted, args.limit)
+    else:
+        rows = q.engine.rows(wanted, limit=args.limit)
     if args.json:
         render.as_json(rows, out)
         return 0
@@ -117,6 +121,10 @@ def _parent(q: Queue, job_id: str) -> str:
 
 def show(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     importable_cwd()
+    if args.job_id.startswith("grp-"):  # a group's whole id shows the group (jobq.group_ids)
+        from .group_view import is_group, show_group
+        if is_group(q, args.job_id):
+            return show_group(q, args, out)
     jid = inputs.job_id_of(q, args.job_id)
     state, payload, problems = None, None, []
     try:

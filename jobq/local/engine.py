@@ -28,6 +28,7 @@ from .schedules import LocalSchedules
 from .workers import LocalWorkers
 
 T = TypeVar("T")
+MEMBERS_PER_WRITE = 10_000  # jobs of a q.map written (and fsynced) at a time
 
 
 class LocalEngine:
@@ -140,6 +141,34 @@ class LocalEngine:
 
     def parents(self, job_id: str) -> list[str]:
         return self.store.parents(job_id)
+
+    # -- groups (jobq.local.groups) ------------------------------------------------------------
+
+    def open_group(self, group_id: str, chunk_size: int, then: tuple[str, bytes] | None) -> None:
+        """The group's row first, then its final job's record (which waits while the group
+        is not done)."""
+        self.store.open_group(group_id, chunk_size, None if then is None else then[0])
+        if then is not None:
+            self.log.append([then[1]], None)
+
+    def append_members(self, batches: Iterable[tuple[Sequence[bytes], int]]) -> None:
+        """One durable write every MEMBERS_PER_WRITE jobs or so: memory stays flat whatever the
+        number of items (``append_batches`` holds them all for its one write)."""
+        parts: list[bytes] = []
+        last = 0
+        for pieces, last in batches:
+            parts += pieces
+            if len(parts) >= 2 * MEMBERS_PER_WRITE:
+                self.log.append(parts, last)
+                parts = []
+        if parts:
+            self.log.append(parts, last)
+
+    def close_group(self, group_id: str, jobs: int, items: int) -> None:
+        self.store.close_group(group_id, jobs, items)
+
+    def group(self, group_id: str) -> dict[str, Any]:
+        return self.store.group(group_id)
 
     # -- reading: the index catches up with the log first -------------------------------------
 

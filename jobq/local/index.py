@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 
 
-from . import dependencies, keys, settle, snapshots
+from . import dependencies, groups, keys, settle, snapshots
 from .. import job_record
 from ..record import SIGNATURE_MISMATCH
 from ..errors import CorruptRecord, StorageError
@@ -126,6 +126,7 @@ def _insert_new(conn: sqlite3.Connection, shelf: StateShelf,
     conn.executemany("INSERT INTO scheduled (run_at, seq, job_id) VALUES (?, ?, ?)", scheduled)
     snapshots.mark_indexed(conn, shelf, found)
     dependencies.settle_new(conn, shelf, list(found), at, settle.write_transitions)
+    groups.settle_new(conn, list(found), at)
     return len(found)
 
 

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from . import dependencies, index, snapshots
+from . import dependencies, groups, index, snapshots
 from .. import transitions
 from ..engine import Change, Claim
 from ..errors import JobNotFound, StaleClaim
@@ -280,6 +280,10 @@ def store_transitions(conn: sqlite3.Connection, shelf: StateShelf,
     ended = [state.job_id for state, _, _ in new if state.status in FINISHED]
     if ended:
         dependencies.release(conn, shelf, ended, now, write_transitions)
+        if was not in FINISHED:  # only a move into a finished status counts in a group
+            groups.count_ended(conn, shelf, ended, now, write_transitions)
+    elif was in FINISHED:  # q.retry
+        groups.reopened(conn, [state.job_id for state, _, _ in new])
 
 
 def write_transitions(conn: sqlite3.Connection, shelf: StateShelf,

@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from . import admin, catch_up, dependencies, leases, reads, wal
+from . import admin, catch_up, dependencies, groups, leases, reads, wal
 from .. import record
 from .directory import QueueDir
 from ..engine import Change, Claim
 from .log import Log, Position
 from ..pickling import PickleRules
-from .settle import Settler
+from .settle import Settler, write_transitions
 from .shelf import StateShelf
 from ..state import JobState, Status
 from .state_db import StateDB
@@ -179,6 +179,24 @@ class Store:
     def parents(self, child: str) -> list[str]:
         with self._db.reading():
             return dependencies.parents(self._db.conn, child)
+
+    # -- groups (jobq.local.groups) ------------------------------------------------------------
+
+    def open_group(self, group_id: str, chunk_size: int, then_job: str | None) -> None:
+        with self._db.write() as conn:
+            groups.open_group(conn, group_id, chunk_size, then_job, self._clock())
+
+    def close_group(self, group_id: str, jobs: int, items: int) -> None:
+        """No catch-up first (that would index the whole map before returning): a final job
+        not indexed yet is indexed later as due, the group being done (groups.settle_new)."""
+        with self._db.write() as conn:
+            groups.close_group(conn, self._db.shelf, group_id, jobs, items, self._clock(),
+                               write_transitions)
+
+    def group(self, group_id: str) -> dict[str, Any]:
+        catch_up.catch_up(self._db, self._log, self._clock)
+        with self._db.reading():
+            return groups.read(self._db.conn, group_id)
 
     # -- claiming and finishing (jobq.local.settle) --------------------------------------------
 

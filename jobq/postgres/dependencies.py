@@ -22,7 +22,7 @@ from .. import dependencies, transitions
 from ..codec import SnapshotCodec
 from ..errors import UnknownParent
 from ..state import FINISHED, JobState, status_of
-from . import jobs
+from . import groups, jobs
 from .append import Appender, split
 from .db import Db
 from .jobs import BLOB, NOW, STATE
@@ -98,9 +98,12 @@ def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
           ) -> None:
     """:func:`jobq.postgres.jobs.write`, then the release of the dependents of the jobs of
     ``new`` that ended (and of theirs, in turn), in the caller's transaction."""
-    if not jobs.write(conn, codec, queue, new, now, snapshotted):
-        return  # none that ended is a parent
+    is_parent = jobs.write(conn, codec, queue, new, now, snapshotted)
     ended = [s.job_id for s in new if s.status in FINISHED]
+    if ended:  # every job of ``new`` was unfinished: each of these ended now, once
+        groups.count_ended(conn, codec, queue, ended, now)
+    if not is_parent:
+        return  # none that ended is a parent
     while ended:
         ended = _release(conn, codec, queue, ended, now)
 

@@ -27,6 +27,7 @@ from ..verify_report import VerifyReport
 from . import append, claims, jobs, keys, operating, reading, settle
 from .db import Db
 from .dependencies import DependentJobs
+from .groups import GroupedJobs
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
 from .schedules import PgSchedules
@@ -53,7 +54,7 @@ class PgSettings:
     segment_size: int = 0  # no segments: the directory engine's setting
 
 
-class PgEngine(DependentJobs):
+class PgEngine(DependentJobs, GroupedJobs):
     """One named queue in a PostgreSQL database."""
 
     shared_group = None  # shared through the database's roles and grants, not a Unix group

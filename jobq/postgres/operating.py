@@ -14,7 +14,7 @@ import psycopg
 from .. import transitions
 from ..codec import SnapshotCodec
 from ..state import Status
-from . import dependencies, jobs
+from . import dependencies, groups, jobs
 from .settle import server_now
 
 PURGE_BATCH = 5_000
@@ -57,6 +57,7 @@ def requeue(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job
     if dependencies.waits_again(conn, queue, job_id):
         state = transitions.waiting(state, now)
     jobs.unfinish(conn, codec, queue, state, now)
+    groups.reopened(conn, queue, [job_id])
     return True
 
 

@@ -114,6 +114,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX jobq_jobs_waiting_parents ON jobq_jobs (queue, seq)"
         " WHERE status = 'waiting'",
     ),
+    (  # version 5: groups of q.map (jobq.postgres.groups)
+        """CREATE TABLE jobq_groups (
+            queue text COLLATE "C" NOT NULL, group_id text COLLATE "C" NOT NULL,
+            chunk_size integer NOT NULL, jobs bigint, items bigint,
+            ended bigint NOT NULL DEFAULT 0, then_job text COLLATE "C",
+            created_at double precision NOT NULL, done_at double precision,
+            PRIMARY KEY (queue, group_id))""",
+    ),
 )
 VERSION = len(MIGRATIONS)
 
