@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS held_back (
 TABLES = {"limits", "job_keys", "held_back"}
 
 _FINISHED = tuple(s.value for s in FINISHED)
+# A held job is due: queued, or failed and due for its retry (a ready row of either status).
+_DUE = "j.status IN ('queued', 'failed')"
 _TAKE_READY = ("DELETE FROM ready WHERE (neg_priority, seq) IN (SELECT neg_priority, seq FROM"
                " ready ORDER BY neg_priority, seq LIMIT ?) RETURNING neg_priority, seq, job_id")
 # CROSS JOIN: from the running jobs' status index entries (as many as the claims held), not
@@ -127,11 +129,11 @@ def _keys_of(conn: sqlite3.Connection, job_ids: list[str]) -> dict[str, str]:
 
 
 def _held(conn: sqlite3.Connection, key: str, room: int) -> list[tuple[int, int, str]]:
-    """The first ``room`` queued jobs held back for ``key``; rows of jobs no longer queued
+    """The first ``room`` due jobs held back for ``key``; rows of jobs no longer due
     (cancelled, purged, claimed after a requeue) are dropped on the way."""
     conn.execute("DELETE FROM held_back WHERE key = ? AND job_id NOT IN (SELECT h.job_id FROM"
                  " held_back h CROSS JOIN jobs j ON j.job_id = h.job_id WHERE h.key = ?"
-                 " AND j.status = 'queued')", (key, key))
+                 f" AND {_DUE})", (key, key))
     return conn.execute(
         "SELECT -j.priority, j.seq, j.job_id FROM held_back h CROSS JOIN jobs j"
         " ON j.job_id = h.job_id WHERE h.key = ? ORDER BY j.priority DESC, j.seq LIMIT ?",
@@ -148,7 +150,7 @@ def claimable(conn: sqlite3.Connection, now: float) -> bool:
             " WHERE key IN (SELECT DISTINCT key FROM held_back)").fetchall():
         if _room(1, running.get(key, 0), concurrency, rate, per, start, count, now) > 0 \
                 and conn.execute("SELECT 1 FROM held_back h CROSS JOIN jobs j ON j.job_id ="
-                                 " h.job_id WHERE h.key = ? AND j.status = 'queued' LIMIT 1",
+                                 f" h.job_id WHERE h.key = ? AND {_DUE} LIMIT 1",
                                  (key,)).fetchone():
             return True
     return False
@@ -175,7 +177,7 @@ class LocalLimits:
             gone = conn.execute("DELETE FROM limits WHERE key = ?", (key,)).rowcount == 1
             conn.execute("INSERT OR IGNORE INTO ready (neg_priority, seq, job_id)"
                          " SELECT -j.priority, j.seq, j.job_id FROM held_back h CROSS JOIN jobs j"
-                         " ON j.job_id = h.job_id WHERE h.key = ? AND j.status = 'queued'",
+                         f" ON j.job_id = h.job_id WHERE h.key = ? AND {_DUE}",
                          (key,))
             conn.execute("DELETE FROM held_back WHERE key = ?", (key,))
         return gone

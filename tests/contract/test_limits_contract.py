@@ -43,6 +43,20 @@ def test_at_most_concurrency_jobs_of_a_key_are_claimed_the_rest_wait_unspent(q: 
     assert claim(q, owner="other") == [keyed[2]]
 
 
+def test_a_failed_job_of_a_limited_key_is_retried_within_the_limit(q: Queue):
+    """A job failed and due for its retry is held back like a queued one, never lost."""
+    q.set_limit("api", concurrency=1)
+    first = q.enqueue_call("jobtasks:add", (1, 1), concurrency_key="api", max_attempts=3)
+    second = q.enqueue_call("jobtasks:add", (2, 2), concurrency_key="api")
+    assert claim(q) == [first]
+    token = q.engine.held()[0].token
+    q.engine.settle([(first, token, lambda s, now, m: failed(s, "boom", now, max_attempts=m,
+                                                              retry_delay=0))], "w", 0)
+    assert claim(q, 1) == [first]  # older: first again, as without limits
+    assert q.state(first).attempts == 2 and q.state(second).attempts == 0
+    assert claim(q) == []
+
+
 def test_keys_without_a_limit_and_other_keys_run_unlimited(q: Queue):
     q.set_limit("api", concurrency=1)
     other = [q.enqueue_call("jobtasks:add", (i, i), concurrency_key="db") for i in range(3)]
