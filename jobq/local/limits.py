@@ -62,9 +62,16 @@ def active(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM limits LIMIT 1").fetchone() is not None
 
 
-def take(conn: sqlite3.Connection, n: int, now: float) -> list[tuple[int, int, str]]:
-    """Inside the claim's write transaction, limits set: up to ``n`` jobs to claim,
-    (-priority, seq, job id), taken out of ``ready`` and ``held_back`` within every limit."""
+def take(conn: sqlite3.Connection, start: int, prefetch: int, now: float
+         ) -> list[tuple[int, int, str]]:
+    """Inside the claim's write transaction, limits set: up to ``start`` jobs to start and
+    ``prefetch`` more to prefetch, (-priority, seq, job id), in that order, taken out of
+    ``ready`` and ``held_back`` within every limit.
+
+    Jobs of a limited key are only started, never prefetched: a prefetched claim holds a slot
+    while its child runs the jobs before it, so a limit of 3 could be one child running three
+    jobs one after the other while the other workers wait."""
+    n = start + prefetch
     limited = {row[0]: row[1:] for row in conn.execute(
         "SELECT key, concurrency, rate, per, window_start, window_count FROM limits")}
     plain: list[tuple[int, int, str]] = []
@@ -78,33 +85,36 @@ def take(conn: sqlite3.Connection, n: int, now: float) -> list[tuple[int, int, s
         if not held:
             break
         conn.executemany("INSERT OR IGNORE INTO held_back (key, job_id) VALUES (?, ?)", held)
+    plain.sort()
     running = dict(conn.execute(_RUNNING).fetchall())
-    offered: list[tuple[int, int, str, str]] = []
-    for key, (concurrency, rate, per, start, count) in limited.items():
-        room = _room(n, running.get(key, 0), concurrency, rate, per, start, count, now)
+    offered: list[tuple[int, int, str, str | None]] = []
+    for key, (concurrency, rate, per, begun, count) in limited.items():
+        room = _room(start, running.get(key, 0), concurrency, rate, per, begun, count, now)
         if room > 0:
             offered += [(*row, key) for row in _held(conn, key, room)]
     if not offered:
         return plain
-    chosen = sorted([(*r, None) for r in plain] + offered)[:n]
-    taken_keys = Counter(key for *_, key in chosen if key is not None)
-    kept = set(chosen)
-    back = [r for r in plain if (*r, None) not in kept]
-    conn.executemany("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)", back)
-    from_held = [(neg, seq, job_id, key) for neg, seq, job_id, key in chosen if key is not None]
+    started = sorted([(*r, None) for r in plain] + offered)[:start]
+    kept = {job_id for _, _, job_id, _ in started}
+    rest = [r for r in plain if r[2] not in kept]
+    chosen = [r[:3] for r in started] + rest[:prefetch]
+    conn.executemany("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)",
+                     rest[prefetch:])
+    from_held = [(neg, seq, job_id, key) for neg, seq, job_id, key in started
+                 if key is not None]
     conn.executemany("DELETE FROM held_back WHERE key = ? AND job_id = ?",
                      [(key, job_id) for _, _, job_id, key in from_held])
     # A job requeued while it was held is in ready too: never claimed twice.
     conn.executemany("DELETE FROM ready WHERE neg_priority = ? AND seq = ?",
                      [(neg, seq) for neg, seq, _, _ in from_held])
-    for key, k in taken_keys.items():
-        _, rate, per, start, _ = limited[key]
+    for key, k in Counter(key for _, _, _, key in from_held).items():
+        _, rate, per, _, _ = limited[key]
         if rate is not None:
             conn.execute("UPDATE limits SET window_start = CASE WHEN ? >= window_start + ?"
                          " THEN ? ELSE window_start END, window_count = CASE WHEN"
                          " ? >= window_start + ? THEN ? ELSE window_count + ? END WHERE key = ?",
                          (now, per, now, now, per, k, k, key))
-    return [(neg, seq, job_id) for neg, seq, job_id, _ in chosen]
+    return chosen
 
 
 def _room(n: int, running: int, concurrency: int | None, rate: int | None, per: float | None,

@@ -105,13 +105,13 @@ class Settler:
         write lock is released."""
         _promote_due(conn, now)
         if limits.active(conn):  # one lookup in an empty table while no limit is set
-            taken = limits.take(conn, limit + prefetch, now)
+            taken = limits.take(conn, limit, prefetch, now)  # in order: to start, to prefetch
         else:
             taken = conn.execute(
                 "DELETE FROM ready WHERE (neg_priority, seq) IN (SELECT neg_priority, seq FROM"
                 " ready ORDER BY neg_priority, seq LIMIT ?) RETURNING neg_priority, seq, job_id",
                 (limit + prefetch,)).fetchall()
-        taken.sort()
+            taken.sort()
         ids = [job_id for _, _, job_id in taken]
         rows = []
         # The first ``limit`` start now; the rest are prefetched (one statement per kind, not

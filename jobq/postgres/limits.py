@@ -74,23 +74,29 @@ def active(conn: psycopg.Connection[Any], queue: str) -> bool:
     return bool(row and row[0])
 
 
-def pick(conn: psycopg.Connection[Any], queue: str, n: int, now: float) -> list[str]:
-    """Inside the claim's transaction, limits set: the ids of up to ``n`` ready jobs to claim
-    within every limit, by priority then arrival (see the module docstring)."""
+def pick(conn: psycopg.Connection[Any], queue: str, start: int, prefetch: int, now: float
+         ) -> list[str]:
+    """Inside the claim's transaction, limits set: the ids of up to ``start`` ready jobs to
+    start and ``prefetch`` more to prefetch, in that order, within every limit (see the module
+    docstring). Jobs of a limited key are only started, never prefetched: a prefetched claim
+    holds a slot while its child runs the jobs before it."""
     limited = conn.execute(
         "SELECT key, concurrency, rate, per, window_start, window_count FROM jobq_limits"
         " WHERE queue = %s ORDER BY key FOR UPDATE", (queue,)).fetchall()
     running = dict(conn.execute(_RUNNING, (queue,)).fetchall())
-    found = [(-prio, seq, job_id, None) for job_id, prio, seq in
-             conn.execute(_PLAIN, {"q": queue, "n": n}).fetchall()]
-    for key, concurrency, rate, per, start, count in limited:
-        room = _room(n, running.get(key, 0), concurrency, rate, per, start, count, now)
+    plain = [(-prio, seq, job_id, None) for job_id, prio, seq in
+             conn.execute(_PLAIN, {"q": queue, "n": start + prefetch}).fetchall()]
+    offered: list[tuple[int, int, str, str | None]] = []
+    for key, concurrency, rate, per, begun, count in limited:
+        room = _room(start, running.get(key, 0), concurrency, rate, per, begun, count, now)
         if room > 0:
-            found += [(-prio, seq, job_id, key) for job_id, prio, seq in
-                      conn.execute(_KEYED, {"q": queue, "key": key, "n": room}).fetchall()]
-    chosen = sorted(found)[:n]
+            offered += [(-prio, seq, job_id, key) for job_id, prio, seq in
+                        conn.execute(_KEYED, {"q": queue, "key": key, "n": room}).fetchall()]
+    started = sorted(plain + offered)[:start]
+    kept = {job_id for _, _, job_id, _ in started}
+    chosen = started + [r for r in plain if r[2] not in kept][:prefetch]
     taken: dict[str, int] = {}
-    for *_, key in chosen:
+    for *_, key in started:
         if key is not None:
             taken[key] = taken.get(key, 0) + 1
     for key, k in taken.items():

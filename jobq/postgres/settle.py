@@ -132,13 +132,14 @@ def _claim_limited(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: s
                    n: int, to_start: int, lease_seconds: float
                    ) -> tuple[list[Claim], dict[str, bytes]]:
     """The claim of a queue with limits: the ids picked within them, claimed as _CLAIM does."""
-    ids = limits.pick(conn, queue, n, server_now(conn))
+    ids = limits.pick(conn, queue, to_start, n - to_start, server_now(conn))
     if not ids:
         return [], {}
     rows = conn.execute(_CLAIM_PICKED, {"q": queue, "ids": ids, "owner": owner,
                                         "lease": lease_seconds, "started": to_start,
                                         "sj": [], "st": []}).fetchall()
-    rows.sort(key=lambda r: (-r[11], r[12]))
+    order = {job_id: i for i, job_id in enumerate(ids)}  # the started ones first
+    rows.sort(key=lambda r: order[r[0]])
     claims = [Claim(r[0], r[10], jobs.state_of(codec, r, r[13], writing=True)) for r in rows]
     return claims, {r[0]: bytes(r[14]) for r in rows if r[14] is not None}
 

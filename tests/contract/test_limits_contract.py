@@ -57,6 +57,18 @@ def test_a_failed_job_of_a_limited_key_is_retried_within_the_limit(q: Queue):
     assert claim(q) == []
 
 
+def test_jobs_of_a_limited_key_are_started_never_prefetched(q: Queue):
+    """A prefetched claim would hold a slot while its child runs the jobs before it."""
+    q.set_limit("api", concurrency=3)
+    keyed = [q.enqueue_call("jobtasks:add", (i, i), concurrency_key="api") for i in range(3)]
+    plain = [q.enqueue_call("jobtasks:add", (i, 1)) for i in range(3)]
+    first = q.engine.settle([], "a", 1, prefetch=5)[1]
+    assert [c.job_id for c in first] == [keyed[0], *plain]
+    assert [h.started for h in q.engine.held() if h.job_id == keyed[0]] == [True]
+    second = q.engine.settle([], "b", 1, prefetch=5)[1]
+    assert [c.job_id for c in second] == [keyed[1]]
+
+
 def test_keys_without_a_limit_and_other_keys_run_unlimited(q: Queue):
     q.set_limit("api", concurrency=1)
     other = [q.enqueue_call("jobtasks:add", (i, i), concurrency_key="db") for i in range(3)]
