@@ -68,8 +68,9 @@ _CLAIM = (
     " (SELECT p.frame FROM jobq_payloads p WHERE p.queue = j.queue AND p.job_id = j.job_id)")
 
 # The same claim of ids picked within the queue's limits (jobq.postgres.limits.pick).
-_CLAIM_PICKED = _CLAIM.replace(_CLAIM[_CLAIM.index(" ids AS ("):_CLAIM.index(" UPDATE jobq_jobs j SET status")],
-                               " ids AS (SELECT %(ids)s::text[] AS a)")
+_CLAIM_PICKED = _CLAIM.replace(
+    _CLAIM[_CLAIM.index(" ids AS ("):_CLAIM.index(" UPDATE jobq_jobs j SET status")],
+    " ids AS (SELECT %(ids)s::text[] AS a)")
 
 _LOCK_FINISHED = (
     f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW}, j.owner FROM jobq_jobs j"
