@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from .limits import Limit
 from .pickling import PickleRules
 from .state import JobState, Status
 from .worker_info import WorkerInfo, owner_of, worker_of
@@ -29,7 +30,8 @@ from .worker_info import WorkerInfo, owner_of, worker_of
 if TYPE_CHECKING:  # only for annotations: a worker starts without jobq.schedule (issue 19)
     from .schedule import Schedule, Stored
 
-__all__ = ["CancelWatch", "Change", "Claim", "Engine", "Finished", "Held", "Liveness", "NoWakeups",
+__all__ = ["CancelWatch", "Change", "Claim", "Engine", "Finished", "Held", "Limits",
+           "Liveness", "NoWakeups",
            "Schedules", "Settings", "Upkeep", "Wakeups", "Workers", "owner_of", "worker_of"]
 
 
@@ -146,6 +148,31 @@ class Schedules(Protocol):
                 last_job: str | None = None) -> bool:
         """Set the next fire time to ``new_next`` (and the last firing's job, if given) only if
         it is still ``expected_next``; True if this call did."""
+
+
+class Limits(Protocol):
+    """Concurrency and rate limits per key, and the keys of jobs (:mod:`jobq.limits`).
+
+    Claims honour the limits in the transaction that claims: a job whose key is full is not
+    claimed (it stays queued, no attempt spent). A queue with no limit set pays nothing for
+    them on the claim path beyond one cheap look.
+    """
+
+    def put(self, limit: Limit) -> None:
+        """Store ``limit``, replacing the key's; it applies from the next claim on."""
+
+    def remove(self, key: str) -> bool:
+        """Forget the key's limits (its jobs run unlimited); False if it had none."""
+
+    def all(self) -> list[Limit]:
+        """Every key's limits, by key."""
+
+    def append_keyed(self, frame: bytes, job_id: str, concurrency_key: str | None,
+                     unique_key: str | None) -> str:
+        """Store one framed job with its keys, durably; return the id of the job stored, or,
+        nothing stored, that of the job holding ``unique_key`` that has not ended (race-safe:
+        two producers at once get the same id). A ``job_id`` already stored keeps its first
+        record (and is returned)."""
 
 
 class Upkeep(Protocol):
@@ -350,6 +377,9 @@ class Engine(Protocol):
 
     @property
     def schedules(self) -> Schedules: ...
+
+    @property
+    def limits(self) -> Limits: ...
 
     # -- operating ----------------------------------------------------------------------------
     def cancel(self, job_id: str) -> bool: ...

@@ -12,6 +12,7 @@ from typing import Any
 from . import config as config_mod
 from . import (dependencies, engines, groups, job_options, job_record, record, signatures,
                tasks)
+from . import limits as job_limits
 from .job_ids import check_job_id, job_ids
 from .job_options import Options
 from .engine import Engine
@@ -144,24 +145,33 @@ class Queue:
                      priority: int = 0, delay: float | None = None,
                      max_attempts: int | None = None, timeout: float | None = None,
                      depends_on: Iterable[str] | None = None,
-                     on_dependency_failure: str = "cancel") -> str:
+                     on_dependency_failure: str = "cancel",
+                     concurrency_key: str | None = None, unique_key: str | None = None) -> str:
         """Enqueue with options. A ``job_id`` that already exists is returned without a new job.
 
         ``depends_on``: ids of jobs that must succeed first; the job is ``waiting`` until then
         and due as soon as the last one succeeds. If one ends dead or cancelled, the job ends
         cancelled (``on_dependency_failure="cancel"``) or runs once every parent has ended
         (``"run"``). UnknownParent, and nothing stored, if a parent does not exist.
+
+        ``concurrency_key``: the job runs within that key's limits (:meth:`set_limit`).
+        ``unique_key``: if a job of that key has not ended, its id is returned and nothing is
+        stored (:mod:`jobq.limits`).
         """
         task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
         args, kwargs = job_options.args_tuple(args), job_options.kwargs_dict(kwargs)
         parents, policy = dependencies.validate(depends_on, on_dependency_failure)
+        keys = job_limits.job_keys(concurrency_key, unique_key)
         if function is not None:
             signatures.check(function, task, args, kwargs)
         if job_id is not None:
             check_job_id(job_id)
             if self.engine.exists(job_id):
                 return job_id
+        if keys != (None, None):
+            return job_limits.enqueue_keyed(self, self._frame, task, args, kwargs, job_id,
+                                            options, keys, parents)
         if parents:
             job_id = job_id or job_ids.next()
             frame = self._frame(task, args, kwargs, job_id, options)
@@ -334,6 +344,16 @@ class Queue:
         """Re-queue a dead (or cancelled) job with a fresh budget of attempts."""
         check_job_id(job_id)
         return self.engine.requeue(job_id)
+
+    def set_limit(self, key: str, *, concurrency: int | None = None, rate: int | None = None,
+                  per: float | None = None) -> job_limits.Limit | None:
+        """Limit the jobs of ``concurrency_key=key``: ``concurrency`` running at once, ``rate``
+        starts per ``per`` seconds; replaces the key's limits, both None removes them."""
+        return job_limits.set_limit(self, key, concurrency=concurrency, rate=rate, per=per)
+
+    def limits(self) -> list[job_limits.Limit]:
+        """Every key's limits, by key."""
+        return job_limits.limits(self)
 
     def close(self) -> None:
         self.engine.close()

@@ -22,7 +22,7 @@ from ..errors import JobqError, StorageError, transient
 from ..state import Status
 # Only what building the parser needs: a command's module is imported when the command runs
 # (RUNNERS), so that `jobq worker` starts without the others (issue 19).
-from . import commands, dashboard, schedule, upkeep
+from . import commands, dashboard, limit, schedule, upkeep
 
 USAGE_ERROR = 2
 WAIT_FOR_STORAGE = 60.0  # seconds a starting worker waits for an unreachable server
@@ -180,6 +180,10 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--on-dependency-failure", choices=("cancel", "run"), default="cancel",
                    help="when a parent ends dead or cancelled: cancel this job (default), or"
                         " run it once every parent has ended")
+    p.add_argument("--concurrency-key", default=None, metavar="KEY",
+                   help="run within KEY's limits (jobq limit set KEY ...)")
+    p.add_argument("--unique-key", default=None, metavar="KEY",
+                   help="if a job of KEY has not ended, print its id and enqueue nothing")
 
     p = sub.add_parser("init", parents=[common],
                        help="create a queue, or share one with a group of users")
@@ -259,6 +263,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="change nothing: exit 1 if an upgrade is pending")
     if only in (None, "schedule"):  # it imports jobq.schedule for its choices
         schedule.add_parser(sub, common, reads)
+    limit.add_parser(sub, common, reads)
     dashboard.add_parser(sub, common)
     sub.add_parser("demo", parents=[common],
                    help="run resumable jobs, kill a worker mid-job, watch the job resume")
@@ -379,6 +384,7 @@ RUNNERS = {"enqueue": "commands:enqueue", "status": "status_view:status",
            "retry": "commands:retry", "cancel": "commands:cancel", "purge": "upkeep:purge",
            "verify": "upkeep:verify", "compact": "upkeep:compact", "backup": "upkeep:backup",
            "workers": "worker_view:workers", "rekey": "key_view:rekey", "schedule": "schedule:run",
+           "limit": "limit:run",
            "migrate": "migrate:migrate", "dashboard": "dashboard:dashboard"}
 COMMANDS = {*RUNNERS, "worker", "init", "demo"}  # a command missing here is parsed the slow way
 NO_QUEUE_YET = {"migrate", "dashboard"}  # open the queue themselves
@@ -407,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo.main(args.dir, sys.stdout)
         if args.command == "enqueue" and not commands.exists(config.build(args.dir).path):
             return commands.enqueue_into_new(args, sys.stdout)
-        create = args.command in CREATES or getattr(args, "schedule_command", "") == "add"
+        create = args.command in CREATES or getattr(args, "schedule_command", "") == "add" \
+            or getattr(args, "limit_command", "") == "set"
         with commands.open_queue(args, create=create) as queue:
             return _runner(args.command)(queue, args, sys.stdout)
     except JobqError as exc:

@@ -84,7 +84,8 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                          job_id=args.id, priority=args.priority, delay=args.delay,
                          max_attempts=args.max_attempts, timeout=args.timeout,
                          depends_on=args.depends_on,
-                         on_dependency_failure=args.on_dependency_failure)
+                         on_dependency_failure=args.on_dependency_failure,
+                         concurrency_key=args.concurrency_key, unique_key=args.unique_key)
     print(jid, file=out)
     return 0
 

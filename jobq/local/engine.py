@@ -24,6 +24,7 @@ from .directory import FIXED_SETTINGS, open_dir
 from .log import Log, Position
 from .store import Store
 from .upkeep import LocalUpkeep
+from .limits import LocalLimits
 from .schedules import LocalSchedules
 from .workers import LocalWorkers
 
@@ -61,6 +62,7 @@ class LocalEngine:
             raise
         self.workers = LocalWorkers(cfg.path)
         self.schedules = LocalSchedules(self.store)
+        self.limits = LocalLimits(self.store, self.log)
         # What a worker child calls per job, bound straight to the store: no call layer on the
         # hot path (the methods below say the same for readers of the class).
         self.cancel_generation = self.store.cancel_generation  # type: ignore[method-assign]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from . import catch_up, compaction_redo, index, snapshots
+from . import catch_up, compaction_redo, index, limits, snapshots
 from .. import listing, record
 from ..errors import JobNotFound
 from .log import Log, Position
@@ -266,6 +266,9 @@ def has_ready(db: StateDB, log_: Log, clock: Callable[[], float] = time.time) ->
     with db.reading():
         if db.conn.execute("SELECT 1 FROM ready LIMIT 1").fetchone():
             return True
+        now = clock()
         due = db.conn.execute("SELECT 1 FROM scheduled WHERE run_at <= ? LIMIT 1",
-                              (clock(),)).fetchone()
+                              (now,)).fetchone()
+        if due is None and limits.claimable(db.conn, now):
+            return True
     return due is not None or log_.has_more(catch_up.covered(db))

@@ -42,7 +42,7 @@ def index_lost(conn: sqlite3.Connection) -> bool:
     if not exists("SELECT 1 FROM jobs"):
         return True
     return not exists("SELECT 1 FROM ready") and not exists("SELECT 1 FROM scheduled") \
-        and exists("SELECT 1 FROM jobs WHERE status IN ('queued', 'failed')")
+        and not exists("SELECT 1 FROM held_back") and exists("SELECT 1 FROM jobs WHERE status IN ('queued', 'failed')")
 
 
 def rebuild(conn: sqlite3.Connection, shelf: StateShelf, log_: Log, now: float, *,
@@ -53,7 +53,7 @@ def rebuild(conn: sqlite3.Connection, shelf: StateShelf, log_: Log, now: float, 
     catch-up cuts or indexes.
     """
     purged_before = index.covered(conn)  # (1, 0) when meta was lost too: nothing known purged
-    for table in ("jobs", "ready", "scheduled"):
+    for table in ("jobs", "ready", "scheduled", "held_back"):
         conn.execute(f"DELETE FROM {table}")
     # Above every claim token issued before (a count of claims), so no worker still holding one
     # can pass the claim check of a later attempt.

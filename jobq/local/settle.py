@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from . import dependencies, groups, index, snapshots
+from . import dependencies, groups, index, limits, snapshots
 from .. import transitions
 from ..engine import Change, Claim
 from ..errors import JobNotFound, StaleClaim
@@ -111,11 +111,14 @@ class Settler:
         have one (the only ones unpickled). :meth:`_claims` makes the claims of them once the
         write lock is released."""
         _promote_due(conn, now)
-        taken = conn.execute(
-            "DELETE FROM ready WHERE (neg_priority, seq) IN (SELECT neg_priority, seq FROM ready"
-            " ORDER BY neg_priority, seq LIMIT ?) RETURNING neg_priority, seq, job_id",
-            (limit + prefetch,)).fetchall()
-        taken.sort()
+        if limits.active(conn):  # one lookup in an empty table while no limit is set
+            taken = limits.take(conn, limit, prefetch, now)  # in order: to start, to prefetch
+        else:
+            taken = conn.execute(
+                "DELETE FROM ready WHERE (neg_priority, seq) IN (SELECT neg_priority, seq FROM"
+                " ready ORDER BY neg_priority, seq LIMIT ?) RETURNING neg_priority, seq, job_id",
+                (limit + prefetch,)).fetchall()
+            taken.sort()
         ids = [job_id for _, _, job_id in taken]
         rows = []
         # The first ``limit`` start now; the rest are prefetched (one statement per kind, not

@@ -30,6 +30,8 @@ from .dependencies import DependentJobs
 from .groups import GroupedJobs
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
+from . import limits as pg_limits
+from .limits import PgLimits
 from .schedules import PgSchedules
 from .url import PgLocation
 from .verify import Checker
@@ -73,6 +75,8 @@ class PgEngine(DependentJobs, GroupedJobs):
         self._workers = PgWorkers(self._db)
         self._schedules = PgSchedules(self._db, loc.queue)
         self._appender = append.Appender(loc.queue, secret_key, max_record_size)
+        self._limits = PgLimits(self._db, loc.queue, self._appender, secret_key,
+                                max_record_size, stored=self._jobs_ready)
         self._generation = claims.CancelGeneration(self._db, loc.queue)
         # The frames of this process's claims not yet run, read by the claims themselves: a
         # worker that claimed a batch loads each job's payload without a round trip.
@@ -254,9 +258,13 @@ class PgEngine(DependentJobs, GroupedJobs):
         found = self._db.execute(
             "SELECT EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %s AND ready),"
             " (SELECT min(run_at) FROM jobq_jobs WHERE queue = %s AND NOT ready AND status IN"
-            f" ('queued', 'failed')) - {NOW}", (self._queue, self._queue))
-        ready, due = found[0]
+            f" ('queued', 'failed')) - {NOW},"
+            " EXISTS (SELECT 1 FROM jobq_limits WHERE queue = %s)",
+            (self._queue, self._queue, self._queue))
+        ready, due, limited = found[0]
         self._next_due = (time.monotonic(), due)
+        if ready and limited:  # are they all of keys at their limits?
+            ready = pg_limits.claimable(self._db, self._queue)
         return bool(ready) or (due is not None and due <= 0)
 
     def idle_wait(self, poll_interval: float, fallback: float) -> float:
@@ -301,6 +309,10 @@ class PgEngine(DependentJobs, GroupedJobs):
     @property
     def schedules(self) -> PgSchedules:
         return self._schedules
+
+    @property
+    def limits(self) -> PgLimits:
+        return self._limits
 
     # -- operating ----------------------------------------------------------------------------
 

@@ -18,6 +18,9 @@ Tables (every one has a ``queue`` column: many named queues share one database):
     jobq_schedules  periodic schedules (jobq.schedule) with their next fire times (version 3)
     jobq_dependencies  each dependent job's parents, in order, with its policy (version 4;
                     jobq.postgres.dependencies); jobs waiting for them have status 'waiting'
+    jobq_limits     concurrency and rate limits per key, with each rate's window (version 5;
+                    jobq.postgres.limits)
+    jobq_job_keys   each keyed job's concurrency key and unique key (version 5)
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
 a new database at once create it once. A jobq older than the schema it finds refuses to use it:
@@ -32,6 +35,7 @@ import psycopg
 
 from ..codec import key_check
 from ..errors import IncompatibleFormat, WrongSecretKey
+from . import limits
 from .url import PgLocation
 
 SCHEMA_LOCK = 0x6A6F_6271_0000_0001  # pg_advisory_xact_lock key of migrations ("jobq", 1)
@@ -122,6 +126,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at double precision NOT NULL, done_at double precision,
             PRIMARY KEY (queue, group_id))""",
     ),
+    limits.MIGRATION,  # version 6: limits per key and unique keys (jobq.postgres.limits)
 )
 VERSION = len(MIGRATIONS)
 

@@ -36,7 +36,7 @@ from .. import transitions
 from ..engine import Change, Claim
 from ..codec import SnapshotCodec
 from ..state import JobState
-from . import dependencies, jobs
+from . import dependencies, jobs, limits
 from .jobs import BLOB, NOW, STATE
 
 PROMOTE_BATCH = 1_000
@@ -57,6 +57,7 @@ _CLAIM = (
     " FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token)"
     " WHERE j.queue = %(q)s AND j.job_id = v.job_id AND j.token = v.token),"
     " ids AS (SELECT ARRAY(SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND ready"
+    f" AND {limits.NO_LIMITS}"
     " ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS a)"
     " UPDATE jobq_jobs j SET status = 'running', ready = false, attempts = j.attempts + 1,"
     " token = j.token + 1, owner = %(owner)s, lease_expires = n.now + %(lease)s,"
@@ -65,6 +66,11 @@ _CLAIM = (
     " FROM ids, n WHERE j.queue = %(q)s AND j.job_id = ANY(ids.a)"
     f" RETURNING {STATE}, j.token, j.priority, j.seq, {BLOB},"
     " (SELECT p.frame FROM jobq_payloads p WHERE p.queue = j.queue AND p.job_id = j.job_id)")
+
+# The same claim of ids picked within the queue's limits (jobq.postgres.limits.pick).
+_CLAIM_PICKED = _CLAIM.replace(
+    _CLAIM[_CLAIM.index(" ids AS ("):_CLAIM.index(" UPDATE jobq_jobs j SET status")],
+    " ids AS (SELECT %(ids)s::text[] AS a)")
 
 _LOCK_FINISHED = (
     f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW}, j.owner FROM jobq_jobs j"
@@ -132,7 +138,26 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
         to_start, wanted = max(0, to_start - len(got)), wanted - len(got)
         if wanted <= 0:
             break
+    if not claims and limits.active(conn, queue):  # the plain claim takes none then
+        claims, frames = _claim_limited(conn, codec, queue, owner, wanted, to_start,
+                                        lease_seconds)
     return states, claims, frames
+
+
+def _claim_limited(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owner: str,
+                   n: int, to_start: int, lease_seconds: float
+                   ) -> tuple[list[Claim], dict[str, bytes]]:
+    """The claim of a queue with limits: the ids picked within them, claimed as _CLAIM does."""
+    ids = limits.pick(conn, queue, to_start, n - to_start, server_now(conn))
+    if not ids:
+        return [], {}
+    rows = conn.execute(_CLAIM_PICKED, {"q": queue, "ids": ids, "owner": owner,
+                                        "lease": lease_seconds, "started": to_start,
+                                        "sj": [], "st": []}).fetchall()
+    order = {job_id: i for i, job_id in enumerate(ids)}  # the started ones first
+    rows.sort(key=lambda r: order[r[0]])
+    claims = [Claim(r[0], r[10], jobs.state_of(codec, r, r[13], writing=True)) for r in rows]
+    return claims, {r[0]: bytes(r[14]) for r in rows if r[14] is not None}
 
 
 def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owner: str, n: int,
