@@ -245,6 +245,17 @@ class Engine(Protocol):
     def parents(self, job_id: str) -> list[str]:
         """The job's parents in ``depends_on`` order (none if it depends on nothing)."""
 
+    def keep_for(self, job_ids: Sequence[str], result_ttl: float | None,
+                 failure_ttl: float | None) -> None:
+        """Record how long these jobs are kept once ended (:mod:`jobq.retention`), durably,
+        replacing what was recorded for them; a job that has already ended gets its expiry
+        from its end time. Called before the jobs' records are stored, or after."""
+
+    def expire(self, limit: int) -> int:
+        """Purge up to ``limit`` jobs past their expiry on the engine's clock, by an index
+        on that time, in one short transaction (a parent whose dependents have not all ended
+        is kept :data:`jobq.retention.PARENT_GRACE` longer); how many."""
+
     # -- reading ------------------------------------------------------------------------------
     def exists(self, job_id: str) -> bool: ...
     def status(self, job_id: str) -> Status: ...                       # JobNotFound

@@ -141,6 +141,13 @@ class LocalEngine:
     def parents(self, job_id: str) -> list[str]:
         return self.store.parents(job_id)
 
+    def keep_for(self, job_ids: Sequence[str], result_ttl: float | None,
+                 failure_ttl: float | None) -> None:
+        self.store.keep_for(job_ids, result_ttl, failure_ttl)
+
+    def expire(self, limit: int) -> int:
+        return purging.expire(self, self.now(), limit)
+
     # -- reading: the index catches up with the log first -------------------------------------
 
     def exists(self, job_id: str) -> bool:

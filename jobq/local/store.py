@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from . import admin, catch_up, dependencies, leases, reads, wal
+from . import admin, catch_up, dependencies, leases, reads, retention, wal
 from .. import record
 from .directory import QueueDir
 from ..engine import Change, Claim
@@ -179,6 +179,12 @@ class Store:
     def parents(self, child: str) -> list[str]:
         with self._db.reading():
             return dependencies.parents(self._db.conn, child)
+
+    def keep_for(self, job_ids: Sequence[str], result_ttl: float | None,
+                 failure_ttl: float | None) -> None:
+        """Record the jobs' ttls (jobq.local.retention), before or after their records."""
+        with self._db.write() as conn:
+            retention.keep(conn, job_ids, result_ttl, failure_ttl)
 
     # -- claiming and finishing (jobq.local.settle) --------------------------------------------
 

@@ -18,6 +18,8 @@ Tables (every one has a ``queue`` column: many named queues share one database):
     jobq_schedules  periodic schedules (jobq.schedule) with their next fire times (version 3)
     jobq_dependencies  each dependent job's parents, in order, with its policy (version 4;
                     jobq.postgres.dependencies); jobs waiting for them have status 'waiting'
+    jobq_retention  the ttls of jobs enqueued with one (version 5; jobq.postgres.retention);
+                    a finished job's expiry is ``jobq_done.expires_at``, set as it moves there
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
 a new database at once create it once. A jobq older than the schema it finds refuses to use it:
@@ -113,6 +115,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX jobq_dependencies_parent ON jobq_dependencies (queue, parent)",
         "CREATE INDEX jobq_jobs_waiting_parents ON jobq_jobs (queue, seq)"
         " WHERE status = 'waiting'",
+    ),
+    (  # version 5: result retention (jobq.postgres.retention)
+        """CREATE TABLE jobq_retention (
+            queue text COLLATE "C" NOT NULL, job_id text COLLATE "C" NOT NULL,
+            result_ttl double precision, failure_ttl double precision,
+            PRIMARY KEY (queue, job_id))""",
+        "ALTER TABLE jobq_done ADD COLUMN expires_at double precision",
+        "CREATE INDEX jobq_done_expires ON jobq_done (queue, expires_at)"
+        " WHERE expires_at IS NOT NULL",
     ),
 )
 VERSION = len(MIGRATIONS)
