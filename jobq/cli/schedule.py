@@ -19,11 +19,30 @@ from ..schedule import MISFIRE, OVERLAP, Schedule, Stored
 from . import commands, inputs, render
 
 
+class _Intermixed(argparse.ArgumentParser):
+    """A parser that takes options anywhere among its positionals (``add NAME --every 5m
+    TASK ARG``): argparse parses positionals a run at a time, so an option between two of
+    them left the rest "unrecognized". The subcommand action calls ``parse_known_args``;
+    it parses intermixed, whose own two passes run the plain parse."""
+
+    _plain = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._plain:
+            return super().parse_known_args(args, namespace)
+        self._plain = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._plain = False
+
+
 def add_parser(sub: Any, common: argparse.ArgumentParser,
                reads: argparse.ArgumentParser) -> None:
     """``jobq schedule`` and its three commands."""
     p = sub.add_parser("schedule", parents=[common], help="periodic jobs: add, list, remove")
-    verbs = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
+    verbs = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION",
+                             parser_class=_Intermixed)
     a = verbs.add_parser("add", parents=[common],
                          help="add (or replace) a schedule; prints its next fire time")
     a.add_argument("name", help="the schedule's name (letters, digits, _ . -)")
