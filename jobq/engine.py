@@ -138,7 +138,10 @@ class Schedules(Protocol):
         """Forget the schedule; False if there was none of that name."""
 
     def all(self) -> list[Stored]:
-        """Every schedule, by name."""
+        """Every schedule, by name; one that cannot be read is skipped, with a warning."""
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        """The stored schedules that cannot be read: (name, why), for ``jobq schedule list``."""
 
     def advance(self, name: str, expected_next: float, new_next: float,
                 last_job: str | None = None) -> bool:

@@ -98,12 +98,35 @@ def test_a_store_schema_3_queue_opens_upgraded_with_its_jobs(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("bad", ["{not json", '{"name": "s"}'], ids=["garbage", "no-fields"])
-def test_a_schedule_row_that_cannot_be_read_is_an_error_not_a_crash(tmp_path: Path,
-                                                                    bad: str) -> None:
-    from jobq.errors import InvalidSchedule
+def test_a_schedule_row_that_cannot_be_read_is_skipped_not_a_crash(tmp_path: Path,
+                                                                     bad: str) -> None:
     with Queue(tmp_path / "q") as q:
         q.engine.schedules.put(sched(), 300.0)
         with q.store.transaction() as conn:
             conn.execute("UPDATE schedules SET spec = ?", (bad,))
-        with pytest.raises(InvalidSchedule, match="stored schedule"):
-            q.engine.schedules.all()
+        assert q.engine.schedules.all() == []
+        [(name, why)] = q.engine.schedules.unreadable()
+        assert name == "s" and "stored schedule" in why
+
+
+def test_an_unreadable_schedule_row_is_skipped_with_a_warning_and_listed(tmp_path: Path
+                                                                        ) -> None:
+    """One bad row (hand-edited, or written by a newer jobq) must not stop the others."""
+    from structlog.testing import capture_logs
+    from test_cli import ok
+
+    from jobq.schedule import Schedule
+    root = tmp_path / "q"
+    with Queue(root) as q:
+        for name in ("bad", "good"):
+            q.engine.schedules.put(Schedule(name=name, cron="*/5 * * * *",
+                                            task="jobtasks:noop"), 4102444800.0)
+        with q.store.transaction() as conn:
+            conn.execute("UPDATE schedules SET spec = '{\"name\": 1, \"oops\": 2}'"
+                         " WHERE name = 'bad'")
+        with capture_logs() as logs:
+            assert [s.schedule.name for s in q.engine.schedules.all()] == ["good"]
+        assert [(e["event"], e["name"]) for e in logs] == [("schedule.unreadable", "bad")]
+        assert [name for name, _ in q.engine.schedules.unreadable()] == ["bad"]
+    listed = ok("schedule", "list", "--dir", str(root))
+    assert listed.startswith("schedule bad: unreadable (") and "good" in listed

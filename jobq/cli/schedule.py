@@ -88,16 +88,19 @@ def add(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 def list_schedules(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     stored = q.engine.schedules.all()
+    bad = q.engine.schedules.unreadable()
     if args.json:
-        render.as_json([{"name": s.schedule.name, "cron": s.schedule.cron,
+        render.as_json([{"name": name, "unreadable": why} for name, why in bad] + [{"name": s.schedule.name, "cron": s.schedule.cron,
                          "every": s.schedule.every, "when": s.schedule.when, "tz": s.schedule.tz,
                          "task": s.schedule.task, "args": list(s.schedule.args),
                          "kwargs": s.schedule.kwargs, "misfire": s.schedule.misfire,
                          "overlap": s.schedule.overlap, "next_at": s.next_at,
                          "next": _utc(s.next_at), "last_job": s.last_job} for s in stored], out)
         return 0
+    for name, why in bad:
+        print(f"schedule {name}: unreadable ({why})", file=out)
     if not stored:
-        print("no schedules", file=out)
+        print("no schedules" if not bad else "no other schedules", file=out)
         return 0
     render.table(["NAME", "CRON", "TZ", "NEXT", "TASK", "MISFIRE", "OVERLAP", "LAST JOB"],
                  [[s.schedule.name, s.schedule.when, s.schedule.tz, _local(s),

@@ -9,7 +9,7 @@ next fire time and an unchanged one keeps it.
 
 from __future__ import annotations
 
-from ..schedule import Schedule, Stored
+from ..schedule import Schedule, Stored, read_stored
 from .store import Store
 
 _PUT = ("INSERT INTO schedules (name, cron, tz, spec, next_at) VALUES (?, ?, ?, ?, ?)"
@@ -36,9 +36,16 @@ class LocalSchedules:
     def all(self) -> list[Stored]:
         with self._store.reading():
             rows = self._store.conn.execute(
-                "SELECT spec, next_at, last_job FROM schedules ORDER BY name").fetchall()
-        return [Stored(Schedule.from_json(spec), float(next_at), last)
-                for spec, next_at, last in rows]
+                "SELECT name, spec, next_at, last_job FROM schedules ORDER BY name").fetchall()
+        return read_stored(rows)
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        with self._store.reading():
+            rows = self._store.conn.execute(
+                "SELECT name, spec, next_at, last_job FROM schedules ORDER BY name").fetchall()
+        bad: list[tuple[str, str]] = []
+        read_stored(rows, bad)
+        return bad
 
     def advance(self, name: str, expected_next: float, new_next: float,
                 last_job: str | None = None) -> bool:
