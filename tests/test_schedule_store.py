@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from jobq import Queue
+from jobq import Queue, Status
 from jobq.local.state_db import STORE_SCHEMA
 from jobq.schedule import Schedule
 from workers import Worker
@@ -130,3 +131,40 @@ def test_an_unreadable_schedule_row_is_skipped_with_a_warning_and_listed(tmp_pat
         assert [name for name, _ in q.engine.schedules.unreadable()] == ["bad"]
     listed = ok("schedule", "list", "--dir", str(root))
     assert listed.startswith("schedule bad: unreadable (") and "good" in listed
+
+
+def test_cli_schedules_survive_a_state_database_made_again_from_the_log(tmp_path: Path
+                                                                        ) -> None:
+    """jobq schedule add, then state.sqlite3 lost: reopening puts the schedule back from
+    schedules.json (the jobs come back from the log); a removed one stays removed."""
+    from structlog.testing import capture_logs
+    from test_cli import ok
+
+    root = tmp_path / "q"
+    ok("init", "--dir", str(root))
+    ok("schedule", "add", "--dir", str(root), "kept", "*/5 * * * *", "jobtasks:add", "1", "2")
+    ok("schedule", "add", "--dir", str(root), "gone", "--every", "1h", "jobtasks:noop")
+    ok("schedule", "remove", "--dir", str(root), "gone")
+    with Queue(root) as q:
+        job = q.enqueue("jobtasks:add", 1, 1)
+    for name in ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):
+        (root / name).unlink(missing_ok=True)
+    with capture_logs() as logs, Queue(root) as q:
+        assert q.state(job).status is Status.QUEUED  # from the log
+        [stored] = q.engine.schedules.all()
+        assert (stored.schedule.name, stored.schedule.args) == ("kept", (1, 2))
+        assert stored.next_at > time.time() - 1
+    assert [e["schedules"] for e in logs if e["event"] == "store.schedules_restored"] == [
+        ["kept"]]
+    assert "kept" in ok("schedule", "list", "--dir", str(root))
+
+
+def test_no_schedule_comes_back_once_all_were_removed(tmp_path: Path) -> None:
+    root = tmp_path / "q"
+    with Queue(root) as q:
+        q.engine.schedules.put(sched(), 300.0)
+        assert q.engine.schedules.remove("s")
+    for name in ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):
+        (root / name).unlink(missing_ok=True)
+    with Queue(root) as q:
+        assert q.engine.schedules.all() == []

@@ -59,7 +59,7 @@ class LocalEngine:
             self.log.close()
             raise
         self.workers = LocalWorkers(cfg.path)
-        self.schedules = LocalSchedules(self.store)
+        self.schedules = LocalSchedules(self.store, cfg.path, clock)
         # What a worker child calls per job, bound straight to the store: no call layer on the
         # hot path (the methods below say the same for readers of the class).
         self.cancel_generation = self.store.cancel_generation  # type: ignore[method-assign]
