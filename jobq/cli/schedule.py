@@ -20,10 +20,11 @@ from . import commands, inputs, render
 
 
 class _Intermixed(argparse.ArgumentParser):
-    """A parser that takes options anywhere among its positionals (``add NAME --every 5m
-    TASK ARG``): argparse parses positionals a run at a time, so an option between two of
-    them left the rest "unrecognized". The subcommand action calls ``parse_known_args``;
-    it parses intermixed, whose own two passes run the plain parse."""
+    """Mixed into the command's parser class: a parser that takes options anywhere among its
+    positionals (``add NAME --every 5m TASK ARG``): argparse parses positionals a run at a
+    time, so an option between two of them left the rest "unrecognized". The subcommand
+    action calls ``parse_known_args``; it parses intermixed, whose own two passes run the
+    plain parse."""
 
     _plain = False
 
@@ -42,7 +43,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser,
     """``jobq schedule`` and its three commands."""
     p = sub.add_parser("schedule", parents=[common], help="periodic jobs: add, list, remove")
     verbs = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION",
-                             parser_class=_Intermixed)
+                             parser_class=type("_IntermixedParser", (_Intermixed, type(p)), {}))
     a = verbs.add_parser("add", parents=[common],
                          help="add (or replace) a schedule; prints its next fire time")
     a.add_argument("name", help="the schedule's name (letters, digits, _ . -)")

@@ -57,3 +57,15 @@ def test_queues_of_one_database_keep_their_schedules_apart(fresh_url: str) -> No
         assert [s.schedule.task for s in a.engine.schedules.all()] == ["m:f"]
         assert a.engine.schedules.remove("s") and [s.next_at for s in
                                                    b.engine.schedules.all()] == [3600.0]
+
+
+def test_an_unreadable_schedule_row_is_skipped_and_named(fresh_url: str) -> None:
+    url = fresh_url + "?queue=q"
+    with Queue(url) as q:
+        for name in ("bad", "good"):
+            q.engine.schedules.put(Schedule(name=name, cron="* * * * *", task="m:f"), 60.0)
+        with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:
+            conn.execute("UPDATE jobq_schedules SET spec = '{not json' WHERE name = 'bad'")
+        assert [s.schedule.name for s in q.engine.schedules.all()] == ["good"]
+        [(name, why)] = q.engine.schedules.unreadable()
+        assert name == "bad" and "stored schedule" in why
