@@ -91,7 +91,8 @@ def list_schedules(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     stored = q.engine.schedules.all()
     bad = q.engine.schedules.unreadable()
     if args.json:
-        render.as_json([{"name": name, "unreadable": why} for name, why in bad] + [{"name": s.schedule.name, "cron": s.schedule.cron,
+        render.as_json([{"name": name, "unreadable": why} for name, why in bad] + [{
+                        "name": s.schedule.name, "cron": s.schedule.cron,
                          "every": s.schedule.every, "when": s.schedule.when, "tz": s.schedule.tz,
                          "task": s.schedule.task, "args": list(s.schedule.args),
                          "kwargs": s.schedule.kwargs, "misfire": s.schedule.misfire,
