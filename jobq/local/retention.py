@@ -55,6 +55,12 @@ def on_transitions(conn: sqlite3.Connection, new: Iterable[JobState], now: float
                      " WHERE job_id = ?3", [(s.status.value, now, s.job_id) for s in new])
 
 
+def any_expired(conn: sqlite3.Connection, now: float) -> bool:
+    """Is a job past its expiry? One seek of the expiry index."""
+    return conn.execute("SELECT 1 FROM retention WHERE expires_at IS NOT NULL"
+                        " AND expires_at <= ? LIMIT 1", (now,)).fetchone() is not None
+
+
 def expired(conn: sqlite3.Connection, now: float, limit: int) -> list[tuple[str, str]]:
     """Inside a write transaction: up to ``limit`` (job id, status) of ended jobs past their
     expiry, by the expiry index. Rows naming no job are dropped; parents with a dependent not
