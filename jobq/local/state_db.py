@@ -297,11 +297,13 @@ class StateDB:
             yield
 
     @contextmanager
-    def write(self, *, always_sync: bool = False) -> Iterator[sqlite3.Connection]:
+    def write(self, *, always_sync: bool = False, sync: bool = True
+              ) -> Iterator[sqlite3.Connection]:
         """One write transaction, serialised across threads and processes; durable once the
         ``with`` block is left (the WAL is synced after the locks are released: see the module
         docstring). Without ``always_sync`` the sync is skipped if no row changed, which is
-        wrong for a transaction that changes only the schema (or VACUUMs)."""
+        wrong for a transaction that changes only the schema (or VACUUMs). ``sync=False``:
+        durable at the next write's sync, for what a power cut may lose (a retention row)."""
         with self._mutex:
             with self.lock, translated(self._qdir.state_db):
                 conn = self.conn
@@ -316,7 +318,7 @@ class StateDB:
                         conn.execute("ROLLBACK")
                     raise
                 changed = conn.total_changes != before
-            if changed or always_sync:
+            if (changed and sync) or always_sync:
                 self.sync_wal()
 
     def sync_wal(self) -> None:

@@ -182,8 +182,11 @@ class Store:
 
     def keep_for(self, job_ids: Sequence[str], result_ttl: float | None,
                  failure_ttl: float | None) -> None:
-        """Record the jobs' ttls (jobq.local.retention), before or after their records."""
-        with self._db.write() as conn:
+        """Record the jobs' ttls (jobq.local.retention), before or after their records.
+
+        Not synced: the log append that follows is, and a power cut that loses the row only
+        keeps the job for ever (never purges it early); the next write's sync covers it."""
+        with self._db.write(sync=False) as conn:
             retention.keep(conn, job_ids, result_ttl, failure_ttl)
 
     # -- claiming and finishing (jobq.local.settle) --------------------------------------------
