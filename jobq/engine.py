@@ -250,8 +250,9 @@ class Engine(Protocol):
 
     def keep_for(self, job_ids: Sequence[str], result_ttl: float | None,
                  failure_ttl: float | None) -> None:
-        """Record how long these jobs are kept once ended (:mod:`jobq.retention`), durably,
-        replacing what was recorded for them; a job that has already ended gets its expiry
+        """Record how long these jobs are kept once ended (:mod:`jobq.retention`), replacing
+        what was recorded for them (it may become durable only with the next commit: losing it
+        keeps the jobs for ever, never purges one early); a job that has already ended gets its expiry
         from its end time. Called before the jobs' records are stored, or after."""
 
     def expire(self, limit: int) -> int:
