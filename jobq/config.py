@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidJob
 from .pickling import PickleRules
 
 ENV_HOME = "JOBQ_HOME"
@@ -36,6 +36,9 @@ class QueueConfig:
     segment_size: int = 64 * MiB
     max_record_size: int = 16 * MiB
     default_max_attempts: int = 3
+    # How long finished jobs are kept (jobq.retention): seconds, or None for ever.
+    result_ttl: float | None = None
+    failure_ttl: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.fsync, bool):
@@ -55,6 +58,17 @@ class QueueConfig:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
         if self.max_record_size > 0xFFFF_FFFF:
             raise ConfigError("max_record_size must fit in 32 bits (4 GiB)")
+        _check_ttls(self)
+
+
+def _check_ttls(cfg: QueueConfig) -> None:
+    """ConfigError for a queue default ttl that is not None nor a number of seconds >= 0."""
+    from .retention import check_ttl  # (it imports jobq.errors only)
+    for name in ("result_ttl", "failure_ttl"):
+        try:
+            object.__setattr__(cfg, name, check_ttl(name, getattr(cfg, name)))
+        except InvalidJob as exc:
+            raise ConfigError(str(exc)) from exc
 
 
 def is_server_url(path: str) -> bool:

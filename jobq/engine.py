@@ -142,7 +142,10 @@ class Schedules(Protocol):
         """Forget the schedule; False if there was none of that name."""
 
     def all(self) -> list[Stored]:
-        """Every schedule, by name."""
+        """Every schedule, by name; one that cannot be read is skipped, with a warning."""
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        """The stored schedules that cannot be read: (name, why), for ``jobq schedule list``."""
 
     def advance(self, name: str, expected_next: float, new_next: float,
                 last_job: str | None = None) -> bool:
@@ -291,6 +294,18 @@ class Engine(Protocol):
     def group(self, group_id: str) -> dict[str, Any]:
         """The group's row (chunk_size, jobs, items, ended, then_job, created_at, done_at)
         and its members' ``counts`` by status; GroupNotFound if there is no such group."""
+
+    def keep_for(self, job_ids: Sequence[str], result_ttl: float | None,
+                 failure_ttl: float | None) -> None:
+        """Record how long these jobs are kept once ended (:mod:`jobq.retention`), replacing
+        what was recorded for them (it may become durable only with the next commit: losing it
+        keeps the jobs for ever, never purges one early); a job that has already ended gets its expiry
+        from its end time. Called before the jobs' records are stored, or after."""
+
+    def expire(self, limit: int) -> int:
+        """Purge up to ``limit`` jobs past their expiry on the engine's clock, by an index
+        on that time, in one short transaction (a parent whose dependents have not all ended
+        is kept :data:`jobq.retention.PARENT_GRACE` longer); how many."""
 
     # -- reading ------------------------------------------------------------------------------
     def exists(self, job_id: str) -> bool: ...

@@ -58,7 +58,8 @@ def open_engine(cfg: config_mod.QueueConfig, clock: Callable[[], float],
     """The engine of ``cfg.path``: a PostgreSQL URL's, else a directory's (the default)."""
     if config_mod.is_server_url(cfg.path):
         from . import postgres
-        local_only = sorted(set(given) - {"max_record_size", "default_max_attempts"})
+        local_only = sorted(set(given) - {"max_record_size", "default_max_attempts",
+                                          "result_ttl", "failure_ttl"})
         if local_only:
             raise ConfigError(f"{', '.join(local_only)}: a setting of a queue directory; a"
                               " queue in PostgreSQL has none")

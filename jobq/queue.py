@@ -6,12 +6,12 @@ import os
 import time
 from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from types import MappingProxyType, TracebackType
+from types import EllipsisType, MappingProxyType, TracebackType
 from typing import Any
 
 from . import config as config_mod
-from . import (dependencies, engines, groups, job_options, job_record, record, signatures,
-               tasks)
+from . import (dependencies, engines, groups, job_options, job_record, record, retention,
+               signatures, tasks)
 from . import limits as job_limits
 from .job_ids import check_job_id, job_ids
 from .job_options import Options
@@ -29,6 +29,10 @@ BATCH = 1_000  # jobs of an enqueue_many handed to the engine at a time
 class Queue:
     """A persistent job queue in a directory: ``Queue(path)``; default ``$JOBQ_HOME``, else ``./.jobq``.
 
+    ``result_ttl``/``failure_ttl``: seconds the jobs this Queue enqueues are kept once they
+    ended succeeded or cancelled / dead, before workers purge them (None: for ever, the
+    default); each enqueue may give its own (:mod:`jobq.retention`).
+
     ``fsync=False`` makes enqueue faster by not waiting for stable storage: a crash of the machine
     (not of the process) may then lose the jobs enqueued in its last seconds.
     """
@@ -39,9 +43,12 @@ class Queue:
                  allowed_modules: Iterable[str] | None = None,
                  remap: Mapping[str, str] | None = None, segment_size: int | None = None,
                  max_record_size: int | None = None, default_max_attempts: int | None = None,
+                 result_ttl: float | None = retention.DEFAULT_RESULT_TTL,
+                 failure_ttl: float | None = retention.DEFAULT_FAILURE_TTL,
                  clock: Callable[[], float] = time.time) -> None:
         options = {k: v for k, v in {"segment_size": segment_size, "max_record_size": max_record_size,
-                                     "default_max_attempts": default_max_attempts}.items()
+                                     "default_max_attempts": default_max_attempts,
+                                     "result_ttl": result_ttl, "failure_ttl": failure_ttl}.items()
                    if v is not None}
         self._open(config_mod.build(path, secret_key=secret_key, old_secret_keys=old_secret_keys,
                                     allowed_modules=allowed_modules,
@@ -68,6 +75,7 @@ class Queue:
         self._clock = clock
         self._key = cfg.secret_key
         self._default_options: Options | None = None  # the usual options, once validated
+        self._default_keep = retention.Retention(cfg.result_ttl, cfg.failure_ttl)
         try:
             self._default_options = self._options(0, None, None, None)
         except InvalidJob:
@@ -138,7 +146,7 @@ class Queue:
         else:  # tasks.target without its call: this is the hot path
             ref = tasks.reference(fn)
             signatures.check(fn, ref, args, kwargs)
-        return self._enqueue_one(ref, args, kwargs, None, options)
+        return self._enqueue_one(ref, args, kwargs, None, options, self._default_keep)
 
     def enqueue_call(self, fn: Callable[..., Any] | str, args: Iterable[Any] = (),
                      kwargs: Mapping[str, Any] | None = None, *, job_id: str | None = None,
@@ -146,7 +154,9 @@ class Queue:
                      max_attempts: int | None = None, timeout: float | None = None,
                      depends_on: Iterable[str] | None = None,
                      on_dependency_failure: str = "cancel",
-                     concurrency_key: str | None = None, unique_key: str | None = None) -> str:
+                     concurrency_key: str | None = None, unique_key: str | None = None,
+                     result_ttl: float | None | EllipsisType = ...,
+                     failure_ttl: float | None | EllipsisType = ...) -> str:
         """Enqueue with options. A ``job_id`` that already exists is returned without a new job.
 
         ``depends_on``: ids of jobs that must succeed first; the job is ``waiting`` until then
@@ -157,9 +167,12 @@ class Queue:
         ``concurrency_key``: the job runs within that key's limits (:meth:`set_limit`).
         ``unique_key``: if a job of that key has not ended, its id is returned and nothing is
         stored (:mod:`jobq.limits`).
+        ``result_ttl``/``failure_ttl``: seconds the job is kept once it ended (succeeded or
+        cancelled / dead) before workers purge it; None: for ever; not given: the Queue's.
         """
         task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
+        keep = retention.resolve(result_ttl, failure_ttl, self._default_keep)
         args, kwargs = job_options.args_tuple(args), job_options.kwargs_dict(kwargs)
         parents, policy = dependencies.validate(depends_on, on_dependency_failure)
         keys = job_limits.job_keys(concurrency_key, unique_key)
@@ -170,33 +183,53 @@ class Queue:
             if self.engine.exists(job_id):
                 return job_id
         if keys != (None, None):
+            job_id = job_id or job_ids.next()
+            self._keep([job_id], keep)  # unused (and harmless) if the unique key finds a job
             return job_limits.enqueue_keyed(self, self._frame, task, args, kwargs, job_id,
                                             options, keys, parents)
         if parents:
             job_id = job_id or job_ids.next()
             frame = self._frame(task, args, kwargs, job_id, options)
+            self._keep([job_id], keep)
             self.engine.append_dependent(frame, job_id, parents, policy)
             return job_id
-        return self._enqueue_one(task, args, kwargs, job_id, options)
+        return self._enqueue_one(task, args, kwargs, job_id, options, keep)
 
     def _enqueue_one(self, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                     job_id: str | None, options: Options) -> str:
+                     job_id: str | None, options: Options, keep: retention.Retention) -> str:
         """Append one job whose every input is validated; return its id once it is durable."""
         if job_id is None:
             job_id = job_ids.next()
-        self.engine.append([self._frame(task, args, kwargs, job_id, options)])
+        frame = self._frame(task, args, kwargs, job_id, options)
+        self._keep([job_id], keep)
+        self.engine.append([frame])
         return job_id
+
+    def _keep(self, ids: list[str], keep: retention.Retention) -> None:
+        """Record the ttls of jobs about to be stored (nothing for jobs kept for ever)."""
+        if not keep.forever and ids:
+            self.engine.keep_for(ids, keep.result_ttl, keep.failure_ttl)
 
     def enqueue_many(self, fn: Callable[..., Any] | str, args_list: Iterable[Iterable[Any]], *,
                      priority: int = 0, delay: float | None = None,
-                     max_attempts: int | None = None, timeout: float | None = None) -> list[str]:
-        """Enqueue ``fn(*args)`` for each tuple of ``args_list`` in one durable write and fsync."""
+                     max_attempts: int | None = None, timeout: float | None = None,
+                     result_ttl: float | None | EllipsisType = ...,
+                     failure_ttl: float | None | EllipsisType = ...) -> list[str]:
+        """Enqueue ``fn(*args)`` for each tuple of ``args_list`` in one durable write and fsync.
+
+        ``result_ttl``/``failure_ttl`` as for :meth:`enqueue_call`, for every job of the call.
+        """
         if isinstance(args_list, (str, bytes)) or not isinstance(args_list, Iterable):
             raise InvalidJob("args_list must be an iterable of argument tuples")
         task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
+        keep = retention.resolve(result_ttl, failure_ttl, self._default_keep)
         ids: list[str] = []  # filled as the engine takes the batches (an error: none stored)
         self.engine.append_batches(self._batches(task, function, args_list, options, ids))
+        # After the records (their ids are made as they are stored): a job that ended
+        # meanwhile gets its expiry from its end time (Engine.keep_for); a crash in between
+        # keeps the jobs for ever, never loses one early.
+        self._keep(ids, keep)
         return ids
 
     def _batches(self, task: str, function: Callable[..., Any] | None,

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._logging import get_logger
 from .errors import InvalidSchedule
 
 if TYPE_CHECKING:
@@ -239,3 +240,18 @@ def job_id(name: str, fire_at: float) -> str:
     """The id of the job of schedule ``name`` firing at ``fire_at``: the same in every worker."""
     moment = datetime.fromtimestamp(fire_at, timezone.utc)
     return f"{PREFIX}{name}:{moment.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+
+def read_stored(rows: Any, unreadable: list[tuple[str, str]] | None = None) -> list[Stored]:
+    """The schedules of stored ``(name, spec, next_at, last_job)`` rows. A row that cannot be
+    read is skipped with a warning (``schedule.unreadable``) and added to ``unreadable`` as
+    (name, why): one bad row must not stop every other schedule from firing."""
+    found = []
+    for name, spec, next_at, last_job in rows:
+        try:
+            found.append(Stored(Schedule.from_json(spec), float(next_at), last_job))
+        except (InvalidSchedule, TypeError, ValueError) as exc:
+            get_logger(__name__).warning("schedule.unreadable", name=name, error=str(exc))
+            if unreadable is not None:
+                unreadable.append((name, str(exc)))
+    return found

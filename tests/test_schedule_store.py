@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from jobq import Queue
+from jobq import Queue, Status
 from jobq.local.state_db import STORE_SCHEMA
 from jobq.schedule import Schedule
 from workers import Worker
@@ -98,12 +99,72 @@ def test_a_store_schema_3_queue_opens_upgraded_with_its_jobs(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("bad", ["{not json", '{"name": "s"}'], ids=["garbage", "no-fields"])
-def test_a_schedule_row_that_cannot_be_read_is_an_error_not_a_crash(tmp_path: Path,
-                                                                    bad: str) -> None:
-    from jobq.errors import InvalidSchedule
+def test_a_schedule_row_that_cannot_be_read_is_skipped_not_a_crash(tmp_path: Path,
+                                                                     bad: str) -> None:
     with Queue(tmp_path / "q") as q:
         q.engine.schedules.put(sched(), 300.0)
         with q.store.transaction() as conn:
             conn.execute("UPDATE schedules SET spec = ?", (bad,))
-        with pytest.raises(InvalidSchedule, match="stored schedule"):
-            q.engine.schedules.all()
+        assert q.engine.schedules.all() == []
+        [(name, why)] = q.engine.schedules.unreadable()
+        assert name == "s" and "stored schedule" in why
+
+
+def test_an_unreadable_schedule_row_is_skipped_with_a_warning_and_listed(tmp_path: Path
+                                                                        ) -> None:
+    """One bad row (hand-edited, or written by a newer jobq) must not stop the others."""
+    from structlog.testing import capture_logs
+    from test_cli import ok
+
+    from jobq.schedule import Schedule
+    root = tmp_path / "q"
+    with Queue(root) as q:
+        for name in ("bad", "good"):
+            q.engine.schedules.put(Schedule(name=name, cron="*/5 * * * *",
+                                            task="jobtasks:noop"), 4102444800.0)
+        with q.store.transaction() as conn:
+            conn.execute("UPDATE schedules SET spec = '{\"name\": 1, \"oops\": 2}'"
+                         " WHERE name = 'bad'")
+        with capture_logs() as logs:
+            assert [s.schedule.name for s in q.engine.schedules.all()] == ["good"]
+        assert [(e["event"], e["name"]) for e in logs] == [("schedule.unreadable", "bad")]
+        assert [name for name, _ in q.engine.schedules.unreadable()] == ["bad"]
+    listed = ok("schedule", "list", "--dir", str(root))
+    assert listed.startswith("schedule bad: unreadable (") and "good" in listed
+
+
+def test_cli_schedules_survive_a_state_database_made_again_from_the_log(tmp_path: Path
+                                                                        ) -> None:
+    """jobq schedule add, then state.sqlite3 lost: reopening puts the schedule back from
+    schedules.json (the jobs come back from the log); a removed one stays removed."""
+    from structlog.testing import capture_logs
+    from test_cli import ok
+
+    root = tmp_path / "q"
+    ok("init", "--dir", str(root))
+    ok("schedule", "add", "--dir", str(root), "kept", "*/5 * * * *", "jobtasks:add", "1", "2")
+    ok("schedule", "add", "--dir", str(root), "gone", "--every", "1h", "jobtasks:noop")
+    ok("schedule", "remove", "--dir", str(root), "gone")
+    with Queue(root) as q:
+        job = q.enqueue("jobtasks:add", 1, 1)
+    for name in ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):
+        (root / name).unlink(missing_ok=True)
+    with capture_logs() as logs, Queue(root) as q:
+        assert q.state(job).status is Status.QUEUED  # from the log
+        [stored] = q.engine.schedules.all()
+        assert (stored.schedule.name, stored.schedule.args) == ("kept", (1, 2))
+        assert stored.next_at > time.time() - 1
+    assert [e["schedules"] for e in logs if e["event"] == "store.schedules_restored"] == [
+        ["kept"]]
+    assert "kept" in ok("schedule", "list", "--dir", str(root))
+
+
+def test_no_schedule_comes_back_once_all_were_removed(tmp_path: Path) -> None:
+    root = tmp_path / "q"
+    with Queue(root) as q:
+        q.engine.schedules.put(sched(), 300.0)
+        assert q.engine.schedules.remove("s")
+    for name in ("state.sqlite3", "state.sqlite3-wal", "state.sqlite3-shm"):
+        (root / name).unlink(missing_ok=True)
+    with Queue(root) as q:
+        assert q.engine.schedules.all() == []

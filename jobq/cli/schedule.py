@@ -21,13 +21,33 @@ if TYPE_CHECKING:  # imported where used: `jobq worker` needs none of jobq.sched
     from ..schedule import Stored
 
 
+class _Intermixed(argparse.ArgumentParser):
+    """Mixed into the command's parser class: a parser that takes options anywhere among its
+    positionals (``add NAME --every 5m TASK ARG``): argparse parses positionals a run at a
+    time, so an option between two of them left the rest "unrecognized". The subcommand
+    action calls ``parse_known_args``; it parses intermixed, whose own two passes run the
+    plain parse."""
+
+    _plain = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._plain:
+            return super().parse_known_args(args, namespace)
+        self._plain = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._plain = False
+
+
 def add_parser(sub: Any, common: argparse.ArgumentParser,
                reads: argparse.ArgumentParser) -> None:
     """``jobq schedule`` and its three commands."""
     from ..schedule import MISFIRE, OVERLAP
 
     p = sub.add_parser("schedule", parents=[common], help="periodic jobs: add, list, remove")
-    verbs = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
+    verbs = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION",
+                             parser_class=type("_IntermixedParser", (_Intermixed, type(p)), {}))
     a = verbs.add_parser("add", parents=[common],
                          help="add (or replace) a schedule; prints its next fire time")
     a.add_argument("name", help="the schedule's name (letters, digits, _ . -)")
@@ -75,16 +95,20 @@ def add(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 def list_schedules(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     stored = q.engine.schedules.all()
+    bad = q.engine.schedules.unreadable()
     if args.json:
-        render.as_json([{"name": s.schedule.name, "cron": s.schedule.cron,
+        render.as_json([{"name": name, "unreadable": why} for name, why in bad] + [{
+                        "name": s.schedule.name, "cron": s.schedule.cron,
                          "every": s.schedule.every, "when": s.schedule.when, "tz": s.schedule.tz,
                          "task": s.schedule.task, "args": list(s.schedule.args),
                          "kwargs": s.schedule.kwargs, "misfire": s.schedule.misfire,
                          "overlap": s.schedule.overlap, "next_at": s.next_at,
                          "next": _utc(s.next_at), "last_job": s.last_job} for s in stored], out)
         return 0
+    for name, why in bad:
+        print(f"schedule {name}: unreadable ({why})", file=out)
     if not stored:
-        print("no schedules", file=out)
+        print("no schedules" if not bad else "no other schedules", file=out)
         return 0
     render.table(["NAME", "CRON", "TZ", "NEXT", "TASK", "MISFIRE", "OVERLAP", "LAST JOB"],
                  [[s.schedule.name, s.schedule.when, s.schedule.tz, _local(s),

@@ -151,7 +151,8 @@ def _paths(qdir: QueueDir) -> list[str]:
     return [root, os.path.join(root, FORMAT_FILE), qdir.log, qdir.quarantine, qdir.state_db,
             qdir.state_db + "-wal", qdir.state_db + "-shm", qdir.state_lock,
             os.path.join(qdir.log, "append.lock"), os.path.join(root, "workers"),
-            os.path.join(root, "compact.lock"), os.path.join(root, keys.LOCK_FILE)]
+            os.path.join(root, "compact.lock"), os.path.join(root, keys.LOCK_FILE),
+            os.path.join(root, "schedules.json")]  # jobq.local.schedules.FILE
 
 
 def _shared_group(info: dict[str, object]) -> int | None:

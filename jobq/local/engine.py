@@ -61,7 +61,7 @@ class LocalEngine:
             self.log.close()
             raise
         self.workers = LocalWorkers(cfg.path)
-        self.schedules = LocalSchedules(self.store)
+        self.schedules = LocalSchedules(self.store, cfg.path, clock)
         self.limits = LocalLimits(self.store, self.log)
         # What a worker child calls per job, bound straight to the store: no call layer on the
         # hot path (the methods below say the same for readers of the class).
@@ -171,6 +171,13 @@ class LocalEngine:
 
     def group(self, group_id: str) -> dict[str, Any]:
         return self.store.group(group_id)
+
+    def keep_for(self, job_ids: Sequence[str], result_ttl: float | None,
+                 failure_ttl: float | None) -> None:
+        self.store.keep_for(job_ids, result_ttl, failure_ttl)
+
+    def expire(self, limit: int) -> int:
+        return purging.expire(self, self.now(), limit)
 
     # -- reading: the index catches up with the log first -------------------------------------
 

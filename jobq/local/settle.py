@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from . import dependencies, groups, index, limits, snapshots
+from . import dependencies, groups, index, limits, retention, snapshots
 from .. import transitions
 from ..engine import Change, Claim
 from ..errors import JobNotFound, StaleClaim
@@ -304,6 +304,7 @@ def write_transitions(conn: sqlite3.Connection, shelf: StateShelf,
             index.add_waiting(conn, state.job_id, row[-2], row[-1], state.run_at, now)
     snapshots.store_many(conn, shelf, [(state, blob) for state, _, blob in new])
     move_counts(conn, was, Counter(state.status for state, _, _ in new))
+    retention.on_transitions(conn, (state for state, _, _ in new), now)
 
 
 def _promote_due(conn: sqlite3.Connection, now: float) -> None:

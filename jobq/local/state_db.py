@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import dependencies, durable, groups, limits, permissions, wal
+from . import dependencies, durable, groups, limits, permissions, retention, wal
 from ._flock import ProcessLock
 from .._logging import get_logger
 from .directory import QueueDir
@@ -43,9 +43,10 @@ log = get_logger(__name__)
 # 2: jobs gained snap, started_at and prefetched; 3: job_counts; 4: schedules (its table is
 # made by the CREATE ... IF NOT EXISTS of _SCHEMA when a file of 3 is opened); 5: dependencies
 # and the status 'waiting' (jobq.local.dependencies; its table is made the same way); 6: groups
-# (q.map, jobq.local.groups), limits, job_keys and held_back (jobq.local.limits), all made the
-# same way (an older jobq must not open the file: it would end group members without counting
-# them and run limited jobs past their limits)
+# (q.map, jobq.local.groups), limits, job_keys and held_back (jobq.local.limits), retention
+# (jobq.local.retention: result_ttl, failure_ttl, expires_at), all made the same way (an older
+# jobq must not open the file: it would end group members without counting them, run limited
+# jobs past their limits and never purge expired jobs)
 STORE_SCHEMA = 6
 
 _SCHEMA = """
@@ -84,7 +85,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS schedules (
     name TEXT PRIMARY KEY, cron TEXT NOT NULL, tz TEXT NOT NULL, spec TEXT NOT NULL,
     next_at REAL NOT NULL, last_job TEXT) WITHOUT ROWID;
-""" + dependencies.SCHEMA + groups.SCHEMA + limits.SCHEMA
+""" + dependencies.SCHEMA + groups.SCHEMA + limits.SCHEMA + retention.SCHEMA
 
 # Finished jobs per status (succeeded, dead, cancelled), so that counts() and `jobq status` never
 # count the finished jobs kept, however many. Every status change goes through one of three paths,
@@ -128,7 +129,7 @@ def recount(conn: sqlite3.Connection) -> None:
 
 # Tables: one missing (a damaged or hand-edited file) is made again on open.
 _TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine", "job_counts",
-           "schedules", "dependencies", "groups"} | limits.TABLES
+           "schedules", "dependencies", "groups", "retention"} | limits.TABLES
 
 # Schema 1 rows have full snapshots (snap = 1) and no start time in the row (NULL: the snapshot's).
 _ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from . import admin, catch_up, dependencies, groups, leases, reads, wal
+from . import admin, catch_up, dependencies, groups, leases, reads, retention, wal
 from .. import record
 from .directory import QueueDir
 from ..engine import Change, Claim
@@ -197,6 +197,15 @@ class Store:
         catch_up.catch_up(self._db, self._log, self._clock)
         with self._db.reading():
             return groups.read(self._db.conn, group_id)
+
+    def keep_for(self, job_ids: Sequence[str], result_ttl: float | None,
+                 failure_ttl: float | None) -> None:
+        """Record the jobs' ttls (jobq.local.retention), before or after their records.
+
+        Not synced: the log append that follows is, and a power cut that loses the row only
+        keeps the job for ever (never purges it early); the next write's sync covers it."""
+        with self._db.write(sync=False) as conn:
+            retention.keep(conn, job_ids, result_ttl, failure_ttl)
 
     # -- claiming and finishing (jobq.local.settle) --------------------------------------------
 

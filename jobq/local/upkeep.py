@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .compaction import compaction_steps, dead_bytes, purged_since
 from ..errors import JobqError
+from ..retention import Expiry
 
 if TYPE_CHECKING:
     from .parts import Parts
@@ -45,6 +46,7 @@ class LocalUpkeep:
         self._steps: Iterator[None] | None = None
         self._seen = 0  # the purged count last estimated: a new estimate only when it changes
         self._next_estimate = 0.0  # time.monotonic()
+        self._expiry = Expiry(engine, logger)  # type: ignore[arg-type]  # a LocalEngine
         engine.store.presize_wal()  # while the children claim: see jobq.local.wal
 
     @property
@@ -61,6 +63,7 @@ class LocalUpkeep:
             # The supervisor is idle while its children work: it checkpoints the WAL, which
             # a child committing a batch would otherwise do itself, now and then, for long.
             store.checkpoint()
+        self._expiry.step()  # its purges count towards the next compaction
         if self.threshold:
             self._compact()
 

@@ -22,9 +22,10 @@ from ..engine import Change, Claim, Finished, Held, NoWakeups
 from ..codec import SnapshotCodec
 from ..errors import DamagedRecord, InvalidArgument
 from ..pickling import PickleRules
+from ..retention import Expiry
 from ..state import FINISHED, JobState, Status
 from ..verify_report import VerifyReport
-from . import append, claims, jobs, keys, operating, reading, settle
+from . import append, claims, jobs, keys, operating, reading, retention, settle
 from .db import Db
 from .dependencies import DependentJobs
 from .groups import GroupedJobs
@@ -298,9 +299,10 @@ class PgEngine(DependentJobs, GroupedJobs):
         """Running claims (of one owner, or all), their leases judged on the server's clock."""
         return claims.held(self._db, self._queue, owner)
 
-    def upkeep(self, *, compact_threshold: int, logger: Any) -> NoUpkeep:
-        """Nothing to do: the server vacuums (see the table settings in jobq.postgres.schema)."""
-        return NoUpkeep()
+    def upkeep(self, *, compact_threshold: int, logger: Any) -> PgUpkeep:
+        """Jobs past their retention purged a batch at a time; the server vacuums (see the
+        table settings in jobq.postgres.schema)."""
+        return PgUpkeep(Expiry(self, logger))
 
     @property
     def workers(self) -> PgWorkers:
@@ -327,6 +329,15 @@ class PgEngine(DependentJobs, GroupedJobs):
         if requeued:
             self._jobs_ready()
         return requeued
+
+    def keep_for(self, job_ids: Sequence[str], result_ttl: float | None,
+                 failure_ttl: float | None) -> None:
+        with self._db.transaction("record how long jobs are kept") as conn:
+            retention.keep(conn, self._queue, job_ids, result_ttl, failure_ttl)
+
+    def expire(self, limit: int) -> int:
+        with self._db.transaction("purge expired jobs") as conn:
+            return retention.expire(conn, self._queue, limit)
 
     def purge(self, statuses: frozenset[Status], updated_before: float) -> int:
         """Delete finished jobs of ``statuses`` last updated before then, a batch per
@@ -382,13 +393,17 @@ class PgEngine(DependentJobs, GroupedJobs):
             self._notifier.jobs_ready()
 
 
-class NoUpkeep:
-    """:class:`jobq.engine.Upkeep` of an engine whose server does its own."""
+class PgUpkeep:
+    """:class:`jobq.engine.Upkeep` of a queue whose server does its own: only the deletion of
+    jobs past their retention (:mod:`jobq.retention`)."""
 
     busy = False
 
+    def __init__(self, expiry: Expiry) -> None:
+        self._expiry = expiry
+
     def step(self, *, children_busy: bool) -> None:
-        pass
+        self._expiry.step()
 
     def close(self) -> None:
         pass

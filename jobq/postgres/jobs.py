@@ -123,10 +123,12 @@ _WRITE = (
     " v.blob)"
     " INSERT INTO jobq_done (queue, job_id, seq, status, ready, priority, run_at,"
     " attempts, max_attempts, token, owner, lease_expires, prefetched, cancel_requested,"
-    " progress, task, enqueued_at, updated_at, started_at, blob)"
-    " SELECT queue, job_id, seq, status, false, priority, run_at, attempts, max_attempts,"
-    " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %(now)s, started_at, blob"
-    " FROM gone RETURNING EXISTS (SELECT 1 FROM jobq_dependencies d"
+    " progress, task, enqueued_at, updated_at, started_at, blob, expires_at)"
+    " SELECT g.queue, g.job_id, seq, status, false, priority, run_at, attempts, max_attempts,"
+    " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %(now)s, started_at, blob,"
+    " %(now)s + CASE WHEN status = 'dead' THEN r.failure_ttl ELSE r.result_ttl END"
+    " FROM gone g LEFT JOIN jobq_retention r ON r.queue = g.queue AND r.job_id = g.job_id"
+    " RETURNING EXISTS (SELECT 1 FROM jobq_dependencies d"
     " WHERE d.queue = %(q)s AND d.parent = jobq_done.job_id)")
 assert {s.value for s in FINISHED} == {"succeeded", "dead", "cancelled"}
 

@@ -64,7 +64,7 @@ def requeue(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job
 def purge_batch(conn: psycopg.Connection[Any], queue: str, statuses: list[str],
                 updated_before: float) -> int:
     """Delete up to PURGE_BATCH finished jobs (rows, payloads, snapshots, the list of their
-    parents); how many."""
+    parents, ttls); how many."""
     row = conn.execute(
         "WITH gone AS (DELETE FROM jobq_done WHERE queue = %(q)s AND job_id IN"
         " (SELECT job_id FROM jobq_done WHERE queue = %(q)s AND status = ANY(%(s)s)"
@@ -74,7 +74,9 @@ def purge_batch(conn: psycopg.Connection[Any], queue: str, statuses: list[str],
         " s AS (DELETE FROM jobq_snapshots WHERE queue = %(q)s"
         " AND job_id IN (SELECT job_id FROM gone)),"
         " d AS (DELETE FROM jobq_dependencies WHERE queue = %(q)s"
-        " AND child IN (SELECT job_id FROM gone))"
+        " AND child IN (SELECT job_id FROM gone)),"
+        " r AS (DELETE FROM jobq_retention WHERE queue = %(q)s"
+        " AND job_id IN (SELECT job_id FROM gone))"
         " SELECT count(*) FROM gone", {"q": queue, "s": statuses, "t": updated_before}
     ).fetchone()
     return int(row[0]) if row else 0

@@ -8,7 +8,9 @@ a concurrent writer, so of two workers firing one time only one moves the schedu
 
 from __future__ import annotations
 
-from ..schedule import Schedule, Stored
+from typing import Any
+
+from ..schedule import Schedule, Stored, read_stored
 from .db import Db
 
 _PUT = ("INSERT INTO jobq_schedules AS s (queue, name, cron, tz, spec, next_at)"
@@ -35,11 +37,17 @@ class PgSchedules:
             (self._queue, name), doing="remove a schedule"))
 
     def all(self) -> list[Stored]:
-        rows = self._db.execute("SELECT spec, next_at, last_job FROM jobq_schedules"
+        return read_stored(self._rows())
+
+    def unreadable(self) -> list[tuple[str, str]]:
+        bad: list[tuple[str, str]] = []
+        read_stored(self._rows(), bad)
+        return bad
+
+    def _rows(self) -> Any:
+        return self._db.execute("SELECT name, spec, next_at, last_job FROM jobq_schedules"
                                 " WHERE queue = %s ORDER BY name", (self._queue,),
                                 doing="read the schedules")
-        return [Stored(Schedule.from_json(spec), float(next_at), last)
-                for spec, next_at, last in rows]
 
     def advance(self, name: str, expected_next: float, new_next: float,
                 last_job: str | None = None) -> bool:

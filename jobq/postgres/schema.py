@@ -21,6 +21,8 @@ Tables (every one has a ``queue`` column: many named queues share one database):
     jobq_limits     concurrency and rate limits per key, with each rate's window (version 5;
                     jobq.postgres.limits)
     jobq_job_keys   each keyed job's concurrency key and unique key (version 5)
+    jobq_retention  the ttls of jobs enqueued with one (version 7; jobq.postgres.retention);
+                    a finished job's expiry is ``jobq_done.expires_at``, set as it moves there
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
 a new database at once create it once. A jobq older than the schema it finds refuses to use it:
@@ -127,6 +129,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (queue, group_id))""",
     ),
     limits.MIGRATION,  # version 6: limits per key and unique keys (jobq.postgres.limits)
+    (  # version 7: result retention (jobq.postgres.retention)
+        """CREATE TABLE jobq_retention (
+            queue text COLLATE "C" NOT NULL, job_id text COLLATE "C" NOT NULL,
+            result_ttl double precision, failure_ttl double precision,
+            PRIMARY KEY (queue, job_id))""",
+        "ALTER TABLE jobq_done ADD COLUMN expires_at double precision",
+        "CREATE INDEX jobq_done_expires ON jobq_done (queue, expires_at)"
+        " WHERE expires_at IS NOT NULL",
+    ),
 )
 VERSION = len(MIGRATIONS)
 

@@ -103,3 +103,19 @@ def test_an_interval_schedule_from_the_command_line(location: str) -> None:
     table = ok("schedule", "list", "--dir", location).splitlines()
     assert table[1].split()[:3] == ["bare", "every", "90s"]
     assert table[2].split()[:3] == ["five", "every", "5m"]
+
+
+def test_options_are_taken_between_the_positionals(location: str) -> None:
+    """``add NAME --every 5m TASK ARG --tz X ARG``: argparse alone stopped at the first option
+    after a positional and called the rest unrecognized."""
+    ok("init", "--dir", location)
+    ok("schedule", "add", "--dir", location, "tick", "--every", "5m", "jobtasks:add", "1",
+       "--misfire", "once", "2")
+    ok("schedule", "add", "report", "0 9 * * *", "--tz", "Europe/Berlin", "jobtasks:add",
+       "--dir", location, "3", "4")
+    listed = {s["name"]: s for s in json.loads(ok("schedule", "list", "--dir", location,
+                                                  "--json"))}
+    assert (listed["tick"]["task"], listed["tick"]["args"], listed["tick"]["misfire"]) == (
+        "jobtasks:add", [1, 2], "once")
+    assert (listed["report"]["tz"], listed["report"]["args"]) == ("Europe/Berlin", [3, 4])
+    assert jobq("schedule", "add", "--dir", location, "x", "--bogus", "1").returncode == 2

@@ -46,6 +46,23 @@ def database_as_of(url: str, version: int) -> None:
         conn.execute("INSERT INTO jobq_schema VALUES (%s)", (version,))
 
 
+def rewind(conn: psycopg.Connection[Any], version: int) -> None:
+    """Take the jobq tables of ``conn``'s database back to schema ``version``, keeping the rows
+    of the tables that version had: undo what every later migration created or added."""
+    from jobq.postgres import schema
+    later = [sql for statements in schema.MIGRATIONS[version:] for sql in statements]
+    for sql in reversed(later):
+        words = sql.split()
+        if words[:2] == ["CREATE", "TABLE"]:
+            conn.execute(f"DROP TABLE IF EXISTS {words[2]} CASCADE")
+        elif words[0] == "CREATE" and "INDEX" in words[1:3]:
+            name = words[words.index("INDEX") + 1]
+            conn.execute(f"DROP INDEX IF EXISTS {name}")
+        elif words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["ADD", "COLUMN"]:
+            conn.execute(f"ALTER TABLE {words[2]} DROP COLUMN IF EXISTS {words[5]}")
+    conn.execute("UPDATE jobq_schema SET version = %s", (version,))
+
+
 def open_url(url: str, key: bytes | None = None, **options: Any) -> PgEngine:
     options.setdefault("max_record_size", 1 << 20)
     return open_engine(url, secret_key=key, rules=PickleRules.build(), **options)

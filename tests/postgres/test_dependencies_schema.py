@@ -14,7 +14,7 @@ from jobq import Queue, Status
 from jobq.postgres import schema
 from jobq.postgres.url import parse
 from jobq.testing import run_burst
-from .pgq import database_as_of, url_of
+from .pgq import database_as_of, rewind, url_of
 
 
 @pytest.fixture
@@ -36,11 +36,7 @@ def test_a_version_3_database_is_migrated_and_its_jobs_can_be_depended_on(fresh_
         old = q.enqueue_call("jobtasks:add", (1, 2), delay=3600)
     with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:
         assert conn.execute("SELECT version FROM jobq_schema").fetchone()[0] == schema.VERSION
-        conn.execute("UPDATE jobq_schema SET version = 3")  # back to 3, with the job in it
-        conn.execute("DROP INDEX jobq_jobs_waiting_parents")
-        conn.execute("DROP TABLE jobq_dependencies")
-        conn.execute("DROP TABLE jobq_groups")  # made by a later version
-        conn.execute("DROP TABLE jobq_limits, jobq_job_keys")  # and what version 5 added
+        rewind(conn, 3)  # back to 3, with the job in it
     with Queue(url) as q:
         child = q.enqueue_call("jobtasks_extra:parents_seen", ("new",), depends_on=[old])
         assert q.state(child).status is Status.WAITING

@@ -14,7 +14,7 @@ from jobq import Queue
 from jobq.postgres import schema
 from jobq.postgres.url import parse
 from jobq.schedule import Schedule
-from .pgq import database_as_of, url_of
+from .pgq import database_as_of, rewind, url_of
 
 
 @pytest.fixture
@@ -34,12 +34,7 @@ def test_a_version_2_database_is_migrated_and_keeps_its_jobs(fresh_url: str) -> 
     with Queue(url) as q:
         jid = q.enqueue("jobtasks:add", 1, 2)
     with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:
-        conn.execute("UPDATE jobq_schema SET version = 2")
-        conn.execute("DROP TABLE jobq_schedules")
-        conn.execute("DROP TABLE jobq_dependencies")  # and what version 4 added
-        conn.execute("DROP INDEX jobq_jobs_waiting_parents")
-        conn.execute("DROP TABLE jobq_groups")  # and what version 5 added
-        conn.execute("DROP TABLE jobq_limits, jobq_job_keys")  # and what version 6 added
+        rewind(conn, 2)
     with Queue(url) as q:
         assert q.state(jid).status == "queued"
         q.engine.schedules.put(Schedule(name="s", cron="* * * * *", task="m:f"), 60.0)
@@ -57,3 +52,15 @@ def test_queues_of_one_database_keep_their_schedules_apart(fresh_url: str) -> No
         assert [s.schedule.task for s in a.engine.schedules.all()] == ["m:f"]
         assert a.engine.schedules.remove("s") and [s.next_at for s in
                                                    b.engine.schedules.all()] == [3600.0]
+
+
+def test_an_unreadable_schedule_row_is_skipped_and_named(fresh_url: str) -> None:
+    url = fresh_url + "?queue=q"
+    with Queue(url) as q:
+        for name in ("bad", "good"):
+            q.engine.schedules.put(Schedule(name=name, cron="* * * * *", task="m:f"), 60.0)
+        with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:
+            conn.execute("UPDATE jobq_schedules SET spec = '{not json' WHERE name = 'bad'")
+        assert [s.schedule.name for s in q.engine.schedules.all()] == ["good"]
+        [(name, why)] = q.engine.schedules.unreadable()
+        assert name == "bad" and "stored schedule" in why
