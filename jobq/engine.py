@@ -278,6 +278,11 @@ class Engine(Protocol):
         finished jobs by that time, the engine may look among its newest ``limit`` jobs of
         the status by arrival only (the directory engine)."""
 
+    def totals(self) -> dict[tuple[str, str], float]:
+        """The running totals (:mod:`jobq.totals`): (name, task) -> count or seconds, stored
+        and added to with each recorded batch, so they only grow (but see the engines' notes
+        on an index rebuilt)."""
+
     def job_ids(self, status: Status | None = None) -> Iterator[str]: ...  # arrival order
     def ids_starting_with(self, prefix: str, limit: int) -> list[str]: ...
     def counts(self) -> dict[str, int]: ...

@@ -190,6 +190,10 @@ class LocalEngine:
         self.store.catch_up()
         return self.store.finish_times(status, since, limit)
 
+    def totals(self) -> dict[tuple[str, str], float]:
+        self.store.catch_up()
+        return self.store.totals()
+
     def next_waiting(self, now: float) -> dict[Status, float]:
         self.store.catch_up()
         return self.store.next_waiting(now)

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import dependencies, durable, permissions, wal
+from . import dependencies, durable, permissions, totals, wal
 from ._flock import ProcessLock
 from .._logging import get_logger
 from .directory import QueueDir
@@ -42,8 +42,9 @@ log = get_logger(__name__)
 
 # 2: jobs gained snap, started_at and prefetched; 3: job_counts; 4: schedules (its table is
 # made by the CREATE ... IF NOT EXISTS of _SCHEMA when a file of 3 is opened); 5: dependencies
-# and the status 'waiting' (jobq.local.dependencies; its table is made the same way)
-STORE_SCHEMA = 5
+# and the status 'waiting' (jobq.local.dependencies; its table is made the same way); 6:
+# job_totals (jobq.local.totals: counted from the jobs when it is made)
+STORE_SCHEMA = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -125,7 +126,7 @@ def recount(conn: sqlite3.Connection) -> None:
 
 # Tables: one missing (a damaged or hand-edited file) is made again on open.
 _TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine", "job_counts",
-           "schedules", "dependencies"}
+           "schedules", "dependencies", "job_totals"}
 
 # Schema 1 rows have full snapshots (snap = 1) and no start time in the row (NULL: the snapshot's).
 _ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",
@@ -273,6 +274,7 @@ class StateDB:
                 if column.split()[0] not in have:
                     conn.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
             _create_counts(conn)
+            totals.create(conn)
             conn.execute(f"PRAGMA user_version = {STORE_SCHEMA}")
 
     @property

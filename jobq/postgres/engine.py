@@ -24,7 +24,7 @@ from ..errors import DamagedRecord, InvalidArgument
 from ..pickling import PickleRules
 from ..state import FINISHED, JobState, Status
 from ..verify_report import VerifyReport
-from . import append, claims, jobs, keys, operating, reading, settle
+from . import append, claims, jobs, keys, operating, reading, settle, totals
 from .db import Db
 from .dependencies import DependentJobs
 from .jobs import NOW, not_found
@@ -154,6 +154,9 @@ class PgEngine(DependentJobs):
 
     def next_waiting(self, now: float) -> dict[Status, float]:
         return reading.next_waiting(self._db, self._queue, now)
+
+    def totals(self) -> dict[tuple[str, str], float]:
+        return totals.read(self._db, self._queue)
 
     def job_ids(self, status: Status | None = None) -> Iterator[str]:
         return reading.job_ids(self._db, self._queue, status)

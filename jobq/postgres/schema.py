@@ -32,6 +32,7 @@ import psycopg
 
 from ..codec import key_check
 from ..errors import IncompatibleFormat, WrongSecretKey
+from . import totals
 from .url import PgLocation
 
 SCHEMA_LOCK = 0x6A6F_6271_0000_0001  # pg_advisory_xact_lock key of migrations ("jobq", 1)
@@ -114,6 +115,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX jobq_jobs_waiting_parents ON jobq_jobs (queue, seq)"
         " WHERE status = 'waiting'",
     ),
+    totals.MIGRATION,  # version 5: running totals for /metrics (jobq.postgres.totals)
 )
 VERSION = len(MIGRATIONS)
 
