@@ -160,8 +160,31 @@ def test_metrics_in_the_prometheus_text_format(q: Queue):
     assert 'jobq_jobs{status="queued"} 3' in lines and 'jobq_jobs{status="succeeded"} 1' in lines
     assert "jobq_jobs_count_cap 10000" in lines and 'jobq_workers{state="live"} 0' in lines
     assert any(re.fullmatch(r"jobq_oldest_due_seconds [0-9.]+", line) for line in lines)
-    assert all(line.startswith("#") or re.fullmatch(r'[a-z_]+(\{[a-z]+="[a-z]+"\})? [0-9.]+',
-                                                    line) for line in lines)
+    assert all(line.startswith("#") or re.fullmatch(
+        r'[a-z_]+(\{[a-z]+="[^"]*"(,[a-z]+="[^"]*")*\})? [0-9.]+', line) for line in lines)
+
+
+def test_metrics_counters_and_durations_survive_a_restart(q: Queue):
+    q.enqueue_many(ADD, [(i, i) for i in range(3)])
+    q.enqueue_call(BOOM, max_attempts=2)
+    run_burst(q)
+    first = call(Dashboard(q), "/metrics").text.splitlines()
+    for line in ("jobq_jobs_enqueued_total 4", "jobq_jobs_succeeded_total 3",
+                 "jobq_jobs_failed_total 1", "jobq_jobs_retried_total 1",
+                 "jobq_jobs_redelivered_total 0", "# TYPE jobq_jobs_enqueued_total counter",
+                 "# TYPE jobq_job_duration_seconds histogram",
+                 f'jobq_job_duration_seconds_bucket{{task="{ADD}",le="+Inf"}} 3',
+                 f'jobq_job_duration_seconds_count{{task="{ADD}"}} 3',
+                 f'jobq_job_duration_seconds_count{{task="{BOOM}"}} 2'):
+        assert line in first, line
+    buckets = [int(line.rsplit(" ", 1)[1]) for line in first
+               if line.startswith(f'jobq_job_duration_seconds_bucket{{task="{ADD}"')]
+    assert buckets == sorted(buckets) and buckets[-1] == 3
+    q.engine.purge(frozenset({Status.SUCCEEDED, Status.DEAD}), q.engine.now() + 1)
+    with q.reopen() as again:  # another dashboard, the jobs purged: the counters stay
+        after = call(Dashboard(again), "/metrics").text.splitlines()
+    assert [line for line in after if "_total " in line or "duration" in line] == \
+        [line for line in first if "_total " in line or "duration" in line]
 
 
 def test_static_files_are_package_data(q: Queue):
