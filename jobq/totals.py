@@ -19,14 +19,14 @@ from collections.abc import Iterable, Mapping
 
 from .state import JobState, Status
 
-__all__ = ["BUCKETS", "TOTALS", "tally", "enqueued", "histograms"]
+__all__ = ["BUCKETS", "INTERRUPTED", "TOTALS", "tally", "enqueued", "histograms"]
 
 # Seconds, as Prometheus clients' defaults, stretched to an hour: jobs run longer than requests.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
            900.0, 3600.0)
 TOTALS = ("enqueued", "succeeded", "failed", "retried", "redelivered")
 # The texts jobq.transitions.interrupted writes: the attempt's process died (a redelivery).
-_INTERRUPTED = re.compile(r"attempt \d+ interrupted|set aside after \d+ crashed attempts")
+INTERRUPTED = re.compile(r"attempt \d+ interrupted|set aside after \d+ crashed attempts")
 
 Key = tuple[str, str]
 
@@ -44,7 +44,7 @@ def tally(ended: Iterable[JobState], now: float) -> Counter[Key]:
     """
     out: Counter[Key] = Counter()
     for s in ended:
-        interrupted = s.error is not None and _INTERRUPTED.match(s.error) is not None
+        interrupted = s.error is not None and INTERRUPTED.match(s.error) is not None
         if s.status is Status.SUCCEEDED:
             out[("succeeded", "")] += 1
         elif s.status is Status.DEAD:

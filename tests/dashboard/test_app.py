@@ -293,3 +293,40 @@ def test_the_schedules_page_shows_an_interval(q: Queue):
     q.engine.schedules.put(Schedule(name="iv", every=timedelta(minutes=5), task=ADD), 3000.0)
     page = call(Dashboard(q), "/schedules").text
     assert "<code>every 5m</code>" in page
+
+
+def _timeline(text: str) -> list[str]:
+    found = re.search(r'<ol id="timeline"[^>]*>(.*?)</ol>', text, re.S)
+    assert found, "no timeline on the page"
+    items = re.findall(r"<li[^>]*>(.*?)</li>", found.group(1), re.S)
+    return [re.sub(r"<[^>]+>", "", re.sub(r'^(<time .*?</time>|<span class="untimed">.*?</span>) ',
+                                          "", item)) for item in items]
+
+
+def test_a_job_page_has_a_timeline_of_its_attempts(q: Queue):
+    import html
+    jid = q.enqueue_call(BOOM, args=(XSS,), max_attempts=2)
+    ok = q.enqueue(ADD, 1, 2)
+    run_burst(q)
+    text = call(Dashboard(q), f"/jobs/{jid}").text
+    steps = [html.unescape(s) for s in _timeline(text)]
+    assert [s.split(" ValueError")[0] for s in steps] == [
+        "enqueued", "attempt 1 failed", "attempt 2 started", "attempt 2 failed",
+        "finished: dead"]
+    assert all(f"ValueError: {XSS}" in s for s in steps[1:4:2])  # each attempt's cause
+    assert XSS not in text and "Traceback (most recent call last)" in text
+    assert '<span class="untimed">time not kept</span> <span class="status failed">attempt 1' \
+        in text  # an earlier attempt's times are not stored
+    steps = _timeline(call(Dashboard(q), f"/jobs/{ok}").text)
+    assert steps == [
+        "enqueued", "attempt 1 started", "attempt 1 succeeded", "finished: succeeded"]
+
+
+def test_the_timeline_names_an_attempt_whose_worker_died(q: Queue):
+    from workers.reaping import crash
+    jid = q.enqueue(ADD, 1, 2)
+    claim = q.engine.settle([], "w1:1", 1)[1][0]
+    q.engine.finish(jid, claim.token, crash("worker w1 died", claim.token, 3))
+    steps = _timeline(call(Dashboard(q), f"/jobs/{jid}").text)
+    assert steps[2:] == ["attempt 1 interrupted attempt 1 interrupted: worker w1 died",
+                         "due again"]
