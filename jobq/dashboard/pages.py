@@ -104,7 +104,8 @@ def job(v: views.JobPage, *, actions: bool, token: str) -> Safe:
                   id="history")]
     if s is not None:
         parts += [el("h2", "Attempts' errors"), el("ol", *(
-            el("li", el("pre", e)) for e in s.errors), id="errors") if s.errors
+            el("li", el("pre", e), id=f"error-{i}") for i, e in enumerate(s.errors, 1)),
+            id="errors") if s.errors
             else el("p", "no errors", id="errors"),
             el("h2", "Checkpoint"), _facts([("checkpoint", _shown(views.Shown.of(s.checkpoint))
                                             if s.checkpoint is not None else "-"),
@@ -123,12 +124,12 @@ def job(v: views.JobPage, *, actions: bool, token: str) -> Safe:
 
 def _timeline(row: dict[str, Any], s: Any, now: float) -> Safe:
     """Each step of the job (jobq.dashboard.timeline): when, what, its outcome, and a failed
-    attempt's cause with its traceback folded under it."""
+    attempt's cause linked to its traceback (in the attempts' errors below)."""
     items = []
     for e in timeline(row, s):
         cause = None
-        if e.error and e.error.strip() != e.cause:
-            cause = el("details", el("summary", el("code", e.cause)), el("pre", e.error))
+        if e.error is not None:
+            cause = el("a", el("code", e.cause), href=f"#error-{e.error + 1}")
         elif e.cause:
             cause = el("code", e.cause)
         items.append(el("li", when(e.at, now) if e.at is not None else

@@ -19,14 +19,15 @@ __all__ = ["Event", "timeline"]
 
 @dataclass(frozen=True)
 class Event:
-    """One step: ``outcome`` is a status-like word (a CSS class too), ``error`` the full text of
-    a failed attempt's error (its traceback), ``cause`` its one-line summary."""
+    """One step: ``outcome`` is a status-like word (a CSS class too); for a failed attempt,
+    ``cause`` is its error's one line and ``error`` the error's place in ``JobState.errors``
+    (the page shows its traceback there)."""
 
     what: str
     at: float | None
     outcome: str = ""
     cause: str = ""
-    error: str = ""
+    error: int | None = None
 
 
 def cause_of(error: str) -> str:
@@ -39,7 +40,7 @@ def cause_of(error: str) -> str:
 
 def _attempt(n: int, error: str, at: float | None = None) -> Event:
     kind = "interrupted" if INTERRUPTED.match(error.strip()) else "failed"
-    return Event(f"attempt {n} {kind}", at, kind, cause_of(error), error)
+    return Event(f"attempt {n} {kind}", at, kind, cause_of(error), n - 1)
 
 
 def timeline(row: dict[str, Any], state: JobState | None) -> list[Event]:
@@ -74,4 +75,5 @@ def timeline(row: dict[str, Any], state: JobState | None) -> list[Event]:
         events.append(Event(f"finished: {status.value}",
                             state.finished_at or row["updated_at"], status.value,
                             state.error or "" if status is Status.CANCELLED else ""))
+    # attempts are numbered by their error texts: one per failed or interrupted attempt
     return events

@@ -98,7 +98,8 @@ def test_a_job_page_shows_payload_history_errors_and_progress(q: Queue):
     run_burst(q)
     page = call(Dashboard(q), f"/jobs/{jid}").text
     assert "&#x27;it broke&#x27;" in page  # the arguments, as repr
-    assert page.count("ValueError: it broke") == 2  # one traceback per attempt
+    assert page.count("Traceback (most recent call last)") == 2  # one per attempt
+    assert page.count("ValueError: it broke") == 4  # and its cause on the timeline
     assert all(step in page for step in ("enqueued", "run at", "started", "finished"))
     assert "<progress" in page and 'class="status dead"' in page
     reply = call(Dashboard(q), f"/jobs?id={jid[:6]}")  # jump by a prefix
@@ -314,7 +315,8 @@ def test_a_job_page_has_a_timeline_of_its_attempts(q: Queue):
         "enqueued", "attempt 1 failed", "attempt 2 started", "attempt 2 failed",
         "finished: dead"]
     assert all(f"ValueError: {XSS}" in s for s in steps[1:4:2])  # each attempt's cause
-    assert XSS not in text and "Traceback (most recent call last)" in text
+    assert XSS not in text and text.count("Traceback (most recent call last)") == 2
+    assert '<a href="#error-2"><code>ValueError: ' in text and 'id="error-2"' in text
     assert '<span class="untimed">time not kept</span> <span class="status failed">attempt 1' \
         in text  # an earlier attempt's times are not stored
     steps = _timeline(call(Dashboard(q), f"/jobs/{ok}").text)
