@@ -337,6 +337,10 @@ class Engine(Protocol):
     def cancel(self, job_id: str) -> bool: ...
     def requeue(self, job_id: str) -> bool: ...
     def purge(self, statuses: frozenset[Status], updated_before: float) -> int: ...
+    def purge_jobs(self, ids: Sequence[str], statuses: frozenset[Status]) -> int:
+        """Delete those of ``ids`` in one of the finished ``statuses`` (others are left as
+        they are); how many. A batch of ids per transaction."""
+
     def damage(self) -> list[dict[str, Any]]:
         """Ranges of stored records found damaged and set aside (none where it cannot happen)."""
 

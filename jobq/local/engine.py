@@ -19,7 +19,7 @@ from .. import job_record, listing
 from ..engine import CancelWatch, Change, Claim, Finished, Held, Settings
 from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
 from ..state import JobState, Status
-from . import compaction, compaction_redo, damage, directory, keys, purging
+from . import compaction, compaction_redo, damage, directory, keys, purge_jobs, purging
 from .directory import FIXED_SETTINGS, open_dir
 from .log import Log, Position
 from .store import Store
@@ -314,6 +314,9 @@ class LocalEngine:
 
     def purge(self, statuses: frozenset[Status], updated_before: float) -> int:
         return purging.purge(self, statuses, updated_before)
+
+    def purge_jobs(self, ids: Sequence[str], statuses: frozenset[Status]) -> int:
+        return purge_jobs.purge_jobs(self, ids, statuses)
 
     def compact(self) -> compaction.CompactReport:
         return compaction.compact(self)

@@ -24,7 +24,7 @@ from ..errors import DamagedRecord, InvalidArgument
 from ..pickling import PickleRules
 from ..state import FINISHED, JobState, Status
 from ..verify_report import VerifyReport
-from . import append, claims, jobs, keys, operating, reading, settle, totals
+from . import append, claims, jobs, keys, operating, purge_jobs, reading, settle, totals
 from .db import Db
 from .dependencies import DependentJobs
 from .jobs import NOW, not_found
@@ -325,6 +325,15 @@ class PgEngine(DependentJobs):
             total += gone
             if gone < operating.PURGE_BATCH:
                 break
+        return total
+
+    def purge_jobs(self, ids: Sequence[str], statuses: frozenset[Status]) -> int:
+        wanted = sorted(s.value for s in statuses if s in FINISHED)
+        total = 0
+        for start in range(0, len(ids) if wanted else 0, operating.PURGE_BATCH):
+            with self._db.transaction("purge finished jobs") as conn:
+                total += purge_jobs.purge_jobs(conn, self._queue,
+                                               ids[start:start + operating.PURGE_BATCH], wanted)
         return total
 
     def damage(self) -> list[dict[str, Any]]:
