@@ -332,3 +332,77 @@ def test_the_timeline_names_an_attempt_whose_worker_died(q: Queue):
     steps = _timeline(call(Dashboard(q), f"/jobs/{jid}").text)
     assert steps[2:] == ["attempt 1 interrupted attempt 1 interrupted: worker w1 died",
                          "due again"]
+
+
+def _dead(q: Queue, n: int, task: str = BOOM, prefix: str = "d") -> list[str]:
+    ids = [q.enqueue_call(task, job_id=f"{prefix}{i}", max_attempts=1) for i in range(n)]
+    run_burst(q)
+    return ids
+
+
+def test_retry_all_matching_asks_first_then_retries_what_the_filter_matches(q: Queue):
+    dead = _dead(q, 3)
+    app = Dashboard(q, allow_actions=True)
+    page = call(app, "/jobs?status=dead").text
+    assert 'href="/bulk/retry?status=dead"' in page and 'href="/bulk/purge?status=dead"' in page
+    confirm = call(app, "/bulk/retry?status=dead&q=d1")
+    assert confirm.code == 200 and 'id="bulk-n">1</strong>' in confirm.text
+    assert "At most 1,000 jobs per click" in confirm.text
+    assert all(q.state(j).status is Status.DEAD for j in dead)  # asking changed nothing
+    reply = call(app, "/bulk/retry", method="POST",
+                 form=f"token={token_in(confirm.text)}&status=dead&q=d1")
+    assert reply.code == 303 and reply.headers["location"].endswith("done=retry%3A1")
+    assert "Retried 1 jobs." in call(app, reply.headers["location"]).text
+    assert [q.state(j).status for j in dead] == [Status.DEAD, Status.QUEUED, Status.DEAD]
+
+
+def test_purge_all_matching_deletes_only_dead_or_cancelled_jobs_that_match(q: Queue):
+    dead = _dead(q, 3)
+    keep = q.enqueue(ADD, 1, 2)
+    app = Dashboard(q, allow_actions=True)
+    confirm = call(app, "/bulk/purge?status=dead")
+    assert 'id="bulk-n">3</strong>' in confirm.text and "deleted for good" in confirm.text
+    reply = call(app, "/bulk/purge", method="POST",
+                 form=f"token={app.token}&status=dead")
+    assert reply.code == 303 and reply.headers["location"].endswith("done=purge%3A3")
+    assert not any(q.engine.exists(j) for j in dead) and q.engine.exists(keep)
+    refused = call(app, "/bulk/purge", method="POST", form=f"token={app.token}&status=queued")
+    assert refused.code == 400 and "dead or cancelled" in refused.text
+    assert q.engine.exists(keep)
+    assert 'id="bulk-count">No job matches' in call(app, "/bulk/purge?status=dead").text
+
+
+def test_bulk_actions_are_refused_when_off_forged_or_cross_site(q: Queue):
+    dead = _dead(q, 2)
+    off = Dashboard(q)
+    assert "/bulk/" not in call(off, "/jobs?status=dead").text
+    assert call(off, "/bulk/retry?status=dead").code == 403
+    assert call(off, "/bulk/purge", method="POST", form=f"token={off.token}&status=dead"
+                ).code == 403
+    on = Dashboard(q, allow_actions=True)
+    assert call(on, "/bulk/purge", method="POST", form="token=forged&status=dead").code == 403
+    assert call(on, "/bulk/purge", method="POST", form=f"token={on.token}&status=dead",
+                headers={"Sec-Fetch-Site": "cross-site"}).code == 403
+    assert call(on, "/bulk/retry", method="POST", form=f"token={on.token}&status=dead",
+                headers={"Origin": "http://evil.example"}).code == 403
+    assert all(q.state(j).status is Status.DEAD for j in dead)
+
+
+def test_a_bulk_click_is_capped(q: Queue, monkeypatch: pytest.MonkeyPatch):
+    from jobq.dashboard import bulk
+    dead = _dead(q, 5)
+    monkeypatch.setitem(bulk.CAPS, "retry", 2)  # the cap's logic, on a small queue
+    app = Dashboard(q, allow_actions=True)
+    confirm = call(app, "/bulk/retry?status=dead").text
+    assert 'id="bulk-n">2</strong>' in confirm and 'id="bulk-more"' in confirm
+    call(app, "/bulk/retry", method="POST", form=f"token={app.token}&status=dead")
+    assert [q.state(j).status for j in dead] == [Status.QUEUED] * 2 + [Status.DEAD] * 3
+
+
+def test_bulk_pages_escape_the_filter(q: Queue):
+    q.enqueue_call(BOOM, job_id=f"x{XSS}", max_attempts=1)
+    run_burst(q)
+    app = Dashboard(q, allow_actions=True)
+    text = call(app, "/bulk/retry?status=dead&task=" + quote(BOOM) + "&q=" + quote(XSS)).text
+    assert 'id="bulk-n">1</strong>' in text
+    assert XSS not in text and "<code>&lt;script&gt;" in text
