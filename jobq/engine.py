@@ -340,6 +340,11 @@ class Engine(Protocol):
         finished jobs by that time, the engine may look among its newest ``limit`` jobs of
         the status by arrival only (the directory engine)."""
 
+    def totals(self) -> dict[tuple[str, str], float]:
+        """The running totals (:mod:`jobq.totals`): (name, task) -> count or seconds, stored
+        and added to with each recorded batch, so they only grow (but see the engines' notes
+        on an index rebuilt)."""
+
     def job_ids(self, status: Status | None = None) -> Iterator[str]: ...  # arrival order
     def ids_starting_with(self, prefix: str, limit: int) -> list[str]: ...
     def counts(self) -> dict[str, int]: ...
@@ -400,6 +405,10 @@ class Engine(Protocol):
     def cancel(self, job_id: str) -> bool: ...
     def requeue(self, job_id: str) -> bool: ...
     def purge(self, statuses: frozenset[Status], updated_before: float) -> int: ...
+    def purge_jobs(self, ids: Sequence[str], statuses: frozenset[Status]) -> int:
+        """Delete those of ``ids`` in one of the finished ``statuses`` (others are left as
+        they are); how many. A batch of ids per transaction."""
+
     def damage(self) -> list[dict[str, Any]]:
         """Ranges of stored records found damaged and set aside (none where it cannot happen)."""
 

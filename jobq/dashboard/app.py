@@ -24,8 +24,8 @@ from urllib.parse import parse_qs, quote, urlsplit
 from .._logging import get_logger
 from ..errors import InvalidArgument, JobNotFound, JobqError
 from ..queue import Queue
-from . import metrics, pages, views
-from .html import Safe, job_url, layout
+from . import bulk, metrics, pages, views
+from .html import Safe, job_url, layout, url
 
 __all__ = ["Dashboard"]
 
@@ -96,6 +96,8 @@ class Dashboard:
             head, _, action = path.rpartition("/")
             if head.startswith("/jobs/") and action in ACTIONS:
                 return self._act(head[len("/jobs/"):], action, environ)
+            if head == "/bulk" and action in bulk.CAPS:
+                return self._bulk(action, environ)
             raise _Refused("405 Method Not Allowed", "only actions are posted")
         if method not in ("GET", "HEAD"):
             raise _Refused("405 Method Not Allowed", f"{method} is not served")
@@ -123,7 +125,21 @@ class Dashboard:
             if query.get("id"):
                 return self._jump(query["id"].strip())
             v = views.jobs(q, views.Filters.parse(query))
-            return self._ok(self._page("Jobs", pages.jobs(v), live=v.filters.after is None))
+            body = pages.jobs(v)
+            if self.allow_actions:
+                body = Safe(bulk.links(v.filters) + body)
+            if query.get("done"):  # what a bulk action did: "retry:12"
+                action, _, n = query["done"].partition(":")
+                if action in bulk.CAPS and n.isdigit():
+                    body = Safe(pages.message(f"{bulk.DONE[action]} {int(n):,} jobs.",
+                                              back="/jobs") + body)
+            return self._ok(self._page("Jobs", body, live=v.filters.after is None))
+        if path.startswith("/bulk/") and path[len("/bulk/"):] in bulk.CAPS:
+            action = path[len("/bulk/"):]
+            self._actions_on()
+            found = bulk.matching(q, action, bulk.parse(action, query))
+            return self._ok(self._page(f"{bulk.LABELS[action]} all matching",
+                                       bulk.confirm(found, self.token)))
         if path.startswith("/jobs/") and len(path) > len("/jobs/"):
             v = views.job(q, path[len("/jobs/"):])
             body = pages.job(v, actions=self.allow_actions, token=self.token)
@@ -159,16 +175,40 @@ class Dashboard:
         return self._redirect(job_url(found[0]))
 
     # -- actions --------------------------------------------------------------------------------
-    def _act(self, job_id: str, action: str, environ: dict[str, Any]
-             ) -> tuple[str, list[tuple[str, str]], bytes]:
+    def _actions_on(self) -> None:
         if not self.allow_actions:
             raise _Refused("403 Forbidden", "actions are off: start the dashboard with"
                                             " --allow-actions to retry or cancel jobs")
+
+    def _posted(self, environ: dict[str, Any]) -> dict[str, str]:
+        """The form of an action: refused unless actions are on, the request is same-site
+        and it carries this run's token."""
+        self._actions_on()
         self._same_site(environ)
         form = self._form(environ)
         if not hmac.compare_digest(form.get("token", "").encode(), self.token.encode()):
             raise _Refused("403 Forbidden", "this form is from another run of the dashboard,"
                                             " or forged: reload the page and try again")
+        return form
+
+    def _bulk(self, action: str, environ: dict[str, Any]
+              ) -> tuple[str, list[tuple[str, str]], bytes]:
+        form = self._posted(environ)
+        try:
+            filters = bulk.parse(action, form)
+            done = bulk.run(self.queue, bulk.matching(self.queue, action, filters))
+        except InvalidArgument as exc:
+            raise _Refused("400 Bad Request", str(exc)) from exc
+        except JobqError as exc:
+            log.error("dashboard.bulk_failed", action=action, error=str(exc))
+            raise _Refused("500 Internal Server Error", f"cannot {action}: {exc}") from exc
+        log.info("dashboard.bulk", action=action, done=done, status=str(filters.status),
+                 task=filters.task, id_contains=filters.id_contains)
+        return self._redirect(url("/jobs", **filters.query(after=None), done=f"{action}:{done}"))
+
+    def _act(self, job_id: str, action: str, environ: dict[str, Any]
+             ) -> tuple[str, list[tuple[str, str]], bytes]:
+        self._posted(environ)
         try:
             done = (self.queue.retry if action == "retry" else self.queue.cancel)(job_id)
         except JobNotFound as exc:

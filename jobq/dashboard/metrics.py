@@ -2,13 +2,16 @@
 
 Counts are the engine's rough counts (each status stops at :data:`jobq.listing.ROUGH_CAP`), so
 a scrape costs the same on a queue of a million jobs; ``jobq_jobs_capped`` says which are.
-Schedules: how many, and the seconds until each fires next (one small read).
+Schedules: how many, and the seconds until each fires next (one small read). Counters and the
+job duration histogram come from the totals the engines store (:mod:`jobq.totals`), so they
+only grow whatever restarts the dashboard (an index rebuilt from its log counts them again).
 """
 
 from __future__ import annotations
 
 from ..listing import ROUGH_CAP
 from ..queue import Queue
+from ..totals import BUCKETS, histograms
 from ..worker_info import WorkerState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -49,4 +52,29 @@ def render(q: Queue) -> str:
               "# TYPE jobq_schedule_next_fire_seconds gauge"]
     lines += [f'jobq_schedule_next_fire_seconds{{schedule="{_label(s.schedule.name)}"}}'
               f" {round(s.next_at - now, 3)}" for s in stored]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _totals(q)) + "\n"
+
+
+_HELP = {"enqueued": "Jobs enqueued.", "succeeded": "Jobs that succeeded.",
+         "failed": "Jobs that failed for good (dead: attempts or crashes used up).",
+         "retried": "Failed attempts scheduled to run again.",
+         "redelivered": "Attempts whose worker died, the job due again."}
+
+
+def _totals(q: Queue) -> list[str]:
+    stored = q.engine.totals()
+    lines = []
+    for name, text in _HELP.items():
+        metric = f"jobq_jobs_{name}_total"
+        lines += [f"# HELP {metric} {text}", f"# TYPE {metric} counter",
+                  f"{metric} {int(stored.get((name, ''), 0))}"]
+    lines += ["# HELP jobq_job_duration_seconds Attempts that ran, from claim to end, by task.",
+              "# TYPE jobq_job_duration_seconds histogram"]
+    for task, (cumulative, count, total) in histograms(stored).items():
+        t = _label(task)
+        lines += [f'jobq_job_duration_seconds_bucket{{task="{t}",le="{b}"}} {n}'
+                  for b, n in zip(BUCKETS, cumulative)]
+        lines += [f'jobq_job_duration_seconds_bucket{{task="{t}",le="+Inf"}} {count}',
+                  f'jobq_job_duration_seconds_sum{{task="{t}"}} {round(total, 6)}',
+                  f'jobq_job_duration_seconds_count{{task="{t}"}} {count}']
+    return lines

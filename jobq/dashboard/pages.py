@@ -11,6 +11,7 @@ from typing import Any
 
 from ..state import Status
 from . import chart, views
+from .timeline import timeline
 from .html import Safe, count, el, job_url, table, url, when
 
 def overview(v: views.Overview) -> Safe:
@@ -96,12 +97,15 @@ def job(v: views.JobPage, *, actions: bool, token: str) -> Safe:
     history = [("enqueued", row["enqueued_at"]), ("run at", row["run_at"]),
                ("started", s.started_at if s else None),
                ("finished", s.finished_at if s else None), ("updated", row["updated_at"])]
-    parts += [el("h2", "History"), table(("event", "when"), (
-        (name, when(t, v.now)) for name, t in sorted(
-            (h for h in history if h[1] is not None), key=lambda h: h[1])), id="history")]
+    parts += [el("h2", "Timeline"), _timeline(row, s, v.now),
+              el("h2", "History"), table(("event", "when"), (
+                  (name, when(t, v.now)) for name, t in sorted(
+                      (h for h in history if h[1] is not None), key=lambda h: h[1])),
+                  id="history")]
     if s is not None:
         parts += [el("h2", "Attempts' errors"), el("ol", *(
-            el("li", el("pre", e)) for e in s.errors), id="errors") if s.errors
+            el("li", el("pre", e), id=f"error-{i}") for i, e in enumerate(s.errors, 1)),
+            id="errors") if s.errors
             else el("p", "no errors", id="errors"),
             el("h2", "Checkpoint"), _facts([("checkpoint", _shown(views.Shown.of(s.checkpoint))
                                             if s.checkpoint is not None else "-"),
@@ -116,6 +120,23 @@ def job(v: views.JobPage, *, actions: bool, token: str) -> Safe:
         if forms:
             parts += [el("h2", "Actions"), el("div", *forms, class_="actions")]
     return Safe("".join(parts))
+
+
+def _timeline(row: dict[str, Any], s: Any, now: float) -> Safe:
+    """Each step of the job (jobq.dashboard.timeline): when, what, its outcome, and a failed
+    attempt's cause linked to its traceback (in the attempts' errors below)."""
+    items = []
+    for e in timeline(row, s):
+        cause = None
+        if e.error is not None:
+            cause = el("a", el("code", e.cause), href=f"#error-{e.error + 1}")
+        elif e.cause:
+            cause = el("code", e.cause)
+        items.append(el("li", when(e.at, now) if e.at is not None else
+                        el("span", "time not kept", class_="untimed"), " ",
+                        el("span", e.what, class_=f"status {e.outcome}" if e.outcome else None),
+                        *([" ", cause] if cause else []), class_="event"))
+    return el("ol", *items, id="timeline", class_="timeline")
 
 
 def schedules(found: list[views.ScheduleRow], now: float) -> Safe:

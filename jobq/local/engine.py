@@ -19,7 +19,7 @@ from .. import job_record, listing
 from ..engine import CancelWatch, Change, Claim, Finished, Held, Settings
 from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
 from ..state import JobState, Status
-from . import compaction, compaction_redo, damage, directory, keys, purging
+from . import compaction, compaction_redo, damage, directory, keys, purge_jobs, purging
 from .directory import FIXED_SETTINGS, open_dir
 from .log import Log, Position
 from .store import Store
@@ -228,6 +228,10 @@ class LocalEngine:
         self.store.catch_up()
         return self.store.finish_times(status, since, limit)
 
+    def totals(self) -> dict[tuple[str, str], float]:
+        self.store.catch_up()
+        return self.store.totals()
+
     def next_waiting(self, now: float) -> dict[Status, float]:
         self.store.catch_up()
         return self.store.next_waiting(now)
@@ -348,6 +352,9 @@ class LocalEngine:
 
     def purge(self, statuses: frozenset[Status], updated_before: float) -> int:
         return purging.purge(self, statuses, updated_before)
+
+    def purge_jobs(self, ids: Sequence[str], statuses: frozenset[Status]) -> int:
+        return purge_jobs.purge_jobs(self, ids, statuses)
 
     def compact(self) -> compaction.CompactReport:
         return compaction.compact(self)

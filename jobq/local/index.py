@@ -15,13 +15,14 @@ import sqlite3
 from collections.abc import Callable
 
 
-from . import dependencies, groups, keys, settle, snapshots
+from . import dependencies, groups, keys, settle, snapshots, totals
 from .. import job_record
 from ..record import SIGNATURE_MISMATCH
 from ..errors import CorruptRecord, StorageError
 from .log import Damage, Entry, Log, Position, Sealed
 from .shelf import StateShelf
 from ..state import Status
+from ..totals import enqueued
 from .._logging import get_logger
 
 log = get_logger(__name__)
@@ -95,6 +96,7 @@ def index_batch(conn: sqlite3.Connection, shelf: StateShelf, log_: Log,
         if len(found) >= limit:
             break
     indexed = _insert_new(conn, shelf, found, now())
+    totals.add(conn, enqueued(indexed))
     if pos != start:
         conn.executemany("REPLACE INTO meta (key, value) VALUES (?, ?)",
                          [("covered_segment", pos.segment), ("covered_offset", pos.offset)])

@@ -15,7 +15,7 @@ import sqlite3
 import time
 
 
-from . import index
+from . import index, totals
 from .. import job_record, transitions
 from ..errors import CorruptRecord, JobqError, StorageError
 from .log import Damage, Entry, Log, Position, Sealed
@@ -73,6 +73,7 @@ def rebuild(conn: sqlite3.Connection, shelf: StateShelf, log_: Log, now: float, 
     conn.executemany("REPLACE INTO meta (key, value) VALUES (?, ?)",
                      [("covered_segment", pos.segment), ("covered_offset", pos.offset)])
     recount(conn)
+    totals.recount(conn)
     log.warning("store.index_rebuilt", reason=reason, jobs=jobs,
                 consequence="jobs that were running are queued again")
     return jobs

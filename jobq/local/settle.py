@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from . import dependencies, groups, index, limits, retention, snapshots
+from . import dependencies, groups, index, limits, retention, snapshots, totals
 from .. import transitions
 from ..engine import Change, Claim
 from ..errors import JobNotFound, StaleClaim
@@ -27,6 +27,7 @@ from .log import Log
 from .shelf import StateShelf
 from ..state import FINISHED, WAITING, JobState, Status
 from .state_db import StateDB, move_counts
+from ..totals import tally
 
 PROMOTE_BATCH = 1_000
 INDEX_PER_CLAIM_MIN = 200  # see Settler.settle
@@ -265,6 +266,7 @@ class Settler:
             results.append(state)
             new.append((state, rows[job_id], None))
         store_transitions(conn, shelf, new, now, Status.RUNNING)  # as the SELECT above asked
+        totals.add(conn, tally((state for state, _, _ in new), now))
         return results
 
 

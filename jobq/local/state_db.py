@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import dependencies, durable, groups, limits, permissions, retention, wal
+from . import dependencies, durable, groups, limits, permissions, retention, totals, wal
 from ._flock import ProcessLock
 from .._logging import get_logger
 from .directory import QueueDir
@@ -44,9 +44,10 @@ log = get_logger(__name__)
 # made by the CREATE ... IF NOT EXISTS of _SCHEMA when a file of 3 is opened); 5: dependencies
 # and the status 'waiting' (jobq.local.dependencies; its table is made the same way); 6: groups
 # (q.map, jobq.local.groups), limits, job_keys and held_back (jobq.local.limits), retention
-# (jobq.local.retention: result_ttl, failure_ttl, expires_at), all made the same way (an older
-# jobq must not open the file: it would end group members without counting them, run limited
-# jobs past their limits and never purge expired jobs)
+# (jobq.local.retention: result_ttl, failure_ttl, expires_at) and job_totals (jobq.local.totals:
+# counted from the jobs when it is made), all made the same way (an older jobq must not open the
+# file: it would end group members without counting them, run limited jobs past their limits,
+# never purge expired jobs and leave the totals behind)
 STORE_SCHEMA = 6
 
 _SCHEMA = """
@@ -129,7 +130,7 @@ def recount(conn: sqlite3.Connection) -> None:
 
 # Tables: one missing (a damaged or hand-edited file) is made again on open.
 _TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine", "job_counts",
-           "schedules", "dependencies", "groups", "retention"} | limits.TABLES
+           "schedules", "dependencies", "groups", "retention", "job_totals"} | limits.TABLES
 
 # Schema 1 rows have full snapshots (snap = 1) and no start time in the row (NULL: the snapshot's).
 _ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",
@@ -277,6 +278,7 @@ class StateDB:
                 if column.split()[0] not in have:
                     conn.execute(f"ALTER TABLE jobs ADD COLUMN {column}")
             _create_counts(conn)
+            totals.create(conn)
             conn.execute(f"PRAGMA user_version = {STORE_SCHEMA}")
 
     @property

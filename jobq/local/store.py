@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from . import admin, catch_up, dependencies, groups, leases, reads, retention, wal
+from . import admin, catch_up, dependencies, groups, leases, reads, retention, totals, wal
 from .. import record
 from .directory import QueueDir
 from ..engine import Change, Claim
@@ -148,6 +148,10 @@ class Store:
 
     def next_waiting(self, now: float) -> dict[Status, float]:
         return reads.next_waiting(self._db, now)
+
+    def totals(self) -> dict[tuple[str, str], float]:
+        with self._db.reading():
+            return totals.read(self._db.conn)
 
     def row(self, job_id: str) -> dict[str, Any]:
         return reads.row(self._db, job_id)

@@ -25,6 +25,7 @@ import psycopg
 from .. import job_record, record
 from ..errors import InvalidArgument
 from .batch import copy_in
+from . import totals
 
 # run_at clamped as jobq.index.run_at_of does, on the server's clock. The payload row goes in
 # first and the job row only for the ids it was new for: jobq_payloads holds every stored id,
@@ -38,11 +39,12 @@ _INSERT = (
     " fresh AS (INSERT INTO jobq_payloads (queue, job_id, frame)"
     " SELECT %(q)s, w.job_id, w.frame FROM w ORDER BY w.ord"
     " ON CONFLICT (queue, job_id) DO NOTHING RETURNING job_id)"
-    " INSERT INTO jobq_jobs (queue, job_id, status, ready, priority, run_at,"
+    ", ins AS (INSERT INTO jobq_jobs (queue, job_id, status, ready, priority, run_at,"
     " max_attempts, task, enqueued_at, updated_at)"
     " SELECT %(q)s, w.job_id, 'queued', w.due <= w.now, w.priority, w.due, w.max_attempts,"
     " w.task, w.created_at, w.created_at FROM w JOIN fresh ON fresh.job_id = w.job_id"
-    " ORDER BY w.ord ON CONFLICT (queue, job_id) DO NOTHING")
+    " ORDER BY w.ord ON CONFLICT (queue, job_id) DO NOTHING RETURNING 1) "
+    + totals.ENQUEUED.replace("{", "{{").replace("}", "}}"))
 _ONE = _INSERT.format(source=(
     "(SELECT 1 AS ord, %(id)s::text AS job_id, %(task)s::text AS task,"
     " %(prio)s::bigint AS priority, %(run)s::float8 AS run_at, %(created)s::float8 AS created_at,"

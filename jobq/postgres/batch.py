@@ -29,6 +29,8 @@ import psycopg
 
 from .. import job_record, record
 from ..errors import InvalidArgument
+from ..totals import enqueued
+from . import totals
 
 SIGNATURE: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 TRAILER: Final = struct.pack(">h", -1)
@@ -70,6 +72,7 @@ def copy_in(conn: psycopg.Connection[Any], queue: str, chunks: Iterable[bytes],
             copy.write(TRAILER)
         with cur.copy(COPY_PAYLOADS) as copy:
             copy.write(b"".join((SIGNATURE, *rows.payloads, TRAILER)))
+        totals.add(conn, queue, enqueued(cur.rowcount))  # the rows COPY stored
 
 
 class _Rows:

@@ -25,7 +25,8 @@ from ..pickling import PickleRules
 from ..retention import Expiry
 from ..state import FINISHED, JobState, Status
 from ..verify_report import VerifyReport
-from . import append, claims, jobs, keys, operating, reading, retention, settle
+from . import (append, claims, jobs, keys, operating, purge_jobs, reading, retention, settle,
+               totals)
 from .db import Db
 from .dependencies import DependentJobs
 from .groups import GroupedJobs
@@ -160,6 +161,9 @@ class PgEngine(DependentJobs, GroupedJobs):
 
     def next_waiting(self, now: float) -> dict[Status, float]:
         return reading.next_waiting(self._db, self._queue, now)
+
+    def totals(self) -> dict[tuple[str, str], float]:
+        return totals.read(self._db, self._queue)
 
     def job_ids(self, status: Status | None = None) -> Iterator[str]:
         return reading.job_ids(self._db, self._queue, status)
@@ -350,6 +354,15 @@ class PgEngine(DependentJobs, GroupedJobs):
             total += gone
             if gone < operating.PURGE_BATCH:
                 break
+        return total
+
+    def purge_jobs(self, ids: Sequence[str], statuses: frozenset[Status]) -> int:
+        wanted = sorted(s.value for s in statuses if s in FINISHED)
+        total = 0
+        for start in range(0, len(ids) if wanted else 0, operating.PURGE_BATCH):
+            with self._db.transaction("purge finished jobs") as conn:
+                total += purge_jobs.purge_jobs(conn, self._queue,
+                                               ids[start:start + operating.PURGE_BATCH], wanted)
         return total
 
     def damage(self) -> list[dict[str, Any]]:

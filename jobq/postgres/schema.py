@@ -37,7 +37,7 @@ import psycopg
 
 from ..codec import key_check
 from ..errors import IncompatibleFormat, WrongSecretKey
-from . import limits
+from . import limits, totals
 from .url import PgLocation
 
 SCHEMA_LOCK = 0x6A6F_6271_0000_0001  # pg_advisory_xact_lock key of migrations ("jobq", 1)
@@ -138,6 +138,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX jobq_done_expires ON jobq_done (queue, expires_at)"
         " WHERE expires_at IS NOT NULL",
     ),
+    totals.MIGRATION,  # version 8: running totals for /metrics (jobq.postgres.totals)
 )
 VERSION = len(MIGRATIONS)
 

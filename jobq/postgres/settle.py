@@ -36,7 +36,8 @@ from .. import transitions
 from ..engine import Change, Claim
 from ..codec import SnapshotCodec
 from ..state import JobState
-from . import dependencies, jobs, limits
+from ..totals import tally
+from . import dependencies, jobs, limits, totals
 from .jobs import BLOB, NOW, STATE
 
 PROMOTE_BATCH = 1_000
@@ -197,6 +198,7 @@ def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
         results.append(state)
     dependencies.write(conn, codec, queue, list(new.values()), now,
                        {job_id for job_id in new if blobs.get(job_id) is not None})
+    totals.add(conn, queue, tally(new.values(), now))
     return results
 
 

@@ -98,7 +98,8 @@ def test_a_job_page_shows_payload_history_errors_and_progress(q: Queue):
     run_burst(q)
     page = call(Dashboard(q), f"/jobs/{jid}").text
     assert "&#x27;it broke&#x27;" in page  # the arguments, as repr
-    assert page.count("ValueError: it broke") == 2  # one traceback per attempt
+    assert page.count("Traceback (most recent call last)") == 2  # one per attempt
+    assert page.count("ValueError: it broke") == 4  # and its cause on the timeline
     assert all(step in page for step in ("enqueued", "run at", "started", "finished"))
     assert "<progress" in page and 'class="status dead"' in page
     reply = call(Dashboard(q), f"/jobs?id={jid[:6]}")  # jump by a prefix
@@ -160,8 +161,31 @@ def test_metrics_in_the_prometheus_text_format(q: Queue):
     assert 'jobq_jobs{status="queued"} 3' in lines and 'jobq_jobs{status="succeeded"} 1' in lines
     assert "jobq_jobs_count_cap 10000" in lines and 'jobq_workers{state="live"} 0' in lines
     assert any(re.fullmatch(r"jobq_oldest_due_seconds [0-9.]+", line) for line in lines)
-    assert all(line.startswith("#") or re.fullmatch(r'[a-z_]+(\{[a-z]+="[a-z]+"\})? [0-9.]+',
-                                                    line) for line in lines)
+    assert all(line.startswith("#") or re.fullmatch(
+        r'[a-z_]+(\{[a-z]+="[^"]*"(,[a-z]+="[^"]*")*\})? [0-9.]+', line) for line in lines)
+
+
+def test_metrics_counters_and_durations_survive_a_restart(q: Queue):
+    q.enqueue_many(ADD, [(i, i) for i in range(3)])
+    q.enqueue_call(BOOM, max_attempts=2)
+    run_burst(q)
+    first = call(Dashboard(q), "/metrics").text.splitlines()
+    for line in ("jobq_jobs_enqueued_total 4", "jobq_jobs_succeeded_total 3",
+                 "jobq_jobs_failed_total 1", "jobq_jobs_retried_total 1",
+                 "jobq_jobs_redelivered_total 0", "# TYPE jobq_jobs_enqueued_total counter",
+                 "# TYPE jobq_job_duration_seconds histogram",
+                 f'jobq_job_duration_seconds_bucket{{task="{ADD}",le="+Inf"}} 3',
+                 f'jobq_job_duration_seconds_count{{task="{ADD}"}} 3',
+                 f'jobq_job_duration_seconds_count{{task="{BOOM}"}} 2'):
+        assert line in first, line
+    buckets = [int(line.rsplit(" ", 1)[1]) for line in first
+               if line.startswith(f'jobq_job_duration_seconds_bucket{{task="{ADD}"')]
+    assert buckets == sorted(buckets) and buckets[-1] == 3
+    q.engine.purge(frozenset({Status.SUCCEEDED, Status.DEAD}), q.engine.now() + 1)
+    with q.reopen() as again:  # another dashboard, the jobs purged: the counters stay
+        after = call(Dashboard(again), "/metrics").text.splitlines()
+    assert [line for line in after if "_total " in line or "duration" in line] == \
+        [line for line in first if "_total " in line or "duration" in line]
 
 
 def test_static_files_are_package_data(q: Queue):
@@ -270,3 +294,115 @@ def test_the_schedules_page_shows_an_interval(q: Queue):
     q.engine.schedules.put(Schedule(name="iv", every=timedelta(minutes=5), task=ADD), 3000.0)
     page = call(Dashboard(q), "/schedules").text
     assert "<code>every 5m</code>" in page
+
+
+def _timeline(text: str) -> list[str]:
+    found = re.search(r'<ol id="timeline"[^>]*>(.*?)</ol>', text, re.S)
+    assert found, "no timeline on the page"
+    items = re.findall(r"<li[^>]*>(.*?)</li>", found.group(1), re.S)
+    return [re.sub(r"<[^>]+>", "", re.sub(r'^(<time .*?</time>|<span class="untimed">.*?</span>) ',
+                                          "", item)) for item in items]
+
+
+def test_a_job_page_has_a_timeline_of_its_attempts(q: Queue):
+    import html
+    jid = q.enqueue_call(BOOM, args=(XSS,), max_attempts=2)
+    ok = q.enqueue(ADD, 1, 2)
+    run_burst(q)
+    text = call(Dashboard(q), f"/jobs/{jid}").text
+    steps = [html.unescape(s) for s in _timeline(text)]
+    assert [s.split(" ValueError")[0] for s in steps] == [
+        "enqueued", "attempt 1 failed", "attempt 2 started", "attempt 2 failed",
+        "finished: dead"]
+    assert all(f"ValueError: {XSS}" in s for s in steps[1:4:2])  # each attempt's cause
+    assert XSS not in text and text.count("Traceback (most recent call last)") == 2
+    assert '<a href="#error-2"><code>ValueError: ' in text and 'id="error-2"' in text
+    assert '<span class="untimed">time not kept</span> <span class="status failed">attempt 1' \
+        in text  # an earlier attempt's times are not stored
+    steps = _timeline(call(Dashboard(q), f"/jobs/{ok}").text)
+    assert steps == [
+        "enqueued", "attempt 1 started", "attempt 1 succeeded", "finished: succeeded"]
+
+
+def test_the_timeline_names_an_attempt_whose_worker_died(q: Queue):
+    from workers.reaping import crash
+    jid = q.enqueue(ADD, 1, 2)
+    claim = q.engine.settle([], "w1:1", 1)[1][0]
+    q.engine.finish(jid, claim.token, crash("worker w1 died", claim.token, 3))
+    steps = _timeline(call(Dashboard(q), f"/jobs/{jid}").text)
+    assert steps[2:] == ["attempt 1 interrupted attempt 1 interrupted: worker w1 died",
+                         "due again"]
+
+
+def _dead(q: Queue, n: int, task: str = BOOM, prefix: str = "d") -> list[str]:
+    ids = [q.enqueue_call(task, job_id=f"{prefix}{i}", max_attempts=1) for i in range(n)]
+    run_burst(q)
+    return ids
+
+
+def test_retry_all_matching_asks_first_then_retries_what_the_filter_matches(q: Queue):
+    dead = _dead(q, 3)
+    app = Dashboard(q, allow_actions=True)
+    page = call(app, "/jobs?status=dead").text
+    assert 'href="/bulk/retry?status=dead"' in page and 'href="/bulk/purge?status=dead"' in page
+    confirm = call(app, "/bulk/retry?status=dead&q=d1")
+    assert confirm.code == 200 and 'id="bulk-n">1</strong>' in confirm.text
+    assert "At most 1,000 jobs per click" in confirm.text
+    assert all(q.state(j).status is Status.DEAD for j in dead)  # asking changed nothing
+    reply = call(app, "/bulk/retry", method="POST",
+                 form=f"token={token_in(confirm.text)}&status=dead&q=d1")
+    assert reply.code == 303 and reply.headers["location"].endswith("done=retry%3A1")
+    assert "Retried 1 jobs." in call(app, reply.headers["location"]).text
+    assert [q.state(j).status for j in dead] == [Status.DEAD, Status.QUEUED, Status.DEAD]
+
+
+def test_purge_all_matching_deletes_only_dead_or_cancelled_jobs_that_match(q: Queue):
+    dead = _dead(q, 3)
+    keep = q.enqueue(ADD, 1, 2)
+    app = Dashboard(q, allow_actions=True)
+    confirm = call(app, "/bulk/purge?status=dead")
+    assert 'id="bulk-n">3</strong>' in confirm.text and "deleted for good" in confirm.text
+    reply = call(app, "/bulk/purge", method="POST",
+                 form=f"token={app.token}&status=dead")
+    assert reply.code == 303 and reply.headers["location"].endswith("done=purge%3A3")
+    assert not any(q.engine.exists(j) for j in dead) and q.engine.exists(keep)
+    refused = call(app, "/bulk/purge", method="POST", form=f"token={app.token}&status=queued")
+    assert refused.code == 400 and "dead or cancelled" in refused.text
+    assert q.engine.exists(keep)
+    assert 'id="bulk-count">No job matches' in call(app, "/bulk/purge?status=dead").text
+
+
+def test_bulk_actions_are_refused_when_off_forged_or_cross_site(q: Queue):
+    dead = _dead(q, 2)
+    off = Dashboard(q)
+    assert "/bulk/" not in call(off, "/jobs?status=dead").text
+    assert call(off, "/bulk/retry?status=dead").code == 403
+    assert call(off, "/bulk/purge", method="POST", form=f"token={off.token}&status=dead"
+                ).code == 403
+    on = Dashboard(q, allow_actions=True)
+    assert call(on, "/bulk/purge", method="POST", form="token=forged&status=dead").code == 403
+    assert call(on, "/bulk/purge", method="POST", form=f"token={on.token}&status=dead",
+                headers={"Sec-Fetch-Site": "cross-site"}).code == 403
+    assert call(on, "/bulk/retry", method="POST", form=f"token={on.token}&status=dead",
+                headers={"Origin": "http://evil.example"}).code == 403
+    assert all(q.state(j).status is Status.DEAD for j in dead)
+
+
+def test_a_bulk_click_is_capped(q: Queue, monkeypatch: pytest.MonkeyPatch):
+    from jobq.dashboard import bulk
+    dead = _dead(q, 5)
+    monkeypatch.setitem(bulk.CAPS, "retry", 2)  # the cap's logic, on a small queue
+    app = Dashboard(q, allow_actions=True)
+    confirm = call(app, "/bulk/retry?status=dead").text
+    assert 'id="bulk-n">2</strong>' in confirm and 'id="bulk-more"' in confirm
+    call(app, "/bulk/retry", method="POST", form=f"token={app.token}&status=dead")
+    assert [q.state(j).status for j in dead] == [Status.QUEUED] * 2 + [Status.DEAD] * 3
+
+
+def test_bulk_pages_escape_the_filter(q: Queue):
+    q.enqueue_call(BOOM, job_id=f"x{XSS}", max_attempts=1)
+    run_burst(q)
+    app = Dashboard(q, allow_actions=True)
+    text = call(app, "/bulk/retry?status=dead&task=" + quote(BOOM) + "&q=" + quote(XSS)).text
+    assert 'id="bulk-n">1</strong>' in text
+    assert XSS not in text and "<code>&lt;script&gt;" in text

@@ -29,8 +29,9 @@ XSS = ('<img src=x onerror="window.__xss=1;alert(1)">', "<script>window.__xss=2<
        '"><svg onload=alert(3)>')
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
+    """One Chromium for the session: each test gets a fresh context (cookies, pages) of it."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -81,9 +82,13 @@ def qdir(tmp_path: Path) -> str:
     return str(tmp_path / "queue")
 
 
+# The main tests run on both engines (``location``: a queue directory, a PostgreSQL queue).
+
 def test_the_overview_updates_live_while_a_worker_drains(
-        page: Watched, qdir: str, serve: Callable[..., Served], workers: Callable[..., Any]):
+        page: Watched, location: str, serve: Callable[..., Served],
+        workers: Callable[..., Any]):
     from playwright.sync_api import expect
+    qdir = location
     with Queue(qdir) as q:
         q.enqueue_many(ADD, [(i, i) for i in range(5)])
     served = serve(qdir, "--refresh", "0.3")
@@ -131,9 +136,10 @@ def _poll(p: Any, done: Callable[[Any], bool], timeout: float = 30) -> Any:
 
 
 def test_a_job_page_follows_its_progress_to_the_end(
-        page: Watched, qdir: str, tmp_path: Path, serve: Callable[..., Served],
+        page: Watched, location: str, tmp_path: Path, serve: Callable[..., Served],
         workers: Callable[..., Any]):
     from playwright.sync_api import expect
+    qdir = location
     with Queue(qdir) as q:
         jid = q.enqueue("jobtasks:slow_steps", 4, 0.4, str(tmp_path))
     served = serve(qdir, "--refresh", "0.2")
@@ -148,8 +154,9 @@ def test_a_job_page_follows_its_progress_to_the_end(
     page.shot("job-done")
 
 
-def test_values_from_jobs_never_run_as_script(page: Watched, qdir: str,
+def test_values_from_jobs_never_run_as_script(page: Watched, location: str,
                                               serve: Callable[..., Served]):
+    qdir = location
     with Queue(qdir) as q:
         ids = [q.enqueue_call(BOOM, args=(text,), job_id=f"x{i}{text}", max_attempts=1)
                for i, text in enumerate(XSS)]
@@ -194,8 +201,9 @@ def test_filters_and_pages_by_key(page: Watched, qdir: str, serve: Callable[...,
 
 
 def test_retry_with_actions_on_and_refused_with_them_off(
-        page: Watched, qdir: str, serve: Callable[..., Served]):
+        page: Watched, location: str, serve: Callable[..., Served]):
     from playwright.sync_api import expect
+    qdir = location
     with Queue(qdir) as q:
         jid = q.enqueue_call(BOOM, max_attempts=1)
         run_burst(q)
@@ -262,3 +270,61 @@ def test_the_schedules_page_links_the_last_firing(page: Watched, qdir: str,
         p.click("#schedules a.last-job")
     assert p.url == f"{served.url}/jobs/{jid.replace(':', '%3A')}"
     expect(p.locator("#live .status")).to_have_text("dead")
+
+
+def test_retry_all_and_purge_all_matching_ask_first(page: Watched, location: str,
+                                                   serve: Callable[..., Served]):
+    from playwright.sync_api import expect
+    with Queue(location) as q:
+        dead = [q.enqueue_call(BOOM, args=(XSS[i % 3],), job_id=f"d{i}{XSS[i % 3]}",
+                               max_attempts=1) for i in range(6)]
+        run_burst(q)
+    served = serve(location, "--allow-actions")
+    p = page.page
+    p.goto(served.url + "/jobs?status=dead&q=" + "d1")
+    with p.expect_navigation():
+        p.click("#bulk-retry")
+    expect(p.locator("#bulk-n")).to_have_text("1")
+    expect(p.locator("main")).to_contain_text("At most 1,000 jobs per click")
+    page.shot("bulk-retry-confirm")
+    with Queue(location) as q:  # asking changed nothing
+        assert {q.state(j).status for j in dead} == {Status.DEAD}
+    with p.expect_navigation():
+        p.click("form.bulk.retry button")
+    expect(p.locator("#message")).to_have_text("Retried 1 jobs.")
+    with Queue(location) as q:
+        assert q.state(dead[1]).status is Status.QUEUED
+    p.goto(served.url + "/jobs?status=dead")
+    with p.expect_navigation():
+        p.click("#bulk-purge")
+    expect(p.locator("#bulk-n")).to_have_text("5")
+    assert p.evaluate("window.__xss") is None
+    with p.expect_navigation():
+        p.click("form.bulk.purge button")
+    expect(p.locator("#message")).to_have_text("Purged 5 jobs.")
+    expect(p.locator("#jobs tbody")).to_contain_text("no jobs match")
+    with Queue(location) as q:
+        assert [j for j in dead if q.engine.exists(j)] == [dead[1]]
+    page.shot("bulk-purged")
+
+
+def test_the_timeline_links_each_failed_attempt_to_its_traceback(
+        page: Watched, location: str, serve: Callable[..., Served]):
+    from playwright.sync_api import expect
+    with Queue(location) as q:
+        jid = q.enqueue_call(BOOM, args=(XSS[0],), max_attempts=2)
+        run_burst(q)
+    served = serve(location)
+    p = page.page
+    p.goto(f"{served.url}/jobs/{jid}")
+    steps = p.locator("#timeline li")
+    expect(steps).to_have_count(5)
+    expect(steps.nth(0)).to_contain_text("enqueued")
+    expect(steps.nth(1)).to_contain_text("time not kept")
+    expect(steps.nth(3)).to_contain_text(f"attempt 2 failed ValueError: {XSS[0]}")
+    expect(steps.nth(4)).to_contain_text("finished: dead")
+    page.shot("timeline")
+    p.click("#timeline li >> nth=1 >> a")
+    assert p.url.endswith("#error-1")
+    expect(p.locator("#error-1")).to_contain_text("Traceback (most recent call last)")
+    assert p.evaluate("window.__xss") is None
