@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import group_ids, job_options, job_record, record, signatures, tasks
+from . import batches, group_ids, job_options, job_record, record, signatures, tasks
 from .errors import (GroupNotFound, InvalidArgument, InvalidJob, JobCancelled, JobFailed,
                      SignatureMismatch, WaitTimeout)
 from .state import FINISHED, Status
@@ -169,7 +169,7 @@ def _batches(q: Queue, group_id: str, task: str, chunk_size: int, items: Iterato
         job_id = f"{group_id}.{pos}"
         body = encode_fields(job_id, job_task, args, {}, prio, attempts, timeout_s, run_at, now)
         if len(body) > limit:
-            raise q._too_large(job_id, len(body))
+            raise batches.too_large(job_id, len(body), limit)
         parts += (header(kind, body, key), body)
         pos += 1
         made[0], made[1] = pos, made[1] + count

@@ -10,21 +10,16 @@ from types import EllipsisType, MappingProxyType, TracebackType
 from typing import Any
 
 from . import config as config_mod
-from . import (dependencies, engines, groups, job_options, job_record, record, retention,
-               signatures, tasks)
+from . import (batches, dependencies, engines, groups, job_options, job_record, record,
+               retention, signatures, tasks)
 from . import limits as job_limits
 from .job_ids import check_job_id, job_ids
 from .job_options import Options
-from .engine import Engine
-from .errors import (InvalidArgument, InvalidJob, JobCancelled, JobNotFound,
-                     JobFailed, JobqError, RecordTooLarge, SignatureMismatch, WaitTimeout)
+from .errors import InvalidArgument, InvalidJob, JobCancelled, JobFailed, JobqError, WaitTimeout
 from .local import permissions
 from .payload import JobPayload
 from .state import JobState, Status
-from .worker_info import ChildInfo, WorkerInfo, WorkerState, worker_of
-
-BATCH = 1_000  # jobs of an enqueue_many handed to the engine at a time
-
+from .worker_info import WorkerInfo, workers_of
 
 class Queue:
     """A persistent job queue in a directory: ``Queue(path)``; default ``$JOBQ_HOME``, else ``./.jobq``.
@@ -225,46 +220,14 @@ class Queue:
         options = self._options(priority, delay, max_attempts, timeout)
         keep = retention.resolve(result_ttl, failure_ttl, self._default_keep)
         ids: list[str] = []  # filled as the engine takes the batches (an error: none stored)
-        self.engine.append_batches(self._batches(task, function, args_list, options, ids))
+        self.engine.append_batches(batches.records(
+            task, function, args_list, options, ids, now=self._clock(), key=self._key,
+            limit=self.config.max_record_size))
         # After the records (their ids are made as they are stored): a job that ended
         # meanwhile gets its expiry from its end time (Engine.keep_for); a crash in between
         # keeps the jobs for ever, never loses one early.
         self._keep(ids, keep)
         return ids
-
-    def _batches(self, task: str, function: Callable[..., Any] | None,
-                 args_list: Iterable[Iterable[Any]], options: Options, ids: list[str]
-                 ) -> Iterator[tuple[list[bytes], int]]:
-        """The records of ``args_list``, BATCH jobs at a time (pieces, size of the last one)."""
-        prio, delay_s, attempts, timeout_s = options
-        now = self._clock()  # one batch, one time: every job of it is enqueued at once
-        run_at, limit = now + delay_s, self.config.max_record_size
-        encode_fields, header, key, next_id, check = (
-            job_record.encode_fields, record.header, self._key, job_ids.next, signatures.check)
-        fitting = () if function is None else signatures.positional_counts(function)
-        parts: list[bytes] = []  # header, body, header, body...: joined once by the engine
-        for i, args in enumerate(args_list):
-            if type(args) is not tuple:
-                if not isinstance(args, (tuple, list)):
-                    raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
-                                     f" {type(args).__name__}")
-                args = tuple(args)
-            if function is not None and (fitting is None or len(args) not in fitting):
-                try:
-                    check(function, task, args, {})
-                except SignatureMismatch as exc:  # say which of the batch; none is written
-                    raise SignatureMismatch(f"args_list[{i}]: {exc}", task=task) from exc
-            job_id = next_id()
-            body = encode_fields(job_id, task, args, {}, prio, attempts, timeout_s, run_at, now)
-            if len(body) > limit:
-                raise self._too_large(job_id, len(body))
-            parts += (header(record.KIND_JOB, body, key), body)
-            ids.append(job_id)
-            if len(parts) == 2 * BATCH:
-                yield parts, len(parts[-2]) + len(parts[-1])
-                parts = []
-        if parts:
-            yield parts, len(parts[-2]) + len(parts[-1])
 
     def map(self, fn: Callable[..., Any] | str, items: Iterable[Any], *, chunk_size: int = 1,
             then: Any = None, **options: Any) -> groups.Group:
@@ -300,13 +263,8 @@ class Queue:
                                         options.max_attempts, options.timeout,
                                         now + options.delay, now)
         if len(body) > self.config.max_record_size:
-            raise self._too_large(job_id, len(body))
+            raise batches.too_large(job_id, len(body), self.config.max_record_size)
         return record.encode(record.KIND_JOB, body, self._key)
-
-    def _too_large(self, job_id: str, size: int) -> RecordTooLarge:
-        limit = self.config.max_record_size
-        return RecordTooLarge(f"job {job_id} pickles to {size} bytes, over the queue's"
-                              f" max_record_size of {limit}", size=size, limit=limit)
 
     # -- observing -----------------------------------------------------------------------------
 
@@ -364,7 +322,7 @@ class Queue:
         """Workers of this queue: alive ones (live or stuck), dead ones not yet reaped, then
         those found dead in the last day, newest first. Reading never takes a worker's lock
         in a way that could make it look dead, and needs no write permission."""
-        return _workers(self.engine, self.engine.now())
+        return workers_of(self.engine, self.engine.now())
 
     # -- acting --------------------------------------------------------------------------------
 
@@ -407,31 +365,6 @@ def _parse_status(status: Status | str | None) -> Status | None:
     except ValueError:
         choices = ", ".join(s.value for s in Status)
         raise InvalidArgument(f"unknown status {status!r}; choose one of {choices}") from None
-
-
-def _workers(engine: Engine, now: float) -> list[WorkerInfo]:
-    """The engine's worker records (:meth:`Workers.read`), with the jobs each worker holds and
-    the task each child runs."""
-    held: dict[str, list[str]] = {}
-    for claim in engine.held():
-        if claim.owner:
-            held.setdefault(worker_of(claim.owner), []).append(claim.job_id)
-    found = []
-    for info in engine.workers.read(now, owners=held):
-        if info.state is not WorkerState.REAPED:
-            info = replace(info, held=tuple(sorted(held.get(info.id, ()))),
-                           children=tuple(_with_task(c, engine) for c in info.children))
-        found.append(info)
-    return found
-
-
-def _with_task(child: ChildInfo, engine: Engine) -> ChildInfo:
-    if child.job_id is None:
-        return child
-    try:
-        return replace(child, task=engine.row(child.job_id)["task"])
-    except JobNotFound:  # purged since
-        return child
 
 
 def denied(exc: PermissionError, location: str) -> JobqError:

@@ -15,8 +15,13 @@ a live hold marks the worker ``stuck`` (its supervisor loop stopped turning).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from .errors import JobNotFound
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 
 def owner_of(worker: str, slot: int) -> str:
@@ -132,3 +137,28 @@ def _int(value: Any) -> int | None:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def workers_of(engine: Engine, now: float) -> list[WorkerInfo]:
+    """The engine's worker records (:meth:`jobq.engine.Workers.read`), with the jobs each
+    worker holds and the task each child runs (``Queue.workers()``)."""
+    held: dict[str, list[str]] = {}
+    for claim in engine.held():
+        if claim.owner:
+            held.setdefault(worker_of(claim.owner), []).append(claim.job_id)
+    found = []
+    for info in engine.workers.read(now, owners=held):
+        if info.state is not WorkerState.REAPED:
+            info = replace(info, held=tuple(sorted(held.get(info.id, ()))),
+                           children=tuple(_with_task(c, engine) for c in info.children))
+        found.append(info)
+    return found
+
+
+def _with_task(child: ChildInfo, engine: Engine) -> ChildInfo:
+    if child.job_id is None:
+        return child
+    try:
+        return replace(child, task=engine.row(child.job_id)["task"])
+    except JobNotFound:  # purged since
+        return child

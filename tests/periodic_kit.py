@@ -40,9 +40,10 @@ def minute(name: str, m: int) -> str:
 
 
 def every_minute(name: str = "s", **options: object) -> Schedule:
+    options.setdefault("cron", "* * * * *")
     options.setdefault("misfire", "all")
     options.setdefault("overlap", "allow")
-    return Schedule(name=name, cron="* * * * *", task="periodic_tasks:noted",
+    return Schedule(name=name, task="periodic_tasks:noted",
                     **options)  # type: ignore[arg-type]
 
 

@@ -12,7 +12,7 @@ import pytest
 import jobq
 
 PUBLIC = ["Queue", "current_job", "JobContext", "JobPayload", "JobState", "Status",
-          "PermanentFailure", "periodic", "WorkerInfo", "WorkerState", "ChildInfo", "errors",
+          "PermanentFailure", "periodic", "Group", "GroupStatus", "WorkerInfo", "WorkerState", "ChildInfo", "errors",
           "__version__"]
 
 

@@ -28,9 +28,9 @@ def test_a_store_schema_5_queue_opens_upgraded_and_keeps_its_jobs(tmp_path: Path
     with Queue(root, clock=lambda: now[0]) as q:
         assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
         assert q.counts() == COUNTS
-        assert q.engine.parents("waiting") == ["delayed"]
+        assert q.engine.parents("waiting") == ["queued"]
         new = q.enqueue_call("jobtasks:add", (1, 1), result_ttl=10)
-        assert run_burst(q) == 2  # the copy's queued job, then the new one
+        assert run_burst(q) == 3  # the copy's queued job, its waiting dependent, the new one
         assert q.result(new, timeout=0) == 2
         now[0] += 9
         assert q.engine.expire(100) == 0

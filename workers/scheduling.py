@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # only for annotations: a worker starts without jobq.schedule
 
 TICK = 1.0  # seconds between two looks at the schedules, at least
 CLOCK_ENV = "JOBQ_SCHEDULE_CLOCK"
+FASTEST_TICK = 0.05  # seconds: the shortest tick of a fake clock
 
 
 def clock_from_env() -> tuple[Callable[[], float], float] | None:
@@ -52,7 +53,9 @@ def clock_from_env() -> tuple[Callable[[], float], float] | None:
                           f" {text!r}") from exc
     if speed <= 0:
         raise ConfigError(f"{CLOCK_ENV}: the speed must be positive, not {speed!r}")
-    return (lambda: anchor + (time.time() - start) * speed), min(TICK, 60 / speed)
+    # A tick per fake minute, but not more than FASTEST_TICK apart: a simulated day in seconds
+    # fires several minutes a tick (misfire="all") rather than reading schedules every 5 ms.
+    return (lambda: anchor + (time.time() - start) * speed), max(FASTEST_TICK, min(TICK, 60 / speed))
 
 
 class Scheduler:

@@ -14,7 +14,7 @@ from jobq import JobState, Queue, Status
 from jobq.errors import (InvalidArgument, JobNotFound, SignatureMismatch, StaleClaim,
                          WaitTimeout)
 from jobq.execution import run_claim
-from jobq.queue import BATCH
+from jobq.batches import BATCH
 from jobq.testing import run_burst
 from jobtasks import add
 
@@ -65,7 +65,7 @@ def test_enqueue_many_writes_all_or_nothing(q: Queue):
 
 
 def test_enqueue_many_of_several_batches_is_one_write(q: Queue):
-    """More jobs than Queue hands the engine at a time (jobq.queue.BATCH): a job that cannot be
+    """More jobs than Queue hands the engine at a time (jobq.batches.BATCH): a job that cannot be
     made in the last batch stores none of the batches before it; otherwise all are stored, in
     order, each with its own arguments."""
     n = 2 * BATCH + 500

@@ -1,8 +1,9 @@
-"""Two workers fire one schedule on a fast fake clock while the chaos loop SIGKILLs one of them
-(supervisor and children at once) and starts another in its place, again and again, so kills
-land between a firing's append and its advance, and during the jobs. Afterwards: every minute
-of the run has exactly one job (none lost, none fired twice), every job succeeded, and a job ran
-twice only when a kill interrupted its run."""
+"""Three workers fire one every-five-minutes schedule over a simulated day (a fake clock that runs a
+day in the run's seconds) while the chaos loop SIGKILLs one of them (supervisor and children at
+once) and starts another in its place, again and again, so kills land between a firing's append
+and its advance, and during the jobs. Afterwards: every slot of the day has exactly one job
+(none lost, none fired twice), every job succeeded, and a job ran twice only when a kill
+interrupted its run."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from test_cli import ok
 from jobq import Queue, Status
 from jobq.schedule import job_id
 
-SPEED = 120  # two fake minutes per real second: each tick fires two times
+DAY = 86_400.0
+WORKERS = 3
+STEP = 300  # every five minutes: 288 slots a day, and a catch-up of MAX_CATCH_UP slots covers
+# 3.5 fake days, so a slow stop at the end (tens of real seconds) still fires every slot
 
 
 def torture(location, workers, monkeypatch, tmp_path, seed,  # type: ignore[no-untyped-def]
@@ -26,9 +30,9 @@ def torture(location, workers, monkeypatch, tmp_path, seed,  # type: ignore[no-u
     rng = random.Random(seed)
     path = runs_file(monkeypatch, tmp_path)
     with Queue(location) as q:
-        q.engine.schedules.put(every_minute("t"), ANCHOR + 30)
-    clock = fake_clock(monkeypatch, speed=SPEED)
-    alive = [workers(location, "--concurrency", "2") for _ in range(2)]
+        q.engine.schedules.put(every_minute("t", cron="*/5 * * * *"), ANCHOR + STEP - 30)
+    clock = fake_clock(monkeypatch, speed=DAY / seconds)  # the run's seconds are one day
+    alive = [workers(location, "--concurrency", "2") for _ in range(WORKERS)]
     kills = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -45,9 +49,10 @@ def torture(location, workers, monkeypatch, tmp_path, seed,  # type: ignore[no-u
     with Queue(location) as q:
         ids = fired(q, "t")
         (stored,) = q.engine.schedules.all()
-        times = [ANCHOR + 30 + 60 * i for i in range(len(ids))]
-        assert ids == [job_id("t", t) for t in times]  # every minute once, from the first
-        assert stored.next_at == times[-1] + 60 and stored.last_job == ids[-1]
+        times = [ANCHOR + STEP - 30 + STEP * i for i in range(len(ids))]
+        assert ids == [job_id("t", t) for t in times]  # every slot once, from the first
+        assert times[-1] - times[0] >= DAY - 2 * STEP  # over a day, at least
+        assert stored.next_at == times[-1] + STEP and stored.last_job == ids[-1]
         states = {j: q.state(j) for j in ids}
         assert all(s.status is Status.SUCCEEDED for s in states.values())
         ran = Counter(runs(path))
@@ -59,7 +64,7 @@ def torture(location, workers, monkeypatch, tmp_path, seed,  # type: ignore[no-u
 
 
 def test_periodic_torture(location, workers, monkeypatch, tmp_path, seed):
-    """CI size: about 7 s of kills per engine."""
+    """CI size: a simulated day in about 7 s of kills per engine (about 300 times fired)."""
     torture(location, workers, monkeypatch, tmp_path, seed, seconds=7)
 
 
@@ -67,5 +72,5 @@ def test_periodic_torture(location, workers, monkeypatch, tmp_path, seed):
 @pytest.mark.timeout(3600)
 @SOAK_ONLY
 def test_periodic_torture_soak(location, workers, monkeypatch, tmp_path, seed):
-    """Ten minutes of kills per engine (JOBQ_SOAK=1)."""
+    """A simulated day in ten minutes of kills per engine (JOBQ_SOAK=1)."""
     torture(location, workers, monkeypatch, tmp_path, seed, seconds=600)

@@ -550,7 +550,9 @@ from jobq.testing import run_burst
 from jobtasks import add
 root = sys.argv[1]
 q = Queue(root)
-ids = q.enqueue_many(add, [(i, i) for i in range(150)])  # in the log; indexed by the next read
+# In the log; indexed by the next read: more pages than the state files have room for (the WAL
+# is as long as the longest write so far: making the schema's tables).
+ids = q.enqueue_many(add, [(i, i) for i in range(600)])
 covered = q.store.covered()
 grown = max(os.path.getsize(os.path.join(root, n)) for n in os.listdir(root)
             if n.startswith("state.sqlite3"))
@@ -585,11 +587,11 @@ def test_state_database_that_cannot_grow_fails_clearly_and_loses_nothing(tmp_pat
         assert failure is not None, out["failures"]
         _, is_storage, message = failure
         assert is_storage and "state.sqlite3" in message and "Free disk space" in message, failure
-    assert out["unchanged"] and out["queued"] == 150 and out["ran"] == 150
+    assert out["unchanged"] and out["queued"] == 600 and out["ran"] == 600
     with Queue(root) as q:
         assert q.store.conn.execute("PRAGMA quick_check").fetchall() == [("ok",)]
         assert [s.job_id for s in q.jobs()] == out["ids"]
-        assert q.counts()["succeeded"] == 150
+        assert q.counts()["succeeded"] == 600
 
 
 FULL_WORKER_CHILD = """

@@ -1,0 +1,54 @@
+"""The records of ``Queue.enqueue_many``, made a batch at a time while the engine stores the
+ones before, so that a million jobs never sit in memory as a million records at once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from . import job_record, record, signatures
+from .errors import InvalidJob, RecordTooLarge, SignatureMismatch
+from .job_ids import job_ids
+from .job_options import Options
+
+BATCH = 1_000  # jobs of an enqueue_many handed to the engine at a time
+
+
+def records(task: str, function: Callable[..., Any] | None, args_list: Iterable[Iterable[Any]],
+            options: Options, ids: list[str], *, now: float, key: bytes | None, limit: int
+            ) -> Iterator[tuple[list[bytes], int]]:
+    """The records of ``args_list``, BATCH jobs at a time (pieces, size of the last one), each
+    job's id appended to ``ids`` as it is made. ``now``: one time for every job of the call."""
+    prio, delay_s, attempts, timeout_s = options
+    run_at = now + delay_s
+    encode_fields, header, next_id, check = (
+        job_record.encode_fields, record.header, job_ids.next, signatures.check)
+    fitting = () if function is None else signatures.positional_counts(function)
+    parts: list[bytes] = []  # header, body, header, body...: joined once by the engine
+    for i, args in enumerate(args_list):
+        if type(args) is not tuple:
+            if not isinstance(args, (tuple, list)):
+                raise InvalidJob(f"args_list[{i}] must be a tuple of arguments, not"
+                                 f" {type(args).__name__}")
+            args = tuple(args)
+        if function is not None and (fitting is None or len(args) not in fitting):
+            try:
+                check(function, task, args, {})
+            except SignatureMismatch as exc:  # say which of the batch; none is written
+                raise SignatureMismatch(f"args_list[{i}]: {exc}", task=task) from exc
+        job_id = next_id()
+        body = encode_fields(job_id, task, args, {}, prio, attempts, timeout_s, run_at, now)
+        if len(body) > limit:
+            raise too_large(job_id, len(body), limit)
+        parts += (header(record.KIND_JOB, body, key), body)
+        ids.append(job_id)
+        if len(parts) == 2 * BATCH:
+            yield parts, len(parts[-2]) + len(parts[-1])
+            parts = []
+    if parts:
+        yield parts, len(parts[-2]) + len(parts[-1])
+
+
+def too_large(job_id: str, size: int, limit: int) -> RecordTooLarge:
+    return RecordTooLarge(f"job {job_id} pickles to {size} bytes, over the queue's"
+                          f" max_record_size of {limit}", size=size, limit=limit)
