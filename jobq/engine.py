@@ -314,10 +314,16 @@ class Engine(Protocol):
     def row(self, job_id: str) -> dict[str, Any]: ...                  # no unpickling
     def rows(self, status: Status | None = None, limit: int = 100,
              newest_first: bool = True, *, after: str | None = None, task: str | None = None,
-             id_contains: str | None = None) -> list[dict[str, Any]]:
+             id_contains: str | None = None, group: str | None = None,
+             scan_limit: int | None = None) -> list[dict[str, Any]]:
         """A page of index columns (no unpickling), filtered, in arrival order. ``after``: the
         last job of the page before (paging by key, never by offset; JobNotFound if it is gone
-        now); ``id_contains``: a substring of the job id. InvalidArgument for a bad ``limit``."""
+        now); ``id_contains``: a substring of the job id; ``group``: the members of a group
+        (``q.map``), by a range of the id index. ``scan_limit``: with ``task`` or ``id_contains``
+        (which no index answers) and no ``group``, read at most that many jobs past ``after``.
+        The rows are a :class:`jobq.listing.Page`, whose ``resume`` is the last job read when
+        that limit ran out before the page filled (page on from it), else None.
+        InvalidArgument for a bad ``limit`` or ``scan_limit``."""
 
     def rough_counts(self) -> dict[str, int]:
         """Jobs per status, each counted up to :data:`jobq.listing.ROUGH_CAP` only: a count

@@ -41,7 +41,7 @@ def parse(action: str, form: dict[str, str]) -> views.Filters:
     if action not in CAPS:
         raise InvalidArgument(f"no bulk action {action!r}: retry or purge")
     filters = views.Filters.parse({k: v for k, v in form.items()
-                                   if k in ("status", "task", "q")})
+                                   if k in ("status", "task", "q", "group")})
     if filters.status not in STATUSES:
         raise InvalidArgument(f"{LABELS[action].lower()} all applies to dead or cancelled jobs:"
                               " filter the jobs by one of those statuses")
@@ -54,7 +54,8 @@ def matching(q: Queue, action: str, filters: views.Filters) -> Bulk:
     while len(ids) <= cap:  # one more than the cap: whether more match
         limit = min(MAX_PAGE, cap + 1 - len(ids))
         page = q.engine.rows(filters.status, limit, False, after=after,
-                             task=filters.task or None, id_contains=filters.id_contains or None)
+                             task=filters.task or None, id_contains=filters.id_contains or None,
+                             group=filters.group or None)
         ids += [r["job_id"] for r in page]
         if len(page) < limit:
             break

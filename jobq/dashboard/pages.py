@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import group_ids
 from ..state import Status
 from . import chart, views
 from .timeline import timeline
@@ -52,6 +53,7 @@ def jobs(v: views.JobList) -> Safe:
     form = el("form", el("label", "Status ", status), el("label", "Task ", el(
         "input", name="task", value=f.task, placeholder="module:function")),
         el("label", "Id contains ", el("input", name="q", value=f.id_contains)),
+        el("label", "Group ", el("input", name="group", value=f.group, placeholder="grp-...")),
         el("label", "Order ", order), el("button", "Filter", type="submit"),
         action="/jobs", method="get", class_="filters")
     rows = table(("job", "task", "status", "priority", "attempts", "progress", "enqueued",
@@ -63,6 +65,9 @@ def jobs(v: views.JobList) -> Safe:
                  empty="no jobs match", id="jobs")
     links = [el("a", "First page", href=url("/jobs", **f.query(after=None)))] \
         if f.after else []
+    if v.searched:
+        links.append(el("span", f"searched {v.searched:,} more jobs: {len(v.rows):,} found;"
+                                " Next page continues the search", id="searched"))
     if v.next_after is not None:
         links.append(el("a", "Next page", href=url("/jobs", **f.query(after=v.next_after)),
                         rel="next", id="next-page"))
@@ -76,6 +81,9 @@ def job(v: views.JobPage, *, actions: bool, token: str) -> Safe:
         ("job", jid), ("task", row["task"]), ("status", _status(status.value)),
         ("priority", row["priority"]), ("attempts", row["attempts"]),
         ("progress", _progress(row["progress"]))]
+    group = group_ids.group_of(jid)
+    if group is not None:
+        facts.append(("group", el("a", group, href=url("/jobs", group=group), id="group")))
     if row.get("owner") and status is Status.RUNNING:
         facts.append(("held by", row["owner"]))
     if s is not None:

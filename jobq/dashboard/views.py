@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidArgument, JobNotFound, JobqError
-from ..listing import ROUGH_CAP
+from ..listing import SCAN_LIMIT, ROUGH_CAP
 from ..queue import Queue
 from ..schedule import PREFIX, Schedule
 from ..state import JobState, Status
@@ -78,6 +78,7 @@ class Filters:
     id_contains: str = ""
     oldest_first: bool = False
     after: str | None = None
+    group: str = ""  # a q.map group's id: its members only
 
     @classmethod
     def parse(cls, query: dict[str, str]) -> Filters:
@@ -89,12 +90,13 @@ class Filters:
         if order not in ("newest", "oldest"):
             raise InvalidArgument(f"order is newest or oldest, not {order!r}")
         return cls(Status(status) if status else None, query.get("task", "").strip(),
-                   query.get("q", "").strip(), order == "oldest", query.get("after") or None)
+                   query.get("q", "").strip(), order == "oldest", query.get("after") or None,
+                   query.get("group", "").strip())
 
     def query(self, **changes: Any) -> dict[str, Any]:
         values = {"status": self.status.value if self.status else None, "task": self.task,
                   "q": self.id_contains, "order": "oldest" if self.oldest_first else None,
-                  "after": self.after}
+                  "group": self.group or None, "after": self.after}
         values.update(changes)
         return values
 
@@ -105,15 +107,20 @@ class JobList:
     rows: list[dict[str, Any]]
     next_after: str | None  # the key of the next page; None: this is the last
     now: float
+    searched: int = 0  # the filter read this many jobs and stopped short (next_after: go on)
 
 
 def jobs(q: Queue, filters: Filters, page: int = PAGE) -> JobList:
+    """A page of the list; a filter no index answers reads :data:`SCAN_LIMIT` jobs at most,
+    and a page it left short says so and links on (a million jobs are never read at once)."""
     found = q.engine.rows(filters.status, page + 1, not filters.oldest_first,
                           after=filters.after, task=filters.task or None,
-                          id_contains=filters.id_contains or None)
-    more = len(found) > page
-    return JobList(filters, found[:page], found[page - 1]["job_id"] if more else None,
-                   time.time())
+                          id_contains=filters.id_contains or None,
+                          group=filters.group or None, scan_limit=SCAN_LIMIT)
+    if len(found) > page:
+        return JobList(filters, found[:page], found[page - 1]["job_id"], time.time())
+    resume = getattr(found, "resume", None)
+    return JobList(filters, list(found), resume, time.time(), SCAN_LIMIT if resume else 0)
 
 
 @dataclass(frozen=True)

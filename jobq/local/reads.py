@@ -14,15 +14,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import catch_up, compaction_redo, index, limits, snapshots
-from .. import listing, record
+from .. import group_ids, listing, record
 from ..errors import JobNotFound
 from .log import Log, Position
 from .shelf import StateShelf
 from ..state import FINISHED, JobState, Status
 from .state_db import UNFINISHED_COUNTS, StateDB
 
-_COLUMNS = ("SELECT job_id, task, status, priority, attempts, progress, run_at, enqueued_at,"
-            " updated_at, owner FROM jobs")
+_NAMES = ("job_id, task, status, priority, attempts, progress, run_at, enqueued_at, updated_at,"
+          " owner")
+_COLUMNS = f"SELECT {_NAMES} FROM jobs"
 
 
 def exists(db: StateDB, job_id: str) -> bool:
@@ -97,19 +98,28 @@ def counts(db: StateDB) -> dict[str, int]:
 
 def rows(db: StateDB, status: Status | None = None, limit: int = 100,
          newest_first: bool = True, *, after: str | None = None, task: str | None = None,
-         id_contains: str | None = None) -> list[dict[str, Any]]:
+         id_contains: str | None = None, group: str | None = None,
+         scan_limit: int | None = None) -> listing.Page:
     """Index columns of jobs, for listings: nothing is unpickled, so any process can list.
 
     ``after``: the last job of the page before; the page goes on from its place in arrival
-    order (a key, not an offset: a deep page costs what the first one does). ``id_contains``
-    is a substring test, which reads every row until the page fills.
+    order (a key, not an offset: a deep page costs what the first one does). ``group``: its
+    members, a range of the job_id index. ``task`` and ``id_contains`` are tests no index
+    answers: they read rows until the page fills, or, with ``scan_limit``, that many rows at
+    most (then the page says where to go on from: :class:`jobq.listing.Page`).
     """
-    conds, args = [], []  # type: list[str], list[Any]
-    for cond, value in (("status = ?", status.value if status else None), ("task = ?", task),
-                        ("instr(job_id, ?) > 0", id_contains)):
+    seek, args = [], []  # type: list[str], list[Any]
+    if status is not None:
+        seek.append("status = ?")
+        args.append(status.value)
+    if group is not None:
+        seek.append("job_id >= ? AND job_id < ?")
+        args += group_ids.members_range(group)
+    tests, test_args = [], []  # type: list[str], list[Any]
+    for cond, value in (("task = ?", task), ("instr(job_id, ?) > 0", id_contains)):
         if value is not None:
-            conds.append(cond)
-            args.append(value)
+            tests.append(cond)
+            test_args.append(value)
     order = "DESC" if newest_first else "ASC"
     with db.reading():
         if after is not None:
@@ -118,12 +128,30 @@ def rows(db: StateDB, status: Status | None = None, limit: int = 100,
             found = db.conn.execute("SELECT seq FROM jobs WHERE job_id = ?", (after,)).fetchone()
             if found is None:
                 raise JobNotFound(f"no job with id {after!r} to page from", job_id=after)
-            conds.append("seq < ?" if newest_first else "seq > ?")
+            seek.append("seq < ?" if newest_first else "seq > ?")
             args.append(found[0])
-        where = f"WHERE {' AND '.join(conds)}" if conds else ""
-        cur = db.conn.execute(f"{_COLUMNS} {where} ORDER BY seq {order} LIMIT ?", (*args, limit))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur]
+        if scan_limit is None or not tests or group is not None:
+            conds = seek + tests
+            where = f"WHERE {' AND '.join(conds)}" if conds else ""
+            cur = db.conn.execute(f"{_COLUMNS} {where} ORDER BY seq {order} LIMIT ?",
+                                  (*args, *test_args, limit))
+            return listing.Page(_dicts(cur))
+        where = f"WHERE {' AND '.join(seek)}" if seek else ""
+        window = f"SELECT {_NAMES}, seq FROM jobs {where} ORDER BY seq {order} LIMIT ?"
+        cur = db.conn.execute(f"SELECT {_NAMES} FROM ({window}) WHERE {' AND '.join(tests)}"
+                              f" ORDER BY seq {order} LIMIT ?",
+                              (*args, scan_limit, *test_args, limit))
+        page = listing.Page(_dicts(cur))
+        if len(page) < limit:  # the window ran out: did it end the jobs, or the budget?
+            last = db.conn.execute(f"SELECT job_id FROM jobs {where} ORDER BY seq {order}"
+                                   " LIMIT 1 OFFSET ?", (*args, scan_limit - 1)).fetchone()
+            page.resume = last[0] if last else None
+        return page
+
+
+def _dicts(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row)) for row in cur]
 
 
 def rough_counts(db: StateDB, cap: int) -> dict[str, int]:

@@ -143,10 +143,12 @@ class PgEngine(DependentJobs, GroupedJobs):
 
     def rows(self, status: Status | None = None, limit: int = 100,
              newest_first: bool = True, *, after: str | None = None, task: str | None = None,
-             id_contains: str | None = None) -> list[dict[str, Any]]:
-        id_contains = listing.check_page(limit, id_contains)
+             id_contains: str | None = None, group: str | None = None,
+             scan_limit: int | None = None) -> list[dict[str, Any]]:
+        id_contains = listing.check_page(limit, id_contains, scan_limit, group)
         return reading.rows(self._db, self._queue, status, limit, newest_first, after=after,
-                            task=task, id_contains=id_contains)
+                            task=task, id_contains=id_contains, group=group,
+                            scan_limit=scan_limit)
 
     def rough_counts(self) -> dict[str, int]:
         return reading.rough_counts(self._db, self._queue, listing.ROUGH_CAP)

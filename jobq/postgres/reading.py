@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .. import listing
+from .. import group_ids, listing
 from ..state import FINISHED, Status
 from .db import Db
 from ..errors import JobNotFound
@@ -45,29 +45,52 @@ def row(db: Db, queue: str, job_id: str) -> dict[str, Any]:
 
 
 def rows(db: Db, queue: str, status: Status | None, limit: int, newest_first: bool, *,
-         after: str | None = None, task: str | None = None,
-         id_contains: str | None = None) -> list[dict[str, Any]]:
+         after: str | None = None, task: str | None = None, id_contains: str | None = None,
+         group: str | None = None, scan_limit: int | None = None) -> listing.Page:
     """A page of jobs in arrival order, from ``after`` (the last job of the page before) on:
-    by key on the seq indexes, never by offset."""
+    by key on the seq indexes, never by offset. ``group``: a range of the id index; ``task``
+    and ``id_contains`` read at most ``scan_limit`` jobs when given (see the engine's doc)."""
     order = "DESC" if newest_first else "ASC"
-    conds, args = ["queue = %s"], [queue]  # type: list[str], list[Any]
-    for cond, value in (("status = %s", status.value if status else None), ("task = %s", task),
-                        ("strpos(job_id, %s) > 0", id_contains)):
+    seek, args = ["queue = %s"], [queue]  # type: list[str], list[Any]
+    if status is not None:
+        seek.append("status = %s")
+        args.append(status.value)
+    if group is not None:
+        seek.append("job_id >= %s AND job_id < %s")
+        args += group_ids.members_range(group)
+    tests, test_args = [], []  # type: list[str], list[Any]
+    for cond, value in (("task = %s", task), ("strpos(job_id, %s) > 0", id_contains)):
         if value is not None:
-            conds.append(cond)
-            args.append(value)
+            tests.append(cond)
+            test_args.append(value)
     if after is not None:
         found = find(db, queue, after, "seq")
         if found is None:
             raise JobNotFound(f"no job with id {after!r} to page from", job_id=after)
-        conds.append("seq < %s" if newest_first else "seq > %s")
+        seek.append("seq < %s" if newest_first else "seq > %s")
         args.append(found[0])
-    where = " AND ".join(conds)
-    parts = [f"(SELECT {LISTED}, seq FROM {table} WHERE {where} ORDER BY seq {order} LIMIT %s)"
-             for table in _tables(status)]
-    found_rows = db.execute(f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY seq {order}"
-                            " LIMIT %s", (*[a for _ in parts for a in (*args, limit)], limit))
-    return _dicts([r[:-1] for r in found_rows])
+    tables = _tables(status)
+    if scan_limit is None or not tests or group is not None:
+        where = " AND ".join(seek + tests)
+        parts = [f"(SELECT {LISTED}, seq FROM {t} WHERE {where} ORDER BY seq {order} LIMIT %s)"
+                 for t in tables]
+        found_rows = db.execute(
+            f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY seq {order} LIMIT %s",
+            (*[a for _ in parts for a in (*args, *test_args, limit)], limit))
+        return listing.Page(_dicts([r[:-1] for r in found_rows]))
+    where = " AND ".join(seek)
+    parts = [f"(SELECT {LISTED}, seq FROM {t} WHERE {where} ORDER BY seq {order} LIMIT %s)"
+             for t in tables]
+    window = f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY seq {order} LIMIT %s"
+    window_args = (*[a for _ in parts for a in (*args, scan_limit)], scan_limit)
+    found_rows = db.execute(f"SELECT * FROM ({window}) w WHERE {' AND '.join(tests)}"
+                            f" ORDER BY seq {order} LIMIT %s", (*window_args, *test_args, limit))
+    page = listing.Page(_dicts([r[:-1] for r in found_rows]))
+    if len(page) < limit:  # the window ran out: did it end the jobs, or the budget?
+        last = db.execute(f"SELECT job_id FROM ({window}) w ORDER BY seq {order}"
+                          " LIMIT 1 OFFSET %s", (*window_args, scan_limit - 1))
+        page.resume = last[0][0] if last else None
+    return page
 
 
 # Each status is counted where an index finds it: the unfinished ones by the partial indexes

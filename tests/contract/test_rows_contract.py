@@ -136,3 +136,38 @@ def test_finish_times_are_the_newest_ends_of_a_finished_status(q: Queue):
     assert len(q.engine.finish_times(Status.DEAD, started - 1, 100)) == 1
     assert q.engine.finish_times(Status.SUCCEEDED, ended + 5, 100) == []
     assert q.engine.finish_times(Status.CANCELLED, started - 1, 100) == []
+
+
+def test_a_scan_limit_bounds_what_a_filter_reads_and_says_where_to_go_on(q: Queue):
+    ids = [q.enqueue_call(ADD, args=(i, i), job_id=f"job-{i:02d}") for i in range(10)]
+    q.enqueue_call(BOOM, job_id="boom-00")  # the newest: in every window read newest first
+    page = q.engine.rows(limit=5, newest_first=False, id_contains="boom", scan_limit=4)
+    assert list(page) == [] and page.resume == ids[3]
+    page = q.engine.rows(limit=5, newest_first=False, id_contains="boom", scan_limit=4,
+                         after=page.resume)
+    assert list(page) == [] and page.resume == ids[7]
+    page = q.engine.rows(limit=5, newest_first=False, id_contains="boom", scan_limit=4,
+                         after=page.resume)
+    assert [r["job_id"] for r in page] == ["boom-00"] and page.resume is None
+    full = q.engine.rows(limit=2, task=ADD, scan_limit=4)  # filled within the budget
+    assert [r["job_id"] for r in full] == [ids[9], ids[8]] and full.resume is None
+    on_status = q.engine.rows(Status.QUEUED, limit=5, task=BOOM, scan_limit=3)
+    assert [r["job_id"] for r in on_status] == ["boom-00"] and on_status.resume == ids[8]
+    for bad in (0, -1, "10", True):
+        with pytest.raises(InvalidArgument):
+            q.engine.rows(limit=5, task=ADD, scan_limit=bad)  # type: ignore[arg-type]
+
+
+def test_the_group_filter_is_the_groups_members_only(q: Queue):
+    g = q.map("grouptasks:square", range(12))
+    q.enqueue_call(ADD, args=(1, 1), job_id=g.id + "-not-a-member")
+    other = q.map("grouptasks:square", range(2))
+    members = [r["job_id"] for r in q.engine.rows(limit=100, newest_first=False, group=g.id)]
+    assert members == [f"{g.id}.{i}" for i in range(12)]  # arrival order, not id order
+    assert _pages(q, 5, group=other.id) == [[f"{other.id}.1", f"{other.id}.0"]]
+    assert [r["job_id"] for r in q.engine.rows(limit=10, group=g.id, id_contains=".1",
+                                               scan_limit=1)] == [
+        f"{g.id}.{i}" for i in (11, 10, 1)]
+    assert list(q.engine.rows(Status.DEAD, limit=10, group=g.id)) == []
+    with pytest.raises(InvalidArgument):
+        q.engine.rows(limit=10, group="")

@@ -406,3 +406,49 @@ def test_bulk_pages_escape_the_filter(q: Queue):
     text = call(app, "/bulk/retry?status=dead&task=" + quote(BOOM) + "&q=" + quote(XSS)).text
     assert 'id="bulk-n">1</strong>' in text
     assert XSS not in text and "<code>&lt;script&gt;" in text
+
+
+def _next(text: str) -> str:
+    found = re.search(r'<a href="([^"]+)" rel="next"', text)
+    return found.group(1).replace("&amp;", "&") if found else ""
+
+
+def test_a_filter_reads_a_bounded_number_of_jobs_and_a_next_page_goes_on(
+        q: Queue, monkeypatch: pytest.MonkeyPatch):
+    from jobq.dashboard import views
+    monkeypatch.setattr(views, "SCAN_LIMIT", 30)
+    needle = q.enqueue_call(ADD, (0, 0), job_id="needle-job")
+    q.enqueue_many(ADD, [(i, i) for i in range(40)])  # newer: read first, newest first
+    app = Dashboard(q)
+    first = call(app, "/jobs?q=needle")
+    assert first.code == 200 and _ids_on(first.text) == []
+    assert "searched 30 more jobs: 0 found; Next page continues the search" in first.text
+    second = call(app, _next(first.text))
+    assert second.code == 200 and _ids_on(second.text) == [needle]
+    assert "searched" not in second.text and _next(second.text) == ""
+    # an unknown task searches on the same way, to the end, and then says no more
+    path, pages = "/jobs?task=no.such:task", 0
+    while path:
+        reply = call(app, path)
+        assert reply.code == 200 and _ids_on(reply.text) == []
+        path, pages = _next(reply.text), pages + 1
+    assert pages == 2
+    # what the budget found is shown, though the page is not full
+    reply = call(app, "/jobs?task=" + ADD)
+    assert len(_ids_on(reply.text)) == 30 and "searched 30 more jobs: 30 found" in reply.text
+    assert len(_ids_on(call(app, _next(reply.text)).text)) == 11
+
+
+def test_the_group_filter_lists_a_groups_members_and_a_member_links_to_it(q: Queue):
+    g = q.map("grouptasks:square", range(5))
+    other = q.map("grouptasks:square", range(3))
+    q.enqueue_many(ADD, [(i, i) for i in range(10)])
+    app = Dashboard(q)
+    members = _ids_on(call(app, f"/jobs?group={quote(g.id)}&order=oldest").text)
+    assert members == [f"{g.id}.{i}" for i in range(5)]
+    assert _ids_on(call(app, f"/jobs?group={quote(other.id)}&q=.2").text) == [f"{other.id}.2"]
+    assert _ids_on(call(app, "/jobs?group=grp-none").text) == []
+    page = call(app, "/jobs/" + quote(f"{g.id}.3", safe=""))
+    assert f'href="/jobs?group={quote(g.id)}"' in page.text
+    assert 'id="group"' not in call(app, "/jobs/" + quote(_ids_on(
+        call(app, "/jobs?task=" + ADD).text)[0], safe="")).text
