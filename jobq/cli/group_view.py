@@ -56,5 +56,4 @@ def show_group(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 def member_rows(q: Queue, group_id: str, status: Any, limit: int) -> list[dict[str, Any]]:
     """The group's members (newest first), for ``jobq list --group``; GroupNotFound if none."""
     q.group(group_id)
-    lo, _ = group_ids.members_range(group_id)
-    return q.engine.rows(status, limit=limit, id_contains=lo)
+    return q.engine.rows(status, limit=limit, group=group_id)  # a range seek, not a scan
