@@ -138,9 +138,10 @@ def rows(db: StateDB, status: Status | None = None, limit: int = 100,
             return listing.Page(_dicts(cur))
         where = f"WHERE {' AND '.join(seek)}" if seek else ""
         window = f"SELECT {_NAMES}, seq FROM jobs {where} ORDER BY seq {order} LIMIT ?"
+        # No ORDER BY outside: SQLite reads the window as a co-routine, in its order, and
+        # stops at the page's LIMIT (an outer ORDER BY would read all of it and sort).
         cur = db.conn.execute(f"SELECT {_NAMES} FROM ({window}) WHERE {' AND '.join(tests)}"
-                              f" ORDER BY seq {order} LIMIT ?",
-                              (*args, scan_limit, *test_args, limit))
+                              " LIMIT ?", (*args, scan_limit, *test_args, limit))
         page = listing.Page(_dicts(cur))
         if len(page) < limit:  # the window ran out: did it end the jobs, or the budget?
             last = db.conn.execute(f"SELECT job_id FROM jobs {where} ORDER BY seq {order}"
