@@ -59,7 +59,7 @@ sys.path.insert(0, str(REPO))  # this checkout's jobq, also for the commands run
 
 from bench_scratch import scratch_dir  # noqa: E402 - scripts/ is on sys.path: run from there
 from jobq import Queue  # noqa: E402
-from jobq.cli import commands  # noqa: E402
+from jobq.cli import status_view  # noqa: E402
 from jobq.execution import Outcome, change_for  # noqa: E402
 from jobq.local.store import Claim  # noqa: E402
 
@@ -350,12 +350,12 @@ def run_command(*args: str) -> float:
 
 def measure_status(side: Side) -> None:
     """``jobq status`` on the queue as it is (every job finished), and the old count of it."""
-    args = argparse.Namespace(json=False, limit=20)
+    args = argparse.Namespace(json=False, limit=20, exact=False)
     for _ in range(STATUS_RUNS):
         start = time.perf_counter()
         with Queue(side.path) as q:
             opened = time.perf_counter()
-            commands.status(q, args, io.StringIO())
+            status_view.status(q, args, io.StringIO())
             side.add("status", time.perf_counter() - opened)
             side.add("open_status", time.perf_counter() - start)
             start = time.perf_counter()
