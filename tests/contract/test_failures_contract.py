@@ -217,7 +217,7 @@ def test_crashes_after_saving_a_checkpoint_use_up_neither_attempts_nor_the_crash
     """A job SIGKILLed four times, each time after its attempt saved a checkpoint (max_attempts
     3, --max-crashes 3), resumes every time and succeeds with the whole sum, uncharged."""
     pid_file = tmp_path / "pid"
-    jid = q.enqueue_call("jobtasks:sum_steps", args=(400, 0.02, str(pid_file)),
+    jid = q.enqueue_call("jobtasks:sum_steps", args=(200, 0.02, str(pid_file)),
                              max_attempts=3)
     w = workers(location, "--max-crashes", "3")
     killed: set[int] = set()
@@ -228,7 +228,7 @@ def test_crashes_after_saving_a_checkpoint_use_up_neither_attempts_nor_the_crash
 
     state = q.wait(jid, timeout=60)
     assert state.status is Status.SUCCEEDED, state.errors
-    assert state.result["sum"] == 400 * 401 // 2
+    assert state.result["sum"] == 200 * 201 // 2
     assert state.result["resumed_from"] > 0
     assert (state.attempts, state.crashes) == (1, 0)
     assert len(state.errors) == 4

@@ -58,7 +58,7 @@ def test_job_longer_than_the_grace_is_released_and_resumed_by_another_worker(
     """After the grace a running job is given back uncharged, and another worker resumes it."""
     markers = tmp_path / "markers"
     markers.mkdir()
-    jid = q.enqueue("jobtasks:slow_steps", 50, 0.2, str(markers))
+    jid = q.enqueue("jobtasks:slow_steps", 50, 0.1, str(markers))  # 5 s: outlasts the grace
     first = workers(location, "--shutdown-grace", "1")
     wait_until(lambda: q.state(jid).checkpoint)  # a step is done and checkpointed
     second = workers(location)

@@ -64,8 +64,8 @@ def torture(location, workers, monkeypatch, tmp_path, seed,  # type: ignore[no-u
 
 
 def test_periodic_torture(location, workers, monkeypatch, tmp_path, seed):
-    """CI size: a simulated day in about 7 s of kills per engine (about 300 times fired)."""
-    torture(location, workers, monkeypatch, tmp_path, seed, seconds=7)
+    """CI size: a simulated day in about 5 s of kills per engine (about 300 times fired)."""
+    torture(location, workers, monkeypatch, tmp_path, seed, seconds=5)
 
 
 @pytest.mark.soak
