@@ -52,10 +52,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser,
                          help="add (or replace) a schedule; prints its next fire time")
     a.add_argument("name", help="the schedule's name (letters, digits, _ . -)")
     a.add_argument("cron", help="a cron expression, quoted: '*/5 * * * *' (left out with"
-                                " --every)")
+                                " --every or --cron)")
     a.add_argument("task", nargs="?", help="the task, as 'package.module:function'")
     a.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON if they parse)")
     a.add_argument("--kwargs", metavar="JSON", help="keyword arguments as a JSON object")
+    a.add_argument("--cron", dest="cron_option", metavar="EXPR",
+                   help="the cron expression as an option: add NAME TASK [ARG ...] --cron EXPR")
     a.add_argument("--every", metavar="DURATION",
                    help="fire at this interval instead of a cron expression: 90s, 5m, 2h, 1d"
                         " (at multiples of it since the epoch, in UTC)")
@@ -128,8 +130,12 @@ def remove(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 def _when(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     """The cron expression (None with --every) and the words after it: the task, its ARGs."""
     words = [w for w in (args.cron, args.task, *args.args) if w is not None]
+    if args.every is not None and args.cron_option is not None:
+        raise InvalidArgument("give --cron or --every, not both")
     if args.every is not None:
         return None, words
+    if args.cron_option is not None:
+        return args.cron_option, words
     if args.task is None:
         raise InvalidArgument("give a cron expression and a task: jobq schedule add NAME"
                               " '*/5 * * * *' module:function (or --every 5m module:function)")

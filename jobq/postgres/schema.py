@@ -18,11 +18,15 @@ Tables (every one has a ``queue`` column: many named queues share one database):
     jobq_schedules  periodic schedules (jobq.schedule) with their next fire times (version 3)
     jobq_dependencies  each dependent job's parents, in order, with its policy (version 4;
                     jobq.postgres.dependencies); jobs waiting for them have status 'waiting'
-    jobq_limits     concurrency and rate limits per key, with each rate's window (version 5;
+    jobq_groups     each q.map group: its size, the count of its members that ended, its final
+                    job (version 5; jobq.postgres.groups)
+    jobq_limits     concurrency and rate limits per key, with each rate's window (version 6;
                     jobq.postgres.limits)
-    jobq_job_keys   each keyed job's concurrency key and unique key (version 5)
+    jobq_job_keys   each keyed job's concurrency key and unique key (version 6)
     jobq_retention  the ttls of jobs enqueued with one (version 7; jobq.postgres.retention);
                     a finished job's expiry is ``jobq_done.expires_at``, set as it moves there
+    jobq_totals     running totals and duration buckets for /metrics, 16 rows a name per queue
+                    so that workers do not queue on one row (version 8; jobq.postgres.totals)
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
 a new database at once create it once. A jobq older than the schema it finds refuses to use it:

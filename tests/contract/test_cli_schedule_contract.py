@@ -36,6 +36,16 @@ def test_add_list_remove(location: str) -> None:
     assert ok("schedule", "list", "--dir", location) == "no schedules\n"
 
 
+def test_the_cron_expression_may_come_as_an_option(location: str) -> None:
+    """``add NAME TASK [ARG ...] --cron EXPR``, as RQ and Celery users write it."""
+    ok("init", "--dir", location)
+    ok("schedule", "add", "--dir", location, "report", "jobtasks:add", "1", "2",
+       "--cron", "0 9 * * *", "--tz", "Europe/Berlin")
+    (report,) = json.loads(ok("schedule", "list", "--dir", location, "--json"))
+    assert (report["cron"], report["tz"], report["task"], report["args"]) == (
+        "0 9 * * *", "Europe/Berlin", "jobtasks:add", [1, 2])
+
+
 @pytest.mark.parametrize("args,words", [
     (["s", "61 * * * *", "jobtasks:add"], "bad cron expression '61 * * * *'"),
     (["s", "* * * * *", "jobtasks:add", "--tz", "Mars/Base"], "unknown time zone 'Mars/Base'"),
@@ -48,8 +58,10 @@ def test_add_list_remove(location: str) -> None:
     (["s", "--every", "1.5s", "jobtasks:add"], "whole number of seconds"),
     (["s", "--every", "5m", "jobtasks:add", "--tz", "Europe/Berlin"], "does not apply"),
     (["s", "* * * * *"], "give a cron expression and a task"),
+    (["s", "jobtasks:add", "--cron", "* * * * *", "--every", "5m"], "not both"),
+    (["s", "jobtasks:add", "--cron", "61 * * * *"], "bad cron expression '61 * * * *'"),
 ], ids=["cron", "tz", "name", "task", "kwargs", "every-no-unit", "every-text", "every-zero",
-        "every-fraction", "every-tz", "no-task"])
+        "every-fraction", "every-tz", "no-task", "cron-and-every", "cron-option"])
 def test_bad_input_is_one_line_exit_1_and_stores_nothing(location: str, args: list[str],
                                                          words: str) -> None:
     ok("init", "--dir", location)
