@@ -139,6 +139,11 @@ def _columns(states: Sequence[JobState]) -> tuple[list[Any], ...]:
             [float(s.run_at) for s in states], [bool(s.cancel_requested) for s in states])
 
 
+# A retried job keeps its concurrency key (jobq_jobs.concurrency_key, jobq.postgres.limits).
+_KEY_OF_BACK = ("(SELECT k.concurrency_key FROM jobq_job_keys k WHERE k.queue = back.queue"
+                " AND k.job_id = back.job_id)")
+
+
 def unfinish(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, state: JobState,
              now: float) -> None:
     """Move a finished job back to ``jobq_jobs`` with its new (queued, or waiting for its
@@ -147,10 +152,10 @@ def unfinish(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, st
         "WITH back AS (DELETE FROM jobq_done WHERE queue = %s AND job_id = %s RETURNING *)"
         " INSERT INTO jobq_jobs (queue, job_id, seq, status, ready, priority, run_at, attempts,"
         " max_attempts, token, owner, lease_expires, prefetched, cancel_requested, progress,"
-        " task, enqueued_at, updated_at, started_at)"
+        " task, enqueued_at, updated_at, started_at, concurrency_key)"
         " OVERRIDING SYSTEM VALUE"
         " SELECT queue, job_id, seq, %s, %s, priority, %s, %s, max_attempts, token, NULL,"
-        " NULL, false, %s, %s, task, enqueued_at, %s, started_at FROM back",
+        f" NULL, false, %s, %s, task, enqueued_at, %s, started_at, {_KEY_OF_BACK} FROM back",
         (queue, state.job_id, state.status.value,
          state.status in (Status.QUEUED, Status.FAILED) and state.run_at <= now, state.run_at,
          state.attempts, bool(state.cancel_requested), float(state.progress), now))

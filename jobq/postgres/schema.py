@@ -27,6 +27,9 @@ Tables (every one has a ``queue`` column: many named queues share one database):
                     a finished job's expiry is ``jobq_done.expires_at``, set as it moves there
     jobq_totals     running totals and duration buckets for /metrics, 16 rows a name per queue
                     so that workers do not queue on one row (version 8; jobq.postgres.totals)
+    jobq_jobs.concurrency_key  each unfinished job's concurrency key (also in jobq_job_keys),
+                    with a partial index of the ready keyed jobs, so that a claim of a limited
+                    key seeks its next jobs (version 9; jobq.postgres.limits)
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
 a new database at once create it once. A jobq older than the schema it finds refuses to use it:
@@ -143,6 +146,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " WHERE expires_at IS NOT NULL",
     ),
     totals.MIGRATION,  # version 8: running totals for /metrics (jobq.postgres.totals)
+    limits.KEY_COLUMN,  # version 9: jobq_jobs.concurrency_key, indexed (jobq.postgres.limits)
 )
 VERSION = len(MIGRATIONS)
 
