@@ -3,14 +3,11 @@ as :mod:`jobq.local.purging` does by age, here by id, :data:`PURGE_BATCH` ids a 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .compaction import PURGED_KEY
-from .purging import PURGE_BATCH
+from .purging import PURGE_BATCH, delete_jobs
 from ..state import FINISHED, Status
-from .state_db import move_counts
 
 if TYPE_CHECKING:
     from .parts import Parts
@@ -30,16 +27,6 @@ def purge_jobs(engine: Parts, ids: Sequence[str], statuses: frozenset[Status]) -
             rows = conn.execute(
                 f"SELECT job_id, status FROM jobs WHERE job_id IN ({', '.join('?' * len(part))})"
                 f" AND status IN ({', '.join('?' * len(wanted))})", (*part, *wanted)).fetchall()
-            gone = [(job_id,) for job_id, _ in rows]
-            conn.executemany("DELETE FROM jobs WHERE job_id = ?", gone)
-            move_counts(conn, None, Counter({Status(status): -n for status, n
-                                             in Counter(s for _, s in rows).items()}))
-            conn.executemany("DELETE FROM Dict WHERE key = CAST(? AS BLOB)",
-                             [(i.encode(),) for i, in gone])
-            conn.executemany("DELETE FROM dependencies WHERE child = ?", gone)
-            if gone:  # their records are dead now: see compaction.dead_bytes
-                conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                             " DO UPDATE SET value = value + excluded.value",
-                             (PURGED_KEY, len(gone)))
-        total += len(gone)
+            delete_jobs(conn, rows)
+        total += len(rows)
     return total

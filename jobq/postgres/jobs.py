@@ -22,6 +22,21 @@ from ..codec import SnapshotCodec
 from ..state import FINISHED, JobState, Status
 
 NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, epoch seconds
+
+# The rest of a statement whose CTE ``gone`` deleted finished jobs from jobq_done (RETURNING
+# job_id): what they leave elsewhere (payloads, snapshots, their parents lists, ttls) goes too,
+# and the statement returns how many. Every purge (by age, by id, by expiry) ends with it.
+DELETE_WHAT_GONE_LEAVES = (
+    " p AS (DELETE FROM jobq_payloads WHERE queue = %(q)s"
+    " AND job_id IN (SELECT job_id FROM gone)),"
+    " s AS (DELETE FROM jobq_snapshots WHERE queue = %(q)s"
+    " AND job_id IN (SELECT job_id FROM gone)),"
+    " d AS (DELETE FROM jobq_dependencies WHERE queue = %(q)s"
+    " AND child IN (SELECT job_id FROM gone)),"
+    " r AS (DELETE FROM jobq_retention WHERE queue = %(q)s"
+    " AND job_id IN (SELECT job_id FROM gone))"
+    " SELECT count(*) FROM gone")
+
 # The columns overlay builds a state from, less its last (``snap``: here the blob).
 STATE = ("j.job_id, j.task, j.status, j.attempts, j.progress, j.run_at, j.cancel_requested,"
          " j.enqueued_at, j.updated_at, j.started_at")

@@ -69,14 +69,6 @@ def purge_batch(conn: psycopg.Connection[Any], queue: str, statuses: list[str],
         "WITH gone AS (DELETE FROM jobq_done WHERE queue = %(q)s AND job_id IN"
         " (SELECT job_id FROM jobq_done WHERE queue = %(q)s AND status = ANY(%(s)s)"
         f" AND updated_at < %(t)s LIMIT {PURGE_BATCH}) RETURNING job_id),"
-        " p AS (DELETE FROM jobq_payloads WHERE queue = %(q)s"
-        " AND job_id IN (SELECT job_id FROM gone)),"
-        " s AS (DELETE FROM jobq_snapshots WHERE queue = %(q)s"
-        " AND job_id IN (SELECT job_id FROM gone)),"
-        " d AS (DELETE FROM jobq_dependencies WHERE queue = %(q)s"
-        " AND child IN (SELECT job_id FROM gone)),"
-        " r AS (DELETE FROM jobq_retention WHERE queue = %(q)s"
-        " AND job_id IN (SELECT job_id FROM gone))"
-        " SELECT count(*) FROM gone", {"q": queue, "s": statuses, "t": updated_before}
+        + jobs.DELETE_WHAT_GONE_LEAVES, {"q": queue, "s": statuses, "t": updated_before}
     ).fetchone()
     return int(row[0]) if row else 0

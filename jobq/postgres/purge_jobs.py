@@ -8,16 +8,11 @@ from typing import Any
 
 import psycopg
 
+from .jobs import DELETE_WHAT_GONE_LEAVES
+
 _PURGE = (
     "WITH gone AS (DELETE FROM jobq_done WHERE queue = %(q)s AND job_id = ANY(%(ids)s)"
-    " AND status = ANY(%(s)s) RETURNING job_id),"
-    " p AS (DELETE FROM jobq_payloads WHERE queue = %(q)s"
-    " AND job_id IN (SELECT job_id FROM gone)),"
-    " s AS (DELETE FROM jobq_snapshots WHERE queue = %(q)s"
-    " AND job_id IN (SELECT job_id FROM gone)),"
-    " d AS (DELETE FROM jobq_dependencies WHERE queue = %(q)s"
-    " AND child IN (SELECT job_id FROM gone))"
-    " SELECT count(*) FROM gone")
+    " AND status = ANY(%(s)s) RETURNING job_id)," + DELETE_WHAT_GONE_LEAVES)
 
 
 def purge_jobs(conn: psycopg.Connection[Any], queue: str, ids: Sequence[str],

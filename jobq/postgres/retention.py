@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 
 from ..retention import PARENT_GRACE
-from .jobs import NOW
+from .jobs import DELETE_WHAT_GONE_LEAVES, NOW
 
 
 def keep(conn: psycopg.Connection[Any], queue: str, job_ids: Sequence[str],
@@ -49,14 +49,7 @@ _EXPIRE = (
     " WHERE queue = %(q)s AND job_id IN (SELECT job_id FROM due WHERE parent)),"
     " gone AS (DELETE FROM jobq_done WHERE queue = %(q)s"
     " AND job_id IN (SELECT job_id FROM due WHERE NOT parent) RETURNING job_id),"
-    " p AS (DELETE FROM jobq_payloads WHERE queue = %(q)s AND job_id IN (SELECT job_id FROM gone)),"
-    " s AS (DELETE FROM jobq_snapshots WHERE queue = %(q)s"
-    " AND job_id IN (SELECT job_id FROM gone)),"
-    " d AS (DELETE FROM jobq_dependencies WHERE queue = %(q)s"
-    " AND child IN (SELECT job_id FROM gone)),"
-    " r AS (DELETE FROM jobq_retention WHERE queue = %(q)s"
-    " AND job_id IN (SELECT job_id FROM gone))"
-    " SELECT count(*) FROM gone")
+    + DELETE_WHAT_GONE_LEAVES)
 
 
 def expire(conn: psycopg.Connection[Any], queue: str, limit: int) -> int:
