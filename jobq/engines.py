@@ -76,3 +76,14 @@ def open_engine(cfg: config_mod.QueueConfig, clock: Callable[[], float],
         if isinstance(exc, JobqError):
             raise
         raise permissions.denied(exc.filename or cfg.path, cfg.path) from exc
+
+
+def denied(exc: PermissionError, location: str) -> JobqError:
+    """A QueuePermissionError for ``exc``, met on a file of the queue at ``location``: which
+    file, who owns it, and the way out."""
+    return permissions.denied(exc.filename or location, location)
+
+
+def group_name(gid: int) -> str:
+    """The name of the group a shared queue is shared with (its number if it has none)."""
+    return permissions.group_name(gid)

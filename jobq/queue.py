@@ -15,8 +15,7 @@ from . import (batches, dependencies, engines, groups, job_options, job_record, 
 from . import limits as job_limits
 from .job_ids import check_job_id, job_ids
 from .job_options import Options
-from .errors import InvalidArgument, InvalidJob, JobCancelled, JobFailed, JobqError, WaitTimeout
-from .local import permissions
+from .errors import InvalidArgument, InvalidJob, JobCancelled, JobFailed, WaitTimeout
 from .payload import JobPayload
 from .state import JobState, Status
 from .worker_info import WorkerInfo, workers_of
@@ -89,7 +88,7 @@ class Queue:
     @property
     def shared_group_name(self) -> str | None:
         """The name of the group the queue is shared with, if it is."""
-        return None if self.shared_group is None else permissions.group_name(self.shared_group)
+        return None if self.shared_group is None else engines.group_name(self.shared_group)
 
     @staticmethod
     def exists(location: str) -> bool:
@@ -365,12 +364,6 @@ def _parse_status(status: Status | str | None) -> Status | None:
     except ValueError:
         choices = ", ".join(s.value for s in Status)
         raise InvalidArgument(f"unknown status {status!r}; choose one of {choices}") from None
-
-
-def denied(exc: PermissionError, location: str) -> JobqError:
-    """A QueuePermissionError for ``exc``, met on a file of the queue at ``location``: which
-    file, who owns it, and the way out."""
-    return permissions.denied(exc.filename or location, location)
 
 
 def last_line(text: str | None) -> str:

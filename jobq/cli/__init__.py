@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .. import __version__, _logging, config, listing
-from ..queue import denied
+from ..engines import denied
 from ..errors import JobqError, StorageError, transient
 from ..state import Status
 # Only what building the parser needs: a command's module is imported when the command runs
