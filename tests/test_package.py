@@ -46,11 +46,13 @@ def test_import_jobq_loads_no_submodule() -> None:
 
 
 def test_a_workers_start_path_imports_no_logging_library(tmp_path: Path) -> None:
-    """Nor hashlib, where the queue has no secret key."""
+    """Nor hashlib, where the queue has no secret key, nor compaction and purging (a child never
+    needs them; its supervisor imports them once its children started)."""
     loaded = _imported_after("import jobq.cli, workers.worker, workers.child\n"
                              f"jobq.Queue({str(tmp_path / 'q')!r}).close()")
     assert {"structlog", "logging", "traceback", "jobq.cli.worker_view", "hashlib",
-            "hmac", "jobq.schedule"} & loaded == set()
+            "hmac", "jobq.schedule", "jobq.local.compaction", "jobq.local.upkeep",
+            "jobq.local.purging"} & loaded == set()
 
 
 def test_a_submodule_is_an_attribute_as_before() -> None:
