@@ -13,13 +13,15 @@ application configures structlog, jobq's events follow its configuration.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs a few ms to import: a type checker reads this block
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 # The standard library's levels (logging.DEBUG...), which structlog uses too: importing logging
 # for them would cost a worker's start some 3 ms (issue 19).
@@ -93,6 +95,8 @@ def json_encoder() -> Callable[[Any], str]:
     this makes one and keeps it. It falls back to ``encode`` where the C encoder is missing or
     does not take these arguments (another Python).
     """
+    import json  # here: `jobq --version` and a worker's start need none of it (issue 19)
+
     slow = json.JSONEncoder(default=repr).encode
     make = getattr(json.encoder, "c_make_encoder", None)
     try:

@@ -5,13 +5,18 @@ page cache).
 
 Usage::
 
-    python scripts/bench_startup.py [--runs N]
+    python scripts/bench_startup.py [--runs N] [--against CHECKOUT]
 
-Printed, medians of N runs (default 15) after one warm-up each: ``python -c pass``,
-``python -c "import jobq"``, ``jobq --version``, and ``jobq worker --burst`` on a queue holding
-one no-op job, timed from ``Popen`` to the file that job creates (its first line runs) and to
-the worker's exit. Each also as a ratio to ``python -c pass``. Bytecode is compiled first and
-the children run without PYTHONDONTWRITEBYTECODE, as users run jobq.
+Printed, medians of N interleaved rounds (default 15) after one warm-up round: ``python -c
+pass``, ``python -c "import jobq"``, ``jobq --version``, and ``jobq worker --burst`` on a queue
+holding one no-op job, timed from ``Popen`` to the file that job creates (its first line runs)
+and to the worker's exit; each as wall clock and CPU time (user + system: less inflated than the
+wall clock by other processes on a shared machine), and as ratios to ``python -c pass``. The
+worker's CPU up to its first job is the supervisor's and the child's, as the kernel counts them
+when the job starts (Linux). With ``--against``, another checkout's jobq is measured in the same
+rounds (before/after a change). Bytecode is compiled first and the children run without
+PYTHONDONTWRITEBYTECODE, as users run jobq; every command runs in an empty directory, so the
+current directory's jobq (another checkout) is never the one measured.
 """
 
 from __future__ import annotations
@@ -35,40 +40,45 @@ sys.path[:0] = [str(REPO), str(SCRIPTS)]  # this checkout's jobq, not an install
 from jobq import Queue  # noqa: E402
 from startup_task import touch  # noqa: E402
 
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-ENV["PYTHONPATH"] = os.pathsep.join([str(REPO), str(SCRIPTS)])
-JOBQ = [sys.executable, "-m", "jobq.cli"]
+Sample = tuple[float, ...]
 
 
 def cpu() -> float:
-    """CPU seconds (user + system) of the waited-for children so far: unlike the wall clock,
-    not inflated by other processes on a shared machine."""
+    """CPU seconds (user + system) of the waited-for children so far."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
-def run(command: list[str]) -> Callable[[], tuple[float, ...]]:
-    """Wall clock and CPU time of one run of ``command``."""
-    def once() -> tuple[float, ...]:
-        c, t = cpu(), time.perf_counter()
-        subprocess.run(command, check=True, env=ENV, stdout=subprocess.DEVNULL)
-        return time.perf_counter() - t, cpu() - c
-    return once
+class Checkout:
+    """One checkout's commands, run with its jobq (and this one's ``startup_task``) from an
+    empty directory."""
 
+    def __init__(self, repo: Path, cwd: Path) -> None:
+        self.repo, self.cwd = repo, cwd
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        self.env["PYTHONPATH"] = os.pathsep.join([str(repo), str(SCRIPTS)])
+        self.jobq = [sys.executable, "-m", "jobq.cli"]
+        self._count = iter(range(1 << 30))
 
-def worker(root: Path) -> Callable[[], tuple[float, ...]]:
-    """Popen of ``jobq worker --burst`` to the job's file, to the worker's exit, and the CPU
-    time of the worker and its child."""
-    count = iter(range(1 << 30))
+    def run(self, command: list[str]) -> Callable[[], Sample]:
+        """Wall clock and CPU time of one run of ``command``."""
+        def once() -> Sample:
+            c, t = cpu(), time.perf_counter()
+            subprocess.run(command, check=True, env=self.env, cwd=self.cwd,
+                           stdout=subprocess.DEVNULL)
+            return time.perf_counter() - t, cpu() - c
+        return once
 
-    def once() -> tuple[float, ...]:
-        n = next(count)
-        home, flag = root / f"q{n}", root / f"ran{n}"
+    def worker(self) -> Sample:
+        """Popen of ``jobq worker --burst`` to its job's file, the CPU used by then, to the
+        worker's exit, and the CPU time of the worker and its child."""
+        n = next(self._count)
+        home, flag = self.cwd / f"q{n}", self.cwd / f"ran{n}"
         with Queue(str(home)) as queue:
             queue.enqueue(touch, str(flag))
         c, t = cpu(), time.perf_counter()
-        proc = subprocess.Popen([*JOBQ, "worker", "--burst", "--dir", str(home)], env=ENV,
-                                cwd=SCRIPTS, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([*self.jobq, "worker", "--burst", "--dir", str(home)],
+                                env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         while not flag.exists():
             if proc.poll() is not None and not flag.exists():
@@ -76,36 +86,52 @@ def worker(root: Path) -> Callable[[], tuple[float, ...]]:
             time.sleep(0.0002)
         started = time.perf_counter() - t
         proc.wait(timeout=60)
-        return started, time.perf_counter() - t, cpu() - c
-    return once
+        return started, int(flag.read_text()) / 1e9, time.perf_counter() - t, cpu() - c
 
-
-def medians(fn: Callable[[], tuple[float, ...]], runs: int) -> list[float]:
-    fn()  # warm-up: page cache, bytecode
-    samples = [fn() for _ in range(runs)]
-    return [statistics.median(s[i] for s in samples) * 1000 for i in range(len(samples[0]))]
+    def measures(self) -> dict[str, Callable[[], Sample]]:
+        return {"python -c pass": self.run([sys.executable, "-c", "pass"]),
+                'python -c "import jobq"': self.run([sys.executable, "-c", "import jobq"]),
+                "jobq --version": self.run([*self.jobq, "--version"]),
+                "jobq worker --burst": self.worker}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--against", type=Path, action="append", default=[],
+                        metavar="CHECKOUT", help="another checkout's jobq, in the same rounds")
     args = parser.parse_args()
-    for package in ("jobq", "workers"):
-        compileall.compile_dir(str(REPO / package), quiet=1)
+    repos = [REPO, *(p.resolve() for p in args.against)]
+    for repo in repos:
+        for package in ("jobq", "workers"):
+            compileall.compile_dir(str(repo / package), quiet=1)
+    samples: dict[tuple[int, str], list[Sample]] = {}
     with tempfile.TemporaryDirectory(prefix="jobq-bench-startup-") as tmp:
-        base, base_cpu = medians(run([sys.executable, "-c", "pass"]), args.runs)
-        rows = [("python -c pass", base, base_cpu),
-                ('python -c "import jobq"',
-                 *medians(run([sys.executable, "-c", "import jobq"]), args.runs)),
-                ("jobq --version", *medians(run([*JOBQ, "--version"]), args.runs))]
-        started, exited, worker_cpu = medians(worker(Path(tmp)), args.runs)
-        rows += [("jobq worker --burst: first job running", started, None),
-                 ("jobq worker --burst: exited", exited, worker_cpu)]
-    print(f"medians of {args.runs} runs; python {sys.version.split()[0]};"
+        checkouts = []
+        for i, repo in enumerate(repos):
+            (Path(tmp) / str(i)).mkdir()
+            checkouts.append(Checkout(repo, Path(tmp) / str(i)))
+        for round_ in range(args.runs + 1):  # round 0 warms the page cache and bytecode up
+            for i, checkout in enumerate(checkouts):
+                for label, measure in checkout.measures().items():
+                    sample = measure()
+                    if round_:
+                        samples.setdefault((i, label), []).append(sample)
+    print(f"medians of {args.runs} interleaved rounds; python {sys.version.split()[0]};"
           f" load {os.getloadavg()[0]:.2f} (wall clock; CPU = user + system of the processes)")
-    for label, ms, cpu_ms in rows:
-        used = "" if cpu_ms is None else f"   CPU {cpu_ms:6.1f} ms  {cpu_ms / base_cpu:5.2f}x"
-        print(f"  {label:42} {ms:7.1f} ms  {ms / base:5.2f}x python -c pass{used}")
+    for i, repo in enumerate(repos):
+        print(f"{repo}:")
+        med = {label: [statistics.median(s[k] for s in got) * 1000 for k in range(len(got[0]))]
+               for (j, label), got in samples.items() if j == i}
+        base, base_cpu = med["python -c pass"]
+        rows = [(label, *med[label]) for label in med if label != "jobq worker --burst"]
+        started, started_cpu, exited, exited_cpu = med["jobq worker --burst"]
+        rows += [("jobq worker --burst: first job running", started, started_cpu or None),
+                 ("jobq worker --burst: exited", exited, exited_cpu)]
+        for label, ms, cpu_ms in rows:
+            used = "" if cpu_ms is None else \
+                f"   CPU {cpu_ms:6.1f} ms  {cpu_ms / base_cpu:5.2f}x"
+            print(f"  {label:42} {ms:7.1f} ms  {ms / base:5.2f}x python -c pass{used}")
 
 
 if __name__ == "__main__":

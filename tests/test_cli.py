@@ -138,7 +138,7 @@ def test_status_warns_about_quarantined_log_ranges(qpath):
                                        ("2K", 2048)])
 def test_worker_compact_threshold_takes_bytes_with_a_unit_or_off(text, size):
     """``--compact-threshold`` reads a byte count (K, M, G are binary) or ``off``."""
-    from jobq.cli import _parser
+    from jobq.cli.parser import parser as _parser
     assert _parser().parse_args(["worker", "--compact-threshold", text]).compact_threshold == size
 
 

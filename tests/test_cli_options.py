@@ -9,7 +9,7 @@ import pytest
 from conftest import child_env, jobq_command
 
 from jobq import Queue
-from jobq.cli import _parser
+from jobq.cli.parser import parser as _parser
 
 # (arguments of the option, the attribute it sets, the value it sets)
 GLOBALS = [

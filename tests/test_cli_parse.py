@@ -1,4 +1,4 @@
-"""``jobq.cli._parse``: a command line that names its command is parsed by a parser knowing only
+"""``jobq.cli.parser.parse``: a command line that names its command is parsed by a parser knowing only
 that command (issue 19); the result, the output and the exit status are the whole parser's."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from jobq.cli import COMMANDS, _command_of, _parse, _parser
+from jobq.cli.parser import COMMANDS, command_of as _command_of, parse as _parse, parser as _parser
 
 ARGVS = [
     ["worker", "--burst", "--dir", "q"], ["-v", "worker", "-c", "2", "--log-format", "json"],

@@ -46,14 +46,32 @@ def test_import_jobq_loads_no_submodule() -> None:
 
 
 def test_a_workers_start_path_imports_no_logging_library(tmp_path: Path) -> None:
-    """Nor hashlib, where the queue has no secret key."""
+    """Nor hashlib, where the queue has no secret key, nor compaction and purging (a child never
+    needs them; its supervisor imports them once its children started)."""
     loaded = _imported_after("import jobq.cli, workers.worker, workers.child\n"
                              f"jobq.Queue({str(tmp_path / 'q')!r}).close()")
     assert {"structlog", "logging", "traceback", "jobq.cli.worker_view", "hashlib",
-            "hmac", "jobq.schedule"} & loaded == set()
+            "hmac", "jobq.schedule", "jobq.local.compaction", "jobq.local.upkeep",
+            "jobq.local.purging"} & loaded == set()
 
 
 def test_a_submodule_is_an_attribute_as_before() -> None:
     """``import jobq`` used to import most submodules: ``jobq.periodic_jobs`` still reads."""
     loaded = _imported_after("import jobq\nassert jobq.periodic_jobs.registered() == []")
     assert "jobq.periodic_jobs" in loaded
+
+
+def test_jobq_version_imports_neither_the_queue_nor_the_other_commands() -> None:
+    """``jobq --version`` is parsed by a parser that knows no command (jobq.cli.parser)."""
+    loaded = _imported_after("import jobq.cli\ntry:\n    jobq.cli.main(['--version'])\n"
+                             "except SystemExit:\n    pass")
+    assert {m for m in loaded if m.startswith("jobq.")} == \
+        {"jobq._logging", "jobq.cli", "jobq.cli.parser"}
+    assert {"dataclasses", "json", "sqlite3"} & loaded == set()
+
+
+def test_a_commands_parser_imports_what_that_command_needs_only() -> None:
+    """The worker's parser, above all: none of the other commands' modules nor jobq.state."""
+    loaded = _imported_after("from jobq.cli.parser import parse\nparse(['worker', '--burst'])")
+    assert {m for m in loaded if m.startswith("jobq.")} == {"jobq._logging", "jobq.cli",
+                                                            "jobq.cli.parser"}

@@ -13,20 +13,25 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import job_record, listing
 from ..engine import CancelWatch, Change, Claim, Finished, Held, Settings
 from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
 from ..state import JobState, Status
-from . import compaction, compaction_redo, damage, directory, keys, purge_jobs, purging
+# Compaction, purging and the worker's upkeep are imported where used: a worker's child never
+# needs them, and its supervisor only once its children started (issue 19).
+from . import compaction_redo, damage, directory, keys
 from .directory import FIXED_SETTINGS, open_dir
 from .log import Log, Position
 from .store import Store
-from .upkeep import LocalUpkeep
 from .limits import LocalLimits
 from .schedules import LocalSchedules
 from .workers import LocalWorkers
+
+if TYPE_CHECKING:
+    from .compaction import CompactReport
+    from .upkeep import LocalUpkeep
 
 T = TypeVar("T")
 MEMBERS_PER_WRITE = 10_000  # jobs of a q.map written (and fsynced) at a time
@@ -177,6 +182,8 @@ class LocalEngine:
         self.store.keep_for(job_ids, result_ttl, failure_ttl)
 
     def expire(self, limit: int) -> int:
+        from . import purging
+
         return purging.expire(self, self.now(), limit)
 
     # -- reading: the index catches up with the log first -------------------------------------
@@ -341,6 +348,8 @@ class LocalEngine:
                 for job_id, token, who, lease, started in self.store.running_claims()]
 
     def upkeep(self, *, compact_threshold: int, logger: Any) -> LocalUpkeep:
+        from .upkeep import LocalUpkeep
+
         return LocalUpkeep(self, compact_threshold, logger)
 
     # -- operating ----------------------------------------------------------------------------
@@ -352,12 +361,18 @@ class LocalEngine:
         return self.store.requeue(job_id)
 
     def purge(self, statuses: frozenset[Status], updated_before: float) -> int:
+        from . import purging
+
         return purging.purge(self, statuses, updated_before)
 
     def purge_jobs(self, ids: Sequence[str], statuses: frozenset[Status]) -> int:
+        from . import purge_jobs
+
         return purge_jobs.purge_jobs(self, ids, statuses)
 
-    def compact(self) -> compaction.CompactReport:
+    def compact(self) -> CompactReport:
+        from . import compaction
+
         return compaction.compact(self)
 
     def old_keys_pending(self) -> int:
