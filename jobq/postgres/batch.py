@@ -40,6 +40,7 @@ _LEN = struct.Struct(">i")
 _MIDDLE = struct.Struct(">i?iqidii")
 _TIMES = struct.Struct(">idid")  # enqueued_at, updated_at
 _STATUS = _LEN.pack(6) + b"queued"
+_PAYLOAD_PIECES = 5  # pieces of a payload row in _Rows.payloads
 assert _MIDDLE.size == 37 and _TIMES.size == 24
 
 COPY_PAYLOADS: Final = "COPY jobq_payloads (queue, job_id, frame) FROM STDIN (FORMAT BINARY)"
@@ -70,8 +71,12 @@ def copy_in(conn: psycopg.Connection[Any], queue: str, chunks: Iterable[bytes],
                     copy.write(piece)
                 base += len(data)
             copy.write(TRAILER)
-        with cur.copy(COPY_PAYLOADS) as copy:
-            copy.write(b"".join((SIGNATURE, *rows.payloads, TRAILER)))
+        with cur.copy(COPY_PAYLOADS) as copy:  # joined a chunk at a time, as the server takes them
+            copy.write(SIGNATURE)
+            payloads = rows.payloads
+            for first in range(0, len(payloads), _PAYLOAD_PIECES * CHUNK):
+                copy.write(b"".join(payloads[first:first + _PAYLOAD_PIECES * CHUNK]))
+            copy.write(TRAILER)
         totals.add(conn, queue, enqueued(cur.rowcount))  # the rows COPY stored
 
 
