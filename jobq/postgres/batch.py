@@ -3,8 +3,11 @@
 Every frame is verified (checksums, signature, size: :func:`jobq.record.scan`) and its
 routing fields read (:func:`jobq.job_record.routing`) while the rows are built, and the
 rows are sent in PostgreSQL's binary COPY format, built here with ``struct`` (per row, psycopg's
-``write_row`` costs more than the server's insert). The payload rows go first, a chunk at a
-time, so that the server inserts them while the next chunk is verified.
+``write_row`` costs more than the server's insert). The jobq_jobs rows go first, a chunk at a
+time, so that the server inserts them while the next chunk is made and verified; then the
+payload rows, a chunk at a time too. That order leaves the cheaper COPY for last, the one the
+client's work cannot overlap: the server's CPU a row was about 3 µs for jobq_payloads and 6 for
+jobq_jobs (PostgreSQL 15, 20,000 jobs; payloads first measured no better).
 
 This way has no ``ON CONFLICT``: an id stored already (a producer retrying a commit whose
 outcome it did not learn), or twice in the batch, makes a COPY (into jobq_payloads at the
