@@ -99,24 +99,25 @@ class _Rows:
         view = memoryview(data)
         rows: list[Any] = []
         verified = 0  # bytes of data verified: where a bad frame starts
-        # The jobs of one enqueue_many share their task, options and times: their fixed fields
-        # are packed once, and again only when they change.
-        fixed: tuple[int, float, float, int] | None = None
-        fields = times_piece = b""
+        # The jobs of one enqueue_many share their task, options and times: the columns after
+        # the id (status to updated_at) are packed once, and again only when they change.
+        fixed: tuple[int, float, float, int, bytes] | None = None
+        tail = b""
         try:
             for pos, start, end in record.scan(data, key=key, max_body=max_body):
                 priority, run_at, created, max_attempts, job_id, task = job_record.routing(
                     data, start, end)
-                if fixed != (priority, run_at, created, max_attempts):
-                    fixed = (priority, run_at, created, max_attempts)
+                if fixed != (priority, run_at, created, max_attempts, task):
+                    fixed = (priority, run_at, created, max_attempts, task)
                     due = min(run_at, now + max(0.0, run_at - created))
-                    fields = status + middle(1, due <= now, 8, priority, 8, due, 4, max_attempts)
-                    times_piece = times(8, created, 8, created)
+                    tail = b"".join((status, middle(1, due <= now, 8, priority, 8, due, 4,
+                                                    max_attempts),
+                                     ln(len(task)), task, times(8, created, 8, created)))
                 id_len = ln(len(job_id))
-                rows += (job_head, id_len, job_id, fields, ln(len(task)), task, times_piece)
+                rows += (job_head, id_len, job_id, tail)
                 payloads += (payload_head, id_len, job_id, ln(end - pos), view[pos:end])
                 verified = end
-                if len(rows) >= 7 * CHUNK:  # (7 pieces a row)
+                if len(rows) >= 4 * CHUNK:  # (4 pieces a row)
                     yield b"".join(rows)
                     rows = []
         except (record.Damaged, record.Incomplete) as exc:
