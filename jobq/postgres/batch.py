@@ -3,8 +3,11 @@
 Every frame is verified (checksums, signature, size: :func:`jobq.record.scan`) and its
 routing fields read (:func:`jobq.job_record.routing`) while the rows are built, and the
 rows are sent in PostgreSQL's binary COPY format, built here with ``struct`` (per row, psycopg's
-``write_row`` costs more than the server's insert). The payload rows go first, a chunk at a
-time, so that the server inserts them while the next chunk is verified.
+``write_row`` costs more than the server's insert). The jobq_jobs rows go first, a chunk at a
+time, so that the server inserts them while the next chunk is made and verified; then the
+payload rows, a chunk at a time too. That order leaves the cheaper COPY for last, the one the
+client's work cannot overlap: the server's CPU a row was about 3 µs for jobq_payloads and 6 for
+jobq_jobs (PostgreSQL 15, 20,000 jobs; payloads first measured no better).
 
 This way has no ``ON CONFLICT``: an id stored already (a producer retrying a commit whose
 outcome it did not learn), or twice in the batch, makes a COPY (into jobq_payloads at the
@@ -40,6 +43,7 @@ _LEN = struct.Struct(">i")
 _MIDDLE = struct.Struct(">i?iqidii")
 _TIMES = struct.Struct(">idid")  # enqueued_at, updated_at
 _STATUS = _LEN.pack(6) + b"queued"
+_PAYLOAD_PIECES = 5  # pieces of a payload row in _Rows.payloads
 assert _MIDDLE.size == 37 and _TIMES.size == 24
 
 COPY_PAYLOADS: Final = "COPY jobq_payloads (queue, job_id, frame) FROM STDIN (FORMAT BINARY)"
@@ -70,8 +74,12 @@ def copy_in(conn: psycopg.Connection[Any], queue: str, chunks: Iterable[bytes],
                     copy.write(piece)
                 base += len(data)
             copy.write(TRAILER)
-        with cur.copy(COPY_PAYLOADS) as copy:
-            copy.write(b"".join((SIGNATURE, *rows.payloads, TRAILER)))
+        with cur.copy(COPY_PAYLOADS) as copy:  # joined a chunk at a time, as the server takes them
+            copy.write(SIGNATURE)
+            payloads = rows.payloads
+            for first in range(0, len(payloads), _PAYLOAD_PIECES * CHUNK):
+                copy.write(b"".join(payloads[first:first + _PAYLOAD_PIECES * CHUNK]))
+            copy.write(TRAILER)
         totals.add(conn, queue, enqueued(cur.rowcount))  # the rows COPY stored
 
 
@@ -91,18 +99,25 @@ class _Rows:
         view = memoryview(data)
         rows: list[Any] = []
         verified = 0  # bytes of data verified: where a bad frame starts
+        # The jobs of one enqueue_many share their task, options and times: the columns after
+        # the id (status to updated_at) are packed once, and again only when they change.
+        fixed: tuple[int, float, float, int, bytes] | None = None
+        tail = b""
         try:
             for pos, start, end in record.scan(data, key=key, max_body=max_body):
                 priority, run_at, created, max_attempts, job_id, task = job_record.routing(
                     data, start, end)
-                due = min(run_at, now + max(0.0, run_at - created))
-                rows += (job_head, ln(len(job_id)), job_id, status,
-                         middle(1, due <= now, 8, priority, 8, due, 4, max_attempts),
-                         ln(len(task)), task, times(8, created, 8, created))
-                payloads += (payload_head, ln(len(job_id)), job_id, ln(end - pos),
-                             view[pos:end])
+                if fixed != (priority, run_at, created, max_attempts, task):
+                    fixed = (priority, run_at, created, max_attempts, task)
+                    due = min(run_at, now + max(0.0, run_at - created))
+                    tail = b"".join((status, middle(1, due <= now, 8, priority, 8, due, 4,
+                                                    max_attempts),
+                                     ln(len(task)), task, times(8, created, 8, created)))
+                id_len = ln(len(job_id))
+                rows += (job_head, id_len, job_id, tail)
+                payloads += (payload_head, id_len, job_id, ln(end - pos), view[pos:end])
                 verified = end
-                if len(rows) >= 8 * CHUNK:  # (8 pieces a row)
+                if len(rows) >= 4 * CHUNK:  # (4 pieces a row)
                     yield b"".join(rows)
                     rows = []
         except (record.Damaged, record.Incomplete) as exc:

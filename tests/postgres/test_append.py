@@ -101,13 +101,17 @@ def test_a_signed_batch_is_verified_frame_by_frame(pg_url: str) -> None:
 
 
 def test_a_batch_keeps_each_jobs_fields(engine: PgEngine) -> None:
+    """Each job its own fields, though the rows pack the ones they share once (jobq.postgres.
+    batch): "q" follows a job unlike it, "r" one like it."""
     engine.append([frame("p", priority=-4, max_attempts=9, task="jobtasks:add"),
-                   frame("later", delay=60)])
-    row = engine.row("p")
-    assert (row["priority"], row["task"], row["status"]) == (-4, "jobtasks:add", "queued")
-    (stored,) = engine._db.execute(  # noqa: SLF001 - a column no reader shows
-        "SELECT max_attempts FROM jobq_jobs WHERE job_id = 'p' AND queue = %s",
+                   frame("later", delay=60),
+                   *(frame(j, priority=-4, max_attempts=9, task="jobtasks:add") for j in "qr")])
+    for job_id in "pqr":
+        row = engine.row(job_id)
+        assert (row["priority"], row["task"], row["status"]) == (-4, "jobtasks:add", "queued")
+    stored = engine._db.execute(  # noqa: SLF001 - a column no reader shows
+        "SELECT job_id, max_attempts FROM jobq_jobs WHERE queue = %s ORDER BY seq",
         (engine._queue,))  # noqa: SLF001
-    assert stored == (9,)
+    assert stored == [("p", 9), ("later", 3), ("q", 9), ("r", 9)]
     assert engine.row("later")["run_at"] > engine.now() + 50
-    assert [c.job_id for c in engine.settle([], "w", 5)[1]] == ["p"]
+    assert [c.job_id for c in engine.settle([], "w", 5)[1]] == ["p", "q", "r"]
