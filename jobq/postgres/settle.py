@@ -73,6 +73,12 @@ _CLAIM_PICKED = _CLAIM.replace(
     _CLAIM[_CLAIM.index(" ids AS ("):_CLAIM.index(" UPDATE jobq_jobs j SET status")],
     " ids AS (SELECT %(ids)s::text[] AS a)")
 
+# The claims that follow in the transaction read ready rows in the ready index's order: never
+# all of a queue's ready rows fetched and sorted, the plan statistics made when the queue was
+# small (or held other queues' rows) would choose, making each claim's cost grow with the
+# backlog. (Statistics always lag a queue's depth: autovacuum analyzes after the fact.)
+_ORDERED_SCANS = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off"
+
 _LOCK_FINISHED = (
     f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW}, j.owner FROM jobq_jobs j"
     " WHERE j.queue = %s AND j.job_id = ANY(%b) AND j.status = 'running'"
@@ -124,6 +130,7 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
             conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
                          prepare=True)
         return states, [], {}
+    conn.execute(_ORDERED_SCANS)
     if promote:
         conn.execute(_PROMOTE, {"q": queue}, prepare=True)
     claims: list[Claim] = []  # the started ones first, then the prefetched
