@@ -77,7 +77,8 @@ _CLAIM_PICKED = _CLAIM.replace(
 # all of a queue's ready rows fetched and sorted, the plan statistics made when the queue was
 # small (or held other queues' rows) would choose, making each claim's cost grow with the
 # backlog. (Statistics always lag a queue's depth: autovacuum analyzes after the fact.)
-_ORDERED_SCANS = "SET LOCAL enable_sort = off; SET LOCAL enable_bitmapscan = off"
+_ORDERED_SCANS = ("SELECT set_config('enable_sort', 'off', true),"
+                  " set_config('enable_bitmapscan', 'off', true)")
 
 _LOCK_FINISHED = (
     f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW}, j.owner FROM jobq_jobs j"
@@ -130,7 +131,7 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
             conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
                          prepare=True)
         return states, [], {}
-    conn.execute(_ORDERED_SCANS)
+    conn.execute(_ORDERED_SCANS, prepare=True)
     if promote:
         conn.execute(_PROMOTE, {"q": queue}, prepare=True)
     claims: list[Claim] = []  # the started ones first, then the prefetched
