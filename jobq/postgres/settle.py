@@ -58,7 +58,7 @@ _CLAIM = (
     " FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token)"
     " WHERE j.queue = %(q)s AND j.job_id = v.job_id AND j.token = v.token),"
     " ids AS (SELECT ARRAY(SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND ready"
-    f" AND {limits.NO_LIMITS}"
+    f" AND NOT held AND {limits.NO_LIMITS}"
     " ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS a)"
     " UPDATE jobq_jobs j SET status = 'running', ready = false, attempts = j.attempts + 1,"
     " token = j.token + 1, owner = %(owner)s, lease_expires = n.now + %(lease)s,"
