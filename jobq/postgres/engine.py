@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .. import listing, record
+from .. import record
 from ..engine import Change, Claim, Finished, Held, NoWakeups
 from ..codec import SnapshotCodec
 from ..errors import DamagedRecord, InvalidArgument
@@ -25,11 +25,11 @@ from ..pickling import PickleRules
 from ..retention import Expiry
 from ..state import FINISHED, JobState, Status
 from ..verify_report import VerifyReport
-from . import (append, claims, jobs, keys, operating, purge_jobs, reading, retention, settle,
-               totals)
+from . import append, claims, jobs, keys, operating, purge_jobs, retention, settle
 from .db import Db
 from .dependencies import DependentJobs
 from .groups import GroupedJobs
+from .job_reads import JobReads
 from .jobs import NOW, not_found
 from .liveness import PgWorkers
 from . import limits as pg_limits
@@ -58,7 +58,7 @@ class PgSettings:
     segment_size: int = 0  # no segments: the directory engine's setting
 
 
-class PgEngine(DependentJobs, GroupedJobs):
+class PgEngine(JobReads, DependentJobs, GroupedJobs):
     """One named queue in a PostgreSQL database."""
 
     shared_group = None  # shared through the database's roles and grants, not a Unix group
@@ -125,60 +125,6 @@ class PgEngine(DependentJobs, GroupedJobs):
 
     # -- reading ------------------------------------------------------------------------------
 
-    def exists(self, job_id: str) -> bool:
-        return reading.find(self._db, self._queue, job_id, "1") is not None
-
-    def status(self, job_id: str) -> Status:
-        found = reading.find(self._db, self._queue, job_id, "status")
-        if found is None:
-            raise not_found(job_id)
-        return Status(found[0])
-
-    def get(self, job_id: str) -> JobState:
-        with self._db.errors("read a job"):
-            return jobs.load(self._db.conn, self._codec, self._queue, job_id)[0]
-
-    def row(self, job_id: str) -> dict[str, Any]:
-        return reading.row(self._db, self._queue, job_id)
-
-    def rows(self, status: Status | None = None, limit: int = 100,
-             newest_first: bool = True, *, after: str | None = None, task: str | None = None,
-             id_contains: str | None = None, group: str | None = None,
-             scan_limit: int | None = None) -> list[dict[str, Any]]:
-        id_contains = listing.check_page(limit, id_contains, scan_limit, group)
-        return reading.rows(self._db, self._queue, status, limit, newest_first, after=after,
-                            task=task, id_contains=id_contains, group=group,
-                            scan_limit=scan_limit)
-
-    def rough_counts(self) -> dict[str, int]:
-        return reading.rough_counts(self._db, self._queue, listing.ROUGH_CAP)
-
-    def oldest_due(self) -> float | None:
-        now = self.now()
-        run_at = reading.oldest_due(self._db, self._queue, now)
-        return None if run_at is None else max(0.0, now - run_at)
-
-    def finish_times(self, status: Status, since: float, limit: int) -> list[float]:
-        return reading.finish_times(self._db, self._queue, status, since, limit)
-
-    def next_waiting(self, now: float) -> dict[Status, float]:
-        return reading.next_waiting(self._db, self._queue, now)
-
-    def totals(self) -> dict[tuple[str, str], float]:
-        return totals.read(self._db, self._queue)
-
-    def job_ids(self, status: Status | None = None) -> Iterator[str]:
-        return reading.job_ids(self._db, self._queue, status)
-
-    def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
-        return reading.ids_starting_with(self._db, self._queue, prefix, limit)
-
-    def counts(self) -> dict[str, int]:
-        return reading.counts(self._db, self._queue)
-
-    def waiting(self, now: float) -> dict[tuple[Status, bool], float]:
-        return reading.waiting(self._db, self._queue, now)
-
     def payload_body(self, job_id: str, ref: Any = None) -> bytes:
         """The job's record body, its checksum and signature verified, not unpickled.
 
@@ -206,10 +152,6 @@ class PgEngine(DependentJobs, GroupedJobs):
         process opened it (:func:`jobq.postgres.keys.still_current`): no damage then."""
         keys.check_damage(self._db, self._key, cause)
         return f"{self.location}, table jobq_payloads, job {job_id!r}"
-
-    def now(self) -> float:
-        with self._db.errors("read the server's clock"):
-            return settle.server_now(self._db.conn)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -260,14 +202,13 @@ class PgEngine(DependentJobs, GroupedJobs):
                                           checkpoint, progress)
 
     def has_ready(self) -> bool:
-        """Is a job claimable now (ready, or due)? Two index probes; the second also says
+        """Is a job claimable now (ready, or due)? Index probes; the one of due jobs also says
         when the next waiting job is due, which ``idle_wait`` uses."""
         found = self._db.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %s AND ready),"
-            " (SELECT min(run_at) FROM jobq_jobs WHERE queue = %s AND NOT ready AND status IN"
+            f"SELECT {pg_limits.ANY_READY},"
+            " (SELECT min(run_at) FROM jobq_jobs WHERE queue = %(q)s AND NOT ready AND status IN"
             f" ('queued', 'failed')) - {NOW},"
-            " EXISTS (SELECT 1 FROM jobq_limits WHERE queue = %s)",
-            (self._queue, self._queue, self._queue))
+            " EXISTS (SELECT 1 FROM jobq_limits WHERE queue = %(q)s)", {"q": self._queue})
         ready, due, limited = found[0]
         self._next_due = (time.monotonic(), due)
         if ready and limited:  # are they all of keys at their limits?

@@ -154,23 +154,34 @@ def _columns(states: Sequence[JobState]) -> tuple[list[Any], ...]:
             [float(s.run_at) for s in states], [bool(s.cancel_requested) for s in states])
 
 
-# A retried job keeps its concurrency key (jobq_jobs.concurrency_key, jobq.postgres.limits).
+# A retried job keeps its concurrency key (jobq_jobs.concurrency_key, jobq.postgres.limits),
+# held if the key has a limit (under the key's lock).
 _KEY_OF_BACK = ("(SELECT k.concurrency_key FROM jobq_job_keys k WHERE k.queue = back.queue"
                 " AND k.job_id = back.job_id)")
+_HELD_BACK = (f"EXISTS (SELECT 1 FROM jobq_limits l WHERE l.queue = back.queue"
+              f" AND l.key = {_KEY_OF_BACK})")
+# The lock of a concurrency key's limit (jobq.postgres.limits): the (int4, int4) space, as the
+# lock of a unique key, but its first half hashes "limit <queue>", never a queue's name alone.
+LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtext('limit ' || %s), hashtext(%s))"
 
 
 def unfinish(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, state: JobState,
              now: float) -> None:
     """Move a finished job back to ``jobq_jobs`` with its new (queued, or waiting for its
     parents) state: a retry."""
+    key = conn.execute("SELECT concurrency_key FROM jobq_job_keys WHERE queue = %s"
+                       " AND job_id = %s", (queue, state.job_id)).fetchone()
+    if key is not None and key[0] is not None:
+        conn.execute(LOCK_KEY, (queue, key[0]))
     conn.execute(
         "WITH back AS (DELETE FROM jobq_done WHERE queue = %s AND job_id = %s RETURNING *)"
         " INSERT INTO jobq_jobs (queue, job_id, seq, status, ready, priority, run_at, attempts,"
         " max_attempts, token, owner, lease_expires, prefetched, cancel_requested, progress,"
-        " task, enqueued_at, updated_at, started_at, concurrency_key)"
+        " task, enqueued_at, updated_at, started_at, concurrency_key, held)"
         " OVERRIDING SYSTEM VALUE"
         " SELECT queue, job_id, seq, %s, %s, priority, %s, %s, max_attempts, token, NULL,"
-        f" NULL, false, %s, %s, task, enqueued_at, %s, started_at, {_KEY_OF_BACK} FROM back",
+        f" NULL, false, %s, %s, task, enqueued_at, %s, started_at, {_KEY_OF_BACK},"
+        f" {_HELD_BACK} FROM back",
         (queue, state.job_id, state.status.value,
          state.status in (Status.QUEUED, Status.FAILED) and state.run_at <= now, state.run_at,
          state.attempts, bool(state.cancel_requested), float(state.progress), now))

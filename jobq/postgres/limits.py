@@ -32,7 +32,7 @@ import psycopg
 from ..limits import Limit
 from .append import Appender, split
 from .db import Db
-from .jobs import NOW
+from .jobs import LOCK_KEY, NOW
 
 MIGRATION = (
     """CREATE TABLE jobq_limits (
@@ -62,12 +62,36 @@ KEY_COLUMN = (
     " seq) WHERE ready AND concurrency_key IS NOT NULL",
 )
 
+# Version 10: each job of a key that has a limit is ``held`` (the directory engine's held_back),
+# and the ready index holds the ready jobs that are not: the plain claim of a queue with limits
+# (``_PLAIN``) never walks past the ready jobs of limited keys, however many wait for their
+# slots; those are found by the keyed index (``_KEYED``). ``held`` is true exactly when the
+# job's key has a limit: set and cleared by ``put`` and ``remove``, and by the writers of a keyed
+# job's row (``append_keyed``, ``jobq.postgres.jobs.unfinish``), each under the key's lock
+# (:data:`jobq.postgres.jobs.LOCK_KEY`), so that none misses another's commit.
+HELD = (
+    "ALTER TABLE jobq_jobs ADD COLUMN held boolean NOT NULL DEFAULT false",
+    "UPDATE jobq_jobs j SET held = true FROM jobq_limits l WHERE l.queue = j.queue"
+    " AND l.key = j.concurrency_key",
+    "DROP INDEX jobq_jobs_ready",
+    "CREATE INDEX jobq_jobs_plain_ready ON jobq_jobs (queue, priority DESC, seq)"
+    " WHERE ready AND NOT held",
+)
+# A job of the queue is ready (to claim now, within its limits or not): two index probes.
+ANY_READY = ("(EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %(q)s AND ready AND NOT held)"
+             " OR EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %(q)s AND ready"
+             " AND concurrency_key IS NOT NULL AND held))")
+_HOLD = ("UPDATE jobq_jobs j SET held = %s FROM jobq_job_keys k WHERE k.queue = %s"
+         " AND k.concurrency_key = %s AND j.queue = k.queue AND j.job_id = k.job_id"
+         " AND j.held <> %s")
+
 NO_LIMITS = "NOT EXISTS (SELECT 1 FROM jobq_limits WHERE queue = %(q)s)"
 
 _RUNNING = ("SELECT concurrency_key, count(*) FROM jobq_jobs WHERE queue = %s"
             " AND status = 'running' AND concurrency_key IS NOT NULL GROUP BY concurrency_key")
 _PLAIN = ("SELECT j.job_id, j.priority, j.seq FROM jobq_jobs j WHERE j.queue = %(q)s"
-          " AND j.ready AND (j.concurrency_key IS NULL OR NOT EXISTS (SELECT 1 FROM jobq_limits l"
+          " AND j.ready AND NOT j.held AND (j.concurrency_key IS NULL OR NOT EXISTS (SELECT 1"
+          " FROM jobq_limits l"
           " WHERE l.queue = j.queue AND l.key = j.concurrency_key))"
           " ORDER BY j.priority DESC, j.seq LIMIT %(n)s FOR UPDATE OF j SKIP LOCKED")
 _KEYED = ("SELECT j.job_id, j.priority, j.seq FROM jobq_jobs j WHERE j.queue = %(q)s"
@@ -157,17 +181,24 @@ class PgLimits:
         self._max_body = max_body
 
     def put(self, limit: Limit) -> None:
-        self._db.execute(
-            "INSERT INTO jobq_limits (queue, key, concurrency, rate, per)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (queue, key) DO UPDATE SET"
-            " concurrency = excluded.concurrency, rate = excluded.rate, per = excluded.per",
-            (self._queue, limit.key, limit.concurrency, limit.rate, limit.per),
-            doing="store a limit")
+        with self._db.transaction("store a limit") as conn:
+            conn.execute(LOCK_KEY, (self._queue, limit.key))
+            conn.execute(
+                "INSERT INTO jobq_limits (queue, key, concurrency, rate, per)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (queue, key) DO UPDATE SET"
+                " concurrency = excluded.concurrency, rate = excluded.rate, per = excluded.per",
+                (self._queue, limit.key, limit.concurrency, limit.rate, limit.per))
+            conn.execute(_HOLD, (True, self._queue, limit.key, True))
 
     def remove(self, key: str) -> bool:
-        return bool(self._db.execute(
-            "DELETE FROM jobq_limits WHERE queue = %s AND key = %s RETURNING key",
-            (self._queue, key), doing="remove a limit"))
+        with self._db.transaction("remove a limit") as conn:
+            conn.execute(LOCK_KEY, (self._queue, key))
+            removed = conn.execute("DELETE FROM jobq_limits WHERE queue = %s AND key = %s"
+                                   " RETURNING key", (self._queue, key)).fetchone()
+            conn.execute(_HOLD, (False, self._queue, key, False))
+        if removed:
+            self._stored()  # its jobs are plain ready ones now
+        return removed is not None
 
     def all(self) -> list[Limit]:
         rows = self._db.execute("SELECT key, concurrency, rate, per FROM jobq_limits"
@@ -178,6 +209,8 @@ class PgLimits:
                      unique_key: str | None) -> str:
         jobs = split([frame], self._key, self._max_body)
         with self._db.transaction("store a job (nothing was stored)") as conn:
+            if concurrency_key is not None:  # first: put and remove take this one alone
+                conn.execute(LOCK_KEY, (self._queue, concurrency_key))
             if unique_key is not None:
                 # The (int4, int4) space: never the (bigint) keys of jobq's other locks.
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))",
@@ -198,7 +231,9 @@ class PgLimits:
                          (self._queue, job_id, concurrency_key, unique_key))
             self._appender.store(conn, self._queue, jobs)
             if concurrency_key is not None:
-                conn.execute("UPDATE jobq_jobs SET concurrency_key = %s WHERE queue = %s"
-                             " AND job_id = %s", (concurrency_key, self._queue, job_id))
+                conn.execute("UPDATE jobq_jobs SET concurrency_key = %(key)s, held = EXISTS"
+                             " (SELECT 1 FROM jobq_limits WHERE queue = %(q)s AND key = %(key)s)"
+                             " WHERE queue = %(q)s AND job_id = %(id)s",
+                             {"key": concurrency_key, "q": self._queue, "id": job_id})
         self._stored()
         return job_id

@@ -97,16 +97,20 @@ def rows(db: Db, queue: str, status: Status | None, limit: int, newest_first: bo
 # of ready, waiting and running jobs, the finished ones by (queue, status, updated_at). No
 # index finds the failed jobs among the ready ones: they are looked for among the first ready
 # jobs only (by priority, then arrival: where a retry sorts, as it keeps its place), so that a
-# million ready jobs are never read to find none. That count is rough twice over.
+# million ready jobs are never read to find none (nor among the jobs of limited keys, held out of
+# the ready index: jobq.postgres.limits). That count is rough twice over.
 _ROUGH = {
-    Status.QUEUED: ("jobq_jobs", ("ready AND status = 'queued'",
+    Status.QUEUED: ("jobq_jobs", ("ready AND NOT held AND status = 'queued'",
+                                  "ready AND concurrency_key IS NOT NULL AND held"
+                                  " AND status = 'queued'",
                                   "NOT ready AND status IN ('queued', 'failed') AND status = 'queued'")),
     Status.FAILED: ("jobq_jobs", ("NOT ready AND status IN ('queued', 'failed') AND status = 'failed'",)),
     Status.RUNNING: ("jobq_jobs", ("status = 'running'",)),
     Status.WAITING: ("jobq_jobs", ("status = 'waiting'",)),
 }
 _READY_FAILED = ("SELECT 'failed', count(*) FILTER (WHERE status = 'failed') FROM (SELECT status"
-                 " FROM jobq_jobs WHERE queue = %s AND ready ORDER BY priority DESC, seq LIMIT %s) s")
+                 " FROM jobq_jobs WHERE queue = %s AND ready AND NOT held"
+                 " ORDER BY priority DESC, seq LIMIT %s) s")
 
 
 def rough_counts(db: Db, queue: str, cap: int) -> dict[str, int]:
@@ -126,17 +130,21 @@ def rough_counts(db: Db, queue: str, cap: int) -> dict[str, int]:
 
 def oldest_due(db: Db, queue: str, now: float) -> float | None:
     """The run-at time of the longest-waiting due job, by index seeks: the first ready job of
-    each priority (a skip scan of the ready index) and the first due one not yet made ready."""
+    each priority (a skip scan of the ready index) and the first due one not yet made ready;
+    and the ready jobs of limited keys (held out of the ready index), read whole."""
     found = db.execute(
         "WITH RECURSIVE p(priority) AS ("
-        " (SELECT priority FROM jobq_jobs WHERE queue = %(q)s AND ready"
+        " (SELECT priority FROM jobq_jobs WHERE queue = %(q)s AND ready AND NOT held"
         "  ORDER BY priority DESC LIMIT 1)"
         " UNION ALL SELECT (SELECT j.priority FROM jobq_jobs j WHERE j.queue = %(q)s AND j.ready"
-        "  AND j.priority < p.priority ORDER BY j.priority DESC LIMIT 1)"
+        "  AND NOT j.held AND j.priority < p.priority ORDER BY j.priority DESC LIMIT 1)"
         " FROM p WHERE p.priority IS NOT NULL)"
         " SELECT min(r) FROM (SELECT (SELECT j.run_at FROM jobq_jobs j WHERE j.queue = %(q)s"
-        "  AND j.ready AND j.priority = p.priority ORDER BY j.priority DESC, j.seq LIMIT 1) r"
+        "  AND j.ready AND NOT j.held AND j.priority = p.priority"
+        "  ORDER BY j.priority DESC, j.seq LIMIT 1) r"
         "  FROM p WHERE p.priority IS NOT NULL"
+        " UNION ALL SELECT min(run_at) FROM jobq_jobs WHERE queue = %(q)s AND ready"
+        "  AND concurrency_key IS NOT NULL AND held"
         " UNION ALL (SELECT run_at FROM jobq_jobs WHERE queue = %(q)s AND NOT ready"
         "  AND status IN ('queued', 'failed') AND run_at <= %(now)s ORDER BY run_at LIMIT 1)) u",
         {"q": queue, "now": now})

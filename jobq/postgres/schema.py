@@ -30,6 +30,9 @@ Tables (every one has a ``queue`` column: many named queues share one database):
     jobq_jobs.concurrency_key  each unfinished job's concurrency key (also in jobq_job_keys),
                     with a partial index of the ready keyed jobs, so that a claim of a limited
                     key seeks its next jobs (version 9; jobq.postgres.limits)
+    jobq_jobs.held  whether the job's concurrency key has a limit: the ready index holds the
+                    ready jobs that are not held, so that plain claims never walk past those
+                    (version 10; jobq.postgres.limits)
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
 a new database at once create it once. A jobq older than the schema it finds refuses to use it:
@@ -147,6 +150,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     totals.MIGRATION,  # version 8: running totals for /metrics (jobq.postgres.totals)
     limits.KEY_COLUMN,  # version 9: jobq_jobs.concurrency_key, indexed (jobq.postgres.limits)
+    limits.HELD,  # version 10: jobs of limited keys out of the ready index (jobq.postgres.limits)
 )
 VERSION = len(MIGRATIONS)
 

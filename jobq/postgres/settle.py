@@ -58,7 +58,7 @@ _CLAIM = (
     " FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token)"
     " WHERE j.queue = %(q)s AND j.job_id = v.job_id AND j.token = v.token),"
     " ids AS (SELECT ARRAY(SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND ready"
-    f" AND {limits.NO_LIMITS}"
+    f" AND NOT held AND {limits.NO_LIMITS}"
     " ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS a)"
     " UPDATE jobq_jobs j SET status = 'running', ready = false, attempts = j.attempts + 1,"
     " token = j.token + 1, owner = %(owner)s, lease_expires = n.now + %(lease)s,"
@@ -72,6 +72,13 @@ _CLAIM = (
 _CLAIM_PICKED = _CLAIM.replace(
     _CLAIM[_CLAIM.index(" ids AS ("):_CLAIM.index(" UPDATE jobq_jobs j SET status")],
     " ids AS (SELECT %(ids)s::text[] AS a)")
+
+# The claims that follow in the transaction read ready rows in the ready index's order: never
+# all of a queue's ready rows fetched and sorted, the plan statistics made when the queue was
+# small (or held other queues' rows) would choose, making each claim's cost grow with the
+# backlog. (Statistics always lag a queue's depth: autovacuum analyzes after the fact.)
+_ORDERED_SCANS = ("SELECT set_config('enable_sort', 'off', true),"
+                  " set_config('enable_bitmapscan', 'off', true)")
 
 _LOCK_FINISHED = (
     f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW}, j.owner FROM jobq_jobs j"
@@ -124,6 +131,7 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
             conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
                          prepare=True)
         return states, [], {}
+    conn.execute(_ORDERED_SCANS, prepare=True)
     if promote:
         conn.execute(_PROMOTE, {"q": queue}, prepare=True)
     claims: list[Claim] = []  # the started ones first, then the prefetched

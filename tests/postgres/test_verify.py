@@ -113,11 +113,11 @@ def test_a_missing_index_is_reported(fresh_url: str) -> None:
     engine = open_url(fresh_url)
     engine.append(frames(["a"]))
     engine.close()
-    sql(fresh_url, "DROP INDEX jobq_jobs_ready")
+    sql(fresh_url, "DROP INDEX jobq_jobs_plain_ready")
     sql(fresh_url, "ALTER TABLE jobq_done ALTER COLUMN task DROP NOT NULL")
     done = verify(fresh_url)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "index jobq_jobs_ready is missing" in done.stdout
+    assert "index jobq_jobs_plain_ready is missing" in done.stdout
     assert "column jobq_done.task is text; expected text NOT NULL" in done.stdout
     report = json.loads(verify(fresh_url, "--json").stdout)
     assert len(report["schema"]) == 2 and not report["ok"]
