@@ -133,7 +133,7 @@ def read_many(self: Log, positions: Sequence[Position]) -> list[record.Frame | N
     """The records at ``positions``, verified as :func:`read` verifies one, with one pread per
     run of nearby records instead of one per record (a worker child claims a batch of jobs
     enqueued together, whose records lie end to end). None for a record not read so: one that
-    is damaged, or spans past what was read, or in a segment that cannot be opened; the caller
+    is damaged, or spans past what was read, or in a segment that cannot be read; the caller
     reads it alone with :func:`read`, which says what is wrong.
     """
     frames: list[record.Frame | None] = [None] * len(positions)
@@ -157,8 +157,8 @@ def _read_run(self: Log, positions: Sequence[Position], run: list[int],
     try:
         data = _pread(self, first.segment, last.offset - first.offset + 4096, first.offset,
                       recheck=False)
-    except CorruptRecord:  # a missing segment: read() says so for each record
-        return
+    except (CorruptRecord, OSError):  # a missing segment, an I/O error: read() says so for
+        return  # each record, when its job starts (not here, after the claim's commit)
     for i in run:
         try:
             frames[i] = record.decode(data, positions[i].offset - first.offset, key=self._key,
