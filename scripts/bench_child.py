@@ -4,10 +4,10 @@
     python scripts/bench_child.py [--jobs N] [--runs R]
 
 N no-op jobs (20,000) are enqueued, then one child-like ``workers.child.Runner`` drains them in
-this process, exactly as a worker child does (its pipe and board included); the CPU time of the
-whole process (``time.process_time()``: every thread, the watcher's too) is divided by N. CPU
-time, not wall time, because on a shared machine the wall clock measures the neighbours. Prints
-each run and the median. Run it in two trees alternately to compare them.
+this process, exactly as a worker child does (its pipe, board and info events included); the CPU
+time of the whole process (``time.process_time()``: every thread, the watcher's too) is divided
+by N. CPU time, not wall time, because on a shared machine the wall clock measures the
+neighbours. Prints each run and the median. Run it in two trees alternately to compare them.
 """
 
 from __future__ import annotations
@@ -57,9 +57,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    configure_logging(fmt="json")  # warnings only, as `jobq worker` logs by default
     figures = []
-    with scratch_dir("child-") as root:
+    with scratch_dir("child-") as root, open(root / "events.log", "w") as events:
+        # An info event per finished job, in JSON, as `jobq worker --log-format json` writes
+        # them by default (to a file here, as a service manager would take them).
+        stderr, sys.stderr = sys.stderr, events
+        try:
+            configure_logging(True, fmt="json")
+        finally:
+            sys.stderr = stderr
         for n in range(args.runs):
             figures.append(one_run(root / f"q{n}", args.jobs))
             print(f"run {n + 1}: {figures[-1] * 1e6:.1f} µs CPU per job", flush=True)

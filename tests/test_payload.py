@@ -89,3 +89,22 @@ def test_record_body_matches_encode():
     slow_meta, slow_start = job_record.decode_meta(slow)
     assert (fast_meta, fast[:fast_start]) == (slow_meta, slow[:slow_start])
     assert job_record.load_payload(fast, pickling.DEFAULT_RULES, payload.job_id) == payload
+
+
+def test_is_record_of_answers_as_decode_meta_does_for_every_cut_and_flipped_byte():
+    """The in-place check says yes exactly when the routing fields decode and name the job."""
+    payload = JobPayload(job_id="job-é1", task="mod:fn", args=(1,))
+    body = job_record.encode(payload, pickling.dumps(payload))
+
+    def by_decode(data: bytes, job_id: str) -> bool:
+        try:
+            return job_record.decode_meta(data)[0].job_id == job_id
+        except Exception:
+            return False
+
+    damaged = [body[:n] for n in range(len(body) + 1)]
+    damaged += [body[:i] + bytes([body[i] ^ flip]) + body[i + 1:]
+                for i in range(48) for flip in (0x01, 0x80, 0xFF)]
+    for data in damaged:
+        for job_id in ("job-é1", "job-é", "job-é2"):
+            assert job_record.is_record_of(data, job_id) == by_decode(data, job_id)

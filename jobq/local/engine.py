@@ -15,15 +15,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import job_record, listing
+from .. import listing
 from ..engine import CancelWatch, Change, Claim, Finished, Held, Settings
-from ..errors import ConfigError, CorruptRecord, DamagedRecord, JobNotFound
+from ..errors import ConfigError, DamagedRecord, JobNotFound
 from ..state import JobState, Status
 # Compaction, purging and the worker's upkeep are imported where used: a worker's child never
 # needs them, and its supervisor only once its children started (issue 19).
 from . import compaction_redo, damage, directory, keys
 from .directory import FIXED_SETTINGS, open_dir
 from .log import Log, Position
+from .payloads import Payloads
 from .store import Store
 from .limits import LocalLimits
 from .schedules import LocalSchedules
@@ -68,11 +69,14 @@ class LocalEngine:
         self.workers = LocalWorkers(cfg.path)
         self.schedules = LocalSchedules(self.store, cfg.path, clock)
         self.limits = LocalLimits(self.store, self.log)
+        self.payloads = Payloads(self.log, lambda job_id: self._indexed(
+            self.store.payload_position, job_id), lambda job_id: self.store.job_record(job_id).body)
         # What a worker child calls per job, bound straight to the store: no call layer on the
         # hot path (the methods below say the same for readers of the class).
         self.cancel_generation = self.store.cancel_generation  # type: ignore[method-assign]
         self.cancel_requested = self.store.cancel_requested  # type: ignore[method-assign]
         self.has_ready = self.store.has_ready  # type: ignore[method-assign]
+        self.payload_body = self.payloads.body  # type: ignore[method-assign]
         self.save_checkpoint = self.store.save_checkpoint  # type: ignore[method-assign]
         try:
             # Recovery: check the index against the log, finish a compaction that died after
@@ -261,23 +265,8 @@ class LocalEngine:
         return self.store.waiting(now)
 
     def payload_body(self, job_id: str, ref: Any = None) -> bytes:
-        """The job's record body, verified. ``ref`` (a claim's log position) saves the lookup.
-
-        A record read at a position that compaction has since rewritten is another job's, or no
-        record: then read again through the segment's current file, and at last where the
-        index says now, under the write lock (see Store.job_record). DamagedRecord when the
-        bytes at the job's own position fail their checks.
-        """
-        if ref is None:
-            ref = self._indexed(self.store.payload_position, job_id)
-        for recheck in (False, True):
-            try:
-                frame = self.log.read(ref, recheck=recheck)
-            except CorruptRecord:
-                continue
-            if _holds(frame.body, job_id):
-                return frame.body
-        return self.store.job_record(job_id).body
+        """The job's record body, verified (see :meth:`Payloads.body`)."""
+        return self.payloads.body(job_id, ref)
 
     def set_aside(self, job_id: str, ref: Any, cause: DamagedRecord) -> str:
         """Copy the job's damaged record aside (once); return where the copy is. ``ref``: the
@@ -305,9 +294,11 @@ class LocalEngine:
                lease_seconds: float = 60.0, prefetch: int = 0,
                started: Sequence[tuple[str, int]] = ()
                ) -> tuple[list[JobState | None], list[Claim]]:
-        return self.store.settle(finished if isinstance(finished, list) else list(finished),
-                                 owner, limit, lease_seconds=lease_seconds, prefetch=prefetch,
-                                 started=started)
+        states, claims = self.store.settle(
+            finished if isinstance(finished, list) else list(finished), owner, limit,
+            lease_seconds=lease_seconds, prefetch=prefetch, started=started)
+        self.payloads.read_ahead(claims)
+        return states, claims
 
     def finish(self, job_id: str, token: int, change: Change) -> JobState:
         return self.store.finish(job_id, token, change)
@@ -393,14 +384,6 @@ class LocalEngine:
         """A consistent copy of the queue in the new directory ``dest``, taken while in use."""
         from .backup import backup
         return backup(self, dest)
-
-
-def _holds(body: bytes, job_id: str) -> bool:
-    """Is ``body`` the record of ``job_id``? Its clear header says, without unpickling."""
-    try:
-        return job_record.decode_meta(body)[0].job_id == job_id
-    except CorruptRecord:
-        return False
 
 
 __all__ = ["LocalEngine", "Position"]

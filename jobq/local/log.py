@@ -109,6 +109,7 @@ class Log:
     end = log_read.end
     has_more = log_read.has_more
     read = log_read.read
+    read_many = log_read.read_many
     scan = log_read.scan
 
     append = log_append.append

@@ -168,13 +168,14 @@ class Settler:
         transaction (see _finish_in), the state made here is the one the transaction would make;
         and pickling it, the dearest step of recording a job, is not done under the lock."""
         prepared: dict[str, Prepared] = {}
+        shelf = self._db.shelf  # once: the property asks the kernel for our pid
         for job_id, token, change in finished:
             row = self.fresh_claims.pop((job_id, token), None)
             if row is None:
                 continue
             try:
                 state = change(snapshots.overlay(row[:11], None), now, row[12])
-                blob = self._db.shelf.encode(job_id, state)
+                blob = shelf.encode(job_id, state)
             except Exception:  # noqa: BLE001 - made again in the transaction, which raises it
                 continue
             prepared[job_id] = Prepared(row, state, blob)

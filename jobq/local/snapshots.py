@@ -34,6 +34,7 @@ ROW_RETURNED = ", ".join(f"CAST({column} AS REAL)" if column in _REAL else colum
 CHUNK = 500  # SQLite's limit on bound parameters is 999 in older builds
 
 _PUT = "REPLACE INTO Dict (key, value) VALUES (?, ?)"
+_UPDATE = "UPDATE Dict SET value = ? WHERE key = ?"
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -87,16 +88,24 @@ def loading() -> Iterator[None]:
 def store_many(conn: sqlite3.Connection, shelf: StateShelf,
                new: Iterable[tuple[JobState, bytes | None]]) -> None:
     """Write whole snapshots, each given with its encoding if already made (else None). The
-    caller sets ``snap = 1`` in the same rows' own update."""
-    conn.executemany(_PUT, [(s.job_id.encode(), shelf.encode(s.job_id, s) if b is None else b)
-                            for s, b in new])
+    caller sets ``snap = 1`` in the same rows' own update.
+
+    Updated in place, as :func:`store_one` does: every indexed job has a row in ``Dict`` (its
+    marker at least), and an UPDATE leaves that row and its key's index entry where they are,
+    where a REPLACE deletes both and inserts them again at the table's end (issue 19: a worker
+    settling a batch wrote three pages of ``Dict`` per job). Should a row be missing, the batch is
+    written again with REPLACE, which writes the updated rows once more, the same bytes.
+    """
+    values = [(shelf.encode(s.job_id, s) if b is None else b, s.job_id.encode()) for s, b in new]
+    if conn.executemany(_UPDATE, values).rowcount != len(values):
+        conn.executemany(_PUT, [(key, value) for value, key in values])
 
 
 def store_one(conn: sqlite3.Connection, shelf: StateShelf, state: JobState) -> None:
     """Write one job's snapshot in place: an UPDATE keeps the row and its key's index entry
     where they are, so a checkpoint's commit writes one page of ``Dict``, not three."""
     key, value = state.job_id.encode(), shelf.encode(state.job_id, state)
-    if not conn.execute("UPDATE Dict SET value = ? WHERE key = ?", (value, key)).rowcount:
+    if not conn.execute(_UPDATE, (value, key)).rowcount:
         conn.execute(_PUT, (key, value))
 
 
