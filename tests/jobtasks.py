@@ -149,12 +149,14 @@ def keyword_only(a: int, *, scale: int, offset: int = 0) -> int:
 
 
 def sum_steps(n: int, step_seconds: float, pid_path: str,
-              resumed_step_seconds: float | None = None, release_when_stopping: bool = False
-              ) -> dict[str, int]:
+              resumed_step_seconds: float | None = None, release_when_stopping: bool = False,
+              fast_once: str | None = None) -> dict[str, int]:
     """Adds 1..n, one number every ``step_seconds`` (``resumed_step_seconds`` once resumed from a
-    checkpoint), saving ``(i, total)`` after each and then writing ``<pid> <i>`` to ``pid_path``,
-    so a test can kill the process after a save. With ``release_when_stopping``, it ends its
-    attempt early once its worker is stopping (the resumable pattern of ctx.stopping)."""
+    checkpoint; no wait once the file ``fast_once`` exists, so a test that is done killing the
+    job lets it finish at once), saving ``(i, total)`` after each and then writing ``<pid> <i>``
+    to ``pid_path``, so a test can kill the process after a save. With
+    ``release_when_stopping``, it ends its attempt early once its worker is stopping (the
+    resumable pattern of ctx.stopping)."""
     import os
     import time
     ctx = current_job()
@@ -162,6 +164,8 @@ def sum_steps(n: int, step_seconds: float, pid_path: str,
     if start and resumed_step_seconds is not None:
         step_seconds = resumed_step_seconds
     for i in range(start + 1, n + 1):
+        if step_seconds and fast_once is not None and os.path.exists(fast_once):
+            step_seconds = 0.0
         time.sleep(step_seconds)
         total += i
         ctx.save((i, total), progress=i / n)

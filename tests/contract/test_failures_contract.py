@@ -216,19 +216,21 @@ def test_crashes_after_saving_a_checkpoint_use_up_neither_attempts_nor_the_crash
         q: Queue, location: str, workers, tmp_path):
     """A job SIGKILLed four times, each time after its attempt saved a checkpoint (max_attempts
     3, --max-crashes 3), resumes every time and succeeds with the whole sum, uncharged."""
-    pid_file = tmp_path / "pid"
-    jid = q.enqueue_call("jobtasks:sum_steps", args=(200, 0.02, str(pid_file)),
-                             max_attempts=3)
+    pid_file, fast = tmp_path / "pid", tmp_path / "fast"
+    # Up to 6 s for the kills (steps of 20 ms), then the rest at once (the file ``fast``).
+    jid = q.enqueue_call("jobtasks:sum_steps", args=(300, 0.02, str(pid_file)),
+                         kwargs={"fast_once": str(fast)}, max_attempts=3)
     w = workers(location, "--max-crashes", "3")
     killed: set[int] = set()
     for _ in range(4):
         pid = wait_until(lambda: _saved_by_new_process(pid_file, killed))
         os.kill(pid, signal.SIGKILL)
         killed.add(pid)
+    fast.touch()
 
     state = q.wait(jid, timeout=60)
     assert state.status is Status.SUCCEEDED, state.errors
-    assert state.result["sum"] == 200 * 201 // 2
+    assert state.result["sum"] == 300 * 301 // 2
     assert state.result["resumed_from"] > 0
     assert (state.attempts, state.crashes) == (1, 0)
     assert len(state.errors) == 4
@@ -241,10 +243,13 @@ def test_worker_killed_after_a_save_is_reaped_without_charging_the_attempt(
         q: Queue, location: str, workers, tmp_path):
     """A whole worker SIGKILLed after its job saved: the worker that reaps it charges nothing."""
     pid_file = tmp_path / "pid"
-    jid = q.enqueue_call("jobtasks:sum_steps", args=(100, 0.02, str(pid_file)),
-                             max_attempts=1)
+    # 2 s at most before the kill; once resumed, no waits.
+    jid = q.enqueue_call("jobtasks:sum_steps", args=(100, 0.02, str(pid_file), 0.0),
+                         max_attempts=1)
     first = workers(location)
     wait_until(lambda: _saved_by_new_process(pid_file, set()))
+    # Its child may claim and save before the supervisor logs that it started (named below).
+    wait_until(lambda: first.events("worker.started"))
     first.kill_all()
     second = workers(location)
 

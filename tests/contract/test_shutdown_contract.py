@@ -56,9 +56,8 @@ def test_sigterm_lets_the_running_job_finish_and_claims_nothing_more(
 def test_job_longer_than_the_grace_is_released_and_resumed_by_another_worker(
         q: Queue, location: str, workers, tmp_path):
     """After the grace a running job is given back uncharged, and another worker resumes it."""
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    jid = q.enqueue("jobtasks:slow_steps", 50, 0.1, str(markers))  # 5 s: outlasts the grace
+    # Up to 10 s before the release: outlasts the grace; resumed, it runs on without waits.
+    jid = q.enqueue("jobtasks:sum_steps", 100, 0.1, str(tmp_path / "pid"), 0.0)
     first = workers(location, "--shutdown-grace", "1")
     wait_until(lambda: q.state(jid).checkpoint)  # a step is done and checkpointed
     second = workers(location)

@@ -170,12 +170,16 @@ def test_a_started_prefetched_job_is_charged_when_its_whole_worker_is_killed(
     """A job its child prefetched, then started, counts as started: a SIGKILL of the whole
     worker during it charges the attempt (a crash), as for the first job of a batch. Given back
     uncharged instead, a job that kills its worker would kill every next one, without end."""
+    # All enqueued before the worker starts: enqueued while it ran, `before` could be claimed
+    # alone by an idle child before `jid` was stored (it failed so on a loaded machine).
     first = q.enqueue("jobtasks:add", 0, 1)
-    w = workers(location)  # one child
-    assert q.wait(first, timeout=60).status is Status.SUCCEEDED  # its duration is known now
     mark = tmp_path / "mark"
     before, jid, after = q.enqueue_many("jobtasks:add", [(1, 1)]) + q.enqueue_many(
         "jobtasks:mark_then_sleep", [(str(mark), 60)]) + q.enqueue_many("jobtasks:add", [(2, 1)])
+    # One child. Its first claim is `first` alone (no durations known yet); once it has run,
+    # the next claim is a batch.
+    w = workers(location)
+    assert q.wait(first, timeout=60).status is Status.SUCCEEDED
     wait_until(mark.exists, timeout=60)
     # One claim took `before` (started) and `jid` behind it, prefetched: the same claim time.
     assert q.state(jid).started_at == q.state(before).started_at, "not claimed in one batch"

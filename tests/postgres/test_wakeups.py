@@ -9,6 +9,7 @@ its own, by which its sessions are found in ``pg_stat_activity``.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,7 +60,7 @@ def listeners(url: str, app: str) -> list[int]:
 
 def start_worker(children: Children, url: str) -> tuple[str, str]:
     """A worker of two children in another process; its URL and application name."""
-    app = f"wake{next(_names)}"
+    app = f"wake{os.getpid()}-{next(_names)}"  # unique on the server: other test processes
     url = f"{url}&application_name={app}"
     children.start(WORKER, url)
     return url, app
