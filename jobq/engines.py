@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from . import config as config_mod
 from .engine import Engine
 from .errors import ConfigError, JobqError
-from .local import LocalEngine, directory, permissions
+
+# The directory engine (jobq.local) is imported where a directory is met, not here: a process
+# on a PostgreSQL queue never loads it (some 70 ms of a PostgreSQL worker's start, issue 19).
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ def migrate(cfg: config_mod.QueueConfig, *, check: bool) -> Migration:
         found, current = postgres.migrate(cfg.path, check=check)
         return Migration(f"PostgreSQL at {postgres.parse(cfg.path).server}", found, current,
                          "the jobq schema")
+    from .local import LocalEngine, directory
     found = directory.format_found(cfg.path)
     if not check and found < directory.FORMAT:
         LocalEngine(cfg, catch_up=False).close()  # opening upgrades
@@ -47,7 +50,10 @@ def migrate(cfg: config_mod.QueueConfig, *, check: bool) -> Migration:
 
 def exists(location: str) -> bool:
     """Is there a queue at ``location``? A queue in PostgreSQL is made on first use."""
-    return config_mod.is_server_url(location) or LocalEngine.exists_at(location)
+    if config_mod.is_server_url(location):
+        return True
+    from .local import LocalEngine
+    return LocalEngine.exists_at(location)
 
 
 FIXED = ("segment_size", "max_record_size")  # settings a queue keeps for life
@@ -70,6 +76,7 @@ def open_engine(cfg: config_mod.QueueConfig, clock: Callable[[], float],
                                     max_record_size=cfg.max_record_size,
                                     clock=None if clock is time.time else clock,
                                     catch_up=catch_up, old_secret_keys=cfg.old_secret_keys)
+    from .local import LocalEngine, permissions
     try:
         return LocalEngine(cfg, clock, given=given, catch_up=catch_up)
     except PermissionError as exc:  # one the checks on open could not foresee (a race)
@@ -81,9 +88,11 @@ def open_engine(cfg: config_mod.QueueConfig, clock: Callable[[], float],
 def denied(exc: PermissionError, location: str) -> JobqError:
     """A QueuePermissionError for ``exc``, met on a file of the queue at ``location``: which
     file, who owns it, and the way out."""
+    from .local import permissions
     return permissions.denied(exc.filename or location, location)
 
 
 def group_name(gid: int) -> str:
     """The name of the group a shared queue is shared with (its number if it has none)."""
+    from .local import permissions
     return permissions.group_name(gid)
