@@ -77,7 +77,7 @@ import logging, structlog
 structlog.configure(processors=[structlog.processors.add_log_level,
                                 structlog.processors.JSONRenderer()],
                     wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-                    logger_factory=structlog.PrintLoggerFactory(sys.stdout))
+                    logger_factory=structlog.WriteLoggerFactory(sys.stdout))
 """
 
 
@@ -104,6 +104,9 @@ def test_a_library_worker_with_structlog_unconfigured_logs_info_and_above_to_std
 
 
 def test_a_library_worker_follows_the_applications_structlog_configuration(tmp_path):
+    """The supervisor and its child write to one stdout: the application's logger must write
+    each line in one write (structlog's WriteLogger; its PrintLogger writes the newline apart,
+    so two processes' lines could run together under load)."""
     result = _run_library_worker(tmp_path, configure=APP_CONFIGURED)
     events = [json.loads(line) for line in result.stdout.splitlines()]
     names = [e["event"] for e in events]

@@ -118,7 +118,9 @@ def test_sigterm_while_logging_is_blocked_still_stops_the_worker(q: Queue, locat
     """A signal that lands while the worker is writing an event (stderr full) does not wedge it."""
     q.enqueue_many("jobtasks:add", [(i, i) for i in range(3000)])
     w = children.start(PIPED_WORKER, location)
-    wait_until(lambda: _pipe_fullness(w.stderr) > 0.9)  # no room left for another event
+    # no room left for another event (or the worker ended: then say why, not "not met")
+    wait_until(lambda: _pipe_fullness(w.stderr) > 0.9 or w.poll() is not None)
+    assert w.poll() is None, f"the worker exited {w.returncode}: {w.communicate()[1][-2000:]}"
 
     def stalled() -> bool:
         done = q.counts()["succeeded"]
