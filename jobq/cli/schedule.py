@@ -44,7 +44,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser,
                reads: argparse.ArgumentParser) -> None:
     """``jobq schedule`` and its three commands."""
     from ..schedule import MISFIRE, OVERLAP
-    from . import _seconds as seconds  # as jobq enqueue reads its ttls
+    from .parser import _seconds as seconds  # as jobq enqueue reads its ttls
 
     p = sub.add_parser("schedule", parents=[common], help="periodic jobs: add, list, remove")
     verbs = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION",
