@@ -26,13 +26,16 @@ _registered: dict[str, Schedule] = {}
 
 def periodic(cron: str | None = None, *, every: timedelta | None = None, tz: str = "UTC",
              misfire: str = "skip", overlap: str = "skip", name: str | None = None,
-             args: Sequence[Any] = (),
-             kwargs: Mapping[str, Any] | None = None) -> Callable[[F], F]:
+             args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+             result_ttl: float | None = None,
+             failure_ttl: float | None = None) -> Callable[[F], F]:
     """Run the decorated task at every time ``cron`` matches in zone ``tz``, or ``every`` so
     often (at multiples of it since the epoch in UTC): exactly one of the two.
 
-    ``name`` defaults to the task's ``module.function``. InvalidSchedule (at import) for a bad
-    expression, interval, zone or policy; the function itself is returned unchanged.
+    ``name`` defaults to the task's ``module.function``. ``result_ttl``/``failure_ttl``: how long
+    each job it fires is kept once ended, as ``enqueue_call`` takes them (None: the queue's
+    default). InvalidSchedule (at import) for a bad expression, interval, zone, policy or ttl;
+    the function itself is returned unchanged.
     """
     def register(fn: F) -> F:
         # Not tasks.reference: the module does not hold the function until the decorator
@@ -43,7 +46,8 @@ def periodic(cron: str | None = None, *, every: timedelta | None = None, tz: str
         schedule = Schedule(name=name or ref.replace(":", "."), cron=cron, every=every,
                             task=ref,
                             args=tuple(args), kwargs=dict(kwargs or {}), tz=tz,
-                            misfire=misfire, overlap=overlap)
+                            misfire=misfire, overlap=overlap, result_ttl=result_ttl,
+                            failure_ttl=failure_ttl)
         _registered[schedule.name] = schedule
         return fn
 

@@ -27,6 +27,12 @@ Misfire policy, when the worker finds fire times it missed (no worker ran, or a 
 
 Overlap policy: ``skip`` fires nothing while the job of the schedule's previous firing is
 still waiting or running; ``allow`` fires regardless.
+
+Retention: ``result_ttl``/``failure_ttl`` are those of every job the schedule fires (as
+``enqueue_call`` takes them, :mod:`jobq.retention`); None leaves the firing worker's queue
+default (keep forever, unless its ``Queue`` was opened with others). A job purged by them does
+not hold up ``overlap="skip"``: a purged job has ended. They are stored in the schedule's spec
+only when given, so a schedule without them reads as it did before they existed.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._logging import get_logger
-from .errors import InvalidSchedule
+from .errors import InvalidJob, InvalidSchedule
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
@@ -82,6 +88,8 @@ class Schedule:
     tz: str = "UTC"
     misfire: str = "skip"
     overlap: str = "skip"
+    result_ttl: float | None = None  # seconds each fired job is kept once it succeeded
+    failure_ttl: float | None = None  # ... once it ended dead; None: the queue's default
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
@@ -96,6 +104,8 @@ class Schedule:
         if self.overlap not in OVERLAP:
             raise InvalidSchedule(f"schedule {self.name!r}: overlap must be one of"
                                   f" {', '.join(OVERLAP)}, not {self.overlap!r}", name=self.name)
+        for ttl in ("result_ttl", "failure_ttl"):
+            object.__setattr__(self, ttl, _ttl(self.name, ttl, getattr(self, ttl)))
         object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "kwargs", dict(self.kwargs))
         try:
@@ -181,12 +191,19 @@ class Schedule:
     def job_id(self, fire_at: float) -> str:
         return job_id(self.name, fire_at)
 
+    def ttls(self) -> dict[str, float]:
+        """The ttls given, as ``enqueue_call`` keywords: one not given keeps the queue's."""
+        return {name: value for name, value in (("result_ttl", self.result_ttl),
+                                                ("failure_ttl", self.failure_ttl))
+                if value is not None}
+
     def to_json(self) -> str:
         spec = {"name": self.name, "task": self.task, "args": list(self.args),
                 "kwargs": self.kwargs, "tz": self.tz, "misfire": self.misfire,
                 "overlap": self.overlap}
         # A cron schedule writes what it wrote before intervals existed: no "every" key.
         spec.update({"cron": self.cron} if self.every is None else {"every": self.every})
+        spec.update(self.ttls())  # only if given: a jobq before them reads the rest as it was
         return json.dumps(spec, sort_keys=True)
 
     @classmethod
@@ -234,6 +251,16 @@ def _seconds(name: str, every: object) -> int:
         raise InvalidSchedule(f"schedule {name!r}: every must be a whole number of seconds, at"
                               f" least 1, not {every!r}", name=name)
     return seconds
+
+
+def _ttl(name: str, field: str, value: object) -> float | None:
+    """A ttl as stored (seconds, or None: not given); InvalidSchedule otherwise."""
+    from .retention import check_ttl
+
+    try:
+        return check_ttl(field, value)
+    except InvalidJob as exc:
+        raise InvalidSchedule(f"schedule {name!r}: {exc}", name=name) from exc
 
 
 def job_id(name: str, fire_at: float) -> str:

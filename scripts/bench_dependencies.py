@@ -16,19 +16,19 @@ transaction each, as a worker child does), on each engine:
 The best of ``--runs`` runs (3 by default), run interleaved: on a machine shared with other
 work, the best run is the one least disturbed. Queues are made under
 ``.bench-tmp/`` with fsync off (the figures are CPU, not the disk's); PostgreSQL queues in a
-database ``jobq_bench_deps_<pid>_<i>`` dropped at the end.
+database ``jobq_bench_<pid>_<tag>`` each, dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import uuid
+from contextlib import ExitStack
 from pathlib import Path
+
+import pg_server
+from bench_scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,19 +75,9 @@ def main() -> None:
     parser.add_argument("--pg", default=None, metavar="URL",
                         help="a PostgreSQL server, postgresql://user@host:port (no database)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="deps-", dir=_bench_dir()))
-    dbs: list[str] = []
-
-    def location(engine: str) -> str:
-        if engine == "local":
-            return str(tmp / uuid.uuid4().hex)
-        name = f"jobq_bench_deps_{os.getpid()}_{len(dbs)}"
-        _admin(args.pg, f"CREATE DATABASE {name}")
-        dbs.append(name)
-        return f"{args.pg}/{name}?queue=bench"
-
     engines = ["local"] + (["postgres"] if args.pg else [])
-    try:
+    with scratch_dir("deps-") as tmp, ExitStack() as dbs:
+        location = pg_server.fresh_queues(tmp, args.pg, dbs)
         for engine in engines:
             figures: dict[str, list[float]] = {"plain": [], "pairs": [], "baseline": []}
             for _ in range(args.runs):
@@ -104,22 +94,6 @@ def main() -> None:
                       f"  (this/baseline {med['plain'] / med['baseline']:.2f}x)")
             print(f"  half parents, half waiting {med['pairs']:9.0f} jobs/s"
                   f"  (pairs/plain {med['pairs'] / med['plain']:.2f}x)")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for name in dbs:
-            _admin(args.pg, f"DROP DATABASE IF EXISTS {name}")
-
-
-def _bench_dir() -> Path:
-    path = ROOT / ".bench-tmp"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def _admin(server: str, sql: str) -> None:
-    import psycopg
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

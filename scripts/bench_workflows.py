@@ -16,20 +16,20 @@ On each engine, each figure measured in a fresh child process:
    drains (the figures are CPU, not the disk's; bench_dependencies.py does the same).
 
 The best of ``--runs`` runs (2 by default) of each drain, interleaved. Queues are made under
-``.bench-tmp/``; PostgreSQL queues in databases ``jobq_bench_groups_<pid>_<i>``, dropped at
-the end.
+``.bench-tmp/``; PostgreSQL queues in databases ``jobq_bench_<pid>_<tag>``, one a queue,
+dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import uuid
+from contextlib import ExitStack
 from pathlib import Path
+
+import pg_server
+from bench_scratch import scratch_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,18 +96,8 @@ def main() -> None:
     parser.add_argument("--pg-items", type=int, default=None,
                         help="--items on PostgreSQL (default: --items)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="groups-", dir=_bench_dir()))
-    dbs: list[str] = []
-
-    def location(engine: str) -> str:
-        if engine == "local":
-            return str(tmp / uuid.uuid4().hex)
-        name = f"jobq_bench_groups_{os.getpid()}_{len(dbs)}"
-        _admin(args.pg, f"CREATE DATABASE {name}")
-        dbs.append(name)
-        return f"{args.pg}/{name}?queue=bench"
-
-    try:
+    with scratch_dir("groups-") as tmp, ExitStack() as dbs:
+        location = pg_server.fresh_queues(tmp, args.pg, dbs)
         for engine in ["local"] + (["postgres"] if args.pg else []):
             items = args.items if engine == "local" else (args.pg_items or args.items)
             print(f"{engine}:")
@@ -133,22 +123,6 @@ def main() -> None:
                       f" {(1 / group - 1 / plain) * 1e6:+.1f} us")
                 print("    runs: plain " + ", ".join(f"{r[i]:,.0f}" for r in runs["plain"])
                       + "; group " + ", ".join(f"{r[i]:,.0f}" for r in runs["group"]))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for name in dbs:
-            _admin(args.pg, f"DROP DATABASE IF EXISTS {name}")
-
-
-def _bench_dir() -> Path:
-    path = ROOT / ".bench-tmp"
-    path.mkdir(exist_ok=True)
-    return path
-
-
-def _admin(server: str, sql: str) -> None:
-    import psycopg
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The server a PostgreSQL benchmark measures: its settings, a database for the run, and the
-processes measured against it (scripts/bench_pg.py, scripts/bench_pg_engine.py).
+processes measured against it (scripts/bench_pg.py, scripts/bench_pg_engine.py, and the
+benchmarks that compare engines: bench_workflows.py, bench_dependencies.py, bench_limits.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +40,11 @@ def server_info(dsn: str) -> tuple[str, dict[str, str]]:
 
 
 @contextlib.contextmanager
-def bench_database(server_dsn: str) -> Iterator[str]:
-    """A database for this run, ``jobq_bench_<pid>``; dropped at the end, with its sessions."""
+def bench_database(server_dsn: str, tag: str = "") -> Iterator[str]:
+    """A database for this run, ``jobq_bench_<pid><tag>``; dropped at the end, with its sessions.
+    A run that wants a fresh database per queue gives each its own ``tag``."""
     psycopg = psycopg_module()
-    name = f"jobq_bench_{os.getpid()}"
+    name = f"jobq_bench_{os.getpid()}{tag}"
     with psycopg.connect(server_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # a pid reused after a crash
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -51,6 +54,22 @@ def bench_database(server_dsn: str) -> Iterator[str]:
         with psycopg.connect(server_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+
+
+def fresh_queues(scratch: Path, server: str | None,
+                 stack: contextlib.ExitStack) -> Callable[[str], str]:
+    """``location(engine)``: a new, empty queue at each call, for runs that compare engines.
+    ``"local"``: a directory under ``scratch``; ``"postgres"``: queue ``bench`` in a database
+    of its own on ``server`` (postgresql://user@host:port, no database), dropped when
+    ``stack`` closes."""
+
+    def location(engine: str) -> str:
+        if engine == "local":
+            return str(scratch / uuid.uuid4().hex)
+        tag = f"_{uuid.uuid4().hex[:8]}"
+        return url_of(stack.enter_context(bench_database(f"{server}/postgres", tag)), "bench")
+
+    return location
 
 def child_env() -> dict[str, str]:
     """Children import this checkout's jobq, and ``peers`` and ``pg_baselines`` from scripts/

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,22 @@ def qpath(tmp_path: Path) -> Path:
 def queue(qpath: Path) -> Iterator[Queue]:
     with Queue(qpath) as q:
         yield q
+
+
+@pytest.fixture
+def golden_store(tmp_path: Path) -> Callable[[int], Path]:
+    """``golden_store(5)``: a copy of the golden queue directory of that store schema
+    (golden/queue_store5.md says what is in it), checked to be of it and not opened yet, where
+    an upgrade test starts."""
+
+    def copy(schema: int) -> Path:
+        root = tmp_path / "q"
+        shutil.copytree(TESTS_DIR / "golden" / f"queue_store{schema}", root)
+        with contextlib.closing(sqlite3.connect(root / "state.sqlite3")) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == schema
+        return root
+
+    return copy
 
 
 ENGINES = ["local", "postgres"]

@@ -3,24 +3,17 @@ opens upgraded to schema 5 with its jobs, and its jobs can be depended on."""
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
-from contextlib import closing
+from collections.abc import Callable
 from pathlib import Path
 
 from jobq import Queue, Status
 from jobq.local.state_db import STORE_SCHEMA
 from workers import Worker
 
-GOLDEN = Path(__file__).parent / "golden" / "queue_store4"
-
 
 def test_a_store_schema_4_queue_opens_upgraded_and_its_jobs_can_be_depended_on(
-        tmp_path: Path) -> None:
-    root = tmp_path / "q"
-    shutil.copytree(GOLDEN, root)
-    with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        golden_store: Callable[[int], Path]) -> None:
+    root = golden_store(4)
     with Queue(root) as q:
         assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
         assert q.counts() == {"queued": 2, "running": 0, "failed": 0, "succeeded": 2,

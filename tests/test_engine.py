@@ -10,7 +10,23 @@ from jobq import Queue
 
 
 def _members(cls: type) -> dict[str, object]:
-    return {name: member for name, member in vars(cls).items() if not name.startswith("_")}
+    """Public members of a protocol and of the protocols it is drawn from (Engine's parts)."""
+    found: dict[str, object] = {}
+    for part in reversed(_parts(cls)):
+        found.update((name, member) for name, member in vars(part).items()
+                     if not name.startswith("_"))
+    return found
+
+
+def _parts(cls: type) -> list[type]:
+    return [part for part in cls.__mro__ if part.__module__.startswith("jobq.engine")]
+
+
+def test_the_engine_protocol_is_drawn_from_its_parts():
+    """Every part of the seam is a protocol checked below: none is left out of the check."""
+    names = {part.__name__ for part in _parts(seam.Engine)}
+    assert names == {"Engine", "Workflows", "Retention", "Monitoring", "Operating"}
+    assert {"keep_for", "open_group", "totals", "purge_jobs", "settle"} <= set(_members(seam.Engine))
 
 
 def test_an_engine_has_every_method_and_attribute_of_the_protocol(q: Queue):
@@ -24,7 +40,7 @@ def test_an_engine_has_every_method_and_attribute_of_the_protocol(q: Queue):
             have = [(p.name, p.kind)
                     for p in inspect.signature(getattr(type(engine), name)).parameters.values()]
             assert have[:len(want)] == want, f"{name_of}.{name}{have} is not {want}"
-    for name in inspect.get_annotations(seam.Engine):
+    for name in (n for part in _parts(seam.Engine) for n in inspect.get_annotations(part)):
         assert hasattr(engine, name), f"{name_of} has no attribute {name}"
 
 

@@ -3,8 +3,8 @@ upgraded to schema 6 with its jobs as they were, and takes a q.map with a final 
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -12,14 +12,10 @@ from jobq import Queue, Status
 from jobq.local.state_db import STORE_SCHEMA
 from jobq.testing import run_burst
 
-GOLDEN = Path(__file__).parent / "golden" / "queue_store5"
 
-
-def test_a_store_schema_5_queue_opens_upgraded_and_takes_a_map(tmp_path: Path) -> None:
-    root = tmp_path / "q"
-    shutil.copytree(GOLDEN, root)
-    with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+def test_a_store_schema_5_queue_opens_upgraded_and_takes_a_map(
+        golden_store: Callable[[int], Path], tmp_path: Path) -> None:
+    root = golden_store(5)
     with Queue(root) as q:
         assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
         assert q.counts() == {"queued": 2, "running": 0, "failed": 0, "succeeded": 2,
@@ -33,11 +29,10 @@ def test_a_store_schema_5_queue_opens_upgraded_and_takes_a_map(tmp_path: Path) -
         assert out.read_text().split() == [g.id]
 
 
-def test_an_older_jobq_would_refuse_the_upgraded_file(tmp_path: Path) -> None:
+def test_an_older_jobq_would_refuse_the_upgraded_file(golden_store: Callable[[int], Path]) -> None:
     """Schema 6 is written on open: a jobq of schema 5 refuses it (it would end members
     without counting them in their groups)."""
-    root = tmp_path / "q"
-    shutil.copytree(GOLDEN, root)
+    root = golden_store(5)
     Queue(root).close()
     with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 6

@@ -3,23 +3,17 @@ upgraded to schema 6 with its jobs, and its jobs and new ones run within limits.
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
-from contextlib import closing
+from collections.abc import Callable
 from pathlib import Path
 
 from jobq import Queue, Status
 from jobq.local.state_db import STORE_SCHEMA
 from workers import Worker
 
-GOLDEN = Path(__file__).parent / "golden" / "queue_store5"
 
-
-def test_a_store_schema_5_queue_opens_upgraded_and_takes_limits(tmp_path: Path) -> None:
-    root = tmp_path / "q"
-    shutil.copytree(GOLDEN, root)
-    with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+def test_a_store_schema_5_queue_opens_upgraded_and_takes_limits(
+        golden_store: Callable[[int], Path]) -> None:
+    root = golden_store(5)
     with Queue(root) as q:
         assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
         assert q.counts() == {"queued": 2, "running": 0, "failed": 0, "succeeded": 2,

@@ -4,9 +4,7 @@ expiry is read on the engine's clock (an injected one here)."""
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
-from contextlib import closing
+from collections.abc import Callable
 from pathlib import Path
 
 from jobq import Queue, Status
@@ -14,16 +12,13 @@ from jobq.errors import JobNotFound
 from jobq.local.state_db import STORE_SCHEMA
 from jobq.testing import run_burst
 
-GOLDEN = Path(__file__).parent / "golden" / "queue_store5"
 COUNTS = {"queued": 2, "running": 0, "failed": 0, "succeeded": 2, "dead": 1, "cancelled": 1,
           "waiting": 1}
 
 
-def test_a_store_schema_5_queue_opens_upgraded_and_keeps_its_jobs(tmp_path: Path) -> None:
-    root = tmp_path / "q"
-    shutil.copytree(GOLDEN, root)
-    with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5
+def test_a_store_schema_5_queue_opens_upgraded_and_keeps_its_jobs(
+        golden_store: Callable[[int], Path]) -> None:
+    root = golden_store(5)
     now = [2_000_000_000.0]  # after the copy was made, before its delayed job is due
     with Queue(root, clock=lambda: now[0]) as q:
         assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6

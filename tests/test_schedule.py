@@ -43,6 +43,9 @@ def fires(s: Schedule, start: float, end: float) -> list[str]:
     ("name", "", "name must be"),
     ("task", "noop", "'module:function'"),
     ("args", (object(),), "JSON values"),
+    ("result_ttl", -1, "result_ttl must be a number of seconds >= 0"),
+    ("failure_ttl", float("inf"), "failure_ttl must be a number of seconds >= 0"),
+    ("result_ttl", "60", "result_ttl must be a number of seconds >= 0"),
 ], ids=lambda v: str(v)[:20])
 def test_bad_fields_are_refused(field: str, value: object, words: str) -> None:
     fields: dict = dict(name="s", cron="* * * * *", task="jobtasks:noop")
@@ -68,6 +71,27 @@ def test_json_round_trip() -> None:
     s = Schedule(name="n", cron="*/5 * * * *", task="m:f", args=(1, "a"), kwargs={"k": [1]},
                  tz="America/New_York", misfire="all", overlap="allow")
     assert Schedule.from_json(s.to_json()) == s
+
+
+def test_ttls_are_stored_only_when_given_and_passed_to_each_firing() -> None:
+    """A schedule without ttls writes the spec it wrote before they existed."""
+    plain = every("*/5 * * * *")
+    assert "ttl" not in plain.to_json() and plain.ttls() == {}
+    kept = every("*/5 * * * *", result_ttl=60, failure_ttl=0)  # type: ignore[arg-type]
+    assert Schedule.from_json(kept.to_json()) == kept
+    assert kept.ttls() == {"result_ttl": 60.0, "failure_ttl": 0.0}
+    assert every("*/5 * * * *", failure_ttl=3600).ttls() == {  # type: ignore[arg-type]
+        "failure_ttl": 3600.0}
+
+
+def test_the_decorator_takes_ttls(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jobtasks
+    from jobq import periodic_jobs
+
+    monkeypatch.setattr(periodic_jobs, "_registered", {})  # no worker of this process fires it
+    periodic_jobs.periodic("0 * * * *", result_ttl=30)(jobtasks.add)
+    (found,) = periodic_jobs.registered()
+    assert found.ttls() == {"result_ttl": 30.0}
 
 
 def test_not_due_fires_nothing() -> None:

@@ -4,10 +4,8 @@ directory of store schema 3 that opens upgraded, with a schedules table."""
 
 from __future__ import annotations
 
-import shutil
-import sqlite3
 import time
-from contextlib import closing
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,8 +14,6 @@ from jobq import Queue, Status
 from jobq.local.state_db import STORE_SCHEMA
 from jobq.schedule import Schedule
 from workers import Worker
-
-GOLDEN = Path(__file__).parent / "golden" / "queue_store3"
 
 
 def sched(name: str = "s", cron: str = "*/5 * * * *", **options: object) -> Schedule:
@@ -80,12 +76,10 @@ def test_schedules_survive_reopening(location: str) -> None:
         assert [s.next_at for s in q.engine.schedules.all()] == [300.0]
 
 
-def test_a_store_schema_3_queue_opens_upgraded_with_its_jobs(tmp_path: Path) -> None:
+def test_a_store_schema_3_queue_opens_upgraded_with_its_jobs(
+        golden_store: Callable[[int], Path]) -> None:
     """The golden queue written by jobq before schedules (see golden/queue_store3.md)."""
-    root = tmp_path / "q"
-    shutil.copytree(GOLDEN, root)
-    with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    root = golden_store(3)
     with Queue(root) as q:
         assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
         assert q.counts() == {"queued": 2, "running": 0, "failed": 0, "succeeded": 2,

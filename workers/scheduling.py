@@ -118,7 +118,7 @@ class Scheduler:
         ids = [schedule.job_id(t) for t in times]
         for job_id in ids:
             self._queue.enqueue_call(schedule.task, schedule.args, schedule.kwargs,
-                                     job_id=job_id)
+                                     job_id=job_id, **schedule.ttls())
         if self._queue.engine.schedules.advance(schedule.name, stored.next_at, firing.next_at,
                                                 ids[-1] if ids else None):
             for job_id in ids:

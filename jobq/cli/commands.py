@@ -85,9 +85,16 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                          max_attempts=args.max_attempts, timeout=args.timeout,
                          depends_on=args.depends_on,
                          on_dependency_failure=args.on_dependency_failure,
-                         concurrency_key=args.concurrency_key, unique_key=args.unique_key)
+                         concurrency_key=args.concurrency_key, unique_key=args.unique_key,
+                         **_ttls(args))
     print(jid, file=out)
     return 0
+
+
+def _ttls(args: argparse.Namespace) -> dict[str, float]:
+    """``--result-ttl``/``--failure-ttl`` as given: one left out keeps the queue's default."""
+    return {name: value for name in ("result_ttl", "failure_ttl")
+            if (value := getattr(args, name, None)) is not None}
 
 
 def _group(q: Queue) -> str | None:

@@ -168,6 +168,11 @@ def _enqueue(sub: Any, common: argparse.ArgumentParser, _: argparse.ArgumentPars
                    help="run within KEY's limits (jobq limit set KEY ...)")
     p.add_argument("--unique-key", default=None, metavar="KEY",
                    help="if a job of KEY has not ended, print its id and enqueue nothing")
+    p.add_argument("--result-ttl", type=_seconds, default=None, metavar="S",
+                   help="delete the job S seconds after it succeeded or was cancelled"
+                        " (default: keep it)")
+    p.add_argument("--failure-ttl", type=_seconds, default=None, metavar="S",
+                   help="delete the job S seconds after it ended dead (default: keep it)")
 
 
 def _init(sub: Any, common: argparse.ArgumentParser, _: argparse.ArgumentParser) -> None:

@@ -44,6 +44,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser,
                reads: argparse.ArgumentParser) -> None:
     """``jobq schedule`` and its three commands."""
     from ..schedule import MISFIRE, OVERLAP
+    from .parser import _seconds as seconds  # as jobq enqueue reads its ttls
 
     p = sub.add_parser("schedule", parents=[common], help="periodic jobs: add, list, remove")
     verbs = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION",
@@ -67,6 +68,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser,
                    help="after missed fire times: skip (default), once or all")
     a.add_argument("--overlap", default="skip", choices=OVERLAP,
                    help="while the last firing's job runs: skip (default) or allow")
+    a.add_argument("--result-ttl", type=seconds, default=None, metavar="S",
+                   help="delete each job it fires S seconds after it succeeded or was"
+                        " cancelled (default: keep it)")
+    a.add_argument("--failure-ttl", type=seconds, default=None, metavar="S",
+                   help="delete each job it fires S seconds after it ended dead (default:"
+                        " keep it)")
     verbs.add_parser("list", parents=[reads], help="the schedules and their next fire times")
     r = verbs.add_parser("remove", parents=[common], help="remove a schedule")
     r.add_argument("name")
@@ -86,7 +93,8 @@ def add(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     every = None if args.every is None else inputs.parse_duration(args.every)
     schedule = Schedule(name=args.name, cron=cron, every=every, task=words[0],
                         args=tuple(inputs.parse_arg(a) for a in words[1:]), kwargs=kwargs,
-                        tz=args.tz, misfire=args.misfire, overlap=args.overlap)
+                        tz=args.tz, misfire=args.misfire, overlap=args.overlap,
+                        result_ttl=args.result_ttl, failure_ttl=args.failure_ttl)
     tasks.reference(schedule.task)  # findable from here, as jobq enqueue checks
     q.engine.schedules.put(schedule, schedule.next_after(q.engine.now()))
     (stored,) = [s for s in q.engine.schedules.all() if s.schedule.name == schedule.name]
@@ -104,7 +112,8 @@ def list_schedules(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                          "every": s.schedule.every, "when": s.schedule.when, "tz": s.schedule.tz,
                          "task": s.schedule.task, "args": list(s.schedule.args),
                          "kwargs": s.schedule.kwargs, "misfire": s.schedule.misfire,
-                         "overlap": s.schedule.overlap, "next_at": s.next_at,
+                         "overlap": s.schedule.overlap, "result_ttl": s.schedule.result_ttl,
+                         "failure_ttl": s.schedule.failure_ttl, "next_at": s.next_at,
                          "next": _utc(s.next_at), "last_job": s.last_job} for s in stored], out)
         return 0
     for name, why in bad:

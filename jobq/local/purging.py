@@ -59,7 +59,7 @@ def expire(engine: Parts, now: float, limit: int) -> int:
 
 def delete_jobs(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> None:
     """Inside a write transaction: delete finished jobs, given as (job id, status): their
-    rows, snapshots (results, checkpoints), parents lists and retention rows."""
+    rows, snapshots (results, checkpoints), parents lists, retention rows and keys."""
     ids = [(job_id,) for job_id, _ in rows]
     conn.executemany("DELETE FROM jobs WHERE job_id = ?", ids)
     move_counts(conn, None, Counter({Status(status): -n for status, n
@@ -68,6 +68,9 @@ def delete_jobs(conn: sqlite3.Connection, rows: Sequence[tuple[str, str]]) -> No
                      [(i.encode(),) for i, in ids])
     conn.executemany("DELETE FROM dependencies WHERE child = ?", ids)
     conn.executemany("DELETE FROM retention WHERE job_id = ?", ids)
+    # Their keys too: the id of a purged job may be used again, and a new job of that id must
+    # not hold the old one's unique key nor count under its concurrency key.
+    conn.executemany("DELETE FROM job_keys WHERE job_id = ?", ids)
     if ids:  # their records are dead now: see compaction.dead_bytes
         conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key)"
                      " DO UPDATE SET value = value + excluded.value", (PURGED_KEY, len(ids)))

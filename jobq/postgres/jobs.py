@@ -24,8 +24,10 @@ from ..state import FINISHED, JobState, Status
 NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, epoch seconds
 
 # The rest of a statement whose CTE ``gone`` deleted finished jobs from jobq_done (RETURNING
-# job_id): what they leave elsewhere (payloads, snapshots, their parents lists, ttls) goes too,
-# and the statement returns how many. Every purge (by age, by id, by expiry) ends with it.
+# job_id): what they leave elsewhere (payloads, snapshots, their parents lists, ttls, unique and
+# concurrency keys: a purged job's id may be used again, and its new job must not inherit them)
+# goes too, and the statement returns how many. Every purge (by age, by id, by expiry) ends
+# with it.
 DELETE_WHAT_GONE_LEAVES = (
     " p AS (DELETE FROM jobq_payloads WHERE queue = %(q)s"
     " AND job_id IN (SELECT job_id FROM gone)),"
@@ -34,6 +36,8 @@ DELETE_WHAT_GONE_LEAVES = (
     " d AS (DELETE FROM jobq_dependencies WHERE queue = %(q)s"
     " AND child IN (SELECT job_id FROM gone)),"
     " r AS (DELETE FROM jobq_retention WHERE queue = %(q)s"
+    " AND job_id IN (SELECT job_id FROM gone)),"
+    " k AS (DELETE FROM jobq_job_keys WHERE queue = %(q)s"
     " AND job_id IN (SELECT job_id FROM gone))"
     " SELECT count(*) FROM gone")
 

@@ -4,12 +4,14 @@ print, what they store, and one line with a non-zero exit for every bad input.""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from periodic_kit import ANCHOR, fake_clock, fired, minute
 from test_cli import jobq, ok
 
 from jobq import Queue, Status
+from jobq.errors import JobNotFound
 
 
 def test_add_list_remove(location: str) -> None:
@@ -98,6 +100,31 @@ def test_a_schedule_added_from_the_command_line_fires_in_a_worker(location: str,
         assert q.result(minute("sum", 1)) == 42
     listed = json.loads(ok("schedule", "list", "--dir", location, "--json"))
     assert listed[0]["last_job"] == minute("sum", 1)
+
+
+def test_a_schedule_s_ttls_are_stored_and_reach_the_jobs_it_fires(location: str,
+                                                                  monkeypatch) -> None:
+    ok("init", "--dir", location)
+    ok("schedule", "add", "--dir", location, "sum", "* * * * *", "jobtasks:add", "40", "2",
+       "--result-ttl", "0", "--failure-ttl", "3600")
+    (listed,) = json.loads(ok("schedule", "list", "--dir", location, "--json"))
+    assert (listed["result_ttl"], listed["failure_ttl"]) == (0, 3600)
+    with Queue(location) as q:
+        (stored,) = q.engine.schedules.all()
+        assert q.engine.schedules.advance("sum", stored.next_at, ANCHOR + 30)
+    clock = fake_clock(monkeypatch, speed=1, anchor=ANCHOR + 31)
+    ok("worker", "--dir", location, "--burst", env={"JOBQ_SCHEDULE_CLOCK": clock})
+    (listed,) = json.loads(ok("schedule", "list", "--dir", location, "--json"))
+    assert listed["last_job"] == minute("sum", 1)  # fired, and then purged by its ttl:
+    with Queue(location) as q:
+        time.sleep(0.05)
+        q.engine.expire(100)  # (unless the worker's upkeep did already)
+        with pytest.raises(JobNotFound):
+            q.state(minute("sum", 1))
+    done = jobq("schedule", "add", "--dir", location, "sum", "* * * * *", "jobtasks:add",
+                "--result-ttl", "-1")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "--result-ttl: not a number of seconds" in done.stderr
 
 
 def test_an_interval_schedule_from_the_command_line(location: str) -> None:

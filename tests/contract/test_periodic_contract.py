@@ -29,7 +29,11 @@ def test_a_schedule_fires_each_time_on_time(q, location, workers, monkeypatch, t
     wait_until(lambda: len(runs(path)) >= 3)
     stop(w)
     assert runs(path)[:3] == [minute("s", 1), minute("s", 2), minute("s", 3)]
-    assert all(q.state(j).status is Status.SUCCEEDED for j in fired(q, "s"))
+    # The last firing may be queued, unstarted, when the worker stops: every one that ran
+    # succeeded, the others wait.
+    ran = set(runs(path))
+    assert {j: q.state(j).status.value for j in fired(q, "s")} == {
+        j: "succeeded" if j in ran else "queued" for j in fired(q, "s")}
     (stored,) = q.engine.schedules.all()
     assert stored.last_job == fired(q, "s")[-1] and stored.next_at > ANCHOR + 3 * 60
 
