@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import stat
 import subprocess
@@ -15,7 +14,7 @@ from conftest import child_env, jobq_command, wait_until
 from jobq import Queue, Status
 from jobq.maintenance import backup
 from jobq.errors import InvalidArgument
-from jobq.maintenance import compact, purge
+from jobq.maintenance import purge
 from jobq.testing import run_burst
 from test_maintenance import HOLD_COMPACT_LOCK
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import wait_until
 from structlog.testing import capture_logs
 
-from jobq import Queue, Status, job_record, maintenance, transitions
+from jobq import Queue, Status, job_record, transitions
 from jobq.local import purging
 from jobq.errors import CorruptRecord, InvalidArgument, JobNotFound
 from jobq.local.log import Entry, Position

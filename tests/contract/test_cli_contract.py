@@ -145,7 +145,6 @@ def test_mistakes_leave_the_queue_untouched(location: str):
 
 def test_status_does_not_count_a_retry_wait_as_waiting(location: str):
     """A job waiting for its retry's backoff is not a backlog: status says when it is due."""
-    from jobq.testing import run_burst
     with Queue(location) as q:
         q.enqueue_call("jobtasks:boom", max_attempts=2)
         run_burst(q, retry_delay=lambda attempt: 3600)
@@ -158,7 +157,6 @@ def test_status_does_not_count_a_retry_wait_as_waiting(location: str):
 
 def test_purge_defaults_to_every_finished_status(location: str):
     """Without --status, purge takes succeeded, dead and cancelled jobs, and says so."""
-    from jobq.testing import run_burst
     with Queue(location) as q:
         q.enqueue("jobtasks:add", 1, 1)
         q.enqueue_call("jobtasks:boom", max_attempts=1)
@@ -192,7 +190,6 @@ def test_a_job_is_named_by_a_unique_prefix_of_its_id(location: str):
 
 
 def test_retry_of_a_job_that_succeeded_reads_as_english(location: str):
-    from jobq.testing import run_burst
     with Queue(location) as q:
         q.enqueue_call("jobtasks:add", args=(1, 1), job_id="csv-1")
         run_burst(q)
@@ -204,7 +201,6 @@ def test_retry_of_a_job_that_succeeded_reads_as_english(location: str):
 
 def test_wait_json_on_a_success_has_no_error(location: str, tmp_path):
     """A job that succeeded after a failed attempt: its result, not the earlier attempt's error."""
-    from jobq.testing import run_burst
     with Queue(location) as q:
         jid = q.enqueue("jobtasks:fail_until", 2)
         run_burst(q)

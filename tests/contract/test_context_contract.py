@@ -80,7 +80,7 @@ def test_release_outside_a_stopping_worker_fails_the_attempt(q: Queue):
 def test_release_while_stopping_gives_the_job_back_uncharged_with_its_checkpoint(q: Queue,
                                                                                    tmp_path):
     """A task that saves, sees ctx.stopping and releases is queued again, attempt not charged."""
-    jid = q.enqueue(jobtasks.sum_steps, 10, 0.0, str(tmp_path / "pid"), None, True)
+    q.enqueue(jobtasks.sum_steps, 10, 0.0, str(tmp_path / "pid"), None, True)
     _, [claim] = q.engine.settle([], "w", 1)
     payload, fn = load(q.engine, claim, q.config.rules)
     outcome = execute(q.engine, claim, payload, fn, stopping=lambda: True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import datetime
 
 import psycopg
 import pytest
