@@ -76,13 +76,13 @@ def open_engine(cfg: config_mod.QueueConfig, clock: Callable[[], float],
                                     max_record_size=cfg.max_record_size,
                                     clock=None if clock is time.time else clock,
                                     catch_up=catch_up, old_secret_keys=cfg.old_secret_keys)
-    from .local import LocalEngine, permissions
+    from .local import LocalEngine
     try:
         return LocalEngine(cfg, clock, given=given, catch_up=catch_up)
     except PermissionError as exc:  # one the checks on open could not foresee (a race)
         if isinstance(exc, JobqError):
             raise
-        raise permissions.denied(exc.filename or cfg.path, cfg.path) from exc
+        raise denied(exc, cfg.path) from exc
 
 
 def denied(exc: PermissionError, location: str) -> JobqError:

@@ -28,7 +28,6 @@ from .payload import JobPayload, dumps_fields
 
 _META = struct.Struct("<qddiHH")
 assert _META.size == 32
-_LENGTHS, _LENGTHS_AT = struct.Struct("<HH"), 28  # the job id's and task's lengths, alone
 MAX_TEXT: Final = 0xFFFF  # longest job id or task reference, in UTF-8 bytes
 
 
@@ -86,20 +85,12 @@ def decode_meta(body: bytes) -> tuple[JobMeta, int]:
 
 def is_record_of(body: bytes, job_id: str) -> bool:
     """Does ``body`` hold ``job_id``'s record, with routing fields :func:`decode_meta` accepts?
-    Checked in place, without making them: a worker asks once per job it starts, to tell a
-    record that moved (see jobq.local.payloads)."""
-    name = job_id.encode()
-    if len(body) < _META.size:
-        return False
-    id_len, task_len = _LENGTHS.unpack_from(body, _LENGTHS_AT)
-    end = _META.size + id_len
-    if id_len != len(name) or body[_META.size:end] != name or end + task_len > len(body):
-        return False
+    Read in place by :func:`routing`, without making them: a worker asks once per job it
+    starts, to tell a record that moved (see jobq.local.payloads)."""
     try:
-        body[end:end + task_len].decode()
-    except UnicodeDecodeError:
+        return routing(body, 0, len(body))[4] == job_id.encode()
+    except CorruptRecord:
         return False
-    return True
 
 
 def routing(buf: bytes, start: int, end: int) -> tuple[int, float, float, int, bytes, bytes]:
