@@ -167,6 +167,9 @@ _HELD_BACK = (f"EXISTS (SELECT 1 FROM jobq_limits l WHERE l.queue = back.queue"
 # The lock of a concurrency key's limit (jobq.postgres.limits): the (int4, int4) space, as the
 # lock of a unique key, but its first half hashes "limit <queue>", never a queue's name alone.
 LOCK_KEY = "SELECT pg_advisory_xact_lock(hashtext('limit ' || %s), hashtext(%s))"
+# The ready jobs of limited keys, held out of the plain ready index (jobq.postgres.limits): the
+# condition of the keyed index's rows, so that its readers seek there.
+HELD_READY = "ready AND concurrency_key IS NOT NULL AND held"
 
 
 def unfinish(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, state: JobState,

@@ -32,7 +32,7 @@ import psycopg
 from ..limits import Limit
 from .append import Appender, split
 from .db import Db
-from .jobs import LOCK_KEY, NOW
+from .jobs import HELD_READY, LOCK_KEY, NOW
 
 MIGRATION = (
     """CREATE TABLE jobq_limits (
@@ -79,8 +79,7 @@ HELD = (
 )
 # A job of the queue is ready (to claim now, within its limits or not): two index probes.
 ANY_READY = ("(EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %(q)s AND ready AND NOT held)"
-             " OR EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %(q)s AND ready"
-             " AND concurrency_key IS NOT NULL AND held))")
+             f" OR EXISTS (SELECT 1 FROM jobq_jobs WHERE queue = %(q)s AND {HELD_READY}))")
 _HOLD = ("UPDATE jobq_jobs j SET held = %s FROM jobq_job_keys k WHERE k.queue = %s"
          " AND k.concurrency_key = %s AND j.queue = k.queue AND j.job_id = k.job_id"
          " AND j.held <> %s")

@@ -14,7 +14,7 @@ from .. import group_ids, listing
 from ..state import FINISHED, Status
 from .db import Db
 from ..errors import JobNotFound
-from .jobs import LISTED, not_found
+from .jobs import HELD_READY, LISTED, not_found
 
 PAGE = 500
 
@@ -101,8 +101,7 @@ def rows(db: Db, queue: str, status: Status | None, limit: int, newest_first: bo
 # the ready index: jobq.postgres.limits). That count is rough twice over.
 _ROUGH = {
     Status.QUEUED: ("jobq_jobs", ("ready AND NOT held AND status = 'queued'",
-                                  "ready AND concurrency_key IS NOT NULL AND held"
-                                  " AND status = 'queued'",
+                                  f"{HELD_READY} AND status = 'queued'",
                                   "NOT ready AND status IN ('queued', 'failed') AND status = 'queued'")),
     Status.FAILED: ("jobq_jobs", ("NOT ready AND status IN ('queued', 'failed') AND status = 'failed'",)),
     Status.RUNNING: ("jobq_jobs", ("status = 'running'",)),
@@ -143,8 +142,7 @@ def oldest_due(db: Db, queue: str, now: float) -> float | None:
         "  AND j.ready AND NOT j.held AND j.priority = p.priority"
         "  ORDER BY j.priority DESC, j.seq LIMIT 1) r"
         "  FROM p WHERE p.priority IS NOT NULL"
-        " UNION ALL SELECT min(run_at) FROM jobq_jobs WHERE queue = %(q)s AND ready"
-        "  AND concurrency_key IS NOT NULL AND held"
+        f" UNION ALL SELECT min(run_at) FROM jobq_jobs WHERE queue = %(q)s AND {HELD_READY}"
         " UNION ALL (SELECT run_at FROM jobq_jobs WHERE queue = %(q)s AND NOT ready"
         "  AND status IN ('queued', 'failed') AND run_at <= %(now)s ORDER BY run_at LIMIT 1)) u",
         {"q": queue, "now": now})
