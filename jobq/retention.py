@@ -57,6 +57,14 @@ def check_ttl(name: str, value: object) -> float | None:
     return float(value)
 
 
+def given(result_ttl: float | None, failure_ttl: float | None) -> dict[str, float]:
+    """The ttls of a job, as ``enqueue_call`` keywords, from a source where None means "not
+    given" (a command line, a schedule): one not given is left out, so the queue's default
+    applies (``enqueue_call`` takes None as "keep forever")."""
+    return {name: value for name, value in (("result_ttl", result_ttl),
+                                            ("failure_ttl", failure_ttl)) if value is not None}
+
+
 def resolve(result_ttl: object, failure_ttl: object, default: Retention) -> Retention:
     """The ttls of one enqueue: those given (``...``: not given, the queue's default)."""
     return Retention(

@@ -193,9 +193,9 @@ class Schedule:
 
     def ttls(self) -> dict[str, float]:
         """The ttls given, as ``enqueue_call`` keywords: one not given keeps the queue's."""
-        return {name: value for name, value in (("result_ttl", self.result_ttl),
-                                                ("failure_ttl", self.failure_ttl))
-                if value is not None}
+        from .retention import given
+
+        return given(self.result_ttl, self.failure_ttl)
 
     def to_json(self) -> str:
         spec = {"name": self.name, "task": self.task, "args": list(self.args),

@@ -10,6 +10,7 @@ import time
 from typing import Any, TextIO
 
 from .. import config as config_mod
+from .. import retention
 from ..ago import ago
 from ..errors import DamagedRecord, InvalidArgument, JobNotFound, JobqError, NotAQueue, StorageError
 from ..queue import Queue, last_line
@@ -86,15 +87,9 @@ def enqueue(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
                          depends_on=args.depends_on,
                          on_dependency_failure=args.on_dependency_failure,
                          concurrency_key=args.concurrency_key, unique_key=args.unique_key,
-                         **_ttls(args))
+                         **retention.given(args.result_ttl, args.failure_ttl))
     print(jid, file=out)
     return 0
-
-
-def _ttls(args: argparse.Namespace) -> dict[str, float]:
-    """``--result-ttl``/``--failure-ttl`` as given: one left out keeps the queue's default."""
-    return {name: value for name in ("result_ttl", "failure_ttl")
-            if (value := getattr(args, name, None)) is not None}
 
 
 def _group(q: Queue) -> str | None:

@@ -168,11 +168,16 @@ def _enqueue(sub: Any, common: argparse.ArgumentParser, _: argparse.ArgumentPars
                    help="run within KEY's limits (jobq limit set KEY ...)")
     p.add_argument("--unique-key", default=None, metavar="KEY",
                    help="if a job of KEY has not ended, print its id and enqueue nothing")
+    add_ttls(p, "the job")
+
+
+def add_ttls(p: argparse.ArgumentParser, jobs: str) -> None:
+    """``--result-ttl``/``--failure-ttl``, of a job or of those a schedule fires (``jobs``)."""
     p.add_argument("--result-ttl", type=_seconds, default=None, metavar="S",
-                   help="delete the job S seconds after it succeeded or was cancelled"
+                   help=f"delete {jobs} S seconds after it succeeded or was cancelled"
                         " (default: keep it)")
     p.add_argument("--failure-ttl", type=_seconds, default=None, metavar="S",
-                   help="delete the job S seconds after it ended dead (default: keep it)")
+                   help=f"delete {jobs} S seconds after it ended dead (default: keep it)")
 
 
 def _init(sub: Any, common: argparse.ArgumentParser, _: argparse.ArgumentParser) -> None:

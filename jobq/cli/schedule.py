@@ -44,7 +44,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser,
                reads: argparse.ArgumentParser) -> None:
     """``jobq schedule`` and its three commands."""
     from ..schedule import MISFIRE, OVERLAP
-    from .parser import _seconds as seconds  # as jobq enqueue reads its ttls
+    from .parser import add_ttls  # as jobq enqueue reads its ttls
 
     p = sub.add_parser("schedule", parents=[common], help="periodic jobs: add, list, remove")
     verbs = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION",
@@ -68,12 +68,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser,
                    help="after missed fire times: skip (default), once or all")
     a.add_argument("--overlap", default="skip", choices=OVERLAP,
                    help="while the last firing's job runs: skip (default) or allow")
-    a.add_argument("--result-ttl", type=seconds, default=None, metavar="S",
-                   help="delete each job it fires S seconds after it succeeded or was"
-                        " cancelled (default: keep it)")
-    a.add_argument("--failure-ttl", type=seconds, default=None, metavar="S",
-                   help="delete each job it fires S seconds after it ended dead (default:"
-                        " keep it)")
+    add_ttls(a, "each job it fires")
     verbs.add_parser("list", parents=[reads], help="the schedules and their next fire times")
     r = verbs.add_parser("remove", parents=[common], help="remove a schedule")
     r.add_argument("name")
