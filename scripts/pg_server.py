@@ -55,7 +55,6 @@ def bench_database(server_dsn: str, tag: str = "") -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-
 def fresh_queues(scratch: Path, server: str | None,
                  stack: contextlib.ExitStack) -> Callable[[str], str]:
     """``location(engine)``: a new, empty queue at each call, for runs that compare engines.
@@ -70,6 +69,7 @@ def fresh_queues(scratch: Path, server: str | None,
         return url_of(stack.enter_context(bench_database(f"{server}/postgres", tag)), "bench")
 
     return location
+
 
 def child_env() -> dict[str, str]:
     """Children import this checkout's jobq, and ``peers`` and ``pg_baselines`` from scripts/
