@@ -4,18 +4,21 @@
 
 SYSTEM is jobq, huey, diskcache, diskcache-full or rq; WORKLOAD is enqueue (N calls, one job
 each), bulk (one call for N jobs), drain1 or drain2 (N jobs queued first, then 1 or 2 consumer
-processes started together). The output is ``{"rate": jobs per second, "durability": text,
-"short": text}``, the durability read from the live system (SQLite pragmas, redis CONFIG).
+processes started together). The output is ``{"rate": jobs per second, "steady": jobs per
+second or null, "durability": text, "short": text}``, the durability read from the live system
+(SQLite pragmas, redis CONFIG).
 
 A drain is timed on the wall clock from just before the first consumer process starts (so it
-includes their start-up) to the moment the N-th job is recorded finished:
+includes their start-up) to the moment the N-th job is recorded finished (``rate``), and, as
+``steady``, from the first job recorded finished to the N-th (N - 1 jobs: start-up left out):
 
-- jobq: the burst workers exit once nothing is left; the N-th job's finishing time is the latest
-  ``updated_at`` of the jobs (the time its worker recorded it);
-- huey: its completion signal has appended N bytes to a file (polled);
-- diskcache: each consumer notes the time of its last job and exits when the deque is empty (no
-  ack and no record of a finished job, so the consumers report it);
-- rq: its finished-job registry holds N jobs (polled).
+- jobq: the burst workers exit once nothing is left; the first and N-th jobs' finishing times are
+  the earliest and latest ``updated_at`` of the jobs (the time its worker recorded each);
+- huey: its completion signal has appended N bytes to a file (polled: the first time is when the
+  file was first seen non-empty);
+- diskcache: each consumer notes the times of its first and last jobs and exits when the deque is
+  empty (no ack and no record of a finished job, so the consumers report them);
+- rq: its finished-job registry holds N jobs (polled, as huey's file).
 
 jobq runs with the project's interpreter; the peers run in their own virtual environment.
 """
@@ -75,15 +78,19 @@ class System:
         raise NotImplementedError
 
     def wait_drained(self, n: int, procs: list[subprocess.Popen[bytes]],
-                     logs: list[Path]) -> float:
-        """Wall time at which the n-th job was recorded finished."""
+                     logs: list[Path]) -> tuple[float, float]:
+        """Wall times at which the first and the n-th jobs were recorded finished."""
         deadline = time.monotonic() + DRAIN_TIMEOUT
-        while self.finished() < n:
+        first = None
+        while (done := self.finished()) < n:
+            if done and first is None:
+                first = time.time()
             _check_running(procs, logs, burst=self.burst)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.finished()} of {n} jobs done after {DRAIN_TIMEOUT}s")
+                raise RuntimeError(f"{done} of {n} jobs done after {DRAIN_TIMEOUT}s")
             time.sleep(POLL)
-        return time.time()
+        last = time.time()
+        return (last if first is None else first), last
 
 
 class Jobq(System):
@@ -123,8 +130,8 @@ class Jobq(System):
         return counts["succeeded"]
 
     def wait_drained(self, n: int, procs: list[subprocess.Popen[bytes]],
-                     logs: list[Path]) -> float:
-        """Burst workers exit once the queue is drained; the last job's finishing time is in its
+                     logs: list[Path]) -> tuple[float, float]:
+        """Burst workers exit once the queue is drained; each job's finishing time is in its
         row (written by the worker that recorded it). Polling counts() instead, a GROUP BY over
         every job, would take a core from the workers being measured."""
         for proc, log in zip(procs, logs):
@@ -132,7 +139,8 @@ class Jobq(System):
                 raise RuntimeError(f"worker exited with {proc.returncode}: {_tail(log)}")
         if self.finished() != n:
             raise RuntimeError(f"{self.finished()} of {n} jobs done")
-        return max(s.updated_at for s in self.q.jobs("succeeded"))
+        times = [s.updated_at for s in self.q.jobs("succeeded")]
+        return min(times), max(times)
 
 
 class Huey(System):
@@ -205,8 +213,9 @@ class Diskcache(System):
                 for i in range(consumers)]
 
     def consume(self, out: Path) -> None:
-        """Pop and run jobs until the deque is empty; write the count and last finish time."""
-        count, last = 0, None
+        """Pop and run jobs until the deque is empty; write the count and the first and last
+        finish times."""
+        count, first, last = 0, None, None
         while True:
             try:
                 fn, args, kwargs = self.deque.popleft()
@@ -215,10 +224,12 @@ class Diskcache(System):
             fn(*args, **kwargs)
             count += 1
             last = time.time()
-        out.write_text(json.dumps({"count": count, "last": last}))
+            if first is None:
+                first = last
+        out.write_text(json.dumps({"count": count, "first": first, "last": last}))
 
     def wait_drained(self, n: int, procs: list[subprocess.Popen[bytes]],
-                     logs: list[Path]) -> float:
+                     logs: list[Path]) -> tuple[float, float]:
         for proc, log in zip(procs, logs):
             if proc.wait(timeout=DRAIN_TIMEOUT) != 0:
                 raise RuntimeError(f"consumer exited with {proc.returncode}: {_tail(log)}")
@@ -226,7 +237,8 @@ class Diskcache(System):
         done = sum(r["count"] for r in reports)
         if done != n:
             raise RuntimeError(f"{done} of {n} jobs done")
-        return max(r["last"] for r in reports if r["last"] is not None)
+        ran = [r for r in reports if r["last"] is not None]
+        return min(r["first"] for r in ran), max(r["last"] for r in ran)
 
 
 class DiskcacheFull(Diskcache):
@@ -310,8 +322,9 @@ def _stop(procs: list[subprocess.Popen[bytes]], *, wait: float) -> None:
             break
 
 
-def drain(system: System, n: int, consumers: int) -> float:
-    """Queue n jobs, then time consumers from their start to the n-th recorded finish."""
+def drain(system: System, n: int, consumers: int) -> tuple[float, float | None]:
+    """Queue n jobs, then time consumers from their start to the n-th recorded finish; the
+    rate so timed, and the steady rate (from the first recorded finish to the n-th)."""
     system.fill(n)
     logs = [system.dir.parent / f"{system.dir.name}-consumer-{i}.log" for i in range(consumers)]
     procs: list[subprocess.Popen[bytes]] = []
@@ -319,22 +332,23 @@ def drain(system: System, n: int, consumers: int) -> float:
     try:
         for cmd, log in zip(system.consumer_commands(consumers), logs):
             procs.append(_start(cmd, log))
-        ended = system.wait_drained(n, procs, logs)
+        first, ended = system.wait_drained(n, procs, logs)
     except BaseException:
         _stop(procs, wait=0.0)  # failed or interrupted: stop them now
         raise
     _stop(procs, wait=EXIT_TIMEOUT if system.burst else 0.0)
-    return n / (ended - started)
+    return n / (ended - started), (n - 1) / (ended - first) if ended > first else None
 
 
-def _timed_rate(n: int, work: Callable[[], Any]) -> float | None:
+def _timed_rate(n: int, work: Callable[[], Any]) -> tuple[float | None, None]:
     start = time.perf_counter()
     result = work()
     elapsed = time.perf_counter() - start
-    return None if result is False else n / elapsed
+    return None if result is False else n / elapsed, None
 
 
-def measure(system: System, workload: str, n: int) -> float | None:
+def measure(system: System, workload: str, n: int) -> tuple[float | None, float | None]:
+    """The workload's rate, and for a drain its steady rate (None where it has none)."""
     if workload == "enqueue":
         return _timed_rate(n, lambda: system.enqueue(n))
     if workload == "bulk":
@@ -364,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         system.consume(args.out)
         return 0
     durability, short = system.durability()
-    rate = measure(system, args.workload, args.jobs)
-    print(json.dumps({"rate": rate, "durability": durability, "short": short}))
+    rate, steady = measure(system, args.workload, args.jobs)
+    print(json.dumps({"rate": rate, "steady": steady, "durability": durability, "short": short}))
     return 0
 
 
