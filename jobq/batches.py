@@ -25,8 +25,9 @@ class Shared(NamedTuple):
 
 
 class Made(list[bytes]):
-    """The pieces of a batch's frames (header, body, header, body...) made by :func:`records`
-    in this process, with the routing fields they were made from: the jobs' ``ids`` in order
+    """The pieces of a batch's frames (header, body, header, body...) made in this process
+    (by :func:`records`, or jobq.groups for a group's members), with the routing fields they
+    were made from: the jobs' ``ids`` in order
     and the ``shared`` fields. An engine that needs those fields may take them from here
     instead of reading them back out of frames it would have to verify first (the frames are
     still verified where they are read)."""
