@@ -27,10 +27,9 @@ class Shared(NamedTuple):
 class Made(list[bytes]):
     """The pieces of a batch's frames (header, body, header, body...) made in this process
     (by :func:`records`, or jobq.groups for a group's members), with the routing fields they
-    were made from: the jobs' ``ids`` in order
-    and the ``shared`` fields. An engine that needs those fields may take them from here
-    instead of reading them back out of frames it would have to verify first (the frames are
-    still verified where they are read)."""
+    were made from: the jobs' ``ids`` in order and the ``shared`` fields. An engine that needs
+    those fields may take them from here instead of reading them back out of frames it would
+    have to verify first (the frames are still verified where they are read)."""
 
     def __init__(self, pieces: list[bytes], ids: list[str], shared: Shared) -> None:
         super().__init__(pieces)
@@ -40,7 +39,7 @@ class Made(list[bytes]):
 
 def records(task: str, function: Callable[..., Any] | None, args_list: Iterable[Iterable[Any]],
             options: Options, ids: list[str], *, now: float, key: bytes | None, limit: int
-            ) -> Iterator[tuple[list[bytes], int]]:
+            ) -> Iterator[tuple[Made, int]]:
     """The records of ``args_list``, BATCH jobs at a time (:class:`Made` pieces, size of the
     last one), each job's id appended to ``ids`` as it is made. ``now``: one time for every job
     of the call."""

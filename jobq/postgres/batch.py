@@ -4,11 +4,11 @@ Every frame is verified (checksums, signature, size: :func:`jobq.record.scan`) a
 routing fields read (:func:`jobq.job_record.routing`) while the rows are built, except the
 frames of a :class:`jobq.batches.Made` batch (``Queue.enqueue_many``'s), which come with the
 fields this process made them from: re-reading them cost the client 3.0-4.7 µs of CPU a job
-against 1.1 taken from the batch (100,000 jobs), about what the server spends on the
-job's row; and a frame is verified anyway where it is read. The
-rows are sent in PostgreSQL's binary COPY format, built here with ``struct`` (per row, psycopg's
-``write_row`` costs more than the server's insert). The jobq_jobs rows go first, a chunk at a
-time, so that the server inserts them while the next chunk is made and verified; then the
+against 1.1 taken from the batch (100,000 jobs), about what the server spends on the job's
+row; and a frame is verified anyway where it is read. The rows are sent in PostgreSQL's
+binary COPY format, built here with ``struct`` (per row, psycopg's ``write_row`` costs more
+than the server's insert). The jobq_jobs rows go first, a chunk at a time, so that the server
+inserts them while the next chunk is made (and verified); then the
 payload rows, a chunk at a time too. That order leaves the cheaper COPY for last, the one the
 client's work cannot overlap: the server's CPU a row was about 3 µs for jobq_payloads and 6 for
 jobq_jobs (PostgreSQL 15, 20,000 jobs; payloads first measured no better).
