@@ -4,7 +4,7 @@ ones before, so that a million jobs never sit in memory as a million records at 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import job_record, record, signatures
 from .errors import InvalidJob, RecordTooLarge, SignatureMismatch
@@ -14,17 +14,43 @@ from .job_options import Options
 BATCH = 1_000  # jobs of an enqueue_many handed to the engine at a time
 
 
+class Shared(NamedTuple):
+    """The routing fields every job of one ``enqueue_many`` has (jobq.job_record's)."""
+
+    priority: int
+    run_at: float
+    created_at: float
+    max_attempts: int
+    task: str
+
+
+class Made(list[bytes]):
+    """The pieces of a batch's frames (header, body, header, body...) made in this process
+    (by :func:`records`, or jobq.groups for a group's members), with the routing fields they
+    were made from: the jobs' ``ids`` in order and the ``shared`` fields. An engine that needs
+    those fields may take them from here instead of reading them back out of frames it would
+    have to verify first (the frames are still verified where they are read)."""
+
+    def __init__(self, pieces: list[bytes], ids: list[str], shared: Shared) -> None:
+        super().__init__(pieces)
+        self.ids = ids
+        self.shared = shared
+
+
 def records(task: str, function: Callable[..., Any] | None, args_list: Iterable[Iterable[Any]],
             options: Options, ids: list[str], *, now: float, key: bytes | None, limit: int
-            ) -> Iterator[tuple[list[bytes], int]]:
-    """The records of ``args_list``, BATCH jobs at a time (pieces, size of the last one), each
-    job's id appended to ``ids`` as it is made. ``now``: one time for every job of the call."""
+            ) -> Iterator[tuple[Made, int]]:
+    """The records of ``args_list``, BATCH jobs at a time (:class:`Made` pieces, size of the
+    last one), each job's id appended to ``ids`` as it is made. ``now``: one time for every job
+    of the call."""
     prio, delay_s, attempts, timeout_s = options
     run_at = now + delay_s
     encode_fields, header, next_id, check = (
         job_record.encode_fields, record.header, job_ids.next, signatures.check)
     fitting = () if function is None else signatures.positional_counts(function)
+    shared = Shared(prio, run_at, now, attempts, task)
     parts: list[bytes] = []  # header, body, header, body...: joined once by the engine
+    first = len(ids)  # where this batch's ids start in ``ids``
     for i, args in enumerate(args_list):
         if type(args) is not tuple:
             if not isinstance(args, (tuple, list)):
@@ -43,10 +69,10 @@ def records(task: str, function: Callable[..., Any] | None, args_list: Iterable[
         parts += (header(record.KIND_JOB, body, key), body)
         ids.append(job_id)
         if len(parts) == 2 * BATCH:
-            yield parts, len(parts[-2]) + len(parts[-1])
-            parts = []
+            yield Made(parts, ids[first:], shared), len(parts[-2]) + len(parts[-1])
+            parts, first = [], len(ids)
     if parts:
-        yield parts, len(parts[-2]) + len(parts[-1])
+        yield Made(parts, ids[first:], shared), len(parts[-2]) + len(parts[-1])
 
 
 def too_large(job_id: str, size: int, limit: int) -> RecordTooLarge:

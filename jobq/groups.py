@@ -144,15 +144,17 @@ def _then(then: Any, group_id: str) -> tuple[str, tuple[Any, ...]]:
 
 def _batches(q: Queue, group_id: str, task: str, chunk_size: int, items: Iterator[Any],
              options: job_options.Options, made: list[int]
-             ) -> Iterator[tuple[list[bytes], int]]:
-    """The members' records, BATCH jobs at a time (pieces, size of the last one)."""
+             ) -> Iterator[tuple[batches.Made, int]]:
+    """The members' records, BATCH jobs at a time (Made pieces, size of the last one)."""
     prio, delay_s, attempts, timeout_s = options
     now = q._clock()
     run_at, limit, key = now + delay_s, q.config.max_record_size, q._key
     encode_fields, header, kind = job_record.encode_fields, record.header, record.KIND_JOB
     chunked = chunk_size > 1
     job_task = CHUNK_TASK if chunked else task
+    shared = batches.Shared(prio, run_at, now, attempts, job_task)
     parts: list[bytes] = []
+    ids: list[str] = []
     pos = 0
     while True:
         if chunked:
@@ -171,13 +173,14 @@ def _batches(q: Queue, group_id: str, task: str, chunk_size: int, items: Iterato
         if len(body) > limit:
             raise batches.too_large(job_id, len(body), limit)
         parts += (header(kind, body, key), body)
+        ids.append(job_id)
         pos += 1
         made[0], made[1] = pos, made[1] + count
         if len(parts) == 2 * BATCH:
-            yield parts, len(parts[-2]) + len(parts[-1])
-            parts = []
+            yield batches.Made(parts, ids, shared), len(parts[-2]) + len(parts[-1])
+            parts, ids = [], []
     if parts:
-        yield parts, len(parts[-2]) + len(parts[-1])
+        yield batches.Made(parts, ids, shared), len(parts[-2]) + len(parts[-1])
 
 
 _END = object()

@@ -82,7 +82,9 @@ class Engine(Workflows, Retention, Monitoring, Operating, Protocol):
 
         A batch is pieces of whole frames (as ``append`` takes them) and the size of its last
         frame. They are made while the ones before are stored (an engine that cannot store in
-        parts takes them all first): an error raised while one is made stores nothing."""
+        parts takes them all first): an error raised while one is made stores nothing. Pieces
+        that are a :class:`jobq.batches.Made` carry the routing fields their frames were made
+        from, which an engine may use instead of reading (and verifying) the frames here."""
 
     # -- reading ------------------------------------------------------------------------------
     def exists(self, job_id: str) -> bool: ...

@@ -1,7 +1,8 @@
 """Storing new jobs: framed records in, one statement's worth of rows out, one commit.
 
 The records arrive framed and (with a key) signed by the producer (:mod:`jobq.record`); each is
-verified here once, then stored as it is in ``jobq_payloads``, with its routing fields
+verified here once (but those ``Queue.enqueue_many`` made in this process: see
+:mod:`jobq.postgres.batch`), then stored as it is in ``jobq_payloads``, with its routing fields
 (:func:`jobq.job_record.decode_meta`, no unpickling) in a new ``jobq_jobs`` row. An id already
 stored keeps its first record (``ON CONFLICT DO NOTHING`` on ``jobq_payloads``, which holds
 every job's record, finished or not, until purge), so a producer may retry a commit whose
@@ -82,10 +83,11 @@ def _joined(pieces: Sequence[bytes]) -> bytes:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
-def _keeping(chunks: Iterator[bytes], kept: list[bytes]) -> Iterator[bytes]:
-    for chunk in chunks:
-        kept.append(chunk)
-        yield chunk
+def _keeping(batches: Iterator[Sequence[bytes]], kept: list[Sequence[bytes]]
+             ) -> Iterator[Sequence[bytes]]:
+    for pieces in batches:
+        kept.append(pieces)
+        yield pieces
 
 
 class Appender:
@@ -101,24 +103,28 @@ class Appender:
                batches: Iterator[tuple[Sequence[bytes], int]]) -> None:
         """Store the records of ``batches`` (jobq.engine.Engine.append_batches), each id once,
         in one transaction (one commit)."""
-        first = _joined(next(batches)[0])
+        first = next(batches)[0]
         second = next(batches, None)
-        if second is None and record.frame_size(first, 0, max_body=self._max_body) == len(first):
-            datas = [first]  # one job: one statement
-        else:
-            datas = []  # kept for the slow way
-            more = itertools.chain([] if second is None else [second], batches)
-            chunks = _keeping(itertools.chain([first], (_joined(p) for p, _ in more)), datas)
-            try:
-                with conn.transaction():
-                    copy_in(conn, self._queue, chunks, self._key, self._max_body)
+        if second is None:
+            single = _joined(first)
+            if record.frame_size(single, 0, max_body=self._max_body) == len(single):
+                jobs = split([single], self._key, self._max_body)  # one job: one statement
+                if jobs:
+                    self.store(conn, self._queue, jobs)
                 return
-            except psycopg.errors.UniqueViolation:
-                # Rolled back whole: an id stored already, or twice in the batch. The slow way
-                # needs every batch (the server may have said so before the last was made).
-                for _ in chunks:
-                    pass
-        jobs = split(datas, self._key, self._max_body)
+        kept: list[Sequence[bytes]] = []  # for the slow way
+        rest = itertools.chain([] if second is None else [second], batches)
+        pending = _keeping(itertools.chain([first], (p for p, _ in rest)), kept)
+        try:
+            with conn.transaction():
+                copy_in(conn, self._queue, pending, self._key, self._max_body)
+            return
+        except psycopg.errors.UniqueViolation:
+            # Rolled back whole: an id stored already, or twice in the batch. The slow way
+            # needs every batch (the server may have said so before the last was made).
+            for _ in pending:
+                pass
+        jobs = split([piece for pieces in kept for piece in pieces], self._key, self._max_body)
         if jobs:
             self.store(conn, self._queue, jobs)
 

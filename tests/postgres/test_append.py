@@ -3,12 +3,16 @@ back to when an id is stored already."""
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
 from .pgq import KEY, frame, frames, open_url, succeed
-from jobq import job_record
+from jobq import batches, job_record
+from jobq.batches import Made
 from jobq.errors import InvalidArgument, StorageError
+from jobq.job_options import Options
 from jobq.pickling import PickleRules
 from jobq.postgres import PgEngine, parse
 
@@ -115,3 +119,53 @@ def test_a_batch_keeps_each_jobs_fields(engine: PgEngine) -> None:
     assert stored == [("p", 9), ("later", 3), ("q", 9), ("r", 9)]
     assert engine.row("later")["run_at"] > engine.now() + 50
     assert [c.job_id for c in engine.settle([], "w", 5)[1]] == ["p", "q", "r"]
+
+
+def made_batches(ids: list[str], n: int, key: bytes | None = None) -> list[tuple[Made, int]]:
+    """The batches Queue.enqueue_many makes for n jobs of jobtasks:noop, as it makes them."""
+    return list(batches.records("jobtasks:noop", None, [(i,) for i in range(n)],
+                                Options(2, 5.0, 4, None), ids, now=time.time(), key=key,
+                                limit=1 << 20))
+
+
+def stored(engine: PgEngine) -> list[tuple[object, ...]]:
+    """Every column of the queue's job rows but the arrival number, and each job's frame."""
+    with engine._db.errors("read back"):  # noqa: SLF001 - the rows as stored
+        return engine._db.conn.execute(  # noqa: SLF001
+            "SELECT to_jsonb(j) - 'seq' - 'queue', p.frame FROM jobq_jobs j JOIN jobq_payloads p"
+            " USING (queue, job_id) WHERE j.queue = %s ORDER BY j.seq",
+            (engine._queue,)).fetchall()  # noqa: SLF001
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["unsigned", "signed"])
+def test_made_batches_store_what_their_frames_say(pg_url: str, key: bytes | None) -> None:
+    """The rows of Made batches, taken from the fields they were made from, are the rows the
+    same frames give when they are read back and verified."""
+    ids: list[str] = []
+    made = made_batches(ids, 2_500, key)  # three batches, the last one short
+    assert [len(b.ids) for b, _ in made] == [1_000, 1_000, 500] and len(set(ids)) == 2_500
+    fast, checked = open_url(pg_url, key), open_url(pg_url + "_checked", key)
+    try:
+        fast.append_batches(made)
+        checked.append_batches([(list(pieces), last) for pieces, last in made])
+        rows = stored(fast)
+        assert len(rows) == 2_500 and rows == stored(checked)
+        assert list(fast.job_ids()) == ids and args_of(fast, ids[-1]) == (2_499,)
+    finally:
+        fast.close()
+        checked.close()
+
+
+def test_a_retried_made_batch_stores_nothing_twice(engine: PgEngine) -> None:
+    ids: list[str] = []
+    made = made_batches(ids, 1_500)
+    engine.append_batches(made[:1])
+    engine.append_batches(made)  # the first batch's commit outcome was unknown
+    assert list(engine.job_ids()) == ids and engine.counts()["queued"] == 1_500
+
+
+def test_a_made_batch_without_an_id_per_job_stores_nothing(engine: PgEngine) -> None:
+    (pieces, last), = made_batches([], 10)
+    with pytest.raises(InvalidArgument, match="20 pieces has 9 ids"):
+        engine.append_batches([(Made(list(pieces), pieces.ids[:9], pieces.shared), last)])
+    assert engine.counts()["queued"] == 0
