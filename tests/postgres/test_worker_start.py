@@ -7,6 +7,8 @@ the test server then opens on that port, as a server that finishes booting would
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import time
 from pathlib import Path
@@ -38,6 +40,22 @@ def _events(stderr: str) -> list[str]:
     return [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
 
 
+def _until_event(proc: subprocess.Popen[str], event: str, timeout: float) -> str:
+    """The worker's stderr up to the end of the line of its first ``event`` (read from the
+    descriptor itself, so that ``communicate`` reads the rest without losing a byte)."""
+    assert proc.stderr is not None
+    fd, data = proc.stderr.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while event not in _events(data.decode(errors="replace").rpartition("\n")[0]):
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
+            raise AssertionError(f"no {event} event from the worker within {timeout} s"
+                                 f" (exit status {proc.poll()}): {data.decode(errors='replace')}")
+        data += chunk
+    return data.decode()
+
+
 def test_a_worker_started_before_its_server_waits_and_then_runs(pg_url: str,
                                                                 tmp_path: Path) -> None:
     with Queue(pg_url) as q:
@@ -46,11 +64,12 @@ def test_a_worker_started_before_its_server_waits_and_then_runs(pg_url: str,
     proc = _worker(_through(pg_url, port), tmp_path)
     proxy = None
     try:
-        time.sleep(1.5)  # refused, then tried again with backoff
+        early = _until_event(proc, "storage.unreachable", timeout=60)  # refused, then waiting
         assert proc.poll() is None, proc.communicate()
         target = urlsplit(pg_url)
         proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 5432), port=port)
         _, stderr = proc.communicate(timeout=90)
+        stderr = early + stderr
     finally:
         proc.kill()
         if proxy is not None:
