@@ -161,6 +161,7 @@ class StateDB:
         self._mutex = threading.RLock()  # one connection per process, shared by its threads
         self._path = qdir.state_db  # joined once: every write names it (errors, the WAL's sync)
         self._wal_path = wal.path_of(self._path)
+        self._wal = wal.Growth(self._path)  # see _Write.__exit__
         self._pid = -1
         self._generation = -1  # fork_generation() of the process that opened _conn
         self._conn: sqlite3.Connection | None = None
@@ -358,6 +359,8 @@ class _Write:
         try:
             try:
                 if exc is None:
+                    if not db._wal.whole and conn.total_changes != self._before:
+                        db._wal.extend(conn)  # so that this commit overwrites: see jobq.local.wal
                     conn.execute("COMMIT")
             finally:
                 try:
