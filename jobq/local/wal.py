@@ -103,7 +103,10 @@ class Growth:
         try:
             if self._target is None:
                 self._target = working_size(conn)
-            size = os.stat(self._path).st_size
+            try:
+                size = os.stat(self._path).st_size
+            except FileNotFoundError:
+                return  # SQLite makes it (at the commit): nothing to extend yet
             if size >= self._target:
                 self.whole = True
             elif size != self._zeroed:  # (a commit can only append to it: SQLite's WAL)
