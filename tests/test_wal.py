@@ -118,3 +118,53 @@ def test_sqlite_reads_a_zero_filled_wal_as_empty(tmp_path: Path):
     assert reopened.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
     reopened.close()
+
+
+def _growing(tmp_path: Path, autocheckpoint: int = 1000) -> tuple[sqlite3.Connection, str]:
+    db = str(tmp_path / "g.sqlite3")
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = wal")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {autocheckpoint}")
+    conn.execute("CREATE TABLE t (v)")
+    return conn, db
+
+
+def _commit(conn: sqlite3.Connection, growth: wal.Growth, value: int) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO t VALUES (?)", (value,))
+    growth.extend(conn)
+    conn.execute("COMMIT")
+
+
+def test_commits_keep_a_short_wal_a_step_ahead(tmp_path: Path):
+    """Each commit's frames land on zeros written before it: the file grows by whole steps
+    (64 KiB, then doubling), each once the commits have used up the step before."""
+    conn, db = _growing(tmp_path)
+    growth = wal.Growth(db)
+    start = os.path.getsize(wal.path_of(db))
+    sizes = []
+    for i in range(60):  # a frame each: 60 frames, about 240 KiB
+        _commit(conn, growth, i)
+        sizes.append(os.path.getsize(wal.path_of(db)))
+    steps = [b - a for a, b in zip([start, *sizes], sizes) if b != a]
+    assert steps[0] == wal.FIRST_STEP  # the first commit wrote into zeros
+    # Between steps, one commit writes past the zeros (the file grows by its frame), and the
+    # next one adds the next step, twice as long.
+    whole_steps = [step for step in steps if step >= wal.FIRST_STEP]
+    assert whole_steps == [64 << 10, 128 << 10, 256 << 10]
+    assert len(steps) <= 2 * len(whole_steps)  # not 60 growths, one per commit
+    assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (60,)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert not growth.whole
+    conn.close()
+
+
+def test_growth_stops_once_the_wal_has_its_working_size(tmp_path: Path):
+    conn, db = _growing(tmp_path, autocheckpoint=10)  # working size: 10 frames, about 40 KiB
+    growth = wal.Growth(db)
+    _commit(conn, growth, 0)
+    assert os.path.getsize(wal.path_of(db)) == wal.working_size(conn)  # a step, cut at it
+    assert not growth.whole
+    _commit(conn, growth, 1)
+    assert growth.whole  # from now on, one attribute test per commit
+    conn.close()

@@ -40,7 +40,9 @@ class Outage:
     def __init__(self, logger: Any, *, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._log = logger
-        self._rng = rng or random.Random()
+        # Made at the first failure: seeding a Random reads the OS's entropy (about 20 us), and a
+        # worker child makes an Outage for every ctx.save (issue 19).
+        self._rng = rng
         self._clock = clock
         self.failures = 0
         self.began: float | None = None
@@ -55,6 +57,8 @@ class Outage:
             self.began = self._clock()
             self._log.warning("storage.unreachable", error=str(exc))
         self.failures += 1
+        if self._rng is None:
+            self._rng = random.Random()
         return backoff(self.failures, self._rng)
 
     def recovered(self) -> None:

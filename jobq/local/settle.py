@@ -32,6 +32,9 @@ from ..totals import tally
 PROMOTE_BATCH = 1_000
 INDEX_PER_CLAIM_MIN = 200  # see Settler.settle
 _STARTED = "UPDATE jobs SET prefetched = 0 WHERE job_id = ? AND token = ?"
+_CHECKPOINTED_ROW = f"SELECT {snapshots.ROW}, token FROM jobs WHERE job_id = ?"
+_CHECKPOINTED = "UPDATE jobs SET progress = ?, updated_at = ?, snap = 1 WHERE job_id = ?"
+_RUNNING = Status.RUNNING.value  # an enum member's .value is a property: looked up once
 
 
 class Prepared(NamedTuple):
@@ -186,8 +189,7 @@ class Settler:
         """Durably record a running job's checkpoint; StaleClaim if the claim is not current."""
         now = self._clock()
         with self._db.write() as conn:
-            row = conn.execute(f"SELECT {snapshots.ROW}, token FROM jobs WHERE job_id = ?",
-                               (job_id,)).fetchone()  # the claim check and the load in one query
+            row = conn.execute(_CHECKPOINTED_ROW, (job_id,)).fetchone()  # claim check and load
             if row is None:
                 raise JobNotFound(f"no job with id {job_id!r}", job_id=job_id)
             _require_claim(job_id, token, row[2], row[11])
@@ -202,8 +204,7 @@ class Settler:
             state = transitions.checkpointed(current, checkpoint, progress, now, token)
             self.fresh_claims.pop((job_id, token), None)  # it has a snapshot now
             snapshots.store_one(conn, self._db.shelf, state)
-            conn.execute("UPDATE jobs SET progress = ?, updated_at = ?, snap = 1 WHERE job_id = ?",
-                         (state.progress, now, job_id))
+            conn.execute(_CHECKPOINTED, (state.progress, now, job_id))
         self._last_checkpoint = (job_id, token, now, state)
         return state
 
@@ -332,6 +333,6 @@ def _check_token(conn: sqlite3.Connection, job_id: str, token: int) -> tuple[int
 
 def _require_claim(job_id: str, token: int, status: str, current: int) -> None:
     """StaleClaim unless the job runs under claim ``token``."""
-    if status != Status.RUNNING.value or current != token:
+    if status != _RUNNING or current != token:
         raise StaleClaim(f"job {job_id!r}: claim {token} is no longer current (status {status},"
                          f" claim {current})", job_id=job_id, token=token)

@@ -26,15 +26,17 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 
-from . import dependencies, durable, groups, limits, permissions, retention, totals, wal
-from ._flock import ProcessLock
+from . import dependencies, durable, groups, limits, retention, totals, wal
+from ._flock import ProcessLock, fork_generation
 from .._logging import get_logger
 from .directory import QueueDir
-from ..errors import CorruptStore, StorageError
+from ..errors import StorageError
 from .log import Log, Position
 from ..pickling import PickleRules
 from .shelf import StateShelf
+from .sqlite_errors import damaged, raise_translated, storage_error, translated
 from ..state import FINISHED, Status
 from .sqlite_dbm import TABLE_SQL, SqliteDbm, connect
 
@@ -136,53 +138,6 @@ _TABLES = {"Dict", "meta", "jobs", "ready", "scheduled", "quarantine", "job_coun
 _ADDED_IN_2 = ("snap INTEGER NOT NULL DEFAULT 1", "started_at REAL",
                "prefetched INTEGER NOT NULL DEFAULT 0")
 
-# Errors of the caller, not of the file: never translated into StorageError.
-_BUGS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.NotSupportedError,
-         sqlite3.DataError)
-
-
-def storage_error(exc: sqlite3.Error, path: str) -> StorageError:
-    """The StorageError for a SQLite failure on the state database: the file and what to do."""
-    code = getattr(exc, "sqlite_errorname", "")  # Python 3.11+; else judged by the message
-    text = str(exc)
-    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) \
-            or "malformed" in text or "not a database" in text:
-        return damaged(path, text)
-    if code.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) \
-            or "readonly" in text or "unable to open" in text:
-        root = os.path.dirname(path)
-        try:  # another user's file, or one this user may only read: say whose and what to do
-            permissions.check(root, [root, path, wal.path_of(path), path + "-shm"])
-        except StorageError as err:
-            return err
-    if code.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or "disk" in text:
-        return StorageError(
-            f"cannot use state database {path}: {text}. Free disk space (or raise the file size"
-            " limit) and retry: the failed change was rolled back, nothing stored was lost",
-            path=path)
-    return StorageError(f"cannot use state database {path}: {text}", path=path)
-
-
-def damaged(path: str, what: str) -> CorruptStore:
-    """The error for a damaged state database, with the two ways out."""
-    return CorruptStore(
-        f"state database {path} is damaged ({what}). Stop the workers, then restore it from a"
-        " backup, or move it aside with its -wal and -shm files and open the queue again: the"
-        " index is rebuilt from the log with every job, but finished jobs run again and saved"
-        " checkpoints and results are lost", path=path)
-
-
-@contextmanager
-def translated(path: str) -> Iterator[None]:
-    """Raise a SQLite failure on ``path`` as StorageError (see :func:`storage_error`)."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, _BUGS):
-            raise
-        raise storage_error(exc, path) from exc
-
-
 def _create_counts(conn: sqlite3.Connection) -> None:
     """Inside the schema's write transaction: the counts table, counted if it is new (a file of
     schema 2 or older, or one that lost it)."""
@@ -204,7 +159,11 @@ class StateDB:
         self._old_keys = old_keys
         self.lock = ProcessLock(qdir.state_lock)
         self._mutex = threading.RLock()  # one connection per process, shared by its threads
+        self._path = qdir.state_db  # joined once: every write names it (errors, the WAL's sync)
+        self._wal_path = wal.path_of(self._path)
+        self._wal = wal.Growth(self._path)  # see _Write.__exit__
         self._pid = -1
+        self._generation = -1  # fork_generation() of the process that opened _conn
         self._conn: sqlite3.Connection | None = None
         self._shelf: StateShelf | None = None
         self._shared_view: mmap.mmap | None = None  # see shared_view
@@ -224,7 +183,7 @@ class StateDB:
         except sqlite3.Error as exc:
             conn.close()
             raise storage_error(exc, self._qdir.state_db) from exc
-        self._conn, self._pid = conn, os.getpid()
+        self._conn, self._pid, self._generation = conn, os.getpid(), fork_generation()
         self._shelf = StateShelf(SqliteDbm(conn, create=False), rules=self._rules,
                                  secret_key=self._key, old_keys=self._old_keys)
         try:
@@ -281,16 +240,18 @@ class StateDB:
             totals.create(conn)
             conn.execute(f"PRAGMA user_version = {STORE_SCHEMA}")
 
+    # A forked child opens its own connection; fork_generation() tells one without the getpid
+    # system call these properties would otherwise make on every write.
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():
+        if self._generation != fork_generation():
             self._open()
         assert self._conn is not None
         return self._conn
 
     @property
     def shelf(self) -> StateShelf:
-        if self._pid != os.getpid():
+        if self._generation != fork_generation():
             self._open()
         assert self._shelf is not None
         return self._shelf
@@ -301,31 +262,14 @@ class StateDB:
         with self._mutex, translated(self._qdir.state_db):
             yield
 
-    @contextmanager
-    def write(self, *, always_sync: bool = False, sync: bool = True
-              ) -> Iterator[sqlite3.Connection]:
+    def write(self, *, always_sync: bool = False, sync: bool = True) -> _Write:
         """One write transaction, serialised across threads and processes; durable once the
         ``with`` block is left (the WAL is synced after the locks are released: see the module
         docstring). Without ``always_sync`` the sync is skipped if no row changed, which is
         wrong for a transaction that changes only the schema (or VACUUMs). Without ``sync`` it
         is always skipped: the change outlives the process at once (it is in the WAL), a power
         cut only once the next write syncs."""
-        with self._mutex:
-            with self.lock, translated(self._qdir.state_db):
-                conn = self.conn
-                before = conn.total_changes
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    # Also after a failed COMMIT (disk full, I/O error), which can leave it open.
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-                changed = conn.total_changes != before
-            if sync and (changed or always_sync):
-                self.sync_wal()
+        return _Write(self, sync, always_sync)
 
     def sync_wal(self) -> None:
         """fdatasync the WAL: every commit written to it so far becomes durable.
@@ -333,7 +277,7 @@ class StateDB:
         Opened anew each time (two system calls beside an fsync's hundred microseconds), so a
         descriptor can never outlive the file it names.
         """
-        path = wal.path_of(self._qdir.state_db)
+        path = self._wal_path
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -373,5 +317,65 @@ class StateDB:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = self._shelf = None
-            self._pid = -1
+            self._pid = self._generation = -1
             self.lock.close()
+
+
+class _Write:
+    """:meth:`StateDB.write`'s transaction: the thread mutex, the process lock, ``BEGIN
+    IMMEDIATE``; then ``COMMIT`` (or ``ROLLBACK``), the process lock released, the WAL synced
+    and the mutex released. SQLite failures become StorageError as in :func:`translated`.
+
+    A class, not two nested generator-based context managers: a worker enters one per batch
+    and per ``ctx.save``, where the generators cost about a tenth of a checkpoint's CPU (issue 19).
+    """
+
+    __slots__ = ("_db", "_sync", "_always", "_conn", "_before")
+
+    def __init__(self, db: StateDB, sync: bool, always_sync: bool) -> None:
+        self._db, self._sync, self._always = db, sync, always_sync
+
+    def __enter__(self) -> sqlite3.Connection:
+        db = self._db
+        db._mutex.acquire()
+        try:
+            db.lock.acquire()
+            try:
+                conn = self._conn = db.conn
+                self._before = conn.total_changes
+                conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                db.lock.release()
+                raise
+        except BaseException as exc:
+            db._mutex.release()
+            raise_translated(exc, db._path)
+            raise
+        return conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        db, conn = self._db, self._conn
+        try:
+            try:
+                if exc is None:
+                    if not db._wal.whole and conn.total_changes != self._before:
+                        db._wal.extend(conn)  # so that this commit overwrites: see jobq.local.wal
+                    conn.execute("COMMIT")
+            finally:
+                try:
+                    # Also after a failed COMMIT (disk full, I/O error), which can leave it open.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                finally:
+                    db.lock.release()
+            if exc is None and self._sync and (self._always or conn.total_changes != self._before):
+                db.sync_wal()
+        except BaseException as failed:
+            raise_translated(failed, db._path)
+            raise
+        finally:
+            db._mutex.release()
+        if exc is not None:
+            raise_translated(exc, db._path)  # else the body's own exception goes on
+

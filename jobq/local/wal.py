@@ -8,6 +8,13 @@ SQLite starts again from the front of its WAL after a checkpoint and never shrin
 ``journal_size_limit``), so a queue reaches the cheap case by itself, but only after about a thousand
 commits, and again each time the last connection closes and SQLite removes the file.
 
+A worker's supervisor presizes the WAL (:class:`Housekeeping`), but only once it has started its
+children, and its first writes can come first: a ``ctx.save`` in a new worker's first tenth of a
+second committed into a growing WAL (issue 19). So every writer also keeps the WAL a step ahead
+of its commits while it is short (:class:`Growth`): before a commit, zeros past the file's end, a
+step that doubles from 64 KiB to 1 MiB, so that this commit and the next ones overwrite. They are
+made durable by the commit's own fdatasync, which then commits the new size once for many commits.
+
 Zeros past the last frame are safe: SQLite reads a WAL only up to the first frame whose salt and
 checksum do not follow from the header (that is how it ignores the stale frames of a reused WAL),
 and a zero frame never does. The zeros are written while holding the write transaction, so no
@@ -32,6 +39,7 @@ log = get_logger(__name__)
 WAL_HEADER = 32
 FRAME_HEADER = 24
 _CHUNK = b"\0" * (1 << 20)
+FIRST_STEP = 64 << 10  # a few commits' worth: little for a one-off command to write
 
 
 def path_of(db_path: str) -> str:
@@ -71,6 +79,51 @@ def presize(db_path: str, size: int) -> int:
         return offset - start
     finally:
         os.close(fd)
+
+
+class Growth:
+    """One process's view of its WAL: extended a step past its end before a commit while it is
+    shorter than its working size and its commits have used the zeros written last (see the
+    module docstring); once seen whole, one attribute test per commit. If SQLite removes or
+    truncates the file meanwhile (its last connection closed, ``wal_checkpoint(TRUNCATE)``), a
+    worker's supervisor presizes it again."""
+
+    def __init__(self, db_path: str) -> None:
+        self._path = path_of(db_path)
+        self._target: int | None = None  # working_size(), read at the first commit
+        self._step = FIRST_STEP
+        self._zeroed = -1  # the size this process last extended the WAL to
+        self.whole = False
+
+    def extend(self, conn: sqlite3.Connection) -> None:
+        """Inside a write transaction on ``conn``, before it commits: zeros a step past the WAL's
+        end if a commit has written past the zeros written last (the file grew since), unless
+        the WAL has its working size. Only saves time, so a failure (a full disk) is logged
+        once and ends the growing in this process."""
+        try:
+            if self._target is None:
+                self._target = working_size(conn)
+            try:
+                size = os.stat(self._path).st_size
+            except FileNotFoundError:
+                return  # SQLite makes it (at the commit): nothing to extend yet
+            if size >= self._target:
+                self.whole = True
+            elif size != self._zeroed:  # (a commit can only append to it: SQLite's WAL)
+                self._zeroed = self._write_zeros(size, min(size + self._step, self._target))
+                self._step = min(2 * self._step, len(_CHUNK))
+        except (OSError, sqlite3.Error) as exc:
+            self.whole = True
+            log.warning("store.wal_presize_failed", path=self._path, error=str(exc))
+
+    def _write_zeros(self, start: int, end: int) -> int:
+        fd = os.open(self._path, os.O_WRONLY | os.O_CLOEXEC)  # SQLite's file: never created here
+        try:
+            while start < end:
+                start += os.pwrite(fd, _CHUNK[:end - start], start)
+        finally:
+            os.close(fd)
+        return end
 
 
 class Housekeeping:
