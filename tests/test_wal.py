@@ -96,7 +96,8 @@ def test_a_worker_presizes_the_wal_while_its_children_run(queue, workers, tmp_pa
     with queue.store.transaction() as conn:
         target = wal.working_size(conn)
     wait_until(lambda: _wal_size(queue) >= target, timeout=10)  # the job is still running
-    assert worker.events("store.wal_presized")
+    # Logged once the zeros are durable: a moment after the size is reached.
+    wait_until(lambda: worker.events("store.wal_presized"), timeout=10)
     assert queue.wait(jid, timeout=30).status is Status.SUCCEEDED
 
 
