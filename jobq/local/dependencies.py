@@ -71,10 +71,19 @@ def waits_again(conn: sqlite3.Connection, child: str) -> bool:
         (child,)).fetchone() is not None
 
 
+def any_rows(conn: sqlite3.Connection) -> bool:
+    """Has any job dependencies? One seek: a queue that never used ``depends_on`` then skips
+    the lookups by id that indexing and every settle would make (an ``IN`` list of a batch's
+    ids, about 1 µs a job together, issue 19)."""
+    return conn.execute("SELECT 1 FROM dependencies LIMIT 1").fetchone() is not None
+
+
 def settle_new(conn: sqlite3.Connection, shelf: StateShelf, new: Sequence[str], now: float,
                write: Write) -> None:
     """Inside the index's write transaction: the jobs of ``new`` just indexed as queued that
     have parents become waiting, or are cancelled at once (a parent ended badly), or stay."""
+    if not any_rows(conn):
+        return
     having: list[str] = []
     for part in snapshots.chunks(list(new)):
         having += [r[0] for r in conn.execute(
@@ -88,6 +97,8 @@ def release(conn: sqlite3.Connection, shelf: StateShelf, ended: Sequence[str], n
             write: Write) -> None:
     """Inside the write transaction that ended the jobs of ``ended``: decide each of their
     waiting dependents (due, cancelled, still waiting), and theirs in turn."""
+    if ended and not any_rows(conn):
+        return
     while ended:
         children: list[str] = []
         for part in snapshots.chunks(list(ended)):

@@ -41,6 +41,12 @@ COLUMNS = ("group_id", "chunk_size", "jobs", "items", "ended", "then_job", "crea
            "done_at")
 
 
+def any_rows(conn: sqlite3.Connection) -> bool:
+    """Has any group been opened? One seek, where telling members by their ids costs a
+    string test per job indexed or ended."""
+    return conn.execute("SELECT 1 FROM groups LIMIT 1").fetchone() is not None
+
+
 def open_group(conn: sqlite3.Connection, group_id: str, chunk_size: int, then_job: str | None,
                now: float) -> None:
     conn.execute("INSERT INTO groups (group_id, chunk_size, then_job, created_at)"
@@ -63,6 +69,8 @@ def count_ended(conn: sqlite3.Connection, shelf: StateShelf, ended: list[str], n
                 write: Write) -> None:
     """Inside the write transaction that moved the jobs of ``ended`` into a finished status:
     count the members among them, and complete the groups that this makes complete."""
+    if not any_rows(conn):  # no q.map ever: no member among them (no id to parse per job)
+        return
     found = group_ids.groups_of(ended)
     if not found:
         return
@@ -84,6 +92,8 @@ def reopened(conn: sqlite3.Connection, job_ids: list[str]) -> None:
 def settle_new(conn: sqlite3.Connection, new: Sequence[str], now: float) -> None:
     """Inside the index's write transaction: a final job just indexed (queued) waits while its
     group is not done."""
+    if not any_rows(conn):  # no group: no final job among them
+        return
     finals = [j for j in new if group_ids.is_then(j)]
     for then_job in finals:
         done = conn.execute("SELECT done_at FROM groups WHERE group_id = ?",
