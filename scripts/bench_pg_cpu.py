@@ -100,14 +100,67 @@ def measure(dsn: str, n: int, what: str) -> dict[str, float]:
     return {"rate": rate, "client_us": client / n * 1e6, "server_us": server.seconds / n * 1e6}
 
 
+def _backend_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def measure_engine(dsn: str, n: int, what: str) -> dict[str, float]:
+    """The settle loop of one worker child on ``PgEngine.settle`` in this process (batches of
+    100, the first started and the rest prefetched, as a child claims them), N no-op jobs:
+    jobs/s, and CPU us per job of this process and of its one backend."""
+    import time
+
+    import bench_pg_engine
+    import pg_server
+    from peers.tasks import noop
+
+    from jobq import job_record, transitions
+    from jobq.pickling import PickleRules
+
+    with pg_server.bench_database(dsn, f"_{what}") as db:
+        url = pg_server.url_of(db, "cpu")
+        engine = bench_pg_engine.open_queue(url)
+        frames = bench_pg_engine.make_frames("e", n)
+        for start in range(0, n, 5000):
+            engine.append(frames[start:start + 5000])
+        pid = engine._db.conn.execute("SELECT pg_backend_pid()").fetchone()[0]  # noqa: SLF001
+        rules = PickleRules.build()
+        done = (lambda state, now, max_attempts: transitions.succeeded(state, None, now))
+        finished: list[tuple[str, int, Any]] = []
+        server, cpu, wall = _backend_seconds(pid), time.process_time(), time.perf_counter()
+        ran = 0
+        while True:
+            _, claims = engine.settle(finished, "w", 1, prefetch=99)
+            finished = []
+            if not claims:
+                break
+            for claim in claims:
+                payload = job_record.load_payload(engine.payload_body(claim.job_id, claim.ref),
+                                                  rules, claim.job_id)
+                noop(*payload.args[:0])
+                finished.append((claim.job_id, claim.token, done))
+            ran += len(claims)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        server = _backend_seconds(pid) - server
+        engine.close()
+    assert ran == n, (ran, n)
+    return {"rate": n / wall, "client_us": cpu / n * 1e6, "server_us": server / n * 1e6}
+
+
 def _one(repo: Path, dsn: str, n: int, what: str) -> dict[str, float]:
     """``measure`` in a process importing ``repo``'s jobq and scripts."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = f"{repo}{os.pathsep}{repo / 'scripts'}"
+    # This file is loaded by its path: the modules it imports are ``repo``'s.
     code = (f"import sys; sys.path[:0] = [{str(repo)!r}, {str(repo / 'scripts')!r}];"
-            f" sys.path.insert(0, {str(Path(__file__).parent)!r});"
-            " import json, bench_pg_cpu;"
-            f" print(json.dumps(bench_pg_cpu.measure({dsn!r}, {n}, {what!r})))")
+            " import importlib.util, json;"
+            f" spec = importlib.util.spec_from_file_location('bench_pg_cpu', {__file__!r});"
+            " bench_pg_cpu = importlib.util.module_from_spec(spec);"
+            " spec.loader.exec_module(bench_pg_cpu);"
+            f" print(json.dumps(bench_pg_cpu.{'measure_engine' if what == 'engine' else 'measure'}"
+            f"({dsn!r}, {n}, {what!r})))")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -120,13 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--against", type=Path, action="append", default=[])
+    parser.add_argument("--engine", action="store_true", help="measure one process's settle"
+                        " loop (PgEngine.settle, no worker) instead of the two workers' drain")
     args = parser.parse_args(argv)
     repos = [REPO, *(p.resolve() for p in args.against)]
     figures: dict[str, list[dict[str, float]]] = {}
     for run in range(args.runs):
         for i, repo in enumerate(repos):
             bare = _one(repo, args.dsn, args.jobs, "bare")
-            got = _one(repo, args.dsn, args.jobs, "jobq")
+            got = _one(repo, args.dsn, args.jobs, "engine" if args.engine else "jobq")
             got["ratio"] = got["rate"] / bare["rate"]
             figures.setdefault(f"{i}:{repo}", []).append(got)
             figures.setdefault(f"{i}:bare", []).append(bare)
