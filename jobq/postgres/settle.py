@@ -52,6 +52,9 @@ _PROMOTE = (
     f" LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED)"
     " UPDATE jobq_jobs j SET ready = true FROM d WHERE j.queue = %(q)s AND j.job_id = d.job_id")
 
+# The claim's rows come back in binary: each carries the job's frame (~300 bytes), which text results
+# send hex-encoded, and numbers as text; decoding a claimed row cost the client ~5 us in text,
+# ~3 in binary (100-row claims, psycopg 3.3's C loaders).
 # One statement: the started prefetched claims marked (``s``: running rows, never the ready
 # ones claimed here), the ids of the first n ready jobs locked (``ids``: ``ARRAY`` keeps their
 # order, and the planner cannot update more rows than the LIMIT), and their rows claimed by
@@ -171,7 +174,7 @@ def _claim_limited(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: s
         return [], {}
     rows = conn.execute(_CLAIM_PICKED, {"q": queue, "ids": ids, "owner": owner,
                                         "lease": lease_seconds, "started": to_start,
-                                        "sj": [], "st": []}).fetchall()
+                                        "sj": [], "st": []}, binary=True).fetchall()
     order = {job_id: i for i, job_id in enumerate(ids)}  # the started ones first
     rows.sort(key=lambda r: order[r[0]])
     if claimed is not None:
@@ -185,7 +188,8 @@ def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owne
            claimed: dict[str, Claimed] | None = None) -> tuple[list[Claim], dict[str, bytes]]:
     rows = conn.execute(_CLAIM, {"q": queue, "n": n, "owner": owner, "lease": lease_seconds,
                                  "started": to_start, "sj": [j for j, _ in started],
-                                 "st": [t for _, t in started]}, prepare=True).fetchall()
+                                 "st": [t for _, t in started]}, prepare=True,
+                        binary=True).fetchall()  # (binary: frames not hex-decoded, see _CLAIM)
     rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the array's order
     if claimed is not None:
         claimed.update((r[0], r) for r in rows)
