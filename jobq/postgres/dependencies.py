@@ -94,18 +94,20 @@ def waits_again(conn: psycopg.Connection[Any], queue: str, child: str) -> bool:
 
 
 def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
-          new: Sequence[JobState], now: float, snapshotted: Collection[str] | None = None
-          ) -> None:
+          new: Sequence[JobState], now: float, snapshotted: Collection[str] | None = None,
+          fences: Sequence[jobs.Fence | None] | None = None) -> set[str]:
     """:func:`jobq.postgres.jobs.write`, then the release of the dependents of the jobs of
-    ``new`` that ended (and of theirs, in turn), in the caller's transaction."""
-    is_parent = jobs.write(conn, codec, queue, new, now, snapshotted)
-    ended = [s.job_id for s in new if s.status in FINISHED]
+    ``new`` that ended (and of theirs, in turn), in the caller's transaction. Returns the ids
+    of ``new`` written (all but fenced ones whose rows changed)."""
+    written, is_parent = jobs.write(conn, codec, queue, new, now, snapshotted, fences)
+    ended = [s.job_id for s in new if s.status in FINISHED and s.job_id in written]
     if ended:  # every job of ``new`` was unfinished: each of these ended now, once
         groups.count_ended(conn, codec, queue, ended, now)
     if not is_parent:
-        return  # none that ended is a parent
+        return written  # none that ended is a parent
     while ended:
         ended = _release(conn, codec, queue, ended, now)
+    return written
 
 
 def _release(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,

@@ -83,6 +83,9 @@ class PgEngine(JobReads, DependentJobs, GroupedJobs):
         # The frames of this process's claims not yet run, read by the claims themselves: a
         # worker that claimed a batch loads each job's payload without a round trip.
         self._frames: dict[str, bytes] = {}
+        # The rows those claims returned, until they are settled: a settle of this process's own
+        # claims makes their states from them, without locking the rows to read them again.
+        self._claimed: dict[str, settle.Claimed] = {}
         self._promoted_at: float | None = None  # monotonic time of the last promotion asked
         self._listening = loc.wakeups == "listen"
         self._notifier = Notifier(self._db, loc.queue) if self._listening else None
@@ -171,16 +174,19 @@ class PgEngine(JobReads, DependentJobs, GroupedJobs):
                 states, claims, frames = settle.settle(
                     conn, self._codec, self._queue, finished, owner, limit,
                     lease_seconds=lease_seconds, prefetch=prefetch, started=started,
-                    promote=promote)
+                    promote=promote, claimed=self._claimed)
         if promote:
             self._promoted_at = clock
         if any(_claimable(state) for state in states):  # given back, or to retry at once
             self._jobs_ready()
         for job_id, _, _ in finished:
             self._frames.pop(job_id, None)
+            self._claimed.pop(job_id, None)
         self._frames.update(frames)  # prefetched ones may run after the next settle
         if len(self._frames) > FRAMES_KEPT:  # claims abandoned (reaped, given back): forget
             self._frames = frames
+        if len(self._claimed) > FRAMES_KEPT:
+            self._claimed = {claim.job_id: self._claimed[claim.job_id] for claim in claims}
         return states, claims
 
     def finish(self, job_id: str, token: int, change: Change) -> JobState:
