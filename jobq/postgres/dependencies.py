@@ -14,7 +14,7 @@ later statement, so the second reads what the first committed.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -93,29 +93,40 @@ def waits_again(conn: psycopg.Connection[Any], queue: str, child: str) -> bool:
         (queue, child)).fetchone() is not None
 
 
+class Written(NamedTuple):
+    """What :func:`write` wrote: the ids of its ``new`` states (all but fenced ones whose rows
+    changed), and whether jobs were released (dependents made due, a group's final job): the
+    engine then wakes idle workers, which no enqueue would."""
+
+    ids: set[str]
+    released: bool
+
+
 def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
           new: Sequence[JobState], now: float, snapshotted: Collection[str] | None = None,
-          fences: Sequence[jobs.Fence | None] | None = None) -> set[str]:
+          fences: Sequence[jobs.Fence | None] | None = None) -> Written:
     """:func:`jobq.postgres.jobs.write`, then the release of the dependents of the jobs of
-    ``new`` that ended (and of theirs, in turn), in the caller's transaction. Returns the ids
-    of ``new`` written (all but fenced ones whose rows changed)."""
+    ``new`` that ended (and of theirs, in turn), in the caller's transaction."""
     written, is_parent = jobs.write(conn, codec, queue, new, now, snapshotted, fences)
     ended = [s.job_id for s in new if s.status in FINISHED and s.job_id in written]
+    released = False
     if ended:  # every job of ``new`` was unfinished: each of these ended now, once
-        groups.count_ended(conn, codec, queue, ended, now)
+        released = groups.count_ended(conn, codec, queue, ended, now)
     if not is_parent:
-        return written  # none that ended is a parent
+        return Written(written, released)  # none that ended is a parent
     while ended:
-        ended = _release(conn, codec, queue, ended, now)
-    return written
+        ended, due = _release(conn, codec, queue, ended, now)
+        released = released or due
+    return Written(written, released)
 
 
 def _release(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
-             ended: list[str], now: float) -> list[str]:
-    """Decide the waiting dependents of ``ended``; the ids of those that ended (cancelled)."""
+             ended: list[str], now: float) -> tuple[list[str], bool]:
+    """Decide the waiting dependents of ``ended``; the ids of those that ended (cancelled), and
+    whether any was made due."""
     rows = conn.execute(_LOCK_WAITING, {"q": queue, "ids": ended}, prepare=True).fetchall()
     if not rows:
-        return []
+        return [], False
     by_child: dict[str, list[tuple[str, str, str | None]]] = {}
     for child, parent, policy, status in conn.execute(
             _STATUSES, {"q": queue, "ids": [r[0] for r in rows]}).fetchall():
@@ -135,7 +146,8 @@ def _release(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
             new.append(transitions.parent_failed(state, decision.parent,
                                                  decision.parent_status, now))
     jobs.write(conn, codec, queue, new, now, {r[0] for r in rows if r[10] is not None})
-    return [s.job_id for s in new if s.status in FINISHED]
+    return ([s.job_id for s in new if s.status in FINISHED],
+            any(s.status not in FINISHED for s in new))
 
 
 

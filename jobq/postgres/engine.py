@@ -171,13 +171,14 @@ class PgEngine(JobReads, DependentJobs, GroupedJobs):
         with self._db.errors("record finished jobs and claim others"):
             conn = self._db.conn
             with conn.transaction():
-                states, claims, frames = settle.settle(
+                states, claims, frames, released = settle.settle(
                     conn, self._codec, self._queue, finished, owner, limit,
                     lease_seconds=lease_seconds, prefetch=prefetch, started=started,
                     promote=promote, claimed=self._claimed)
         if promote:
             self._promoted_at = clock
-        if any(_claimable(state) for state in states):  # given back, or to retry at once
+        # Given back, to retry at once, or dependents released: more than this claim took.
+        if released or any(_claimable(state) for state in states):
             self._jobs_ready()
         for job_id, _, _ in finished:
             self._frames.pop(job_id, None)
@@ -192,12 +193,13 @@ class PgEngine(JobReads, DependentJobs, GroupedJobs):
     def finish(self, job_id: str, token: int, change: Change) -> JobState:
         """Apply ``change`` under claim ``token``: StaleClaim if it is not current."""
         with self._db.transaction("record a finished job") as conn:
-            state = settle.settle(conn, self._codec, self._queue, [(job_id, token, change)],
-                                  "", 0, lease_seconds=0.0, prefetch=0, started=())[0][0]
+            settled = settle.settle(conn, self._codec, self._queue, [(job_id, token, change)],
+                                    "", 0, lease_seconds=0.0, prefetch=0, started=())
+            state = settled.states[0]
             if state is None:
                 raise jobs.claim_error(conn, self._queue, job_id, token)
         self._frames.pop(job_id, None)
-        if _claimable(state):
+        if settled.released or _claimable(state):
             self._jobs_ready()
         return state
 

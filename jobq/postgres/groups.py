@@ -38,18 +38,21 @@ _COUNTS = (
 
 
 def count_ended(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
-                ended: list[str], now: float) -> None:
+                ended: list[str], now: float) -> bool:
     """Inside the transaction that moved the jobs of ``ended`` into a finished status: count
-    the members among them; complete the groups that this makes complete."""
+    the members among them; complete the groups that this makes complete. True if a group's
+    final job was released."""
     found = group_ids.groups_of(ended)
+    released = False
     if not found:
-        return
+        return released
     for group_id, n in sorted(Counter(found).items()):  # in order: no deadlock between two
         row = conn.execute(
             "UPDATE jobq_groups SET ended = ended + %s WHERE queue = %s AND group_id = %s"
             " RETURNING jobs, ended, then_job, done_at", (n, queue, group_id)).fetchone()
         if row is not None and row[0] is not None and row[1] >= row[0] and row[3] is None:
-            _done(conn, codec, queue, group_id, row[2], now)
+            released = _done(conn, codec, queue, group_id, row[2], now) or released
+    return released
 
 
 def reopened(conn: psycopg.Connection[Any], queue: str, job_ids: list[str]) -> None:
@@ -61,17 +64,20 @@ def reopened(conn: psycopg.Connection[Any], queue: str, job_ids: list[str]) -> N
 
 
 def _done(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, group_id: str,
-          then_job: str | None, now: float) -> None:
+          then_job: str | None, now: float) -> bool:
+    """Mark the group done and release its final job; True if there was one to release."""
     conn.execute("UPDATE jobq_groups SET done_at = %s WHERE queue = %s AND group_id = %s",
                  (now, queue, group_id))
     if then_job is None:
-        return
+        return False
     try:
         state, _, finished = jobs.load(conn, codec, queue, then_job, for_update=True)
     except KeyError:  # purged, or never stored
-        return
-    if not finished and state.status is Status.WAITING:
-        jobs.write(conn, codec, queue, [transitions.parents_done(state, now)], now)
+        return False
+    if finished or state.status is not Status.WAITING:
+        return False
+    jobs.write(conn, codec, queue, [transitions.parents_done(state, now)], now)
+    return True
 
 
 class GroupedJobs:

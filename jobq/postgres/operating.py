@@ -26,7 +26,8 @@ def cancel(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_
     """Inside the caller's transaction: cancel a waiting job now, or ask a running one to stop
     (a prefetched one is given back cancelled by its worker). False if already finished.
 
-    Asking a running job, it NOTIFYs channel ``notify`` (if given) with the payload ``cancel``,
+    Cancelling a waiting job whose dependents it makes due, it NOTIFYs ``notify`` (if given)
+    as an enqueue would. Asking a running job, it NOTIFYs ``notify`` with the payload ``cancel``,
     delivered at the commit: the supervisors listening look at their running jobs at once. Inside
     the transaction, so taking the commit-order lock (see :mod:`jobq.postgres.wakeups`): cancels
     are rare."""
@@ -42,7 +43,9 @@ def cancel(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_
         if notify is not None:
             conn.execute("SELECT pg_notify(%s, %s)", (notify, CANCEL_PAYLOAD))
         return True
-    dependencies.write(conn, codec, queue, [transitions.cancelled(state, now)], now)
+    if dependencies.write(conn, codec, queue, [transitions.cancelled(state, now)],
+                          now).released and notify is not None:
+        conn.execute("SELECT pg_notify(%s, '')", (notify,))  # dependents it made due
     return True
 
 

@@ -28,7 +28,7 @@ no faster on a 2-core machine, where the server's CPU is what a drain runs out o
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -45,6 +45,19 @@ PROMOTE_BATCH = 1_000
 # A row a claim of this process returned (the claim's RETURNING: STATE, token, priority, seq,
 # snapshot, frame, max_attempts), kept by the engine until the job is settled.
 Claimed = Sequence[Any]
+
+
+class Settled(NamedTuple):
+    """What :func:`settle` did: the finished jobs' new states (None for a claim no longer
+    current), the new claims, their frames (job id -> framed record, read by the claim
+    itself), and whether the finished jobs released others (dependents, a group's final job:
+    see :class:`jobq.postgres.dependencies.Written`)."""
+
+    states: list[JobState | None]
+    claims: list[Claim]
+    frames: dict[str, bytes]
+    released: bool
+
 
 _PROMOTE = (
     "WITH d AS (SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND NOT ready"
@@ -130,17 +143,17 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
            finished: Sequence[tuple[str, int, Change]], owner: str, limit: int, *,
            lease_seconds: float, prefetch: int, started: Sequence[tuple[str, int]],
            promote: bool = True, claimed: dict[str, Claimed] | None = None
-           ) -> tuple[list[JobState | None], list[Claim], dict[str, bytes]]:
-    """Inside the caller's transaction: see the module docstring. Returns the claims'
-    frames too (job id -> framed record), read by the claim itself. ``claimed``: the rows
+           ) -> Settled:
+    """Inside the caller's transaction: see the module docstring. ``claimed``: the rows
     of this process's claims by job id (see :data:`Claimed`), read for the finished jobs
     and added to with the new claims."""
-    states = finish_in(conn, codec, queue, finished, owner, claimed) if finished else []
+    states, released = (finish_in(conn, codec, queue, finished, owner, claimed) if finished
+                        else ([], False))
     if limit + prefetch <= 0:
         if started:
             conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
                          prepare=True)
-        return states, [], {}
+        return Settled(states, [], {}, released)
     conn.execute(_ORDERED_SCANS, prepare=True)
     if promote:
         conn.execute(_PROMOTE, {"q": queue}, prepare=True)
@@ -161,7 +174,7 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
     if not claims and limits.active(conn, queue):  # the plain claim takes none then
         claims, frames = _claim_limited(conn, codec, queue, owner, wanted, to_start,
                                         lease_seconds, claimed)
-    return states, claims, frames
+    return Settled(states, claims, frames, released)
 
 
 def _claim_limited(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owner: str,
@@ -199,36 +212,39 @@ def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owne
 
 def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
               finished: Sequence[tuple[str, int, Change]], owner: str = "",
-              claimed: dict[str, Claimed] | None = None) -> list[JobState | None]:
+              claimed: dict[str, Claimed] | None = None) -> tuple[list[JobState | None], bool]:
     """Apply each change under its claim; None for a claim no longer current (or purged).
     ``owner``: who settles (its own claims' snapshots are read with their rows). ``claimed``:
-    the rows of this process's claims (see :data:`Claimed`)."""
+    the rows of this process's claims (see :data:`Claimed`). Also says whether other jobs were
+    released (see :class:`jobq.postgres.dependencies.Written`)."""
     done: dict[tuple[str, int], JobState] = {}
-    rest = _finish_claimed(conn, codec, queue, finished, claimed, done) if claimed else finished
+    rest, released = (_finish_claimed(conn, codec, queue, finished, claimed, done) if claimed
+                      else (finished, False))
     if rest:
-        _finish_locked(conn, codec, queue, rest, owner, done)
+        released = _finish_locked(conn, codec, queue, rest, owner, done) or released
     results: list[JobState | None] = []
     for job_id, token, _ in finished:
         results.append(done.pop((job_id, token), None))  # listed twice: recorded once
-    return results
+    return results, released
 
 
 def _finish_claimed(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
                     finished: Sequence[tuple[str, int, Change]], claimed: dict[str, Claimed],
                     done: dict[tuple[str, int], JobState]
-                    ) -> Sequence[tuple[str, int, Change]]:
+                    ) -> tuple[Sequence[tuple[str, int, Change]], bool]:
     """The jobs of ``finished`` this process claimed, written without a lock statement: their
     states are made from the rows their claims returned, and written under a fence (the
     claim's token, and the columns that may change while a job runs: jobq.postgres.jobs.Fence)
     in the statement that writes them; what it does not write (a row changed since, a claim
-    not current) is returned for the locking path, which reads the row again."""
+    not current) is returned for the locking path, which reads the row again, with whether
+    other jobs were released."""
     mine = {}
     for job_id, token, change in finished:
         row = claimed.get(job_id)
         if row is not None and row[10] == token and job_id not in mine:
             mine[job_id] = (token, change, row)
     if not mine:
-        return finished
+        return finished, False
     now = server_now(conn)
     new: list[JobState] = []
     fences: list[jobs.Fence | None] = []
@@ -236,20 +252,21 @@ def _finish_claimed(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: 
         token, change, row = mine[job_id]
         new.append(change(jobs.state_of(codec, row, row[13], writing=True), now, row[15]))
         fences.append((token, row[8], row[6], row[4]))
-    written = dependencies.write(conn, codec, queue, new, now,
-                                 {job_id for job_id, (_, _, row) in mine.items()
-                                  if row[13] is not None}, fences)
+    written, released = dependencies.write(conn, codec, queue, new, now,
+                                           {job_id for job_id, (_, _, row) in mine.items()
+                                            if row[13] is not None}, fences)
     ended = [state for state in new if state.job_id in written]
     for state in ended:
         done[(state.job_id, mine[state.job_id][0])] = state
     totals.add(conn, queue, tally(ended, now))
-    return [entry for entry in finished if entry[0] not in written]
+    return [entry for entry in finished if entry[0] not in written], released
 
 
 def _finish_locked(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
                    finished: Sequence[tuple[str, int, Change]], owner: str,
-                   done: dict[tuple[str, int], JobState]) -> None:
-    """Lock the rows, then apply and write each change whose claim is current (into ``done``)."""
+                   done: dict[tuple[str, int], JobState]) -> bool:
+    """Lock the rows, then apply and write each change whose claim is current (into ``done``);
+    True if other jobs were released."""
     found = conn.execute(_LOCK_FINISHED, (queue, list({job_id for job_id, _, _ in finished})),
                          prepare=True).fetchall()
     rows = {row[0]: row for row in found}
@@ -265,9 +282,11 @@ def _finish_locked(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: s
             continue
         state = jobs.state_of(codec, row, blobs.get(job_id), writing=True)
         new[job_id] = done[(job_id, token)] = change(state, now, row[11])
-    dependencies.write(conn, codec, queue, list(new.values()), now,
-                       {job_id for job_id in new if blobs.get(job_id) is not None})
+    released = dependencies.write(conn, codec, queue, list(new.values()), now,
+                                  {job_id for job_id in new if blobs.get(job_id) is not None}
+                                  ).released
     totals.add(conn, queue, tally(new.values(), now))
+    return released
 
 
 def save_checkpoint(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, job_id: str,

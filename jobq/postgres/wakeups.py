@@ -1,5 +1,6 @@
 """Wake-ups on PostgreSQL: a producer NOTIFYs the queue's channel after a commit that made jobs
-claimable; a worker's supervisor LISTENs on a connection of its own and wakes its idle
+claimable (so does a worker whose settle gave jobs back or released dependents or a group's
+final job: its own claim takes no more than it asked for); a worker's supervisor LISTENs on a connection of its own and wakes its idle
 children, who otherwise look for work only every ``fallback_interval`` (and when the next
 delayed job is due), instead of asking the server every ``poll_interval``.
 

@@ -25,7 +25,7 @@ from jobq.postgres.db import Db
 from jobq.postgres.url import parse
 from jobq.postgres.wakeups import DEBOUNCE, Notifier, channel
 
-from .pgq import frames, open_url
+from .pgq import frames, open_url, succeed
 
 WORKER = """
 import sys
@@ -217,3 +217,25 @@ def test_a_cancel_of_a_running_job_is_heard_as_a_cancel_not_as_new_jobs(
             assert polled.cancel("quiet") and heard(conn, 0.3) == 0
     finally:
         polled.close()
+
+
+def test_a_settle_that_releases_dependents_notifies_and_one_that_does_not_is_quiet(
+        pg_url: str) -> None:
+    """Idle workers hear of jobs a settle made due: its own claim takes at most what it asked
+    for, and no enqueue would wake the others."""
+    with Queue(pg_url) as q:
+        engine = q.engine
+        q.enqueue_call(jobtasks.add, (1, 2), job_id="parent")
+        q.enqueue_call(jobtasks.add, (3, 4), job_id="lone")
+        for n in range(3):
+            q.enqueue_call(jobtasks.add, (n, n), job_id=f"child{n}", depends_on=["parent"])
+        with ear(pg_url) as conn:
+            heard(conn, 0.3)  # the enqueues' own, if still to come
+            _, claims = engine.settle([], "w1", 2)
+            tokens = {c.job_id: c.token for c in claims}
+            assert set(tokens) == {"parent", "lone"}
+            engine.settle([("lone", tokens["lone"], succeed(7))], "w1", 0)
+            assert heard(conn, 0.5) == 0  # nothing released: no NOTIFY
+            engine.settle([("parent", tokens["parent"], succeed(3))], "w1", 0)
+            assert heard(conn, 1.0) == 1  # its three dependents, in one (debounced) NOTIFY
+        assert {q.state(f"child{n}").status for n in range(3)} == {Status.QUEUED}
