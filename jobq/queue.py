@@ -18,10 +18,10 @@ from .job_options import Options
 from .errors import InvalidArgument, InvalidJob, JobCancelled, JobFailed, WaitTimeout
 from .payload import JobPayload
 from .state import JobState, Status
-from .worker_info import WorkerInfo, workers_of
 
-if TYPE_CHECKING:
-    from . import groups  # imported where used: its two dataclasses cost a worker's start
+if TYPE_CHECKING:  # imported where used: their dataclasses would cost a worker's start
+    from . import groups
+    from .worker_info import WorkerInfo
 
 class Queue:
     """A persistent job queue in a directory: ``Queue(path)``; default ``$JOBQ_HOME``, else ``./.jobq``.
@@ -330,6 +330,8 @@ class Queue:
         """Workers of this queue: alive ones (live or stuck), dead ones not yet reaped, then
         those found dead in the last day, newest first. Reading never takes a worker's lock
         in a way that could make it look dead, and needs no write permission."""
+        from .worker_info import workers_of
+
         return workers_of(self.engine, self.engine.now())
 
     # -- acting --------------------------------------------------------------------------------
