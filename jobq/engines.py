@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from . import config as config_mod
 from .engine import Engine
@@ -13,39 +12,6 @@ from .errors import ConfigError, JobqError
 
 # The directory engine (jobq.local) is imported where a directory is met, not here: a process
 # on a PostgreSQL queue never loads it (some 70 ms of a PostgreSQL worker's start, issue 19).
-
-
-@dataclass(frozen=True)
-class Migration:
-    """What ``jobq migrate`` found at a location: the storage's version, and this jobq's."""
-
-    where: str
-    found: int  # 0: nothing made yet
-    current: int
-    kind: str  # "the jobq schema" or "the queue directory's format"
-
-    @property
-    def pending(self) -> bool:
-        return self.found < self.current
-
-
-def migrate(cfg: config_mod.QueueConfig, *, check: bool) -> Migration:
-    """Bring the storage at ``cfg.path`` up to this jobq's version (``check``: only read it).
-
-    IncompatibleFormat if it is newer. A directory's format is upgraded by any open; so is a
-    PostgreSQL schema, but a deploy may want it done once, first, at a time it chose.
-    """
-    if config_mod.is_server_url(cfg.path):
-        from . import postgres
-        found, current = postgres.migrate(cfg.path, check=check)
-        return Migration(f"PostgreSQL at {postgres.parse(cfg.path).server}", found, current,
-                         "the jobq schema")
-    from .local import LocalEngine, directory
-    found = directory.format_found(cfg.path)
-    if not check and found < directory.FORMAT:
-        LocalEngine(cfg, catch_up=False).close()  # opening upgrades
-    return Migration(cfg.path, found, max(found, directory.FORMAT),
-                     "the queue directory's format")
 
 
 def exists(location: str) -> bool:

@@ -7,18 +7,21 @@ import time
 from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import EllipsisType, MappingProxyType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import config as config_mod
-from . import (batches, dependencies, engines, groups, job_options, job_record, record,
-               retention, signatures, tasks)
+from . import (batches, dependencies, engines, job_options, job_record, record, retention,
+               signatures, tasks)
 from . import limits as job_limits
 from .job_ids import check_job_id, job_ids
 from .job_options import Options
 from .errors import InvalidArgument, InvalidJob, JobCancelled, JobFailed, WaitTimeout
 from .payload import JobPayload
 from .state import JobState, Status
-from .worker_info import WorkerInfo, workers_of
+
+if TYPE_CHECKING:  # imported where used: their dataclasses would cost a worker's start
+    from . import groups
+    from .worker_info import WorkerInfo
 
 class Queue:
     """A persistent job queue in a directory: ``Queue(path)``; default ``$JOBQ_HOME``, else ``./.jobq``.
@@ -233,16 +236,22 @@ class Queue:
         """One job per item (or per ``chunk_size`` items) calling ``fn(item)``, in one group;
         ``then=fn`` or ``(fn, args)`` runs once every member ended, with the group id first.
         ``options``: ``priority``, ``delay``, ``max_attempts``, ``timeout`` (see jobq.groups)."""
+        from . import groups
+
         return groups.map_items(self, fn, items, chunk_size=chunk_size, then=then, **options)
 
     def group(self, group_id: str) -> groups.GroupStatus:
         """The group's members by status, progress, final job; GroupNotFound if none."""
+        from . import groups
+
         return groups.status(self, group_id)
 
     def gather(self, group_id: str, timeout: float | None = None,
                return_exceptions: bool = False) -> list[Any]:
         """Wait for every member; the results in item order. JobFailed for the first member
         that failed (in item order), or with ``return_exceptions`` the errors in place."""
+        from . import groups
+
         return groups.gather(self, group_id, timeout, return_exceptions)
 
     def _options(self, priority: int, delay: float | None, max_attempts: int | None,
@@ -321,6 +330,8 @@ class Queue:
         """Workers of this queue: alive ones (live or stuck), dead ones not yet reaped, then
         those found dead in the last day, newest first. Reading never takes a worker's lock
         in a way that could make it look dead, and needs no write permission."""
+        from .worker_info import workers_of
+
         return workers_of(self.engine, self.engine.now())
 
     # -- acting --------------------------------------------------------------------------------

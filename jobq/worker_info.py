@@ -18,25 +18,13 @@ import enum
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from .engine.workers import worker_of
 from .errors import JobNotFound
 
 if TYPE_CHECKING:
     from .engine import Engine
 
 
-def owner_of(worker: str, slot: int) -> str:
-    """The owner name of a worker's claims: ``<worker>/<slot>``; slot 0 is the supervisor's
-    own. Engines match a worker's claims and its children's by this prefix."""
-    return worker if slot == 0 else f"{worker}/{slot}"
-
-
-def worker_of(owner: str) -> str:
-    """The worker id in a claim's owner (``<worker id>/<child>``; older claims: the id alone)."""
-    return owner.split("/", 1)[0]
-
-
-MAX_DEAD = 100  # dead workers remembered, newest first
-KEEP_DEAD = 86400.0  # seconds a dead worker is remembered
 MIN_STUCK = 10.0  # a heartbeat older than this (and than 5 intervals) marks a live worker stuck
 
 

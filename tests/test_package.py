@@ -85,3 +85,26 @@ def test_a_queue_in_postgresql_never_loads_the_directory_engine(location: str) -
                              f"jobq.Queue({location!r}).close()")
     assert "jobq.postgres" in loaded
     assert {m for m in loaded if m.startswith("jobq.local")} == set()
+
+
+def test_jobq_worker_forks_its_child_without_the_other_commands_modules(tmp_path: Path) -> None:
+    """What the supervisor holds when it forks its first child: neither the other commands'
+    modules (jobq.cli.commands and what it imports), nor q.map's (jobq.groups: two dataclasses,
+    some 10 M instructions) nor the workers view's (jobq.worker_info: two more), nor a heap the
+    child's collector would walk (frozen: gc.freeze)."""
+    code = ("import gc, sys\n"
+            "def hook(event, args):\n"
+            "    if event == 'os.fork' and not hasattr(sys, 'at_fork'):\n"
+            "        sys.at_fork = (set(sys.modules), gc.get_freeze_count(), gc.isenabled())\n"
+            "sys.addaudithook(hook)\n"
+            "import jobq.cli\n"
+            f"assert jobq.cli.main(['worker', '--burst', '--dir', {str(tmp_path / 'q')!r}]) == 0\n"
+            "loaded, frozen, enabled = sys.at_fork\n"
+            "print(frozen, enabled, *loaded)\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True).stdout.split()
+    frozen, enabled, loaded = int(out[0]), out[1], set(out[2:])
+    assert "workers.child" in loaded
+    assert {"jobq.cli.commands", "jobq.cli.inputs", "jobq.cli.render",
+            "jobq.cli.upkeep", "jobq.groups", "jobq.worker_info"} & loaded == set()
+    assert frozen > 10_000 and enabled == "True"

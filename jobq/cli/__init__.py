@@ -7,7 +7,9 @@ problems); 2 a usage error (and for ``verify``, any error that kept it from chec
 
 from __future__ import annotations
 
+import gc
 import importlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -51,21 +53,21 @@ def configure_logging(verbose: bool = False, fmt: str = "auto", level: int | Non
 
 
 def _worker(args: argparse.Namespace) -> int:
-    # The worker runtime is only loaded by the command that runs it.
-    from workers import Worker, WorkerConfig
-    from workers.worker import import_modules
+    # Starting allocates some hundred thousand objects (modules, classes, functions) and frees
+    # almost none: the collector would only walk them again and again as they are made (3% of
+    # the instructions to the first fork). Frozen once made (the standard library's recipe for a
+    # process that forks: see gc.freeze), no collection in the supervisor or its children walks
+    # them again, and a child's collections no longer write into pages it shares with its parent.
+    gc.disable()
+    try:
+        queue, options = _start_worker(args)
+    finally:
+        gc.freeze()
+        gc.enable()
+    from workers import Worker
     from .. import config
-    from . import commands
 
-    commands.importable_cwd()
-    options = dict(concurrency=args.concurrency, imports=tuple(args.imports),
-                   shutdown_grace=args.shutdown_grace, max_crashes=args.max_crashes,
-                   **({} if args.prefetch is None else {"prefetch": args.prefetch}),
-                   **({} if args.compact_threshold is None
-                      else {"compact_threshold": args.compact_threshold}))
-    # Checked before the queue is opened: a refused worker leaves no new queue behind.
-    import_modules(WorkerConfig(**options).imports)
-    with _open_when_reachable(args, args.wait_for_storage) as queue:
+    with queue:
         if queue.created:
             from .._logging import get_logger
             get_logger("jobq.cli").warning(
@@ -77,6 +79,23 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_worker(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The worker's imports and its queue, opened (and created if missing)."""
+    # The worker runtime is only loaded by the command that runs it.
+    from workers import WorkerConfig
+    from workers.worker import import_modules
+
+    importable_cwd()
+    options = dict(concurrency=args.concurrency, imports=tuple(args.imports),
+                   shutdown_grace=args.shutdown_grace, max_crashes=args.max_crashes,
+                   **({} if args.prefetch is None else {"prefetch": args.prefetch}),
+                   **({} if args.compact_threshold is None
+                      else {"compact_threshold": args.compact_threshold}))
+    # Checked before the queue is opened: a refused worker leaves no new queue behind.
+    import_modules(WorkerConfig(**options).imports)
+    return _open_when_reachable(args, args.wait_for_storage), options
+
+
 def _open_when_reachable(args: argparse.Namespace, patience: float) -> Any:
     """The worker's queue, once its storage answers: a worker started before its database
     server (a host booting, a container started first) waits for it, up to ``patience``
@@ -84,13 +103,13 @@ def _open_when_reachable(args: argparse.Namespace, patience: float) -> Any:
     from workers.outage import Outage, sleep_unless
     from .._logging import get_logger
     from ..errors import StorageError, transient
-    from . import commands
+    from ..queue import Queue
 
     outage = Outage(get_logger("jobq.cli"))
     deadline = time.monotonic() + patience
     while True:
         try:
-            queue = commands.open_queue(args, create=True, for_worker=True)
+            queue = Queue._for_worker(args.dir)  # created if missing
         except StorageError as exc:
             left = deadline - time.monotonic()
             if not transient(exc):
@@ -118,6 +137,12 @@ NO_QUEUE_YET = {"migrate", "dashboard"}  # open the queue themselves
 CREATES = {"enqueue"}
 
 
+def importable_cwd() -> None:
+    """Tasks of the project the command runs in are importable, as in RQ and Celery."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def _runner(command: str) -> Any:
     module, _, name = RUNNERS[command].partition(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
@@ -128,7 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .. import config
     from ..errors import JobqError
     from ..engines import denied
-    from . import commands, upkeep
 
     # A worker's events are its log: info by default; other commands keep stderr quiet.
     configure_logging(args.verbose or args.command == "worker", args.log_format,
@@ -136,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return _worker(args)
+        # Imported here: a worker's first job need not wait for the other commands' modules.
+        from . import commands
         if args.command == "init":
             return commands.init(args, sys.stdout)
         if args.command in NO_QUEUE_YET:
@@ -151,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _runner(args.command)(queue, args, sys.stdout)
     except JobqError as exc:
         print(f"jobq: error: {exc}", file=sys.stderr)
-        return upkeep.VERIFY_CANNOT_RUN if args.command == "verify" else 1
+        if args.command == "verify":
+            from .upkeep import VERIFY_CANNOT_RUN
+            return VERIFY_CANNOT_RUN
+        return 1
     except PermissionError as exc:  # one jobq did not foresee: still the file, owner and remedy
         print(f"jobq: error: {denied(exc, _root(args))}",
               file=sys.stderr)

@@ -15,7 +15,7 @@ from ..ago import ago
 from ..errors import DamagedRecord, InvalidArgument, JobNotFound, JobqError, NotAQueue, StorageError
 from ..queue import Queue, last_line
 from ..state import Status
-from . import inputs, render
+from . import importable_cwd, inputs, render
 
 TIMEOUT_EXIT = 124  # like coreutils timeout(1)
 
@@ -50,12 +50,6 @@ def init(args: argparse.Namespace, out: TextIO) -> int:
           " directories 2770 and files 0660 of that group, also those created later by any"
           " of its users", file=out)
     return 0
-
-
-def importable_cwd() -> None:
-    """Tasks of the project the command runs in are importable, as in RQ and Celery."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
 
 
 def enqueue_into_new(args: argparse.Namespace, out: TextIO) -> int:

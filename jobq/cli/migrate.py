@@ -10,11 +10,11 @@ import argparse
 from typing import TextIO
 
 from .. import config as config_mod
-from .. import engines
+from .. import migration
 
 
 def migrate(args: argparse.Namespace, out: TextIO) -> int:
-    done = engines.migrate(config_mod.build(args.dir), check=args.check)
+    done = migration.migrate(config_mod.build(args.dir), check=args.check)
     if not done.pending:
         print(f"{done.where}: {done.kind} is at version {done.current}, this jobq's: nothing"
               " to do", file=out)

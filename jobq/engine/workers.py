@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..worker_info import WorkerInfo, owner_of, worker_of
+if TYPE_CHECKING:  # jobq.worker_info's dataclasses are built where workers are read
+    from ..worker_info import WorkerInfo
 
 __all__ = ["Liveness", "Workers", "owner_of", "worker_of"]
+
+MAX_DEAD = 100  # dead workers remembered, newest first
+KEEP_DEAD = 86400.0  # seconds a dead worker is remembered
+
+
+def owner_of(worker: str, slot: int) -> str:
+    """The owner name of a worker's claims: ``<worker>/<slot>``; slot 0 is the supervisor's
+    own. Engines match a worker's claims and its children's by this prefix."""
+    return worker if slot == 0 else f"{worker}/{slot}"
+
+
+def worker_of(owner: str) -> str:
+    """The worker id in a claim's owner (``<worker id>/<child>``; older claims: the id alone)."""
+    return owner.split("/", 1)[0]
 
 
 class Liveness(Protocol):

@@ -36,13 +36,17 @@ import fcntl
 import json
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import durable
 from ..engine import worker_of
+from ..engine.workers import KEEP_DEAD, MAX_DEAD
 from ..errors import StorageError
-from ..worker_info import (KEEP_DEAD, MAX_DEAD, WorkerInfo, WorkerState, from_id,
-                           info_from_record, number, stuck)
+
+# jobq.worker_info is imported where records are read: its dataclasses would cost every
+# worker's start (a supervisor takes its lock here before it forks its children).
+if TYPE_CHECKING:
+    from ..worker_info import WorkerInfo, WorkerState
 
 DIR = "workers"
 DEAD_DIR = "dead"
@@ -150,6 +154,8 @@ def read(root: str, now: float, owners: Iterable[str] = ()) -> list[WorkerInfo]:
 
 
 def _read(root: str, now: float, owners: Iterable[str]) -> list[WorkerInfo]:
+    from ..worker_info import WorkerState, from_id, info_from_record
+
     found: dict[str, WorkerInfo] = {}
     workers_dir = os.path.join(root, DIR)
     for name in _names(workers_dir):
@@ -177,6 +183,8 @@ def _read(root: str, now: float, owners: Iterable[str]) -> list[WorkerInfo]:
 
 
 def _state(root: str, worker_id: str, record: dict[str, Any] | None, now: float) -> WorkerState:
+    from ..worker_info import WorkerState, number, stuck
+
     if not holds_lock(root, worker_id):
         return WorkerState.DEAD
     record = record or {}

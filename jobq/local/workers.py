@@ -24,12 +24,14 @@ import os
 import time
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import durable, permissions, worker_records
 from .._logging import get_logger
-from ..worker_info import WorkerInfo
 from .worker_records import DIR, lock_path as _path
+
+if TYPE_CHECKING:  # built where workers are read, not as a worker starts
+    from ..worker_info import WorkerInfo
 
 __all__ = ["LivenessLock", "LocalWorkers", "is_dead"]
 

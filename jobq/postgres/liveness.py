@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 
 from ..errors import LivenessLost
-from ..worker_info import KEEP_DEAD, MAX_DEAD
+from ..engine.workers import KEEP_DEAD, MAX_DEAD
 from ..worker_info import (WorkerInfo, WorkerState, from_id, info_from_record, number, stuck,
                            worker_of)
 from .db import Db, connect, storage_error
