@@ -51,6 +51,15 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def seconds(text: str) -> float:
+    """'60' (a bare number is seconds), '90s', '15m', '12h', '7d', '2w' -> seconds: a ttl or a
+    wait, where a number alone has always meant seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise InvalidArgument(f"not a number of seconds: {text!r} (e.g. 60, 0, 15m or 7d)")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
 def job_id_of(q: Queue, text: str) -> str:
     """The job named by ``text``: its id, or a prefix of exactly one id (as git takes commits)."""
     if not text or len(text) > MAX_JOB_ID or not text.isprintable() or q.engine.exists(text):

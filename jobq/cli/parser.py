@@ -174,10 +174,11 @@ def _enqueue(sub: Any, common: argparse.ArgumentParser, _: argparse.ArgumentPars
 def add_ttls(p: argparse.ArgumentParser, jobs: str) -> None:
     """``--result-ttl``/``--failure-ttl``, of a job or of those a schedule fires (``jobs``)."""
     p.add_argument("--result-ttl", type=_seconds, default=None, metavar="S",
-                   help=f"delete {jobs} S seconds after it succeeded or was cancelled"
-                        " (default: keep it)")
+                   help=f"delete {jobs} S seconds (or 15m, 12h, 7d...) after it succeeded or"
+                        " was cancelled (default: keep it)")
     p.add_argument("--failure-ttl", type=_seconds, default=None, metavar="S",
-                   help=f"delete {jobs} S seconds after it ended dead (default: keep it)")
+                   help=f"delete {jobs} S seconds (or 15m, 12h, 7d...) after it ended dead"
+                        " (default: keep it)")
 
 
 def _init(sub: Any, common: argparse.ArgumentParser, _: argparse.ArgumentParser) -> None:
@@ -351,11 +352,11 @@ def _bytes_or_off(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
-    """A duration in seconds, 0 or more."""
+    """A duration, 0 or more: seconds, or with a unit (``15m``, ``7d``: jobq.cli.inputs)."""
+    from ..errors import InvalidArgument
+    from .inputs import seconds
+
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r} (e.g. 60, or 0)")
-    return value
+        return seconds(text)
+    except InvalidArgument as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

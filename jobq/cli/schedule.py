@@ -18,7 +18,7 @@ from ..queue import Queue
 from . import commands, inputs, render
 
 if TYPE_CHECKING:  # imported where used: `jobq worker` needs none of jobq.schedule (issue 19)
-    from ..schedule import Stored
+    from ..schedule import Schedule, Stored
 
 
 class _Intermixed(argparse.ArgumentParser):
@@ -116,11 +116,24 @@ def list_schedules(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     if not stored:
         print("no schedules" if not bad else "no other schedules", file=out)
         return 0
-    render.table(["NAME", "CRON", "TZ", "NEXT", "TASK", "MISFIRE", "OVERLAP", "LAST JOB"],
+    render.table(["NAME", "CRON", "TZ", "NEXT", "TASK", "MISFIRE", "OVERLAP", "KEPT",
+                  "LAST JOB"],
                  [[s.schedule.name, s.schedule.when, s.schedule.tz, _local(s),
-                   s.schedule.task, s.schedule.misfire, s.schedule.overlap, s.last_job or "-"]
-                  for s in stored], out)
+                   s.schedule.task, s.schedule.misfire, s.schedule.overlap, _kept(s.schedule),
+                   s.last_job or "-"] for s in stored], out)
     return 0
+
+
+def _kept(schedule: Schedule) -> str:
+    """How long its jobs are kept once ended, as ``--result-ttl``/``--failure-ttl`` gave it
+    ("result 0s, failure 1h"); "-" where both are the queue's."""
+    from ..schedule import interval_text
+
+    def text(seconds: float) -> str:
+        return interval_text(int(seconds)) if seconds and float(seconds).is_integer() \
+            else f"{seconds:g}s"
+    return ", ".join(f"{name.partition('_')[0]} {text(value)}"
+                     for name, value in schedule.ttls().items()) or "-"
 
 
 def remove(q: Queue, args: argparse.Namespace, out: TextIO) -> int:

@@ -41,8 +41,8 @@ def test_a_new_queue_made_by_the_enqueue_takes_the_ttl_too(location: str) -> Non
 
 @pytest.mark.parametrize("option,value", [
     ("--result-ttl", "-1"), ("--result-ttl", "soon"), ("--failure-ttl", "inf"),
-    ("--failure-ttl", "nan"), ("--result-ttl", "")],
-    ids=["negative", "word", "infinite", "nan", "empty"])
+    ("--failure-ttl", "nan"), ("--result-ttl", ""), ("--result-ttl", "7x")],
+    ids=["negative", "word", "infinite", "nan", "empty", "unknown unit"])
 def test_bad_ttls_are_one_line_exit_2_and_store_nothing(location: str, option: str,
                                                          value: str) -> None:
     ok("init", "--dir", location)

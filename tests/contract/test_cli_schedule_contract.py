@@ -106,9 +106,11 @@ def test_a_schedule_s_ttls_are_stored_and_reach_the_jobs_it_fires(location: str,
                                                                   monkeypatch) -> None:
     ok("init", "--dir", location)
     ok("schedule", "add", "--dir", location, "sum", "* * * * *", "jobtasks:add", "40", "2",
-       "--result-ttl", "0", "--failure-ttl", "3600")
+       "--result-ttl", "0", "--failure-ttl", "1h")  # seconds, or with a unit
     (listed,) = json.loads(ok("schedule", "list", "--dir", location, "--json"))
     assert (listed["result_ttl"], listed["failure_ttl"]) == (0, 3600)
+    head, row = ok("schedule", "list", "--dir", location).splitlines()
+    assert row[head.index("KEPT"):head.index("LAST JOB")].strip() == "result 0s, failure 1h"
     with Queue(location) as q:
         (stored,) = q.engine.schedules.all()
         assert q.engine.schedules.advance("sum", stored.next_at, ANCHOR + 30)
