@@ -151,6 +151,16 @@ class Schedule:
         """When it fires, as people read it: the cron expression, or "every 5m"."""
         return self.cron if self.every is None else f"every {interval_text(self.every)}"
 
+    @property
+    def kept(self) -> str:
+        """How long its jobs are kept once ended, as people read it: "result 0s, failure 1h"
+        (the ttls given; see :meth:`ttls`), "-" where both are the queue's."""
+        def text(seconds: float) -> str:
+            return interval_text(int(seconds)) if seconds and float(seconds).is_integer() \
+                else f"{seconds:g}s"
+        return ", ".join(f"{name.partition('_')[0]} {text(value)}"
+                         for name, value in self.ttls().items()) or "-"
+
     def next_after(self, t: float) -> float:
         """The first fire time strictly after ``t`` (seconds since the epoch)."""
         if self.every is not None:

@@ -18,7 +18,7 @@ from ..queue import Queue
 from . import commands, inputs, render
 
 if TYPE_CHECKING:  # imported where used: `jobq worker` needs none of jobq.schedule (issue 19)
-    from ..schedule import Schedule, Stored
+    from ..schedule import Stored
 
 
 class _Intermixed(argparse.ArgumentParser):
@@ -119,21 +119,9 @@ def list_schedules(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
     render.table(["NAME", "CRON", "TZ", "NEXT", "TASK", "MISFIRE", "OVERLAP", "KEPT",
                   "LAST JOB"],
                  [[s.schedule.name, s.schedule.when, s.schedule.tz, _local(s),
-                   s.schedule.task, s.schedule.misfire, s.schedule.overlap, _kept(s.schedule),
+                   s.schedule.task, s.schedule.misfire, s.schedule.overlap, s.schedule.kept,
                    s.last_job or "-"] for s in stored], out)
     return 0
-
-
-def _kept(schedule: Schedule) -> str:
-    """How long its jobs are kept once ended, as ``--result-ttl``/``--failure-ttl`` gave it
-    ("result 0s, failure 1h"); "-" where both are the queue's."""
-    from ..schedule import interval_text
-
-    def text(seconds: float) -> str:
-        return interval_text(int(seconds)) if seconds and float(seconds).is_integer() \
-            else f"{seconds:g}s"
-    return ", ".join(f"{name.partition('_')[0]} {text(value)}"
-                     for name, value in schedule.ttls().items()) or "-"
 
 
 def remove(q: Queue, args: argparse.Namespace, out: TextIO) -> int:

@@ -148,16 +148,17 @@ def _timeline(row: dict[str, Any], s: Any, now: float) -> Safe:
 
 
 def schedules(found: list[views.ScheduleRow], now: float) -> Safe:
-    """Each schedule: what it runs and when, its next fire time in its own zone and in UTC, and
-    the last firing's job with its status."""
+    """Each schedule: what it runs and when, how long its jobs are kept, its next fire time in
+    its own zone and in UTC, and the last firing's job with its status."""
     rows = ([el("span", r.schedule.name, class_="name"), el("code", r.schedule.when),
              r.schedule.tz, el("code", r.schedule.task), el("code", _arguments(r.schedule)),
              r.schedule.misfire,
-             r.schedule.overlap, _local(r.next_at, r.schedule.zone()),
+             r.schedule.overlap, r.schedule.kept, _local(r.next_at, r.schedule.zone()),
              Safe(el("span", _utc(r.next_at)) + " " + when(r.next_at, now)),
              when(r.last_at, now) if r.last_job else "never", _last(r)] for r in found)
     return Safe(el("div", table(
-        ("schedule", "cron", "time zone", "task", "arguments", "misfire", "overlap", "next (local)",
+        ("schedule", "cron", "time zone", "task", "arguments", "misfire", "overlap", "kept",
+         "next (local)",
          "next (UTC)", "last fired", "last outcome"), rows,
         empty="no schedules (jobq schedule add, or @jobq.periodic)", id="schedules"),
         id="live"))

@@ -206,7 +206,7 @@ def test_bad_settings_are_refused(q: Queue):
 
 def test_the_schedules_page_shows_next_and_last_firings(q: Queue):
     daily = Schedule(name="daily", cron="30 6 * * *", task=ADD, args=(1, 2), tz="Europe/Berlin",
-                     misfire="once", overlap="allow")
+                     misfire="once", overlap="allow", result_ttl=86400, failure_ttl=90.5)
     q.engine.schedules.put(daily, 1_900_000_000.0)  # 2030-03-17 17:46:40 UTC
     hourly = Schedule(name="hourly", cron="0 * * * *", task=BOOM)
     fired = hourly.next_after(q.engine.now() - 7200)
@@ -222,6 +222,7 @@ def test_the_schedules_page_shows_next_and_last_firings(q: Queue):
     assert "<code>1, 2</code>" in rows[0]
     assert "2030-03-17 18:46:40 CET" in rows[0] and "2030-03-17 17:46:40Z" in rows[0]
     assert ">once<" in rows[0] and ">allow<" in rows[0] and ">never<" in rows[0]
+    assert ">result 1d, failure 90.5s<" in rows[0] and "<td>-</td>" in rows[1]  # kept
     exact = datetime.fromtimestamp(fired, timezone.utc).isoformat(timespec="seconds")
     assert f'datetime="{exact}"' in rows[1]  # the last fire time, from the job's id
     assert f'href="/jobs/{quote(jid, safe="")}"' in rows[1]
