@@ -190,10 +190,7 @@ def _claim_limited(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: s
                                         "sj": [], "st": []}, binary=True).fetchall()
     order = {job_id: i for i, job_id in enumerate(ids)}  # the started ones first
     rows.sort(key=lambda r: order[r[0]])
-    if claimed is not None:
-        claimed.update((r[0], r) for r in rows)
-    claims = [Claim(r[0], r[10], jobs.state_of(codec, r, r[13], writing=True)) for r in rows]
-    return claims, {r[0]: bytes(r[14]) for r in rows if r[14] is not None}
+    return _taken(codec, rows, claimed)
 
 
 def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owner: str, n: int,
@@ -204,6 +201,13 @@ def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owne
                                  "st": [t for _, t in started]}, prepare=True,
                         binary=True).fetchall()  # (binary: frames not hex-decoded, see _CLAIM)
     rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the array's order
+    return _taken(codec, rows, claimed)
+
+
+def _taken(codec: SnapshotCodec, rows: list[Any], claimed: dict[str, Claimed] | None
+           ) -> tuple[list[Claim], dict[str, bytes]]:
+    """The claims of a claim's rows, in their order, and their frames (job id -> framed
+    record); the rows kept in ``claimed`` by job id."""
     if claimed is not None:
         claimed.update((r[0], r) for r in rows)
     claims = [Claim(r[0], r[10], jobs.state_of(codec, r, r[13], writing=True)) for r in rows]
