@@ -9,7 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from jobq import Queue, Status
-from jobq.local import log
+from jobq.local import log, log_append, log_read
 from jobq.local.log import Damage, Entry, Position, Sealed, Tail
 
 from jobtasks import add
@@ -272,7 +272,7 @@ def test_data_end_is_one_past_the_last_non_zero_byte(tmp_path, records):
         path.write_bytes(data + bytes(fill))
         fd = os.open(path, os.O_RDONLY)
         try:
-            assert log._data_end(fd, len(data) + fill) == len(data), fill
+            assert log_read._data_end(fd, len(data) + fill) == len(data), fill
         finally:
             os.close(fd)
 
@@ -350,7 +350,7 @@ def test_a_wrong_hint_in_the_lock_file_is_checked_not_trusted(queue, qpath, wron
     }
     lock = qpath / "log" / "append.lock"
     shared = bytearray(lock.read_bytes())
-    shared[8:40] = log._HINT.pack(*hints[wrong])
+    shared[8:40] = log_append._HINT.pack(*hints[wrong])
     lock.write_bytes(bytes(shared))
     third = queue.enqueue(add, 3, 3)
     assert _record_offsets(queue)[-1] == end
@@ -369,7 +369,7 @@ def test_the_hint_is_written_by_every_append_and_checked_by_the_next(queue, qpat
     last = _record_offsets(queue)[-1].offset
     shared = (qpath / "log" / "append.lock").read_bytes()
     size = (qpath / "log" / "000000000001.log").stat().st_size
-    assert log._HINT.unpack(shared[8:40]) == (1, last, end.offset, size)
+    assert log_append._HINT.unpack(shared[8:40]) == (1, last, end.offset, size)
 
 
 def test_zero_bytes_between_records_are_named_as_such(tmp_path):

@@ -52,8 +52,6 @@ from ..state import WAITING, Status
 from .._logging import get_logger
 
 if TYPE_CHECKING:
-    import filelock  # imported where used: only compaction needs it, not every start-up
-
     from .parts import Parts
 
 __all__ = ["CompactReport", "compact", "compaction_steps", "dead_bytes",
@@ -107,7 +105,7 @@ def compaction_steps(engine: Parts, *, catch_up: int = 4, min_dead_share: float 
     jobs to ``jobq compact``. Closing the generator part-way releases the lock; the segments done
     so far stay done.
     """
-    import filelock
+    import filelock  # here, not at the top: only compaction needs it, not every start-up
 
     held = lock(engine.path, timeout=0)
     try:

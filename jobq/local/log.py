@@ -46,9 +46,10 @@ from .. import record
 from ._flock import ProcessLock, fork_generation
 from .log_append import _WriteHandle
 # Imported from here by the rest of jobq (and by tests): the log has one public module.
-from .log_append import _HINT  # noqa: F401
-from .log_read import RESERVE, Damage, Entry, Position, ScanItem, Sealed, Tail  # noqa: F401
-from .log_read import _data_end  # noqa: F401
+from .log_read import RESERVE, Damage, Entry, Position, ScanItem, Sealed, Tail
+
+__all__ = ["RESERVE", "Damage", "Entry", "Log", "Position", "ScanItem", "Sealed", "Tail",
+           "segment_name"]
 
 _SEGMENT_RE = re.compile(r"^(\d{12})\.log$")
 
