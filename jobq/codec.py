@@ -27,7 +27,7 @@ def key_check(key: bytes | None) -> str | None:
 
 SIGNED_MAGIC = b"JQS1"
 _MAC_SIZE = 32  # HMAC-SHA256's
-_MARKER = pickling.dumps(None)
+MARKER = pickling.dumps(None)  # what a job just indexed stores, unsigned (see encode_marker)
 
 
 class SnapshotCodec:
@@ -46,12 +46,17 @@ class SnapshotCodec:
             return data
         return SIGNED_MAGIC + self._mac(key, data) + data
 
+    @property
+    def signed(self) -> bool:
+        """Whether stored values are signed (then a marker is each job's own bytes)."""
+        return self._key is not None
+
     def encode_marker(self, key: str) -> bytes:
         """``encode(key, None)``: the marker of a job just indexed (see :mod:`jobq.local.snapshots`).
 
         Unsigned it is the same bytes for every job, pickled once instead of once per job.
         """
-        return _MARKER if self._key is None else self.encode(key, None)
+        return MARKER if self._key is None else self.encode(key, None)
 
     def decode(self, key: str, raw: bytes) -> Any:
         """Verify then unpickle one stored value; a bad signature is never unpickled."""

@@ -83,6 +83,25 @@ def decode_meta(body: bytes) -> tuple[JobMeta, int]:
     return JobMeta(job_id, task, priority, run_at, created_at, max_attempts), end
 
 
+def meta_at(buf: bytes, start: int, end: int) -> tuple[str, str, int, float, float, int]:
+    """The fields of :class:`JobMeta` (in its order, as a plain tuple) of the body at
+    ``buf[start:end]``, read in place: the index reads them from a window of the log, a few
+    thousand at a time. Raises what :func:`decode_meta` raises for the same body."""
+    at = start + _META.size
+    if at <= end:
+        priority, run_at, created_at, max_attempts, id_len, task_len = _META.unpack_from(
+            buf, start)
+        task_at = at + id_len
+        if task_at + task_len <= end:
+            try:
+                return (buf[at:task_at].decode(), buf[task_at:task_at + task_len].decode(),
+                        priority, run_at, created_at, max_attempts)
+            except UnicodeDecodeError as exc:
+                raise CorruptRecord(f"malformed job record: {exc}") from exc
+    decode_meta(buf[start:end])  # raises what is wrong
+    raise CorruptRecord("malformed job record")  # (decode_meta raises for any body above)
+
+
 def is_record_of(body: bytes, job_id: str) -> bool:
     """Does ``body`` hold ``job_id``'s record, with routing fields :func:`decode_meta` accepts?
     Read in place by :func:`routing`, without making them: a worker asks once per job it

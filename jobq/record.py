@@ -40,8 +40,9 @@ SIGNATURE_MISMATCH: Final = "signature mismatch"
 
 _HEAD = struct.Struct("<2sBBB3xII")  # magic, version, kind, flags, body length, body crc
 _HEAD_CRC = struct.Struct("<I")
-_WHOLE_HEAD = struct.Struct("<2sBBB3xIII")  # _HEAD then the header CRC, read at once by scan
+WHOLE_HEAD: Final = struct.Struct("<2sBBB3xIII")  # _HEAD then the header CRC, read at once
 HEADER_SIZE: Final = _HEAD.size + _HEAD_CRC.size
+HEAD_CRC_COVERS: Final = _HEAD.size  # the header's bytes its CRC covers (0..15)
 MAC_SIZE: Final = 32  # HMAC-SHA256's (hashlib is imported only where a key is used)
 assert _HEAD.size == 16 and HEADER_SIZE == 20 and MAC_SIZE == 32
 
@@ -197,10 +198,8 @@ def scan(buf: bytes, *, key: bytes | None, max_body: int) -> Iterator[tuple[int,
     Each check is decode's; when one fails, decode itself raises its error for that frame.
     """
     view = memoryview(buf)
-    size, unpack, crc = len(buf), _WHOLE_HEAD.unpack_from, zlib.crc32
+    size, unpack, crc = len(buf), WHOLE_HEAD.unpack_from, zlib.crc32
     flags_wanted = FLAG_SIGNED if key else 0
-    if key:
-        import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
     pos = 0
     while pos < size:
         start = end = -1
@@ -212,15 +211,22 @@ def scan(buf: bytes, *, key: bytes | None, max_body: int) -> Iterator[tuple[int,
                     and version == FORMAT_VERSION and kind in KINDS and flags == flags_wanted
                     and length <= max_body and end <= size
                     and crc(view[start:end]) == body_crc
-                    and (not key or hmac.compare_digest(
-                        _mac(key, view[pos:pos + _HEAD.size], view[start:end]),
-                        buf[pos + HEADER_SIZE:start]))):
+                    and (not key or signed_by(key, view, pos, start, end))):
                 start = -1
         if start < 0:
             decode(buf, pos, key=key, max_body=max_body)  # raises what is wrong
             raise Damaged("not a valid record")  # (a frame decode accepts passes above)
         yield pos, start, end
         pos = end
+
+
+def signed_by(key: bytes, buf: bytes | memoryview, pos: int, start: int, end: int) -> bool:
+    """Does the signature of the frame at ``buf[pos:]``, whose body is ``buf[start:end]``, verify
+    with ``key``? (Its header and body checked already, as :func:`decode` checks them first.)"""
+    import hmac  # only with a key: hashlib loads OpenSSL (issue 19)
+
+    return hmac.compare_digest(_mac(key, buf[pos:pos + _HEAD.size], buf[start:end]),
+                               buf[pos + HEADER_SIZE:start])
 
 
 def _old_signer(old_keys: tuple[bytes, ...], head: bytes | memoryview, body: bytes | memoryview,

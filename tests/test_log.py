@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from jobq import Queue, Status
+from jobq import Queue, Status, record
 from jobq.local import log, log_append, log_read
 from jobq.local.log import Damage, Entry, Position, Sealed, Tail
 
@@ -387,3 +387,35 @@ def test_zero_bytes_between_records_are_named_as_such(tmp_path):
     with Queue(qpath) as q:
         assert [g["reason"] for g in q.store.quarantined()] == [
             "zero bytes where a record should start"]
+
+
+def test_a_scan_yields_what_decode_makes_of_each_record_past_windows_and_old_keys(tmp_path):
+    """Each record a scan yields is what record.decode makes of the segment's bytes at its
+    offset, signer included: records an old key signed among the current key's, spread over
+    more than one read of the segment, and a record with a flipped byte among them is damage."""
+    qpath, old, new = tmp_path / "q", "key-A-0123456789abcdef", "key-B-0123456789abcdef"
+    with Queue(qpath, secret_key=old) as q:
+        for i in range(150):
+            q.enqueue(add, i, "x" * 500)
+    with Queue(qpath, secret_key=new, old_secret_keys=[old]) as q:
+        for i in range(150):
+            q.enqueue(add, i, "y" * 500)
+        offsets = _record_offsets(q)
+    segment = _segments(qpath)[0]
+    data = bytearray(segment.read_bytes())
+    assert len(offsets) == 300 and offsets[-1].offset > 2 * log_read.FIRST_CHUNK
+    victim = offsets[140].offset
+    data[victim + 100] ^= 0x01
+    segment.write_bytes(bytes(data))
+    with Queue(qpath, secret_key=new, old_secret_keys=[old]) as q:
+        items = list(q.log.scan(Position(1, 0)))
+        runs = [i for i in q.log.scan_runs(Position(1, 0)) if isinstance(i, log.Run)]
+        max_body = q.log._max_body
+    keys = dict(key=new.encode(), max_body=max_body, old_keys=(old.encode(),))
+    entries = [i for i in items if isinstance(i, Entry)]
+    assert [i.pos for i in items if not isinstance(i, Entry)] == [Position(1, victim)]
+    assert [e.pos for e in entries] == offsets[:140] + offsets[141:]
+    for e in entries:
+        assert e.frame == record.decode(bytes(data), e.pos.offset, **keys)
+    assert [e.frame.signer for e in entries] == [1] * 149 + [0] * 150
+    assert len(runs) > 2 and sum(len(r.spans) for r in runs) == 299

@@ -9,7 +9,7 @@ import pickletools
 import pytest
 
 from jobq import job_record, pickling
-from jobq.errors import NotPicklable
+from jobq.errors import CorruptRecord, NotPicklable
 from jobq.payload import JobPayload, dumps_fields
 
 SHARED = ["shared"]
@@ -108,3 +108,23 @@ def test_is_record_of_answers_as_decode_meta_does_for_every_cut_and_flipped_byte
     for data in damaged:
         for job_id in ("job-é1", "job-é", "job-é2"):
             assert job_record.is_record_of(data, job_id) == by_decode(data, job_id)
+
+
+def test_meta_at_reads_in_place_what_decode_meta_reads_for_every_cut_and_flipped_byte():
+    """Read from the middle of a larger buffer, meta_at gives decode_meta's fields, or raises
+    its error with its message, whatever the body."""
+    payload = JobPayload(job_id="job-é1", task="mod:fn", args=(1,))
+    body = job_record.encode(payload, pickling.dumps(payload))
+    damaged = [body[:n] for n in range(len(body) + 1)]
+    damaged += [body[:i] + bytes([body[i] ^ flip]) + body[i + 1:]
+                for i in range(48) for flip in (0x01, 0x80, 0xFF)]
+    for data in damaged:
+        buf = b"\xff" * 7 + data + body  # bytes on both sides, as in a window of the log
+        try:
+            expected: object = tuple(job_record.decode_meta(data)[0])
+        except CorruptRecord as exc:
+            with pytest.raises(CorruptRecord) as raised:
+                job_record.meta_at(buf, 7, 7 + len(data))
+            assert str(raised.value) == str(exc)
+        else:
+            assert job_record.meta_at(buf, 7, 7 + len(data)) == expected

@@ -262,3 +262,17 @@ def test_a_prepared_finish_that_cannot_be_pickled_fails_as_before(queue):
     assert queue.state(jid).status is Status.RUNNING  # nothing was recorded
     queue.store.finish(jid, claim.token, _succeeded(5))
     assert queue.result(jid) == 5
+
+
+@pytest.mark.parametrize("key", [None, "key-A-0123456789abcdef"], ids=["unsigned", "signed"])
+def test_a_job_just_indexed_has_its_marker_under_its_id_as_bytes(qpath, key):
+    """The index gives each new job the marker its codec makes, stored under the UTF-8 of its
+    id as a blob (as the shelf's own writes store keys), so the shelf finds it."""
+    with Queue(qpath, secret_key=key) as q:
+        ids = [q.enqueue(add, i, i) for i in range(3)] + [q.enqueue_call(add, (1, 1), job_id="é-1")]
+        q.store.catch_up()
+        rows = q.store.conn.execute("SELECT key, typeof(key), value FROM Dict").fetchall()
+        assert sorted(rows) == sorted((j.encode(), "blob", q.store.shelf.encode_marker(j))
+                                      for j in ids)
+        assert all(q.store.shelf.raw(j) == q.store.shelf.encode_marker(j) for j in ids)
+        assert all(q.store.shelf[j] is None for j in ids)

@@ -19,7 +19,7 @@ from . import dependencies, groups, keys, settle, snapshots, totals
 from .. import job_record
 from ..record import SIGNATURE_MISMATCH
 from ..errors import CorruptRecord, StorageError
-from .log import Damage, Entry, Log, Position, Sealed
+from .log import Damage, Log, Position, Run, Sealed
 from .shelf import StateShelf
 from ..state import Status
 from ..totals import enqueued
@@ -73,38 +73,58 @@ def index_batch(conn: sqlite3.Connection, shelf: StateShelf, log_: Log,
     Returns (jobs indexed, whether the covered position moved, an incomplete tail seen or None).
     """
     tail = None
-    start = pos = covered(conn)
-    found: dict[str, tuple[job_record.JobMeta, int]] = {}  # job id -> (meta, seq): first wins
-    for item in log_.scan(start):
-        if isinstance(item, Entry):
-            pos = Position(item.pos.segment, item.pos.offset + item.frame.size)
-            try:
-                meta, _ = job_record.decode_meta(item.frame.body)
-            except CorruptRecord as exc:
-                quarantine(conn, log_, Damage(item.pos, pos.offset, str(exc)), now())
+    start = covered(conn)
+    segment, offset = start
+    found: dict[str, tuple[_Meta, int]] = {}  # job id -> (meta, seq): first wins
+    for item in log_.scan_runs(start):
+        if type(item) is Run:
+            segment, buf, base, spans = item
+            high = segment << _SEQ_SHIFT
+            for offset, body_start, body_end, _, _ in spans:
+                try:
+                    meta = job_record.meta_at(buf, body_start, body_end)
+                except CorruptRecord as exc:
+                    quarantine(conn, log_, Damage(Position(segment, offset), base + body_end,
+                                                  str(exc)), now())
+                    offset = base + body_end
+                    continue
+                if meta[0] not in found:
+                    found[meta[0]] = (meta, high | offset)
+                offset = base + body_end
+                if len(found) >= limit:
+                    break
+            else:
                 continue
-            found.setdefault(meta.job_id, (meta, seq_of(item.pos)))
+            break  # the limit, within the run
         elif isinstance(item, Damage):
             quarantine(conn, log_, item, now())
-            pos = Position(item.pos.segment, item.end)
+            segment, offset = item.pos.segment, item.end
         elif isinstance(item, Sealed):
-            pos = item.next
+            segment, offset = item.next
         else:
             _check_key(log_, item.reason)  # a whole record, not a torn one: see quarantine
             tail = item.pos
             break
-        if len(found) >= limit:
-            break
     indexed = _insert_new(conn, shelf, found, now())
     totals.add(conn, enqueued(indexed))
+    pos = Position(segment, offset)
     if pos != start:
         conn.executemany("REPLACE INTO meta (key, value) VALUES (?, ?)",
                          [("covered_segment", pos.segment), ("covered_offset", pos.offset)])
     return indexed, pos != start, tail
 
 
+# A record's JobMeta fields, as job_record.meta_at reads them: job id, task, priority, run_at,
+# created_at, max_attempts (a plain tuple: the index reads thousands).
+_Meta = tuple[str, str, int, float, float, int]
+
+_INSERT_JOBS = ("INSERT INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts,"
+                f" enqueued_at, updated_at, snap) VALUES (?1, ?2, '{Status.QUEUED.value}', ?3, ?4,"
+                " ?5, ?6, ?7, ?7, 0)")
+
+
 def _insert_new(conn: sqlite3.Connection, shelf: StateShelf,
-                found: dict[str, tuple[job_record.JobMeta, int]], at: float) -> int:
+                found: dict[str, tuple[_Meta, int]], at: float) -> int:
     """Add the jobs of ``found`` not indexed before (a later record of a known id is ignored)."""
     ids = list(found)
     for part in snapshots.chunks(ids):
@@ -112,18 +132,14 @@ def _insert_new(conn: sqlite3.Connection, shelf: StateShelf,
                 f"SELECT job_id FROM jobs WHERE job_id IN ({snapshots.marks(len(part))})", part):
             del found[known]
     jobs, ready, scheduled = [], [], []
-    queued = Status.QUEUED.value
-    for job_id, (meta, seq) in found.items():
-        run_at = run_at_of(meta, at)
-        jobs.append((job_id, meta.task, queued, meta.priority, seq, run_at,
-                     meta.max_attempts, meta.created_at, meta.created_at))
+    for job_id, ((_, task, priority, run_at, created_at, max_attempts), seq) in found.items():
+        run_at = min(run_at, at + max(0.0, run_at - created_at))  # as run_at_of
+        jobs.append((job_id, task, priority, seq, run_at, max_attempts, created_at))
         if run_at > at:
             scheduled.append((run_at, seq, job_id))
         else:
-            ready.append((-meta.priority, seq, job_id))
-    conn.executemany(
-        "INSERT INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts,"
-        " enqueued_at, updated_at, snap) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)", jobs)
+            ready.append((-priority, seq, job_id))
+    conn.executemany(_INSERT_JOBS, jobs)
     conn.executemany("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)", ready)
     conn.executemany("INSERT INTO scheduled (run_at, seq, job_id) VALUES (?, ?, ?)", scheduled)
     snapshots.mark_indexed(conn, shelf, found)

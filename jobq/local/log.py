@@ -32,7 +32,8 @@ because whatever creates, seals or cuts a segment first changes a counter kept i
 lock file, which every append reads: a writer whose counter is stale looks at its segment anew.
 
 This module is the log's one public face: :class:`Log` holds the state, and its methods are the
-functions of :mod:`.log_read`, :mod:`.log_append` and :mod:`.log_repair`, one module per concept.
+functions of :mod:`.log_read`, :mod:`.log_fetch`, :mod:`.log_append` and :mod:`.log_repair`, one
+module per concept.
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ import os
 import re
 import threading
 
-from . import log_append, log_read, log_repair
+from . import log_append, log_fetch, log_read, log_repair
 from .. import record
 from ._flock import ProcessLock, fork_generation
 from .log_append import _WriteHandle
 # Imported from here by the rest of jobq (and by tests): the log has one public module.
-from .log_read import RESERVE, Damage, Entry, Position, ScanItem, Sealed, Tail
+from .log_read import RESERVE, Damage, Entry, Position, Run, ScanItem, Sealed, Tail
 
-__all__ = ["RESERVE", "Damage", "Entry", "Log", "Position", "ScanItem", "Sealed", "Tail",
+__all__ = ["RESERVE", "Damage", "Entry", "Log", "Position", "Run", "ScanItem", "Sealed", "Tail",
            "segment_name"]
 
 _SEGMENT_RE = re.compile(r"^(\d{12})\.log$")
@@ -104,14 +105,15 @@ class Log:
         """What :meth:`encode` puts in front of ``body``."""
         return record.header(kind, body, self._key)
 
-    # Each concept's methods live in its module (log_read, log_append, log_repair) as plain
-    # functions of the Log; bound here, they are Log's methods with no call layer in between.
+    # Each concept's methods live in its module (log_read, log_fetch, log_append, log_repair) as
+    # plain functions of the Log; bound here, they are Log's methods with no call layer in between.
 
     end = log_read.end
     has_more = log_read.has_more
-    read = log_read.read
-    read_many = log_read.read_many
+    read = log_fetch.read
+    read_many = log_fetch.read_many
     scan = log_read.scan
+    scan_runs = log_read.scan_runs
 
     append = log_append.append
 

@@ -1,20 +1,26 @@
-"""Reading the job log (:mod:`jobq.local.log`): the records, damage and tail a scan finds.
+"""Scanning the job log (:mod:`jobq.local.log`): the records, damage and tail a scan finds.
 
 Its own module because reading is a concept of its own: the append side needs from it only where
 a segment's records end (:func:`_data_end`) and the size of the zero fill. These are
 :class:`~jobq.local.log.Log`'s reading methods: plain functions of the Log, bound in its class
 body, so no extra Python call is added on the path of a read.
+
+Two ways to scan: :func:`scan` yields an :class:`Entry` per record; :func:`scan_runs` yields the
+whole records it verified in one buffer together, as one :class:`Run` of their spans in it. The
+index reads the backlog so (issue 19): a field or two of each record, with no copy of its body
+and no objects made per record but the fields.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from .. import record
-from ..errors import CorruptRecord, DamagedRecord
+from ..errors import CorruptRecord
 
 if TYPE_CHECKING:
     from .log import Log
@@ -41,6 +47,20 @@ class Entry(NamedTuple):
 
     pos: Position
     frame: record.Frame
+
+
+class Run(NamedTuple):
+    """Whole, verified records that lie end to end in ``buf``, a window of segment ``segment``
+    that starts at byte ``base`` of it.
+
+    Each span is (offset of the record in the segment, start and end of its body in ``buf``,
+    kind, signer as in :class:`record.Frame`): the record ends at byte ``base + end``.
+    """
+
+    segment: int
+    buf: bytes
+    base: int
+    spans: list[tuple[int, int, int, int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +95,7 @@ class Tail:
 
 
 ScanItem = Entry | Damage | Sealed | Tail
+RunItem = Run | Damage | Sealed | Tail
 
 
 def end(self: Log) -> Position:
@@ -104,83 +125,8 @@ def has_more(self: Log, pos: Position) -> bool:
     return any(s > pos.segment for s in self.segments())
 
 
-def read(self: Log, pos: Position, *, recheck: bool = True) -> record.Frame:
-    """Read and verify the single record at ``pos`` (to load one job's payload).
-
-    ``recheck=False`` skips making sure a cached descriptor still names the segment's file
-    (one stat per read): for a caller that can tell a record that moved (compaction renames
-    a rewritten segment over the old one) and then reads again with the check.
-    """
-    try:
-        data = _pread(self, pos.segment, 4096, pos.offset, recheck)
-        try:
-            return record.decode(data, 0, key=self._key, max_body=self._max_body,
-                                 old_keys=self._verify[0], any_signer=self._verify[1])
-        except record.Incomplete as exc:
-            if exc.needed is None:
-                raise
-            data = _pread(self, pos.segment, exc.needed, pos.offset, recheck)
-            return record.decode(data, 0, key=self._key, max_body=self._max_body,
-                                 old_keys=self._verify[0], any_signer=self._verify[1])
-    except (record.Damaged, record.Incomplete) as exc:
-        reason = str(exc) if isinstance(exc, record.Damaged) else "truncated"
-        raise DamagedRecord(f"record at {self.path(pos.segment)}:{pos.offset} is unreadable:"
-                            f" {reason}", path=self.path(pos.segment), offset=pos.offset,
-                            reason=reason) from exc
-
-
-def read_many(self: Log, positions: Sequence[Position]) -> list[record.Frame | None]:
-    """The records at ``positions``, verified as :func:`read` verifies one, with one pread per
-    run of nearby records instead of one per record (a worker child claims a batch of jobs
-    enqueued together, whose records lie end to end). None for a record not read so: one that
-    is damaged, or spans past what was read, or in a segment that cannot be read; the caller
-    reads it alone with :func:`read`, which says what is wrong.
-    """
-    frames: list[record.Frame | None] = [None] * len(positions)
-    order = sorted(range(len(positions)), key=positions.__getitem__)
-    run: list[int] = []
-    for i in [*order, -1]:
-        if run and (i < 0 or positions[i].segment != positions[run[0]].segment
-                    or positions[i].offset - positions[run[0]].offset > _MANY_SPAN):
-            _read_run(self, positions, run, frames)
-            run = []
-        run.append(i)
-    return frames
-
-
-_MANY_SPAN = 1 << 20  # bytes of log read at once at most, beside the last record's 4096
-
-
-def _read_run(self: Log, positions: Sequence[Position], run: list[int],
-              frames: list[record.Frame | None]) -> None:
-    first, last = positions[run[0]], positions[run[-1]]
-    try:
-        data = _pread(self, first.segment, last.offset - first.offset + 4096, first.offset,
-                      recheck=False)
-    except (CorruptRecord, OSError):  # a missing segment, an I/O error: read() says so for
-        return  # each record, when its job starts (not here, after the claim's commit)
-    for i in run:
-        try:
-            frames[i] = record.decode(data, positions[i].offset - first.offset, key=self._key,
-                                      max_body=self._max_body, old_keys=self._verify[0],
-                                      any_signer=self._verify[1])
-        except (record.Damaged, record.Incomplete):
-            pass
-
-
 def _reader(self: Log, segment: int) -> _SegmentReader:
     return _SegmentReader(self.path(segment), self._max_body, self._key, self._verify)
-
-
-def _pread(self: Log, segment: int, size: int, offset: int, recheck: bool = True) -> bytes:
-    # Under the lock: another thread may evict and close a cached descriptor otherwise.
-    with self._read_lock:
-        try:
-            fd = _read_fd(self, segment, recheck)
-        except FileNotFoundError as exc:
-            raise CorruptRecord(f"log segment {self.path(segment)} is missing",
-                                path=self.path(segment)) from exc
-        return os.pread(fd, size, offset)
 
 
 def _read_fd(self: Log, segment: int, recheck: bool) -> int:
@@ -200,6 +146,18 @@ def _read_fd(self: Log, segment: int, recheck: bool) -> int:
 
 def scan(self: Log, start: Position) -> Iterator[ScanItem]:
     """Yield every record, damaged range and (last) incomplete tail from ``start`` on."""
+    for item in scan_runs(self, start):
+        if type(item) is Run:
+            segment, buf, base, spans = item
+            for offset, start_, end_, kind, signer in spans:
+                yield Entry(Position(segment, offset),
+                            record.Frame(kind, buf[start_:end_], base + end_ - offset, signer))
+        else:
+            yield item
+
+
+def scan_runs(self: Log, start: Position) -> Iterator[RunItem]:
+    """What :func:`scan` yields, each record in a :class:`Run` of records read together."""
     segment, offset = start.segment, start.offset
     while True:
         later = [s for s in self.segments() if s > segment]  # listed before the size is read
@@ -312,37 +270,78 @@ class _SegmentReader:
                 self.size = pos + len(self._buf)
         return pos - self._base
 
-    def items(self, segment: int, offset: int, *, sealed: bool) -> Iterator[ScanItem]:
-        """Records from ``offset``; damage only once a whole record follows it.
+    def items(self, segment: int, offset: int, *, sealed: bool) -> Iterator[RunItem]:
+        """Runs of records from ``offset``; damage only once a whole record follows it.
 
         In the newest segment, bad bytes that no whole record follows (zeros, then a frame that
         fails its checksum, say) are all the tail, from the first of them: the index never covers
         them, and a writer, which writes after the last non-zero byte, never writes before what
         the index covers (log_append._writable_segment).
+
+        A record is checked as :func:`record.decode` checks it, written out for the common case
+        (as in :func:`record.scan`): one signed with the current key, or unsigned where no key is
+        given. Any other (an old key's, damage, the end of the buffer) goes to ``decode``, which
+        tells it apart. A run is yielded before the buffer changes.
         """
         pos = offset
         least = record.HEADER_SIZE + record.MAC_SIZE
         pending: list[Damage] = []  # damaged ranges not yet followed by a whole record
+        spans: list[tuple[int, int, int, int, int]] = []
+        key, max_body = self._key, self._max_body
+        unpack, crc, magic, version = record.WHOLE_HEAD.unpack_from, zlib.crc32, record.MAGIC, \
+            record.FORMAT_VERSION
+        signed = key is not None  # as decode tells: a queue with a key signs every record
+        kinds, flags_wanted = record.KINDS, record.FLAG_SIGNED if signed else 0
+        covers = record.HEAD_CRC_COVERS
+        body_at = record.HEADER_SIZE + (record.MAC_SIZE if signed else 0)
+        buf, view = self._buf, memoryview(self._buf)
         while pos < self.size:
             i = pos - self._base
-            if i < 0 or i + least > len(self._buf):  # inline: most records are in the window
+            if i < 0 or i + least > len(buf):  # inline: most records are in the window
+                if spans:
+                    yield Run(segment, buf, self._base, spans)
+                    spans = []
                 i = self._window(pos, least)
+                buf, view = self._buf, memoryview(self._buf)
+            if len(buf) - i >= record.HEADER_SIZE:
+                got_magic, got_version, kind, flags, length, body_crc, head_crc = unpack(buf, i)
+                start = i + body_at
+                end = start + length
+                if (got_magic == magic and crc(view[i:i + covers]) == head_crc
+                        and got_version == version and kind in kinds and flags == flags_wanted
+                        and length <= max_body and end <= len(buf)
+                        and crc(view[start:end]) == body_crc
+                        and (not signed or record.signed_by(key, view, i, start, end))):
+                    if pending:
+                        yield from pending
+                        pending.clear()
+                    spans.append((pos, start, end, kind, 0))
+                    pos += end - i
+                    continue
             try:
-                frame = record.decode(self._buf, i, key=self._key, max_body=self._max_body,
+                frame = record.decode(buf, i, key=key, max_body=max_body,
                                       old_keys=self._old_keys, any_signer=self._any_signer)
             except record.Incomplete as exc:
+                if spans:
+                    yield Run(segment, buf, self._base, spans)
+                    spans = []
                 need = exc.needed or record.HEADER_SIZE
-                if pos + need <= self.size and len(self._buf) - i < need:
+                if pos + need <= self.size and len(buf) - i < need:
                     self._window(pos, need)
+                    buf, view = self._buf, memoryview(self._buf)
                     continue
                 yield from self._ending(Position(segment, pos), pending, sealed,
                                         "incomplete record at the end of the segment")
                 return
             except record.Damaged as exc:
+                if spans:
+                    yield Run(segment, buf, self._base, spans)
+                    spans = []
                 reason = str(exc)
-                if not any(self._buf[i:i + record.HEADER_SIZE]):
+                if not any(buf[i:i + record.HEADER_SIZE]):
                     reason = "zero bytes where a record should start"  # a lost or foreign write
                 nxt = self._resync(pos + 1)
+                buf, view = self._buf, memoryview(self._buf)
                 if nxt is None:
                     yield from self._ending(Position(segment, pos), pending, sealed, reason)
                     return
@@ -352,8 +351,11 @@ class _SegmentReader:
             if pending:
                 yield from pending
                 pending.clear()
-            yield Entry(Position(segment, pos), frame)
+            end = i + frame.size
+            spans.append((pos, end - len(frame.body), end, frame.kind, frame.signer))
             pos += frame.size
+        if spans:
+            yield Run(segment, buf, self._base, spans)
 
     def _ending(self, pos: Position, pending: list[Damage], sealed: bool,
                 reason: str) -> Iterator[ScanItem]:

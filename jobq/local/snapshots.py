@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from ..codec import MARKER
 from ..errors import CorruptRecord, LoadError, StorageError
 from .shelf import StateShelf
 from ..state import JobState, overlay
@@ -35,6 +36,12 @@ CHUNK = 500  # SQLite's limit on bound parameters is 999 in older builds
 
 _PUT = "REPLACE INTO Dict (key, value) VALUES (?, ?)"
 _UPDATE = "UPDATE Dict SET value = ? WHERE key = ?"
+# The markers of new jobs, their keys bound as text: Python's sqlite3 binds str, int and float
+# parameters as they are, but looks for an adapter for bytes, which costs ~3,000 instructions a
+# parameter (issue 19: half of indexing a job's marker). The cast stores the same bytes
+# (the UTF-8 of the id), and an unsigned marker is the same for every job: a literal.
+_PUT_MARKER_KEYED = "REPLACE INTO Dict (key, value) VALUES (CAST(? AS BLOB), ?)"
+_PUT_MARKER = f"REPLACE INTO Dict (key, value) VALUES (CAST(? AS BLOB), X'{MARKER.hex()}')"
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -111,4 +118,7 @@ def store_one(conn: sqlite3.Connection, shelf: StateShelf, state: JobState) -> N
 
 def mark_indexed(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Iterable[str]) -> None:
     """Give newly indexed jobs their marker (see the module docstring)."""
-    conn.executemany(_PUT, [(j.encode(), shelf.encode_marker(j)) for j in job_ids])
+    if shelf.signed:
+        conn.executemany(_PUT_MARKER_KEYED, [(j, shelf.encode_marker(j)) for j in job_ids])
+    else:
+        conn.executemany(_PUT_MARKER, [(j,) for j in job_ids])
