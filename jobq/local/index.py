@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Callable
 
 
-from . import dependencies, groups, keys, settle, snapshots, totals
+from . import bulk, dependencies, groups, keys, settle, snapshots, totals
 from .. import job_record
 from ..record import SIGNATURE_MISMATCH
 from ..errors import CorruptRecord, StorageError
@@ -118,9 +118,10 @@ def index_batch(conn: sqlite3.Connection, shelf: StateShelf, log_: Log,
 # created_at, max_attempts (a plain tuple: the index reads thousands).
 _Meta = tuple[str, str, int, float, float, int]
 
-_INSERT_JOBS = ("INSERT INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts,"
-                f" enqueued_at, updated_at, snap) VALUES (?1, ?2, '{Status.QUEUED.value}', ?3, ?4,"
-                " ?5, ?6, ?7, ?7, 0)")
+_JOBS = ("INSERT INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts, enqueued_at,"
+         " updated_at, snap)", f"(?, ?, '{Status.QUEUED.value}', ?, ?, ?, ?, ?, ?, 0)")
+_READY = "INSERT INTO ready (neg_priority, seq, job_id)", "(?, ?, ?)"
+_SCHEDULED = "INSERT INTO scheduled (run_at, seq, job_id)", "(?, ?, ?)"
 
 
 def _insert_new(conn: sqlite3.Connection, shelf: StateShelf,
@@ -134,14 +135,14 @@ def _insert_new(conn: sqlite3.Connection, shelf: StateShelf,
     jobs, ready, scheduled = [], [], []
     for job_id, ((_, task, priority, run_at, created_at, max_attempts), seq) in found.items():
         run_at = min(run_at, at + max(0.0, run_at - created_at))  # as run_at_of
-        jobs.append((job_id, task, priority, seq, run_at, max_attempts, created_at))
+        jobs.append((job_id, task, priority, seq, run_at, max_attempts, created_at, created_at))
         if run_at > at:
             scheduled.append((run_at, seq, job_id))
         else:
             ready.append((-priority, seq, job_id))
-    conn.executemany(_INSERT_JOBS, jobs)
-    conn.executemany("INSERT INTO ready (neg_priority, seq, job_id) VALUES (?, ?, ?)", ready)
-    conn.executemany("INSERT INTO scheduled (run_at, seq, job_id) VALUES (?, ?, ?)", scheduled)
+    bulk.insert(conn, *_JOBS, jobs)
+    bulk.insert(conn, *_READY, ready)
+    bulk.insert(conn, *_SCHEDULED, scheduled)
     snapshots.mark_indexed(conn, shelf, found)
     dependencies.settle_new(conn, shelf, list(found), at, settle.write_transitions)
     groups.settle_new(conn, list(found), at)

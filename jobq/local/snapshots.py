@@ -21,6 +21,7 @@ from typing import Any
 
 from ..codec import MARKER
 from ..errors import CorruptRecord, LoadError, StorageError
+from . import bulk
 from .shelf import StateShelf
 from ..state import JobState, overlay
 
@@ -40,8 +41,9 @@ _UPDATE = "UPDATE Dict SET value = ? WHERE key = ?"
 # parameters as they are, but looks for an adapter for bytes, which costs ~3,000 instructions a
 # parameter (issue 19: half of indexing a job's marker). The cast stores the same bytes
 # (the UTF-8 of the id), and an unsigned marker is the same for every job: a literal.
-_PUT_MARKER_KEYED = "REPLACE INTO Dict (key, value) VALUES (CAST(? AS BLOB), ?)"
-_PUT_MARKER = f"REPLACE INTO Dict (key, value) VALUES (CAST(? AS BLOB), X'{MARKER.hex()}')"
+_PUT_MARKERS = "REPLACE INTO Dict (key, value)"
+_MARKER_KEYED = "(CAST(? AS BLOB), ?)"
+_MARKER = f"(CAST(? AS BLOB), X'{MARKER.hex()}')"
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -119,6 +121,7 @@ def store_one(conn: sqlite3.Connection, shelf: StateShelf, state: JobState) -> N
 def mark_indexed(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Iterable[str]) -> None:
     """Give newly indexed jobs their marker (see the module docstring)."""
     if shelf.signed:
-        conn.executemany(_PUT_MARKER_KEYED, [(j, shelf.encode_marker(j)) for j in job_ids])
+        bulk.insert(conn, _PUT_MARKERS, _MARKER_KEYED,
+                    [(j, shelf.encode_marker(j)) for j in job_ids])
     else:
-        conn.executemany(_PUT_MARKER, [(j,) for j in job_ids])
+        bulk.insert(conn, _PUT_MARKERS, _MARKER, [(j,) for j in job_ids])
