@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from .. import record
@@ -43,10 +42,7 @@ class Entry(NamedTuple):
     frame: record.Frame
 
 
-@dataclass(frozen=True, slots=True)
-
-
-class Damage:
+class Damage(NamedTuple):
     """Bytes ``[pos.offset, end)`` of one segment are not records, and records follow them."""
 
     pos: Position
@@ -54,20 +50,14 @@ class Damage:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-
-
-class Sealed:
+class Sealed(NamedTuple):
     """Segment ``pos.segment`` was read to its end and a later one exists: go on at ``next``."""
 
     pos: Position
     next: Position
 
 
-@dataclass(frozen=True, slots=True)
-
-
-class Tail:
+class Tail(NamedTuple):
     """The last segment ends in an incomplete record at ``pos``: a write in progress, or torn."""
 
     pos: Position
