@@ -116,5 +116,4 @@ def test_jobq_worker_forks_its_child_without_the_other_commands_modules(tmp_path
             "jobq.cli.upkeep", "jobq.groups", "jobq.worker_info"} & loaded == set()
     assert frozen > 10_000 and enabled == "True"
     assert built == {"jobq.config.QueueConfig", "jobq.limits.Limit", "jobq.payload.JobPayload",
-                     "jobq.pickling.PickleRules", "jobq.state.JobState",
-                     "jobq.local.directory.QueueDir", "workers.config.WorkerConfig"}
+                     "jobq.state.JobState", "workers.config.WorkerConfig"}
