@@ -557,3 +557,18 @@ def test_jobq_reads_what_stdlib_dbm_sqlite3_wrote(py313: Path, db_path: Path) ->
     proc = _run_py313(py313, _STDLIB_READER, str(db_path))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[b"added-by-jobq".hex()] == b"1".hex()
+
+
+def test_uri_path_percent_encodes_as_urllib_does() -> None:
+    """connect's own encoder (urllib.parse is not imported as a worker starts) gives the same
+    text as urllib.parse.quote_from_bytes, byte for byte."""
+    import random
+    import urllib.parse
+
+    rng = random.Random(19)
+    samples = [bytes(range(256)), b"", "/tmp/é ?#%&=+;:@".encode()]
+    samples += [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 60)))
+                for _ in range(2000)]
+    for raw in samples:
+        assert sqlite_dbm.uri_path(raw) == urllib.parse.quote_from_bytes(raw)
+

@@ -18,7 +18,7 @@ import math
 import mmap
 import struct
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # seq, running, token, started (monotonic), timeout (NaN: none), id length; then the id; then the
 # stop flag, which only the supervisor writes.
@@ -27,8 +27,7 @@ _ID_MAX = 1024  # job ids are at most 200 characters, 4 bytes each in UTF-8 at w
 _STOP = _HEAD.size + _ID_MAX
 
 
-@dataclass(frozen=True)
-class Running:
+class Running(NamedTuple):
     """The claim a child is running, as its board shows it."""
 
     job_id: str

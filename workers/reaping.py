@@ -8,15 +8,13 @@ uncharged; a started one is charged as a crash (:func:`crash`) unless it saved a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobq import transitions
 from jobq.engine import Change, Engine, worker_of
 
 
-@dataclass(frozen=True)
-class Ended:
+class Ended(NamedTuple):
     """An attempt that ended, waiting to be recorded with the next transaction."""
 
     job_id: str

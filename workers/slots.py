@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -20,24 +19,25 @@ _FORK = multiprocessing.get_context("fork")
 WAKE = ("wake",)  # to an idle child: look for jobs now (None: stop)
 
 
-@dataclass(eq=False)
 class Slot:
     """A child process, the owner name its claims carry, and its board.
 
     ``cancel_seen`` is the attempt (job id, token) the supervisor saw asked to cancel, and
     when it first saw it: the child is killed once the cancel grace has passed since then;
     ``kill_reason`` says why we killed the child, if we did; ``wake_missed``, that jobs may
-    have come while it was busy (it is woken when it next says it is idle).
+    have come while it was busy (it is woken when it next says it is idle). A plain class: a
+    dataclass costs some 2 M instructions to build at every worker's start (issue 19).
     """
 
-    process: BaseProcess
-    conn: Connection
-    board: Board
-    owner: str
-    idle: bool = False
-    cancel_seen: tuple[str, int, float] | None = None
-    kill_reason: str | None = None
-    wake_missed: bool = False
+    __slots__ = ("process", "conn", "board", "owner", "idle", "cancel_seen", "kill_reason",
+                 "wake_missed")
+
+    def __init__(self, process: BaseProcess, conn: Connection, board: Board, owner: str) -> None:
+        self.process, self.conn, self.board, self.owner = process, conn, board, owner
+        self.idle = False
+        self.cancel_seen: tuple[str, int, float] | None = None
+        self.kill_reason: str | None = None
+        self.wake_missed = False
 
     def wake(self) -> None:
         """Tell an idle child that jobs may be ready. A busy one is told when it says it is

@@ -4,7 +4,6 @@ reaper sees of a running job. A claim's fencing ``token`` must accompany every l
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ..state import JobState, Status
@@ -20,13 +19,14 @@ Finished = tuple[str, int, Change]
 """An ended attempt to record: job id, the claim's token, its change."""
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     """One job handed to a worker: its fencing ``token`` must accompany every later write.
 
     ``ref`` tells the engine where the job's record is (for the directory engine, its log
     position), so that loading the payload costs no lookup; an engine that needs none gives
     None. It must be small and picklable: claims are sent between processes by the thousand.
+    A named tuple, made faster than a frozen dataclass, whose class costs some 3.5 M
+    instructions to build at every worker's start.
     """
 
     job_id: str

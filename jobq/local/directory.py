@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 
 from . import durable, keys, permissions
 from .._logging import get_logger
@@ -37,12 +39,13 @@ FORMAT_FILE = keys.FORMAT_FILE
 key_check = keys.key_check
 
 
-@dataclass(frozen=True)
-class QueueDir:
-    """Paths inside one checked queue directory, and the settings every opener must share."""
+class QueueDir(NamedTuple):
+    """Paths inside one checked queue directory, and the settings every opener must share.
+    (A named tuple: a frozen dataclass costs some 3.5 M instructions to build as a worker
+    starts, issue 19.)"""
 
     root: str
-    fixed: dict[str, int] = field(default_factory=dict)  # FIXED_SETTINGS recorded at creation
+    fixed: Mapping[str, int] = MappingProxyType({})  # FIXED_SETTINGS recorded at creation
     created: bool = False  # this open made the queue (wrote its format file)
     shared_group: int | None = None  # the group the queue is shared with (jobq init --shared-group)
     missing_keys: tuple[str, ...] = ()  # fingerprints of old keys pending but not given

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from .. import record
@@ -63,10 +62,7 @@ class Run(NamedTuple):
     spans: list[tuple[int, int, int, int, int]]
 
 
-@dataclass(frozen=True, slots=True)
-
-
-class Damage:
+class Damage(NamedTuple):
     """Bytes ``[pos.offset, end)`` of one segment are not records, and records follow them."""
 
     pos: Position
@@ -74,20 +70,14 @@ class Damage:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-
-
-class Sealed:
+class Sealed(NamedTuple):
     """Segment ``pos.segment`` was read to its end and a later one exists: go on at ``next``."""
 
     pos: Position
     next: Position
 
 
-@dataclass(frozen=True, slots=True)
-
-
-class Tail:
+class Tail(NamedTuple):
     """The last segment ends in an incomplete record at ``pos``: a write in progress, or torn."""
 
     pos: Position

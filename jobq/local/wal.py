@@ -38,7 +38,7 @@ log = get_logger(__name__)
 
 WAL_HEADER = 32
 FRAME_HEADER = 24
-_CHUNK = b"\0" * (1 << 20)
+_CHUNK = 1 << 20  # the most zeros written at once (bytes(n): calloc'd, made when written)
 FIRST_STEP = 64 << 10  # a few commits' worth: little for a one-off command to write
 
 
@@ -73,7 +73,7 @@ def presize(db_path: str, size: int) -> int:
     try:
         start = offset = os.fstat(fd).st_size
         while offset < size:
-            offset += os.pwrite(fd, _CHUNK[:size - offset], offset)
+            offset += os.pwrite(fd, bytes(min(size - offset, _CHUNK)), offset)
         if offset > start:
             durable.sync_file(fd)
         return offset - start
@@ -111,7 +111,7 @@ class Growth:
                 self.whole = True
             elif size != self._zeroed:  # (a commit can only append to it: SQLite's WAL)
                 self._zeroed = self._write_zeros(size, min(size + self._step, self._target))
-                self._step = min(2 * self._step, len(_CHUNK))
+                self._step = min(2 * self._step, _CHUNK)
         except (OSError, sqlite3.Error) as exc:
             self.whole = True
             log.warning("store.wal_presize_failed", path=self._path, error=str(exc))
@@ -120,7 +120,7 @@ class Growth:
         fd = os.open(self._path, os.O_WRONLY | os.O_CLOEXEC)  # SQLite's file: never created here
         try:
             while start < end:
-                start += os.pwrite(fd, _CHUNK[:end - start], start)
+                start += os.pwrite(fd, bytes(min(end - start, _CHUNK)), start)
         finally:
             os.close(fd)
         return end
