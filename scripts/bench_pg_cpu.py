@@ -149,21 +149,26 @@ def measure_engine(dsn: str, n: int, what: str) -> dict[str, float]:
     return {"rate": n / wall, "client_us": cpu / n * 1e6, "server_us": server / n * 1e6}
 
 
-def _one(repo: Path, dsn: str, n: int, what: str) -> dict[str, float]:
-    """``measure`` in a process importing ``repo``'s jobq and scripts."""
+def run_in(repo: Path, script: str, call: str) -> Any:
+    """The JSON value of ``call`` (an expression of ``m``, the module of the file ``script``
+    loaded by its path) in a process importing ``repo``'s jobq and scripts."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PYTHONPATH"] = f"{repo}{os.pathsep}{repo / 'scripts'}"
-    # This file is loaded by its path: the modules it imports are ``repo``'s.
+    # The file is loaded by its path: the modules it imports are ``repo``'s.
     code = (f"import sys; sys.path[:0] = [{str(repo)!r}, {str(repo / 'scripts')!r}];"
             " import importlib.util, json;"
-            f" spec = importlib.util.spec_from_file_location('bench_pg_cpu', {__file__!r});"
-            " bench_pg_cpu = importlib.util.module_from_spec(spec);"
-            " spec.loader.exec_module(bench_pg_cpu);"
-            f" print(json.dumps(bench_pg_cpu.{'measure_engine' if what == 'engine' else 'measure'}"
-            f"({dsn!r}, {n}, {what!r})))")
+            f" spec = importlib.util.spec_from_file_location('measured', {script!r});"
+            " m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m);"
+            f" print(json.dumps({call}))")
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, check=True,
                          capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _one(repo: Path, dsn: str, n: int, what: str) -> dict[str, float]:
+    """``measure`` (or ``measure_engine``) in a process importing ``repo``'s jobq and scripts."""
+    call = "measure_engine" if what == "engine" else "measure"
+    return run_in(repo, __file__, f"m.{call}({dsn!r}, {n}, {what!r})")  # type: ignore[no-any-return]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
