@@ -139,7 +139,7 @@ class Settler:
         order = {job_id: i for i, job_id in enumerate(ids)}
         rows.sort(key=lambda r: order[r[0]])
         with snapshots.loading():
-            with_snapshot = [r[0] for r in rows if r[10]]
+            with_snapshot = [r[0] for r in rows if r[10] == snapshots.SNAPSHOT]
             loaded = (snapshots.load_many(conn, self._db.shelf, with_snapshot) if with_snapshot
                       else {})
         return rows, loaded
@@ -178,7 +178,7 @@ class Settler:
                 continue
             try:
                 state = change(snapshots.overlay(row[:11], None), now, row[12])
-                blob = shelf.encode(job_id, state)
+                blob = shelf.encode(job_id, snapshots.kept(state, snapshots.snap_of(state, now)))
             except Exception:  # noqa: BLE001 - made again in the transaction, which raises it
                 continue
             prepared[job_id] = Prepared(row, state, blob)
@@ -297,16 +297,18 @@ def write_transitions(conn: sqlite3.Connection, shelf: StateShelf,
                       new: list[tuple[JobState, Sequence[Any], bytes | None]],
                       now: float, was: Status) -> None:
     """:func:`store_transitions` without the release of dependents."""
+    snaps = [snapshots.snap_of(state, now) for state, _, _ in new]
     conn.executemany(
         "UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?,"
-        " cancel_requested = ?, owner = NULL, lease_expires = NULL, updated_at = ?, snap = 1,"
+        " cancel_requested = ?, owner = NULL, lease_expires = NULL, updated_at = ?, snap = ?,"
         " prefetched = 0 WHERE job_id = ?",
         [(st.status.value, st.attempts, st.progress, st.run_at, int(st.cancel_requested),
-          now, st.job_id) for st, _, _ in new])
+          now, snap, st.job_id) for (st, _, _), snap in zip(new, snaps)])
     for state, row, _ in new:
         if state.status in WAITING:
             index.add_waiting(conn, state.job_id, row[-2], row[-1], state.run_at, now)
-    snapshots.store_many(conn, shelf, [(state, blob) for state, _, blob in new])
+    snapshots.store_many(conn, shelf, [(state, snap, blob)
+                                       for (state, _, blob), snap in zip(new, snaps)])
     move_counts(conn, was, Counter(state.status for state, _, _ in new))
     retention.on_transitions(conn, (state for state, _, _ in new), now)
 
