@@ -42,10 +42,10 @@ ROW = ("job_id, task, status, attempts, progress, run_at, cancel_requested, enqu
 _REAL = frozenset({"progress", "run_at", "enqueued_at", "updated_at", "started_at"})
 ROW_RETURNED = ", ".join(f"CAST({column} AS REAL)" if column in _REAL else column
                          for column in ROW.split(", "))
-CHUNK = 500
+CHUNK = 500  # SQLite's limit on bound parameters is 999 in older builds
 MARKER, SNAPSHOT, PLAIN = 0, 1, 2  # the ``snap`` column: what the shelf holds (see above)
 PLAIN_TAG = "succeeded"
-_PLAIN_SIZE = 7  # SQLite's limit on bound parameters is 999 in older builds
+_PLAIN_SIZE = 7
 
 _PUT = "REPLACE INTO Dict (key, value) VALUES (?, ?)"
 _UPDATE = "UPDATE Dict SET value = ? WHERE key = ?"
