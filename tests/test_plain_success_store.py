@@ -19,7 +19,7 @@ from jobq import JobState, Queue, Status, pickling, transitions
 from jobq.errors import StorageError
 from jobq.local import snapshots, state_db
 from jobq.local.shelf import SIGNED_MAGIC
-from jobq.maintenance import rekey, verify
+from jobq.maintenance import backup, compact, purge, rekey, verify
 from jobq.testing import run_burst
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -131,6 +131,30 @@ def test_a_damaged_plain_success_fails_verify_and_stops_a_rebuild(qpath: Path) -
             conn.execute("DELETE FROM jobs")
     with pytest.raises(StorageError, match=f"snapshot of job '{job_id}'.*wrong types"):
         Queue(qpath)
+
+
+def test_backup_compaction_and_purge_keep_or_drop_a_plain_success_whole(qpath: Path,
+                                                                         tmp_path: Path) -> None:
+    """A backup holds plain successes as they were; a compaction of the purged jobs' segments keeps
+    their states; a purge takes their rows and tuples both."""
+    with Queue(qpath, segment_size=4096) as q:  # a few records a segment: compaction has work
+        old = q.enqueue_many(NONE, [("x" * 500,)] * 12)
+        run_burst(q)
+        assert purge(q, statuses=[Status.SUCCEEDED], older_than=0) == 12
+        plain = q.enqueue_many(NONE, [(None,)] * 12)
+        run_burst(q)
+        states = {j: q.state(j) for j in plain}
+        report = compact(q)
+        assert report.segments_rewritten + report.segments_deleted > 0
+        assert {j: q.state(j) for j in plain} == states
+        with q.store.reading():
+            keys = {k.decode() for k, in q.store.conn.execute("SELECT key FROM Dict")}
+        assert keys == set(plain) and not keys & set(old)
+        backup(q, tmp_path / "copy")
+    with Queue(tmp_path / "copy") as copy:
+        assert {j: copy.state(j) for j in plain} == states and _snaps(copy) == dict.fromkeys(
+            plain, 2)
+        assert verify(copy).ok
 
 
 def test_a_signed_queue_signs_the_tuple_and_rekey_resigns_it(qpath: Path) -> None:
