@@ -129,3 +129,19 @@ def overlay(row: Sequence[Any], snapshot: JobState | None) -> JobState:
     if started_at is not None:  # None in rows written by store schema 1: the snapshot has it
         state.started_at = started_at
     return state
+
+
+_SUCCEEDED = Status.SUCCEEDED  # an enum member looked up on its class costs ~0.1 us each time
+
+
+def plain_success(state: JobState, now: float) -> bool:
+    """Is ``state``, finished at ``now``, a plain success: one its engine's row says all of? A
+    success without a result, errors, crashes or checkpoint, finished when its row was last
+    updated, is its row's columns over a fresh state with ``finished_at`` its ``updated_at``;
+    both engines then store no snapshot of it (PostgreSQL schema 11: a NULL ``jobq_done.blob``;
+    directory store schema 7: a compact marker, :mod:`jobq.local.snapshots`). Pickling and
+    storing the whole state cost a drain of no-op jobs about a tenth of its CPU (issue 19)."""
+    return (state.status is _SUCCEEDED and state.result is None and state.finished_at == now
+            and state.updated_at == now and not state.errors and state.error is None
+            and not state.crashes and state.checkpoint is None
+            and state.checkpoint_token is None and state.started_at is not None)

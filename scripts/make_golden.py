@@ -86,6 +86,18 @@ def state_v3() -> JobState:
                     updated_at=T0 + 2, cancel_requested=False, checkpoint_token=2)
 
 
+def plain_success_v1() -> tuple[object, ...]:
+    """Store schema 7's compact record of a plain success (jobq.local.snapshots.kept), in the
+    directory engine's shelf in place of a whole JobState."""
+    from jobq.local import snapshots
+
+    state = JobState(job_id="golden-plain", task="operator:add", status=Status.SUCCEEDED,
+                     attempts=2, progress=1.0, enqueued_at=T0, run_at=T0 + 1, started_at=T0 + 2,
+                     finished_at=T0 + 3, updated_at=T0 + 3, cancel_requested=True)
+    assert snapshots.snap_of(state, T0 + 3) == snapshots.PLAIN
+    return snapshots.kept(state, snapshots.PLAIN)
+
+
 def log_segment_v1() -> bytes:
     """Log record format 1: two job records, one unsigned, as the first segment file holds them."""
     records = []
@@ -104,6 +116,7 @@ FILES = {
     "state_v1.pickle": lambda: dumps(state_v1()),
     "state_v2.pickle": lambda: dumps(state_v2()),
     "state_v3.pickle": lambda: dumps(state_v3()),
+    "plain_success_v1.pickle": lambda: dumps(plain_success_v1()),
     "log_format1_segment.bin": log_segment_v1,
 }
 

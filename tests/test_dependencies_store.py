@@ -15,7 +15,7 @@ def test_a_store_schema_4_queue_opens_upgraded_and_its_jobs_can_be_depended_on(
         golden_store: Callable[[int], Path]) -> None:
     root = golden_store(4)
     with Queue(root) as q:
-        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
+        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 7
         assert q.counts() == {"queued": 2, "running": 0, "failed": 0, "succeeded": 2,
                               "dead": 1, "cancelled": 1}
         assert [s.schedule.name for s in q.engine.schedules.all()] == ["every5"]

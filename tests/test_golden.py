@@ -61,13 +61,18 @@ def test_state_v3_loads_as_is():
 
 
 def test_golden_pickles_name_only_jobq_classes():
-    """Old pickles reference the persisted class and nothing else (so allow-lists admit them)."""
+    """Old pickles reference the persisted class and nothing else (so allow-lists admit them);
+    a plain success's tuple references none."""
     import pickletools
     for path in GOLDEN.glob("*.pickle"):
-        globals_ = [arg for op, arg, _ in pickletools.genops(path.read_bytes())
+        ops = list(pickletools.genops(path.read_bytes()))
+        globals_ = [arg for op, arg, _ in ops
                     if op.name in ("SHORT_BINUNICODE", "GLOBAL", "STACK_GLOBAL") and arg
                     and str(arg).startswith("jobq.")]
-        assert globals_ in (["jobq.payload"], ["jobq.state"]), path.name
+        if path.name.startswith("plain_success"):
+            assert not any(op.name in ("GLOBAL", "STACK_GLOBAL") for op, _, _ in ops)
+        else:
+            assert globals_ in (["jobq.payload"], ["jobq.state"]), path.name
 
 
 def test_log_format_1_segment_reads_back():
@@ -82,3 +87,19 @@ def test_log_format_1_segment_reads_back():
     assert [(m.job_id, p.priority) for m, p in payloads] == [("golden-payload-v1", 0),
                                                              ("golden-payload-v2", 7)]
     assert pickle.loads(pickle.dumps(payloads[0][1])) == payloads[0][1]
+
+
+def test_plain_success_v1_loads_as_the_state_it_stands_for():
+    """Store schema 7's tuple of a plain success gives back its state, and today's code writes
+    the same bytes for that state (jobq.local.snapshots)."""
+    from jobq.local import snapshots
+
+    value = _load("plain_success_v1.pickle")
+    s = snapshots.from_plain("golden-plain", "operator:add", T0, value)
+    assert s == JobState(job_id="golden-plain", task="operator:add", status=Status.SUCCEEDED,
+                         attempts=2, progress=1.0, enqueued_at=T0, run_at=T0 + 1,
+                         started_at=T0 + 2, finished_at=T0 + 3, updated_at=T0 + 3,
+                         cancel_requested=True)
+    assert snapshots.snap_of(s, T0 + 3) == snapshots.PLAIN
+    kept = snapshots.kept(s, snapshots.PLAIN)
+    assert pickling.dumps(kept) == (GOLDEN / "plain_success_v1.pickle").read_bytes()

@@ -17,7 +17,7 @@ def test_a_store_schema_5_queue_opens_upgraded_and_takes_a_map(
         golden_store: Callable[[int], Path], tmp_path: Path) -> None:
     root = golden_store(5)
     with Queue(root) as q:
-        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
+        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 7
         assert q.counts() == {"queued": 2, "running": 0, "failed": 0, "succeeded": 2,
                               "dead": 1, "cancelled": 1, "waiting": 1}
         assert q.state("waiting").status is Status.WAITING
@@ -35,5 +35,5 @@ def test_an_older_jobq_would_refuse_the_upgraded_file(golden_store: Callable[[in
     root = golden_store(5)
     Queue(root).close()
     with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'groups'").fetchone()

@@ -15,7 +15,7 @@ def test_a_store_schema_5_queue_opens_upgraded_and_takes_limits(
         golden_store: Callable[[int], Path]) -> None:
     root = golden_store(5)
     with Queue(root) as q:
-        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
+        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 7
         assert q.counts() == {"queued": 2, "running": 0, "failed": 0, "succeeded": 2,
                               "dead": 1, "cancelled": 1, "waiting": 1}
         assert q.limits() == []

@@ -21,7 +21,7 @@ def test_a_store_schema_5_queue_opens_upgraded_and_keeps_its_jobs(
     root = golden_store(5)
     now = [2_000_000_000.0]  # after the copy was made, before its delayed job is due
     with Queue(root, clock=lambda: now[0]) as q:
-        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
+        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 7
         assert q.counts() == COUNTS
         assert q.engine.parents("waiting") == ["queued"]
         new = q.enqueue_call("jobtasks:add", (1, 1), result_ttl=10)

@@ -81,7 +81,7 @@ def test_a_store_schema_3_queue_opens_upgraded_with_its_jobs(
     """The golden queue written by jobq before schedules (see golden/queue_store3.md)."""
     root = golden_store(3)
     with Queue(root) as q:
-        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
+        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 7
         assert q.counts() == {"queued": 2, "running": 0, "failed": 0, "succeeded": 2,
                               "dead": 1, "cancelled": 1}
         assert q.engine.schedules.all() == []

@@ -128,7 +128,7 @@ def test_a_schema_2_store_gets_its_counts_once_and_keeps_them(tmp_path):
     with closing(sqlite3.connect(root / "state.sqlite3")) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     with Queue(root) as q:
-        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
+        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 7
         expected = {"queued": 2, "running": 1, "failed": 0, "succeeded": 2, "dead": 1,
                     "cancelled": 1}
         assert q.counts() == counted(q) == expected

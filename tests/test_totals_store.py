@@ -16,7 +16,7 @@ def test_a_store_schema_5_queue_opens_with_its_totals_counted(
         golden_store: Callable[[int], Path]) -> None:
     root = golden_store(5)
     with Queue(root) as q:
-        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 6
+        assert q.store.conn.execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA == 7
         assert q.engine.totals() == {("enqueued", ""): 7, ("succeeded", ""): 2,
                                      ("failed", ""): 1}
         run_burst(q)  # "queued", then "waiting" released by it

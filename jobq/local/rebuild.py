@@ -3,9 +3,10 @@
 The index (tables ``jobs``, ``ready``, ``scheduled`` and the covered position in ``meta``) is a
 cache of the log; the snapshots (table ``Dict``) are not: they hold what happened to each job. When
 the index is lost or emptied while the snapshots survive, :func:`rebuild` derives it again from the
-first record of each job id in the log and that job's snapshot: a finished job stays finished, a
-waiting one waits again, and a running one is queued again with its checkpoint (its worker's later
-writes fail their claim check). A record without a snapshot is a job never indexed, queued now,
+first record of each job id in the log and that job's snapshot: a finished job stays finished (a
+plain success's row is made from its tuple: :mod:`jobq.local.snapshots`), a waiting one waits
+again, and a running one is queued again with its checkpoint (its worker's later writes fail
+their claim check). A record without a snapshot is a job never indexed, queued now,
 unless it lies before a covered position that survived: that job was purged and stays gone.
 """
 
@@ -15,7 +16,7 @@ import sqlite3
 import time
 
 
-from . import index, totals
+from . import index, snapshots, totals
 from .. import job_record, transitions
 from ..errors import CorruptRecord, JobqError, StorageError
 from .log import Damage, Entry, Log, Position, Sealed
@@ -89,13 +90,18 @@ def _restore(conn: sqlite3.Connection, shelf: StateShelf, log_: Log, entry: Entr
         return False
     if conn.execute("SELECT 1 FROM jobs WHERE job_id = ?", (meta.job_id,)).fetchone():
         return False  # a later record of an existing job id: the first one wins
+    snap = snapshots.SNAPSHOT
     try:
         state: JobState | None = shelf[meta.job_id]
+        if state is not None and not isinstance(state, JobState):  # a plain success's tuple
+            state = snapshots.from_plain(meta.job_id, meta.task, meta.created_at, state)
+            snap = snapshots.PLAIN
     except KeyError:
         if entry.pos < purged_before:
             return False  # indexed once, then purged
         state = None
-    except JobqError as exc:  # LoadError, a forbidden global, a newer schema, a bad signature
+    except JobqError as exc:  # LoadError, a forbidden global, a newer schema, a bad signature,
+        # a malformed plain success
         raise StorageError(
             f"cannot rebuild the lost index: the snapshot of job {meta.job_id!r} cannot be"
             f" loaded here ({exc}). Open the queue where the job's classes import (a worker"
@@ -113,11 +119,11 @@ def _restore(conn: sqlite3.Connection, shelf: StateShelf, log_: Log, entry: Entr
     seq = index.seq_of(entry.pos)
     conn.execute(
         "INSERT INTO jobs (job_id, task, status, priority, seq, run_at, max_attempts, attempts,"
-        " token, progress, cancel_requested, enqueued_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " token, progress, cancel_requested, enqueued_at, updated_at, started_at, snap)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (meta.job_id, meta.task, state.status.value, meta.priority, seq, state.run_at,
          meta.max_attempts, state.attempts, token, state.progress, int(state.cancel_requested),
-         meta.created_at, state.updated_at))
+         meta.created_at, state.updated_at, state.started_at, snap))
     if state.status in WAITING:
         index.add_waiting(conn, meta.job_id, meta.priority, seq, state.run_at, now)
     return True

@@ -39,11 +39,16 @@ _RUNNING = Status.RUNNING.value  # an enum member's .value is a property: looked
 
 class Prepared(NamedTuple):
     """A finished job's new state and snapshot, made before the write transaction from ``row``
-    (its ``jobs`` row as claimed: the ROW columns, token and max_attempts)."""
+    (its ``jobs`` row as claimed: the ROW columns, token and max_attempts): the snapshot as
+    (its ``snap``, its bytes), decided and encoded once (jobq.local.snapshots)."""
 
     row: tuple[Any, ...]
     state: JobState
-    blob: bytes
+    stored: tuple[int, bytes]
+
+
+# A state to write, its row as read, and its snapshot if already made (Prepared.stored) or None.
+New = tuple[JobState, Sequence[Any], tuple[int, bytes] | None]
 
 
 class Settler:
@@ -139,7 +144,7 @@ class Settler:
         order = {job_id: i for i, job_id in enumerate(ids)}
         rows.sort(key=lambda r: order[r[0]])
         with snapshots.loading():
-            with_snapshot = [r[0] for r in rows if r[10]]
+            with_snapshot = [r[0] for r in rows if r[10] == snapshots.SNAPSHOT]
             loaded = (snapshots.load_many(conn, self._db.shelf, with_snapshot) if with_snapshot
                       else {})
         return rows, loaded
@@ -178,10 +183,11 @@ class Settler:
                 continue
             try:
                 state = change(snapshots.overlay(row[:11], None), now, row[12])
-                blob = shelf.encode(job_id, state)
+                snap = snapshots.snap_of(state, now)
+                blob = shelf.encode(job_id, snapshots.kept(state, snap))
             except Exception:  # noqa: BLE001 - made again in the transaction, which raises it
                 continue
-            prepared[job_id] = Prepared(row, state, blob)
+            prepared[job_id] = Prepared(row, state, (snap, blob))
         return prepared
 
     def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
@@ -253,12 +259,12 @@ class Settler:
             loaded = dict(zip([r[0] for r in current],
                               snapshots.states(conn, shelf, [r[:11] for r in current])))
         results: list[JobState | None] = []
-        new: list[tuple[JobState, Sequence[Any], bytes | None]] = []
+        new: list[New] = []
         for job_id, token, change in finished:
             ready = made.pop(job_id, None)  # pop: a job listed twice is recorded once
             if ready is not None:
                 results.append(ready.state)
-                new.append((ready.state, rows[job_id], ready.blob))
+                new.append((ready.state, rows[job_id], ready.stored))
                 continue
             state = loaded.pop(job_id, None)
             if state is None or rows[job_id][11] != token:
@@ -272,16 +278,15 @@ class Settler:
         return results
 
 
-def store_transitions(conn: sqlite3.Connection, shelf: StateShelf,
-                      new: list[tuple[JobState, Sequence[Any], bytes | None]],
+def store_transitions(conn: sqlite3.Connection, shelf: StateShelf, new: list[New],
                       now: float, was: Status) -> None:
     """Write ended or changed jobs: their rows, their snapshots, waiting ones' index rows,
     and the counts of finished jobs; then release (or cancel) the dependents of those that
     ended, in the same transaction (:mod:`jobq.local.dependencies`).
 
     ``new`` holds each new state with its row as read (``job_id`` first, ``priority`` and
-    ``seq`` last) and its snapshot if already pickled (else None); every job of it was in
-    status ``was``.
+    ``seq`` last) and its snapshot if already made (its ``snap`` and bytes, else None); every
+    job of it was in status ``was``.
     """
     write_transitions(conn, shelf, new, now, was)
     ended = [state.job_id for state, _, _ in new if state.status in FINISHED]
@@ -293,20 +298,21 @@ def store_transitions(conn: sqlite3.Connection, shelf: StateShelf,
         groups.reopened(conn, [state.job_id for state, _, _ in new])
 
 
-def write_transitions(conn: sqlite3.Connection, shelf: StateShelf,
-                      new: list[tuple[JobState, Sequence[Any], bytes | None]],
+def write_transitions(conn: sqlite3.Connection, shelf: StateShelf, new: list[New],
                       now: float, was: Status) -> None:
     """:func:`store_transitions` without the release of dependents."""
+    snaps = [snapshots.snap_of(state, now) if made is None else made[0] for state, _, made in new]
     conn.executemany(
         "UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?,"
-        " cancel_requested = ?, owner = NULL, lease_expires = NULL, updated_at = ?, snap = 1,"
+        " cancel_requested = ?, owner = NULL, lease_expires = NULL, updated_at = ?, snap = ?,"
         " prefetched = 0 WHERE job_id = ?",
         [(st.status.value, st.attempts, st.progress, st.run_at, int(st.cancel_requested),
-          now, st.job_id) for st, _, _ in new])
+          now, snap, st.job_id) for (st, _, _), snap in zip(new, snaps)])
     for state, row, _ in new:
         if state.status in WAITING:
             index.add_waiting(conn, state.job_id, row[-2], row[-1], state.run_at, now)
-    snapshots.store_many(conn, shelf, [(state, blob) for state, _, blob in new])
+    snapshots.store_many(conn, shelf, [(state, snap, None if made is None else made[1])
+                                       for (state, _, made), snap in zip(new, snaps)])
     move_counts(conn, was, Counter(state.status for state, _, _ in new))
     retention.on_transitions(conn, (state for state, _, _ in new), now)
 

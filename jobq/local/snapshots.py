@@ -8,8 +8,19 @@ claim is never read stale.
 
 A job just indexed gets a marker (a pickled ``None``) instead of a snapshot: one small row, but
 enough for a rebuild after the index tables are lost to tell a job that was indexed (and is still
-waiting) from one that was purged. The row's ``snap`` column says whether a real snapshot exists,
-so a fresh job is never looked up in the shelf at all.
+waiting) from one that was purged. The row's ``snap`` column says what the shelf holds, so a
+fresh job is never looked up in the shelf at all::
+
+    snap  shelf value (pickled, signed when the queue has a key)
+    0     None: the marker of a job indexed, no attempt ended, never checkpointed
+    1     the whole JobState
+    2     a plain success (store schema 7, :func:`jobq.state.plain_success`): the tuple
+          ("succeeded", attempts, progress, run_at, cancel_requested, started_at, finished_at)
+
+A plain success is its row over a fresh state, ``finished_at`` its ``updated_at``: the settle of a
+no-op job pickles seven scalars instead of the whole state (issue 19). The tuple is there for a
+rebuild of lost index tables, which reads the job's row fields back from it (so the job neither
+runs again nor loses its times), and it stays a plain pickle, readable by a stock ``shelve``.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from ..codec import MARKER
 from ..errors import CorruptRecord, LoadError, StorageError
 from . import bulk
 from .shelf import StateShelf
-from ..state import JobState, overlay
+from ..state import JobState, Status, overlay, plain_success
 
 # The row columns a JobState is built from, in this order (see overlay()).
 ROW = ("job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at,"
@@ -34,6 +45,9 @@ _REAL = frozenset({"progress", "run_at", "enqueued_at", "updated_at", "started_a
 ROW_RETURNED = ", ".join(f"CAST({column} AS REAL)" if column in _REAL else column
                          for column in ROW.split(", "))
 CHUNK = 500  # SQLite's limit on bound parameters is 999 in older builds
+MARKER, SNAPSHOT, PLAIN = 0, 1, 2  # the ``snap`` column: what the shelf holds (see above)
+PLAIN_TAG = "succeeded"
+_PLAIN_SIZE = 7
 
 _PUT = "REPLACE INTO Dict (key, value) VALUES (?, ?)"
 _UPDATE = "UPDATE Dict SET value = ? WHERE key = ?"
@@ -58,7 +72,8 @@ def marks(count: int) -> str:
 
 def load_many(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Sequence[str]
               ) -> dict[str, JobState]:
-    """The snapshots of ``job_ids`` that exist (markers and missing ones are left out).
+    """The snapshots of ``job_ids`` that exist (markers and missing ones are left out; a plain
+    success comes back as its state, to be laid under its row).
 
     Raises what the shelf raises for a snapshot that cannot be loaded (LoadError, CorruptRecord,
     SchemaVersionError...).
@@ -70,6 +85,8 @@ def load_many(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Sequence[str
         for raw_key, raw in rows:
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
             state = shelf.decode(key, raw)
+            if type(state) is tuple:
+                state = from_plain(key, "", 0.0, state)
             if state is not None:
                 found[key] = state
     return found
@@ -77,10 +94,49 @@ def load_many(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Sequence[str
 
 def states(conn: sqlite3.Connection, shelf: StateShelf, rows: Sequence[Sequence[Any]]
            ) -> list[JobState]:
-    """The states of ``rows`` (each in :data:`ROW` order), loading only real snapshots."""
-    with_snapshot = [row[0] for row in rows if row[10]]
+    """The states of ``rows`` (each in :data:`ROW` order), loading only whole snapshots."""
+    with_snapshot = [row[0] for row in rows if row[10] == SNAPSHOT]
     loaded = load_many(conn, shelf, with_snapshot) if with_snapshot else {}
-    return [overlay(row, loaded.get(row[0])) for row in rows]
+    made = [overlay(row, loaded.get(row[0])) for row in rows]
+    for row, state in zip(rows, made):
+        if row[10] == PLAIN:
+            state.finished_at = state.updated_at
+    return made
+
+
+def snap_of(state: JobState, now: float) -> int:
+    """The ``snap`` of ``state`` written at ``now``: PLAIN or SNAPSHOT."""
+    return PLAIN if plain_success(state, now) else SNAPSHOT
+
+
+def kept(state: JobState, snap: int) -> Any:
+    """What the shelf keeps of ``state`` stored as ``snap`` (see the module docstring)."""
+    if snap == PLAIN:
+        return (PLAIN_TAG, state.attempts, state.progress, state.run_at, state.cancel_requested,
+                state.started_at, state.finished_at)
+    return state
+
+
+def is_plain(value: Any) -> bool:
+    """Is a value read from the shelf a plain success's tuple (see the module docstring)?"""
+    return type(value) is tuple and len(value) == _PLAIN_SIZE and value[0] == PLAIN_TAG
+
+
+def from_plain(job_id: str, task: str, enqueued_at: float, value: Any) -> JobState:
+    """The state a plain success's tuple stands for; CorruptRecord if it is not one."""
+    if not is_plain(value):
+        raise CorruptRecord(f"state snapshot {job_id!r} holds a {type(value).__name__}, neither"
+                            " a JobState nor a plain success", job_id=job_id)
+    _, attempts, progress, run_at, cancel, started_at, finished_at = value
+    numbers = (progress, run_at, started_at, finished_at)
+    if type(attempts) is not int or type(cancel) is not bool \
+            or not all(type(n) in (int, float) for n in numbers):
+        raise CorruptRecord(f"state snapshot {job_id!r}: a plain success with fields of the"
+                            " wrong types", job_id=job_id)
+    return JobState(job_id=job_id, task=task, status=Status.SUCCEEDED, attempts=attempts,
+                    progress=progress, run_at=run_at, cancel_requested=cancel,
+                    enqueued_at=enqueued_at, started_at=started_at, finished_at=finished_at,
+                    updated_at=finished_at)
 
 
 @contextmanager
@@ -95,9 +151,9 @@ def loading() -> Iterator[None]:
 
 
 def store_many(conn: sqlite3.Connection, shelf: StateShelf,
-               new: Iterable[tuple[JobState, bytes | None]]) -> None:
-    """Write whole snapshots, each given with its encoding if already made (else None). The
-    caller sets ``snap = 1`` in the same rows' own update.
+               new: Iterable[tuple[JobState, int, bytes | None]]) -> None:
+    """Write snapshots, each state given with its ``snap`` (:func:`snap_of`) and its encoding if
+    already made (else None). The caller sets ``snap`` in the same rows' own update.
 
     Updated in place, as :func:`store_one` does: every indexed job has a row in ``Dict`` (its
     marker at least), and an UPDATE leaves that row and its key's index entry where they are,
@@ -105,7 +161,8 @@ def store_many(conn: sqlite3.Connection, shelf: StateShelf,
     settling a batch wrote three pages of ``Dict`` per job). Should a row be missing, the batch is
     written again with REPLACE, which writes the updated rows once more, the same bytes.
     """
-    values = [(shelf.encode(s.job_id, s) if b is None else b, s.job_id.encode()) for s, b in new]
+    values = [(shelf.encode(s.job_id, kept(s, snap)) if b is None else b, s.job_id.encode())
+              for s, snap, b in new]
     if conn.executemany(_UPDATE, values).rowcount != len(values):
         conn.executemany(_PUT, [(key, value) for value, key in values])
 

@@ -49,8 +49,10 @@ log = get_logger(__name__)
 # (jobq.local.retention: result_ttl, failure_ttl, expires_at) and job_totals (jobq.local.totals:
 # counted from the jobs when it is made), all made the same way (an older jobq must not open the
 # file: it would end group members without counting them, run limited jobs past their limits,
-# never purge expired jobs and leave the totals behind)
-STORE_SCHEMA = 6
+# never purge expired jobs and leave the totals behind); 7: a plain success is stored as a compact
+# tuple with snap = 2 (jobq.local.snapshots); nothing to migrate, the rows of 6 keep their whole
+# snapshots (an older jobq must not open the file: it would read such a job's tuple as its state)
+STORE_SCHEMA = 7
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;

@@ -3,7 +3,8 @@
 Both live in one SQLite file in WAL mode, so a snapshot and the index rows that go with it commit
 in one transaction. Tables::
 
-    Dict        shelve's mapping (jobq.local.sqlite_dbm): job id -> pickled JobState (or a marker)
+    Dict        shelve's mapping (jobq.local.sqlite_dbm): job id -> pickled JobState, or a marker,
+                or a plain success's tuple (jobq.local.snapshots says which: jobs.snap)
     jobs        one row per job: status, priority, arrival order (seq), run_at, attempts, the claim
                 token, and where its payload lies in the log; its scalars win over the snapshot's
                 (see jobq.local.snapshots: a claim writes only this row)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import job_record
-from . import damage
+from . import damage, snapshots
 from ..errors import CorruptRecord, JobqError
 from .log import Damage, Entry, Log, Position, Sealed, Tail
 from ..state import JobState, Status
@@ -160,7 +160,7 @@ def _check_snapshot(shelf: Any, key: str, raw: bytes, report: VerifyReport) -> b
     try:
         state = shelf.decode(key, raw)
         if state is not None and not isinstance(state, JobState):  # None: a new job's marker
-            raise JobqError(f"snapshot holds a {type(state).__name__}, not a JobState")
+            snapshots.from_plain(key, "", 0.0, state)  # a plain success's tuple, or raises
     except JobqError as exc:
         report.snapshots_failed += 1
         report.failed("snapshot", f"job {key}", exc)

@@ -19,7 +19,7 @@ import psycopg
 from ..state import overlay
 from ..errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from ..codec import SnapshotCodec
-from ..state import FINISHED, JobState, Status
+from ..state import FINISHED, JobState, Status, plain_success
 
 NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, epoch seconds
 
@@ -71,22 +71,9 @@ def state_of(codec: SnapshotCodec, row: Sequence[Any], blob: bytes | None, *,
         raise StorageError(f"state snapshot of job {row[0]!r} cannot be loaded: {exc}",
                            job_id=row[0]) from exc
     state = overlay((*row[:10], blob is not None), snapshot)
-    if snapshot is None and state.status is Status.SUCCEEDED:  # a plain success (see plain)
+    if snapshot is None and state.status is Status.SUCCEEDED:  # a plain success (plain_success)
         state.finished_at = state.updated_at
     return state
-
-
-def plain(state: JobState, now: float) -> bool:
-    """Is ``state``, finished at ``now``, a plain success: one its ``jobq_done`` row says all
-    of (schema version 11)? Its snapshot is then not stored (NULL ``blob``): a success without
-    a result, errors, crashes or checkpoint, finished when its row was last updated, is its
-    row's columns over a fresh state (:func:`state_of` sets ``finished_at`` from
-    ``updated_at``). Pickling and storing the whole state cost a drain of no-op jobs about a
-    tenth of its CPU."""
-    return (state.status is Status.SUCCEEDED and state.result is None and state.finished_at == now
-            and state.updated_at == now and not state.errors and state.error is None
-            and not state.crashes and state.checkpoint is None
-            and state.checkpoint_token is None and state.started_at is not None)
 
 
 def claim_error(conn: psycopg.Connection[Any], queue: str, job_id: str,
@@ -142,7 +129,8 @@ def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
     rows = conn.execute(
         _WRITE, {"q": queue, "now": now, "ids": ids, "status": status, "attempts": attempts,
                  "progress": progress, "run_at": run_at, "cancel": cancel, "unsnap": unsnap,
-                 "blobs": [None if plain(s, now) else codec.encode(s.job_id, s) for s in new],
+                 "blobs": [None if plain_success(s, now) else codec.encode(s.job_id, s)
+                           for s in new],
                  "token": [f and f[0] for f in fenced], "was_at": [f and f[1] for f in fenced],
                  "was_cancel": [f and f[2] for f in fenced],
                  "was_progress": [f and f[3] for f in fenced]}, prepare=True).fetchall()

@@ -33,7 +33,7 @@ Tables (every one has a ``queue`` column: many named queues share one database):
     jobq_jobs.held  whether the job's concurrency key has a limit: the ready index holds the
                     ready jobs that are not held, so that plain claims never walk past those
                     (version 10; jobq.postgres.limits)
-    jobq_done.blob  NULL for a plain success (version 11; jobq.postgres.jobs.plain): its state is
+    jobq_done.blob  NULL for a plain success (version 11; jobq.state.plain_success): its state is
                     its row's columns, ``finished_at`` its ``updated_at``; a jobq of version 10
                     would read such a job without its finish time, so it refuses the schema
 
@@ -154,7 +154,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     totals.MIGRATION,  # version 8: running totals for /metrics (jobq.postgres.totals)
     limits.KEY_COLUMN,  # version 9: jobq_jobs.concurrency_key, indexed (jobq.postgres.limits)
     limits.HELD,  # version 10: jobs of limited keys out of the ready index (jobq.postgres.limits)
-    (  # version 11: plain successes stored without a snapshot (jobq.postgres.jobs.plain)
+    (  # version 11: plain successes stored without a snapshot (jobq.state.plain_success)
         "COMMENT ON COLUMN jobq_done.blob IS 'the pickled JobState; NULL: a plain success,"
         " its state its columns (finished_at = updated_at)'",
     ),

@@ -325,6 +325,17 @@ def test_a_job_page_has_a_timeline_of_its_attempts(q: Queue):
         "enqueued", "attempt 1 started", "attempt 1 succeeded", "finished: succeeded"]
 
 
+def test_a_plain_success_has_its_whole_timeline(q: Queue):
+    """A success without a result (stored without its whole snapshot on both engines) shows
+    when it started and finished, as one with a result does."""
+    jid = q.enqueue("jobtasks:record_call", None)
+    run_burst(q)
+    page = call(Dashboard(q), f"/jobs/{jid}").text
+    assert _timeline(page) == [
+        "enqueued", "attempt 1 started", "attempt 1 succeeded", "finished: succeeded"]
+    assert 'class="status succeeded"' in page and "time not kept" not in page
+
+
 def test_the_timeline_names_an_attempt_whose_worker_died(q: Queue):
     from workers.reaping import crash
     jid = q.enqueue(ADD, 1, 2)

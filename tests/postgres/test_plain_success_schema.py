@@ -21,7 +21,7 @@ from jobq.testing import run_burst
 
 from .pgq import fail, frames, rewind, succeed, url_of
 
-# Every field of JobState: a field added must be added to jobq.postgres.jobs.plain's test (a
+# Every field of JobState: a field added must be added to jobq.state.plain_success's test (a
 # plain success keeps nothing but its row's columns).
 FIELDS = {"job_id", "task", "status", "attempts", "crashes", "progress", "checkpoint", "result",
           "error", "errors", "enqueued_at", "run_at", "started_at", "finished_at", "updated_at",
