@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ..codec import MARKER
+from ..codec import MARKER as UNSIGNED_MARKER
 from ..errors import CorruptRecord, LoadError, StorageError
 from . import bulk
 from .shelf import StateShelf
@@ -57,7 +57,7 @@ _UPDATE = "UPDATE Dict SET value = ? WHERE key = ?"
 # (the UTF-8 of the id), and an unsigned marker is the same for every job: a literal.
 _PUT_MARKERS = "REPLACE INTO Dict (key, value)"
 _MARKER_KEYED = "(CAST(? AS BLOB), ?)"
-_MARKER = f"(CAST(? AS BLOB), X'{MARKER.hex()}')"
+_MARKER = f"(CAST(? AS BLOB), X'{UNSIGNED_MARKER.hex()}')"
 
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
