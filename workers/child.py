@@ -8,7 +8,7 @@ queue connection. Its claims are made as ``<worker id>/<n>``, one owner per chil
 it dies its supervisor finds the claims it held. What it is running is on its :mod:`board`.
 
 A batch is as many jobs as about 20 ms of work, from the recent durations (one job until they are
-known; at most ``prefetch``): enough that the commit is shared by many short jobs, little enough
+known; at most ``prefetch``, by default the engine's): enough that the commit is shared by many short jobs, little enough
 that a job which runs long keeps few others waiting. Claims after the first are marked not
 started; should the whole worker die, they are given back without charging an attempt. A claim
 asked to cancel before the child starts it is given back unstarted, and ends cancelled.
@@ -107,6 +107,7 @@ class Runner:
         self.conn, self.queue, self.board, self.owner = conn, queue, board, owner
         self.config, self.log = config, logger
         self.log_claims = getattr(logger, "is_enabled_for", lambda level: True)(DEBUG)
+        self.prefetch = config.prefetch or queue.engine.prefetch
         self.average: float | None = None
         self.idle = False
         # Appended by the main thread; taken by it at its next settle, or by the watcher when a
@@ -175,7 +176,7 @@ class Runner:
                                                     self.config.fallback_interval)):
                     return
                 continue
-            size = 0 if stopping else batch_size(self.average, self.config.prefetch)
+            size = 0 if stopping else batch_size(self.average, self.prefetch)
             claims = self._settle(size)
             if stopping:
                 return
