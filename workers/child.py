@@ -107,7 +107,6 @@ class Runner:
         self.conn, self.queue, self.board, self.owner = conn, queue, board, owner
         self.config, self.log = config, logger
         self.log_claims = getattr(logger, "is_enabled_for", lambda level: True)(DEBUG)
-        self.prefetch = config.prefetch or queue.engine.prefetch
         self.average: float | None = None
         self.idle = False
         # Appended by the main thread; taken by it at its next settle, or by the watcher when a
@@ -116,7 +115,7 @@ class Runner:
         self.outcomes: dict[str, Outcome] = {}  # of the jobs run, until their events are logged
         # Cancel requests for claims of ours, as of the queue's cancel generation last seen:
         # nothing of ours can have been asked to cancel before we claimed it.
-        self.engine = queue.engine
+        self.engine, self.prefetch = queue.engine, config.prefetch or queue.engine.prefetch
         self.outage = Outage(logger)
         self.after_outage = False  # claims made by a commit whose outcome we missed may be held
         self.cancel_generation: int | None = None
