@@ -83,7 +83,7 @@ def connect(loc: PgLocation, **options: Any) -> psycopg.Connection[Any]:
             conn = psycopg.connect(loc.conninfo, autocommit=True, **given)
     except psycopg.Error as exc:
         raise storage_error(exc, loc, "connect") from exc
-    if startup is not None:
+    if startup is not None and not session.first_on(loc.server):
         return conn
     try:
         session.configure(conn, loc.server)

@@ -17,11 +17,13 @@ hours of idle keepalive. Both ends are set to give up within about 25 s instead:
 
 The server's are sent with the connection's start-up packet (libpq's ``options``,
 :func:`startup_options`): no round trip, and none of the ~2 ms of server CPU a statement setting
-them cost each connection. A server that refuses one of them at start-up (unknown to its
-version, as ``client_connection_check_interval`` is to PostgreSQL 13, or not permitted) refuses
-the connection: the connection is made again without them and they are applied one statement
-later (:func:`configure`), where a refused one is skipped and logged once per process as
-``postgres.setting_refused``; that server's later connections go that way at once.
+them cost each connection (a process's first connection to a server still runs it, finding them
+set, in case a pooler dropped them: :func:`first_on`). A server that refuses one of them at
+start-up (unknown to its version, as ``client_connection_check_interval`` is to PostgreSQL 13, or
+not permitted; a pooler that takes no ``options``) refuses the connection: the connection is made
+again without them and they are applied one statement later (:func:`configure`), where a refused
+one is skipped and logged once per process as ``postgres.setting_refused``; that server's later
+connections go that way at once.
 
 What the user set wins: a libpq parameter given in the URL (or libpq's environment variable,
 for ``connect_timeout`` and ``application_name``), and a server setting given in ``options``
@@ -59,6 +61,7 @@ _APPLY = ("SELECT CASE WHEN s.source = 'client' THEN NULL"
           " LEFT JOIN pg_settings s ON s.name = d.name")
 _refused: set[tuple[int, str]] = set()  # (pid, setting) already logged
 _no_startup: set[str] = set()  # servers that refused a setting of start-up options
+_checked: set[str] = set()  # servers whose start-up options this process saw applied
 
 
 def client_settings(conninfo: str) -> dict[str, Any]:
@@ -82,11 +85,23 @@ def startup_options(conninfo: str, server: str) -> str | None:
 
 
 def refused_at_start(exc: psycopg.Error, server: str) -> bool:
-    """Did the server refuse the connection for a setting of its start-up options? Its
-    connections are then configured after they start (remembered for the process)."""
-    if "FATAL:" not in str(exc) or "parameter" not in str(exc):
+    """Did the server refuse the connection for its start-up options (a setting it does not
+    know or allow; or a pooler, as PgBouncer, that takes no ``options``)? Its connections are
+    then configured after they start (remembered for the process)."""
+    if "parameter" not in str(exc):
         return False
     _no_startup.add(server)
+    return True
+
+
+def first_on(server: str) -> bool:
+    """Is this the process's first connection to ``server`` with start-up options? It is then
+    configured once more by :func:`configure` (settings already given change nothing): a pooler
+    told to ignore ``options`` (PgBouncer's ``ignore_startup_parameters``) drops them silently.
+    A forked child has its parent's answer."""
+    if server in _checked:
+        return False
+    _checked.add(server)
     return True
 
 
