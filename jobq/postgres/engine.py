@@ -71,15 +71,14 @@ class PgEngine(JobReads, DependentJobs, GroupedJobs):
 
     def __init__(self, loc: PgLocation, *, secret_key: bytes | None, rules: PickleRules,
                  max_record_size: int, created: bool = False,
-                 old_secret_keys: tuple[bytes, ...] = (), db: Db | None = None) -> None:
-        """``db``: the process's connection to use (a new one, made on first use, if None)."""
+                 old_secret_keys: tuple[bytes, ...] = ()) -> None:
         self._loc = loc
         self._queue = loc.queue
         self._key = secret_key
         self._old_keys = old_secret_keys  # verify only (jobq.postgres.keys)
         self._rules = rules
         self._max_body = max_record_size
-        self._db = Db(loc) if db is None else db
+        self._db = Db(loc)
         self._codec: SnapshotCodec = keys.codec(self._db, rules, secret_key, old_secret_keys)
         self._workers = PgWorkers(self._db)
         self._schedules = PgSchedules(self._db, loc.queue)

@@ -1,5 +1,5 @@
 """Opening a queue in PostgreSQL: its tables created or upgraded, its key admitted, then the
-engine (:class:`jobq.postgres.engine.PgEngine`) on the connection that checked them."""
+engine (:class:`jobq.postgres.engine.PgEngine`) on a connection of its own."""
 
 from __future__ import annotations
 
@@ -41,11 +41,8 @@ def open_engine(url: str, *, secret_key: bytes | None, rules: PickleRules,
                 from . import rekey
                 rekey.require(db, rekey.Signers.of(rules, secret_key, old_secret_keys,
                                                    meta.max_record_size), missing)
-    except BaseException:
+    finally:
         db.close()
-        raise
-    # The engine goes on with the session the checks were made on: a connection costs the
-    # server a process start (some 3.5 ms of its CPU) and each opener a few round trips.
     return PgEngine(loc, secret_key=secret_key, rules=rules,
                     max_record_size=meta.max_record_size, created=meta.created,
-                    old_secret_keys=old_secret_keys, db=db)
+                    old_secret_keys=old_secret_keys)
