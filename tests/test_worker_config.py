@@ -13,6 +13,7 @@ from workers import WorkerConfig
     ("lease_seconds", 0), ("poll_interval", -1), ("reap_interval", float("nan")),
     ("shutdown_grace", -0.1), ("cancel_grace", "10"), ("retry_base", None), ("imports", "myapp"),
     ("compact_threshold", -1), ("compact_threshold", 1.5), ("compact_threshold", True),
+    ("prefetch", 0), ("prefetch", 2.5), ("prefetch", False),
 ], ids=lambda v: repr(v))
 def test_bad_settings_are_config_errors(field, value):
     """Out-of-range or wrongly typed settings raise ConfigError naming the setting."""
@@ -25,6 +26,7 @@ def test_defaults_are_valid():
     config = WorkerConfig()
     assert config.concurrency == 1 and config.max_crashes == 3 and config.lease_seconds == 60
     assert config.compact_threshold == 64 * 1024 * 1024
+    assert config.prefetch is None  # the engine's: jobq.engine.Engine.prefetch
 
 
 def test_unknown_worker_option_is_a_config_error(queue):

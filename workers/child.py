@@ -8,7 +8,7 @@ queue connection. Its claims are made as ``<worker id>/<n>``, one owner per chil
 it dies its supervisor finds the claims it held. What it is running is on its :mod:`board`.
 
 A batch is as many jobs as about 20 ms of work, from the recent durations (one job until they are
-known; at most ``prefetch``): enough that the commit is shared by many short jobs, little enough
+known; at most ``prefetch``, by default the engine's): enough that the commit is shared by many short jobs, little enough
 that a job which runs long keeps few others waiting. Claims after the first are marked not
 started; should the whole worker die, they are given back without charging an attempt. A claim
 asked to cancel before the child starts it is given back unstarted, and ends cancelled.
@@ -115,7 +115,7 @@ class Runner:
         self.outcomes: dict[str, Outcome] = {}  # of the jobs run, until their events are logged
         # Cancel requests for claims of ours, as of the queue's cancel generation last seen:
         # nothing of ours can have been asked to cancel before we claimed it.
-        self.engine = queue.engine
+        self.engine, self.prefetch = queue.engine, config.prefetch or queue.engine.prefetch
         self.outage = Outage(logger)
         self.after_outage = False  # claims made by a commit whose outcome we missed may be held
         self.cancel_generation: int | None = None
@@ -175,7 +175,7 @@ class Runner:
                                                     self.config.fallback_interval)):
                     return
                 continue
-            size = 0 if stopping else batch_size(self.average, self.config.prefetch)
+            size = 0 if stopping else batch_size(self.average, self.prefetch)
             claims = self._settle(size)
             if stopping:
                 return

@@ -16,7 +16,9 @@ class WorkerConfig:
     """
 
     concurrency: int = 1  # child processes, each running one job at a time
-    prefetch: int = 100  # most jobs a child claims at once (1: one at a time; see workers.child)
+    # Most jobs a child claims at once (1: one at a time; see workers.child); None: the engine's
+    # (jobq.engine.Engine.prefetch: 100 on a directory, 250 on PostgreSQL).
+    prefetch: int | None = None
     imports: tuple[str, ...] = ()  # modules imported before children start (tasks, signals...)
     lease_seconds: float = 60.0  # renewed every third of it while jobs run
     poll_interval: float = 0.02  # idle: how often to look for new jobs
@@ -37,6 +39,8 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         for name in ("concurrency", "max_crashes", "prefetch"):
             value = getattr(self, name)
+            if name == "prefetch" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, not {value!r}")
         for name in ("lease_seconds", "poll_interval", "fallback_interval", "reap_interval",

@@ -210,8 +210,8 @@ def _worker(sub: Any, common: argparse.ArgumentParser, _: argparse.ArgumentParse
                    help="compact the log once purges left about this many dead bytes in it"
                         " (default 64 MiB; 0 or off: never)")
     p.add_argument("--prefetch", type=int, default=None, metavar="N",
-                   help="most jobs a child claims at once when its jobs are short (default 100;"
-                        " 1: one at a time)")
+                   help="most jobs a child claims at once when its jobs are short (default:"
+                        " 100 on a directory, 250 on PostgreSQL; 1: one at a time)")
 
 
 def _status(sub: Any, _: argparse.ArgumentParser, reads: argparse.ArgumentParser) -> None:

@@ -63,6 +63,10 @@ class Engine(Workflows, Retention, Monitoring, Operating, Protocol):
     created: bool  # this engine made the queue when it opened it: it is new and empty
     config: Settings  # the settings, as the queue was created with those it keeps for life
     shared_group: int | None  # the group a queue shared between users is shared with
+    # Most jobs a worker child claims in one settle unless its ``prefetch`` option says: the
+    # more, the fewer commits and statements a job pays for (a batch is also bounded by about
+    # 20 ms of its jobs' work: workers.child).
+    prefetch: int
 
     # -- lifecycle ----------------------------------------------------------------------------
     def reopen(self, *, catch_up: bool = True) -> Engine:

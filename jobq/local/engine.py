@@ -41,6 +41,8 @@ MEMBERS_PER_WRITE = 10_000  # jobs of a q.map written (and fsynced) at a time
 class LocalEngine:
     """One queue directory, opened by one process (see :meth:`reopen` after a fork)."""
 
+    prefetch = 100  # claims a worker child takes at once by default (Engine.prefetch)
+
     def __init__(self, cfg: Settings, clock: Callable[[], float] = time.time, *,
                  given: Mapping[str, object] = MappingProxyType({}),
                  catch_up: bool = True) -> None:

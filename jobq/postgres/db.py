@@ -70,11 +70,21 @@ def storage_error(exc: BaseException, loc: PgLocation, doing: str,
 def connect(loc: PgLocation, **options: Any) -> psycopg.Connection[Any]:
     """A new autocommit session with jobq's settings (:mod:`jobq.postgres.session`: a cut
     network is noticed within about 30 s); StorageError if the server cannot be reached."""
+    given = {**session.client_settings(loc.conninfo), **options}
+    startup = session.startup_options(loc.conninfo, loc.server)
     try:
-        conn = psycopg.connect(loc.conninfo, autocommit=True,
-                               **{**session.client_settings(loc.conninfo), **options})
+        try:
+            conn = psycopg.connect(loc.conninfo, autocommit=True,
+                                   **({**given, "options": startup} if startup else given))
+        except psycopg.Error as exc:
+            if startup is None or not session.refused_at_start(exc, loc.server):
+                raise
+            startup = None  # configured once connected, as that server needs
+            conn = psycopg.connect(loc.conninfo, autocommit=True, **given)
     except psycopg.Error as exc:
         raise storage_error(exc, loc, "connect") from exc
+    if startup is not None and not session.first_on(loc.server):
+        return conn
     try:
         session.configure(conn, loc.server)
     except psycopg.Error as exc:

@@ -15,11 +15,20 @@ hours of idle keepalive. Both ends are set to give up within about 25 s instead:
   a batch insert's plan took longer than running it (170 ms for 20,000 jobs), and jobq's
   statements are short.
 
+The server's are sent with the connection's start-up packet (libpq's ``options``,
+:func:`startup_options`): no round trip, and none of the ~2 ms of server CPU a statement setting
+them cost each connection (a process's first connection to a server still runs it, finding them
+set, in case a pooler dropped them: :func:`first_on`). A server that refuses one of them at
+start-up (unknown to its version, as ``client_connection_check_interval`` is to PostgreSQL 13, or
+not permitted; a pooler that takes no ``options``) refuses the connection: the connection is made
+again without them and they are applied one statement later (:func:`configure`), where a refused
+one is skipped and logged once per process as ``postgres.setting_refused``; that server's later
+connections go that way at once.
+
 What the user set wins: a libpq parameter given in the URL (or libpq's environment variable,
 for ``connect_timeout`` and ``application_name``), and a server setting given in ``options``
-(URL or PGOPTIONS; the server reports those as set by the client). A server setting it refuses
-(unknown to its version, as ``client_connection_check_interval`` is to PostgreSQL 13, or not
-permitted) is skipped, and logged once per process as ``postgres.setting_refused``.
+(URL or PGOPTIONS: sent after jobq's, and the last of a name is the one kept; the server reports
+those as set by the client, which :func:`configure` leaves alone).
 """
 
 from __future__ import annotations
@@ -51,6 +60,8 @@ _APPLY = ("SELECT CASE WHEN s.source = 'client' THEN NULL"
           " FROM unnest(%s::text[], %s::text[]) AS d(name, value)"
           " LEFT JOIN pg_settings s ON s.name = d.name")
 _refused: set[tuple[int, str]] = set()  # (pid, setting) already logged
+_no_startup: set[str] = set()  # servers that refused a setting of start-up options
+_checked: set[str] = set()  # servers whose start-up options this process saw applied
 
 
 def client_settings(conninfo: str) -> dict[str, Any]:
@@ -60,10 +71,45 @@ def client_settings(conninfo: str) -> dict[str, Any]:
             if name not in given and os.environ.get(_CLIENT_ENV.get(name, "")) is None}
 
 
+def startup_options(conninfo: str, server: str) -> str | None:
+    """libpq's ``options`` setting :data:`SERVER` at start-up, then those the user gave (the URL's
+    ``options``, else PGOPTIONS), which win; None where the server refused them before (see
+    :func:`refused_at_start`): the connection is then configured by :func:`configure`."""
+    if server in _no_startup:
+        return None
+    given = psycopg.conninfo.conninfo_to_dict(conninfo).get("options")
+    if given is None:
+        given = os.environ.get("PGOPTIONS", "")
+    ours = " ".join(f"-c {name}={value}" for name, value in SERVER.items())
+    return f"{ours} {given}".strip()
+
+
+def refused_at_start(exc: psycopg.Error, server: str) -> bool:
+    """Did the server refuse the connection for its start-up options (a setting it does not
+    know or allow; or a pooler, as PgBouncer, that takes no ``options``)? Its connections are
+    then configured after they start (remembered for the process)."""
+    if "parameter" not in str(exc):
+        return False
+    _no_startup.add(server)
+    return True
+
+
+def first_on(server: str) -> bool:
+    """Is this the process's first connection to ``server`` with start-up options? It is then
+    configured once more by :func:`configure` (settings already given change nothing): a pooler
+    told to ignore ``options`` (PgBouncer's ``ignore_startup_parameters``) drops them silently.
+    A forked child has its parent's answer."""
+    if server in _checked:
+        return False
+    _checked.add(server)
+    return True
+
+
 def configure(conn: psycopg.Connection[Any], server: str,
-              settings: Mapping[str, str] = SERVER) -> None:
-    """Apply the server ``settings`` the client did not give itself; a refused one is skipped
-    (the others are applied one by one) and logged once per process."""
+              settings: Mapping[str, str] | None = None) -> None:
+    """Apply the server ``settings`` (:data:`SERVER`) the client did not give itself; a refused
+    one is skipped (the others are applied one by one) and logged once per process."""
+    settings = SERVER if settings is None else settings
     try:
         conn.execute(_APPLY, (list(settings), list(settings.values())))
         return

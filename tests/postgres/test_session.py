@@ -57,3 +57,29 @@ def test_a_refused_setting_is_skipped_and_logged_once(pg_url: str) -> None:
     assert logged[0]["setting"] == "jobq_no_such_setting"
     assert "unrecognized configuration parameter" in logged[0]["error"]
     assert logged[0]["log_level"] == "warning"
+
+
+def test_the_settings_come_with_the_start_up_packet(pg_url: str) -> None:
+    """No statement sets them: the server reports them as the client's, set at start-up."""
+    with connect(parse(pg_url)) as conn:
+        sources = dict(conn.execute("SELECT name, source FROM pg_settings WHERE name = ANY(%s)",
+                                    (list(SHOWN),)).fetchall())
+    assert sources == {name: "client" for name in SHOWN}
+
+
+def test_a_setting_refused_at_start_up_is_applied_after(pg_url: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that refuses a start-up setting (PostgreSQL 13 and
+    client_connection_check_interval): connected again without them, the others applied by a
+    statement, the refused one logged once; later connections to it go that way at once."""
+    monkeypatch.setattr(session, "SERVER", {**session.SERVER, "jobq_no_such_setting": "1"})
+    monkeypatch.setattr(session, "_no_startup", set())
+    monkeypatch.setattr(session, "_refused", set())  # as in a process that logged nothing yet
+    loc = parse(pg_url)
+    with capture_logs() as events:
+        for _ in range(2):
+            with connect(loc) as conn:
+                assert _shown(conn) == SHOWN
+    assert session._no_startup == {loc.server}  # noqa: SLF001
+    logged = [e for e in events if e["event"] == "postgres.setting_refused"]
+    assert [e["setting"] for e in logged] == ["jobq_no_such_setting"]
