@@ -86,7 +86,8 @@ def connect(loc: PgLocation, **options: Any) -> psycopg.Connection[Any]:
     if startup is not None and not session.first_on(loc.server):
         return conn
     try:
-        session.configure(conn, loc.server)
+        if session.configure(conn, loc.server) and startup is not None:
+            session.dropped_at_start(loc.server)
     except psycopg.Error as exc:
         conn.close()
         raise storage_error(exc, loc, "connect", broken=True) from exc

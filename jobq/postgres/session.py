@@ -18,7 +18,8 @@ hours of idle keepalive. Both ends are set to give up within about 25 s instead:
 The server's are sent with the connection's start-up packet (libpq's ``options``,
 :func:`startup_options`): no round trip, and none of the ~2 ms of server CPU a statement setting
 them cost each connection (a process's first connection to a server still runs it, finding them
-set, in case a pooler dropped them: :func:`first_on`). A server that refuses one of them at
+set, in case a pooler dropped them: :func:`first_on`; where it finds them missing, that server's
+connections are all configured by the statement). A server that refuses one of them at
 start-up (unknown to its version, as ``client_connection_check_interval`` is to PostgreSQL 13, or
 not permitted; a pooler that takes no ``options``) refuses the connection: the connection is made
 again without them and they are applied one statement later (:func:`configure`), where a refused
@@ -106,13 +107,14 @@ def first_on(server: str) -> bool:
 
 
 def configure(conn: psycopg.Connection[Any], server: str,
-              settings: Mapping[str, str] | None = None) -> None:
+              settings: Mapping[str, str] | None = None) -> bool:
     """Apply the server ``settings`` (:data:`SERVER`) the client did not give itself; a refused
-    one is skipped (the others are applied one by one) and logged once per process."""
+    one is skipped (the others are applied one by one) and logged once per process. True if
+    any had to be applied here (none had come with the start-up packet)."""
     settings = SERVER if settings is None else settings
     try:
-        conn.execute(_APPLY, (list(settings), list(settings.values())))
-        return
+        rows = conn.execute(_APPLY, (list(settings), list(settings.values()))).fetchall()
+        return any(value is not None for value, in rows)
     except psycopg.Error:
         if conn.broken:
             raise
@@ -123,6 +125,14 @@ def configure(conn: psycopg.Connection[Any], server: str,
             if conn.broken:
                 raise
             _log_refused(name, value, server, exc)
+    return True
+
+
+def dropped_at_start(server: str) -> None:
+    """The start-up options of a connection to ``server`` did not arrive (a pooler dropped them:
+    :func:`first_on`): its later connections are configured after they start, as where they
+    were refused."""
+    _no_startup.add(server)
 
 
 def _log_refused(name: str, value: str, server: str, exc: psycopg.Error) -> None:

@@ -83,3 +83,33 @@ def test_a_setting_refused_at_start_up_is_applied_after(pg_url: str,
     assert session._no_startup == {loc.server}  # noqa: SLF001
     logged = [e for e in events if e["event"] == "postgres.setting_refused"]
     assert [e["setting"] for e in logged] == ["jobq_no_such_setting"]
+
+
+def test_start_up_settings_a_pooler_dropped_are_applied_to_every_connection(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pooler told to ignore ``options`` (PgBouncer's ignore_startup_parameters) drops them
+    silently: the process's first connection finds them missing and applies them, and the
+    server's later connections are configured after they start, not left without them."""
+    loc = parse(pg_url)
+    monkeypatch.setattr(session, "_no_startup", set())
+    monkeypatch.setattr(session, "_checked", set())
+    # What such a pooler passes on: the start-up packet without jobq's settings.
+    monkeypatch.setattr(session, "startup_options", lambda conninfo, server: None
+                        if server in session._no_startup else "-c work_mem=8MB")  # noqa: SLF001
+    for _ in range(3):
+        with connect(loc) as conn:
+            assert _shown(conn) == SHOWN
+    assert session._no_startup == {loc.server}  # noqa: SLF001
+
+
+def test_start_up_settings_that_arrived_are_checked_once(pg_url: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the start-up packet carried them, the first connection's check finds nothing to
+    apply, and the server's connections keep coming configured that way."""
+    loc = parse(pg_url)
+    monkeypatch.setattr(session, "_no_startup", set())
+    monkeypatch.setattr(session, "_checked", set())
+    for _ in range(2):
+        with connect(loc) as conn:
+            assert _shown(conn) == SHOWN
+    assert session._checked == {loc.server} and session._no_startup == set()  # noqa: SLF001
