@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 sys.path[:0] = [str(REPO), str(SCRIPTS)]  # this checkout's jobq, not an installed one
 
-from jobq import Queue  # noqa: E402
-from startup_task import touch  # noqa: E402
+_ENQUEUE = ("import sys\nfrom jobq import Queue\nfrom startup_task import touch\n"
+            "with Queue(sys.argv[1]) as queue:\n    queue.enqueue(touch, sys.argv[2])\n")
 
 Sample = tuple[float, ...]
 
@@ -74,8 +74,10 @@ class Checkout:
         worker's exit, and the CPU time of the worker and its child."""
         n = next(self._count)
         home, flag = self.cwd / f"q{n}", self.cwd / f"ran{n}"
-        with Queue(str(home)) as queue:
-            queue.enqueue(touch, str(flag))
+        # The queue is made by the checkout's own jobq: another checkout may know another
+        # store schema (an older jobq refuses a newer one).
+        subprocess.run([sys.executable, "-c", _ENQUEUE, str(home), str(flag)], check=True,
+                       env=self.env, cwd=self.cwd)
         c, t = cpu(), time.perf_counter()
         proc = subprocess.Popen([*self.jobq, "worker", "--burst", "--dir", str(home)],
                                 env=self.env, cwd=self.cwd, stdout=subprocess.DEVNULL,
