@@ -83,8 +83,9 @@ def load_many(conn: sqlite3.Connection, shelf: StateShelf, job_ids: Sequence[str
     """
     found: dict[str, JobState] = {}
     for part in chunks(job_ids):
-        rows = conn.execute(f"SELECT key, value FROM Dict WHERE key IN ({marks(len(part))})",
-                            [j.encode() for j in part]).fetchall()
+        rows = conn.execute("SELECT key, value FROM Dict WHERE key IN"
+                            f" ({', '.join(['CAST(? AS BLOB)'] * len(part))})",
+                            part).fetchall()  # keys bound as text: see _PUT_MARKERS
         for raw_key, raw in rows:
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
             state = shelf.decode(key, raw)
