@@ -16,18 +16,20 @@ from typing import Any
 PER_STATEMENT = 100  # rows; at most 999 bound parameters in all, SQLite's limit in older builds
 
 
-def insert(conn: sqlite3.Connection, head: str, row: str, rows: Sequence[Sequence[Any]]) -> None:
-    """Run ``head VALUES row, row, ...`` for ``rows``: PER_STATEMENT rows a statement (one
+def insert(conn: sqlite3.Connection, head: str, row: str, rows: Sequence[Sequence[Any]],
+           tail: str = "") -> None:
+    """Run ``head VALUES row, row, ... tail`` for ``rows``: PER_STATEMENT rows a statement (one
     statement text, prepared once per connection), the rest with executemany.
 
-    ``row`` is one row's values, such as ``"(?, ?, 0)"``, with at most 9 parameters.
+    ``row`` is one row's values, such as ``"(?, ?, 0)"``, with at most 9 parameters; ``tail``
+    an upsert clause (``" ON CONFLICT ... DO UPDATE ..."``) or nothing.
     """
     if row.count("?") * PER_STATEMENT > 999:
         raise ValueError(f"too many parameters in a row of {head!r}: {row}")
     whole = len(rows) - len(rows) % PER_STATEMENT
     if whole:
-        many = f"{head} VALUES {', '.join([row] * PER_STATEMENT)}"
+        many = f"{head} VALUES {', '.join([row] * PER_STATEMENT)}{tail}"
         for start in range(0, whole, PER_STATEMENT):
             conn.execute(many, list(chain.from_iterable(rows[start:start + PER_STATEMENT])))
     if whole < len(rows):
-        conn.executemany(f"{head} VALUES {row}", rows[whole:])
+        conn.executemany(f"{head} VALUES {row}{tail}", rows[whole:])

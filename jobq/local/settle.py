@@ -34,6 +34,10 @@ INDEX_PER_CLAIM_MIN = 200  # see Settler.settle
 _STARTED = "UPDATE jobs SET prefetched = 0 WHERE job_id = ? AND token = ?"
 _CHECKPOINTED_ROW = f"SELECT {snapshots.ROW}, token FROM jobs WHERE job_id = ?"
 _CHECKPOINTED = "UPDATE jobs SET progress = ?, updated_at = ?, snap = 1 WHERE job_id = ?"
+# An ended or changed job's row (write_transitions), then ``job_id = ?`` or ``job_id IN (...)``.
+_SET = ("UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?, cancel_requested = ?,"
+        " owner = NULL, lease_expires = NULL, updated_at = ?, snap = ?, prefetched = 0"
+        " WHERE job_id")
 _RUNNING = Status.RUNNING.value  # an enum member's .value is a property: looked up once
 
 
@@ -302,12 +306,9 @@ def write_transitions(conn: sqlite3.Connection, shelf: StateShelf, new: list[New
                       now: float, was: Status) -> None:
     """:func:`store_transitions` without the release of dependents."""
     snaps = [snapshots.snap_of(state, now) if made is None else made[0] for state, _, made in new]
-    conn.executemany(
-        "UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?,"
-        " cancel_requested = ?, owner = NULL, lease_expires = NULL, updated_at = ?, snap = ?,"
-        " prefetched = 0 WHERE job_id = ?",
-        [(st.status.value, st.attempts, st.progress, st.run_at, int(st.cancel_requested),
-          now, snap, st.job_id) for (st, _, _), snap in zip(new, snaps)])
+    _update_rows(conn, [(st.status.value, st.attempts, st.progress, st.run_at,
+                         int(st.cancel_requested), now, snap, st.job_id)
+                        for (st, _, _), snap in zip(new, snaps)])
     for state, row, _ in new:
         if state.status in WAITING:
             index.add_waiting(conn, state.job_id, row[-2], row[-1], state.run_at, now)
@@ -315,6 +316,30 @@ def write_transitions(conn: sqlite3.Connection, shelf: StateShelf, new: list[New
                                        for (state, _, made), snap in zip(new, snaps)])
     move_counts(conn, was, Counter(state.status for state, _, _ in new))
     retention.on_transitions(conn, (state for state, _, _ in new), now)
+
+
+def _update_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Write the new row fields of jobs (_SET's values, then the job id), one statement for
+    each set of jobs given the same values (a batch of jobs that succeeded at their first
+    attempt: one), where executemany would reset, bind and step its statement once a job
+    (issue 19). Jobs given values of their own, and every job of a batch that lists a job
+    twice (to be written in order), go through executemany."""
+    ids = [row[-1] for row in rows]
+    if len(rows) < 2 or len(set(ids)) != len(ids):
+        conn.executemany(f"{_SET} = ?", rows)
+        return
+    alike: dict[tuple[Any, ...], list[str]] = {}
+    for row in rows:
+        alike.setdefault(row[:-1], []).append(row[-1])
+    alone = []
+    for values, job_ids in alike.items():
+        if len(job_ids) == 1:
+            alone.append((*values, job_ids[0]))
+            continue
+        for part in snapshots.chunks(job_ids):
+            conn.execute(f"{_SET} IN ({snapshots.marks(len(part))})", (*values, *part))
+    if alone:
+        conn.executemany(f"{_SET} = ?", alone)
 
 
 def _promote_due(conn: sqlite3.Connection, now: float) -> None:
