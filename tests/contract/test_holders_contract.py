@@ -20,7 +20,7 @@ def _claim(q: Queue, owner: str, n: int = 1, lease: float = 60.0, prefetch: int 
 
 
 def test_holders_are_the_other_workers_owners_with_their_expired_leases(q: Queue) -> None:
-    q.enqueue_many("jobtasks:noop", [()] * 10)
+    q.enqueue_many("jobtasks:add", [(1, 1)] * 10)
     _claim(q, "w")  # the asking worker itself, as claims without a child number are
     _claim(q, "w/1", 2, prefetch=1)
     _claim(q, "w/12")
@@ -38,7 +38,7 @@ def test_holders_are_the_other_workers_owners_with_their_expired_leases(q: Queue
 
 
 def test_no_holders_once_the_claims_ended(q: Queue) -> None:
-    q.enqueue_many("jobtasks:noop", [()] * 2)
+    q.enqueue_many("jobtasks:add", [(1, 1)] * 2)
     claims = q.engine.settle([], "v/1", 2)[1]
     assert q.engine.holders("w") == {"v/1": False}
     q.engine.settle([(c.job_id, c.token, lambda s, now, _: succeeded(s, None, now))
@@ -48,7 +48,7 @@ def test_no_holders_once_the_claims_ended(q: Queue) -> None:
 
 def test_a_reaper_reads_the_claims_only_when_it_has_some_to_reap(
         q: Queue, monkeypatch: pytest.MonkeyPatch) -> None:
-    q.enqueue_many("jobtasks:noop", [()] * 6)
+    q.enqueue_many("jobtasks:add", [(1, 1)] * 6)
     hold = q.engine.workers.hold("v")  # a live worker holding claims
     try:
         _claim(q, "v/1", 2)
