@@ -156,8 +156,10 @@ _FENCED = ("(v.token IS NULL OR (j.token = v.token AND j.status = 'running'"
 # Whether the queue has any ttl or any dependency at all: uncorrelated sub-selects, which the
 # server runs once a statement (an InitPlan, in the statement's snapshot as the probes it gates),
 # so that a queue without them pays no index probe per finished job for its ttl or dependents.
-_ANY_RETENTION = "(SELECT EXISTS (SELECT 1 FROM jobq_retention WHERE queue = %(q)s))"
-_ANY_DEPENDENCIES = "(SELECT EXISTS (SELECT 1 FROM jobq_dependencies WHERE queue = %(q)s))"
+# ``min`` of a primary key's column: always one seek of the index, where an EXISTS planned
+# generically (a prepared statement's plan) may scan the whole table, other queues' rows and all.
+_ANY_RETENTION = "((SELECT min(job_id) FROM jobq_retention WHERE queue = %(q)s) IS NOT NULL)"
+_ANY_DEPENDENCIES = "((SELECT min(child) FROM jobq_dependencies WHERE queue = %(q)s) IS NOT NULL)"
 # One statement: the rows of jobs still waiting, their snapshots, and finished ones moved (each
 # saying whether it is a parent: a queue without dependencies pays no statement more for them);
 # it returns the ids written. The snapshots follow the rows written (a fenced row not written

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from jobq.postgres import PgEngine
 from jobq.postgres import jobs as pg_jobs
@@ -42,7 +43,11 @@ def plans(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def _probe_lines(plan: str) -> list[str]:
-    return [line for line in plan.splitlines() if any(p in line for p in _PROBES)]
+    """The plan's per-job probes: scans of those indexes by a finished job's id (the gates
+    seek the same tables by queue alone)."""
+    lines = plan.splitlines()
+    return [line for line, cond in zip(lines, lines[1:]) if any(p in line for p in _PROBES)
+            and ("g.job_id" in cond or "jobq_done.job_id" in cond)]
 
 
 def _drain(engine: PgEngine, ids: list[str]) -> None:
@@ -84,3 +89,31 @@ def test_a_queue_with_them_still_probes_and_keeps_them(engine: PgEngine, pg_url:
                                    " WHERE queue = %s", (parse(pg_url).queue,)).fetchall())
     assert expiry["p"] == pytest.approx(60.0) and expiry["q"] is None
     assert engine.get("c").status is Status.QUEUED  # released by its parent's success
+
+
+@pytest.mark.parametrize("gate", ["_ANY_RETENTION", "_ANY_DEPENDENCIES"])
+def test_the_gates_seek_an_index_even_planned_generically(pg_url: str, gate: str) -> None:
+    """A prepared statement's generic plan does not know the queue: the gate must still be one
+    index seek, not a scan of other queues' rows (an EXISTS was planned as a Seq Scan)."""
+    other = f"other_{gate}"
+    with psycopg.connect(parse(pg_url).conninfo, autocommit=True) as conn:
+        open_url(pg_url).close()  # the tables
+        conn.execute("INSERT INTO jobq_retention SELECT %s, 'j' || i, 1, 1"
+                     " FROM generate_series(1, 3000) i", (other,))
+        conn.execute("INSERT INTO jobq_dependencies SELECT %s, 'c' || i, 0, 'p' || i, 'run'"
+                     " FROM generate_series(1, 3000) i", (other,))
+        try:
+            conn.execute("ANALYZE jobq_retention")
+            conn.execute("ANALYZE jobq_dependencies")
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            text = getattr(pg_jobs, gate).replace("%(q)s", "$1")
+            conn.execute(f"PREPARE gate(text) AS SELECT {text}")
+            for queue, expected in ((parse(pg_url).queue, False), (other, True)):
+                run = sql.SQL("EXECUTE gate({})").format(sql.Literal(queue))
+                assert conn.execute(run).fetchone()[0] is expected  # type: ignore[index]
+                plan = "\n".join(r[0] for r in conn.execute(
+                    sql.SQL("EXPLAIN (COSTS OFF) {}").format(run)))
+                assert "Seq Scan" not in plan and "Index Only Scan" in plan, plan
+        finally:
+            conn.execute("DELETE FROM jobq_retention WHERE queue = %s", (other,))
+            conn.execute("DELETE FROM jobq_dependencies WHERE queue = %s", (other,))
