@@ -44,7 +44,15 @@ def reap_dead_workers(engine: Engine, worker_id: str, max_crashes: int, ended: l
     registry = engine.workers
     dead: dict[str, bool] = {}
     held: dict[str, list[str]] = {}
-    for claim in engine.held():
+    # First the owners of others' claims (one row each): the claims themselves are read only
+    # when one of them has a dead worker or an expired lease, which is seldom.
+    owners = engine.holders(worker_id)
+    for owner in owners:
+        worker = worker_of(owner)
+        if worker not in dead:
+            dead[worker] = registry.is_dead(worker)
+    reaping = any(expired or dead[worker_of(owner)] for owner, expired in owners.items())
+    for claim in engine.held() if reaping else ():
         worker = worker_of(claim.owner)
         if worker == worker_id:
             continue

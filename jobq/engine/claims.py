@@ -3,12 +3,13 @@ reaper sees of a running job. A claim's fencing ``token`` must accompany every l
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from ..state import JobState, Status
+from .workers import worker_of
 
-__all__ = ["Change", "Claim", "Finished", "Held"]
+__all__ = ["Change", "Claim", "Finished", "Held", "holders_of"]
 
 
 Change = Callable[[JobState, float, int], JobState]
@@ -58,3 +59,13 @@ class Held(NamedTuple):
     owner: str
     started: bool  # False: prefetched and not yet started (given back uncharged if its owner died)
     lease_expired: bool
+
+
+def holders_of(held: Iterable[Held], besides: str) -> dict[str, bool]:
+    """:meth:`jobq.engine.Engine.holders` from every running claim: each owner but worker
+    ``besides`` (and its children), with whether a lease of its ran out."""
+    found: dict[str, bool] = {}
+    for claim in held:
+        if worker_of(claim.owner) != besides:
+            found[claim.owner] = found.get(claim.owner, False) or claim.lease_expired
+    return found

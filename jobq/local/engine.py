@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import listing
 from ..engine import CancelWatch, Change, Claim, Finished, Held, Settings
+from ..engine.claims import holders_of
 from ..errors import ConfigError, DamagedRecord, JobNotFound
 from ..state import JobState, Status
 # Compaction, purging and the worker's upkeep are imported where used: a worker's child never
@@ -337,6 +338,12 @@ class LocalEngine:
         if owner is not None:
             return [Held(job_id, token, who, True, lease is not None and lease < now)
                     for job_id, token, who, lease in self.store.running(owner)]
+        return self._running(now)
+
+    def holders(self, besides: str) -> dict[str, bool]:
+        return holders_of(self._running(self.clock()), besides)
+
+    def _running(self, now: float) -> list[Held]:
         return [Held(job_id, token, who, started, lease is not None and lease < now)
                 for job_id, token, who, lease, started in self.store.running_claims()]
 

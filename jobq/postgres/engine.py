@@ -260,6 +260,9 @@ class PgEngine(JobReads, DependentJobs, GroupedJobs):
         """Running claims (of one owner, or all), their leases judged on the server's clock."""
         return claims.held(self._db, self._queue, owner)
 
+    def holders(self, besides: str) -> dict[str, bool]:
+        return claims.holders(self._db, self._queue, besides)
+
     def upkeep(self, *, compact_threshold: int, logger: Any) -> PgUpkeep:
         """Jobs past their retention purged a batch at a time; the server vacuums (see the
         table settings in jobq.postgres.schema)."""

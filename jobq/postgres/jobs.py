@@ -141,6 +141,13 @@ def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
 _FENCED = ("(v.token IS NULL OR (j.token = v.token AND j.status = 'running'"
            " AND j.updated_at = v.was_at AND j.cancel_requested = v.was_cancel"
            " AND j.progress = v.was_progress))")
+# Whether the queue has any ttl or any dependency at all: uncorrelated sub-selects, which the
+# server runs once a statement (an InitPlan, in the statement's snapshot as the probes it gates),
+# so that a queue without them pays no index probe per finished job for its ttl or dependents.
+# ``min`` of a primary key's column: always one seek of the index, where an EXISTS planned
+# generically (a prepared statement's plan) may scan the whole table, other queues' rows and all.
+_ANY_RETENTION = "((SELECT min(job_id) FROM jobq_retention WHERE queue = %(q)s) IS NOT NULL)"
+_ANY_DEPENDENCIES = "((SELECT min(child) FROM jobq_dependencies WHERE queue = %(q)s) IS NOT NULL)"
 # One statement: the rows of jobs still waiting, their snapshots, and finished ones moved (each
 # saying whether it is a parent: a queue without dependencies pays no statement more for them);
 # it returns the ids written. The snapshots follow the rows written (a fenced row not written
@@ -173,8 +180,9 @@ _WRITE = (
     " SELECT g.queue, g.job_id, seq, status, false, priority, run_at, attempts, max_attempts,"
     " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %(now)s, started_at, blob,"
     " %(now)s + CASE WHEN status = 'dead' THEN r.failure_ttl ELSE r.result_ttl END"
-    " FROM gone g LEFT JOIN jobq_retention r ON r.queue = g.queue AND r.job_id = g.job_id"
-    " RETURNING job_id, EXISTS (SELECT 1 FROM jobq_dependencies d"
+    " FROM gone g LEFT JOIN (SELECT * FROM jobq_retention WHERE queue = %(q)s"
+    f" AND {_ANY_RETENTION}) r ON r.job_id = g.job_id"
+    f" RETURNING job_id, {_ANY_DEPENDENCIES} AND EXISTS (SELECT 1 FROM jobq_dependencies d"
     " WHERE d.queue = %(q)s AND d.parent = jobq_done.job_id) AS parent)"
     " SELECT job_id, parent FROM done UNION ALL SELECT job_id, false FROM waiting")
 assert {s.value for s in FINISHED} == {"succeeded", "dead", "cancelled"}
