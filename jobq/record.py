@@ -40,9 +40,8 @@ SIGNATURE_MISMATCH: Final = "signature mismatch"
 
 _HEAD = struct.Struct("<2sBBB3xII")  # magic, version, kind, flags, body length, body crc
 _HEAD_CRC = struct.Struct("<I")
-WHOLE_HEAD: Final = struct.Struct("<2sBBB3xIII")  # _HEAD then the header CRC, read at once
+_WHOLE_HEAD = struct.Struct("<2sBBB3xIII")  # _HEAD then the header CRC, read at once
 HEADER_SIZE: Final = _HEAD.size + _HEAD_CRC.size
-HEAD_CRC_COVERS: Final = _HEAD.size  # the header's bytes its CRC covers (0..15)
 MAC_SIZE: Final = 32  # HMAC-SHA256's (hashlib is imported only where a key is used)
 assert _HEAD.size == 16 and HEADER_SIZE == 20 and MAC_SIZE == 32
 
@@ -191,31 +190,46 @@ def decode(buf: bytes | memoryview, pos: int, *, key: bytes | None, max_body: in
     return Frame(kind, bytes(body), end - pos)
 
 
+def verified(buf: bytes, view: memoryview, pos: int, key: bytes | None,
+             max_body: int) -> tuple[int, int, int] | None:
+    """The kind, body start and end of the frame at ``buf[pos:]`` (``view`` is
+    ``memoryview(buf)``) if it passes every check :func:`decode` makes, signed with ``key`` (or
+    unsigned where ``key`` is None), copying nothing; None if any check fails or the frame is
+    not whole in ``buf``: :func:`decode` then says what is wrong (or whom an old key signed).
+
+    The one fast path of verification: :func:`scan` and the log's reader
+    (:mod:`jobq.local.log_read`) check every frame they pass on with it.
+    """
+    if len(buf) - pos < HEADER_SIZE:
+        return None
+    magic, version, kind, flags, length, body_crc, head_crc = _WHOLE_HEAD.unpack_from(buf, pos)
+    start = pos + HEADER_SIZE + (MAC_SIZE if flags else 0)
+    end = start + length
+    if (magic == MAGIC and zlib.crc32(view[pos:pos + _HEAD.size]) == head_crc
+            and version == FORMAT_VERSION and kind in KINDS
+            and flags == (FLAG_SIGNED if key is not None else 0)
+            and length <= max_body and end <= len(buf)
+            and zlib.crc32(view[start:end]) == body_crc
+            and (key is None or signed_by(key, view, pos, start, end))):
+        return kind, start, end
+    return None
+
+
 def scan(buf: bytes, *, key: bytes | None, max_body: int) -> Iterator[tuple[int, int, int]]:
     """Verify the frames ``buf`` holds end to end, as :func:`decode` does; yield each one's
     start, body start and end, copying nothing (a batch of new records is checked this way).
 
-    Each check is decode's; when one fails, decode itself raises its error for that frame.
+    Each check is decode's (:func:`verified`); when one fails, decode itself raises its error
+    for that frame.
     """
     view = memoryview(buf)
-    size, unpack, crc = len(buf), WHOLE_HEAD.unpack_from, zlib.crc32
-    flags_wanted = FLAG_SIGNED if key else 0
-    pos = 0
+    pos, size = 0, len(buf)
     while pos < size:
-        start = end = -1
-        if size - pos >= HEADER_SIZE:
-            magic, version, kind, flags, length, body_crc, head_crc = unpack(buf, pos)
-            start = pos + HEADER_SIZE + (MAC_SIZE if flags else 0)
-            end = start + length
-            if not (magic == MAGIC and crc(view[pos:pos + _HEAD.size]) == head_crc
-                    and version == FORMAT_VERSION and kind in KINDS and flags == flags_wanted
-                    and length <= max_body and end <= size
-                    and crc(view[start:end]) == body_crc
-                    and (not key or signed_by(key, view, pos, start, end))):
-                start = -1
-        if start < 0:
+        found = verified(buf, view, pos, key, max_body)
+        if found is None:
             decode(buf, pos, key=key, max_body=max_body)  # raises what is wrong
             raise Damaged("not a valid record")  # (a frame decode accepts passes above)
+        _, start, end = found
         yield pos, start, end
         pos = end
 

@@ -14,7 +14,6 @@ and no objects made per record but the fields.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -268,22 +267,16 @@ class _SegmentReader:
         them, and a writer, which writes after the last non-zero byte, never writes before what
         the index covers (log_append._writable_segment).
 
-        A record is checked as :func:`record.decode` checks it, written out for the common case
-        (as in :func:`record.scan`): one signed with the current key, or unsigned where no key is
-        given. Any other (an old key's, damage, the end of the buffer) goes to ``decode``, which
-        tells it apart. A run is yielded before the buffer changes.
+        A record is checked by :func:`record.verified` (every check of :func:`record.decode`,
+        copying nothing) for the common case: one signed with the current key, or unsigned where
+        no key is given. Any other (an old key's, damage, the end of the buffer) goes to
+        ``decode``, which tells it apart. A run is yielded before the buffer changes.
         """
         pos = offset
         least = record.HEADER_SIZE + record.MAC_SIZE
         pending: list[Damage] = []  # damaged ranges not yet followed by a whole record
         spans: list[tuple[int, int, int, int, int]] = []
-        key, max_body = self._key, self._max_body
-        unpack, crc, magic, version = record.WHOLE_HEAD.unpack_from, zlib.crc32, record.MAGIC, \
-            record.FORMAT_VERSION
-        signed = key is not None  # as decode tells: a queue with a key signs every record
-        kinds, flags_wanted = record.KINDS, record.FLAG_SIGNED if signed else 0
-        covers = record.HEAD_CRC_COVERS
-        body_at = record.HEADER_SIZE + (record.MAC_SIZE if signed else 0)
+        key, max_body, verified = self._key, self._max_body, record.verified
         buf, view = self._buf, memoryview(self._buf)
         while pos < self.size:
             i = pos - self._base
@@ -293,21 +286,15 @@ class _SegmentReader:
                     spans = []
                 i = self._window(pos, least)
                 buf, view = self._buf, memoryview(self._buf)
-            if len(buf) - i >= record.HEADER_SIZE:
-                got_magic, got_version, kind, flags, length, body_crc, head_crc = unpack(buf, i)
-                start = i + body_at
-                end = start + length
-                if (got_magic == magic and crc(view[i:i + covers]) == head_crc
-                        and got_version == version and kind in kinds and flags == flags_wanted
-                        and length <= max_body and end <= len(buf)
-                        and crc(view[start:end]) == body_crc
-                        and (not signed or record.signed_by(key, view, i, start, end))):
-                    if pending:
-                        yield from pending
-                        pending.clear()
-                    spans.append((pos, start, end, kind, 0))
-                    pos += end - i
-                    continue
+            found = verified(buf, view, i, key, max_body)
+            if found is not None:
+                if pending:
+                    yield from pending
+                    pending.clear()
+                kind, start, end = found
+                spans.append((pos, start, end, kind, 0))
+                pos += end - i
+                continue
             try:
                 frame = record.decode(buf, i, key=key, max_body=max_body,
                                       old_keys=self._old_keys, any_signer=self._any_signer)
