@@ -134,7 +134,7 @@ def _insert_new(conn: sqlite3.Connection, shelf: StateShelf,
             del found[known]
     jobs, ready, scheduled = [], [], []
     for job_id, ((_, task, priority, run_at, created_at, max_attempts), seq) in found.items():
-        run_at = min(run_at, at + max(0.0, run_at - created_at))  # as run_at_of
+        run_at = run_at_of(run_at, created_at, at)
         jobs.append((job_id, task, priority, seq, run_at, max_attempts, created_at, created_at))
         if run_at > at:
             scheduled.append((run_at, seq, job_id))
@@ -149,13 +149,14 @@ def _insert_new(conn: sqlite3.Connection, shelf: StateShelf,
     return len(found)
 
 
-def run_at_of(meta: job_record.JobMeta, now: float) -> float:
-    """When a new job may run: its run-at time, but never later than its delay from ``now``.
+def run_at_of(run_at: float, created_at: float, now: float) -> float:
+    """When a new job (enqueued at ``created_at`` to run at ``run_at``) may run: its run-at
+    time, but never later than its delay from ``now``.
 
     A clock that went back after the enqueue (or a producer whose clock ran ahead) would
     otherwise hold even an undelayed job until the clock caught up again.
     """
-    return min(meta.run_at, now + max(0.0, meta.run_at - meta.created_at))
+    return min(run_at, now + max(0.0, run_at - created_at))
 
 
 def add_waiting(conn: sqlite3.Connection, job_id: str, priority: int, seq: int, run_at: float,

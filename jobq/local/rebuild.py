@@ -108,7 +108,7 @@ def _restore(conn: sqlite3.Connection, shelf: StateShelf, log_: Log, entry: Entr
             " started with --import), or move state.sqlite3 aside to rebuild from the log alone"
             " (finished jobs would run again)", job_id=meta.job_id) from exc
     if state is None:
-        run_at = index.run_at_of(meta, now)
+        run_at = index.run_at_of(meta.run_at, meta.created_at, now)
         state = JobState(job_id=meta.job_id, task=meta.task, enqueued_at=meta.created_at,
                          run_at=run_at, updated_at=meta.created_at)
         shelf[meta.job_id] = state

@@ -28,7 +28,7 @@ from ..errors import InvalidArgument
 from .batch import copy_in
 from . import totals
 
-# run_at clamped as jobq.index.run_at_of does, on the server's clock. The payload row goes in
+# run_at clamped as jobq.local.index.run_at_of does, on the server's clock. The payload row goes in
 # first and the job row only for the ids it was new for: jobq_payloads holds every stored id,
 # finished or not, until purge. Inserting the job row first lost that race: an append waiting on
 # the row of a job that a worker was moving to jobq_done (not yet visible there) inserted the id
