@@ -10,9 +10,7 @@ from types import EllipsisType, MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import config as config_mod
-from . import (batches, dependencies, engines, job_options, job_record, record, retention,
-               signatures, tasks)
-from . import limits as job_limits
+from . import engines, job_options, job_record, record, retention, signatures, tasks
 from .job_ids import check_job_id, job_ids
 from .job_options import Options
 from .errors import InvalidArgument, InvalidJob, JobCancelled, JobFailed, WaitTimeout
@@ -21,6 +19,7 @@ from .state import JobState, Status
 
 if TYPE_CHECKING:  # imported where used: their dataclasses would cost a worker's start
     from . import groups
+    from . import limits as job_limits
     from .worker_info import WorkerInfo
 
 class Queue:
@@ -167,6 +166,11 @@ class Queue:
         ``result_ttl``/``failure_ttl``: seconds the job is kept once it ended (succeeded or
         cancelled / dead) before workers purge it; None: for ever; not given: the Queue's.
         """
+        # Imported here, not with this module: a worker, which opens a Queue but enqueues
+        # (schedules aside) nothing, need not build their dataclass and named tuples at start.
+        from . import dependencies
+        from . import limits as job_limits
+
         task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
         keep = retention.resolve(result_ttl, failure_ttl, self._default_keep)
@@ -218,6 +222,8 @@ class Queue:
         """
         if isinstance(args_list, (str, bytes)) or not isinstance(args_list, Iterable):
             raise InvalidJob("args_list must be an iterable of argument tuples")
+        from . import batches  # not with this module: a worker's start needs none of it
+
         task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
         keep = retention.resolve(result_ttl, failure_ttl, self._default_keep)
@@ -271,7 +277,9 @@ class Queue:
                                         options.max_attempts, options.timeout,
                                         now + options.delay, now)
         if len(body) > self.config.max_record_size:
-            raise batches.too_large(job_id, len(body), self.config.max_record_size)
+            from .batches import too_large
+
+            raise too_large(job_id, len(body), self.config.max_record_size)
         return record.encode(record.KIND_JOB, body, self._key)
 
     # -- observing -----------------------------------------------------------------------------
@@ -350,10 +358,14 @@ class Queue:
                   per: float | None = None) -> job_limits.Limit | None:
         """Limit the jobs of ``concurrency_key=key``: ``concurrency`` running at once, ``rate``
         starts per ``per`` seconds; replaces the key's limits, both None removes them."""
+        from . import limits as job_limits
+
         return job_limits.set_limit(self, key, concurrency=concurrency, rate=rate, per=per)
 
     def limits(self) -> list[job_limits.Limit]:
         """Every key's limits, by key."""
+        from . import limits as job_limits
+
         return job_limits.limits(self)
 
     def close(self) -> None:

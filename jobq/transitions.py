@@ -9,7 +9,6 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from . import dependencies
 from .state import FINISHED, JobState, Status
 
 
@@ -180,4 +179,6 @@ def parents_done(state: JobState, now: float) -> JobState:
 def parent_failed(state: JobState, parent: str, parent_status: Status, now: float) -> JobState:
     """A parent of a waiting job ended dead or cancelled, and its policy is to cancel: the job
     ends cancelled, naming the parent."""
+    from . import dependencies  # jobs with parents only: not at every worker's start
+
     return cancelled(state, now, dependencies.reason(parent, parent_status))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from ..limits import Limit
+if TYPE_CHECKING:  # a dataclass: built where a limit is read or set, not at every start
+    from ..limits import Limit
 
 __all__ = ["Limits"]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import snapshots
-from .. import dependencies, transitions
+from .. import transitions
 from ..errors import UnknownParent
 from .shelf import StateShelf
 from ..state import FINISHED, JobState, Status, status_of
@@ -116,6 +116,8 @@ def _decide(conn: sqlite3.Connection, shelf: StateShelf, children: list[str], no
             write: Write, was: Status) -> list[str]:
     """Apply :func:`jobq.dependencies.decide` to ``children`` (all in status ``was``); the
     ids of those that ended (cancelled)."""
+    from .. import dependencies  # queues with dependencies only: not at every worker's start
+
     changed: list[tuple[JobState, Sequence[Any], Any]] = []
     to_wait: list[Sequence[Any]] = []
     for child in children:

@@ -25,10 +25,10 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from . import index, snapshots
-from ..limits import Limit
 from ..state import FINISHED
 
 if TYPE_CHECKING:
+    from ..limits import Limit
     from .log import Log
     from .store import Store
 
@@ -196,6 +196,8 @@ class LocalLimits:
         with self._store.reading():
             rows = self._store.conn.execute(
                 "SELECT key, concurrency, rate, per FROM limits ORDER BY key").fetchall()
+        from ..limits import Limit  # a dataclass: built when limits are read, not at start
+
         return [Limit(*row) for row in rows]
 
     def append_keyed(self, frame: bytes, job_id: str, concurrency_key: str | None,

@@ -7,7 +7,6 @@ columns and unpickle nothing, so any process can list; long listings are read pa
 
 from __future__ import annotations
 
-import heapq
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -274,6 +273,8 @@ def positions(db: StateDB, statuses: Iterable[Status], page: int = 500
     """(payload position, job id, status) of the jobs in ``statuses``, in log order, read
     page by page from the status index (never all at once). A job whose status changes
     meanwhile may be listed twice, or not at all."""
+    import heapq  # only listings and upkeep merge statuses: not a worker's start
+
     return heapq.merge(*(_positions(db, status, page) for status in statuses))
 
 
