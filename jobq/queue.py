@@ -166,17 +166,22 @@ class Queue:
         ``result_ttl``/``failure_ttl``: seconds the job is kept once it ended (succeeded or
         cancelled / dead) before workers purge it; None: for ever; not given: the Queue's.
         """
-        # Imported here, not with this module: a worker, which opens a Queue but enqueues
-        # (schedules aside) nothing, need not build their dataclass and named tuples at start.
-        from . import dependencies
-        from . import limits as job_limits
-
         task, function = tasks.target(fn)
         options = self._options(priority, delay, max_attempts, timeout)
         keep = retention.resolve(result_ttl, failure_ttl, self._default_keep)
         args, kwargs = job_options.args_tuple(args), job_options.kwargs_dict(kwargs)
-        parents, policy = dependencies.validate(depends_on, on_dependency_failure)
-        keys = job_limits.job_keys(concurrency_key, unique_key)
+        # jobq.dependencies and jobq.limits are imported by the calls that use them, not with
+        # this module: a worker opens a Queue but needs neither to start (their dataclass and
+        # named tuples), and the usual call pays no import statement.
+        parents: tuple[str, ...] = ()
+        policy = on_dependency_failure
+        if depends_on is not None or policy != "cancel":
+            from . import dependencies
+            parents, policy = dependencies.validate(depends_on, on_dependency_failure)
+        keys: tuple[str | None, str | None] = (None, None)
+        if concurrency_key is not None or unique_key is not None:
+            from . import limits as job_limits
+            keys = job_limits.job_keys(concurrency_key, unique_key)
         if function is not None:
             signatures.check(function, task, args, kwargs)
         if job_id is not None:
@@ -186,6 +191,7 @@ class Queue:
         if keys != (None, None):
             job_id = job_id or job_ids.next()
             self._keep([job_id], keep)  # unused (and harmless) if the unique key finds a job
+            from . import limits as job_limits
             return job_limits.enqueue_keyed(self, self._frame, task, args, kwargs, job_id,
                                             options, keys, parents)
         if parents:
