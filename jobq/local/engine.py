@@ -22,7 +22,7 @@ from ..errors import ConfigError, DamagedRecord, JobNotFound
 from ..state import JobState, Status
 # Compaction, purging and the worker's upkeep are imported where used: a worker's child never
 # needs them, and its supervisor only once its children started (issue 19).
-from . import compaction_redo, damage, directory, keys
+from . import compaction_redo, directory, keys
 from .directory import FIXED_SETTINGS, open_dir
 from .log import Log, Position
 from .payloads import Payloads
@@ -276,6 +276,8 @@ class LocalEngine:
         position it was read at, if known. StorageError if it cannot be copied."""
         if ref is None:
             ref = self.store.payload_position(job_id)
+        from . import damage  # a damaged record only: not at every worker's start
+
         return damage.set_aside(self.store, self.log, ref, cause)
 
     @staticmethod
