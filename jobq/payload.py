@@ -72,3 +72,77 @@ def dumps_fields(job_id: str, task: str, args: tuple[Any, ...], kwargs: dict[str
         raise NotPicklable(f"cannot pickle JobPayload: {exc}") from exc
     # Without its PROTO and STOP, the state's pickle puts the state dict on the stack.
     return b"".join((_CLASS_AND_INSTANCE, data[_PROTO_SIZE:-1], _BUILD_AND_STOP))
+
+
+def _pushes(value: object) -> bytes:
+    """The opcodes pickle writes to push ``value`` (a str, int, float or None), without its
+    PROTO, FRAME, memo or STOP."""
+    if type(value) is str:
+        return _unicode(value.encode("utf-8", "surrogatepass"))
+    data = pickle.dumps(value, protocol=pickling.PROTOCOL)[_PROTO_SIZE:-1]
+    return data[_FRAME_HEAD:] if data[:1] == pickle.FRAME else data
+
+
+def _unicode(utf8: bytes) -> bytes:
+    """The opcode pickle writes for a str of these UTF-8 bytes."""
+    return _unicode_head(len(utf8)) + utf8
+
+
+def _unicode_head(size: int) -> bytes:
+    """The opcode pickle writes for a str of ``size`` UTF-8 bytes, up to those bytes."""
+    if size < 256:
+        return pickle.SHORT_BINUNICODE + bytes([size])
+    return pickle.BINUNICODE + size.to_bytes(4, "little")
+
+
+_FRAME_HEAD = 9  # FRAME and its 8-byte length
+_FRAME_OP = pickle.FRAME[0]
+_ONE_FRAME = 64 * 1024  # pickle._FRAME_SIZE_TARGET: a frame closes once it reaches it
+
+
+class Template:
+    """The pickles of JobPayloads that share every field but ``job_id`` and ``args`` and have
+    no ``kwargs``: the jobs of one ``enqueue_many`` (or of one group's members).
+
+    The state dict's constant parts are written once; a job's pickle is them around its id and
+    its arguments pickled on their own, the only pickling a job then costs. It loads as
+    ``dumps_fields``' does, with the same opcodes but for memo and frames (tests/test_payload.py). Nothing in the pickle before the
+    arguments is memoised, so the memo indices in their own pickle are the ones the whole
+    stream's unpickler assigns; nothing after them refers to the memo.
+    """
+
+    def __init__(self, task: str, priority: int, max_attempts: int, timeout: float | None,
+                 run_at: float, created_at: float) -> None:
+        def item(key: str, value: object) -> bytes:
+            return _pushes(key) + _pushes(value)
+
+        # The keys in JobPayload's field order, as dumps_fields writes them.
+        self._id_ops: dict[int, bytes] = {}  # an id's opcode up to its bytes, by their number
+        self._before_id = b"".join((_CLASS_AND_INSTANCE, pickle.EMPTY_DICT, pickle.MARK,
+                                    _pushes("job_id")))
+        self._before_args = item("task", task) + _pushes("args")
+        self._after_args = b"".join((
+            _pushes("kwargs"), pickle.EMPTY_DICT,
+            item("priority", priority), item("max_attempts", max_attempts),
+            item("timeout", timeout), item("run_at", run_at), item("created_at", created_at),
+            item(SCHEMA_KEY, JobPayload.SCHEMA_VERSION), pickle.SETITEMS, _BUILD_AND_STOP))
+
+    def pieces(self, job_id_utf8: bytes, args: tuple[Any, ...]) -> tuple[bytes, ...]:
+        """The pickle of the job ``job_id_utf8`` (its id as UTF-8) calling with ``args``, in
+        pieces to be joined (with the record's head, by jobq.job_record.Bodies)."""
+        try:
+            data = pickle.dumps(args, protocol=pickling.PROTOCOL)
+        except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
+            raise NotPicklable(f"cannot pickle JobPayload: {exc}") from exc
+        # Without its PROTO and STOP, the arguments' pickle puts the tuple on the stack. Its
+        # frame goes too when it is the only one (it then holds the whole rest); several
+        # frames stay, the last then covering the byte after them, as in dumps_fields.
+        # (Under pickle's frame size target, a pickle is one frame at most.)
+        start = _PROTO_SIZE
+        if data[start] == _FRAME_OP and len(data) < _ONE_FRAME:
+            start += _FRAME_HEAD
+        id_op = self._id_ops.get(len(job_id_utf8))
+        if id_op is None:
+            id_op = self._id_ops[len(job_id_utf8)] = _unicode_head(len(job_id_utf8))
+        return (self._before_id, id_op, job_id_utf8, self._before_args, data[start:-1],
+                self._after_args)
