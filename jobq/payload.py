@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import struct
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -98,6 +99,8 @@ def _unicode_head(size: int) -> bytes:
 _FRAME_HEAD = 9  # FRAME and its 8-byte length
 _FRAME_OP = pickle.FRAME[0]
 _ONE_FRAME = 64 * 1024  # pickle._FRAME_SIZE_TARGET: a frame closes once it reaches it
+_PROTO_FRAME = pickle.PROTO + bytes([pickling.PROTOCOL]) + pickle.FRAME  # then its length
+_framed = struct.Struct("<3sQ").pack  # PROTO, FRAME and the frame's length
 
 
 class Template:
@@ -106,9 +109,11 @@ class Template:
 
     The state dict's constant parts are written once; a job's pickle is them around its id and
     its arguments pickled on their own, the only pickling a job then costs. It loads as
-    ``dumps_fields``' does, with the same opcodes but for memo and frames (tests/test_payload.py). Nothing in the pickle before the
-    arguments is memoised, so the memo indices in their own pickle are the ones the whole
-    stream's unpickler assigns; nothing after them refers to the memo.
+    ``dumps_fields``' does, with the same opcodes but for memo and frames (tests/test_payload.py).
+    Nothing in the pickle before the arguments is memoised, so the memo indices in their own
+    pickle are the ones the whole stream's unpickler assigns; nothing after them refers to the
+    memo. A job's pickle under pickle's frame size is one frame from its PROTO on: reading a
+    stream, the C unpickler calls ``read`` once a frame, but twice an opcode outside one.
     """
 
     def __init__(self, task: str, priority: int, max_attempts: int, timeout: float | None,
@@ -116,16 +121,17 @@ class Template:
         def item(key: str, value: object) -> bytes:
             return _pushes(key) + _pushes(value)
 
-        # The keys in JobPayload's field order, as dumps_fields writes them.
         self._id_ops: dict[int, bytes] = {}  # an id's opcode up to its bytes, by their number
-        self._before_id = b"".join((_CLASS_AND_INSTANCE, pickle.EMPTY_DICT, pickle.MARK,
-                                    _pushes("job_id")))
+        # The keys in JobPayload's field order, as dumps_fields writes them.
+        self._before_id = b"".join((_CLASS_AND_INSTANCE[_PROTO_SIZE:], pickle.EMPTY_DICT,
+                                    pickle.MARK, _pushes("job_id")))
         self._before_args = item("task", task) + _pushes("args")
         self._after_args = b"".join((
             _pushes("kwargs"), pickle.EMPTY_DICT,
             item("priority", priority), item("max_attempts", max_attempts),
             item("timeout", timeout), item("run_at", run_at), item("created_at", created_at),
             item(SCHEMA_KEY, JobPayload.SCHEMA_VERSION), pickle.SETITEMS, _BUILD_AND_STOP))
+        self._fixed = len(self._before_id) + len(self._before_args) + len(self._after_args)
 
     def pieces(self, job_id_utf8: bytes, args: tuple[Any, ...]) -> tuple[bytes, ...]:
         """The pickle of the job ``job_id_utf8`` (its id as UTF-8) calling with ``args``, in
@@ -134,15 +140,17 @@ class Template:
             data = pickle.dumps(args, protocol=pickling.PROTOCOL)
         except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
             raise NotPicklable(f"cannot pickle JobPayload: {exc}") from exc
-        # Without its PROTO and STOP, the arguments' pickle puts the tuple on the stack. Its
-        # frame goes too when it is the only one (it then holds the whole rest); several
-        # frames stay, the last then covering the byte after them, as in dumps_fields.
-        # (Under pickle's frame size target, a pickle is one frame at most.)
-        start = _PROTO_SIZE
-        if data[start] == _FRAME_OP and len(data) < _ONE_FRAME:
-            start += _FRAME_HEAD
         id_op = self._id_ops.get(len(job_id_utf8))
         if id_op is None:
             id_op = self._id_ops[len(job_id_utf8)] = _unicode_head(len(job_id_utf8))
-        return (self._before_id, id_op, job_id_utf8, self._before_args, data[start:-1],
-                self._after_args)
+        # Without its PROTO and STOP, the arguments' pickle puts the tuple on the stack.
+        if len(data) < _ONE_FRAME:  # one frame at most (pickle closes one at that size)
+            ops = data[_PROTO_SIZE + _FRAME_HEAD:-1] if data[_PROTO_SIZE] == _FRAME_OP \
+                else data[_PROTO_SIZE:-1]
+            size = self._fixed + len(id_op) + len(job_id_utf8) + len(ops)
+            return (_framed(_PROTO_FRAME, size), self._before_id, id_op, job_id_utf8,
+                    self._before_args, ops, self._after_args)
+        # Its frames stay, the last one then covering the byte after them (as dumps_fields'
+        # state frame covers BUILD); the pieces around them are not framed.
+        return (_CLASS_AND_INSTANCE[:_PROTO_SIZE], self._before_id, id_op, job_id_utf8,
+                self._before_args, data[_PROTO_SIZE:-1], self._after_args)

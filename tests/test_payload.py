@@ -198,3 +198,14 @@ def test_template_bodies_match_encode_fields():
 def test_template_unpicklable_argument_raises_not_picklable():
     with pytest.raises(NotPicklable, match="cannot pickle JobPayload"):
         _template_pickle({**FIELDS, "args": (lambda: None,)})
+
+
+@pytest.mark.parametrize("case", ["plain", "empty-args", "one-frame-at-the-limit"])
+def test_template_pickle_of_a_small_job_is_one_frame(case):
+    """Under pickle's frame size the whole pickle after PROTO is one frame: the C unpickler
+    reading a stream then calls read() once, not twice an opcode (a worker loads every job)."""
+    data = _template_pickle({**FIELDS, **TEMPLATE_CASES[case]})
+    ops = list(pickletools.genops(data))
+    assert [op.name for op, _, _ in ops[:2]] == ["PROTO", "FRAME"]
+    assert ops[1][1] == len(data) - 11  # PROTO 2 bytes, FRAME 1 + 8
+    assert [op.name for op, _, _ in ops].count("FRAME") == 1
