@@ -43,7 +43,7 @@ class JobPayload(Versioned):
 # enqueue path writes that directly: the state dict pickled on its own between the constant parts,
 # instead of building a frozen dataclass and letting pickle call __getstate__ and look the class up
 # again for every job (4.3 µs -> 1 µs a job). The opcodes are the ones pickle.dumps(payload) writes,
-# except that the class's strings are not memoised and the state's frame does not include them.
+# except that the class's strings are not memoised.
 _CLASS_AND_INSTANCE = b"".join((
     pickle.PROTO, bytes([pickling.PROTOCOL]),
     pickle.SHORT_BINUNICODE, bytes([len(JobPayload.__module__)]), JobPayload.__module__.encode(),
@@ -53,6 +53,15 @@ _CLASS_AND_INSTANCE = b"".join((
 ))
 _BUILD_AND_STOP = pickle.BUILD + pickle.STOP
 _PROTO_SIZE = 2  # PROTO and its argument, at the start of every protocol 2+ pickle
+_CLASS = _CLASS_AND_INSTANCE[_PROTO_SIZE:]
+# A pickle under pickle's frame size is written as one frame from its PROTO on: reading a
+# stream (pickling.loads' BytesIO), the C unpickler calls read() once a frame, but twice an
+# opcode outside one (callgrind, a no-op job's load_payload: 64,007 -> 59,216 instructions).
+_FRAME_HEAD = 9  # FRAME and its 8-byte length
+_FRAME_OP = pickle.FRAME[0]
+_ONE_FRAME = 64 * 1024  # pickle._FRAME_SIZE_TARGET: a pickle shorter is one frame at most
+_PROTO_FRAME = pickle.PROTO + bytes([pickling.PROTOCOL]) + pickle.FRAME  # then its length
+_framed = struct.Struct("<3sQ").pack  # PROTO, FRAME and the frame's length
 
 
 def dumps_fields(job_id: str, task: str, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -72,6 +81,11 @@ def dumps_fields(job_id: str, task: str, args: tuple[Any, ...], kwargs: dict[str
     except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
         raise NotPicklable(f"cannot pickle JobPayload: {exc}") from exc
     # Without its PROTO and STOP, the state's pickle puts the state dict on the stack.
+    if len(data) < _ONE_FRAME and data[_PROTO_SIZE] == _FRAME_OP:
+        ops = data[_PROTO_SIZE + _FRAME_HEAD:-1]
+        return b"".join((_framed(_PROTO_FRAME, len(_CLASS) + len(ops) + len(_BUILD_AND_STOP)),
+                         _CLASS, ops, _BUILD_AND_STOP))
+    # Several frames: the last one then covers BUILD; the class before them is not framed.
     return b"".join((_CLASS_AND_INSTANCE, data[_PROTO_SIZE:-1], _BUILD_AND_STOP))
 
 
@@ -96,11 +110,6 @@ def _unicode_head(size: int) -> bytes:
     return pickle.BINUNICODE + size.to_bytes(4, "little")
 
 
-_FRAME_HEAD = 9  # FRAME and its 8-byte length
-_FRAME_OP = pickle.FRAME[0]
-_ONE_FRAME = 64 * 1024  # pickle._FRAME_SIZE_TARGET: a frame closes once it reaches it
-_PROTO_FRAME = pickle.PROTO + bytes([pickling.PROTOCOL]) + pickle.FRAME  # then its length
-_framed = struct.Struct("<3sQ").pack  # PROTO, FRAME and the frame's length
 
 
 class Template:
@@ -112,8 +121,7 @@ class Template:
     ``dumps_fields``' does, with the same opcodes but for memo and frames (tests/test_payload.py).
     Nothing in the pickle before the arguments is memoised, so the memo indices in their own
     pickle are the ones the whole stream's unpickler assigns; nothing after them refers to the
-    memo. A job's pickle under pickle's frame size is one frame from its PROTO on: reading a
-    stream, the C unpickler calls ``read`` once a frame, but twice an opcode outside one.
+    memo. A small job's pickle is one frame, as dumps_fields' is.
     """
 
     def __init__(self, task: str, priority: int, max_attempts: int, timeout: float | None,
@@ -123,7 +131,7 @@ class Template:
 
         self._id_ops: dict[int, bytes] = {}  # an id's opcode up to its bytes, by their number
         # The keys in JobPayload's field order, as dumps_fields writes them.
-        self._before_id = b"".join((_CLASS_AND_INSTANCE[_PROTO_SIZE:], pickle.EMPTY_DICT,
+        self._before_id = b"".join((_CLASS, pickle.EMPTY_DICT,
                                     pickle.MARK, _pushes("job_id")))
         self._before_args = item("task", task) + _pushes("args")
         self._after_args = b"".join((
@@ -144,7 +152,7 @@ class Template:
         if id_op is None:
             id_op = self._id_ops[len(job_id_utf8)] = _unicode_head(len(job_id_utf8))
         # Without its PROTO and STOP, the arguments' pickle puts the tuple on the stack.
-        if len(data) < _ONE_FRAME:  # one frame at most (pickle closes one at that size)
+        if len(data) < _ONE_FRAME:
             ops = data[_PROTO_SIZE + _FRAME_HEAD:-1] if data[_PROTO_SIZE] == _FRAME_OP \
                 else data[_PROTO_SIZE:-1]
             size = self._fixed + len(id_op) + len(job_id_utf8) + len(ops)

@@ -136,6 +136,7 @@ TEMPLATE_CASES["options"] = dict(priority=-7, max_attempts=9, timeout=2.5)
 TEMPLATE_CASES["big-numbers"] = dict(priority=2**70, max_attempts=70_000)
 TEMPLATE_CASES["long-unicode-id"] = dict(job_id="é" * 200, task="jobtasks:" + "a" * 300)
 TEMPLATE_CASES["one-frame-at-the-limit"] = dict(args=("x" * 65_500,))
+TEMPLATE_CASES["one-frame"] = dict(args=("x" * 60_000,))
 
 
 def _template_pickle(fields: dict) -> bytes:
@@ -200,11 +201,13 @@ def test_template_unpicklable_argument_raises_not_picklable():
         _template_pickle({**FIELDS, "args": (lambda: None,)})
 
 
-@pytest.mark.parametrize("case", ["plain", "empty-args", "one-frame-at-the-limit"])
-def test_template_pickle_of_a_small_job_is_one_frame(case):
+@pytest.mark.parametrize("case", ["plain", "empty-args", "one-frame"])
+@pytest.mark.parametrize("maker", ["template", "dumps_fields"])
+def test_pickle_of_a_small_job_is_one_frame(case, maker):
     """Under pickle's frame size the whole pickle after PROTO is one frame: the C unpickler
     reading a stream then calls read() once, not twice an opcode (a worker loads every job)."""
-    data = _template_pickle({**FIELDS, **TEMPLATE_CASES[case]})
+    fields = {**FIELDS, **TEMPLATE_CASES[case]}
+    data = _template_pickle(fields) if maker == "template" else dumps_fields(**fields)
     ops = list(pickletools.genops(data))
     assert [op.name for op, _, _ in ops[:2]] == ["PROTO", "FRAME"]
     assert ops[1][1] == len(data) - 11  # PROTO 2 bytes, FRAME 1 + 8
