@@ -121,8 +121,8 @@ class _Rows:
         shared = made.shared
         tail = self.tail(shared.priority, shared.run_at, shared.created_at, shared.max_attempts,
                          shared.task.encode())
-        # Each piece of the rows in its column of a list, every column at once (slice
-        # assignments and map: no Python code a job), then read across.
+        # Each piece of the rows in its column of a list, a column at once (slice assignments
+        # and map, C loops: only the ids' encoding is a comprehension), then read across.
         n, ln = len(made.ids), _LEN.pack
         ids = [i.encode() for i in made.ids]
         id_lens = list(map(ln, map(len, ids)))
