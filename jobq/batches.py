@@ -45,8 +45,8 @@ def records(task: str, function: Callable[..., Any] | None, args_list: Iterable[
     of the call."""
     prio, delay_s, attempts, timeout_s = options
     run_at = now + delay_s
-    encode_fields, header, next_id, check = (
-        job_record.encode_fields, record.header, job_ids.next, signatures.check)
+    header, next_id, check = record.header, job_ids.next, signatures.check
+    body_of = job_record.Bodies(task, prio, attempts, timeout_s, run_at, now).body
     fitting = () if function is None else signatures.positional_counts(function)
     shared = Shared(prio, run_at, now, attempts, task)
     parts: list[bytes] = []  # header, body, header, body...: joined once by the engine
@@ -63,7 +63,7 @@ def records(task: str, function: Callable[..., Any] | None, args_list: Iterable[
             except SignatureMismatch as exc:  # say which of the batch; none is written
                 raise SignatureMismatch(f"args_list[{i}]: {exc}", task=task) from exc
         job_id = next_id()
-        body = encode_fields(job_id, task, args, {}, prio, attempts, timeout_s, run_at, now)
+        body = body_of(job_id, args)
         if len(body) > limit:
             raise too_large(job_id, len(body), limit)
         parts += (header(record.KIND_JOB, body, key), body)

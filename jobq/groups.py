@@ -149,9 +149,10 @@ def _batches(q: Queue, group_id: str, task: str, chunk_size: int, items: Iterato
     prio, delay_s, attempts, timeout_s = options
     now = q._clock()
     run_at, limit, key = now + delay_s, q.config.max_record_size, q._key
-    encode_fields, header, kind = job_record.encode_fields, record.header, record.KIND_JOB
+    header, kind = record.header, record.KIND_JOB
     chunked = chunk_size > 1
     job_task = CHUNK_TASK if chunked else task
+    body_of = job_record.Bodies(job_task, prio, attempts, timeout_s, run_at, now).body
     shared = batches.Shared(prio, run_at, now, attempts, job_task)
     parts: list[bytes] = []
     ids: list[str] = []
@@ -169,7 +170,7 @@ def _batches(q: Queue, group_id: str, task: str, chunk_size: int, items: Iterato
                 break
             args, count = (item,), 1
         job_id = f"{group_id}.{pos}"
-        body = encode_fields(job_id, job_task, args, {}, prio, attempts, timeout_s, run_at, now)
+        body = body_of(job_id, args)
         if len(body) > limit:
             raise batches.too_large(job_id, len(body), limit)
         parts += (header(kind, body, key), body)

@@ -24,7 +24,7 @@ from typing import Any, Final, NamedTuple
 
 from . import pickling
 from .errors import CorruptRecord
-from .payload import JobPayload, dumps_fields
+from .payload import JobPayload, Template, dumps_fields
 
 _META = struct.Struct("<qddiHH")
 assert _META.size == 32
@@ -66,6 +66,28 @@ def encode_fields(job_id: str, task: str, args: tuple[Any, ...], kwargs: dict[st
     return b"".join((head, job_id_utf8, task_utf8,
                      dumps_fields(job_id, task, args, kwargs, priority, max_attempts, timeout,
                                   run_at, created_at)))
+
+
+class Bodies:
+    """The bodies of jobs that share every field but their id and ``args`` and have no
+    ``kwargs`` (one ``enqueue_many``'s, one group's members): the same bytes as
+    :func:`encode_fields` up to the pickle, which loads to the same payload
+    (:class:`jobq.payload.Template`'s); the routing head is packed once per id length."""
+
+    def __init__(self, task: str, priority: int, max_attempts: int, timeout: float | None,
+                 run_at: float, created_at: float) -> None:
+        self._task = task.encode()
+        self._fixed = (priority, run_at, created_at, max_attempts)
+        self._heads: dict[int, bytes] = {}
+        self._pickle = Template(task, priority, max_attempts, timeout, run_at, created_at).pieces
+
+    def body(self, job_id: str, args: tuple[Any, ...]) -> bytes:
+        job_id_utf8 = job_id.encode()
+        head = self._heads.get(len(job_id_utf8))
+        if head is None:
+            head = self._heads[len(job_id_utf8)] = _META.pack(
+                *self._fixed, len(job_id_utf8), len(self._task))
+        return b"".join((head, job_id_utf8, self._task, *self._pickle(job_id_utf8, args)))
 
 
 def decode_meta(body: bytes) -> tuple[JobMeta, int]:

@@ -10,7 +10,7 @@ import pytest
 
 from jobq import job_record, pickling
 from jobq.errors import CorruptRecord, NotPicklable
-from jobq.payload import JobPayload, dumps_fields
+from jobq.payload import JobPayload, Template, dumps_fields
 
 SHARED = ["shared"]
 FIELDS = dict(job_id="a" * 32, task="jobtasks:add", args=(1, 2), kwargs={}, priority=0,
@@ -128,3 +128,87 @@ def test_meta_at_reads_in_place_what_decode_meta_reads_for_every_cut_and_flipped
             assert str(raised.value) == str(exc)
         else:
             assert job_record.meta_at(buf, 7, 7 + len(data)) == expected
+
+
+# Template: the jobs of one call share all but id and args, and have no kwargs.
+TEMPLATE_CASES = {name: case for name, case in CASES.items() if not case.get("kwargs")}
+TEMPLATE_CASES["options"] = dict(priority=-7, max_attempts=9, timeout=2.5)
+TEMPLATE_CASES["big-numbers"] = dict(priority=2**70, max_attempts=70_000)
+TEMPLATE_CASES["long-unicode-id"] = dict(job_id="é" * 200, task="jobtasks:" + "a" * 300)
+TEMPLATE_CASES["one-frame-at-the-limit"] = dict(args=("x" * 65_500,))
+TEMPLATE_CASES["one-frame"] = dict(args=("x" * 60_000,))
+
+
+def _template_pickle(fields: dict) -> bytes:
+    template = Template(fields["task"], fields["priority"], fields["max_attempts"],
+                        fields["timeout"], fields["run_at"], fields["created_at"])
+    return b"".join(template.pieces(fields["job_id"].encode(), fields["args"]))
+
+
+@pytest.mark.parametrize("case", TEMPLATE_CASES)
+def test_template_loads_as_dumps_fields_does(case):
+    """Every unpickler, plain and restricted, loads the JobPayload dumps_fields writes, with
+    the same opcodes but for framing and memo bookkeeping, its state's keys in order."""
+    fields = {**FIELDS, **TEMPLATE_CASES[case]}
+    data = _template_pickle(fields)
+    expected = JobPayload(**fields)
+    assert pickling.loads(data) == expected
+    assert pickle._Unpickler(io.BytesIO(data)).load() == expected
+    restricted = pickling.PickleRules.build(allowed_modules=["jobtasks"])
+    assert pickling.loads(data, restricted) == expected
+    bookkeeping = {"FRAME", "MEMOIZE", "BINGET", "LONG_BINGET"}
+
+    def ops(data: bytes) -> list[tuple[str, object]]:
+        return [(op.name, arg) for op, arg, _ in pickletools.genops(data)
+                if op.name not in bookkeeping]
+
+    assert ops(data) == ops(dumps_fields(**fields))
+    states = []
+
+    class Capture(pickle.Unpickler):
+        def find_class(self, module, name):
+            return type("Probe", (), {"__setstate__": lambda self, s: states.append(s)})
+
+    Capture(io.BytesIO(data)).load()
+    assert list(states[0].items()) == list(expected.__getstate__().items())
+
+
+def test_template_keeps_shared_arguments_shared():
+    """An object twice in the arguments is one object after loading (the memo of the
+    arguments' own pickle is the whole stream's)."""
+    fields = {**FIELDS, "args": (SHARED, SHARED, "args", "args")}
+    loaded = pickling.loads(_template_pickle(fields))
+    assert loaded.args[0] is loaded.args[1] and loaded.args == fields["args"]
+
+
+def test_template_bodies_match_encode_fields():
+    """Bodies writes encode_fields' routing head, for ids of every length it caches."""
+    fields = {**FIELDS, "job_id": "a"}
+    bodies = job_record.Bodies(fields["task"], fields["priority"], fields["max_attempts"],
+                               fields["timeout"], fields["run_at"], fields["created_at"])
+    for job_id in ("a" * 32, "b" * 32, "c", "é" * 40):
+        fields["job_id"] = job_id
+        fast = bodies.body(job_id, fields["args"])
+        slow = job_record.encode_fields(**fields)
+        assert job_record.decode_meta(fast) == job_record.decode_meta(slow)
+        assert fast[:job_record.decode_meta(fast)[1]] == slow[:job_record.decode_meta(slow)[1]]
+        assert job_record.load_payload(fast, pickling.DEFAULT_RULES, job_id) == JobPayload(
+            **fields)
+
+
+def test_template_unpicklable_argument_raises_not_picklable():
+    with pytest.raises(NotPicklable, match="cannot pickle JobPayload"):
+        _template_pickle({**FIELDS, "args": (lambda: None,)})
+
+
+@pytest.mark.parametrize("case", ["plain", "empty-args", "one-frame"])
+@pytest.mark.parametrize("maker", ["template", "dumps_fields"])
+def test_pickle_of_a_small_job_is_one_frame(case, maker):
+    """Under pickle's frame size the whole pickle after PROTO is one frame: the C unpickler
+    reading a stream then calls read() once, not twice an opcode (a worker loads every job)."""
+    fields = {**FIELDS, **TEMPLATE_CASES[case]}
+    data = _template_pickle(fields) if maker == "template" else dumps_fields(**fields)
+    ops = list(pickletools.genops(data))
+    assert [op.name for op, _, _ in ops[:2]] == ["PROTO", "FRAME"]
+    assert ops[1][1] == len(data) - 11  # PROTO 2 bytes, FRAME 1 + 8
+    assert [op.name for op, _, _ in ops].count("FRAME") == 1

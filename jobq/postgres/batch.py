@@ -28,6 +28,7 @@ its length (i32) and bytes; then -1 (i16).
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
@@ -120,13 +121,26 @@ class _Rows:
         shared = made.shared
         tail = self.tail(shared.priority, shared.run_at, shared.created_at, shared.max_attempts,
                          shared.task.encode())
-        job_head, payload_head, ln = self.job_head, self.payload_head, _LEN.pack
-        ids = [(ln(len(b)), b) for b in [i.encode() for i in made.ids]]
-        self.payloads += [
-            piece for (id_len, job_id), head, body in zip(ids, made[0::2], made[1::2])
-            for piece in (payload_head, id_len, job_id, ln(len(head) + len(body)), head, body)]
-        return b"".join([piece for id_len, job_id in ids
-                         for piece in (job_head, id_len, job_id, tail)])
+        # Each piece of the rows in its column of a list, a column at once (slice assignments
+        # and map, C loops: only the ids' encoding is a comprehension), then read across.
+        n, ln = len(made.ids), _LEN.pack
+        ids = [i.encode() for i in made.ids]
+        id_lens = list(map(ln, map(len, ids)))
+        heads, bodies = made[0::2], made[1::2]
+        rows: list[bytes] = [b""] * (6 * n)
+        rows[0::6] = [self.payload_head] * n
+        rows[1::6] = id_lens
+        rows[2::6] = ids
+        rows[3::6] = map(ln, map(operator.add, map(len, heads), map(len, bodies)))
+        rows[4::6] = heads
+        rows[5::6] = bodies
+        self.payloads += rows
+        rows = [b""] * (4 * n)
+        rows[0::4] = [self.job_head] * n
+        rows[1::4] = id_lens
+        rows[2::4] = ids
+        rows[3::4] = [tail] * n
+        return b"".join(rows)
 
     def add(self, data: bytes, base: int, key: bytes | None, max_body: int) -> Iterator[bytes]:
         """The jobq_jobs rows of the frames of ``data``, verified, CHUNK rows at a time; keeps
