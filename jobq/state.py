@@ -134,6 +134,16 @@ def overlay(row: Sequence[Any], snapshot: JobState | None) -> JobState:
 _SUCCEEDED = Status.SUCCEEDED  # an enum member looked up on its class costs ~0.1 us each time
 
 
+def row_only(state: JobState) -> bool:
+    """Is unfinished ``state`` its row's columns over a fresh state (no errors, crashes,
+    checkpoint or result)? A job's row then says all of it, as a new job's does: a claim given
+    back before it started (:func:`jobq.transitions.released`) needs no snapshot written, nor
+    read and unpickled by its next claim."""
+    return (not state.errors and state.error is None and not state.crashes
+            and state.checkpoint is None and state.checkpoint_token is None
+            and state.result is None and state.finished_at is None)
+
+
 def plain_success(state: JobState, now: float) -> bool:
     """Is ``state``, finished at ``now``, a plain success: one its engine's row says all of? A
     success without a result, errors, crashes or checkpoint, finished when its row was last

@@ -19,7 +19,7 @@ import psycopg
 from ..state import overlay
 from ..errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from ..codec import SnapshotCodec
-from ..state import FINISHED, JobState, Status, plain_success
+from ..state import FINISHED, JobState, Status, plain_success, row_only
 
 NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, epoch seconds
 
@@ -129,12 +129,21 @@ def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
     rows = conn.execute(
         _WRITE, {"q": queue, "now": now, "ids": ids, "status": status, "attempts": attempts,
                  "progress": progress, "run_at": run_at, "cancel": cancel, "unsnap": unsnap,
-                 "blobs": [None if plain_success(s, now) else codec.encode(s.job_id, s)
-                           for s in new],
+                 "blobs": [None if _unsnapshotted(s, now, snapshotted)
+                           else codec.encode(s.job_id, s) for s in new],
                  "token": [f and f[0] for f in fenced], "was_at": [f and f[1] for f in fenced],
                  "was_cancel": [f and f[2] for f in fenced],
                  "was_progress": [f and f[3] for f in fenced]}, prepare=True).fetchall()
     return {r[0] for r in rows}, any(r[1] for r in rows)
+
+
+def _unsnapshotted(state: JobState, now: float, snapshotted: Collection[str] | None) -> bool:
+    """Is ``state`` written without a snapshot: a plain success (jobq_done.blob NULL), or an
+    unfinished state its row says all of (:func:`jobq.state.row_only`) of a job that has none
+    to overwrite (no row in jobq_snapshots: its state is its row)."""
+    if state.status in FINISHED:
+        return plain_success(state, now)
+    return snapshotted is not None and state.job_id not in snapshotted and row_only(state)
 
 
 # A row written under a fence (see Fence); a row the caller locked has none (token NULL).
@@ -148,9 +157,9 @@ _FENCED = ("(v.token IS NULL OR (j.token = v.token AND j.status = 'running'"
 # generically (a prepared statement's plan) may scan the whole table, other queues' rows and all.
 _ANY_RETENTION = "((SELECT min(job_id) FROM jobq_retention WHERE queue = %(q)s) IS NOT NULL)"
 _ANY_DEPENDENCIES = "((SELECT min(child) FROM jobq_dependencies WHERE queue = %(q)s) IS NOT NULL)"
-# One statement: the rows of jobs still waiting, their snapshots, and finished ones moved (each
-# saying whether it is a parent: a queue without dependencies pays no statement more for them);
-# it returns the ids written. The snapshots follow the rows written (a fenced row not written
+# One statement: the rows of jobs still waiting, their snapshots (those that need one: see
+# _unsnapshotted), and finished ones moved (each saying whether it is a parent: a queue without
+# dependencies pays no statement more for them); it returns the ids written. The snapshots follow the rows written (a fenced row not written
 # keeps its snapshot).
 _WRITE = (
     "WITH v AS (SELECT * FROM unnest(%(ids)b::text[], %(status)b::text[], %(attempts)b::int[],"
@@ -165,7 +174,7 @@ _WRITE = (
     " FROM v WHERE j.queue = %(q)s AND j.job_id = v.job_id"
     f" AND v.status NOT IN ('succeeded', 'dead', 'cancelled') AND {_FENCED} RETURNING j.job_id),"
     " snap AS (INSERT INTO jobq_snapshots (queue, job_id, blob) SELECT %(q)s, v.job_id, v.blob"
-    " FROM v JOIN waiting w ON w.job_id = v.job_id"
+    " FROM v JOIN waiting w ON w.job_id = v.job_id WHERE v.blob IS NOT NULL"
     " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob),"
     " gone AS (DELETE FROM jobq_jobs j USING v WHERE j.queue = %(q)s AND j.job_id = v.job_id"
     f" AND v.status IN ('succeeded', 'dead', 'cancelled') AND {_FENCED}"

@@ -19,10 +19,13 @@
 The first ``limit`` claims are started; the next ``prefetch`` are marked not started
 (``prefetched``), so a dead owner's unstarted claims go back uncharged.
 
-A settle costs five statements at most (lock, write, claim, and when the claim finds too few
-ready jobs, promote and claim the rest), whatever its size; four when it promotes first; a
-reaper's, of other owners' claims, one more. (Pipeline mode, sending them in one go, measured
-no faster on a 2-core machine, where the server's CPU is what a drain runs out of.)
+A settle's statements, whatever its size: the first (the server's time, and generic plans:
+_BEGIN), the write of the finished jobs (their rows locked first by one more when they are not
+all this process's claims, as a reaper's or a child's watcher's are) and of their totals, the
+settings of the claim (_ORDERED_SCANS, in the first statement when nothing is written), and the
+claim (when it finds too few ready jobs: promote, and claim the rest; every PROMOTE_EVERY seconds
+it promotes first). (Pipeline mode, sending them in one go, measured no faster on a 2-core
+machine, where the server's CPU is what a drain runs out of.)
 """
 
 from __future__ import annotations
@@ -94,12 +97,31 @@ _CLAIM_PICKED = _CLAIM.replace(
     _CLAIM[_CLAIM.index(" ids AS ("):_CLAIM.index(" UPDATE jobq_jobs j SET status")],
     " ids AS (SELECT %(ids)s::text[] AS a)")
 
+# A settle's first statement: the server's time, and for the rest of its transaction
+# (set_config(..., true): it ends with it) each statement's generic plan (planned once a
+# connection, by primary key and arrays of ids), never a custom one. PostgreSQL plans a prepared
+# statement anew for its first five runs on a connection, again after each ANALYZE of its tables,
+# and at every run while the custom plan looks cheaper, as a claim of fewer than ~50 jobs does
+# (0.3-0.5 ms of the server's CPU a settle). A custom plan also sees the lengths of the arrays:
+# with statistics that underestimated the queue, the write of the jobs a child's watcher gives
+# back hashed all the queue's rows (a bitmap scan of the whole queue: about 80 ms of the server's
+# CPU a hand-back at 100,000 queued jobs).
+_BEGIN = f"SELECT {NOW}, set_config('plan_cache_mode', 'force_generic_plan', true)"
+
 # The claims that follow in the transaction read ready rows in the ready index's order: never
 # all of a queue's ready rows fetched and sorted, the plan statistics made when the queue was
 # small (or held other queues' rows) would choose, making each claim's cost grow with the
-# backlog. (Statistics always lag a queue's depth: autovacuum analyzes after the fact.)
+# backlog. (Statistics always lag a queue's depth: autovacuum analyzes after the fact.) Set just
+# before the claims: without sorts, a statement that orders rows it seeks by a list of ids
+# (``ORDER BY job_id`` of ``job_id = ANY(...)``: _LOCK_FINISHED) is planned as a walk of all
+# the queue's rows in the index's order instead.
 _ORDERED_SCANS = ("SELECT set_config('enable_sort', 'off', true),"
                   " set_config('enable_bitmapscan', 'off', true)")
+# Both at once, for a settle that records nothing and claims.
+_BEGIN_CLAIMS = _BEGIN + _ORDERED_SCANS.replace("SELECT", ",", 1)
+# The claim of a queue with limits picks its jobs with statements planned for the values they
+# are given (jobq.postgres.limits.pick): back to custom plans for the rest of the transaction.
+_CUSTOM_PLANS = f"SELECT {NOW}, set_config('plan_cache_mode', 'auto', true)"
 
 _LOCK_FINISHED = (
     f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW}, j.owner FROM jobq_jobs j"
@@ -147,14 +169,19 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
     """Inside the caller's transaction: see the module docstring. ``claimed``: the rows
     of this process's claims by job id (see :data:`Claimed`), read for the finished jobs
     and added to with the new claims."""
-    states, released = (finish_in(conn, codec, queue, finished, owner, claimed) if finished
-                        else ([], False))
-    if limit + prefetch <= 0:
+    claiming = limit + prefetch > 0
+    row = conn.execute(_BEGIN if finished or not claiming else _BEGIN_CLAIMS,
+                       prepare=True).fetchone()
+    assert row is not None
+    states, released = (finish_in(conn, codec, queue, finished, owner, claimed, float(row[0]))
+                        if finished else ([], False))
+    if not claiming:
         if started:
             conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
                          prepare=True)
         return Settled(states, [], {}, released)
-    conn.execute(_ORDERED_SCANS, prepare=True)
+    if finished:
+        conn.execute(_ORDERED_SCANS, prepare=True)
     if promote:
         conn.execute(_PROMOTE, {"q": queue}, prepare=True)
     claims: list[Claim] = []  # the started ones first, then the prefetched
@@ -182,7 +209,9 @@ def _claim_limited(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: s
                    claimed: dict[str, Claimed] | None = None
                    ) -> tuple[list[Claim], dict[str, bytes]]:
     """The claim of a queue with limits: the ids picked within them, claimed as _CLAIM does."""
-    ids = limits.pick(conn, queue, to_start, n - to_start, server_now(conn))
+    row = conn.execute(_CUSTOM_PLANS, prepare=True).fetchone()
+    assert row is not None
+    ids = limits.pick(conn, queue, to_start, n - to_start, float(row[0]))
     if not ids:
         return [], {}
     rows = conn.execute(_CLAIM_PICKED, {"q": queue, "ids": ids, "owner": owner,
@@ -215,15 +244,17 @@ def _taken(codec: SnapshotCodec, rows: list[Any], claimed: dict[str, Claimed] | 
 
 
 def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
-              finished: Sequence[tuple[str, int, Change]], owner: str = "",
-              claimed: dict[str, Claimed] | None = None) -> tuple[list[JobState | None], bool]:
+              finished: Sequence[tuple[str, int, Change]], owner: str,
+              claimed: dict[str, Claimed] | None, now: float
+              ) -> tuple[list[JobState | None], bool]:
     """Apply each change under its claim; None for a claim no longer current (or purged).
     ``owner``: who settles (its own claims' snapshots are read with their rows). ``claimed``:
-    the rows of this process's claims (see :data:`Claimed`). Also says whether other jobs were
-    released (see :class:`jobq.postgres.dependencies.Written`)."""
+    the rows of this process's claims (see :data:`Claimed`). ``now``: the server's time at the
+    transaction's start (rows locked first are changed at the time they were locked). Also says
+    whether other jobs were released (see :class:`jobq.postgres.dependencies.Written`)."""
     done: dict[tuple[str, int], JobState] = {}
-    rest, released = (_finish_claimed(conn, codec, queue, finished, claimed, done) if claimed
-                      else (finished, False))
+    rest, released = (_finish_claimed(conn, codec, queue, finished, claimed, done, now)
+                      if claimed else (finished, False))
     if rest:
         released = _finish_locked(conn, codec, queue, rest, owner, done) or released
     results: list[JobState | None] = []
@@ -234,7 +265,7 @@ def finish_in(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
 
 def _finish_claimed(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
                     finished: Sequence[tuple[str, int, Change]], claimed: dict[str, Claimed],
-                    done: dict[tuple[str, int], JobState]
+                    done: dict[tuple[str, int], JobState], now: float
                     ) -> tuple[Sequence[tuple[str, int, Change]], bool]:
     """The jobs of ``finished`` this process claimed, written without a lock statement: their
     states are made from the rows their claims returned, and written under a fence (the
@@ -249,7 +280,6 @@ def _finish_claimed(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: 
             mine[job_id] = (token, change, row)
     if not mine:
         return finished, False
-    now = server_now(conn)
     new: list[JobState] = []
     fences: list[jobs.Fence | None] = []
     for job_id in sorted(mine):  # rows written in id order, as the locking path locks them

@@ -98,3 +98,36 @@ def test_a_claim_listed_twice_is_recorded_once(engine: PgEngine) -> None:
                               "w1", 0)
     assert states[1] is None and states[0] is not None and states[0].result == 1
     assert engine.counts()["succeeded"] == 1 and engine.get("a").result == 1
+
+
+def _snapshots(pg_url: str) -> set[str]:
+    with psycopg.connect(parse(pg_url).conninfo) as conn:
+        return {r[0] for r in conn.execute("SELECT job_id FROM jobq_snapshots WHERE queue = %s",
+                                           (parse(pg_url).queue,))}
+
+
+@pytest.mark.parametrize("by", ["owner", "watcher"])
+def test_a_claim_given_back_unstarted_writes_no_snapshot(engine: PgEngine, pg_url: str,
+                                                         by: str) -> None:
+    """Its row says all of its state, as a new job's does; a job given back after a failed
+    attempt (errors to keep) still gets one. Read back, both are what was written."""
+    engine.append(frames(["a", "b"]))
+    _, claims = engine.settle([], "w/1", 2)
+    given_back = (lambda s, now, m: transitions.released(s, now))
+    failed = (lambda s, now, m: transitions.failed(s, "boom", now, max_attempts=m,
+                                                   retry_delay=0.0))
+    settler = engine if by == "owner" else open_url(pg_url)  # a watcher: the locking path
+    try:
+        states, _ = settler.settle([(claims[0].job_id, claims[0].token, given_back),
+                                    (claims[1].job_id, claims[1].token, failed)], "w/1", 0)
+    finally:
+        if settler is not engine:
+            settler.close()
+    assert _snapshots(pg_url) == {claims[1].job_id}
+    for state in states:
+        assert state is not None and engine.get(state.job_id) == state
+    released = engine.get(claims[0].job_id)
+    assert released.status is Status.QUEUED and released.attempts == 0 and not released.errors
+    _, again = engine.settle([], "w/1", 2)
+    assert {c.job_id for c in again} == {"a", "b"}
+    assert [c.state.errors for c in again if c.job_id == claims[1].job_id] == [["boom"]]
