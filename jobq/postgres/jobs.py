@@ -159,8 +159,8 @@ _ANY_RETENTION = "((SELECT min(job_id) FROM jobq_retention WHERE queue = %(q)s) 
 _ANY_DEPENDENCIES = "((SELECT min(child) FROM jobq_dependencies WHERE queue = %(q)s) IS NOT NULL)"
 # One statement: the rows of jobs still waiting, their snapshots (those that need one: see
 # _unsnapshotted), and finished ones moved (each saying whether it is a parent: a queue without
-# dependencies pays no statement more for them); it returns the ids written. The snapshots follow the rows written (a fenced row not written
-# keeps its snapshot).
+# dependencies pays no statement more for them); it returns the ids written. The snapshots
+# follow the rows written (a fenced row not written keeps its snapshot).
 _WRITE = (
     "WITH v AS (SELECT * FROM unnest(%(ids)b::text[], %(status)b::text[], %(attempts)b::int[],"
     " %(progress)b::float8[], %(run_at)b::float8[], %(cancel)b::bool[], %(blobs)b::bytea[],"
