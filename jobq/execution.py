@@ -201,6 +201,7 @@ def record(engine: Engine, claim: Claim, outcome: Outcome, *, retry_delay: Retry
 EVENTS = {Status.SUCCEEDED: "job.succeeded", Status.FAILED: "job.failed", Status.DEAD: "job.dead",
           Status.CANCELLED: "job.cancelled", Status.QUEUED: "job.released",
           Status.RUNNING: "job.claimed"}
+_VALUES = {status: status.value for status in Status}  # an enum's .value is a property
 
 
 def log_transition(state: JobState, duration: float | None = None, *, logger: Any = None,
@@ -213,7 +214,7 @@ def log_transition(state: JobState, duration: float | None = None, *, logger: An
     """
     status = state.status
     fields = {"job_id": state.job_id, "task": state.task, "attempt": state.attempts,
-              "status": status.value, **extra}
+              "status": _VALUES[status], **extra}
     if duration is not None:
         fields["duration"] = round(duration, 6)
     logger = log if logger is None else logger

@@ -236,3 +236,27 @@ def test_run_burst_writes_no_job_events_to_stderr_unless_structlog_is_configured
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stderr == "" and result.stdout == ""
+
+
+RESOLVED = """
+import jobq.cli, structlog
+from jobq._logging import Logger
+jobq.cli.configure_logging(fmt="json", level=20)
+bound = Logger("t").bind(worker="w")
+assert bound.resolved() is bound, "nothing to resolve before the first event"
+bound.info("first", n=1)
+real = bound.resolved()
+assert not isinstance(real, Logger) and real.is_enabled_for(20)
+real.info("second", n=2)
+"""
+
+
+def test_a_logger_resolves_to_its_structlog_logger_once_made_with_the_same_events():
+    """A worker child logs its batch's events through resolved(): same events, same fields."""
+    result = subprocess.run([sys.executable, "-c", RESOLVED], env=child_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [sorted(e) for e in events] == [["event", "level", "n", "timestamp", "worker"]] * 2
+    assert [(e["event"], e["worker"], e["n"]) for e in events] == [("first", "w", 1),
+                                                                   ("second", "w", 2)]

@@ -23,6 +23,7 @@ from typing import NamedTuple
 # seq, running, token, started (monotonic), timeout (NaN: none), id length; then the id; then the
 # stop flag, which only the supervisor writes.
 _HEAD = struct.Struct("<QBqddH")
+_SEQ = struct.Struct("<Q")  # the counter alone (made once: the child writes it twice a write)
 _ID_MAX = 1024  # job ids are at most 200 characters, 4 bytes each in UTF-8 at worst
 _STOP = _HEAD.size + _ID_MAX
 
@@ -62,11 +63,11 @@ class Board:
     def _write(self, running: int, token: int, started: float, timeout: float,
                name: bytes) -> None:
         self._seq += 1
-        struct.pack_into("<Q", self._mem, 0, self._seq * 2 - 1)  # odd: being written
-        _HEAD.pack_into(self._mem, 0, self._seq * 2 - 1, running, token, started, timeout,
-                        len(name))
-        self._mem[_HEAD.size:_HEAD.size + len(name)] = name
-        struct.pack_into("<Q", self._mem, 0, self._seq * 2)
+        mem, seq = self._mem, self._seq * 2
+        _SEQ.pack_into(mem, 0, seq - 1)  # odd: being written
+        _HEAD.pack_into(mem, 0, seq - 1, running, token, started, timeout, len(name))
+        mem[_HEAD.size:_HEAD.size + len(name)] = name
+        _SEQ.pack_into(mem, 0, seq)
 
     def stop_requested(self) -> bool:
         return self._mem[_STOP] != 0
@@ -78,7 +79,7 @@ class Board:
         while True:
             seq, running, token, started, timeout, size = _HEAD.unpack_from(self._mem, 0)
             name = bytes(self._mem[_HEAD.size:_HEAD.size + size])
-            again = struct.unpack_from("<Q", self._mem, 0)[0]
+            again = _SEQ.unpack_from(self._mem, 0)[0]
             if seq == again and not seq % 2:
                 break
             time.sleep(0)  # the child is writing: a few instructions, let it finish

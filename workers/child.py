@@ -241,14 +241,15 @@ class Runner:
 
     def _log_finished(self, finished: list[Finished], states: list[Any],
                       retrying: list[str]) -> None:
+        logger = getattr(self.log, "resolved", lambda: self.log)()
         for (job_id, token, _), state in zip(finished, states):
             outcome = self.outcomes.pop(job_id, None)
             if state is None:  # reclaimed meanwhile (our lease ran out): another attempt owns it
-                self.log.warning("job.stale_result", job_id=job_id, token=token)
+                logger.warning("job.stale_result", job_id=job_id, token=token)
                 continue
             if state.status in WAITING:
                 retrying.append(job_id)
-            log_transition(state, None if outcome is None else outcome.duration, logger=self.log,
+            log_transition(state, None if outcome is None else outcome.duration, logger=logger,
                            outcome=outcome)
 
     def _run_batch(self, claims: list[Claim]) -> None:
@@ -340,11 +341,14 @@ class Runner:
         read from storage only when a claimed job somewhere in the queue was asked to cancel
         since we last looked.
         """
-        with self._unless_unreachable():  # else asked again before the next job
+        try:  # as _unless_unreachable, without a generator per job: asked again at the next
             generation = self.engine.cancel_generation()
             if generation != self.cancel_generation:
                 self.cancelled = self.engine.cancelling(self.owner)
                 self.cancel_generation = generation
+        except StorageError as exc:
+            if not transient(exc):
+                raise
         return bool(self.cancelled) and (claim.job_id, claim.token) in self.cancelled
 
     def _run(self, claim: Claim) -> Outcome:
