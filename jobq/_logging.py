@@ -1,9 +1,11 @@
 """Loggers that import structlog when an event is first logged.
 
-structlog, with the asyncio it imports, is about half of a worker's start-up (some 50 ms here),
-and a worker's first job needs none of it. Every jobq module takes its logger from here; the
-command line's configuration (:func:`configure_when_used`) is applied when structlog is first
-imported, and its level answers ``is_enabled_for`` until then.
+structlog, with the asyncio it imports, costs some 130 M instructions (30-50 ms) to import, and
+``jobq --version``, ``import jobq`` or a queue opened by an application need none of it. Every
+jobq module takes its logger from here; the command line's configuration
+(:func:`configure_when_used`) is applied when structlog is first imported, and its level answers
+``is_enabled_for`` until then. A worker imports it before forking its children (:func:`load`):
+they all log.
 
 Used as a library by an application that has not configured structlog, jobq logs info and above
 to stderr (:func:`_unconfigured`). structlog's own default prints every event, debug included, to
@@ -41,6 +43,16 @@ def configure_when_used(configure: Callable[[], None], level: int) -> None:
         configure()
     else:
         _configure = configure
+
+
+def load() -> None:
+    """Import structlog now, and apply the command line's configuration if it waits.
+
+    A worker's supervisor calls it before forking: its children inherit structlog instead of
+    each importing it at its first event, while the supervisor imports it too (some 130 M
+    instructions each, in processes that compete for the cores during a drain: issue 19).
+    """
+    _structlog()
 
 
 def _structlog() -> Any:

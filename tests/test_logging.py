@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import child_env
 
 SCRIPT = """
@@ -60,6 +62,45 @@ def test_a_batch_of_events_is_written_in_whole_lines_of_at_most_pipe_buf_per_wri
     assert all(w.endswith("\n") and len(w) <= 4096 for w in out.writes)
     writer.msg("single")
     assert out.writes[-1] == "single\n"
+
+
+CHILD_IMPORTS = """
+import os, sys
+supervisor, found = os.getpid(), sys.argv[2]
+def hook(event, args):  # audit events: an "import" for every module a process loads
+    if event == "import" and os.getpid() != supervisor:
+        with open(found, "a") as out:
+            out.write(args[0] + "\\n")
+sys.addaudithook(hook)
+if sys.argv[3] == "cli":
+    import jobq.cli
+    assert jobq.cli.main(["worker", "--burst", "--dir", sys.argv[1], "--import", "jobtasks"]) == 0
+else:
+    import jobtasks
+    from jobq import Queue
+    from workers import Worker
+    assert Worker(Queue(sys.argv[1])).run(burst=True) == 2
+"""
+
+
+@pytest.mark.parametrize("started_by", ["cli", "library"])
+def test_a_workers_children_import_nothing_structlog_included(tmp_path, started_by):
+    """Their supervisor imported structlog before forking them: each child would otherwise
+    import it at its first event, some 130 M instructions, while its supervisor imports it too
+    (issue 19). The events are still written, by the child."""
+    from jobq import Queue
+
+    with Queue(tmp_path / "q") as q:
+        q.enqueue("jobtasks:add", 1, 2)
+        q.enqueue("jobtasks:add", 3, 4)
+    found = tmp_path / "imported"
+    result = subprocess.run([sys.executable, "-c", CHILD_IMPORTS, str(tmp_path / "q"), str(found),
+                             started_by], env=child_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert not found.exists(), sorted(set(found.read_text().split()))
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines()]
+    assert events.count("job.succeeded") == 2 and "worker.started" in events
 
 
 LIBRARY_WORKER = """

@@ -80,7 +80,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _start_worker(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The worker's imports and its queue, opened (and created if missing)."""
+    """The worker's imports (structlog's too) and its queue, opened (and created if missing)."""
     # The worker runtime is only loaded by the command that runs it.
     from workers import WorkerConfig
     from workers.worker import import_modules
@@ -93,7 +93,11 @@ def _start_worker(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
                       else {"compact_threshold": args.compact_threshold}))
     # Checked before the queue is opened: a refused worker leaves no new queue behind.
     import_modules(WorkerConfig(**options).imports)
-    return _open_when_reachable(args, args.wait_for_storage), options
+    queue = _open_when_reachable(args, args.wait_for_storage)
+    # Here, not in Worker.run: imported with the collector off and then frozen with the rest
+    # (some 5 M instructions fewer, and no child's collection walks it).
+    _logging.load()
+    return queue, options
 
 
 def _open_when_reachable(args: argparse.Namespace, patience: float) -> Any:
