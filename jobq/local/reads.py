@@ -273,7 +273,7 @@ def positions(db: StateDB, statuses: Iterable[Status], page: int = 500
     """(payload position, job id, status) of the jobs in ``statuses``, in log order, read
     page by page from the status index (never all at once). A job whose status changes
     meanwhile may be listed twice, or not at all."""
-    import heapq  # only listings and upkeep merge statuses: not a worker's start
+    import heapq  # only listings and upkeep merge statuses: an application that enqueues needs none
 
     return heapq.merge(*(_positions(db, status, page) for status in statuses))
 
