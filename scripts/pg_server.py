@@ -18,8 +18,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+# autovacuum too: a server without it (this machine's CI configuration) never analyzes nor
+# vacuums the tables between a run's phases, which changes the figures of the drains that follow.
 SETTINGS = ("synchronous_commit", "fsync", "wal_sync_method", "full_page_writes", "commit_delay",
-            "wal_level", "shared_buffers", "max_wal_size", "checkpoint_timeout", "max_connections")
+            "wal_level", "shared_buffers", "max_wal_size", "checkpoint_timeout", "max_connections",
+            "autovacuum")
 MEASURE_TIMEOUT = 1200.0  # seconds for one subprocess measurement
 
 
