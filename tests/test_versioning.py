@@ -80,3 +80,19 @@ def test_status_of_is_status_by_value():
     for bad in ("nope", 3, None):
         with pytest.raises(ValueError):
             status_of(bad)
+
+
+@pytest.mark.parametrize("cls", [JobPayload, JobState], ids=lambda c: c.__name__)
+def test_a_current_state_loads_in_any_key_order_and_is_left_as_it_was(cls):
+    """The current version's fast path (keys in the order written) and the other orders load the
+    same object, unpacked (a status enum), and neither changes the caller's dict."""
+    written = cls(job_id="j", task="m:f").__getstate__()
+    reordered = dict(reversed(list(written.items())))
+    for state in (written, reordered):
+        before = dict(state)
+        obj = cls.__new__(cls)
+        obj.__setstate__(state)
+        assert obj == cls(job_id="j", task="m:f") and state == before
+        assert list(state) == list(before)
+    loaded = pickle.loads(pickle.dumps(JobState(job_id="j", task="m:f")))
+    assert loaded.status is Status.QUEUED and "schema" not in vars(loaded)
