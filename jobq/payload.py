@@ -81,12 +81,17 @@ def dumps_fields(job_id: str, task: str, args: tuple[Any, ...], kwargs: dict[str
     except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
         raise NotPicklable(f"cannot pickle JobPayload: {exc}") from exc
     # Without its PROTO and STOP, the state's pickle puts the state dict on the stack.
-    if len(data) < _ONE_FRAME and data[_PROTO_SIZE] == _FRAME_OP:
-        ops = data[_PROTO_SIZE + _FRAME_HEAD:-1]
+    if len(data) < _ONE_FRAME:
+        ops = _ops(data)
         return b"".join((_framed(_PROTO_FRAME, len(_CLASS) + len(ops) + len(_BUILD_AND_STOP)),
                          _CLASS, ops, _BUILD_AND_STOP))
     # Several frames: the last one then covers BUILD; the class before them is not framed.
     return b"".join((_CLASS_AND_INSTANCE, data[_PROTO_SIZE:-1], _BUILD_AND_STOP))
+
+
+def _ops(data: bytes) -> bytes:
+    """The opcodes of a pickle of one frame at most, without its PROTO, FRAME and STOP."""
+    return data[_PROTO_SIZE + _FRAME_HEAD if data[_PROTO_SIZE] == _FRAME_OP else _PROTO_SIZE:-1]
 
 
 def _pushes(value: object) -> bytes:
@@ -94,8 +99,7 @@ def _pushes(value: object) -> bytes:
     PROTO, FRAME, memo or STOP."""
     if type(value) is str:
         return _unicode(value.encode("utf-8", "surrogatepass"))
-    data = pickle.dumps(value, protocol=pickling.PROTOCOL)[_PROTO_SIZE:-1]
-    return data[_FRAME_HEAD:] if data[:1] == pickle.FRAME else data
+    return _ops(pickle.dumps(value, protocol=pickling.PROTOCOL))
 
 
 def _unicode(utf8: bytes) -> bytes:
@@ -108,8 +112,6 @@ def _unicode_head(size: int) -> bytes:
     if size < 256:
         return pickle.SHORT_BINUNICODE + bytes([size])
     return pickle.BINUNICODE + size.to_bytes(4, "little")
-
-
 
 
 class Template:
@@ -153,8 +155,7 @@ class Template:
             id_op = self._id_ops[len(job_id_utf8)] = _unicode_head(len(job_id_utf8))
         # Without its PROTO and STOP, the arguments' pickle puts the tuple on the stack.
         if len(data) < _ONE_FRAME:
-            ops = data[_PROTO_SIZE + _FRAME_HEAD:-1] if data[_PROTO_SIZE] == _FRAME_OP \
-                else data[_PROTO_SIZE:-1]
+            ops = _ops(data)
             size = self._fixed + len(id_op) + len(job_id_utf8) + len(ops)
             return (_framed(_PROTO_FRAME, size), self._before_id, id_op, job_id_utf8,
                     self._before_args, ops, self._after_args)
