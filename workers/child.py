@@ -8,10 +8,11 @@ queue connection. Its claims are made as ``<worker id>/<n>``, one owner per chil
 it dies its supervisor finds the claims it held. What it is running is on its :mod:`board`.
 
 A batch is as many jobs as about 20 ms of work, from the recent durations (one job until they are
-known; at most ``prefetch``, by default the engine's): enough that the commit is shared by many short jobs, little enough
-that a job which runs long keeps few others waiting. Claims after the first are marked not
-started; should the whole worker die, they are given back without charging an attempt. A claim
-asked to cancel before the child starts it is given back unstarted, and ends cancelled.
+known; at most ``prefetch``, by default the engine's): enough that the commit is shared by many
+short jobs, little enough that a job which runs long keeps few others waiting. Claims after the
+first are marked not started; should the whole worker die, they are given back without charging an
+attempt. A claim asked to cancel before the child starts it is given back unstarted, and ends
+cancelled.
 
 A batch that overruns, one of its jobs running past the 20 ms or the batch past twice that, is
 handed over by the child's :mod:`watcher` thread: in one transaction of its own, it records the
@@ -21,11 +22,11 @@ hand-over is exact because each claim not started is taken once from a deque, by
 main thread to start it or by the watcher to give it back (deque pops are thread-safe).
 
 Messages to the supervisor: ``("recorded", count, ids_to_retry)`` after each commit, ``("idle",)``
-when nothing was ready and ``("busy",)`` when it claims again after that, ``("error", exc)`` before exiting on a storage error. From it: ``None``
-(with the board's stop flag) to stop after the current job. The running task reads that flag as
-``ctx.stopping``, so a long one can save, release its job (``ctx.release()``) and let the worker
-exit before its grace runs out. And ``("wake",)`` when jobs may be ready: an idle child otherwise
-looks again only after ``Engine.idle_wait``.
+when nothing was ready and ``("busy",)`` when it claims again after that, ``("error", exc)`` before
+exiting on a storage error. From it: ``None`` (with the board's stop flag) to stop after the current
+job. The running task reads that flag as ``ctx.stopping``, so a long one can save, release its job
+(``ctx.release()``) and let the worker exit before its grace runs out. And ``("wake",)`` when jobs
+may be ready: an idle child otherwise looks again only after ``Engine.idle_wait``.
 """
 
 from __future__ import annotations
@@ -337,9 +338,9 @@ class Runner:
     def _cancel_requested(self, claim: Claim) -> bool:
         """Was ``claim`` asked to cancel since we claimed it?
 
-        One cheap read per job (Engine.cancel_generation: for a queue directory, of shared memory); the cancelled claims are
-        read from storage only when a claimed job somewhere in the queue was asked to cancel
-        since we last looked.
+        One cheap read per job (Engine.cancel_generation: for a queue directory, of shared
+        memory); the cancelled claims are read from storage only when a claimed job somewhere in
+        the queue was asked to cancel since we last looked.
         """
         try:  # as _unless_unreachable, without a generator per job: asked again at the next
             generation = self.engine.cancel_generation()

@@ -94,8 +94,9 @@ def _start_worker(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     # Checked before the queue is opened: a refused worker leaves no new queue behind.
     import_modules(WorkerConfig(**options).imports)
     queue = _open_when_reachable(args, args.wait_for_storage)
-    # Here, not in Worker.run: imported with the collector off and then frozen with the rest
-    # (some 5 M instructions fewer, and no child's collection walks it).
+    # Here already (Worker.run loads it too, for programs that run a Worker themselves): the
+    # command line imports it with the collector off, then frozen with the rest (some 5 M
+    # instructions fewer, and no child's collection walks it); Worker.run's call is then free.
     _logging.load()
     return queue, options
 
