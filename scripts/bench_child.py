@@ -17,7 +17,9 @@ import multiprocessing
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
@@ -32,23 +34,43 @@ from workers.config import WorkerConfig  # noqa: E402
 from workers.worker import log  # noqa: E402
 
 
+def log_json_to(out: TextIO) -> None:
+    """An info event per finished job, in JSON, as ``jobq worker --log-format json`` writes them
+    by default, into ``out`` (a file here, as a service manager would take them)."""
+    stderr, sys.stderr = sys.stderr, out
+    try:
+        configure_logging(True, fmt="json")
+    finally:
+        sys.stderr = stderr
+
+
+def run_child(queue: Queue, prepare: Callable[[Runner, Board], None] | None = None) -> float:
+    """Run one child-like Runner over ``queue`` until it idles with nothing ready (or its board
+    asks it to stop); the CPU seconds of its loop. ``prepare`` sees the runner and its board
+    before the loop starts."""
+    ours, theirs = multiprocessing.Pipe()
+    theirs.send(None)  # read once the queue is drained and the child idles: it stops
+    board = Board()
+    runner = Runner(ours, queue, board, "bench/1", WorkerConfig(), log.bind(worker="bench"))
+    if prepare is not None:
+        prepare(runner, board)
+    start = time.process_time()
+    runner.loop()
+    getattr(runner, "close", lambda: None)()  # the watcher's thread, where there is one
+    spent = time.process_time() - start
+    while theirs.poll():
+        theirs.recv()
+    board.close()
+    return spent
+
+
 def one_run(path: Path, jobs: int) -> float:
     """CPU seconds per job of draining ``jobs`` no-op jobs."""
     with Queue(path) as queue:
         queue.enqueue_many(noop, [()] * jobs)
         queue.store.catch_up()
-        ours, theirs = multiprocessing.Pipe()
-        theirs.send(None)  # read once the queue is drained and the child idles: it stops
-        board = Board()
-        runner = Runner(ours, queue, board, "bench/1", WorkerConfig(), log.bind(worker="bench"))
-        start = time.process_time()
-        runner.loop()
-        getattr(runner, "close", lambda: None)()  # the watcher's thread, where there is one
-        spent = time.process_time() - start
-        while theirs.poll():
-            theirs.recv()
+        spent = run_child(queue)
         assert queue.store.counts()["succeeded"] == jobs
-        board.close()
     return spent / jobs
 
 
@@ -59,13 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     figures = []
     with scratch_dir("child-") as root, open(root / "events.log", "w") as events:
-        # An info event per finished job, in JSON, as `jobq worker --log-format json` writes
-        # them by default (to a file here, as a service manager would take them).
-        stderr, sys.stderr = sys.stderr, events
-        try:
-            configure_logging(True, fmt="json")
-        finally:
-            sys.stderr = stderr
+        log_json_to(events)
         for n in range(args.runs):
             figures.append(one_run(root / f"q{n}", args.jobs))
             print(f"run {n + 1}: {figures[-1] * 1e6:.1f} µs CPU per job", flush=True)

@@ -13,7 +13,6 @@ instructions for the jobs between them, start-up and shut-down cancelled: divide
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 from pathlib import Path
@@ -21,14 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
+from bench_child import log_json_to, run_child  # noqa: E402
 from bench_tasks import noop  # noqa: E402
 from jobq import Queue  # noqa: E402
-from jobq.cli import configure_logging  # noqa: E402
 import workers.child  # noqa: E402
 from workers.board import Board  # noqa: E402
 from workers.child import Runner  # noqa: E402
-from workers.config import WorkerConfig  # noqa: E402
-from workers.worker import log  # noqa: E402
 
 
 def make(path: Path, jobs: int) -> None:
@@ -43,31 +40,21 @@ def drain(path: Path, jobs: int, events: Path) -> None:
     # about 10 ms, inside the window: a batch is the prefetch's 100 claims, as here.
     workers.child.BATCH_WINDOW = 3600.0
     with open(events, "w") as out:
-        stderr, sys.stderr = sys.stderr, out
-        try:
-            configure_logging(True, fmt="json")
-        finally:
-            sys.stderr = stderr
+        log_json_to(out)
         with Queue(path) as queue:
-            ours, theirs = multiprocessing.Pipe()
-            theirs.send(None)  # read once the queue is drained and the child idles: it stops
-            board = Board()
-            runner = Runner(ours, queue, board, "bench/1", WorkerConfig(),
-                            log.bind(worker="bench"))
-            settle, done = runner.engine.settle, [0]
 
-            def counting(finished, *args, **kwargs):  # stops the loop after ``jobs`` recorded
-                done[0] += len(finished)
-                if done[0] >= jobs:
-                    board.request_stop()
-                return settle(finished, *args, **kwargs)
+            def stop_after_jobs(runner: Runner, board: Board) -> None:
+                settle, done = runner.engine.settle, [0]
 
-            runner.engine.settle = counting
-            runner.loop()
-            getattr(runner, "close", lambda: None)()
-            while theirs.poll():
-                theirs.recv()
-            board.close()
+                def counting(finished, *args, **kwargs):  # stops the loop after ``jobs`` recorded
+                    done[0] += len(finished)
+                    if done[0] >= jobs:
+                        board.request_stop()
+                    return settle(finished, *args, **kwargs)
+
+                runner.engine.settle = counting
+
+            run_child(queue, stop_after_jobs)
             out.flush()
 
 
