@@ -301,3 +301,23 @@ def test_a_logger_resolves_to_its_structlog_logger_once_made_with_the_same_event
     assert [sorted(e) for e in events] == [["event", "level", "n", "timestamp", "worker"]] * 2
     assert [(e["event"], e["worker"], e["n"]) for e in events] == [("first", "w", 1),
                                                                    ("second", "w", 2)]
+
+
+def test_a_success_event_has_the_fields_and_order_of_every_other_job_event():
+    """log_transition writes a worker's job.succeeded without building its fields first: the
+    same fields in the same order as its general path writes them, duration last."""
+    from structlog import get_logger
+    from structlog.testing import capture_logs
+
+    from jobq.execution import log_transition
+    from jobq.state import JobState, Status
+
+    state = JobState(job_id="j1", task="jobtasks:add", status=Status.SUCCEEDED, attempts=2)
+    with capture_logs() as fast:
+        log_transition(state, 0.12345678, logger=get_logger())
+    with capture_logs() as general:  # no duration: the general path's fields
+        log_transition(state, None, logger=get_logger())
+    assert list(fast[0].items()) == [
+        ("job_id", "j1"), ("task", "jobtasks:add"), ("attempt", 2), ("status", "succeeded"),
+        ("duration", 0.123457), ("event", "job.succeeded"), ("log_level", "info")]
+    assert [k for k in fast[0] if k != "duration"] == list(general[0])
