@@ -273,7 +273,8 @@ class Runner:
     def _run_claims(self, claim: Claim, rest: deque[Claim]) -> None:
         first = True
         while True:
-            if not first and self.board.stop_requested():  # give back the ones not started
+            # Told to stop since the claim (the first one too): give back the ones not started.
+            if self.board.stop_requested():
                 self.finished += [(c.job_id, c.token, released) for c in [claim, *_take_all(rest)]]
                 return
             # A prefetched claim may have been asked to cancel while it waited (the first one

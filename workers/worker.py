@@ -160,14 +160,15 @@ class Worker:
         import_modules(self.config.imports)
 
     def _should_stop(self, burst: bool, now: float) -> bool:
+        if self.stops.graceful and self._stop_deadline is None:
+            self._stop_deadline = now + self.config.shutdown_grace
+            for slot in self._slots:
+                slot.request_stop()
+        # After the children were told: once "worker.stopping" is out, none claims a new job.
         self.stops.log_requests()
         if self._error is not None or self.stops.immediate:
             return True
         if self.stops.graceful:
-            if self._stop_deadline is None:
-                self._stop_deadline = now + self.config.shutdown_grace
-                for slot in self._slots:
-                    slot.request_stop()
             return not self._slots or now >= self._stop_deadline
         # Ready, held, ready again: between two reads a child's claim moves a job from ready to
         # held, and its watcher's hand-back from held to ready; read in either order alone, one

@@ -53,6 +53,38 @@ def test_sigterm_lets_the_running_job_finish_and_claims_nothing_more(
     assert w.events("worker.stopped")
 
 
+def test_a_claim_the_child_was_told_to_stop_before_starting_is_given_back_uncharged(
+        q: Queue, tmp_path):
+    """The stop lands between a child's claim and the start of its first job (the race behind
+    the test above, under load): the job is not run, and goes back queued with no attempt
+    charged. The child's own loop, in this process, on a real queue."""
+    from multiprocessing import Pipe
+
+    from jobq._logging import get_logger
+    from workers.board import Board
+    from workers.child import Runner
+    from workers.config import WorkerConfig
+
+    ran = tmp_path / "ran"
+    jid = q.enqueue("jobtasks:note_run", str(ran), "ran")
+    board, (ours, theirs) = Board(), Pipe()
+    runner = Runner(theirs, q, board, "w-1-x/1", WorkerConfig(), get_logger("test"))
+    try:
+        claims = runner._settle(1)
+        assert [c.job_id for c in claims] == [jid]
+        board.request_stop()  # the supervisor's SIGTERM, just after the claim committed
+        runner._run_batch(claims)
+        runner.loop()  # records what the batch gave back, then returns: told to stop
+    finally:
+        runner.close()
+        board.close()
+        ours.close()
+        theirs.close()
+    assert not ran.exists()
+    state = q.state(jid)
+    assert (state.status, state.attempts, state.errors) == (Status.QUEUED, 0, [])
+
+
 def test_job_longer_than_the_grace_is_released_and_resumed_by_another_worker(
         q: Queue, location: str, workers, tmp_path):
     """After the grace a running job is given back uncharged, and another worker resumes it."""

@@ -28,6 +28,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -175,6 +176,8 @@ class Torture:
         self.live: list[WorkerProcess] = []
         self.all_workers: list[WorkerProcess] = []
         self.killed: set[int] = set()  # indexes into all_workers of workers killed mid-run
+        # (index into all_workers, time.time()) of each child killed alone: its worker lives on
+        self.child_kills: list[tuple[int, float]] = []
         self.producers: list[Producer] = []
         self.tally = Tally()
         self.problems: list[str] = []
@@ -275,6 +278,7 @@ class Torture:
         except ProcessLookupError:
             pass  # it ended on its own just now: that still counts as a moment chosen at random
         self.tally.kills["child"] += 1
+        self.child_kills.append((self.all_workers.index(w), time.time()))
 
     def _replace(self, w: WorkerProcess, kind: str) -> None:
         self.tally.kills[kind] += 1
@@ -446,7 +450,8 @@ class Torture:
     def _success_unlogged_by_killed_worker(self, job_id: str, attempt: int,
                                           logs: list[tuple[list[dict], int]]) -> bool:
         """A worker SIGKILLed between committing a success and writing its event leaves no event;
-        then the worker that logged the claim of the succeeding attempt was one we killed.
+        then the worker that logged the claim of the succeeding attempt was one we killed, or one
+        whose child we killed after that claim (a child commits, then logs its batch's events).
 
         An attempt interrupted after a new checkpoint is not charged, so several claims may log
         the same attempt number: the succeeding one is the last of them (nothing claims the job
@@ -454,7 +459,12 @@ class Torture:
         claims = [(e["timestamp"], index) for index, (events, _) in enumerate(logs)
                   for e in events if e["event"] == "job.claimed" and e["job_id"] == job_id
                   and e["attempt"] == attempt]
-        return bool(claims) and max(claims)[1] in self.killed
+        if not claims:
+            return False
+        stamp, index = max(claims)
+        claimed_at = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        return index in self.killed or any(
+            worker == index and killed_at >= claimed_at for worker, killed_at in self.child_kills)
 
     def _check_queue(self, figures: collections.Counter[str]) -> None:
         counts = self.queue.counts()
