@@ -28,8 +28,10 @@ postgresql://postgres@127.0.0.1:5432/postgres), in a database made for this run
    against the INSERT loop and ``Queue.enqueue_many`` against COPY; a SIGKILLed worker's job
    running again on another worker (median of several trials); the claim cost with M finished
    jobs kept against none (scripts/bench_pg_engine.py's settle-level drain, K=50); and the
-   durability settings of its own session. The targets of issue 16 are printed against the
-   figures of the same run, PASS or MISS.
+   durability settings of its own session. Each of jobq's measurements starts from empty jobq
+   tables, as each raw baseline's starts from a table made anew and each peer's from its tables
+   TRUNCATEd. The targets of issue 16 are printed against the figures of the same run, PASS or
+   MISS.
 
 The server's version and durability settings are printed first: every figure is only as durable
 as they say. Figures are medians of ``--runs`` interleaved runs (the machine is shared, so

@@ -20,7 +20,9 @@ its end, interleaved R times (medians printed):
    storing) against the same COPY;
 4. with ``--kept M``: the drain of 1. again, on a queue that keeps M finished jobs.
 
-Jobs carry about 300 bytes of payload, as the raw rows do. ``--enqueue-only`` measures 3. alone.
+Each jobq measurement starts from empty jobq tables (``pg_server.empty_jobq``), as the raw
+baselines' start from a table made anew. Jobs carry about 300 bytes of payload, as the raw rows
+do. ``--enqueue-only`` measures 3. alone.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def keep_finished(engine: PgEngine, queue: str, kept: int) -> None:
 
 
 def engine_drain(dsn: str, n: int, batch: int, root: Path, kept: int = 0) -> tuple[float, str]:
+    pg_server.empty_jobq(dsn)  # as the raw baselines' table, made anew
     queue = f"drain{time.monotonic_ns()}"
     engine = open_queue(pg_server.url_of(dsn, queue))
     if kept:
@@ -126,6 +129,7 @@ def engine_drain(dsn: str, n: int, batch: int, root: Path, kept: int = 0) -> tup
 
 
 def engine_append_one(dsn: str, n: int) -> float:
+    pg_server.empty_jobq(dsn)  # as the raw baselines' table, made anew
     engine = open_queue(pg_server.url_of(dsn, f"one{time.monotonic_ns()}"))
     frames = make_frames("o", n)
     start = time.perf_counter()
@@ -137,6 +141,7 @@ def engine_append_one(dsn: str, n: int) -> float:
 
 
 def engine_append_many(dsn: str, n: int) -> float:
+    pg_server.empty_jobq(dsn)  # as the raw baselines' table, made anew
     engine = open_queue(pg_server.url_of(dsn, f"many{time.monotonic_ns()}"))
     frames = make_frames("m", n)
     engine.now()  # connected before the clock starts, as the raw COPY is
@@ -149,6 +154,7 @@ def engine_append_many(dsn: str, n: int) -> float:
 
 def queue_enqueue_many(dsn: str, n: int) -> float:
     """``Queue.enqueue_many`` of n jobs whose arguments pickle to about what make_frames holds."""
+    pg_server.empty_jobq(dsn)  # as the raw baselines' table, made anew
     args_list = [(PAD, b"")] * n
     with Queue(pg_server.url_of(dsn, f"qmany{time.monotonic_ns()}")) as q:
         q.engine.now()  # connected before the clock starts, as the raw COPY is

@@ -6,14 +6,21 @@ emptied jobq_jobs, followed by a burst).
 
     N=20000 python scripts/bench_pg_stats.py REPO SERVER_DSN TAG STEP...
 
-STEP: d a drain in the run's database, f a drain in a fresh database of its own, v VACUUM,
-a ANALYZE, va VACUUM ANALYZE (of jobq's hot tables), e N ``Queue.enqueue`` of another queue.
+STEP: d a drain in the run's database, f a drain in a fresh database of its own (made before the
+first step and dropped after the last: a DROP DATABASE checkpoints, and the drain after it would
+pay full-page writes for every page it touches first), v VACUUM, a ANALYZE, va VACUUM ANALYZE
+(of jobq's hot tables), e N ``Queue.enqueue`` of another queue; and the rest of a round of
+scripts/bench_pg.py, in the run's database: i the INSERT loop (N rows), c a COPY (5N), m
+``Queue.enqueue_many`` of 5N jobs to another queue, k the bare claim loops (K=1 of N/10, K=10, 50
+and 200 of N). ``N=20000 ... f i e c m k d f d`` compares a drain after a round's steps with
+drains in fresh databases.
 Printed per drain, as JSON: jobs/s from the start (and from the first completion), CPU
 microseconds a job of the server (its backends, scripts/bench_pg_cpu.py's sampling) and of the
 client, blocks a job per table (heap, index, toast: pg_statio deltas), the first lines of an
 EXPLAIN (ANALYZE, BUFFERS) of a 250-job claim at the drain's start, and the tables' row counts
 and sizes after it. PLAN=1 prints the whole claim plan.
 """
+import contextlib
 import json
 import os
 import sys
@@ -23,7 +30,7 @@ from pathlib import Path
 
 repo = Path(sys.argv[1]); sys.path[:0] = [str(repo), str(repo / "scripts")]
 os.chdir(repo)
-import pg_jobq, pg_server, psycopg, resource  # noqa: E402
+import pg_baselines, pg_jobq, pg_server, psycopg, resource  # noqa: E402
 from bench_pg_cpu import BackendCpu  # noqa: E402
 from peers.tasks import noop_with  # noqa: E402
 from jobq import Queue  # noqa: E402
@@ -101,23 +108,54 @@ def drain(dsn, conn, k):
     return plan
 
 
+def enqueue_one(dsn, n):
+    """jobs/s of ``Queue.enqueue`` one by one into a queue of its own, left queued (unlike
+    pg_jobq.enqueue_one, which starts from empty tables)."""
+    with Queue(pg_server.url_of(dsn, f"one{time.monotonic_ns()}")) as q:
+        start = time.perf_counter()
+        for _ in range(n):
+            q.enqueue(noop_with, pg_jobq.PAD)
+        return n / (time.perf_counter() - start)
+
+
+def round_step(dsn, step):
+    """The rest of a bench_pg.py round (see the docstring); what it measured."""
+    if step == "i":
+        return round(pg_baselines.insert_loop(dsn, N))
+    if step == "c":
+        return round(pg_baselines.copy_rows(dsn, 5 * N))
+    if step == "m":
+        with Queue(pg_server.url_of(dsn, f"many{time.monotonic_ns()}")) as q:
+            start = time.perf_counter()
+            q.enqueue_many(noop_with, [(pg_jobq.PAD,)] * (5 * N))
+            return round(5 * N / (time.perf_counter() - start))
+    return [round(pg_baselines.claim_drain(dsn, k, N // 10 if k == 1 else N, root)[0])
+            for k in (1, 10, 50, 200)]
+
+
 def main():
     server, tag, steps = sys.argv[2], sys.argv[3], sys.argv[4:]
     pg_server.compile_sources()
-    with pg_server.bench_database(server, tag) as dsn, \
-            psycopg.connect(dsn, autocommit=True) as conn:
+    with contextlib.ExitStack() as stack:
+        fresh = [stack.enter_context(pg_server.bench_database(server, f"{tag}f{k}"))
+                 for k, step in enumerate(steps) if step == "f"]
+        dsn = stack.enter_context(pg_server.bench_database(server, tag))
+        conn = stack.enter_context(psycopg.connect(dsn, autocommit=True))
         for k, step in enumerate(steps):
             if step == "d":
                 plan = drain(dsn, conn, k)
                 if os.environ.get("PLAN"):
                     print("\n".join(plan), flush=True)
             elif step == "f":  # a drain in a fresh database of its own
-                with pg_server.bench_database(server, f"{tag}f{k}") as dsn2, \
-                        psycopg.connect(dsn2, autocommit=True) as conn2:
+                dsn2 = fresh.pop(0)
+                with psycopg.connect(dsn2, autocommit=True) as conn2:
                     print("fresh:", end=" ")
                     drain(dsn2, conn2, k)
             elif step == "e":
-                print("enqueue one", round(pg_jobq.enqueue_one(dsn, N)), flush=True)
+                print("enqueue one", round(enqueue_one(dsn, N)), flush=True)
+            elif step in ("i", "c", "m", "k"):
+                t = time.perf_counter()
+                print(step, round_step(dsn, step), f"{time.perf_counter() - t:.1f}s", flush=True)
             else:
                 sql = {"v": "VACUUM", "a": "ANALYZE", "va": "VACUUM ANALYZE"}[step]
                 t = time.perf_counter()

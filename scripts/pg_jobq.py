@@ -15,6 +15,13 @@ another worker, and the durability its sessions run with.
   waits idle; A's process group (supervisor and child) is SIGKILLed, and the figure is the
   time until B starts the job;
 - the settle-level drain with finished jobs kept is scripts/bench_pg_engine.py's.
+
+Each measurement starts from empty jobq tables (``pg_server.empty_jobq``), as every other
+contender's does: the raw baselines make their table anew, pgqueuer and procrastinate TRUNCATE
+theirs. Without it jobq's alone would carry every earlier measurement's rows (the queues enqueued
+one by one and by ``enqueue_many`` are never drained: 120,000 rows a round), their dead row
+versions and index entries (a server without autovacuum never clears them) and their effect on
+the planner's estimates.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ def durability(dsn: str) -> tuple[str, str]:
 
 def enqueue_one(dsn: str, n: int) -> float:
     """Jobs per second: ``Queue.enqueue`` of one job per call (each committed when it returns)."""
+    pg_server.empty_jobq(dsn)
     with Queue(pg_server.url_of(dsn, _queue("one"))) as q:
         start = time.perf_counter()
         for _ in range(n):
@@ -76,6 +84,7 @@ def enqueue_one(dsn: str, n: int) -> float:
 
 def enqueue_many(dsn: str, n: int) -> float:
     """Jobs per second: ``Queue.enqueue_many`` of n jobs in one call."""
+    pg_server.empty_jobq(dsn)
     args = [(PAD,)] * n
     with Queue(pg_server.url_of(dsn, _queue("many"))) as q:
         start = time.perf_counter()
@@ -85,6 +94,7 @@ def enqueue_many(dsn: str, n: int) -> float:
 
 def worker_drain(dsn: str, n: int, layout: str, root: Path) -> tuple[float, str]:
     """jobs/s of ``jobq worker --burst`` processes draining n jobs, and a note (see above)."""
+    pg_server.empty_jobq(dsn)
     processes, children = LAYOUTS[layout]
     queue = _queue(f"drain{layout}_")
     url = pg_server.url_of(dsn, queue)
@@ -138,6 +148,7 @@ def _tail(log: Path) -> str:
 
 def sigkill_rerun(dsn: str, root: Path) -> float:
     """Seconds from SIGKILL of the worker running a job to another worker starting it."""
+    pg_server.empty_jobq(dsn)
     queue = _queue("kill")
     url = pg_server.url_of(dsn, queue)
     mark = root / f"{queue}.marks"

@@ -58,6 +58,18 @@ def bench_database(server_dsn: str, tag: str = "") -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def empty_jobq(dsn: str) -> None:
+    """Empty jobq's tables in ``dsn`` (all but the schema version), as the peers' drivers
+    TRUNCATE theirs and the raw baselines make their table anew before each measurement: a
+    measurement then meets no rows, dead row versions or index entries of the ones before."""
+    with psycopg_module().connect(dsn, autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'jobq\\_%'"
+            " AND relname <> 'jobq_schema' AND relnamespace = 'public'::regnamespace")]
+        if tables:
+            conn.execute(f"TRUNCATE {', '.join(tables)}")
+
+
 def fresh_queues(scratch: Path, server: str | None,
                  stack: contextlib.ExitStack) -> Callable[[str], str]:
     """``location(engine)``: a new, empty queue at each call, for runs that compare engines.

@@ -14,6 +14,13 @@ from .jobs import NOW
 # numeric epoch made a read of 500 running claims cost the server ~100 us more.
 _NOW_ONCE = f"(SELECT {NOW})"
 CANCEL_GENERATION_TTL = 0.05  # seconds a read of the cancel generation is reused (see below)
+# For the rest of a transaction, no bitmap scans: a look at the running claims that walks the
+# running index in a plain index scan marks the entries of finished jobs dead as it meets them,
+# and the next looks skip them. A bitmap scan (what a big jobq_jobs the server never analyzed
+# gets planned: its size estimates grow with the table) marks none, so each look read the heap
+# pages of every job the queue finished since the last VACUUM again: 116 heap pages a look after
+# 2,000 (tests/postgres/test_settle_plans.py), ten looks a second a worker.
+_INDEX_SCANS = "SELECT set_config('enable_bitmapscan', 'off', true)"
 
 
 class CancelGeneration:
@@ -78,11 +85,14 @@ def holders(db: Db, queue: str, besides: str) -> dict[str, bool]:
     the reaper's every turn."""
     own, first, after = _owned(besides)
     found: dict[str, bool] = {}
-    for owner, expired in db.execute(
+    with db.transaction("read the holders of claims") as conn:
+        conn.execute(_INDEX_SCANS, prepare=True)
+        rows = conn.execute(
             f"SELECT owner, bool_or(coalesce(lease_expires < {_NOW_ONCE}, false)) FROM jobq_jobs"
             " WHERE queue = %s AND status = 'running' AND (owner IS NULL OR owner < %s"
             " OR (owner > %s AND owner < %s) OR owner >= %s) GROUP BY owner",
-            (queue, own, own, first, after)):
+            (queue, own, own, first, after), prepare=True).fetchall()
+    for owner, expired in rows:
         found[owner or ""] = found.get(owner or "", False) or bool(expired)  # NULL as held's ""
     return found
 

@@ -68,3 +68,63 @@ def test_a_hand_back_reads_the_rows_of_its_jobs_only(stale_dsn: str) -> None:
         read = _rows_read(conn, before) - before
     assert all(state is not None for state in states)
     assert 0 < read <= 4 * BATCH
+
+
+def _heap_blocks(conn: psycopg.Connection[object], before: int | None = None) -> int:
+    """Heap blocks of jobq_jobs read in this database, once the count differs from ``before``
+    (an ended session's statistics show shortly after it ends)."""
+    deadline = time.monotonic() + STATS_TIMEOUT
+    while True:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute("SELECT coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0)"
+                           " FROM pg_statio_user_tables WHERE relname = 'jobq_jobs'").fetchone()
+        assert row is not None
+        if before is None or row[0] != before or time.monotonic() > deadline:
+            return int(row[0])
+        time.sleep(0.05)
+
+
+OTHER_QUEUED = 120_000  # another queue's jobs: jobq_jobs as big as a busy server's
+FINISHED = 2_000  # jobs the queue finished, their row versions dead (never vacuumed here)
+LOOKS = 5
+
+
+def test_a_reaper_turn_reads_no_finished_jobs_rows(stale_dsn: str) -> None:
+    """The reaper's look for other workers' claims (``holders``, ten times a second a worker)
+    in a big jobq_jobs that was never analyzed nor vacuumed, after its queue finished 2,000
+    jobs: each look reads the heap pages of the queue's live claims (250), not theirs. A
+    bitmap scan of the running index (the plan a big unanalyzed table got) never marks the
+    finished jobs' index entries dead, so every look read the heap pages of all of them
+    again."""
+    other = open_url(new_queue_url(stale_dsn))
+    try:
+        for start in range(0, OTHER_QUEUED, 20_000):
+            other.append(frames([f"o{i:06d}" for i in range(start, start + 20_000)]))
+    finally:
+        other.close()
+    url = new_queue_url(stale_dsn)
+    owner = open_url(url)
+    try:
+        owner.append(frames([f"j{i:05d}" for i in range(FINISHED + 1_000)]))
+        _, claims = owner.settle([], "w/1", 250)
+        for _ in range(FINISHED // 250):  # then 250 claims are left running
+            _, claims = owner.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1",
+                                     250)
+    finally:
+        owner.close()
+    reaper = open_url(url)
+    try:
+        reaper.holders("r")  # the first look may mark what it finds dead
+    finally:
+        reaper.close()
+    with psycopg.connect(stale_dsn, autocommit=True) as conn:
+        time.sleep(0.5)
+        before = _heap_blocks(conn)
+        reaper = open_url(url)
+        try:
+            for _ in range(LOOKS):
+                assert reaper.holders("r") == {"w/1": False}
+        finally:
+            reaper.close()
+        read = _heap_blocks(conn, before) - before
+    assert 0 < read <= LOOKS * 50  # 31 a look; 116 when the finished jobs' rows were read
