@@ -39,8 +39,8 @@ Tables (every one has a ``queue`` column: many named queues share one database):
     jobq_jobs_arrival  the arrival order of the unfinished jobs but the plain ready ones of
                     priority 0, which the ready index keeps in that order (version 12, in place
                     of jobq_jobs_seq; jobq.postgres.reading): a new job of priority 0 writes
-                    three index entries in jobq_jobs, not four (server CPU a job of
-                    ``enqueue_many`` -10 to -17%)
+                    three index entries in jobq_jobs, not four (``enqueue_many``: 16% fewer
+                    instructions a job in the server, 7% less WAL)
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
 a new database at once create it once. A jobq older than the schema it finds refuses to use it:
