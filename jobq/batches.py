@@ -12,6 +12,9 @@ from .job_ids import job_ids
 from .job_options import Options
 
 BATCH = 1_000  # jobs of an enqueue_many handed to the engine at a time
+# The first batch is smaller: a PostgreSQL queue COPYs each batch while the next is made, and
+# its server has nothing to do until the first is made.
+FIRST_BATCH = 100
 
 
 class Shared(NamedTuple):
@@ -40,9 +43,9 @@ class Made(list[bytes]):
 def records(task: str, function: Callable[..., Any] | None, args_list: Iterable[Iterable[Any]],
             options: Options, ids: list[str], *, now: float, key: bytes | None, limit: int
             ) -> Iterator[tuple[Made, int]]:
-    """The records of ``args_list``, BATCH jobs at a time (:class:`Made` pieces, size of the
-    last one), each job's id appended to ``ids`` as it is made. ``now``: one time for every job
-    of the call."""
+    """The records of ``args_list``, FIRST_BATCH jobs then BATCH at a time (:class:`Made`
+    pieces, size of the last one), each job's id appended to ``ids`` as it is made. ``now``:
+    one time for every job of the call."""
     prio, delay_s, attempts, timeout_s = options
     run_at = now + delay_s
     header, next_id, check = record.header, job_ids.next, signatures.check
@@ -51,6 +54,7 @@ def records(task: str, function: Callable[..., Any] | None, args_list: Iterable[
     shared = Shared(prio, run_at, now, attempts, task)
     parts: list[bytes] = []  # header, body, header, body...: joined once by the engine
     first = len(ids)  # where this batch's ids start in ``ids``
+    size = 2 * FIRST_BATCH  # pieces of this batch
     for i, args in enumerate(args_list):
         if type(args) is not tuple:
             if not isinstance(args, (tuple, list)):
@@ -68,9 +72,9 @@ def records(task: str, function: Callable[..., Any] | None, args_list: Iterable[
             raise too_large(job_id, len(body), limit)
         parts += (header(record.KIND_JOB, body, key), body)
         ids.append(job_id)
-        if len(parts) == 2 * BATCH:
+        if len(parts) == size:
             yield Made(parts, ids[first:], shared), len(parts[-2]) + len(parts[-1])
-            parts, first = [], len(ids)
+            parts, first, size = [], len(ids), 2 * BATCH
     if parts:
         yield Made(parts, ids[first:], shared), len(parts[-2]) + len(parts[-1])
 

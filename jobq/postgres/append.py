@@ -83,6 +83,14 @@ def _joined(pieces: Sequence[bytes]) -> bytes:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
+def _one_record(pieces: Sequence[bytes], max_body: int) -> bool:
+    """Whether the pieces are one whole record, read from its header alone: a batch of several
+    is COPYed as soon as it is made, while the next one is made (waiting for a second batch to
+    tell kept the server idle for the making of two)."""
+    head = pieces[0] if len(pieces[0]) >= record.HEADER_SIZE else _joined(pieces)
+    return record.frame_size(head, 0, max_body=max_body) == sum(map(len, pieces))
+
+
 def _keeping(batches: Iterator[Sequence[bytes]], kept: list[Sequence[bytes]]
              ) -> Iterator[Sequence[bytes]]:
     for pieces in batches:
@@ -104,16 +112,16 @@ class Appender:
         """Store the records of ``batches`` (jobq.engine.Engine.append_batches), each id once,
         in one transaction (one commit)."""
         first = next(batches)[0]
-        second = next(batches, None)
-        if second is None:
-            single = _joined(first)
-            if record.frame_size(single, 0, max_body=self._max_body) == len(single):
-                jobs = split([single], self._key, self._max_body)  # one job: one statement
+        rest: Iterator[tuple[Sequence[bytes], int]] = batches
+        if _one_record(first, self._max_body):  # only then is the next batch needed first
+            second = next(batches, None)
+            if second is None:
+                jobs = split([_joined(first)], self._key, self._max_body)  # one statement
                 if jobs:
                     self.store(conn, self._queue, jobs)
                 return
+            rest = itertools.chain([second], batches)
         kept: list[Sequence[bytes]] = []  # for the slow way
-        rest = itertools.chain([] if second is None else [second], batches)
         pending = _keeping(itertools.chain([first], (p for p, _ in rest)), kept)
         try:
             with conn.transaction():

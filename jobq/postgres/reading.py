@@ -18,6 +18,27 @@ from .jobs import HELD_READY, LISTED, not_found
 
 PAGE = 500
 
+# The arrival index holds the rows of jobq_jobs but the plain ready jobs of priority 0, which
+# are most new jobs (schema version 12: a new job writes one index entry fewer); those are in
+# the ready index, where a priority's jobs are in arrival order. A queue's unfinished jobs in
+# arrival order are the two ranges merged: each read in order, neither sorted.
+ARRIVAL_INDEXED = "(NOT ready OR held OR priority <> 0)"
+_READY_IN_ORDER = "ready AND NOT held AND priority = 0"
+
+
+def _in_order(tables: tuple[str, ...], columns: str, where: str, args: tuple[Any, ...],
+              order: str, limit: int) -> tuple[list[str], list[Any]]:
+    """The parts (to join by UNION ALL) that read the first ``limit`` rows of each of
+    ``tables`` matching ``where`` in arrival order (``seq`` among ``columns``), and their
+    parameters (``args`` are those of ``where``)."""
+    parts: list[str] = []
+    for table in tables:
+        ranges = (f" AND {ARRIVAL_INDEXED}", f" AND {_READY_IN_ORDER}") \
+            if table == "jobq_jobs" else ("",)
+        parts += (f"(SELECT {columns} FROM {table} WHERE {where}{extra}"
+                  f" ORDER BY seq {order} LIMIT %s)" for extra in ranges)
+    return parts, [a for _ in parts for a in (*args, limit)]
+
 
 def _tables(status: Status | None) -> tuple[str, ...]:
     if status is None:
@@ -71,18 +92,16 @@ def rows(db: Db, queue: str, status: Status | None, limit: int, newest_first: bo
         args.append(found[0])
     tables = _tables(status)
     if scan_limit is None or not tests or group is not None:
-        where = " AND ".join(seek + tests)
-        parts = [f"(SELECT {LISTED}, seq FROM {t} WHERE {where} ORDER BY seq {order} LIMIT %s)"
-                 for t in tables]
+        parts, params = _in_order(tables, f"{LISTED}, seq", " AND ".join(seek + tests),
+                                  (*args, *test_args), order, limit)
         found_rows = db.execute(
             f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY seq {order} LIMIT %s",
-            (*[a for _ in parts for a in (*args, *test_args, limit)], limit))
+            (*params, limit))
         return listing.Page(_dicts([r[:-1] for r in found_rows]))
-    where = " AND ".join(seek)
-    parts = [f"(SELECT {LISTED}, seq FROM {t} WHERE {where} ORDER BY seq {order} LIMIT %s)"
-             for t in tables]
+    parts, params = _in_order(tables, f"{LISTED}, seq", " AND ".join(seek), tuple(args), order,
+                              scan_limit)
     window = f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY seq {order} LIMIT %s"
-    window_args = (*[a for _ in parts for a in (*args, scan_limit)], scan_limit)
+    window_args = (*params, scan_limit)
     found_rows = db.execute(f"SELECT * FROM ({window}) w WHERE {' AND '.join(tests)}"
                             f" ORDER BY seq {order} LIMIT %s", (*window_args, *test_args, limit))
     page = listing.Page(_dicts([r[:-1] for r in found_rows]))
@@ -180,10 +199,9 @@ def job_ids(db: Db, queue: str, status: Status | None, page: int = PAGE) -> Iter
     after = -1
     while True:
         args = (queue, after) if status is None else (queue, after, status.value)
-        parts = [f"(SELECT seq, job_id FROM {table} WHERE {where} ORDER BY seq LIMIT %s)"
-                 for table in _tables(status)]
+        parts, params = _in_order(_tables(status), "seq, job_id", where, args, "ASC", page)
         found = db.execute(f"SELECT * FROM ({' UNION ALL '.join(parts)}) u ORDER BY seq LIMIT %s",
-                           (*[a for _ in parts for a in (*args, page)], page))
+                           (*params, page))
         yield from (job_id for _, job_id in found)
         if len(found) < page:
             return

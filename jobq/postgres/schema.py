@@ -36,6 +36,11 @@ Tables (every one has a ``queue`` column: many named queues share one database):
     jobq_done.blob  NULL for a plain success (version 11; jobq.state.plain_success): its state is
                     its row's columns, ``finished_at`` its ``updated_at``; a jobq of version 10
                     would read such a job without its finish time, so it refuses the schema
+    jobq_jobs_arrival  the arrival order of the unfinished jobs but the plain ready ones of
+                    priority 0, which the ready index keeps in that order (version 12, in place
+                    of jobq_jobs_seq; jobq.postgres.reading): a new job of priority 0 writes
+                    three index entries in jobq_jobs, not four (``enqueue_many``: 16% fewer
+                    instructions a job in the server, 7% less WAL)
 
 Migrations run in one transaction under a transaction advisory lock, so that processes opening
 a new database at once create it once. A jobq older than the schema it finds refuses to use it:
@@ -51,6 +56,7 @@ import psycopg
 from ..codec import key_check
 from ..errors import IncompatibleFormat, WrongSecretKey
 from . import limits, totals
+from .reading import ARRIVAL_INDEXED
 from .url import PgLocation
 
 SCHEMA_LOCK = 0x6A6F_6271_0000_0001  # pg_advisory_xact_lock key of migrations ("jobq", 1)
@@ -157,6 +163,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # version 11: plain successes stored without a snapshot (jobq.state.plain_success)
         "COMMENT ON COLUMN jobq_done.blob IS 'the pickled JobState; NULL: a plain success,"
         " its state its columns (finished_at = updated_at)'",
+    ),
+    (  # version 12: no arrival index entry for a plain ready job of priority 0
+        "DROP INDEX jobq_jobs_seq",
+        f"CREATE INDEX jobq_jobs_arrival ON jobq_jobs (queue, seq) WHERE {ARRIVAL_INDEXED}",
     ),
 )
 VERSION = len(MIGRATIONS)

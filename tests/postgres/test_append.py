@@ -66,6 +66,38 @@ def test_an_error_making_a_later_batch_stores_nothing(engine: PgEngine) -> None:
     assert list(engine.job_ids()) == ["x", "y"]
 
 
+def test_a_batch_of_several_jobs_is_sent_before_the_next_is_made(engine: PgEngine,
+                                                                 pg_url: str) -> None:
+    """The server inserts a batch while the producer makes the next: the COPY is under way
+    before the second batch is asked for (a first batch of one job still waits for it, to
+    know whether it is the only one)."""
+    pid = engine._db.conn.info.backend_pid  # noqa: SLF001 - the session to watch
+    seen: list[tuple[str, str]] = []
+
+    def batches():  # type: ignore[no-untyped-def]
+        yield frames(["a", "b", "c"]), 0
+        with psycopg.connect(parse(pg_url).conninfo, autocommit=True) as admin:
+            seen.append(admin.execute("SELECT state, query FROM pg_stat_activity"
+                                      " WHERE pid = %s", (pid,)).fetchone())
+        yield frames(["d"]), 0
+
+    engine.append_batches(batches())
+    (state, query), = seen
+    assert state == "active" and query.startswith("COPY jobq_jobs"), (state, query)
+    assert list(engine.job_ids()) == ["a", "b", "c", "d"]
+
+
+def test_enqueue_many_hands_a_short_first_batch(engine: PgEngine) -> None:
+    """The server has nothing to do until the first batch is made: it is FIRST_BATCH jobs."""
+    ids: list[str] = []
+    made = made_batches(ids, batches.BATCH + 1)
+    first = batches.FIRST_BATCH
+    assert 1 < first < batches.BATCH
+    assert [len(b.ids) for b, _ in made] == [first, batches.BATCH + 1 - first]
+    engine.append_batches(made)
+    assert list(engine.job_ids()) == ids
+
+
 def test_a_session_lost_after_batches_were_sent_stores_nothing(engine: PgEngine,
                                                                 pg_url: str) -> None:
     """The server ends the transaction while the COPY is under way (its backend terminated,
@@ -142,8 +174,10 @@ def test_made_batches_store_what_their_frames_say(pg_url: str, key: bytes | None
     """The rows of Made batches, taken from the fields they were made from, are the rows the
     same frames give when they are read back and verified."""
     ids: list[str] = []
-    made = made_batches(ids, 2_500, key)  # three batches, the last one short
-    assert [len(b.ids) for b, _ in made] == [1_000, 1_000, 500] and len(set(ids)) == 2_500
+    made = made_batches(ids, 2_500, key)  # a short first batch, two full ones, a short last
+    first, full = batches.FIRST_BATCH, batches.BATCH
+    assert [len(b.ids) for b, _ in made] == [first, full, full, 2_500 - first - 2 * full]
+    assert len(set(ids)) == 2_500
     fast, checked = open_url(pg_url, key), open_url(pg_url + "_checked", key)
     try:
         fast.append_batches(made)
