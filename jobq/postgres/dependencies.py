@@ -22,7 +22,7 @@ from .. import dependencies, transitions
 from ..codec import SnapshotCodec
 from ..errors import UnknownParent
 from ..state import FINISHED, JobState, status_of
-from . import groups, jobs
+from . import groups, jobs, seeks
 from .append import Appender, split
 from .db import Db
 from .jobs import BLOB, NOW, STATE
@@ -104,19 +104,27 @@ class Written(NamedTuple):
 
 def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
           new: Sequence[JobState], now: float, snapshotted: Collection[str] | None = None,
-          fences: Sequence[jobs.Fence | None] | None = None) -> Written:
+          fences: Sequence[jobs.Fence | None] | None = None, *, pinned: bool = False
+          ) -> Written:
     """:func:`jobq.postgres.jobs.write`, then the release of the dependents of the jobs of
-    ``new`` that ended (and of theirs, in turn), in the caller's transaction."""
-    written, is_parent = jobs.write(conn, codec, queue, new, now, snapshotted, fences)
+    ``new`` that ended (and of theirs, in turn), in the caller's transaction. ``pinned``: the
+    transaction runs jobq.postgres.seeks.PIN (a settle's); the release runs without it, with the
+    server's settings, and puts it back."""
+    written, is_parent = jobs.write(conn, codec, queue, new, now, snapshotted, fences,
+                                    pinned=pinned)
     ended = [s.job_id for s in new if s.status in FINISHED and s.job_id in written]
     released = False
     if ended:  # every job of ``new`` was unfinished: each of these ended now, once
         released = groups.count_ended(conn, codec, queue, ended, now)
     if not is_parent:
         return Written(written, released)  # none that ended is a parent
+    if pinned:  # its statements order rows by id: no sorts would make them walk the queue
+        conn.execute(seeks.UNPIN).fetchall()
     while ended:
         ended, due = _release(conn, codec, queue, ended, now)
         released = released or due
+    if pinned:
+        conn.execute(seeks.REPIN)
     return Written(written, released)
 
 

@@ -1,6 +1,8 @@
 """A settle's statements run their generic plans (jobq.postgres.settle._BEGIN): a plan made for
 the lengths of a settle's arrays, with statistics that underestimated the queue, wrote the jobs
-a child's watcher gives back by hashing every row of the queue (a bitmap scan of all of them)."""
+a child's watcher gives back by hashing every row of the queue (a bitmap scan of all of them).
+And they read the rows of their batch only whatever the statistics say (jobq.postgres.seeks):
+after an ANALYZE of the emptied queue, they read the whole queue by ``queue`` alone."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from workers.reaping import released
 from .pgq import frames, new_queue_url, open_url, succeed
 
 QUEUED = 20_000
+EMPTIED = 3_000  # jobs enqueued before the queue was emptied and analyzed, and after
 BATCH = 50
 STATS_TIMEOUT = 10.0  # seconds for an ended session's table statistics to show
 
@@ -55,6 +58,73 @@ def test_a_hand_back_reads_the_rows_of_its_jobs_only(stale_dsn: str) -> None:
         _, claims = owner.settle([], "w/1", 1, prefetch=BATCH - 1)
     finally:
         owner.close()  # its statistics sent as its session ends
+    with psycopg.connect(stale_dsn, autocommit=True) as conn:
+        time.sleep(0.5)
+        before = _rows_read(conn)
+        watcher = open_url(url)
+        try:
+            states, _ = watcher.settle(
+                [(c.job_id, c.token, succeed()) for c in claims[:40]]
+                + [(c.job_id, c.token, released) for c in claims[40:]], "w/1", 0)
+        finally:
+            watcher.close()
+        read = _rows_read(conn, before) - before
+    assert all(state is not None for state in states)
+    assert 0 < read <= 4 * BATCH
+
+
+def _emptied_then_refilled(dsn: str, url: str) -> None:
+    """The queue of ``url`` filled, emptied, analyzed (statistics of no rows in the pages the
+    table keeps, as autovacuum leaves them when it analyzes a drained queue), filled again."""
+    owner = open_url(url)
+    try:
+        owner.append(frames([f"a{i:05d}" for i in range(EMPTIED)]))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM jobq_jobs")
+            conn.execute("ANALYZE jobq_jobs")
+            row = conn.execute("SELECT relpages, reltuples FROM pg_class"
+                               " WHERE relname = 'jobq_jobs'").fetchone()
+            assert row is not None and row[0] > 0 and row[1] == 0
+        owner.append(frames([f"b{i:05d}" for i in range(EMPTIED)]))
+    finally:
+        owner.close()  # its statistics sent as its session ends
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_settles_after_an_analyze_of_the_emptied_queue_read_their_batches_only(
+        stale_dsn: str, batches: int) -> None:
+    """A worker's first settles on a queue analyzed while empty, then refilled: a claim of a
+    batch, then the batch recorded and the next claimed, read the rows of their batches, not
+    the queue's (which each read whole, by ``queue`` alone, three times for the second)."""
+    url = new_queue_url(stale_dsn)
+    _emptied_then_refilled(stale_dsn, url)
+    with psycopg.connect(stale_dsn, autocommit=True) as conn:
+        time.sleep(0.5)
+        before = _rows_read(conn)
+        worker = open_url(url)
+        try:
+            states, claims = worker.settle([], "w/1", 1, prefetch=BATCH - 1)
+            for _ in range(batches - 1):
+                states, claims = worker.settle([(c.job_id, c.token, succeed()) for c in claims],
+                                               "w/1", 1, prefetch=BATCH - 1)
+        finally:
+            worker.close()
+        read = _rows_read(conn, before) - before
+    assert len(claims) == BATCH and all(state is not None for state in states)
+    assert 0 < read <= 4 * BATCH * batches
+
+
+def test_a_hand_back_after_an_analyze_of_the_emptied_queue_reads_its_jobs_only(
+        stale_dsn: str) -> None:
+    """A fresh connection (a child's watcher) locks its rows, records most of a batch and gives
+    the rest back, in a queue analyzed while empty, then refilled: it reads its batch's rows."""
+    url = new_queue_url(stale_dsn)
+    _emptied_then_refilled(stale_dsn, url)
+    owner = open_url(url)
+    try:
+        _, claims = owner.settle([], "w/1", 1, prefetch=BATCH - 1)
+    finally:
+        owner.close()
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
         time.sleep(0.5)
         before = _rows_read(conn)
