@@ -18,8 +18,8 @@ So a settle's statements leave the planner no such choice:
   it reads that one entry), once for each id (a sub-select of a row of ids);
 - the rows written or locked are then reached by their ``ctid``: a TID scan, the one way to
   reach a row by ``ctid`` without a sequential scan; the statement puts no other condition on
-  the table that an index could serve (a state a row must have is compared with a parameter, so
-  that no partial index's predicate follows from it);
+  the table that an index could serve (the conditions a row must meet are checked in the
+  seek's sub-select, or compare it with the row of ids it joins);
 - a claim's ready rows are locked in the ready index's order and written by the ``ctid`` the
   lock returned (the version it locked, which nothing else can change until the commit).
 
@@ -31,9 +31,9 @@ statement (or the transaction) locked, and a settle's write of its own claims, w
 written go to the path that locks them first (jobq.postgres.settle). A claim whose lock
 followed a row to its newer version does not write it: one job fewer claimed, left ready; a
 promotion promotes it at the next. Rows locked by id are sought and locked in one sub-select per
-id (``LATERAL``, ``FOR UPDATE`` in it: checked again as committed). The marks of started
-prefetched claims stay by id (any renewal of a lease may race them), reading nothing when
-there are none.
+id (``LATERAL``, ``FOR UPDATE`` in it: checked again as committed), and written by ``ctid``
+in a later statement where a renewal of a lease may race the write (the marks of started
+prefetched claims).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
 3. make due delayed and retrying jobs ready (``SKIP LOCKED``: workers never queue behind one
    another for it; every PROMOTE_EVERY seconds of the engine, and whenever a claim finds fewer
    ready jobs than it asked for, before claiming the rest);
-4. claim, in one statement that also marks the prefetched claims that started: a CTE selects
+4. mark the prefetched claims that started (if any), then claim, in one statement: a CTE selects
    the ctids of the first ready rows by priority, then arrival, ``FOR UPDATE SKIP LOCKED`` with
    a ``LIMIT``, into an array (the CTE keeps the planner from updating more rows than the
    limit), and the UPDATE hands those rows out by those ctids with the next token.
@@ -24,9 +24,10 @@ The first ``limit`` claims are started; the next ``prefetch`` are marked not sta
 
 A settle's statements, whatever its size: the first (the server's time, and its plans' settings:
 _BEGIN), the write of the finished jobs (their rows locked first by one more when they are not
-all this process's claims, as a reaper's or a child's watcher's are) and of their totals, and the
-claim (when it finds too few ready jobs: promote, and claim the rest; every PROMOTE_EVERY seconds
-it promotes first). (Pipeline mode, sending them in one go, measured no faster on a 2-core
+all this process's claims, as a reaper's or a child's watcher's are) and of their totals, the
+marks of started prefetched claims if any (two: locked, then written), and the claim (when it
+finds too few ready jobs: promote, and claim the rest; every PROMOTE_EVERY seconds it promotes
+first). (Pipeline mode, sending them in one go, measured no faster on a 2-core
 machine, where the server's CPU is what a drain runs out of.)
 """
 
@@ -74,19 +75,12 @@ _PROMOTE = (
 # The claim's rows come back in binary: each carries the job's frame (~300 bytes), which text results
 # send hex-encoded, and numbers as text; decoding a claimed row cost the client ~5 us in text,
 # ~3 in binary (100-row claims, psycopg 3.3's C loaders).
-# One statement: the started prefetched claims marked (``s``: running rows, never the ready
-# ones claimed here; found by id, so that a mark follows a change committed meanwhile, as a
-# lease's renewal, which a write by ctid would miss (jobq.postgres.seeks); a plan that reads
-# nothing when there are none, as in a worker's claims), the first n ready jobs locked (``ids``:
-# an ``ARRAY`` of the ctids of the versions locked, in their order, so that the planner cannot
-# update more rows than the LIMIT), and those rows claimed by those ctids (a TID scan: it reads
-# them only); the first ``started`` of them start now, the rest are prefetched.
+# One statement: the first n ready jobs locked (``ids``: an ``ARRAY`` of the ctids of the
+# versions locked, in their order, so that the planner cannot update more rows than the LIMIT),
+# and those rows claimed by those ctids (a TID scan: it reads them only); the first ``started``
+# of them start now, the rest are prefetched.
 _CLAIM = (
     f"WITH n AS (SELECT {NOW} AS now),"
-    " s AS (UPDATE jobq_jobs j SET prefetched = false"
-    " FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token)"
-    " WHERE j.queue = %(q)s AND j.job_id = v.job_id AND j.token = v.token"
-    " AND cardinality(%(sj)b::text[]) > 0),"
     " ids AS (SELECT ARRAY(SELECT ctid FROM jobq_jobs WHERE queue = %(q)s AND ready"
     f" AND NOT held AND {limits.NO_LIMITS}"
     " ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS t)"
@@ -141,12 +135,21 @@ _SNAPSHOTS = (
     "SELECT s.job_id, s.blob FROM jobq_snapshots s WHERE s.ctid = ANY(ARRAY(SELECT"
     f" {seeks.seek('jobq_snapshots', '%(q)s', 'i')} FROM unnest(%(ids)b::text[]) AS i))")
 
-# By id, as the claim's ``s`` (a child's watcher handing back the claims of a batch that
-# overran, marking the one running).
+# The started prefetched claims marked (a child's watcher handing back the claims of a batch
+# that overran marks the one running): the rows of those still current locked by id, in id
+# order (a lock that waited on a lease's renewal checks the row as committed; a write by ctid
+# would miss its new version: jobq.postgres.seeks), then written by ctid, which nothing can
+# change under the lock.
+_LOCK_STARTED = (
+    "SELECT 1 FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token)"
+    " CROSS JOIN LATERAL (SELECT 1 FROM jobq_jobs x WHERE x.queue = %(q)s"
+    " AND x.job_id >= v.job_id AND x.job_id <= v.job_id AND x.token = v.token"
+    " ORDER BY x.job_id LIMIT 1 FOR UPDATE) j")
 _STARTED = (
     "UPDATE jobq_jobs j SET prefetched = false"
-    " FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token)"
-    " WHERE j.queue = %(q)s AND j.job_id = v.job_id AND j.token = v.token")
+    f" FROM (SELECT v.token, {seeks.seek('jobq_jobs', '%(q)s', 'v.job_id')} AS tid"
+    " FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token) OFFSET 0) v"
+    " WHERE j.ctid = v.tid AND j.token = v.token")
 # The same alone (a child's watcher marking the prefetched claim that runs long): one statement
 # in its own transaction, committed without waiting for the WAL flush. The mark must outlive its
 # worker (a SIGKILL of the whole worker then charges the attempt), not a crash of the server.
@@ -183,10 +186,12 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
     assert row is not None
     states, released = (finish_in(conn, codec, queue, finished, owner, claimed, float(row[0]))
                         if finished else ([], False))
+    if started:
+        marked = {"q": queue, "sj": [j for j, _ in sorted(started)],
+                  "st": [t for _, t in sorted(started)]}
+        conn.execute(_LOCK_STARTED, marked, prepare=True).fetchall()
+        conn.execute(_STARTED, marked, prepare=True)
     if not claiming:
-        if started:
-            conn.execute(_STARTED, {"sj": [j for j, _ in started],
-                                    "st": [t for _, t in started], "q": queue}, prepare=True)
         return Settled(states, [], {}, released)
     if promote:
         conn.execute(_PROMOTE, {"q": queue}, prepare=True)
@@ -196,9 +201,7 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
     for attempt in range(1 if promote else 2):
         if attempt:  # too few ready ones without promoting: due ones may be waiting
             conn.execute(_PROMOTE, {"q": queue}, prepare=True)
-        got, found = _claim(conn, codec, queue, owner, wanted, to_start, lease_seconds, started,
-                            claimed)
-        started = ()  # marked by the first claim
+        got, found = _claim(conn, codec, queue, owner, wanted, to_start, lease_seconds, claimed)
         claims += got
         frames.update(found)
         to_start, wanted = max(0, to_start - len(got)), wanted - len(got)
@@ -221,19 +224,18 @@ def _claim_limited(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: s
     if not ids:
         return [], {}
     rows = conn.execute(_CLAIM_PICKED, {"q": queue, "ids": ids, "owner": owner,
-                                        "lease": lease_seconds, "started": to_start,
-                                        "sj": [], "st": []}, binary=True).fetchall()
+                                        "lease": lease_seconds, "started": to_start},
+                        binary=True).fetchall()
     order = {job_id: i for i, job_id in enumerate(ids)}  # the started ones first
     rows.sort(key=lambda r: order[r[0]])
     return _taken(codec, rows, claimed)
 
 
 def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owner: str, n: int,
-           to_start: int, lease_seconds: float, started: Sequence[tuple[str, int]],
-           claimed: dict[str, Claimed] | None = None) -> tuple[list[Claim], dict[str, bytes]]:
+           to_start: int, lease_seconds: float, claimed: dict[str, Claimed] | None = None
+           ) -> tuple[list[Claim], dict[str, bytes]]:
     rows = conn.execute(_CLAIM, {"q": queue, "n": n, "owner": owner, "lease": lease_seconds,
-                                 "started": to_start, "sj": [j for j, _ in started],
-                                 "st": [t for _, t in started]}, prepare=True,
+                                 "started": to_start}, prepare=True,
                         binary=True).fetchall()  # (binary: frames not hex-decoded, see _CLAIM)
     rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the array's order
     return _taken(codec, rows, claimed)
