@@ -73,9 +73,10 @@ def test_a_hand_back_reads_the_rows_of_its_jobs_only(stale_dsn: str) -> None:
     assert 0 < read <= 4 * BATCH
 
 
-def _emptied_then_refilled(dsn: str, url: str) -> None:
+def _emptied_then_refilled(dsn: str, url: str, due: int = 0) -> None:
     """The queue of ``url`` filled, emptied, analyzed (statistics of no rows in the pages the
-    table keeps, as autovacuum leaves them when it analyzes a drained queue), filled again."""
+    table keeps, as autovacuum leaves them when it analyzes a drained queue), filled again; and
+    ``due`` jobs delayed, due once this returns (a claim promotes them first)."""
     owner = open_url(url)
     try:
         owner.append(frames([f"a{i:05d}" for i in range(EMPTIED)]))
@@ -86,18 +87,22 @@ def _emptied_then_refilled(dsn: str, url: str) -> None:
                                " WHERE relname = 'jobq_jobs'").fetchone()
             assert row is not None and row[0] > 0 and row[1] == 0
         owner.append(frames([f"b{i:05d}" for i in range(EMPTIED)]))
+        if due:
+            owner.append(frames([f"d{i:05d}" for i in range(due)], priority=1, delay=0.2))
+            time.sleep(0.3)
     finally:
         owner.close()  # its statistics sent as its session ends
 
 
-@pytest.mark.parametrize("batches", [1, 2])
+@pytest.mark.parametrize(("batches", "due"), [(1, 0), (2, 0), (1, BATCH)])
 def test_settles_after_an_analyze_of_the_emptied_queue_read_their_batches_only(
-        stale_dsn: str, batches: int) -> None:
+        stale_dsn: str, batches: int, due: int) -> None:
     """A worker's first settles on a queue analyzed while empty, then refilled: a claim of a
     batch, then the batch recorded and the next claimed, read the rows of their batches, not
-    the queue's (which each read whole, by ``queue`` alone, three times for the second)."""
+    the queue's (which each read whole, by ``queue`` alone, three times for the second); a
+    claim that first promotes a batch of due jobs (its first) reads those too, not the queue."""
     url = new_queue_url(stale_dsn)
-    _emptied_then_refilled(stale_dsn, url)
+    _emptied_then_refilled(stale_dsn, url, due)
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
         time.sleep(0.5)
         before = _rows_read(conn)
@@ -111,6 +116,7 @@ def test_settles_after_an_analyze_of_the_emptied_queue_read_their_batches_only(
             worker.close()
         read = _rows_read(conn, before) - before
     assert len(claims) == BATCH and all(state is not None for state in states)
+    assert not due or all(c.job_id.startswith("d") for c in claims)  # promoted, then claimed
     assert 0 < read <= 4 * BATCH * batches
 
 
