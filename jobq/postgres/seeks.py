@@ -43,12 +43,6 @@ PIN = ("set_config('plan_cache_mode', 'force_generic_plan', true),"
        " set_config('enable_sort', 'off', true), set_config('enable_bitmapscan', 'off', true),"
        " set_config('enable_seqscan', 'off', true)")
 
-# The settings a settle's statements not written this way were planned with (its releases of
-# dependents: jobq.postgres.dependencies), the server's own, and PIN again after them.
-UNPIN = ("SELECT set_config(name, reset_val, true) FROM pg_settings"
-         " WHERE name IN ('enable_sort', 'enable_bitmapscan', 'enable_seqscan')")
-REPIN = f"SELECT {PIN}"
-
 
 def seek(table: str, queue: str, job_id: str, column: str = "ctid") -> str:
     """SQL: ``column`` of the row of job ``job_id`` of ``queue`` (SQL expressions) in ``table``

@@ -144,3 +144,36 @@ def test_a_hand_back_after_an_analyze_of_the_emptied_queue_reads_its_jobs_only(
         read = _rows_read(conn, before) - before
     assert all(state is not None for state in states)
     assert 0 < read <= 4 * BATCH
+
+
+def test_a_release_of_dependents_after_an_analyze_of_the_emptied_queue_reads_its_jobs_only(
+        stale_dsn: str) -> None:
+    """A settle whose finished jobs are parents, in a queue analyzed while empty, then refilled:
+    the release of their dependents (locked, their parents' statuses read, written) reads those
+    jobs' rows, not the queue's."""
+    url = new_queue_url(stale_dsn)
+    _emptied_then_refilled(stale_dsn, url)
+    owner = open_url(url)
+    try:
+        parents = [f"p{i:05d}" for i in range(BATCH)]
+        owner.append(frames(parents, priority=1))
+        for parent in parents:
+            child = "c" + parent[1:]
+            owner.append_dependent(frames([child])[0], child, [parent], "cancel")
+    finally:
+        owner.close()
+    with psycopg.connect(stale_dsn, autocommit=True) as conn:
+        time.sleep(0.5)
+        before = _rows_read(conn)
+        worker = open_url(url)
+        try:
+            _, claims = worker.settle([], "w/1", 1, prefetch=BATCH - 1)
+            assert sorted(c.job_id for c in claims) == parents
+            states, _ = worker.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
+        finally:
+            worker.close()
+        read = _rows_read(conn, before) - before
+        due = conn.execute("SELECT count(*) FROM jobq_jobs WHERE ready AND job_id LIKE 'c%'"
+                           ).fetchone()
+    assert all(state is not None for state in states) and due == (BATCH,)
+    assert 0 < read <= 6 * BATCH
