@@ -167,8 +167,10 @@ _ANY_DEPENDENCIES = "((SELECT min(child) FROM jobq_dependencies WHERE queue = %(
 # _unsnapshotted), and finished ones moved (each saying whether it is a parent: a queue without
 # dependencies pays no statement more for them); it returns the ids written. The snapshots
 # follow the rows written (a fenced row not written keeps its snapshot). Each row is sought by
-# its id, then written by its ctid (``v.tid``), as the snapshots deleted (jobq.postgres.seeks:
-# under its settings, plans that read those rows only).
+# its id, then written by its ctid (``v.tid``), as the snapshots deleted, and a finished job's
+# ttl and dependents are sought by its id (jobq.postgres.seeks: under its settings, plans that
+# read those rows only; a join of the ttls read all the queue's for each job once
+# jobq_retention had been analyzed empty).
 _WRITE = (
     "WITH v AS (SELECT u.*, "
     f"{seeks.seek('jobq_jobs', '%(q)s', 'u.job_id')} AS tid"
@@ -199,11 +201,13 @@ _WRITE = (
     " progress, task, enqueued_at, updated_at, started_at, blob, expires_at)"
     " SELECT g.queue, g.job_id, seq, status, false, priority, run_at, attempts, max_attempts,"
     " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %(now)s, started_at, blob,"
-    " %(now)s + CASE WHEN status = 'dead' THEN r.failure_ttl ELSE r.result_ttl END"
-    " FROM gone g LEFT JOIN (SELECT * FROM jobq_retention WHERE queue = %(q)s"
-    f" AND {_ANY_RETENTION}) r ON r.job_id = g.job_id"
-    f" RETURNING job_id, {_ANY_DEPENDENCIES} AND EXISTS (SELECT 1 FROM jobq_dependencies d"
-    " WHERE d.queue = %(q)s AND d.parent = jobq_done.job_id) AS parent)"
+    " %(now)s + (SELECT CASE WHEN g.status = 'dead' THEN x.failure_ttl ELSE x.result_ttl END"
+    f" FROM jobq_retention x WHERE {_ANY_RETENTION} AND x.queue = %(q)s"
+    " AND x.job_id >= g.job_id AND x.job_id <= g.job_id ORDER BY x.job_id LIMIT 1)"
+    " FROM gone g"
+    f" RETURNING job_id, {_ANY_DEPENDENCIES} AND (SELECT x.parent FROM jobq_dependencies x"
+    " WHERE x.queue = %(q)s AND x.parent >= jobq_done.job_id AND x.parent <= jobq_done.job_id"
+    " ORDER BY x.parent LIMIT 1) IS NOT NULL AS parent)"
     " SELECT job_id, parent FROM done UNION ALL SELECT job_id, false FROM waiting")
 assert {s.value for s in FINISHED} == {"succeeded", "dead", "cancelled"}
 

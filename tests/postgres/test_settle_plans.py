@@ -34,14 +34,15 @@ def stale_dsn(pg_server: pg.Server) -> Iterator[str]:
         yield dsn
 
 
-def _rows_read(conn: psycopg.Connection[object], before: int | None = None) -> int:
-    """The rows of jobq_jobs that scans have read in this database, once the count differs
+def _rows_read(conn: psycopg.Connection[object], before: int | None = None,
+               table: str = "jobq_jobs") -> int:
+    """The rows of ``table`` that scans have read in this database, once the count differs
     from ``before`` (an ended session's statistics show shortly after it ends)."""
     deadline = time.monotonic() + STATS_TIMEOUT
     while True:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute("SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
-                           " FROM pg_stat_user_tables WHERE relname = 'jobq_jobs'").fetchone()
+                           " FROM pg_stat_user_tables WHERE relname = %s", (table,)).fetchone()
         assert row is not None
         if before is None or row[0] != before or time.monotonic() > deadline:
             return int(row[0])
@@ -177,3 +178,36 @@ def test_a_release_of_dependents_after_an_analyze_of_the_emptied_queue_reads_its
                            ).fetchone()
     assert all(state is not None for state in states) and due == (BATCH,)
     assert 0 < read <= 6 * BATCH
+
+
+def test_ttls_after_an_analyze_of_their_emptied_table_are_read_for_their_jobs_only(
+        stale_dsn: str) -> None:
+    """A settle recording jobs kept for a ttl, once jobq_retention was analyzed empty and filled
+    again: it reads those jobs' ttls, not the queue's (a join of them did)."""
+    url = new_queue_url(stale_dsn)
+    owner = open_url(url)
+    try:
+        for prefix in ("a", "b"):
+            ids = [f"{prefix}{i:05d}" for i in range(EMPTIED)]
+            owner.append(frames(ids))
+            owner.keep_for(ids, 60.0, 60.0)
+            if prefix == "a":
+                with psycopg.connect(stale_dsn, autocommit=True) as conn:
+                    conn.execute("DELETE FROM jobq_jobs")
+                    conn.execute("DELETE FROM jobq_retention")
+                    conn.execute("ANALYZE jobq_retention")
+    finally:
+        owner.close()
+    with psycopg.connect(stale_dsn, autocommit=True) as conn:
+        time.sleep(0.5)
+        before = _rows_read(conn, table="jobq_retention")
+        worker = open_url(url)
+        try:
+            _, claims = worker.settle([], "w/1", 1, prefetch=BATCH - 1)
+            states, _ = worker.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
+        finally:
+            worker.close()
+        read = _rows_read(conn, before, "jobq_retention") - before
+        kept = conn.execute("SELECT min(expires_at - updated_at) FROM jobq_done").fetchone()
+    assert all(state is not None for state in states) and kept == (pytest.approx(60.0),)
+    assert 0 < read <= 2 * BATCH
