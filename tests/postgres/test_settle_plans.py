@@ -34,19 +34,26 @@ def stale_dsn(pg_server: pg.Server) -> Iterator[str]:
         yield dsn
 
 
-def _rows_read(conn: psycopg.Connection[object], before: int | None = None,
-               table: str = "jobq_jobs") -> int:
-    """The rows of ``table`` that scans have read in this database, once the count differs
-    from ``before`` (an ended session's statistics show shortly after it ends)."""
+def _others_ended(conn: psycopg.Connection[object]) -> None:
+    """Wait until no other session is connected to this database: a session sends the rest of
+    its table statistics as its backend exits (closing the client's end does not wait for it;
+    a loaded machine took more than the half second the tests waited once)."""
     deadline = time.monotonic() + STATS_TIMEOUT
-    while True:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = conn.execute("SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
-                           " FROM pg_stat_user_tables WHERE relname = %s", (table,)).fetchone()
-        assert row is not None
-        if before is None or row[0] != before or time.monotonic() > deadline:
-            return int(row[0])
-        time.sleep(0.05)
+    while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                       " AND pid <> pg_backend_pid()").fetchone() != (0,):
+        assert time.monotonic() < deadline, "another session is still connected"
+        time.sleep(0.02)
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+
+
+def _rows_read(conn: psycopg.Connection[object], table: str = "jobq_jobs") -> int:
+    """The rows of ``table`` that scans have read in this database, every other session
+    ended."""
+    _others_ended(conn)
+    row = conn.execute("SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+                       " FROM pg_stat_user_tables WHERE relname = %s", (table,)).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def test_a_hand_back_reads_the_rows_of_its_jobs_only(stale_dsn: str) -> None:
@@ -60,7 +67,6 @@ def test_a_hand_back_reads_the_rows_of_its_jobs_only(stale_dsn: str) -> None:
     finally:
         owner.close()  # its statistics sent as its session ends
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
-        time.sleep(0.5)
         before = _rows_read(conn)
         watcher = open_url(url)
         try:
@@ -69,23 +75,18 @@ def test_a_hand_back_reads_the_rows_of_its_jobs_only(stale_dsn: str) -> None:
                 + [(c.job_id, c.token, released) for c in claims[40:]], "w/1", 0)
         finally:
             watcher.close()
-        read = _rows_read(conn, before) - before
+        read = _rows_read(conn) - before
     assert all(state is not None for state in states)
     assert 0 < read <= 4 * BATCH
 
 
-def _heap_blocks(conn: psycopg.Connection[object], before: int | None = None) -> int:
-    """Heap blocks of jobq_jobs read in this database, once the count differs from ``before``
-    (an ended session's statistics show shortly after it ends)."""
-    deadline = time.monotonic() + STATS_TIMEOUT
-    while True:
-        conn.execute("SELECT pg_stat_clear_snapshot()")
-        row = conn.execute("SELECT coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0)"
-                           " FROM pg_statio_user_tables WHERE relname = 'jobq_jobs'").fetchone()
-        assert row is not None
-        if before is None or row[0] != before or time.monotonic() > deadline:
-            return int(row[0])
-        time.sleep(0.05)
+def _heap_blocks(conn: psycopg.Connection[object]) -> int:
+    """Heap blocks of jobq_jobs read in this database, every other session ended."""
+    _others_ended(conn)
+    row = conn.execute("SELECT coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0)"
+                       " FROM pg_statio_user_tables WHERE relname = 'jobq_jobs'").fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 OTHER_QUEUED = 120_000  # another queue's jobs: jobq_jobs as big as a busy server's
@@ -130,7 +131,7 @@ def test_a_reaper_turn_reads_no_finished_jobs_rows(stale_dsn: str) -> None:
                 assert reaper.holders("r") == {"w/1": False}
             finally:
                 reaper.close()
-            reads.append(_heap_blocks(conn, before) - before)
+            reads.append(_heap_blocks(conn) - before)
             time.sleep(0.2)
     assert 0 < reads[-1] <= 50, f"heap blocks read by each look: {reads}"
 
@@ -166,7 +167,6 @@ def test_settles_after_an_analyze_of_the_emptied_queue_read_their_batches_only(
     url = new_queue_url(stale_dsn)
     _emptied_then_refilled(stale_dsn, url, due)
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
-        time.sleep(0.5)
         before = _rows_read(conn)
         worker = open_url(url)
         try:
@@ -176,7 +176,7 @@ def test_settles_after_an_analyze_of_the_emptied_queue_read_their_batches_only(
                                                "w/1", 1, prefetch=BATCH - 1)
         finally:
             worker.close()
-        read = _rows_read(conn, before) - before
+        read = _rows_read(conn) - before
     assert len(claims) == BATCH and all(state is not None for state in states)
     assert not due or all(c.job_id.startswith("d") for c in claims)  # promoted, then claimed
     assert 0 < read <= 4 * BATCH * batches
@@ -194,7 +194,6 @@ def test_a_hand_back_after_an_analyze_of_the_emptied_queue_reads_its_jobs_only(
     finally:
         owner.close()
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
-        time.sleep(0.5)
         before = _rows_read(conn)
         watcher = open_url(url)
         try:
@@ -203,7 +202,7 @@ def test_a_hand_back_after_an_analyze_of_the_emptied_queue_reads_its_jobs_only(
                 + [(c.job_id, c.token, released) for c in claims[40:]], "w/1", 0)
         finally:
             watcher.close()
-        read = _rows_read(conn, before) - before
+        read = _rows_read(conn) - before
     assert all(state is not None for state in states)
     assert 0 < read <= 4 * BATCH
 
@@ -225,7 +224,6 @@ def test_a_release_of_dependents_after_an_analyze_of_the_emptied_queue_reads_its
     finally:
         owner.close()
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
-        time.sleep(0.5)
         before = _rows_read(conn)
         worker = open_url(url)
         try:
@@ -234,7 +232,7 @@ def test_a_release_of_dependents_after_an_analyze_of_the_emptied_queue_reads_its
             states, _ = worker.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
         finally:
             worker.close()
-        read = _rows_read(conn, before) - before
+        read = _rows_read(conn) - before
         due = conn.execute("SELECT count(*) FROM jobq_jobs WHERE ready AND job_id LIKE 'c%'"
                            ).fetchone()
     assert all(state is not None for state in states) and due == (BATCH,)
@@ -260,15 +258,14 @@ def test_ttls_after_an_analyze_of_their_emptied_table_are_read_for_their_jobs_on
     finally:
         owner.close()
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
-        time.sleep(0.5)
-        before = _rows_read(conn, table="jobq_retention")
+        before = _rows_read(conn, "jobq_retention")
         worker = open_url(url)
         try:
             _, claims = worker.settle([], "w/1", 1, prefetch=BATCH - 1)
             states, _ = worker.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
         finally:
             worker.close()
-        read = _rows_read(conn, before, "jobq_retention") - before
+        read = _rows_read(conn, "jobq_retention") - before
         kept = conn.execute("SELECT min(expires_at - updated_at) FROM jobq_done").fetchone()
     assert all(state is not None for state in states) and kept == (pytest.approx(60.0),)
     assert 0 < read <= 2 * BATCH
