@@ -20,6 +20,7 @@ from ..state import overlay
 from ..errors import CorruptRecord, JobNotFound, LoadError, StaleClaim, StorageError
 from ..codec import SnapshotCodec
 from ..state import FINISHED, JobState, Status, plain_success, row_only
+from . import seeks
 
 NOW = "extract(epoch FROM clock_timestamp())::float8"  # the server's clock, epoch seconds
 
@@ -111,12 +112,17 @@ Fence = tuple[int, float, bool, float]  # token, updated_at, cancel_requested, p
 
 def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
           new: Sequence[JobState], now: float, snapshotted: Collection[str] | None = None,
-          fences: Sequence[Fence | None] | None = None) -> tuple[set[str], bool]:
+          fences: Sequence[Fence | None] | None = None, *, pinned: bool = False
+          ) -> tuple[set[str], bool]:
     """Store the new states of jobs of ``jobq_jobs`` that are not running any more: their
     snapshots, and their rows, moved to ``jobq_done`` with their snapshots for those that
     finished. ``snapshotted``: the ids of those that had a snapshot in ``jobq_snapshots``
     (None: any may have). ``fences`` (one per state, None for a row the caller locked): a
     fenced job is written only if its row is as its fence says.
+
+    ``pinned``: the transaction runs jobq.postgres.seeks.PIN (a settle's), the settings the
+    statement is planned for: only then is it prepared, so that its plan, kept by the
+    connection, is never one made without them.
 
     Returns the ids written, and whether a job that finished is some job's parent (the same
     statement looks: jobq.postgres.dependencies then releases them)."""
@@ -133,7 +139,7 @@ def write(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
                            else codec.encode(s.job_id, s) for s in new],
                  "token": [f and f[0] for f in fenced], "was_at": [f and f[1] for f in fenced],
                  "was_cancel": [f and f[2] for f in fenced],
-                 "was_progress": [f and f[3] for f in fenced]}, prepare=True).fetchall()
+                 "was_progress": [f and f[3] for f in fenced]}, prepare=pinned).fetchall()
     return {r[0] for r in rows}, any(r[1] for r in rows)
 
 
@@ -160,39 +166,48 @@ _ANY_DEPENDENCIES = "((SELECT min(child) FROM jobq_dependencies WHERE queue = %(
 # One statement: the rows of jobs still waiting, their snapshots (those that need one: see
 # _unsnapshotted), and finished ones moved (each saying whether it is a parent: a queue without
 # dependencies pays no statement more for them); it returns the ids written. The snapshots
-# follow the rows written (a fenced row not written keeps its snapshot).
+# follow the rows written (a fenced row not written keeps its snapshot). Each row is sought by
+# its id, then written by its ctid (``v.tid``), as the snapshots deleted, and a finished job's
+# ttl and dependents are sought by its id (jobq.postgres.seeks: under its settings, plans that
+# read those rows only; a join of the ttls read all the queue's for each job once
+# jobq_retention had been analyzed empty).
 _WRITE = (
-    "WITH v AS (SELECT * FROM unnest(%(ids)b::text[], %(status)b::text[], %(attempts)b::int[],"
+    "WITH v AS (SELECT u.*, "
+    f"{seeks.seek('jobq_jobs', '%(q)s', 'u.job_id')} AS tid"
+    " FROM unnest(%(ids)b::text[], %(status)b::text[], %(attempts)b::int[],"
     " %(progress)b::float8[], %(run_at)b::float8[], %(cancel)b::bool[], %(blobs)b::bytea[],"
     " %(token)b::bigint[], %(was_at)b::float8[], %(was_cancel)b::bool[],"
-    " %(was_progress)b::float8[]) AS v(job_id, status, attempts, progress, run_at, cancel,"
+    " %(was_progress)b::float8[]) AS u(job_id, status, attempts, progress, run_at, cancel,"
     " blob, token, was_at, was_cancel, was_progress)),"
     " waiting AS (UPDATE jobq_jobs j SET status = v.status, attempts = v.attempts,"
     " progress = v.progress, run_at = v.run_at, cancel_requested = v.cancel,"
     " ready = v.status IN ('queued', 'failed') AND v.run_at <= %(now)s,"
     " owner = NULL, lease_expires = NULL, prefetched = false, updated_at = %(now)s"
-    " FROM v WHERE j.queue = %(q)s AND j.job_id = v.job_id"
+    " FROM v WHERE j.ctid = v.tid"
     f" AND v.status NOT IN ('succeeded', 'dead', 'cancelled') AND {_FENCED} RETURNING j.job_id),"
     " snap AS (INSERT INTO jobq_snapshots (queue, job_id, blob) SELECT %(q)s, v.job_id, v.blob"
     " FROM v JOIN waiting w ON w.job_id = v.job_id WHERE v.blob IS NOT NULL"
     " ON CONFLICT (queue, job_id) DO UPDATE SET blob = EXCLUDED.blob),"
-    " gone AS (DELETE FROM jobq_jobs j USING v WHERE j.queue = %(q)s AND j.job_id = v.job_id"
+    " gone AS (DELETE FROM jobq_jobs j USING v WHERE j.ctid = v.tid"
     f" AND v.status IN ('succeeded', 'dead', 'cancelled') AND {_FENCED}"
     " RETURNING j.queue, j.job_id, j.seq, v.status, j.priority, v.run_at, v.attempts,"
     " j.max_attempts, j.token, v.cancel, v.progress, j.task, j.enqueued_at, j.started_at,"
     " v.blob),"
-    " unsnap AS (DELETE FROM jobq_snapshots s WHERE s.queue = %(q)s"
-    " AND s.job_id = ANY(%(unsnap)b::text[]) AND s.job_id IN (SELECT job_id FROM gone)),"
+    " unsnap AS (DELETE FROM jobq_snapshots s WHERE s.ctid = ANY(ARRAY(SELECT"
+    f" {seeks.seek('jobq_snapshots', '%(q)s', 'e.job_id')} FROM gone e"
+    " WHERE e.job_id = ANY(%(unsnap)b::text[])))),"
     " done AS (INSERT INTO jobq_done (queue, job_id, seq, status, ready, priority, run_at,"
     " attempts, max_attempts, token, owner, lease_expires, prefetched, cancel_requested,"
     " progress, task, enqueued_at, updated_at, started_at, blob, expires_at)"
     " SELECT g.queue, g.job_id, seq, status, false, priority, run_at, attempts, max_attempts,"
     " token, NULL, NULL, false, cancel, progress, task, enqueued_at, %(now)s, started_at, blob,"
-    " %(now)s + CASE WHEN status = 'dead' THEN r.failure_ttl ELSE r.result_ttl END"
-    " FROM gone g LEFT JOIN (SELECT * FROM jobq_retention WHERE queue = %(q)s"
-    f" AND {_ANY_RETENTION}) r ON r.job_id = g.job_id"
-    f" RETURNING job_id, {_ANY_DEPENDENCIES} AND EXISTS (SELECT 1 FROM jobq_dependencies d"
-    " WHERE d.queue = %(q)s AND d.parent = jobq_done.job_id) AS parent)"
+    " %(now)s + (SELECT CASE WHEN g.status = 'dead' THEN x.failure_ttl ELSE x.result_ttl END"
+    f" FROM jobq_retention x WHERE {_ANY_RETENTION} AND x.queue = %(q)s"
+    " AND x.job_id >= g.job_id AND x.job_id <= g.job_id ORDER BY x.job_id LIMIT 1)"
+    " FROM gone g"
+    f" RETURNING job_id, {_ANY_DEPENDENCIES} AND (SELECT x.parent FROM jobq_dependencies x"
+    " WHERE x.queue = %(q)s AND x.parent >= jobq_done.job_id AND x.parent <= jobq_done.job_id"
+    " ORDER BY x.parent LIMIT 1) IS NOT NULL AS parent)"
     " SELECT job_id, parent FROM done UNION ALL SELECT job_id, false FROM waiting")
 assert {s.value for s in FINISHED} == {"succeeded", "dead", "cancelled"}
 

@@ -11,20 +11,23 @@
 3. make due delayed and retrying jobs ready (``SKIP LOCKED``: workers never queue behind one
    another for it; every PROMOTE_EVERY seconds of the engine, and whenever a claim finds fewer
    ready jobs than it asked for, before claiming the rest);
-4. claim, in one statement that also marks the prefetched claims that started: a CTE selects
-   the ids of the first ready rows by priority, then arrival, ``FOR UPDATE SKIP LOCKED`` with
+4. mark the prefetched claims that started (if any), then claim, in one statement: a CTE selects
+   the ctids of the first ready rows by priority, then arrival, ``FOR UPDATE SKIP LOCKED`` with
    a ``LIMIT``, into an array (the CTE keeps the planner from updating more rows than the
-   limit), and the UPDATE hands those rows out by primary key with the next token.
+   limit), and the UPDATE hands those rows out by those ctids with the next token.
+
+Every statement reads the rows of its jobs only, whatever the table's statistics say (an
+ANALYZE of an emptied queue made them read the whole queue): see :mod:`jobq.postgres.seeks`.
 
 The first ``limit`` claims are started; the next ``prefetch`` are marked not started
 (``prefetched``), so a dead owner's unstarted claims go back uncharged.
 
-A settle's statements, whatever its size: the first (the server's time, and generic plans:
+A settle's statements, whatever its size: the first (the server's time, and its plans' settings:
 _BEGIN), the write of the finished jobs (their rows locked first by one more when they are not
 all this process's claims, as a reaper's or a child's watcher's are) and of their totals, the
-settings of the claim (_ORDERED_SCANS, in the first statement when nothing is written), and the
-claim (when it finds too few ready jobs: promote, and claim the rest; every PROMOTE_EVERY seconds
-it promotes first). (Pipeline mode, sending them in one go, measured no faster on a 2-core
+marks of started prefetched claims if any (two: locked, then written), and the claim (when it
+finds too few ready jobs: promote, and claim the rest; every PROMOTE_EVERY seconds it promotes
+first). (Pipeline mode, sending them in one go, measured no faster on a 2-core
 machine, where the server's CPU is what a drain runs out of.)
 """
 
@@ -40,7 +43,7 @@ from ..engine import Change, Claim
 from ..codec import SnapshotCodec
 from ..state import JobState
 from ..totals import tally
-from . import dependencies, jobs, limits, totals
+from . import dependencies, jobs, limits, seeks, totals
 from .jobs import BLOB, NOW, STATE
 
 PROMOTE_BATCH = 1_000
@@ -62,32 +65,30 @@ class Settled(NamedTuple):
     released: bool
 
 
+# The due rows locked in the waiting index's order, written by the ctid the lock returned.
 _PROMOTE = (
-    "WITH d AS (SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND NOT ready"
+    "WITH d AS (SELECT ctid AS tid FROM jobq_jobs WHERE queue = %(q)s AND NOT ready"
     f" AND status IN ('queued', 'failed') AND run_at <= {NOW} ORDER BY run_at"
     f" LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED)"
-    " UPDATE jobq_jobs j SET ready = true FROM d WHERE j.queue = %(q)s AND j.job_id = d.job_id")
+    " UPDATE jobq_jobs j SET ready = true FROM d WHERE j.ctid = d.tid")
 
 # The claim's rows come back in binary: each carries the job's frame (~300 bytes), which text results
 # send hex-encoded, and numbers as text; decoding a claimed row cost the client ~5 us in text,
 # ~3 in binary (100-row claims, psycopg 3.3's C loaders).
-# One statement: the started prefetched claims marked (``s``: running rows, never the ready
-# ones claimed here), the ids of the first n ready jobs locked (``ids``: ``ARRAY`` keeps their
-# order, and the planner cannot update more rows than the LIMIT), and their rows claimed by
-# primary key; the first ``started`` of them start now, the rest are prefetched.
+# One statement: the first n ready jobs locked (``ids``: an ``ARRAY`` of the ctids of the
+# versions locked, in their order, so that the planner cannot update more rows than the LIMIT),
+# and those rows claimed by those ctids (a TID scan: it reads them only); the first ``started``
+# of them start now, the rest are prefetched.
 _CLAIM = (
     f"WITH n AS (SELECT {NOW} AS now),"
-    " s AS (UPDATE jobq_jobs j SET prefetched = false"
-    " FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token)"
-    " WHERE j.queue = %(q)s AND j.job_id = v.job_id AND j.token = v.token),"
-    " ids AS (SELECT ARRAY(SELECT job_id FROM jobq_jobs WHERE queue = %(q)s AND ready"
+    " ids AS (SELECT ARRAY(SELECT ctid FROM jobq_jobs WHERE queue = %(q)s AND ready"
     f" AND NOT held AND {limits.NO_LIMITS}"
-    " ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS a)"
+    " ORDER BY priority DESC, seq LIMIT %(n)s FOR UPDATE SKIP LOCKED) AS t)"
     " UPDATE jobq_jobs j SET status = 'running', ready = false, attempts = j.attempts + 1,"
     " token = j.token + 1, owner = %(owner)s, lease_expires = n.now + %(lease)s,"
     " started_at = n.now, updated_at = n.now,"
-    " prefetched = NOT (j.job_id = ANY(ids.a[1:%(started)s::int]))"
-    " FROM ids, n WHERE j.queue = %(q)s AND j.job_id = ANY(ids.a)"
+    " prefetched = NOT (j.ctid = ANY((SELECT t[1:%(started)s::int] FROM ids)::tid[]))"
+    " FROM n WHERE j.ctid = ANY((SELECT t FROM ids)::tid[])"
     f" RETURNING {STATE}, j.token, j.priority, j.seq, {BLOB},"
     " (SELECT p.frame FROM jobq_payloads p WHERE p.queue = j.queue AND p.job_id = j.job_id),"
     " j.max_attempts")
@@ -95,49 +96,60 @@ _CLAIM = (
 # The same claim of ids picked within the queue's limits (jobq.postgres.limits.pick).
 _CLAIM_PICKED = _CLAIM.replace(
     _CLAIM[_CLAIM.index(" ids AS ("):_CLAIM.index(" UPDATE jobq_jobs j SET status")],
-    " ids AS (SELECT %(ids)s::text[] AS a)")
+    " ids AS (SELECT ARRAY(SELECT"
+    f" {seeks.seek('jobq_jobs', '%(q)s', 'i')} FROM unnest(%(ids)s::text[]) AS i) AS t)")
 
 # A settle's first statement: the server's time, and for the rest of its transaction
-# (set_config(..., true): it ends with it) each statement's generic plan (planned once a
+# (set_config(..., true): it ends with it) plans that read the rows of its jobs only, whatever
+# the statistics say (jobq.postgres.seeks.PIN): each statement's generic plan (planned once a
 # connection, by primary key and arrays of ids), never a custom one. PostgreSQL plans a prepared
 # statement anew for its first five runs on a connection, again after each ANALYZE of its tables,
 # and at every run while the custom plan looks cheaper, as a claim of fewer than ~50 jobs does
 # (0.3-0.5 ms of the server's CPU a settle). A custom plan also sees the lengths of the arrays:
 # with statistics that underestimated the queue, the write of the jobs a child's watcher gives
 # back hashed all the queue's rows (a bitmap scan of the whole queue: about 80 ms of the server's
-# CPU a hand-back at 100,000 queued jobs).
-_BEGIN = f"SELECT {NOW}, set_config('plan_cache_mode', 'force_generic_plan', true)"
-
-# The claims that follow in the transaction read ready rows in the ready index's order: never
-# all of a queue's ready rows fetched and sorted, the plan statistics made when the queue was
-# small (or held other queues' rows) would choose, making each claim's cost grow with the
-# backlog. (Statistics always lag a queue's depth: autovacuum analyzes after the fact.) Set just
-# before the claims: without sorts, a statement that orders rows it seeks by a list of ids
-# (``ORDER BY job_id`` of ``job_id = ANY(...)``: _LOCK_FINISHED) is planned as a walk of all
-# the queue's rows in the index's order instead.
-_ORDERED_SCANS = ("SELECT set_config('enable_sort', 'off', true),"
-                  " set_config('enable_bitmapscan', 'off', true)")
-# Both at once, for a settle that records nothing and claims.
-_BEGIN_CLAIMS = _BEGIN + _ORDERED_SCANS.replace("SELECT", ",", 1)
+# CPU a hand-back at 100,000 queued jobs). Without sorts, the claims read ready rows in the ready
+# index's order: never all of a queue's ready rows fetched and sorted, the plan statistics made
+# when the queue was small (or held other queues' rows) would choose, making each claim's cost
+# grow with the backlog. (Statistics always lag a queue's depth: autovacuum analyzes after the
+# fact.)
+_BEGIN = f"SELECT {NOW}, {seeks.PIN}"
 # The claim of a queue with limits picks its jobs with statements planned for the values they
 # are given (jobq.postgres.limits.pick): back to custom plans for the rest of the transaction.
 _CUSTOM_PLANS = f"SELECT {NOW}, set_config('plan_cache_mode', 'auto', true)"
 
+# The rows locked in the order of the ids (sorted: two settles never wait on each other in a
+# cycle), each sought by its id (jobq.postgres.seeks) and locked there: a lock that waited on
+# another writer checks the row as it committed it, as a lock of a row found by id does.
 _LOCK_FINISHED = (
-    f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW}, j.owner FROM jobq_jobs j"
-    " WHERE j.queue = %s AND j.job_id = ANY(%b) AND j.status = 'running'"
-    " ORDER BY j.job_id FOR UPDATE")
+    f"SELECT {STATE}, j.token, j.max_attempts, {BLOB}, {NOW}, j.owner"
+    " FROM unnest(%(ids)b::text[]) AS i CROSS JOIN LATERAL (SELECT * FROM jobq_jobs x"
+    " WHERE x.queue = %(q)s AND x.job_id >= i AND x.job_id <= i AND x.status = 'running'"
+    " ORDER BY x.job_id LIMIT 1 FOR UPDATE) j")
 # The snapshots of jobs claimed by another owner, read again once their rows are locked: a
 # statement that waited for a row lock sees the row as its holder committed it, but every other
 # table as of its start. A reaper whose lock waited on the owner saving a checkpoint would read
 # the snapshot from before the save, and write the job back to the older checkpoint. (An owner
 # settling its own claims never races its own saves: it needs no second statement.)
-_SNAPSHOTS = "SELECT job_id, blob FROM jobq_snapshots WHERE queue = %s AND job_id = ANY(%b)"
+_SNAPSHOTS = (
+    "SELECT s.job_id, s.blob FROM jobq_snapshots s WHERE s.ctid = ANY(ARRAY(SELECT"
+    f" {seeks.seek('jobq_snapshots', '%(q)s', 'i')} FROM unnest(%(ids)b::text[]) AS i))")
 
+# The started prefetched claims marked (a child's watcher handing back the claims of a batch
+# that overran marks the one running): the rows of those still current locked by id, in id
+# order (a lock that waited on a lease's renewal checks the row as committed; a write by ctid
+# would miss its new version: jobq.postgres.seeks), then written by ctid, which nothing can
+# change under the lock.
+_LOCK_STARTED = (
+    "SELECT 1 FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token)"
+    " CROSS JOIN LATERAL (SELECT 1 FROM jobq_jobs x WHERE x.queue = %(q)s"
+    " AND x.job_id >= v.job_id AND x.job_id <= v.job_id AND x.token = v.token"
+    " ORDER BY x.job_id LIMIT 1 FOR UPDATE) j")
 _STARTED = (
     "UPDATE jobq_jobs j SET prefetched = false"
-    " FROM unnest(%b::text[], %b::bigint[]) AS v(job_id, token)"
-    " WHERE j.queue = %s AND j.job_id = v.job_id AND j.token = v.token")
+    f" FROM (SELECT v.token, {seeks.seek('jobq_jobs', '%(q)s', 'v.job_id')} AS tid"
+    " FROM unnest(%(sj)b::text[], %(st)b::bigint[]) AS v(job_id, token) OFFSET 0) v"
+    " WHERE j.ctid = v.tid AND j.token = v.token")
 # The same alone (a child's watcher marking the prefetched claim that runs long): one statement
 # in its own transaction, committed without waiting for the WAL flush. The mark must outlive its
 # worker (a SIGKILL of the whole worker then charges the attempt), not a crash of the server.
@@ -170,18 +182,17 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
     of this process's claims by job id (see :data:`Claimed`), read for the finished jobs
     and added to with the new claims."""
     claiming = limit + prefetch > 0
-    row = conn.execute(_BEGIN if finished or not claiming else _BEGIN_CLAIMS,
-                       prepare=True).fetchone()
+    row = conn.execute(_BEGIN, prepare=True).fetchone()
     assert row is not None
     states, released = (finish_in(conn, codec, queue, finished, owner, claimed, float(row[0]))
                         if finished else ([], False))
+    if started:
+        marked = {"q": queue, "sj": [j for j, _ in sorted(started)],
+                  "st": [t for _, t in sorted(started)]}
+        conn.execute(_LOCK_STARTED, marked, prepare=True).fetchall()
+        conn.execute(_STARTED, marked, prepare=True)
     if not claiming:
-        if started:
-            conn.execute(_STARTED, ([j for j, _ in started], [t for _, t in started], queue),
-                         prepare=True)
         return Settled(states, [], {}, released)
-    if finished:
-        conn.execute(_ORDERED_SCANS, prepare=True)
     if promote:
         conn.execute(_PROMOTE, {"q": queue}, prepare=True)
     claims: list[Claim] = []  # the started ones first, then the prefetched
@@ -190,9 +201,7 @@ def settle(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str,
     for attempt in range(1 if promote else 2):
         if attempt:  # too few ready ones without promoting: due ones may be waiting
             conn.execute(_PROMOTE, {"q": queue}, prepare=True)
-        got, found = _claim(conn, codec, queue, owner, wanted, to_start, lease_seconds, started,
-                            claimed)
-        started = ()  # marked by the first claim
+        got, found = _claim(conn, codec, queue, owner, wanted, to_start, lease_seconds, claimed)
         claims += got
         frames.update(found)
         to_start, wanted = max(0, to_start - len(got)), wanted - len(got)
@@ -215,19 +224,18 @@ def _claim_limited(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: s
     if not ids:
         return [], {}
     rows = conn.execute(_CLAIM_PICKED, {"q": queue, "ids": ids, "owner": owner,
-                                        "lease": lease_seconds, "started": to_start,
-                                        "sj": [], "st": []}, binary=True).fetchall()
+                                        "lease": lease_seconds, "started": to_start},
+                        binary=True).fetchall()
     order = {job_id: i for i, job_id in enumerate(ids)}  # the started ones first
     rows.sort(key=lambda r: order[r[0]])
     return _taken(codec, rows, claimed)
 
 
 def _claim(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: str, owner: str, n: int,
-           to_start: int, lease_seconds: float, started: Sequence[tuple[str, int]],
-           claimed: dict[str, Claimed] | None = None) -> tuple[list[Claim], dict[str, bytes]]:
+           to_start: int, lease_seconds: float, claimed: dict[str, Claimed] | None = None
+           ) -> tuple[list[Claim], dict[str, bytes]]:
     rows = conn.execute(_CLAIM, {"q": queue, "n": n, "owner": owner, "lease": lease_seconds,
-                                 "started": to_start, "sj": [j for j, _ in started],
-                                 "st": [t for _, t in started]}, prepare=True,
+                                 "started": to_start}, prepare=True,
                         binary=True).fetchall()  # (binary: frames not hex-decoded, see _CLAIM)
     rows.sort(key=lambda r: (-r[11], r[12]))  # priority, then arrival: the array's order
     return _taken(codec, rows, claimed)
@@ -288,7 +296,7 @@ def _finish_claimed(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: 
         fences.append((token, row[8], row[6], row[4]))
     written, released = dependencies.write(conn, codec, queue, new, now,
                                            {job_id for job_id, (_, _, row) in mine.items()
-                                            if row[13] is not None}, fences)
+                                            if row[13] is not None}, fences, pinned=True)
     ended = [state for state in new if state.job_id in written]
     for state in ended:
         done[(state.job_id, mine[state.job_id][0])] = state
@@ -301,13 +309,14 @@ def _finish_locked(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: s
                    done: dict[tuple[str, int], JobState]) -> bool:
     """Lock the rows, then apply and write each change whose claim is current (into ``done``);
     True if other jobs were released."""
-    found = conn.execute(_LOCK_FINISHED, (queue, list({job_id for job_id, _, _ in finished})),
-                         prepare=True).fetchall()
+    found = conn.execute(_LOCK_FINISHED, {"q": queue, "ids": sorted(
+        {job_id for job_id, _, _ in finished})}, prepare=True).fetchall()
     rows = {row[0]: row for row in found}
     blobs: dict[str, Any] = {job_id: row[12] for job_id, row in rows.items()}
     others = [job_id for job_id, row in rows.items() if row[14] != owner]
     if others:
-        blobs.update(conn.execute(_SNAPSHOTS, (queue, others), prepare=True).fetchall())
+        blobs.update(conn.execute(_SNAPSHOTS, {"q": queue, "ids": others},
+                                  prepare=True).fetchall())
     now = float(found[0][13]) if found else 0.0
     new: dict[str, JobState] = {}
     for job_id, token, change in finished:
@@ -317,8 +326,8 @@ def _finish_locked(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: s
         state = jobs.state_of(codec, row, blobs.get(job_id), writing=True)
         new[job_id] = done[(job_id, token)] = change(state, now, row[11])
     released = dependencies.write(conn, codec, queue, list(new.values()), now,
-                                  {job_id for job_id in new if blobs.get(job_id) is not None}
-                                  ).released
+                                  {job_id for job_id in new if blobs.get(job_id) is not None},
+                                  pinned=True).released
     totals.add(conn, queue, tally(new.values(), now))
     return released
 

@@ -1,6 +1,8 @@
 """A settle's statements run their generic plans (jobq.postgres.settle._BEGIN): a plan made for
 the lengths of a settle's arrays, with statistics that underestimated the queue, wrote the jobs
-a child's watcher gives back by hashing every row of the queue (a bitmap scan of all of them)."""
+a child's watcher gives back by hashing every row of the queue (a bitmap scan of all of them).
+And they read the rows of their batch only whatever the statistics say (jobq.postgres.seeks):
+after an ANALYZE of the emptied queue, they read the whole queue by ``queue`` alone."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from workers.reaping import released
 from .pgq import frames, new_queue_url, open_url, succeed
 
 QUEUED = 20_000
+EMPTIED = 3_000  # jobs enqueued before the queue was emptied and analyzed, and after
 BATCH = 50
 STATS_TIMEOUT = 10.0  # seconds for an ended session's table statistics to show
 
@@ -31,14 +34,15 @@ def stale_dsn(pg_server: pg.Server) -> Iterator[str]:
         yield dsn
 
 
-def _rows_read(conn: psycopg.Connection[object], before: int | None = None) -> int:
-    """The rows of jobq_jobs that scans have read in this database, once the count differs
+def _rows_read(conn: psycopg.Connection[object], before: int | None = None,
+               table: str = "jobq_jobs") -> int:
+    """The rows of ``table`` that scans have read in this database, once the count differs
     from ``before`` (an ended session's statistics show shortly after it ends)."""
     deadline = time.monotonic() + STATS_TIMEOUT
     while True:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute("SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
-                           " FROM pg_stat_user_tables WHERE relname = 'jobq_jobs'").fetchone()
+                           " FROM pg_stat_user_tables WHERE relname = %s", (table,)).fetchone()
         assert row is not None
         if before is None or row[0] != before or time.monotonic() > deadline:
             return int(row[0])
@@ -86,7 +90,7 @@ def _heap_blocks(conn: psycopg.Connection[object], before: int | None = None) ->
 
 OTHER_QUEUED = 120_000  # another queue's jobs: jobq_jobs as big as a busy server's
 FINISHED = 2_000  # jobs the queue finished, their row versions dead (never vacuumed here)
-LOOKS = 5
+LOOKS = 10  # looks, one after the other, the last of which must read no finished job's row
 
 
 def test_a_reaper_turn_reads_no_finished_jobs_rows(stale_dsn: str) -> None:
@@ -112,19 +116,159 @@ def test_a_reaper_turn_reads_no_finished_jobs_rows(stale_dsn: str) -> None:
                                      250)
     finally:
         owner.close()
-    reaper = open_url(url)
+    # A look marks the dead entries it meets once the server sees the finished jobs' row
+    # versions as dead to every snapshot (it decides when: soon, but not at once); from then on
+    # a look reads the live claims' pages only (31). A bitmap scan never marks them: every look
+    # reads them all again (116). One look at a time, each in a session of its own (its
+    # statistics show once it ends).
+    reads: list[int] = []
+    with psycopg.connect(stale_dsn, autocommit=True) as conn:
+        while len(reads) < LOOKS and not (reads and reads[-1] <= 50):
+            before = _heap_blocks(conn)
+            reaper = open_url(url)
+            try:
+                assert reaper.holders("r") == {"w/1": False}
+            finally:
+                reaper.close()
+            reads.append(_heap_blocks(conn, before) - before)
+            time.sleep(0.2)
+    assert 0 < reads[-1] <= 50, f"heap blocks read by each look: {reads}"
+
+
+def _emptied_then_refilled(dsn: str, url: str, due: int = 0) -> None:
+    """The queue of ``url`` filled, emptied, analyzed (statistics of no rows in the pages the
+    table keeps, as autovacuum leaves them when it analyzes a drained queue), filled again; and
+    ``due`` jobs delayed, due once this returns (a claim promotes them first)."""
+    owner = open_url(url)
     try:
-        reaper.holders("r")  # the first look may mark what it finds dead
+        owner.append(frames([f"a{i:05d}" for i in range(EMPTIED)]))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM jobq_jobs")
+            conn.execute("ANALYZE jobq_jobs")
+            row = conn.execute("SELECT relpages, reltuples FROM pg_class"
+                               " WHERE relname = 'jobq_jobs'").fetchone()
+            assert row is not None and row[0] > 0 and row[1] == 0
+        owner.append(frames([f"b{i:05d}" for i in range(EMPTIED)]))
+        if due:
+            owner.append(frames([f"d{i:05d}" for i in range(due)], priority=1, delay=0.2))
+            time.sleep(0.3)
     finally:
-        reaper.close()
+        owner.close()  # its statistics sent as its session ends
+
+
+@pytest.mark.parametrize(("batches", "due"), [(1, 0), (2, 0), (1, BATCH)])
+def test_settles_after_an_analyze_of_the_emptied_queue_read_their_batches_only(
+        stale_dsn: str, batches: int, due: int) -> None:
+    """A worker's first settles on a queue analyzed while empty, then refilled: a claim of a
+    batch, then the batch recorded and the next claimed, read the rows of their batches, not
+    the queue's (which each read whole, by ``queue`` alone, three times for the second); a
+    claim that first promotes a batch of due jobs (its first) reads those too, not the queue."""
+    url = new_queue_url(stale_dsn)
+    _emptied_then_refilled(stale_dsn, url, due)
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
         time.sleep(0.5)
-        before = _heap_blocks(conn)
-        reaper = open_url(url)
+        before = _rows_read(conn)
+        worker = open_url(url)
         try:
-            for _ in range(LOOKS):
-                assert reaper.holders("r") == {"w/1": False}
+            states, claims = worker.settle([], "w/1", 1, prefetch=BATCH - 1)
+            for _ in range(batches - 1):
+                states, claims = worker.settle([(c.job_id, c.token, succeed()) for c in claims],
+                                               "w/1", 1, prefetch=BATCH - 1)
         finally:
-            reaper.close()
-        read = _heap_blocks(conn, before) - before
-    assert 0 < read <= LOOKS * 50  # 31 a look; 116 when the finished jobs' rows were read
+            worker.close()
+        read = _rows_read(conn, before) - before
+    assert len(claims) == BATCH and all(state is not None for state in states)
+    assert not due or all(c.job_id.startswith("d") for c in claims)  # promoted, then claimed
+    assert 0 < read <= 4 * BATCH * batches
+
+
+def test_a_hand_back_after_an_analyze_of_the_emptied_queue_reads_its_jobs_only(
+        stale_dsn: str) -> None:
+    """A fresh connection (a child's watcher) locks its rows, records most of a batch and gives
+    the rest back, in a queue analyzed while empty, then refilled: it reads its batch's rows."""
+    url = new_queue_url(stale_dsn)
+    _emptied_then_refilled(stale_dsn, url)
+    owner = open_url(url)
+    try:
+        _, claims = owner.settle([], "w/1", 1, prefetch=BATCH - 1)
+    finally:
+        owner.close()
+    with psycopg.connect(stale_dsn, autocommit=True) as conn:
+        time.sleep(0.5)
+        before = _rows_read(conn)
+        watcher = open_url(url)
+        try:
+            states, _ = watcher.settle(
+                [(c.job_id, c.token, succeed()) for c in claims[:40]]
+                + [(c.job_id, c.token, released) for c in claims[40:]], "w/1", 0)
+        finally:
+            watcher.close()
+        read = _rows_read(conn, before) - before
+    assert all(state is not None for state in states)
+    assert 0 < read <= 4 * BATCH
+
+
+def test_a_release_of_dependents_after_an_analyze_of_the_emptied_queue_reads_its_jobs_only(
+        stale_dsn: str) -> None:
+    """A settle whose finished jobs are parents, in a queue analyzed while empty, then refilled:
+    the release of their dependents (locked, their parents' statuses read, written) reads those
+    jobs' rows, not the queue's."""
+    url = new_queue_url(stale_dsn)
+    _emptied_then_refilled(stale_dsn, url)
+    owner = open_url(url)
+    try:
+        parents = [f"p{i:05d}" for i in range(BATCH)]
+        owner.append(frames(parents, priority=1))
+        for parent in parents:
+            child = "c" + parent[1:]
+            owner.append_dependent(frames([child])[0], child, [parent], "cancel")
+    finally:
+        owner.close()
+    with psycopg.connect(stale_dsn, autocommit=True) as conn:
+        time.sleep(0.5)
+        before = _rows_read(conn)
+        worker = open_url(url)
+        try:
+            _, claims = worker.settle([], "w/1", 1, prefetch=BATCH - 1)
+            assert sorted(c.job_id for c in claims) == parents
+            states, _ = worker.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
+        finally:
+            worker.close()
+        read = _rows_read(conn, before) - before
+        due = conn.execute("SELECT count(*) FROM jobq_jobs WHERE ready AND job_id LIKE 'c%'"
+                           ).fetchone()
+    assert all(state is not None for state in states) and due == (BATCH,)
+    assert 0 < read <= 6 * BATCH
+
+
+def test_ttls_after_an_analyze_of_their_emptied_table_are_read_for_their_jobs_only(
+        stale_dsn: str) -> None:
+    """A settle recording jobs kept for a ttl, once jobq_retention was analyzed empty and filled
+    again: it reads those jobs' ttls, not the queue's (a join of them did)."""
+    url = new_queue_url(stale_dsn)
+    owner = open_url(url)
+    try:
+        for prefix in ("a", "b"):
+            ids = [f"{prefix}{i:05d}" for i in range(EMPTIED)]
+            owner.append(frames(ids))
+            owner.keep_for(ids, 60.0, 60.0)
+            if prefix == "a":
+                with psycopg.connect(stale_dsn, autocommit=True) as conn:
+                    conn.execute("DELETE FROM jobq_jobs")
+                    conn.execute("DELETE FROM jobq_retention")
+                    conn.execute("ANALYZE jobq_retention")
+    finally:
+        owner.close()
+    with psycopg.connect(stale_dsn, autocommit=True) as conn:
+        time.sleep(0.5)
+        before = _rows_read(conn, table="jobq_retention")
+        worker = open_url(url)
+        try:
+            _, claims = worker.settle([], "w/1", 1, prefetch=BATCH - 1)
+            states, _ = worker.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
+        finally:
+            worker.close()
+        read = _rows_read(conn, before, "jobq_retention") - before
+        kept = conn.execute("SELECT min(expires_at - updated_at) FROM jobq_done").fetchone()
+    assert all(state is not None for state in states) and kept == (pytest.approx(60.0),)
+    assert 0 < read <= 2 * BATCH
