@@ -60,6 +60,8 @@ def rewind(conn: psycopg.Connection[Any], version: int) -> None:
             conn.execute(f"DROP INDEX IF EXISTS {name}")
         elif words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["ADD", "COLUMN"]:
             conn.execute(f"ALTER TABLE {words[2]} DROP COLUMN IF EXISTS {words[5]}")
+        elif words[:2] == ["ALTER", "INDEX"] and words[3] == "SET":
+            conn.execute(f"ALTER INDEX {words[2]} RESET ({sql.split('(')[1].split()[0]})")
         elif words[:2] == ["DROP", "INDEX"]:  # made again as the version that made it did
             earlier = [sql for statements in schema.MIGRATIONS[:version] for sql in statements]
             conn.execute(next(sql for sql in earlier if sql.split()[:3] == ["CREATE", "INDEX",

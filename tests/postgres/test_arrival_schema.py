@@ -1,6 +1,7 @@
 """Schema version 12: the arrival index (jobq_jobs_arrival) holds no entry for a plain ready job
 of priority 0, which the ready index keeps in arrival order; listings merge the two and still
-read a page's rows only, and a version-11 database is upgraded on open."""
+read a page's rows only, and a version-11 database is upgraded on open. Version 13: the ready
+index is not deduplicated."""
 
 from __future__ import annotations
 
@@ -58,6 +59,29 @@ def test_schema_12_is_the_arrival_index() -> None:
     assert schema.VERSION >= 12
     assert schema.MIGRATIONS[11][0] == "DROP INDEX jobq_jobs_seq"
     assert "jobq_jobs_arrival" in schema.MIGRATIONS[11][1]
+
+
+def _options(url: str, index: str) -> list[str]:
+    with psycopg.connect(parse(url).conninfo, autocommit=True) as conn:
+        found = conn.execute("SELECT reloptions FROM pg_class WHERE relname = %s",
+                             (index,)).fetchone()
+    return list(found[0] or []) if found else []
+
+
+def test_the_ready_index_is_not_deduplicated(fresh_url: str) -> None:
+    """Schema version 13: the ready index's keys next to never repeat, so its pages are split
+    without a deduplication pass first; a version-12 database is upgraded."""
+    assert schema.VERSION >= 13
+    assert "deduplicate_items = off" in schema.MIGRATIONS[12][0]
+    with Queue(fresh_url):
+        pass
+    assert _options(fresh_url, "jobq_jobs_plain_ready") == ["deduplicate_items=off"]
+    with psycopg.connect(parse(fresh_url).conninfo, autocommit=True) as conn:
+        rewind(conn, 12)
+    assert _options(fresh_url, "jobq_jobs_plain_ready") == []
+    with Queue(fresh_url):
+        pass
+    assert _options(fresh_url, "jobq_jobs_plain_ready") == ["deduplicate_items=off"]
 
 
 def test_a_plain_ready_job_of_priority_0_has_no_arrival_entry(fresh_url: str) -> None:
