@@ -253,8 +253,10 @@ def test_payload_is_verified_when_read(engine: PgEngine, pg_url: str) -> None:
     from jobq.postgres.url import parse
     loc = parse(pg_url)
     with psycopg.connect(loc.conninfo, autocommit=True) as conn:
-        conn.execute("UPDATE jobq_payloads SET frame = overlay(frame placing '\\xff'::bytea"
-                     " from 40 for 1) WHERE queue = %s AND job_id = 'a'", (loc.queue,))
+        # One byte flipped (set to 0xff, it was 0xff already one time in 256: a byte of the
+        # job's creation time).
+        conn.execute("UPDATE jobq_payloads SET frame = set_byte(frame, 39, get_byte(frame, 39)"
+                     " # 255) WHERE queue = %s AND job_id = 'a'", (loc.queue,))
     with pytest.raises(DamagedRecord, match="job .a."):
         engine.payload_body("a")
 
