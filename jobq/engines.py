@@ -51,6 +51,23 @@ def open_engine(cfg: config_mod.QueueConfig, clock: Callable[[], float],
         raise denied(exc, cfg.path) from exc
 
 
+
+def migrate(cfg: config_mod.QueueConfig, *, check: bool) -> tuple[str, int, int, str]:
+    """Bring the storage at ``cfg.path`` up to this jobq's version (``check``: only read it):
+    where it is, the version found (0: nothing made yet), this jobq's, and what is versioned.
+    IncompatibleFormat if the storage is newer."""
+    if config_mod.is_server_url(cfg.path):
+        from . import postgres
+        found, current = postgres.migrate(cfg.path, check=check)
+        return (f"PostgreSQL at {postgres.parse(cfg.path).server}", found, current,
+                "the jobq schema")
+    from .local import LocalEngine, directory
+    found = directory.format_found(cfg.path)
+    if not check and found < directory.FORMAT:
+        LocalEngine(cfg, catch_up=False).close()  # opening upgrades
+    return cfg.path, found, max(found, directory.FORMAT), "the queue directory's format"
+
+
 def denied(exc: PermissionError, location: str) -> JobqError:
     """A QueuePermissionError for ``exc``, met on a file of the queue at ``location``: which
     file, who owns it, and the way out."""

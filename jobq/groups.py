@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from . import batches, group_ids, job_options, job_record, record, signatures, tasks
 from .errors import (GroupNotFound, InvalidArgument, InvalidJob, JobCancelled, JobFailed,
                      SignatureMismatch, WaitTimeout)
-from .state import FINISHED, Status
+from .state import FINISHED, Status, last_line
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -236,7 +236,6 @@ def gather(q: Queue, group_id: str, timeout: float | None = None,
 
 
 def _error(group_id: str, pos: int, state: Any) -> JobFailed:
-    from .queue import last_line
     job_id = state.job_id
     if state.status is Status.CANCELLED:
         return JobCancelled(f"group {group_id}: job {job_id} (member {pos}) was cancelled",

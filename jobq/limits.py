@@ -26,7 +26,7 @@ from .errors import InvalidArgument, InvalidJob
 from .job_ids import job_ids
 
 if TYPE_CHECKING:
-    from .queue import Queue
+    from .engine.limits import Limits
 
 __all__ = ["Limit", "check_key", "validate"]
 
@@ -94,31 +94,26 @@ def job_keys(concurrency_key: Any, unique_key: Any) -> tuple[str | None, str | N
     return concurrency_key, unique_key
 
 
-# -- the queue API's bodies (Queue delegates here) ---------------------------------------------
+# -- the queue API's bodies (Queue delegates here, with its engine's limits) ---------------------
 
-def set_limit(queue: Queue, key: str, *, concurrency: int | None = None,
+def set_limit(store: Limits, key: str, *, concurrency: int | None = None,
               rate: int | None = None, per: float | None = None) -> Limit | None:
     """Set ``key``'s limits, replacing its old ones; both None removes them. Applies from the
     next claim on."""
     limit = validate(key, concurrency, rate, per)
     if limit.concurrency is None and limit.rate is None:
-        queue.engine.limits.remove(key)
+        store.remove(key)
         return None
-    queue.engine.limits.put(limit)
+    store.put(limit)
     return limit
 
 
-def remove_limit(queue: Queue, key: str) -> bool:
+def remove_limit(store: Limits, key: str) -> bool:
     """Forget ``key``'s limits; False if it had none."""
-    return queue.engine.limits.remove(check_key(key, "limit key"))
+    return store.remove(check_key(key, "limit key"))
 
 
-def limits(queue: Queue) -> list[Limit]:
-    """Every key's limits, by key."""
-    return queue.engine.limits.all()
-
-
-def enqueue_keyed(queue: Queue, frame_of: Callable[..., bytes], task: str,
+def enqueue_keyed(store: Limits, frame_of: Callable[..., bytes], task: str,
                   args: tuple[Any, ...], kwargs: dict[str, Any], job_id: str | None,
                   options: Any, keys: tuple[str | None, str | None],
                   parents: tuple[str, ...] | list[str]) -> str:
@@ -127,5 +122,4 @@ def enqueue_keyed(queue: Queue, frame_of: Callable[..., bytes], task: str,
     if parents:
         raise InvalidJob("concurrency_key and unique_key cannot be combined with depends_on")
     job_id = job_id or job_ids.next()
-    return queue.engine.limits.append_keyed(frame_of(task, args, kwargs, job_id, options),
-                                            job_id, *keys)
+    return store.append_keyed(frame_of(task, args, kwargs, job_id, options), job_id, *keys)

@@ -1,8 +1,9 @@
 """What ``jobq migrate`` does: bring a queue's storage up to this jobq's version, or say whether
 it is.
 
-Kept out of :mod:`jobq.engines`, which every process that opens a queue imports: a worker
-starts without building this dataclass.
+The engines' storage is :func:`jobq.engines.migrate`'s to know; this dataclass is kept out of
+:mod:`jobq.engines`, which every process that opens a queue imports: a worker starts without
+building it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import config as config_mod
+from . import engines
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,5 @@ def migrate(cfg: config_mod.QueueConfig, *, check: bool) -> Migration:
     IncompatibleFormat if it is newer. A directory's format is upgraded by any open; so is a
     PostgreSQL schema, but a deploy may want it done once, first, at a time it chose.
     """
-    if config_mod.is_server_url(cfg.path):
-        from . import postgres
-        found, current = postgres.migrate(cfg.path, check=check)
-        return Migration(f"PostgreSQL at {postgres.parse(cfg.path).server}", found, current,
-                         "the jobq schema")
-    from .local import LocalEngine, directory
-    found = directory.format_found(cfg.path)
-    if not check and found < directory.FORMAT:
-        LocalEngine(cfg, catch_up=False).close()  # opening upgrades
-    return Migration(cfg.path, found, max(found, directory.FORMAT),
-                     "the queue directory's format")
+    where, found, current, kind = engines.migrate(cfg, check=check)
+    return Migration(where, found, current, kind)

@@ -15,7 +15,7 @@ from .job_ids import check_job_id, job_ids
 from .job_options import Options
 from .errors import InvalidArgument, InvalidJob, JobCancelled, JobFailed, WaitTimeout
 from .payload import JobPayload
-from .state import JobState, Status
+from .state import JobState, Status, last_line
 
 if TYPE_CHECKING:  # imported where used: their dataclasses would cost a worker's start
     from . import groups
@@ -192,8 +192,8 @@ class Queue:
             job_id = job_id or job_ids.next()
             self._keep([job_id], keep)  # unused (and harmless) if the unique key finds a job
             from . import limits as job_limits
-            return job_limits.enqueue_keyed(self, self._frame, task, args, kwargs, job_id,
-                                            options, keys, parents)
+            return job_limits.enqueue_keyed(self.engine.limits, self._frame, task, args, kwargs,
+                                            job_id, options, keys, parents)
         if parents:
             job_id = job_id or job_ids.next()
             frame = self._frame(task, args, kwargs, job_id, options)
@@ -366,13 +366,18 @@ class Queue:
         starts per ``per`` seconds; replaces the key's limits, both None removes them."""
         from . import limits as job_limits
 
-        return job_limits.set_limit(self, key, concurrency=concurrency, rate=rate, per=per)
+        return job_limits.set_limit(self.engine.limits, key, concurrency=concurrency, rate=rate,
+                                    per=per)
+
+    def remove_limit(self, key: str) -> bool:
+        """Forget ``key``'s limits (its jobs run unlimited); False if it had none."""
+        from . import limits as job_limits
+
+        return job_limits.remove_limit(self.engine.limits, key)
 
     def limits(self) -> list[job_limits.Limit]:
         """Every key's limits, by key."""
-        from . import limits as job_limits
-
-        return job_limits.limits(self)
+        return self.engine.limits.all()
 
     def close(self) -> None:
         self.engine.close()
@@ -393,9 +398,3 @@ def _parse_status(status: Status | str | None) -> Status | None:
     except ValueError:
         choices = ", ".join(s.value for s in Status)
         raise InvalidArgument(f"unknown status {status!r}; choose one of {choices}") from None
-
-
-def last_line(text: str | None) -> str:
-    """The last line of an error text (the exception's type and message)."""
-    lines = (text or "").strip().splitlines()
-    return lines[-1] if lines else "no error text"

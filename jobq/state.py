@@ -155,3 +155,9 @@ def plain_success(state: JobState, now: float) -> bool:
             and state.updated_at == now and not state.errors and state.error is None
             and not state.crashes and state.checkpoint is None
             and state.checkpoint_token is None and state.started_at is not None)
+
+
+def last_line(text: str | None) -> str:
+    """The last line of an error text (the exception's type and message)."""
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else "no error text"

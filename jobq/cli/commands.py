@@ -13,8 +13,8 @@ from .. import config as config_mod
 from .. import retention
 from ..ago import ago
 from ..errors import DamagedRecord, InvalidArgument, JobNotFound, JobqError, NotAQueue, StorageError
-from ..queue import Queue, last_line
-from ..state import Status
+from ..queue import Queue
+from ..state import Status, last_line
 from . import importable_cwd, inputs, render
 
 TIMEOUT_EXIT = 124  # like coreutils timeout(1)

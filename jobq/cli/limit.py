@@ -75,7 +75,7 @@ def list_limits(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def remove(q: Queue, args: argparse.Namespace, out: TextIO) -> int:
-    if not q.engine.limits.remove(args.key):
+    if not q.remove_limit(args.key):
         raise InvalidArgument(f"no limit on key {args.key!r} (jobq limit list shows them)")
     print(f"limit {args.key} removed: its jobs run unlimited", file=out)
     return 0

@@ -91,6 +91,20 @@ def test_removing_a_limit_releases_the_held_jobs(q: Queue):
     assert sorted(claim(q)) == sorted(ids[1:])
 
 
+def test_remove_limit_forgets_the_key_and_says_whether_it_had_one(q: Queue):
+    q.set_limit("api", concurrency=1, rate=5, per=60)
+    q.set_limit("mail", rate=2, per=1.0)
+    ids = [q.enqueue_call("jobtasks:add", (i, i), concurrency_key="api") for i in range(3)]
+    assert claim(q) == ids[:1]
+    assert q.remove_limit("api") is True
+    assert q.limits() == [Limit("mail", rate=2, per=1.0)]
+    assert sorted(claim(q)) == sorted(ids[1:])
+    assert q.remove_limit("api") is False
+    with pytest.raises(InvalidArgument, match="limit key"):
+        q.remove_limit("")
+    assert q.limits() == [Limit("mail", rate=2, per=1.0)]
+
+
 def test_priority_orders_held_and_plain_jobs_together(q: Queue):
     q.set_limit("api", concurrency=5)
     low = q.enqueue_call("jobtasks:add", (1, 1))
