@@ -11,9 +11,10 @@ from typing import Any
 
 from .. import group_ids
 from ..state import Status
+from ..worker_info import WorkerState
 from . import chart, views
 from .timeline import timeline
-from .html import Safe, count, el, job_url, table, url, when
+from .html import Safe, count, el, esc, job_url, table, url, when
 
 def overview(v: views.Overview) -> Safe:
     cells = [el("a", el("span", s.value, class_=f"status {s.value}"),
@@ -22,9 +23,9 @@ def overview(v: views.Overview) -> Safe:
              for s in Status]
     live = [w for w in v.workers if w.alive]
     oldest = "none waiting" if v.oldest_due is None else _duration(v.oldest_due)
-    workers = table(("worker", "state", "host", "pid", "started", "heartbeat", "running"),
+    workers = table(("worker", "state", "host", "pid", "started", "heartbeat", "doing"),
                     ([w.id, w.state.value, w.host or "-", w.pid or "-", when(w.started, v.now),
-                      when(w.heartbeat, v.now), _running(w)] for w in v.workers),
+                      when(w.heartbeat, v.now), _doing(w, bool(live))] for w in v.workers),
                     empty="no workers", id="workers")
     failures = table(("job", "task", "status", "attempts", "updated"),
                      ([el("a", r["job_id"], href=job_url(r["job_id"])), r["task"],
@@ -222,11 +223,26 @@ def _progress(fraction: float | None) -> Safe:
               title=f"{int(f * 100)}%")
 
 
-def _running(w: Any) -> Safe:
+def _doing(w: Any, anyone_alive: bool) -> Safe:
+    """A live worker's running jobs; a dead one runs none (its children died with it): what it
+    held, and whether it was reclaimed yet, as ``jobq workers`` says."""
+    if w.state is WorkerState.REAPED:
+        by = f"reaped by {w.reaped_by or '?'}"
+        return Safe(esc(f"{by}, which reclaimed: ") + _links(w.held) if w.held
+                    else esc(f"{by}: it held no job"))
+    if w.state is WorkerState.DEAD:
+        if not w.held:
+            return Safe("held no job")
+        reclaim = "being reclaimed" if anyone_alive else "reclaimed when a worker starts"
+        return Safe(f"held, {reclaim}: " + _links(w.held))
     busy = [c for c in w.children if c.job_id]
     if not busy:
         return Safe("idle")
     return Safe(", ".join(el("a", c.task or c.job_id, href=job_url(c.job_id)) for c in busy))
+
+
+def _links(job_ids: Any) -> str:
+    return ", ".join(el("a", j, href=job_url(j)) for j in job_ids)
 
 
 def _duration(seconds: float) -> str:

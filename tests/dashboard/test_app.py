@@ -40,6 +40,34 @@ def test_the_overview_shows_counts_oldest_due_workers_and_failures(q: Queue):
     assert "no workers" in reply.text and 'data-refresh="2.0"' in reply.text
 
 
+
+def _doing(text: str, worker_id: str) -> str:
+    """The workers table's last column for ``worker_id``, as text ("" if it is not listed)."""
+    row = re.search(rf"<tr><td>{re.escape(worker_id)}</td>(.*?)</tr>", text)
+    if row is None:
+        return ""
+    return re.sub(r"<[^>]+>", "", re.findall(r"<td>(.*?)</td>", row.group(1))[-1])
+
+
+def test_a_killed_worker_is_shown_holding_its_job_not_running_it_until_reaped(
+        q: Queue, location: str, workers):
+    from conftest import wait_until
+    slow = q.enqueue_call("jobtasks:sleep_for", args=(120,), max_attempts=5)
+    first = workers(location)
+    first_id = wait_until(lambda: first.events("worker.started"))[0]["worker"]
+    app = Dashboard(q)
+    wait_until(lambda: "jobtasks:sleep_for" in _doing(call(app, "/").text, first_id))
+    first.kill_all()
+    dead = wait_until(lambda: (d := _doing(call(app, "/").text, first_id)).startswith("held")
+                      and d, timeout=30)
+    assert dead == f"held, reclaimed when a worker starts: {slow}"  # not "running" it
+    second = workers(location)
+    second_id = wait_until(lambda: second.events("worker.started"))[0]["worker"]
+    reaped = wait_until(lambda: (d := _doing(call(app, "/").text, first_id)).startswith(
+        "reaped") and d)
+    assert reaped == f"reaped by {second_id}, which reclaimed: {slow}"
+    assert f'href="/jobs/{slow}"' in call(app, "/").text
+
 def test_every_page_sends_the_security_headers(q: Queue):
     app = Dashboard(q)
     for path in ("/", "/jobs", "/metrics", "/nowhere"):
