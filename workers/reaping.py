@@ -8,6 +8,7 @@ uncharged; a started one is charged as a crash (:func:`crash`) unless it saved a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from jobq import transitions
@@ -35,11 +36,15 @@ def crash(cause: str, token: int, max_crashes: int) -> Change:
 
 
 def reap_dead_workers(engine: Engine, worker_id: str, max_crashes: int, ended: list[Ended],
-                      logger: Any, look_at_records: bool = False) -> None:
+                      logger: Any, look_at_records: bool = False,
+                      record: Callable[[], None] = lambda: None) -> None:
     """Add to ``ended`` the claims of workers that died, and of live ones whose leases ran out;
-    bury the records of dead workers (with ``look_at_records``, of those that held no job too).
+    then ``record()`` (the caller records ``ended``), then bury the records of dead workers
+    (with ``look_at_records``, of those that held no job too).
 
     Appended one by one: should the storage fail midway, those found so far are still recorded.
+    Recorded before any burial: a worker shown reaped has had its jobs reclaimed (and their
+    events logged), and one whose jobs could not be recorded is not shown reaped.
     """
     registry = engine.workers
     dead: dict[str, bool] = {}
@@ -79,6 +84,7 @@ def reap_dead_workers(engine: Engine, worker_id: str, max_crashes: int, ended: l
         return
     if not held:
         return
+    record()
     now = engine.now()  # the clock (a round trip on a server) only to bury someone
     try:
         for worker, jobs in held.items():

@@ -152,8 +152,7 @@ class Worker:
             self._next_renew = now + self.config.lease_seconds / 3
             self.engine.renew(self.id, self.config.lease_seconds)
         self._scheduler.tick(self._log)
-        if self._finished:
-            self._record()
+        self._record()
         return self._should_stop(burst, now)
 
     def _import_modules(self) -> None:
@@ -320,6 +319,8 @@ class Worker:
 
     def _record(self) -> None:
         """Record what the supervisor ended (deaths, kills, reaped workers) in one transaction."""
+        if not self._finished:
+            return
         finished, self._finished = self._finished, []
         try:
             states, _ = self.engine.settle(
@@ -346,7 +347,7 @@ class Worker:
         assert self._lock is not None
         self._lock.check()
         reap_dead_workers(self.engine, self.id, self.config.max_crashes, self._finished,
-                          self._log, look_at_records=look_at_records)
+                          self._log, look_at_records=look_at_records, record=self._record)
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -374,8 +375,7 @@ class Worker:
                 pass
             self._child_died(slot)
         self._slots = []
-        if self._finished:
-            self._record()
+        self._record()
         if self._heartbeat is not None:
             self._heartbeat.withdraw()  # before the lock: a record without a held lock is dead
         if self._lock is not None:

@@ -1,6 +1,7 @@
 """What a reaper asks first on every engine (Engine.holders): the owners of other workers'
 running claims, one entry each, with whether a lease of theirs ran out; never the asking
-worker's own claims nor its children's, whatever ids share its name's prefix."""
+worker's own claims nor its children's, whatever ids share its name's prefix. And the order of
+a reaping: claims recorded, then the dead worker's record buried."""
 
 from __future__ import annotations
 
@@ -68,3 +69,25 @@ def test_a_reaper_reads_the_claims_only_when_it_has_some_to_reap(
         assert sorted(s.attempts for s in states if s is not None) == [0, 1]  # one crashed
     finally:
         hold.close()
+
+
+def test_a_dead_worker_is_shown_reaped_only_once_its_claims_are_recorded(q: Queue) -> None:
+    q.enqueue_many("jobtasks:add", [(1, 1)] * 2)
+    hold = q.engine.workers.hold("x")
+    q.engine.workers.publish({"id": "x", "host": "h", "pid": 1, "started": time.time(),
+                              "heartbeat": time.time()})
+    _claim(q, "x/1", 2)
+    hold.close()  # x died holding two claims
+    ended: list[Ended] = []
+    seen = []
+
+    def record() -> None:  # what the worker's supervisor does: record them in one settle
+        seen.append(({w.id: w.state.value for w in q.workers()}, len(ended)))
+        states = q.engine.settle([(e.job_id, e.token, e.change) for e in ended], "me/1", 0)[0]
+        assert all(s is not None and s.crashes == 1 for s in states)
+        ended.clear()
+
+    reap_dead_workers(q.engine, "me", 3, ended, structlog.get_logger(), record=record)
+    assert seen == [({"x": "dead"}, 2)]  # recorded while x was still shown dead, not reaped
+    [x] = [w for w in q.workers() if w.id == "x"]
+    assert x.state.value == "reaped" and x.reaped_by == "me" and len(x.held) == 2
