@@ -148,9 +148,15 @@ def test_worker_compact_threshold_takes_bytes_with_a_unit_or_off(text, size):
     ("enqueue", "jobtasks:add", "--kwargs", "{bad"),
     ("worker", "--burst", "--import", "no_such_module_q"),
     ("worker", "--burst", "-c", "0"),
-], ids=["unimportable-task", "negative-delay", "bad-kwargs", "bad-import", "zero-workers"])
+    ("limit", "set", "api"),
+    ("limit", "set", "api", "--concurrency", "0"),
+    ("schedule", "add", "nightly", "61 3 * * *", "jobtasks:add"),
+    ("schedule", "add", "nightly", "0 3 * * *", "no_such_module_q:f"),
+], ids=["unimportable-task", "negative-delay", "bad-kwargs", "bad-import", "zero-workers",
+        "limit-without-limits", "zero-concurrency-limit", "bad-cron", "unimportable-schedule"])
 def test_a_refused_command_creates_no_queue(tmp_path, args):
-    """A mistake at a mistyped --dir leaves nothing behind (nor its parent directories)."""
+    """A mistake at a mistyped --dir leaves nothing behind (nor its parent directories), from
+    every command that creates a queue where there is none."""
     done = jobq(*args, "--dir", str(tmp_path / "typo" / "queue"), cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "typo").exists()

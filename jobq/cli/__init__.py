@@ -174,10 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from .. import demo
             return demo.main(args.dir, sys.stdout)
-        if args.command == "enqueue" and not commands.exists(config.build(args.dir).path):
-            return commands.enqueue_into_new(args, sys.stdout)
         create = args.command in CREATES or getattr(args, "schedule_command", "") == "add" \
             or getattr(args, "limit_command", "") == "set"
+        if create and not commands.exists(config.build(args.dir).path):
+            return commands.run_into_new(_runner(args.command), args, sys.stdout)
         with commands.open_queue(args, create=create) as queue:
             return _runner(args.command)(queue, args, sys.stdout)
     except JobqError as exc:

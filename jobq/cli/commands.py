@@ -7,6 +7,7 @@ import io
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from .. import config as config_mod
@@ -52,20 +53,23 @@ def init(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def enqueue_into_new(args: argparse.Namespace, out: TextIO) -> int:
-    """``jobq enqueue`` into a queue that does not exist yet: tried on a scratch queue first.
+def run_into_new(run: Callable[[Queue, argparse.Namespace, TextIO], int],
+                 args: argparse.Namespace, out: TextIO) -> int:
+    """A command that creates the queue (``jobq enqueue``, ``schedule add``, ``limit set``) at
+    a location where none exists yet: ``run`` on a scratch queue first.
 
-    An enqueue refused (a task that does not import, arguments that do not fit or pickle, an
-    option out of range) must not leave a new queue behind at a mistyped --dir. Every check is
-    the enqueue's own, so none is repeated here; the scratch copy costs a few milliseconds, once.
+    A command refused (a task that does not import, arguments that do not fit or pickle, an
+    option out of range, a bad cron expression or limit) must not leave a new queue behind at a
+    mistyped --dir. Every check is the command's own, so none is repeated here; the scratch
+    copy costs a few milliseconds, once.
     """
-    import tempfile  # only for this command (a worker gets it from multiprocessing anyway)
+    import tempfile  # only for these commands (a worker gets it from multiprocessing anyway)
 
     with tempfile.TemporaryDirectory(prefix="jobq-check-") as scratch:
         with Queue(os.path.join(scratch, "queue"), fsync=False) as q:
-            enqueue(q, args, io.StringIO())
+            run(q, args, io.StringIO())
     with open_queue(args, create=True) as q:
-        status = enqueue(q, args, out)
+        status = run(q, args, out)
         if q.created:  # a mistyped --dir would otherwise send jobs where no worker looks
             print(f"jobq: created a new queue at {config_mod.describe(q.config)}",
                   file=sys.stderr)
