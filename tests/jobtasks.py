@@ -224,3 +224,10 @@ def mark_then_sleep(path: str, seconds: float) -> str:
         f.write(str(os.getpid()))
     time.sleep(seconds)
     return "first"
+
+
+def gc_threshold() -> tuple[int, ...]:
+    """The collector's thresholds in the process running the job."""
+    import gc
+
+    return tuple(gc.get_threshold())

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import pickle
 import signal
@@ -59,6 +60,11 @@ from .watcher import Watcher
 
 PR_SET_PDEATHSIG = 1
 BATCH_WINDOW = 0.02  # seconds of expected work a child claims at once
+# Objects a child makes (net of those freed) before the collector runs (CPython's default: 700).
+# A batch's claimed rows, states and events, thousands of objects freed with the batch, set it off
+# every 700 and it walked them for nothing: a drain of 20,000 no-op jobs on PostgreSQL ran 247
+# collections, 1.7 us of the child's CPU a job (3%); at 10,000, none.
+GC_THRESHOLD = 10_000
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -70,10 +76,19 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def collect_less() -> None:
+    """Let GC_THRESHOLD objects pile up between collections, unless the application's
+    threshold is higher already (or collection is off)."""
+    first, *rest = gc.get_threshold()
+    if 0 < first < GC_THRESHOLD:
+        gc.set_threshold(GC_THRESHOLD, *rest)
+
+
 def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[int], board: Board,
          owner: str, config: WorkerConfig, logger: Any) -> None:
     """Entry point of a forked child; returns when told to stop or when the pipe closes."""
     die_with_parent(parent_pid)
+    collect_less()
     for fd in inherited_fds:  # the supervisor's liveness lock, above all
         os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -49,8 +49,13 @@ from .jobs import BLOB, NOW, STATE
 PROMOTE_BATCH = 1_000
 
 # A row a claim of this process returned (the claim's RETURNING: STATE, token, priority, seq,
-# snapshot, frame, max_attempts), kept by the engine until the job is settled.
-Claimed = Sequence[Any]
+# snapshot, frame, max_attempts, the ctid of the version it wrote) and the state made from it
+# (its Claim's), kept by the engine until the job is settled. The settle of a claim without a
+# snapshot makes the job's new state from that one (its row's scalars over a fresh state, which
+# jobq.transitions never changes in place) instead of from the row again: ~1 us a job. A
+# snapshot's state is made again from the row: its checkpoint went to the task, which may have
+# changed it in place without saving it.
+Claimed = tuple[Sequence[Any], JobState]
 
 
 class Settled(NamedTuple):
@@ -72,6 +77,12 @@ _PROMOTE = (
     f" LIMIT {PROMOTE_BATCH} FOR UPDATE SKIP LOCKED)"
     " UPDATE jobq_jobs j SET ready = true FROM d WHERE j.ctid = d.tid")
 
+# A claimed job's snapshot, sought only in a queue that has any: an uncorrelated sub-select,
+# which the server runs once a statement (an InitPlan, in the statement's snapshot as the probes
+# it gates), so that a claim of new jobs (none has a snapshot) pays no probe of jobq_snapshots a
+# row (``min`` of its primary key's column: one seek of the index, as jobq.postgres.jobs's).
+_CLAIMED_BLOB = ("CASE WHEN (SELECT min(job_id) FROM jobq_snapshots WHERE queue = %(q)s)"
+                 f" IS NOT NULL THEN {BLOB} END")
 # The claim's rows come back in binary: each carries the job's frame (~300 bytes), which text results
 # send hex-encoded, and numbers as text; decoding a claimed row cost the client ~5 us in text,
 # ~3 in binary (100-row claims, psycopg 3.3's C loaders).
@@ -89,9 +100,9 @@ _CLAIM = (
     " started_at = n.now, updated_at = n.now,"
     " prefetched = NOT (j.ctid = ANY((SELECT t[1:%(started)s::int] FROM ids)::tid[]))"
     " FROM n WHERE j.ctid = ANY((SELECT t FROM ids)::tid[])"
-    f" RETURNING {STATE}, j.token, j.priority, j.seq, {BLOB},"
+    f" RETURNING {STATE}, j.token, j.priority, j.seq, {_CLAIMED_BLOB},"
     " (SELECT p.frame FROM jobq_payloads p WHERE p.queue = j.queue AND p.job_id = j.job_id),"
-    " j.max_attempts")
+    " j.max_attempts, j.ctid::text")
 
 # The same claim of ids picked within the queue's limits (jobq.postgres.limits.pick).
 _CLAIM_PICKED = _CLAIM.replace(
@@ -245,9 +256,9 @@ def _taken(codec: SnapshotCodec, rows: list[Any], claimed: dict[str, Claimed] | 
            ) -> tuple[list[Claim], dict[str, bytes]]:
     """The claims of a claim's rows, in their order, and their frames (job id -> framed
     record); the rows kept in ``claimed`` by job id."""
-    if claimed is not None:
-        claimed.update((r[0], r) for r in rows)
     claims = [Claim(r[0], r[10], jobs.state_of(codec, r, r[13], writing=True)) for r in rows]
+    if claimed is not None:
+        claimed.update((r[0], (r, c.state)) for r, c in zip(rows, claims))
     return claims, {r[0]: bytes(r[14]) for r in rows if r[14] is not None}
 
 
@@ -283,19 +294,21 @@ def _finish_claimed(conn: psycopg.Connection[Any], codec: SnapshotCodec, queue: 
     other jobs were released."""
     mine = {}
     for job_id, token, change in finished:
-        row = claimed.get(job_id)
-        if row is not None and row[10] == token and job_id not in mine:
-            mine[job_id] = (token, change, row)
+        kept = claimed.get(job_id)
+        if kept is not None and kept[0][10] == token and job_id not in mine:
+            mine[job_id] = (token, change, kept[0], kept[1])
     if not mine:
         return finished, False
     new: list[JobState] = []
     fences: list[jobs.Fence | None] = []
     for job_id in sorted(mine):  # rows written in id order, as the locking path locks them
-        token, change, row = mine[job_id]
-        new.append(change(jobs.state_of(codec, row, row[13], writing=True), now, row[15]))
-        fences.append((token, row[8], row[6], row[4]))
+        token, change, row, state = mine[job_id]
+        if row[13] is not None:  # its checkpoint went to the task: see Claimed
+            state = jobs.state_of(codec, row, row[13], writing=True)
+        new.append(change(state, now, row[15]))
+        fences.append((token, row[8], row[6], row[4], row[16]))
     written, released = dependencies.write(conn, codec, queue, new, now,
-                                           {job_id for job_id, (_, _, row) in mine.items()
+                                           {job_id for job_id, (_, _, row, _) in mine.items()
                                             if row[13] is not None}, fences, pinned=True)
     ended = [state for state in new if state.job_id in written]
     for state in ended:

@@ -72,6 +72,17 @@ def test_a_checkpoint_saved_after_the_claim_is_kept(engine: PgEngine) -> None:
     assert engine.get("a").checkpoint == {"step": 2}
 
 
+def test_a_claim_whose_lease_was_renewed_since_is_recorded(engine: PgEngine) -> None:
+    """The renewal wrote the row anew elsewhere than the claim left it: the settle finds it
+    (by the locking path) and records the job once."""
+    engine.append(frames(["a", "b"]))
+    _, claims = engine.settle([], "w1", 2)
+    assert engine.renew("w1", 120.0) == 2
+    states, _ = engine.settle([(c.job_id, c.token, succeed(c.job_id)) for c in claims], "w1", 0)
+    assert [s.result for s in states if s is not None] == ["a", "b"]
+    assert engine.counts()["succeeded"] == 2 and engine.get("b").result == "b"
+
+
 def test_a_claim_reaped_and_claimed_again_records_nothing(engine: PgEngine,
                                                            pg_url: str) -> None:
     engine.append(frames(["a"]))

@@ -89,6 +89,38 @@ def _heap_blocks(conn: psycopg.Connection[object]) -> int:
     return int(row[0])
 
 
+def _index_scans(conn: psycopg.Connection[object], index: str) -> int:
+    """Scans of ``index`` in this database, every other session ended."""
+    _others_ended(conn)
+    row = conn.execute("SELECT coalesce(idx_scan, 0) FROM pg_stat_user_indexes"
+                       " WHERE indexrelname = %s", (index,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_claim_and_the_settle_of_its_jobs_seek_none_of_them_by_id(stale_dsn: str) -> None:
+    """A claim of new jobs looks once (not once a job) whether the queue has any snapshot,
+    and the settle of its own claims writes each row where its claim left it, seeking no id
+    in jobq_jobs' primary key (one scan of it a job, and one of jobq_snapshots', before)."""
+    url = new_queue_url(stale_dsn)
+    filler = open_url(url)
+    try:
+        filler.append(frames([f"j{i:05d}" for i in range(BATCH)]))
+    finally:
+        filler.close()
+    with psycopg.connect(stale_dsn, autocommit=True) as conn:
+        before = [_index_scans(conn, i) for i in ("jobq_jobs_pkey", "jobq_snapshots_pkey")]
+        owner = open_url(url)
+        try:
+            _, claims = owner.settle([], "w/1", 1, prefetch=BATCH - 1)
+            states, _ = owner.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
+        finally:
+            owner.close()
+        after = [_index_scans(conn, i) for i in ("jobq_jobs_pkey", "jobq_snapshots_pkey")]
+    assert len(claims) == BATCH and all(state is not None for state in states)
+    assert after[0] - before[0] == 0 and after[1] - before[1] <= 2, (before, after)
+
+
 OTHER_QUEUED = 120_000  # another queue's jobs: jobq_jobs as big as a busy server's
 FINISHED = 2_000  # jobs the queue finished, their row versions dead (never vacuumed here)
 LOOKS = 10  # looks, one after the other, the last of which must read no finished job's row
