@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -321,3 +322,45 @@ def test_a_success_event_has_the_fields_and_order_of_every_other_job_event():
         ("job_id", "j1"), ("task", "jobtasks:add"), ("attempt", 2), ("status", "succeeded"),
         ("duration", 0.123457), ("event", "job.succeeded"), ("log_level", "info")]
     assert [k for k in fast[0] if k != "duration"] == list(general[0])
+
+
+DIRECT = """
+import re, structlog
+import jobq.cli
+from jobq._logging import DirectJson, Logger, batched, direct_json
+from jobq.execution import log_transition
+from jobq.state import JobState, Status
+jobq.cli.configure_logging(fmt="json", level=20)
+bound = Logger("t").bind(worker="w", job_id="context's, overwritten")
+bound.info("first")
+real = bound.resolved()
+direct = direct_json(real)
+assert type(direct) is DirectJson, direct
+state = JobState(job_id="j\\u00e9\\"1", task="jobtasks:add", status=Status.SUCCEEDED, attempts=2)
+with batched():
+    for logger in (real, direct):
+        log_transition(state, 0.12345678, logger=logger)
+        logger.info("odd %s", "args", n=float("nan"), nested={"a": [1, None]})
+        logger.warning("warned", n=3)
+        assert logger.is_enabled_for(20) and not logger.is_enabled_for(10)
+with structlog.testing.capture_logs() as captured:
+    assert direct_json(Logger("t").bind(worker="w").resolved()) is not direct
+    assert type(direct_json(structlog.get_logger())) is not DirectJson
+    structlog.get_logger().info("captured")
+assert [e["event"] for e in captured] == ["captured"], captured
+"""
+
+
+def test_the_direct_json_logger_writes_the_lines_of_its_structlog_chain():
+    """A worker child's events through direct_json are the very lines structlog writes (the
+    time stamps aside), in the same order; any other chain (capture_logs') keeps its logger."""
+    result = subprocess.run([sys.executable, "-c", DIRECT], env=child_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()[1:]  # after "first"
+    assert len(lines) == 6
+    stamp = re.compile(r'"timestamp": "[^"]*"')
+    assert all(len(stamp.findall(line)) == 1 for line in lines)
+    plain = [stamp.sub("", line) for line in lines]
+    assert plain[:3] == plain[3:], lines
+    assert json.loads(lines[0])["job_id"] == 'j\u00e9"1' and "\\u00e9" in lines[0]

@@ -44,7 +44,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from jobq import Queue, transitions
-from jobq._logging import DEBUG, batched
+from jobq._logging import DEBUG, batched, direct_json
 from jobq.errors import JobqError, Released, StorageError, transient
 from jobq.execution import (Outcome, change_for, execute, failure, load, log_transition,
                             unloadable)
@@ -242,7 +242,7 @@ class Runner:
 
     def _log_finished(self, finished: list[Finished], states: list[Any],
                       retrying: list[str]) -> None:
-        logger = getattr(self.log, "resolved", lambda: self.log)()
+        logger = direct_json(getattr(self.log, "resolved", lambda: self.log)())
         for (job_id, token, _), state in zip(finished, states):
             outcome = self.outcomes.pop(job_id, None)
             if state is None:  # reclaimed meanwhile (our lease ran out): another attempt owns it
