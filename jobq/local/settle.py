@@ -39,6 +39,7 @@ _SET = ("UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?, can
         " owner = NULL, lease_expires = NULL, updated_at = ?, snap = ?, prefetched = 0"
         " WHERE job_id")
 _RUNNING = Status.RUNNING.value  # an enum member's .value is a property: looked up once
+_VALUES = {status: status.value for status in Status}  # the same, for every status (issue 19)
 
 
 class Prepared(NamedTuple):
@@ -306,7 +307,7 @@ def write_transitions(conn: sqlite3.Connection, shelf: StateShelf, new: list[New
                       now: float, was: Status) -> None:
     """:func:`store_transitions` without the release of dependents."""
     snaps = [snapshots.snap_of(state, now) if made is None else made[0] for state, _, made in new]
-    _update_rows(conn, [(st.status.value, st.attempts, st.progress, st.run_at,
+    _update_rows(conn, [(_VALUES[st.status], st.attempts, st.progress, st.run_at,
                          int(st.cancel_requested), now, snap, st.job_id)
                         for (st, _, _), snap in zip(new, snaps)])
     for state, row, _ in new:
