@@ -97,13 +97,17 @@ class IsoTimeStamper:
         self._prefix = ""
 
     def __call__(self, _logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+        event["timestamp"] = self.stamp()
+        return event
+
+    def stamp(self) -> str:
+        """The time stamp of now (printable ASCII, nothing JSON escapes)."""
         now = time.time()
         second = int(now)
         if second != self._second:
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        event["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
-        return event
+        return f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
 
 
 def json_encoder() -> Callable[[Any], str]:
@@ -239,11 +243,22 @@ class DirectJson:
     order (context, fields, ``event``, ``level``, ``timestamp``), by the same time stamper and
     encoder, to the same writer. Anything else goes to the logger itself."""
 
-    __slots__ = ("_logger", "_context", "_stamp", "_encode", "_writer")
+    __slots__ = ("_logger", "_context", "_stamp", "_encode", "_writer", "_head", "_quote",
+                 "_tasks")
 
     def __init__(self, logger: Any, stamp: IsoTimeStamper, encode: Callable[[Any], str]) -> None:
+        from json.encoder import encode_basestring_ascii  # json is loaded: encode is json's
+
         self._logger, self._context, self._stamp = logger, logger._context, stamp
         self._encode, self._writer = encode, logger._logger
+        # The line up to a job.succeeded event's own fields: the context, encoded once (None:
+        # the context names one of those fields, which then takes the context's place).
+        context = self._context
+        self._head: str | None = None
+        if context.keys().isdisjoint(_SUCCEEDED_KEYS):
+            self._head = encode(context)[:-1] + ", " if context else "{"
+        self._quote = encode_basestring_ascii  # a str as the encoder writes it (ensure_ascii)
+        self._tasks: dict[str, str] = {}  # task -> its JSON string
 
     def info(self, event: str, *args: Any, **kw: Any) -> Any:
         if args:  # %-interpolation: structlog's own
@@ -255,8 +270,36 @@ class DirectJson:
         self._writer.msg(self._encode(self._stamp(None, "info", event_dict)))
         return None
 
+    def succeeded(self, job_id: str, task: str, attempt: int, duration: float) -> None:
+        """``info("job.succeeded", job_id=..., task=..., attempt=..., status="succeeded",
+        duration=...)``: a worker's event a job, written as the JSON encoder writes it.
+
+        The encoder spends some 25,800 instructions on the event's dict (issue 19); its
+        constant parts are written here once and its values escaped as the encoder escapes
+        them (``encode_basestring_ascii``; ``repr`` for the number). Values of other types (a
+        bool, a subclass, NaN) go through :meth:`info`.
+        """
+        head = self._head
+        if (head is None or type(job_id) is not str or type(task) is not str
+                or type(attempt) is not int or type(duration) is not float
+                or duration - duration != 0.0):  # NaN or infinite
+            self.info("job.succeeded", job_id=job_id, task=task, attempt=attempt,
+                      status="succeeded", duration=duration)
+            return
+        quoted = self._tasks.get(task)
+        if quoted is None:
+            quoted = self._tasks[task] = self._quote(task)
+        self._writer.msg(f'{head}"job_id": {self._quote(job_id)}, "task": {quoted}, "attempt":'
+                         f' {attempt}, "status": "succeeded", "duration": {duration}, "event":'
+                         f' "job.succeeded", "level": "info", "timestamp":'
+                         f' "{self._stamp.stamp()}"}}')
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._logger, name)
+
+
+_SUCCEEDED_KEYS = frozenset({"job_id", "task", "attempt", "status", "duration", "event", "level",
+                             "timestamp"})
 
 
 class BatchingWriter:
