@@ -14,7 +14,7 @@ from typing import Any, Literal, NamedTuple
 
 
 from . import job_record, signatures, tasks, transitions
-from .context import JobContext, current_set
+from .context import CURRENT, JobContext
 from .engine import Claim, Engine
 from .errors import (DamagedRecord, JobNotFound, JobqError, NotPicklable, PermanentFailure,
                      Released, SignatureMismatch, StorageError, TaskNotFound, WrongSecretKey)
@@ -126,7 +126,7 @@ def execute(engine: Engine, claim: Claim, payload: Any, fn: Callable[..., Any],
                          job_id, token, obj, progress)),
                      cancelled=is_cancelled, stopping=stopping,
                      parent_results=lambda: parent_results(engine, job_id))
-    reset = current_set(ctx)
+    current = CURRENT.set(ctx)
     try:
         result = fn(*payload.args, **payload.kwargs)
     except Released as exc:
@@ -143,9 +143,9 @@ def execute(engine: Engine, claim: Claim, payload: Any, fn: Callable[..., Any],
                        timeout=payload.timeout, error_type=type_name(exc),
                        error_message=message(exc))
     finally:
-        reset()
-    return Outcome("succeeded", result=result, duration=time.monotonic() - started,
-                   timeout=payload.timeout)
+        CURRENT.reset(current)
+    # kind, result, error, duration, timeout: positionally (keywords cost a named tuple more)
+    return Outcome("succeeded", result, None, time.monotonic() - started, payload.timeout)
 
 
 def parent_results(engine: Engine, job_id: str) -> list[Any]:

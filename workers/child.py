@@ -39,7 +39,8 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -362,25 +363,23 @@ class Runner:
                 return unloadable(self.engine, claim, exc)
             if payload.timeout is not None:
                 self.board.time_limit(claim.job_id, claim.token, payload.timeout)
-            return storable(execute(self.engine, claim, payload, fn,
-                                    stopping=self.board.stop_requested,
-                                    save=self._saver(claim)))
+            outcome = execute(self.engine, claim, payload, fn,
+                              stopping=self.board.stop_requested, save=partial(self._save, claim))
+            return outcome if outcome.result is None else storable(outcome)
         finally:
             self.board.idle()
 
-    def _saver(self, claim: Claim) -> Callable[[Any, float | None], Any]:
-        """The task's ``ctx.save``: through an outage it waits and saves again (saving a
-        checkpoint under its claim twice writes it once). StaleClaim once another attempt owns
-        the job; Released if the worker stops first (the attempt is given back uncharged and
-        resumes from the last checkpoint saved)."""
-        def save(checkpoint: Any, progress: float | None) -> Any:
-            state = call_through(Outage(self.log), lambda: self.engine.save_checkpoint(
-                claim.job_id, claim.token, checkpoint, progress), self.board.stop_requested)
-            if state is None:
-                raise Released("the worker is stopping, and the storage cannot be reached to"
-                               " save the checkpoint")
-            return state
-        return save
+    def _save(self, claim: Claim, checkpoint: Any, progress: float | None) -> Any:
+        """The task's ``ctx.save`` (with ``claim``): through an outage it waits and saves again
+        (saving a checkpoint under its claim twice writes it once). StaleClaim once another
+        attempt owns the job; Released if the worker stops first (the attempt is given back
+        uncharged and resumes from the last checkpoint saved)."""
+        state = call_through(Outage(self.log), lambda: self.engine.save_checkpoint(
+            claim.job_id, claim.token, checkpoint, progress), self.board.stop_requested)
+        if state is None:
+            raise Released("the worker is stopping, and the storage cannot be reached to"
+                           " save the checkpoint")
+        return state
 
     def _retry_delay(self, attempt: int) -> float:
         return transitions.backoff(attempt, base=self.config.retry_base,
