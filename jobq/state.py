@@ -119,14 +119,23 @@ def overlay(row: Sequence[Any], snapshot: JobState | None) -> JobState:
     (job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at, updated_at,
      started_at, _snap) = row
     if snapshot is None:  # a job's first attempt: a worker makes two of these a job
-        state = object.__new__(JobState)
-        fields = state.__dict__
-        fields.update(_DEFAULTS)  # what JobState(job_id=..., task=...) sets, in its order
-        fields.update(job_id=job_id, task=task, status=status_of(status), attempts=attempts,
-                      progress=progress, run_at=run_at, cancel_requested=bool(cancel_requested),
-                      enqueued_at=enqueued_at, updated_at=updated_at, errors=[])
+        # What JobState(job_id=..., task=...) sets, in its order, then the row's: item by item
+        # (a call with ten keywords costs 3,500 instructions more).
+        fields = _DEFAULTS.copy()
+        fields["job_id"] = job_id
+        fields["task"] = task
+        fields["status"] = status_of(status)
+        fields["attempts"] = attempts
+        fields["progress"] = progress
+        fields["run_at"] = run_at
+        fields["cancel_requested"] = bool(cancel_requested)
+        fields["enqueued_at"] = enqueued_at
+        fields["updated_at"] = updated_at
+        fields["errors"] = []
         if started_at is not None:
             fields["started_at"] = started_at
+        state = object.__new__(JobState)
+        state.__dict__ = fields
         return state
     state = snapshot
     state.status = status_of(status)

@@ -165,3 +165,17 @@ def test_a_state_made_from_a_row_alone_is_the_dataclass_s_own_field_for_field():
         assert list(made.__dict__.items()) == list(expected.__dict__.items())
         assert pickle.dumps(made, protocol=5) == pickle.dumps(expected, protocol=5)
         assert made.errors == [] and made.errors is not overlay(row, None).errors
+
+
+def test_a_success_is_the_state_evolved_field_for_field():
+    """succeeded() copies the state item by item: the fields _evolve would give, in order."""
+    import pickle
+
+    s = transitions.claimed(_state(errors=["e"], crashes=1), now=5.0)
+    s.extra = "an attribute beyond the fields"  # copied as _evolve copies it
+    made = transitions.succeeded(s, {"r": 1}, 7.0)
+    expected = transitions._evolve(s, status=Status.SUCCEEDED, result={"r": 1}, progress=1.0,
+                                   finished_at=7.0, updated_at=7.0)
+    assert list(made.__dict__.items()) == list(expected.__dict__.items())
+    assert pickle.dumps(made, protocol=5) == pickle.dumps(expected, protocol=5)
+    assert s.status is Status.RUNNING and s.result is None  # the state given is left alone
