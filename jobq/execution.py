@@ -120,12 +120,11 @@ def execute(engine: Engine, claim: Claim, payload: Any, fn: Callable[..., Any],
     started = time.monotonic()
     job_id, token = claim.job_id, claim.token
     is_cancelled = cancelled or (lambda: engine.cancel_requested(job_id))
-    ctx = JobContext(job_id=job_id, attempt=claim.state.attempts, checkpoint=claim.state.checkpoint,
-                     progress=claim.state.progress,
-                     save=save or (lambda obj, progress: engine.save_checkpoint(
-                         job_id, token, obj, progress)),
-                     cancelled=is_cancelled, stopping=stopping,
-                     parent_results=lambda: parent_results(engine, job_id))
+    state = claim.state
+    ctx = JobContext._of(job_id, state.attempts, state.checkpoint, state.progress,
+                         save or (lambda obj, progress: engine.save_checkpoint(
+                             job_id, token, obj, progress)),
+                         is_cancelled, stopping, lambda: parent_results(engine, job_id))
     current = CURRENT.set(ctx)
     try:
         result = fn(*payload.args, **payload.kwargs)
