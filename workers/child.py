@@ -45,11 +45,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from jobq import Queue, transitions
-from jobq._logging import DEBUG, batched, direct_json
+from jobq._logging import DEBUG, DirectJson, batched, direct_json
 from jobq.errors import JobqError, Released, StorageError, transient
 from jobq.execution import (Outcome, change_for, execute, failure, load, log_transition,
                             unloadable)
-from jobq.state import WAITING
+from jobq.state import WAITING, Status
 from jobq.engine import Claim, Engine, Finished, worker_of
 
 from .board import Board
@@ -59,6 +59,7 @@ from .reaping import released
 from .watcher import Watcher
 
 PR_SET_PDEATHSIG = 1
+SUCCEEDED = Status.SUCCEEDED
 BATCH_WINDOW = 0.02  # seconds of expected work a child claims at once
 
 
@@ -244,10 +245,16 @@ class Runner:
     def _log_finished(self, finished: list[Finished], states: list[Any],
                       retrying: list[str]) -> None:
         logger = direct_json(getattr(self.log, "resolved", lambda: self.log)())
+        # A success's event straight from its values, as log_transition writes it to DirectJson
+        # (without that call's keywords: some 2,500 instructions a job).
+        succeeded = logger.succeeded if type(logger) is DirectJson else None
         for (job_id, token, _), state in zip(finished, states):
             outcome = self.outcomes.pop(job_id, None)
             if state is None:  # reclaimed meanwhile (our lease ran out): another attempt owns it
                 logger.warning("job.stale_result", job_id=job_id, token=token)
+                continue
+            if state.status is SUCCEEDED and outcome is not None and succeeded is not None:
+                succeeded(state.job_id, state.task, state.attempts, round(outcome.duration, 6))
                 continue
             if state.status in WAITING:
                 retrying.append(job_id)
