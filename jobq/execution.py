@@ -49,6 +49,9 @@ class Outcome(NamedTuple):
     error_message: str | None = None
 
 
+assert len(Outcome._fields) == 7  # as execute gives a success's
+
+
 def format_error(exc: BaseException) -> str:
     """The error text stored for a failed attempt: type, message and traceback."""
     import traceback  # only when an attempt failed: not on a worker's start (issue 19)

@@ -58,7 +58,10 @@ class Frame(NamedTuple):
     signer: int = 0  # 0: the current key (or unsigned); i: old key i (1-based); UNKNOWN_SIGNER
 
 
-_tuple_new = tuple.__new__
+assert len(Frame._fields) == 4  # as decode gives them
+
+
+_tuple_new = tuple.__new__  # see decode
 
 
 class Damaged(Exception):

@@ -39,8 +39,8 @@ import signal
 import sys
 import threading
 from collections import deque
-from functools import partial
 from collections.abc import Iterator, Sequence
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -246,7 +246,7 @@ class Runner:
                       retrying: list[str]) -> None:
         logger = direct_json(getattr(self.log, "resolved", lambda: self.log)())
         # A success's event straight from its values, as log_transition writes it to DirectJson
-        # (without that call's keywords: some 2,500 instructions a job).
+        # (without that call's keywords: some 3,400 instructions a job).
         succeeded = logger.succeeded if type(logger) is DirectJson else None
         for (job_id, token, _), state in zip(finished, states):
             outcome = self.outcomes.pop(job_id, None)

@@ -36,6 +36,7 @@ def seq_of(pos: Position) -> int:
 
 
 _tuple_new = tuple.__new__
+assert len(Position._fields) == 2  # as position_of gives them
 
 
 def position_of(seq: int) -> Position:

@@ -39,15 +39,16 @@ _SET = ("UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?, can
         " owner = NULL, lease_expires = NULL, updated_at = ?, snap = ?, prefetched = 0"
         " WHERE job_id")
 _RUNNING = Status.RUNNING.value  # an enum member's .value is a property: looked up once
-_VALUES = {status: status.value for status in Status}
+_VALUES = {status: status.value for status in Status}  # the same, for every status (issue 19)
 # A named tuple's class called costs a Python call of its __new__ (some 3,000 instructions);
 # tuple.__new__(cls, values) makes the same tuple for half that: for those made once a job.
 _tuple_new = tuple.__new__
+assert len(Claim._fields) == 4  # as _claims gives them
 # What a claim returns of the rows it takes (see Settler._claim_in). SQLite's RETURNING gives a
 # REAL column's whole-number value as an integer (1000 for 1000.0), which would then be pickled
 # as one: those are cast.
 _CLAIMED = ("job_id, task, attempts, CAST(progress AS REAL), CAST(run_at AS REAL),"
-            " cancel_requested, CAST(enqueued_at AS REAL), snap, token, max_attempts, seq")  # the same, for every status (issue 19)
+            " cancel_requested, CAST(enqueued_at AS REAL), snap, token, max_attempts, seq")
 
 
 class Prepared(NamedTuple):
@@ -59,6 +60,8 @@ class Prepared(NamedTuple):
     state: JobState
     stored: tuple[int, bytes]
 
+
+assert len(Prepared._fields) == 3  # as _prepare gives them
 
 # A state to write, its row as read, and its snapshot if already made (Prepared.stored) or None.
 New = tuple[JobState, Sequence[Any], tuple[int, bytes] | None]
