@@ -14,13 +14,13 @@ from typing import Any, Literal, NamedTuple
 
 
 from . import job_record, signatures, tasks, transitions
-from .context import JobContext, current_set
+from .context import CURRENT, JobContext
 from .engine import Claim, Engine
 from .errors import (DamagedRecord, JobNotFound, JobqError, NotPicklable, PermanentFailure,
                      Released, SignatureMismatch, StorageError, TaskNotFound, WrongSecretKey)
 from .pickling import PickleRules
 from .state import JobState, Status
-from ._logging import DEBUG, get_logger
+from ._logging import DEBUG, DirectJson, get_logger
 
 log = get_logger(__name__)
 
@@ -47,6 +47,9 @@ class Outcome(NamedTuple):
     timeout: float | None = None  # the job's own limit, learnt when its payload was loaded
     error_type: str | None = None
     error_message: str | None = None
+
+
+assert len(Outcome._fields) == 7  # as execute gives a success's
 
 
 def format_error(exc: BaseException) -> str:
@@ -120,13 +123,12 @@ def execute(engine: Engine, claim: Claim, payload: Any, fn: Callable[..., Any],
     started = time.monotonic()
     job_id, token = claim.job_id, claim.token
     is_cancelled = cancelled or (lambda: engine.cancel_requested(job_id))
-    ctx = JobContext(job_id=job_id, attempt=claim.state.attempts, checkpoint=claim.state.checkpoint,
-                     progress=claim.state.progress,
-                     save=save or (lambda obj, progress: engine.save_checkpoint(
-                         job_id, token, obj, progress)),
-                     cancelled=is_cancelled, stopping=stopping,
-                     parent_results=lambda: parent_results(engine, job_id))
-    reset = current_set(ctx)
+    state = claim.state
+    ctx = JobContext._of(job_id, state.attempts, state.checkpoint, state.progress,
+                         save or (lambda obj, progress: engine.save_checkpoint(
+                             job_id, token, obj, progress)),
+                         is_cancelled, stopping, lambda: parent_results(engine, job_id))
+    current = CURRENT.set(ctx)
     try:
         result = fn(*payload.args, **payload.kwargs)
     except Released as exc:
@@ -143,9 +145,10 @@ def execute(engine: Engine, claim: Claim, payload: Any, fn: Callable[..., Any],
                        timeout=payload.timeout, error_type=type_name(exc),
                        error_message=message(exc))
     finally:
-        reset()
-    return Outcome("succeeded", result=result, duration=time.monotonic() - started,
-                   timeout=payload.timeout)
+        CURRENT.reset(current)
+    # tuple.__new__: Outcome's class called costs a Python call of its __new__ (one a job)
+    return tuple.__new__(Outcome, ("succeeded", result, None, time.monotonic() - started,
+                                   payload.timeout, None, None))
 
 
 def parent_results(engine: Engine, job_id: str) -> list[Any]:
@@ -214,6 +217,9 @@ def log_transition(state: JobState, duration: float | None = None, *, logger: An
     """
     status = state.status
     if status is Status.SUCCEEDED and duration is not None and not extra:  # a worker's every job
+        if type(logger) is DirectJson:  # a worker child's, in JSON: the same line, sooner
+            logger.succeeded(state.job_id, state.task, state.attempts, round(duration, 6))
+            return
         # The same fields in the same order as below, passed straight: building them in a dict
         # first, then unpacking it, costs a dict and a copy an event.
         (log if logger is None else logger).info(

@@ -118,7 +118,26 @@ def overlay(row: Sequence[Any], snapshot: JobState | None) -> JobState:
     enqueued_at, updated_at, started_at, has_snapshot)."""
     (job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at, updated_at,
      started_at, _snap) = row
-    state = snapshot if snapshot is not None else JobState(job_id=job_id, task=task)
+    if snapshot is None:  # a job's first attempt: a worker makes two of these a job
+        # What JobState(job_id=..., task=...) sets, in its order, then the row's: item by item
+        # (a call with ten keywords costs 3,500 instructions more).
+        fields = _DEFAULTS.copy()
+        fields["job_id"] = job_id
+        fields["task"] = task
+        fields["status"] = status_of(status)
+        fields["attempts"] = attempts
+        fields["progress"] = progress
+        fields["run_at"] = run_at
+        fields["cancel_requested"] = bool(cancel_requested)
+        fields["enqueued_at"] = enqueued_at
+        fields["updated_at"] = updated_at
+        fields["errors"] = []
+        if started_at is not None:
+            fields["started_at"] = started_at
+        state = object.__new__(JobState)
+        state.__dict__ = fields
+        return state
+    state = snapshot
     state.status = status_of(status)
     state.attempts = attempts
     state.progress = progress
@@ -130,6 +149,10 @@ def overlay(row: Sequence[Any], snapshot: JobState | None) -> JobState:
         state.started_at = started_at
     return state
 
+
+# A fresh state's fields, in their order: overlay fills a new state from them and its row
+# instead of calling the dataclass's __init__ (some 2,500 instructions less a state, issue 19).
+_DEFAULTS = dict(JobState(job_id="", task="").__dict__)
 
 _SUCCEEDED = Status.SUCCEEDED  # an enum member looked up on its class costs ~0.1 us each time
 

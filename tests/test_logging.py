@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -321,3 +322,55 @@ def test_a_success_event_has_the_fields_and_order_of_every_other_job_event():
         ("job_id", "j1"), ("task", "jobtasks:add"), ("attempt", 2), ("status", "succeeded"),
         ("duration", 0.123457), ("event", "job.succeeded"), ("log_level", "info")]
     assert [k for k in fast[0] if k != "duration"] == list(general[0])
+
+
+DIRECT = """
+import structlog
+import jobq.cli
+from jobq._logging import DirectJson, Logger, batched, direct_json
+from jobq.execution import log_transition
+from jobq.state import JobState, Status
+jobq.cli.configure_logging(fmt="json", level=20)
+states = [JobState(job_id=job_id, task=task, status=Status.SUCCEEDED, attempts=2)
+          for job_id, task in (("j1", "jobtasks:add"), ("j\\u00e9\\"\\\\1\\n", "t\\x7f"))]
+for context in ({"worker": "w"}, {}, {"worker": "w", "job_id": "the context's, overwritten"}):
+    bound = Logger("t").bind(**context)
+    bound.info("first")
+    real = bound.resolved() if context else structlog.get_logger("t").bind()
+    direct = direct_json(real)
+    assert type(direct) is DirectJson, direct
+    with batched():
+        for logger in (real, direct):
+            for state in states:
+                for duration in (0.12345678, 3, 1.5e-05, float("nan")):
+                    log_transition(state, duration, logger=logger)
+            logger.info("odd %s", "args", n=float("nan"), nested={"a": [1, None]})
+            logger.warning("warned", n=3)
+            assert logger.is_enabled_for(20) and not logger.is_enabled_for(10)
+with structlog.testing.capture_logs() as captured:
+    assert direct_json(Logger("t").bind(worker="w").resolved()) is not direct
+    assert type(direct_json(structlog.get_logger())) is not DirectJson
+    structlog.get_logger().info("captured")
+assert [e["event"] for e in captured] == ["captured"], captured
+"""
+
+
+def test_the_direct_json_logger_writes_the_lines_of_its_structlog_chain():
+    """A worker child's events through direct_json are the very lines structlog writes (the
+    time stamps aside), in the same order; any other chain (capture_logs') keeps its logger."""
+    result = subprocess.run([sys.executable, "-c", DIRECT], env=child_env(), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    stamp = re.compile(r'"timestamp": "[^"]*"')
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3 * (1 + 2 * 10)
+    assert all(len(stamp.findall(line)) == 1 for line in lines)
+    for n in range(3):  # a context: its first event, then each logger's ten
+        plain = [stamp.sub("", line) for line in lines[21 * n + 1:21 * (n + 1)]]
+        assert plain[:10] == plain[10:], plain
+    events = [json.loads(line) for line in lines]
+    assert events[1]["job_id"] == "j1" and events[5]["job_id"] == 'j\u00e9"\\1\n'
+    assert events[5]["task"] == "t\x7f" and "\\u00e9" in lines[5]
+    assert [e["duration"] for e in events[1:4]] == [0.123457, 3, 1.5e-05]
+    assert '"duration": 1.5e-05,' in lines[3] and '"duration": NaN,' in lines[4]
+    assert events[43]["job_id"] == "j1"  # the field, not the context's

@@ -130,6 +130,33 @@ def test_meta_at_reads_in_place_what_decode_meta_reads_for_every_cut_and_flipped
             assert job_record.meta_at(buf, 7, 7 + len(data)) == expected
 
 
+def test_load_payload_refuses_a_damaged_body_as_decode_meta_does_for_every_cut_and_flip():
+    """load_payload reads the job id and the pickle's start without decode_meta: it raises
+    decode_meta's error with its message for any body decode_meta refuses, else it loads."""
+    payload = JobPayload(job_id="job-é1", task="mod:fn", args=(1,))
+    body = job_record.encode(payload, pickling.dumps(payload))
+    damaged = [body[:n] for n in range(len(body) + 1)]
+    damaged += [body[:i] + bytes([body[i] ^ flip]) + body[i + 1:]
+                for i in range(48) for flip in (0x01, 0x80, 0xFF)]
+    for data in damaged:
+        try:
+            meta, start = job_record.decode_meta(data)
+        except CorruptRecord as exc:
+            with pytest.raises(CorruptRecord) as raised:
+                job_record.load_payload(data, pickling.DEFAULT_RULES)
+            assert str(raised.value) == str(exc)
+            continue
+        try:
+            expected: object = pickling.loads(data[start:])
+        except Exception as exc:  # noqa: BLE001 - whatever load_payload makes of it too
+            expected = type(exc)
+        if not isinstance(expected, JobPayload) or expected.job_id != meta.job_id:
+            with pytest.raises(Exception):
+                job_record.load_payload(data, pickling.DEFAULT_RULES)
+        else:
+            assert job_record.load_payload(data, pickling.DEFAULT_RULES) == expected
+
+
 # Template: the jobs of one call share all but id and args, and have no kwargs.
 TEMPLATE_CASES = {name: case for name, case in CASES.items() if not case.get("kwargs")}
 TEMPLATE_CASES["options"] = dict(priority=-7, max_attempts=9, timeout=2.5)

@@ -172,14 +172,19 @@ def _snapshot_bytes(queue, job_id):
     return queue.store.shelf.raw(job_id)
 
 
-def test_a_prepared_finish_stores_what_the_transaction_would_have(tmp_path):
+@pytest.mark.parametrize("now", [1000.0, 1000])
+def test_a_prepared_finish_stores_what_the_transaction_would_have(tmp_path, now):
     """A job finished by the process that claimed it (its state and snapshot made before the
-    lock) ends with the same state and the same snapshot bytes as one recorded the long way."""
+    lock) ends with the same state and the same snapshot bytes as one recorded the long way;
+    its claim's state is the job's state as read back (times as floats, whatever the clock)."""
     states = []
     for name, forget in (("prepared", False), ("in_transaction", True)):
-        with Queue(tmp_path / name, clock=lambda: 1000.0) as q:
+        with Queue(tmp_path / name, clock=lambda: now) as q:
             q.enqueue_call(add, args=(1, 2), job_id="job-1")
             claim = q.store.claim("w")[0]
+            read = q.state("job-1")
+            assert list(claim.state.__dict__.items()) == list(read.__dict__.items())
+            assert type(claim.state.started_at) is type(claim.state.updated_at) is float
             if forget:
                 q.store._fresh_claims.clear()
             else:

@@ -144,3 +144,38 @@ def test_saving_the_checkpoint_it_resumed_from_is_no_progress():
     assert crashed.crashes == 1
     assert transitions.checkpointed(s, [1, 2], 0.6, 6.0, token=2).checkpoint_token == 2
     assert transitions.checkpointed(s, [1, 3], None, 6.0, token=2).checkpoint_token == 2
+
+
+def test_a_state_made_from_a_row_alone_is_the_dataclass_s_own_field_for_field():
+    """overlay() fills a fresh state without JobState's __init__: the same fields in the same
+    order (a snapshot's pickle follows it), and a list of errors of its own."""
+    import pickle
+
+    from jobq.state import overlay, status_of
+
+    for started_at in (3.5, None):
+        row = ("j1", "jobtasks:add", "running", 2, 0.25, 5.0, 1, 1.0, 2.0, started_at, 0)
+        made = overlay(row, None)
+        expected = JobState(job_id="j1", task="jobtasks:add")
+        expected.status, expected.attempts, expected.progress = status_of("running"), 2, 0.25
+        expected.run_at, expected.cancel_requested, expected.enqueued_at = 5.0, True, 1.0
+        expected.updated_at = 2.0
+        if started_at is not None:
+            expected.started_at = started_at
+        assert list(made.__dict__.items()) == list(expected.__dict__.items())
+        assert pickle.dumps(made, protocol=5) == pickle.dumps(expected, protocol=5)
+        assert made.errors == [] and made.errors is not overlay(row, None).errors
+
+
+def test_a_success_is_the_state_evolved_field_for_field():
+    """succeeded() copies the state item by item: the fields _evolve would give, in order."""
+    import pickle
+
+    s = transitions.claimed(_state(errors=["e"], crashes=1), now=5.0)
+    s.extra = "an attribute beyond the fields"  # copied as _evolve copies it
+    made = transitions.succeeded(s, {"r": 1}, 7.0)
+    expected = transitions._evolve(s, status=Status.SUCCEEDED, result={"r": 1}, progress=1.0,
+                                   finished_at=7.0, updated_at=7.0)
+    assert list(made.__dict__.items()) == list(expected.__dict__.items())
+    assert pickle.dumps(made, protocol=5) == pickle.dumps(expected, protocol=5)
+    assert s.status is Status.RUNNING and s.result is None  # the state given is left alone

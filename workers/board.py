@@ -24,6 +24,8 @@ from typing import NamedTuple
 # stop flag, which only the supervisor writes.
 _HEAD = struct.Struct("<QBqddH")
 _SEQ = struct.Struct("<Q")  # the counter alone (made once: the child writes it twice a write)
+_BODY = struct.Struct("<BqddH")  # the rest of the head, after the counter
+_IDLE = _BODY.pack(0, 0, 0.0, math.nan, 0)  # between jobs: the same bytes every time
 _ID_MAX = 1024  # job ids are at most 200 characters, 4 bytes each in UTF-8 at worst
 _STOP = _HEAD.size + _ID_MAX
 
@@ -49,24 +51,26 @@ class Board:
     def running(self, job_id: str, token: int, timeout: float | None = None) -> None:
         """The child starts ``job_id`` (or learns its time limit, once its payload is loaded)."""
         name = job_id.encode()[:_ID_MAX]
-        self._write(1, token, time.monotonic(), math.nan if timeout is None else timeout, name)
+        self._write(_BODY.pack(1, token, time.monotonic(), math.nan if timeout is None
+                               else timeout, len(name)) + name)
 
     def time_limit(self, job_id: str, token: int, timeout: float) -> None:
         """The running job's time limit, counted from when it started."""
         current = self.read()
         started = current.started if current is not None else time.monotonic()
-        self._write(1, token, started, timeout, job_id.encode()[:_ID_MAX])
+        name = job_id.encode()[:_ID_MAX]
+        self._write(_BODY.pack(1, token, started, timeout, len(name)) + name)
 
     def idle(self) -> None:
-        self._write(0, 0, 0.0, math.nan, b"")
+        self._write(_IDLE)
 
-    def _write(self, running: int, token: int, started: float, timeout: float,
-               name: bytes) -> None:
-        self._seq += 1
-        mem, seq = self._mem, self._seq * 2
+    def _write(self, body: bytes) -> None:
+        """Write the head after its counter, and the id, as one copy between the counter made
+        odd and made even (twice a job: a copy, not a field at a time, issue 19)."""
+        self._seq += 2
+        mem, seq = self._mem, self._seq
         _SEQ.pack_into(mem, 0, seq - 1)  # odd: being written
-        _HEAD.pack_into(mem, 0, seq - 1, running, token, started, timeout, len(name))
-        mem[_HEAD.size:_HEAD.size + len(name)] = name
+        mem[_SEQ.size:_SEQ.size + len(body)] = body
         _SEQ.pack_into(mem, 0, seq)
 
     def stop_requested(self) -> bool:

@@ -39,6 +39,16 @@ _SET = ("UPDATE jobs SET status = ?, attempts = ?, progress = ?, run_at = ?, can
         " owner = NULL, lease_expires = NULL, updated_at = ?, snap = ?, prefetched = 0"
         " WHERE job_id")
 _RUNNING = Status.RUNNING.value  # an enum member's .value is a property: looked up once
+_VALUES = {status: status.value for status in Status}  # the same, for every status (issue 19)
+# A named tuple's class called costs a Python call of its __new__ (some 3,000 instructions);
+# tuple.__new__(cls, values) makes the same tuple for half that: for those made once a job.
+_tuple_new = tuple.__new__
+assert len(Claim._fields) == 4  # as _claims gives them
+# What a claim returns of the rows it takes (see Settler._claim_in). SQLite's RETURNING gives a
+# REAL column's whole-number value as an integer (1000 for 1000.0), which would then be pickled
+# as one: those are cast.
+_CLAIMED = ("job_id, task, attempts, CAST(progress AS REAL), CAST(run_at AS REAL),"
+            " cancel_requested, CAST(enqueued_at AS REAL), snap, token, max_attempts, seq")
 
 
 class Prepared(NamedTuple):
@@ -50,6 +60,8 @@ class Prepared(NamedTuple):
     state: JobState
     stored: tuple[int, bytes]
 
+
+assert len(Prepared._fields) == 3  # as _prepare gives them
 
 # A state to write, its row as read, and its snapshot if already made (Prepared.stored) or None.
 New = tuple[JobState, Sequence[Any], tuple[int, bytes] | None]
@@ -134,17 +146,24 @@ class Settler:
             taken.sort()
         ids = [job_id for _, _, job_id in taken]
         rows = []
+        at = float(now)  # as CAST(started_at AS REAL) and CAST(updated_at AS REAL) return it
         # The first ``limit`` start now; the rest are prefetched (one statement per kind, not
         # one per prefetched job).
         for prefetched, kind in ((0, ids[:limit]), (1, ids[limit:])):
             for part in snapshots.chunks(kind):
-                rows += conn.execute(
-                    f"UPDATE jobs SET status = 'running', attempts = attempts + 1,"
-                    f" token = token + 1, owner = ?, lease_expires = ?, started_at = ?,"
-                    f" updated_at = ?, prefetched = ?"
-                    f" WHERE job_id IN ({snapshots.marks(len(part))})"
-                    f" RETURNING {snapshots.ROW_RETURNED}, token, max_attempts, seq",
-                    (owner, lease_expires, now, now, prefetched, *part)).fetchall()
+                # The ROW columns, token, max_attempts and seq; the status and both times are
+                # the ones set here, so not returned (a column fetched costs ~1,000
+                # instructions, a third of them releasing and taking the GIL; issue 19).
+                rows += [(job_id, task, _RUNNING, attempts, progress, run_at, cancel, enqueued,
+                          at, at, snap, token, max_attempts, seq)
+                         for job_id, task, attempts, progress, run_at, cancel, enqueued, snap,
+                         token, max_attempts, seq in conn.execute(
+                             f"UPDATE jobs SET status = '{_RUNNING}', attempts = attempts + 1,"
+                             f" token = token + 1, owner = ?, lease_expires = ?, started_at = ?,"
+                             f" updated_at = ?, prefetched = ?"
+                             f" WHERE job_id IN ({snapshots.marks(len(part))})"
+                             f" RETURNING {_CLAIMED}",
+                             (owner, lease_expires, now, now, prefetched, *part))]
         order = {job_id: i for i, job_id in enumerate(ids)}
         rows.sort(key=lambda r: order[r[0]])
         with snapshots.loading():
@@ -167,8 +186,8 @@ class Settler:
         for r in rows:  # the ROW columns, token, max_attempts, seq
             if not r[10]:
                 fresh[r[0], r[11]] = r[:13]
-            claims.append(Claim(r[0], r[11], snapshots.overlay(r[:11], loaded.get(r[0])),
-                                index.position_of(r[13])))
+            claims.append(_tuple_new(Claim, (r[0], r[11], snapshots.overlay(
+                r[:11], loaded.get(r[0])), index.position_of(r[13]))))
         self.fresh_claims = fresh
         return claims
 
@@ -191,7 +210,7 @@ class Settler:
                 blob = shelf.encode(job_id, snapshots.kept(state, snap))
             except Exception:  # noqa: BLE001 - made again in the transaction, which raises it
                 continue
-            prepared[job_id] = Prepared(row, state, (snap, blob))
+            prepared[job_id] = _tuple_new(Prepared, (row, state, (snap, blob)))
         return prepared
 
     def save_checkpoint(self, job_id: str, token: int, checkpoint: Any,
@@ -306,7 +325,7 @@ def write_transitions(conn: sqlite3.Connection, shelf: StateShelf, new: list[New
                       now: float, was: Status) -> None:
     """:func:`store_transitions` without the release of dependents."""
     snaps = [snapshots.snap_of(state, now) if made is None else made[0] for state, _, made in new]
-    _update_rows(conn, [(st.status.value, st.attempts, st.progress, st.run_at,
+    _update_rows(conn, [(_VALUES[st.status], st.attempts, st.progress, st.run_at,
                          int(st.cancel_requested), now, snap, st.job_id)
                         for (st, _, _), snap in zip(new, snaps)])
     for state, row, _ in new:

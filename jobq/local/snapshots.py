@@ -39,11 +39,6 @@ from ..state import JobState, Status, overlay, plain_success
 # The row columns a JobState is built from, in this order (see overlay()).
 ROW = ("job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at,"
        " updated_at, started_at, snap")
-# The same, for ``RETURNING``: SQLite returns a REAL column's whole-number value there as an
-# integer (1000 for 1000.0), which would then be pickled as one.
-_REAL = frozenset({"progress", "run_at", "enqueued_at", "updated_at", "started_at"})
-ROW_RETURNED = ", ".join(f"CAST({column} AS REAL)" if column in _REAL else column
-                         for column in ROW.split(", "))
 CHUNK = 500  # SQLite's limit on bound parameters is 999 in older builds
 MARKER, SNAPSHOT, PLAIN = 0, 1, 2  # the ``snap`` column: what the shelf holds (see above)
 PLAIN_TAG = "succeeded"
