@@ -36,6 +36,7 @@ from peers.tasks import noop_with  # noqa: E402
 from pg_server import DEFAULT_DSN, bench_database  # noqa: E402
 
 import workers.child  # noqa: E402
+import workers.child_process  # noqa: E402
 from jobq import Queue  # noqa: E402
 from jobq.cli import main as cli_main  # noqa: E402
 from jobq.codec import SnapshotCodec  # noqa: E402
@@ -68,9 +69,9 @@ def timed(spent: list[float], fn: Any) -> Any:
 
 
 def measured_main(out: Path, profiling: bool) -> Any:
-    """workers.child.main, its parts timed and (``profiling``) profiled, the figures written
+    """workers.child_process.main, its parts timed and (``profiling``) profiled, the figures written
     to ``out`` (JSON, and the profile beside it) when it returns."""
-    real = workers.child.main
+    real = workers.child_process.main
 
     def main(*args: Any, **kwargs: Any) -> None:
         spent = {label: [0.0] for label, _, _ in PARTS}
@@ -104,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for start in range(0, args.jobs, 5000):
                 q.enqueue_many(noop_with, [(PAD,)] * min(5000, args.jobs - start))
         out = root / "child.json"
-        workers.child.main = measured_main(out, args.profile)  # the slot forks with child.main as target
+        # the slot forks with child_process.main as its target
+        workers.child_process.main = measured_main(out, args.profile)
         saved = os.dup(2)
         with open(root / "worker.log", "w") as log:
             os.dup2(log.fileno(), 2)

@@ -11,7 +11,7 @@ from typing import Any
 
 from jobq import Queue
 
-from . import child
+from . import child_process
 from .board import Board
 from .config import WorkerConfig
 
@@ -71,7 +71,7 @@ def start(queue: Queue, inherited_fds: list[int], owner: str, config: WorkerConf
     """Fork a child that claims jobs as ``owner``."""
     parent_end, child_end = _FORK.Pipe()
     board = Board()
-    process = _FORK.Process(target=child.main, name="jobq-child", daemon=True,
+    process = _FORK.Process(target=child_process.main, name="jobq-child", daemon=True,
                             args=(child_end, queue, os.getpid(), inherited_fds, board, owner,
                                   config, logger))
     process.start()

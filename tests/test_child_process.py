@@ -1,5 +1,5 @@
 """A worker child lets more objects pile up between collections than CPython's default
-(workers.child.collect_less), unless the application asked for more already."""
+(workers.child_process.collect_less), unless the application asked for more already."""
 
 from __future__ import annotations
 
