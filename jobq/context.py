@@ -36,15 +36,8 @@ class JobContext:
                  save: Callable[[Any, float | None], Any], cancelled: Callable[[], bool],
                  stopping: Callable[[], bool] = lambda: False,
                  parent_results: Callable[[], list[Any]] = list) -> None:
-        self.job_id = job_id
-        self.attempt = attempt
-        self.checkpoint = checkpoint
-        self.progress = progress
-        self._save = save
-        self._cancelled = cancelled
-        self._stopping = stopping
-        self._parent_results = parent_results
-        self._parents_read: list[Any] | None = None
+        self._fill(job_id, attempt, checkpoint, progress, save, cancelled, stopping,
+                   parent_results)
 
     @classmethod
     def _of(cls, job_id: str, attempt: int, checkpoint: Any, progress: float,
@@ -54,16 +47,22 @@ class JobContext:
         """``JobContext(job_id=..., ...)`` from positional arguments: a worker makes one a job,
         and eight keywords cost it some 2,000 instructions more (issue 19)."""
         ctx = object.__new__(cls)
-        ctx.job_id = job_id
-        ctx.attempt = attempt
-        ctx.checkpoint = checkpoint
-        ctx.progress = progress
-        ctx._save = save
-        ctx._cancelled = cancelled
-        ctx._stopping = stopping
-        ctx._parent_results = parent_results
-        ctx._parents_read = None
+        ctx._fill(job_id, attempt, checkpoint, progress, save, cancelled, stopping,
+                  parent_results)
         return ctx
+
+    def _fill(self, job_id: str, attempt: int, checkpoint: Any, progress: float,
+              save: Callable[[Any, float | None], Any], cancelled: Callable[[], bool],
+              stopping: Callable[[], bool], parent_results: Callable[[], list[Any]]) -> None:
+        self.job_id = job_id
+        self.attempt = attempt
+        self.checkpoint = checkpoint
+        self.progress = progress
+        self._save = save
+        self._cancelled = cancelled
+        self._stopping = stopping
+        self._parent_results = parent_results
+        self._parents_read: list[Any] | None = None
 
     def save(self, checkpoint: Any, progress: float | None = None) -> None:
         """Durably snapshot ``checkpoint`` (and ``progress`` in 0..1) before returning."""
