@@ -27,6 +27,7 @@ from ..state import FINISHED, JobState, Status
 from ..verify_report import VerifyReport
 from . import append, claims, jobs, keys, operating, purge_jobs, retention, settle
 from .db import Db
+from .dead_rows import DeadRowsWatch
 from .dependencies import DependentJobs
 from .groups import GroupedJobs
 from .job_reads import JobReads
@@ -168,7 +169,8 @@ class PgEngine(JobReads, DependentJobs, GroupedJobs):
                lease_seconds: float = 60.0, prefetch: int = 0,
                started: Sequence[tuple[str, int]] = ()
                ) -> tuple[list[JobState | None], list[Claim]]:
-        if started and not finished and limit + prefetch <= 0:  # a child marks a prefetched job started
+        # A child marks a prefetched job started.
+        if started and not finished and limit + prefetch <= 0:
             with self._db.errors("mark a prefetched job started"):
                 settle.mark_started(self._db.conn, self._queue, started)
             return [], []
@@ -265,8 +267,8 @@ class PgEngine(JobReads, DependentJobs, GroupedJobs):
 
     def upkeep(self, *, compact_threshold: int, logger: Any) -> PgUpkeep:
         """Jobs past their retention purged a batch at a time; the server vacuums (see the
-        table settings in jobq.postgres.schema)."""
-        return PgUpkeep(Expiry(self, logger))
+        table settings in jobq.postgres.schema), and a warning if it does not."""
+        return PgUpkeep(Expiry(self, logger), DeadRowsWatch(self._db, logger))
 
     @property
     def workers(self) -> PgWorkers:
@@ -367,16 +369,18 @@ class PgEngine(JobReads, DependentJobs, GroupedJobs):
 
 
 class PgUpkeep:
-    """:class:`jobq.engine.Upkeep` of a queue whose server does its own: only the deletion of
-    jobs past their retention (:mod:`jobq.retention`)."""
+    """:class:`jobq.engine.Upkeep` of a queue whose server does its own: the deletion of jobs
+    past their retention (:mod:`jobq.retention`), and a look at its vacuuming
+    (:mod:`.dead_rows`)."""
 
     busy = False
 
-    def __init__(self, expiry: Expiry) -> None:
-        self._expiry = expiry
+    def __init__(self, expiry: Expiry, dead_rows: DeadRowsWatch) -> None:
+        self._expiry, self._dead_rows = expiry, dead_rows
 
     def step(self, *, children_busy: bool) -> None:
         self._expiry.step()
+        self._dead_rows.step()
 
     def close(self) -> None:
         pass
