@@ -51,7 +51,6 @@ def open_engine(cfg: config_mod.QueueConfig, clock: Callable[[], float],
         raise denied(exc, cfg.path) from exc
 
 
-
 def migrate(cfg: config_mod.QueueConfig, *, check: bool) -> tuple[str, int, int, str]:
     """Bring the storage at ``cfg.path`` up to this jobq's version (``check``: only read it):
     where it is, the version found (0: nothing made yet), this jobq's, and what is versioned.

@@ -91,10 +91,21 @@ def test_record_body_matches_encode():
     assert job_record.load_payload(fast, pickling.DEFAULT_RULES, payload.job_id) == payload
 
 
-def test_is_record_of_answers_as_decode_meta_does_for_every_cut_and_flipped_byte():
-    """The in-place check says yes exactly when the routing fields decode and name the job."""
+def _body_and_damaged() -> tuple[bytes, list[bytes]]:
+    """A job record's body (job "job-é1"), and that body cut at every length and with each of
+    its first 48 bytes (the routing fields and the pickle's start) flipped three ways: the
+    inputs the in-place readers must answer as decode_meta does."""
     payload = JobPayload(job_id="job-é1", task="mod:fn", args=(1,))
     body = job_record.encode(payload, pickling.dumps(payload))
+    damaged = [body[:n] for n in range(len(body) + 1)]
+    damaged += [body[:i] + bytes([body[i] ^ flip]) + body[i + 1:]
+                for i in range(48) for flip in (0x01, 0x80, 0xFF)]
+    return body, damaged
+
+
+def test_is_record_of_answers_as_decode_meta_does_for_every_cut_and_flipped_byte():
+    """The in-place check says yes exactly when the routing fields decode and name the job."""
+    _, damaged = _body_and_damaged()
 
     def by_decode(data: bytes, job_id: str) -> bool:
         try:
@@ -102,9 +113,6 @@ def test_is_record_of_answers_as_decode_meta_does_for_every_cut_and_flipped_byte
         except Exception:
             return False
 
-    damaged = [body[:n] for n in range(len(body) + 1)]
-    damaged += [body[:i] + bytes([body[i] ^ flip]) + body[i + 1:]
-                for i in range(48) for flip in (0x01, 0x80, 0xFF)]
     for data in damaged:
         for job_id in ("job-é1", "job-é", "job-é2"):
             assert job_record.is_record_of(data, job_id) == by_decode(data, job_id)
@@ -113,11 +121,7 @@ def test_is_record_of_answers_as_decode_meta_does_for_every_cut_and_flipped_byte
 def test_meta_at_reads_in_place_what_decode_meta_reads_for_every_cut_and_flipped_byte():
     """Read from the middle of a larger buffer, meta_at gives decode_meta's fields, or raises
     its error with its message, whatever the body."""
-    payload = JobPayload(job_id="job-é1", task="mod:fn", args=(1,))
-    body = job_record.encode(payload, pickling.dumps(payload))
-    damaged = [body[:n] for n in range(len(body) + 1)]
-    damaged += [body[:i] + bytes([body[i] ^ flip]) + body[i + 1:]
-                for i in range(48) for flip in (0x01, 0x80, 0xFF)]
+    body, damaged = _body_and_damaged()
     for data in damaged:
         buf = b"\xff" * 7 + data + body  # bytes on both sides, as in a window of the log
         try:
@@ -133,11 +137,7 @@ def test_meta_at_reads_in_place_what_decode_meta_reads_for_every_cut_and_flipped
 def test_load_payload_refuses_a_damaged_body_as_decode_meta_does_for_every_cut_and_flip():
     """load_payload reads the job id and the pickle's start without decode_meta: it raises
     decode_meta's error with its message for any body decode_meta refuses, else it loads."""
-    payload = JobPayload(job_id="job-é1", task="mod:fn", args=(1,))
-    body = job_record.encode(payload, pickling.dumps(payload))
-    damaged = [body[:n] for n in range(len(body) + 1)]
-    damaged += [body[:i] + bytes([body[i] ^ flip]) + body[i + 1:]
-                for i in range(48) for flip in (0x01, 0x80, 0xFF)]
+    _, damaged = _body_and_damaged()
     for data in damaged:
         try:
             meta, start = job_record.decode_meta(data)

@@ -13,6 +13,8 @@ import psycopg
 import pytest
 
 import pg
+from jobq.engine import Claim
+from jobq.state import JobState
 from workers.reaping import released
 
 from .pgq import frames, new_queue_url, open_url, succeed
@@ -46,15 +48,33 @@ def _others_ended(conn: psycopg.Connection[object]) -> None:
     conn.execute("SELECT pg_stat_clear_snapshot()")
 
 
-def _rows_read(conn: psycopg.Connection[object], table: str = "jobq_jobs") -> int:
-    """The rows of ``table`` that scans have read in this database, every other session
-    ended."""
+def _count(conn: psycopg.Connection[object], sql: str, name: str) -> int:
+    """A statistics view's count (``sql`` of one ``%s``, the table's or index's name), read once
+    every other session of this database has ended."""
     _others_ended(conn)
-    row = conn.execute("SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
-                       " FROM pg_stat_user_tables WHERE relname = %s", (table,)).fetchone()
+    row = conn.execute(sql, (name,)).fetchone()
     assert row is not None
     return int(row[0])
 
+
+def _rows_read(conn: psycopg.Connection[object], table: str = "jobq_jobs") -> int:
+    """The rows of ``table`` that scans have read in this database, every other session
+    ended."""
+    return _count(conn, "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+                        " FROM pg_stat_user_tables WHERE relname = %s", table)
+
+
+
+def _claim_and_succeed(url: str) -> tuple[list[Claim], list[JobState | None]]:
+    """A worker child's turn on a connection of its own: a batch claimed, then all of it
+    recorded succeeded; the claims and the states written."""
+    worker = open_url(url)
+    try:
+        _, claims = worker.settle([], "w/1", 1, prefetch=BATCH - 1)
+        states, _ = worker.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
+    finally:
+        worker.close()
+    return claims, states
 
 def test_a_hand_back_reads_the_rows_of_its_jobs_only(stale_dsn: str) -> None:
     """A fresh connection (a child's watcher) records most of a batch and gives the rest back,
@@ -82,20 +102,14 @@ def test_a_hand_back_reads_the_rows_of_its_jobs_only(stale_dsn: str) -> None:
 
 def _heap_blocks(conn: psycopg.Connection[object]) -> int:
     """Heap blocks of jobq_jobs read in this database, every other session ended."""
-    _others_ended(conn)
-    row = conn.execute("SELECT coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0)"
-                       " FROM pg_statio_user_tables WHERE relname = 'jobq_jobs'").fetchone()
-    assert row is not None
-    return int(row[0])
+    return _count(conn, "SELECT coalesce(heap_blks_hit, 0) + coalesce(heap_blks_read, 0)"
+                        " FROM pg_statio_user_tables WHERE relname = %s", "jobq_jobs")
 
 
 def _index_scans(conn: psycopg.Connection[object], index: str) -> int:
     """Scans of ``index`` in this database, every other session ended."""
-    _others_ended(conn)
-    row = conn.execute("SELECT coalesce(idx_scan, 0) FROM pg_stat_user_indexes"
-                       " WHERE indexrelname = %s", (index,)).fetchone()
-    assert row is not None
-    return int(row[0])
+    return _count(conn, "SELECT coalesce(idx_scan, 0) FROM pg_stat_user_indexes"
+                        " WHERE indexrelname = %s", index)
 
 
 def test_a_claim_and_the_settle_of_its_jobs_seek_none_of_them_by_id(stale_dsn: str) -> None:
@@ -110,12 +124,7 @@ def test_a_claim_and_the_settle_of_its_jobs_seek_none_of_them_by_id(stale_dsn: s
         filler.close()
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
         before = [_index_scans(conn, i) for i in ("jobq_jobs_pkey", "jobq_snapshots_pkey")]
-        owner = open_url(url)
-        try:
-            _, claims = owner.settle([], "w/1", 1, prefetch=BATCH - 1)
-            states, _ = owner.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
-        finally:
-            owner.close()
+        claims, states = _claim_and_succeed(url)
         after = [_index_scans(conn, i) for i in ("jobq_jobs_pkey", "jobq_snapshots_pkey")]
     assert len(claims) == BATCH and all(state is not None for state in states)
     assert after[0] - before[0] == 0 and after[1] - before[1] <= 2, (before, after)
@@ -257,13 +266,8 @@ def test_a_release_of_dependents_after_an_analyze_of_the_emptied_queue_reads_its
         owner.close()
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
         before = _rows_read(conn)
-        worker = open_url(url)
-        try:
-            _, claims = worker.settle([], "w/1", 1, prefetch=BATCH - 1)
-            assert sorted(c.job_id for c in claims) == parents
-            states, _ = worker.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
-        finally:
-            worker.close()
+        claims, states = _claim_and_succeed(url)
+        assert sorted(c.job_id for c in claims) == parents
         read = _rows_read(conn) - before
         due = conn.execute("SELECT count(*) FROM jobq_jobs WHERE ready AND job_id LIKE 'c%'"
                            ).fetchone()
@@ -291,12 +295,7 @@ def test_ttls_after_an_analyze_of_their_emptied_table_are_read_for_their_jobs_on
         owner.close()
     with psycopg.connect(stale_dsn, autocommit=True) as conn:
         before = _rows_read(conn, "jobq_retention")
-        worker = open_url(url)
-        try:
-            _, claims = worker.settle([], "w/1", 1, prefetch=BATCH - 1)
-            states, _ = worker.settle([(c.job_id, c.token, succeed()) for c in claims], "w/1", 0)
-        finally:
-            worker.close()
+        claims, states = _claim_and_succeed(url)
         read = _rows_read(conn, "jobq_retention") - before
         kept = conn.execute("SELECT min(expires_at - updated_at) FROM jobq_done").fetchone()
     assert all(state is not None for state in states) and kept == (pytest.approx(60.0),)
