@@ -108,8 +108,8 @@ def test_a_claim_owner_without_a_record_is_listed_from_its_id_and_lock(queue, tm
 
 
 def test_only_one_reaper_buries_a_record(tmp_path):
-    """The rename decides: the second bury finds nothing to move; the first also removes a
-    heartbeat the dead worker left half written."""
+    """Making the entry decides: the second bury finds nothing left to bury; the first also
+    removes a heartbeat the dead worker left half written."""
     root = str(tmp_path)
     os.makedirs(os.path.join(root, "workers"))
     worker_records.publish(root, {"id": "x-1-aa", "host": "h", "pid": 1})
@@ -122,6 +122,22 @@ def test_only_one_reaper_buries_a_record(tmp_path):
     assert (entry["reaped_by"], entry["jobs"], entry["reaped_at"], entry["host"]) == (
         "me", ["a", "b"], 5.0, "h")
     assert not os.path.exists(torn)
+
+
+def test_a_worker_that_came_back_and_died_again_is_buried_again(tmp_path):
+    """Buried by mistake (its lock file removed by hand), it beat again, then died: the next
+    reaper replaces the old entry; a reaper racing that one finds its entry and does nothing."""
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, "workers"))
+    worker_records.publish(root, {"id": "x-1-aa", "heartbeat": 10.0})
+    assert worker_records.bury(root, "x-1-aa", by="first", jobs=[], now=20.0) is True
+    worker_records.publish(root, {"id": "x-1-aa", "heartbeat": 30.0})  # it came back
+    assert worker_records.bury(root, "x-1-aa", by="second", jobs=["j"], now=40.0) is True
+    worker_records.publish(root, {"id": "x-1-aa", "heartbeat": 35.0})  # as a racing reaper saw it
+    assert worker_records.bury(root, "x-1-aa", by="third", jobs=[], now=41.0) is False
+    with open(os.path.join(root, "workers", "dead", "x-1-aa.json")) as f:
+        entry = json.load(f)
+    assert (entry["reaped_by"], entry["jobs"], entry["reaped_at"]) == ("second", ["j"], 40.0)
 
 
 def test_dead_workers_are_forgotten_after_a_day_and_past_the_limit(tmp_path):

@@ -75,29 +75,40 @@ def withdraw(root: str, worker_id: str) -> None:
 
 
 def bury(root: str, worker_id: str, *, by: str, jobs: Iterable[str], now: float) -> bool:
-    """Move the record of a worker found dead to ``dead/``, saying who found it and what it held.
+    """Put the record of a worker found dead in ``dead/``, saying who found it and what it held.
 
-    The rename decides which of several reapers writes the entry: the others find no record and
-    return False. Call it only once the worker's lock was found free.
+    The entry appears whole (a reader never sees it without who reaped the worker and the jobs
+    it held), and making it decides which of several reapers writes it: the others find it made,
+    or no record left, and return False. An entry of a worker that came back to life after it
+    was buried (its lock file removed by hand: it beat after that burial) is replaced. Call it
+    only once the worker's lock was found free.
     """
     source = record_path(root, worker_id)
-    record = _load(source)
+    if not os.path.exists(source):
+        return False  # another reaper buried it, or it exited cleanly
+    record = _load(source) or {"id": worker_id}
     dead_dir = os.path.join(root, DIR, DEAD_DIR)
     durable.make_dir(dead_dir)  # shared inside a shared queue
     target = os.path.join(dead_dir, f"{worker_id}.json")
-    try:
-        os.rename(source, target)
-    except FileNotFoundError:
-        return False  # another reaper buried it, or it exited cleanly
-    record = {**(record or {"id": worker_id}), "reaped_at": now, "reaped_by": by,
-              "jobs": sorted(jobs)}
-    durable.atomic_write(target, json.dumps(record, separators=(",", ":")).encode(), sync=False)
+    data = json.dumps({**record, "reaped_at": now, "reaped_by": by, "jobs": sorted(jobs)},
+                      separators=(",", ":")).encode()
+    if not durable.atomic_write(target, data, exclusive=True, sync=False):
+        if _seconds(record.get("heartbeat")) <= _seconds((_load(target) or {}).get("reaped_at")):
+            return False  # another reaper's entry (it is removing the record)
+        durable.atomic_write(target, data, sync=False)  # it came back, and died again
+    _unlink(source)
     workers_dir = os.path.dirname(source)
     for name in os.listdir(workers_dir):  # a heartbeat it was writing when it died
         if name.startswith(f"{worker_id}.json.tmp."):
             _unlink(os.path.join(workers_dir, name))
     prune(dead_dir, now)
     return True
+
+
+def _seconds(value: Any) -> float:
+    """A time read from a record (0 where it holds none, or no number)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else 0.0
 
 
 def recorded(root: str) -> list[str]:
