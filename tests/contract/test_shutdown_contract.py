@@ -35,11 +35,14 @@ def _pipe_fullness(pipe: Any) -> float:
 
 
 def test_sigterm_lets_the_running_job_finish_and_claims_nothing_more(
-        q: Queue, location: str, workers):
+        q: Queue, location: str, workers, tmp_path):
     """After SIGTERM a job that ends within the grace succeeds, nothing new is claimed, exit 0."""
-    running = q.enqueue("jobtasks:sleep_for", 1.0)
+    started = tmp_path / "started"
+    running = q.enqueue("jobtasks:mark_then_sleep", str(started), 1.0)
     w = workers(location, "--shutdown-grace", "10", "-c", "2")
-    wait_until(lambda: q.state(running).status is Status.RUNNING)
+    # Its task has begun: a job whose status is running may only be claimed, and a claim not
+    # started when the stop comes is given back unstarted (the test below).
+    wait_until(started.exists)
 
     os.kill(w.pid, signal.SIGTERM)
     wait_until(lambda: w.events("worker.stopping"))
@@ -47,7 +50,7 @@ def test_sigterm_lets_the_running_job_finish_and_claims_nothing_more(
 
     assert w.wait(timeout=15) == 0
     assert q.state(running).status is Status.SUCCEEDED
-    assert q.state(running).result == 1.0
+    assert q.state(running).result == "first"  # run once, to its end
     assert q.state(later).status is Status.QUEUED
     assert q.state(later).attempts == 0
     assert w.events("worker.stopped")
