@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -67,6 +68,11 @@ def storage_error(exc: BaseException, loc: PgLocation, doing: str,
                         transient=is_transient(exc, broken))
 
 
+def _close_unless_forked(conn: psycopg.Connection[Any], pid: int) -> None:
+    if os.getpid() == pid:  # (a parent's session is not a forked child's to end)
+        conn.close()
+
+
 def connect(loc: PgLocation, **options: Any) -> psycopg.Connection[Any]:
     """A new autocommit session with jobq's settings (:mod:`jobq.postgres.session`: a cut
     network is noticed within about 30 s); StorageError if the server cannot be reached."""
@@ -102,6 +108,7 @@ class Db:
         self._pid = os.getpid()
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()  # held while a thread uses the connection
+        self._finalizer: weakref.finalize[Any, Any] | None = None  # ends an unclosed session
 
     def _forked(self) -> None:
         """Forked: the parent's session is not ours to use, nor its lock (which another of
@@ -115,6 +122,12 @@ class Db:
         conn = self._conn
         if conn is None or conn.closed:
             conn = self._conn = connect(self.loc)
+            # A Db dropped unclosed (a Queue never closed, collected later, maybe in another
+            # thread) ends its session then, as a file or an sqlite3 connection would, instead
+            # of leaving psycopg to warn of an open connection.
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _close_unless_forked, conn, self._pid)
         return conn
 
     @contextmanager
@@ -157,3 +170,5 @@ class Db:
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
+            if self._finalizer is not None:
+                self._finalizer.detach()
