@@ -20,7 +20,8 @@ from .errors import (DamagedRecord, JobNotFound, JobqError, NotPicklable, Perman
                      Released, SignatureMismatch, StorageError, TaskNotFound, WrongSecretKey)
 from .pickling import PickleRules
 from .state import JobState, Status
-from ._logging import DEBUG, DirectJson, get_logger
+from ._json_lines import JsonLogger
+from ._logging import DEBUG, get_logger
 
 log = get_logger(__name__)
 
@@ -217,7 +218,7 @@ def log_transition(state: JobState, duration: float | None = None, *, logger: An
     """
     status = state.status
     if status is Status.SUCCEEDED and duration is not None and not extra:  # a worker's every job
-        if type(logger) is DirectJson:  # a worker child's, in JSON: the same line, sooner
+        if type(logger) is JsonLogger:  # a worker child's, in JSON: the same line, sooner
             logger.succeeded(state.job_id, state.task, state.attempts, round(duration, 6))
             return
         # The same fields in the same order as below, passed straight: building them in a dict

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 
@@ -15,54 +14,109 @@ SCRIPT = """
 import sys
 import jobq.cli, workers.worker
 from jobq.execution import log
-jobq.cli.configure_logging(fmt="json", level=20)
+jobq.cli.configure_logging(fmt=sys.argv[1], level=20)
 assert "structlog" not in sys.modules, "imported before any event"
 assert log.bind(worker="w").is_enabled_for(20) and not log.is_enabled_for(10)
 assert "structlog" not in sys.modules, "imported to answer is_enabled_for"
 log.debug("not.written")
 log.bind(worker="w").info("written", n=1)
-assert "structlog" in sys.modules
+print("structlog" in sys.modules)
 """
 
 
-def test_structlog_is_imported_at_the_first_event_with_the_cli_configuration():
-    result = subprocess.run([sys.executable, "-c", SCRIPT], env=child_env(), capture_output=True,
-                            text=True, timeout=60)
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_structlog_is_imported_at_the_first_event_for_the_console_format_only(fmt):
+    """jobq writes its JSON lines itself; the console format is structlog's."""
+    result = subprocess.run([sys.executable, "-c", SCRIPT, fmt], env=child_env(),
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+    assert result.stdout == ("False\n" if fmt == "json" else "True\n")
+    if fmt == "json":
+        events = [json.loads(line) for line in result.stderr.splitlines()]
+        assert [(e["event"], e["worker"], e["n"], e["level"]) for e in events] == \
+            [("written", "w", 1, "info")]
+    else:
+        assert result.stderr.count("\n") == 1 and "written" in result.stderr, result.stderr
+
+
+def _run_worker(qpath, *options: str, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
+    from conftest import jobq_command
+    result = subprocess.run([*jobq_command(), "--log-format", "json", "worker", "--dir",
+                             str(qpath), "--burst", *options], env=env or child_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_a_json_worker_loads_structlog_neither_in_its_supervisor_nor_in_its_child(qpath,
+                                                                                 tmp_path):
+    """Some 130 M instructions each (issue 19); the events are written all the same."""
+    from jobq import Queue
+
+    with Queue(qpath) as q:
+        q.enqueue("logging_tasks:record_structlog")
+    record = tmp_path / "record"
+    result = _run_worker(qpath, "--import", "logging_tasks",
+                         env={**child_env(), "LOGGING_TASKS_RECORD": str(record)})
+    assert sorted(record.read_text().splitlines()) == ["child False", "supervisor False"]
+    events = [json.loads(line)["event"] for line in result.stderr.splitlines()]
+    assert events == ["worker.started", "job.succeeded", "worker.stopped"], result.stderr
+
+
+@pytest.mark.parametrize("imported_by", ["supervisor", "child"])
+def test_jobq_events_go_through_the_structlog_configuration_of_a_task_module(qpath,
+                                                                              imported_by):
+    """Imported by the supervisor (--import) or by the child for its job, a module configuring
+    structlog gets jobq's events from then on, through its own processors."""
+    from jobq import Queue
+
+    with Queue(qpath) as q:
+        q.enqueue("structlog_app_tasks:add", 1, 2)
+    options = ("--import", "structlog_app_tasks") if imported_by == "supervisor" else ()
+    result = _run_worker(qpath, *options)
+    by_app = [json.loads(line) for line in result.stdout.splitlines()]
+    by_jobq = [json.loads(line) for line in result.stderr.splitlines()]
+    assert all(e["configured_by"] == "application" for e in by_app)
+    assert "job.succeeded" in [e["event"] for e in by_app]
+    expected = ["worker.started", "job.succeeded", "worker.stopped"]
+    if imported_by == "supervisor":
+        assert [e["event"] for e in by_app] == expected and by_jobq == []
+    else:  # the supervisor never loaded the module: its own events stay jobq's
+        assert [e["event"] for e in by_jobq] == ["worker.started", "worker.stopped"]
+        assert "configured_by" not in by_jobq[0]
+
+
+APP_IMPORTS_STRUCTLOG = """
+import sys
+import jobq.cli
+from jobq._logging import get_logger
+jobq.cli.configure_logging(fmt="json", level=20)
+log = get_logger("jobq.test").bind(worker="w")
+log.info("before")
+import structlog  # the application's, left unconfigured: the command line's configuration
+structlog.get_logger().info("application", n=1)
+log.info("after")
+structlog.reset_defaults()  # unconfigured again: jobq's own lines
+log.info("reset")
+log.debug("dropped")
+"""
+
+
+def test_an_application_importing_structlog_unconfigured_gets_the_command_lines_lines():
+    """As when jobq configured structlog first: the application's events are JSON lines on
+    stderr too, not structlog's default on stdout; jobq's lines are the same either way."""
+    result = subprocess.run([sys.executable, "-c", APP_IMPORTS_STRUCTLOG], env=child_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
     events = [json.loads(line) for line in result.stderr.splitlines()]
-    assert [(e["event"], e["worker"], e["n"], e["level"]) for e in events] == \
-        [("written", "w", 1, "info")]
-
-
-def test_a_batch_of_events_is_written_in_whole_lines_of_at_most_pipe_buf_per_write():
-    """Events logged inside batched() go out together, each write whole lines within PIPE_BUF
-    (atomic on a pipe shared with other processes); outside, one write per event."""
-    import io
-
-    from jobq import _logging
-
-    class Recording(io.StringIO):
-        def __init__(self) -> None:
-            super().__init__()
-            self.writes: list[str] = []
-
-        def write(self, text: str) -> int:
-            self.writes.append(text)
-            return super().write(text)
-
-    out = Recording()
-    writer = _logging.writer_factory(out)()
-    lines = [f'{{"event": "job.succeeded", "n": {i}, "pad": "{"x" * (i % 300)}"}}'
-             for i in range(100)]
-    with _logging.batched():
-        for line in lines:
-            writer.msg(line)
-        assert out.writes == []  # nothing written before the batch ends
-    assert out.getvalue().splitlines() == lines
-    assert 1 < len(out.writes) < 100
-    assert all(w.endswith("\n") and len(w) <= 4096 for w in out.writes)
-    writer.msg("single")
-    assert out.writes[-1] == "single\n"
+    assert [(e["event"], e.get("worker"), e["level"]) for e in events] == [
+        ("before", "w", "info"), ("application", None, "info"), ("after", "w", "info"),
+        ("reset", "w", "info")]
+    assert [list(e) for e in events] == [["worker", "event", "level", "timestamp"],
+                                         ["n", "event", "level", "timestamp"]] + \
+        [["worker", "event", "level", "timestamp"]] * 2
 
 
 CHILD_IMPORTS = """
@@ -182,39 +236,6 @@ def test_jobq_events_follow_a_configuration_made_after_the_first_event():
     assert result.stdout == result.stderr == ""
 
 
-def test_the_json_encoder_writes_what_json_dumps_with_repr_as_default_writes():
-    from jobq import _logging
-
-    encode = _logging.json_encoder()
-    events = [
-        {"event": "job.succeeded", "job_id": "18eaf", "attempt": 1, "duration": 3.4e-05,
-         "ok": True, "none": None, "nan": float("nan"), "inf": float("-inf")},
-        {"event": "x", "nested": {"a": [1, 2.5, "é", {"b": None}]}, 3: "int key", "t": (1, 2)},
-        {"event": "odd", "obj": object(), "bytes": b"\x00\xff", "set": {1}},
-        {"event": "quotes \" and \\ and \n newline", "ünïcode": "日本"},
-    ]
-    for event in events:
-        assert encode(event) == json.dumps(event, default=repr)
-
-
-def test_the_iso_time_stamper_writes_utc_with_microseconds():
-    import re
-    import time
-    from datetime import datetime, timezone
-
-    from jobq import _logging
-
-    stamper = _logging.IsoTimeStamper()
-    for _ in range(3):  # the second is cached: a later call must still read the clock
-        before = time.time()
-        stamp = stamper(None, "info", {})["timestamp"]
-        after = time.time()
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
-        at = datetime.fromisoformat(stamp[:-1]).replace(tzinfo=timezone.utc).timestamp()
-        assert before - 1e-6 <= at <= after + 1e-6
-        time.sleep(0.6)
-
-
 def _worker_events(qpath, *options: str) -> list[dict]:
     from conftest import jobq_command
     result = subprocess.run([*jobq_command(), "--log-format", "json", *options, "worker",
@@ -281,24 +302,40 @@ def test_run_burst_writes_no_job_events_to_stderr_unless_structlog_is_configured
 
 
 RESOLVED = """
-import jobq.cli, structlog
+import sys
+import jobq.cli
 from jobq._logging import Logger
-jobq.cli.configure_logging(fmt="json", level=20)
+jobq.cli.configure_logging(fmt=sys.argv[1], level=20)
 bound = Logger("t").bind(worker="w")
-assert bound.resolved() is bound, "nothing to resolve before the first event"
-bound.info("first", n=1)
+if sys.argv[1] == "console":
+    assert bound.resolved() is bound, "nothing to resolve before the first event"
+    bound.info("first", n=1)
+else:  # jobq's own lines until structlog is configured, asked at every resolved()
+    own = bound.resolved()
+    assert type(own).__name__ == "JsonLogger" and own.is_enabled_for(20)
+    own.info("first", n=1)
+import structlog  # configured as the command line asked, on import
 real = bound.resolved()
-assert not isinstance(real, Logger) and real.is_enabled_for(20)
+assert isinstance(real, structlog.BoundLoggerBase) and real.is_enabled_for(20), real
 real.info("second", n=2)
+from structlog.testing import capture_logs
+with capture_logs() as captured:
+    bound.info("captured")
+assert [e["event"] for e in captured] == ["captured"], captured
 """
 
 
-def test_a_logger_resolves_to_its_structlog_logger_once_made_with_the_same_events():
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_a_logger_resolves_to_the_logger_it_stands_for_with_the_same_events(fmt):
     """A worker child logs its batch's events through resolved(): same events, same fields."""
-    result = subprocess.run([sys.executable, "-c", RESOLVED], env=child_env(), capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", RESOLVED, fmt], env=child_env(),
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    events = [json.loads(line) for line in result.stderr.splitlines()]
+    lines = result.stderr.splitlines()
+    if fmt == "console":
+        assert len(lines) == 2 and "first" in lines[0] and "second" in lines[1], lines
+        return
+    events = [json.loads(line) for line in lines]
     assert [sorted(e) for e in events] == [["event", "level", "n", "timestamp", "worker"]] * 2
     assert [(e["event"], e["worker"], e["n"]) for e in events] == [("first", "w", 1),
                                                                    ("second", "w", 2)]
@@ -322,55 +359,3 @@ def test_a_success_event_has_the_fields_and_order_of_every_other_job_event():
         ("job_id", "j1"), ("task", "jobtasks:add"), ("attempt", 2), ("status", "succeeded"),
         ("duration", 0.123457), ("event", "job.succeeded"), ("log_level", "info")]
     assert [k for k in fast[0] if k != "duration"] == list(general[0])
-
-
-DIRECT = """
-import structlog
-import jobq.cli
-from jobq._logging import DirectJson, Logger, batched, direct_json
-from jobq.execution import log_transition
-from jobq.state import JobState, Status
-jobq.cli.configure_logging(fmt="json", level=20)
-states = [JobState(job_id=job_id, task=task, status=Status.SUCCEEDED, attempts=2)
-          for job_id, task in (("j1", "jobtasks:add"), ("j\\u00e9\\"\\\\1\\n", "t\\x7f"))]
-for context in ({"worker": "w"}, {}, {"worker": "w", "job_id": "the context's, overwritten"}):
-    bound = Logger("t").bind(**context)
-    bound.info("first")
-    real = bound.resolved() if context else structlog.get_logger("t").bind()
-    direct = direct_json(real)
-    assert type(direct) is DirectJson, direct
-    with batched():
-        for logger in (real, direct):
-            for state in states:
-                for duration in (0.12345678, 3, 1.5e-05, float("nan")):
-                    log_transition(state, duration, logger=logger)
-            logger.info("odd %s", "args", n=float("nan"), nested={"a": [1, None]})
-            logger.warning("warned", n=3)
-            assert logger.is_enabled_for(20) and not logger.is_enabled_for(10)
-with structlog.testing.capture_logs() as captured:
-    assert direct_json(Logger("t").bind(worker="w").resolved()) is not direct
-    assert type(direct_json(structlog.get_logger())) is not DirectJson
-    structlog.get_logger().info("captured")
-assert [e["event"] for e in captured] == ["captured"], captured
-"""
-
-
-def test_the_direct_json_logger_writes_the_lines_of_its_structlog_chain():
-    """A worker child's events through direct_json are the very lines structlog writes (the
-    time stamps aside), in the same order; any other chain (capture_logs') keeps its logger."""
-    result = subprocess.run([sys.executable, "-c", DIRECT], env=child_env(), capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    stamp = re.compile(r'"timestamp": "[^"]*"')
-    lines = result.stderr.splitlines()
-    assert len(lines) == 3 * (1 + 2 * 10)
-    assert all(len(stamp.findall(line)) == 1 for line in lines)
-    for n in range(3):  # a context: its first event, then each logger's ten
-        plain = [stamp.sub("", line) for line in lines[21 * n + 1:21 * (n + 1)]]
-        assert plain[:10] == plain[10:], plain
-    events = [json.loads(line) for line in lines]
-    assert events[1]["job_id"] == "j1" and events[5]["job_id"] == 'j\u00e9"\\1\n'
-    assert events[5]["task"] == "t\x7f" and "\\u00e9" in lines[5]
-    assert [e["duration"] for e in events[1:4]] == [0.123457, 3, 1.5e-05]
-    assert '"duration": 1.5e-05,' in lines[3] and '"duration": NaN,' in lines[4]
-    assert events[43]["job_id"] == "j1"  # the field, not the context's

@@ -118,21 +118,21 @@ def test_events_batched_in_two_threads_are_each_written_once():
     batch of its own: neither batch may swallow or drop the other's events."""
     import io
 
-    from jobq import _logging
+    from jobq import _json_lines
 
     out = io.StringIO()
-    writer = _logging.writer_factory(out)()
+    writer = _json_lines.writer_factory(out)()
     inside, other_done = threading.Event(), threading.Event()
 
     def other() -> None:
         inside.wait(10)
-        with _logging.batched():
+        with _json_lines.batched():
             writer.msg("b1")
         other_done.set()
 
     thread = threading.Thread(target=other)
     thread.start()
-    with _logging.batched():
+    with _json_lines.batched():
         writer.msg("a1")
         inside.set()
         other_done.wait(10)

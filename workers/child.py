@@ -39,7 +39,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from jobq import Queue, transitions
-from jobq._logging import DEBUG, DirectJson, batched, direct_json
+from jobq._json_lines import JsonLogger, batched
+from jobq._logging import DEBUG, direct_json
 from jobq.errors import JobqError, Released, StorageError, transient
 from jobq.execution import (Outcome, change_for, execute, failure, load, log_transition,
                             unloadable)
@@ -206,9 +207,9 @@ class Runner:
     def _log_finished(self, finished: list[Finished], states: list[Any],
                       retrying: list[str]) -> None:
         logger = direct_json(getattr(self.log, "resolved", lambda: self.log)())
-        # A success's event straight from its values, as log_transition writes it to DirectJson
+        # A success's event straight from its values, as log_transition writes it to JsonLogger
         # (without that call's keywords: some 3,400 instructions a job).
-        succeeded = logger.succeeded if type(logger) is DirectJson else None
+        succeeded = logger.succeeded if type(logger) is JsonLogger else None
         for (job_id, token, _), state in zip(finished, states):
             outcome = self.outcomes.pop(job_id, None)
             if state is None:  # reclaimed meanwhile (our lease ran out): another attempt owns it

@@ -78,10 +78,10 @@ class Worker:
     def run(self, burst: bool = False) -> int:
         """Run jobs until stopped (or, with ``burst``, until there is nothing left to do)."""
         self._import_modules()  # before forking, so every child has them already
-        # structlog too: every child logs, and imports it at its first event unless it inherits
-        # it. Imported once here, instead of by the supervisor after forking and by each child,
-        # all competing for the cores while the children drain (issue 19): a one-process drain
-        # of 20 jobs, 693 -> 545 M instructions; the first job starts 126 M later.
+        # structlog too, unless the command line's JSON format needs none: every child logs, and
+        # imports it at its first event unless it inherits it. Imported once here, instead of by
+        # the supervisor after forking and by each child, all competing for the cores while the
+        # children drain (issue 19): a one-process drain of 20 jobs, 693 -> 545 M instructions.
         _logging.load()
         # Bound once, and inherited by the children: an event then costs only its formatting.
         self._log = log.bind(worker=self.id)
