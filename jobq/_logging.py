@@ -246,8 +246,6 @@ def get_logger(name: str, *, unconfigured_level: int = INFO) -> Logger:
     return Logger(name, unconfigured_level=unconfigured_level)
 
 
-
-
 def direct_json(logger: Any) -> Any:
     """``logger``, or where its chain is exactly jobq's JSON one into a :class:`BatchingWriter`
     (the command line's, once structlog is loaded), a :class:`JsonLogger` writing its lines.
