@@ -72,6 +72,32 @@ def test_the_watch_logs_a_warning_then_waits_its_interval(q: Queue) -> None:
     assert events == []
 
 
+def test_the_watch_counts_the_changes_since_the_last_vacuum_it_saw(q: Queue) -> None:
+    """The server's count of updates and deletes runs on across a VACUUM: a queue vacuumed by
+    hand less often than daily was warned of all the changes before it, every 10 minutes."""
+    db = q.engine._db  # noqa: SLF001 - the engine's own connection, as its upkeep uses it
+    watch = dead_rows.DeadRowsWatch(db, structlog.get_logger(), every=0, dead_rows=150,
+                                    vacuum_age=0)  # (any VACUUM is old enough: a day passed)
+
+    def warned() -> list[dict]:
+        with capture_logs() as events:
+            watch.step()
+        return [e for e in events if e["event"] == "storage.dead_rows"]
+
+    _sql(q, *["UPDATE jobq_jobs SET priority = priority"] * 4)  # 200 changes
+    [event] = wait_until(warned)
+    assert 200 <= event["changes"] < 400
+    _sql(q, "VACUUM jobq_jobs")
+    wait_until(lambda: dead_rows.read(db).vacuumed_at is not None)
+    assert warned() == []  # 0 changes since
+    _sql(q, *["UPDATE jobq_jobs SET priority = priority"] * 2)  # 100 more: under 150
+    wait_until(lambda: dead_rows.read(db).changes >= 300)
+    assert warned() == []
+    _sql(q, *["UPDATE jobq_jobs SET priority = priority"] * 2)  # 200 since the VACUUM
+    [event] = wait_until(warned)
+    assert 200 <= event["changes"] < 400 and event["vacuumed_ago"] is not None
+
+
 def test_a_worker_upkeep_watches_the_dead_rows(q: Queue) -> None:
     upkeep = q.engine.upkeep(compact_threshold=0, logger=structlog.get_logger())
     assert any(isinstance(part, dead_rows.DeadRowsWatch) for part in vars(upkeep).values())
