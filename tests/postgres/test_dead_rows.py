@@ -37,6 +37,13 @@ def _sql(q: Queue, *statements: str) -> None:
             conn.execute(sql)
 
 
+def _warnings(watch: dead_rows.DeadRowsWatch) -> list[dict]:
+    """The storage.dead_rows events of one step of ``watch``."""
+    with capture_logs() as events:
+        watch.step()
+    return [e for e in events if e["event"] == "storage.dead_rows"]
+
+
 def test_autovacuum_off_and_many_updates_are_found_until_a_vacuum(q: Queue) -> None:
     db = q.engine._db  # noqa: SLF001 - the engine's own connection, as its upkeep uses it
     assert dead_rows.look(db, dead_rows=150) is None  # 50 jobs stored, nothing updated yet
@@ -56,13 +63,7 @@ def test_the_watch_logs_a_warning_then_waits_its_interval(q: Queue) -> None:
     _sql(q, *["UPDATE jobq_jobs SET priority = priority"] * 4)
     db = q.engine._db  # noqa: SLF001 - the engine's own connection, as its upkeep uses it
     watch = dead_rows.DeadRowsWatch(db, structlog.get_logger(), every=0, dead_rows=150)
-
-    def warned() -> list[dict]:
-        with capture_logs() as events:
-            watch.step()
-        return [e for e in events if e["event"] == "storage.dead_rows"]
-
-    [event] = wait_until(warned)
+    [event] = wait_until(lambda: _warnings(watch))
     assert event["log_level"] == "warning" and event["table"] == "jobq_jobs"
     assert event["changes"] >= 200 and event["autovacuum"] is False
     assert "run VACUUM jobq_jobs on a schedule" in event["message"]
@@ -78,23 +79,17 @@ def test_the_watch_counts_the_changes_since_the_last_vacuum_it_saw(q: Queue) -> 
     db = q.engine._db  # noqa: SLF001 - the engine's own connection, as its upkeep uses it
     watch = dead_rows.DeadRowsWatch(db, structlog.get_logger(), every=0, dead_rows=150,
                                     vacuum_age=0)  # (any VACUUM is old enough: a day passed)
-
-    def warned() -> list[dict]:
-        with capture_logs() as events:
-            watch.step()
-        return [e for e in events if e["event"] == "storage.dead_rows"]
-
     _sql(q, *["UPDATE jobq_jobs SET priority = priority"] * 4)  # 200 changes
-    [event] = wait_until(warned)
+    [event] = wait_until(lambda: _warnings(watch))
     assert 200 <= event["changes"] < 400
     _sql(q, "VACUUM jobq_jobs")
     wait_until(lambda: dead_rows.read(db).vacuumed_at is not None)
-    assert warned() == []  # 0 changes since
+    assert _warnings(watch) == []  # 0 changes since
     _sql(q, *["UPDATE jobq_jobs SET priority = priority"] * 2)  # 100 more: under 150
     wait_until(lambda: dead_rows.read(db).changes >= 300)
-    assert warned() == []
+    assert _warnings(watch) == []
     _sql(q, *["UPDATE jobq_jobs SET priority = priority"] * 2)  # 200 since the VACUUM
-    [event] = wait_until(warned)
+    [event] = wait_until(lambda: _warnings(watch))
     assert 200 <= event["changes"] < 400 and event["vacuumed_ago"] is not None
 
 
