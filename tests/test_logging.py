@@ -237,12 +237,7 @@ def test_jobq_events_follow_a_configuration_made_after_the_first_event():
 
 
 def _worker_events(qpath, *options: str) -> list[dict]:
-    from conftest import jobq_command
-    result = subprocess.run([*jobq_command(), "--log-format", "json", *options, "worker",
-                             "--dir", str(qpath), "--burst"], env=child_env(),
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stderr.splitlines()]
+    return [json.loads(line) for line in _run_worker(qpath, *options).stderr.splitlines()]
 
 
 def test_failure_events_say_which_exception_and_its_message(qpath):
