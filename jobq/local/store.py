@@ -271,5 +271,5 @@ class Store:
     def checkpoint(self) -> None:
         self._wal.checkpoint()
 
-    def presize_wal(self) -> int:
-        return self._wal.presize_wal()
+    def presize_wal(self, most: int | None = None) -> int:
+        return self._wal.presize_wal(most)
