@@ -35,7 +35,6 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from functools import partial
-from multiprocessing.connection import Connection
 from typing import Any
 
 from jobq import Queue, transitions
@@ -49,6 +48,7 @@ from jobq.engine import Claim, Engine, Finished, worker_of
 
 from .board import Board
 from .config import WorkerConfig
+from .forked import Connection
 from .outage import Outage, call_through
 from .reaping import released
 from .watcher import Watcher

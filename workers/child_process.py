@@ -12,7 +12,6 @@ import gc
 import os
 import signal
 import sys
-from multiprocessing.connection import Connection
 from typing import Any
 
 from jobq import Queue
@@ -21,6 +20,7 @@ from jobq.errors import JobqError
 from .board import Board
 from .child import Runner
 from .config import WorkerConfig
+from .forked import Connection
 from .outage import Outage, call_through
 
 PR_SET_PDEATHSIG = 1

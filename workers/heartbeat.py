@@ -11,7 +11,6 @@ under a held lock tells a worker whose loop is stuck.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +28,7 @@ class Heartbeat:
                  interval: float, logger: Any) -> None:
         self.registry, self.worker_id, self.interval, self._log = (registry, worker_id, interval,
                                                                    logger)
-        self._about = {"id": worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+        self._about = {"id": worker_id, "host": os.uname().nodename, "pid": os.getpid(),
                        "started": time.time(), "queue": location, "version": __version__,
                        "concurrency": concurrency, "heartbeat_interval": interval}
         self._failing = False

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 from jobq import Queue
 
-from . import child_process
+from . import child_process, forked
 from .board import Board
 from .config import WorkerConfig
+from .forked import Child, Connection
 
-_FORK = multiprocessing.get_context("fork")
 WAKE = ("wake",)  # to an idle child: look for jobs now (None: stop)
 
 
@@ -32,7 +29,7 @@ class Slot:
     __slots__ = ("process", "conn", "board", "owner", "idle", "cancel_seen", "kill_reason",
                  "wake_missed")
 
-    def __init__(self, process: BaseProcess, conn: Connection, board: Board, owner: str) -> None:
+    def __init__(self, process: Child, conn: Connection, board: Board, owner: str) -> None:
         self.process, self.conn, self.board, self.owner = process, conn, board, owner
         self.idle = False
         self.cancel_seen: tuple[str, int, float] | None = None
@@ -69,12 +66,10 @@ class Slot:
 def start(queue: Queue, inherited_fds: list[int], owner: str, config: WorkerConfig,
           logger: Any) -> Slot:
     """Fork a child that claims jobs as ``owner``."""
-    parent_end, child_end = _FORK.Pipe()
+    parent_end, child_end = forked.pipe()
     board = Board()
-    process = _FORK.Process(target=child_process.main, name="jobq-child", daemon=True,
-                            args=(child_end, queue, os.getpid(), inherited_fds, board, owner,
-                                  config, logger))
-    process.start()
+    process = forked.fork(child_process.main, (child_end, queue, os.getpid(), inherited_fds,
+                                               board, owner, config, logger))
     child_end.close()
     return Slot(process, parent_end, board, owner)
 

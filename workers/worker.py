@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
-import socket
 import time
-from multiprocessing.connection import wait
 from typing import Any
 
 from jobq import Queue, transitions
@@ -27,6 +25,7 @@ from jobq.engine import Change, Liveness, Upkeep, Wakeups, owner_of
 
 from . import outage, scheduling, slots
 from .config import WorkerConfig
+from .forked import wait
 from .heartbeat import Heartbeat
 from .reaping import Ended, crash, reap_dead_workers, released
 from .signals import StopRequests, handled
@@ -384,7 +383,7 @@ class Worker:
 
 def new_worker_id() -> str:
     """``<host>-<pid>-<random>``: unique, and says where the worker runs."""
-    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+    return f"{os.uname().nodename}-{os.getpid()}-{os.urandom(3).hex()}"  # the host name
 
 
 def import_modules(names: tuple[str, ...]) -> None:

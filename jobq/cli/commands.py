@@ -63,7 +63,7 @@ def run_into_new(run: Callable[[Queue, argparse.Namespace, TextIO], int],
     mistyped --dir. Every check is the command's own, so none is repeated here; the scratch
     copy costs a few milliseconds, once.
     """
-    import tempfile  # only for these commands (a worker gets it from multiprocessing anyway)
+    import tempfile  # only for these commands
 
     with tempfile.TemporaryDirectory(prefix="jobq-check-") as scratch:
         with Queue(os.path.join(scratch, "queue"), fsync=False) as q:

@@ -61,16 +61,15 @@ def test_a_claim_the_child_was_told_to_stop_before_starting_is_given_back_unchar
     """The stop lands between a child's claim and the start of its first job (the race behind
     the test above, under load): the job is not run, and goes back queued with no attempt
     charged. The child's own loop, in this process, on a real queue."""
-    from multiprocessing import Pipe
-
     from jobq._logging import get_logger
     from workers.board import Board
     from workers.child import Runner
     from workers.config import WorkerConfig
+    from workers.forked import pipe
 
     ran = tmp_path / "ran"
     jid = q.enqueue("jobtasks:note_run", str(ran), "ran")
-    board, (ours, theirs) = Board(), Pipe()
+    board, (ours, theirs) = Board(), pipe()
     runner = Runner(theirs, q, board, "w-1-x/1", WorkerConfig(), get_logger("test"))
     try:
         claims = runner._settle(1)

@@ -254,6 +254,16 @@ def test_unpicklable_result_in_a_child_fails_the_attempt_clearly(q: Queue):
     assert q.result(after) == 3  # the child is still healthy
 
 
+def test_a_task_may_start_processes_of_its_own(q: Queue):
+    """A job that runs a multiprocessing.Pool: the child running it is a plain forked process,
+    not a daemonic multiprocessing.Process (which may not have children)."""
+    jid = q.enqueue_call(jobtasks.square_in_a_pool, ([1, 2, 3],), max_attempts=1)
+    Worker(q).run(burst=True)
+    state = q.state(jid)
+    assert state.status is Status.SUCCEEDED, state.error
+    assert state.result == [1, 4, 9]
+
+
 def test_a_live_worker_buries_a_dead_one_that_held_no_job(q: Queue, location: str, workers):
     """A worker that died idle is found by the next worker's look at the workers, and kept in
     the history of dead workers with who found it."""
