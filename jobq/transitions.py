@@ -5,7 +5,6 @@ Each takes the current :class:`JobState` and the time, and returns a new one; no
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -124,14 +123,19 @@ def is_finished(state: JobState) -> bool:
 
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0,
-            rand: Callable[[], float] = random.random) -> float:
+            rand: Callable[[], float] | None = None) -> float:
     """Seconds before retry number ``attempt`` (1-based): exponential, capped, full jitter.
 
     Full jitter (a uniform draw up to the exponential bound) spreads the retries of jobs that
-    failed together, so a recovering dependency is not hit by all of them at once.
+    failed together, so a recovering dependency is not hit by all of them at once. ``rand``:
+    ``random.random`` unless given (imported at the first retry, not by every worker as it
+    starts: issue 19).
     """
     if base <= 0:
         return 0.0
+    if rand is None:
+        import random
+        rand = random.random
     bound = min(cap, base * 2 ** min(attempt - 1, 62))
     return bound * (0.5 + 0.5 * rand())
 

@@ -10,13 +10,15 @@ a permanent one (no such database, permission denied) still stops the worker.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jobq.engine import Engine, Liveness
 from jobq.errors import LivenessLost, StorageError, transient
+
+if TYPE_CHECKING:
+    import random
 
 T = TypeVar("T")
 
@@ -58,6 +60,7 @@ class Outage:
             self._log.warning("storage.unreachable", error=str(exc))
         self.failures += 1
         if self._rng is None:
+            import random  # here, not by every worker as it starts (issue 19)
             self._rng = random.Random()
         return backoff(self.failures, self._rng)
 
