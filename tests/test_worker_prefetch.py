@@ -5,9 +5,11 @@ claims (what runs the jobs is in tests/contract/)."""
 from __future__ import annotations
 
 import pickle
+from collections import Counter
 
 from jobq import Queue, Status
 from jobq.local.store import Claim
+from workers import Worker
 
 from jobtasks import add
 
@@ -37,3 +39,12 @@ def test_a_claim_sent_to_a_child_carries_only_what_running_it_needs(queue: Queue
     assert len(pickle.dumps(claim)) < 300
 
 
+def test_a_child_claims_up_to_the_engines_prefetch_by_default(queue: Queue):
+    """500 claims a settle on a directory (issue 19: a settle rewrites whole the pages its jobs'
+    rows touch, which more jobs then share), still within the batch's 20 ms of work."""
+    assert queue.engine.prefetch == 500
+    ids = queue.enqueue_many(add, [(i, i) for i in range(1_200)])
+    assert Worker(queue).run(burst=True) == 1_200
+    batches = Counter(queue.state(j).started_at for j in ids)  # a batch's claims share it
+    assert sum(batches.values()) == 1_200
+    assert 100 < max(batches.values()) <= 500

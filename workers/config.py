@@ -17,7 +17,7 @@ class WorkerConfig:
 
     concurrency: int = 1  # child processes, each running one job at a time
     # Most jobs a child claims at once (1: one at a time; see workers.child); None: the engine's
-    # (jobq.engine.Engine.prefetch: 100 on a directory, 250 on PostgreSQL).
+    # (jobq.engine.Engine.prefetch: 500 on a directory, 250 on PostgreSQL).
     prefetch: int | None = None
     imports: tuple[str, ...] = ()  # modules imported before children start (tasks, signals...)
     lease_seconds: float = 60.0  # renewed every third of it while jobs run

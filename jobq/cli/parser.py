@@ -211,7 +211,7 @@ def _worker(sub: Any, common: argparse.ArgumentParser, _: argparse.ArgumentParse
                         " (default 64 MiB; 0 or off: never)")
     p.add_argument("--prefetch", type=int, default=None, metavar="N",
                    help="most jobs a child claims at once when its jobs are short (default:"
-                        " 100 on a directory, 250 on PostgreSQL; 1: one at a time)")
+                        " 500 on a directory, 250 on PostgreSQL; 1: one at a time)")
 
 
 def _status(sub: Any, _: argparse.ArgumentParser, reads: argparse.ArgumentParser) -> None:

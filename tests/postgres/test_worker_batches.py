@@ -32,7 +32,7 @@ def test_a_child_claims_up_to_the_engines_prefetch_by_default(pg_url: str) -> No
         assert Worker(q).run(burst=True) >= 1_000
         sizes = _batches(q)
     assert sum(sizes.values()) == 1_000
-    assert 100 < max(sizes.values()) <= 250  # beyond the directory engine's 100
+    assert 100 < max(sizes.values()) <= 250
 
 
 def test_the_prefetch_option_still_bounds_a_batch(pg_url: str) -> None:
