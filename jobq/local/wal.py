@@ -1,4 +1,4 @@
-"""Give SQLite's write-ahead log its working size at once, so that commits overwrite, not append.
+"""Give SQLite's write-ahead log its working size early, so that commits overwrite, not append.
 
 A commit that appends frames to the ``-wal`` file makes its fdatasync allocate blocks and journal
 the file's new size; a commit that writes over bytes the file already holds does neither. Measured
