@@ -244,3 +244,24 @@ def square_in_a_pool(numbers: list[int]) -> list[int]:
 
 def _square(n: int) -> int:
     return n * n
+
+
+def signals_of_a_forked_process() -> list[str]:
+    """How this process, and a process it forks, handle SIGINT and SIGTERM."""
+    import os
+    import signal
+
+    def names() -> list[str]:
+        return [getattr(signal.getsignal(s), "name", None) or signal.getsignal(s).__name__
+                for s in (signal.SIGINT, signal.SIGTERM)]
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, " ".join(names()).encode())
+        os._exit(0)
+    os.close(write)
+    theirs = os.read(read, 1000).decode().split()
+    os.close(read)
+    os.waitpid(pid, 0)
+    return [*names(), *theirs]

@@ -1,7 +1,8 @@
 """A worker child's process: what a forked child does before its :class:`~.child.Runner` runs.
 
 It ties its life to its supervisor's (the kernel kills it if the supervisor dies), lets go of the
-supervisor's liveness lock, ignores SIGINT and SIGTERM (its supervisor decides when it stops),
+supervisor's liveness lock, ignores SIGINT and SIGTERM (its supervisor decides when it stops; the
+processes its tasks fork do not),
 collects garbage less often, and opens its own queue connection (waiting through an outage).
 """
 
@@ -48,6 +49,14 @@ def collect_less() -> None:
         gc.set_threshold(GC_THRESHOLD, *rest)
 
 
+def default_signals() -> None:
+    """In a process a task forks (a ``multiprocessing.Pool``'s workers), SIGINT and SIGTERM do
+    what they do in any Python program again: ignored as in this child, ``Pool.terminate()``,
+    which stops its workers with SIGTERM, would wait for them for ever."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[int], board: Board,
          owner: str, config: WorkerConfig, logger: Any) -> None:
     """Entry point of a forked child; returns when told to stop or when the pipe closes."""
@@ -57,6 +66,7 @@ def main(conn: Connection, queue: Queue, parent_pid: int, inherited_fds: list[in
         os.close(fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.register_at_fork(after_in_child=default_signals)
     # Claims take in the backlog a batch at a time. A child started in an outage waits for it.
     own = call_through(Outage(logger), lambda: queue.reopen(catch_up=False),
                        board.stop_requested)

@@ -264,6 +264,16 @@ def test_a_task_may_start_processes_of_its_own(q: Queue):
     assert state.result == [1, 4, 9]
 
 
+def test_a_task_s_own_processes_take_sigint_and_sigterm_as_usual(q: Queue):
+    """A worker's child ignores both (its supervisor decides when it stops); a process its task
+    forks does not, or a Pool's terminate(), which sends SIGTERM, would wait for ever."""
+    jid = q.enqueue_call(jobtasks.signals_of_a_forked_process, max_attempts=1)
+    Worker(q).run(burst=True)
+    state = q.state(jid)
+    assert state.status is Status.SUCCEEDED, state.error
+    assert state.result == ["SIG_IGN", "SIG_IGN", "default_int_handler", "SIG_DFL"]
+
+
 def test_a_live_worker_buries_a_dead_one_that_held_no_job(q: Queue, location: str, workers):
     """A worker that died idle is found by the next worker's look at the workers, and kept in
     the history of dead workers with who found it."""
