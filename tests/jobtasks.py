@@ -233,19 +233,6 @@ def gc_threshold() -> tuple[int, ...]:
     return tuple(gc.get_threshold())
 
 
-def square_in_a_pool(numbers: list[int]) -> list[int]:
-    """A task that starts processes of its own (multiprocessing refuses that to a daemonic
-    process, which a worker's child was until issue 19)."""
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        return pool.map(_square, numbers)
-
-
-def _square(n: int) -> int:
-    return n * n
-
-
 def signals_of_a_forked_process() -> list[str]:
     """How this process, and a process it forks, handle SIGINT and SIGTERM."""
     import os

@@ -50,9 +50,9 @@ def collect_less() -> None:
 
 
 def default_signals() -> None:
-    """In a process a task forks (a ``multiprocessing.Pool``'s workers), SIGINT and SIGTERM do
-    what they do in any Python program again. Were they ignored there, as in this child,
-    ``Pool.terminate()``, which stops its workers with SIGTERM, would wait for them for ever."""
+    """In a process a task forks, SIGINT and SIGTERM do what they do in any Python program
+    again: ignored there, as in this child, what stops such processes with SIGTERM (as
+    ``multiprocessing.Pool.terminate()`` does) would wait for them for ever."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 

@@ -8,8 +8,8 @@ for a pipe, a fork and ``waitpid``. Its behaviour is kept: ``exitcode`` is the e
 minus the signal that killed the child; ``sentinel`` becomes readable once the child has exited;
 the child's stdin reads from /dev/null; it ends its process when its target returns or raises
 (1, with the traceback on stderr), once the threads it started that are not daemons have ended.
-One difference: the child is not a daemonic ``multiprocessing.Process``, so a task may start
-processes of its own (a ``multiprocessing.Pool``), which multiprocessing refused.
+One difference: the child is not a daemonic ``multiprocessing.Process``, which multiprocessing
+forbids to start processes of its own.
 """
 
 from __future__ import annotations

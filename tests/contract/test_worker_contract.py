@@ -254,16 +254,6 @@ def test_unpicklable_result_in_a_child_fails_the_attempt_clearly(q: Queue):
     assert q.result(after) == 3  # the child is still healthy
 
 
-def test_a_task_may_start_processes_of_its_own(q: Queue):
-    """A job that runs a multiprocessing.Pool: the child running it is a plain forked process,
-    not a daemonic multiprocessing.Process (which may not have children)."""
-    jid = q.enqueue_call(jobtasks.square_in_a_pool, ([1, 2, 3],), max_attempts=1)
-    Worker(q).run(burst=True)
-    state = q.state(jid)
-    assert state.status is Status.SUCCEEDED, state.error
-    assert state.result == [1, 4, 9]
-
-
 def test_a_task_s_own_processes_take_sigint_and_sigterm_as_usual(q: Queue):
     """A worker's child ignores both (its supervisor decides when it stops); a process its task
     forks does not, or a Pool's terminate(), which sends SIGTERM, would wait for ever."""
