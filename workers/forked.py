@@ -133,11 +133,7 @@ class Child:
 
 def fork(target: Callable[..., Any], args: tuple[Any, ...]) -> Child:
     """Run ``target(*args)`` in a forked child, which then exits."""
-    for stream in (sys.stdout, sys.stderr):  # or what they buffered is written twice
-        try:
-            stream.flush()
-        except (AttributeError, ValueError, OSError):
-            pass
+    _flush_std_streams()  # or what they buffered is written twice
     sentinel, held = os.pipe()  # the child holds the write end until it exits
     try:
         pid = os.fork()
@@ -172,13 +168,17 @@ def _run(target: Callable[..., Any], args: tuple[Any, ...]) -> NoReturn:
             for thread in threading.enumerate():
                 if thread is not threading.current_thread() and not thread.daemon:
                     thread.join()
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except (AttributeError, ValueError, OSError):
-                    pass
+            _flush_std_streams()
         finally:
             os._exit(code)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):  # None, closed, or its reader gone
+            pass
 
 
 def _stdin_from_devnull() -> None:
