@@ -233,22 +233,43 @@ def gc_threshold() -> tuple[int, ...]:
     return tuple(gc.get_threshold())
 
 
-def signals_of_a_forked_process() -> list[str]:
-    """How this process, and a process it forks, handle SIGINT and SIGTERM."""
-    import os
+def _signal_names() -> list[str]:
     import signal
 
-    def names() -> list[str]:
-        return [getattr(signal.getsignal(s), "name", None) or signal.getsignal(s).__name__
-                for s in (signal.SIGINT, signal.SIGTERM)]
+    return [getattr(h, "name", None) or h.__name__
+            for h in map(signal.getsignal, (signal.SIGINT, signal.SIGTERM))]
+
+
+def signals_of_started_processes() -> list[str]:
+    """How this process handles SIGINT and SIGTERM, then a process it forks, then a program it
+    runs with subprocess."""
+    import os
+    import subprocess
+    import sys
 
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.write(write, " ".join(names()).encode())
+        os.write(write, " ".join(_signal_names()).encode())
         os._exit(0)
     os.close(write)
-    theirs = os.read(read, 1000).decode().split()
+    forked = os.read(read, 1000).decode().split()
     os.close(read)
     os.waitpid(pid, 0)
-    return [*names(), *theirs]
+    program = "import signal; print(*[getattr(h, 'name', None) or h.__name__ for h in" \
+              " map(signal.getsignal, (signal.SIGINT, signal.SIGTERM))])"
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         check=True)
+    return [*_signal_names(), *forked, *run.stdout.split()]
+
+
+def pool_map(start_method: str, rounds: int) -> list[int]:
+    """A multiprocessing Pool's map, ``rounds`` times, each Pool ended by its with-block (which
+    terminates its workers with SIGTERM)."""
+    import multiprocessing
+
+    results = []
+    for _ in range(rounds):
+        with multiprocessing.get_context(start_method).Pool(2) as pool:
+            results = pool.map(abs, [-1, -2, -3])
+    return results

@@ -9,7 +9,8 @@ minus the signal that killed the child; ``sentinel`` becomes readable once the c
 the child's stdin reads from /dev/null; it ends its process when its target returns or raises
 (1, with the traceback on stderr), once the threads it started that are not daemons have ended.
 One difference: the child is not a daemonic ``multiprocessing.Process``, which multiprocessing
-forbids to start processes of its own.
+forbids to start processes of its own (a task may run a Pool: see
+``child_process.hold_shutdown_signals``).
 """
 
 from __future__ import annotations
