@@ -489,3 +489,26 @@ def test_a_directory_made_in_a_shared_queue_is_shared_whatever_the_umask(qpath):
     assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o2770, os.getegid())
     assert sorted(os.listdir(qpath)) == ["jobq.json", "keys.lock", "log", "quarantine",
                                          "state.lock", "state.sqlite3", "workers"]
+
+
+def test_a_file_removed_during_the_check_is_not_a_denial(tmp_path, children):
+    """SQLite removes the WAL and its index as the last connection closes: a process opening
+    the queue while another closes it checked a file that was gone by its access test, and was
+    told it could not use the queue (17 times in 3 s of this loop, before)."""
+    import time
+    from jobq.local import directory
+
+    path = str(tmp_path / "q")
+    Queue(path).close()
+    churn = children.start("import sys, time; from jobq import Queue\n"
+                           "end = time.time() + 2\n"
+                           "while time.time() < end: Queue(sys.argv[1]).close()", path)
+    paths = directory._paths(directory.QueueDir(path, {}, False, None, ()))
+    denied = []
+    while churn.poll() is None:
+        try:
+            permissions.check(path, paths)
+        except QueuePermissionError as exc:
+            denied.append(str(exc))
+    assert churn.returncode == 0
+    assert denied == []

@@ -186,4 +186,8 @@ def check(root: str, paths: list[str]) -> None:
             raise denied(path, root) from None
         need = os.R_OK | os.W_OK | (os.X_OK if is_dir else 0)
         if not os.access(path, need, effective_ids=True):
+            if not os.path.lexists(path):
+                # Gone since the stat: SQLite removes the WAL and its index as the last
+                # connection to the queue closes (a process that created the queue beside us).
+                continue
             raise denied(path, root)
