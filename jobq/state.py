@@ -118,7 +118,7 @@ def overlay(row: Sequence[Any], snapshot: JobState | None) -> JobState:
     enqueued_at, updated_at, started_at, has_snapshot)."""
     (job_id, task, status, attempts, progress, run_at, cancel_requested, enqueued_at, updated_at,
      started_at, _snap) = row
-    if snapshot is None:  # a job's first attempt: a worker makes two of these a job
+    if snapshot is None:  # a job's first attempt: a worker makes one of these a job
         # What JobState(job_id=..., task=...) sets, in its order, then the row's: item by item
         # (a call with ten keywords costs 3,500 instructions more).
         fields = _DEFAULTS.copy()

@@ -76,10 +76,11 @@ class Settler:
         self._clock = clock
         # (job id, claim token, updated_at, state) of the last checkpoint this process saved.
         self._last_checkpoint: tuple[str, int, float, JobState] | None = None
-        # (job id, token) -> row as claimed (Prepared.row) of jobs this process claimed without a
-        # snapshot: their new states can be made before the write lock is taken (see _prepare).
+        # (job id, token) -> (row as claimed (Prepared.row), the claim's state) of jobs this
+        # process claimed without a snapshot: their new states can be made before the write lock
+        # is taken (see _prepare).
         # Only the latest claim's (see _claims): its size is bounded by one claim's limit.
-        self.fresh_claims: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self.fresh_claims: dict[tuple[str, int], tuple[tuple[Any, ...], JobState]] = {}
 
     def claim(self, owner: str, limit: int = 1, *, lease_seconds: float = 60.0) -> list[Claim]:
         """Take up to ``limit`` ready jobs, highest priority then oldest first, as ``owner``."""
@@ -181,13 +182,13 @@ class Settler:
         caller) is not kept for ever. A job of an earlier claim finished later only loses the
         shortcut: its new state is made in the transaction (see _prepare).
         """
-        fresh: dict[tuple[str, int], tuple[Any, ...]] = {}
+        fresh: dict[tuple[str, int], tuple[tuple[Any, ...], JobState]] = {}
         claims = []
         for r in rows:  # the ROW columns, token, max_attempts, seq
+            state = snapshots.overlay(r[:11], loaded.get(r[0]))
             if not r[10]:
-                fresh[r[0], r[11]] = r[:13]
-            claims.append(_tuple_new(Claim, (r[0], r[11], snapshots.overlay(
-                r[:11], loaded.get(r[0])), index.position_of(r[13]))))
+                fresh[r[0], r[11]] = (r[:13], state)
+            claims.append(_tuple_new(Claim, (r[0], r[11], state, index.position_of(r[13]))))
         self.fresh_claims = fresh
         return claims
 
@@ -201,11 +202,13 @@ class Settler:
         prepared: dict[str, Prepared] = {}
         shelf = self._db.shelf  # once: the property asks the kernel for our pid
         for job_id, token, change in finished:
-            row = self.fresh_claims.pop((job_id, token), None)
-            if row is None:
+            claimed = self.fresh_claims.pop((job_id, token), None)
+            if claimed is None:
                 continue
+            row, state = claimed
             try:
-                state = change(snapshots.overlay(row[:11], None), now, row[12])
+                # The claim's state, as made from the row (a transition copies, never changes it)
+                state = change(state, now, row[12])
                 snap = snapshots.snap_of(state, now)
                 blob = shelf.encode(job_id, snapshots.kept(state, snap))
             except Exception:  # noqa: BLE001 - made again in the transaction, which raises it

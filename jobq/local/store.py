@@ -84,8 +84,9 @@ class Store:
         return self._qdir.state_db
 
     @property
-    def _fresh_claims(self) -> dict[tuple[str, int], tuple[Any, ...]]:
-        """The rows of this process's latest claims without a snapshot (see Settler._prepare)."""
+    def _fresh_claims(self) -> dict[tuple[str, int], tuple[tuple[Any, ...], JobState]]:
+        """The rows and states of this process's latest claims without a snapshot (see
+        Settler._prepare)."""
         return self._settler.fresh_claims
 
     def close(self) -> None:
