@@ -15,6 +15,7 @@ import termios
 import time
 from typing import Any
 
+import pytest
 from conftest import wait_until
 from test_worker_shutdown import LINUX_ONLY, _for_job, _when
 
@@ -132,18 +133,21 @@ def test_second_signal_stops_at_once_and_releases_the_job(q: Queue, location: st
     assert (state.status, state.attempts, state.errors) == (Status.QUEUED, 0, [])
 
 
-def test_ctrl_c_to_the_process_group_does_not_kill_a_running_job(q: Queue, location: str, workers):
-    """Ctrl-C (SIGINT to the process group) lets the running job finish: children ignore it."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_group_does_not_kill_a_running_job(q: Queue, location: str,
+                                                                 workers, sig: signal.Signals):
+    """Ctrl-C (SIGINT to the process group), or systemd's stop (SIGTERM to every process of the
+    service), lets the running job finish: children do nothing on either."""
     jid = q.enqueue("jobtasks:sleep_for", 1.0)
     w = workers(location)
     wait_until(lambda: q.state(jid).status is Status.RUNNING)
 
-    os.killpg(w.pid, signal.SIGINT)
+    os.killpg(w.pid, sig)
 
     assert w.wait(timeout=30) == 0
     state = q.state(jid)
     assert (state.status, state.attempts, state.crashes) == (Status.SUCCEEDED, 1, 0)
-    assert [e["reason"] for e in w.events("worker.stopping")] == ["SIGINT"]
+    assert [e["reason"] for e in w.events("worker.stopping")] == [sig.name]
     assert not w.events("worker.child_died")
 
 
