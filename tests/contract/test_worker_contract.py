@@ -269,9 +269,9 @@ def test_a_task_s_own_processes_take_sigint_and_sigterm_as_usual(q: Queue):
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 def test_a_task_may_run_a_multiprocessing_pool(q: Queue, start_method: str):
-    """Its workers end when the Pool's exit sends them SIGTERM: a forked one takes it even sent
-    before its at-fork hooks ran (fork's ten rounds hung on that, ignored there, most runs); an
-    exec'd one does not inherit SIGTERM ignored (the spawn Pool's exit hung on that)."""
+    """Its workers end when the Pool's exit sends them SIGTERM: a forked one takes it even when
+    it comes before its at-fork hooks ran, and an exec'd one does not inherit it ignored. (With
+    the child ignoring it, the fork rounds hung in a run on the directory, spawn on PostgreSQL.)"""
     rounds = 10 if start_method == "fork" else 1
     jid = q.enqueue_call(jobtasks.pool_map, (start_method, rounds), max_attempts=1,
                          timeout=60)
