@@ -233,7 +233,8 @@ def gc_threshold() -> tuple[int, ...]:
     return tuple(gc.get_threshold())
 
 
-def _signal_names() -> list[str]:
+def signal_names() -> list[str]:
+    """How this process handles SIGINT and SIGTERM: the names of the two handlers."""
     import signal
 
     return [getattr(h, "name", None) or h.__name__
@@ -250,17 +251,16 @@ def signals_of_started_processes() -> list[str]:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.write(write, " ".join(_signal_names()).encode())
+        os.write(write, " ".join(signal_names()).encode())
         os._exit(0)
     os.close(write)
     forked = os.read(read, 1000).decode().split()
     os.close(read)
     os.waitpid(pid, 0)
-    program = "import signal; print(*[getattr(h, 'name', None) or h.__name__ for h in" \
-              " map(signal.getsignal, (signal.SIGINT, signal.SIGTERM))])"
+    program = "import jobtasks; print(*jobtasks.signal_names())"
     run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                         check=True)
-    return [*_signal_names(), *forked, *run.stdout.split()]
+                         check=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    return [*signal_names(), *forked, *run.stdout.split()]
 
 
 def pool_map(start_method: str, rounds: int) -> list[int]:

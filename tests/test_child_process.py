@@ -47,11 +47,12 @@ def test_a_child_collects_after_thousands_of_objects(queue: Queue, thresholds: N
 # Run in a process of its own: it changes the signal handlers and at-fork hooks of the process.
 _FORKS = r"""
 import os, signal, sys, threading
+sys.path.insert(0, "tests")
+from jobtasks import signal_names
 from workers.child_process import hold_shutdown_signals
 
 def names():
-    return " ".join(getattr(h, "name", None) or h.__name__
-                    for h in map(signal.getsignal, (signal.SIGINT, signal.SIGTERM)))
+    return " ".join(signal_names())
 
 def forked(body):
     pid = os.fork()
