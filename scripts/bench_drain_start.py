@@ -10,7 +10,8 @@ the time from just before the first ``Popen`` to the last job's recorded complet
 ``updated_at``, as scripts/peers/driver.py reads it), to the first one's, and the CPU time (user
 + system) of the worker processes and their children. Issue 19 judges the drain of 3,000 and
 20,000 jobs by 2 processes. Each checkout runs its own jobq (PYTHONPATH), with bytecode
-compiled, from an empty directory under ``.bench-tmp/``, removed at the end.
+compiled, from an empty directory under ``.bench-tmp/``, removed at the end, on the interpreter
+of ``.bench-tmp/jobq-venv`` (``bench_venv.jobq_python``: no editable-install finder to import).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import resource
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from bench_scratch import scratch_dir
+import bench_venv
+from bench_scratch import BENCH_ROOT, scratch_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,8 +48,8 @@ def children_cpu() -> float:
 
 
 class Checkout:
-    def __init__(self, repo: Path, cwd: Path) -> None:
-        self.repo, self.cwd = repo, cwd
+    def __init__(self, repo: Path, cwd: Path, python: str) -> None:
+        self.repo, self.cwd, self.python = repo, cwd, python
         self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         self.env["PYTHONPATH"] = os.pathsep.join([str(repo), str(repo / "scripts")])
         self._count = iter(range(1 << 30))
@@ -56,11 +57,11 @@ class Checkout:
     def drain(self, jobs: int, processes: int) -> tuple[float, float, float]:
         """Seconds to the last and to the first recorded completion, and the trees' CPU."""
         home = self.cwd / f"q{next(self._count)}"
-        python = [sys.executable, "-c"]
+        python = [self.python, "-c"]
         subprocess.run([*python, _FILL, str(home), str(jobs)], env=self.env, cwd=self.cwd,
                        check=True)
         cpu, started = children_cpu(), time.time()
-        procs = [subprocess.Popen([sys.executable, "-m", "jobq.cli", "worker", "--burst",
+        procs = [subprocess.Popen([self.python, "-m", "jobq.cli", "worker", "--burst",
                                    "--dir", str(home), "-c", "1"], env=self.env, cwd=self.cwd,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for _ in range(processes)]
@@ -84,6 +85,7 @@ def main() -> None:
                         metavar="CHECKOUT", help="another checkout's jobq, in the same rounds")
     args = parser.parse_args()
     repos = [REPO, *(p.resolve() for p in args.against)]
+    python = str(bench_venv.jobq_python(BENCH_ROOT / "jobq-venv"))
     for repo in repos:
         for package in ("jobq", "workers", "scripts"):
             compileall.compile_dir(str(repo / package), quiet=1)
@@ -92,7 +94,7 @@ def main() -> None:
         checkouts = []
         for i, repo in enumerate(repos):
             (tmp / str(i)).mkdir()
-            checkouts.append(Checkout(repo, tmp / str(i)))
+            checkouts.append(Checkout(repo, tmp / str(i), python))
         for round_ in range(args.runs + 1):  # round 0 warms the page cache up
             for i, checkout in enumerate(checkouts):
                 sample = checkout.drain(args.jobs, args.processes)

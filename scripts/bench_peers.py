@@ -20,7 +20,9 @@ Workloads, for every system, on no-op jobs referenced by module path (``peers.ta
 The peers are installed, at pinned versions, into a virtual environment of their own
 (``.bench-tmp/peers-venv``, made once and reused), never into the project's; each measurement runs
 as a subprocess (``python -m peers.driver``), the peers' with that environment's interpreter and
-jobq's with this one. Every system is measured at its default durability, read from the live
+jobq's with ``.bench-tmp/jobq-venv``'s, which holds jobq's dependencies and starts as after ``pip
+install .`` (this checkout's jobq on PYTHONPATH; the project's own environment, installed with
+``pip install -e``, imports an editable-install finder at every start: ``bench_venv.jobq_python``). Every system is measured at its default durability, read from the live
 system and printed beside its figures; diskcache is also run at ``synchronous=FULL`` and RQ with
 redis fsyncing its append-only file on every write and once a second, so that queues that fsync
 are compared with queues that fsync. Figures are medians of N runs (3); the runs are interleaved
@@ -211,12 +213,12 @@ class Results:
 
 
 def measure_all(columns: list[Column], sizes: Sizes, runs: int, root: Path, peers_python: str,
-                redis: str | None) -> Results:
+                jobq_python: str, redis: str | None) -> Results:
     results = Results(rates={}, durability={}, short={})
     for run in range(runs):
         print(f"round {run + 1} of {runs}...", file=sys.stderr)
         for column in columns:
-            python = peers_python if column.peer else sys.executable
+            python = peers_python if column.peer else jobq_python
             for workload in WORKLOADS:
                 jobs = sizes.of(column, workload)
                 if jobs is None:
@@ -243,19 +245,19 @@ def measure_all(columns: list[Column], sizes: Sizes, runs: int, root: Path, peer
 # -- reporting ---------------------------------------------------------------------------------
 
 
-def _jobq_origin() -> str:
+def _jobq_origin(jobq_python: str) -> str:
     code = "import jobq, os; print(os.path.dirname(jobq.__file__))"
-    return _run([sys.executable, "-c", code], env=_env(peer=False)).stdout.strip()
+    return _run([jobq_python, "-c", code], env=_env(peer=False)).stdout.strip()
 
 
 def print_header(args: argparse.Namespace, sizes: Sizes, root: Path, versions: dict[str, str],
-                 redis_how: str) -> None:
+                 redis_how: str, jobq_python: str) -> None:
     print(f"jobq vs peers ({'quick' if args.quick else 'full'}; medians of {args.runs} interleaved"
           f" run{'s' if args.runs != 1 else ''}; ratios are jobq / peer)")
     print(f"  machine:     {platform.node()}, {os.cpu_count()} CPUs"
           f" ({len(os.sched_getaffinity(0))} usable), Linux {platform.release()}")
-    print(f"  python:      jobq {sys.executable} ({platform.python_version()}),"
-          f" jobq from {_jobq_origin()}")
+    print(f"  python:      jobq {jobq_python} ({platform.python_version()}),"
+          f" jobq from {_jobq_origin(jobq_python)}")
     print(f"               peers {VENV / 'bin' / 'python'}")
     print(f"  filesystem:  {filesystem_of(root)}")
     print(f"  peers:       {', '.join(f'{k} {v}' for k, v in sorted(versions.items()))}")
@@ -420,8 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"RQ skipped: {redis_how}", file=sys.stderr)
                 columns = [c for c in columns if not c.appendfsync]
                 redis_how = f"none, RQ skipped: {redis_how}"
-            print_header(args, sizes, root, peer_versions(Path(peers_python)), redis_how)
-            results = measure_all(columns, sizes, args.runs, root, peers_python, redis)
+            jobq_python = str(bench_venv.jobq_python(BENCH_ROOT / "jobq-venv"))
+            print_header(args, sizes, root, peer_versions(Path(peers_python)), redis_how,
+                         jobq_python)
+            results = measure_all(columns, sizes, args.runs, root, peers_python, jobq_python,
+                                  redis)
             print_table(columns, results)
             print_markdown(columns, results, sizes, args.runs)
             print_targets(results, sizes)

@@ -16,7 +16,9 @@ worker's CPU up to its first job is the supervisor's and the child's, as the ker
 when the job starts (Linux). With ``--against``, another checkout's jobq is measured in the same
 rounds (before/after a change). Bytecode is compiled first and the children run without
 PYTHONDONTWRITEBYTECODE, as users run jobq; every command runs in an empty directory, so the
-current directory's jobq (another checkout) is never the one measured.
+current directory's jobq (another checkout) is never the one measured. Every command runs on
+the interpreter of ``.bench-tmp/jobq-venv``, which starts as a ``pip install .`` does, without the
+project environment's editable-install finder (see ``bench_venv.jobq_python``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 sys.path[:0] = [str(REPO), str(SCRIPTS)]  # this checkout's jobq, not an installed one
 
+import bench_venv  # noqa: E402
+from bench_scratch import BENCH_ROOT  # noqa: E402
+
 _ENQUEUE = ("import sys\nfrom jobq import Queue\nfrom startup_task import touch\n"
             "with Queue(sys.argv[1]) as queue:\n    queue.enqueue(touch, sys.argv[2])\n")
 
@@ -53,11 +58,11 @@ class Checkout:
     """One checkout's commands, run with its jobq (and this one's ``startup_task``) from an
     empty directory."""
 
-    def __init__(self, repo: Path, cwd: Path) -> None:
-        self.repo, self.cwd = repo, cwd
+    def __init__(self, repo: Path, cwd: Path, python: str) -> None:
+        self.repo, self.cwd, self.python = repo, cwd, python
         self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         self.env["PYTHONPATH"] = os.pathsep.join([str(repo), str(SCRIPTS)])
-        self.jobq = [sys.executable, "-m", "jobq.cli"]
+        self.jobq = [python, "-m", "jobq.cli"]
         self._count = iter(range(1 << 30))
 
     def run(self, command: list[str]) -> Callable[[], Sample]:
@@ -91,8 +96,8 @@ class Checkout:
         return started, int(flag.read_text()) / 1e9, time.perf_counter() - t, cpu() - c
 
     def measures(self) -> dict[str, Callable[[], Sample]]:
-        return {"python -c pass": self.run([sys.executable, "-c", "pass"]),
-                'python -c "import jobq"': self.run([sys.executable, "-c", "import jobq"]),
+        return {"python -c pass": self.run([self.python, "-c", "pass"]),
+                'python -c "import jobq"': self.run([self.python, "-c", "import jobq"]),
                 "jobq --version": self.run([*self.jobq, "--version"]),
                 "jobq worker --burst": self.worker}
 
@@ -104,6 +109,7 @@ def main() -> None:
                         metavar="CHECKOUT", help="another checkout's jobq, in the same rounds")
     args = parser.parse_args()
     repos = [REPO, *(p.resolve() for p in args.against)]
+    python = str(bench_venv.jobq_python(BENCH_ROOT / "jobq-venv"))
     for repo in repos:
         for package in ("jobq", "workers"):
             compileall.compile_dir(str(repo / package), quiet=1)
@@ -112,14 +118,14 @@ def main() -> None:
         checkouts = []
         for i, repo in enumerate(repos):
             (Path(tmp) / str(i)).mkdir()
-            checkouts.append(Checkout(repo, Path(tmp) / str(i)))
+            checkouts.append(Checkout(repo, Path(tmp) / str(i), python))
         for round_ in range(args.runs + 1):  # round 0 warms the page cache and bytecode up
             for i, checkout in enumerate(checkouts):
                 for label, measure in checkout.measures().items():
                     sample = measure()
                     if round_:
                         samples.setdefault((i, label), []).append(sample)
-    print(f"medians of {args.runs} interleaved rounds; python {sys.version.split()[0]};"
+    print(f"medians of {args.runs} interleaved rounds; {python} ({sys.version.split()[0]});"
           f" load {os.getloadavg()[0]:.2f} (wall clock; CPU = user + system of the processes)")
     for i, repo in enumerate(repos):
         print(f"{repo}:")

@@ -15,13 +15,17 @@
 4. Start-up: from starting ``jobq worker`` to its first job running, beside ``python -c pass``
    timed in the same rounds (the interpreter's own start, which the figure includes).
 
-Medians of N runs (3 by default). Files go under ``.bench-tmp/`` on the project's disk.
+Medians of N runs (3 by default). Files go under ``.bench-tmp/`` on the project's disk. Workers
+and ``python -c pass`` run on the interpreter of ``.bench-tmp/jobq-venv``, which starts as after
+``pip install .``, without the project environment's editable-install finder
+(``bench_venv.jobq_python``).
 ``--json PATH`` also writes these figures to PATH, for scripts/bench.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -35,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_scratch import scratch_dir  # noqa: E402
+import bench_venv  # noqa: E402
+from bench_scratch import BENCH_ROOT, scratch_dir  # noqa: E402
 from jobq import Queue  # noqa: E402
 
 TASKS = "bench_tasks"  # scripts/bench_tasks.py, importable by the workers through PYTHONPATH
@@ -51,9 +56,15 @@ def _env() -> dict[str, str]:
     return env
 
 
+@functools.cache
+def _python() -> str:
+    """The interpreter the workers start on."""
+    return str(bench_venv.jobq_python(BENCH_ROOT / "jobq-venv"))
+
+
 def _jobq() -> list[str]:
-    script = Path(sys.executable).parent / "jobq"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "jobq.cli"]
+    script = Path(_python()).parent / "jobq"
+    return [str(script)] if script.exists() else [_python(), "-m", "jobq.cli"]
 
 
 def _start_worker(qdir: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -157,7 +168,7 @@ def startup(tmp: Path) -> float:
 def interpreter_start() -> float:
     """Seconds ``python -c pass`` takes, started as the worker is."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], env=_env(), check=True)
+    subprocess.run([_python(), "-c", "pass"], env=_env(), check=True)
     return time.perf_counter() - started
 
 
