@@ -22,12 +22,13 @@ The peers are installed, at pinned versions, into a virtual environment of their
 as a subprocess (``python -m peers.driver``), the peers' with that environment's interpreter and
 jobq's with ``.bench-tmp/jobq-venv``'s, which holds jobq's dependencies and starts as after ``pip
 install .`` (this checkout's jobq on PYTHONPATH; the project's own environment, installed with
-``pip install -e``, imports an editable-install finder at every start: ``bench_venv.jobq_python``). Every system is measured at its default durability, read from the live
-system and printed beside its figures; diskcache is also run at ``synchronous=FULL`` and RQ with
-redis fsyncing its append-only file on every write and once a second, so that queues that fsync
-are compared with queues that fsync. Figures are medians of N runs (3); the runs are interleaved
-(round 1 measures every figure, then round 2...) because the machine is shared. Every ratio is
-jobq's median over the peer's. Files go under ``.bench-tmp/`` at the repository root (the
+``pip install -e``, imports an editable-install finder at every start: see
+``bench_venv.jobq_python``). Every system is measured at its default durability, read from the
+live system and printed beside its figures; diskcache is also run at ``synchronous=FULL`` and RQ
+with redis fsyncing its append-only file on every write and once a second, so that queues that
+fsync are compared with queues that fsync. Figures are medians of N runs (3); the runs are
+interleaved (round 1 measures every figure, then round 2...) because the machine is shared. Every
+ratio is jobq's median over the peer's. Files go under ``.bench-tmp/`` at the repository root (the
 project's disk, not a tmpfs) and are removed at the end, also on Ctrl-C or SIGTERM.
 ``--json PATH`` also writes the 2-process drain figures and target 4's ratios to PATH, for
 scripts/bench.py.
