@@ -495,7 +495,6 @@ def test_a_file_removed_during_the_check_is_not_a_denial(tmp_path, children):
     """SQLite removes the WAL and its index as the last connection closes: a process opening
     the queue while another closes it checked a file that was gone by its access test, and was
     told it could not use the queue (17 times in 3 s of this loop, before)."""
-    import time
     from jobq.local import directory
 
     path = str(tmp_path / "q")
