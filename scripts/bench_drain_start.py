@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import bench_venv
-from bench_scratch import BENCH_ROOT, scratch_dir
+from bench_scratch import scratch_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def main() -> None:
                         metavar="CHECKOUT", help="another checkout's jobq, in the same rounds")
     args = parser.parse_args()
     repos = [REPO, *(p.resolve() for p in args.against)]
-    python = str(bench_venv.jobq_python(BENCH_ROOT / "jobq-venv"))
+    python = str(bench_venv.jobq_python())
     for repo in repos:
         for package in ("jobq", "workers", "scripts"):
             compileall.compile_dir(str(repo / package), quiet=1)

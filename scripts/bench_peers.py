@@ -423,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"RQ skipped: {redis_how}", file=sys.stderr)
                 columns = [c for c in columns if not c.appendfsync]
                 redis_how = f"none, RQ skipped: {redis_how}"
-            jobq_python = str(bench_venv.jobq_python(BENCH_ROOT / "jobq-venv"))
+            jobq_python = str(bench_venv.jobq_python())
             print_header(args, sizes, root, peer_versions(Path(peers_python)), redis_how,
                          jobq_python)
             results = measure_all(columns, sizes, args.runs, root, peers_python, jobq_python,

@@ -40,7 +40,6 @@ SCRIPTS = REPO / "scripts"
 sys.path[:0] = [str(REPO), str(SCRIPTS)]  # this checkout's jobq, not an installed one
 
 import bench_venv  # noqa: E402
-from bench_scratch import BENCH_ROOT  # noqa: E402
 
 _ENQUEUE = ("import sys\nfrom jobq import Queue\nfrom startup_task import touch\n"
             "with Queue(sys.argv[1]) as queue:\n    queue.enqueue(touch, sys.argv[2])\n")
@@ -109,7 +108,7 @@ def main() -> None:
                         metavar="CHECKOUT", help="another checkout's jobq, in the same rounds")
     args = parser.parse_args()
     repos = [REPO, *(p.resolve() for p in args.against)]
-    python = str(bench_venv.jobq_python(BENCH_ROOT / "jobq-venv"))
+    python = str(bench_venv.jobq_python())
     for repo in repos:
         for package in ("jobq", "workers"):
             compileall.compile_dir(str(repo / package), quiet=1)

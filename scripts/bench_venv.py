@@ -12,6 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench_scratch import BENCH_ROOT
+
+JOBQ_VENV = BENCH_ROOT / "jobq-venv"  # see jobq_python
+
 
 def run(cmd: Sequence[str], timeout: float | None = None,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -52,10 +56,10 @@ def installed_versions(python: Path, names: Sequence[str]) -> dict[str, str]:
     return json.loads(run([str(python), "-c", code]).stdout)
 
 
-def jobq_python(venv: Path) -> Path:
-    """An interpreter that starts as one where jobq was installed with ``pip install .``: a venv
-    holding jobq's runtime dependencies at the versions installed here, and not jobq (the
-    benchmarks put a checkout on PYTHONPATH).
+def jobq_python() -> Path:
+    """An interpreter that starts as one where jobq was installed with ``pip install .``: the
+    venv JOBQ_VENV, holding jobq's runtime dependencies at the versions installed here, and not
+    jobq (the benchmarks put a checkout on PYTHONPATH).
 
     Not this interpreter: the project's environment is installed with ``pip install -e``, whose
     finder (a ``.pth`` file) every start of that interpreter imports, some 50 M instructions:
@@ -77,4 +81,4 @@ def jobq_python(venv: Path) -> Path:
             continue
         with contextlib.suppress(metadata.PackageNotFoundError):  # e.g. tzdata, Windows only
             pins[name] = metadata.version(name)
-    return ensure_venv(venv, pins)
+    return ensure_venv(JOBQ_VENV, pins)

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import bench_venv  # noqa: E402
-from bench_scratch import BENCH_ROOT, scratch_dir  # noqa: E402
+from bench_scratch import scratch_dir  # noqa: E402
 from jobq import Queue  # noqa: E402
 
 TASKS = "bench_tasks"  # scripts/bench_tasks.py, importable by the workers through PYTHONPATH
@@ -59,7 +59,7 @@ def _env() -> dict[str, str]:
 @functools.cache
 def _python() -> str:
     """The interpreter the workers start on."""
-    return str(bench_venv.jobq_python(BENCH_ROOT / "jobq-venv"))
+    return str(bench_venv.jobq_python())
 
 
 def _jobq() -> list[str]:
